@@ -1,0 +1,267 @@
+//! Blobs: the unit of dedup, compression and sealing.
+//!
+//! A blob's plaintext is named by its keyed BLAKE3 ([`crate::RepoKeys::blob_id`]),
+//! then compressed and sealed on its own so it can be read from a pack by a
+//! single range request:
+//!
+//! ```text
+//! sealed( codec (1 byte: 0 = stored, 1 = zstd) || payload )   with AAD = (kind, blob id)
+//! ```
+//!
+//! Compression is skipped when a cheap probe shows the data does not shrink,
+//! and the stored form is used whenever zstd's output is not smaller.
+
+use serde::{Deserialize, Serialize};
+
+use crate::seal::{Aad, SealedKind, Sealer};
+use crate::{BlobId, Error, RepoKeys, Result};
+
+const CODEC_STORED: u8 = 0;
+const CODEC_ZSTD: u8 = 1;
+/// Chunks at least this long are probed before being compressed.
+const PROBE_THRESHOLD: usize = 64 * 1024;
+const PROBE_LEN: usize = 16 * 1024;
+/// The probe must shrink the sample to this share (in 1/100) to be worth compressing.
+const PROBE_MAX_PERCENT: usize = 95;
+/// Largest raw blob the format accepts: 64 MiB (the chunker never makes more than 16).
+pub const MAX_BLOB_LEN: usize = 64 * 1024 * 1024;
+
+/// What a blob holds; also decides which pack family it goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum BlobKind {
+    /// File or stream data; stored in data packs.
+    Data,
+    /// A directory tree node; stored in tree packs.
+    Tree,
+    /// A content list; stored in tree packs.
+    ContentList,
+}
+
+impl BlobKind {
+    /// The sealed kind bound into the blob's associated data.
+    #[must_use]
+    pub const fn sealed_kind(self) -> SealedKind {
+        match self {
+            Self::Data => SealedKind::DataBlob,
+            Self::Tree => SealedKind::TreeBlob,
+            Self::ContentList => SealedKind::ContentListBlob,
+        }
+    }
+
+    /// Whether the blob goes to a tree pack (kept hot; read by GC and browse).
+    #[must_use]
+    pub const fn is_metadata(self) -> bool {
+        !matches!(self, Self::Data)
+    }
+}
+
+/// A blob ready to be put in a pack.
+#[derive(Clone, Debug)]
+pub struct SealedBlob {
+    /// Keyed BLAKE3 of the plaintext.
+    pub id: BlobId,
+    /// The kind.
+    pub kind: BlobKind,
+    /// Length of the plaintext.
+    pub raw_len: u32,
+    /// The sealed bytes as they go into the pack.
+    pub sealed: Vec<u8>,
+}
+
+/// Compresses, seals, opens and verifies blobs. Holds a reusable zstd
+/// context, so keep one per worker thread.
+pub struct BlobCodec {
+    keys: RepoKeys,
+    sealer: Sealer,
+    compressor: zstd::bulk::Compressor<'static>,
+    probe: zstd::bulk::Compressor<'static>,
+    decompressor: zstd::bulk::Decompressor<'static>,
+}
+
+impl std::fmt::Debug for BlobCodec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobCodec").field("sealer", &self.sealer).finish_non_exhaustive()
+    }
+}
+
+impl BlobCodec {
+    /// A codec compressing at zstd `level`.
+    ///
+    /// # Errors
+    /// [`Error::Compression`] if zstd rejects the level.
+    pub fn new(keys: RepoKeys, sealer: Sealer, level: i32) -> Result<Self> {
+        let zerr = |e: std::io::Error| Error::Compression {
+            what: "blob",
+            detail: e.to_string(),
+        };
+        Ok(Self {
+            keys,
+            sealer,
+            compressor: zstd::bulk::Compressor::new(level).map_err(zerr)?,
+            probe: zstd::bulk::Compressor::new(1).map_err(zerr)?,
+            decompressor: zstd::bulk::Decompressor::new().map_err(zerr)?,
+        })
+    }
+
+    /// The keys in use.
+    #[must_use]
+    pub const fn keys(&self) -> &RepoKeys {
+        &self.keys
+    }
+
+    /// The sealer in use.
+    #[must_use]
+    pub const fn sealer(&self) -> &Sealer {
+        &self.sealer
+    }
+
+    /// The id `plaintext` would get.
+    #[must_use]
+    pub fn id_of(&self, plaintext: &[u8]) -> BlobId {
+        self.keys.blob_id(plaintext)
+    }
+
+    /// Names, compresses and seals a blob.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] above [`MAX_BLOB_LEN`]; [`Error::Random`] if no nonce could be drawn.
+    pub fn seal(&mut self, kind: BlobKind, plaintext: &[u8]) -> Result<SealedBlob> {
+        let id = self.id_of(plaintext);
+        self.seal_with_id(kind, id, plaintext)
+    }
+
+    /// Like [`Self::seal`] when the id is already known.
+    ///
+    /// # Errors
+    /// As [`Self::seal`].
+    pub fn seal_with_id(&mut self, kind: BlobKind, id: BlobId, plaintext: &[u8]) -> Result<SealedBlob> {
+        if plaintext.len() > MAX_BLOB_LEN {
+            return Err(Error::TooLarge {
+                what: "blob",
+                detail: format!("{} bytes, the limit is {MAX_BLOB_LEN}", plaintext.len()),
+            });
+        }
+        let raw_len = u32::try_from(plaintext.len()).map_err(|_| Error::TooLarge {
+            what: "blob",
+            detail: "over 4 GiB".into(),
+        })?;
+        let mut framed = Vec::with_capacity(plaintext.len() + 1);
+        if self.worth_compressing(plaintext) {
+            framed.push(CODEC_ZSTD);
+            let bound = zstd::zstd_safe::compress_bound(plaintext.len());
+            framed.reserve(bound);
+            let compressed = self.compressor.compress(plaintext).ok();
+            match compressed {
+                Some(c) if c.len() < plaintext.len() => framed.extend_from_slice(&c),
+                _ => {
+                    framed.clear();
+                    framed.push(CODEC_STORED);
+                    framed.extend_from_slice(plaintext);
+                }
+            }
+        } else {
+            framed.push(CODEC_STORED);
+            framed.extend_from_slice(plaintext);
+        }
+        let sealed = self.sealer.seal(Aad::blob(kind.sealed_kind(), &id), &framed)?;
+        Ok(SealedBlob {
+            id,
+            kind,
+            raw_len,
+            sealed,
+        })
+    }
+
+    fn worth_compressing(&mut self, plaintext: &[u8]) -> bool {
+        if plaintext.len() < PROBE_THRESHOLD {
+            return true;
+        }
+        let sample = plaintext.get(..PROBE_LEN).unwrap_or(plaintext);
+        match self.probe.compress(sample) {
+            Ok(c) => c.len() * 100 <= sample.len() * PROBE_MAX_PERCENT,
+            Err(_) => true,
+        }
+    }
+
+    /// Opens a sealed blob, decompresses it, and checks that it hashes to `id`.
+    ///
+    /// # Errors
+    /// [`Error::Authentication`] if the seal fails (corruption, or a blob moved
+    /// from elsewhere), [`Error::Compression`] or [`Error::HashMismatch`].
+    pub fn open(&mut self, kind: BlobKind, id: &BlobId, raw_len: u32, sealed: &[u8]) -> Result<Vec<u8>> {
+        let framed = self.sealer.open("blob", Aad::blob(kind.sealed_kind(), id), sealed)?;
+        let (codec, payload) = framed.split_first().ok_or_else(|| Error::malformed("blob", "empty frame"))?;
+        let raw_len = raw_len as usize;
+        if raw_len > MAX_BLOB_LEN {
+            return Err(Error::malformed("blob", format!("raw length {raw_len} over the limit")));
+        }
+        let plaintext = match *codec {
+            CODEC_STORED => payload.to_vec(),
+            CODEC_ZSTD => self.decompressor.decompress(payload, raw_len).map_err(|e| Error::Compression {
+                what: "blob",
+                detail: e.to_string(),
+            })?,
+            other => return Err(Error::malformed("blob", format!("unknown codec {other}"))),
+        };
+        if plaintext.len() != raw_len {
+            return Err(Error::malformed(
+                "blob",
+                format!("holds {} bytes, the index says {raw_len}", plaintext.len()),
+            ));
+        }
+        let actual = self.id_of(&plaintext);
+        if actual != *id {
+            return Err(Error::HashMismatch {
+                what: "blob",
+                expected: id.to_hex(),
+                actual: actual.to_hex(),
+            });
+        }
+        Ok(plaintext)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Cipher, MasterKey};
+    use proptest::prelude::*;
+
+    pub(crate) fn codec() -> BlobCodec {
+        let keys = MasterKey::from_bytes([5; 32]).derive();
+        let sealer = keys.sealer(Cipher::XChaCha20Poly1305);
+        BlobCodec::new(keys, sealer, 3).unwrap()
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip(data in proptest::collection::vec(any::<u8>(), 0..100_000), text in "[a-z ]{0,5000}") {
+            let mut codec = codec();
+            for plain in [data, text.into_bytes()] {
+                let blob = codec.seal(BlobKind::Data, &plain).unwrap();
+                prop_assert_eq!(codec.open(BlobKind::Data, &blob.id, blob.raw_len, &blob.sealed).unwrap(), plain);
+            }
+        }
+    }
+
+    #[test]
+    fn text_is_compressed_and_random_is_not() {
+        let mut codec = codec();
+        let text = "INSERT INTO t VALUES (1,'abc');\n".repeat(4000).into_bytes();
+        let blob = codec.seal(BlobKind::Data, &text).unwrap();
+        assert!(blob.sealed.len() < text.len() / 4);
+        let random: Vec<u8> = (0..100_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let blob = codec.seal(BlobKind::Data, &random).unwrap();
+        assert!(blob.sealed.len() <= random.len() + 41);
+    }
+
+    #[test]
+    fn wrong_kind_or_id_is_rejected() {
+        let mut codec = codec();
+        let blob = codec.seal(BlobKind::Data, b"abc").unwrap();
+        assert!(matches!(codec.open(BlobKind::Tree, &blob.id, 3, &blob.sealed), Err(Error::Authentication { .. })));
+        let other = codec.id_of(b"abd");
+        assert!(matches!(codec.open(BlobKind::Data, &other, 3, &blob.sealed), Err(Error::Authentication { .. })));
+    }
+}

@@ -1,0 +1,82 @@
+//! nfrepo's on-disk format: every stored object, as bytes and as types.
+//!
+//! This crate turns repository objects into bytes and back: ids, keys and
+//! key slots, sealing (AEAD), compression, chunking parameters, packs, index
+//! deltas, tree nodes, content lists, snapshots and the config. It is the
+//! normative companion of `format-spec/`.
+//!
+//! It is **not** a storage layer: it does no I/O, has no async, and knows
+//! nothing of paths or object stores. Every decoder takes hostile bytes and
+//! returns an [`Error`], never panics; each one has a fuzz target.
+//!
+//! How the pieces relate: a [`MasterKey`] (unwrapped from a [`KeySlot`])
+//! derives [`RepoKeys`]; a [`BlobCodec`] uses them to name, compress and seal
+//! blobs; a [`PackBuilder`] gathers sealed blobs into packs; an
+//! [`IndexDelta`] records which pack holds which blob; [`Tree`] and
+//! [`ContentList`] blobs form a Merkle tree whose root a [`Snapshot`] names.
+//!
+//! ```
+//! use nfrepo_format::{BlobCodec, BlobKind, Cipher, MasterKey};
+//!
+//! let keys = MasterKey::from_bytes([7; 32]).derive();
+//! let mut codec = BlobCodec::new(keys.clone(), keys.sealer(Cipher::XChaCha20Poly1305), 3)?;
+//! let blob = codec.seal(BlobKind::Data, b"hello")?;
+//! assert_eq!(codec.open(BlobKind::Data, &blob.id, blob.raw_len, &blob.sealed)?, b"hello");
+//! # Ok::<(), nfrepo_format::Error>(())
+//! ```
+
+#![deny(missing_docs)]
+#![deny(clippy::unwrap_used)]
+#![deny(clippy::indexing_slicing)]
+#![warn(clippy::expect_used)]
+
+mod blob;
+mod chunker;
+mod config;
+mod content;
+mod envelope;
+mod error;
+mod id;
+mod index;
+mod key;
+mod pack;
+mod seal;
+mod snapshot;
+mod tree;
+
+pub use blob::{BlobCodec, BlobKind, MAX_BLOB_LEN, SealedBlob};
+pub use chunker::{Chunker, ChunkerProfile};
+pub use config::{ConfigBody, ConfigHeader, decode_config_body, decode_config_header, encode_config};
+pub use content::{
+    Content, ContentList, ContentListBuilder, EmittedList, INLINE_MAX_ENTRIES, LIST_CUT_MODULUS, LIST_MAX_ENTRIES,
+    LIST_MIN_ENTRIES, ListEntry,
+};
+pub use envelope::FORMAT_VERSION;
+pub use error::{Error, Result};
+pub use id::{BlobId, IndexId, KeyId, PackId, RepoId, SnapshotId, content_hash};
+pub use index::{IndexDelta, IndexedPack};
+pub use key::{KdfParams, KeySlot, MasterKey, RepoKeys};
+pub use pack::{
+    BlobFault, FinishedPack, MAX_PACK_LEN, PACK_HEADER_LEN, PackBuilder, PackEntry, PackKind, decode_pack_header,
+    decode_trailer, read_pack_entries, trailer_len, verify_pack,
+};
+pub use seal::{Aad, Cipher, SEAL_OVERHEAD, SealedKind, Sealer, SecretKey};
+pub use snapshot::{CommandRecord, Snapshot, Summary};
+pub use tree::{Metadata, Node, NodeKind, Tree, Xattr};
+
+/// Checks that `bytes` hash (plain BLAKE3) to the id they are stored under.
+///
+/// # Errors
+/// [`Error::HashMismatch`] if they do not.
+pub fn check_content_id(what: &'static str, id: &[u8; 32], bytes: &[u8]) -> Result<()> {
+    let actual = content_hash(bytes);
+    if &actual == id {
+        Ok(())
+    } else {
+        Err(Error::HashMismatch {
+            what,
+            expected: hex::encode(id),
+            actual: hex::encode(actual),
+        })
+    }
+}
