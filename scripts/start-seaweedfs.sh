@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Starts a loopback-only SeaweedFS (`weed mini`) as the S3 server for tests.
+#
+#   scripts/start-seaweedfs.sh DIR
+#
+# Data, DIR/s3.json, DIR/weed.log and DIR/weed.pid live in DIR. On success
+# prints the server's pid (also its process-group id) on stdout and leaves it
+# running in the background; stop it with `kill -- -PID`. Running it again
+# while that server is up just prints the same pid.
+#
+# S3: endpoint http://127.0.0.1:18333, bucket nfrepo-test,
+#     access key nfrepo-test, secret key nfrepo-test-secret.
+set -euo pipefail
+
+# shellcheck source=scripts/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+
+(($# == 1)) || die "usage: $0 DIR"
+mkdir -p "$1"
+DIR="$(cd "$1" && pwd)"
+
+S3_PORT=18333
+MASTER_PORT=19333
+VOLUME_PORT=19340
+FILER_PORT=18888
+BUCKET=nfrepo-test
+ACCESS_KEY=nfrepo-test
+SECRET_KEY=nfrepo-test-secret
+ENDPOINT="http://127.0.0.1:$S3_PORT"
+TIMEOUT_S=60
+
+# Idempotent: a server from an earlier run on DIR that still answers is reused.
+if [[ -s "$DIR/weed.pid" ]]; then
+	old_pid="$(cat "$DIR/weed.pid")"
+	if kill -0 "$old_pid" 2>/dev/null &&
+		s3_head_bucket "$ENDPOINT" "$BUCKET" "$ACCESS_KEY" "$SECRET_KEY" >/dev/null; then
+		log "SeaweedFS already running on $ENDPOINT (pid $old_pid)"
+		echo "$old_pid"
+		exit 0
+	fi
+	rm -f "$DIR/weed.pid"
+fi
+for port in "$S3_PORT" "$MASTER_PORT" "$VOLUME_PORT" "$FILER_PORT"; do
+	if port_open "$port"; then
+		die "port 127.0.0.1:$port is already in use (another SeaweedFS? stop it first)"
+	fi
+done
+
+WEED="$(weed_bin)"
+
+cat >"$DIR/s3.json" <<EOF
+{
+  "identities": [
+    {
+      "name": "nfrepo-test",
+      "credentials": [
+        { "accessKey": "$ACCESS_KEY", "secretKey": "$SECRET_KEY" }
+      ],
+      "actions": ["Admin", "Read", "List", "Tagging", "Write"]
+    }
+  ]
+}
+EOF
+
+# setsid: the server gets its own process group, so `kill -- -PID` stops it and
+# anything it spawns. The wrapper records its pid before exec'ing weed.
+# shellcheck disable=SC2016 # $$ and $@ belong to the inner shell
+setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$DIR/weed.pid" \
+	"$WEED" mini -dir="$DIR" -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.telemetry=false \
+	-webdav=false -admin.ui=false -s3.port.iceberg=0 -s3.port.lance=0 \
+	-s3.config="$DIR/s3.json" -s3.port="$S3_PORT" -master.port="$MASTER_PORT" \
+	-volume.port="$VOLUME_PORT" -filer.port="$FILER_PORT" -bucket="$BUCKET" \
+	>"$DIR/weed.log" 2>&1 </dev/null &
+
+started=0
+pid=""
+# shellcheck disable=SC2317 # invoked by the EXIT trap
+cleanup() {
+	if ((started == 0)) && [[ -n "$pid" ]]; then
+		stop_pid "$pid" SeaweedFS
+		rm -f "$DIR/weed.pid"
+	fi
+}
+trap cleanup EXIT
+
+# Wait for the wrapper to record the pid, then for a signed HEAD of the bucket
+# to succeed: the S3 port can open before the bucket exists.
+deadline=$((SECONDS + TIMEOUT_S))
+status=000
+while ((SECONDS < deadline)); do
+	[[ -z "$pid" && -s "$DIR/weed.pid" ]] && pid="$(cat "$DIR/weed.pid")"
+	if [[ -n "$pid" ]] && ! kill -0 "$pid" 2>/dev/null; then
+		log "SeaweedFS exited during start-up; last lines of $DIR/weed.log:"
+		tail -n 40 "$DIR/weed.log" >&2 || true
+		exit 1
+	fi
+	if [[ -n "$pid" ]] && status="$(s3_head_bucket "$ENDPOINT" "$BUCKET" "$ACCESS_KEY" "$SECRET_KEY")"; then
+		started=1
+		log "SeaweedFS ready on $ENDPOINT (bucket $BUCKET, pid $pid, log $DIR/weed.log)"
+		echo "$pid"
+		exit 0
+	fi
+	sleep 0.3
+done
+
+log "SeaweedFS did not answer on $ENDPOINT within ${TIMEOUT_S}s (last HEAD status $status); last lines of $DIR/weed.log:"
+tail -n 40 "$DIR/weed.log" >&2 || true
+exit 1
