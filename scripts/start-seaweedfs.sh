@@ -62,15 +62,11 @@ cat >"$DIR/s3.json" <<EOF
 }
 EOF
 
-# setsid: the server gets its own process group, so `kill -- -PID` stops it and
-# anything it spawns. The wrapper records its pid before exec'ing weed.
-# shellcheck disable=SC2016 # $$ and $@ belong to the inner shell
-setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$DIR/weed.pid" \
+spawn_detached "$DIR/weed.pid" "$DIR/weed.log" \
 	"$WEED" mini -dir="$DIR" -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.telemetry=false \
 	-webdav=false -admin.ui=false -s3.port.iceberg=0 -s3.port.lance=0 \
 	-s3.config="$DIR/s3.json" -s3.port="$S3_PORT" -master.port="$MASTER_PORT" \
-	-volume.port="$VOLUME_PORT" -filer.port="$FILER_PORT" -bucket="$BUCKET" \
-	>"$DIR/weed.log" 2>&1 </dev/null &
+	-volume.port="$VOLUME_PORT" -filer.port="$FILER_PORT" -bucket="$BUCKET"
 
 started=0
 pid=""

@@ -33,8 +33,21 @@ ensure_apt_packages() {
 		"${sudo[@]}" apt-get update -qq >&2
 		export NFREPO_APT_UPDATED=1
 	fi
+	# Our scripts start their own servers on loopback ports: keep the packages'
+	# maintainer scripts from starting system services (mariadb on 3306, ...).
+	local policy=/usr/sbin/policy-rc.d added_policy=0 rc=0
+	if [[ ! -e "$policy" ]]; then
+		printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null
+		"${sudo[@]}" chmod 755 "$policy"
+		added_policy=1
+	fi
 	log "apt-get install -y ${missing[*]}"
-	DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+	DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends \
+		"${missing[@]}" >&2 || rc=$?
+	if ((added_policy)); then
+		"${sudo[@]}" rm -f "$policy"
+	fi
+	return "$rc"
 }
 
 # pip_install PKG...: `python3 -m pip install`, falling back to
@@ -107,14 +120,27 @@ sys.exit(0 if status == 200 else 1)
 PY
 }
 
-# stop_pid PID [NAME]: SIGTERM the process group (or process), wait up to 10 s, then SIGKILL.
+# spawn_detached PIDFILE LOGFILE CMD...: starts CMD in the background in a
+# session and process group of its own (so `stop_pid` can stop it and whatever
+# it spawns), stdout and stderr to LOGFILE, stdin from /dev/null. CMD's pid,
+# which is also its process-group id, appears in PIDFILE once it runs.
+spawn_detached() {
+	local pidfile="$1" logfile="$2"
+	shift 2
+	rm -f "$pidfile"
+	# shellcheck disable=SC2016 # $$ and $@ belong to the inner shell
+	setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$pidfile" "$@" >"$logfile" 2>&1 </dev/null &
+}
+
+# stop_pid PID [NAME] [TIMEOUT_S]: SIGTERM the process group (or the process),
+# wait up to TIMEOUT_S (default 10) seconds, then SIGKILL.
 stop_pid() {
-	local pid="$1" name="${2:-process}" i
+	local pid="$1" name="${2:-process}" timeout="${3:-10}" i
 	[[ -n "$pid" ]] || return 0
 	kill -0 "$pid" 2>/dev/null || return 0
 	log "stopping $name (pid $pid)"
 	kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-	for ((i = 0; i < 100; i++)); do
+	for ((i = 0; i < timeout * 10; i++)); do
 		kill -0 "$pid" 2>/dev/null || return 0
 		sleep 0.1
 	done
