@@ -137,6 +137,11 @@ else
 	step fuzz fuzz_smoke
 fi
 
+# Stop the servers now so that the summary below is the last thing printed.
+if [[ -n "$WEED_PID" ]]; then
+	stop_pid "$WEED_PID" SeaweedFS
+	WEED_PID=""
+fi
 print_durations
 # Totals over every `test result:` line of cargo test (unit, integration, doc tests).
 awk '/^test result:/ {
