@@ -81,7 +81,9 @@ pub struct BlobCodec {
 
 impl std::fmt::Debug for BlobCodec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BlobCodec").field("sealer", &self.sealer).finish_non_exhaustive()
+        f.debug_struct("BlobCodec")
+            .field("sealer", &self.sealer)
+            .finish_non_exhaustive()
     }
 }
 
@@ -191,17 +193,22 @@ impl BlobCodec {
     /// from elsewhere), [`Error::Compression`] or [`Error::HashMismatch`].
     pub fn open(&mut self, kind: BlobKind, id: &BlobId, raw_len: u32, sealed: &[u8]) -> Result<Vec<u8>> {
         let framed = self.sealer.open("blob", Aad::blob(kind.sealed_kind(), id), sealed)?;
-        let (codec, payload) = framed.split_first().ok_or_else(|| Error::malformed("blob", "empty frame"))?;
+        let (codec, payload) = framed
+            .split_first()
+            .ok_or_else(|| Error::malformed("blob", "empty frame"))?;
         let raw_len = raw_len as usize;
         if raw_len > MAX_BLOB_LEN {
             return Err(Error::malformed("blob", format!("raw length {raw_len} over the limit")));
         }
         let plaintext = match *codec {
             CODEC_STORED => payload.to_vec(),
-            CODEC_ZSTD => self.decompressor.decompress(payload, raw_len).map_err(|e| Error::Compression {
-                what: "blob",
-                detail: e.to_string(),
-            })?,
+            CODEC_ZSTD => self
+                .decompressor
+                .decompress(payload, raw_len)
+                .map_err(|e| Error::Compression {
+                    what: "blob",
+                    detail: e.to_string(),
+                })?,
             other => return Err(Error::malformed("blob", format!("unknown codec {other}"))),
         };
         if plaintext.len() != raw_len {
@@ -251,7 +258,9 @@ mod tests {
         let text = "INSERT INTO t VALUES (1,'abc');\n".repeat(4000).into_bytes();
         let blob = codec.seal(BlobKind::Data, &text).unwrap();
         assert!(blob.sealed.len() < text.len() / 4);
-        let random: Vec<u8> = (0..100_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let random: Vec<u8> = (0..100_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
         let blob = codec.seal(BlobKind::Data, &random).unwrap();
         assert!(blob.sealed.len() <= random.len() + 41);
     }
@@ -260,8 +269,14 @@ mod tests {
     fn wrong_kind_or_id_is_rejected() {
         let mut codec = codec();
         let blob = codec.seal(BlobKind::Data, b"abc").unwrap();
-        assert!(matches!(codec.open(BlobKind::Tree, &blob.id, 3, &blob.sealed), Err(Error::Authentication { .. })));
+        assert!(matches!(
+            codec.open(BlobKind::Tree, &blob.id, 3, &blob.sealed),
+            Err(Error::Authentication { .. })
+        ));
         let other = codec.id_of(b"abd");
-        assert!(matches!(codec.open(BlobKind::Data, &other, 3, &blob.sealed), Err(Error::Authentication { .. })));
+        assert!(matches!(
+            codec.open(BlobKind::Data, &other, 3, &blob.sealed),
+            Err(Error::Authentication { .. })
+        ));
     }
 }

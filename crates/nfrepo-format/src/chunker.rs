@@ -58,9 +58,9 @@ impl ChunkerProfile {
     /// # Errors
     /// [`Error::Malformed`] if a size is odd, out of FastCDC's range, or out of order.
     pub fn validate(&self) -> Result<()> {
-        let ok = self.min % 2 == 0
-            && self.avg % 2 == 0
-            && self.max % 2 == 0
+        let ok = self.min.is_multiple_of(2)
+            && self.avg.is_multiple_of(2)
+            && self.max.is_multiple_of(2)
             && (64..=1_048_576).contains(&self.min)
             && (256..=4_194_304).contains(&self.avg)
             && (1024..=16_777_216).contains(&self.max)
@@ -146,20 +146,44 @@ mod tests {
     fn golden_cut_points() {
         let data = pseudo_random(200_000);
         let lens = |seed| -> Vec<usize> {
-            Chunker::new(ChunkerProfile::DUMP, seed).unwrap().chunks(&data[..]).map(|c| c.unwrap().len()).collect()
+            Chunker::new(ChunkerProfile::DUMP, seed)
+                .unwrap()
+                .chunks(&data[..])
+                .map(|c| c.unwrap().len())
+                .collect()
         };
         assert_eq!(lens(0), GOLDEN_SEED_0);
         assert_eq!(lens(0xDEAD_BEEF), GOLDEN_SEED_DEADBEEF);
         assert_ne!(lens(0), lens(1), "the seed must move cut points");
     }
 
-    const GOLDEN_SEED_0: &[usize] = &[6191, 8763, 17021, 17777, 15442, 16619, 24411, 10767, 23092, 24826, 30843, 4248];
-    const GOLDEN_SEED_DEADBEEF: &[usize] = &[14042, 18278, 5598, 24037, 10007, 15041, 21283, 30176, 24231, 14239, 17603, 5465];
+    const GOLDEN_SEED_0: &[usize] = &[
+        6191, 8763, 17021, 17777, 15442, 16619, 24411, 10767, 23092, 24826, 30843, 4248,
+    ];
+    const GOLDEN_SEED_DEADBEEF: &[usize] = &[
+        14042, 18278, 5598, 24037, 10007, 15041, 21283, 30176, 24231, 14239, 17603, 5465,
+    ];
 
     #[test]
     fn rejects_bad_profiles() {
-        assert!(ChunkerProfile { min: 3, avg: 1024, max: 4096 }.validate().is_err());
-        assert!(ChunkerProfile { min: 4096, avg: 1024, max: 8192 }.validate().is_err());
+        assert!(
+            ChunkerProfile {
+                min: 3,
+                avg: 1024,
+                max: 4096
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            ChunkerProfile {
+                min: 4096,
+                avg: 1024,
+                max: 8192
+            }
+            .validate()
+            .is_err()
+        );
         assert!(ChunkerProfile::FILES.validate().is_ok());
     }
 }

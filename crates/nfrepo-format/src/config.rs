@@ -80,8 +80,12 @@ pub fn encode_config(header: &ConfigHeader, body: &ConfigBody, sealer: &Sealer) 
 /// [`Error::BadMagic`] when the object is not an nfrepo config, or [`Error::Malformed`].
 pub fn decode_config_header(bytes: &[u8]) -> Result<(ConfigHeader, &[u8])> {
     let rest = read_header("config", CONFIG_MAGIC, bytes)?;
-    let (repo, rest) = rest.split_at_checked(32).ok_or_else(|| Error::malformed("config", "truncated"))?;
-    let (cipher, sealed) = rest.split_first().ok_or_else(|| Error::malformed("config", "truncated"))?;
+    let (repo, rest) = rest
+        .split_at_checked(32)
+        .ok_or_else(|| Error::malformed("config", "truncated"))?;
+    let (cipher, sealed) = rest
+        .split_first()
+        .ok_or_else(|| Error::malformed("config", "truncated"))?;
     let repo: [u8; 32] = repo.try_into().map_err(|_| Error::malformed("config", "truncated"))?;
     Ok((
         ConfigHeader {
@@ -103,7 +107,10 @@ pub fn decode_config_body(header: &ConfigHeader, sealed: &[u8], sealer: &Sealer)
         profile.validate()?;
     }
     if !(4 * 1024 * 1024..=128 * 1024 * 1024).contains(&body.pack_size) {
-        return Err(Error::malformed("config", format!("pack size {} out of range", body.pack_size)));
+        return Err(Error::malformed(
+            "config",
+            format!("pack size {} out of range", body.pack_size),
+        ));
     }
     Ok(body)
 }

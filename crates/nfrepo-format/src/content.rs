@@ -40,8 +40,9 @@ pub struct ListEntry {
 }
 
 /// A file's content as stored in its tree node.
+///
+/// Exhaustive on purpose: a new variant is a format change every reader must handle.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub enum Content {
     /// The chunks themselves (at most [`INLINE_MAX_ENTRIES`]).
     Inline(Vec<ListEntry>),
@@ -82,7 +83,10 @@ impl ContentList {
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let list: Self = from_postcard("content list", read_header("content list", CONTENT_LIST_MAGIC, bytes)?)?;
         if list.level == 0 || list.level > MAX_DEPTH {
-            return Err(Error::malformed("content list", format!("level {} out of range", list.level)));
+            return Err(Error::malformed(
+                "content list",
+                format!("level {} out of range", list.level),
+            ));
         }
         if list.entries.len() > LIST_MAX_ENTRIES {
             return Err(Error::malformed("content list", "too many entries"));
@@ -157,7 +161,13 @@ impl ContentListBuilder {
         Ok(())
     }
 
-    fn emit(&mut self, keys: &RepoKeys, level: usize, entries: Vec<ListEntry>, out: &mut Vec<EmittedList>) -> Result<ListEntry> {
+    fn emit(
+        &mut self,
+        keys: &RepoKeys,
+        level: usize,
+        entries: Vec<ListEntry>,
+        out: &mut Vec<EmittedList>,
+    ) -> Result<ListEntry> {
         let list = ContentList {
             level: u8::try_from(level + 1).map_err(|_| Error::malformed("content list", "too deep"))?,
             entries,
@@ -217,7 +227,11 @@ mod tests {
         fn walk(id: &BlobId, store: &HashMap<BlobId, Vec<u8>>, out: &mut Vec<ListEntry>) {
             let list = ContentList::decode(&store[id]).unwrap();
             for e in &list.entries {
-                if list.level == 1 { out.push(*e) } else { walk(&e.id, store, out) }
+                if list.level == 1 {
+                    out.push(*e)
+                } else {
+                    walk(&e.id, store, out)
+                }
             }
         }
         match content {
@@ -232,7 +246,12 @@ mod tests {
 
     fn build(n: usize) -> (Content, HashMap<BlobId, Vec<u8>>, Vec<ListEntry>) {
         let keys = MasterKey::from_bytes([3; 32]).derive();
-        let chunks: Vec<ListEntry> = (0..n as u64).map(|i| ListEntry { id: keys.blob_id(&i.to_le_bytes()), len: i + 1 }).collect();
+        let chunks: Vec<ListEntry> = (0..n as u64)
+            .map(|i| ListEntry {
+                id: keys.blob_id(&i.to_le_bytes()),
+                len: i + 1,
+            })
+            .collect();
         let mut b = ContentListBuilder::new();
         let mut out = Vec::new();
         for c in &chunks {

@@ -38,7 +38,9 @@ pub(crate) fn write_header(out: &mut Vec<u8>, magic: [u8; 4]) {
 
 /// Checks the header and returns the bytes after it.
 pub(crate) fn read_header<'a>(what: &'static str, magic: [u8; 4], bytes: &'a [u8]) -> Result<&'a [u8]> {
-    let (head, rest) = bytes.split_at_checked(HEADER_LEN).ok_or_else(|| Error::malformed(what, "shorter than its header"))?;
+    let (head, rest) = bytes
+        .split_at_checked(HEADER_LEN)
+        .ok_or_else(|| Error::malformed(what, "shorter than its header"))?;
     if head.get(..4) != Some(&magic[..]) {
         return Err(Error::BadMagic { what });
     }

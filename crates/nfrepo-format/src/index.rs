@@ -86,8 +86,14 @@ mod tests {
         let (id, mut bytes) = delta.encode(&sealer, &repo).unwrap();
         assert_eq!(IndexDelta::decode(&id, &bytes, &sealer, &repo).unwrap(), delta);
         bytes[20] ^= 1;
-        assert!(matches!(IndexDelta::decode(&id, &bytes, &sealer, &repo), Err(Error::HashMismatch { .. })));
+        assert!(matches!(
+            IndexDelta::decode(&id, &bytes, &sealer, &repo),
+            Err(Error::HashMismatch { .. })
+        ));
         let renamed = IndexId(crate::content_hash(&bytes));
-        assert!(matches!(IndexDelta::decode(&renamed, &bytes, &sealer, &repo), Err(Error::Authentication { .. })));
+        assert!(matches!(
+            IndexDelta::decode(&renamed, &bytes, &sealer, &repo),
+            Err(Error::Authentication { .. })
+        ));
     }
 }

@@ -174,7 +174,14 @@ impl KeySlot {
     ///
     /// # Errors
     /// [`Error::Kdf`] for invalid parameters, [`Error::Random`] if no salt could be drawn.
-    pub fn wrap(master: &MasterKey, password: &[u8], kdf: KdfParams, repo: &RepoId, created: i64, label: String) -> Result<Self> {
+    pub fn wrap(
+        master: &MasterKey,
+        password: &[u8],
+        kdf: KdfParams,
+        repo: &RepoId,
+        created: i64,
+        label: String,
+    ) -> Result<Self> {
         let mut salt = [0u8; 32];
         getrandom::fill(&mut salt).map_err(|_| Error::Random)?;
         let sealer = Sealer::new(Cipher::XChaCha20Poly1305, kdf.derive(password, &salt)?);
@@ -246,7 +253,10 @@ mod tests {
         let repo = RepoId([1; 32]);
         let slot = KeySlot::wrap(&master, b"pw", KdfParams::insecure_for_tests(), &repo, 0, String::new()).unwrap();
         assert!(matches!(slot.unwrap_key(b"nope", &repo), Err(Error::WrongPassword)));
-        assert!(matches!(slot.unwrap_key(b"pw", &RepoId([2; 32])), Err(Error::WrongPassword)));
+        assert!(matches!(
+            slot.unwrap_key(b"pw", &RepoId([2; 32])),
+            Err(Error::WrongPassword)
+        ));
     }
 
     #[test]
@@ -259,7 +269,15 @@ mod tests {
     #[test]
     fn corrupt_header_detected() {
         let master = MasterKey::from_bytes([9; 32]);
-        let slot = KeySlot::wrap(&master, b"pw", KdfParams::insecure_for_tests(), &RepoId([1; 32]), 0, String::new()).unwrap();
+        let slot = KeySlot::wrap(
+            &master,
+            b"pw",
+            KdfParams::insecure_for_tests(),
+            &RepoId([1; 32]),
+            0,
+            String::new(),
+        )
+        .unwrap();
         let mut bytes = slot.encode().unwrap();
         bytes[0] = b'X';
         assert!(matches!(KeySlot::decode(&bytes), Err(Error::BadMagic { .. })));

@@ -49,7 +49,7 @@ pub use chunker::{Chunker, ChunkerProfile};
 pub use config::{ConfigBody, ConfigHeader, decode_config_body, decode_config_header, encode_config};
 pub use content::{
     Content, ContentList, ContentListBuilder, EmittedList, INLINE_MAX_ENTRIES, LIST_CUT_MODULUS, LIST_MAX_ENTRIES,
-    LIST_MIN_ENTRIES, ListEntry,
+    LIST_MIN_ENTRIES, ListEntry, MAX_DEPTH,
 };
 pub use envelope::FORMAT_VERSION;
 pub use error::{Error, Result};

@@ -218,7 +218,12 @@ pub fn decode_trailer(sealed: &[u8], pack_len: u64, sealer: &Sealer, repo: &Repo
         if u64::from(entry.offset) < PACK_HEADER_LEN as u64 || end > blob_area_end {
             return Err(Error::malformed(
                 "pack trailer",
-                format!("blob {} at {}+{} lies outside the pack", entry.id.short(), entry.offset, entry.sealed_len),
+                format!(
+                    "blob {} at {}+{} lies outside the pack",
+                    entry.id.short(),
+                    entry.offset,
+                    entry.sealed_len
+                ),
             ));
         }
     }
@@ -231,13 +236,18 @@ pub fn decode_trailer(sealed: &[u8], pack_len: u64, sealer: &Sealer, repo: &Repo
 /// As [`decode_pack_header`], [`trailer_len`] and [`decode_trailer`].
 pub fn read_pack_entries(bytes: &[u8], sealer: &Sealer, repo: &RepoId) -> Result<(PackKind, Vec<PackEntry>)> {
     let kind = decode_pack_header(bytes)?;
-    let len_at = bytes.len().checked_sub(4).ok_or_else(|| Error::malformed("pack", "too short"))?;
+    let len_at = bytes
+        .len()
+        .checked_sub(4)
+        .ok_or_else(|| Error::malformed("pack", "too short"))?;
     let tlen = trailer_len(bytes.get(len_at..).unwrap_or_default())?;
     let start = len_at
         .checked_sub(tlen)
         .filter(|s| *s >= PACK_HEADER_LEN)
         .ok_or_else(|| Error::malformed("pack", "trailer longer than the pack"))?;
-    let sealed = bytes.get(start..len_at).ok_or_else(|| Error::malformed("pack", "trailer out of range"))?;
+    let sealed = bytes
+        .get(start..len_at)
+        .ok_or_else(|| Error::malformed("pack", "trailer out of range"))?;
     Ok((kind, decode_trailer(sealed, bytes.len() as u64, sealer, repo)?))
 }
 

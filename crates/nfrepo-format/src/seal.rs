@@ -172,7 +172,9 @@ pub struct Sealer {
 
 impl std::fmt::Debug for Sealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sealer").field("cipher", &self.cipher).finish_non_exhaustive()
+        f.debug_struct("Sealer")
+            .field("cipher", &self.cipher)
+            .finish_non_exhaustive()
     }
 }
 
@@ -245,7 +247,10 @@ impl Sealer {
     /// [`Error::Authentication`] if the tag does not verify.
     pub fn open(&self, what: &'static str, aad: Aad, sealed: &[u8]) -> Result<Vec<u8>> {
         if sealed.len() < SEAL_OVERHEAD {
-            return Err(Error::malformed(what, format!("sealed message of {} bytes is too short", sealed.len())));
+            return Err(Error::malformed(
+                what,
+                format!("sealed message of {} bytes is too short", sealed.len()),
+            ));
         }
         let (nonce, rest) = sealed.split_at(NONCE_LEN);
         let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
@@ -325,7 +330,10 @@ mod tests {
             let aad = Aad::blob(SealedKind::DataBlob, &BlobId([3; 32]));
             let mut sealed = sealer.seal(aad, b"hello world").unwrap();
             sealed[30] ^= 1;
-            assert!(matches!(sealer.open("blob", aad, &sealed), Err(Error::Authentication { .. })));
+            assert!(matches!(
+                sealer.open("blob", aad, &sealed),
+                Err(Error::Authentication { .. })
+            ));
         }
     }
 
@@ -354,6 +362,9 @@ mod tests {
     fn short_input_is_malformed() {
         let s = Sealer::new(Cipher::XChaCha20Poly1305, SecretKey([1; 32]));
         let aad = Aad::object(SealedKind::Snapshot, [0; 32]);
-        assert!(matches!(s.open("snapshot", aad, &[0; 10]), Err(Error::Malformed { .. })));
+        assert!(matches!(
+            s.open("snapshot", aad, &[0; 10]),
+            Err(Error::Malformed { .. })
+        ));
     }
 }

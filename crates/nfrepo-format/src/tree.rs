@@ -151,7 +151,10 @@ impl Tree {
     fn validate(&self) -> Result<()> {
         for node in &self.nodes {
             if node.name.is_empty() || node.name.contains(&b'/') || node.name == b"." || node.name == b".." {
-                return Err(Error::malformed("tree", format!("invalid entry name {:?}", node.name_lossy())));
+                return Err(Error::malformed(
+                    "tree",
+                    format!("invalid entry name {:?}", node.name_lossy()),
+                ));
             }
         }
         if self.nodes.windows(2).any(|w| matches!(w, [a, b] if a.name >= b.name)) {
@@ -194,8 +197,26 @@ mod tests {
 
     #[test]
     fn rejects_unsorted_and_bad_names() {
-        assert!(Tree { nodes: vec![node("b"), node("a")] }.encode().is_err());
-        assert!(Tree { nodes: vec![node("a/b")] }.encode().is_err());
-        assert!(Tree { nodes: vec![node("..")] }.encode().is_err());
+        assert!(
+            Tree {
+                nodes: vec![node("b"), node("a")]
+            }
+            .encode()
+            .is_err()
+        );
+        assert!(
+            Tree {
+                nodes: vec![node("a/b")]
+            }
+            .encode()
+            .is_err()
+        );
+        assert!(
+            Tree {
+                nodes: vec![node("..")]
+            }
+            .encode()
+            .is_err()
+        );
     }
 }
