@@ -1,0 +1,336 @@
+//! The OpenDAL-backed [`Store`] for local directories and S3, and [`open`].
+
+mod local;
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use opendal::Operator;
+use opendal::services::{Fs, S3};
+use tokio::sync::OnceCell;
+
+use crate::credentials::Credentials;
+use crate::error::{Error, ErrorKind, Result};
+use crate::key::{ObjectInfo, ObjectKey, ObjectKind};
+use crate::location::StoreUrl;
+use crate::memory::MemoryStore;
+use crate::store::{PutMode, Store};
+
+/// The signing region when the URL names none.
+pub const DEFAULT_S3_REGION: &str = "us-east-1";
+
+/// Opens the store at `url`. No I/O happens until the first operation.
+///
+/// - `file://` (or a bare path): the directory need not exist; the first `put`
+///   creates it, and reads before that report [`ErrorKind::NotFound`].
+/// - `s3://`: path-style requests, region [`DEFAULT_S3_REGION`] unless given, and
+///   only `creds`: `~/.aws` files, `AWS_*` variables and instance metadata are never
+///   consulted here (use [`Credentials::from_env`] to read the environment).
+///   OpenDAL's own retry layer is not installed; wrap the result in a
+///   [`RetryStore`](crate::RetryStore) so retries are counted and bounded in one place.
+/// - `memory://name`: a [`MemoryStore`]; the same name returns the same objects for
+///   the life of the process.
+///
+/// # Errors
+///
+/// [`ErrorKind::Credentials`] for S3 without credentials, [`ErrorKind::Other`] if
+/// OpenDAL rejects the configuration.
+pub fn open(url: &StoreUrl, creds: &Credentials) -> Result<Arc<dyn Store>> {
+    let location = url.to_string();
+    Ok(match url {
+        StoreUrl::File { path } => {
+            let root = std::path::absolute(path)
+                .map_err(|e| Error::from_io(e, "cannot resolve repository path").with_location(&location))?;
+            Arc::new(OpendalStore::local(root))
+        }
+        StoreUrl::S3 {
+            bucket,
+            prefix,
+            endpoint,
+            region,
+        } => {
+            let op = s3_operator(bucket, prefix, endpoint.as_deref(), region.as_deref(), creds)
+                .map_err(|e| e.with_location(&location))?;
+            Arc::new(OpendalStore::new(op, location))
+        }
+        StoreUrl::Memory { name } => Arc::new(MemoryStore::named(name)),
+    })
+}
+
+fn s3_operator(
+    bucket: &str,
+    prefix: &str,
+    endpoint: Option<&str>,
+    region: Option<&str>,
+    creds: &Credentials,
+) -> Result<Operator> {
+    if creds.is_empty() {
+        return Err(Error::new(
+            ErrorKind::Credentials,
+            "no s3 credentials: set NFREPO_S3_ACCESS_KEY_ID and NFREPO_S3_SECRET_ACCESS_KEY \
+             (or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or NFREPO_S3_CREDENTIALS_FILE)",
+        ));
+    }
+    // The workspace disables opendal's auto-registration, so the HTTP transport
+    // must be installed by hand. Idempotent.
+    opendal::install_default();
+    let mut builder = S3::default()
+        .bucket(bucket)
+        .root(&format!("/{prefix}"))
+        .region(region.unwrap_or(DEFAULT_S3_REGION))
+        .access_key_id(creds.access_key_id())
+        .secret_access_key(creds.secret_access_key())
+        .disable_config_load()
+        .disable_ec2_metadata();
+    if let Some(endpoint) = endpoint {
+        builder = builder.endpoint(endpoint);
+    }
+    if let Some(token) = creds.session_token() {
+        builder = builder.session_token(token);
+    }
+    Operator::new(builder).map_err(Error::from_opendal)
+}
+
+/// A [`Store`] on an OpenDAL [`Operator`].
+///
+/// Atomicity: on S3 every put is a single `PUT` (with `If-None-Match: *` for
+/// [`PutMode::CreateNew`]); in memory, a map insert under a lock. For a local
+/// directory, puts bypass OpenDAL and write a temp file, fsync it, then link
+/// (`CreateNew`) or rename (`Overwrite`) it into place and fsync the directory, so a
+/// crash never leaves a partial object and two concurrent `CreateNew` puts never both
+/// succeed. Reads, listings and deletes go through OpenDAL everywhere.
+#[derive(Debug)]
+pub struct OpendalStore {
+    location: String,
+    /// Built lazily for a local directory, which may not exist yet.
+    op: OnceCell<Operator>,
+    /// Set for local directories: puts take the atomic local path.
+    local_root: Option<PathBuf>,
+}
+
+impl OpendalStore {
+    /// Wraps an existing operator; `location` names it in messages and must hold no
+    /// credentials. An `fs` operator gets the same atomic local puts as [`OpendalStore::local`].
+    pub fn new(op: Operator, location: impl Into<String>) -> Self {
+        let info = op.info();
+        let local_root = (info.scheme() == "fs").then(|| PathBuf::from(info.root()));
+        Self {
+            location: location.into(),
+            op: OnceCell::new_with(Some(op)),
+            local_root,
+        }
+    }
+
+    /// A store in the local directory `root`, which is created by the first put.
+    pub fn local(root: impl Into<PathBuf>) -> Self {
+        let root = root.into();
+        Self {
+            location: StoreUrl::File { path: root.clone() }.to_string(),
+            op: OnceCell::new(),
+            local_root: Some(root),
+        }
+    }
+
+    /// The operator, or `None` for a local directory that does not exist yet.
+    async fn operator(&self) -> Result<Option<&Operator>> {
+        if let Some(op) = self.op.get() {
+            return Ok(Some(op));
+        }
+        let Some(root) = &self.local_root else {
+            return Err(Error::new(ErrorKind::Other, "store has no operator").with_location(&self.location));
+        };
+        match tokio::fs::try_exists(root).await {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            Err(e) => {
+                return Err(Error::from_io(e, "cannot access repository directory").with_location(&self.location));
+            }
+        }
+        let op = self
+            .op
+            .get_or_try_init(|| local_operator(root.clone()))
+            .await
+            .map_err(|e| e.with_location(&self.location))?;
+        Ok(Some(op))
+    }
+
+    fn fail(&self, err: opendal::Error, key: &ObjectKey) -> Error {
+        Error::from_opendal(err).with_key(key).with_location(&self.location)
+    }
+
+    fn not_found(&self, key: &ObjectKey) -> Error {
+        Error::new(ErrorKind::NotFound, "object not found")
+            .with_key(key)
+            .with_location(&self.location)
+    }
+}
+
+async fn local_operator(root: PathBuf) -> Result<Operator> {
+    let root = path_str(&root)?.to_owned();
+    tokio::task::spawn_blocking(move || Operator::new(Fs::default().root(&root)))
+        .await
+        .map_err(|e| Error::new(ErrorKind::Other, format!("open task failed: {e}")).with_source(e))?
+        .map_err(Error::from_opendal)
+}
+
+fn path_str(path: &Path) -> Result<&str> {
+    path.to_str().ok_or_else(|| {
+        Error::new(
+            ErrorKind::InvalidUrl,
+            format!("repository path is not valid utf-8: {}", path.display()),
+        )
+    })
+}
+
+fn info_from(key: ObjectKey, meta: &opendal::Metadata) -> ObjectInfo {
+    ObjectInfo {
+        key,
+        size: meta.content_length(),
+        last_modified: meta.last_modified().map(Into::into),
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for OpendalStore {
+    fn location(&self) -> &str {
+        &self.location
+    }
+
+    async fn put(&self, key: &ObjectKey, data: Bytes, mode: PutMode) -> Result<()> {
+        if let Some(root) = &self.local_root {
+            return local::put(root.clone(), key.path(), data, mode)
+                .await
+                .map_err(|e| e.with_key(key).with_location(&self.location));
+        }
+        let Some(op) = self.operator().await? else {
+            return Err(self.not_found(key));
+        };
+        let path = key.path();
+        let write = op.write_with(&path, data);
+        let written = match mode {
+            PutMode::CreateNew => write.if_not_exists(true).await,
+            PutMode::Overwrite => write.await,
+        };
+        written.map(drop).map_err(|e| self.fail(e, key))
+    }
+
+    async fn get(&self, key: &ObjectKey) -> Result<Bytes> {
+        let Some(op) = self.operator().await? else {
+            return Err(self.not_found(key));
+        };
+        let buffer = op.read(&key.path()).await.map_err(|e| self.fail(e, key))?;
+        Ok(buffer.to_bytes())
+    }
+
+    async fn get_range(&self, key: &ObjectKey, range: Range<u64>) -> Result<Bytes> {
+        if range.start > range.end {
+            return Err(Error::new(
+                ErrorKind::Other,
+                format!("invalid range {}..{}", range.start, range.end),
+            )
+            .with_key(key));
+        }
+        if range.is_empty() {
+            // Still report a missing object as missing.
+            self.stat(key).await?;
+            return Ok(Bytes::new());
+        }
+        let Some(op) = self.operator().await? else {
+            return Err(self.not_found(key));
+        };
+        let short = |detail: String| {
+            Error::new(
+                ErrorKind::Corrupted,
+                format!(
+                    "object is shorter than the requested range {}..{}: {detail}",
+                    range.start, range.end
+                ),
+            )
+            .with_key(key)
+            .with_location(&self.location)
+        };
+        let buffer = match op.read_with(&key.path()).range(range.clone()).await {
+            Ok(buffer) => buffer,
+            Err(e) => {
+                let err = self.fail(e, key);
+                // OpenDAL reports a short ranged read as a generic error; the object's
+                // size tells whether the range ran past its end.
+                if err.kind() == ErrorKind::Other
+                    && let Ok(info) = self.stat(key).await
+                    && info.size < range.end
+                {
+                    return Err(short(format!("it has {} bytes", info.size)).with_source(err));
+                }
+                return Err(err);
+            }
+        };
+        let expected = range.end - range.start;
+        if buffer.len() as u64 != expected {
+            return Err(short(format!("got {} of {expected} bytes", buffer.len())));
+        }
+        Ok(buffer.to_bytes())
+    }
+
+    async fn stat(&self, key: &ObjectKey) -> Result<ObjectInfo> {
+        let Some(op) = self.operator().await? else {
+            return Err(self.not_found(key));
+        };
+        let meta = op.stat(&key.path()).await.map_err(|e| self.fail(e, key))?;
+        if meta.is_dir() {
+            return Err(self.not_found(key));
+        }
+        Ok(info_from(key.clone(), &meta))
+    }
+
+    async fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
+        if kind == ObjectKind::Config {
+            return match self.stat(&ObjectKey::config()).await {
+                Ok(info) => Ok(vec![info]),
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),
+                Err(e) => Err(e),
+            };
+        }
+        let Some(op) = self.operator().await? else {
+            return Ok(Vec::new());
+        };
+        let entries = match op.list_with(&format!("{}/", kind.prefix())).recursive(true).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::from_opendal(e).with_location(&self.location)),
+        };
+        let mut infos = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let meta = entry.metadata();
+            if meta.is_dir() {
+                continue;
+            }
+            let Some(key) = ObjectKey::from_path(kind, entry.path()) else {
+                continue;
+            };
+            if meta.is_file() {
+                infos.push(info_from(key, meta));
+                continue;
+            }
+            // Some services (memory) list names without sizes.
+            match self.stat(&key).await {
+                Ok(info) => infos.push(info),
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(infos)
+    }
+
+    async fn delete(&self, key: &ObjectKey) -> Result<()> {
+        let Some(op) = self.operator().await? else {
+            return Ok(());
+        };
+        match op.delete(&key.path()).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.fail(e, key)),
+        }
+    }
+}

@@ -1,0 +1,488 @@
+//! Fault injection for tests: a [`Store`] wrapper that fails, corrupts, hides or delays.
+
+use std::ops::Range;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::key::{ObjectInfo, ObjectKey, ObjectKind};
+use crate::store::{PutMode, Store};
+
+/// Which calls a [`FaultRule`] applies to. `get_range` counts as [`FaultOp::Get`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FaultOp {
+    /// [`Store::put`].
+    Put,
+    /// [`Store::get`] and [`Store::get_range`].
+    Get,
+    /// [`Store::list`].
+    List,
+    /// [`Store::delete`].
+    Delete,
+    /// [`Store::stat`].
+    Stat,
+    /// Every operation.
+    Any,
+}
+
+/// What happens when a [`FaultRule`] fires. A fault that means nothing for the
+/// operation (say `FlipBit` on a delete) is ignored, though the call still counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fault {
+    /// Return an error of this kind without calling the wrapped store.
+    Fail(ErrorKind),
+    /// Flip bit `bit` (0–7) of byte `byte` of the data a get or get_range returns;
+    /// `byte` is an offset from the start of the object, so a range that doesn't
+    /// cover it is unaffected.
+    FlipBit {
+        /// Offset from the start of the object.
+        byte: u64,
+        /// Bit within the byte, 0 = least significant.
+        bit: u8,
+    },
+    /// The object appears to end after `len` bytes: get returns a prefix, get_range
+    /// past `len` fails with [`ErrorKind::Corrupted`], stat and list report the
+    /// shorter size.
+    Truncate {
+        /// The apparent length.
+        len: u64,
+    },
+    /// The object appears missing: get, get_range and stat return
+    /// [`ErrorKind::NotFound`], list omits it. For a list rule, `name_prefix`
+    /// selects which entries are omitted (all of the kind if `None`).
+    Lose,
+    /// Sleep this long before calling the wrapped store.
+    Delay(Duration),
+    /// Write only the first `len` bytes (under the final name, as a non-atomic
+    /// backend might), then return [`ErrorKind::Transient`]. A `len` at least the
+    /// data's length models a write that landed but whose response was lost.
+    TornWrite {
+        /// Bytes actually written.
+        len: u64,
+    },
+}
+
+/// When and how a [`FaultStore`] misbehaves.
+///
+/// A call matches if its operation, kind and name fit the filters (a list call has
+/// no name, so `name_prefix` never excludes it). The first `after` matching calls
+/// pass untouched; the next `times` (or all, if `None`) fire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FaultRule {
+    /// The operation to affect.
+    pub op: FaultOp,
+    /// Only objects of this kind, if set.
+    pub kind: Option<ObjectKind>,
+    /// Only objects whose name starts with this, if set.
+    pub name_prefix: Option<String>,
+    /// Let this many matching calls pass first.
+    pub after: u64,
+    /// Fire this many times, then never again; `None` fires forever.
+    pub times: Option<u64>,
+    /// What to do.
+    pub fault: Fault,
+}
+
+impl FaultRule {
+    /// A rule that fires on every `op` call from the first one on.
+    pub fn new(op: FaultOp, fault: Fault) -> Self {
+        Self {
+            op,
+            kind: None,
+            name_prefix: None,
+            after: 0,
+            times: None,
+            fault,
+        }
+    }
+
+    /// Restricts the rule to objects of `kind`.
+    #[must_use]
+    pub fn kind(mut self, kind: ObjectKind) -> Self {
+        self.kind = Some(kind);
+        self
+    }
+
+    /// Restricts the rule to object names starting with `prefix`.
+    #[must_use]
+    pub fn name_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.name_prefix = Some(prefix.into());
+        self
+    }
+
+    /// Lets `n` matching calls pass first.
+    #[must_use]
+    pub fn after(mut self, n: u64) -> Self {
+        self.after = n;
+        self
+    }
+
+    /// Fires only `n` times.
+    #[must_use]
+    pub fn times(mut self, n: u64) -> Self {
+        self.times = Some(n);
+        self
+    }
+}
+
+#[derive(Debug)]
+struct ActiveRule {
+    rule: FaultRule,
+    seen: u64,
+    fired: u64,
+}
+
+/// Wraps any [`Store`] and applies [`FaultRule`]s, in the order they were added, to
+/// the calls passing through. Every rule that fires on a call applies, so a `Delay`
+/// rule and a `FlipBit` rule can combine.
+#[derive(Debug)]
+pub struct FaultStore<S> {
+    inner: S,
+    rules: Mutex<Vec<ActiveRule>>,
+}
+
+impl<S: Store> FaultStore<S> {
+    /// Wraps `inner` with no rules.
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            rules: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Adds a rule after the existing ones.
+    pub fn add_rule(&self, rule: FaultRule) {
+        self.lock().push(ActiveRule {
+            rule,
+            seen: 0,
+            fired: 0,
+        });
+    }
+
+    /// Removes every rule.
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
+    /// The wrapped store, for setting up or inspecting state without faults.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<ActiveRule>> {
+        self.rules.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts this call against every matching rule and returns the faults that fire.
+    fn fire(&self, op: FaultOp, kind: ObjectKind, name: Option<&str>) -> Vec<FaultRule> {
+        let mut rules = self.lock();
+        let mut fired = Vec::new();
+        for active in rules.iter_mut() {
+            let rule = &active.rule;
+            let op_matches = rule.op == FaultOp::Any || rule.op == op;
+            let kind_matches = rule.kind.is_none_or(|k| k == kind);
+            let name_matches = match (&rule.name_prefix, name) {
+                (Some(prefix), Some(name)) => name.starts_with(prefix.as_str()),
+                _ => true,
+            };
+            if !(op_matches && kind_matches && name_matches) {
+                continue;
+            }
+            active.seen += 1;
+            if active.seen <= rule.after || rule.times.is_some_and(|t| active.fired >= t) {
+                continue;
+            }
+            active.fired += 1;
+            fired.push(rule.clone());
+        }
+        fired
+    }
+
+    /// Applies the faults that act before the call: delays, failures and, where
+    /// `lose_applies`, losses.
+    async fn before(&self, fired: &[FaultRule], key: Option<&ObjectKey>, lose_applies: bool) -> Result<()> {
+        for rule in fired {
+            match &rule.fault {
+                Fault::Delay(duration) => tokio::time::sleep(*duration).await,
+                Fault::Fail(kind) => return Err(self.error(*kind, format!("injected fault: {kind}"), key)),
+                Fault::Lose if lose_applies => {
+                    return Err(self.error(ErrorKind::NotFound, "object not found".to_owned(), key));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn error(&self, kind: ErrorKind, message: String, key: Option<&ObjectKey>) -> Error {
+        let err = Error::new(kind, message).with_location(self.inner.location());
+        match key {
+            Some(key) => err.with_key(key),
+            None => err,
+        }
+    }
+}
+
+/// Flips `bit` of object byte `byte` in `data`, which holds the object from offset `start`.
+fn flip_bit(data: Bytes, start: u64, byte: u64, bit: u8) -> Bytes {
+    let Some(index) = byte.checked_sub(start).and_then(|i| usize::try_from(i).ok()) else {
+        return data;
+    };
+    if index >= data.len() {
+        return data;
+    }
+    let mut owned = data.to_vec();
+    if let Some(b) = owned.get_mut(index) {
+        *b ^= 1 << (bit % 8);
+    }
+    Bytes::from(owned)
+}
+
+fn clamp(len: u64) -> usize {
+    usize::try_from(len).unwrap_or(usize::MAX)
+}
+
+#[async_trait::async_trait]
+impl<S: Store> Store for FaultStore<S> {
+    fn location(&self) -> &str {
+        self.inner.location()
+    }
+
+    async fn put(&self, key: &ObjectKey, data: Bytes, mode: PutMode) -> Result<()> {
+        let fired = self.fire(FaultOp::Put, key.kind(), Some(key.name()));
+        self.before(&fired, Some(key), false).await?;
+        let torn = fired.iter().find_map(|rule| match rule.fault {
+            Fault::TornWrite { len } => Some(len),
+            _ => None,
+        });
+        let Some(len) = torn else {
+            return self.inner.put(key, data, mode).await;
+        };
+        let written = data.slice(..clamp(len).min(data.len()));
+        self.inner.put(key, written.clone(), mode).await?;
+        Err(self.error(
+            ErrorKind::Transient,
+            format!("injected torn write: wrote {} of {} bytes", written.len(), data.len()),
+            Some(key),
+        ))
+    }
+
+    async fn get(&self, key: &ObjectKey) -> Result<Bytes> {
+        let fired = self.fire(FaultOp::Get, key.kind(), Some(key.name()));
+        self.before(&fired, Some(key), true).await?;
+        let mut data = self.inner.get(key).await?;
+        for rule in &fired {
+            match rule.fault {
+                Fault::FlipBit { byte, bit } => data = flip_bit(data, 0, byte, bit),
+                Fault::Truncate { len } => data.truncate(clamp(len)),
+                _ => {}
+            }
+        }
+        Ok(data)
+    }
+
+    async fn get_range(&self, key: &ObjectKey, range: Range<u64>) -> Result<Bytes> {
+        let fired = self.fire(FaultOp::Get, key.kind(), Some(key.name()));
+        self.before(&fired, Some(key), true).await?;
+        for rule in &fired {
+            if let Fault::Truncate { len } = rule.fault
+                && range.end > len
+            {
+                return Err(self.error(
+                    ErrorKind::Corrupted,
+                    format!(
+                        "object is shorter than the requested range {}..{}",
+                        range.start, range.end
+                    ),
+                    Some(key),
+                ));
+            }
+        }
+        let mut data = self.inner.get_range(key, range.clone()).await?;
+        for rule in &fired {
+            if let Fault::FlipBit { byte, bit } = rule.fault {
+                data = flip_bit(data, range.start, byte, bit);
+            }
+        }
+        Ok(data)
+    }
+
+    async fn stat(&self, key: &ObjectKey) -> Result<ObjectInfo> {
+        let fired = self.fire(FaultOp::Stat, key.kind(), Some(key.name()));
+        self.before(&fired, Some(key), true).await?;
+        let mut info = self.inner.stat(key).await?;
+        for rule in &fired {
+            if let Fault::Truncate { len } = rule.fault {
+                info.size = info.size.min(len);
+            }
+        }
+        Ok(info)
+    }
+
+    async fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
+        let fired = self.fire(FaultOp::List, kind, None);
+        self.before(&fired, None, false).await?;
+        let mut infos = self.inner.list(kind).await?;
+        for rule in &fired {
+            let selected = |info: &ObjectInfo| {
+                rule.name_prefix
+                    .as_deref()
+                    .is_none_or(|prefix| info.key.name().starts_with(prefix))
+            };
+            match rule.fault {
+                Fault::Lose => infos.retain(|info| !selected(info)),
+                Fault::Truncate { len } => infos
+                    .iter_mut()
+                    .filter(|info| selected(info))
+                    .for_each(|info| info.size = info.size.min(len)),
+                _ => {}
+            }
+        }
+        Ok(infos)
+    }
+
+    async fn delete(&self, key: &ObjectKey) -> Result<()> {
+        let fired = self.fire(FaultOp::Delete, key.kind(), Some(key.name()));
+        self.before(&fired, Some(key), false).await?;
+        self.inner.delete(key).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::memory::MemoryStore;
+
+    const DATA: &[u8] = b"0123456789";
+
+    fn key(name: &str) -> ObjectKey {
+        ObjectKey::new(ObjectKind::Data, name).unwrap()
+    }
+
+    async fn store() -> FaultStore<MemoryStore> {
+        let store = FaultStore::new(MemoryStore::new());
+        for name in ["aa01", "aa02", "bb01"] {
+            store
+                .inner()
+                .put(&key(name), Bytes::from_static(DATA), PutMode::CreateNew)
+                .await
+                .unwrap();
+        }
+        store
+    }
+
+    #[tokio::test]
+    async fn fail() {
+        let s = store().await;
+        s.add_rule(FaultRule::new(FaultOp::Get, Fault::Fail(ErrorKind::PermissionDenied)));
+        let err = s.get(&key("aa01")).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::PermissionDenied);
+        assert_eq!(err.key(), Some("data/aa/aa01"));
+        // Other operations are untouched.
+        assert_eq!(s.stat(&key("aa01")).await.unwrap().size, 10);
+        s.clear();
+        assert_eq!(s.get(&key("aa01")).await.unwrap(), DATA);
+    }
+
+    #[tokio::test]
+    async fn flip_bit() {
+        let s = store().await;
+        s.add_rule(FaultRule::new(FaultOp::Get, Fault::FlipBit { byte: 3, bit: 0 }));
+        let data = s.get(&key("aa01")).await.unwrap();
+        assert_eq!(&data[..], b"0122456789");
+        assert_eq!(&s.get_range(&key("aa01"), 2..5).await.unwrap()[..], b"224");
+        assert_eq!(&s.get_range(&key("aa01"), 5..8).await.unwrap()[..], b"567");
+    }
+
+    #[tokio::test]
+    async fn truncate() {
+        let s = store().await;
+        s.add_rule(FaultRule::new(FaultOp::Any, Fault::Truncate { len: 4 }));
+        assert_eq!(&s.get(&key("aa01")).await.unwrap()[..], b"0123");
+        assert_eq!(&s.get_range(&key("aa01"), 1..4).await.unwrap()[..], b"123");
+        let err = s.get_range(&key("aa01"), 2..6).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corrupted);
+        assert_eq!(s.stat(&key("aa01")).await.unwrap().size, 4);
+        assert!(s.list(ObjectKind::Data).await.unwrap().iter().all(|i| i.size == 4));
+    }
+
+    #[tokio::test]
+    async fn lose() {
+        let s = store().await;
+        s.add_rule(FaultRule::new(FaultOp::Any, Fault::Lose).name_prefix("aa"));
+        assert_eq!(s.get(&key("aa01")).await.unwrap_err().kind(), ErrorKind::NotFound);
+        assert_eq!(
+            s.get_range(&key("aa02"), 0..1).await.unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+        assert_eq!(s.stat(&key("aa01")).await.unwrap_err().kind(), ErrorKind::NotFound);
+        let listed: Vec<_> = s
+            .list(ObjectKind::Data)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|i| i.key)
+            .collect();
+        assert_eq!(listed, [key("bb01")]);
+        assert_eq!(s.get(&key("bb01")).await.unwrap(), DATA);
+        // Other kinds are not affected by a kind-restricted rule.
+        s.clear();
+        s.add_rule(FaultRule::new(FaultOp::List, Fault::Lose).kind(ObjectKind::Index));
+        assert_eq!(s.list(ObjectKind::Data).await.unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn delay() {
+        let s = store().await;
+        s.add_rule(FaultRule::new(FaultOp::Stat, Fault::Delay(Duration::from_millis(30))));
+        let start = Instant::now();
+        s.stat(&key("aa01")).await.unwrap();
+        assert!(start.elapsed() >= Duration::from_millis(30));
+        let start = Instant::now();
+        s.get(&key("aa01")).await.unwrap();
+        assert!(start.elapsed() < Duration::from_millis(30));
+    }
+
+    #[tokio::test]
+    async fn torn_write() {
+        let s = store().await;
+        s.add_rule(FaultRule::new(FaultOp::Put, Fault::TornWrite { len: 3 }));
+        let err = s
+            .put(&key("cc01"), Bytes::from_static(DATA), PutMode::CreateNew)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Transient);
+        assert!(err.is_retryable());
+        assert_eq!(&s.inner().get(&key("cc01")).await.unwrap()[..], b"012");
+    }
+
+    #[tokio::test]
+    async fn after_times_and_filters() {
+        let s = store().await;
+        s.add_rule(
+            FaultRule::new(FaultOp::Get, Fault::Fail(ErrorKind::Transient))
+                .kind(ObjectKind::Data)
+                .name_prefix("aa")
+                .after(1)
+                .times(2),
+        );
+        let kinds = [
+            s.get(&key("aa01")).await.map(drop),
+            s.get(&key("bb01")).await.map(drop),
+            s.get(&key("aa01")).await.map(drop),
+            s.get(&key("aa02")).await.map(drop),
+            s.get(&key("aa01")).await.map(drop),
+        ]
+        .map(|r| r.err().map(|e| e.kind()));
+        assert_eq!(
+            kinds,
+            [None, None, Some(ErrorKind::Transient), Some(ErrorKind::Transient), None]
+        );
+    }
+}

@@ -1,0 +1,60 @@
+//! nfrepo's repository objects on an OpenDAL `Operator`.
+//!
+//! This crate stores and fetches whole repository objects (config, key slots,
+//! packs, index deltas, snapshots, session markers, GC plans, leases, audit
+//! entries) by typed [`ObjectKey`], on a local directory, S3 or memory. It owns
+//! the write-once guarantee ([`PutMode::CreateNew`] is atomic on every backend),
+//! atomic writes, retries, and fault injection for tests.
+//!
+//! It is **not** the repository: it never looks inside objects, does not
+//! encrypt, verify or cache, and knows nothing of snapshots or packs beyond
+//! their paths. That is `nfrepo-engine`'s job, on top of [`Store`].
+//!
+//! How the pieces relate: a [`StoreUrl`] plus [`Credentials`] go to [`open`],
+//! which returns an [`OpendalStore`] (local directories, S3) or a [`MemoryStore`]
+//! (tests) as `Arc<dyn Store>`. Cross-cutting behaviour
+//! is a wrapper implementing the same trait: [`RetryStore`] retries
+//! [`Error::is_retryable`] failures with backoff and counts them; [`FaultStore`]
+//! injects failures, bit flips, truncation, losses, delays and torn writes.
+//! Every failure is an [`Error`] whose [`ErrorKind`] says whether to retry.
+//!
+//! ```
+//! use bytes::Bytes;
+//! use nfrepo_store::{Credentials, ErrorKind, ObjectKey, ObjectKind, PutMode, RetryPolicy, RetryStore, Store, StoreUrl};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> nfrepo_store::Result<()> {
+//! let url = StoreUrl::parse("memory://doc-example")?;
+//! let store = RetryStore::new(nfrepo_store::open(&url, &Credentials::none())?, RetryPolicy::default());
+//! let key = ObjectKey::new(ObjectKind::Snapshot, "5e1f")?;
+//! store.put(&key, Bytes::from_static(b"root"), PutMode::CreateNew).await?;
+//! let again = store.put(&key, Bytes::from_static(b"other"), PutMode::CreateNew).await;
+//! assert_eq!(again.unwrap_err().kind(), ErrorKind::AlreadyExists);
+//! assert_eq!(store.get_range(&key, 1..3).await?, Bytes::from_static(b"oo"));
+//! # Ok(())
+//! # }
+//! ```
+
+#![deny(missing_docs)]
+#![deny(clippy::unwrap_used)]
+#![warn(clippy::expect_used)]
+
+mod backend;
+mod credentials;
+mod error;
+mod fault;
+mod key;
+mod location;
+mod memory;
+mod retry;
+mod store;
+
+pub use backend::{DEFAULT_S3_REGION, OpendalStore, open};
+pub use credentials::{Credentials, NFREPO_ACCESS_KEY_ID, NFREPO_CREDENTIALS_FILE, NFREPO_SECRET_ACCESS_KEY};
+pub use error::{Error, ErrorKind, Result};
+pub use fault::{Fault, FaultOp, FaultRule, FaultStore};
+pub use key::{MAX_NAME_LEN, ObjectInfo, ObjectKey, ObjectKind};
+pub use location::StoreUrl;
+pub use memory::MemoryStore;
+pub use retry::{RetryPolicy, RetryStore};
+pub use store::{PutMode, Store};

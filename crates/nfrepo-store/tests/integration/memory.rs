@@ -1,0 +1,56 @@
+use bytes::Bytes;
+use nfrepo_store::{Credentials, ObjectKey, ObjectKind, OpendalStore, PutMode, StoreUrl, open};
+
+use super::conformance;
+
+fn open_memory(name: &str) -> std::sync::Arc<dyn nfrepo_store::Store> {
+    open(
+        &StoreUrl::parse(&format!("memory://{name}")).unwrap(),
+        &Credentials::none(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn round_trip() {
+    let store = open_memory("round-trip");
+    assert_eq!(store.location(), "memory://round-trip");
+    conformance::round_trip(store.as_ref(), true).await;
+}
+
+#[tokio::test]
+async fn list_by_kind() {
+    conformance::list_by_kind(open_memory("list-by-kind").as_ref()).await;
+}
+
+#[tokio::test]
+async fn same_name_same_store() {
+    let key = ObjectKey::new(ObjectKind::Snapshot, "s1").unwrap();
+    open_memory("shared")
+        .put(&key, Bytes::from_static(b"x"), PutMode::CreateNew)
+        .await
+        .unwrap();
+    assert_eq!(open_memory("shared").get(&key).await.unwrap(), Bytes::from_static(b"x"));
+    assert!(
+        open_memory("not-shared")
+            .list(ObjectKind::Snapshot)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+fn opendal_memory() -> OpendalStore {
+    let op = opendal::Operator::new(opendal::services::Memory::default()).unwrap();
+    OpendalStore::new(op, "opendal-memory")
+}
+
+#[tokio::test]
+async fn opendal_memory_round_trip() {
+    conformance::round_trip(&opendal_memory(), false).await;
+}
+
+#[tokio::test]
+async fn opendal_memory_list_by_kind() {
+    conformance::list_by_kind(&opendal_memory()).await;
+}
