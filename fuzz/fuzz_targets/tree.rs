@@ -1,0 +1,31 @@
+//! `Tree::decode` on a tree blob's plaintext. A tree that decodes must
+//! re-encode (it passed validation) and decode to the same value.
+//!
+//! Input: `mode || rest`. Bit 0 clear: `rest` is the whole plaintext; bit 0
+//! set: the target puts the `NFRT` header in front, so the fuzzer spends its
+//! time in the postcard body.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use nfrepo_format::Tree;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let built;
+    let bytes = if mode & 1 == 0 {
+        rest
+    } else {
+        built = [b"NFRT\x01", rest].concat();
+        &built[..]
+    };
+    if let Ok(tree) = Tree::decode(bytes) {
+        let encoded = tree.encode().expect("a decoded tree is valid");
+        assert_eq!(Tree::decode(&encoded).expect("round trip"), tree);
+        for node in &tree.nodes {
+            assert!(tree.find(&node.name).is_some());
+        }
+    }
+});
