@@ -184,6 +184,10 @@ pub fn decode_pack_header(bytes: &[u8]) -> Result<PackKind> {
     let rest = read_header("pack", PACK_MAGIC, bytes)?;
     match rest.get(..3) {
         Some(&[kind, SEALING_SCHEME_REPOSITORY_KEY, 0]) => PackKind::from_code(kind),
+        Some(&[_, SEALING_SCHEME_REPOSITORY_KEY, reserved]) => Err(Error::malformed(
+            "pack",
+            format!("reserved header byte is {reserved}, not 0"),
+        )),
         Some(&[_, scheme, _]) => Err(Error::malformed("pack", format!("unknown sealing scheme {scheme}"))),
         _ => Err(Error::malformed("pack", "shorter than its header")),
     }

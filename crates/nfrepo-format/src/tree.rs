@@ -129,7 +129,7 @@ impl Tree {
     /// Plaintext of the tree blob.
     ///
     /// # Errors
-    /// [`Error::Malformed`] if the nodes are not strictly sorted by name, or a name is empty or holds `/`.
+    /// [`Error::Malformed`] if the nodes are not strictly sorted by name, or a name is empty, `.`, `..`, or holds `/` or NUL.
     pub fn encode(&self) -> Result<Vec<u8>> {
         self.validate()?;
         let mut out = Vec::new();
@@ -150,7 +150,12 @@ impl Tree {
 
     fn validate(&self) -> Result<()> {
         for node in &self.nodes {
-            if node.name.is_empty() || node.name.contains(&b'/') || node.name == b"." || node.name == b".." {
+            if node.name.is_empty()
+                || node.name.contains(&b'/')
+                || node.name.contains(&0)
+                || node.name == b"."
+                || node.name == b".."
+            {
                 return Err(Error::malformed(
                     "tree",
                     format!("invalid entry name {:?}", node.name_lossy()),
