@@ -1,0 +1,650 @@
+//! The backup pipeline and its commit protocol.
+//!
+//! A [`BackupSession`] turns streams and trees into blobs, packs and, on
+//! [`BackupSession::commit`], one index delta and one snapshot:
+//!
+//! 1. The caller's thread reads and chunks a stream (FastCDC) and hashes the
+//!    whole content. Chunks go out in batches to rayon, which names each one
+//!    (keyed BLAKE3), skips the known ones, and compresses and seals the new
+//!    ones on every core. Two batches are in flight, so reading overlaps sealing.
+//! 2. Sealed blobs fill one open pack per family; full packs go through a
+//!    bounded queue to the uploader, which verifies and writes them once.
+//! 3. `commit` flushes the packs, waits for every upload, writes the index
+//!    delta, then the snapshot: the commit point. A failure anywhere before
+//!    that leaves only unreferenced packs.
+//!
+//! **Resume.** At start the session lists the packs and adopts those no index
+//! mentions (left by an interrupted run): it reads their trailers, treats
+//! their blobs as present, and records them in its own index delta. A re-run
+//! after `kill -9` therefore uploads only what the dead run had not.
+//!
+//! Memory is bounded by the batch size, the pack size and the upload
+//! concurrency, never by the input or the repository.
+//!
+//! The methods that take data are synchronous and must be called from a
+//! thread that is not a runtime worker (`spawn_blocking` or a plain thread):
+//! they block on the bounded queues, which is the backpressure.
+
+mod packer;
+mod upload;
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use nfrepo_format::{
+    BlobCodec, BlobId, BlobKind, Chunker, CommandRecord, Content, ContentListBuilder, EmittedList, IndexDelta,
+    IndexedPack, ListEntry, PackKind, RepoId, Snapshot, SnapshotId, Summary, Tree,
+};
+use nfrepo_store::{ObjectInfo, ObjectKey, ObjectKind, PutMode};
+use sha2::Digest;
+
+use self::packer::Packer;
+use self::upload::UploadQueue;
+use crate::index::Index;
+use crate::read::{Reader, SnapshotEntry};
+use crate::{Error, Repository, Result};
+
+/// Bytes of chunks handed to rayon at once.
+const BATCH_BYTES: usize = 8 << 20;
+
+/// Options for one backup.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct BackupOptions {
+    /// The source name snapshots are grouped by; the parent is the latest snapshot of it.
+    pub source: String,
+    /// What kind of source (`files`, `stdin`, `command`...).
+    pub source_kind: String,
+    /// Paths or stream names, as given.
+    pub paths: Vec<String>,
+    /// `key=value` tags.
+    pub tags: Vec<(String, String)>,
+    /// Chunking profile name (`files` or `dump`).
+    pub profile: String,
+    /// Packs uploaded at once.
+    pub upload_concurrency: usize,
+    /// Look for a parent snapshot to skip unchanged files.
+    pub use_parent: bool,
+}
+
+impl BackupOptions {
+    /// Options for `source` with the given profile and defaults otherwise.
+    #[must_use]
+    pub fn new(source: impl Into<String>, source_kind: impl Into<String>, profile: impl Into<String>) -> Self {
+        Self {
+            source: source.into(),
+            source_kind: source_kind.into(),
+            paths: Vec::new(),
+            tags: Vec::new(),
+            profile: profile.into(),
+            upload_concurrency: 2,
+            use_parent: true,
+        }
+    }
+
+    /// Sets the paths.
+    #[must_use]
+    pub fn paths(mut self, paths: Vec<String>) -> Self {
+        self.paths = paths;
+        self
+    }
+
+    /// Sets the tags.
+    #[must_use]
+    pub fn tags(mut self, tags: Vec<(String, String)>) -> Self {
+        self.tags = tags;
+        self
+    }
+}
+
+/// A stream stored by [`BackupSession::store_stream`].
+#[derive(Clone, Debug)]
+pub struct StoredContent {
+    /// Bytes read.
+    pub size: u64,
+    /// The chunk list for the file node.
+    pub content: Content,
+    /// Plain BLAKE3 of the whole stream.
+    pub blake3: [u8; 32],
+    /// SHA-256 of the whole stream, when asked for.
+    pub sha256: Option<[u8; 32]>,
+}
+
+/// What the caller adds to the snapshot at commit.
+#[derive(Clone, Debug, Default)]
+pub struct CommitDetails {
+    /// Files seen.
+    pub files: u64,
+    /// Directories seen.
+    pub dirs: u64,
+    /// Other nodes.
+    pub others: u64,
+    /// Files reused from the parent.
+    pub files_unchanged: u64,
+    /// Content bytes covered.
+    pub bytes: u64,
+    /// For command sources.
+    pub command: Option<CommandRecord>,
+    /// Entries left out, with why.
+    pub skipped: Vec<String>,
+    /// Facts recorded by the source.
+    pub extra: Vec<(String, String)>,
+}
+
+/// A backup's progress.
+#[derive(Clone, Copy, Debug, Default)]
+#[non_exhaustive]
+pub struct Progress {
+    /// Bytes read from the source.
+    pub bytes_read: u64,
+    /// Plaintext bytes of new blobs.
+    pub bytes_added_raw: u64,
+    /// New blobs.
+    pub blobs_added: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    bytes_read: AtomicU64,
+    blobs_added: AtomicU64,
+    bytes_added_raw: AtomicU64,
+}
+
+/// The part of a session that sealing workers share.
+struct Shared {
+    repo: Repository,
+    index: Arc<Index>,
+    claimed: Mutex<HashSet<BlobId>>,
+    packer: Packer,
+    queue: UploadQueue,
+    counters: Counters,
+}
+
+/// One backup in progress. See the module docs for the protocol.
+pub struct BackupSession {
+    shared: Arc<Shared>,
+    repo: Repository,
+    options: BackupOptions,
+    adopted: Vec<IndexedPack>,
+    chunker: Chunker,
+    uploader: Mutex<Option<tokio::task::JoinHandle<Result<upload::UploadReport>>>>,
+    parent: Option<SnapshotEntry>,
+    reader: Reader,
+    handle: tokio::runtime::Handle,
+    marker: ObjectKey,
+    started: Instant,
+    time_ns: i64,
+}
+
+impl std::fmt::Debug for BackupSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackupSession")
+            .field("source", &self.options.source)
+            .finish_non_exhaustive()
+    }
+}
+
+thread_local! {
+    static WORKER_CODEC: std::cell::RefCell<Option<(RepoId, BlobCodec)>> = const { std::cell::RefCell::new(None) };
+}
+
+fn with_codec<T>(repo: &Repository, f: impl FnOnce(&mut BlobCodec) -> Result<T>) -> Result<T> {
+    WORKER_CODEC.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|(id, _)| *id != repo.id()) {
+            *slot = Some((repo.id(), repo.codec()?));
+        }
+        match slot.as_mut() {
+            Some((_, codec)) => f(codec),
+            None => Err(Error::Pipeline("no codec".into())),
+        }
+    })
+}
+
+impl Repository {
+    /// Starts a backup: loads snapshots and the index, adopts packs left by
+    /// interrupted runs, and starts the uploader.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for an unknown profile; storage and decoding errors.
+    pub async fn begin_backup(&self, options: BackupOptions) -> Result<BackupSession> {
+        let profile = self
+            .config()
+            .profile(&options.profile)
+            .ok_or_else(|| Error::Invalid(format!("unknown chunking profile {:?}", options.profile)))?;
+        let chunker = Chunker::new(profile, self.keys().chunker_seed).map_err(Error::Format)?;
+        let time_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+        let marker = self.write_session_marker(&options, time_ns).await?;
+        // Snapshots before the index: see crate::index.
+        let snapshots = self.snapshots().await?;
+        let mut index = self.load_index().await?;
+        let adopted = self.adopt_orphan_packs(&index).await?;
+        let mut claimed = HashSet::new();
+        for pack in &adopted {
+            index.add_pack(pack);
+            claimed.extend(pack.blobs.iter().map(|b| b.id));
+        }
+        index.finish();
+        let index = Arc::new(index);
+        let parent = if options.use_parent {
+            snapshots
+                .into_iter()
+                .rfind(|e| e.snapshot.source == options.source && e.snapshot.profile == options.profile)
+        } else {
+            None
+        };
+        let (queue, uploader) = upload::start(self.clone(), options.upload_concurrency);
+        tracing::info!(
+            source = %options.source,
+            parent = ?parent.as_ref().map(|p| p.id),
+            adopted_packs = adopted.len(),
+            "backup started"
+        );
+        Ok(BackupSession {
+            shared: Arc::new(Shared {
+                repo: self.clone(),
+                packer: Packer::new(self.config().pack_size as usize, self.sealer().clone(), self.id()),
+                index: index.clone(),
+                claimed: Mutex::new(claimed),
+                queue,
+                counters: Counters::default(),
+            }),
+            repo: self.clone(),
+            reader: Reader::new(self.clone(), index),
+            options,
+            adopted,
+            chunker,
+            uploader: Mutex::new(Some(uploader)),
+            parent,
+            handle: tokio::runtime::Handle::current(),
+            marker,
+            started: Instant::now(),
+            time_ns,
+        })
+    }
+
+    async fn write_session_marker(&self, options: &BackupOptions, time_ns: i64) -> Result<ObjectKey> {
+        let id = nfrepo_format::KeyId::random().map_err(Error::Format)?;
+        let key = ObjectKey::new(ObjectKind::Session, id.to_hex()).map_err(Error::store)?;
+        let body = format!(
+            "nfrepo backup session\nstarted_ns={time_ns}\npid={}\nsource_hash={}\n",
+            std::process::id(),
+            blake3::hash(options.source.as_bytes()).to_hex()
+        );
+        self.store()
+            .put(&key, Bytes::from(body), PutMode::Overwrite)
+            .await
+            .map_err(Error::store)?;
+        Ok(key)
+    }
+
+    /// Packs present in storage but in no index: left by interrupted backups.
+    async fn adopt_orphan_packs(&self, index: &Index) -> Result<Vec<IndexedPack>> {
+        use futures::stream::{self, StreamExt};
+        let mut orphans: Vec<(ObjectInfo, PackKind)> = Vec::new();
+        for (kind, pack_kind) in [(ObjectKind::Data, PackKind::Data), (ObjectKind::Tree, PackKind::Tree)] {
+            for info in self.store().list(kind).await.map_err(Error::store)? {
+                match info.key.name().parse::<nfrepo_format::PackId>() {
+                    Ok(id) if !index.has_pack(&id) => orphans.push((info, pack_kind)),
+                    _ => {}
+                }
+            }
+        }
+        let results: Vec<Option<IndexedPack>> = stream::iter(orphans)
+            .map(|(info, kind)| async move {
+                match self.read_pack_trailer(&info).await {
+                    Ok(pack) if pack.kind == kind => Some(pack),
+                    Ok(_) => None,
+                    Err(e) => {
+                        tracing::warn!(pack = %info.key, error = %e, "not reusing a pack whose trailer does not read");
+                        None
+                    }
+                }
+            })
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        Ok(results.into_iter().flatten().collect())
+    }
+
+    /// Reads a pack's trailer with two range requests.
+    ///
+    /// # Errors
+    /// Storage errors, or [`Error::Corrupted`] if the trailer does not open.
+    pub async fn read_pack_trailer(&self, info: &ObjectInfo) -> Result<IndexedPack> {
+        let id: nfrepo_format::PackId = info
+            .key
+            .name()
+            .parse()
+            .map_err(|e| Error::decode(info.key.to_string(), e))?;
+        let size = info.size;
+        let corrupt = |e| Error::decode(format!("pack {id}"), e);
+        if size < (nfrepo_format::PACK_HEADER_LEN + 4) as u64 {
+            return Err(corrupt(nfrepo_format::Error::Malformed {
+                what: "pack",
+                detail: format!("{size} bytes is too short"),
+            }));
+        }
+        let tail = self
+            .store()
+            .get_range(&info.key, size - 4..size)
+            .await
+            .map_err(Error::store)?;
+        let tlen = nfrepo_format::trailer_len(&tail).map_err(corrupt)? as u64;
+        let start = size
+            .checked_sub(4 + tlen)
+            .filter(|s| *s >= nfrepo_format::PACK_HEADER_LEN as u64);
+        let start = start.ok_or_else(|| {
+            corrupt(nfrepo_format::Error::Malformed {
+                what: "pack",
+                detail: "trailer longer than the pack".into(),
+            })
+        })?;
+        let head = self
+            .store()
+            .get_range(&info.key, 0..nfrepo_format::PACK_HEADER_LEN as u64)
+            .await
+            .map_err(Error::store)?;
+        let kind = nfrepo_format::decode_pack_header(&head).map_err(corrupt)?;
+        let sealed = self
+            .store()
+            .get_range(&info.key, start..size - 4)
+            .await
+            .map_err(Error::store)?;
+        let blobs = nfrepo_format::decode_trailer(&sealed, size, self.sealer(), &self.id()).map_err(corrupt)?;
+        Ok(IndexedPack { id, kind, size, blobs })
+    }
+}
+
+impl BackupSession {
+    /// The parent snapshot used for unchanged-file detection, if any.
+    #[must_use]
+    pub const fn parent(&self) -> Option<&SnapshotEntry> {
+        self.parent.as_ref()
+    }
+
+    /// Progress so far, for display while the backup runs.
+    #[must_use]
+    pub fn progress(&self) -> Progress {
+        let c = &self.shared.counters;
+        Progress {
+            bytes_read: c.bytes_read.load(Ordering::Relaxed),
+            bytes_added_raw: c.bytes_added_raw.load(Ordering::Relaxed),
+            blobs_added: c.blobs_added.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Loads a tree of the parent snapshot. Blocks; call from a non-runtime thread.
+    ///
+    /// # Errors
+    /// As [`Reader::tree`].
+    pub fn parent_tree(&self, id: &BlobId) -> Result<Arc<Tree>> {
+        self.handle.block_on(self.reader.tree(id))
+    }
+
+    /// Whether a blob is already stored (for reusing a parent's file content).
+    #[must_use]
+    pub fn has_blob(&self, id: &BlobId) -> bool {
+        self.shared.index.contains(id)
+    }
+
+    /// Reads `reader` to its end and stores it as chunks. Blocks.
+    ///
+    /// # Errors
+    /// [`Error::Source`] if reading fails (the whole backup should then
+    /// decide whether to skip the file); pipeline errors if an upload failed.
+    pub fn store_stream(&self, reader: impl Read, sha256: bool) -> Result<StoredContent> {
+        self.shared.queue.check()?;
+        let mut whole = blake3::Hasher::new();
+        let mut sha = sha256.then(sha2::Sha256::new);
+        let mut lists = ContentListBuilder::new();
+        let mut emitted: Vec<EmittedList> = Vec::new();
+        let mut size = 0u64;
+        let mut batch: Vec<Vec<u8>> = Vec::new();
+        let mut batch_bytes = 0usize;
+        let mut in_flight: Option<crossbeam_channel::Receiver<Result<Vec<ListEntry>>>> = None;
+
+        let drain = |pending: crossbeam_channel::Receiver<Result<Vec<ListEntry>>>,
+                     lists: &mut ContentListBuilder,
+                     emitted: &mut Vec<EmittedList>|
+         -> Result<()> {
+            let entries = pending
+                .recv()
+                .map_err(|_| Error::Pipeline("a sealing worker died".into()))??;
+            for entry in entries {
+                lists.push(self.repo.keys(), entry, emitted).map_err(Error::Format)?;
+            }
+            for list in emitted.drain(..) {
+                self.shared
+                    .store_metadata_blob(BlobKind::ContentList, list.id, &list.plaintext)?;
+            }
+            Ok(())
+        };
+
+        for chunk in self.chunker.chunks(reader) {
+            let chunk = chunk.map_err(|source| Error::Source {
+                what: "stream".into(),
+                source,
+            })?;
+            whole.update(&chunk);
+            if let Some(sha) = sha.as_mut() {
+                sha.update(&chunk);
+            }
+            size += chunk.len() as u64;
+            self.shared
+                .counters
+                .bytes_read
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            batch_bytes += chunk.len();
+            batch.push(chunk);
+            if batch_bytes >= BATCH_BYTES {
+                let next = self.dispatch(std::mem::take(&mut batch));
+                batch_bytes = 0;
+                if let Some(pending) = in_flight.replace(next) {
+                    drain(pending, &mut lists, &mut emitted)?;
+                }
+            }
+        }
+        if !batch.is_empty() {
+            let next = self.dispatch(batch);
+            if let Some(pending) = in_flight.replace(next) {
+                drain(pending, &mut lists, &mut emitted)?;
+            }
+        }
+        if let Some(pending) = in_flight.take() {
+            drain(pending, &mut lists, &mut emitted)?;
+        }
+        let content = lists.finish(self.repo.keys(), &mut emitted).map_err(Error::Format)?;
+        for list in emitted.drain(..) {
+            self.shared
+                .store_metadata_blob(BlobKind::ContentList, list.id, &list.plaintext)?;
+        }
+        Ok(StoredContent {
+            size,
+            content,
+            blake3: *whole.finalize().as_bytes(),
+            sha256: sha.map(|s| s.finalize().into()),
+        })
+    }
+
+    /// Names, dedups and seals a batch on rayon; the receiver yields the
+    /// batch's entries in order.
+    fn dispatch(&self, batch: Vec<Vec<u8>>) -> crossbeam_channel::Receiver<Result<Vec<ListEntry>>> {
+        use rayon::prelude::*;
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let shared = self.shared.clone();
+        rayon::spawn(move || {
+            let result: Result<Vec<ListEntry>> = batch.par_iter().map(|chunk| shared.store_data_chunk(chunk)).collect();
+            // The receiver is gone only if the stream already failed.
+            let _ = tx.send(result);
+        });
+        rx
+    }
+}
+
+impl Shared {
+    fn store_data_chunk(&self, chunk: &[u8]) -> Result<ListEntry> {
+        let id = self.repo.keys().blob_id(chunk);
+        let len = chunk.len() as u64;
+        if self.claim(&id)? {
+            let blob = with_codec(&self.repo, |codec| {
+                codec.seal_with_id(BlobKind::Data, id, chunk).map_err(Error::Format)
+            })?;
+            self.counters.blobs_added.fetch_add(1, Ordering::Relaxed);
+            self.counters.bytes_added_raw.fetch_add(len, Ordering::Relaxed);
+            self.packer.add(&blob, &self.queue)?;
+        }
+        Ok(ListEntry { id, len })
+    }
+
+    /// Whether this session must store `id` (true at most once per id).
+    fn claim(&self, id: &BlobId) -> Result<bool> {
+        if self.index.contains(id) {
+            return Ok(false);
+        }
+        let mut claimed = self
+            .claimed
+            .lock()
+            .map_err(|_| Error::Pipeline("claim set poisoned".into()))?;
+        Ok(claimed.insert(*id))
+    }
+
+    fn store_metadata_blob(&self, kind: BlobKind, id: BlobId, plaintext: &[u8]) -> Result<()> {
+        if self.claim(&id)? {
+            let blob = with_codec(&self.repo, |codec| {
+                codec.seal_with_id(kind, id, plaintext).map_err(Error::Format)
+            })?;
+            self.counters.blobs_added.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .bytes_added_raw
+                .fetch_add(plaintext.len() as u64, Ordering::Relaxed);
+            self.packer.add(&blob, &self.queue)?;
+        }
+        Ok(())
+    }
+}
+
+impl BackupSession {
+    /// Stores a directory's tree node and returns its id. Blocks.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] if the tree is not sorted; pipeline errors.
+    pub fn store_tree(&self, tree: &Tree) -> Result<BlobId> {
+        self.shared.queue.check()?;
+        let plaintext = tree.encode().map_err(|e| Error::Invalid(e.to_string()))?;
+        let id = self.repo.keys().blob_id(&plaintext);
+        self.shared.store_metadata_blob(BlobKind::Tree, id, &plaintext)?;
+        Ok(id)
+    }
+
+    /// Flushes, waits for uploads, writes the index delta and then the
+    /// snapshot naming `root`. Nothing is visible to readers before this returns.
+    ///
+    /// # Errors
+    /// Any upload failure; the snapshot is then not written.
+    pub async fn commit(self, root: BlobId, details: CommitDetails) -> Result<(SnapshotId, Snapshot)> {
+        let report = self.finish_uploads().await?;
+        let mut packs = self.adopted.clone();
+        packs.extend(report.packs.iter().cloned());
+        if !packs.is_empty() {
+            let delta = IndexDelta {
+                packs,
+                supersedes: Vec::new(),
+            };
+            let (id, bytes) = delta
+                .encode(self.repo.sealer(), &self.repo.id())
+                .map_err(Error::Format)?;
+            let key = ObjectKey::new(ObjectKind::Index, id.to_hex()).map_err(Error::store)?;
+            put_once(&self.repo, &key, bytes).await?;
+        }
+        let mut tags = self.options.tags.clone();
+        tags.sort();
+        let mut extra = details.extra;
+        extra.sort();
+        let snapshot = Snapshot {
+            time_ns: self.time_ns,
+            source: self.options.source.clone(),
+            source_kind: self.options.source_kind.clone(),
+            hostname: crate::host::hostname(),
+            username: crate::host::username(),
+            paths: self.options.paths.clone(),
+            tags,
+            profile: self.options.profile.clone(),
+            parent: self.parent.as_ref().map(|p| p.id),
+            root,
+            summary: Summary {
+                files: details.files,
+                dirs: details.dirs,
+                others: details.others,
+                files_unchanged: details.files_unchanged,
+                bytes: details.bytes,
+                bytes_read: self.shared.counters.bytes_read.load(Ordering::Relaxed),
+                blobs_added: self.shared.counters.blobs_added.load(Ordering::Relaxed),
+                bytes_added_raw: self.shared.counters.bytes_added_raw.load(Ordering::Relaxed),
+                bytes_added_stored: report.stored_bytes,
+                packs_added: report.packs.len() as u64,
+                retries: 0,
+                duration_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            },
+            command: details.command,
+            skipped: details.skipped,
+            extra,
+            program_version: env!("CARGO_PKG_VERSION").to_owned(),
+        };
+        let (id, bytes) = snapshot
+            .encode(self.repo.sealer(), &self.repo.id())
+            .map_err(Error::Format)?;
+        let key = ObjectKey::new(ObjectKind::Snapshot, id.to_hex()).map_err(Error::store)?;
+        put_once(&self.repo, &key, bytes).await?;
+        self.remove_marker().await;
+        tracing::info!(snapshot = %id, "snapshot committed");
+        Ok((id, snapshot))
+    }
+
+    /// Stops without committing. Uploaded packs stay and the next backup adopts them.
+    pub async fn abort(self) {
+        self.shared.queue.close();
+        let uploader = self.uploader.lock().ok().and_then(|mut u| u.take());
+        if let Some(task) = uploader {
+            let _ = task.await;
+        }
+        self.remove_marker().await;
+    }
+
+    async fn finish_uploads(&self) -> Result<upload::UploadReport> {
+        // Flushing may block on the bounded queue, so it runs off the runtime.
+        let shared = self.shared.clone();
+        let flush = tokio::task::spawn_blocking(move || {
+            let result = shared.packer.flush(&shared.queue);
+            shared.queue.close();
+            result
+        });
+        let uploader = self
+            .uploader
+            .lock()
+            .map_err(|_| Error::Pipeline("uploader handle poisoned".into()))?
+            .take()
+            .ok_or_else(|| Error::Pipeline("uploads already finished".into()))?;
+        let flushed = flush.await.map_err(|e| Error::Pipeline(e.to_string()))?;
+        let report = uploader.await.map_err(|e| Error::Pipeline(e.to_string()))?;
+        flushed?;
+        report
+    }
+
+    async fn remove_marker(&self) {
+        if let Err(e) = self.repo.store().delete(&self.marker).await {
+            tracing::warn!(marker = %self.marker, error = %e, "could not remove the session marker");
+        }
+    }
+}
+
+async fn put_once(repo: &Repository, key: &ObjectKey, bytes: Vec<u8>) -> Result<()> {
+    match repo.store().put(key, Bytes::from(bytes), PutMode::CreateNew).await {
+        Err(e) if e.kind() == nfrepo_store::ErrorKind::AlreadyExists => Ok(()),
+        other => other.map_err(Error::store),
+    }
+}

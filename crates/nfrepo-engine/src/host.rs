@@ -1,0 +1,26 @@
+//! Who and where: host and user names recorded in snapshots and key slots.
+
+/// The host name, or `unknown`.
+#[must_use]
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The user name from the environment, or `unknown`.
+#[must_use]
+pub fn username() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// `user@host`.
+#[must_use]
+pub fn user_at_host() -> String {
+    format!("{}@{}", username(), hostname())
+}

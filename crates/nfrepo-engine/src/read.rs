@@ -1,0 +1,333 @@
+//! Reading a repository: snapshots, the index, blobs, trees and file content.
+//!
+//! A [`Reader`] pairs an open repository with its loaded index. Blobs are
+//! fetched with one range request each, opened (authenticated, decompressed,
+//! re-hashed) on the blocking pool, and never returned unless they verify:
+//! a damaged blob is an [`Error::Corrupted`] naming the pack and blob.
+
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
+use futures::stream::{self, Stream, StreamExt, TryStreamExt};
+use nfrepo_format::{
+    BlobCodec, BlobId, BlobKind, Content, ContentList, IndexDelta, IndexId, ListEntry, Node, NodeKind, Snapshot,
+    SnapshotId, Tree,
+};
+use nfrepo_store::{ObjectKey, ObjectKind};
+
+use crate::index::{BlobLocation, Index};
+use crate::{Error, Repository, Result};
+
+/// How many blob reads are in flight while streaming file content.
+const READ_AHEAD: usize = 16;
+/// How many metadata objects (index deltas, snapshots) are fetched at once.
+const LIST_CONCURRENCY: usize = 16;
+
+/// A snapshot with its id.
+#[derive(Clone, Debug)]
+pub struct SnapshotEntry {
+    /// Its id.
+    pub id: SnapshotId,
+    /// Its content.
+    pub snapshot: Snapshot,
+}
+
+impl Repository {
+    /// Every snapshot, oldest first.
+    ///
+    /// # Errors
+    /// Storage errors, or [`Error::Corrupted`] for a snapshot that fails its hash or seal.
+    pub async fn snapshots(&self) -> Result<Vec<SnapshotEntry>> {
+        let listed = self.store().list(ObjectKind::Snapshot).await.map_err(Error::store)?;
+        let mut out: Vec<SnapshotEntry> = stream::iter(listed.into_iter().filter_map(|info| {
+            let id = info.key.name().parse::<SnapshotId>().ok()?;
+            Some((id, info.key))
+        }))
+        .map(|(id, key)| async move {
+            let bytes = self.store().get(&key).await.map_err(Error::store)?;
+            let snapshot = Snapshot::decode(&id, &bytes, self.sealer(), &self.id())
+                .map_err(|e| Error::decode(key.to_string(), e))?;
+            Ok::<_, Error>(SnapshotEntry { id, snapshot })
+        })
+        .buffer_unordered(LIST_CONCURRENCY)
+        .try_collect()
+        .await?;
+        out.sort_by_key(|e| (e.snapshot.time_ns, e.id));
+        Ok(out)
+    }
+
+    /// Resolves a snapshot spec: an id prefix, `latest`, or `SOURCE@latest`.
+    ///
+    /// # Errors
+    /// [`Error::SnapshotNotFound`] or [`Error::AmbiguousSnapshot`].
+    pub async fn find_snapshot(&self, spec: &str) -> Result<SnapshotEntry> {
+        let all = self.snapshots().await?;
+        select_snapshot(all, spec)
+    }
+
+    /// Loads every index delta. Call after listing snapshots (see [`Index`]).
+    ///
+    /// # Errors
+    /// Storage errors, or [`Error::Corrupted`] for a damaged delta.
+    pub async fn load_index(&self) -> Result<Index> {
+        let listed = self.store().list(ObjectKind::Index).await.map_err(Error::store)?;
+        let deltas: Vec<(IndexId, IndexDelta)> = stream::iter(listed.into_iter().filter_map(|info| {
+            let id = info.key.name().parse::<IndexId>().ok()?;
+            Some((id, info.key))
+        }))
+        .map(|(id, key)| async move {
+            let bytes = self.store().get(&key).await.map_err(Error::store)?;
+            let delta = IndexDelta::decode(&id, &bytes, self.sealer(), &self.id())
+                .map_err(|e| Error::decode(key.to_string(), e))?;
+            Ok::<_, Error>((id, delta))
+        })
+        .buffer_unordered(LIST_CONCURRENCY)
+        .try_collect()
+        .await?;
+        Ok(Index::from_deltas(deltas))
+    }
+
+    /// A blob codec for this repository (one per worker thread).
+    ///
+    /// # Errors
+    /// If zstd rejects the configured level.
+    pub fn codec(&self) -> Result<BlobCodec> {
+        BlobCodec::new(self.keys().clone(), self.sealer().clone(), self.config().zstd_level).map_err(Error::Format)
+    }
+
+    /// Opens a reader: loads the index.
+    ///
+    /// # Errors
+    /// As [`Self::load_index`].
+    pub async fn reader(&self) -> Result<Reader> {
+        let index = self.load_index().await?;
+        Ok(Reader::new(self.clone(), Arc::new(index)))
+    }
+}
+
+/// Picks the snapshot `spec` names out of `all` (sorted oldest first).
+///
+/// # Errors
+/// [`Error::SnapshotNotFound`] or [`Error::AmbiguousSnapshot`].
+pub fn select_snapshot(all: Vec<SnapshotEntry>, spec: &str) -> Result<SnapshotEntry> {
+    let not_found = || Error::SnapshotNotFound(spec.to_owned());
+    if spec == "latest" {
+        return all.into_iter().next_back().ok_or_else(not_found);
+    }
+    if let Some(source) = spec.strip_suffix("@latest") {
+        return all
+            .into_iter()
+            .rfind(|e| e.snapshot.source == source)
+            .ok_or_else(not_found);
+    }
+    if spec.is_empty() || !spec.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(not_found());
+    }
+    let spec_lower = spec.to_ascii_lowercase();
+    let mut matches = all.into_iter().filter(|e| e.id.to_hex().starts_with(&spec_lower));
+    let first = matches.next().ok_or_else(not_found)?;
+    if matches.next().is_some() {
+        return Err(Error::AmbiguousSnapshot(spec.to_owned()));
+    }
+    Ok(first)
+}
+
+/// Reads blobs, trees and file content of one repository through its index.
+#[derive(Clone)]
+pub struct Reader {
+    repo: Repository,
+    index: Arc<Index>,
+    trees: Arc<Mutex<lru::LruCache<BlobId, Arc<Tree>>>>,
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader")
+            .field("blobs", &self.index.len())
+            .finish_non_exhaustive()
+    }
+}
+
+thread_local! {
+    static CODEC: std::cell::RefCell<Option<BlobCodec>> = const { std::cell::RefCell::new(None) };
+}
+
+impl Reader {
+    /// A reader over `index`.
+    #[must_use]
+    pub fn new(repo: Repository, index: Arc<Index>) -> Self {
+        let capacity = NonZeroUsize::new(256).unwrap_or(NonZeroUsize::MIN);
+        Self {
+            repo,
+            index,
+            trees: Arc::new(Mutex::new(lru::LruCache::new(capacity))),
+        }
+    }
+
+    /// The repository.
+    #[must_use]
+    pub const fn repository(&self) -> &Repository {
+        &self.repo
+    }
+
+    /// The index.
+    #[must_use]
+    pub fn index(&self) -> &Arc<Index> {
+        &self.index
+    }
+
+    /// Where a blob is stored.
+    ///
+    /// # Errors
+    /// [`Error::Missing`] if no index entry names it.
+    pub fn locate(&self, id: &BlobId) -> Result<BlobLocation> {
+        self.index.get(id).ok_or_else(|| Error::Missing {
+            object: format!("blob {id}"),
+            detail: "not in any index".into(),
+        })
+    }
+
+    /// Fetches, opens and verifies one blob.
+    ///
+    /// # Errors
+    /// [`Error::Missing`], storage errors, or [`Error::Corrupted`] naming pack and blob.
+    pub async fn read_blob(&self, id: &BlobId, expect: BlobKind) -> Result<Vec<u8>> {
+        let location = self.locate(id)?;
+        if location.kind != expect {
+            return Err(Error::Missing {
+                object: format!("blob {id}"),
+                detail: format!("indexed as {:?}, expected {expect:?}", location.kind),
+            });
+        }
+        let object = pack_key(&location)?;
+        let start = u64::from(location.offset);
+        let sealed = self
+            .repo
+            .store()
+            .get_range(&object, start..start + u64::from(location.sealed_len))
+            .await
+            .map_err(Error::store)?;
+        let repo = self.repo.clone();
+        let id = *id;
+        tokio::task::spawn_blocking(move || {
+            CODEC.with(|cell| {
+                let mut slot = cell.borrow_mut();
+                let codec = match slot.as_mut() {
+                    Some(codec) => codec,
+                    None => slot.insert(repo.codec()?),
+                };
+                codec
+                    .open(location.kind, &id, location.raw_len, &sealed)
+                    .map_err(|e| Error::decode(format!("blob {id} in pack {}", location.pack), e))
+            })
+        })
+        .await
+        .map_err(|e| Error::Pipeline(e.to_string()))?
+    }
+
+    /// Loads a tree (cached).
+    ///
+    /// # Errors
+    /// As [`Self::read_blob`], or [`Error::Corrupted`] if it does not decode.
+    pub async fn tree(&self, id: &BlobId) -> Result<Arc<Tree>> {
+        if let Some(tree) = self
+            .trees
+            .lock()
+            .map_err(|_| Error::Pipeline("tree cache poisoned".into()))?
+            .get(id)
+        {
+            return Ok(tree.clone());
+        }
+        let bytes = self.read_blob(id, BlobKind::Tree).await?;
+        let tree = Arc::new(Tree::decode(&bytes).map_err(|e| Error::decode(format!("tree {id}"), e))?);
+        if let Ok(mut cache) = self.trees.lock() {
+            cache.put(*id, tree.clone());
+        }
+        Ok(tree)
+    }
+
+    /// Resolves `path` (slash-separated, relative to the root) to its node.
+    /// The root itself resolves to `None`.
+    ///
+    /// # Errors
+    /// [`Error::PathNotFound`].
+    pub async fn resolve(&self, snapshot: &SnapshotEntry, path: &str) -> Result<Option<Node>> {
+        let mut tree_id = snapshot.snapshot.root;
+        let mut node = None;
+        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+        for (i, part) in parts.iter().enumerate() {
+            let tree = self.tree(&tree_id).await?;
+            let found = tree.find(part.as_bytes()).cloned().ok_or_else(|| Error::PathNotFound {
+                snapshot: snapshot.id.short(),
+                path: path.to_owned(),
+            })?;
+            match &found.kind {
+                NodeKind::Dir { tree } => tree_id = *tree,
+                _ if i + 1 < parts.len() => {
+                    return Err(Error::PathNotFound {
+                        snapshot: snapshot.id.short(),
+                        path: path.to_owned(),
+                    });
+                }
+                _ => {}
+            }
+            node = Some(found);
+        }
+        Ok(node)
+    }
+
+    /// The chunks of a file's content in order, without fetching them.
+    ///
+    /// # Errors
+    /// Errors reading list blobs.
+    pub fn content_chunks(&self, content: &Content) -> impl Stream<Item = Result<ListEntry>> + Send + 'static {
+        let reader = self.clone();
+        let start: Vec<Vec<ListEntry>> = match content {
+            Content::Inline(chunks) => vec![chunks.iter().rev().copied().collect()],
+            Content::List { root, .. } => vec![vec![ListEntry { id: *root, len: 0 }]],
+        };
+        let inline = matches!(content, Content::Inline(_));
+        // A depth-first walk; each stack frame holds entries in reverse order
+        // and whether they are list blobs (true) or chunks (false).
+        let stack: Vec<(Vec<ListEntry>, bool)> = start.into_iter().map(|v| (v, !inline)).collect();
+        stream::try_unfold((reader, stack), |(reader, mut stack)| async move {
+            loop {
+                let Some((entries, is_list)) = stack.last_mut() else {
+                    return Ok(None);
+                };
+                let Some(entry) = entries.pop() else {
+                    stack.pop();
+                    continue;
+                };
+                if !*is_list {
+                    return Ok(Some((entry, (reader, stack))));
+                }
+                let bytes = reader.read_blob(&entry.id, BlobKind::ContentList).await?;
+                let list =
+                    ContentList::decode(&bytes).map_err(|e| Error::decode(format!("content list {}", entry.id), e))?;
+                let children_are_lists = list.level > 1;
+                stack.push((list.entries.into_iter().rev().collect(), children_are_lists));
+            }
+        })
+    }
+
+    /// A file's content as a stream of verified chunks, with reads ahead.
+    pub fn content(&self, content: &Content) -> impl Stream<Item = Result<Vec<u8>>> + Send + 'static {
+        let reader = self.clone();
+        self.content_chunks(content)
+            .map(move |entry| {
+                let reader = reader.clone();
+                async move { reader.read_blob(&entry?.id, BlobKind::Data).await }
+            })
+            .buffered(READ_AHEAD)
+    }
+}
+
+/// The store key of the pack holding a blob.
+pub(crate) fn pack_key(location: &BlobLocation) -> Result<ObjectKey> {
+    let kind = match location.pack_kind {
+        nfrepo_format::PackKind::Tree => ObjectKind::Tree,
+        _ => ObjectKind::Data,
+    };
+    ObjectKey::new(kind, location.pack.to_hex()).map_err(Error::store)
+}

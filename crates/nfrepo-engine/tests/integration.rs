@@ -1,0 +1,14 @@
+//! Engine tests on the in-memory store, with fault injection.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is a test failure"
+)]
+
+mod integration {
+    mod backup;
+    mod faults;
+    pub mod fixture;
+    mod repository;
+}

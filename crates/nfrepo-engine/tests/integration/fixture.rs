@@ -1,0 +1,81 @@
+//! A repository on a fresh in-memory store.
+
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use nfrepo_engine::{BackupOptions, CommitDetails, InitOptions, Reader, Repository, SnapshotEntry};
+use nfrepo_format::{KdfParams, Metadata, Node, NodeKind, SnapshotId, Tree};
+use nfrepo_store::{MemoryStore, Store};
+
+pub const PASSWORD: &[u8] = b"test password";
+
+pub fn memory() -> Arc<dyn Store> {
+    Arc::new(MemoryStore::new())
+}
+
+pub async fn init(store: Arc<dyn Store>) -> Repository {
+    let mut options = InitOptions::default();
+    options.kdf = KdfParams::insecure_for_tests();
+    options.pack_size = 4 * 1024 * 1024;
+    Repository::init(store, PASSWORD, options).await.expect("init")
+}
+
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Backs up `data` as the single file `name`; returns the snapshot id and summary.
+pub async fn backup_stream(
+    repo: &Repository,
+    source: &str,
+    name: &str,
+    data: Vec<u8>,
+) -> nfrepo_engine::Result<(SnapshotId, nfrepo_format::Snapshot)> {
+    let session = repo.begin_backup(BackupOptions::new(source, "stdin", "dump")).await?;
+    let name = name.to_owned();
+    let (session, root) = tokio::task::spawn_blocking(move || {
+        let root = (|| {
+            let stored = session.store_stream(&data[..], true)?;
+            let node = Node {
+                name: name.into_bytes(),
+                kind: NodeKind::File {
+                    size: stored.size,
+                    content: stored.content,
+                    blake3: stored.blake3,
+                    sha256: stored.sha256,
+                },
+                meta: Metadata::default(),
+            };
+            session.store_tree(&Tree { nodes: vec![node] })
+        })();
+        (session, root)
+    })
+    .await
+    .expect("join");
+    match root {
+        Ok(root) => session.commit(root, CommitDetails::default()).await,
+        Err(e) => {
+            session.abort().await;
+            Err(e)
+        }
+    }
+}
+
+/// Reads the file `name` of a snapshot back.
+pub async fn read_file(reader: &Reader, snapshot: &SnapshotEntry, name: &str) -> nfrepo_engine::Result<Vec<u8>> {
+    let node = reader.resolve(snapshot, name).await?.expect("a file node");
+    let NodeKind::File { content, .. } = &node.kind else {
+        panic!("not a file")
+    };
+    let chunks: Vec<Vec<u8>> = reader.content(content).try_collect().await?;
+    Ok(chunks.concat())
+}

@@ -1,0 +1,49 @@
+//! Creating and opening repositories, and key slots.
+
+use nfrepo_engine::{Error, Repository};
+use nfrepo_format::KdfParams;
+
+use super::fixture::{PASSWORD, init, memory};
+
+#[tokio::test]
+async fn open_checks_the_password_and_init_refuses_twice() {
+    let store = memory();
+    let repo = init(store.clone()).await;
+    let reopened = Repository::open(store.clone(), PASSWORD).await.unwrap();
+    assert_eq!(reopened.id(), repo.id());
+    assert!(matches!(
+        Repository::open(store.clone(), b"wrong").await,
+        Err(Error::WrongPassword { .. })
+    ));
+    assert!(matches!(
+        Repository::init(store, PASSWORD, nfrepo_engine::InitOptions::default()).await,
+        Err(Error::RepositoryExists { .. })
+    ));
+    assert!(matches!(
+        Repository::open(memory(), PASSWORD).await,
+        Err(Error::RepositoryNotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn key_slots_can_be_added_changed_and_removed() {
+    let store = memory();
+    let repo = init(store.clone()).await;
+    let kdf = KdfParams::insecure_for_tests();
+    let second = repo.add_key(PASSWORD, b"second", kdf, "t".into()).await.unwrap();
+    assert!(Repository::open(store.clone(), b"second").await.is_ok());
+    assert_eq!(repo.list_keys(PASSWORD).await.unwrap().len(), 2);
+    assert!(
+        matches!(repo.remove_key(b"second", &second).await, Err(Error::Invalid(_))),
+        "not the slot in use"
+    );
+    repo.remove_key(PASSWORD, &second).await.unwrap();
+    assert!(Repository::open(store.clone(), b"second").await.is_err());
+    assert!(matches!(
+        repo.remove_key(PASSWORD, &second).await,
+        Err(Error::Missing { .. })
+    ));
+    repo.change_password(PASSWORD, b"new", kdf).await.unwrap();
+    assert!(Repository::open(store.clone(), PASSWORD).await.is_err());
+    assert!(Repository::open(store, b"new").await.is_ok());
+}
