@@ -1,0 +1,72 @@
+//! The error type of `nfrepo-sources`.
+
+use std::path::PathBuf;
+
+use nfrepo_engine::{ErrorCode, Operation};
+
+/// What went wrong reading a source or writing a target.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The engine failed (storage, corruption, missing objects…).
+    #[error(transparent)]
+    Engine(#[from] nfrepo_engine::Error),
+    /// A source command could not run or did not succeed; nothing is committed.
+    #[error("{0}")]
+    CommandFailed(String),
+    /// A restore would overwrite a file that differs.
+    #[error("{0}: exists and differs from the snapshot (use --overwrite to replace it)")]
+    Conflict(PathBuf),
+    /// Restored content did not hash to the stored BLAKE3.
+    #[error("{0}: restored content does not match the stored BLAKE3")]
+    ContentMismatch(PathBuf),
+    /// `cat` of something that is not a file.
+    #[error("{0} is not a file")]
+    NotAFile(String),
+    /// A local file-system error.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Bad arguments.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    /// The stable code of the error in the context of `during`.
+    #[must_use]
+    pub fn code(&self, during: Operation) -> ErrorCode {
+        match self {
+            Self::Engine(e) => e.code(during),
+            Self::CommandFailed(_) => ErrorCode::BackupFailed,
+            Self::Conflict(_) => ErrorCode::RestoreConflict,
+            Self::ContentMismatch(_) => ErrorCode::BackupCorrupted,
+            Self::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
+                ErrorCode::PermissionDenied
+            }
+            Self::NotAFile(_) => ErrorCode::BackupNotFound,
+            _ => match during {
+                Operation::Restore => ErrorCode::RestoreFailed,
+                Operation::Backup | Operation::Inspect => ErrorCode::BackupFailed,
+            },
+        }
+    }
+
+    /// A finer code, where one exists.
+    #[must_use]
+    pub fn detail_code(&self) -> Option<&'static str> {
+        match self {
+            Self::Engine(e) => e.detail_code(),
+            Self::CommandFailed(_) => Some("SOURCE_COMMAND_FAILED"),
+            _ => None,
+        }
+    }
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,390 @@
+//! Restoring a snapshot, or part of it, into a directory.
+//!
+//! Restore runs in two passes. The first walks the selected trees, applies
+//! `--include`/`--exclude`, and checks every existing file in the target:
+//! identical files are skipped, differing ones are a conflict that stops the
+//! restore before anything is written (unless `overwrite`). The second
+//! writes files, several at once, each into a temporary name that is renamed
+//! into place only after all its chunks were verified, so a failed restore
+//! never leaves a half-written file under a real name. Directory metadata
+//! is applied last, deepest first, so writing files does not disturb it.
+
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use futures::{StreamExt, TryStreamExt};
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use nfrepo_engine::{Reader, SnapshotEntry};
+use nfrepo_format::{Node, NodeKind};
+
+use crate::{Error, Result, meta};
+
+/// Files restored at once.
+const PARALLEL_FILES: usize = 4;
+
+/// Options for [`restore`].
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct RestoreOptions {
+    /// Only paths matching one of these (or under a match) are restored.
+    pub include: Vec<String>,
+    /// Paths matching one of these (or under a match) are not restored.
+    pub exclude: Vec<String>,
+    /// Re-read each restored file from disk and compare its BLAKE3.
+    pub verify: bool,
+    /// Replace existing files that differ instead of refusing.
+    pub overwrite: bool,
+}
+
+/// What a restore did.
+#[derive(Clone, Debug, Default)]
+pub struct RestoreReport {
+    /// Files written.
+    pub files: u64,
+    /// Files already identical in the target.
+    pub files_unchanged: u64,
+    /// Directories created or updated.
+    pub dirs: u64,
+    /// Other nodes created.
+    pub others: u64,
+    /// Content bytes written.
+    pub bytes: u64,
+    /// Files re-hashed from disk (with `verify`).
+    pub verified: u64,
+    /// Problems that did not stop the restore (ownership, xattrs, sockets).
+    pub warnings: Vec<String>,
+}
+
+struct Selection {
+    include: Option<GlobSet>,
+    exclude: Option<GlobSet>,
+}
+
+fn glob_set(patterns: &[String]) -> Result<Option<GlobSet>> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    let mut builder = GlobSetBuilder::new();
+    for pattern in patterns {
+        let pattern = pattern.trim_start_matches('/');
+        builder.add(Glob::new(pattern).map_err(|e| Error::Invalid(format!("bad glob {pattern:?}: {e}")))?);
+    }
+    builder.build().map(Some).map_err(|e| Error::Invalid(e.to_string()))
+}
+
+impl Selection {
+    /// Whether `path` or one of its ancestors matches `set`.
+    fn matches(set: &GlobSet, path: &str) -> bool {
+        let mut prefix = path;
+        loop {
+            if set.is_match(prefix) {
+                return true;
+            }
+            match prefix.rfind('/') {
+                Some(i) => prefix = &prefix[..i],
+                None => return false,
+            }
+        }
+    }
+
+    fn excluded(&self, path: &str) -> bool {
+        self.exclude.as_ref().is_some_and(|set| Self::matches(set, path))
+    }
+
+    fn included(&self, path: &str) -> bool {
+        self.include.as_ref().is_none_or(|set| Self::matches(set, path))
+    }
+}
+
+/// One node to restore, with its place in the snapshot and in the target.
+struct Planned {
+    node: Node,
+    target: PathBuf,
+}
+
+/// Restores `path` of `snapshot` (the whole snapshot for `""`) under `target`.
+///
+/// # Errors
+/// [`Error::Conflict`] before writing anything if an existing file differs
+/// and `overwrite` is off; engine errors (a corrupted blob stops the restore,
+/// naming it); I/O errors writing the target.
+pub async fn restore(
+    reader: &Reader,
+    snapshot: &SnapshotEntry,
+    path: &str,
+    target: &Path,
+    options: &RestoreOptions,
+) -> Result<RestoreReport> {
+    let selection = Selection {
+        include: glob_set(&options.include)?,
+        exclude: glob_set(&options.exclude)?,
+    };
+    let start = reader.resolve(snapshot, path).await?;
+    let mut plan: Vec<Planned> = Vec::new();
+    let base = path.trim_matches('/');
+    match start {
+        None => {
+            reader
+                .walk(&snapshot.snapshot.root, b"", true, |entry| {
+                    let rel = entry.path_lossy();
+                    if !selection.excluded(&rel) && (selection.included(&rel) || is_dir(&entry.node)) {
+                        plan.push(Planned {
+                            target: target.join(std::ffi::OsStr::from_bytes(&entry.path)),
+                            node: entry.node,
+                        });
+                    }
+                    Ok(())
+                })
+                .await?;
+        }
+        Some(node) => {
+            let top = target.join(std::ffi::OsStr::from_bytes(&node.name));
+            if let NodeKind::Dir { tree } = &node.kind {
+                reader
+                    .walk(tree, b"", true, |entry| {
+                        let rel = format!("{base}/{}", entry.path_lossy());
+                        if !selection.excluded(&rel) && (selection.included(&rel) || is_dir(&entry.node)) {
+                            plan.push(Planned {
+                                target: top.join(std::ffi::OsStr::from_bytes(&entry.path)),
+                                node: entry.node,
+                            });
+                        }
+                        Ok(())
+                    })
+                    .await?;
+            }
+            plan.insert(0, Planned { node, target: top });
+        }
+    }
+    // Directories kept only for their included descendants are dropped if empty.
+    if selection.include.is_some() {
+        let wanted: Vec<&Path> = plan
+            .iter()
+            .filter(|p| !is_dir(&p.node))
+            .map(|p| p.target.as_path())
+            .collect();
+        let keep: Vec<bool> = plan
+            .iter()
+            .map(|p| !is_dir(&p.node) || wanted.iter().any(|w| w.starts_with(&p.target)))
+            .collect();
+        let mut keep = keep.into_iter();
+        plan.retain(|_| keep.next().unwrap_or(false));
+    }
+
+    let mut report = RestoreReport::default();
+    let todo = check_conflicts(&plan, options.overwrite, &mut report).await?;
+    std::fs::create_dir_all(target).map_err(|e| io_error(target, e))?;
+
+    for planned in plan.iter().filter(|p| is_dir(&p.node)) {
+        std::fs::create_dir_all(&planned.target).map_err(|e| io_error(&planned.target, e))?;
+        report.dirs += 1;
+    }
+    let files: Vec<&Planned> = plan
+        .iter()
+        .zip(&todo)
+        .filter(|(p, write)| **write && matches!(p.node.kind, NodeKind::File { .. }))
+        .map(|(p, _)| p)
+        .collect();
+    let written: Vec<(u64, Vec<String>)> = futures::stream::iter(files)
+        .map(|planned| restore_file(reader, planned, options.verify))
+        .buffer_unordered(PARALLEL_FILES)
+        .try_collect()
+        .await?;
+    for (bytes, warnings) in written {
+        report.files += 1;
+        report.bytes += bytes;
+        if options.verify {
+            report.verified += 1;
+        }
+        report.warnings.extend(warnings);
+    }
+    for planned in plan
+        .iter()
+        .filter(|p| !is_dir(&p.node) && !matches!(p.node.kind, NodeKind::File { .. }))
+    {
+        restore_special(planned, options.overwrite, &mut report)?;
+    }
+    for planned in plan.iter().rev().filter(|p| is_dir(&p.node)) {
+        meta::apply(&planned.target, &planned.node.meta, false, &mut report.warnings);
+    }
+    Ok(report)
+}
+
+fn is_dir(node: &Node) -> bool {
+    matches!(node.kind, NodeKind::Dir { .. })
+}
+
+fn io_error(path: &Path, source: std::io::Error) -> Error {
+    Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Returns, for each planned node, whether it must be written.
+async fn check_conflicts(plan: &[Planned], overwrite: bool, report: &mut RestoreReport) -> Result<Vec<bool>> {
+    let mut todo = Vec::with_capacity(plan.len());
+    for planned in plan {
+        let existing = std::fs::symlink_metadata(&planned.target);
+        let write = match (&planned.node.kind, existing) {
+            (_, Err(_)) => true,
+            (NodeKind::Dir { .. }, Ok(m)) if m.is_dir() => true,
+            (NodeKind::File { size, blake3, .. }, Ok(m)) if m.is_file() && m.len() == *size => {
+                let path = planned.target.clone();
+                let actual = tokio::task::spawn_blocking(move || hash_file(&path))
+                    .await
+                    .map_err(|e| Error::Invalid(e.to_string()))?
+                    .map_err(|e| io_error(&planned.target, e))?;
+                if actual == *blake3 {
+                    report.files_unchanged += 1;
+                    false
+                } else if overwrite {
+                    true
+                } else {
+                    return Err(Error::Conflict(planned.target.clone()));
+                }
+            }
+            (_, Ok(_)) if overwrite => true,
+            (_, Ok(_)) => return Err(Error::Conflict(planned.target.clone())),
+        };
+        todo.push(write);
+    }
+    Ok(todo)
+}
+
+fn hash_file(path: &Path) -> std::io::Result<[u8; 32]> {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(std::fs::File::open(path)?)?;
+    Ok(*hasher.finalize().as_bytes())
+}
+
+async fn restore_file(reader: &Reader, planned: &Planned, verify: bool) -> Result<(u64, Vec<String>)> {
+    let NodeKind::File { content, blake3, .. } = &planned.node.kind else {
+        return Ok((0, Vec::new()));
+    };
+    let target = planned.target.clone();
+    let temp = temp_name(&target);
+    let mut file = std::fs::File::create(&temp).map_err(|e| io_error(&temp, e))?;
+    let mut hasher = blake3::Hasher::new();
+    let mut written = 0u64;
+    let mut chunks = std::pin::pin!(reader.content(content));
+    let result: Result<()> = async {
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk?;
+            hasher.update(&chunk);
+            written += chunk.len() as u64;
+            file.write_all(&chunk).map_err(|e| io_error(&temp, e))?;
+        }
+        file.sync_all().map_err(|e| io_error(&temp, e))?;
+        Ok(())
+    }
+    .await;
+    drop(file);
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&temp);
+        return Err(e);
+    }
+    if hasher.finalize().as_bytes() != blake3 {
+        let _ = std::fs::remove_file(&temp);
+        return Err(Error::ContentMismatch(target));
+    }
+    std::fs::rename(&temp, &target).map_err(|e| io_error(&target, e))?;
+    let mut warnings = Vec::new();
+    meta::apply(&target, &planned.node.meta, false, &mut warnings);
+    if verify {
+        let path = target.clone();
+        let actual = tokio::task::spawn_blocking(move || hash_file(&path))
+            .await
+            .map_err(|e| Error::Invalid(e.to_string()))?
+            .map_err(|e| io_error(&target, e))?;
+        if actual != *blake3 {
+            return Err(Error::ContentMismatch(target));
+        }
+    }
+    Ok((written, warnings))
+}
+
+fn temp_name(target: &Path) -> PathBuf {
+    let mut name = target.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(format!(".nfrepo-restore-{}", std::process::id()));
+    target.with_file_name(name)
+}
+
+fn restore_special(planned: &Planned, overwrite: bool, report: &mut RestoreReport) -> Result<()> {
+    let path = &planned.target;
+    if overwrite && std::fs::symlink_metadata(path).is_ok() {
+        std::fs::remove_file(path).map_err(|e| io_error(path, e))?;
+    }
+    let made = match &planned.node.kind {
+        NodeKind::Symlink { target } => {
+            if std::fs::symlink_metadata(path).is_ok() {
+                // An identical link was found by the conflict check.
+                return Ok(());
+            }
+            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), path).map_err(|e| io_error(path, e))?;
+            meta::apply(path, &planned.node.meta, true, &mut report.warnings);
+            report.others += 1;
+            return Ok(());
+        }
+        NodeKind::Fifo => nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(planned.node.meta.mode)),
+        NodeKind::CharDevice { rdev } | NodeKind::BlockDevice { rdev } => {
+            let kind = if matches!(planned.node.kind, NodeKind::CharDevice { .. }) {
+                nix::sys::stat::SFlag::S_IFCHR
+            } else {
+                nix::sys::stat::SFlag::S_IFBLK
+            };
+            nix::sys::stat::mknod(
+                path,
+                kind,
+                nix::sys::stat::Mode::from_bits_truncate(planned.node.meta.mode),
+                *rdev,
+            )
+        }
+        _ => {
+            report
+                .warnings
+                .push(format!("{}: sockets are not restored", path.display()));
+            return Ok(());
+        }
+    };
+    match made {
+        Ok(()) => {
+            meta::apply(path, &planned.node.meta, false, &mut report.warnings);
+            report.others += 1;
+        }
+        Err(e) => report.warnings.push(format!("{}: cannot create: {e}", path.display())),
+    }
+    Ok(())
+}
+
+/// Writes a file's content to `out` (for `cat`). Returns the bytes written.
+///
+/// # Errors
+/// [`Error::NotAFile`] for anything but a file; engine errors, including a
+/// corrupted blob, stop the output at the last verified chunk.
+pub async fn write_content(reader: &Reader, node: &Node, mut out: impl Write) -> Result<u64> {
+    let NodeKind::File { content, blake3, .. } = &node.kind else {
+        return Err(Error::NotAFile(node.name_lossy().into_owned()));
+    };
+    let mut chunks = std::pin::pin!(reader.content(content));
+    let mut hasher = blake3::Hasher::new();
+    let mut written = 0u64;
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk?;
+        hasher.update(&chunk);
+        out.write_all(&chunk).map_err(|e| Error::Io {
+            path: PathBuf::from("<stdout>"),
+            source: e,
+        })?;
+        written += chunk.len() as u64;
+    }
+    out.flush().map_err(|e| Error::Io {
+        path: PathBuf::from("<stdout>"),
+        source: e,
+    })?;
+    if hasher.finalize().as_bytes() != blake3 {
+        return Err(Error::ContentMismatch(PathBuf::from(node.name_lossy().into_owned())));
+    }
+    Ok(written)
+}
