@@ -1,0 +1,226 @@
+//! The command line: clap definitions only. Each command's options are
+//! turned into engine options by its module in `commands/`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// nfrepo: encrypted, deduplicated backups of databases, buckets and files.
+#[derive(Debug, Parser)]
+#[command(name = "nfrepo", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Repository URL: file:///path, a plain path, s3://bucket/prefix?endpoint=…&region=…
+    #[arg(long, short = 'r', env = "NFREPO_REPOSITORY", global = true)]
+    pub repo: Option<String>,
+    /// Read the password from this file (else NFREPO_PASSWORD, else a prompt on a TTY).
+    #[arg(long, env = "NFREPO_PASSWORD_FILE", global = true)]
+    pub password_file: Option<PathBuf>,
+    /// Machine-readable output on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print only errors.
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+    /// More log output on stderr (repeat for more).
+    #[arg(long, short = 'v', action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a repository.
+    Init(InitArgs),
+    /// Manage key slots (passwords).
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+    /// Back up paths, standard input, or a command's output.
+    Snapshot(SnapshotArgs),
+    /// List snapshots.
+    Snapshots(SnapshotsArgs),
+    /// List the entries of a snapshot directory.
+    Ls(LsArgs),
+    /// Write one file of a snapshot to standard output.
+    Cat(CatArgs),
+    /// Restore a snapshot, or part of it, into a directory.
+    Restore(RestoreArgs),
+    /// Show what changed between two snapshots.
+    Diff(DiffArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CipherArg {
+    Xchacha20poly1305,
+    Aes256gcm,
+}
+
+#[derive(Debug, Args)]
+pub struct KdfArgs {
+    /// argon2id memory in KiB for the new key slot.
+    #[arg(long, default_value_t = 65536)]
+    pub kdf_memory_kib: u32,
+    /// argon2id passes for the new key slot.
+    #[arg(long, default_value_t = 3)]
+    pub kdf_iterations: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The AEAD every object is sealed with.
+    #[arg(long, value_enum, default_value_t = CipherArg::Xchacha20poly1305)]
+    pub cipher: CipherArg,
+    /// Target pack size in MiB (4 to 128).
+    #[arg(long, default_value_t = 16)]
+    pub pack_size_mib: u32,
+    #[command(flatten)]
+    pub kdf: KdfArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// List key slots.
+    List,
+    /// Add a key slot for a new password (NFREPO_NEW_PASSWORD, --new-password-file, or a prompt).
+    Add(NewPasswordArgs),
+    /// Remove a key slot by id (or unique prefix).
+    Remove {
+        /// The key id.
+        id: String,
+    },
+    /// Change the password: add a slot for the new one and remove the current one.
+    Passwd(NewPasswordArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NewPasswordArgs {
+    /// Read the new password from this file.
+    #[arg(long, env = "NFREPO_NEW_PASSWORD_FILE")]
+    pub new_password_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub kdf: KdfArgs,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ProfileArg {
+    Files,
+    Dump,
+}
+
+impl ProfileArg {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Files => "files",
+            Self::Dump => "dump",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// Paths to back up.
+    #[arg(required_unless_present_any = ["stdin", "command"], conflicts_with_all = ["stdin", "command"])]
+    pub paths: Vec<PathBuf>,
+    /// Back up standard input as one file named --name.
+    #[arg(long, requires = "name")]
+    pub stdin: bool,
+    /// Back up the standard output of the command after `--`; fails (and commits nothing) if it fails.
+    #[arg(long, conflicts_with = "stdin")]
+    pub command: bool,
+    /// File name of the stream inside the snapshot.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Source name snapshots are grouped by (default: derived from the paths or stream name).
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Tag as key=value (repeatable).
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    pub tags: Vec<String>,
+    /// Chunking profile (default: files for paths, dump for streams).
+    #[arg(long, value_enum)]
+    pub profile: Option<ProfileArg>,
+    /// Read every file even if the parent snapshot says it is unchanged.
+    #[arg(long)]
+    pub no_parent: bool,
+    /// The command and its arguments (with --command).
+    #[arg(last = true)]
+    pub argv: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotFilter {
+    /// Only snapshots of this source.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Only snapshots with this tag (key=value; repeatable, all must match).
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    pub tags: Vec<String>,
+    /// Only snapshots at or after this time (RFC 3339, YYYY-MM-DD, or an age like 36h or 7d).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only snapshots at or before this time (same forms as --since).
+    #[arg(long)]
+    pub until: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotsArgs {
+    #[command(flatten)]
+    pub filter: SnapshotFilter,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// SNAPSHOT or SNAPSHOT:PATH; SNAPSHOT is an id prefix, `latest`, or `SOURCE@latest`.
+    pub target: String,
+    /// List subdirectories too.
+    #[arg(long, short = 'R')]
+    pub recursive: bool,
+    /// Long format: mode, owner, size, time.
+    #[arg(long, short = 'l')]
+    pub long: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CatArgs {
+    /// SNAPSHOT:PATH of a file.
+    pub target: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// SNAPSHOT or SNAPSHOT:PATH.
+    #[arg(value_name = "SNAPSHOT[:PATH]")]
+    pub spec: String,
+    /// Directory to restore into (created if missing).
+    #[arg(long, short = 't')]
+    pub target: PathBuf,
+    /// Restore only paths matching this glob (repeatable; matched against the path in the snapshot).
+    #[arg(long)]
+    pub include: Vec<String>,
+    /// Do not restore paths matching this glob (repeatable).
+    #[arg(long)]
+    pub exclude: Vec<String>,
+    /// Re-read every restored file and check it against the stored BLAKE3.
+    #[arg(long)]
+    pub verify: bool,
+    /// Replace existing files that differ (otherwise: RESTORE_CONFLICT).
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The older snapshot.
+    pub old: String,
+    /// The newer snapshot.
+    pub new: String,
+}

@@ -1,0 +1,27 @@
+//! One module per command; each parses its arguments into engine options,
+//! calls the engine, and renders the result.
+
+mod browse;
+mod init;
+mod key;
+mod restore;
+mod snapshot;
+mod snapshots;
+
+use crate::cli::{Cli, Command};
+use crate::failure::Failure;
+
+/// Runs the command; returns the exit code on success (0, or 3 for partial).
+pub async fn run(cli: Cli) -> Result<i32, Failure> {
+    let global = &cli.global;
+    match cli.command {
+        Command::Init(args) => init::run(global, args).await,
+        Command::Key { command } => key::run(global, command).await,
+        Command::Snapshot(args) => snapshot::run(global, args).await,
+        Command::Snapshots(args) => snapshots::run(global, args).await,
+        Command::Ls(args) => browse::ls(global, args).await,
+        Command::Cat(args) => browse::cat(global, args).await,
+        Command::Diff(args) => browse::diff(global, args).await,
+        Command::Restore(args) => restore::run(global, args).await,
+    }
+}

@@ -1,0 +1,56 @@
+//! `nfrepo restore SNAPSHOT[:PATH] --target DIR`.
+
+use nfrepo_engine::Operation;
+use nfrepo_sources::RestoreOptions;
+
+use crate::cli::{GlobalArgs, RestoreArgs};
+use crate::commands::browse::open_snapshot;
+use crate::failure::Failure;
+use crate::{context, render};
+
+pub async fn run(global: &GlobalArgs, args: RestoreArgs) -> Result<i32, Failure> {
+    let (snapshot_spec, path) = context::split_spec(&args.spec);
+    let (reader, snapshot) = open_snapshot(global, snapshot_spec, Operation::Restore).await?;
+    let mut options = RestoreOptions::default();
+    options.include = args.include;
+    options.exclude = args.exclude;
+    options.verify = args.verify;
+    options.overwrite = args.overwrite;
+    let started = std::time::Instant::now();
+    let report = nfrepo_sources::restore(&reader, &snapshot, path, &args.target, &options)
+        .await
+        .map_err(|e| Failure::sources(&e, Operation::Restore))?;
+    let secs = started.elapsed().as_secs_f64();
+    if global.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "snapshot_id": snapshot.id.to_hex(),
+                "target": args.target.display().to_string(),
+                "files": report.files, "files_unchanged": report.files_unchanged, "dirs": report.dirs,
+                "others": report.others, "bytes": report.bytes, "verified": report.verified,
+                "warnings": report.warnings, "duration_ms": (secs * 1000.0) as u64,
+            })
+        );
+        return Ok(0);
+    }
+    for warning in &report.warnings {
+        eprintln!("warning: {warning}");
+    }
+    if !global.quiet {
+        println!(
+            "restored {} files ({} already there), {} dirs, {} in {secs:.1}s to {}{}",
+            report.files,
+            report.files_unchanged,
+            report.dirs,
+            render::bytes(report.bytes),
+            args.target.display(),
+            if options_verified(&report) { ", verified" } else { "" },
+        );
+    }
+    Ok(0)
+}
+
+fn options_verified(report: &nfrepo_sources::RestoreReport) -> bool {
+    report.verified > 0
+}

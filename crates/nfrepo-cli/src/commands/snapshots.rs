@@ -1,0 +1,122 @@
+//! `nfrepo snapshots`.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use nfrepo_engine::{ErrorCode, Operation, SnapshotEntry};
+
+use crate::cli::{GlobalArgs, SnapshotFilter, SnapshotsArgs};
+use crate::commands::snapshot::parse_tags;
+use crate::failure::Failure;
+use crate::{context, render};
+
+/// Parses `--since`/`--until`: RFC 3339, `YYYY-MM-DD` (UTC midnight), or an age like `36h`, `7d`, `30m`.
+pub fn parse_time(text: &str, now: DateTime<Utc>) -> Result<i64, Failure> {
+    let invalid = || {
+        Failure::new(
+            ErrorCode::SnapshotInvalid,
+            Some("INVALID_ARGUMENT"),
+            format!("cannot read time {text:?}: use RFC 3339, YYYY-MM-DD, or an age like 36h or 7d"),
+        )
+    };
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return t.timestamp_nanos_opt().ok_or_else(invalid);
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return d
+            .and_hms_opt(0, 0, 0)
+            .and_then(|t| t.and_utc().timestamp_nanos_opt())
+            .ok_or_else(invalid);
+    }
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).ok_or_else(invalid)?);
+    let n: i64 = number.parse().map_err(|_| invalid())?;
+    let seconds = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        "w" => n * 7 * 86_400,
+        _ => return Err(invalid()),
+    };
+    (now - chrono::Duration::seconds(seconds))
+        .timestamp_nanos_opt()
+        .ok_or_else(invalid)
+}
+
+/// Applies the filter to snapshots (oldest first).
+pub fn filter(all: Vec<SnapshotEntry>, filter: &SnapshotFilter) -> Result<Vec<SnapshotEntry>, Failure> {
+    let tags = parse_tags(&filter.tags)?;
+    let now = Utc::now();
+    let since = filter.since.as_deref().map(|t| parse_time(t, now)).transpose()?;
+    let until = filter.until.as_deref().map(|t| parse_time(t, now)).transpose()?;
+    Ok(all
+        .into_iter()
+        .filter(|e| filter.source.as_ref().is_none_or(|s| &e.snapshot.source == s))
+        .filter(|e| tags.iter().all(|(k, v)| e.snapshot.tag(k) == Some(v.as_str())))
+        .filter(|e| since.is_none_or(|t| e.snapshot.time_ns >= t))
+        .filter(|e| until.is_none_or(|t| e.snapshot.time_ns <= t))
+        .collect())
+}
+
+pub async fn run(global: &GlobalArgs, args: SnapshotsArgs) -> Result<i32, Failure> {
+    let (repo, _) = context::open_repository(global, Operation::Inspect).await?;
+    let all = repo
+        .snapshots()
+        .await
+        .map_err(|e| Failure::engine(&e, Operation::Inspect))?;
+    let shown = filter(all, &args.filter)?;
+    if global.json {
+        let list: Vec<_> = shown
+            .iter()
+            .map(|e| {
+                let s = &e.snapshot;
+                serde_json::json!({
+                    "id": e.id.to_hex(),
+                    "time": render::time_ns(s.time_ns),
+                    "source": s.source,
+                    "source_kind": s.source_kind,
+                    "hostname": s.hostname,
+                    "username": s.username,
+                    "paths": s.paths,
+                    "tags": s.tags.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
+                    "profile": s.profile,
+                    "parent": s.parent.map(|p| p.to_hex()),
+                    "root": s.root.to_hex(),
+                    "partial": !s.skipped.is_empty(),
+                    "summary": {
+                        "files": s.summary.files,
+                        "bytes": s.summary.bytes,
+                        "bytes_added_stored": s.summary.bytes_added_stored,
+                        "duration_ms": s.summary.duration_ms,
+                    },
+                    "command": s.command.as_ref().map(|c| serde_json::json!({"argv": c.argv, "exit_code": c.exit_code})),
+                    "extra": s.extra.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(list));
+        return Ok(0);
+    }
+    let rows: Vec<Vec<String>> = shown
+        .iter()
+        .map(|e| {
+            let s = &e.snapshot;
+            vec![
+                e.id.short(),
+                render::time_ns(s.time_ns),
+                s.source.clone(),
+                s.source_kind.clone(),
+                render::bytes(s.summary.bytes),
+                render::bytes(s.summary.bytes_added_stored),
+                s.tags
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ]
+        })
+        .collect();
+    render::table(&["ID", "TIME", "SOURCE", "KIND", "SIZE", "ADDED", "TAGS"], &rows);
+    if !global.quiet {
+        println!("{} snapshots", rows.len());
+    }
+    Ok(0)
+}

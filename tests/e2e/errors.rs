@@ -1,0 +1,166 @@
+//! Every failure is one line with a stable code and a distinct exit code.
+
+use std::os::unix::fs::PermissionsExt;
+
+use crate::harness::{BIN, Env, is_root};
+
+#[test]
+fn wrong_password_is_permission_denied() {
+    let env = Env::new();
+    env.init();
+    let out = env
+        .cmd()
+        .env("NFREPO_PASSWORD", "not it")
+        .args(["snapshots"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(16));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("PERMISSION_DENIED/WRONG_PASSWORD"), "{stderr}");
+    let out = env
+        .cmd()
+        .env("NFREPO_PASSWORD", "not it")
+        .args(["--json", "snapshots"])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["error"]["code"], "PERMISSION_DENIED");
+    assert_eq!(json["error"]["detail"], "WRONG_PASSWORD");
+    assert_eq!(json["error"]["exit_code"], 16);
+}
+
+#[test]
+fn missing_and_foreign_repositories() {
+    let env = Env::new();
+    env.fails(&["snapshots"], 12, "REPOSITORY_NOT_FOUND");
+    let foreign = env.path("foreign");
+    std::fs::create_dir_all(&foreign).unwrap();
+    std::fs::write(foreign.join("config"), b"[core]\nrepositoryformatversion = 0\n").unwrap();
+    env.fails(
+        &["--repo", foreign.to_str().unwrap(), "snapshots"],
+        12,
+        "NOT_A_REPOSITORY",
+    );
+    env.fails(
+        &["--repo", "ftp://example/x", "snapshots"],
+        12,
+        "INVALID_REPOSITORY_URL",
+    );
+    let out = std::process::Command::new(BIN)
+        .env_remove("NFREPO_REPOSITORY")
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(12));
+}
+
+#[test]
+fn init_refuses_an_existing_repository() {
+    let env = Env::new();
+    env.init();
+    env.fails(
+        &["init", "--kdf-memory-kib", "64", "--kdf-iterations", "1"],
+        10,
+        "REPOSITORY_EXISTS",
+    );
+}
+
+#[test]
+fn unreachable_backend_fails_fast() {
+    let env = Env::new();
+    let started = std::time::Instant::now();
+    let out = env
+        .cmd()
+        .env("NFREPO_S3_ACCESS_KEY_ID", "x")
+        .env("NFREPO_S3_SECRET_ACCESS_KEY", "y")
+        .args([
+            "--repo",
+            "s3://bucket/prefix?endpoint=http://127.0.0.1:1&region=us-east-1",
+            "snapshots",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(10), "{stderr}");
+    assert!(stderr.contains("STORAGE_UNREACHABLE"), "{stderr}");
+    assert!(started.elapsed().as_secs() < 60, "retries must be bounded");
+}
+
+#[test]
+fn unreadable_file_is_skipped_and_reported_as_partial() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("data");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("ok.txt"), b"fine").unwrap();
+    std::fs::write(src.join("locked.txt"), b"secret").unwrap();
+    std::fs::set_permissions(src.join("locked.txt"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    let mut cmd = env.cmd();
+    if is_root() {
+        // Root reads everything; drop to nobody for this run. The repository must be writable by it.
+        let nobody = nix::unistd::Uid::from_raw(65534);
+        let nogroup = nix::unistd::Gid::from_raw(65534);
+        for dir in [env.dir.path().to_path_buf(), src.clone()] {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        chown_tree(&env.repo_dir(), nobody, nogroup);
+        chown_tree(&src.join("ok.txt"), nobody, nogroup);
+        cmd = std::process::Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
+        cmd.env("NFREPO_REPOSITORY", &env.repo)
+            .env("NFREPO_PASSWORD", crate::harness::PASSWORD);
+    }
+    let out = cmd.args(["snapshot", src.to_str().unwrap()]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "partial exit code expected: {stderr}");
+    assert!(stderr.contains("locked.txt"), "{stderr}");
+    let listed = env.json(&["snapshots"]);
+    assert_eq!(listed[0]["partial"], true);
+    assert_eq!(env.ok(&["cat", "latest:data/ok.txt"]), "fine");
+    env.fails(&["cat", "latest:data/locked.txt"], 12, "BACKUP_NOT_FOUND");
+}
+
+fn chown_tree(path: &std::path::Path, uid: nix::unistd::Uid, gid: nix::unistd::Gid) {
+    nix::unistd::chown(path, Some(uid), Some(gid)).unwrap();
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).unwrap() {
+            chown_tree(&entry.unwrap().path(), uid, gid);
+        }
+    }
+}
+
+#[test]
+fn corrupted_blob_is_named_and_never_restored() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("data");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("payload.bin"), crate::harness::pseudo_random(300_000, 9)).unwrap();
+    env.ok(&["snapshot", src.to_str().unwrap()]);
+    // Flip one byte inside the (only) data pack's first blob.
+    let data_dir = env.repo_dir().join("data");
+    let pack = std::fs::read_dir(&data_dir)
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .map(|e| e.unwrap().path())
+        .next()
+        .unwrap();
+    let mut bytes = std::fs::read(&pack).unwrap();
+    bytes[100] ^= 0x01;
+    std::fs::set_permissions(&pack, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(&pack, &bytes).unwrap();
+
+    let stderr = env.fails(&["cat", "latest:data/payload.bin"], 11, "BACKUP_CORRUPTED");
+    let pack_name = pack.file_name().unwrap().to_str().unwrap();
+    assert!(stderr.contains(pack_name), "the damaged pack is named: {stderr}");
+    let out = env.path("out");
+    env.fails(
+        &["restore", "latest", "--target", out.to_str().unwrap()],
+        11,
+        "BACKUP_CORRUPTED",
+    );
+    assert!(
+        !out.join("data/payload.bin").exists(),
+        "no damaged file under its real name"
+    );
+}

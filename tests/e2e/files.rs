@@ -1,0 +1,214 @@
+//! Backing up and restoring file trees.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use crate::harness::{Env, is_root, pseudo_random, snapshot_of_tree};
+
+/// Builds a tree with every node type the format keeps.
+fn build_tree(root: &Path) -> bool {
+    std::fs::create_dir_all(root.join("etc/nginx/sites")).unwrap();
+    std::fs::create_dir_all(root.join("empty-dir")).unwrap();
+    std::fs::write(root.join("etc/nginx/nginx.conf"), b"worker_processes 4;\n").unwrap();
+    std::fs::write(root.join("etc/nginx/sites/default"), b"server { listen 80; }\n").unwrap();
+    std::fs::write(root.join("empty-file"), b"").unwrap();
+    std::fs::write(root.join("big.bin"), pseudo_random(6 * 1024 * 1024 + 123, 7)).unwrap();
+    std::fs::write(root.join("secret.key"), b"k").unwrap();
+    std::fs::set_permissions(root.join("secret.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(root.join("run.sh"), b"#!/bin/sh\necho hi\n").unwrap();
+    std::fs::set_permissions(root.join("run.sh"), std::fs::Permissions::from_mode(0o4755)).unwrap();
+    std::os::unix::fs::symlink("etc/nginx/nginx.conf", root.join("link-to-conf")).unwrap();
+    std::os::unix::fs::symlink("does/not/exist", root.join("dangling")).unwrap();
+    nix::unistd::mkfifo(&root.join("pipe"), nix::sys::stat::Mode::from_bits_truncate(0o640)).unwrap();
+    let xattrs = xattr::set(root.join("etc/nginx/nginx.conf"), "user.nfrepo.test", b"kept").is_ok();
+    if is_root() {
+        nix::unistd::chown(&root.join("secret.key"), Some(1234.into()), Some(5678.into())).unwrap();
+        nix::unistd::fchownat(
+            nix::fcntl::AT_FDCWD,
+            &root.join("dangling"),
+            Some(4321.into()),
+            Some(8765.into()),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .unwrap();
+    }
+    let old = filetime::FileTime::from_unix_time(1_600_000_000, 123_456_789);
+    filetime::set_file_mtime(root.join("etc/nginx/nginx.conf"), old).unwrap();
+    filetime::set_symlink_file_times(root.join("dangling"), old, old).unwrap();
+    filetime::set_file_mtime(root.join("etc/nginx"), old).unwrap();
+    xattrs
+}
+
+#[test]
+fn tree_restores_bit_identical_with_metadata() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("data");
+    let xattrs = build_tree(&src);
+    let result = env.json(&["snapshot", src.to_str().unwrap(), "--tag", "env=test"]);
+    assert_eq!(result["partial"], false, "{result}");
+    assert_eq!(result["summary"]["files"], 6);
+
+    let out = env.path("out");
+    let restored = env.json(&["restore", "latest", "--target", out.to_str().unwrap(), "--verify"]);
+    assert_eq!(restored["files"], 6);
+    assert_eq!(restored["verified"], 6);
+    let before = snapshot_of_tree(&src);
+    let after = snapshot_of_tree(&out.join("data"));
+    assert_eq!(before.keys().collect::<Vec<_>>(), after.keys().collect::<Vec<_>>());
+    for (path, entry) in &before {
+        assert_eq!(Some(entry), after.get(path), "{path} differs after restore");
+    }
+    if xattrs {
+        assert_eq!(after["etc/nginx/nginx.conf"].xattrs["user.nfrepo.test"], b"kept");
+    }
+    if is_root() {
+        assert_eq!((after["secret.key"].uid, after["secret.key"].gid), (1234, 5678));
+        assert_eq!((after["dangling"].uid, after["dangling"].gid), (4321, 8765));
+    }
+    assert_eq!(after["run.sh"].mode, 0o4755);
+    assert_eq!(after["pipe"].kind, "special");
+}
+
+#[test]
+fn ls_cat_and_partial_restore() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("data");
+    build_tree(&src);
+    env.ok(&["snapshot", src.to_str().unwrap(), "--source", "web"]);
+
+    let listing = env.ok(&["ls", "web@latest:data/etc/nginx"]);
+    assert_eq!(
+        listing.lines().collect::<Vec<_>>(),
+        ["data/etc/nginx/nginx.conf", "data/etc/nginx/sites/"]
+    );
+    let recursive = env.json(&["ls", "-R", "latest"]);
+    let paths: Vec<&str> = recursive
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert!(paths.contains(&"data/etc/nginx/sites/default"), "{paths:?}");
+    assert_eq!(
+        env.ok(&["cat", "latest:data/etc/nginx/nginx.conf"]),
+        "worker_processes 4;\n"
+    );
+
+    // Only the nginx sites, by glob.
+    let out = env.path("partial");
+    env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        out.to_str().unwrap(),
+        "--include",
+        "data/etc/nginx/sites/**",
+    ]);
+    assert!(out.join("data/etc/nginx/sites/default").is_file());
+    assert!(!out.join("data/big.bin").exists());
+    assert!(!out.join("data/etc/nginx/nginx.conf").exists());
+
+    // A sub-path, excluding the big file.
+    let out = env.path("sub");
+    env.ok(&[
+        "restore",
+        "latest:data",
+        "--target",
+        out.to_str().unwrap(),
+        "--exclude",
+        "**/*.bin",
+    ]);
+    assert!(out.join("data/etc/nginx/nginx.conf").is_file());
+    assert!(!out.join("data/big.bin").exists());
+}
+
+#[test]
+fn restore_refuses_to_overwrite_a_differing_file() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("data");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a.conf"), b"version 1\n").unwrap();
+    std::fs::write(src.join("b.conf"), b"unchanged\n").unwrap();
+    env.ok(&["snapshot", src.to_str().unwrap()]);
+    let out = env.path("out");
+    env.ok(&["restore", "latest", "--target", out.to_str().unwrap()]);
+
+    // Restoring over identical files is a no-op.
+    let again = env.json(&["restore", "latest", "--target", out.to_str().unwrap()]);
+    assert_eq!(again["files_unchanged"], 2);
+
+    std::fs::write(out.join("data/a.conf"), b"local edit\n").unwrap();
+    let stderr = env.fails(
+        &["restore", "latest", "--target", out.to_str().unwrap()],
+        14,
+        "RESTORE_CONFLICT",
+    );
+    assert!(stderr.contains("a.conf"), "{stderr}");
+    assert_eq!(
+        std::fs::read(out.join("data/a.conf")).unwrap(),
+        b"local edit\n",
+        "nothing written on conflict"
+    );
+
+    env.ok(&["restore", "latest", "--target", out.to_str().unwrap(), "--overwrite"]);
+    assert_eq!(std::fs::read(out.join("data/a.conf")).unwrap(), b"version 1\n");
+}
+
+#[test]
+fn diff_lists_changes() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("data");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    std::fs::write(src.join("keep"), b"same").unwrap();
+    std::fs::write(src.join("change"), b"one").unwrap();
+    std::fs::write(src.join("d/gone"), b"x").unwrap();
+    env.ok(&["snapshot", src.to_str().unwrap()]);
+    let first = env.json(&["snapshots"])[0]["id"].as_str().unwrap().to_owned();
+    std::fs::write(src.join("change"), b"two!").unwrap();
+    std::fs::remove_file(src.join("d/gone")).unwrap();
+    std::fs::write(src.join("new"), b"n").unwrap();
+    env.ok(&["snapshot", src.to_str().unwrap()]);
+    let diff = env.ok(&["diff", &first[..10], "latest"]);
+    let lines: Vec<&str> = diff.lines().collect();
+    assert!(lines.contains(&"M data/change"), "{diff}");
+    assert!(lines.contains(&"- data/d/gone"), "{diff}");
+    assert!(lines.contains(&"+ data/new"), "{diff}");
+    assert!(!diff.contains("keep"), "{diff}");
+}
+
+#[test]
+fn snapshots_filter_by_source_tag_and_time() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("data");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), b"x").unwrap();
+    env.ok(&["snapshot", src.to_str().unwrap(), "--source", "a", "--tag", "env=prod"]);
+    env.ok(&[
+        "snapshot",
+        src.to_str().unwrap(),
+        "--source",
+        "b",
+        "--tag",
+        "env=staging",
+    ]);
+    assert_eq!(env.json(&["snapshots", "--source", "a"]).as_array().unwrap().len(), 1);
+    let staging = env.json(&["snapshots", "--tag", "env=staging"]);
+    assert_eq!(staging.as_array().unwrap().len(), 1);
+    assert_eq!(staging[0]["source"], "b");
+    assert_eq!(env.json(&["snapshots", "--since", "1h"]).as_array().unwrap().len(), 2);
+    assert_eq!(
+        env.json(&["snapshots", "--until", "2000-01-01"])
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    let table = env.ok(&["snapshots"]);
+    assert!(table.starts_with("ID"), "{table}");
+    assert!(table.contains("env=prod"), "{table}");
+}

@@ -1,0 +1,258 @@
+//! Running the binary against a throw-away repository.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_nfrepo");
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A repository and a scratch directory.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub repo: String,
+    extra_env: Vec<(String, String)>,
+}
+
+impl Env {
+    /// A `file://` repository (not yet initialised).
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = format!("file://{}", dir.path().join("repo").display());
+        Self {
+            dir,
+            repo,
+            extra_env: Vec::new(),
+        }
+    }
+
+    /// A repository on the SeaweedFS S3 server started by `scripts/test.sh`.
+    ///
+    /// Fails (never skips) when the server is not configured.
+    pub fn s3(name: &str) -> Self {
+        let var = |k: &str| {
+            std::env::var(k).unwrap_or_else(|_| {
+                panic!("{k} is not set: S3 tests need SeaweedFS; run scripts/test.sh (it starts one) or export the NFREPO_TEST_S3_* variables")
+            })
+        };
+        let endpoint = var("NFREPO_TEST_S3_ENDPOINT");
+        let bucket = var("NFREPO_TEST_S3_BUCKET");
+        let unique = format!("{name}-{}-{}", std::process::id(), nanos());
+        let mut env = Self::new();
+        env.repo = format!("s3://{bucket}/e2e/{unique}?endpoint={endpoint}&region=us-east-1");
+        env.extra_env = vec![
+            ("NFREPO_S3_ACCESS_KEY_ID".into(), var("NFREPO_TEST_S3_ACCESS_KEY")),
+            ("NFREPO_S3_SECRET_ACCESS_KEY".into(), var("NFREPO_TEST_S3_SECRET_KEY")),
+        ];
+        env
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// The repository directory, for `file://` repositories.
+    pub fn repo_dir(&self) -> PathBuf {
+        PathBuf::from(self.repo.trim_start_matches("file://"))
+    }
+
+    /// A command for the binary with this repository and password.
+    pub fn cmd(&self) -> Command {
+        let mut cmd = Command::new(BIN);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("NFREPO_") || k.starts_with("AWS_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("NFREPO_REPOSITORY", &self.repo)
+            .env("NFREPO_PASSWORD", PASSWORD);
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("run nfrepo")
+    }
+
+    /// Runs and asserts exit code 0; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "nfrepo {args:?} failed:\n{}",
+            describe(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs with `--json`, asserts success, parses stdout.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.ok(&all);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("bad JSON from {args:?}: {e}\n{out}"))
+    }
+
+    /// Runs, asserts the exit code and that stderr names `code`; returns stderr.
+    pub fn fails(&self, args: &[&str], exit: i32, code: &str) -> String {
+        let out = self.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(
+            out.status.code(),
+            Some(exit),
+            "nfrepo {args:?}: wrong exit code:\n{}",
+            describe(&out)
+        );
+        assert!(stderr.contains(code), "nfrepo {args:?}: stderr lacks {code}:\n{stderr}");
+        let error_lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
+        assert_eq!(error_lines.len(), 1, "exactly one error line expected:\n{stderr}");
+        stderr
+    }
+
+    /// `init` with cheap argon2 parameters.
+    pub fn init(&self) {
+        self.ok(&["init", "--kdf-memory-kib", "64", "--kdf-iterations", "1"]);
+    }
+
+    pub fn snapshot_count(&self) -> usize {
+        self.json(&["snapshots"]).as_array().map(Vec::len).unwrap_or(0)
+    }
+}
+
+pub fn describe(out: &Output) -> String {
+    format!(
+        "status: {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+/// Deterministic incompressible bytes.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Deterministic SQL-like text, compressible like a real dump.
+pub fn sql_dump(rows: usize, seed: u64) -> Vec<u8> {
+    let noise = pseudo_random(rows * 8, seed);
+    let mut out = Vec::new();
+    out.extend_from_slice(
+        b"-- MariaDB dump\nCREATE TABLE sbtest1 (id INT PRIMARY KEY, k INT, c CHAR(120), pad CHAR(60));\n",
+    );
+    for (i, n) in noise.chunks(8).enumerate() {
+        let v = u64::from_le_bytes(n.try_into().unwrap_or([0; 8]));
+        out.extend_from_slice(
+            format!(
+                "INSERT INTO sbtest1 VALUES ({i},{},'{:020}-{:020}-{:020}','{:030}');\n",
+                v % 100_000,
+                v,
+                v.rotate_left(17),
+                v.rotate_left(31),
+                v % 999_999_937
+            )
+            .as_bytes(),
+        );
+    }
+    out
+}
+
+/// What a restored entry must match: type, content, permissions, owner, times, xattrs.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub kind: String,
+    pub content: Vec<u8>,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: i64,
+    pub xattrs: BTreeMap<String, Vec<u8>>,
+}
+
+/// Every entry under `root`, keyed by relative path.
+pub fn snapshot_of_tree(root: &Path) -> BTreeMap<String, Entry> {
+    let mut out = BTreeMap::new();
+    collect(root, root, &mut out);
+    out
+}
+
+fn collect(root: &Path, path: &Path, out: &mut BTreeMap<String, Entry>) {
+    let meta = std::fs::symlink_metadata(path).expect("lstat");
+    let ft = meta.file_type();
+    let (kind, content) = if ft.is_dir() {
+        ("dir", Vec::new())
+    } else if ft.is_symlink() {
+        (
+            "symlink",
+            std::fs::read_link(path)
+                .expect("readlink")
+                .into_os_string()
+                .into_encoded_bytes(),
+        )
+    } else if ft.is_file() {
+        ("file", std::fs::read(path).expect("read"))
+    } else {
+        ("special", Vec::new())
+    };
+    let mut xattrs = BTreeMap::new();
+    if let Ok(names) = xattr::list(path) {
+        for name in names {
+            if let Ok(Some(value)) = xattr::get(path, &name) {
+                xattrs.insert(name.to_string_lossy().into_owned(), value);
+            }
+        }
+    }
+    let rel = path.strip_prefix(root).expect("prefix").display().to_string();
+    out.insert(
+        rel,
+        Entry {
+            kind: kind.into(),
+            content,
+            mode: if ft.is_symlink() {
+                0
+            } else {
+                meta.permissions().mode() & 0o7777
+            },
+            uid: meta.uid(),
+            gid: meta.gid(),
+            // Directory mtimes are compared too: restore sets them last.
+            mtime: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            xattrs,
+        },
+    );
+    if ft.is_dir() {
+        let mut names: Vec<_> = std::fs::read_dir(path)
+            .expect("readdir")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        names.sort();
+        for child in names {
+            collect(root, &child, out);
+        }
+    }
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}

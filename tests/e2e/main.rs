@@ -1,0 +1,23 @@
+//! End-to-end tests of the real `nfrepo` binary.
+//!
+//! Each test makes its own repository in a temporary directory (or under
+//! its own prefix on the SeaweedFS that `scripts/test.sh` starts) and runs
+//! the binary as an operator would, asserting on exit codes, error codes,
+//! JSON output and restored bytes. Run them in release mode: a debug build
+//! seals data hundreds of times slower.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is a test failure"
+)]
+
+mod harness;
+
+mod crash;
+mod dedup;
+mod errors;
+mod files;
+mod keys;
+mod s3;
+mod streams;
