@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use nfrepo_engine::{ErrorCode, Operation, Repository};
-use nfrepo_store::{Credentials, Store, StoreUrl};
+use nfrepo_store::{Credentials, RetryPolicy, RetryStore, Store, StoreUrl};
 use zeroize::Zeroizing;
 
 use crate::cli::GlobalArgs;
@@ -13,8 +13,12 @@ use crate::failure::Failure;
 
 pub type Password = Zeroizing<Vec<u8>>;
 
-/// Opens the storage named by `--repo` / `NFREPO_REPOSITORY`.
-pub fn open_store(global: &GlobalArgs, during: Operation) -> Result<Arc<dyn Store>, Failure> {
+/// The storage with transient errors retried; keeps the retry count for reports.
+pub type RetryingStore = Arc<RetryStore<Arc<dyn Store>>>;
+
+/// Opens the storage named by `--repo` / `NFREPO_REPOSITORY`, retrying
+/// transient errors with backoff.
+pub fn open_store(global: &GlobalArgs, during: Operation) -> Result<RetryingStore, Failure> {
     let Some(location) = global.repo.as_deref() else {
         return Err(Failure::new(
             ErrorCode::BackupNotFound,
@@ -27,7 +31,8 @@ pub fn open_store(global: &GlobalArgs, during: Operation) -> Result<Arc<dyn Stor
         StoreUrl::S3 { .. } => Credentials::from_env().map_err(|e| Failure::store(&e, during))?,
         _ => Credentials::none(),
     };
-    nfrepo_store::open(&url, &credentials).map_err(|e| Failure::store(&e, during))
+    let store = nfrepo_store::open(&url, &credentials).map_err(|e| Failure::store(&e, during))?;
+    Ok(Arc::new(RetryStore::new(store, RetryPolicy::default())))
 }
 
 /// The password from `--password-file`, `NFREPO_PASSWORD`, or a prompt on a TTY.
@@ -95,14 +100,21 @@ fn prompt(label: &str) -> Result<Password, Failure> {
         })
 }
 
+/// An open repository, the password that opened it, and the retrying store under it.
+pub struct Opened {
+    pub repo: Repository,
+    pub password: Password,
+    pub store: RetryingStore,
+}
+
 /// Opens the repository with the password.
-pub async fn open_repository(global: &GlobalArgs, during: Operation) -> Result<(Repository, Password), Failure> {
+pub async fn open_repository(global: &GlobalArgs, during: Operation) -> Result<Opened, Failure> {
     let store = open_store(global, during)?;
     let password = password(global)?;
-    let repo = Repository::open(store, &password)
+    let repo = Repository::open(store.clone(), &password)
         .await
         .map_err(|e| Failure::engine(&e, during))?;
-    Ok((repo, password))
+    Ok(Opened { repo, password, store })
 }
 
 /// Splits `SNAPSHOT[:PATH]`. `SOURCE@latest` may itself hold colons.

@@ -133,6 +133,8 @@ pub struct CommitDetails {
     pub skipped: Vec<String>,
     /// Facts recorded by the source.
     pub extra: Vec<(String, String)>,
+    /// Storage retries the backup needed (from the caller's retrying store).
+    pub retries: u64,
 }
 
 /// A backup's progress.
@@ -587,7 +589,7 @@ impl BackupSession {
                 bytes_added_raw: self.shared.counters.bytes_added_raw.load(Ordering::Relaxed),
                 bytes_added_stored: report.stored_bytes,
                 packs_added: report.packs.len() as u64,
-                retries: 0,
+                retries: details.retries,
                 duration_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             },
             command: details.command,

@@ -19,7 +19,7 @@ pub async fn open_snapshot(
     spec: &str,
     during: Operation,
 ) -> Result<(Reader, SnapshotEntry), Failure> {
-    let (repo, _) = context::open_repository(global, during).await?;
+    let repo = context::open_repository(global, during).await?.repo;
     let snapshot = repo
         .find_snapshot(spec)
         .await
@@ -139,7 +139,7 @@ pub async fn cat(global: &GlobalArgs, args: CatArgs) -> Result<i32, Failure> {
 }
 
 pub async fn diff(global: &GlobalArgs, args: DiffArgs) -> Result<i32, Failure> {
-    let (repo, _) = context::open_repository(global, Operation::Inspect).await?;
+    let repo = context::open_repository(global, Operation::Inspect).await?.repo;
     let all = repo.snapshots().await.map_err(fail)?;
     let old = nfrepo_engine::select_snapshot(all.clone(), &args.old).map_err(fail)?;
     let new = nfrepo_engine::select_snapshot(all, &args.new).map_err(fail)?;

@@ -2,6 +2,7 @@
 
 use nfrepo_engine::{InitOptions, Operation, Repository};
 use nfrepo_format::{Cipher, KdfParams};
+use nfrepo_store::Store;
 
 use crate::cli::{CipherArg, GlobalArgs, InitArgs, KdfArgs};
 use crate::context;
@@ -29,7 +30,7 @@ pub async fn run(global: &GlobalArgs, args: InitArgs) -> Result<i32, Failure> {
     options.kdf = kdf(&args.kdf);
     options.pack_size = args.pack_size_mib.saturating_mul(1024 * 1024);
     let location = store.location().to_owned();
-    let repo = Repository::init(store, &password, options)
+    let repo = Repository::init(store.clone(), &password, options)
         .await
         .map_err(|e| Failure::engine(&e, Operation::Backup))?;
     if global.json {

@@ -9,7 +9,7 @@ use crate::failure::Failure;
 use crate::{context, render};
 
 pub async fn run(global: &GlobalArgs, command: KeyCommand) -> Result<i32, Failure> {
-    let (repo, password) = context::open_repository(global, Operation::Backup).await?;
+    let context::Opened { repo, password, .. } = context::open_repository(global, Operation::Backup).await?;
     let fail = |e: nfrepo_engine::Error| Failure::engine(&e, Operation::Backup);
     match command {
         KeyCommand::List => {

@@ -81,7 +81,7 @@ fn default_source(mode: &Mode) -> String {
 pub async fn run(global: &GlobalArgs, args: SnapshotArgs) -> Result<i32, Failure> {
     let mode = mode_of(&args)?;
     let tags = parse_tags(&args.tags)?;
-    let (repo, _password) = context::open_repository(global, Operation::Backup).await?;
+    let context::Opened { repo, store, .. } = context::open_repository(global, Operation::Backup).await?;
     let fail = |e: nfrepo_engine::Error| Failure::engine(&e, Operation::Backup);
     let (kind, default_profile, paths) = match &mode {
         Mode::Files(paths) => (
@@ -153,7 +153,9 @@ pub async fn run(global: &GlobalArgs, args: SnapshotArgs) -> Result<i32, Failure
             return Err(failure);
         }
     };
-    let (id, snapshot) = session.commit(outcome.root, outcome.details).await.map_err(fail)?;
+    let mut details = outcome.details;
+    details.retries = store.retries();
+    let (id, snapshot) = session.commit(outcome.root, details).await.map_err(fail)?;
     report(global, &id, &snapshot, &outcome.warnings);
     Ok(if snapshot.skipped.is_empty() { 0 } else { EXIT_PARTIAL })
 }
@@ -173,7 +175,7 @@ fn report(global: &GlobalArgs, id: &SnapshotId, snapshot: &Snapshot, warnings: &
                 "files": s.files, "dirs": s.dirs, "others": s.others, "files_unchanged": s.files_unchanged,
                 "bytes": s.bytes, "bytes_read": s.bytes_read, "blobs_added": s.blobs_added,
                 "bytes_added_raw": s.bytes_added_raw, "bytes_added_stored": s.bytes_added_stored,
-                "packs_added": s.packs_added, "duration_ms": s.duration_ms,
+                "packs_added": s.packs_added, "retries": s.retries, "duration_ms": s.duration_ms,
             },
             "extra": snapshot.extra.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
         });

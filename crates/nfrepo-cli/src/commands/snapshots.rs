@@ -57,7 +57,7 @@ pub fn filter(all: Vec<SnapshotEntry>, filter: &SnapshotFilter) -> Result<Vec<Sn
 }
 
 pub async fn run(global: &GlobalArgs, args: SnapshotsArgs) -> Result<i32, Failure> {
-    let (repo, _) = context::open_repository(global, Operation::Inspect).await?;
+    let repo = context::open_repository(global, Operation::Inspect).await?.repo;
     let all = repo
         .snapshots()
         .await
