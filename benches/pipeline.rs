@@ -1,0 +1,155 @@
+//! Benchmarks of the whole backup and read paths through the engine API, on
+//! an in-memory store, with 128 MiB of mysqldump-like text as one stream:
+//!
+//! - `backup/first`: a backup into an empty repository (a new one for each
+//!   iteration; `init` is not timed). Every chunk is new: chunk, hash, seal,
+//!   pack, verify, upload.
+//! - `backup/unchanged`: the same stream again into a repository that holds
+//!   it: every chunk is known, so this is the dedup fast path (chunk and
+//!   hash only, then a snapshot).
+//! - `read/content`: streaming the file back through `Reader::content`
+//!   (fetch, open, decompress, re-hash every chunk).
+//!
+//! Throughput is in bytes of the stream. Each iteration is long, so sampling
+//! is flat and the sample count is criterion's minimum.
+//!
+//! Run with `cargo bench -p nfrepo-engine --bench pipeline`.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a benchmark that fails should stop loudly"
+)]
+
+mod sqldump;
+
+use std::io::Cursor;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use futures::TryStreamExt;
+use nfrepo_engine::{BackupOptions, CommitDetails, InitOptions, Reader, Repository};
+use nfrepo_format::{Content, KdfParams, Metadata, Node, NodeKind, Tree};
+use nfrepo_store::MemoryStore;
+use tokio::runtime::Runtime;
+
+const INPUT: usize = 128 * 1024 * 1024;
+const PASSWORD: &[u8] = b"bench password";
+const FILE: &str = "sbtest.sql";
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn long<M: criterion::measurement::Measurement>(group: &mut BenchmarkGroup<'_, M>) {
+    group
+        .sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(10));
+}
+
+async fn init() -> Repository {
+    let mut options = InitOptions::default();
+    options.kdf = KdfParams::insecure_for_tests();
+    Repository::init(Arc::new(MemoryStore::new()), PASSWORD, options)
+        .await
+        .unwrap()
+}
+
+/// One backup of `data` as the single file [`FILE`], committed.
+async fn backup(repo: &Repository, data: Arc<[u8]>) {
+    let session = repo
+        .begin_backup(BackupOptions::new("sbtest", "stdin", "dump"))
+        .await
+        .unwrap();
+    let (session, root) = tokio::task::spawn_blocking(move || {
+        let stored = session.store_stream(Cursor::new(data), false).unwrap();
+        let node = Node {
+            name: FILE.as_bytes().to_vec(),
+            kind: NodeKind::File {
+                size: stored.size,
+                content: stored.content,
+                blake3: stored.blake3,
+                sha256: stored.sha256,
+            },
+            meta: Metadata::default(),
+        };
+        let root = session.store_tree(&Tree { nodes: vec![node] }).unwrap();
+        (session, root)
+    })
+    .await
+    .unwrap();
+    session.commit(root, CommitDetails::default()).await.unwrap();
+}
+
+fn backups(c: &mut Criterion) {
+    let rt = runtime();
+    let data: Arc<[u8]> = sqldump::generate(INPUT, 11).into();
+    let mut group = c.benchmark_group("backup");
+    long(&mut group);
+    group.throughput(Throughput::Bytes(data.len() as u64));
+
+    group.bench_function("first", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let repo = rt.block_on(init());
+                let start = Instant::now();
+                rt.block_on(backup(&repo, data.clone()));
+                total += start.elapsed();
+            }
+            total
+        });
+    });
+
+    let repo = rt.block_on(init());
+    rt.block_on(backup(&repo, data.clone()));
+    group.bench_function("unchanged", |b| {
+        b.iter(|| rt.block_on(backup(&repo, data.clone())));
+    });
+    group.finish();
+}
+
+/// The file's content list in the latest snapshot.
+async fn file_content(reader: &Reader) -> Content {
+    let snapshots = reader.repository().snapshots().await.unwrap();
+    let latest = snapshots.last().unwrap();
+    let node = reader.resolve(latest, FILE).await.unwrap().unwrap();
+    let NodeKind::File { content, .. } = node.kind else {
+        panic!("{FILE} is not a file")
+    };
+    content
+}
+
+fn reads(c: &mut Criterion) {
+    // A runtime of its own: the reader keeps a codec per blocking thread.
+    let rt = runtime();
+    let data: Arc<[u8]> = sqldump::generate(INPUT, 12).into();
+    let len = data.len() as u64;
+    let repo = rt.block_on(init());
+    rt.block_on(backup(&repo, data));
+    let reader = rt.block_on(repo.reader()).unwrap();
+    let content = rt.block_on(file_content(&reader));
+    let mut group = c.benchmark_group("read");
+    long(&mut group);
+    group.throughput(Throughput::Bytes(len));
+    group.bench_function("content", |b| {
+        b.iter(|| {
+            let read = rt.block_on(
+                reader
+                    .content(&content)
+                    .try_fold(0u64, |n, chunk| async move { Ok(n + chunk.len() as u64) }),
+            );
+            assert_eq!(read.unwrap(), len);
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, backups, reads);
+criterion_main!(benches);

@@ -1,0 +1,176 @@
+//! Benchmarks of the format primitives the backup pipeline is made of, each
+//! on one thread: FastCDC chunking, keyed BLAKE3 blob ids, blob sealing and
+//! opening (zstd-3 + AEAD) for both ciphers, and whole-pack verification.
+//!
+//! Throughput is in input bytes: the plaintext for chunking, ids, sealing and
+//! opening; the stored pack bytes for `verify_pack`.
+//!
+//! Run with `cargo bench -p nfrepo-engine --bench primitives`.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a benchmark that fails should stop loudly"
+)]
+
+mod sqldump;
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use nfrepo_format::{
+    BlobCodec, BlobKind, Chunker, ChunkerProfile, Cipher, MasterKey, PackBuilder, PackKind, RepoId, RepoKeys,
+    verify_pack,
+};
+
+const MIB: usize = 1024 * 1024;
+const CHUNKING_INPUT: usize = 64 * MIB;
+const SMALL_CHUNK: usize = 16 * 1024;
+const LARGE_CHUNK: usize = MIB;
+const PACK_SIZE: usize = 16 * MIB;
+const REPO: RepoId = RepoId([9; 32]);
+
+fn keys() -> RepoKeys {
+    MasterKey::from_bytes([7; 32]).derive()
+}
+
+fn codec(keys: &RepoKeys, cipher: Cipher) -> BlobCodec {
+    BlobCodec::new(keys.clone(), keys.sealer(cipher), 3).unwrap()
+}
+
+/// Bytes no compressor can shrink (xorshift output).
+fn incompressible(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn short<M: criterion::measurement::Measurement>(group: &mut BenchmarkGroup<'_, M>) {
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+}
+
+fn chunking(c: &mut Criterion) {
+    let data = sqldump::generate(CHUNKING_INPUT, 1);
+    let seed = keys().chunker_seed;
+    let mut group = c.benchmark_group("chunk");
+    short(&mut group);
+    group.throughput(Throughput::Bytes(data.len() as u64));
+    for (name, profile) in [("dump", ChunkerProfile::DUMP), ("files", ChunkerProfile::FILES)] {
+        let chunker = Chunker::new(profile, seed).unwrap();
+        group.bench_function(BenchmarkId::new("sql-64MiB", name), |b| {
+            b.iter(|| {
+                chunker
+                    .chunks(black_box(&data[..]))
+                    .map(|chunk| chunk.unwrap().len())
+                    .sum::<usize>()
+            });
+        });
+    }
+    group.finish();
+}
+
+fn blob_ids(c: &mut Criterion) {
+    let keys = keys();
+    let chunk = sqldump::generate(SMALL_CHUNK, 2);
+    let mut group = c.benchmark_group("blob_id");
+    short(&mut group);
+    group.throughput(Throughput::Bytes(chunk.len() as u64));
+    group.bench_function("keyed-blake3/16KiB", |b| b.iter(|| keys.blob_id(black_box(&chunk))));
+    group.finish();
+}
+
+/// The inputs sealing and opening run on: (label, plaintext).
+fn blob_inputs() -> [(&'static str, Vec<u8>); 2] {
+    [
+        ("sql-16KiB", sqldump::generate(SMALL_CHUNK, 3)),
+        ("random-1MiB", incompressible(LARGE_CHUNK, 4)),
+    ]
+}
+
+const CIPHERS: [(&str, Cipher); 2] = [
+    ("xchacha20poly1305", Cipher::XChaCha20Poly1305),
+    ("aes256gcm", Cipher::Aes256Gcm),
+];
+
+fn seal(c: &mut Criterion) {
+    let keys = keys();
+    let inputs = blob_inputs();
+    let mut group = c.benchmark_group("seal");
+    short(&mut group);
+    for (cipher_name, cipher) in CIPHERS {
+        let mut codec = codec(&keys, cipher);
+        for (input_name, plaintext) in &inputs {
+            group.throughput(Throughput::Bytes(plaintext.len() as u64));
+            group.bench_function(BenchmarkId::new(cipher_name, input_name), |b| {
+                b.iter(|| codec.seal(BlobKind::Data, black_box(plaintext)).unwrap());
+            });
+        }
+    }
+    group.finish();
+}
+
+fn open(c: &mut Criterion) {
+    let keys = keys();
+    let inputs = blob_inputs();
+    let mut group = c.benchmark_group("open");
+    short(&mut group);
+    for (cipher_name, cipher) in CIPHERS {
+        let mut codec = codec(&keys, cipher);
+        for (input_name, plaintext) in &inputs {
+            let blob = codec.seal(BlobKind::Data, plaintext).unwrap();
+            group.throughput(Throughput::Bytes(plaintext.len() as u64));
+            group.bench_function(BenchmarkId::new(cipher_name, input_name), |b| {
+                b.iter(|| {
+                    codec
+                        .open(BlobKind::Data, &blob.id, blob.raw_len, black_box(&blob.sealed))
+                        .unwrap()
+                });
+            });
+        }
+    }
+    group.finish();
+}
+
+fn pack_verification(c: &mut Criterion) {
+    let keys = keys();
+    let mut codec = codec(&keys, Cipher::default());
+    // Dump-profile chunks of SQL text, sealed, until the pack reaches 16 MiB.
+    let data = sqldump::generate(CHUNKING_INPUT, 5);
+    let chunker = Chunker::new(ChunkerProfile::DUMP, keys.chunker_seed).unwrap();
+    let mut builder = PackBuilder::new(PackKind::Data, PACK_SIZE + MIB);
+    for chunk in chunker.chunks(&data[..]) {
+        builder
+            .add(&codec.seal(BlobKind::Data, &chunk.unwrap()).unwrap())
+            .unwrap();
+        if builder.len() >= PACK_SIZE {
+            break;
+        }
+    }
+    assert!(builder.len() >= PACK_SIZE, "the input did not fill a pack");
+    let pack = builder.finish(codec.sealer(), &REPO).unwrap();
+    let mut group = c.benchmark_group("verify_pack");
+    short(&mut group);
+    group.throughput(Throughput::Bytes(pack.bytes.len() as u64));
+    group.bench_function("sql-16MiB", |b| {
+        b.iter(|| {
+            let (_, entries, faults) = verify_pack(&pack.id, black_box(&pack.bytes), &mut codec, &REPO).unwrap();
+            assert!(faults.is_empty());
+            entries.len()
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, chunking, blob_ids, seal, open, pack_verification);
+criterion_main!(benches);
