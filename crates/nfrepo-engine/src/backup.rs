@@ -36,8 +36,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use nfrepo_format::{
-    BlobCodec, BlobId, BlobKind, Chunker, CommandRecord, Content, ContentListBuilder, EmittedList, IndexDelta,
-    IndexedPack, ListEntry, PackKind, RepoId, Snapshot, SnapshotId, Summary, Tree,
+    BlobId, BlobKind, Chunker, CommandRecord, Content, ContentListBuilder, EmittedList, IndexDelta, IndexedPack,
+    ListEntry, PackKind, Snapshot, SnapshotId, Summary, Tree,
 };
 use nfrepo_store::{ObjectInfo, ObjectKey, ObjectKind, PutMode};
 use sha2::Digest;
@@ -188,23 +188,6 @@ impl std::fmt::Debug for BackupSession {
             .field("source", &self.options.source)
             .finish_non_exhaustive()
     }
-}
-
-thread_local! {
-    static WORKER_CODEC: std::cell::RefCell<Option<(RepoId, BlobCodec)>> = const { std::cell::RefCell::new(None) };
-}
-
-fn with_codec<T>(repo: &Repository, f: impl FnOnce(&mut BlobCodec) -> Result<T>) -> Result<T> {
-    WORKER_CODEC.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.as_ref().is_none_or(|(id, _)| *id != repo.id()) {
-            *slot = Some((repo.id(), repo.codec()?));
-        }
-        match slot.as_mut() {
-            Some((_, codec)) => f(codec),
-            None => Err(Error::Pipeline("no codec".into())),
-        }
-    })
 }
 
 impl Repository {
@@ -358,6 +341,7 @@ impl Repository {
             .await
             .map_err(Error::store)?;
         let blobs = nfrepo_format::decode_trailer(&sealed, size, self.sealer(), &self.id()).map_err(corrupt)?;
+        nfrepo_format::check_entry_kinds(kind, &blobs).map_err(corrupt)?;
         Ok(IndexedPack { id, kind, size, blobs })
     }
 }
@@ -493,7 +477,7 @@ impl Shared {
         let id = self.repo.keys().blob_id(chunk);
         let len = chunk.len() as u64;
         if self.claim(&id)? {
-            let blob = with_codec(&self.repo, |codec| {
+            let blob = crate::codec::with_codec(&self.repo, |codec| {
                 codec.seal_with_id(BlobKind::Data, id, chunk).map_err(Error::Format)
             })?;
             self.counters.blobs_added.fetch_add(1, Ordering::Relaxed);
@@ -517,7 +501,7 @@ impl Shared {
 
     fn store_metadata_blob(&self, kind: BlobKind, id: BlobId, plaintext: &[u8]) -> Result<()> {
         if self.claim(&id)? {
-            let blob = with_codec(&self.repo, |codec| {
+            let blob = crate::codec::with_codec(&self.repo, |codec| {
                 codec.seal_with_id(kind, id, plaintext).map_err(Error::Format)
             })?;
             self.counters.blobs_added.fetch_add(1, Ordering::Relaxed);

@@ -39,6 +39,7 @@
 
 mod backup;
 mod browse;
+mod codec;
 mod error;
 mod host;
 mod index;

@@ -148,10 +148,6 @@ impl std::fmt::Debug for Reader {
     }
 }
 
-thread_local! {
-    static CODEC: std::cell::RefCell<Option<BlobCodec>> = const { std::cell::RefCell::new(None) };
-}
-
 impl Reader {
     /// A reader over `index`.
     #[must_use]
@@ -210,12 +206,7 @@ impl Reader {
         let repo = self.repo.clone();
         let id = *id;
         tokio::task::spawn_blocking(move || {
-            CODEC.with(|cell| {
-                let mut slot = cell.borrow_mut();
-                let codec = match slot.as_mut() {
-                    Some(codec) => codec,
-                    None => slot.insert(repo.codec()?),
-                };
+            crate::codec::with_codec(&repo, |codec| {
                 codec
                     .open(location.kind, &id, location.raw_len, &sealed)
                     .map_err(|e| Error::decode(format!("blob {id} in pack {}", location.pack), e))
