@@ -97,7 +97,7 @@ impl ContentList {
     /// Content bytes covered by the list.
     #[must_use]
     pub fn len(&self) -> u64 {
-        self.entries.iter().map(|e| e.len).sum()
+        self.entries.iter().fold(0u64, |total, e| total.saturating_add(e.len))
     }
 
     /// Whether the list covers nothing.

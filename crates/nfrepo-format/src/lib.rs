@@ -57,8 +57,8 @@ pub use id::{BlobId, IndexId, KeyId, PackId, RepoId, SnapshotId, content_hash};
 pub use index::{IndexDelta, IndexedPack};
 pub use key::{KdfParams, KeySlot, MasterKey, RepoKeys};
 pub use pack::{
-    BlobFault, FinishedPack, MAX_PACK_LEN, PACK_HEADER_LEN, PackBuilder, PackEntry, PackKind, decode_pack_header,
-    decode_trailer, read_pack_entries, trailer_len, verify_pack,
+    BlobFault, FinishedPack, MAX_PACK_LEN, PACK_HEADER_LEN, PackBuilder, PackEntry, PackKind, check_entry_kinds,
+    decode_pack_header, decode_trailer, read_pack_entries, trailer_len, verify_pack,
 };
 pub use seal::{Aad, Cipher, SEAL_OVERHEAD, SealedKind, Sealer, SecretKey};
 pub use snapshot::{CommandRecord, Snapshot, Summary};

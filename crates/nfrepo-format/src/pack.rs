@@ -252,7 +252,25 @@ pub fn read_pack_entries(bytes: &[u8], sealer: &Sealer, repo: &RepoId) -> Result
     let sealed = bytes
         .get(start..len_at)
         .ok_or_else(|| Error::malformed("pack", "trailer out of range"))?;
-    Ok((kind, decode_trailer(sealed, bytes.len() as u64, sealer, repo)?))
+    let entries = decode_trailer(sealed, bytes.len() as u64, sealer, repo)?;
+    check_entry_kinds(kind, &entries)?;
+    Ok((kind, entries))
+}
+
+/// Checks that every blob belongs in a pack of `kind` (data blobs in data
+/// packs, tree and content-list blobs in tree packs). The header's kind byte
+/// is outside the sealed trailer, so this is what binds it to the contents.
+///
+/// # Errors
+/// [`Error::Malformed`] naming the first blob of the wrong kind.
+pub fn check_entry_kinds(kind: PackKind, entries: &[PackEntry]) -> Result<()> {
+    match entries.iter().find(|e| PackKind::for_blob(e.kind) != kind) {
+        Some(e) => Err(Error::malformed(
+            "pack",
+            format!("{:?} blob {} in a {kind:?} pack", e.kind, e.id.short()),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// The problem found with one blob of a pack.
@@ -335,6 +353,15 @@ mod tests {
         assert_eq!(faults.len(), 1);
         assert_eq!(faults[0].id, target.id);
         assert!(verify_pack(&pack.id, &pack.bytes, &mut codec, &RepoId([1; 32])).is_err());
+    }
+
+    #[test]
+    fn pack_kind_must_match_its_blobs() {
+        let mut codec = codec();
+        let mut pack = pack_of(&mut codec, &[b"one"]);
+        pack.bytes[5] = 2; // claim to be a tree pack
+        let err = read_pack_entries(&pack.bytes, codec.sealer(), &RepoId([1; 32])).unwrap_err();
+        assert!(matches!(err, Error::Malformed { .. }), "{err}");
     }
 
     #[test]
