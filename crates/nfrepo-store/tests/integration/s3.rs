@@ -8,7 +8,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use nfrepo_store::{Credentials, ErrorKind, ObjectKey, ObjectKind, PutMode, Store, StoreUrl, open};
+use nfrepo_store::{
+    Credentials, ErrorKind, ObjectKey, ObjectKind, PutMode, RetryPolicy, RetryStore, Store, StoreUrl, open,
+};
 
 use super::conformance;
 
@@ -38,10 +40,12 @@ fn env() -> S3Env {
 }
 
 /// A store under a fresh prefix, so runs never see each other's objects.
+/// A store on a fresh prefix, behind the same retry layer the CLI uses: a
+/// loaded server may answer 5xx now and then, which production retries too.
 fn open_fresh(env: &S3Env, test: &str, creds: &Credentials) -> Arc<dyn Store> {
     let prefix = format!("it-{test}-{:016x}", getrandom::u64().unwrap());
     let url = StoreUrl::parse(&format!("s3://{}/{prefix}?endpoint={}", env.bucket, env.endpoint)).unwrap();
-    open(&url, creds).unwrap()
+    Arc::new(RetryStore::new(open(&url, creds).unwrap(), RetryPolicy::default()))
 }
 
 fn creds(env: &S3Env) -> Credentials {
