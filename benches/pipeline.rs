@@ -21,7 +21,7 @@
     reason = "a benchmark that fails should stop loudly"
 )]
 
-mod sqldump;
+use nfrepo_testing::sqldump;
 
 use std::io::Cursor;
 use std::sync::Arc;

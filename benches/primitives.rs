@@ -13,7 +13,7 @@
     reason = "a benchmark that fails should stop loudly"
 )]
 
-mod sqldump;
+use nfrepo_testing::{pseudo_random as incompressible, sqldump};
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -37,20 +37,6 @@ fn keys() -> RepoKeys {
 
 fn codec(keys: &RepoKeys, cipher: Cipher) -> BlobCodec {
     BlobCodec::new(keys.clone(), keys.sealer(cipher), 3).unwrap()
-}
-
-/// Bytes no compressor can shrink (xorshift output).
-fn incompressible(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 fn short<M: criterion::measurement::Measurement>(group: &mut BenchmarkGroup<'_, M>) {

@@ -140,43 +140,7 @@ fn nanos() -> u128 {
         .unwrap_or(0)
 }
 
-/// Deterministic incompressible bytes.
-pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-/// Deterministic SQL-like text, compressible like a real dump.
-pub fn sql_dump(rows: usize, seed: u64) -> Vec<u8> {
-    let noise = pseudo_random(rows * 8, seed);
-    let mut out = Vec::new();
-    out.extend_from_slice(
-        b"-- MariaDB dump\nCREATE TABLE sbtest1 (id INT PRIMARY KEY, k INT, c CHAR(120), pad CHAR(60));\n",
-    );
-    for (i, n) in noise.chunks(8).enumerate() {
-        let v = u64::from_le_bytes(n.try_into().unwrap_or([0; 8]));
-        out.extend_from_slice(
-            format!(
-                "INSERT INTO sbtest1 VALUES ({i},{},'{:020}-{:020}-{:020}','{:030}');\n",
-                v % 100_000,
-                v,
-                v.rotate_left(17),
-                v.rotate_left(31),
-                v % 999_999_937
-            )
-            .as_bytes(),
-        );
-    }
-    out
-}
+pub use nfrepo_testing::{pseudo_random, sql_rows as sql_dump};
 
 /// What a restored entry must match: type, content, permissions, owner, times, xattrs.
 #[derive(Debug, PartialEq, Eq)]

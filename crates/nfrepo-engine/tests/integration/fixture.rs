@@ -6,6 +6,7 @@ use futures::TryStreamExt;
 use nfrepo_engine::{BackupOptions, CommitDetails, InitOptions, Reader, Repository, SnapshotEntry};
 use nfrepo_format::{KdfParams, Metadata, Node, NodeKind, SnapshotId, Tree};
 use nfrepo_store::{MemoryStore, Store};
+pub use nfrepo_testing::pseudo_random;
 
 pub const PASSWORD: &[u8] = b"test password";
 
@@ -18,19 +19,6 @@ pub async fn init(store: Arc<dyn Store>) -> Repository {
     options.kdf = KdfParams::insecure_for_tests();
     options.pack_size = 4 * 1024 * 1024;
     Repository::init(store, PASSWORD, options).await.expect("init")
-}
-
-pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 /// Backs up `data` as the single file `name`; returns the snapshot id and summary.

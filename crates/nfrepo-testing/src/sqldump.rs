@@ -10,37 +10,27 @@
 
 use std::io::Write;
 
+use crate::XorShift;
+
 /// Rows per table before the dump moves to the next `sbtest<N>`.
 const ROWS_PER_TABLE: u64 = 250_000;
 /// Where mysqldump ends an extended insert (its default `net_buffer_length`).
 const LINE_LIMIT: usize = 1024 * 1024;
 
-/// xorshift64: deterministic and dependency-free; quality is beside the point.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// `groups` dash-separated groups of 11 digits, as sysbench fills `c` and `pad`.
-    fn digit_groups(&mut self, groups: usize, out: &mut Vec<u8>) {
-        for i in 0..groups {
-            if i > 0 {
-                out.push(b'-');
-            }
-            let group = self.next() % 100_000_000_000;
-            let _ = write!(out, "{group:011}");
+/// sysbench's way of filling `c` and `pad`: `groups` dash-separated groups of 11 digits.
+fn digit_groups(rng: &mut XorShift, groups: usize, out: &mut Vec<u8>) {
+    for i in 0..groups {
+        if i > 0 {
+            out.push(b'-');
         }
+        let group = rng.next_u64() % 100_000_000_000;
+        let _ = write!(out, "{group:011}");
     }
 }
 
 /// Exactly `len` bytes of dump text; the same `seed` gives the same bytes.
 pub fn generate(len: usize, seed: u64) -> Vec<u8> {
-    let mut rng = XorShift(seed | 1);
+    let mut rng = XorShift::new(seed);
     let mut out = Vec::with_capacity(len + 2 * LINE_LIMIT);
     out.extend_from_slice(
         b"-- MySQL dump 10.13  Distrib 8.0.36, for Linux (x86_64)\n--\n-- Host: localhost    Database: sbtest\n\
@@ -71,11 +61,11 @@ pub fn generate(len: usize, seed: u64) -> Vec<u8> {
                     out.push(b',');
                 }
                 first = false;
-                let k = rng.next() % ROWS_PER_TABLE + 1;
+                let k = rng.next_u64() % ROWS_PER_TABLE + 1;
                 let _ = write!(out, "({id},{k},'");
-                rng.digit_groups(10, &mut out);
+                digit_groups(&mut rng, 10, &mut out);
                 out.extend_from_slice(b"','");
-                rng.digit_groups(5, &mut out);
+                digit_groups(&mut rng, 5, &mut out);
                 out.extend_from_slice(b"')");
                 id += 1;
             }
