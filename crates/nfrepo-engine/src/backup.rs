@@ -3,10 +3,12 @@
 //! A [`BackupSession`] turns streams and trees into blobs, packs and, on
 //! [`BackupSession::commit`], one index delta and one snapshot:
 //!
-//! 1. The caller's thread reads and chunks a stream (FastCDC) and hashes the
-//!    whole content. Chunks go out in batches to rayon, which names each one
-//!    (keyed BLAKE3), skips the known ones, and compresses and seals the new
-//!    ones on every core. Two batches are in flight, so reading overlaps sealing.
+//! 1. The caller's thread reads and chunks a stream (FastCDC), hashes the
+//!    whole content, names each chunk (keyed BLAKE3, several GB/s) and skips
+//!    the ones already stored, so known data never leaves that thread. New
+//!    chunks go to rayon, which compresses and seals them on every core; a
+//!    byte budget bounds what is in flight, and the caller goes on to the
+//!    next chunk or file without waiting.
 //! 2. Sealed blobs fill one open pack per family; full packs go through a
 //!    bounded queue to the uploader, which verifies and writes them once.
 //! 3. `commit` flushes the packs, waits for every upload, writes the index
@@ -18,8 +20,9 @@
 //! their blobs as present, and records them in its own index delta. A re-run
 //! after `kill -9` therefore uploads only what the dead run had not.
 //!
-//! Memory is bounded by the batch size, the pack size and the upload
-//! concurrency, never by the input or the repository.
+//! Memory is bounded by the in-flight budget, the pack size and the upload
+//! concurrency, not by the input. (The set of blobs the session claimed and
+//! the index grow with new and stored blobs: about 50 bytes each.)
 //!
 //! The methods that take data are synchronous and must be called from a
 //! thread that is not a runtime worker (`spawn_blocking` or a plain thread):
@@ -48,8 +51,8 @@ use crate::index::Index;
 use crate::read::{Reader, SnapshotEntry};
 use crate::{Error, Repository, Result};
 
-/// Bytes of chunks handed to rayon at once.
-const BATCH_BYTES: usize = 8 << 20;
+/// Plaintext bytes handed to the sealing workers and not yet packed.
+const IN_FLIGHT_BYTES: usize = 8 << 20;
 
 /// Options for one backup.
 #[derive(Clone, Debug)]
@@ -164,6 +167,8 @@ struct Shared {
     packer: Packer,
     queue: UploadQueue,
     counters: Counters,
+    budget: ByteBudget,
+    failure: Mutex<Option<String>>,
 }
 
 /// One backup in progress. See the module docs for the protocol.
@@ -237,6 +242,8 @@ impl Repository {
                 claimed: Mutex::new(claimed),
                 queue,
                 counters: Counters::default(),
+                budget: ByteBudget::new(IN_FLIGHT_BYTES),
+                failure: Mutex::new(None),
             }),
             repo: self.clone(),
             reader: Reader::new(self.clone(), index),
@@ -380,74 +387,45 @@ impl BackupSession {
 
     /// Reads `reader` to its end and stores it as chunks. Blocks.
     ///
+    /// Returns as soon as the last chunk is handed to the sealing workers:
+    /// the next file's reading overlaps this one's sealing.
+    ///
     /// # Errors
     /// [`Error::Source`] if reading fails (the whole backup should then
-    /// decide whether to skip the file); pipeline errors if an upload failed.
+    /// decide whether to skip the file); pipeline errors if sealing or an
+    /// upload failed.
     pub fn store_stream(&self, reader: impl Read, sha256: bool) -> Result<StoredContent> {
-        self.shared.queue.check()?;
+        self.shared.check()?;
+        let keys = self.repo.keys();
         let mut whole = blake3::Hasher::new();
         let mut sha = sha256.then(sha2::Sha256::new);
         let mut lists = ContentListBuilder::new();
         let mut emitted: Vec<EmittedList> = Vec::new();
         let mut size = 0u64;
-        let mut batch: Vec<Vec<u8>> = Vec::new();
-        let mut batch_bytes = 0usize;
-        let mut in_flight: Option<crossbeam_channel::Receiver<Result<Vec<ListEntry>>>> = None;
-
-        let drain = |pending: crossbeam_channel::Receiver<Result<Vec<ListEntry>>>,
-                     lists: &mut ContentListBuilder,
-                     emitted: &mut Vec<EmittedList>|
-         -> Result<()> {
-            let entries = pending
-                .recv()
-                .map_err(|_| Error::Pipeline("a sealing worker died".into()))??;
-            for entry in entries {
-                lists.push(self.repo.keys(), entry, emitted).map_err(Error::Format)?;
-            }
-            for list in emitted.drain(..) {
-                self.shared
-                    .store_metadata_blob(BlobKind::ContentList, list.id, &list.plaintext)?;
-            }
-            Ok(())
-        };
-
         for chunk in self.chunker.chunks(reader) {
             let chunk = chunk.map_err(|source| Error::Source {
                 what: "stream".into(),
                 source,
             })?;
+            let len = chunk.len() as u64;
             whole.update(&chunk);
             if let Some(sha) = sha.as_mut() {
                 sha.update(&chunk);
             }
-            size += chunk.len() as u64;
-            self.shared
-                .counters
-                .bytes_read
-                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            batch_bytes += chunk.len();
-            batch.push(chunk);
-            if batch_bytes >= BATCH_BYTES {
-                let next = self.dispatch(std::mem::take(&mut batch));
-                batch_bytes = 0;
-                if let Some(pending) = in_flight.replace(next) {
-                    drain(pending, &mut lists, &mut emitted)?;
-                }
+            size += len;
+            self.shared.counters.bytes_read.fetch_add(len, Ordering::Relaxed);
+            let id = keys.blob_id(&chunk);
+            lists
+                .push(keys, ListEntry { id, len }, &mut emitted)
+                .map_err(Error::Format)?;
+            self.shared.store_blob(BlobKind::Data, id, chunk)?;
+            for list in emitted.drain(..) {
+                self.shared.store_blob(BlobKind::ContentList, list.id, list.plaintext)?;
             }
         }
-        if !batch.is_empty() {
-            let next = self.dispatch(batch);
-            if let Some(pending) = in_flight.replace(next) {
-                drain(pending, &mut lists, &mut emitted)?;
-            }
-        }
-        if let Some(pending) = in_flight.take() {
-            drain(pending, &mut lists, &mut emitted)?;
-        }
-        let content = lists.finish(self.repo.keys(), &mut emitted).map_err(Error::Format)?;
+        let content = lists.finish(keys, &mut emitted).map_err(Error::Format)?;
         for list in emitted.drain(..) {
-            self.shared
-                .store_metadata_blob(BlobKind::ContentList, list.id, &list.plaintext)?;
+            self.shared.store_blob(BlobKind::ContentList, list.id, list.plaintext)?;
         }
         Ok(StoredContent {
             size,
@@ -457,34 +435,49 @@ impl BackupSession {
         })
     }
 
-    /// Names, dedups and seals a batch on rayon; the receiver yields the
-    /// batch's entries in order.
-    fn dispatch(&self, batch: Vec<Vec<u8>>) -> crossbeam_channel::Receiver<Result<Vec<ListEntry>>> {
-        use rayon::prelude::*;
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let shared = self.shared.clone();
-        rayon::spawn(move || {
-            let result: Result<Vec<ListEntry>> = batch.par_iter().map(|chunk| shared.store_data_chunk(chunk)).collect();
-            // The receiver is gone only if the stream already failed.
-            let _ = tx.send(result);
-        });
-        rx
+    /// Stores a directory's tree node and returns its id. Blocks.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] if the tree is not sorted; pipeline errors.
+    pub fn store_tree(&self, tree: &Tree) -> Result<BlobId> {
+        self.shared.check()?;
+        let plaintext = tree.encode().map_err(|e| Error::Invalid(e.to_string()))?;
+        let id = self.repo.keys().blob_id(&plaintext);
+        self.shared.store_blob(BlobKind::Tree, id, plaintext)?;
+        Ok(id)
     }
 }
 
 impl Shared {
-    fn store_data_chunk(&self, chunk: &[u8]) -> Result<ListEntry> {
-        let id = self.repo.keys().blob_id(chunk);
-        let len = chunk.len() as u64;
-        if self.claim(&id)? {
-            let blob = crate::codec::with_codec(&self.repo, |codec| {
-                codec.seal_with_id(BlobKind::Data, id, chunk).map_err(Error::Format)
-            })?;
-            self.counters.blobs_added.fetch_add(1, Ordering::Relaxed);
-            self.counters.bytes_added_raw.fetch_add(len, Ordering::Relaxed);
-            self.packer.add(&blob, &self.queue)?;
+    /// Hands a blob to a sealing worker unless it is already stored or
+    /// claimed. Blocks while the in-flight byte budget is spent.
+    fn store_blob(self: &Arc<Self>, kind: BlobKind, id: BlobId, plaintext: Vec<u8>) -> Result<()> {
+        if !self.claim(&id)? {
+            return Ok(());
         }
-        Ok(ListEntry { id, len })
+        self.check()?;
+        let len = plaintext.len();
+        self.budget.acquire(len);
+        let shared = Arc::clone(self);
+        rayon::spawn(move || {
+            if let Err(e) = shared.seal_and_pack(kind, id, &plaintext) {
+                shared.fail(&e);
+            }
+            drop(plaintext);
+            shared.budget.release(len);
+        });
+        Ok(())
+    }
+
+    fn seal_and_pack(&self, kind: BlobKind, id: BlobId, plaintext: &[u8]) -> Result<()> {
+        let blob = crate::codec::with_codec(&self.repo, |codec| {
+            codec.seal_with_id(kind, id, plaintext).map_err(Error::Format)
+        })?;
+        self.counters.blobs_added.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bytes_added_raw
+            .fetch_add(plaintext.len() as u64, Ordering::Relaxed);
+        self.packer.add(&blob, &self.queue)
     }
 
     /// Whether this session must store `id` (true at most once per id).
@@ -499,34 +492,23 @@ impl Shared {
         Ok(claimed.insert(*id))
     }
 
-    fn store_metadata_blob(&self, kind: BlobKind, id: BlobId, plaintext: &[u8]) -> Result<()> {
-        if self.claim(&id)? {
-            let blob = crate::codec::with_codec(&self.repo, |codec| {
-                codec.seal_with_id(kind, id, plaintext).map_err(Error::Format)
-            })?;
-            self.counters.blobs_added.fetch_add(1, Ordering::Relaxed);
-            self.counters
-                .bytes_added_raw
-                .fetch_add(plaintext.len() as u64, Ordering::Relaxed);
-            self.packer.add(&blob, &self.queue)?;
+    /// Records the first failure of a sealing worker; every later call fails with it.
+    fn fail(&self, error: &Error) {
+        if let Ok(mut failure) = self.failure.lock() {
+            failure.get_or_insert_with(|| error.to_string());
         }
-        Ok(())
+    }
+
+    /// Fails if a sealing worker or an upload failed.
+    fn check(&self) -> Result<()> {
+        if let Some(message) = self.failure.lock().ok().and_then(|f| f.clone()) {
+            return Err(Error::Pipeline(message));
+        }
+        self.queue.check()
     }
 }
 
 impl BackupSession {
-    /// Stores a directory's tree node and returns its id. Blocks.
-    ///
-    /// # Errors
-    /// [`Error::Invalid`] if the tree is not sorted; pipeline errors.
-    pub fn store_tree(&self, tree: &Tree) -> Result<BlobId> {
-        self.shared.queue.check()?;
-        let plaintext = tree.encode().map_err(|e| Error::Invalid(e.to_string()))?;
-        let id = self.repo.keys().blob_id(&plaintext);
-        self.shared.store_metadata_blob(BlobKind::Tree, id, &plaintext)?;
-        Ok(id)
-    }
-
     /// Flushes, waits for uploads, writes the index delta and then the
     /// snapshot naming `root`. Nothing is visible to readers before this returns.
     ///
@@ -592,7 +574,16 @@ impl BackupSession {
     }
 
     /// Stops without committing. Uploaded packs stay and the next backup adopts them.
+    ///
+    /// Packs already full when this is called (including those the sealing
+    /// workers are finishing) are still uploaded; the open ones are dropped.
     pub async fn abort(self) {
+        let shared = self.shared.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            shared.budget.wait_idle();
+            shared.queue.close();
+        })
+        .await;
         self.shared.queue.close();
         let uploader = self.uploader.lock().ok().and_then(|mut u| u.take());
         if let Some(task) = uploader {
@@ -602,10 +593,12 @@ impl BackupSession {
     }
 
     async fn finish_uploads(&self) -> Result<upload::UploadReport> {
-        // Flushing may block on the bounded queue, so it runs off the runtime.
+        // Waiting for the workers and flushing may block on the bounded
+        // queue, so this runs off the runtime.
         let shared = self.shared.clone();
         let flush = tokio::task::spawn_blocking(move || {
-            let result = shared.packer.flush(&shared.queue);
+            shared.budget.wait_idle();
+            let result = shared.check().and_then(|()| shared.packer.flush(&shared.queue));
             shared.queue.close();
             result
         });
@@ -632,5 +625,52 @@ async fn put_once(repo: &Repository, key: &ObjectKey, bytes: Vec<u8>) -> Result<
     match repo.store().put(key, Bytes::from(bytes), PutMode::CreateNew).await {
         Err(e) if e.kind() == nfrepo_store::ErrorKind::AlreadyExists => Ok(()),
         other => other.map_err(Error::store),
+    }
+}
+
+/// A counting limit on bytes in flight, so the reader cannot run ahead of
+/// the sealing workers by more than `cap` bytes. A single item larger than
+/// the cap is admitted alone.
+struct ByteBudget {
+    used: Mutex<usize>,
+    freed: std::sync::Condvar,
+    cap: usize,
+}
+
+impl ByteBudget {
+    fn new(cap: usize) -> Self {
+        Self {
+            used: Mutex::new(0),
+            freed: std::sync::Condvar::new(),
+            cap,
+        }
+    }
+
+    fn acquire(&self, n: usize) {
+        let Ok(mut used) = self.used.lock() else { return };
+        while *used > 0 && *used + n > self.cap {
+            match self.freed.wait(used) {
+                Ok(guard) => used = guard,
+                Err(_) => return,
+            }
+        }
+        *used += n;
+    }
+
+    fn release(&self, n: usize) {
+        if let Ok(mut used) = self.used.lock() {
+            *used = used.saturating_sub(n);
+        }
+        self.freed.notify_all();
+    }
+
+    fn wait_idle(&self) {
+        let Ok(mut used) = self.used.lock() else { return };
+        while *used > 0 {
+            match self.freed.wait(used) {
+                Ok(guard) => used = guard,
+                Err(_) => return,
+            }
+        }
     }
 }

@@ -8,6 +8,7 @@
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
+use futures::FutureExt;
 use futures::stream::{self, Stream, StreamExt, TryStreamExt};
 use nfrepo_format::{
     BlobCodec, BlobId, BlobKind, Content, ContentList, IndexDelta, IndexId, ListEntry, Node, NodeKind, Snapshot,
@@ -18,8 +19,11 @@ use nfrepo_store::{ObjectKey, ObjectKind};
 use crate::index::{BlobLocation, Index};
 use crate::{Error, Repository, Result};
 
-/// How many blob reads are in flight while streaming file content.
-const READ_AHEAD: usize = 16;
+/// Content bytes read ahead while streaming one file: many small dump
+/// chunks at once, or a few large file chunks, at the same memory cost.
+const READ_AHEAD_BYTES: u64 = 4 << 20;
+/// At most this many blob reads in flight per file, however small.
+const READ_AHEAD_MAX: usize = 64;
 /// How many metadata objects (index deltas, snapshots) are fetched at once.
 const LIST_CONCURRENCY: usize = 16;
 
@@ -302,15 +306,50 @@ impl Reader {
         })
     }
 
-    /// A file's content as a stream of verified chunks, with reads ahead.
+    /// A file's content as a stream of verified chunks, in order, with
+    /// reads ahead bounded by bytes ([`READ_AHEAD_BYTES`]) and count.
     pub fn content(&self, content: &Content) -> impl Stream<Item = Result<Vec<u8>>> + Send + 'static {
-        let reader = self.clone();
-        self.content_chunks(content)
-            .map(move |entry| {
-                let reader = reader.clone();
-                async move { reader.read_blob(&entry?.id, BlobKind::Data).await }
-            })
-            .buffered(READ_AHEAD)
+        type Pending = futures::stream::FuturesOrdered<futures::future::BoxFuture<'static, Result<(Vec<u8>, u64)>>>;
+        struct State {
+            reader: Reader,
+            entries: futures::stream::BoxStream<'static, Result<ListEntry>>,
+            pending: Pending,
+            bytes: u64,
+            exhausted: bool,
+        }
+        let state = State {
+            reader: self.clone(),
+            entries: self.content_chunks(content).boxed(),
+            pending: Pending::new(),
+            bytes: 0,
+            exhausted: false,
+        };
+        stream::try_unfold(state, |mut state| async move {
+            while !state.exhausted
+                && (state.pending.is_empty() || state.bytes < READ_AHEAD_BYTES)
+                && state.pending.len() < READ_AHEAD_MAX
+            {
+                match state.entries.next().await {
+                    Some(entry) => {
+                        let entry = entry?;
+                        state.bytes += entry.len;
+                        let reader = state.reader.clone();
+                        state.pending.push_back(
+                            async move { Ok((reader.read_blob(&entry.id, BlobKind::Data).await?, entry.len)) }.boxed(),
+                        );
+                    }
+                    None => state.exhausted = true,
+                }
+            }
+            match state.pending.next().await {
+                Some(done) => {
+                    let (chunk, len) = done?;
+                    state.bytes -= len;
+                    Ok(Some((chunk, state)))
+                }
+                None => Ok(None),
+            }
+        })
     }
 }
 

@@ -20,8 +20,9 @@ use nfrepo_format::{Node, NodeKind};
 
 use crate::{Error, Result, meta};
 
-/// Files restored at once.
-const PARALLEL_FILES: usize = 4;
+/// Files restored at once: many small files are bound by per-file system
+/// calls, not bandwidth. Each streams with the reader's read-ahead.
+const PARALLEL_FILES: usize = 8;
 
 /// Options for [`restore`].
 #[derive(Clone, Debug, Default)]
@@ -208,6 +209,10 @@ pub async fn restore(
     for planned in plan.iter().rev().filter(|p| is_dir(&p.node)) {
         meta::apply(&planned.target, &planned.node.meta, false, &mut report.warnings);
     }
+    // One flush of the whole file system at the end instead of an fsync per
+    // file: the restore is durable when this returns, at a fraction of the cost.
+    let root = std::fs::File::open(target).map_err(|e| io_error(target, e))?;
+    nix::unistd::syncfs(&root).map_err(|e| io_error(target, e.into()))?;
     Ok(report)
 }
 
@@ -276,7 +281,6 @@ async fn restore_file(reader: &Reader, planned: &Planned, verify: bool) -> Resul
             written += chunk.len() as u64;
             file.write_all(&chunk).map_err(|e| io_error(&temp, e))?;
         }
-        file.sync_all().map_err(|e| io_error(&temp, e))?;
         Ok(())
     }
     .await;
