@@ -51,6 +51,10 @@ use crate::index::Index;
 use crate::read::{Reader, SnapshotEntry};
 use crate::{Error, Repository, Result};
 
+thread_local! {
+    static CHUNK_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Plaintext bytes handed to the sealing workers and not yet packed.
 const IN_FLIGHT_BYTES: usize = 8 << 20;
 
@@ -396,13 +400,21 @@ impl BackupSession {
     /// upload failed.
     pub fn store_stream(&self, reader: impl Read, sha256: bool) -> Result<StoredContent> {
         self.shared.check()?;
+        // One read buffer per thread, reused from file to file.
+        let mut buffer = CHUNK_BUFFER.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        let result = self.chunk_stream(reader, sha256, &mut buffer);
+        CHUNK_BUFFER.with(|b| *b.borrow_mut() = buffer);
+        result
+    }
+
+    fn chunk_stream(&self, reader: impl Read, sha256: bool, buffer: &mut Vec<u8>) -> Result<StoredContent> {
         let keys = self.repo.keys();
         let mut whole = blake3::Hasher::new();
         let mut sha = sha256.then(sha2::Sha256::new);
         let mut lists = ContentListBuilder::new();
         let mut emitted: Vec<EmittedList> = Vec::new();
         let mut size = 0u64;
-        for chunk in self.chunker.chunks(reader) {
+        for chunk in self.chunker.chunks_with_buffer(reader, buffer) {
             let chunk = chunk.map_err(|source| Error::Source {
                 what: "stream".into(),
                 source,

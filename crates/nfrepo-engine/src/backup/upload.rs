@@ -3,7 +3,8 @@
 //! Each pack is re-read before upload (trailer opened, every blob opened,
 //! decompressed and re-hashed) so a compression or memory bug can never put
 //! an unreadable pack in the repository. The bounded queue and semaphore
-//! keep at most `queue + concurrency` finished packs in memory.
+//! keep at most `1 + concurrency` finished packs in memory (plus the one a
+//! sealing worker may be handing over).
 
 use std::sync::{Arc, Mutex};
 
@@ -113,12 +114,15 @@ async fn run(
             }
         }
     };
-    while let Some(pack) = rx.recv().await {
+    loop {
+        // Take a slot before taking a pack, so no finished pack waits here
+        // in memory on top of the one in the channel.
         let permit = semaphore
             .clone()
             .acquire_owned()
             .await
             .map_err(|_| Error::Pipeline("upload semaphore closed".into()))?;
+        let Some(pack) = rx.recv().await else { break };
         let repo = repo.clone();
         tasks.spawn(async move {
             let result = upload_one(&repo, pack).await;
