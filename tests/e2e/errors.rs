@@ -105,8 +105,12 @@ fn unreadable_file_is_skipped_and_reported_as_partial() {
         }
         chown_tree(&env.repo_dir(), nobody, nogroup);
         chown_tree(&src.join("ok.txt"), nobody, nogroup);
+        // A copy of the binary nobody can reach, wherever the checkout lives.
+        let bin = env.path("nfrepo");
+        std::fs::copy(BIN, &bin).unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
         cmd = std::process::Command::new("setpriv");
-        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(&bin);
         cmd.env("NFREPO_REPOSITORY", &env.repo)
             .env("NFREPO_PASSWORD", crate::harness::PASSWORD);
     }

@@ -307,7 +307,7 @@ impl Reader {
     }
 
     /// A file's content as a stream of verified chunks, in order, with
-    /// reads ahead bounded by bytes ([`READ_AHEAD_BYTES`]) and count.
+    /// reads ahead bounded by bytes (4 MiB) and by count (64 blobs).
     pub fn content(&self, content: &Content) -> impl Stream<Item = Result<Vec<u8>>> + Send + 'static {
         type Pending = futures::stream::FuturesOrdered<futures::future::BoxFuture<'static, Result<(Vec<u8>, u64)>>>;
         struct State {
