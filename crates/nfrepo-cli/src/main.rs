@@ -21,6 +21,7 @@ use clap::Parser;
 use crate::cli::Cli;
 
 fn main() {
+    hold_malloc_mmap_threshold();
     let cli = Cli::parse();
     let json = cli.global.json;
     init_logging(cli.global.verbose, cli.global.quiet);
@@ -39,6 +40,23 @@ fn main() {
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     std::process::exit(code);
 }
+
+/// Keeps glibc from retaining freed pack buffers.
+///
+/// glibc raises its mmap threshold to the size of the first large block
+/// freed, so after the first 16 MiB pack every later pack buffer comes from
+/// the heap and stays resident after it is freed. Holding the threshold at
+/// 1 MiB returns each buffer to the kernel when dropped: peak RSS of a 964 MB
+/// dump backup measured 116 MiB without this and 69 MiB with it.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code, reason = "mallopt has no safe wrapper; it only sets a tuning parameter")]
+fn hold_malloc_mmap_threshold() {
+    // SAFETY: mallopt is thread-safe and called before any other thread exists.
+    let _ = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20) };
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn hold_malloc_mmap_threshold() {}
 
 fn init_logging(verbose: u8, quiet: bool) {
     let default = match (quiet, verbose) {
