@@ -383,12 +383,6 @@ impl BackupSession {
         self.handle.block_on(self.reader.tree(id))
     }
 
-    /// Whether a blob is already stored (for reusing a parent's file content).
-    #[must_use]
-    pub fn has_blob(&self, id: &BlobId) -> bool {
-        self.shared.index.contains(id)
-    }
-
     /// Reads `reader` to its end and stores it as chunks. Blocks.
     ///
     /// Returns as soon as the last chunk is handed to the sealing workers:
