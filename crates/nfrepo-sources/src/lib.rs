@@ -42,4 +42,4 @@ mod stream;
 pub use error::{Error, Result};
 pub use files::{FilesOutcome, backup_files};
 pub use restore::{RestoreOptions, RestoreReport, restore, write_content};
-pub use stream::{StreamOutcome, backup_command, backup_reader};
+pub use stream::{StreamOutcome, backup_command, backup_reader, redact_argv};

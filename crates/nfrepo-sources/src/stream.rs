@@ -152,7 +152,7 @@ pub fn backup_command(session: &BackupSession, name: &str, argv: &[String]) -> R
         files: 1,
         bytes: stored.size,
         command: Some(CommandRecord {
-            argv: argv.to_vec(),
+            argv: redact_argv(argv),
             exit_code: status.code().unwrap_or(0),
         }),
         extra: digests(&stored),
@@ -179,4 +179,97 @@ fn forward_stderr(stderr: Option<std::process::ChildStderr>) -> String {
         }
     }
     last.chars().take(300).collect()
+}
+
+/// Flags whose value (`--flag=value` or the next argument) is a secret.
+const SECRET_FLAGS: &[&str] = &[
+    "--password",
+    "--pass",
+    "--passwd",
+    "--token",
+    "--secret",
+    "--secret-key",
+];
+
+/// The argv with secrets replaced by `***`, for the snapshot record: values
+/// of password-like flags, mysql's `-pSECRET`, `NAME=value` assignments whose
+/// name mentions a password, token or secret, and passwords in URLs.
+#[must_use]
+pub fn redact_argv(argv: &[String]) -> Vec<String> {
+    let mut out = Vec::with_capacity(argv.len());
+    let mut hide_next = false;
+    for arg in argv {
+        if std::mem::take(&mut hide_next) {
+            out.push("***".to_owned());
+            continue;
+        }
+        let lower = arg.to_ascii_lowercase();
+        if SECRET_FLAGS.contains(&lower.as_str()) {
+            hide_next = true;
+            out.push(arg.clone());
+        } else if let Some((flag, _)) = arg.split_once('=')
+            && (SECRET_FLAGS.contains(&flag.to_ascii_lowercase().as_str()) || is_secret_name(flag))
+        {
+            out.push(format!("{flag}=***"));
+        } else if arg.len() > 2 && arg.starts_with("-p") && !arg.starts_with("--") {
+            out.push("-p***".to_owned());
+        } else {
+            out.push(redact_url_password(arg));
+        }
+    }
+    out
+}
+
+fn is_secret_name(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    !name.starts_with('-')
+        && ["PASSWORD", "PASSWD", "TOKEN", "SECRET"]
+            .iter()
+            .any(|s| upper.contains(s))
+}
+
+/// `scheme://user:password@host` becomes `scheme://user:***@host`.
+fn redact_url_password(arg: &str) -> String {
+    let Some(scheme_end) = arg.find("://") else {
+        return arg.to_owned();
+    };
+    let rest = &arg[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return arg.to_owned();
+    };
+    match rest[..at].split_once(':') {
+        Some((user, _)) => format!("{}{user}:***{}", &arg[..scheme_end + 3], &rest[at..]),
+        None => arg.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_argv;
+
+    fn redact(args: &[&str]) -> Vec<String> {
+        redact_argv(&args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn secrets_never_reach_the_snapshot_record() {
+        assert_eq!(
+            redact(&["mysqldump", "-uroot", "-phunter2", "--single-transaction", "db"]),
+            ["mysqldump", "-uroot", "-p***", "--single-transaction", "db"]
+        );
+        assert_eq!(
+            redact(&["tool", "--password=x", "--token", "abc", "-p"]),
+            ["tool", "--password=***", "--token", "***", "-p"]
+        );
+        assert_eq!(
+            redact(&["env", "PGPASSWORD=s3cret", "pg_dump", "postgres://app:pw@db:5432/main"]),
+            ["env", "PGPASSWORD=***", "pg_dump", "postgres://app:***@db:5432/main"]
+        );
+        assert_eq!(redact(&["sh", "-c", "seq 1 10"]), ["sh", "-c", "seq 1 10"]);
+        assert_eq!(
+            redact(&["curl", "https://example/a@b"]),
+            ["curl", "https://example/a@b"]
+        );
+    }
 }
