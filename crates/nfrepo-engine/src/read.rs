@@ -355,9 +355,14 @@ impl Reader {
 
 /// The store key of the pack holding a blob.
 pub(crate) fn pack_key(location: &BlobLocation) -> Result<ObjectKey> {
-    let kind = match location.pack_kind {
+    pack_object_key(location.pack_kind, &location.pack)
+}
+
+/// The store key of a pack: data packs under `data/`, tree packs under `tree/`.
+pub(crate) fn pack_object_key(kind: nfrepo_format::PackKind, id: &nfrepo_format::PackId) -> Result<ObjectKey> {
+    let kind = match kind {
         nfrepo_format::PackKind::Tree => ObjectKind::Tree,
         _ => ObjectKind::Data,
     };
-    ObjectKey::new(kind, location.pack.to_hex()).map_err(Error::store)
+    ObjectKey::new(kind, id.to_hex()).map_err(Error::store)
 }

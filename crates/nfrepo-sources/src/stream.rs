@@ -24,12 +24,18 @@ pub struct StreamOutcome {
     pub stored: StoredContent,
 }
 
-fn stream_node(name: &str, stored: &StoredContent) -> Result<Node> {
-    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+/// A stream becomes one entry of the root tree, so its name must be a plain file name.
+fn check_stream_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.contains(['/', '\0']) || name == "." || name == ".." {
         return Err(Error::Invalid(format!(
             "stream name {name:?} must be a plain file name"
         )));
     }
+    Ok(())
+}
+
+fn stream_node(name: &str, stored: &StoredContent) -> Result<Node> {
+    check_stream_name(name)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
@@ -58,7 +64,7 @@ fn stream_node(name: &str, stored: &StoredContent) -> Result<Node> {
 /// [`Error::Invalid`] for a bad name; read and engine errors.
 pub fn backup_reader(session: &BackupSession, name: &str, reader: impl Read) -> Result<StreamOutcome> {
     // Validate the name before reading anything.
-    stream_node(name, &placeholder())?;
+    check_stream_name(name)?;
     let stored = session.store_stream(reader, true)?;
     let root = session.store_tree(&Tree {
         nodes: vec![stream_node(name, &stored)?],
@@ -70,15 +76,6 @@ pub fn backup_reader(session: &BackupSession, name: &str, reader: impl Read) -> 
         ..CommitDetails::default()
     };
     Ok(StreamOutcome { root, details, stored })
-}
-
-fn placeholder() -> StoredContent {
-    StoredContent {
-        size: 0,
-        content: nfrepo_format::Content::Inline(Vec::new()),
-        blake3: [0; 32],
-        sha256: None,
-    }
 }
 
 fn digests(stored: &StoredContent) -> Vec<(String, String)> {
@@ -109,7 +106,7 @@ pub fn backup_command(session: &BackupSession, name: &str, argv: &[String]) -> R
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| Error::Invalid("no command given".into()))?;
-    stream_node(name, &placeholder())?;
+    check_stream_name(name)?;
     let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())

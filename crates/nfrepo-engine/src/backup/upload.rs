@@ -9,8 +9,8 @@
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use nfrepo_format::{FinishedPack, IndexedPack, PackKind, RepoId};
-use nfrepo_store::{ErrorKind, ObjectKey, ObjectKind, PutMode};
+use nfrepo_format::{FinishedPack, IndexedPack, RepoId};
+use nfrepo_store::{ErrorKind, PutMode};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
@@ -165,11 +165,7 @@ async fn upload_one(repo: &Repository, pack: FinishedPack) -> Result<IndexedPack
     })
     .await
     .map_err(|e| Error::Pipeline(e.to_string()))??;
-    let kind = match pack.kind {
-        PackKind::Tree => ObjectKind::Tree,
-        _ => ObjectKind::Data,
-    };
-    let key = ObjectKey::new(kind, pack.id.to_hex()).map_err(Error::store)?;
+    let key = crate::read::pack_object_key(pack.kind, &pack.id)?;
     let size = pack.bytes.len() as u64;
     match repo
         .store()
