@@ -21,13 +21,18 @@
 //! after `kill -9` therefore uploads only what the dead run had not.
 //!
 //! Memory is bounded by the in-flight budget, the pack size and the upload
-//! concurrency, not by the input. (The set of blobs the session claimed and
-//! the index grow with new and stored blobs: about 50 bytes each.)
+//! concurrency, not by the input, with one exception by design (DESIGN.md
+//! allows 40–64 bytes of lookup structure per blob): the index of stored
+//! blobs (52 bytes each) and the set of blobs this session added (a hash set
+//! of ids, about 55 bytes each on average). Uploaded packs are written to
+//! index deltas as they accumulate (see `upload`), so their entries are not
+//! held until commit.
 //!
 //! The methods that take data are synchronous and must be called from a
 //! thread that is not a runtime worker (`spawn_blocking` or a plain thread):
 //! they block on the bounded queues, which is the backpressure.
 
+mod budget;
 mod packer;
 mod upload;
 
@@ -45,6 +50,7 @@ use nfrepo_format::{
 use nfrepo_store::{ObjectInfo, ObjectKey, ObjectKind, PutMode};
 use sha2::Digest;
 
+use self::budget::ByteBudget;
 use self::packer::Packer;
 use self::upload::UploadQueue;
 use crate::index::Index;
@@ -76,6 +82,9 @@ pub struct BackupOptions {
     pub upload_concurrency: usize,
     /// Look for a parent snapshot to skip unchanged files.
     pub use_parent: bool,
+    /// Uploaded blobs recorded in an index delta at a time: bounds what the
+    /// session holds for the index, and what a killed run leaves unindexed.
+    pub index_flush_blobs: usize,
 }
 
 impl BackupOptions {
@@ -90,6 +99,7 @@ impl BackupOptions {
             profile: profile.into(),
             upload_concurrency: 2,
             use_parent: true,
+            index_flush_blobs: 1 << 16,
         }
     }
 
@@ -180,7 +190,6 @@ pub struct BackupSession {
     shared: Arc<Shared>,
     repo: Repository,
     options: BackupOptions,
-    adopted: Vec<IndexedPack>,
     chunker: Chunker,
     uploader: Mutex<Option<tokio::task::JoinHandle<Result<upload::UploadReport>>>>,
     parent: Option<SnapshotEntry>,
@@ -217,12 +226,14 @@ impl Repository {
         let snapshots = self.snapshots().await?;
         let mut index = self.load_index().await?;
         let adopted = self.adopt_orphan_packs(&index).await?;
-        let mut claimed = HashSet::new();
         for pack in &adopted {
             index.add_pack(pack);
-            claimed.extend(pack.blobs.iter().map(|b| b.id));
         }
         index.finish();
+        let adopted_packs = adopted.len();
+        if !adopted.is_empty() {
+            self.write_index_delta(adopted, Vec::new()).await?;
+        }
         let index = Arc::new(index);
         let parent = if options.use_parent {
             snapshots
@@ -231,11 +242,11 @@ impl Repository {
         } else {
             None
         };
-        let (queue, uploader) = upload::start(self.clone(), options.upload_concurrency);
+        let (queue, uploader) = upload::start(self.clone(), options.upload_concurrency, options.index_flush_blobs);
         tracing::info!(
             source = %options.source,
             parent = ?parent.as_ref().map(|p| p.id),
-            adopted_packs = adopted.len(),
+            adopted_packs,
             "backup started"
         );
         Ok(BackupSession {
@@ -243,7 +254,7 @@ impl Repository {
                 repo: self.clone(),
                 packer: Packer::new(self.config().pack_size as usize, self.sealer().clone(), self.id()),
                 index: index.clone(),
-                claimed: Mutex::new(claimed),
+                claimed: Mutex::new(HashSet::new()),
                 queue,
                 counters: Counters::default(),
                 budget: ByteBudget::new(IN_FLIGHT_BYTES),
@@ -252,7 +263,6 @@ impl Repository {
             repo: self.clone(),
             reader: Reader::new(self.clone(), index),
             options,
-            adopted,
             chunker,
             uploader: Mutex::new(Some(uploader)),
             parent,
@@ -401,43 +411,57 @@ impl BackupSession {
         result
     }
 
+    /// Chunks a stream and stores its new chunks.
+    ///
+    /// Short streams (most files) are cut and hashed on this thread. Past
+    /// [`PIPELINE_AFTER`] bytes the work splits in two: this thread reads and
+    /// cuts, a second one hashes (whole-stream BLAKE3 and SHA-256, keyed
+    /// chunk ids) and hands new chunks on. Over known data, where nothing
+    /// else is busy, that uses both cores instead of one.
     fn chunk_stream(&self, reader: impl Read, sha256: bool, buffer: &mut Vec<u8>) -> Result<StoredContent> {
-        let keys = self.repo.keys();
-        let mut whole = blake3::Hasher::new();
-        let mut sha = sha256.then(sha2::Sha256::new);
-        let mut lists = ContentListBuilder::new();
-        let mut emitted: Vec<EmittedList> = Vec::new();
-        let mut size = 0u64;
-        for chunk in self.chunker.chunks_with_buffer(reader, buffer) {
-            let chunk = chunk.map_err(|source| Error::Source {
-                what: "stream".into(),
-                source,
-            })?;
-            let len = chunk.len() as u64;
-            whole.update(&chunk);
-            if let Some(sha) = sha.as_mut() {
-                sha.update(&chunk);
-            }
-            size += len;
-            self.shared.counters.bytes_read.fetch_add(len, Ordering::Relaxed);
-            let id = keys.blob_id(&chunk);
-            lists
-                .push(keys, ListEntry { id, len }, &mut emitted)
-                .map_err(Error::Format)?;
-            self.shared.store_blob(BlobKind::Data, id, chunk)?;
-            for list in emitted.drain(..) {
-                self.shared.store_blob(BlobKind::ContentList, list.id, list.plaintext)?;
+        let source_error = |source| Error::Source {
+            what: "stream".into(),
+            source,
+        };
+        let mut digest = StreamDigest::new(sha256);
+        let mut chunks = self.chunker.chunks_with_buffer(reader, buffer);
+        while digest.size < PIPELINE_AFTER {
+            match chunks.next() {
+                Some(chunk) => digest.absorb(self, chunk.map_err(source_error)?)?,
+                None => return digest.finish(self),
             }
         }
-        let content = lists.finish(keys, &mut emitted).map_err(Error::Format)?;
-        for list in emitted.drain(..) {
-            self.shared.store_blob(BlobKind::ContentList, list.id, list.plaintext)?;
-        }
-        Ok(StoredContent {
-            size,
-            content,
-            blake3: *whole.finalize().as_bytes(),
-            sha256: sha.map(|s| s.finalize().into()),
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(PIPELINE_DEPTH);
+            let hasher = scope.spawn(move || -> Result<StreamDigest> {
+                for chunk in rx {
+                    digest.absorb(self, chunk)?;
+                }
+                Ok(digest)
+            });
+            let mut read_error = None;
+            for chunk in chunks {
+                match chunk {
+                    // A closed channel means the hasher failed; its error is reported below.
+                    Ok(chunk) => {
+                        if tx.send(chunk).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        read_error = Some(source_error(e));
+                        break;
+                    }
+                }
+            }
+            drop(tx);
+            let digest = hasher
+                .join()
+                .map_err(|_| Error::Pipeline("the hashing thread panicked".into()))??;
+            match read_error {
+                Some(e) => Err(e),
+                None => digest.finish(self),
+            }
         })
     }
 
@@ -451,6 +475,76 @@ impl BackupSession {
         let id = self.repo.keys().blob_id(&plaintext);
         self.shared.store_blob(BlobKind::Tree, id, plaintext)?;
         Ok(id)
+    }
+}
+
+/// Bytes of a stream cut and hashed on one thread before the rest is split
+/// between a cutting and a hashing thread (a thread per small file would
+/// cost more than it saves).
+const PIPELINE_AFTER: u64 = 8 << 20;
+/// Chunks queued between the cutting and the hashing thread.
+const PIPELINE_DEPTH: usize = 64;
+
+/// The running digests and chunk list of one stream.
+struct StreamDigest {
+    whole: blake3::Hasher,
+    sha: Option<sha2::Sha256>,
+    lists: ContentListBuilder,
+    emitted: Vec<EmittedList>,
+    size: u64,
+}
+
+impl StreamDigest {
+    fn new(sha256: bool) -> Self {
+        Self {
+            whole: blake3::Hasher::new(),
+            sha: sha256.then(sha2::Sha256::new),
+            lists: ContentListBuilder::new(),
+            emitted: Vec::new(),
+            size: 0,
+        }
+    }
+
+    /// Hashes a chunk, names it, and stores it unless it is known.
+    fn absorb(&mut self, session: &BackupSession, chunk: Vec<u8>) -> Result<()> {
+        let keys = session.repo.keys();
+        let len = chunk.len() as u64;
+        self.whole.update(&chunk);
+        if let Some(sha) = self.sha.as_mut() {
+            sha.update(&chunk);
+        }
+        self.size += len;
+        session.shared.counters.bytes_read.fetch_add(len, Ordering::Relaxed);
+        let id = keys.blob_id(&chunk);
+        self.lists
+            .push(keys, ListEntry { id, len }, &mut self.emitted)
+            .map_err(Error::Format)?;
+        session.shared.store_blob(BlobKind::Data, id, chunk)?;
+        for list in self.emitted.drain(..) {
+            session
+                .shared
+                .store_blob(BlobKind::ContentList, list.id, list.plaintext)?;
+        }
+        Ok(())
+    }
+
+    /// Closes the chunk list and the digests.
+    fn finish(mut self, session: &BackupSession) -> Result<StoredContent> {
+        let content = self
+            .lists
+            .finish(session.repo.keys(), &mut self.emitted)
+            .map_err(Error::Format)?;
+        for list in self.emitted.drain(..) {
+            session
+                .shared
+                .store_blob(BlobKind::ContentList, list.id, list.plaintext)?;
+        }
+        Ok(StoredContent {
+            size: self.size,
+            content,
+            blake3: *self.whole.finalize().as_bytes(),
+            sha256: self.sha.map(|s| s.finalize().into()),
+        })
     }
 }
 
@@ -522,18 +616,8 @@ impl BackupSession {
     /// Any upload failure; the snapshot is then not written.
     pub async fn commit(self, root: BlobId, details: CommitDetails) -> Result<(SnapshotId, Snapshot)> {
         let report = self.finish_uploads().await?;
-        let mut packs = self.adopted.clone();
-        packs.extend(report.packs.iter().cloned());
-        if !packs.is_empty() {
-            let delta = IndexDelta {
-                packs,
-                supersedes: Vec::new(),
-            };
-            let (id, bytes) = delta
-                .encode(self.repo.sealer(), &self.repo.id())
-                .map_err(Error::Format)?;
-            let key = ObjectKey::new(ObjectKind::Index, id.to_hex()).map_err(Error::store)?;
-            put_once(&self.repo, &key, bytes).await?;
+        if !report.unindexed.is_empty() {
+            self.repo.write_index_delta(report.unindexed, Vec::new()).await?;
         }
         let mut tags = self.options.tags.clone();
         tags.sort();
@@ -560,7 +644,7 @@ impl BackupSession {
                 blobs_added: self.shared.counters.blobs_added.load(Ordering::Relaxed),
                 bytes_added_raw: self.shared.counters.bytes_added_raw.load(Ordering::Relaxed),
                 bytes_added_stored: report.stored_bytes,
-                packs_added: report.packs.len() as u64,
+                packs_added: report.packs,
                 retries: details.retries,
                 duration_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             },
@@ -627,56 +711,29 @@ impl BackupSession {
     }
 }
 
+impl Repository {
+    /// Writes an index delta naming `packs` (already uploaded), which
+    /// replaces the deltas in `supersedes` for readers.
+    ///
+    /// # Errors
+    /// Storage and encoding errors.
+    pub async fn write_index_delta(
+        &self,
+        packs: Vec<IndexedPack>,
+        supersedes: Vec<nfrepo_format::IndexId>,
+    ) -> Result<nfrepo_format::IndexId> {
+        let (id, bytes) = IndexDelta { packs, supersedes }
+            .encode(self.sealer(), &self.id())
+            .map_err(Error::Format)?;
+        let key = ObjectKey::new(ObjectKind::Index, id.to_hex()).map_err(Error::store)?;
+        put_once(self, &key, bytes).await?;
+        Ok(id)
+    }
+}
+
 async fn put_once(repo: &Repository, key: &ObjectKey, bytes: Vec<u8>) -> Result<()> {
     match repo.store().put(key, Bytes::from(bytes), PutMode::CreateNew).await {
         Err(e) if e.kind() == nfrepo_store::ErrorKind::AlreadyExists => Ok(()),
         other => other.map_err(Error::store),
-    }
-}
-
-/// A counting limit on bytes in flight, so the reader cannot run ahead of
-/// the sealing workers by more than `cap` bytes. A single item larger than
-/// the cap is admitted alone.
-struct ByteBudget {
-    used: Mutex<usize>,
-    freed: std::sync::Condvar,
-    cap: usize,
-}
-
-impl ByteBudget {
-    fn new(cap: usize) -> Self {
-        Self {
-            used: Mutex::new(0),
-            freed: std::sync::Condvar::new(),
-            cap,
-        }
-    }
-
-    fn acquire(&self, n: usize) {
-        let Ok(mut used) = self.used.lock() else { return };
-        while *used > 0 && *used + n > self.cap {
-            match self.freed.wait(used) {
-                Ok(guard) => used = guard,
-                Err(_) => return,
-            }
-        }
-        *used += n;
-    }
-
-    fn release(&self, n: usize) {
-        if let Ok(mut used) = self.used.lock() {
-            *used = used.saturating_sub(n);
-        }
-        self.freed.notify_all();
-    }
-
-    fn wait_idle(&self) {
-        let Ok(mut used) = self.used.lock() else { return };
-        while *used > 0 {
-            match self.freed.wait(used) {
-                Ok(guard) => used = guard,
-                Err(_) => return,
-            }
-        }
     }
 }

@@ -1,33 +1,61 @@
 //! Uploading packs: verify, then write once, a bounded number at a time.
 //!
+//! Uploaded packs are recorded in index deltas as they accumulate (every
+//! 65,536 blobs by default: `BackupOptions::index_flush_blobs`), rather than all at commit: the session then
+//! holds a bounded list of unindexed packs however large the input, and a
+//! run that dies leaves most of its packs indexed already. An index delta
+//! always follows the uploads it names, so it never points at a missing pack.
+//!
 //! Each pack is re-read before upload (trailer opened, every blob opened,
 //! decompressed and re-hashed) so a compression or memory bug can never put
-//! an unreadable pack in the repository. The bounded queue and semaphore
-//! keep at most `1 + concurrency` finished packs in memory (plus the one a
-//! sealing worker may be handing over).
+//! an unreadable pack in the repository. A sender takes an upload slot
+//! before queueing a pack and the upload gives it back when done, so at most
+//! `concurrency` finished packs are queued or uploading (plus the one a
+//! sealing worker may be waiting to hand over).
 
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use nfrepo_format::{FinishedPack, IndexedPack, RepoId};
 use nfrepo_store::{ErrorKind, PutMode};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use super::budget::ByteBudget;
 use super::packer::PackSink;
 use crate::{Error, Repository, Result};
 
 /// What the uploader did.
 #[derive(Debug, Default)]
 pub(crate) struct UploadReport {
-    pub(crate) packs: Vec<IndexedPack>,
+    /// Packs uploaded but not yet in an index delta.
+    pub(crate) unindexed: Vec<IndexedPack>,
+    /// Packs uploaded.
+    pub(crate) packs: u64,
+    /// Their total size.
     pub(crate) stored_bytes: u64,
+}
+
+impl UploadReport {
+    fn unindexed_blobs(&self) -> usize {
+        self.unindexed.iter().map(|p| p.blobs.len()).sum()
+    }
 }
 
 /// The sending side, used from worker threads.
 pub(crate) struct UploadQueue {
-    tx: Mutex<Option<mpsc::Sender<FinishedPack>>>,
+    tx: Mutex<Option<mpsc::Sender<(FinishedPack, SlotGuard)>>>,
     failed: Arc<Mutex<Option<String>>>,
+    slots: Arc<ByteBudget>,
+}
+
+/// One upload slot, given back when the upload ends however it ends.
+struct SlotGuard(Arc<ByteBudget>);
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.0.release(1);
+    }
 }
 
 impl PackSink for UploadQueue {
@@ -39,7 +67,9 @@ impl PackSink for UploadQueue {
             .map_err(|_| Error::Pipeline("upload queue poisoned".into()))?
             .clone()
             .ok_or_else(|| Error::Pipeline("upload queue closed".into()))?;
-        tx.blocking_send(pack).map_err(|_| {
+        self.slots.acquire(1);
+        let slot = SlotGuard(self.slots.clone());
+        tx.blocking_send((pack, slot)).map_err(|_| {
             self.failure()
                 .unwrap_or_else(|| Error::Pipeline("uploader stopped".into()))
         })
@@ -71,74 +101,89 @@ impl UploadQueue {
 pub(crate) fn start(
     repo: Repository,
     concurrency: usize,
+    flush_blobs: usize,
 ) -> (UploadQueue, tokio::task::JoinHandle<Result<UploadReport>>) {
-    let (tx, rx) = mpsc::channel(1);
+    let concurrency = concurrency.max(1);
+    let (tx, rx) = mpsc::channel(concurrency);
     let failed = Arc::new(Mutex::new(None));
     let queue = UploadQueue {
         tx: Mutex::new(Some(tx)),
         failed: failed.clone(),
+        slots: Arc::new(ByteBudget::new(concurrency)),
     };
-    let task = tokio::spawn(run(repo, rx, concurrency, failed));
+    let task = tokio::spawn(run(repo, rx, flush_blobs.max(1), failed));
     (queue, task)
 }
 
 async fn run(
     repo: Repository,
-    mut rx: mpsc::Receiver<FinishedPack>,
-    concurrency: usize,
+    mut rx: mpsc::Receiver<(FinishedPack, SlotGuard)>,
+    flush_blobs: usize,
     failed: Arc<Mutex<Option<String>>>,
 ) -> Result<UploadReport> {
-    let semaphore = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut tasks = JoinSet::new();
-    let mut report = UploadReport::default();
-    let mut first_error: Option<Error> = None;
-    let mut record = |result: std::result::Result<Result<IndexedPack>, tokio::task::JoinError>,
-                      report: &mut UploadReport| {
+    let mut outcome = Outcome {
+        report: UploadReport::default(),
+        first_error: None,
+        failed,
+    };
+    let mut open = true;
+    while open || !tasks.is_empty() {
+        tokio::select! {
+            received = rx.recv(), if open => match received {
+                Some((pack, slot)) => {
+                    let uploader = repo.clone();
+                    tasks.spawn(async move {
+                        let result = upload_one(&uploader, pack).await;
+                        drop(slot);
+                        result
+                    });
+                }
+                None => open = false,
+            },
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                outcome.record(done);
+                if outcome.first_error.is_none() && outcome.report.unindexed_blobs() >= flush_blobs {
+                    let packs = std::mem::take(&mut outcome.report.unindexed);
+                    if let Err(e) = repo.write_index_delta(packs, Vec::new()).await {
+                        outcome.fail(e);
+                    }
+                }
+            }
+        }
+    }
+    match outcome.first_error {
+        Some(e) => Err(e),
+        None => Ok(outcome.report),
+    }
+}
+
+/// The uploader's running tally, and its first failure.
+struct Outcome {
+    report: UploadReport,
+    first_error: Option<Error>,
+    failed: Arc<Mutex<Option<String>>>,
+}
+
+impl Outcome {
+    fn record(&mut self, result: std::result::Result<Result<IndexedPack>, tokio::task::JoinError>) {
         match result {
             Ok(Ok(pack)) => {
-                report.stored_bytes += pack.size;
-                report.packs.push(pack);
+                self.report.stored_bytes += pack.size;
+                self.report.packs += 1;
+                self.report.unindexed.push(pack);
             }
-            Ok(Err(e)) => {
-                if let Ok(mut f) = failed.lock() {
-                    f.get_or_insert_with(|| e.to_string());
-                }
-                first_error.get_or_insert(e);
-            }
-            Err(join) => {
-                let e = Error::Pipeline(format!("upload task failed: {join}"));
-                if let Ok(mut f) = failed.lock() {
-                    f.get_or_insert_with(|| e.to_string());
-                }
-                first_error.get_or_insert(e);
-            }
-        }
-    };
-    loop {
-        // Take a slot before taking a pack, so no finished pack waits here
-        // in memory on top of the one in the channel.
-        let permit = semaphore
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::Pipeline("upload semaphore closed".into()))?;
-        let Some(pack) = rx.recv().await else { break };
-        let repo = repo.clone();
-        tasks.spawn(async move {
-            let result = upload_one(&repo, pack).await;
-            drop(permit);
-            result
-        });
-        while let Some(done) = tasks.try_join_next() {
-            record(done, &mut report);
+            Ok(Err(e)) => self.fail(e),
+            Err(join) => self.fail(Error::Pipeline(format!("upload task failed: {join}"))),
         }
     }
-    while let Some(done) = tasks.join_next().await {
-        record(done, &mut report);
-    }
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok(report),
+
+    /// Records a failure; senders see it at their next call and stop.
+    fn fail(&mut self, error: Error) {
+        if let Ok(mut f) = self.failed.lock() {
+            f.get_or_insert_with(|| error.to_string());
+        }
+        self.first_error.get_or_insert(error);
     }
 }
 

@@ -50,6 +50,85 @@ async fn large_streams_use_content_list_trees() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_streams_hash_the_same_on_two_threads() {
+    use sha2::Digest;
+    let repo = init(memory()).await;
+    // Past the point where cutting and hashing split between two threads.
+    let data = pseudo_random(30 * 1024 * 1024, 6);
+    let (id, _) = backup_stream(&repo, "long", "long.bin", data.clone()).await.unwrap();
+    let reader = repo.reader().await.unwrap();
+    let entry = repo.find_snapshot(&id.to_hex()).await.unwrap();
+    let node = reader.resolve(&entry, "long.bin").await.unwrap().unwrap();
+    let nfrepo_format::NodeKind::File {
+        size, blake3, sha256, ..
+    } = node.kind
+    else {
+        panic!("not a file")
+    };
+    assert_eq!(size, data.len() as u64);
+    assert_eq!(blake3, *blake3::hash(&data).as_bytes());
+    assert_eq!(sha256, Some(sha2::Sha256::digest(&data).into()));
+    assert_eq!(read_file(&reader, &entry, "long.bin").await.unwrap(), data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_error_late_in_a_long_stream_fails_it() {
+    struct FailsAfter(std::io::Cursor<Vec<u8>>);
+    impl std::io::Read for FailsAfter {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            match self.0.read(buf)? {
+                0 => Err(std::io::Error::other("disk gone")),
+                n => Ok(n),
+            }
+        }
+    }
+    let repo = init(memory()).await;
+    let session = repo
+        .begin_backup(BackupOptions::new("db", "stdin", "dump"))
+        .await
+        .unwrap();
+    let input = FailsAfter(std::io::Cursor::new(pseudo_random(20 * 1024 * 1024, 8)));
+    let (session, result) = tokio::task::spawn_blocking(move || {
+        let result = session.store_stream(input, false);
+        (session, result)
+    })
+    .await
+    .unwrap();
+    let error = result.unwrap_err();
+    assert!(error.to_string().contains("disk gone"), "{error}");
+    session.abort().await;
+    assert!(repo.snapshots().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_are_indexed_as_they_accumulate() {
+    let repo = init(memory()).await;
+    let mut options = BackupOptions::new("db", "stdin", "dump");
+    options.index_flush_blobs = 64;
+    let data = pseudo_random(12 * 1024 * 1024, 10);
+    let session = repo.begin_backup(options).await.unwrap();
+    let input = data.clone();
+    let session = tokio::task::spawn_blocking(move || {
+        session.store_stream(&input[..], false).unwrap();
+        session
+    })
+    .await
+    .unwrap();
+    // Killed before commit: most packs are already in index deltas, so the
+    // next run has little to adopt and nothing to upload again.
+    session.abort().await;
+    let deltas = repo.store().list(nfrepo_store::ObjectKind::Index).await.unwrap();
+    assert!(deltas.len() >= 2, "{} deltas", deltas.len());
+    let index = repo.load_index().await.unwrap();
+    assert!(index.len() > 500, "{} blobs indexed", index.len());
+    let (id, snapshot) = backup_stream(&repo, "db", "dump.sql", data.clone()).await.unwrap();
+    assert!(snapshot.summary.bytes_added_raw < 1024 * 1024, "{:?}", snapshot.summary);
+    let entry = repo.find_snapshot(&id.to_hex()).await.unwrap();
+    let reader = repo.reader().await.unwrap();
+    assert_eq!(read_file(&reader, &entry, "dump.sql").await.unwrap(), data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aborted_backup_packs_are_adopted_by_the_next_run() {
     let repo = init(memory()).await;
     let data = pseudo_random(12 * 1024 * 1024, 9);
