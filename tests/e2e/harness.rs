@@ -66,7 +66,8 @@ impl Env {
             }
         }
         cmd.env("NFREPO_REPOSITORY", &self.repo)
-            .env("NFREPO_PASSWORD", PASSWORD);
+            .env("NFREPO_PASSWORD", PASSWORD)
+            .env("NFREPO_CACHE_DIR", self.dir.path().join("cache"));
         for (k, v) in &self.extra_env {
             cmd.env(k, v);
         }

@@ -32,6 +32,12 @@ pub struct GlobalArgs {
     /// More log output on stderr (repeat for more).
     #[arg(long, short = 'v', action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// Local cache directory (default: $XDG_CACHE_HOME/nfrepo, else ~/.cache/nfrepo).
+    #[arg(long, env = "NFREPO_CACHE_DIR", value_name = "DIR", global = true)]
+    pub cache_dir: Option<PathBuf>,
+    /// Use no local cache: load the whole index into memory on every run.
+    #[arg(long, global = true)]
+    pub no_cache: bool,
 }
 
 #[derive(Debug, Subcommand)]

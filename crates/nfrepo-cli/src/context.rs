@@ -1,7 +1,7 @@
 //! What every repository command needs first: the store, the password, the open repository.
 
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use nfrepo_engine::{ErrorCode, Operation, Repository};
@@ -113,8 +113,24 @@ pub async fn open_repository(global: &GlobalArgs, during: Operation) -> Result<O
     let password = password(global)?;
     let repo = Repository::open(store.clone(), &password)
         .await
-        .map_err(|e| Failure::engine(&e, during))?;
+        .map_err(|e| Failure::engine(&e, during))?
+        .with_index_cache(cache_dir(global));
     Ok(Opened { repo, password, store })
+}
+
+/// The local cache directory: `--cache-dir` (or `NFREPO_CACHE_DIR`), else
+/// `$XDG_CACHE_HOME/nfrepo`, else `~/.cache/nfrepo`; none with `--no-cache`
+/// or when no home is known.
+pub fn cache_dir(global: &GlobalArgs) -> Option<PathBuf> {
+    if global.no_cache {
+        return None;
+    }
+    let non_empty = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    global
+        .cache_dir
+        .clone()
+        .or_else(|| non_empty("XDG_CACHE_HOME").map(|d| d.join("nfrepo")))
+        .or_else(|| non_empty("HOME").map(|d| d.join(".cache").join("nfrepo")))
 }
 
 /// Splits `SNAPSHOT[:PATH]`. `SOURCE@latest` may itself hold colons.

@@ -44,8 +44,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use nfrepo_format::{
-    BlobId, BlobKind, Chunker, CommandRecord, Content, ContentListBuilder, EmittedList, IndexDelta, IndexedPack,
-    ListEntry, PackKind, Snapshot, SnapshotId, Summary, Tree,
+    BlobId, BlobKind, Chunker, CommandRecord, Content, ContentListBuilder, EmittedList, IndexDelta, IndexId,
+    IndexedPack, ListEntry, PackKind, Snapshot, SnapshotId, Summary, Tree,
 };
 use nfrepo_store::{ObjectInfo, ObjectKey, ObjectKind, PutMode};
 use sha2::Digest;
@@ -173,11 +173,50 @@ struct Counters {
     bytes_added_raw: AtomicU64,
 }
 
+/// Which blobs are stored, or being stored by this session.
+///
+/// A blob is either in the index or claimed by this session, never neither,
+/// so it is never stored twice by one session. Once the uploader has written
+/// a delta for claimed blobs and a cached index has absorbed it, their
+/// claims are dropped: with the local cache, the claim set holds only blobs
+/// not yet indexed, however long the backup.
+pub(crate) struct Claims {
+    index: Arc<Index>,
+    claimed: Mutex<HashSet<BlobId>>,
+}
+
+impl Claims {
+    /// Whether this session must store `id` (true at most once per id).
+    fn claim(&self, id: &BlobId) -> Result<bool> {
+        if self.index.contains(id) {
+            return Ok(false);
+        }
+        let mut claimed = self
+            .claimed
+            .lock()
+            .map_err(|_| Error::Pipeline("claim set poisoned".into()))?;
+        Ok(claimed.insert(*id))
+    }
+
+    /// Called after a delta of this session's uploads is written.
+    pub(crate) fn indexed(&self, id: IndexId, delta: &IndexDelta) {
+        if !self.index.absorb(id, delta) {
+            return;
+        }
+        if let Ok(mut claimed) = self.claimed.lock() {
+            for blob in delta.packs.iter().flat_map(|p| &p.blobs) {
+                claimed.remove(&blob.id);
+            }
+            let keep = claimed.len() * 2;
+            claimed.shrink_to(keep);
+        }
+    }
+}
+
 /// The part of a session that sealing workers share.
 struct Shared {
     repo: Repository,
-    index: Arc<Index>,
-    claimed: Mutex<HashSet<BlobId>>,
+    claims: Arc<Claims>,
     packer: Packer,
     queue: UploadQueue,
     counters: Counters,
@@ -226,13 +265,19 @@ impl Repository {
         let snapshots = self.snapshots().await?;
         let mut index = self.load_index().await?;
         let adopted = self.adopt_orphan_packs(&index).await?;
-        for pack in &adopted {
-            index.add_pack(pack);
-        }
-        index.finish();
         let adopted_packs = adopted.len();
         if !adopted.is_empty() {
-            self.write_index_delta(adopted, Vec::new()).await?;
+            let delta = IndexDelta {
+                packs: adopted,
+                supersedes: Vec::new(),
+            };
+            let id = self.write_index_delta(&delta).await?;
+            if !index.absorb(id, &delta) {
+                for pack in &delta.packs {
+                    index.add_pack(pack);
+                }
+                index.finish();
+            }
         }
         let index = Arc::new(index);
         let parent = if options.use_parent {
@@ -242,7 +287,16 @@ impl Repository {
         } else {
             None
         };
-        let (queue, uploader) = upload::start(self.clone(), options.upload_concurrency, options.index_flush_blobs);
+        let claims = Arc::new(Claims {
+            index: index.clone(),
+            claimed: Mutex::new(HashSet::new()),
+        });
+        let (queue, uploader) = upload::start(
+            self.clone(),
+            claims.clone(),
+            options.upload_concurrency,
+            options.index_flush_blobs,
+        );
         tracing::info!(
             source = %options.source,
             parent = ?parent.as_ref().map(|p| p.id),
@@ -253,8 +307,7 @@ impl Repository {
             shared: Arc::new(Shared {
                 repo: self.clone(),
                 packer: Packer::new(self.config().pack_size as usize, self.sealer().clone(), self.id()),
-                index: index.clone(),
-                claimed: Mutex::new(HashSet::new()),
+                claims,
                 queue,
                 counters: Counters::default(),
                 budget: ByteBudget::new(IN_FLIGHT_BYTES),
@@ -552,7 +605,7 @@ impl Shared {
     /// Hands a blob to a sealing worker unless it is already stored or
     /// claimed. Blocks while the in-flight byte budget is spent.
     fn store_blob(self: &Arc<Self>, kind: BlobKind, id: BlobId, plaintext: Vec<u8>) -> Result<()> {
-        if !self.claim(&id)? {
+        if !self.claims.claim(&id)? {
             return Ok(());
         }
         self.check()?;
@@ -580,18 +633,6 @@ impl Shared {
         self.packer.add(&blob, &self.queue)
     }
 
-    /// Whether this session must store `id` (true at most once per id).
-    fn claim(&self, id: &BlobId) -> Result<bool> {
-        if self.index.contains(id) {
-            return Ok(false);
-        }
-        let mut claimed = self
-            .claimed
-            .lock()
-            .map_err(|_| Error::Pipeline("claim set poisoned".into()))?;
-        Ok(claimed.insert(*id))
-    }
-
     /// Records the first failure of a sealing worker; every later call fails with it.
     fn fail(&self, error: &Error) {
         if let Ok(mut failure) = self.failure.lock() {
@@ -617,7 +658,12 @@ impl BackupSession {
     pub async fn commit(self, root: BlobId, details: CommitDetails) -> Result<(SnapshotId, Snapshot)> {
         let report = self.finish_uploads().await?;
         if !report.unindexed.is_empty() {
-            self.repo.write_index_delta(report.unindexed, Vec::new()).await?;
+            let delta = IndexDelta {
+                packs: report.unindexed,
+                supersedes: Vec::new(),
+            };
+            let id = self.repo.write_index_delta(&delta).await?;
+            self.shared.claims.indexed(id, &delta);
         }
         let mut tags = self.options.tags.clone();
         tags.sort();
@@ -712,19 +758,12 @@ impl BackupSession {
 }
 
 impl Repository {
-    /// Writes an index delta naming `packs` (already uploaded), which
-    /// replaces the deltas in `supersedes` for readers.
+    /// Writes an index delta; its packs must already be uploaded.
     ///
     /// # Errors
     /// Storage and encoding errors.
-    pub async fn write_index_delta(
-        &self,
-        packs: Vec<IndexedPack>,
-        supersedes: Vec<nfrepo_format::IndexId>,
-    ) -> Result<nfrepo_format::IndexId> {
-        let (id, bytes) = IndexDelta { packs, supersedes }
-            .encode(self.sealer(), &self.id())
-            .map_err(Error::Format)?;
+    pub async fn write_index_delta(&self, delta: &IndexDelta) -> Result<nfrepo_format::IndexId> {
+        let (id, bytes) = delta.encode(self.sealer(), &self.id()).map_err(Error::Format)?;
         let key = ObjectKey::new(ObjectKind::Index, id.to_hex()).map_err(Error::store)?;
         put_once(self, &key, bytes).await?;
         Ok(id)

@@ -51,6 +51,7 @@ pub struct Repository {
     config: Arc<ConfigBody>,
     keys: RepoKeys,
     sealer: Sealer,
+    index_cache_dir: Option<Arc<std::path::PathBuf>>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -129,6 +130,7 @@ impl Repository {
             config: Arc::new(body),
             keys,
             sealer,
+            index_cache_dir: None,
         })
     }
 
@@ -150,6 +152,7 @@ impl Repository {
             config: Arc::new(body),
             keys,
             sealer,
+            index_cache_dir: None,
         })
     }
 
@@ -239,6 +242,20 @@ impl Repository {
     #[must_use]
     pub const fn sealer(&self) -> &Sealer {
         &self.sealer
+    }
+
+    /// Keeps the index in a local cache under `dir` (see [`crate::Index`])
+    /// instead of in memory; `None` keeps it in memory.
+    #[must_use]
+    pub fn with_index_cache(mut self, dir: Option<std::path::PathBuf>) -> Self {
+        self.index_cache_dir = dir.map(Arc::new);
+        self
+    }
+
+    /// The local cache directory for the index, if any.
+    #[must_use]
+    pub fn index_cache_dir(&self) -> Option<&std::path::Path> {
+        self.index_cache_dir.as_deref().map(std::path::PathBuf::as_path)
     }
 
     /// Lists the key slots; `current` marks the one `password` opens.

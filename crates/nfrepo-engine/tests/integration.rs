@@ -10,5 +10,6 @@ mod integration {
     mod backup;
     mod faults;
     pub mod fixture;
+    mod index_cache;
     mod repository;
 }

@@ -7,8 +7,10 @@
 //! atomic writes, retries, and fault injection for tests.
 //!
 //! It is **not** the repository: it never looks inside objects, does not
-//! encrypt, verify or cache, and knows nothing of snapshots or packs beyond
-//! their paths. That is `nfrepo-engine`'s job, on top of [`Store`].
+//! encrypt or verify, and knows nothing of snapshots or packs beyond their
+//! paths. That is `nfrepo-engine`'s job, on top of [`Store`]. It also keeps
+//! the machine-local caches the engine fills ([`IndexCache`]): rows of ids
+//! and numbers in SQLite, rebuildable from the repository at any time.
 //!
 //! How the pieces relate: a [`StoreUrl`] plus [`Credentials`] go to [`open`],
 //! which returns an [`OpendalStore`] (local directories, S3) or a [`MemoryStore`]
@@ -43,6 +45,7 @@ mod backend;
 mod credentials;
 mod error;
 mod fault;
+mod index_cache;
 mod key;
 mod location;
 mod memory;
@@ -53,6 +56,7 @@ pub use backend::{DEFAULT_S3_REGION, OpendalStore, open};
 pub use credentials::{Credentials, NFREPO_ACCESS_KEY_ID, NFREPO_CREDENTIALS_FILE, NFREPO_SECRET_ACCESS_KEY};
 pub use error::{Error, ErrorKind, Result};
 pub use fault::{Fault, FaultOp, FaultRule, FaultStore};
+pub use index_cache::{BlobToCache, CachedBlob, CachedPack, IndexCache, PackToCache};
 pub use key::{MAX_NAME_LEN, ObjectInfo, ObjectKey, ObjectKind};
 pub use location::StoreUrl;
 pub use memory::MemoryStore;

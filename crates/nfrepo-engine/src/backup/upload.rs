@@ -16,11 +16,12 @@
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use nfrepo_format::{FinishedPack, IndexedPack, RepoId};
+use nfrepo_format::{FinishedPack, IndexDelta, IndexedPack, RepoId};
 use nfrepo_store::{ErrorKind, PutMode};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use super::Claims;
 use super::budget::ByteBudget;
 use super::packer::PackSink;
 use crate::{Error, Repository, Result};
@@ -100,6 +101,7 @@ impl UploadQueue {
 /// Starts the uploader task on the current runtime.
 pub(crate) fn start(
     repo: Repository,
+    claims: Arc<Claims>,
     concurrency: usize,
     flush_blobs: usize,
 ) -> (UploadQueue, tokio::task::JoinHandle<Result<UploadReport>>) {
@@ -111,12 +113,13 @@ pub(crate) fn start(
         failed: failed.clone(),
         slots: Arc::new(ByteBudget::new(concurrency)),
     };
-    let task = tokio::spawn(run(repo, rx, flush_blobs.max(1), failed));
+    let task = tokio::spawn(run(repo, claims, rx, flush_blobs.max(1), failed));
     (queue, task)
 }
 
 async fn run(
     repo: Repository,
+    claims: Arc<Claims>,
     mut rx: mpsc::Receiver<(FinishedPack, SlotGuard)>,
     flush_blobs: usize,
     failed: Arc<Mutex<Option<String>>>,
@@ -144,9 +147,13 @@ async fn run(
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                 outcome.record(done);
                 if outcome.first_error.is_none() && outcome.report.unindexed_blobs() >= flush_blobs {
-                    let packs = std::mem::take(&mut outcome.report.unindexed);
-                    if let Err(e) = repo.write_index_delta(packs, Vec::new()).await {
-                        outcome.fail(e);
+                    let delta = IndexDelta {
+                        packs: std::mem::take(&mut outcome.report.unindexed),
+                        supersedes: Vec::new(),
+                    };
+                    match repo.write_index_delta(&delta).await {
+                        Ok(id) => claims.indexed(id, &delta),
+                        Err(e) => outcome.fail(e),
                     }
                 }
             }

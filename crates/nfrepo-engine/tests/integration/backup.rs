@@ -114,15 +114,19 @@ async fn uploads_are_indexed_as_they_accumulate() {
     })
     .await
     .unwrap();
-    // Killed before commit: most packs are already in index deltas, so the
-    // next run has little to adopt and nothing to upload again.
+    // Killed before commit: the full packs are already in index deltas, so
+    // the next run redoes at most the pack that was still open (4 MiB here).
     session.abort().await;
     let deltas = repo.store().list(nfrepo_store::ObjectKind::Index).await.unwrap();
     assert!(deltas.len() >= 2, "{} deltas", deltas.len());
     let index = repo.load_index().await.unwrap();
-    assert!(index.len() > 500, "{} blobs indexed", index.len());
+    assert!(index.len() > 100, "{} blobs indexed", index.len());
     let (id, snapshot) = backup_stream(&repo, "db", "dump.sql", data.clone()).await.unwrap();
-    assert!(snapshot.summary.bytes_added_raw < 1024 * 1024, "{:?}", snapshot.summary);
+    assert!(
+        snapshot.summary.bytes_added_raw <= 4 * 1024 * 1024 + 64 * 1024,
+        "{:?}",
+        snapshot.summary
+    );
     let entry = repo.find_snapshot(&id.to_hex()).await.unwrap();
     let reader = repo.reader().await.unwrap();
     assert_eq!(read_file(&reader, &entry, "dump.sql").await.unwrap(), data);
