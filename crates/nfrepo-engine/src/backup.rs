@@ -344,11 +344,12 @@ impl Repository {
     /// Packs present in storage but in no index: left by interrupted backups.
     async fn adopt_orphan_packs(&self, index: &Index) -> Result<Vec<IndexedPack>> {
         use futures::stream::{self, StreamExt};
+        let indexed: std::collections::HashSet<nfrepo_format::PackId> = index.packs().map(|(id, _, _)| id).collect();
         let mut orphans: Vec<(ObjectInfo, PackKind)> = Vec::new();
         for (kind, pack_kind) in [(ObjectKind::Data, PackKind::Data), (ObjectKind::Tree, PackKind::Tree)] {
             for info in self.store().list(kind).await.map_err(Error::store)? {
                 match info.key.name().parse::<nfrepo_format::PackId>() {
-                    Ok(id) if !index.has_pack(&id) => orphans.push((info, pack_kind)),
+                    Ok(id) if !indexed.contains(&id) => orphans.push((info, pack_kind)),
                     _ => {}
                 }
             }
