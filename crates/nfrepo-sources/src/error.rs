@@ -35,6 +35,12 @@ pub enum Error {
     /// Bad arguments.
     #[error("{0}")]
     Invalid(String),
+    /// A restore target (a database) already holds data.
+    #[error("{0}: refusing to overwrite it (use --force to replace it)")]
+    TargetNotEmpty(String),
+    /// The client a restore pipes into (`mysql`, `psql`) failed.
+    #[error("{0}")]
+    RestoreCommandFailed(String),
 }
 
 impl Error {
@@ -44,7 +50,8 @@ impl Error {
         match self {
             Self::Engine(e) => e.code(during),
             Self::CommandFailed(_) => ErrorCode::BackupFailed,
-            Self::Conflict(_) => ErrorCode::RestoreConflict,
+            Self::Conflict(_) | Self::TargetNotEmpty(_) => ErrorCode::RestoreConflict,
+            Self::RestoreCommandFailed(_) => ErrorCode::RestoreFailed,
             Self::ContentMismatch(_) => ErrorCode::BackupCorrupted,
             Self::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
                 ErrorCode::PermissionDenied
@@ -63,6 +70,8 @@ impl Error {
         match self {
             Self::Engine(e) => e.detail_code(),
             Self::CommandFailed(_) => Some("SOURCE_COMMAND_FAILED"),
+            Self::TargetNotEmpty(_) => Some("TARGET_NOT_EMPTY"),
+            Self::RestoreCommandFailed(_) => Some("TARGET_COMMAND_FAILED"),
             _ => None,
         }
     }
