@@ -13,11 +13,16 @@
 )]
 
 mod harness;
+mod servers;
 
 mod crash;
 mod dedup;
 mod errors;
 mod files;
 mod keys;
+mod mysql;
+mod postgres;
+mod redis;
 mod s3;
+mod sources;
 mod streams;
