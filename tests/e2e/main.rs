@@ -23,6 +23,7 @@ mod keys;
 mod mysql;
 mod postgres;
 mod redis;
+mod rollback;
 mod s3;
 mod sources;
 mod streams;

@@ -60,6 +60,8 @@ pub enum Command {
     Diff(DiffArgs),
     /// Print crontab lines that run the configured sources on their schedules.
     Cron(CronArgs),
+    /// Put a file source's live files back as an earlier snapshot had them.
+    Rollback(RollbackArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -233,6 +235,18 @@ pub struct RestoreArgs {
     /// Replace existing files that differ (otherwise: RESTORE_CONFLICT).
     #[arg(long)]
     pub overwrite: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The source to roll back.
+    pub source: String,
+    /// The snapshot to go back to (default: the one before the latest).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Roll back even if the live files changed since the latest snapshot.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,7 @@ mod init;
 mod key;
 mod restore;
 mod restore_into;
+mod rollback;
 mod snapshot;
 mod snapshots;
 mod source;
@@ -27,5 +28,6 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
         Command::Diff(args) => browse::diff(global, args).await,
         Command::Restore(args) => restore::run(global, args).await,
         Command::Cron(args) => cron::run(global, args),
+        Command::Rollback(args) => rollback::run(global, args).await,
     }
 }

@@ -48,6 +48,7 @@ mod mysql;
 mod postgres;
 mod redis;
 mod restore;
+mod rollback;
 mod secret;
 mod stream;
 
@@ -60,5 +61,6 @@ pub use mysql::{MysqlSource, MysqlTarget};
 pub use postgres::{GLOBALS_STREAM, PostgresSource, PostgresTarget};
 pub use redis::{RDB_STREAM, RedisSource};
 pub use restore::{RestoreOptions, RestoreReport, restore, write_content};
+pub use rollback::{RollbackReport, rollback};
 pub use secret::Secret;
 pub use stream::{StreamOutcome, backup_command, backup_reader, redact_argv};
