@@ -15,6 +15,7 @@
 mod harness;
 mod servers;
 
+mod bucket;
 mod crash;
 mod dedup;
 mod errors;

@@ -78,6 +78,7 @@ pub enum SourceKind {
     Mysql,
     Postgres,
     Redis,
+    Bucket,
     Files,
     Config,
     Logs,
@@ -89,6 +90,7 @@ impl SourceKind {
             Self::Mysql => "mysql",
             Self::Postgres => "postgres",
             Self::Redis => "redis",
+            Self::Bucket => "bucket",
             Self::Files => "files",
             Self::Config => "config",
             Self::Logs => "logs",
@@ -99,7 +101,7 @@ impl SourceKind {
         matches!(self, Self::Mysql | Self::Postgres | Self::Redis)
     }
 
-    /// Dumps chunk best at the small `dump` average; file trees at `files`.
+    /// Dumps chunk best at the small `dump` average; file trees and objects at `files`.
     pub const fn default_profile(self) -> &'static str {
         if self.is_server() { "dump" } else { "files" }
     }
@@ -110,7 +112,8 @@ impl SourceKind {
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     pub kind: SourceKind,
-    /// `mysql://user@host:port[/db]`, `postgres://…`, `redis://host:port` (server kinds).
+    /// `mysql://user@host:port[/db]`, `postgres://…`, `redis://host:port`, or for
+    /// buckets `s3://bucket/prefix?endpoint=…&region=…`.
     pub connection: Option<String>,
     /// Databases to dump (default: the one in the connection URL, else all).
     #[serde(default)]
@@ -119,6 +122,10 @@ pub struct SourceConfig {
     pub password_env: Option<String>,
     /// File holding the server password.
     pub password_file: Option<PathBuf>,
+    /// Bucket: environment variables holding the access key id and secret
+    /// (default: the repository's, NFREPO_S3_ACCESS_KEY_ID / NFREPO_S3_SECRET_ACCESS_KEY).
+    pub access_key_env: Option<String>,
+    pub secret_key_env: Option<String>,
     /// Where the source's client tools are, if not on `PATH`.
     pub bin_dir: Option<PathBuf>,
     /// Redis: the server's appendonlydir, stored as files.
@@ -238,6 +245,25 @@ fn validate_source(name: &str, source: &SourceConfig) -> Result<(), String> {
         if !source.paths.is_empty() || !source.include.is_empty() || !source.exclude.is_empty() {
             return Err("paths, include and exclude are for file kinds".into());
         }
+    } else if source.kind == SourceKind::Bucket {
+        let connection = source
+            .connection
+            .as_deref()
+            .ok_or_else(|| "kind bucket needs a connection (s3://bucket/prefix?endpoint=…)".to_owned())?;
+        match nfrepo_store::StoreUrl::parse(connection) {
+            Ok(nfrepo_store::StoreUrl::S3 { .. }) => {}
+            _ => return Err("kind bucket needs an s3:// connection".into()),
+        }
+        if !source.paths.is_empty()
+            || !source.databases.is_empty()
+            || !source.include.is_empty()
+            || !source.exclude.is_empty()
+        {
+            return Err("paths, databases, include and exclude are not for kind bucket".into());
+        }
+        if source.access_key_env.is_some() != source.secret_key_env.is_some() {
+            return Err("give both access_key_env and secret_key_env, or neither".into());
+        }
     } else {
         if source.paths.is_empty() {
             return Err(format!("kind {} needs paths", source.kind.name()));
@@ -245,6 +271,9 @@ fn validate_source(name: &str, source: &SourceConfig) -> Result<(), String> {
         if source.connection.is_some() || !source.databases.is_empty() {
             return Err("connection and databases are for database kinds".into());
         }
+    }
+    if source.kind != SourceKind::Bucket && (source.access_key_env.is_some() || source.secret_key_env.is_some()) {
+        return Err("access_key_env and secret_key_env are for kind bucket".into());
     }
     if source.aof_dir.is_some() && source.kind != SourceKind::Redis {
         return Err("aof_dir is for kind redis".into());

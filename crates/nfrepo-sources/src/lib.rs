@@ -13,6 +13,8 @@
 //! [`RedisSource`]) ask their server what to dump and return a
 //! [`DumpPlan`]; [`backup_dumps`] runs it, streaming every dump into the
 //! snapshot. [`restore_databases`] pipes a dump back into `mysql` or `psql`.
+//! [`backup_bucket`] and [`restore_bucket`] read and write S3 objects, and
+//! [`rollback`] puts a file source's live files back in place.
 //!
 //! This crate does **not** write repository objects (only the engine does)
 //! and does not parse command lines.
@@ -38,6 +40,7 @@
 #![deny(clippy::unwrap_used)]
 #![warn(clippy::expect_used)]
 
+mod bucket;
 mod connection;
 mod database;
 mod dump;
@@ -52,6 +55,10 @@ mod rollback;
 mod secret;
 mod stream;
 
+pub use bucket::{
+    BucketOutcome, BucketRestoreOptions, BucketRestoreReport, CONTENT_TYPE_XATTR, ETAG_XATTR, backup_bucket,
+    restore_bucket,
+};
 pub use connection::Connection;
 pub use database::{DatabaseRestoreReport, DatabaseTarget, restore_databases};
 pub use dump::{DumpCommand, DumpOutcome, DumpPlan, HeadFacts, backup_dumps};

@@ -7,6 +7,11 @@
 //! one; a URL naming a database restores into that one (under another name,
 //! if need be); otherwise every dump goes into the database of its own name.
 //! Passwords come from the tools' own variables (`MYSQL_PWD`, `PGPASSWORD`).
+//!
+//! `--into s3://bucket/prefix?endpoint=…` writes a bucket snapshot's objects
+//! (all, those under `SNAPSHOT:PREFIX`, or those matching `--include`) at
+//! their keys under that prefix, skipping objects already there, with the
+//! credentials the repository would use (`NFREPO_S3_ACCESS_KEY_ID`…).
 
 use nfrepo_engine::{ErrorCode, Operation};
 use nfrepo_format::{Node, NodeKind};
@@ -23,6 +28,9 @@ fn invalid(message: impl Into<String>) -> Failure {
 }
 
 pub async fn run(global: &GlobalArgs, args: RestoreArgs, into: &str) -> Result<i32, Failure> {
+    if into.starts_with("s3://") {
+        return run_bucket(global, args, into).await;
+    }
     let connection = Connection::parse(into).map_err(|e| invalid(e.to_string()))?;
     let (snapshot_spec, path) = context::split_spec(&args.spec);
     let (reader, snapshot) = open_snapshot(global, snapshot_spec, Operation::Restore).await?;
@@ -135,6 +143,58 @@ pub async fn run(global: &GlobalArgs, args: RestoreArgs, into: &str) -> Result<i
                 connection,
             );
         }
+    }
+    Ok(0)
+}
+
+async fn run_bucket(global: &GlobalArgs, args: RestoreArgs, into: &str) -> Result<i32, Failure> {
+    if args.database.is_some() || args.force {
+        return Err(invalid("--database and --force are for database restores"));
+    }
+    let url = nfrepo_store::StoreUrl::parse(into).map_err(|e| Failure::store(&e, Operation::Restore))?;
+    let credentials = nfrepo_store::Credentials::from_env().map_err(|e| Failure::store(&e, Operation::Restore))?;
+    let operator =
+        nfrepo_store::s3_bucket_operator(&url, &credentials).map_err(|e| Failure::store(&e, Operation::Restore))?;
+    let (snapshot_spec, path) = context::split_spec(&args.spec);
+    let (reader, snapshot) = open_snapshot(global, snapshot_spec, Operation::Restore).await?;
+    if snapshot.snapshot.source_kind != "bucket" {
+        return Err(Failure::new(
+            ErrorCode::RestoreFailed,
+            Some("WRONG_SOURCE_KIND"),
+            format!(
+                "snapshot {} is of a {} source; only bucket snapshots go into s3://",
+                snapshot.id.short(),
+                snapshot.snapshot.source_kind
+            ),
+        ));
+    }
+    let mut options = nfrepo_sources::BucketRestoreOptions::default();
+    options.include = args.include;
+    options.exclude = args.exclude;
+    let started = std::time::Instant::now();
+    let report = nfrepo_sources::restore_bucket(&reader, &snapshot, path, &operator, &options)
+        .await
+        .map_err(|e| Failure::sources(&e, Operation::Restore))?;
+    let secs = started.elapsed().as_secs_f64();
+    if global.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "snapshot_id": snapshot.id.to_hex(),
+                "into": url.to_string(),
+                "objects": report.objects,
+                "objects_unchanged": report.objects_unchanged,
+                "bytes": report.bytes,
+                "duration_ms": (secs * 1000.0) as u64,
+            })
+        );
+    } else if !global.quiet {
+        println!(
+            "restored {} objects ({} already there), {} in {secs:.1}s into {url}",
+            report.objects,
+            report.objects_unchanged,
+            render::bytes(report.bytes),
+        );
     }
     Ok(0)
 }

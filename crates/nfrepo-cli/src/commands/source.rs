@@ -22,6 +22,7 @@ use crate::failure::{EXIT_PARTIAL, Failure};
 /// What a configured source backs up.
 enum Work {
     Dump(DumpPlan),
+    Bucket(opendal::Operator),
     Files(Vec<PathBuf>, FilesOptions),
 }
 
@@ -169,6 +170,30 @@ fn connection(source: &SourceConfig) -> Result<Connection, Failure> {
     Ok(parsed.with_password(password))
 }
 
+/// The bucket's operator, with the source's own credentials or the repository's.
+fn bucket_operator(source: &SourceConfig) -> Result<opendal::Operator, Failure> {
+    let text = source.connection.as_deref().unwrap_or_default();
+    let url = nfrepo_store::StoreUrl::parse(text).map_err(|e| Failure::store(&e, Operation::Backup))?;
+    let credentials = match (&source.access_key_env, &source.secret_key_env) {
+        (Some(key), Some(secret)) => {
+            let read = |var: &str| {
+                config::read_secret(Some(var), None)?
+                    .map(|s| s.expose().to_owned())
+                    .ok_or_else(|| {
+                        Failure::new(
+                            ErrorCode::PermissionDenied,
+                            Some("NO_PASSWORD"),
+                            format!("{var} is not set"),
+                        )
+                    })
+            };
+            nfrepo_store::Credentials::new(read(key)?, read(secret)?)
+        }
+        _ => nfrepo_store::Credentials::from_env().map_err(|e| Failure::store(&e, Operation::Backup))?,
+    };
+    nfrepo_store::s3_bucket_operator(&url, &credentials).map_err(|e| Failure::store(&e, Operation::Backup))
+}
+
 /// Asks the server what to dump (blocking calls, off the runtime).
 async fn plan(source: &SourceConfig) -> Result<Work, Failure> {
     let bin_dir = source.bin_dir.clone();
@@ -196,6 +221,7 @@ async fn plan(source: &SourceConfig) -> Result<Work, Failure> {
             };
             tokio::task::spawn_blocking(move || source.plan()).await
         }
+        SourceKind::Bucket => return bucket_operator(source).map(Work::Bucket),
         SourceKind::Redis => {
             let source = nfrepo_sources::RedisSource {
                 connection: connection(source)?,
@@ -238,6 +264,7 @@ async fn backup(
             .map(|c| c.name.clone())
             .chain(plan.paths.iter().map(|p| p.display().to_string()))
             .collect(),
+        Work::Bucket(_) => vec![source.connection.clone().unwrap_or_default()],
         Work::Files(paths, _) => paths
             .iter()
             .map(|p| {
@@ -256,7 +283,11 @@ async fn backup(
     let fail = |e: nfrepo_engine::Error| Failure::engine(&e, Operation::Backup);
     let session = Arc::new(opened.repo.begin_backup(options).await.map_err(fail)?);
     let worker = session.clone();
+    let handle = tokio::runtime::Handle::current();
     let ran = tokio::task::spawn_blocking(move || match work {
+        Work::Bucket(operator) => {
+            nfrepo_sources::backup_bucket(&worker, &operator, &handle).map(|out| (out.root, out.details, out.warnings))
+        }
         Work::Dump(plan) => {
             nfrepo_sources::backup_dumps(&worker, &plan).map(|out| (out.root, out.details, out.warnings))
         }
