@@ -25,6 +25,10 @@ as_postgres=()
 if ((EUID == 0)); then
 	# The server refuses to run as root; DIR must be traversable by postgres.
 	as_postgres=(runuser -u postgres --)
+	if ! id postgres >/dev/null 2>&1; then
+		log "creating system user postgres"
+		useradd --system --no-create-home --shell /usr/sbin/nologin postgres
+	fi
 	chmod 755 "$DIR"
 	chown postgres "$DIR"
 fi

@@ -83,8 +83,10 @@ impl MysqlSource {
     pub fn plan(&self) -> Result<DumpPlan> {
         let bin = self.bin_dir.as_deref();
         let version = query(&self.connection, bin, "SELECT VERSION()")?.trim().to_owned();
-        let binlog = query(&self.connection, bin, "SHOW MASTER STATUS")?;
-        let binlog_on = !binlog.trim().is_empty();
+        // Reading the binlog position needs a privilege a backup user may
+        // lack; without it the dump still runs, just without a position.
+        let binlog = query(&self.connection, bin, "SHOW MASTER STATUS");
+        let binlog_on = binlog.as_ref().is_ok_and(|b| !b.trim().is_empty());
         let databases = if !self.databases.is_empty() {
             self.databases.clone()
         } else if let Some(db) = &self.connection.database {
@@ -109,11 +111,16 @@ impl MysqlSource {
                 if binlog_on { "on" } else { "off" }.to_owned(),
             ),
         ];
-        if !binlog_on {
-            facts.push((
+        match &binlog {
+            Ok(_) if !binlog_on => facts.push((
                 "mysql.binlog_note".to_owned(),
                 "binary log off on the server: no position to replay from".to_owned(),
-            ));
+            )),
+            Err(e) => facts.push((
+                "mysql.binlog_note".to_owned(),
+                format!("binary log status unreadable: {e}"),
+            )),
+            Ok(_) => {}
         }
         let mut commands = Vec::with_capacity(databases.len());
         for db in databases {
