@@ -14,7 +14,6 @@ fn config_env(body: &str) -> (Env, String) {
 #[test]
 fn the_repository_and_its_password_come_from_the_config_file() {
     let env = Env::new();
-    env.init();
     let data = env.path("etc");
     std::fs::create_dir_all(data.join("nginx")).unwrap();
     std::fs::write(data.join("nginx/site.conf"), "server {}\n").unwrap();
@@ -33,15 +32,19 @@ fn the_repository_and_its_password_come_from_the_config_file() {
     )
     .unwrap();
     // No NFREPO_REPOSITORY, no NFREPO_PASSWORD: only NFREPO_CONFIG.
-    let out = env
-        .cmd()
-        .env_remove("NFREPO_REPOSITORY")
-        .env_remove("NFREPO_PASSWORD")
-        .env("NFREPO_CONFIG", &config)
-        .args(["snapshot", "--source", "etc"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let from_config = |args: &[&str]| {
+        let out = env
+            .cmd()
+            .env_remove("NFREPO_REPOSITORY")
+            .env_remove("NFREPO_PASSWORD")
+            .env("NFREPO_CONFIG", &config)
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", describe(&out));
+    };
+    from_config(&["init", "--kdf-memory-kib", "64", "--kdf-iterations", "1"]);
+    from_config(&["snapshot", "--source", "etc"]);
     let listing = env.ok(&["ls", "-R", "etc@latest"]);
     assert!(listing.contains("site.conf"), "{listing}");
     assert!(!listing.contains(".bak"), "excluded file was backed up:\n{listing}");

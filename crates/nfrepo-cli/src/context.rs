@@ -62,6 +62,12 @@ pub fn password(global: &GlobalArgs) -> Result<Password, Failure> {
     prompt("repository password: ")
 }
 
+/// Whether the configuration file supplies the repository password (for
+/// `init`, which otherwise asks for a new one).
+pub fn has_configured_password(global: &GlobalArgs) -> Result<bool, Failure> {
+    Ok(configured_repository(global)?.is_some_and(|r| r.password_env.is_some() || r.password_file.is_some()))
+}
+
 /// The new password for `init`, `key add` and `key passwd`.
 pub fn new_password(file: Option<&Path>, env: &str) -> Result<Password, Failure> {
     if let Some(path) = file {
