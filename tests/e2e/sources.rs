@@ -199,3 +199,44 @@ fn config_errors_are_one_line_and_never_quote_secrets() {
         "UNKNOWN_SOURCE",
     );
 }
+
+/// A stand-in `redis-cli` that answers INFO, then streams part of an RDB
+/// and dies the way `$1` says.
+fn fake_redis_cli(dir: &std::path::Path, ending: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let script = dir.join("redis-cli");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncase \"$*\" in\n*INFO*) echo redis_version:7.0.0 ;;\n*--version*) echo redis-cli 7.0.0 ;;\n\
+             *--rdb*) head -c 3000000 /dev/urandom; {ending} ;;\nesac\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn a_dump_that_dies_mid_stream_commits_nothing() {
+    for ending in ["exit 1", "kill -9 $$"] {
+        let (env, config) = config_env("");
+        let bin = env.path("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        fake_redis_cli(&bin, ending);
+        std::fs::write(
+            env.path("nfrepo.toml"),
+            format!(
+                "[sources.cache]\nkind = \"redis\"\nconnection = \"redis://127.0.0.1:1\"\nbin_dir = \"{}\"\n",
+                bin.display()
+            ),
+        )
+        .unwrap();
+        let stderr = env.fails(
+            &["--config", &config, "snapshot", "--source", "cache"],
+            10,
+            "BACKUP_FAILED/SOURCE_COMMAND_FAILED",
+        );
+        assert!(stderr.contains("dump of dump.rdb failed"), "{ending}: {stderr}");
+        assert_eq!(env.snapshot_count(), 0, "{ending}: a failed dump was committed");
+    }
+}
