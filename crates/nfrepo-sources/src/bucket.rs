@@ -34,6 +34,8 @@ pub const CONTENT_TYPE_XATTR: &str = "user.s3.content_type";
 
 /// Object chunks buffered between the async reader and the chunker.
 const CHANNEL_CHUNKS: usize = 8;
+/// Objects fetched ahead of the one being chunked.
+const READ_AHEAD: usize = 8;
 
 /// The result of backing up a bucket.
 #[derive(Debug)]
@@ -171,6 +173,10 @@ impl Walk<'_> {
                 },
             });
         }
+        // Objects to read, in order; up to READ_AHEAD of them are fetched
+        // ahead while earlier ones are chunked, so many small objects are
+        // not bound by one request's latency each.
+        let mut files: Vec<(&[u8], &Object, Option<&Node>)> = Vec::with_capacity(dir.files.len());
         for (name, object) in &dir.files {
             if dir.dirs.contains_key(name) {
                 let message = format!(
@@ -182,43 +188,53 @@ impl Walk<'_> {
                 continue;
             }
             let old = parent.as_ref().and_then(|t| t.find(name));
-            nodes.push(self.object_node(name, object, old)?);
+            files.push((name.as_slice(), object, old.filter(|old| unchanged(old, object))));
+        }
+        let needed: Vec<&Object> = files
+            .iter()
+            .filter(|(_, _, old)| old.is_none())
+            .map(|(_, o, _)| *o)
+            .collect();
+        let mut to_fetch = needed.into_iter();
+        let mut fetching: std::collections::VecDeque<Fetch> = std::collections::VecDeque::new();
+        for (name, object, old) in files {
+            self.details.files += 1;
+            self.details.bytes += object.size;
+            if let Some(old) = old {
+                self.details.files_unchanged += 1;
+                nodes.push(Node {
+                    name: name.to_vec(),
+                    kind: old.kind.clone(),
+                    meta: old.meta.clone(),
+                });
+                continue;
+            }
+            while fetching.len() < READ_AHEAD
+                && let Some(next) = to_fetch.next()
+            {
+                fetching.push_back(self.fetch(&next.key));
+            }
+            let fetch = fetching
+                .pop_front()
+                .ok_or_else(|| Error::Invalid(format!("{}: read-ahead out of step", object.key)))?;
+            nodes.push(self.object_node(name, object, fetch)?);
         }
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(self.session.store_tree(&Tree { nodes })?)
     }
 
-    fn object_node(&mut self, name: &[u8], object: &Object, old: Option<&Node>) -> Result<Node> {
-        self.details.files += 1;
-        self.details.bytes += object.size;
-        if let Some(old) = old
-            && let NodeKind::File { size, .. } = &old.kind
-            && *size == object.size
-            && old.meta.mtime_ns == object.mtime_ns
-            && !object.etag.is_empty()
-            && xattr(old, ETAG_XATTR).as_deref() == Some(object.etag.as_str())
-        {
-            self.details.files_unchanged += 1;
-            return Ok(Node {
-                name: name.to_vec(),
-                kind: old.kind.clone(),
-                meta: old.meta.clone(),
-            });
-        }
-        let stat = self
-            .handle
-            .block_on(self.operator.stat(&object.key))
-            .map_err(|e| storage_error(&format!("reading {}", object.key), &e))?;
-        let content_type = stat.content_type().unwrap_or_default().to_owned();
-        let stored = self
-            .session
-            .store_stream(self.open(&object.key), true)
-            .map_err(|e| match e {
-                nfrepo_engine::Error::Source { source, .. } => {
-                    Error::CommandFailed(format!("reading {}: {source}", object.key))
-                }
-                other => other.into(),
-            })?;
+    fn object_node(&mut self, name: &[u8], object: &Object, fetch: Fetch) -> Result<Node> {
+        let content_type = fetch
+            .content_type
+            .blocking_recv()
+            .map_err(|_| Error::CommandFailed(format!("reading {}: the fetch task ended", object.key)))?
+            .map_err(|e| Error::CommandFailed(format!("reading {}: {e}", object.key)))?;
+        let stored = self.session.store_stream(fetch.reader, true).map_err(|e| match e {
+            nfrepo_engine::Error::Source { source, .. } => {
+                Error::CommandFailed(format!("reading {}: {source}", object.key))
+            }
+            other => other.into(),
+        })?;
         let mut xattrs = vec![Xattr {
             name: ETAG_XATTR.as_bytes().to_vec(),
             value: object.etag.as_bytes().to_vec(),
@@ -247,12 +263,23 @@ impl Walk<'_> {
         })
     }
 
-    /// A blocking reader over the object, fed by an async task.
-    fn open(&self, key: &str) -> ChannelReader {
+    /// Starts fetching an object: its content type (a HEAD, since listings
+    /// lack it) and then its bytes, into a bounded channel.
+    fn fetch(&self, key: &str) -> Fetch {
         let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(CHANNEL_CHUNKS);
+        let (type_tx, type_rx) = tokio::sync::oneshot::channel();
         let operator = self.operator.clone();
         let key = key.to_owned();
         self.handle.spawn(async move {
+            match operator.stat(&key).await {
+                Ok(meta) => {
+                    let _ = type_tx.send(Ok(meta.content_type().unwrap_or_default().to_owned()));
+                }
+                Err(e) => {
+                    let _ = type_tx.send(Err(e.to_string()));
+                    return;
+                }
+            }
             let stream = match operator.reader(&key).await {
                 Ok(reader) => reader.into_bytes_stream(..).await,
                 Err(e) => Err(e),
@@ -270,11 +297,28 @@ impl Walk<'_> {
                 }
             }
         });
-        ChannelReader {
-            rx,
-            current: Bytes::new(),
+        Fetch {
+            content_type: type_rx,
+            reader: ChannelReader {
+                rx,
+                current: Bytes::new(),
+            },
         }
     }
+}
+
+/// An object being fetched ahead of its turn.
+struct Fetch {
+    content_type: tokio::sync::oneshot::Receiver<std::result::Result<String, String>>,
+    reader: ChannelReader,
+}
+
+/// Whether the parent snapshot's node is still this object.
+fn unchanged(old: &Node, object: &Object) -> bool {
+    matches!(&old.kind, NodeKind::File { size, .. } if *size == object.size)
+        && old.meta.mtime_ns == object.mtime_ns
+        && !object.etag.is_empty()
+        && xattr(old, ETAG_XATTR).as_deref() == Some(object.etag.as_str())
 }
 
 struct ChannelReader {
