@@ -56,6 +56,16 @@ fn postgres_source_snapshots_incrementally_and_restores_one_database() {
     let added = second["summary"]["bytes_added_raw"].as_u64().unwrap();
     assert!(added < dump_bytes / 10, "incremental added {added} of {dump_bytes}");
 
+    // Every database back under its own name: they exist and hold tables,
+    // so the whole restore is refused before anything is written.
+    let before = table_digest(&db);
+    env.fails(
+        &["restore", "pg@latest", "--into", &postgres_url()],
+        14,
+        "RESTORE_CONFLICT",
+    );
+    assert_eq!(table_digest(&db), before);
+
     // Several databases and a URL naming one: --database must pick.
     let fresh = unique("nf_dst");
     let into = format!("{}/{fresh}", postgres_url());
