@@ -15,6 +15,10 @@
 # The tests see the S3 server through:
 #   NFREPO_TEST_S3_ENDPOINT=http://127.0.0.1:18333  NFREPO_TEST_S3_BUCKET=nfrepo-test
 #   NFREPO_TEST_S3_ACCESS_KEY=nfrepo-test           NFREPO_TEST_S3_SECRET_KEY=nfrepo-test-secret
+# and the database servers (scripts/start-{mariadb,postgres,redis}.sh) through:
+#   NFREPO_TEST_MYSQL_URL=mysql://root@127.0.0.1:13306
+#   NFREPO_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:15432
+#   NFREPO_TEST_REDIS_URL=redis://127.0.0.1:16379   NFREPO_TEST_REDIS_DIR=<its data directory>
 set -euo pipefail
 
 # shellcheck source=scripts/lib/common.sh
@@ -22,7 +26,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 cd "$NFREPO_ROOT"
 
 # Debian packages the tests need. Keep this short: every entry costs CI time.
-TEST_APT_PACKAGES=()
+TEST_APT_PACKAGES=(mariadb-server mariadb-client redis-server redis-tools)
 
 S3_ENDPOINT=http://127.0.0.1:18333
 S3_BUCKET=nfrepo-test
@@ -31,6 +35,9 @@ S3_SECRET_KEY=nfrepo-test-secret
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/nfrepo-test.XXXXXX")"
 WEED_PID=""
+MARIADB_PID=""
+REDIS_PID=""
+POSTGRES_STARTED=0
 STEP_NAMES=()
 STEP_TIMES=()
 T0="$(now_ns)"
@@ -60,12 +67,30 @@ cleanup() {
 	if [[ -n "$WEED_PID" ]]; then
 		stop_pid "$WEED_PID" SeaweedFS
 	fi
+	stop_database_servers
 	if ((rc != 0)) && [[ -f "$WORK/seaweedfs/weed.log" ]]; then
 		log "SeaweedFS log kept at $WORK/seaweedfs/weed.log"
 	else
 		rm -rf "$WORK"
 	fi
 	exit "$rc"
+}
+# shellcheck disable=SC2317 # invoked by cleanup and at the end
+stop_database_servers() {
+	if [[ -n "$MARIADB_PID" ]]; then
+		stop_pid "$MARIADB_PID" MariaDB
+		MARIADB_PID=""
+	fi
+	if [[ -n "$REDIS_PID" ]]; then
+		stop_pid "$REDIS_PID" Redis
+		REDIS_PID=""
+	fi
+	if ((POSTGRES_STARTED)); then
+		local as_postgres=()
+		((EUID == 0)) && as_postgres=(runuser -u postgres --)
+		"${as_postgres[@]}" /usr/lib/postgresql/15/bin/pg_ctl -D "$WORK/postgres/data" -m fast stop >&2 || true
+		POSTGRES_STARTED=0
+	fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT
@@ -106,6 +131,17 @@ start_servers() {
 	export NFREPO_TEST_S3_BUCKET="$S3_BUCKET"
 	export NFREPO_TEST_S3_ACCESS_KEY="$S3_ACCESS_KEY"
 	export NFREPO_TEST_S3_SECRET_KEY="$S3_SECRET_KEY"
+
+	MARIADB_PID="$(bash scripts/start-mariadb.sh "$WORK/mariadb")"
+	REDIS_PID="$(bash scripts/start-redis.sh "$WORK/redis")"
+	# PostgreSQL runs as user postgres, who must be able to reach its directory.
+	chmod 755 "$WORK"
+	bash scripts/start-postgres.sh "$WORK/postgres" >/dev/null
+	POSTGRES_STARTED=1
+	export NFREPO_TEST_MYSQL_URL=mysql://root@127.0.0.1:13306
+	export NFREPO_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:15432
+	export NFREPO_TEST_REDIS_URL=redis://127.0.0.1:16379
+	export NFREPO_TEST_REDIS_DIR="$WORK/redis"
 }
 
 # Data-heavy tests (multi-MiB backups, restores, fault injection over whole
@@ -141,6 +177,9 @@ fi
 if [[ -n "$WEED_PID" ]]; then
 	stop_pid "$WEED_PID" SeaweedFS
 	WEED_PID=""
+MARIADB_PID=""
+REDIS_PID=""
+POSTGRES_STARTED=0
 fi
 print_durations
 # Totals over every `test result:` line of cargo test (unit, integration, doc tests).

@@ -13,11 +13,18 @@
 )]
 
 mod harness;
+mod servers;
 
+mod bucket;
 mod crash;
 mod dedup;
 mod errors;
 mod files;
 mod keys;
+mod mysql;
+mod postgres;
+mod redis;
+mod rollback;
 mod s3;
+mod sources;
 mod streams;

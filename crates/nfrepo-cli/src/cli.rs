@@ -23,6 +23,9 @@ pub struct GlobalArgs {
     /// Read the password from this file (else NFREPO_PASSWORD, else a prompt on a TTY).
     #[arg(long, env = "NFREPO_PASSWORD_FILE", global = true)]
     pub password_file: Option<PathBuf>,
+    /// The configuration file (else /etc/nfrepo/nfrepo.toml, else ~/.config/nfrepo/nfrepo.toml).
+    #[arg(long, env = "NFREPO_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
     /// Machine-readable output on stdout.
     #[arg(long, global = true)]
     pub json: bool,
@@ -61,6 +64,10 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Show what changed between two snapshots.
     Diff(DiffArgs),
+    /// Print crontab lines that run the configured sources on their schedules.
+    Cron(CronArgs),
+    /// Put a file source's live files back as an earlier snapshot had them.
+    Rollback(RollbackArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -132,9 +139,12 @@ impl ProfileArg {
 
 #[derive(Debug, Args)]
 pub struct SnapshotArgs {
-    /// Paths to back up.
-    #[arg(required_unless_present_any = ["stdin", "command"], conflicts_with_all = ["stdin", "command"])]
+    /// Paths to back up (none with --source NAME: run the configured source NAME).
+    #[arg(required_unless_present_any = ["stdin", "command", "source", "all"], conflicts_with_all = ["stdin", "command"])]
     pub paths: Vec<PathBuf>,
+    /// Run every source of the configuration once; failures don't stop the others.
+    #[arg(long, conflicts_with_all = ["stdin", "command", "paths", "source", "name"])]
+    pub all: bool,
     /// Back up standard input as one file named --name.
     #[arg(long, requires = "name")]
     pub stdin: bool,
@@ -207,8 +217,18 @@ pub struct RestoreArgs {
     #[arg(value_name = "SNAPSHOT[:PATH]")]
     pub spec: String,
     /// Directory to restore into (created if missing).
-    #[arg(long, short = 't')]
-    pub target: PathBuf,
+    #[arg(long, short = 't', required_unless_present = "into", conflicts_with = "into")]
+    pub target: Option<PathBuf>,
+    /// Load a database dump into a server: mysql://user@host:port/db or postgres://user@host:port/db
+    /// (password from MYSQL_PWD / PGPASSWORD).
+    #[arg(long, value_name = "URL")]
+    pub into: Option<String>,
+    /// With --into: the database of a multi-database snapshot to restore.
+    #[arg(long, requires = "into")]
+    pub database: Option<String>,
+    /// With --into: replace a target database that is not empty (otherwise: RESTORE_CONFLICT).
+    #[arg(long, requires = "into")]
+    pub force: bool,
     /// Restore only paths matching this glob (repeatable; matched against the path in the snapshot).
     #[arg(long)]
     pub include: Vec<String>,
@@ -221,6 +241,25 @@ pub struct RestoreArgs {
     /// Replace existing files that differ (otherwise: RESTORE_CONFLICT).
     #[arg(long)]
     pub overwrite: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The source to roll back.
+    pub source: String,
+    /// The snapshot to go back to (default: the one before the latest).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Roll back even if the live files changed since the latest snapshot.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CronArgs {
+    /// The nfrepo binary the lines run (default: this one).
+    #[arg(long)]
+    pub binary: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -2,11 +2,15 @@
 //! calls the engine, and renders the result.
 
 mod browse;
+mod cron;
 mod init;
 mod key;
 mod restore;
+mod restore_into;
+mod rollback;
 mod snapshot;
 mod snapshots;
+mod source;
 
 use crate::cli::{Cli, Command};
 use crate::failure::Failure;
@@ -23,5 +27,7 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
         Command::Cat(args) => browse::cat(global, args).await,
         Command::Diff(args) => browse::diff(global, args).await,
         Command::Restore(args) => restore::run(global, args).await,
+        Command::Cron(args) => cron::run(global, args),
+        Command::Rollback(args) => rollback::run(global, args).await,
     }
 }

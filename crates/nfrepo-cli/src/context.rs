@@ -16,14 +16,24 @@ pub type Password = Zeroizing<Vec<u8>>;
 /// The storage with transient errors retried; keeps the retry count for reports.
 pub type RetryingStore = Arc<RetryStore<Arc<dyn Store>>>;
 
-/// Opens the storage named by `--repo` / `NFREPO_REPOSITORY`, retrying
-/// transient errors with backoff.
+/// The `[repository]` of the configuration file, consulted only when
+/// `--repo` / `NFREPO_REPOSITORY` is absent.
+fn configured_repository(global: &GlobalArgs) -> Result<Option<crate::config::RepositoryConfig>, Failure> {
+    if global.repo.is_some() {
+        return Ok(None);
+    }
+    Ok(crate::config::load(global.config.as_deref())?.and_then(|c| c.repository))
+}
+
+/// Opens the storage named by `--repo` / `NFREPO_REPOSITORY` (else by the
+/// configuration file), retrying transient errors with backoff.
 pub fn open_store(global: &GlobalArgs, during: Operation) -> Result<RetryingStore, Failure> {
-    let Some(location) = global.repo.as_deref() else {
+    let configured = configured_repository(global)?;
+    let Some(location) = global.repo.as_deref().or(configured.as_ref().map(|r| r.url.as_str())) else {
         return Err(Failure::new(
             ErrorCode::BackupNotFound,
             Some("NO_REPOSITORY"),
-            "no repository given: use --repo or set NFREPO_REPOSITORY",
+            "no repository given: use --repo, set NFREPO_REPOSITORY, or declare [repository] in nfrepo.toml",
         ));
     };
     let url = StoreUrl::parse(location).map_err(|e| Failure::store(&e, during))?;
@@ -43,7 +53,19 @@ pub fn password(global: &GlobalArgs) -> Result<Password, Failure> {
     if let Ok(value) = std::env::var("NFREPO_PASSWORD") {
         return Ok(Zeroizing::new(value.into_bytes()));
     }
+    if let Some(repository) = configured_repository(global)?
+        && let Some(secret) =
+            crate::config::read_secret(repository.password_env.as_deref(), repository.password_file.as_deref())?
+    {
+        return Ok(Zeroizing::new(secret.expose().as_bytes().to_vec()));
+    }
     prompt("repository password: ")
+}
+
+/// Whether the configuration file supplies the repository password (for
+/// `init`, which otherwise asks for a new one).
+pub fn has_configured_password(global: &GlobalArgs) -> Result<bool, Failure> {
+    Ok(configured_repository(global)?.is_some_and(|r| r.password_env.is_some() || r.password_file.is_some()))
 }
 
 /// The new password for `init`, `key add` and `key passwd`.

@@ -12,6 +12,7 @@
 
 mod cli;
 mod commands;
+mod config;
 mod context;
 mod failure;
 mod render;

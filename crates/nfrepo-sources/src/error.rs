@@ -35,6 +35,18 @@ pub enum Error {
     /// Bad arguments.
     #[error("{0}")]
     Invalid(String),
+    /// A restore target (a database) already holds data.
+    #[error("{0}: refusing to overwrite it (use --force to replace it)")]
+    TargetNotEmpty(String),
+    /// Live files no longer match the latest snapshot: a rollback would lose those edits.
+    #[error("live files changed since the latest snapshot: {} (use --force to roll back anyway)", .0.join(", "))]
+    LiveFilesChanged(Vec<String>),
+    /// A rollback could not be completed; its changes were undone.
+    #[error("rollback failed: {0}")]
+    RollbackFailed(String),
+    /// The client a restore pipes into (`mysql`, `psql`) failed.
+    #[error("{0}")]
+    RestoreCommandFailed(String),
 }
 
 impl Error {
@@ -44,7 +56,10 @@ impl Error {
         match self {
             Self::Engine(e) => e.code(during),
             Self::CommandFailed(_) => ErrorCode::BackupFailed,
-            Self::Conflict(_) => ErrorCode::RestoreConflict,
+            Self::Conflict(_) | Self::TargetNotEmpty(_) => ErrorCode::RestoreConflict,
+            Self::RestoreCommandFailed(_) => ErrorCode::RestoreFailed,
+            Self::LiveFilesChanged(_) => ErrorCode::RestoreConflict,
+            Self::RollbackFailed(_) => ErrorCode::RollbackFailed,
             Self::ContentMismatch(_) => ErrorCode::BackupCorrupted,
             Self::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
                 ErrorCode::PermissionDenied
@@ -63,6 +78,9 @@ impl Error {
         match self {
             Self::Engine(e) => e.detail_code(),
             Self::CommandFailed(_) => Some("SOURCE_COMMAND_FAILED"),
+            Self::TargetNotEmpty(_) => Some("TARGET_NOT_EMPTY"),
+            Self::LiveFilesChanged(_) => Some("LIVE_FILES_CHANGED"),
+            Self::RestoreCommandFailed(_) => Some("TARGET_COMMAND_FAILED"),
             _ => None,
         }
     }

@@ -32,8 +32,58 @@ pub struct FilesOutcome {
     pub warnings: Vec<String>,
 }
 
+/// Which entries of the walked paths are kept.
+///
+/// Patterns are globs matched against the entry's absolute path (`*` also
+/// matches `/`). An excluded directory is not descended into; with include
+/// patterns, only files, links and devices matching one are kept, while
+/// directories are always walked.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct FilesOptions {
+    /// Keep only non-directory entries matching one of these.
+    pub include: Vec<String>,
+    /// Leave out entries matching one of these.
+    pub exclude: Vec<String>,
+}
+
+struct Filter {
+    include: Option<globset::GlobSet>,
+    exclude: Option<globset::GlobSet>,
+}
+
+impl Filter {
+    fn new(options: &FilesOptions) -> Result<Self> {
+        let set = |patterns: &[String]| -> Result<Option<globset::GlobSet>> {
+            if patterns.is_empty() {
+                return Ok(None);
+            }
+            let mut builder = globset::GlobSetBuilder::new();
+            for pattern in patterns {
+                builder.add(
+                    globset::Glob::new(pattern).map_err(|e| Error::Invalid(format!("bad glob {pattern:?}: {e}")))?,
+                );
+            }
+            builder.build().map(Some).map_err(|e| Error::Invalid(e.to_string()))
+        };
+        Ok(Self {
+            include: set(&options.include)?,
+            exclude: set(&options.exclude)?,
+        })
+    }
+
+    fn keeps(&self, path: &Path, is_dir: bool) -> bool {
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        if self.exclude.as_ref().is_some_and(|set| set.is_match(&absolute)) {
+            return false;
+        }
+        is_dir || self.include.as_ref().is_none_or(|set| set.is_match(&absolute))
+    }
+}
+
 struct Walk<'a> {
     session: &'a BackupSession,
+    filter: Filter,
     names: Names,
     details: CommitDetails,
     warnings: Vec<String>,
@@ -45,8 +95,33 @@ struct Walk<'a> {
 /// [`Error::Invalid`] if two paths share a last component or a path has
 /// none; engine errors (storage, pipeline) abort the walk.
 pub fn backup_files(session: &BackupSession, paths: &[PathBuf]) -> Result<FilesOutcome> {
+    backup_files_with(session, paths, &FilesOptions::default())
+}
+
+/// [`backup_files`], keeping only the entries `options` selects.
+///
+/// # Errors
+/// As [`backup_files`]; [`Error::Invalid`] for a bad glob.
+pub fn backup_files_with(session: &BackupSession, paths: &[PathBuf], options: &FilesOptions) -> Result<FilesOutcome> {
+    let (nodes, details, warnings) = walk_nodes(session, paths, options)?;
+    let root = session.store_tree(&Tree { nodes })?;
+    Ok(FilesOutcome {
+        root,
+        details,
+        warnings,
+    })
+}
+
+/// Walks `paths` into the sorted top-level nodes of a root tree, without
+/// storing that root, so a source can add nodes of its own beside them.
+pub(crate) fn walk_nodes(
+    session: &BackupSession,
+    paths: &[PathBuf],
+    options: &FilesOptions,
+) -> Result<(Vec<Node>, CommitDetails, Vec<String>)> {
     let mut walk = Walk {
         session,
+        filter: Filter::new(options)?,
         names: Names::default(),
         details: CommitDetails::default(),
         warnings: Vec::new(),
@@ -70,12 +145,7 @@ pub fn backup_files(session: &BackupSession, paths: &[PathBuf]) -> Result<FilesO
             "two paths have the same last component {name:?}"
         )));
     }
-    let root = session.store_tree(&Tree { nodes })?;
-    Ok(FilesOutcome {
-        root,
-        details: walk.details,
-        warnings: walk.warnings,
-    })
+    Ok((nodes, walk.details, walk.warnings))
 }
 
 fn top_level_name(path: &Path) -> Result<Vec<u8>> {
@@ -114,8 +184,11 @@ impl Walk<'_> {
                 return Ok(None);
             }
         };
-        let meta = meta::capture(path, &stat, &mut self.names, &mut self.warnings);
         let file_type = stat.file_type();
+        if !self.filter.keeps(path, file_type.is_dir()) {
+            return Ok(None);
+        }
+        let meta = meta::capture(path, &stat, &mut self.names, &mut self.warnings);
         let kind = if file_type.is_dir() {
             self.details.dirs += 1;
             match self.dir(path, parent)? {

@@ -9,6 +9,13 @@
 //! [`restore`] writes a snapshot or part of it into a directory and
 //! [`write_content`] streams one file out.
 //!
+//! Database and Redis sources ([`MysqlSource`], [`PostgresSource`],
+//! [`RedisSource`]) ask their server what to dump and return a
+//! [`DumpPlan`]; [`backup_dumps`] runs it, streaming every dump into the
+//! snapshot. [`restore_databases`] pipes a dump back into `mysql` or `psql`.
+//! [`backup_bucket`] and [`restore_bucket`] read and write S3 objects, and
+//! [`rollback`] puts a file source's live files back in place.
+//!
 //! This crate does **not** write repository objects (only the engine does)
 //! and does not parse command lines.
 //!
@@ -33,13 +40,34 @@
 #![deny(clippy::unwrap_used)]
 #![warn(clippy::expect_used)]
 
+mod bucket;
+mod connection;
+mod database;
+mod dump;
 mod error;
 mod files;
 mod meta;
+mod mysql;
+mod postgres;
+mod redis;
 mod restore;
+mod rollback;
+mod secret;
 mod stream;
 
+pub use bucket::{
+    BucketOutcome, BucketRestoreOptions, BucketRestoreReport, CONTENT_TYPE_XATTR, ETAG_XATTR, backup_bucket,
+    restore_bucket,
+};
+pub use connection::Connection;
+pub use database::{DatabaseRestoreReport, DatabaseTarget, restore_databases};
+pub use dump::{DumpCommand, DumpOutcome, DumpPlan, HeadFacts, backup_dumps};
 pub use error::{Error, Result};
-pub use files::{FilesOutcome, backup_files};
+pub use files::{FilesOptions, FilesOutcome, backup_files, backup_files_with};
+pub use mysql::{MysqlSource, MysqlTarget};
+pub use postgres::{GLOBALS_STREAM, PostgresSource, PostgresTarget};
+pub use redis::{RDB_STREAM, RedisSource};
 pub use restore::{RestoreOptions, RestoreReport, restore, write_content};
+pub use rollback::{RollbackReport, rollback};
+pub use secret::Secret;
 pub use stream::{StreamOutcome, backup_command, backup_reader, redact_argv};

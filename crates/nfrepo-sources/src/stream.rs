@@ -25,7 +25,7 @@ pub struct StreamOutcome {
 }
 
 /// A stream becomes one entry of the root tree, so its name must be a plain file name.
-fn check_stream_name(name: &str) -> Result<()> {
+pub(crate) fn check_stream_name(name: &str) -> Result<()> {
     if name.is_empty() || name.contains(['/', '\0']) || name == "." || name == ".." {
         return Err(Error::Invalid(format!(
             "stream name {name:?} must be a plain file name"
@@ -34,7 +34,7 @@ fn check_stream_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-fn stream_node(name: &str, stored: &StoredContent) -> Result<Node> {
+pub(crate) fn stream_node(name: &str, stored: &StoredContent) -> Result<Node> {
     check_stream_name(name)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -78,7 +78,7 @@ pub fn backup_reader(session: &BackupSession, name: &str, reader: impl Read) -> 
     Ok(StreamOutcome { root, details, stored })
 }
 
-fn digests(stored: &StoredContent) -> Vec<(String, String)> {
+pub(crate) fn digests(stored: &StoredContent) -> Vec<(String, String)> {
     let mut extra = vec![("stream.blake3".to_owned(), hex(&stored.blake3))];
     if let Some(sha) = stored.sha256 {
         extra.push(("stream.sha256".to_owned(), hex(&sha)));
@@ -86,7 +86,7 @@ fn digests(stored: &StoredContent) -> Vec<(String, String)> {
     extra
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
         let _ = write!(s, "{b:02x}");
@@ -159,7 +159,7 @@ pub fn backup_command(session: &BackupSession, name: &str, argv: &[String]) -> R
 }
 
 /// Copies the child's stderr to ours and returns its last non-empty line.
-fn forward_stderr(stderr: Option<std::process::ChildStderr>) -> String {
+pub(crate) fn forward_stderr(stderr: Option<std::process::ChildStderr>) -> String {
     use std::io::{BufRead, BufReader, Write};
     let Some(stderr) = stderr else {
         return String::new();

@@ -59,6 +59,27 @@ pub fn open(url: &StoreUrl, creds: &Credentials) -> Result<Arc<dyn Store>> {
     })
 }
 
+/// A raw OpenDAL operator on an S3 bucket and prefix, for reading or
+/// writing arbitrary objects (bucket sources and restores), not repository
+/// objects. Credentials as for [`open`].
+///
+/// # Errors
+/// [`ErrorKind::InvalidUrl`] for a URL that is not `s3://`;
+/// [`ErrorKind::Credentials`] without credentials; [`ErrorKind::Other`] if
+/// OpenDAL rejects the configuration.
+pub fn s3_bucket_operator(url: &StoreUrl, creds: &Credentials) -> Result<Operator> {
+    match url {
+        StoreUrl::S3 {
+            bucket,
+            prefix,
+            endpoint,
+            region,
+        } => s3_operator(bucket, prefix, endpoint.as_deref(), region.as_deref(), creds)
+            .map_err(|e| e.with_location(url.to_string())),
+        _ => Err(Error::new(ErrorKind::InvalidUrl, format!("{url} is not an s3:// URL"))),
+    }
+}
+
 fn s3_operator(
     bucket: &str,
     prefix: &str,

@@ -52,7 +52,7 @@ mod memory;
 mod retry;
 mod store;
 
-pub use backend::{DEFAULT_S3_REGION, OpendalStore, open};
+pub use backend::{DEFAULT_S3_REGION, OpendalStore, open, s3_bucket_operator};
 pub use credentials::{Credentials, NFREPO_ACCESS_KEY_ID, NFREPO_CREDENTIALS_FILE, NFREPO_SECRET_ACCESS_KEY};
 pub use error::{Error, ErrorKind, Result};
 pub use fault::{Fault, FaultOp, FaultRule, FaultStore};

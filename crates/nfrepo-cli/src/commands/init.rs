@@ -19,7 +19,7 @@ pub fn kdf(args: &KdfArgs) -> KdfParams {
 pub async fn run(global: &GlobalArgs, args: InitArgs) -> Result<i32, Failure> {
     let store = context::open_store(global, Operation::Backup)?;
     let password = match (&global.password_file, std::env::var("NFREPO_PASSWORD")) {
-        (None, Err(_)) => context::new_password(None, "NFREPO_PASSWORD")?,
+        (None, Err(_)) if !context::has_configured_password(global)? => context::new_password(None, "NFREPO_PASSWORD")?,
         _ => context::password(global)?,
     };
     let mut options = InitOptions::default();

@@ -9,6 +9,16 @@ use crate::failure::Failure;
 use crate::{context, render};
 
 pub async fn run(global: &GlobalArgs, args: RestoreArgs) -> Result<i32, Failure> {
+    if let Some(into) = args.into.clone() {
+        return crate::commands::restore_into::run(global, args, &into).await;
+    }
+    let Some(target) = args.target.clone() else {
+        return Err(Failure::new(
+            nfrepo_engine::ErrorCode::RestoreFailed,
+            Some("INVALID_ARGUMENT"),
+            "give --target DIR or --into URL",
+        ));
+    };
     let (snapshot_spec, path) = context::split_spec(&args.spec);
     let (reader, snapshot) = open_snapshot(global, snapshot_spec, Operation::Restore).await?;
     let mut options = RestoreOptions::default();
@@ -17,7 +27,7 @@ pub async fn run(global: &GlobalArgs, args: RestoreArgs) -> Result<i32, Failure>
     options.verify = args.verify;
     options.overwrite = args.overwrite;
     let started = std::time::Instant::now();
-    let report = nfrepo_sources::restore(&reader, &snapshot, path, &args.target, &options)
+    let report = nfrepo_sources::restore(&reader, &snapshot, path, &target, &options)
         .await
         .map_err(|e| Failure::sources(&e, Operation::Restore))?;
     let secs = started.elapsed().as_secs_f64();
@@ -26,7 +36,7 @@ pub async fn run(global: &GlobalArgs, args: RestoreArgs) -> Result<i32, Failure>
             "{}",
             serde_json::json!({
                 "snapshot_id": snapshot.id.to_hex(),
-                "target": args.target.display().to_string(),
+                "target": target.display().to_string(),
                 "files": report.files, "files_unchanged": report.files_unchanged, "dirs": report.dirs,
                 "others": report.others, "bytes": report.bytes, "verified": report.verified,
                 "warnings": report.warnings, "duration_ms": (secs * 1000.0) as u64,
@@ -44,9 +54,17 @@ pub async fn run(global: &GlobalArgs, args: RestoreArgs) -> Result<i32, Failure>
             report.files_unchanged,
             report.dirs,
             render::bytes(report.bytes),
-            args.target.display(),
+            target.display(),
             if options_verified(&report) { ", verified" } else { "" },
         );
+        if snapshot.snapshot.source_kind == "redis" {
+            println!(
+                "to bring Redis back: stop redis-server, copy {rdb} (and appendonlydir/, if the server runs with \
+                 appendonly yes) from {dir} into its data directory (or point its `dir` at {dir}), then start it again",
+                rdb = nfrepo_sources::RDB_STREAM,
+                dir = target.display(),
+            );
+        }
     }
     Ok(0)
 }

@@ -79,6 +79,9 @@ fn default_source(mode: &Mode) -> String {
 }
 
 pub async fn run(global: &GlobalArgs, args: SnapshotArgs) -> Result<i32, Failure> {
+    if args.all || (args.paths.is_empty() && !args.stdin && !args.command) {
+        return crate::commands::source::run(global, &args).await;
+    }
     let mode = mode_of(&args)?;
     let tags = parse_tags(&args.tags)?;
     let context::Opened { repo, store, .. } = context::open_repository(global, Operation::Backup).await?;
@@ -160,7 +163,7 @@ pub async fn run(global: &GlobalArgs, args: SnapshotArgs) -> Result<i32, Failure
     Ok(if snapshot.skipped.is_empty() { 0 } else { EXIT_PARTIAL })
 }
 
-fn report(global: &GlobalArgs, id: &SnapshotId, snapshot: &Snapshot, warnings: &[String]) {
+pub fn report(global: &GlobalArgs, id: &SnapshotId, snapshot: &Snapshot, warnings: &[String]) {
     let s = &snapshot.summary;
     if global.json {
         let value = serde_json::json!({

@@ -1,0 +1,200 @@
+//! `nfrepo restore SNAPSHOT --into mysql://…|postgres://…`: a database dump
+//! piped straight back into a server.
+//!
+//! The snapshot must come from a source of the same kind. Its dumps are the
+//! `<database>.sql` files of its root (PostgreSQL's `globals.sql` is not a
+//! database and is left out; `cat` it to replay roles). `--database` picks
+//! one; a URL naming a database restores into that one (under another name,
+//! if need be); otherwise every dump goes into the database of its own name.
+//! Passwords come from the tools' own variables (`MYSQL_PWD`, `PGPASSWORD`).
+//!
+//! `--into s3://bucket/prefix?endpoint=…` writes a bucket snapshot's objects
+//! (all, those under `SNAPSHOT:PREFIX`, or those matching `--include`) at
+//! their keys under that prefix, skipping objects already there, with the
+//! credentials the repository would use (`NFREPO_S3_ACCESS_KEY_ID`…).
+
+use nfrepo_engine::{ErrorCode, Operation};
+use nfrepo_format::{Node, NodeKind};
+use nfrepo_sources::{Connection, DatabaseTarget, GLOBALS_STREAM, MysqlTarget, PostgresTarget};
+
+use crate::cli::{GlobalArgs, RestoreArgs};
+use crate::commands::browse::open_snapshot;
+use crate::context;
+use crate::failure::Failure;
+use crate::render;
+
+fn invalid(message: impl Into<String>) -> Failure {
+    Failure::new(ErrorCode::RestoreFailed, Some("INVALID_ARGUMENT"), message)
+}
+
+pub async fn run(global: &GlobalArgs, args: RestoreArgs, into: &str) -> Result<i32, Failure> {
+    if into.starts_with("s3://") {
+        return run_bucket(global, args, into).await;
+    }
+    let connection = Connection::parse(into).map_err(|e| invalid(e.to_string()))?;
+    let (snapshot_spec, path) = context::split_spec(&args.spec);
+    let (reader, snapshot) = open_snapshot(global, snapshot_spec, Operation::Restore).await?;
+    let kind = snapshot.snapshot.source_kind.as_str();
+    if kind != connection.scheme {
+        return Err(Failure::new(
+            ErrorCode::RestoreFailed,
+            Some("WRONG_SOURCE_KIND"),
+            format!(
+                "snapshot {} is of a {kind} source; it cannot be restored into {}",
+                snapshot.id.short(),
+                connection
+            ),
+        ));
+    }
+    let root = reader
+        .tree(&snapshot.snapshot.root)
+        .await
+        .map_err(|e| Failure::engine(&e, Operation::Restore))?;
+    let dumps: Vec<(&Node, String)> = root
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.kind, NodeKind::File { .. }))
+        .filter_map(|n| {
+            let name = n.name_lossy().into_owned();
+            (name != GLOBALS_STREAM)
+                .then(|| name.strip_suffix(".sql").map(|db| (n, db.to_owned())))
+                .flatten()
+        })
+        .collect();
+    let available = || dumps.iter().map(|(_, db)| db.as_str()).collect::<Vec<_>>().join(", ");
+    let wanted = args
+        .database
+        .clone()
+        .or_else(|| (!path.is_empty()).then(|| path.trim_end_matches(".sql").to_owned()));
+    let chosen: Vec<(&Node, String)> = match wanted {
+        Some(db) => {
+            let found = dumps.iter().find(|(_, d)| *d == db).ok_or_else(|| {
+                Failure::new(
+                    ErrorCode::BackupNotFound,
+                    Some("NO_SUCH_DATABASE"),
+                    format!(
+                        "snapshot {} has no dump of database {db} (it has: {})",
+                        snapshot.id.short(),
+                        available()
+                    ),
+                )
+            })?;
+            vec![found.clone()]
+        }
+        None if dumps.len() == 1 || connection.database.is_none() => dumps.clone(),
+        None => {
+            return Err(invalid(format!(
+                "snapshot {} holds {} databases ({}): pick one with --database",
+                snapshot.id.short(),
+                dumps.len(),
+                available()
+            )));
+        }
+    };
+    if chosen.is_empty() {
+        return Err(Failure::new(
+            ErrorCode::BackupNotFound,
+            Some("NO_SUCH_DATABASE"),
+            format!("snapshot {} holds no database dump", snapshot.id.short()),
+        ));
+    }
+    let items: Vec<(Node, String)> = chosen
+        .into_iter()
+        .map(|(node, db)| (node.clone(), connection.database.clone().unwrap_or(db)))
+        .collect();
+    let target = match connection.scheme.as_str() {
+        "mysql" => DatabaseTarget::Mysql(MysqlTarget {
+            connection: connection.clone(),
+            bin_dir: None,
+        }),
+        "postgres" => DatabaseTarget::Postgres(PostgresTarget {
+            connection: connection.clone(),
+            bin_dir: None,
+        }),
+        other => return Err(invalid(format!("cannot restore into {other}:// (mysql or postgres)"))),
+    };
+    let started = std::time::Instant::now();
+    let reports = nfrepo_sources::restore_databases(&reader, &items, &target, args.force)
+        .await
+        .map_err(|e| Failure::sources(&e, Operation::Restore))?;
+    let secs = started.elapsed().as_secs_f64();
+    if global.json {
+        let value: Vec<_> = reports
+            .iter()
+            .map(|r| serde_json::json!({ "database": r.database, "bytes": r.bytes, "replaced": r.replaced }))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "snapshot_id": snapshot.id.to_hex(),
+                "into": connection.to_string(),
+                "databases": value,
+                "duration_ms": (secs * 1000.0) as u64,
+            })
+        );
+    } else if !global.quiet {
+        for r in &reports {
+            println!(
+                "restored database {} from snapshot {} ({}{}) into {}",
+                r.database,
+                snapshot.id.short(),
+                render::bytes(r.bytes),
+                if r.replaced { ", replacing the old one" } else { "" },
+                connection,
+            );
+        }
+    }
+    Ok(0)
+}
+
+async fn run_bucket(global: &GlobalArgs, args: RestoreArgs, into: &str) -> Result<i32, Failure> {
+    if args.database.is_some() || args.force {
+        return Err(invalid("--database and --force are for database restores"));
+    }
+    let url = nfrepo_store::StoreUrl::parse(into).map_err(|e| Failure::store(&e, Operation::Restore))?;
+    let credentials = nfrepo_store::Credentials::from_env().map_err(|e| Failure::store(&e, Operation::Restore))?;
+    let operator =
+        nfrepo_store::s3_bucket_operator(&url, &credentials).map_err(|e| Failure::store(&e, Operation::Restore))?;
+    let (snapshot_spec, path) = context::split_spec(&args.spec);
+    let (reader, snapshot) = open_snapshot(global, snapshot_spec, Operation::Restore).await?;
+    if snapshot.snapshot.source_kind != "bucket" {
+        return Err(Failure::new(
+            ErrorCode::RestoreFailed,
+            Some("WRONG_SOURCE_KIND"),
+            format!(
+                "snapshot {} is of a {} source; only bucket snapshots go into s3://",
+                snapshot.id.short(),
+                snapshot.snapshot.source_kind
+            ),
+        ));
+    }
+    let mut options = nfrepo_sources::BucketRestoreOptions::default();
+    options.include = args.include;
+    options.exclude = args.exclude;
+    let started = std::time::Instant::now();
+    let report = nfrepo_sources::restore_bucket(&reader, &snapshot, path, &operator, &options)
+        .await
+        .map_err(|e| Failure::sources(&e, Operation::Restore))?;
+    let secs = started.elapsed().as_secs_f64();
+    if global.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "snapshot_id": snapshot.id.to_hex(),
+                "into": url.to_string(),
+                "objects": report.objects,
+                "objects_unchanged": report.objects_unchanged,
+                "bytes": report.bytes,
+                "duration_ms": (secs * 1000.0) as u64,
+            })
+        );
+    } else if !global.quiet {
+        println!(
+            "restored {} objects ({} already there), {} in {secs:.1}s into {url}",
+            report.objects,
+            report.objects_unchanged,
+            render::bytes(report.bytes),
+        );
+    }
+    Ok(0)
+}

@@ -1,0 +1,454 @@
+//! `nfrepo.toml`: the repository and the named sources an operator runs from cron.
+//!
+//! Looked up at `--config` / `NFREPO_CONFIG` (which must exist), else
+//! `/etc/nfrepo/nfrepo.toml`, else `~/.config/nfrepo/nfrepo.toml`. Unknown
+//! keys are errors, so a typo never silently drops a setting.
+//!
+//! ```toml
+//! [repository]
+//! url = "s3://backups/nfrepo?endpoint=https://s3.example&region=eu-west-1"
+//! password_file = "/etc/nfrepo/repo.pass"      # or password_env = "NFREPO_PASSWORD"
+//!
+//! [sources.mysql-main]
+//! kind = "mysql"                                # mysql, postgres, redis, files, config, logs
+//! connection = "mysql://backup@db1:3306"        # no database: every database
+//! password_env = "MYSQL_BACKUP_PASSWORD"        # or password_file
+//! env = "prod"
+//! type = "database"
+//! schedule = "*/5 * * * *"
+//! retention = "db-incremental"
+//! pre_hook = "touch /run/backup-running"
+//! post_hook = "rm -f /run/backup-running"
+//!
+//! [retention.db-incremental]                   # kept as written, for the retention engine
+//! keep_within = "7d"
+//! ```
+//!
+//! Secrets never live in the file itself: passwords come from an
+//! environment variable or a file named here, are read only when a source
+//! runs, and are held in [`nfrepo_sources::Secret`]. Error messages name the
+//! variable or file, never the value, and parse errors quote no source line.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use nfrepo_engine::ErrorCode;
+use nfrepo_sources::Secret;
+use serde::Deserialize;
+
+use crate::failure::Failure;
+
+/// The parsed file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The repository used when `--repo` is absent.
+    pub repository: Option<RepositoryConfig>,
+    /// Named sources.
+    #[serde(default)]
+    pub sources: BTreeMap<String, SourceConfig>,
+    /// Retention classes by name, uninterpreted here (the retention engine reads them).
+    #[serde(default)]
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "read by the retention commands once they are merged")
+    )]
+    pub retention: BTreeMap<String, toml::Table>,
+    /// Where the file was read from.
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+/// `[repository]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoryConfig {
+    /// Repository URL, as `--repo`.
+    pub url: String,
+    /// File holding the repository password.
+    pub password_file: Option<PathBuf>,
+    /// Environment variable holding the repository password.
+    pub password_env: Option<String>,
+}
+
+/// What a source reads.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    Mysql,
+    Postgres,
+    Redis,
+    Bucket,
+    Files,
+    Config,
+    Logs,
+}
+
+impl SourceKind {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Mysql => "mysql",
+            Self::Postgres => "postgres",
+            Self::Redis => "redis",
+            Self::Bucket => "bucket",
+            Self::Files => "files",
+            Self::Config => "config",
+            Self::Logs => "logs",
+        }
+    }
+
+    const fn is_server(self) -> bool {
+        matches!(self, Self::Mysql | Self::Postgres | Self::Redis)
+    }
+
+    /// Dumps chunk best at the small `dump` average; file trees and objects at `files`.
+    pub const fn default_profile(self) -> &'static str {
+        if self.is_server() { "dump" } else { "files" }
+    }
+}
+
+/// `[sources.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub kind: SourceKind,
+    /// `mysql://user@host:port[/db]`, `postgres://…`, `redis://host:port`, or for
+    /// buckets `s3://bucket/prefix?endpoint=…&region=…`.
+    pub connection: Option<String>,
+    /// Databases to dump (default: the one in the connection URL, else all).
+    #[serde(default)]
+    pub databases: Vec<String>,
+    /// Environment variable holding the server password.
+    pub password_env: Option<String>,
+    /// File holding the server password.
+    pub password_file: Option<PathBuf>,
+    /// Bucket: environment variables holding the access key id and secret
+    /// (default: the repository's, NFREPO_S3_ACCESS_KEY_ID / NFREPO_S3_SECRET_ACCESS_KEY).
+    pub access_key_env: Option<String>,
+    pub secret_key_env: Option<String>,
+    /// Where the source's client tools are, if not on `PATH`.
+    pub bin_dir: Option<PathBuf>,
+    /// Redis: the server's appendonlydir, stored as files.
+    pub aof_dir: Option<PathBuf>,
+    /// File kinds: what to back up.
+    #[serde(default)]
+    pub paths: Vec<PathBuf>,
+    /// File kinds: keep only matching files (globs on absolute paths).
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// File kinds: leave out matching entries.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// The environment (prod, staging…), recorded as tag `env`.
+    pub env: Option<String>,
+    /// The type (database, storage, configs, logs…), recorded as tag `type`.
+    #[serde(rename = "type")]
+    pub source_type: Option<String>,
+    /// Chunking profile: `dump` or `files`.
+    pub profile: Option<String>,
+    /// Cron expression (five fields, or @hourly/@daily/…).
+    pub schedule: Option<String>,
+    /// The retention class name, recorded as tag `retention`.
+    pub retention: Option<String>,
+    /// Shell command run before the backup; its failure aborts it.
+    pub pre_hook: Option<String>,
+    /// Shell command run after the backup, whatever happened.
+    pub post_hook: Option<String>,
+}
+
+fn invalid(message: impl Into<String>) -> Failure {
+    Failure::new(ErrorCode::BackupFailed, Some("CONFIG_INVALID"), message)
+}
+
+/// Finds and parses the configuration; `None` when no file exists at the default places.
+///
+/// # Errors
+/// `--config`/`NFREPO_CONFIG` naming a missing file; an unreadable or invalid file.
+pub fn load(explicit: Option<&Path>) -> Result<Option<Config>, Failure> {
+    let path = match explicit {
+        Some(path) => {
+            if !path.exists() {
+                return Err(Failure::new(
+                    ErrorCode::BackupNotFound,
+                    Some("CONFIG_NOT_FOUND"),
+                    format!("configuration file {} does not exist", path.display()),
+                ));
+            }
+            path.to_path_buf()
+        }
+        None => {
+            let mut candidates = vec![PathBuf::from("/etc/nfrepo/nfrepo.toml")];
+            if let Some(home) = std::env::var_os("HOME") {
+                candidates.push(PathBuf::from(home).join(".config/nfrepo/nfrepo.toml"));
+            }
+            match candidates.into_iter().find(|p| p.exists()) {
+                Some(path) => path,
+                None => return Ok(None),
+            }
+        }
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        Failure::new(
+            if e.kind() == std::io::ErrorKind::PermissionDenied {
+                ErrorCode::PermissionDenied
+            } else {
+                ErrorCode::BackupFailed
+            },
+            Some("CONFIG_INVALID"),
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    let mut config = parse(&text).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+    config.path = std::path::absolute(&path).unwrap_or(path);
+    Ok(Some(config))
+}
+
+/// Parses and validates the text of a configuration file.
+///
+/// The error names the line and the problem but never quotes the line, in
+/// case it is a secret someone pasted in.
+pub fn parse(text: &str) -> Result<Config, String> {
+    let config: Config = toml::from_str(text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|span| text.get(..span.start).unwrap_or("").matches('\n').count() + 1);
+        let message = e.message().replace('\n', " ");
+        match line {
+            Some(line) => format!("line {line}: {message}"),
+            None => message,
+        }
+    })?;
+    for (name, source) in &config.sources {
+        validate_source(name, source).map_err(|e| format!("source {name:?}: {e}"))?;
+    }
+    Ok(config)
+}
+
+fn validate_source(name: &str, source: &SourceConfig) -> Result<(), String> {
+    let name_ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !name_ok {
+        return Err("names may hold only letters, digits, '-', '_' and '.'".into());
+    }
+    if source.kind.is_server() {
+        let connection = source
+            .connection
+            .as_deref()
+            .ok_or_else(|| format!("kind {} needs a connection", source.kind.name()))?;
+        let parsed = nfrepo_sources::Connection::parse(connection).map_err(|e| e.to_string())?;
+        let expected = source.kind.name();
+        if parsed.scheme != expected {
+            return Err(format!("kind {expected} needs a {expected}:// connection"));
+        }
+        if !source.paths.is_empty() || !source.include.is_empty() || !source.exclude.is_empty() {
+            return Err("paths, include and exclude are for file kinds".into());
+        }
+    } else if source.kind == SourceKind::Bucket {
+        let connection = source
+            .connection
+            .as_deref()
+            .ok_or_else(|| "kind bucket needs a connection (s3://bucket/prefix?endpoint=…)".to_owned())?;
+        match nfrepo_store::StoreUrl::parse(connection) {
+            Ok(nfrepo_store::StoreUrl::S3 { .. }) => {}
+            _ => return Err("kind bucket needs an s3:// connection".into()),
+        }
+        if !source.paths.is_empty()
+            || !source.databases.is_empty()
+            || !source.include.is_empty()
+            || !source.exclude.is_empty()
+        {
+            return Err("paths, databases, include and exclude are not for kind bucket".into());
+        }
+        if source.access_key_env.is_some() != source.secret_key_env.is_some() {
+            return Err("give both access_key_env and secret_key_env, or neither".into());
+        }
+    } else {
+        if source.paths.is_empty() {
+            return Err(format!("kind {} needs paths", source.kind.name()));
+        }
+        if source.connection.is_some() || !source.databases.is_empty() {
+            return Err("connection and databases are for database kinds".into());
+        }
+    }
+    if source.kind != SourceKind::Bucket && (source.access_key_env.is_some() || source.secret_key_env.is_some()) {
+        return Err("access_key_env and secret_key_env are for kind bucket".into());
+    }
+    if source.aof_dir.is_some() && source.kind != SourceKind::Redis {
+        return Err("aof_dir is for kind redis".into());
+    }
+    if source.password_env.is_some() && source.password_file.is_some() {
+        return Err("give password_env or password_file, not both".into());
+    }
+    if let Some(profile) = &source.profile
+        && profile != "dump"
+        && profile != "files"
+    {
+        return Err(format!("unknown profile {profile:?} (dump or files)"));
+    }
+    if let Some(schedule) = &source.schedule {
+        check_schedule(schedule)?;
+    }
+    Ok(())
+}
+
+/// Accepts what cron accepts: `@hourly`-style names or five fields of
+/// numbers, `*`, ranges, lists, steps and month/day names.
+pub fn check_schedule(schedule: &str) -> Result<(), String> {
+    const NAMED: &[&str] = &[
+        "@reboot",
+        "@yearly",
+        "@annually",
+        "@monthly",
+        "@weekly",
+        "@daily",
+        "@midnight",
+        "@hourly",
+    ];
+    let schedule = schedule.trim();
+    if schedule.starts_with('@') {
+        return if NAMED.contains(&schedule) {
+            Ok(())
+        } else {
+            Err(format!("unknown schedule {schedule:?}"))
+        };
+    }
+    let fields: Vec<&str> = schedule.split_whitespace().collect();
+    if fields.len() != 5 {
+        return Err(format!(
+            "schedule {schedule:?} needs five fields (minute hour day month weekday)"
+        ));
+    }
+    let ok = fields.iter().all(|f| {
+        f.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '*' | ',' | '-' | '/'))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("schedule {schedule:?} is not a cron expression"))
+    }
+}
+
+impl Config {
+    pub fn source(&self, name: &str) -> Result<&SourceConfig, Failure> {
+        self.sources.get(name).ok_or_else(|| {
+            Failure::new(
+                ErrorCode::BackupNotFound,
+                Some("UNKNOWN_SOURCE"),
+                format!("no source {name:?} in {}", self.path.display()),
+            )
+        })
+    }
+}
+
+/// Reads a secret from `env` or `file`; `None` if neither is set.
+///
+/// # Errors
+/// The variable is unset or the file unreadable (named; the value never is).
+pub fn read_secret(env: Option<&str>, file: Option<&Path>) -> Result<Option<Secret>, Failure> {
+    if let Some(var) = env {
+        return match std::env::var(var) {
+            Ok(value) => Ok(Some(Secret::new(value))),
+            Err(_) => Err(Failure::new(
+                ErrorCode::PermissionDenied,
+                Some("NO_PASSWORD"),
+                format!("environment variable {var} (password_env) is not set"),
+            )),
+        };
+    }
+    if let Some(path) = file {
+        let mut text = std::fs::read_to_string(path).map_err(|e| {
+            Failure::new(
+                ErrorCode::PermissionDenied,
+                Some("NO_PASSWORD"),
+                format!("cannot read password file {}: {e}", path.display()),
+            )
+        })?;
+        while text.ends_with('\n') || text.ends_with('\r') {
+            text.pop();
+        }
+        return Ok(Some(Secret::new(text)));
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
+    use super::*;
+
+    const SAMPLE: &str = r#"
+[repository]
+url = "file:///srv/repo"
+password_env = "REPO_PW"
+
+[sources.mysql-main]
+kind = "mysql"
+connection = "mysql://backup@127.0.0.1:13306"
+password_env = "MYSQL_PW"
+env = "prod"
+type = "database"
+schedule = "*/5 * * * *"
+retention = "db-incremental"
+pre_hook = "true"
+
+[sources.etc]
+kind = "config"
+paths = ["/etc/nginx"]
+exclude = ["*.bak"]
+schedule = "@daily"
+
+[retention.db-incremental]
+keep_within = "7d"
+tiers = { hot = 24 }
+"#;
+
+    #[test]
+    fn parses_sources_and_keeps_retention_tables_raw() {
+        let config = parse(SAMPLE).unwrap();
+        assert_eq!(config.repository.unwrap().url, "file:///srv/repo");
+        let mysql = &config.sources["mysql-main"];
+        assert_eq!(mysql.kind, SourceKind::Mysql);
+        assert_eq!(mysql.source_type.as_deref(), Some("database"));
+        assert_eq!(mysql.retention.as_deref(), Some("db-incremental"));
+        assert_eq!(config.sources["etc"].exclude, ["*.bak"]);
+        let class = &config.retention["db-incremental"];
+        assert_eq!(class["keep_within"].as_str(), Some("7d"));
+        assert!(class["tiers"].is_table());
+    }
+
+    #[test]
+    fn errors_name_the_line_but_never_quote_it() {
+        let text = "[sources.x]\nkind = \"mysql\"\npassword = \"hunter2\"\n";
+        let err = parse(text).unwrap_err();
+        assert!(err.contains("line 3"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        let text = "[sources.x]\nkind = \"mysql\"\nconnection = \"mysql://u:hunter2@h\"\n";
+        let err = parse(text).unwrap_err();
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn rejects_bad_sources() {
+        assert!(
+            parse("[sources.x]\nkind = \"mysql\"\n")
+                .unwrap_err()
+                .contains("connection")
+        );
+        assert!(parse("[sources.x]\nkind = \"files\"\n").unwrap_err().contains("paths"));
+        assert!(
+            parse("[sources.x]\nkind = \"files\"\npaths = [\"/\"]\nschedule = \"* * *\"\n")
+                .unwrap_err()
+                .contains("five fields")
+        );
+        assert!(
+            parse("[sources.x]\nkind = \"postgres\"\nconnection = \"mysql://h\"\n")
+                .unwrap_err()
+                .contains("postgres://")
+        );
+        assert!(parse("[sources.\"a b\"]\nkind = \"files\"\npaths = [\"/\"]\n").is_err());
+        assert!(parse("[sources.x]\nkind = \"nosql\"\n").is_err());
+    }
+}

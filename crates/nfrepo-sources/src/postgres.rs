@@ -1,0 +1,218 @@
+//! PostgreSQL: plain `pg_dump` per database plus `pg_dumpall --globals-only`,
+//! and restores piped into `psql`.
+//!
+//! Plain SQL is the default because it deduplicates: unchanged rows give
+//! unchanged bytes, while the compressed custom format (`-Fc`) rewrites the
+//! whole stream on any change. Each database becomes `<database>.sql` and
+//! the roles and tablespaces `globals.sql`. Tools are looked up in the
+//! source's `bin_dir`, on `PATH`, then in the newest
+//! `/usr/lib/postgresql/*/bin`.
+//!
+//! The password reaches the tools only as `PGPASSWORD`.
+
+use std::path::PathBuf;
+
+use crate::connection::{Connection, check_database_name};
+use crate::dump::{DumpCommand, DumpPlan, capture, find_tool, tool_version};
+use crate::{Error, Result, Secret};
+
+/// The name of the globals stream (roles, tablespaces).
+pub const GLOBALS_STREAM: &str = "globals.sql";
+
+/// A PostgreSQL source.
+#[derive(Clone, Debug)]
+pub struct PostgresSource {
+    /// The server; a database in its path limits the dump to that one.
+    pub connection: Connection,
+    /// Databases to dump; empty means every database that accepts connections.
+    pub databases: Vec<String>,
+    /// Where `pg_dump`, `pg_dumpall` and `psql` are.
+    pub bin_dir: Option<PathBuf>,
+}
+
+fn client_args(connection: &Connection) -> Vec<String> {
+    let mut args = Vec::new();
+    match &connection.socket {
+        Some(socket) => args.push(format!("--host={socket}")),
+        None => args.push(format!("--host={}", connection.host)),
+    }
+    if let Some(port) = connection.port {
+        args.push(format!("--port={port}"));
+    }
+    if let Some(user) = &connection.user {
+        args.push(format!("--username={user}"));
+    }
+    args.push("--no-password".into());
+    args
+}
+
+fn client_env(connection: &Connection) -> Vec<(String, Secret)> {
+    connection
+        .password
+        .iter()
+        .map(|p| ("PGPASSWORD".to_owned(), p.clone()))
+        .collect()
+}
+
+fn query(connection: &Connection, bin: Option<&std::path::Path>, database: &str, sql: &str) -> Result<String> {
+    let mut argv = vec![find_tool("psql", bin)];
+    argv.extend(client_args(connection));
+    argv.extend([
+        "-X".into(),
+        "--tuples-only".into(),
+        "--no-align".into(),
+        format!("--dbname={database}"),
+        "-c".into(),
+        sql.to_owned(),
+    ]);
+    capture(&argv, &client_env(connection))
+}
+
+/// The database to connect to for server-wide queries.
+fn maintenance_db(connection: &Connection) -> String {
+    connection.database.clone().unwrap_or_else(|| "postgres".into())
+}
+
+impl PostgresSource {
+    /// Asks the server what to dump and returns the commands. Blocks.
+    ///
+    /// # Errors
+    /// [`Error::CommandFailed`] if the server cannot be queried.
+    pub fn plan(&self) -> Result<DumpPlan> {
+        let bin = self.bin_dir.as_deref();
+        let home = maintenance_db(&self.connection);
+        let version = query(&self.connection, bin, &home, "SHOW server_version")?
+            .trim()
+            .to_owned();
+        let databases = if !self.databases.is_empty() {
+            self.databases.clone()
+        } else if let Some(db) = &self.connection.database {
+            vec![db.clone()]
+        } else {
+            query(
+                &self.connection,
+                bin,
+                &home,
+                "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1",
+            )?
+            .lines()
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .map(str::to_owned)
+            .collect()
+        };
+        let pg_dump = find_tool("pg_dump", bin);
+        let pg_dumpall = find_tool("pg_dumpall", bin);
+        let mut facts = vec![
+            ("postgres.server_version".to_owned(), version),
+            ("tool.pg_dump".to_owned(), tool_version(&pg_dump)),
+        ];
+        if let Ok(lsn) = query(&self.connection, bin, &home, "SELECT pg_current_wal_lsn()") {
+            facts.push(("postgres.wal_lsn_before_dump".to_owned(), lsn.trim().to_owned()));
+        }
+        let mut commands = Vec::with_capacity(databases.len() + 1);
+        let mut globals = vec![pg_dumpall];
+        globals.extend(client_args(&self.connection));
+        globals.extend(["--globals-only".to_owned(), format!("--database={home}")]);
+        commands.push(DumpCommand {
+            name: GLOBALS_STREAM.to_owned(),
+            argv: globals,
+            env: client_env(&self.connection),
+            head_facts: None,
+        });
+        for db in databases {
+            check_database_name(&db)?;
+            if format!("{db}.sql") == GLOBALS_STREAM {
+                return Err(Error::Invalid(
+                    "a database named \"globals\" would clash with globals.sql".into(),
+                ));
+            }
+            let mut argv = vec![pg_dump.clone()];
+            argv.extend(client_args(&self.connection));
+            argv.extend(["--format=plain".to_owned(), format!("--dbname={db}")]);
+            commands.push(DumpCommand {
+                name: format!("{db}.sql"),
+                argv,
+                env: client_env(&self.connection),
+                head_facts: None,
+            });
+        }
+        Ok(DumpPlan {
+            commands,
+            facts,
+            paths: Vec::new(),
+        })
+    }
+}
+
+/// Where a PostgreSQL restore goes.
+#[derive(Clone, Debug)]
+pub struct PostgresTarget {
+    /// The server; its `database` is the database to restore into.
+    pub connection: Connection,
+    /// Where `psql` is.
+    pub bin_dir: Option<PathBuf>,
+}
+
+impl PostgresTarget {
+    /// The `psql` command that reads a dump on stdin into `database`, stopping at the first error.
+    pub(crate) fn load_command(&self, database: &str) -> Vec<String> {
+        let mut argv = vec![find_tool("psql", self.bin_dir.as_deref())];
+        argv.extend(client_args(&self.connection));
+        argv.extend([
+            "-X".into(),
+            "--quiet".into(),
+            "--set=ON_ERROR_STOP=1".into(),
+            "--output=/dev/null".into(),
+            format!("--dbname={database}"),
+        ]);
+        argv
+    }
+
+    pub(crate) fn env(&self) -> Vec<(String, Secret)> {
+        client_env(&self.connection)
+    }
+
+    fn exists(&self, database: &str) -> Result<bool> {
+        let sql = format!("SELECT 1 FROM pg_database WHERE datname = '{database}'");
+        Ok(query(&self.connection, self.bin_dir.as_deref(), "postgres", &sql)?.trim() == "1")
+    }
+
+    /// User relations in `database` (0 when it does not exist). Blocks.
+    pub(crate) fn table_count(&self, database: &str) -> Result<u64> {
+        check_database_name(database)?;
+        if !self.exists(database)? {
+            return Ok(0);
+        }
+        let sql = "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                   WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') \
+                   AND n.nspname NOT LIKE 'pg_toast%' AND c.relkind IN ('r', 'v', 'm', 'S', 'f', 'p')";
+        let out = query(&self.connection, self.bin_dir.as_deref(), database, sql)?;
+        out.trim()
+            .parse()
+            .map_err(|_| Error::CommandFailed(format!("unexpected answer from psql: {:?}", out.trim())))
+    }
+
+    /// Creates `database` empty, dropping it first when `replace`. Blocks.
+    pub(crate) fn create(&self, database: &str, replace: bool) -> Result<()> {
+        check_database_name(database)?;
+        let bin = self.bin_dir.as_deref();
+        if replace {
+            query(
+                &self.connection,
+                bin,
+                "postgres",
+                &format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"),
+            )?;
+        }
+        if !self.exists(database)? {
+            query(
+                &self.connection,
+                bin,
+                "postgres",
+                &format!("CREATE DATABASE \"{database}\""),
+            )?;
+        }
+        Ok(())
+    }
+}

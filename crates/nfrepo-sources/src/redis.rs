@@ -1,0 +1,90 @@
+//! Redis: the RDB streamed with `redis-cli --rdb -`, and the AOF directory as files.
+//!
+//! `redis-cli --rdb -` asks the server for a fresh RDB over the replication
+//! protocol and writes it to standard output, so it goes straight into the
+//! repository as `dump.rdb`. When the source names the server's
+//! `appendonlydir`, that directory is stored beside it as a file tree.
+//! Restoring is a file restore into a stopped server's data directory; the
+//! CLI prints how to restart it.
+//!
+//! The password reaches `redis-cli` only as `REDISCLI_AUTH`.
+
+use std::path::PathBuf;
+
+use crate::connection::Connection;
+use crate::dump::{DumpCommand, DumpPlan, capture, tool_version};
+use crate::{Result, Secret};
+
+/// The name of the RDB stream in the snapshot.
+pub const RDB_STREAM: &str = "dump.rdb";
+
+/// A Redis source.
+#[derive(Clone, Debug)]
+pub struct RedisSource {
+    /// The server.
+    pub connection: Connection,
+    /// The server's `appendonlydir`, stored as files when given.
+    pub aof_dir: Option<PathBuf>,
+    /// Where `redis-cli` is, if not on `PATH`.
+    pub bin_dir: Option<PathBuf>,
+}
+
+impl RedisSource {
+    fn cli(&self) -> Vec<String> {
+        let program = self
+            .bin_dir
+            .as_ref()
+            .map_or_else(|| "redis-cli".to_owned(), |d| d.join("redis-cli").display().to_string());
+        let mut argv = vec![program];
+        match &self.connection.socket {
+            Some(socket) => argv.extend(["-s".to_owned(), socket.clone()]),
+            None => {
+                argv.extend(["-h".to_owned(), self.connection.host.clone()]);
+                argv.extend(["-p".to_owned(), self.connection.port.unwrap_or(6379).to_string()]);
+            }
+        }
+        if let Some(user) = &self.connection.user {
+            argv.extend(["--user".to_owned(), user.clone()]);
+        }
+        argv
+    }
+
+    fn env(&self) -> Vec<(String, Secret)> {
+        self.connection
+            .password
+            .iter()
+            .map(|p| ("REDISCLI_AUTH".to_owned(), p.clone()))
+            .collect()
+    }
+
+    /// Asks the server for its version and returns the commands. Blocks.
+    ///
+    /// # Errors
+    /// [`crate::Error::CommandFailed`] if the server does not answer.
+    pub fn plan(&self) -> Result<DumpPlan> {
+        let mut info = self.cli();
+        info.extend(["INFO".to_owned(), "server".to_owned()]);
+        let info = capture(&info, &self.env())?;
+        let version = info
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("redis_version:"))
+            .unwrap_or("unknown")
+            .to_owned();
+        let mut rdb = self.cli();
+        rdb.extend(["--rdb".to_owned(), "-".to_owned()]);
+        let facts = vec![
+            ("redis.server_version".to_owned(), version),
+            ("tool.redis-cli".to_owned(), tool_version(&self.cli()[0])),
+        ];
+        Ok(DumpPlan {
+            commands: vec![DumpCommand {
+                name: RDB_STREAM.to_owned(),
+                argv: rdb,
+                env: self.env(),
+                head_facts: None,
+            }],
+            facts,
+            paths: self.aof_dir.iter().cloned().collect(),
+        })
+    }
+}
