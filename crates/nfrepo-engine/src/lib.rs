@@ -45,6 +45,7 @@ mod host;
 mod index;
 mod read;
 mod repository;
+mod retention;
 
 pub use backup::{BackupOptions, BackupSession, CommitDetails, Progress, StoredContent};
 pub use browse::{Change, ChangeKind, WalkEntry};
@@ -53,3 +54,4 @@ pub use host::{hostname, user_at_host, username};
 pub use index::{BlobLocation, Index};
 pub use read::{Reader, SnapshotEntry, select_snapshot};
 pub use repository::{InitOptions, KeyInfo, Repository};
+pub use retention::{BUILT_IN_CLASSES, Bucket, KeepReason, RetentionPolicy, Span};
