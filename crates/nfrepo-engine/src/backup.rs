@@ -167,6 +167,8 @@ struct Counters {
 struct Shared {
     repo: Repository,
     index: Arc<Index>,
+    /// Packs in GC plans: never deduplicated against (see `crate::session`).
+    planned: HashSet<nfrepo_format::PackId>,
     claimed: Mutex<HashSet<BlobId>>,
     packer: Packer,
     queue: UploadQueue,
@@ -186,7 +188,7 @@ pub struct BackupSession {
     parent: Option<SnapshotEntry>,
     reader: Reader,
     handle: tokio::runtime::Handle,
-    marker: ObjectKey,
+    live: crate::session::LiveSession,
     started: Instant,
     time_ns: i64,
 }
@@ -212,11 +214,13 @@ impl Repository {
             .ok_or_else(|| Error::Invalid(format!("unknown chunking profile {:?}", options.profile)))?;
         let chunker = Chunker::new(profile, self.keys().chunker_seed).map_err(Error::Format)?;
         let time_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
-        let marker = self.write_session_marker(&options, time_ns).await?;
+        // Marker, then GC plans, then snapshots and index: see crate::session.
+        let live = crate::session::LiveSession::start(self, &options.source, time_ns).await?;
+        let (plan_ids, planned) = crate::gc::planned_packs(self).await?;
         // Snapshots before the index: see crate::index.
         let snapshots = self.snapshots().await?;
         let mut index = self.load_index().await?;
-        let adopted = self.adopt_orphan_packs(&index).await?;
+        let adopted = self.adopt_orphan_packs(&index, &planned).await?;
         let mut claimed = HashSet::new();
         for pack in &adopted {
             index.add_pack(pack);
@@ -231,6 +235,7 @@ impl Repository {
         } else {
             None
         };
+        live.confirm(plan_ids, parent.as_ref().map(|p| p.snapshot.root)).await?;
         let (queue, uploader) = upload::start(self.clone(), options.upload_concurrency);
         tracing::info!(
             source = %options.source,
@@ -243,6 +248,7 @@ impl Repository {
                 repo: self.clone(),
                 packer: Packer::new(self.config().pack_size as usize, self.sealer().clone(), self.id()),
                 index: index.clone(),
+                planned,
                 claimed: Mutex::new(claimed),
                 queue,
                 counters: Counters::default(),
@@ -257,35 +263,24 @@ impl Repository {
             uploader: Mutex::new(Some(uploader)),
             parent,
             handle: tokio::runtime::Handle::current(),
-            marker,
+            live,
             started: Instant::now(),
             time_ns,
         })
     }
 
-    async fn write_session_marker(&self, options: &BackupOptions, time_ns: i64) -> Result<ObjectKey> {
-        let id = nfrepo_format::KeyId::random().map_err(Error::Format)?;
-        let key = ObjectKey::new(ObjectKind::Session, id.to_hex()).map_err(Error::store)?;
-        let body = format!(
-            "nfrepo backup session\nstarted_ns={time_ns}\npid={}\nsource_hash={}\n",
-            std::process::id(),
-            blake3::hash(options.source.as_bytes()).to_hex()
-        );
-        self.store()
-            .put(&key, Bytes::from(body), PutMode::Overwrite)
-            .await
-            .map_err(Error::store)?;
-        Ok(key)
-    }
-
     /// Packs present in storage but in no index: left by interrupted backups.
-    async fn adopt_orphan_packs(&self, index: &Index) -> Result<Vec<IndexedPack>> {
+    async fn adopt_orphan_packs(
+        &self,
+        index: &Index,
+        planned: &HashSet<nfrepo_format::PackId>,
+    ) -> Result<Vec<IndexedPack>> {
         use futures::stream::{self, StreamExt};
         let mut orphans: Vec<(ObjectInfo, PackKind)> = Vec::new();
         for (kind, pack_kind) in [(ObjectKind::Data, PackKind::Data), (ObjectKind::Tree, PackKind::Tree)] {
             for info in self.store().list(kind).await.map_err(Error::store)? {
                 match info.key.name().parse::<nfrepo_format::PackId>() {
-                    Ok(id) if !index.has_pack(&id) => orphans.push((info, pack_kind)),
+                    Ok(id) if !index.has_pack(&id) && !planned.contains(&id) => orphans.push((info, pack_kind)),
                     _ => {}
                 }
             }
@@ -488,7 +483,9 @@ impl Shared {
 
     /// Whether this session must store `id` (true at most once per id).
     fn claim(&self, id: &BlobId) -> Result<bool> {
-        if self.index.contains(id) {
+        if let Some(location) = self.index.get(id)
+            && !self.planned.contains(&location.pack)
+        {
             return Ok(false);
         }
         let mut claimed = self
@@ -522,6 +519,7 @@ impl BackupSession {
     /// Any upload failure; the snapshot is then not written.
     pub async fn commit(self, root: BlobId, details: CommitDetails) -> Result<(SnapshotId, Snapshot)> {
         let report = self.finish_uploads().await?;
+        self.live.ensure_alive()?;
         let mut packs = self.adopted.clone();
         packs.extend(report.packs.iter().cloned());
         if !packs.is_empty() {
@@ -574,7 +572,7 @@ impl BackupSession {
             .map_err(Error::Format)?;
         let key = ObjectKey::new(ObjectKind::Snapshot, id.to_hex()).map_err(Error::store)?;
         put_once(&self.repo, &key, bytes).await?;
-        self.remove_marker().await;
+        self.live.finish().await;
         tracing::info!(snapshot = %id, "snapshot committed");
         Ok((id, snapshot))
     }
@@ -595,7 +593,7 @@ impl BackupSession {
         if let Some(task) = uploader {
             let _ = task.await;
         }
-        self.remove_marker().await;
+        self.live.finish().await;
     }
 
     async fn finish_uploads(&self) -> Result<upload::UploadReport> {
@@ -618,12 +616,6 @@ impl BackupSession {
         let report = uploader.await.map_err(|e| Error::Pipeline(e.to_string()))?;
         flushed?;
         report
-    }
-
-    async fn remove_marker(&self) {
-        if let Err(e) = self.repo.store().delete(&self.marker).await {
-            tracing::warn!(marker = %self.marker, error = %e, "could not remove the session marker");
-        }
     }
 }
 

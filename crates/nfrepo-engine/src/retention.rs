@@ -106,8 +106,14 @@ impl Span {
 impl fmt::Display for Span {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.0;
-        for (unit, scale) in [("y", 365 * 86_400), ("w", 7 * 86_400), ("d", 86_400), ("h", 3600), ("m", 60)] {
-            if s >= scale && s % scale == 0 {
+        for (unit, scale) in [
+            ("y", 365 * 86_400),
+            ("w", 7 * 86_400),
+            ("d", 86_400),
+            ("h", 3600),
+            ("m", 60),
+        ] {
+            if s >= scale && s.is_multiple_of(scale) {
                 return write!(f, "{}{unit}", s / scale);
             }
         }
@@ -476,7 +482,10 @@ mod tests {
     use super::*;
 
     fn t(text: &str) -> i64 {
-        DateTime::parse_from_rfc3339(text).unwrap().timestamp_nanos_opt().unwrap()
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .timestamp_nanos_opt()
+            .unwrap()
     }
 
     /// Applies `policy` to `times` (no tags) and returns the kept times.
@@ -511,7 +520,9 @@ mod tests {
     fn policy(toml_like: &[(&str, &str)]) -> RetentionPolicy {
         let mut map = serde_json::Map::new();
         for (k, v) in toml_like {
-            let value = v.parse::<u64>().map_or_else(|_| serde_json::json!(v), |n| serde_json::json!(n));
+            let value = v
+                .parse::<u64>()
+                .map_or_else(|_| serde_json::json!(v), |n| serde_json::json!(n));
             map.insert((*k).to_owned(), value);
         }
         serde_json::from_value(serde_json::Value::Object(map)).unwrap()
@@ -519,11 +530,20 @@ mod tests {
 
     #[test]
     fn policy_table() {
-        let cases: Vec<(&[(&str, &str)], Vec<&str>)> = vec![
-            (&[("keep-last", "3")], vec!["2026-03-01T00:10:00Z", "2026-03-02T08:00:00Z", "2027-01-01T00:00:00Z"]),
+        type Case<'a> = (&'a [(&'a str, &'a str)], Vec<&'a str>);
+        let cases: Vec<Case<'_>> = vec![
+            (
+                &[("keep-last", "3")],
+                vec!["2026-03-01T00:10:00Z", "2026-03-02T08:00:00Z", "2027-01-01T00:00:00Z"],
+            ),
             (
                 &[("keep-daily", "4")],
-                vec!["2026-02-28T12:00:00Z", "2026-03-01T00:10:00Z", "2026-03-02T08:00:00Z", "2027-01-01T00:00:00Z"],
+                vec![
+                    "2026-02-28T12:00:00Z",
+                    "2026-03-01T00:10:00Z",
+                    "2026-03-02T08:00:00Z",
+                    "2027-01-01T00:00:00Z",
+                ],
             ),
             (
                 &[("keep-hourly", "3")],
@@ -544,7 +564,10 @@ mod tests {
                     "2027-01-01T00:00:00Z",
                 ],
             ),
-            (&[("keep-yearly", "5")], vec!["2026-03-02T08:00:00Z", "2027-01-01T00:00:00Z"]),
+            (
+                &[("keep-yearly", "5")],
+                vec!["2026-03-02T08:00:00Z", "2027-01-01T00:00:00Z"],
+            ),
             // 360 days before 2027-01-01 is 2026-01-06T00:00Z.
             (&[("keep-within", "360d")], TIMES[6..].to_vec()),
             (&[("keep-within", "1h")], vec!["2027-01-01T00:00:00Z"]),
@@ -576,7 +599,7 @@ mod tests {
 
     #[test]
     fn reasons_and_tags() {
-        let tags = vec![("release".to_owned(), "v1".to_owned())];
+        let tags = [("release".to_owned(), "v1".to_owned())];
         let input: Vec<(i64, &[(String, String)])> = vec![
             (t("2026-01-01T00:00:00Z"), &tags[..]),
             (t("2026-01-02T00:00:00Z"), &[]),

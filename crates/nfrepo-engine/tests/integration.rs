@@ -10,5 +10,7 @@ mod integration {
     mod backup;
     mod faults;
     pub mod fixture;
+    mod forget;
+    mod gc;
     mod repository;
 }

@@ -81,7 +81,9 @@ mod tests {
 
     #[test]
     fn round_trip_and_tamper() {
-        let sealer = MasterKey::from_bytes([1; 32]).derive().sealer(Cipher::XChaCha20Poly1305);
+        let sealer = MasterKey::from_bytes([1; 32])
+            .derive()
+            .sealer(Cipher::XChaCha20Poly1305);
         let repo = RepoId([2; 32]);
         let plan = GcPlan {
             created_ns: 1_700_000_000_000_000_000,

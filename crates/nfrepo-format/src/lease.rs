@@ -67,7 +67,9 @@ mod tests {
 
     #[test]
     fn round_trip_and_names() {
-        let sealer = MasterKey::from_bytes([1; 32]).derive().sealer(Cipher::XChaCha20Poly1305);
+        let sealer = MasterKey::from_bytes([1; 32])
+            .derive()
+            .sealer(Cipher::XChaCha20Poly1305);
         let repo = RepoId([2; 32]);
         let lease = Lease {
             generation: 3,
@@ -82,6 +84,9 @@ mod tests {
         assert_eq!(Lease::object_name("gc", 3), "gc-00000000000000000003");
         assert!(Lease::object_name("gc", 10) > Lease::object_name("gc", 9));
         bytes[0] = b'X';
-        assert!(matches!(Lease::decode(&bytes, &sealer, &repo), Err(Error::BadMagic { .. })));
+        assert!(matches!(
+            Lease::decode(&bytes, &sealer, &repo),
+            Err(Error::BadMagic { .. })
+        ));
     }
 }

@@ -36,7 +36,14 @@ impl ProtectMarker {
     /// # Errors
     /// [`crate::Error::Random`] if no nonce could be drawn.
     pub fn encode(&self, sealer: &Sealer, repo: &RepoId) -> Result<Vec<u8>> {
-        seal_object("protect marker", PROTECT_MAGIC, SealedKind::ProtectMarker, self, sealer, repo)
+        seal_object(
+            "protect marker",
+            PROTECT_MAGIC,
+            SealedKind::ProtectMarker,
+            self,
+            sealer,
+            repo,
+        )
     }
 
     /// Opens the marker stored under the name of `snapshot`.
@@ -44,11 +51,22 @@ impl ProtectMarker {
     /// # Errors
     /// Decoding or authentication errors; [`Error::Malformed`] if it protects another snapshot.
     pub fn decode(snapshot: &SnapshotId, bytes: &[u8], sealer: &Sealer, repo: &RepoId) -> Result<Self> {
-        let marker: Self = open_object("protect marker", PROTECT_MAGIC, SealedKind::ProtectMarker, bytes, sealer, repo)?;
+        let marker: Self = open_object(
+            "protect marker",
+            PROTECT_MAGIC,
+            SealedKind::ProtectMarker,
+            bytes,
+            sealer,
+            repo,
+        )?;
         if marker.snapshot != *snapshot {
             return Err(Error::malformed(
                 "protect marker",
-                format!("stored as {} but protects {}", snapshot.short(), marker.snapshot.short()),
+                format!(
+                    "stored as {} but protects {}",
+                    snapshot.short(),
+                    marker.snapshot.short()
+                ),
             ));
         }
         Ok(marker)
@@ -62,7 +80,9 @@ mod tests {
 
     #[test]
     fn round_trip_and_renamed() {
-        let sealer = MasterKey::from_bytes([1; 32]).derive().sealer(Cipher::XChaCha20Poly1305);
+        let sealer = MasterKey::from_bytes([1; 32])
+            .derive()
+            .sealer(Cipher::XChaCha20Poly1305);
         let repo = RepoId([2; 32]);
         let marker = ProtectMarker {
             snapshot: SnapshotId([5; 32]),

@@ -7,7 +7,9 @@
 //! left by a crashed backup. The marker also lists the GC plans the backup
 //! saw before it loaded the index: the backup never deduplicates against a
 //! pack in those plans, so GC may delete such packs while it runs
-//! (`format-spec/gc.md`).
+//! (`format-spec/gc.md`). It names the parent snapshot's root tree, which
+//! the backup reuses, so GC keeps that tree's blobs even if the parent is
+//! forgotten meanwhile.
 //!
 //! ```text
 //! "NFRB" | version | sealed(postcard(SessionMarker)), AAD (SessionMarker, repository id)
@@ -17,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::envelope::{SESSION_MAGIC, open_object, seal_object};
 use crate::seal::{SealedKind, Sealer};
-use crate::{RepoId, Result};
+use crate::{BlobId, RepoId, Result};
 
 /// The body of a `sessions/<id>` object.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +37,9 @@ pub struct SessionMarker {
     pub plans_listed: bool,
     /// Ids of the GC plans the backup read before loading the index, sorted.
     pub plans_seen: Vec<[u8; 32]>,
+    /// The root tree of the parent snapshot whose unchanged files the backup
+    /// reuses without looking them up; GC treats it as a root while the session lives.
+    pub parent_root: Option<BlobId>,
 }
 
 impl SessionMarker {
@@ -43,7 +48,14 @@ impl SessionMarker {
     /// # Errors
     /// [`crate::Error::Random`] if no nonce could be drawn.
     pub fn encode(&self, sealer: &Sealer, repo: &RepoId) -> Result<Vec<u8>> {
-        seal_object("session marker", SESSION_MAGIC, SealedKind::SessionMarker, self, sealer, repo)
+        seal_object(
+            "session marker",
+            SESSION_MAGIC,
+            SealedKind::SessionMarker,
+            self,
+            sealer,
+            repo,
+        )
     }
 
     /// Opens a stored marker.
@@ -51,7 +63,14 @@ impl SessionMarker {
     /// # Errors
     /// Any decoding or authentication error.
     pub fn decode(bytes: &[u8], sealer: &Sealer, repo: &RepoId) -> Result<Self> {
-        open_object("session marker", SESSION_MAGIC, SealedKind::SessionMarker, bytes, sealer, repo)
+        open_object(
+            "session marker",
+            SESSION_MAGIC,
+            SealedKind::SessionMarker,
+            bytes,
+            sealer,
+            repo,
+        )
     }
 
     /// Whether the backup promised not to use the packs of plan `id`.
@@ -77,6 +96,7 @@ mod tests {
             source: "db".into(),
             plans_listed: true,
             plans_seen: vec![[1; 32], [4; 32]],
+            parent_root: Some(BlobId([8; 32])),
         };
         let mut bytes = marker.encode(&sealer, &repo).unwrap();
         let back = SessionMarker::decode(&bytes, &sealer, &repo).unwrap();
