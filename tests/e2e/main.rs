@@ -18,6 +18,7 @@ mod crash;
 mod dedup;
 mod errors;
 mod files;
+mod gc;
 mod keys;
 mod s3;
 mod streams;

@@ -2,8 +2,11 @@
 //! calls the engine, and renders the result.
 
 mod browse;
+mod forget;
+mod gc;
 mod init;
 mod key;
+mod protect;
 mod restore;
 mod snapshot;
 mod snapshots;
@@ -23,5 +26,9 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
         Command::Cat(args) => browse::cat(global, args).await,
         Command::Diff(args) => browse::diff(global, args).await,
         Command::Restore(args) => restore::run(global, args).await,
+        Command::Forget(args) => forget::run(global, args).await,
+        Command::Gc(args) => gc::run(global, args).await,
+        Command::Protect(args) => protect::protect(global, args).await,
+        Command::Unprotect(args) => protect::unprotect(global, args).await,
     }
 }

@@ -48,12 +48,18 @@ impl Repository {
             Some((id, info.key))
         }))
         .map(|(id, key)| async move {
-            let bytes = self.store().get(&key).await.map_err(Error::store)?;
+            let bytes = match self.store().get(&key).await {
+                Ok(bytes) => bytes,
+                // Forgotten between the listing and the read.
+                Err(e) if e.kind() == nfrepo_store::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(Error::store(e)),
+            };
             let snapshot = Snapshot::decode(&id, &bytes, self.sealer(), &self.id())
                 .map_err(|e| Error::decode(key.to_string(), e))?;
-            Ok::<_, Error>(SnapshotEntry { id, snapshot })
+            Ok::<_, Error>(Some(SnapshotEntry { id, snapshot }))
         })
         .buffer_unordered(LIST_CONCURRENCY)
+        .try_filter_map(|entry| async move { Ok(entry) })
         .try_collect()
         .await?;
         out.sort_by_key(|e| (e.snapshot.time_ns, e.id));
@@ -74,6 +80,20 @@ impl Repository {
     /// # Errors
     /// Storage errors, or [`Error::Corrupted`] for a damaged delta.
     pub async fn load_index(&self) -> Result<Index> {
+        // A delta that vanishes between listing and reading was merged by a
+        // concurrent compaction, which wrote its replacement first: list again.
+        let mut attempts = 0;
+        loop {
+            match self.load_index_once().await {
+                Err(Error::Store(e)) if e.kind() == nfrepo_store::ErrorKind::NotFound && attempts < 3 => {
+                    attempts += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn load_index_once(&self) -> Result<Index> {
         let listed = self.store().list(ObjectKind::Index).await.map_err(Error::store)?;
         let deltas: Vec<(IndexId, IndexDelta)> = stream::iter(listed.into_iter().filter_map(|info| {
             let id = info.key.name().parse::<IndexId>().ok()?;
