@@ -90,6 +90,7 @@ fn forget_and_gc_reject_bad_input() {
     env.fails(&["forget", "--class", "tepid"], 17, "SNAPSHOT_INVALID");
     env.fails(&["forget", "--keep-within", "7x"], 17, "SNAPSHOT_INVALID");
     env.fails(&["gc", "--grace", "soon"], 17, "SNAPSHOT_INVALID");
+    env.fails(&["gc", "--max-unused", "150%"], 17, "SNAPSHOT_INVALID");
     env.fails(&["protect", "ffffffff"], 12, "BACKUP_NOT_FOUND");
 }
 

@@ -295,6 +295,11 @@ pub struct GcArgs {
     /// of a pack no index lists before it is planned).
     #[arg(long, value_name = "SPAN", default_value = "24h")]
     pub grace: String,
+    /// Repack a partly used pack when more than this share of it is unused
+    /// (a percentage such as 10%; 100% never repacks). Repacking reads the live
+    /// blobs of those packs, the only data GC ever reads.
+    #[arg(long, value_name = "PERCENT", default_value = "10%")]
+    pub max_unused: String,
     /// Report what would be planned and deleted, and take no lease.
     #[arg(long)]
     pub dry_run: bool,

@@ -26,6 +26,7 @@ mod compact;
 mod deltas;
 mod plans;
 mod refs;
+mod repack;
 mod walk;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -58,6 +59,9 @@ pub struct GcOptions {
     pub lease_ttl: Duration,
     /// Decide and report, but write and delete nothing (and take no lease).
     pub dry_run: bool,
+    /// Repack a partly used pack when more than this fraction of its bytes
+    /// is unused (0.0 to 1.0; 1.0 never repacks).
+    pub max_unused: f64,
 }
 
 impl Default for GcOptions {
@@ -67,6 +71,7 @@ impl Default for GcOptions {
             compact_deltas: 32,
             lease_ttl: Duration::from_secs(3600),
             dry_run: false,
+            max_unused: 0.1,
         }
     }
 }
@@ -129,8 +134,15 @@ pub struct GcReport {
     pub unmarked: PackCount,
     /// Packs partly used, and an estimate of their unused bytes (reclaimable only by a repack).
     pub partly_used: PackCount,
-    /// Sum of the unused bytes in partly used packs.
+    /// Sum of the unused bytes in partly used packs (those not repacked).
     pub partly_used_unused_bytes: u64,
+    /// Partly used packs whose live blobs were copied (or, in a dry run, would be),
+    /// now planned for deletion.
+    pub repacked: PackCount,
+    /// Blobs copied by the repack.
+    pub repack_copied_blobs: u64,
+    /// Stored bytes of the new packs the repack wrote.
+    pub repack_written_bytes: u64,
     /// Index deltas before and after the run.
     pub deltas_before: usize,
     /// Index deltas after the run.
@@ -153,7 +165,7 @@ impl GcReport {
     /// Bytes that later runs will reclaim if nothing references them again.
     #[must_use]
     pub fn reclaimable_later(&self) -> u64 {
-        self.planned.bytes + self.waiting.values().map(|c| c.bytes).sum::<u64>()
+        self.planned.bytes + self.repacked.bytes + self.waiting.values().map(|c| c.bytes).sum::<u64>()
     }
 }
 
@@ -237,7 +249,6 @@ impl Repository {
         let mut planned_refs = self
             .measure_usage(&live_deltas, &refs, &planned_before, &mut usage)
             .await?;
-        drop(refs);
         let covered = self
             .covered_elsewhere(&live_deltas, &planned_before, &mut planned_refs)
             .await?;
@@ -245,12 +256,23 @@ impl Repository {
         for (_, size, _) in listed.values() {
             report.total.add(*size);
         }
-        for u in usage.values() {
-            if u.used_blobs > 0 && u.used_blobs < u.blobs {
+        let mut to_repack: Vec<PackId> = Vec::new();
+        for (id, u) in &usage {
+            if u.used_blobs == 0 || u.used_blobs >= u.blobs || planned_before.contains(id) || !listed.contains_key(id) {
+                continue;
+            }
+            let unused = u.size.saturating_sub(u.used_bytes);
+            #[expect(clippy::cast_precision_loss, reason = "a ratio of byte counts")]
+            let wasteful = unused as f64 > options.max_unused * u.size as f64;
+            if wasteful {
+                report.repacked.add(u.size);
+                to_repack.push(*id);
+            } else {
                 report.partly_used.add(u.size);
-                report.partly_used_unused_bytes += u.size.saturating_sub(u.used_bytes);
+                report.partly_used_unused_bytes += unused;
             }
         }
+        to_repack.sort_unstable();
 
         // Sweep decisions for packs of earlier plans.
         let mut decided: HashSet<PackId> = HashSet::new();
@@ -318,7 +340,6 @@ impl Repository {
                 new_plan.packs.push(planned(*id, *kind, *size, PlanReason::Unindexed));
             }
         }
-        new_plan.packs.sort_by_key(|p| p.id);
         for p in &new_plan.packs {
             report.planned.add(p.size);
         }
@@ -356,6 +377,20 @@ impl Repository {
             self.store().delete(&key).await.map_err(Error::store)?;
             report.plans_removed += 1;
         }
+        if !to_repack.is_empty() {
+            ensure_held(&lease).await?;
+            let (copied, written) = repack::repack(self, &live_deltas, &to_repack, &refs).await?;
+            report.repack_copied_blobs = copied;
+            report.repack_written_bytes = written;
+            for id in &to_repack {
+                if let Some(u) = usage.get(id) {
+                    new_plan.packs.push(planned(*id, u.kind, u.size, PlanReason::Repacked));
+                }
+            }
+            report.deltas_after += 1;
+        }
+        drop(refs);
+        new_plan.packs.sort_by_key(|p| p.id);
         if !new_plan.packs.is_empty() {
             let id = plans::write_plan(self, &new_plan).await?;
             report.new_plan = Some(plans::plan_name(&id));

@@ -11,7 +11,11 @@
 //! NFREPO_REGENERATE_VECTORS=1 cargo test -p nfrepo-format --test vectors_maintenance -- --ignored generate
 //! ```
 
-#![allow(clippy::expect_used, clippy::unwrap_used, reason = "test code: a panic is a test failure")]
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "test code: a panic is a test failure"
+)]
 
 use std::path::PathBuf;
 
@@ -111,9 +115,19 @@ fn protect_marker() -> ProtectMarker {
 fn fixtures() -> Vec<(&'static str, &'static [u8; 4], u8, Vec<u8>)> {
     vec![
         ("gc_plan", b"NFRG", 9, postcard::to_allocvec(&gc_plan()).unwrap()),
-        ("session_marker", b"NFRB", 10, postcard::to_allocvec(&session_marker()).unwrap()),
+        (
+            "session_marker",
+            b"NFRB",
+            10,
+            postcard::to_allocvec(&session_marker()).unwrap(),
+        ),
         ("lease", b"NFRQ", 11, postcard::to_allocvec(&lease()).unwrap()),
-        ("protect_marker", b"NFRX", 12, postcard::to_allocvec(&protect_marker()).unwrap()),
+        (
+            "protect_marker",
+            b"NFRX",
+            12,
+            postcard::to_allocvec(&protect_marker()).unwrap(),
+        ),
     ]
 }
 
@@ -159,7 +173,11 @@ fn maintenance_objects_match_the_vectors() {
     assert_eq!(vectors.objects.len(), want.len());
     for (committed, built) in vectors.objects.iter().zip(&want) {
         assert_eq!(committed, built, "{} {}", committed.object, committed.cipher);
-        let cipher = if committed.cipher == "aes256gcm" { Cipher::Aes256Gcm } else { Cipher::XChaCha20Poly1305 };
+        let cipher = if committed.cipher == "aes256gcm" {
+            Cipher::Aes256Gcm
+        } else {
+            Cipher::XChaCha20Poly1305
+        };
         let sealer = sealer(cipher);
         let bytes = hex::decode(&committed.bytes).unwrap();
         match committed.object.as_str() {
@@ -168,7 +186,10 @@ fn maintenance_objects_match_the_vectors() {
                 assert_eq!(GcPlan::decode(&id, &bytes, &sealer, &repo()).unwrap(), gc_plan());
             }
             "session_marker" => {
-                assert_eq!(SessionMarker::decode(&bytes, &sealer, &repo()).unwrap(), session_marker());
+                assert_eq!(
+                    SessionMarker::decode(&bytes, &sealer, &repo()).unwrap(),
+                    session_marker()
+                );
             }
             "lease" => assert_eq!(Lease::decode(&bytes, &sealer, &repo()).unwrap(), lease()),
             "protect_marker" => assert_eq!(

@@ -6,13 +6,29 @@ use crate::cli::{GcArgs, GlobalArgs};
 use crate::failure::Failure;
 use crate::{context, render};
 
+fn invalid(message: String) -> Failure {
+    Failure::new(ErrorCode::SnapshotInvalid, Some("INVALID_ARGUMENT"), message)
+}
+
+/// `10%` or `10` → 0.10.
+fn percent(text: &str) -> Result<f64, Failure> {
+    let number = text.trim().trim_end_matches('%');
+    match number.parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p / 100.0),
+        _ => Err(invalid(format!(
+            "--max-unused {text:?} is not a percentage from 0% to 100%"
+        ))),
+    }
+}
+
 pub async fn run(global: &GlobalArgs, args: GcArgs) -> Result<i32, Failure> {
-    let grace = Span::parse(&args.grace)
-        .map_err(|e| Failure::new(ErrorCode::SnapshotInvalid, Some("INVALID_ARGUMENT"), e.to_string()))?;
+    let grace = Span::parse(&args.grace).map_err(|e| invalid(e.to_string()))?;
+    let max_unused = percent(&args.max_unused)?;
     let repo = context::open_repository(global, Operation::Backup).await?.repo;
     let mut options = GcOptions::default();
     options.grace = std::time::Duration::from_secs(grace.as_secs());
     options.dry_run = args.dry_run;
+    options.max_unused = max_unused;
     let report = repo
         .gc(&options)
         .await
@@ -44,6 +60,7 @@ fn json(r: &GcReport, grace: Span) -> serde_json::Value {
         "planned": count(r.planned),
         "waiting": r.waiting.iter().map(|(why, c)| serde_json::json!({"why": why, "packs": c.packs, "bytes": c.bytes})).collect::<Vec<_>>(),
         "unmarked": count(r.unmarked),
+        "repacked": {"packs": r.repacked.packs, "bytes": r.repacked.bytes, "copied_blobs": r.repack_copied_blobs, "written_bytes": r.repack_written_bytes},
         "partly_used": {"packs": r.partly_used.packs, "bytes": r.partly_used.bytes, "unused_bytes": r.partly_used_unused_bytes},
         "index_deltas": {"before": r.deltas_before, "after": r.deltas_after},
         "new_plan": r.new_plan,
@@ -78,6 +95,15 @@ fn print_report(r: &GcReport, grace: Span) {
     }
     if r.unmarked.packs > 0 {
         println!("{}", line("unmarked (referenced again)", r.unmarked));
+    }
+    if r.repacked.packs > 0 {
+        let verb = if r.dry_run { "would repack" } else { "repacked" };
+        println!(
+            "{} ({} live blobs copied into {}; the old packs are planned)",
+            line(verb, r.repacked),
+            r.repack_copied_blobs,
+            render::bytes(r.repack_written_bytes)
+        );
     }
     if r.partly_used.packs > 0 {
         println!(

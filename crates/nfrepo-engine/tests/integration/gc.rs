@@ -304,3 +304,33 @@ async fn a_second_gc_waits_for_the_lease_and_takes_over_an_expired_one() {
     repo.gc(&options()).await.unwrap();
     assert!(memory.list(ObjectKind::Lease).await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mostly_unused_packs_are_repacked_then_deleted() {
+    let (memory, repo) = repo_on_memory().await;
+    let kept = pseudo_random(1 << 20, 21);
+    let gone = pseudo_random(2 << 20, 23);
+    let (both, _) = backup_stream(&repo, "a", "f", [kept.clone(), gone].concat())
+        .await
+        .unwrap();
+    let (only_kept, _) = backup_stream(&repo, "b", "f", kept.clone()).await.unwrap();
+    forget_snapshot(&repo, both).await;
+    let dry = repo.gc(&options().dry_run(true)).await.unwrap();
+    assert_eq!(
+        dry.repacked.packs, 1,
+        "the shared data pack is two-thirds unused: {dry:?}"
+    );
+    assert_eq!(dry.repack_copied_blobs, 0, "a dry run copies nothing");
+
+    let report = repo.gc(&options()).await.unwrap();
+    assert_eq!(report.repacked, dry.repacked);
+    assert!(report.repack_copied_blobs > 10, "{report:?}");
+    assert!(report.repack_written_bytes < report.repacked.bytes / 2, "{report:?}");
+    assert_intact(&repo, &[(only_kept, &kept)]).await;
+    let before = data_packs(&memory).await;
+    age(&memory, ObjectKind::Gc, 2 * HOUR).await;
+    let swept = repo.gc(&options()).await.unwrap();
+    assert!(swept.deleted.packs >= 1, "{swept:?}");
+    assert_eq!(data_packs(&memory).await, before - 1, "the old data pack is gone");
+    assert_intact(&repo, &[(only_kept, &kept)]).await;
+}
