@@ -377,24 +377,27 @@ impl Repository {
             self.store().delete(&key).await.map_err(Error::store)?;
             report.plans_removed += 1;
         }
-        if !to_repack.is_empty() {
-            ensure_held(&lease).await?;
-            let (copied, written) = repack::repack(self, &live_deltas, &to_repack, &refs).await?;
-            report.repack_copied_blobs = copied;
-            report.repack_written_bytes = written;
-            for id in &to_repack {
-                if let Some(u) = usage.get(id) {
-                    new_plan.packs.push(planned(*id, u.kind, u.size, PlanReason::Repacked));
-                }
+        // The plan names the packs to repack before their copies exist: if the
+        // repack dies half-way, the next run finds them referenced and not
+        // copied, and unmarks them; nothing is lost and nothing leaks.
+        for id in &to_repack {
+            if let Some(u) = usage.get(id) {
+                new_plan.packs.push(planned(*id, u.kind, u.size, PlanReason::Repacked));
             }
-            report.deltas_after += 1;
         }
-        drop(refs);
         new_plan.packs.sort_by_key(|p| p.id);
         if !new_plan.packs.is_empty() {
             let id = plans::write_plan(self, &new_plan).await?;
             report.new_plan = Some(plans::plan_name(&id));
         }
+        if !to_repack.is_empty() {
+            ensure_held(&lease).await?;
+            let (copied, written) = repack::repack(self, &to_repack, &refs).await?;
+            report.repack_copied_blobs = copied;
+            report.repack_written_bytes = written;
+            report.deltas_after += 1;
+        }
+        drop(refs);
         for key in expired {
             self.store().delete(&key).await.map_err(Error::store)?;
             report.expired_sessions_removed += 1;

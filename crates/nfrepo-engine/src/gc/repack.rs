@@ -10,7 +10,7 @@
 //! has a copy outside the plans (gc.md).
 
 use bytes::Bytes;
-use nfrepo_format::{IndexDelta, IndexId, IndexedPack, PackBuilder, PackId, PackKind, SealedBlob};
+use nfrepo_format::{IndexDelta, IndexedPack, PackBuilder, PackId, PackKind, SealedBlob};
 use nfrepo_store::{ObjectKey, ObjectKind, PutMode};
 
 use super::deltas;
@@ -20,12 +20,11 @@ use crate::{Error, Repository, Result};
 
 /// Copies the live blobs of `packs` (sorted) into new packs and indexes them.
 /// Returns the number of blobs copied and the stored bytes written.
-pub(crate) async fn repack(
-    repo: &Repository,
-    live_deltas: &[IndexId],
-    packs: &[PackId],
-    refs: &RefSet,
-) -> Result<(u64, u64)> {
+///
+/// Lists the index afresh: this run's compaction may have replaced the
+/// deltas it started from (under the lease nothing else deletes deltas).
+pub(crate) async fn repack(repo: &Repository, packs: &[PackId], refs: &RefSet) -> Result<(u64, u64)> {
+    let live_deltas = deltas::list(repo).await?;
     let pack_size = repo.config().pack_size as usize;
     let mut builders = [
         (PackKind::Data, PackBuilder::new(PackKind::Data, pack_size)),
@@ -34,7 +33,7 @@ pub(crate) async fn repack(
     let mut written: Vec<IndexedPack> = Vec::new();
     let mut copied = 0u64;
     let mut done: std::collections::HashSet<PackId> = std::collections::HashSet::new();
-    for delta_id in live_deltas {
+    for delta_id in &live_deltas {
         let delta = deltas::load(repo, delta_id).await?;
         for pack in delta.packs {
             if packs.binary_search(&pack.id).is_err() || !done.insert(pack.id) {
