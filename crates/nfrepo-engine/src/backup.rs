@@ -20,6 +20,10 @@
 //! their blobs as present, and records them in its own index delta. A re-run
 //! after `kill -9` therefore uploads only what the dead run had not.
 //!
+//! **GC.** The session announces itself with a marker and a heartbeat
+//! (`crate::session`), reads the GC plans before the index, and never
+//! deduplicates against or adopts a pack named in a plan (format-spec/gc.md).
+//!
 //! Memory is bounded by the in-flight budget, the pack size and the upload
 //! concurrency, not by the input. (The set of blobs the session claimed and
 //! the index grow with new and stored blobs: about 50 bytes each.)
