@@ -334,3 +334,38 @@ async fn mostly_unused_packs_are_repacked_then_deleted() {
     assert_eq!(data_packs(&memory).await, before - 1, "the old data pack is gone");
     assert_intact(&repo, &[(only_kept, &kept)]).await;
 }
+
+/// A running backup reuses its parent's tree without looking blobs up, so
+/// GC keeps the parent's blobs while the backup lives, even after the parent
+/// is forgotten and its packs are in a plan the backup has seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_backup_keeps_its_parents_blobs() {
+    let (memory, repo) = repo_on_memory().await;
+    let data = pseudo_random(5 << 20, 31);
+    let (old, _) = backup_stream(&repo, "other", "f", data.clone()).await.unwrap();
+    // Started before the plan: it will commit a snapshot using the old packs.
+    let early = repo
+        .begin_backup(BackupOptions::new("db", "stdin", "dump"))
+        .await
+        .unwrap();
+    forget_snapshot(&repo, old).await;
+    let planned = repo.gc(&options()).await.unwrap().planned;
+    assert!(planned.packs > 0);
+    let (parent, _) = store_file(early, data.clone()).await.await;
+    // Starts after the plan, with the early snapshot as its parent.
+    let child = repo
+        .begin_backup(BackupOptions::new("db", "stdin", "dump"))
+        .await
+        .unwrap();
+    assert_eq!(child.parent().map(|p| p.id), Some(parent));
+    forget_snapshot(&repo, parent).await;
+    age(&memory, ObjectKind::Gc, 2 * HOUR).await;
+    let report = repo.gc(&options()).await.unwrap();
+    assert_eq!(report.deleted.packs, 0, "the child's parent tree is a root: {report:?}");
+    assert!(report.unmarked.packs > 0);
+    child.abort().await;
+    // Without the session, nothing references the old packs any more.
+    repo.gc(&options()).await.unwrap();
+    age(&memory, ObjectKind::Gc, 2 * HOUR).await;
+    assert!(repo.gc(&options()).await.unwrap().deleted.packs > 0);
+}
