@@ -266,7 +266,7 @@ async fn unindexed_packs_are_collected_only_when_old() {
     );
     age(&memory, ObjectKind::Data, 2 * HOUR).await;
     let planned = repo.gc(&options()).await.unwrap().planned;
-    assert!(planned.packs >= 2);
+    assert!(planned.packs >= 1, "the aborted run uploaded full packs");
     age(&memory, ObjectKind::Gc, 2 * HOUR).await;
     let report = repo.gc(&options()).await.unwrap();
     assert_eq!(report.deleted, planned);
@@ -316,10 +316,10 @@ async fn mostly_unused_packs_are_repacked_then_deleted() {
     let (only_kept, _) = backup_stream(&repo, "b", "f", kept.clone()).await.unwrap();
     forget_snapshot(&repo, both).await;
     let dry = repo.gc(&options().dry_run(true)).await.unwrap();
-    assert_eq!(
-        dry.repacked.packs, 1,
-        "the shared data pack is two-thirds unused: {dry:?}"
-    );
+    // The shared data pack is two-thirds unused; the first snapshot's tree pack
+    // may be too, when its content lists share a list blob with the second's.
+    assert!((1..=2).contains(&dry.repacked.packs), "{dry:?}");
+    assert!(dry.repacked.bytes > 3_000_000, "{dry:?}");
     assert_eq!(dry.repack_copied_blobs, 0, "a dry run copies nothing");
 
     let report = repo.gc(&options()).await.unwrap();
