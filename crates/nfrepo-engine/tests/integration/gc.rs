@@ -369,3 +369,33 @@ async fn a_live_backup_keeps_its_parents_blobs() {
     age(&memory, ObjectKind::Gc, 2 * HOUR).await;
     assert!(repo.gc(&options()).await.unwrap().deleted.packs > 0);
 }
+
+/// GC never reads a data pack (a cold tier), unless it repacks; and a failed
+/// delete leaves a repository that still restores, and a later run finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_reads_no_data_pack_and_survives_failed_deletes() {
+    use nfrepo_store::{ErrorKind, Fault, FaultOp, FaultRule, FaultStore};
+    let memory = MemoryStore::new();
+    let faults = Arc::new(FaultStore::new(memory.clone()));
+    let repo = init(faults.clone()).await;
+    let keep = pseudo_random(2 << 20, 41);
+    let (old, _) = backup_stream(&repo, "a", "f", pseudo_random(5 << 20, 43))
+        .await
+        .unwrap();
+    let (kept, _) = backup_stream(&repo, "b", "f", keep.clone()).await.unwrap();
+    forget_snapshot(&repo, old).await;
+    faults.add_rule(FaultRule::new(FaultOp::Get, Fault::Fail(ErrorKind::PermissionDenied)).kind(ObjectKind::Data));
+    let mut no_repack = options();
+    no_repack.max_unused = 1.0;
+    let planned = repo.gc(&no_repack).await.unwrap().planned;
+    assert!(planned.packs > 0);
+    age(&memory, ObjectKind::Gc, 2 * HOUR).await;
+    faults.add_rule(FaultRule::new(FaultOp::Delete, Fault::Fail(ErrorKind::Unreachable)).kind(ObjectKind::Data));
+    assert!(repo.gc(&no_repack).await.is_err(), "the delete fails");
+    faults.clear();
+    assert_intact(&repo, &[(kept, &keep)]).await;
+    age(&memory, ObjectKind::Lease, 2 * HOUR).await;
+    let report = repo.gc(&no_repack).await.unwrap();
+    assert_eq!(report.deleted, planned, "{report:?}");
+    assert_intact(&repo, &[(kept, &keep)]).await;
+}
