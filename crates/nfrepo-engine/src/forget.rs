@@ -140,6 +140,15 @@ impl Repository {
             let doomed: Vec<SnapshotId> = report.removed().map(|d| d.entry.id).collect();
             stream::iter(doomed)
                 .map(|id| async move {
+                    // A `protect` that ran after the markers were listed still wins.
+                    match self.store().stat(&protect_key(&id)?).await {
+                        Ok(_) => {
+                            tracing::info!(snapshot = %id, "protected meanwhile; kept");
+                            return Ok(());
+                        }
+                        Err(e) if e.kind() == ErrorKind::NotFound => {}
+                        Err(e) => return Err(Error::store(e)),
+                    }
                     let key = ObjectKey::new(ObjectKind::Snapshot, id.to_hex()).map_err(Error::store)?;
                     self.store().delete(&key).await.map_err(Error::store)?;
                     tracing::info!(snapshot = %id, "snapshot forgotten");
