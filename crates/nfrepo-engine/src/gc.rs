@@ -16,8 +16,9 @@
 //! with backups, and why it never deletes a blob a backup relies on, is in
 //! `format-spec/gc.md`.
 //!
-//! GC reads snapshots, index deltas and tree packs only, never a data pack.
-//! Its memory is bounded by 8 bytes per referenced blob ([`refs::RefSet`]),
+//! GC reads snapshots, index deltas and tree packs only, never a data pack,
+//! except the live blobs of the partly used packs it repacks
+//! (`GcOptions::max_unused`; [`repack`]). Its memory is bounded by 8 bytes per referenced blob ([`refs::RefSet`]),
 //! the index of tree packs, and a few dozen bytes per pack: index deltas are
 //! streamed one at a time. One GC runs at a time, under the lease of
 //! [`crate::lease`].
