@@ -27,6 +27,16 @@ impl Env {
         }
     }
 
+    /// Another handle on an existing `file://` repository, for a second process.
+    /// Its own temporary directory lives under `dir`.
+    pub fn with_repo(repo: &str, dir: &Path) -> Self {
+        Self {
+            dir: tempfile::tempdir_in(dir).expect("tempdir"),
+            repo: repo.to_owned(),
+            extra_env: Vec::new(),
+        }
+    }
+
     /// A repository on the SeaweedFS S3 server started by `scripts/test.sh`.
     ///
     /// Fails (never skips) when the server is not configured.

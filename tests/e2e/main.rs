@@ -20,6 +20,7 @@ mod crash;
 mod dedup;
 mod errors;
 mod files;
+mod gc;
 mod keys;
 mod mysql;
 mod postgres;

@@ -68,6 +68,14 @@ pub enum Command {
     Cron(CronArgs),
     /// Put a file source's live files back as an earlier snapshot had them.
     Rollback(RollbackArgs),
+    /// Remove snapshots by retention policy (the data goes at the next gc).
+    Forget(ForgetArgs),
+    /// Reclaim the space of packs no snapshot uses (two-phase; safe while backups run).
+    Gc(GcArgs),
+    /// Shield a snapshot from forget.
+    Protect(ProtectArgs),
+    /// Remove a snapshot's protection.
+    Unprotect(UnprotectArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -268,4 +276,91 @@ pub struct DiffArgs {
     pub old: String,
     /// The newer snapshot.
     pub new: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// A built-in retention class: hot, warm, cold, db-full, db-incremental, files, config,
+    /// audit-logs, security-logs, analytics (combined with any --keep-* given).
+    #[arg(long)]
+    pub class: Option<String>,
+    /// Keep the N newest snapshots.
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of the N newest hours.
+    #[arg(long, value_name = "N")]
+    pub keep_hourly: Option<u32>,
+    /// Keep the newest snapshot of each of the N newest days.
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<u32>,
+    /// Keep the newest snapshot of each of the N newest ISO weeks.
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest snapshot of each of the N newest months.
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<u32>,
+    /// Keep the newest snapshot of each of the N newest years.
+    #[arg(long, value_name = "N")]
+    pub keep_yearly: Option<u32>,
+    /// Keep every snapshot within this span of the newest one (e.g. 24h, 7d).
+    #[arg(long, value_name = "SPAN")]
+    pub keep_within: Option<String>,
+    /// Keep the newest snapshot of each hour within this span of the newest one.
+    #[arg(long, value_name = "SPAN")]
+    pub keep_within_hourly: Option<String>,
+    /// Keep the newest snapshot of each day within this span.
+    #[arg(long, value_name = "SPAN")]
+    pub keep_within_daily: Option<String>,
+    /// Keep the newest snapshot of each ISO week within this span.
+    #[arg(long, value_name = "SPAN")]
+    pub keep_within_weekly: Option<String>,
+    /// Keep the newest snapshot of each month within this span.
+    #[arg(long, value_name = "SPAN")]
+    pub keep_within_monthly: Option<String>,
+    /// Keep the newest snapshot of each year within this span.
+    #[arg(long, value_name = "SPAN")]
+    pub keep_within_yearly: Option<String>,
+    /// Keep snapshots with this tag: key=value, or key for any value (repeatable).
+    #[arg(long = "keep-tag", value_name = "TAG")]
+    pub keep_tags: Vec<String>,
+    /// Only snapshots of this source.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Group snapshots by source only, not by source and host.
+    #[arg(long)]
+    pub group_by_source: bool,
+    /// Show what would be kept and removed, and why, without removing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// How long a plan waits before its packs are deleted (also the minimum age
+    /// of a pack no index lists before it is planned).
+    #[arg(long, value_name = "SPAN", default_value = "24h")]
+    pub grace: String,
+    /// Repack a partly used pack when more than this share of it is unused
+    /// (a percentage such as 10%; 100% never repacks). Repacking reads the live
+    /// blobs of those packs, the only data GC ever reads.
+    #[arg(long, value_name = "PERCENT", default_value = "10%")]
+    pub max_unused: String,
+    /// Report what would be planned and deleted, and take no lease.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ProtectArgs {
+    /// The snapshot: an id prefix, `latest`, or `SOURCE@latest`.
+    pub snapshot: String,
+    /// Why (recorded in the marker).
+    #[arg(long, default_value = "")]
+    pub note: String,
+}
+
+#[derive(Debug, Args)]
+pub struct UnprotectArgs {
+    /// The snapshot: an id prefix, `latest`, or `SOURCE@latest`.
+    pub snapshot: String,
 }

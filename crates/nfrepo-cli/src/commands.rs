@@ -3,8 +3,11 @@
 
 mod browse;
 mod cron;
+mod forget;
+mod gc;
 mod init;
 mod key;
+mod protect;
 mod restore;
 mod restore_into;
 mod rollback;
@@ -29,5 +32,9 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
         Command::Restore(args) => restore::run(global, args).await,
         Command::Cron(args) => cron::run(global, args),
         Command::Rollback(args) => rollback::run(global, args).await,
+        Command::Forget(args) => forget::run(global, args).await,
+        Command::Gc(args) => gc::run(global, args).await,
+        Command::Protect(args) => protect::protect(global, args).await,
+        Command::Unprotect(args) => protect::unprotect(global, args).await,
     }
 }

@@ -20,6 +20,10 @@
 //! their blobs as present, and records them in its own index delta. A re-run
 //! after `kill -9` therefore uploads only what the dead run had not.
 //!
+//! **GC.** The session announces itself with a marker and a heartbeat
+//! (`crate::session`), reads the GC plans before the index, and never
+//! deduplicates against or adopts a pack named in a plan (format-spec/gc.md).
+//!
 //! Memory is bounded by the in-flight budget, the pack size and the upload
 //! concurrency, not by the input, with one exception by design (DESIGN.md
 //! allows 40–64 bytes of lookup structure per blob): the index of stored
@@ -182,13 +186,20 @@ struct Counters {
 /// not yet indexed, however long the backup.
 pub(crate) struct Claims {
     index: Arc<Index>,
+    /// Packs in GC plans: never deduplicated against (see `crate::session`).
+    planned: HashSet<nfrepo_format::PackId>,
     claimed: Mutex<HashSet<BlobId>>,
 }
 
 impl Claims {
     /// Whether this session must store `id` (true at most once per id).
     fn claim(&self, id: &BlobId) -> Result<bool> {
-        if self.index.contains(id) {
+        let stored = if self.planned.is_empty() {
+            self.index.contains(id)
+        } else {
+            self.index.get(id).is_some_and(|at| !self.planned.contains(&at.pack))
+        };
+        if stored {
             return Ok(false);
         }
         let mut claimed = self
@@ -234,7 +245,7 @@ pub struct BackupSession {
     parent: Option<SnapshotEntry>,
     reader: Reader,
     handle: tokio::runtime::Handle,
-    marker: ObjectKey,
+    live: crate::session::LiveSession,
     started: Instant,
     time_ns: i64,
 }
@@ -260,11 +271,13 @@ impl Repository {
             .ok_or_else(|| Error::Invalid(format!("unknown chunking profile {:?}", options.profile)))?;
         let chunker = Chunker::new(profile, self.keys().chunker_seed).map_err(Error::Format)?;
         let time_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
-        let marker = self.write_session_marker(&options, time_ns).await?;
+        // Marker, then GC plans, then snapshots and index: see crate::session.
+        let live = crate::session::LiveSession::start(self, &options.source, time_ns).await?;
+        let (plan_ids, planned) = crate::gc::planned_packs(self).await?;
         // Snapshots before the index: see crate::index.
         let snapshots = self.snapshots().await?;
         let mut index = self.load_index().await?;
-        let adopted = self.adopt_orphan_packs(&index).await?;
+        let adopted = self.adopt_orphan_packs(&index, &planned).await?;
         let adopted_packs = adopted.len();
         if !adopted.is_empty() {
             let delta = IndexDelta {
@@ -287,8 +300,10 @@ impl Repository {
         } else {
             None
         };
+        live.confirm(plan_ids, parent.as_ref().map(|p| p.snapshot.root)).await?;
         let claims = Arc::new(Claims {
             index: index.clone(),
+            planned,
             claimed: Mutex::new(HashSet::new()),
         });
         let (queue, uploader) = upload::start(
@@ -320,36 +335,25 @@ impl Repository {
             uploader: Mutex::new(Some(uploader)),
             parent,
             handle: tokio::runtime::Handle::current(),
-            marker,
+            live,
             started: Instant::now(),
             time_ns,
         })
     }
 
-    async fn write_session_marker(&self, options: &BackupOptions, time_ns: i64) -> Result<ObjectKey> {
-        let id = nfrepo_format::KeyId::random().map_err(Error::Format)?;
-        let key = ObjectKey::new(ObjectKind::Session, id.to_hex()).map_err(Error::store)?;
-        let body = format!(
-            "nfrepo backup session\nstarted_ns={time_ns}\npid={}\nsource_hash={}\n",
-            std::process::id(),
-            blake3::hash(options.source.as_bytes()).to_hex()
-        );
-        self.store()
-            .put(&key, Bytes::from(body), PutMode::Overwrite)
-            .await
-            .map_err(Error::store)?;
-        Ok(key)
-    }
-
     /// Packs present in storage but in no index: left by interrupted backups.
-    async fn adopt_orphan_packs(&self, index: &Index) -> Result<Vec<IndexedPack>> {
+    async fn adopt_orphan_packs(
+        &self,
+        index: &Index,
+        planned: &HashSet<nfrepo_format::PackId>,
+    ) -> Result<Vec<IndexedPack>> {
         use futures::stream::{self, StreamExt};
         let indexed: std::collections::HashSet<nfrepo_format::PackId> = index.packs().map(|(id, _, _)| id).collect();
         let mut orphans: Vec<(ObjectInfo, PackKind)> = Vec::new();
         for (kind, pack_kind) in [(ObjectKind::Data, PackKind::Data), (ObjectKind::Tree, PackKind::Tree)] {
             for info in self.store().list(kind).await.map_err(Error::store)? {
                 match info.key.name().parse::<nfrepo_format::PackId>() {
-                    Ok(id) if !indexed.contains(&id) => orphans.push((info, pack_kind)),
+                    Ok(id) if !indexed.contains(&id) && !planned.contains(&id) => orphans.push((info, pack_kind)),
                     _ => {}
                 }
             }
@@ -658,6 +662,7 @@ impl BackupSession {
     /// Any upload failure; the snapshot is then not written.
     pub async fn commit(self, root: BlobId, details: CommitDetails) -> Result<(SnapshotId, Snapshot)> {
         let report = self.finish_uploads().await?;
+        self.live.ensure_alive()?;
         if !report.unindexed.is_empty() {
             let delta = IndexDelta {
                 packs: report.unindexed,
@@ -705,7 +710,7 @@ impl BackupSession {
             .map_err(Error::Format)?;
         let key = ObjectKey::new(ObjectKind::Snapshot, id.to_hex()).map_err(Error::store)?;
         put_once(&self.repo, &key, bytes).await?;
-        self.remove_marker().await;
+        self.live.finish().await;
         tracing::info!(snapshot = %id, "snapshot committed");
         Ok((id, snapshot))
     }
@@ -726,7 +731,7 @@ impl BackupSession {
         if let Some(task) = uploader {
             let _ = task.await;
         }
-        self.remove_marker().await;
+        self.live.finish().await;
     }
 
     async fn finish_uploads(&self) -> Result<upload::UploadReport> {
@@ -749,12 +754,6 @@ impl BackupSession {
         let report = uploader.await.map_err(|e| Error::Pipeline(e.to_string()))?;
         flushed?;
         report
-    }
-
-    async fn remove_marker(&self) {
-        if let Err(e) = self.repo.store().delete(&self.marker).await {
-            tracing::warn!(marker = %self.marker, error = %e, "could not remove the session marker");
-        }
     }
 }
 

@@ -142,6 +142,9 @@ pub enum Error {
     /// An invalid option or argument.
     #[error("{0}")]
     Invalid(String),
+    /// Another GC holds the repository's GC lease.
+    #[error("another gc is running: {0}")]
+    LeaseHeld(String),
 }
 
 impl Error {
@@ -177,6 +180,7 @@ impl Error {
             Self::Unreachable(_) => Some("STORAGE_UNREACHABLE"),
             Self::SourceFailed(_) => Some("SOURCE_FAILED"),
             Self::AmbiguousSnapshot(_) => Some("AMBIGUOUS_SNAPSHOT"),
+            Self::LeaseHeld(_) => Some("GC_LEASE_HELD"),
             _ => None,
         }
     }

@@ -54,12 +54,18 @@ impl Repository {
             Some((id, info.key))
         }))
         .map(|(id, key)| async move {
-            let bytes = self.store().get(&key).await.map_err(Error::store)?;
+            let bytes = match self.store().get(&key).await {
+                Ok(bytes) => bytes,
+                // Forgotten between the listing and the read.
+                Err(e) if e.kind() == nfrepo_store::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(Error::store(e)),
+            };
             let snapshot = Snapshot::decode(&id, &bytes, self.sealer(), &self.id())
                 .map_err(|e| Error::decode(key.to_string(), e))?;
-            Ok::<_, Error>(SnapshotEntry { id, snapshot })
+            Ok::<_, Error>(Some(SnapshotEntry { id, snapshot }))
         })
         .buffer_unordered(LIST_CONCURRENCY)
+        .try_filter_map(|entry| async move { Ok(entry) })
         .try_collect()
         .await?;
         out.sort_by_key(|e| (e.snapshot.time_ns, e.id));
@@ -85,6 +91,20 @@ impl Repository {
     /// # Errors
     /// Storage errors, local cache errors, or [`Error::Corrupted`] for a damaged delta.
     pub async fn load_index(&self) -> Result<Index> {
+        // A delta that vanishes between listing and reading was merged by a
+        // concurrent compaction, which wrote its replacement first: list again.
+        let mut attempts = 0;
+        loop {
+            match self.load_index_once().await {
+                Err(Error::Store(e)) if e.kind() == nfrepo_store::ErrorKind::NotFound && attempts < 3 => {
+                    attempts += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn load_index_once(&self) -> Result<Index> {
         let listed: Vec<(IndexId, ObjectKey)> = self
             .store()
             .list(ObjectKind::Index)
@@ -98,8 +118,10 @@ impl Repository {
         };
         match self.load_cached_index(dir.to_owned(), &listed).await {
             Ok(index) => Ok(index),
-            // The cache only saves work: without it, the index is loaded into memory.
-            Err(e @ Error::Store(_)) => {
+            // The cache only saves work: without it, the index is loaded into
+            // memory. (Other storage errors, such as a delta gone missing, are
+            // the repository's and go to the caller.)
+            Err(Error::Store(e)) if e.kind() == nfrepo_store::ErrorKind::Other => {
                 tracing::warn!(error = %e, "local index cache unusable; loading the index into memory");
                 Ok(Index::from_deltas(self.fetch_deltas(listed).await?))
             }

@@ -10,6 +10,8 @@ mod integration {
     mod backup;
     mod faults;
     pub mod fixture;
+    mod forget;
+    mod gc;
     mod index_cache;
     mod repository;
 }

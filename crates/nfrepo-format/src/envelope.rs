@@ -24,6 +24,15 @@ pub const TREE_MAGIC: [u8; 4] = *b"NFRT";
 /// Magic of a content-list blob's plaintext.
 pub const CONTENT_LIST_MAGIC: [u8; 4] = *b"NFRL";
 
+/// Magic of a GC plan.
+pub const GC_PLAN_MAGIC: [u8; 4] = *b"NFRG";
+/// Magic of a backup session marker.
+pub const SESSION_MAGIC: [u8; 4] = *b"NFRB";
+/// Magic of a lease.
+pub const LEASE_MAGIC: [u8; 4] = *b"NFRQ";
+/// Magic of a snapshot protection marker.
+pub const PROTECT_MAGIC: [u8; 4] = *b"NFRX";
+
 /// The format version this crate writes and reads.
 pub const FORMAT_VERSION: u8 = 1;
 

@@ -36,11 +36,15 @@ mod config;
 mod content;
 mod envelope;
 mod error;
+mod gc_plan;
 mod id;
 mod index;
 mod key;
+mod lease;
 mod pack;
+mod protect;
 mod seal;
+mod session;
 mod snapshot;
 mod tree;
 
@@ -53,14 +57,18 @@ pub use content::{
 };
 pub use envelope::FORMAT_VERSION;
 pub use error::{Error, Result};
+pub use gc_plan::{GcPlan, PlanReason, PlannedPack};
 pub use id::{BlobId, IndexId, KeyId, PackId, RepoId, SnapshotId, content_hash};
 pub use index::{IndexDelta, IndexedPack};
 pub use key::{KdfParams, KeySlot, MasterKey, RepoKeys};
+pub use lease::Lease;
 pub use pack::{
     BlobFault, FinishedPack, MAX_PACK_LEN, PACK_HEADER_LEN, PackBuilder, PackEntry, PackKind, check_entry_kinds,
     decode_pack_header, decode_trailer, read_pack_entries, trailer_len, verify_pack,
 };
+pub use protect::ProtectMarker;
 pub use seal::{Aad, Cipher, SEAL_OVERHEAD, SealedKind, Sealer, SecretKey};
+pub use session::SessionMarker;
 pub use snapshot::{CommandRecord, Snapshot, Summary};
 pub use tree::{Metadata, Node, NodeKind, Tree, Xattr};
 

@@ -101,6 +101,14 @@ pub enum SealedKind {
     Config = 7,
     /// A master key wrapped in a key slot.
     KeySlot = 8,
+    /// A GC plan body.
+    GcPlan = 9,
+    /// A backup session marker body.
+    SessionMarker = 10,
+    /// A lease body.
+    Lease = 11,
+    /// A snapshot protection marker body.
+    ProtectMarker = 12,
 }
 
 /// Associated data for one sealed message: its kind and, for blobs, its id.

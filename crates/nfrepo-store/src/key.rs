@@ -32,9 +32,11 @@ pub enum ObjectKind {
     Lease,
     /// Audit log entries, `audit/<name>`.
     Audit,
+    /// Snapshot protection markers, `protect/<snapshot id>`.
+    Protect,
 }
 
-const ALL_KINDS: [ObjectKind; 10] = [
+const ALL_KINDS: [ObjectKind; 11] = [
     ObjectKind::Config,
     ObjectKind::Key,
     ObjectKind::Data,
@@ -45,6 +47,7 @@ const ALL_KINDS: [ObjectKind; 10] = [
     ObjectKind::Gc,
     ObjectKind::Lease,
     ObjectKind::Audit,
+    ObjectKind::Protect,
 ];
 
 impl ObjectKind {
@@ -66,6 +69,7 @@ impl ObjectKind {
             ObjectKind::Gc => "gc",
             ObjectKind::Lease => "lease",
             ObjectKind::Audit => "audit",
+            ObjectKind::Protect => "protect",
         }
     }
 
@@ -229,6 +233,7 @@ mod tests {
             (ObjectKind::Lease, "gc", "lease/gc"),
             (ObjectKind::Audit, "00000001-ab", "audit/00000001-ab"),
             (ObjectKind::Config, "config", "config"),
+            (ObjectKind::Protect, "ab", "protect/ab"),
         ];
         for (kind, name, path) in cases {
             let key = ObjectKey::new(kind, name).unwrap();
@@ -237,7 +242,7 @@ mod tests {
             assert_eq!(ObjectKey::from_path(kind, path), Some(key));
         }
         assert_eq!(ObjectKey::config().path(), "config");
-        assert_eq!(ObjectKind::all().len(), 10);
+        assert_eq!(ObjectKind::all().len(), 11);
     }
 
     #[test]

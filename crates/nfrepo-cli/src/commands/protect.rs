@@ -1,0 +1,43 @@
+//! `nfrepo protect` and `nfrepo unprotect`.
+
+use nfrepo_engine::Operation;
+
+use crate::cli::{GlobalArgs, ProtectArgs, UnprotectArgs};
+use crate::context;
+use crate::failure::Failure;
+
+pub async fn protect(global: &GlobalArgs, args: ProtectArgs) -> Result<i32, Failure> {
+    let repo = context::open_repository(global, Operation::Backup).await?.repo;
+    let id = repo
+        .protect(&args.snapshot, &args.note)
+        .await
+        .map_err(|e| Failure::engine(&e, Operation::Backup))?;
+    if global.json {
+        println!("{}", serde_json::json!({"snapshot": id.to_hex(), "protected": true}));
+    } else if !global.quiet {
+        println!("snapshot {} is protected from forget", id.short());
+    }
+    Ok(0)
+}
+
+pub async fn unprotect(global: &GlobalArgs, args: UnprotectArgs) -> Result<i32, Failure> {
+    let repo = context::open_repository(global, Operation::Backup).await?.repo;
+    let (id, was) = repo
+        .unprotect(&args.snapshot)
+        .await
+        .map_err(|e| Failure::engine(&e, Operation::Backup))?;
+    if global.json {
+        println!(
+            "{}",
+            serde_json::json!({"snapshot": id.to_hex(), "protected": false, "was_protected": was})
+        );
+    } else if !global.quiet {
+        let how = if was {
+            "no longer protected"
+        } else {
+            "was not protected"
+        };
+        println!("snapshot {} {how}", id.short());
+    }
+    Ok(0)
+}

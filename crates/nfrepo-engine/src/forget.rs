@@ -1,0 +1,231 @@
+//! Forgetting snapshots by retention policy, and protecting snapshots from it.
+//!
+//! `forget` only deletes `snapshots/<id>` objects; the data they alone used
+//! is reclaimed later by GC ([`crate::gc`]). Deleting a snapshot object is the
+//! whole operation, so a crash part-way leaves some snapshots forgotten and the
+//! rest intact, never a damaged repository.
+//!
+//! Protection is a sealed marker `protect/<snapshot id>` (see
+//! `format-spec/protect.md`); every snapshot with a marker is kept, whatever
+//! the policy. A marker that does not open is treated as protecting its
+//! snapshot (and logged): forgetting too little is recoverable, too much is not.
+
+use std::collections::{BTreeMap, HashSet};
+
+use bytes::Bytes;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use nfrepo_format::{ProtectMarker, SnapshotId};
+use nfrepo_store::{ErrorKind, ObjectKey, ObjectKind, PutMode};
+
+use crate::read::SnapshotEntry;
+use crate::retention::{KeepReason, RetentionPolicy};
+use crate::{Error, Repository, Result};
+
+/// Options for [`Repository::forget`].
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct ForgetOptions {
+    /// The policy for sources without one in `per_source`; `None` leaves them alone.
+    pub default_policy: Option<RetentionPolicy>,
+    /// Policies by source name (from `nfrepo.toml`'s `retention = "NAME"`).
+    pub per_source: BTreeMap<String, RetentionPolicy>,
+    /// Only consider snapshots of this source.
+    pub source: Option<String>,
+    /// Group by source *and* host (default), or by source alone.
+    pub group_by_source_only: bool,
+    /// Decide, but delete nothing.
+    pub dry_run: bool,
+}
+
+impl ForgetOptions {
+    /// Options applying `policy` to every source.
+    #[must_use]
+    pub fn with_policy(policy: RetentionPolicy) -> Self {
+        Self {
+            default_policy: Some(policy),
+            ..Self::default()
+        }
+    }
+}
+
+/// What [`Repository::forget`] decided for one snapshot.
+#[derive(Clone, Debug)]
+pub struct ForgetDecision {
+    /// The snapshot.
+    pub entry: SnapshotEntry,
+    /// Why it is kept; empty when it is forgotten.
+    pub reasons: Vec<KeepReason>,
+}
+
+impl ForgetDecision {
+    /// Whether the snapshot stays.
+    #[must_use]
+    pub fn keep(&self) -> bool {
+        !self.reasons.is_empty()
+    }
+}
+
+/// The outcome of [`Repository::forget`], grouped, oldest first within a group.
+#[derive(Clone, Debug, Default)]
+pub struct ForgetReport {
+    /// `(source, host)` groups (host empty when grouping by source only) and their decisions.
+    pub groups: Vec<((String, String), Vec<ForgetDecision>)>,
+    /// Whether snapshots were actually deleted.
+    pub deleted: bool,
+}
+
+impl ForgetReport {
+    /// The snapshots forgotten (or, in a dry run, that would be).
+    pub fn removed(&self) -> impl Iterator<Item = &ForgetDecision> {
+        self.groups.iter().flat_map(|(_, d)| d.iter()).filter(|d| !d.keep())
+    }
+}
+
+impl Repository {
+    /// Applies retention policies and deletes the snapshots no rule keeps.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a policy with no rule (it would forget every
+    /// snapshot); storage and decoding errors.
+    pub async fn forget(&self, options: &ForgetOptions) -> Result<ForgetReport> {
+        for policy in options.default_policy.iter().chain(options.per_source.values()) {
+            if policy.is_empty() {
+                return Err(Error::Invalid(
+                    "refusing a retention policy without any keep rule: it would forget every snapshot".into(),
+                ));
+            }
+        }
+        let protected = self.protected_snapshots().await?;
+        let mut groups: BTreeMap<(String, String), Vec<SnapshotEntry>> = BTreeMap::new();
+        for entry in self.snapshots().await? {
+            if options.source.as_ref().is_some_and(|s| *s != entry.snapshot.source) {
+                continue;
+            }
+            let host = if options.group_by_source_only {
+                String::new()
+            } else {
+                entry.snapshot.hostname.clone()
+            };
+            groups
+                .entry((entry.snapshot.source.clone(), host))
+                .or_default()
+                .push(entry);
+        }
+        let mut report = ForgetReport::default();
+        for (group, entries) in groups {
+            let policy = options.per_source.get(&group.0).or(options.default_policy.as_ref());
+            let decided = match policy {
+                Some(policy) => {
+                    let input: Vec<(i64, &[(String, String)])> = entries
+                        .iter()
+                        .map(|e| (e.snapshot.time_ns, e.snapshot.tags.as_slice()))
+                        .collect();
+                    policy.apply(&input)
+                }
+                None => vec![vec![KeepReason::NoPolicy]; entries.len()],
+            };
+            let decisions = entries
+                .into_iter()
+                .zip(decided)
+                .map(|(entry, mut reasons)| {
+                    if protected.contains(&entry.id) {
+                        reasons.insert(0, KeepReason::Protected);
+                    }
+                    ForgetDecision { entry, reasons }
+                })
+                .collect();
+            report.groups.push((group, decisions));
+        }
+        if !options.dry_run {
+            let doomed: Vec<SnapshotId> = report.removed().map(|d| d.entry.id).collect();
+            stream::iter(doomed)
+                .map(|id| async move {
+                    // A `protect` that ran after the markers were listed still wins.
+                    match self.store().stat(&protect_key(&id)?).await {
+                        Ok(_) => {
+                            tracing::info!(snapshot = %id, "protected meanwhile; kept");
+                            return Ok(());
+                        }
+                        Err(e) if e.kind() == ErrorKind::NotFound => {}
+                        Err(e) => return Err(Error::store(e)),
+                    }
+                    let key = ObjectKey::new(ObjectKind::Snapshot, id.to_hex()).map_err(Error::store)?;
+                    self.store().delete(&key).await.map_err(Error::store)?;
+                    tracing::info!(snapshot = %id, "snapshot forgotten");
+                    Ok::<_, Error>(())
+                })
+                .buffer_unordered(8)
+                .try_collect::<()>()
+                .await?;
+            report.deleted = true;
+        }
+        Ok(report)
+    }
+
+    /// Protects a snapshot from `forget`. Protecting twice is harmless.
+    ///
+    /// # Errors
+    /// [`Error::SnapshotNotFound`] and friends for a bad spec; storage errors.
+    pub async fn protect(&self, spec: &str, note: &str) -> Result<SnapshotId> {
+        let entry = self.find_snapshot(spec).await?;
+        let marker = ProtectMarker {
+            snapshot: entry.id,
+            created_ns: chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default(),
+            by: crate::host::user_at_host(),
+            note: note.to_owned(),
+        };
+        let bytes = marker.encode(self.sealer(), &self.id()).map_err(Error::Format)?;
+        match self
+            .store()
+            .put(&protect_key(&entry.id)?, Bytes::from(bytes), PutMode::CreateNew)
+            .await
+        {
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            other => other.map_err(Error::store)?,
+        }
+        Ok(entry.id)
+    }
+
+    /// Removes a snapshot's protection. Returns whether it was protected.
+    ///
+    /// # Errors
+    /// [`Error::SnapshotNotFound`] and friends for a bad spec; storage errors.
+    pub async fn unprotect(&self, spec: &str) -> Result<(SnapshotId, bool)> {
+        let entry = self.find_snapshot(spec).await?;
+        let key = protect_key(&entry.id)?;
+        let was = match self.store().stat(&key).await {
+            Ok(_) => true,
+            Err(e) if e.kind() == ErrorKind::NotFound => false,
+            Err(e) => return Err(Error::store(e)),
+        };
+        self.store().delete(&key).await.map_err(Error::store)?;
+        Ok((entry.id, was))
+    }
+
+    /// The snapshots with a protection marker.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn protected_snapshots(&self) -> Result<HashSet<SnapshotId>> {
+        let listed = self.store().list(ObjectKind::Protect).await.map_err(Error::store)?;
+        let ids: Vec<(SnapshotId, ObjectKey)> = listed
+            .into_iter()
+            .filter_map(|info| Some((info.key.name().parse::<SnapshotId>().ok()?, info.key)))
+            .collect();
+        stream::iter(ids)
+            .map(|(id, key)| async move {
+                let bytes = self.store().get(&key).await.map_err(Error::store)?;
+                if let Err(e) = ProtectMarker::decode(&id, &bytes, self.sealer(), &self.id()) {
+                    tracing::warn!(marker = %key, error = %e, "keeping a snapshot whose protect marker does not open");
+                }
+                Ok::<_, Error>(id)
+            })
+            .buffer_unordered(8)
+            .try_collect()
+            .await
+    }
+}
+
+fn protect_key(id: &SnapshotId) -> Result<ObjectKey> {
+    ObjectKey::new(ObjectKind::Protect, id.to_hex()).map_err(Error::store)
+}

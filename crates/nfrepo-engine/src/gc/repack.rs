@@ -1,0 +1,111 @@
+//! Repacking: copying the live blobs of mostly unused packs into new packs.
+//!
+//! This is the one place GC reads data packs, and it reads only the live
+//! blobs (one range request each). Sealed blobs are copied verbatim: their
+//! associated data binds the blob id and kind, not the pack, so a copy opens
+//! like the original. Each is opened and re-hashed before it is copied, so
+//! a damaged blob is never spread. The new packs get their own index delta;
+//! the old ones go into the run's new plan as `Repacked` and are deleted by
+//! a later run like any planned pack, once every referenced blob of theirs
+//! has a copy outside the plans (gc.md).
+
+use bytes::Bytes;
+use nfrepo_format::{IndexDelta, IndexedPack, PackBuilder, PackId, PackKind, SealedBlob};
+use nfrepo_store::{ObjectKey, ObjectKind, PutMode};
+
+use super::deltas;
+use super::refs::RefSet;
+use crate::read::pack_object_key;
+use crate::{Error, Repository, Result};
+
+/// Copies the live blobs of `packs` (sorted) into new packs and indexes them.
+/// Returns the number of blobs copied and the stored bytes written.
+///
+/// Lists the index afresh: this run's compaction may have replaced the
+/// deltas it started from (under the lease nothing else deletes deltas).
+pub(crate) async fn repack(repo: &Repository, packs: &[PackId], refs: &RefSet) -> Result<(u64, u64)> {
+    let live_deltas = deltas::list(repo).await?;
+    let pack_size = repo.config().pack_size as usize;
+    let mut builders = [
+        (PackKind::Data, PackBuilder::new(PackKind::Data, pack_size)),
+        (PackKind::Tree, PackBuilder::new(PackKind::Tree, pack_size)),
+    ];
+    let mut written: Vec<IndexedPack> = Vec::new();
+    let mut copied = 0u64;
+    let mut done: std::collections::HashSet<PackId> = std::collections::HashSet::new();
+    for delta_id in &live_deltas {
+        let delta = deltas::load(repo, delta_id).await?;
+        for pack in delta.packs {
+            if packs.binary_search(&pack.id).is_err() || !done.insert(pack.id) {
+                continue;
+            }
+            let object = pack_object_key(pack.kind, &pack.id)?;
+            let slot = usize::from(pack.kind == PackKind::Tree);
+            for entry in pack.blobs.iter().filter(|b| refs.contains(&b.id)) {
+                let start = u64::from(entry.offset);
+                let sealed = repo
+                    .store()
+                    .get_range(&object, start..start + u64::from(entry.sealed_len))
+                    .await
+                    .map_err(Error::store)?;
+                let blob = SealedBlob {
+                    id: entry.id,
+                    kind: entry.kind,
+                    raw_len: entry.raw_len,
+                    sealed: sealed.to_vec(),
+                };
+                crate::codec::with_codec(repo, |codec| {
+                    codec
+                        .open(blob.kind, &blob.id, blob.raw_len, &blob.sealed)
+                        .map(drop)
+                        .map_err(|e| Error::decode(format!("blob {} in pack {}", blob.id, pack.id), e))
+                })?;
+                let Some((kind, builder)) = builders.get_mut(slot) else {
+                    continue;
+                };
+                if builder.len() + blob.sealed.len() > pack_size && !builder.is_empty() {
+                    let full = std::mem::replace(builder, PackBuilder::new(*kind, pack_size));
+                    written.push(upload(repo, full).await?);
+                }
+                builder.add(&blob).map_err(Error::Format)?;
+                copied += 1;
+            }
+        }
+    }
+    for (_, builder) in builders {
+        if !builder.is_empty() {
+            written.push(upload(repo, builder).await?);
+        }
+    }
+    let bytes = written.iter().map(|p| p.size).sum();
+    if !written.is_empty() {
+        let (id, encoded) = IndexDelta {
+            packs: written,
+            supersedes: Vec::new(),
+        }
+        .encode(repo.sealer(), &repo.id())
+        .map_err(Error::Format)?;
+        let key = ObjectKey::new(ObjectKind::Index, id.to_hex()).map_err(Error::store)?;
+        repo.store()
+            .put(&key, Bytes::from(encoded), PutMode::CreateNew)
+            .await
+            .map_err(Error::store)?;
+    }
+    Ok((copied, bytes))
+}
+
+async fn upload(repo: &Repository, builder: PackBuilder) -> Result<IndexedPack> {
+    let finished = builder.finish(repo.sealer(), &repo.id()).map_err(Error::Format)?;
+    let key = pack_object_key(finished.kind, &finished.id)?;
+    let size = finished.bytes.len() as u64;
+    repo.store()
+        .put(&key, Bytes::from(finished.bytes), PutMode::CreateNew)
+        .await
+        .map_err(Error::store)?;
+    Ok(IndexedPack {
+        id: finished.id,
+        kind: finished.kind,
+        size,
+        blobs: finished.entries,
+    })
+}

@@ -1,0 +1,31 @@
+//! `SessionMarker::decode` with the vectors' key.
+//!
+//! Input: `mode || rest`; bit 1 of `mode` picks the cipher.
+//! - bit 0 clear (raw): `rest` is a stored `sessions/` object.
+//! - bit 0 set (sealed): `rest` is the postcard body; the target seals it.
+//!
+//! A marker that decodes must survive an encode/decode round trip.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use nfrepo_format::{SealedKind, SessionMarker};
+use nfrepo_fuzz::{REPO, cipher_of, sealed_object, sealer};
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let sealer = sealer(cipher_of(mode & 2 != 0));
+    let built;
+    let bytes = if mode & 1 == 0 {
+        rest
+    } else {
+        built = sealed_object(b"NFRB", sealer, SealedKind::SessionMarker, rest);
+        &built[..]
+    };
+    if let Ok(marker) = SessionMarker::decode(bytes, sealer, &REPO) {
+        let encoded = marker.encode(sealer, &REPO).expect("a decoded marker encodes");
+        assert_eq!(SessionMarker::decode(&encoded, sealer, &REPO).expect("round trip"), marker);
+    }
+});
