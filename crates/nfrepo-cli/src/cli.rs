@@ -55,6 +55,10 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Show what changed between two snapshots.
     Diff(DiffArgs),
+    /// Check the repository: structure, Merkle roots, and optionally the data itself.
+    Check(CheckArgs),
+    /// Prove one snapshot against its stored Merkle root and print the root.
+    Verify(VerifyArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -223,4 +227,44 @@ pub struct DiffArgs {
     pub old: String,
     /// The newer snapshot.
     pub new: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    /// Local cache directory (default: $NFREPO_CACHE_DIR, else $XDG_CACHE_HOME/nfrepo, else ~/.cache/nfrepo).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Use no local cache: nothing is recorded between runs.
+    #[arg(long, conflicts_with = "cache_dir")]
+    pub no_cache: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Also prove byte counts of chunks, content lists and files against each other.
+    #[arg(long)]
+    pub merkle: bool,
+    /// Download every pack and verify every blob in it.
+    #[arg(long, conflicts_with = "read_data_subset")]
+    pub read_data: bool,
+    /// Verify part of the packs: n/t (part n of t), x% or a size like 500M (least recently verified first).
+    #[arg(long, value_name = "n/t|x%|SIZE")]
+    pub read_data_subset: Option<String>,
+    /// Skip packs verified cleanly more recently than this (an age like 30d, or a time).
+    #[arg(long, value_name = "AGE")]
+    pub max_age: Option<String>,
+    /// Only these snapshots (id prefix, latest, SOURCE@latest; repeatable).
+    #[arg(long = "snapshot", value_name = "SNAPSHOT")]
+    pub snapshots: Vec<String>,
+    #[command(flatten)]
+    pub cache: CacheArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The snapshot: id prefix, latest, or SOURCE@latest.
+    pub snapshot: String,
+    /// Also read every file's content and compare it with its size and BLAKE3.
+    #[arg(long)]
+    pub read_data: bool,
 }

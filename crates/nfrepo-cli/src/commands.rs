@@ -2,11 +2,13 @@
 //! calls the engine, and renders the result.
 
 mod browse;
+mod check;
 mod init;
 mod key;
 mod restore;
 mod snapshot;
 mod snapshots;
+mod verify;
 
 use crate::cli::{Cli, Command};
 use crate::failure::Failure;
@@ -23,5 +25,7 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
         Command::Cat(args) => browse::cat(global, args).await,
         Command::Diff(args) => browse::diff(global, args).await,
         Command::Restore(args) => restore::run(global, args).await,
+        Command::Check(args) => check::run(global, args).await,
+        Command::Verify(args) => verify::run(global, args).await,
     }
 }

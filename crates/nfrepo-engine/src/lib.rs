@@ -39,17 +39,21 @@
 
 mod backup;
 mod browse;
+mod check;
 mod codec;
 mod error;
 mod host;
 mod index;
 mod read;
 mod repository;
+mod verify;
 
 pub use backup::{BackupOptions, BackupSession, CommitDetails, Progress, StoredContent};
 pub use browse::{Change, ChangeKind, WalkEntry};
+pub use check::{Affected, CheckOptions, CheckReport, Finding, ReadDataSubset};
 pub use error::{Error, ErrorCode, Operation, Result};
 pub use host::{hostname, user_at_host, username};
 pub use index::{BlobLocation, Index};
 pub use read::{Reader, SnapshotEntry, select_snapshot};
 pub use repository::{InitOptions, KeyInfo, Repository};
+pub use verify::VerifyReport;
