@@ -197,6 +197,9 @@ pub struct LsArgs {
 pub struct CatArgs {
     /// SNAPSHOT:PATH of a file.
     pub target: String,
+    /// Write zeros in place of damaged chunks, list them on stderr, and exit 3 (partial).
+    #[arg(long)]
+    pub skip_damaged: bool,
 }
 
 #[derive(Debug, Args)]
@@ -219,6 +222,9 @@ pub struct RestoreArgs {
     /// Replace existing files that differ (otherwise: RESTORE_CONFLICT).
     #[arg(long)]
     pub overwrite: bool,
+    /// Skip files whose stored data is damaged, list them, and exit 3 (partial) instead of stopping.
+    #[arg(long)]
+    pub skip_damaged: bool,
 }
 
 #[derive(Debug, Args)]

@@ -181,6 +181,22 @@ impl Error {
         }
     }
 
+    /// Whether the error means a stored object is damaged, forged or
+    /// missing (so skipping what needs it is a choice the operator can
+    /// make), as opposed to the storage or the local machine failing.
+    #[must_use]
+    pub fn is_damage(&self) -> bool {
+        match self {
+            Self::Store(e) => matches!(
+                e.kind(),
+                nfrepo_store::ErrorKind::NotFound | nfrepo_store::ErrorKind::Corrupted
+            ),
+            Self::Corrupted { .. } | Self::Missing { .. } => true,
+            Self::Format(e) => e.is_corruption(),
+            _ => false,
+        }
+    }
+
     pub(crate) fn store(err: nfrepo_store::Error) -> Self {
         match err.kind() {
             nfrepo_store::ErrorKind::Unreachable => Self::Unreachable(err),

@@ -41,5 +41,5 @@ mod stream;
 
 pub use error::{Error, Result};
 pub use files::{FilesOutcome, backup_files};
-pub use restore::{RestoreOptions, RestoreReport, restore, write_content};
+pub use restore::{DamagedRange, RestoreOptions, RestoreReport, restore, write_content, write_content_skipping_damage};
 pub use stream::{StreamOutcome, backup_command, backup_reader, redact_argv};
