@@ -59,6 +59,11 @@ pub enum Command {
     Check(CheckArgs),
     /// Prove one snapshot against its stored Merkle root and print the root.
     Verify(VerifyArgs),
+    /// Repair a damaged repository: rebuild the index, or rewrite damaged snapshots.
+    Repair {
+        #[command(subcommand)]
+        command: RepairCommand,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -273,4 +278,23 @@ pub struct VerifyArgs {
     /// Also read every file's content and compare it with its size and BLAKE3.
     #[arg(long)]
     pub read_data: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RepairCommand {
+    /// Rebuild the index from the packs' own trailers (writes the new index, then removes the old).
+    Index {
+        /// Report what would be done; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Write new snapshots without the files whose data is damaged or lost (originals are kept).
+    Snapshots {
+        /// Find damage by reading every pack (otherwise: missing packs, unreadable trees, unindexed blobs).
+        #[arg(long)]
+        read_data: bool,
+        /// Report what would be done; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }

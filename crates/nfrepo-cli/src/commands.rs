@@ -5,6 +5,7 @@ mod browse;
 mod check;
 mod init;
 mod key;
+mod repair;
 mod restore;
 mod snapshot;
 mod snapshots;
@@ -27,5 +28,6 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
         Command::Restore(args) => restore::run(global, args).await,
         Command::Check(args) => check::run(global, args).await,
         Command::Verify(args) => verify::run(global, args).await,
+        Command::Repair { command } => repair::run(global, command).await,
     }
 }

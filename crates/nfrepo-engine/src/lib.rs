@@ -45,6 +45,7 @@ mod error;
 mod host;
 mod index;
 mod read;
+mod repair;
 mod repository;
 mod verify;
 
@@ -55,5 +56,6 @@ pub use error::{Error, ErrorCode, Operation, Result};
 pub use host::{hostname, user_at_host, username};
 pub use index::{BlobLocation, Index};
 pub use read::{Reader, SnapshotEntry, select_snapshot};
+pub use repair::{IndexRepair, SnapshotRepair};
 pub use repository::{InitOptions, KeyInfo, Repository};
 pub use verify::VerifyReport;
