@@ -159,6 +159,9 @@ impl Error {
             | Self::PathNotFound { .. }
             | Self::Missing { .. } => ErrorCode::BackupNotFound,
             Self::WrongPassword { .. } | Self::StoragePermission(_) => ErrorCode::PermissionDenied,
+            // A pack the index names is gone, or shorter than the index says.
+            Self::Store(e) if e.kind() == nfrepo_store::ErrorKind::NotFound => ErrorCode::BackupNotFound,
+            Self::Store(e) if e.kind() == nfrepo_store::ErrorKind::Corrupted => ErrorCode::BackupCorrupted,
             _ => match during {
                 Operation::Restore => ErrorCode::RestoreFailed,
                 Operation::Backup | Operation::Inspect => ErrorCode::BackupFailed,
