@@ -14,10 +14,13 @@
 
 mod harness;
 
+mod check;
 mod crash;
+mod crashloop;
 mod dedup;
 mod errors;
 mod files;
 mod keys;
 mod s3;
+mod spoof;
 mod streams;

@@ -85,7 +85,8 @@ pub fn fail_quietly(failure: &Failure) -> i32 {
 }
 
 fn options(args: &CheckArgs) -> Result<CheckOptions, Failure> {
-    let invalid = |e: nfrepo_engine::Error| Failure::engine(&e, Operation::Inspect);
+    let invalid =
+        |e: nfrepo_engine::Error| Failure::new(ErrorCode::SnapshotInvalid, Some("INVALID_ARGUMENT"), e.to_string());
     let mut options = CheckOptions::default();
     options.merkle = args.merkle;
     options.snapshots = args.snapshots.clone();
