@@ -108,6 +108,22 @@ pub(crate) async fn load(repo: &Repository, findings: &mut Findings) -> Result<L
             }
         }
     }
+    // A listing may lag behind writes (eventually consistent stores) or be
+    // cut short: ask for each indexed pack it did not show before calling it missing.
+    let unlisted: Vec<(PackId, PackKind)> = packs
+        .values()
+        .filter(|p| !present.contains_key(&p.id))
+        .map(|p| (p.id, p.kind))
+        .collect();
+    let found: Vec<Option<(PackId, u64)>> = stream::iter(unlisted)
+        .map(|(id, kind)| async move {
+            let key = pack_object_key(kind, &id).ok()?;
+            repo.store().stat(&key).await.ok().map(|info| (id, info.size))
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    present.extend(found.into_iter().flatten());
     let mut bad_packs = HashMap::new();
     for pack in packs.values() {
         let problem = match present.get(&pack.id) {

@@ -262,3 +262,29 @@ async fn partial_read_data_runs_cover_every_pack_before_repeating() {
     let report = repo.check(&options).await.unwrap();
     assert_eq!((report.packs_read, report.packs_fresh), (0, total));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_lagging_listings_are_not_mistaken_for_lost_packs() {
+    let (faults, repo) = faulty_repo().await;
+    backup_stream(&repo, "db", "dump.sql", pseudo_random(300_000, 8))
+        .await
+        .unwrap();
+    let pack = repo.store().list(ObjectKind::Data).await.unwrap().remove(0);
+    // The listing is slow and does not show the pack yet; the pack is there.
+    faults.add_rule(FaultRule::new(
+        FaultOp::List,
+        Fault::Delay(std::time::Duration::from_millis(20)),
+    ));
+    faults.add_rule(
+        FaultRule::new(FaultOp::List, Fault::Lose)
+            .kind(ObjectKind::Data)
+            .name_prefix(pack.key.name()),
+    );
+    let report = repo.check(&read_all()).await.unwrap();
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    assert_eq!(report.packs_read, report.packs_indexed);
+    // Gone for real, it is named.
+    faults.add_rule(FaultRule::new(FaultOp::Any, Fault::Lose).kind(ObjectKind::Data));
+    let report = repo.check(&CheckOptions::default()).await.unwrap();
+    assert_eq!(report.failure_code(), Some(ErrorCode::BackupNotFound));
+}
