@@ -27,7 +27,7 @@
 
 mod attribute;
 mod data;
-mod load;
+pub(crate) mod load;
 mod walk;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -209,6 +209,8 @@ impl CheckReport {
 pub(crate) struct Findings {
     list: Vec<Finding>,
     by_object: HashMap<String, usize>,
+    /// (finding, blob) pairs already recorded: a lost pack can name millions of blobs.
+    blobs: HashSet<(usize, BlobId)>,
 }
 
 impl Findings {
@@ -233,7 +235,7 @@ impl Findings {
             self.list.len() - 1
         });
         if let (Some(blob), Some(finding)) = (blob, self.list.get_mut(i))
-            && !finding.blobs.contains(&blob)
+            && self.blobs.insert((i, blob))
         {
             finding.blobs.push(blob);
         }

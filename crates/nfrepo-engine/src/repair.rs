@@ -149,7 +149,8 @@ impl Repository {
     /// by the structure check (missing packs, unreadable trees, unindexed blobs).
     ///
     /// # Errors
-    /// Storage failures; a failed write commits nothing.
+    /// Storage failures; a failed write commits nothing. Run [`Self::repair_index`]
+    /// first if an index delta is damaged: the rewrite reads through the index.
     pub async fn repair_snapshots(&self, read_data: bool, dry_run: bool) -> Result<Vec<SnapshotRepair>> {
         let options = CheckOptions {
             read_data: read_data.then_some(crate::check::ReadDataSubset::All),
@@ -158,8 +159,8 @@ impl Repository {
         let report = self.check(&options).await?;
         let damaged: HashSet<BlobId> = report.findings.iter().flat_map(|f| f.blobs.iter().copied()).collect();
         let targets = report.damaged_snapshots();
-        let snapshots: Vec<SnapshotEntry> = self
-            .snapshots()
+        // Snapshots that do not open are findings of the check, not a reason to stop.
+        let snapshots: Vec<SnapshotEntry> = crate::check::load::load_snapshots(self, &mut Default::default())
             .await?
             .into_iter()
             .filter(|e| targets.contains(&e.id))

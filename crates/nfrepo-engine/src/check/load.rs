@@ -160,7 +160,7 @@ pub(crate) async fn load(repo: &Repository, findings: &mut Findings) -> Result<L
     })
 }
 
-async fn load_snapshots(repo: &Repository, findings: &mut Findings) -> Result<Vec<SnapshotEntry>> {
+pub(crate) async fn load_snapshots(repo: &Repository, findings: &mut Findings) -> Result<Vec<SnapshotEntry>> {
     let listed = repo.store().list(ObjectKind::Snapshot).await.map_err(Error::store)?;
     let results: Vec<(ObjectKey, Result<SnapshotEntry>)> = stream::iter(listed)
         .map(|info| async move {
