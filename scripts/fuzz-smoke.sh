@@ -86,6 +86,14 @@ for blob in sealing["blobs"]:
     seeds["blob"].append(bytes([mode + 1]) + struct.pack("<I", blob["raw_len"]) + h(blob["frame"]))
     seeds["blob"].append(bytes([mode + 2]) + h(blob["plaintext"]))
 
+# check_repository mutates a repository it builds itself: seed one mutation
+# of each kind (flip, truncate, delete, replace) over a spread of objects.
+seeds["check_repository"] = [
+    bytes([op, obj, 0x2c, 0x01, 0, 0, 0x40, 0]) + (b"NFRS\x01" if op == 3 else b"")
+    for op in range(4)
+    for obj in range(0, 16, 3)
+]
+
 for target, items in seeds.items():
     os.makedirs(os.path.join(corpus, target), exist_ok=True)
     for item in items:
