@@ -345,6 +345,9 @@ fn truncated_pack() {
         "{finding}"
     );
     assert!(!affected_paths(&report).is_empty());
+    // The dump's snapshot does not use that pack.
+    check_json(&env, &["--snapshot", "db@latest"], 0);
+    check_json(&env, &["--snapshot", "files@latest"], 11);
     let target = env.path("out");
     let out = env.run(&[
         "restore",

@@ -114,6 +114,8 @@ pub struct CheckOptions {
     /// Read data packs: `None` reads none.
     pub read_data: Option<ReadDataSubset>,
     /// Only these snapshots (specs as for `find_snapshot`); every snapshot if empty.
+    /// Damage to packs they do not use is then left out of the report
+    /// (damaged index deltas and snapshot objects are always reported).
     pub snapshots: Vec<String>,
     /// With `read_data`, skip packs verified cleanly less than this many seconds ago.
     pub max_age_secs: Option<u64>,
@@ -252,6 +254,19 @@ impl Findings {
         out
     }
 
+    /// Keeps only the findings `keep` accepts.
+    pub(crate) fn retain(&mut self, keep: impl Fn(&Finding) -> bool) {
+        let old = std::mem::take(&mut self.list);
+        self.by_object.clear();
+        self.blobs.clear();
+        for finding in old.into_iter().filter(|f| keep(f)) {
+            let i = self.list.len();
+            self.by_object.insert(finding.object.clone(), i);
+            self.blobs.extend(finding.blobs.iter().map(|b| (i, *b)));
+            self.list.push(finding);
+        }
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.list.is_empty()
     }
@@ -297,6 +312,10 @@ impl Repository {
             walk.add_root(entry);
         }
         let walked = walk.run(&mut findings).await?;
+        if !options.snapshots.is_empty() {
+            // Damage to packs the selected snapshots do not use is not theirs.
+            findings.retain(|f| f.pack.is_none_or(|p| walked.packs_referenced.contains(&p)) || !f.blobs.is_empty());
+        }
 
         let mut report = CheckReport {
             snapshots: selected.iter().map(|e| e.id).collect(),
