@@ -406,20 +406,42 @@ fn missing_index_is_rebuilt_from_the_packs() {
 #[test]
 fn read_data_subsets_rotate_through_the_cache() {
     let env = populated();
-    let cache = env.path("cache");
-    let cache = cache.to_str().unwrap();
+    // The harness points NFREPO_CACHE_DIR at the scratch directory.
     let mut read = 0;
     for _ in 0..2 {
-        let report = check_json(&env, &["--read-data-subset", "50%", "--cache-dir", cache], 0);
+        let report = check_json(&env, &["--read-data-subset", "50%"], 0);
         read += report["packs_read"].as_u64().unwrap();
     }
     assert_eq!(read, 4, "two runs of 50% read all four packs");
-    let report = check_json(&env, &["--read-data", "--max-age", "1d", "--cache-dir", cache], 0);
+    assert_eq!(objects_in(&env.path("cache")), 1, "one database for the repository");
+    let report = check_json(&env, &["--read-data", "--max-age", "1d"], 0);
     assert_eq!(report["packs_read"], 0);
     assert_eq!(report["packs_fresh"], 4);
+    // --no-cache and another --cache-dir start afresh.
+    let report = check_json(&env, &["--read-data", "--max-age", "1d", "--no-cache"], 0);
+    assert_eq!(report["packs_read"], 4);
+    let other = env.path("other-cache");
+    let report = check_json(
+        &env,
+        &["--read-data-subset", "1/2", "--cache-dir", other.to_str().unwrap()],
+        0,
+    );
+    assert_eq!(report["packs_read"], 2);
     // Deleting the cache loses only progress.
     std::fs::remove_dir_all(env.path("cache")).unwrap();
-    let report = check_json(&env, &["--read-data", "--max-age", "1d", "--cache-dir", cache], 0);
+    let report = check_json(&env, &["--read-data", "--max-age", "1d"], 0);
     assert_eq!(report["packs_read"], 4);
     env.fails(&["check", "--read-data-subset", "7/3"], 17, "SNAPSHOT_INVALID");
+}
+
+fn objects_in(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "sqlite"))
+            })
+            .count()
+        })
+        .unwrap_or(0)
 }
