@@ -90,6 +90,14 @@ for obj in load("maintenance.json")["objects"]:
     bit = cipher_bit[obj["cipher"]]
     seeds[obj["object"]] += [bytes([bit]) + h(obj["bytes"]), bytes([bit | 1]) + h(obj["body"])]
 
+# check_repository mutates a repository it builds itself: seed one mutation
+# of each kind (flip, truncate, delete, replace) over a spread of objects.
+seeds["check_repository"] = [
+    bytes([op, obj, 0x2c, 0x01, 0, 0, 0x40, 0]) + (b"NFRS\x01" if op == 3 else b"")
+    for op in range(4)
+    for obj in range(0, 16, 3)
+]
+
 for target, items in seeds.items():
     os.makedirs(os.path.join(corpus, target), exist_ok=True)
     for item in items:

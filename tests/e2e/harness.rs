@@ -77,6 +77,7 @@ impl Env {
         }
         cmd.env("NFREPO_REPOSITORY", &self.repo)
             .env("NFREPO_PASSWORD", PASSWORD)
+            // Keep the local cache (index, check progress) out of the user's home.
             .env("NFREPO_CACHE_DIR", self.dir.path().join("cache"));
         for (k, v) in &self.extra_env {
             cmd.env(k, v);

@@ -16,7 +16,9 @@ mod harness;
 mod servers;
 
 mod bucket;
+mod check;
 mod crash;
+mod crashloop;
 mod dedup;
 mod errors;
 mod files;
@@ -28,4 +30,5 @@ mod redis;
 mod rollback;
 mod s3;
 mod sources;
+mod spoof;
 mod streams;

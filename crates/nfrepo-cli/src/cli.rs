@@ -76,6 +76,15 @@ pub enum Command {
     Protect(ProtectArgs),
     /// Remove a snapshot's protection.
     Unprotect(UnprotectArgs),
+    /// Check the repository: structure, Merkle roots, and optionally the data itself.
+    Check(CheckArgs),
+    /// Prove one snapshot against its stored Merkle root and print the root.
+    Verify(VerifyArgs),
+    /// Repair a damaged repository: rebuild the index, or rewrite damaged snapshots.
+    Repair {
+        #[command(subcommand)]
+        command: RepairCommand,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -217,6 +226,9 @@ pub struct LsArgs {
 pub struct CatArgs {
     /// SNAPSHOT:PATH of a file.
     pub target: String,
+    /// Write zeros in place of damaged chunks, list them on stderr, and exit 3 (partial).
+    #[arg(long)]
+    pub skip_damaged: bool,
 }
 
 #[derive(Debug, Args)]
@@ -249,6 +261,9 @@ pub struct RestoreArgs {
     /// Replace existing files that differ (otherwise: RESTORE_CONFLICT).
     #[arg(long)]
     pub overwrite: bool,
+    /// Skip files whose stored data is damaged, list them, and exit 3 (partial) instead of stopping.
+    #[arg(long)]
+    pub skip_damaged: bool,
 }
 
 #[derive(Debug, Args)]
@@ -363,4 +378,51 @@ pub struct ProtectArgs {
 pub struct UnprotectArgs {
     /// The snapshot: an id prefix, `latest`, or `SOURCE@latest`.
     pub snapshot: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Also prove byte counts of chunks, content lists and files against each other.
+    #[arg(long)]
+    pub merkle: bool,
+    /// Download every pack and verify every blob in it.
+    #[arg(long, conflicts_with = "read_data_subset")]
+    pub read_data: bool,
+    /// Verify part of the packs: n/t (part n of t), x% or a size like 500M (least recently verified first).
+    #[arg(long, value_name = "n/t|x%|SIZE")]
+    pub read_data_subset: Option<String>,
+    /// Skip packs verified cleanly more recently than this (an age like 30d, or a time).
+    #[arg(long, value_name = "AGE")]
+    pub max_age: Option<String>,
+    /// Only these snapshots (id prefix, latest, SOURCE@latest; repeatable).
+    #[arg(long = "snapshot", value_name = "SNAPSHOT")]
+    pub snapshots: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The snapshot: id prefix, latest, or SOURCE@latest.
+    pub snapshot: String,
+    /// Also read every file's content and compare it with its size and BLAKE3.
+    #[arg(long)]
+    pub read_data: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RepairCommand {
+    /// Rebuild the index from the packs' own trailers (writes the new index, then removes the old).
+    Index {
+        /// Report what would be done; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Write new snapshots without the files whose data is damaged or lost (originals are kept).
+    Snapshots {
+        /// Find damage by reading every pack (otherwise: missing packs, unreadable trees, unindexed blobs).
+        #[arg(long)]
+        read_data: bool,
+        /// Report what would be done; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }

@@ -2,18 +2,21 @@
 //! calls the engine, and renders the result.
 
 mod browse;
+mod check;
 mod cron;
 mod forget;
 mod gc;
 mod init;
 mod key;
 mod protect;
+mod repair;
 mod restore;
 mod restore_into;
 mod rollback;
 mod snapshot;
 mod snapshots;
 mod source;
+mod verify;
 
 use crate::cli::{Cli, Command};
 use crate::failure::Failure;
@@ -36,5 +39,8 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
         Command::Gc(args) => gc::run(global, args).await,
         Command::Protect(args) => protect::protect(global, args).await,
         Command::Unprotect(args) => protect::unprotect(global, args).await,
+        Command::Check(args) => check::run(global, args).await,
+        Command::Verify(args) => verify::run(global, args).await,
+        Command::Repair { command } => repair::run(global, command).await,
     }
 }

@@ -147,12 +147,7 @@ pub fn cache_dir(global: &GlobalArgs) -> Option<PathBuf> {
     if global.no_cache {
         return None;
     }
-    let non_empty = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
-    global
-        .cache_dir
-        .clone()
-        .or_else(|| non_empty("XDG_CACHE_HOME").map(|d| d.join("nfrepo")))
-        .or_else(|| non_empty("HOME").map(|d| d.join(".cache").join("nfrepo")))
+    global.cache_dir.clone().or_else(nfrepo_store::default_cache_dir)
 }
 
 /// Splits `SNAPSHOT[:PATH]`. `SOURCE@latest` may itself hold colons.

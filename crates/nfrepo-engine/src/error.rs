@@ -162,6 +162,9 @@ impl Error {
             | Self::PathNotFound { .. }
             | Self::Missing { .. } => ErrorCode::BackupNotFound,
             Self::WrongPassword { .. } | Self::StoragePermission(_) => ErrorCode::PermissionDenied,
+            // A pack the index names is gone, or shorter than the index says.
+            Self::Store(e) if e.kind() == nfrepo_store::ErrorKind::NotFound => ErrorCode::BackupNotFound,
+            Self::Store(e) if e.kind() == nfrepo_store::ErrorKind::Corrupted => ErrorCode::BackupCorrupted,
             _ => match during {
                 Operation::Restore => ErrorCode::RestoreFailed,
                 Operation::Backup | Operation::Inspect => ErrorCode::BackupFailed,
@@ -182,6 +185,22 @@ impl Error {
             Self::AmbiguousSnapshot(_) => Some("AMBIGUOUS_SNAPSHOT"),
             Self::LeaseHeld(_) => Some("GC_LEASE_HELD"),
             _ => None,
+        }
+    }
+
+    /// Whether the error means a stored object is damaged, forged or
+    /// missing (so skipping what needs it is a choice the operator can
+    /// make), as opposed to the storage or the local machine failing.
+    #[must_use]
+    pub fn is_damage(&self) -> bool {
+        match self {
+            Self::Store(e) => matches!(
+                e.kind(),
+                nfrepo_store::ErrorKind::NotFound | nfrepo_store::ErrorKind::Corrupted
+            ),
+            Self::Corrupted { .. } | Self::Missing { .. } => true,
+            Self::Format(e) => e.is_corruption(),
+            _ => false,
         }
     }
 

@@ -39,6 +39,7 @@
 
 mod backup;
 mod browse;
+mod check;
 mod codec;
 mod error;
 mod forget;
@@ -47,18 +48,23 @@ mod host;
 mod index;
 mod lease;
 mod read;
+mod repair;
 mod repository;
 mod retention;
 mod session;
+mod verify;
 
 pub use backup::{BackupOptions, BackupSession, CommitDetails, Progress, StoredContent};
 pub use browse::{Change, ChangeKind, WalkEntry};
+pub use check::{Affected, CheckOptions, CheckReport, Finding, ReadDataSubset};
 pub use error::{Error, ErrorCode, Operation, Result};
 pub use forget::{ForgetDecision, ForgetOptions, ForgetReport};
 pub use gc::{GcOptions, GcReport, PackCount};
 pub use host::{hostname, user_at_host, username};
 pub use index::{BlobLocation, Index};
 pub use read::{Reader, SnapshotEntry, select_snapshot};
+pub use repair::{IndexRepair, SnapshotRepair};
 pub use repository::{InitOptions, KeyInfo, Repository};
 pub use retention::{BUILT_IN_CLASSES, Bucket, KeepReason, RetentionPolicy, Span};
 pub use session::{HEARTBEAT_INTERVAL, SESSION_EXPIRY};
+pub use verify::VerifyReport;

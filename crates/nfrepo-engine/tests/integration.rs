@@ -8,6 +8,7 @@
 
 mod integration {
     mod backup;
+    mod check;
     mod faults;
     pub mod fixture;
     mod forget;

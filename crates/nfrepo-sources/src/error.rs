@@ -72,6 +72,17 @@ impl Error {
         }
     }
 
+    /// Whether the error means stored data is damaged or missing (see
+    /// [`nfrepo_engine::Error::is_damage`]), so `--skip-damaged` may skip what needs it.
+    #[must_use]
+    pub fn is_damage(&self) -> bool {
+        match self {
+            Self::Engine(e) => e.is_damage(),
+            Self::ContentMismatch(_) => true,
+            _ => false,
+        }
+    }
+
     /// A finer code, where one exists.
     #[must_use]
     pub fn detail_code(&self) -> Option<&'static str> {

@@ -13,7 +13,7 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use nfrepo_engine::{Reader, SnapshotEntry};
 use nfrepo_format::{Node, NodeKind};
@@ -36,6 +36,9 @@ pub struct RestoreOptions {
     pub verify: bool,
     /// Replace existing files that differ instead of refusing.
     pub overwrite: bool,
+    /// Skip files whose stored content is damaged or missing (listing them
+    /// in [`RestoreReport::skipped`]) instead of stopping at the first.
+    pub skip_damaged: bool,
 }
 
 /// What a restore did.
@@ -55,6 +58,10 @@ pub struct RestoreReport {
     pub verified: u64,
     /// Problems that did not stop the restore (ownership, xattrs, sockets).
     pub warnings: Vec<String>,
+    /// Files not restored because their stored content is damaged (with
+    /// `skip_damaged`): the path in the target and why. Nothing is written
+    /// under their names.
+    pub skipped: Vec<(PathBuf, String)>,
 }
 
 struct Selection {
@@ -187,11 +194,20 @@ pub async fn restore(
         .filter(|(p, write)| **write && matches!(p.node.kind, NodeKind::File { .. }))
         .map(|(p, _)| p)
         .collect();
-    let written: Vec<(u64, Vec<String>)> = futures::stream::iter(files)
-        .map(|planned| restore_file(reader, planned, options.verify))
-        .buffer_unordered(PARALLEL_FILES)
-        .try_collect()
-        .await?;
+    let mut results = futures::stream::iter(files)
+        .map(|planned| async move { (planned, restore_file(reader, planned, options.verify).await) })
+        .buffer_unordered(PARALLEL_FILES);
+    let mut written = Vec::new();
+    while let Some((planned, result)) = results.next().await {
+        match result {
+            Ok(done) => written.push(done),
+            Err(e) if options.skip_damaged && e.is_damage() => {
+                report.skipped.push((planned.target.clone(), e.to_string()));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    report.skipped.sort();
     for (bytes, warnings) in written {
         report.files += 1;
         report.bytes += bytes;
@@ -271,6 +287,9 @@ async fn restore_file(reader: &Reader, planned: &Planned, verify: bool) -> Resul
     let target = planned.target.clone();
     let temp = temp_name(&target);
     let mut file = std::fs::File::create(&temp).map_err(|e| io_error(&temp, e))?;
+    // Removes the temporary file however this ends early, including when a
+    // failing sibling makes the restore drop this future mid-stream.
+    let guard = TempFile(Some(temp.clone()));
     let mut hasher = blake3::Hasher::new();
     let mut written = 0u64;
     let mut chunks = std::pin::pin!(reader.content(content));
@@ -294,6 +313,7 @@ async fn restore_file(reader: &Reader, planned: &Planned, verify: bool) -> Resul
         return Err(Error::ContentMismatch(target));
     }
     std::fs::rename(&temp, &target).map_err(|e| io_error(&target, e))?;
+    guard.disarm();
     let mut warnings = Vec::new();
     meta::apply(&target, &planned.node.meta, false, &mut warnings);
     if verify {
@@ -307,6 +327,23 @@ async fn restore_file(reader: &Reader, planned: &Planned, verify: bool) -> Resul
         }
     }
     Ok((written, warnings))
+}
+
+/// A temporary restore file, removed on drop unless disarmed after its rename.
+struct TempFile(Option<PathBuf>);
+
+impl TempFile {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 fn temp_name(target: &Path) -> PathBuf {
@@ -391,4 +428,98 @@ pub async fn write_content(reader: &Reader, node: &Node, mut out: impl Write) ->
         return Err(Error::ContentMismatch(PathBuf::from(node.name_lossy().into_owned())));
     }
     Ok(written)
+}
+
+/// A byte range of a file that `cat --skip-damaged` filled with zeros, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DamagedRange {
+    /// Offset of the first zero byte.
+    pub offset: u64,
+    /// Number of zero bytes written in place of the damaged content.
+    pub len: u64,
+    /// What was wrong with the stored content.
+    pub reason: String,
+}
+
+/// Like [`write_content`], but a chunk that is damaged or missing is
+/// written as zeros of its recorded length, and listed, instead of ending
+/// the output: every non-zero byte written still passed authentication,
+/// and every offset after a damaged range stays where it belongs (what a
+/// database dump being salvaged needs). If a content list itself is
+/// damaged, the rest of the file (up to its recorded size) is zeros.
+///
+/// # Errors
+/// [`Error::NotAFile`]; I/O errors writing `out`; storage failures that are not damage.
+pub async fn write_content_skipping_damage(
+    reader: &Reader,
+    node: &Node,
+    mut out: impl Write,
+) -> Result<(u64, Vec<DamagedRange>)> {
+    let NodeKind::File { content, size, .. } = &node.kind else {
+        return Err(Error::NotAFile(node.name_lossy().into_owned()));
+    };
+    let io = |e| Error::Io {
+        path: PathBuf::from("<stdout>"),
+        source: e,
+    };
+    let mut damaged = Vec::new();
+    let mut written = 0u64;
+    let write_zeros = |out: &mut dyn Write, len: u64| -> Result<()> {
+        let zeros = [0u8; 64 * 1024];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(zeros.len() as u64) as usize;
+            out.write_all(zeros.get(..n).unwrap_or_default()).map_err(io)?;
+            left -= n as u64;
+        }
+        Ok(())
+    };
+    let entries = reader.content_chunks(content);
+    let mut chunks = std::pin::pin!(
+        entries
+            .map(|entry| {
+                let reader = reader.clone();
+                async move {
+                    match entry {
+                        Ok(entry) => {
+                            let read = reader.read_blob(&entry.id, nfrepo_format::BlobKind::Data).await;
+                            Ok((entry, read))
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+            })
+            .buffered(8)
+    );
+    while let Some(next) = chunks.next().await {
+        match next {
+            Ok((_, Ok(chunk))) => {
+                out.write_all(&chunk).map_err(io)?;
+                written += chunk.len() as u64;
+            }
+            Ok((entry, Err(e))) if e.is_damage() => {
+                write_zeros(&mut out, entry.len)?;
+                damaged.push(DamagedRange {
+                    offset: written,
+                    len: entry.len,
+                    reason: e.to_string(),
+                });
+                written += entry.len;
+            }
+            Err(e) if e.is_damage() => {
+                let rest = size.saturating_sub(written);
+                write_zeros(&mut out, rest)?;
+                damaged.push(DamagedRange {
+                    offset: written,
+                    len: rest,
+                    reason: e.to_string(),
+                });
+                written += rest;
+                break;
+            }
+            Ok((_, Err(e))) | Err(e) => return Err(e.into()),
+        }
+    }
+    out.flush().map_err(io)?;
+    Ok((written, damaged))
 }

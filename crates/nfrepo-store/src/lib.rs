@@ -42,6 +42,7 @@
 #![warn(clippy::expect_used)]
 
 mod backend;
+mod cache;
 mod credentials;
 mod error;
 mod fault;
@@ -53,6 +54,7 @@ mod retry;
 mod store;
 
 pub use backend::{DEFAULT_S3_REGION, OpendalStore, open, s3_bucket_operator};
+pub use cache::{Cache, NFREPO_CACHE_DIR, default_cache_dir};
 pub use credentials::{Credentials, NFREPO_ACCESS_KEY_ID, NFREPO_CREDENTIALS_FILE, NFREPO_SECRET_ACCESS_KEY};
 pub use error::{Error, ErrorKind, Result};
 pub use fault::{Fault, FaultOp, FaultRule, FaultStore};

@@ -132,6 +132,24 @@ pub async fn cat(global: &GlobalArgs, args: CatArgs) -> Result<i32, Failure> {
         .map_err(|e| Failure::engine(&e, Operation::Restore))?
         .ok_or_else(|| Failure::new(ErrorCode::BackupNotFound, None, "cat needs SNAPSHOT:PATH of a file"))?;
     let stdout = std::io::stdout();
+    if args.skip_damaged {
+        let (_, damaged) = nfrepo_sources::write_content_skipping_damage(&reader, &node, stdout.lock())
+            .await
+            .map_err(|e| Failure::sources(&e, Operation::Restore))?;
+        for range in &damaged {
+            eprintln!(
+                "skipped damaged: {path}: bytes {}..{} written as zeros: {}",
+                range.offset,
+                range.offset + range.len,
+                range.reason
+            );
+        }
+        return Ok(if damaged.is_empty() {
+            0
+        } else {
+            crate::failure::EXIT_PARTIAL
+        });
+    }
     nfrepo_sources::write_content(&reader, &node, stdout.lock())
         .await
         .map_err(|e| Failure::sources(&e, Operation::Restore))?;

@@ -26,6 +26,7 @@ pub async fn run(global: &GlobalArgs, args: RestoreArgs) -> Result<i32, Failure>
     options.exclude = args.exclude;
     options.verify = args.verify;
     options.overwrite = args.overwrite;
+    options.skip_damaged = args.skip_damaged;
     let started = std::time::Instant::now();
     let report = nfrepo_sources::restore(&reader, &snapshot, path, &target, &options)
         .await
@@ -40,9 +41,15 @@ pub async fn run(global: &GlobalArgs, args: RestoreArgs) -> Result<i32, Failure>
                 "files": report.files, "files_unchanged": report.files_unchanged, "dirs": report.dirs,
                 "others": report.others, "bytes": report.bytes, "verified": report.verified,
                 "warnings": report.warnings, "duration_ms": (secs * 1000.0) as u64,
+                "skipped_damaged": report.skipped.iter().map(|(p, why)| serde_json::json!({
+                    "path": p.display().to_string(), "reason": why,
+                })).collect::<Vec<_>>(),
             })
         );
-        return Ok(0);
+        return Ok(exit_code(&report));
+    }
+    for (path, why) in &report.skipped {
+        eprintln!("skipped damaged: {}: {why}", path.display());
     }
     for warning in &report.warnings {
         eprintln!("warning: {warning}");
@@ -65,8 +72,20 @@ pub async fn run(global: &GlobalArgs, args: RestoreArgs) -> Result<i32, Failure>
                 dir = target.display(),
             );
         }
+        if !report.skipped.is_empty() {
+            println!("{} damaged file(s) skipped (listed on stderr)", report.skipped.len());
+        }
     }
-    Ok(0)
+    Ok(exit_code(&report))
+}
+
+/// 3 (partial) when damaged files were skipped.
+fn exit_code(report: &nfrepo_sources::RestoreReport) -> i32 {
+    if report.skipped.is_empty() {
+        0
+    } else {
+        crate::failure::EXIT_PARTIAL
+    }
 }
 
 fn options_verified(report: &nfrepo_sources::RestoreReport) -> bool {

@@ -1,0 +1,191 @@
+//! `nfrepo check`: run the engine's check and report every finding.
+//!
+//! Findings go to stdout (or into the `--json` report); the one error line
+//! that sums them up goes to stderr, with the exit code of the worst one.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use nfrepo_engine::{CheckOptions, CheckReport, ErrorCode, Finding, Operation, ReadDataSubset};
+use nfrepo_store::Cache;
+
+use crate::cli::{CheckArgs, GlobalArgs};
+use crate::commands::snapshots::parse_time;
+use crate::failure::Failure;
+use crate::{context, render};
+
+/// Paths printed per finding in human output (`--json` has them all).
+const PATHS_SHOWN: usize = 20;
+
+/// Opens the local cache of `repo_id` as the global options say, or
+/// explains on stderr why there is none.
+pub async fn open_cache(global: &GlobalArgs, repo_id: String) -> Option<Arc<Cache>> {
+    if global.no_cache {
+        return None;
+    }
+    let Some(dir): Option<PathBuf> = context::cache_dir(global) else {
+        eprintln!("warning: no cache directory (set NFREPO_CACHE_DIR or HOME); progress is not recorded");
+        return None;
+    };
+    match tokio::task::spawn_blocking(move || Cache::open(&dir, &repo_id)).await {
+        Ok(Ok(cache)) => Some(Arc::new(cache)),
+        Ok(Err(e)) => {
+            eprintln!("warning: local cache unavailable ({e}); progress is not recorded");
+            None
+        }
+        Err(e) => {
+            eprintln!("warning: local cache unavailable ({e}); progress is not recorded");
+            None
+        }
+    }
+}
+
+pub fn finding_json(f: &Finding) -> serde_json::Value {
+    serde_json::json!({
+        "code": f.code.as_str(),
+        "object": f.object,
+        "pack": f.pack.map(|p| p.to_hex()),
+        "blobs": f.blobs.iter().map(|b| b.to_hex()).collect::<Vec<_>>(),
+        "message": f.message,
+        "affected": f.affected.iter().map(|a| serde_json::json!({
+            "snapshot": a.snapshot.to_hex(), "path": a.path,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub fn print_finding(f: &Finding) {
+    println!("{} {}: {}", f.code, f.object, f.message);
+    for blob in f.blobs.iter().take(PATHS_SHOWN) {
+        println!("  blob {blob}");
+    }
+    if f.blobs.len() > PATHS_SHOWN {
+        println!("  … and {} more blobs", f.blobs.len() - PATHS_SHOWN);
+    }
+    for a in f.affected.iter().take(PATHS_SHOWN) {
+        println!("  snapshot {} path {}", a.snapshot.short(), a.path);
+    }
+    if f.affected.len() > PATHS_SHOWN {
+        println!("  … and {} more paths", f.affected.len() - PATHS_SHOWN);
+    }
+}
+
+/// The one-line summary failure for a failed check.
+pub fn summary_failure(code: ErrorCode, findings: usize, snapshots: usize) -> Failure {
+    Failure::new(
+        code,
+        Some("CHECK_FAILED"),
+        format!("check found {findings} problem(s) reaching {snapshots} snapshot(s)"),
+    )
+}
+
+/// Prints the error line (and, with `--json`, nothing more: the report carries it) and returns the exit code.
+pub fn fail_quietly(failure: &Failure) -> i32 {
+    let detail = failure.detail.map(|d| format!("/{d}")).unwrap_or_default();
+    eprintln!("error[{}{detail}]: {}", failure.code, failure.message);
+    failure.exit_code()
+}
+
+fn options(args: &CheckArgs) -> Result<CheckOptions, Failure> {
+    let invalid =
+        |e: nfrepo_engine::Error| Failure::new(ErrorCode::SnapshotInvalid, Some("INVALID_ARGUMENT"), e.to_string());
+    let mut options = CheckOptions::default();
+    options.merkle = args.merkle;
+    options.snapshots = args.snapshots.clone();
+    options.read_data = match (&args.read_data_subset, args.read_data) {
+        (Some(text), _) => Some(ReadDataSubset::parse(text).map_err(invalid)?),
+        (None, true) => Some(ReadDataSubset::All),
+        (None, false) => None,
+    };
+    if let Some(age) = &args.max_age {
+        let now = chrono::Utc::now();
+        let since_ns = parse_time(age, now)?;
+        let now_ns = now.timestamp_nanos_opt().unwrap_or(i64::MAX);
+        options.max_age_secs = Some(u64::try_from(now_ns.saturating_sub(since_ns) / 1_000_000_000).unwrap_or(0));
+    }
+    Ok(options)
+}
+
+fn report_json(report: &CheckReport, failure: Option<&Failure>) -> serde_json::Value {
+    serde_json::json!({
+        "ok": failure.is_none(),
+        "snapshots": report.snapshots.iter().map(|s| s.to_hex()).collect::<Vec<_>>(),
+        "roots": report.roots.iter().map(|(s, r)| serde_json::json!({"snapshot": s.to_hex(), "root": r.to_hex()})).collect::<Vec<_>>(),
+        "trees": report.trees,
+        "lists": report.lists,
+        "data_refs": report.data_refs,
+        "packs_indexed": report.packs_indexed,
+        "packs_read": report.packs_read,
+        "bytes_read": report.bytes_read,
+        "packs_fresh": report.packs_fresh,
+        "stray_packs": report.stray_packs.iter().map(|p| p.to_hex()).collect::<Vec<_>>(),
+        "duplicate_blobs": report.duplicate_blobs,
+        "findings": report.findings.iter().map(finding_json).collect::<Vec<_>>(),
+        "error": failure.map(|f| serde_json::json!({
+            "code": f.code.as_str(), "detail": f.detail, "message": f.message, "exit_code": f.exit_code(),
+        })),
+    })
+}
+
+pub async fn run(global: &GlobalArgs, args: CheckArgs) -> Result<i32, Failure> {
+    let mut options = options(&args)?;
+    let repo = context::open_repository(global, Operation::Inspect).await?.repo;
+    if options.read_data.is_some() {
+        options.cache = open_cache(global, repo.id().to_hex()).await;
+    }
+    let started = std::time::Instant::now();
+    let report = repo
+        .check(&options)
+        .await
+        .map_err(|e| Failure::engine(&e, Operation::Inspect))?;
+    let secs = started.elapsed().as_secs_f64();
+    let failure = report
+        .failure_code()
+        .map(|code| summary_failure(code, report.findings.len(), report.damaged_snapshots().len()));
+    if global.json {
+        println!("{}", report_json(&report, failure.as_ref()));
+    } else {
+        if !global.quiet {
+            println!(
+                "checked {} snapshot(s): {} trees, {} content lists, {} chunk references, {} packs indexed in {secs:.2}s",
+                report.snapshots.len(),
+                report.trees,
+                report.lists,
+                report.data_refs,
+                report.packs_indexed,
+            );
+            if options.read_data.is_some() {
+                println!(
+                    "read and verified {} pack(s), {}{}",
+                    report.packs_read,
+                    render::bytes(report.bytes_read),
+                    if report.packs_fresh > 0 {
+                        format!(" ({} verified recently, skipped)", report.packs_fresh)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            if report.duplicate_blobs > 0 {
+                println!("note: {} blob(s) are stored twice (harmless)", report.duplicate_blobs);
+            }
+            if !report.stray_packs.is_empty() {
+                println!(
+                    "note: {} pack(s) in no index, left by an interrupted backup (the next backup adopts them; `nfrepo repair index` indexes them)",
+                    report.stray_packs.len()
+                );
+            }
+            if options.merkle {
+                for (snapshot, root) in &report.roots {
+                    println!("snapshot {} merkle root {root}", snapshot.short());
+                }
+            }
+        }
+        for finding in &report.findings {
+            print_finding(finding);
+        }
+        if failure.is_none() && !global.quiet {
+            println!("no problems found");
+        }
+    }
+    Ok(failure.as_ref().map_or(0, fail_quietly))
+}

@@ -1,0 +1,203 @@
+//! The local cache: one SQLite database per repository, on this machine only.
+//!
+//! The cache holds facts about a repository that are slow to recompute and
+//! cheap to lose: today, when each pack was last verified by
+//! `check --read-data`, so successive partial checks cover every pack before
+//! repeating one. Nothing in it is ever the only copy of anything: deleting
+//! the database (or the whole directory) loses progress, never data, and
+//! the next run starts a fresh one. A database whose schema version this
+//! build does not know is discarded and rebuilt, for the same reason.
+//!
+//! Layout: one table per purpose, each with its own small API on [`Cache`],
+//! so later uses (index lookups, GC bookkeeping) add a table without
+//! disturbing the others. The database lives at `<dir>/<repository id>.sqlite`,
+//! where `<dir>` is [`default_cache_dir`] unless the caller picks another.
+//!
+//! The API is synchronous (SQLite calls are short local I/O); async callers
+//! run it on a blocking thread.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// Bumped whenever a table changes shape; an older database is rebuilt.
+const SCHEMA_VERSION: i64 = 1;
+
+/// Environment variable naming the cache directory (highest priority).
+pub const NFREPO_CACHE_DIR: &str = "NFREPO_CACHE_DIR";
+
+/// The cache directory: `$NFREPO_CACHE_DIR`, else `$XDG_CACHE_HOME/nfrepo`,
+/// else `~/.cache/nfrepo`; `None` if none of them can be determined.
+#[must_use]
+pub fn default_cache_dir() -> Option<PathBuf> {
+    let non_empty = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    non_empty(NFREPO_CACHE_DIR)
+        .or_else(|| non_empty("XDG_CACHE_HOME").map(|d| d.join("nfrepo")))
+        .or_else(|| non_empty("HOME").map(|d| d.join(".cache").join("nfrepo")))
+}
+
+/// One repository's local cache. Safe to share between threads.
+#[derive(Debug)]
+pub struct Cache {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+fn sql_error(path: &Path, e: rusqlite::Error) -> Error {
+    Error::new(ErrorKind::Other, format!("local cache {}: {e}", path.display())).with_source(e)
+}
+
+impl Cache {
+    /// Opens (creating if needed) the cache of repository `repo_id` (hex) under `dir`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Other`] if the directory cannot be created or the database opened.
+    pub fn open(dir: &Path, repo_id: &str) -> Result<Self> {
+        if repo_id.is_empty() || !repo_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::new(
+                ErrorKind::InvalidKey,
+                format!("cache: {repo_id:?} is not a repository id"),
+            ));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::new(
+                ErrorKind::Other,
+                format!("cannot create cache directory {}", dir.display()),
+            )
+            .with_source(e)
+        })?;
+        let path = dir.join(format!("{repo_id}.sqlite"));
+        let conn = Connection::open(&path).map_err(|e| sql_error(&path, e))?;
+        let cache = Self {
+            path,
+            conn: Mutex::new(conn),
+        };
+        cache.migrate()?;
+        Ok(cache)
+    }
+
+    /// Where the database file is.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Creates the tables, or drops and recreates them if the schema is not this build's.
+    fn migrate(&self) -> Result<()> {
+        let conn = self.conn();
+        let err = |e| sql_error(&self.path, e);
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(err)?;
+        conn.execute_batch("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+            .map_err(err)?;
+        let version: Option<i64> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |row| row.get(0))
+            .optional()
+            .map_err(err)?;
+        if version != Some(SCHEMA_VERSION) {
+            conn.execute_batch(
+                "DROP TABLE IF EXISTS pack_checks;
+                 CREATE TABLE pack_checks (
+                     pack TEXT PRIMARY KEY,
+                     checked_at INTEGER NOT NULL
+                 );",
+            )
+            .map_err(err)?;
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?1)",
+                params![SCHEMA_VERSION],
+            )
+            .map_err(err)?;
+        }
+        Ok(())
+    }
+
+    /// Records that `pack` (hex id) verified cleanly at `checked_at` (Unix seconds).
+    ///
+    /// # Errors
+    /// SQLite failures, as [`ErrorKind::Other`].
+    pub fn record_pack_checked(&self, pack: &str, checked_at: i64) -> Result<()> {
+        self.conn()
+            .execute(
+                "INSERT OR REPLACE INTO pack_checks (pack, checked_at) VALUES (?1, ?2)",
+                params![pack, checked_at],
+            )
+            .map(|_| ())
+            .map_err(|e| sql_error(&self.path, e))
+    }
+
+    /// Forgets a pack's verification (it failed, or it is gone).
+    ///
+    /// # Errors
+    /// SQLite failures, as [`ErrorKind::Other`].
+    pub fn forget_pack_check(&self, pack: &str) -> Result<()> {
+        self.conn()
+            .execute("DELETE FROM pack_checks WHERE pack = ?1", params![pack])
+            .map(|_| ())
+            .map_err(|e| sql_error(&self.path, e))
+    }
+
+    /// Every recorded clean verification: (hex pack id, Unix seconds).
+    ///
+    /// # Errors
+    /// SQLite failures, as [`ErrorKind::Other`].
+    pub fn pack_checks(&self) -> Result<Vec<(String, i64)>> {
+        let conn = self.conn();
+        let err = |e| sql_error(&self.path, e);
+        let mut stmt = conn.prepare("SELECT pack, checked_at FROM pack_checks").map_err(err)?;
+        let rows = stmt
+            .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))
+            .map_err(err)?;
+        rows.collect::<std::result::Result<Vec<_>, _>>().map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+    use super::*;
+
+    #[test]
+    fn records_survive_reopening_and_a_deleted_database_starts_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), "ab12").unwrap();
+        cache.record_pack_checked("p1", 10).unwrap();
+        cache.record_pack_checked("p2", 20).unwrap();
+        cache.record_pack_checked("p1", 30).unwrap();
+        cache.forget_pack_check("p2").unwrap();
+        drop(cache);
+        let cache = Cache::open(dir.path(), "ab12").unwrap();
+        assert_eq!(cache.pack_checks().unwrap(), vec![("p1".to_owned(), 30)]);
+        let path = cache.path().to_path_buf();
+        drop(cache);
+        std::fs::remove_file(path).unwrap();
+        assert!(
+            Cache::open(dir.path(), "ab12")
+                .unwrap()
+                .pack_checks()
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn an_unknown_schema_is_rebuilt_and_other_repositories_are_separate() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), "01").unwrap();
+        cache.record_pack_checked("p1", 10).unwrap();
+        cache
+            .conn()
+            .execute("UPDATE meta SET value = 999 WHERE key = 'schema'", [])
+            .unwrap();
+        drop(cache);
+        assert!(Cache::open(dir.path(), "01").unwrap().pack_checks().unwrap().is_empty());
+        assert!(Cache::open(dir.path(), "02").unwrap().pack_checks().unwrap().is_empty());
+        assert!(Cache::open(dir.path(), "../x").is_err());
+    }
+}
