@@ -148,3 +148,48 @@ fn gc_while_backups_run_loses_nothing() {
         );
     }
 }
+
+#[test]
+fn forget_follows_each_sources_retention_class_from_the_config() {
+    let env = Env::new();
+    env.init();
+    for i in 0..4u64 {
+        backup(&env, "db", &format!("i={i}"), &pseudo_random(64 << 10, 10 + i));
+        backup(&env, "etc", &format!("i={i}"), &pseudo_random(64 << 10, 20 + i));
+        backup(&env, "adhoc", &format!("i={i}"), &pseudo_random(64 << 10, 30 + i));
+    }
+    let config = env.path("nfrepo.toml");
+    std::fs::write(
+        &config,
+        "[sources.db]\nkind = \"files\"\npaths = [\"/nonexistent\"]\nretention = \"two\"\n\n\
+         [sources.etc]\nkind = \"config\"\npaths = [\"/nonexistent\"]\nretention = \"hot\"\n\n\
+         [retention.two]\nkeep-last = 2\n",
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let dry = env.json(&["--config", &config, "forget", "--dry-run"]);
+    let kept_of = |source: &str| {
+        dry["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|g| g["source"] == source)
+            .flat_map(|g| g["snapshots"].as_array().unwrap().iter())
+            .filter(|s| s["keep"] == true)
+            .count()
+    };
+    // "two" from the file keeps two; built-in "hot" keeps everything from
+    // the last day; a source without a class is left alone.
+    assert_eq!(kept_of("db"), 2, "{dry}");
+    assert_eq!(kept_of("etc"), 4, "{dry}");
+    assert_eq!(dry["removed"], 2, "{dry}");
+    env.ok(&["--config", &config, "forget"]);
+    assert_eq!(env.snapshot_count(), 10);
+    // A class that is neither in the file nor built in is refused.
+    std::fs::write(
+        &config,
+        "[sources.db]\nkind = \"files\"\npaths = [\"/nonexistent\"]\nretention = \"nope\"\n",
+    )
+    .unwrap();
+    env.fails(&["--config", &config, "forget", "--dry-run"], 17, "SNAPSHOT_INVALID");
+}

@@ -20,8 +20,9 @@
 //! pre_hook = "touch /run/backup-running"
 //! post_hook = "rm -f /run/backup-running"
 //!
-//! [retention.db-incremental]                   # kept as written, for the retention engine
-//! keep_within = "7d"
+//! [retention.db-incremental]                   # a class for `nfrepo forget` (else a built-in one)
+//! keep-within = "7d"
+//! keep-daily = 30
 //! ```
 //!
 //! Secrets never live in the file itself: passwords come from an
@@ -47,13 +48,10 @@ pub struct Config {
     /// Named sources.
     #[serde(default)]
     pub sources: BTreeMap<String, SourceConfig>,
-    /// Retention classes by name, uninterpreted here (the retention engine reads them).
+    /// Retention classes by name (`[retention.NAME]`); a source's class may
+    /// also name a built-in class (`nfrepo_engine::BUILT_IN_CLASSES`).
     #[serde(default)]
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "read by the retention commands once they are merged")
-    )]
-    pub retention: BTreeMap<String, toml::Table>,
+    pub retention: BTreeMap<String, nfrepo_engine::RetentionPolicy>,
     /// Where the file was read from.
     #[serde(skip)]
     pub path: PathBuf,
@@ -401,12 +399,12 @@ exclude = ["*.bak"]
 schedule = "@daily"
 
 [retention.db-incremental]
-keep_within = "7d"
-tiers = { hot = 24 }
+keep-within = "7d"
+keep-daily = 30
 "#;
 
     #[test]
-    fn parses_sources_and_keeps_retention_tables_raw() {
+    fn parses_sources_and_retention_classes() {
         let config = parse(SAMPLE).unwrap();
         assert_eq!(config.repository.unwrap().url, "file:///srv/repo");
         let mysql = &config.sources["mysql-main"];
@@ -415,8 +413,11 @@ tiers = { hot = 24 }
         assert_eq!(mysql.retention.as_deref(), Some("db-incremental"));
         assert_eq!(config.sources["etc"].exclude, ["*.bak"]);
         let class = &config.retention["db-incremental"];
-        assert_eq!(class["keep_within"].as_str(), Some("7d"));
-        assert!(class["tiers"].is_table());
+        assert_eq!(class.keep_daily, Some(30));
+        assert!(class.keep_within.is_some());
+        // A misspelt rule is an error, not a policy that keeps less.
+        let misspelt = SAMPLE.replace("keep-daily", "keep-dialy");
+        assert!(parse(&misspelt).is_err());
     }
 
     #[test]

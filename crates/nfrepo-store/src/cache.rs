@@ -1,9 +1,10 @@
 //! The local cache: one SQLite database per repository, on this machine only.
 //!
 //! The cache holds facts about a repository that are slow to recompute and
-//! cheap to lose: today, when each pack was last verified by
-//! `check --read-data`, so successive partial checks cover every pack before
-//! repeating one. Nothing in it is ever the only copy of anything: deleting
+//! cheap to lose: when each pack was last verified by `check --read-data`,
+//! so successive partial checks cover every pack before repeating one; and,
+//! in the same database, the merged index ([`crate::IndexCache`], which has
+//! its own connection and tables). Nothing in it is ever the only copy of anything: deleting
 //! the database (or the whole directory) loses progress, never data, and
 //! the next run starts a fresh one. A database whose schema version this
 //! build does not know is discarded and rebuilt, for the same reason.

@@ -16,8 +16,10 @@
 //! no longer indexes. Deleting the file costs one full reload.
 //!
 //! This module stores raw ids and small integers and knows nothing of the
-//! format's types; the engine maps them. The database is
-//! `<dir>/<repository id>.index.sqlite`, in WAL mode, with `synchronous =
+//! format's types; the engine maps them. Its tables (`index_*`) live in the
+//! repository's cache database beside the others ([`crate::Cache`]),
+//! `<dir>/<repository id>.sqlite`, with their own schema version in the
+//! shared `meta` table. The database runs in WAL mode with `synchronous =
 //! NORMAL`: a crash of this process never corrupts it, and a database that
 //! fails to open is deleted and rebuilt.
 
@@ -28,8 +30,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::error::{Error, ErrorKind, Result};
 
-/// Bumped whenever a table changes shape; a database of another version is rebuilt.
+/// Bumped whenever a table changes shape; tables of another version are rebuilt.
 const SCHEMA_VERSION: i64 = 1;
+/// This module's key in the shared `meta` table.
+const SCHEMA_KEY: &str = "index_schema";
 
 /// SQLite's page cache for one connection, in KiB: the cache's whole share of memory.
 const PAGE_CACHE_KIB: i64 = 8 * 1024;
@@ -122,7 +126,7 @@ impl IndexCache {
             )
             .with_source(e)
         })?;
-        let path = dir.join(format!("{repo_id}.index.sqlite"));
+        let path = dir.join(format!("{repo_id}.sqlite"));
         match Self::open_at(&path) {
             Ok(cache) => Ok(cache),
             Err(first) => {
@@ -144,22 +148,27 @@ impl IndexCache {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
         conn.pragma_update(None, "cache_size", -PAGE_CACHE_KIB).map_err(err)?;
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |row| row.get(0))
+        conn.execute_batch("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
             .map_err(err)?;
-        if version != SCHEMA_VERSION {
+        let version: Option<i64> = conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", params![SCHEMA_KEY], |row| {
+                row.get(0)
+            })
+            .optional()
+            .map_err(err)?;
+        if version != Some(SCHEMA_VERSION) {
             conn.execute_batch(
-                "DROP TABLE IF EXISTS blobs;
-                 DROP TABLE IF EXISTS packs;
-                 DROP TABLE IF EXISTS deltas;
-                 CREATE TABLE deltas (id BLOB PRIMARY KEY, ingested INTEGER NOT NULL) WITHOUT ROWID;
-                 CREATE TABLE packs (
+                "DROP TABLE IF EXISTS index_blobs;
+                 DROP TABLE IF EXISTS index_packs;
+                 DROP TABLE IF EXISTS index_deltas;
+                 CREATE TABLE index_deltas (id BLOB PRIMARY KEY, ingested INTEGER NOT NULL) WITHOUT ROWID;
+                 CREATE TABLE index_packs (
                      number INTEGER PRIMARY KEY,
                      id BLOB NOT NULL UNIQUE,
                      kind INTEGER NOT NULL,
                      size INTEGER NOT NULL
                  );
-                 CREATE TABLE blobs (
+                 CREATE TABLE index_blobs (
                      id BLOB PRIMARY KEY,
                      pack INTEGER NOT NULL,
                      kind INTEGER NOT NULL,
@@ -169,10 +178,14 @@ impl IndexCache {
                  ) WITHOUT ROWID;",
             )
             .map_err(err)?;
-            conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(err)?;
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                params![SCHEMA_KEY, SCHEMA_VERSION],
+            )
+            .map_err(err)?;
         }
         // Fail now, not at the first lookup, if the file is not a database.
-        conn.query_row("SELECT count(*) FROM deltas", [], |row| row.get::<_, i64>(0))
+        conn.query_row("SELECT count(*) FROM index_deltas", [], |row| row.get::<_, i64>(0))
             .map_err(err)?;
         Ok(Self {
             path: path.to_owned(),
@@ -202,7 +215,9 @@ impl IndexCache {
     /// SQLite failures, as [`ErrorKind::Other`].
     pub fn deltas(&self) -> Result<Vec<([u8; 32], bool)>> {
         let conn = self.conn();
-        let mut statement = conn.prepare("SELECT id, ingested FROM deltas").map_err(self.err())?;
+        let mut statement = conn
+            .prepare("SELECT id, ingested FROM index_deltas")
+            .map_err(self.err())?;
         let rows = statement
             .query_map([], |row| Ok((row.get::<_, [u8; 32]>(0)?, row.get::<_, bool>(1)?)))
             .map_err(self.err())?;
@@ -215,7 +230,7 @@ impl IndexCache {
     /// SQLite failures, as [`ErrorKind::Other`].
     pub fn clear(&self) -> Result<()> {
         self.conn()
-            .execute_batch("DELETE FROM blobs; DELETE FROM packs; DELETE FROM deltas;")
+            .execute_batch("DELETE FROM index_blobs; DELETE FROM index_packs; DELETE FROM index_deltas;")
             .map_err(self.err())
     }
 
@@ -230,27 +245,27 @@ impl IndexCache {
         let tx = conn.transaction().map_err(self.err())?;
         let added = tx
             .execute(
-                "INSERT OR IGNORE INTO deltas (id, ingested) VALUES (?1, 1)",
+                "INSERT OR IGNORE INTO index_deltas (id, ingested) VALUES (?1, 1)",
                 params![delta],
             )
             .map_err(self.err())?;
         for old in supersedes {
             tx.execute(
-                "INSERT OR IGNORE INTO deltas (id, ingested) VALUES (?1, 0)",
+                "INSERT OR IGNORE INTO index_deltas (id, ingested) VALUES (?1, 0)",
                 params![old],
             )
             .map_err(self.err())?;
         }
         if added == 1 {
             let mut add_pack = tx
-                .prepare_cached("INSERT OR IGNORE INTO packs (id, kind, size) VALUES (?1, ?2, ?3)")
+                .prepare_cached("INSERT OR IGNORE INTO index_packs (id, kind, size) VALUES (?1, ?2, ?3)")
                 .map_err(self.err())?;
             let mut pack_number = tx
-                .prepare_cached("SELECT number FROM packs WHERE id = ?1")
+                .prepare_cached("SELECT number FROM index_packs WHERE id = ?1")
                 .map_err(self.err())?;
             let mut add_blob = tx
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO blobs (id, pack, kind, offset, sealed_len, raw_len)
+                    "INSERT OR IGNORE INTO index_blobs (id, pack, kind, offset, sealed_len, raw_len)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
                 .map_err(self.err())?;
@@ -286,7 +301,7 @@ impl IndexCache {
     pub fn lookup(&self, id: &[u8; 32]) -> Result<Option<CachedBlob>> {
         let conn = self.conn();
         let mut statement = conn
-            .prepare_cached("SELECT pack, kind, offset, sealed_len, raw_len FROM blobs WHERE id = ?1")
+            .prepare_cached("SELECT pack, kind, offset, sealed_len, raw_len FROM index_blobs WHERE id = ?1")
             .map_err(self.err())?;
         statement
             .query_row(params![id], |row| {
@@ -310,7 +325,7 @@ impl IndexCache {
     pub fn packs(&self) -> Result<Vec<CachedPack>> {
         let conn = self.conn();
         let mut statement = conn
-            .prepare("SELECT number, id, kind, size FROM packs ORDER BY number")
+            .prepare("SELECT number, id, kind, size FROM index_packs ORDER BY number")
             .map_err(self.err())?;
         let rows = statement
             .query_map([], |row| {
@@ -332,7 +347,7 @@ impl IndexCache {
     pub fn blob_count(&self) -> Result<u64> {
         let count: i64 = self
             .conn()
-            .query_row("SELECT count(*) FROM blobs", [], |row| row.get(0))
+            .query_row("SELECT count(*) FROM index_blobs", [], |row| row.get(0))
             .map_err(self.err())?;
         Ok(u64::try_from(count).unwrap_or(0))
     }
@@ -408,7 +423,7 @@ mod tests {
     #[test]
     fn a_damaged_database_is_rebuilt() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("cd.index.sqlite"), b"not a database at all, just bytes").unwrap();
+        std::fs::write(dir.path().join("cd.sqlite"), b"not a database at all, just bytes").unwrap();
         let cache = IndexCache::open(dir.path(), "cd").unwrap();
         assert_eq!(cache.blob_count().unwrap(), 0);
     }

@@ -1,5 +1,8 @@
-//! `nfrepo forget`: turns the flags (and `--class`) into a retention policy
-//! and renders the engine's decisions.
+//! `nfrepo forget`: turns the flags (and `--class`), or else the sources'
+//! retention classes in `nfrepo.toml`, into retention policies and renders
+//! the engine's decisions.
+
+use std::collections::BTreeMap;
 
 use nfrepo_engine::{ErrorCode, ForgetOptions, Operation, RetentionPolicy, Span};
 
@@ -16,8 +19,8 @@ fn span(text: Option<&String>) -> Result<Option<Span>, Failure> {
         .transpose()
 }
 
-/// The policy the flags describe, merged with `--class`.
-pub fn policy(args: &ForgetArgs) -> Result<RetentionPolicy, Failure> {
+/// The policy the flags describe, merged with `--class`; `None` when neither is given.
+pub fn policy(args: &ForgetArgs) -> Result<Option<RetentionPolicy>, Failure> {
     let mut flags = RetentionPolicy::default();
     flags.keep_last = args.keep_last;
     flags.keep_hourly = args.keep_hourly;
@@ -39,17 +42,56 @@ pub fn policy(args: &ForgetArgs) -> Result<RetentionPolicy, Failure> {
         None => flags,
     };
     if policy.is_empty() {
-        return Err(invalid(
-            "no retention policy given: use --class NAME or at least one --keep-* option".into(),
-        ));
+        return Ok(None);
     }
-    Ok(policy)
+    Ok(Some(policy))
+}
+
+/// Each configured source's policy: its `retention` class from
+/// `[retention.NAME]` in `nfrepo.toml`, or the built-in class of that name.
+fn configured_policies(global: &GlobalArgs) -> Result<BTreeMap<String, RetentionPolicy>, Failure> {
+    let Some(config) = crate::config::load(global.config.as_deref())? else {
+        return Ok(BTreeMap::new());
+    };
+    let mut policies = BTreeMap::new();
+    for (source, settings) in &config.sources {
+        let Some(class) = &settings.retention else { continue };
+        let policy = match config.retention.get(class) {
+            Some(policy) => policy.clone(),
+            None => RetentionPolicy::class(class).map_err(|e| {
+                invalid(format!(
+                    "source {source:?}: retention class {class:?} is neither in {} nor built in ({e})",
+                    config.path.display()
+                ))
+            })?,
+        };
+        if policy.is_empty() {
+            return Err(invalid(format!("retention class {class:?} has no rule")));
+        }
+        policies.insert(source.clone(), policy);
+    }
+    Ok(policies)
 }
 
 pub async fn run(global: &GlobalArgs, args: ForgetArgs) -> Result<i32, Failure> {
-    let policy = policy(&args)?;
+    // Flags (or --class) apply to every source; without them each configured
+    // source follows its own class, and other sources are left alone.
+    let mut options = match policy(&args)? {
+        Some(policy) => ForgetOptions::with_policy(policy),
+        None => {
+            let mut options = ForgetOptions::default();
+            options.per_source = configured_policies(global)?;
+            if options.per_source.is_empty() {
+                return Err(invalid(
+                    "no retention policy: use --class NAME or --keep-* options, or give sources a \
+                     `retention` class in nfrepo.toml"
+                        .into(),
+                ));
+            }
+            options
+        }
+    };
     let repo = context::open_repository(global, Operation::Backup).await?.repo;
-    let mut options = ForgetOptions::with_policy(policy);
     options.source.clone_from(&args.source);
     options.group_by_source_only = args.group_by_source;
     options.dry_run = args.dry_run;
