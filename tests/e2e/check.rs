@@ -327,7 +327,26 @@ fn flipped_bit_in_a_snapshot() {
     );
     // Only one snapshot is walked: the other one still proves its root.
     assert_eq!(report["roots"].as_array().unwrap().len(), 1);
-    env.fails(&["snapshots"], 11, "BACKUP_CORRUPTED");
+    // Listing shows the snapshot that opens and warns about the other...
+    let out = env.run(&["--json", "snapshots"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("damaged snapshot") && stderr.contains("snapshots/"),
+        "{stderr}"
+    );
+    // ...and the next backup of either source still runs.
+    let out = env
+        .cmd()
+        .current_dir(env.dir.path())
+        .args(["snapshot", "src", "--source", "files"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    // What must see every snapshot refuses to guess: gc stops, naming the object.
+    env.fails(&["gc", "--dry-run"], 11, "BACKUP_CORRUPTED");
 }
 
 #[test]

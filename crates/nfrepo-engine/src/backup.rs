@@ -275,7 +275,7 @@ impl Repository {
         let live = crate::session::LiveSession::start(self, &options.source, time_ns).await?;
         let (plan_ids, planned) = crate::gc::planned_packs(self).await?;
         // Snapshots before the index: see crate::index.
-        let snapshots = self.snapshots().await?;
+        let snapshots = self.readable_snapshots().await?;
         let mut index = self.load_index().await?;
         let adopted = self.adopt_orphan_packs(&index, &planned).await?;
         let adopted_packs = adopted.len();

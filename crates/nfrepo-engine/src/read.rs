@@ -43,33 +43,67 @@ pub struct SnapshotEntry {
 }
 
 impl Repository {
-    /// Every snapshot, oldest first.
+    /// Every snapshot, oldest first. A snapshot that does not open fails
+    /// the whole call: what must see every snapshot (gc, forget) uses this.
     ///
     /// # Errors
-    /// Storage errors, or [`Error::Corrupted`] for a snapshot that fails its hash or seal.
+    /// Storage errors, or [`Error::Corrupted`] for a damaged snapshot.
     pub async fn snapshots(&self) -> Result<Vec<SnapshotEntry>> {
+        let (good, mut damaged) = self.load_snapshots().await?;
+        match damaged.pop() {
+            Some(error) => Err(error),
+            None => Ok(good),
+        }
+    }
+
+    /// Every snapshot that opens, oldest first; each damaged one is logged as
+    /// a warning (naming the object) and left out. Backups, browsing and
+    /// restores use this, so one damaged snapshot stops neither the next
+    /// backup nor a restore of another snapshot; `nfrepo check` reports it.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn readable_snapshots(&self) -> Result<Vec<SnapshotEntry>> {
+        let (good, damaged) = self.load_snapshots().await?;
+        for error in damaged {
+            tracing::warn!("skipping a damaged snapshot (run `nfrepo check`): {error}");
+        }
+        Ok(good)
+    }
+
+    /// Snapshots that open, and the errors of those that do not.
+    async fn load_snapshots(&self) -> Result<(Vec<SnapshotEntry>, Vec<Error>)> {
         let listed = self.store().list(ObjectKind::Snapshot).await.map_err(Error::store)?;
-        let mut out: Vec<SnapshotEntry> = stream::iter(listed.into_iter().filter_map(|info| {
-            let id = info.key.name().parse::<SnapshotId>().ok()?;
-            Some((id, info.key))
-        }))
-        .map(|(id, key)| async move {
-            let bytes = match self.store().get(&key).await {
-                Ok(bytes) => bytes,
-                // Forgotten between the listing and the read.
-                Err(e) if e.kind() == nfrepo_store::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(Error::store(e)),
-            };
-            let snapshot = Snapshot::decode(&id, &bytes, self.sealer(), &self.id())
-                .map_err(|e| Error::decode(key.to_string(), e))?;
-            Ok::<_, Error>(Some(SnapshotEntry { id, snapshot }))
-        })
-        .buffer_unordered(LIST_CONCURRENCY)
-        .try_filter_map(|entry| async move { Ok(entry) })
-        .try_collect()
-        .await?;
-        out.sort_by_key(|e| (e.snapshot.time_ns, e.id));
-        Ok(out)
+        let loaded: Vec<Option<std::result::Result<SnapshotEntry, Error>>> =
+            stream::iter(listed.into_iter().filter_map(|info| {
+                let id = info.key.name().parse::<SnapshotId>().ok()?;
+                Some((id, info.key))
+            }))
+            .map(|(id, key)| async move {
+                let bytes = match self.store().get(&key).await {
+                    Ok(bytes) => bytes,
+                    // Forgotten between the listing and the read.
+                    Err(e) if e.kind() == nfrepo_store::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(Error::store(e)),
+                };
+                Ok(Some(
+                    Snapshot::decode(&id, &bytes, self.sealer(), &self.id())
+                        .map(|snapshot| SnapshotEntry { id, snapshot })
+                        .map_err(|e| Error::decode(key.to_string(), e)),
+                ))
+            })
+            .buffer_unordered(LIST_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let (mut good, mut damaged) = (Vec::new(), Vec::new());
+        for entry in loaded.into_iter().flatten() {
+            match entry {
+                Ok(entry) => good.push(entry),
+                Err(error) => damaged.push(error),
+            }
+        }
+        good.sort_by_key(|e| (e.snapshot.time_ns, e.id));
+        Ok((good, damaged))
     }
 
     /// Resolves a snapshot spec: an id prefix, `latest`, or `SOURCE@latest`.
@@ -77,7 +111,7 @@ impl Repository {
     /// # Errors
     /// [`Error::SnapshotNotFound`] or [`Error::AmbiguousSnapshot`].
     pub async fn find_snapshot(&self, spec: &str) -> Result<SnapshotEntry> {
-        let all = self.snapshots().await?;
+        let all = self.readable_snapshots().await?;
         select_snapshot(all, spec)
     }
 

@@ -158,7 +158,7 @@ pub async fn cat(global: &GlobalArgs, args: CatArgs) -> Result<i32, Failure> {
 
 pub async fn diff(global: &GlobalArgs, args: DiffArgs) -> Result<i32, Failure> {
     let repo = context::open_repository(global, Operation::Inspect).await?.repo;
-    let all = repo.snapshots().await.map_err(fail)?;
+    let all = repo.readable_snapshots().await.map_err(fail)?;
     let old = nfrepo_engine::select_snapshot(all.clone(), &args.old).map_err(fail)?;
     let new = nfrepo_engine::select_snapshot(all, &args.new).map_err(fail)?;
     let reader = repo.reader().await.map_err(fail)?;

@@ -13,7 +13,7 @@ const FILE_KINDS: &[&str] = &["files", "config", "logs"];
 pub async fn run(global: &GlobalArgs, args: RollbackArgs) -> Result<i32, Failure> {
     let fail = |e: nfrepo_engine::Error| Failure::engine(&e, Operation::Restore);
     let repo = context::open_repository(global, Operation::Restore).await?.repo;
-    let all = repo.snapshots().await.map_err(fail)?;
+    let all = repo.readable_snapshots().await.map_err(fail)?;
     let of_source: Vec<_> = all
         .iter()
         .filter(|s| s.snapshot.source == args.source)

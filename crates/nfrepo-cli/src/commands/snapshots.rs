@@ -59,7 +59,7 @@ pub fn filter(all: Vec<SnapshotEntry>, filter: &SnapshotFilter) -> Result<Vec<Sn
 pub async fn run(global: &GlobalArgs, args: SnapshotsArgs) -> Result<i32, Failure> {
     let repo = context::open_repository(global, Operation::Inspect).await?.repo;
     let all = repo
-        .snapshots()
+        .readable_snapshots()
         .await
         .map_err(|e| Failure::engine(&e, Operation::Inspect))?;
     let shown = filter(all, &args.filter)?;
