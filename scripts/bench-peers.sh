@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Runs nfrepo and restic on the same data and prints a table of ratios.
 #
-#   scripts/bench-peers.sh [--only dump|tree] [--runs N]
+#   scripts/bench-peers.sh [--only dump|pgdump|tree|all] [--runs N]
 #
 # Data sets, made once and cached in $BENCH_DIR/data (default /tmp/nfrepo-bench):
 #   dump  a real MariaDB (127.0.0.1:13306, socket in its datadir) loaded by
 #         sysbench (8 tables x 600000 rows, about 1 GB of dump); dump1.sql is
 #         `mysqldump --single-transaction`, then 60 s of `sysbench
 #         oltp_write_only`, then dump2.sql.
+#   pgdump  a PostgreSQL 15 (127.0.0.1:15433, cluster and socket in
+#         $BENCH_DIR/data/postgres, run as user postgres when root) loaded by
+#         `pgbench -i -s 70` (about 1 GB of dump); pgdump1.sql is a plain
+#         `pg_dump`, then 60 s of `pgbench -c 4 -j 2`, then pgdump2.sql.
 #   tree  a copy of /usr/share + /usr/lib capped at 1.5 GB.
 # Delete $BENCH_DIR/data to make them again.
 #
@@ -21,6 +25,9 @@
 #   BENCH_DIR          work dir (default /tmp/nfrepo-bench)
 #   NFREPO_BIN         nfrepo binary to use (default: cargo build --release -p nfrepo-cli)
 #   BENCH_TABLE_SIZE   sysbench rows per table (default 600000)
+#   BENCH_PG_SCALE     pgbench scale factor (default 70; a cached pgdump made
+#                      at another scale is made again)
+#   NFREPO_PG_BIN      PostgreSQL binaries (default /usr/lib/postgresql/15/bin)
 #   BENCH_TREE_BYTES   size cap of the file tree (default 1500000000)
 set -euo pipefail
 
@@ -34,16 +41,17 @@ usage() {
 
 ONLY=all
 RUNS=3
+only_valid() { [[ "$1" == dump || "$1" == pgdump || "$1" == tree || "$1" == all ]]; }
 while (($# > 0)); do
 	case "$1" in
 	--only)
-		[[ "${2:-}" == dump || "${2:-}" == tree ]] || die "--only takes dump or tree"
+		only_valid "${2:-}" || die "--only takes dump, pgdump, tree or all"
 		ONLY="$2"
 		shift 2
 		;;
 	--only=*)
 		ONLY="${1#--only=}"
-		[[ "$ONLY" == dump || "$ONLY" == tree ]] || die "--only takes dump or tree"
+		only_valid "$ONLY" || die "--only takes dump, pgdump, tree or all"
 		shift
 		;;
 	--runs)
@@ -63,6 +71,8 @@ while (($# > 0)); do
 		;;
 	esac
 done
+# wants SET: true when this invocation measures the data set SET.
+wants() { [[ "$ONLY" == all || "$ONLY" == "$1" ]]; }
 
 BENCH_DIR="${BENCH_DIR:-/tmp/nfrepo-bench}"
 mkdir -p "$BENCH_DIR"
@@ -78,6 +88,14 @@ TREE_CAP="${BENCH_TREE_BYTES:-1500000000}"
 MDB_DIR="$DATA/mariadb"
 MDB_SOCK="$MDB_DIR/sock"
 MDB_PORT=13306
+PG_SCALE="${BENCH_PG_SCALE:-70}"
+[[ "$PG_SCALE" =~ ^[1-9][0-9]*$ ]] || die "BENCH_PG_SCALE takes a positive number"
+PG_BIN="${NFREPO_PG_BIN:-/usr/lib/postgresql/15/bin}"
+PG_DIR="$DATA/postgres"
+# Not 15432, where scripts/start-postgres.sh puts the tests' server.
+PG_PORT=15433
+PGBENCH_CLIENTS=4
+PGBENCH_THREADS=2
 RESULTS_TSV="$BENCH_DIR/results.tsv"
 TIMEF="$LOGS/time.out"
 mkdir -p "$DATA" "$REPOS" "$RESTORE" "$LOGS"
@@ -89,12 +107,16 @@ export XDG_CACHE_HOME="$BENCH_DIR/cache"
 unset NFREPO_REPOSITORY NFREPO_PASSWORD_FILE RESTIC_REPOSITORY RESTIC_PASSWORD_FILE
 
 MDB_PID=""
+PG_PID=""
 # shellcheck disable=SC2317 # invoked by the EXIT trap
 cleanup() {
 	local rc=$?
 	set +e
 	if [[ -n "$MDB_PID" ]]; then
 		stop_pid "$MDB_PID" mariadbd 120
+	fi
+	if [[ -n "$PG_PID" ]]; then
+		stop_postgres
 	fi
 	rm -rf "$REPOS" "$RESTORE"
 	exit "$rc"
@@ -106,8 +128,12 @@ trap 'exit 143' TERM
 # ---------------------------------------------------------------- tools
 
 ensure_apt_packages restic time
-if [[ "$ONLY" != tree ]]; then
+if wants dump; then
 	ensure_apt_packages mariadb-server mariadb-client sysbench
+fi
+if wants pgdump; then
+	[[ -x "$PG_BIN/postgres" && -x "$PG_BIN/pgbench" && -x "$PG_BIN/pg_dump" ]] ||
+		die "no PostgreSQL 15 binaries (postgres, pgbench, pg_dump) in $PG_BIN; set NFREPO_PG_BIN"
 fi
 
 TOOLS=(nfrepo restic)
@@ -253,6 +279,102 @@ prepare_dump() {
 	rm -rf "$MDB_DIR"
 }
 
+# The server refuses to run as root: as root, it and its tools run as postgres.
+AS_PG=()
+if ((EUID == 0)); then
+	AS_PG=(runuser -u postgres --)
+fi
+pg_tool() { # TOOL ARGS...: a PostgreSQL client tool on the benchmark server
+	local tool="$1"
+	shift
+	"$PG_BIN/$tool" -h 127.0.0.1 -p "$PG_PORT" -U postgres "$@"
+}
+
+start_postgres() {
+	local i
+	if port_open "$PG_PORT"; then
+		die "port 127.0.0.1:$PG_PORT is already in use"
+	fi
+	mkdir -p "$PG_DIR"
+	if ((EUID == 0)); then
+		if ! id postgres >/dev/null 2>&1; then
+			log "creating system user postgres"
+			useradd --system --no-create-home --shell /usr/sbin/nologin postgres
+		fi
+		chmod 755 "$PG_DIR"
+		chown postgres "$PG_DIR"
+		runuser -u postgres -- test -w "$PG_DIR" ||
+			die "user postgres cannot reach $PG_DIR: make $BENCH_DIR and its parents traversable (chmod o+x)"
+	fi
+	if [[ ! -s "$PG_DIR/data/PG_VERSION" ]]; then
+		(cd "$PG_DIR" && "${AS_PG[@]}" "$PG_BIN/initdb" -D "$PG_DIR/data" -A trust -U postgres) \
+			>"$LOGS/initdb.log" 2>&1 || {
+			tail -n 30 "$LOGS/initdb.log" >&2
+			die "initdb failed"
+		}
+	fi
+	# pg_ctl's log file is opened by the server, so it lives in PG_DIR.
+	if ! (cd "$PG_DIR" && "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/postgres.log" -w -t 120 \
+		-o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1" start) >>"$LOGS/pg_ctl.log" 2>&1; then
+		tail -n 30 "$PG_DIR/postgres.log" >&2 || true
+		die "PostgreSQL did not start"
+	fi
+	PG_PID="$(head -n 1 "$PG_DIR/data/postmaster.pid")"
+	for ((i = 0; i < 300; i++)); do
+		if pg_tool pg_isready -q; then
+			log "PostgreSQL ready on 127.0.0.1:$PG_PORT (pid $PG_PID)"
+			return 0
+		fi
+		sleep 0.2
+	done
+	die "PostgreSQL started but does not answer on 127.0.0.1:$PG_PORT"
+}
+
+# stop_postgres: fast shutdown (rolls back open transactions), then the pid.
+stop_postgres() {
+	log "stopping PostgreSQL (pid $PG_PID)"
+	(cd "$PG_DIR" && "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w -t 120 stop) \
+		>>"$LOGS/pg_ctl.log" 2>&1 || stop_pid "$PG_PID" postgres 120
+	cp -f "$PG_DIR/postgres.log" "$LOGS/postgres.log" 2>/dev/null
+	PG_PID=""
+}
+
+pg_dump_db() { # FILE
+	log "pg_dump to $1"
+	pg_tool pg_dump --format=plain pgbench >"$1.tmp"
+	mv "$1.tmp" "$1"
+}
+
+prepare_pgdump() {
+	local marker="$DATA/pgdump.done"
+	if [[ -s "$marker" && -s "$DATA/pgdump1.sql" && -s "$DATA/pgdump2.sql" ]]; then
+		if [[ "$(cat "$marker")" == "$PG_SCALE" ]]; then
+			log "using cached $DATA/pgdump1.sql and pgdump2.sql"
+			return 0
+		fi
+		log "cached pgdump is pgbench scale $(cat "$marker"), not $PG_SCALE: making it again"
+	fi
+	rm -rf "$PG_DIR" "$marker" "$DATA/pgdump1.sql" "$DATA/pgdump2.sql"
+	start_postgres
+	log "loading PostgreSQL with pgbench -i -s $PG_SCALE"
+	if ! { pg_tool psql -q -v ON_ERROR_STOP=1 -d postgres -c 'CREATE DATABASE pgbench' &&
+		pg_tool pgbench -i -s "$PG_SCALE" pgbench; } >"$LOGS/pgbench-init.log" 2>&1; then
+		tail -n 20 "$LOGS/pgbench-init.log" >&2
+		die "pgbench -i failed"
+	fi
+	pg_dump_db "$DATA/pgdump1.sql"
+	log "pgbench -c $PGBENCH_CLIENTS -j $PGBENCH_THREADS for ${WRITE_SECONDS}s"
+	pg_tool pgbench -c "$PGBENCH_CLIENTS" -j "$PGBENCH_THREADS" -T "$WRITE_SECONDS" pgbench \
+		>"$LOGS/pgbench-run.log" 2>&1 || {
+		tail -n 20 "$LOGS/pgbench-run.log" >&2
+		die "pgbench run failed"
+	}
+	pg_dump_db "$DATA/pgdump2.sql"
+	stop_postgres
+	rm -rf "$PG_DIR"
+	echo "$PG_SCALE" >"$marker"
+}
+
 prepare_tree() {
 	if [[ -s "$DATA/tree.done" ]]; then
 		log "using cached file tree $DATA/tree"
@@ -288,30 +410,32 @@ PY
 
 # ---------------------------------------------------------------- benchmarks
 
-bench_dump_tool() { # TOOL
-	local tool="$1" d1="$DATA/dump1.sql" d2="$DATA/dump2.sql" s1 s2 out
+# bench_dump_tool TOOL SET: SET is a dump data set (dump, pgdump) whose files
+# are $DATA/SET1.sql and SET2.sql; the results are recorded under SET_*.
+bench_dump_tool() {
+	local tool="$1" set="$2" d1="$DATA/${2}1.sql" d2="$DATA/${2}2.sql" s1 s2 out
 	fresh_repo "$tool" || return 1
-	backup_stdin "$tool" "dump1 first backup" "$d1" || return 1
-	record "$tool" dump_first_mbs "$(mb_per_s "$(file_bytes "$d1")" "$M_SECS")"
-	record "$tool" dump_first_s "$M_SECS"
-	record "$tool" dump_first_rss "$M_RSS"
+	backup_stdin "$tool" "${set}1 first backup" "$d1" || return 1
+	record "$tool" "${set}_first_mbs" "$(mb_per_s "$(file_bytes "$d1")" "$M_SECS")"
+	record "$tool" "${set}_first_s" "$M_SECS"
+	record "$tool" "${set}_first_rss" "$M_RSS"
 	s1="$(repo_bytes "$tool")"
-	backup_stdin "$tool" "dump2 incremental" "$d2" || return 1
+	backup_stdin "$tool" "${set}2 incremental" "$d2" || return 1
 	s2="$(repo_bytes "$tool")"
-	record "$tool" dump_incr_s "$M_SECS"
-	record "$tool" dump_incr_added_mb "$(mb $((s2 - s1)))"
-	record "$tool" dump_incr_rss "$M_RSS"
-	record "$tool" dump_repo_mb "$(mb "$s2")"
+	record "$tool" "${set}_incr_s" "$M_SECS"
+	record "$tool" "${set}_incr_added_mb" "$(mb $((s2 - s1)))"
+	record "$tool" "${set}_incr_rss" "$M_RSS"
+	record "$tool" "${set}_repo_mb" "$(mb "$s2")"
 	rm -rf "${RESTORE:?}/$tool"
-	restore_latest "$tool" "dump2 restore" "$RESTORE/$tool" || return 1
-	record "$tool" dump_restore_mbs "$(mb_per_s "$(file_bytes "$d2")" "$M_SECS")"
-	record "$tool" dump_restore_rss "$M_RSS"
+	restore_latest "$tool" "${set}2 restore" "$RESTORE/$tool" || return 1
+	record "$tool" "${set}_restore_mbs" "$(mb_per_s "$(file_bytes "$d2")" "$M_SECS")"
+	record "$tool" "${set}_restore_rss" "$M_RSS"
 	out="$(find "$RESTORE/$tool" -type f -name dump.sql)"
 	if [[ -n "$out" && "$(wc -l <<<"$out")" == 1 ]] && cmp -s "$out" "$d2"; then
-		record "$tool" dump_restore_ok 1
+		record "$tool" "${set}_restore_ok" 1
 	else
-		log "$tool: the restored dump.sql differs from dump2.sql (or is missing)"
-		record "$tool" dump_restore_ok 0
+		log "$tool: the restored dump.sql differs from ${set}2.sql (or is missing)"
+		record "$tool" "${set}_restore_ok" 0
 	fi
 	rm -rf "${RESTORE:?}/$tool" "${REPOS:?}/$tool"
 }
@@ -353,22 +477,29 @@ run_bench() {
 		fi
 		for tool in "${order[@]}"; do
 			log "== $set, run $run/$RUNS: $tool"
-			if [[ "$set" == dump ]]; then
-				warm "$DATA/dump1.sql" "$DATA/dump2.sql"
-				bench_dump_tool "$tool" || record "$tool" "${set}_failed" 1
-			else
+			case "$set" in
+			dump | pgdump)
+				warm "$DATA/${set}1.sql" "$DATA/${set}2.sql"
+				bench_dump_tool "$tool" "$set" || record "$tool" "${set}_failed" 1
+				;;
+			tree)
 				warm "$DATA/tree"
 				bench_tree_tool "$tool" || record "$tool" "${set}_failed" 1
-			fi
+				;;
+			esac
 		done
 	done
 }
 
-if [[ "$ONLY" != tree ]]; then
+if wants dump; then
 	prepare_dump
 	run_bench dump
 fi
-if [[ "$ONLY" != dump ]]; then
+if wants pgdump; then
+	prepare_pgdump
+	run_bench pgdump
+fi
+if wants tree; then
 	prepare_tree
 	run_bench tree
 fi
@@ -409,6 +540,15 @@ ROWS=(
 	"dump_first_rss|peak RSS, dump1 first backup, MiB"
 	"dump_incr_rss|peak RSS, dump2 incremental, MiB"
 	"dump_restore_rss|peak RSS, dump2 restore, MiB"
+	"pgdump_first_mbs|pg_dump (pgbench) pgdump1 first backup, MB/s (higher is better)"
+	"pgdump_first_s|pg_dump (pgbench) pgdump1 first backup, s"
+	"pgdump_incr_s|pg_dump (pgbench) pgdump2 incremental, s"
+	"pgdump_incr_added_mb|pg_dump (pgbench) pgdump2 incremental, MB added to the repository"
+	"pgdump_repo_mb|pg_dump (pgbench) repository size after pgdump1 + pgdump2, MB"
+	"pgdump_restore_mbs|pg_dump (pgbench) pgdump2 restore, MB/s (higher is better)"
+	"pgdump_first_rss|pg_dump (pgbench) peak RSS, pgdump1 first backup, MiB"
+	"pgdump_incr_rss|pg_dump (pgbench) peak RSS, pgdump2 incremental, MiB"
+	"pgdump_restore_rss|pg_dump (pgbench) peak RSS, pgdump2 restore, MiB"
 	"tree_first_mbs|tree first backup, MB/s (higher is better)"
 	"tree_first_s|tree first backup, s"
 	"tree_rerun_s|tree unchanged re-run, s"
@@ -427,11 +567,15 @@ report() {
 	echo "- $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(free -g | awk '/^Mem:/ { print $2 }') GiB; median of $RUNS run(s); MB = 10^6 bytes"
 	echo "- nfrepo: ${NFREPO_BIN:-not built} (git $(git -C "$NFREPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'))"
 	echo "- restic: $(restic version | head -n 1)"
-	if [[ "$ONLY" != tree ]]; then
+	if wants dump; then
 		sets+=(dump)
 		echo "- dump: dump1.sql $(mb "$(file_bytes "$DATA/dump1.sql")") MB, dump2.sql $(mb "$(file_bytes "$DATA/dump2.sql")") MB ($TABLES x $TABLE_SIZE sysbench rows, ${WRITE_SECONDS}s of oltp_write_only between them)"
 	fi
-	if [[ "$ONLY" != dump ]]; then
+	if wants pgdump; then
+		sets+=(pgdump)
+		echo "- pgdump: pgdump1.sql $(mb "$(file_bytes "$DATA/pgdump1.sql")") MB, pgdump2.sql $(mb "$(file_bytes "$DATA/pgdump2.sql")") MB (plain pg_dump of PostgreSQL $("$PG_BIN/postgres" --version | awk '{ print $3 }') at pgbench scale $(cat "$DATA/pgdump.done"), ${WRITE_SECONDS}s of pgbench -c $PGBENCH_CLIENTS -j $PGBENCH_THREADS between them)"
+	fi
+	if wants tree; then
 		sets+=(tree)
 		echo "- tree: $(awk '{ printf "%d files, %.1f MB", $1, $2 / 1e6 }' "$DATA/tree.done") from /usr/share and /usr/lib"
 	fi
@@ -448,7 +592,9 @@ report() {
 		echo "| $label | $(fmt_num "$a") | $(fmt_num "$b") | $(ratio "$a" "$b") |"
 	done
 	for set in "${sets[@]}"; do
-		echo "| $set restore identical to the source | $(all_ok nfrepo "${set}_restore_ok") | $(all_ok restic "${set}_restore_ok") | |"
+		label="$set"
+		[[ "$set" == pgdump ]] && label="pg_dump (pgbench)"
+		echo "| $label restore identical to the source | $(all_ok nfrepo "${set}_restore_ok") | $(all_ok restic "${set}_restore_ok") | |"
 		if grep -q $'\t'"${set}_failed"$'\t' "$RESULTS_TSV"; then
 			echo "| $set runs that failed | $(failures nfrepo "$set") | $(failures restic "$set") | |"
 		fi
