@@ -490,7 +490,8 @@ impl BackupSession {
             }
         }
         std::thread::scope(|scope| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(PIPELINE_DEPTH);
+            let depth = (PIPELINE_BYTES / self.chunker.profile().max as usize).max(2);
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(depth);
             let hasher = scope.spawn(move || -> Result<StreamDigest> {
                 for chunk in rx {
                     digest.absorb(self, chunk)?;
@@ -540,8 +541,10 @@ impl BackupSession {
 /// between a cutting and a hashing thread (a thread per small file would
 /// cost more than it saves).
 const PIPELINE_AFTER: u64 = 8 << 20;
-/// Chunks queued between the cutting and the hashing thread.
-const PIPELINE_DEPTH: usize = 64;
+/// Bytes of chunks queued between the cutting and the hashing thread; the
+/// queue holds at least two chunks (two 4 MiB chunks for the `files`
+/// profile, 64 of the `dump` profile's at most 64 KiB).
+const PIPELINE_BYTES: usize = 4 << 20;
 
 /// The running digests and chunk list of one stream.
 struct StreamDigest {

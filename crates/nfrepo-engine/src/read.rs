@@ -444,8 +444,7 @@ impl Reader {
     /// the blocking pool. Reads ahead are bounded by bytes (4 MiB) and by
     /// count (64 requests).
     pub fn content(&self, content: &Content) -> impl Stream<Item = Result<Vec<u8>>> + Send + 'static {
-        type Pending =
-            futures::stream::FuturesOrdered<futures::future::BoxFuture<'static, Result<(Vec<Vec<u8>>, u64)>>>;
+        type Pending = futures::stream::FuturesOrdered<futures::future::BoxFuture<'static, Result<Vec<Vec<u8>>>>>;
         struct State {
             reader: Reader,
             entries: futures::stream::BoxStream<'static, Result<ListEntry>>,
@@ -515,20 +514,19 @@ impl Reader {
                             let reader = state.reader.clone();
                             state
                                 .pending
-                                .push_back(async move { Ok((reader.read_run(run).await?, len)) }.boxed());
+                                .push_back(async move { reader.read_run(run).await }.boxed());
                         }
                         None => state.exhausted = true,
                     }
                 }
+                // Opened chunks count against the read-ahead until handed
+                // out, so fetched-but-unread data stays within the bound.
                 if let Some(chunk) = state.ready.pop_front() {
+                    state.bytes = state.bytes.saturating_sub(chunk.len() as u64);
                     return Ok(Some((chunk, state)));
                 }
                 match state.pending.next().await {
-                    Some(done) => {
-                        let (chunks, len) = done?;
-                        state.bytes -= len;
-                        state.ready.extend(chunks);
-                    }
+                    Some(done) => state.ready.extend(done?),
                     None => return Ok(None),
                 }
             }

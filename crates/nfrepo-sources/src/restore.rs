@@ -23,6 +23,11 @@ use crate::{Error, Result, meta};
 /// Files restored at once: many small files are bound by per-file system
 /// calls, not bandwidth. Each streams with the reader's read-ahead.
 const PARALLEL_FILES: usize = 8;
+/// Read-ahead shared by the files restored at once, in MiB. Each file takes
+/// its size in MiB (one to eight) of it, so many small files go eight at a
+/// time while big ones, each reading up to 8 MiB ahead, go three at a time:
+/// memory stays bounded whatever the mix.
+const SHARED_READ_AHEAD_MIB: u32 = 24;
 
 /// Options for [`restore`].
 #[derive(Clone, Debug, Default)]
@@ -194,8 +199,19 @@ pub async fn restore(
         .filter(|(p, write)| **write && matches!(p.node.kind, NodeKind::File { .. }))
         .map(|(p, _)| p)
         .collect();
+    let read_ahead = tokio::sync::Semaphore::new(SHARED_READ_AHEAD_MIB as usize);
+    let read_ahead = &read_ahead;
     let mut results = futures::stream::iter(files)
-        .map(|planned| async move { (planned, restore_file(reader, planned, options.verify).await) })
+        .map(|planned| async move {
+            let size_mib = match planned.node.kind {
+                NodeKind::File { size, .. } => size >> 20,
+                _ => 0,
+            };
+            let share = u32::try_from(size_mib.clamp(1, 8)).unwrap_or(8);
+            // The semaphore is never closed, so acquiring only waits.
+            let _share = read_ahead.acquire_many(share).await;
+            (planned, restore_file(reader, planned, options.verify).await)
+        })
         .buffer_unordered(PARALLEL_FILES);
     let mut written = Vec::new();
     while let Some((planned, result)) = results.next().await {

@@ -35,8 +35,10 @@ const SCHEMA_VERSION: i64 = 1;
 /// This module's key in the shared `meta` table.
 const SCHEMA_KEY: &str = "index_schema";
 
-/// SQLite's page cache for one connection, in KiB: the cache's whole share of memory.
-const PAGE_CACHE_KIB: i64 = 8 * 1024;
+/// SQLite's page cache for one connection, in KiB: the cache's whole share
+/// of memory. The operating system's page cache keeps the rest of the file
+/// close at hand without counting against the process.
+const PAGE_CACHE_KIB: i64 = 4 * 1024;
 
 /// One blob's index entry as the cache stores it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
