@@ -51,26 +51,36 @@ fn sql_error(path: &Path, e: rusqlite::Error) -> Error {
     Error::new(ErrorKind::Other, format!("local cache {}: {e}", path.display())).with_source(e)
 }
 
+/// The cache database of repository `repo_id` (hex) under `dir`, creating
+/// the directory. Every cache table of that repository lives in this file.
+///
+/// # Errors
+/// [`ErrorKind::InvalidKey`] for a malformed id; [`ErrorKind::Other`] if the
+/// directory cannot be created.
+pub(crate) fn database_path(dir: &Path, repo_id: &str) -> Result<PathBuf> {
+    if repo_id.is_empty() || !repo_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::new(
+            ErrorKind::InvalidKey,
+            format!("cache: {repo_id:?} is not a repository id"),
+        ));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| {
+        Error::new(
+            ErrorKind::Other,
+            format!("cannot create cache directory {}", dir.display()),
+        )
+        .with_source(e)
+    })?;
+    Ok(dir.join(format!("{repo_id}.sqlite")))
+}
+
 impl Cache {
     /// Opens (creating if needed) the cache of repository `repo_id` (hex) under `dir`.
     ///
     /// # Errors
     /// [`ErrorKind::Other`] if the directory cannot be created or the database opened.
     pub fn open(dir: &Path, repo_id: &str) -> Result<Self> {
-        if repo_id.is_empty() || !repo_id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(Error::new(
-                ErrorKind::InvalidKey,
-                format!("cache: {repo_id:?} is not a repository id"),
-            ));
-        }
-        std::fs::create_dir_all(dir).map_err(|e| {
-            Error::new(
-                ErrorKind::Other,
-                format!("cannot create cache directory {}", dir.display()),
-            )
-            .with_source(e)
-        })?;
-        let path = dir.join(format!("{repo_id}.sqlite"));
+        let path = database_path(dir, repo_id)?;
         let conn = Connection::open(&path).map_err(|e| sql_error(&path, e))?;
         let cache = Self {
             path,

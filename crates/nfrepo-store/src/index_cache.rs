@@ -115,20 +115,7 @@ impl IndexCache {
     /// [`ErrorKind::InvalidKey`] for a malformed id; [`ErrorKind::Other`] if
     /// the directory or database cannot be created.
     pub fn open(dir: &Path, repo_id: &str) -> Result<Self> {
-        if repo_id.is_empty() || !repo_id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(Error::new(
-                ErrorKind::InvalidKey,
-                format!("index cache: {repo_id:?} is not a repository id"),
-            ));
-        }
-        std::fs::create_dir_all(dir).map_err(|e| {
-            Error::new(
-                ErrorKind::Other,
-                format!("cannot create cache directory {}", dir.display()),
-            )
-            .with_source(e)
-        })?;
-        let path = dir.join(format!("{repo_id}.sqlite"));
+        let path = crate::cache::database_path(dir, repo_id)?;
         match Self::open_at(&path) {
             Ok(cache) => Ok(cache),
             Err(first) => {
