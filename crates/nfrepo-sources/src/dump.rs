@@ -152,15 +152,7 @@ fn run_stream(session: &BackupSession, command: &DumpCommand) -> Result<StreamRe
     let last_line = stderr_tail.join().unwrap_or_default();
     let stored = stored?;
     if !status.success() {
-        let how = match status.code() {
-            Some(code) => format!("exited with status {code}"),
-            None => "was killed by a signal".to_owned(),
-        };
-        let tail = if last_line.is_empty() {
-            String::new()
-        } else {
-            format!(": {last_line}")
-        };
+        let (how, tail) = crate::stream::describe_exit(status, &last_line);
         return Err(Error::CommandFailed(format!(
             "dump of {} failed: {program:?} {how}{tail}",
             command.name

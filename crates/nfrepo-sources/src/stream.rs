@@ -131,15 +131,7 @@ pub fn backup_command(session: &BackupSession, name: &str, argv: &[String]) -> R
     let last_line = stderr_tail.join().unwrap_or_default();
     let stored = stored?;
     if !status.success() {
-        let how = match status.code() {
-            Some(code) => format!("exited with status {code}"),
-            None => "was killed by a signal".to_owned(),
-        };
-        let tail = if last_line.is_empty() {
-            String::new()
-        } else {
-            format!(": {last_line}")
-        };
+        let (how, tail) = crate::stream::describe_exit(status, &last_line);
         return Err(Error::CommandFailed(format!("command {program:?} {how}{tail}")));
     }
     let root = session.store_tree(&Tree {
@@ -239,6 +231,21 @@ fn redact_url_password(arg: &str) -> String {
         Some((user, _)) => format!("{}{user}:***{}", &arg[..scheme_end + 3], &rest[at..]),
         None => arg.to_owned(),
     }
+}
+
+/// How a command ended ("exited with status N" or "was killed by a signal"),
+/// and its last stderr line as a `": …"` suffix (empty when it printed none).
+pub(crate) fn describe_exit(status: std::process::ExitStatus, last_line: &str) -> (String, String) {
+    let how = match status.code() {
+        Some(code) => format!("exited with status {code}"),
+        None => "was killed by a signal".to_owned(),
+    };
+    let tail = if last_line.is_empty() {
+        String::new()
+    } else {
+        format!(": {last_line}")
+    };
+    (how, tail)
 }
 
 #[cfg(test)]
