@@ -177,10 +177,8 @@ fi
 if [[ -n "$WEED_PID" ]]; then
 	stop_pid "$WEED_PID" SeaweedFS
 	WEED_PID=""
-MARIADB_PID=""
-REDIS_PID=""
-POSTGRES_STARTED=0
 fi
+stop_database_servers
 print_durations
 # Totals over every `test result:` line of cargo test (unit, integration, doc tests).
 awk '/^test result:/ {
