@@ -20,6 +20,7 @@ mod check;
 mod crash;
 mod crashloop;
 mod dedup;
+mod driver;
 mod errors;
 mod files;
 mod gc;

@@ -162,7 +162,10 @@ pub struct SnapshotArgs {
     /// Run every source of the configuration once; failures don't stop the others.
     #[arg(long, conflicts_with_all = ["stdin", "command", "paths", "source", "name"])]
     pub all: bool,
-    /// Back up standard input as one file named --name.
+    /// Back up standard input as one file named --name. nfrepo cannot see
+    /// whether the program writing into the pipe failed (`a | nfrepo …`
+    /// commits a truncated dump as good, even with `set -o pipefail`): prefer
+    /// `--command -- CMD`, or `--command -- bash -c 'set -o pipefail; a | b'`.
     #[arg(long, requires = "name")]
     pub stdin: bool,
     /// Back up the standard output of the command after `--`; fails (and commits nothing) if it fails.
@@ -171,7 +174,9 @@ pub struct SnapshotArgs {
     /// File name of the stream inside the snapshot.
     #[arg(long)]
     pub name: Option<String>,
-    /// Source name snapshots are grouped by (default: derived from the paths or stream name).
+    /// Source name snapshots are grouped by (default: the absolute path, several joined with
+    /// `+`; for --stdin the --name; for --command the program name). With --stdin or --command,
+    /// naming a configured mysql or postgres source records that kind (for `restore --into`).
     #[arg(long)]
     pub source: Option<String>,
     /// Tag as key=value (repeatable).

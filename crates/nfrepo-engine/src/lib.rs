@@ -1,13 +1,14 @@
 //! nfrepo's repository engine.
 //!
 //! The engine is the only writer of repository objects. It opens and
-//! creates repositories ([`Repository`]), runs the backup pipeline and its
-//! commit protocol ([`BackupSession`]), and reads snapshots, trees and file
+//! creates repositories ([`Repository`]), runs the backup pipeline
+//! ([`BackupWriter`], which sources feed) and its commit protocol
+//! ([`BackupSession`], which alone commits or aborts), and reads snapshots, trees and file
 //! content back with verification ([`Reader`]).
 //!
 //! It is **not** a source or a target: walking a file system, running a dump
 //! command or writing restored files belongs to `nfrepo-sources`, which
-//! drives a [`BackupSession`] and consumes a [`Reader`]. It prints nothing;
+//! feeds a [`BackupWriter`] and consumes a [`Reader`]. It prints nothing;
 //! it reports through return values and `tracing`.
 //!
 //! ```no_run
@@ -17,15 +18,15 @@
 //!
 //! let repo = Repository::open(store, b"password").await?;
 //! let session = repo.begin_backup(BackupOptions::new("demo", "stdin", "dump")).await?;
-//! let (session, root) = tokio::task::spawn_blocking(move || {
-//!     let stored = session.store_stream(&b"hello"[..], true)?;
+//! let writer = session.writer();
+//! let root = tokio::task::spawn_blocking(move || {
+//!     let stored = writer.store_stream(&b"hello"[..], true)?;
 //!     let node = Node {
 //!         name: b"hello.txt".to_vec(),
 //!         kind: NodeKind::File { size: stored.size, content: stored.content, blake3: stored.blake3, sha256: stored.sha256 },
 //!         meta: Metadata::default(),
 //!     };
-//!     let root = session.store_tree(&Tree { nodes: vec![node] })?;
-//!     Ok::<_, nfrepo_engine::Error>((session, root))
+//!     writer.store_tree(&Tree { nodes: vec![node] })
 //! })
 //! .await
 //! .expect("join")?;
@@ -54,7 +55,7 @@ mod retention;
 mod session;
 mod verify;
 
-pub use backup::{BackupOptions, BackupSession, CommitDetails, Progress, StoredContent};
+pub use backup::{BackupOptions, BackupSession, BackupWriter, CommitDetails, Progress, StoredContent};
 pub use browse::{Change, ChangeKind, WalkEntry};
 pub use check::{Affected, CheckOptions, CheckReport, Finding, ReadDataSubset};
 pub use error::{Error, ErrorCode, Operation, Result};

@@ -14,7 +14,6 @@
 //! Both take `dry_run`, which reports what would be done and writes nothing.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use nfrepo_format::{
@@ -22,7 +21,7 @@ use nfrepo_format::{
 };
 use nfrepo_store::{ObjectKey, ObjectKind, PutMode};
 
-use crate::backup::{BackupOptions, BackupSession, CommitDetails};
+use crate::backup::{BackupOptions, BackupSession, BackupWriter, CommitDetails};
 use crate::check::CheckOptions;
 use crate::read::{Reader, SnapshotEntry};
 use crate::{Error, Repository, Result};
@@ -177,28 +176,23 @@ impl Repository {
                         .paths(snap.paths.clone())
                         .tags(snap.tags.clone());
                 options.use_parent = false;
-                Some(Arc::new(self.begin_backup(options).await?))
+                Some(self.begin_backup(options).await?)
             };
             let mut rewriter = Rewriter {
                 reader: &reader,
                 damaged: &damaged,
-                session: session.clone(),
+                writer: session.as_ref().map(BackupSession::writer),
                 removed: Vec::new(),
                 counts: CommitDetails::default(),
             };
-            let root = rewriter.tree(snap.root, Vec::new()).await?;
+            let rewritten = rewriter.tree(snap.root, Vec::new()).await;
             let mut removed = std::mem::take(&mut rewriter.removed);
             removed.sort();
             let counts = std::mem::take(&mut rewriter.counts);
             drop(rewriter);
-            let session = match session {
-                Some(session) => {
-                    Some(Arc::try_unwrap(session).map_err(|_| Error::Pipeline("backup session still in use".into()))?)
-                }
-                None => None,
-            };
-            let repaired = match (session, root) {
-                (Some(session), Some(root)) => {
+            // The one commit path: commit with a root, abort on any failure or a lost root.
+            let repaired = match (session, rewritten) {
+                (Some(session), Ok(Some(root))) => {
                     let mut details = counts;
                     details.command = snap.command.clone();
                     details.skipped = snap.skipped.clone();
@@ -210,11 +204,18 @@ impl Repository {
                         .push(("repaired_original_time_ns".into(), snap.time_ns.to_string()));
                     Some(session.commit(root, details).await?.0)
                 }
-                (Some(session), None) => {
+                (Some(session), Ok(None)) => {
                     session.abort().await;
                     None
                 }
-                _ => None,
+                (Some(session), Err(e)) => {
+                    session.abort().await;
+                    return Err(e);
+                }
+                (None, rewritten) => {
+                    rewritten?;
+                    None
+                }
             };
             out.push(SnapshotRepair {
                 original: entry.id,
@@ -230,7 +231,8 @@ impl Repository {
 struct Rewriter<'a> {
     reader: &'a Reader,
     damaged: &'a HashSet<BlobId>,
-    session: Option<Arc<BackupSession>>,
+    /// Where new trees go; none on a dry run.
+    writer: Option<BackupWriter>,
     removed: Vec<String>,
     counts: CommitDetails,
 }
@@ -303,11 +305,11 @@ impl Rewriter<'_> {
             if !changed {
                 return Ok(Some(id));
             }
-            let new = match &self.session {
-                Some(session) => {
-                    let session = session.clone();
+            let new = match &self.writer {
+                Some(writer) => {
+                    let writer = writer.clone();
                     let tree = Tree { nodes };
-                    tokio::task::spawn_blocking(move || session.store_tree(&tree))
+                    tokio::task::spawn_blocking(move || writer.store_tree(&tree))
                         .await
                         .map_err(|e| Error::Pipeline(e.to_string()))??
                 }

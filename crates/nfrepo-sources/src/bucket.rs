@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use nfrepo_engine::{BackupSession, CommitDetails, Reader, SnapshotEntry};
+use nfrepo_engine::{BackupWriter, CommitDetails, Reader, SnapshotEntry};
 use nfrepo_format::{BlobId, Metadata, Node, NodeKind, Tree, Xattr};
 use opendal::Operator;
 
@@ -88,7 +88,7 @@ fn xattr(node: &Node, name: &str) -> Option<String> {
 /// Listing failures and object read failures ([`Error::CommandFailed`]:
 /// nothing must be committed), engine errors.
 pub fn backup_bucket(
-    session: &BackupSession,
+    session: &BackupWriter,
     operator: &Operator,
     handle: &tokio::runtime::Handle,
 ) -> Result<BucketOutcome> {
@@ -147,7 +147,7 @@ pub fn backup_bucket(
 }
 
 struct Walk<'a> {
-    session: &'a BackupSession,
+    session: &'a BackupWriter,
     operator: &'a Operator,
     handle: &'a tokio::runtime::Handle,
     details: CommitDetails,

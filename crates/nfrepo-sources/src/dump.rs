@@ -15,7 +15,7 @@
 use std::io::Read;
 use std::process::{Command, Stdio};
 
-use nfrepo_engine::{BackupSession, CommitDetails};
+use nfrepo_engine::{BackupWriter, CommitDetails};
 use nfrepo_format::{CommandRecord, Node, Tree};
 
 use crate::stream::{check_stream_name, forward_stderr, hex, redact_argv, stream_node};
@@ -62,13 +62,26 @@ pub struct DumpPlan {
     pub paths: Vec<std::path::PathBuf>,
 }
 
+impl DumpPlan {
+    /// What a snapshot of this plan records as its paths: each stream's
+    /// file name, then each file tree's path.
+    #[must_use]
+    pub fn stream_names(&self) -> Vec<String> {
+        self.commands
+            .iter()
+            .map(|c| c.name.clone())
+            .chain(self.paths.iter().map(|p| p.display().to_string()))
+            .collect()
+    }
+}
+
 /// Runs every command of `plan`, storing each output as a file, then any
 /// paths of the plan as file trees. Blocks.
 ///
 /// # Errors
 /// [`Error::CommandFailed`] as soon as one command cannot start, exits
 /// non-zero or is killed: the caller must abort the session.
-pub fn backup_dumps(session: &BackupSession, plan: &DumpPlan) -> Result<DumpOutcome> {
+pub fn backup_dumps(session: &BackupWriter, plan: &DumpPlan) -> Result<DumpOutcome> {
     if plan.commands.is_empty() && plan.paths.is_empty() {
         return Err(Error::Invalid("the source has nothing to dump".into()));
     }
@@ -117,7 +130,7 @@ pub fn backup_dumps(session: &BackupSession, plan: &DumpPlan) -> Result<DumpOutc
 
 type StreamResult = (Node, nfrepo_engine::StoredContent, Vec<(String, String)>);
 
-fn run_stream(session: &BackupSession, command: &DumpCommand) -> Result<StreamResult> {
+fn run_stream(session: &BackupWriter, command: &DumpCommand) -> Result<StreamResult> {
     check_stream_name(&command.name)?;
     let (program, args) = command
         .argv

@@ -35,6 +35,26 @@ pub enum Error {
     /// Bad arguments.
     #[error("{0}")]
     Invalid(String),
+    /// A path given to back up does not exist; nothing is committed.
+    #[error("{path}: no such file or directory")]
+    SourceNotFound {
+        /// The path as given.
+        path: PathBuf,
+    },
+    /// A path given to back up exists but cannot be read as a whole (as
+    /// opposed to an entry inside it, which makes the snapshot partial);
+    /// nothing is committed.
+    #[error("{path}: cannot be read: {source}")]
+    SourceUnreadable {
+        /// The path as given.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The thread running a source panicked; the backup was aborted.
+    #[error("the backup worker panicked: {0}")]
+    WorkerPanicked(String),
     /// A restore target (a database) already holds data.
     #[error("{0}: refusing to overwrite it (use --force to replace it)")]
     TargetNotEmpty(String),
@@ -55,7 +75,10 @@ impl Error {
     pub fn code(&self, during: Operation) -> ErrorCode {
         match self {
             Self::Engine(e) => e.code(during),
-            Self::CommandFailed(_) => ErrorCode::BackupFailed,
+            Self::CommandFailed(_)
+            | Self::SourceNotFound { .. }
+            | Self::SourceUnreadable { .. }
+            | Self::WorkerPanicked(_) => ErrorCode::BackupFailed,
             Self::Conflict(_) | Self::TargetNotEmpty(_) => ErrorCode::RestoreConflict,
             Self::RestoreCommandFailed(_) => ErrorCode::RestoreFailed,
             Self::LiveFilesChanged(_) => ErrorCode::RestoreConflict,
@@ -89,6 +112,9 @@ impl Error {
         match self {
             Self::Engine(e) => e.detail_code(),
             Self::CommandFailed(_) => Some("SOURCE_COMMAND_FAILED"),
+            Self::SourceNotFound { .. } => Some("SOURCE_NOT_FOUND"),
+            Self::SourceUnreadable { .. } => Some("SOURCE_UNREADABLE"),
+            Self::WorkerPanicked(_) => Some("WORKER_PANICKED"),
             Self::TargetNotEmpty(_) => Some("TARGET_NOT_EMPTY"),
             Self::LiveFilesChanged(_) => Some("LIVE_FILES_CHANGED"),
             Self::RestoreCommandFailed(_) => Some("TARGET_COMMAND_FAILED"),

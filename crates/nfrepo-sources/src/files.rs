@@ -6,8 +6,11 @@
 //!
 //! A file whose size, times, inode, device and mode match the parent
 //! snapshot's node is not read: its node (and so its content list) is
-//! reused. An entry that cannot be read is left out with a warning; the
-//! snapshot is still committed, and the caller reports it as partial.
+//! reused. An entry inside a tree that cannot be read is left out with a
+//! warning; the snapshot is still committed, and the caller reports it as
+//! partial. A path given at the top that does not exist or cannot be read
+//! fails the backup ([`Error::SourceNotFound`], [`Error::SourceUnreadable`]):
+//! a snapshot without it would look like a good, empty backup.
 
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
@@ -15,7 +18,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use nfrepo_engine::{BackupSession, CommitDetails};
+use nfrepo_engine::{BackupWriter, CommitDetails};
 use nfrepo_format::{BlobId, Node, NodeKind, Tree};
 
 use crate::meta::{self, Names};
@@ -82,7 +85,7 @@ impl Filter {
 }
 
 struct Walk<'a> {
-    session: &'a BackupSession,
+    session: &'a BackupWriter,
     filter: Filter,
     names: Names,
     details: CommitDetails,
@@ -93,8 +96,9 @@ struct Walk<'a> {
 ///
 /// # Errors
 /// [`Error::Invalid`] if two paths share a last component or a path has
-/// none; engine errors (storage, pipeline) abort the walk.
-pub fn backup_files(session: &BackupSession, paths: &[PathBuf]) -> Result<FilesOutcome> {
+/// none; [`Error::SourceNotFound`] or [`Error::SourceUnreadable`] for a path
+/// given that cannot be read; engine errors (storage, pipeline) abort the walk.
+pub fn backup_files(session: &BackupWriter, paths: &[PathBuf]) -> Result<FilesOutcome> {
     backup_files_with(session, paths, &FilesOptions::default())
 }
 
@@ -102,7 +106,7 @@ pub fn backup_files(session: &BackupSession, paths: &[PathBuf]) -> Result<FilesO
 ///
 /// # Errors
 /// As [`backup_files`]; [`Error::Invalid`] for a bad glob.
-pub fn backup_files_with(session: &BackupSession, paths: &[PathBuf], options: &FilesOptions) -> Result<FilesOutcome> {
+pub fn backup_files_with(session: &BackupWriter, paths: &[PathBuf], options: &FilesOptions) -> Result<FilesOutcome> {
     let (nodes, details, warnings) = walk_nodes(session, paths, options)?;
     let root = session.store_tree(&Tree { nodes })?;
     Ok(FilesOutcome {
@@ -115,7 +119,7 @@ pub fn backup_files_with(session: &BackupSession, paths: &[PathBuf], options: &F
 /// Walks `paths` into the sorted top-level nodes of a root tree, without
 /// storing that root, so a source can add nodes of its own beside them.
 pub(crate) fn walk_nodes(
-    session: &BackupSession,
+    session: &BackupWriter,
     paths: &[PathBuf],
     options: &FilesOptions,
 ) -> Result<(Vec<Node>, CommitDetails, Vec<String>)> {
@@ -134,7 +138,7 @@ pub(crate) fn walk_nodes(
     for path in paths {
         let name = top_level_name(path)?;
         let parent = parent_root.as_ref().and_then(|t| t.find(&name));
-        if let Some(node) = walk.node(path, name, parent)? {
+        if let Some(node) = walk.node(path, name, parent, true)? {
             nodes.push(node);
         }
     }
@@ -146,6 +150,26 @@ pub(crate) fn walk_nodes(
         )));
     }
     Ok((nodes, walk.details, walk.warnings))
+}
+
+/// Fails unless `path`, given at the top of a backup, exists.
+pub(crate) fn check_top_level(path: &Path) -> Result<()> {
+    std::fs::symlink_metadata(path)
+        .map(|_| ())
+        .map_err(|e| top_level_error(path, e))
+}
+
+fn top_level_error(path: &Path, error: std::io::Error) -> Error {
+    if error.kind() == std::io::ErrorKind::NotFound {
+        Error::SourceNotFound {
+            path: path.to_path_buf(),
+        }
+    } else {
+        Error::SourceUnreadable {
+            path: path.to_path_buf(),
+            source: error,
+        }
+    }
 }
 
 fn top_level_name(path: &Path) -> Result<Vec<u8>> {
@@ -165,6 +189,16 @@ impl Walk<'_> {
         self.warnings.push(message);
     }
 
+    /// An entry that cannot be read: a path given at the top fails the
+    /// backup, one inside a tree is skipped.
+    fn unreadable(&mut self, path: &Path, error: std::io::Error, top: bool) -> Result<()> {
+        if top {
+            return Err(top_level_error(path, error));
+        }
+        self.skip(path, error);
+        Ok(())
+    }
+
     fn parent_tree(&mut self, id: &BlobId) -> Option<Arc<Tree>> {
         match self.session.parent_tree(id) {
             Ok(tree) => Some(tree),
@@ -176,11 +210,11 @@ impl Walk<'_> {
         }
     }
 
-    fn node(&mut self, path: &Path, name: Vec<u8>, parent: Option<&Node>) -> Result<Option<Node>> {
+    fn node(&mut self, path: &Path, name: Vec<u8>, parent: Option<&Node>, top: bool) -> Result<Option<Node>> {
         let stat = match std::fs::symlink_metadata(path) {
             Ok(stat) => stat,
             Err(e) => {
-                self.skip(path, e);
+                self.unreadable(path, e, top)?;
                 return Ok(None);
             }
         };
@@ -191,7 +225,7 @@ impl Walk<'_> {
         let meta = meta::capture(path, &stat, &mut self.names, &mut self.warnings);
         let kind = if file_type.is_dir() {
             self.details.dirs += 1;
-            match self.dir(path, parent)? {
+            match self.dir(path, parent, top)? {
                 Some(tree) => NodeKind::Dir { tree },
                 None => return Ok(None),
             }
@@ -212,14 +246,14 @@ impl Walk<'_> {
             let file = match File::open(path) {
                 Ok(file) => file,
                 Err(e) => {
-                    self.skip(path, e);
+                    self.unreadable(path, e, top)?;
                     return Ok(None);
                 }
             };
             let stored = match self.session.store_stream(file, false) {
                 Ok(stored) => stored,
                 Err(nfrepo_engine::Error::Source { source, .. }) => {
-                    self.skip(path, source);
+                    self.unreadable(path, source, top)?;
                     return Ok(None);
                 }
                 Err(e) => return Err(e.into()),
@@ -239,7 +273,7 @@ impl Walk<'_> {
                     target: target.as_os_str().as_bytes().to_vec(),
                 },
                 Err(e) => {
-                    self.skip(path, e);
+                    self.unreadable(path, e, top)?;
                     return Ok(None);
                 }
             }
@@ -258,7 +292,7 @@ impl Walk<'_> {
         Ok(Some(Node { name, kind, meta }))
     }
 
-    fn dir(&mut self, path: &Path, parent: Option<&Node>) -> Result<Option<BlobId>> {
+    fn dir(&mut self, path: &Path, parent: Option<&Node>, top: bool) -> Result<Option<BlobId>> {
         let parent_tree = match parent.map(|p| &p.kind) {
             Some(NodeKind::Dir { tree }) => self.parent_tree(tree),
             _ => None,
@@ -266,7 +300,7 @@ impl Walk<'_> {
         let entries = match std::fs::read_dir(path) {
             Ok(entries) => entries,
             Err(e) => {
-                self.skip(path, e);
+                self.unreadable(path, e, top)?;
                 return Ok(None);
             }
         };
@@ -283,7 +317,7 @@ impl Walk<'_> {
             let child = path.join(&name);
             let name = name.as_bytes().to_vec();
             let old = parent_tree.as_ref().and_then(|t| t.find(&name));
-            if let Some(node) = self.node(&child, name, old)? {
+            if let Some(node) = self.node(&child, name, old, false)? {
                 nodes.push(node);
             }
         }

@@ -1,38 +1,35 @@
 //! Where nfrepo's data comes from, and where it goes back to.
 //!
-//! Sources drive an engine [`nfrepo_engine::BackupSession`]: [`backup_files`]
-//! walks file trees (keeping modes, ownership, times, symlinks, devices and
-//! xattrs, and skipping files unchanged since the parent snapshot),
-//! [`backup_reader`] stores standard input, and [`backup_command`] stores a
-//! command's standard output and refuses to let a failed command become a
-//! snapshot. Targets consume an engine [`nfrepo_engine::Reader`]:
-//! [`restore`] writes a snapshot or part of it into a directory and
-//! [`write_content`] streams one file out.
+//! Every kind of source implements [`Source`]: [`FilesSource`] walks file
+//! trees (keeping modes, ownership, times, symlinks, devices and xattrs, and
+//! skipping files unchanged since the parent snapshot), [`ReaderSource`]
+//! stores standard input, [`CommandSource`] stores a command's standard
+//! output and refuses to let a failed command become a snapshot,
+//! [`DumpSource`] runs the [`DumpPlan`] that [`MysqlSource`],
+//! [`PostgresSource`] or [`RedisSource`] make by asking their server, and
+//! [`BucketSource`] reads S3 objects. One function, [`run_backup`], runs any
+//! of them into a repository: it owns the blocking threads, aborts the
+//! engine session on any failure (an error, a failed or killed command, a
+//! panic) and commits otherwise.
 //!
-//! Database and Redis sources ([`MysqlSource`], [`PostgresSource`],
-//! [`RedisSource`]) ask their server what to dump and return a
-//! [`DumpPlan`]; [`backup_dumps`] runs it, streaming every dump into the
-//! snapshot. [`restore_databases`] pipes a dump back into `mysql` or `psql`.
-//! [`backup_bucket`] and [`restore_bucket`] read and write S3 objects, and
-//! [`rollback`] puts a file source's live files back in place.
+//! Targets consume an engine [`nfrepo_engine::Reader`]: [`restore`] writes a
+//! snapshot or part of it into a directory and [`write_content`] streams one
+//! file out; [`restore_databases`] pipes a dump back into `mysql` or `psql`;
+//! [`restore_bucket`] writes objects back; [`rollback`] puts a file source's
+//! live files back in place.
 //!
 //! This crate does **not** write repository objects (only the engine does)
-//! and does not parse command lines.
-//!
-//! Source functions block: call them from `spawn_blocking` or a plain
-//! thread, then commit the session with the returned root and details.
+//! and does not parse command lines. The lower-level functions
+//! ([`backup_files`], [`backup_reader`], [`backup_command`], [`backup_dumps`],
+//! [`backup_bucket`]) feed an engine [`nfrepo_engine::BackupWriter`] and
+//! block; they are what the [`Source`] implementations call.
 //!
 //! ```no_run
-//! # async fn demo(repo: nfrepo_engine::Repository) -> Result<(), Box<dyn std::error::Error>> {
-//! use nfrepo_engine::BackupOptions;
-//! let session = repo.begin_backup(BackupOptions::new("etc", "files", "files")).await?;
-//! let (session, outcome) = tokio::task::spawn_blocking(move || {
-//!     let outcome = nfrepo_sources::backup_files(&session, &["/etc".into()]);
-//!     (session, outcome)
-//! })
-//! .await?;
-//! let outcome = outcome?;
-//! session.commit(outcome.root, outcome.details).await?;
+//! # async fn demo(repo: nfrepo_engine::Repository) -> Result<(), nfrepo_sources::Error> {
+//! use nfrepo_sources::{FilesSource, RunOptions, run_backup};
+//! let source = Box::new(FilesSource::new(vec!["/etc".into()]));
+//! let report = run_backup(&repo, source, &RunOptions::new("/etc"), &mut |_progress| {}).await?;
+//! println!("snapshot {} ({} files)", report.id, report.snapshot.summary.files);
 //! # Ok(()) }
 //! ```
 
@@ -43,6 +40,7 @@
 mod bucket;
 mod connection;
 mod database;
+mod driver;
 mod dump;
 mod error;
 mod files;
@@ -53,6 +51,7 @@ mod redis;
 mod restore;
 mod rollback;
 mod secret;
+mod source;
 mod stream;
 
 pub use bucket::{
@@ -61,6 +60,7 @@ pub use bucket::{
 };
 pub use connection::Connection;
 pub use database::{DatabaseRestoreReport, DatabaseTarget, restore_databases};
+pub use driver::{BackupReport, PROGRESS_EVERY, RetryCounter, RunOptions, run_backup};
 pub use dump::{DumpCommand, DumpOutcome, DumpPlan, HeadFacts, backup_dumps};
 pub use error::{Error, Result};
 pub use files::{FilesOptions, FilesOutcome, backup_files, backup_files_with};
@@ -70,4 +70,5 @@ pub use redis::{RDB_STREAM, RedisSource};
 pub use restore::{DamagedRange, RestoreOptions, RestoreReport, restore, write_content, write_content_skipping_damage};
 pub use rollback::{RollbackReport, rollback};
 pub use secret::Secret;
+pub use source::{BucketSource, CommandSource, DumpSource, FilesSource, ReaderSource, Source, SourceOutcome};
 pub use stream::{StreamOutcome, backup_command, backup_reader, redact_argv};

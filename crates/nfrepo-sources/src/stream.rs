@@ -8,7 +8,7 @@
 use std::io::Read;
 use std::process::{Command, Stdio};
 
-use nfrepo_engine::{BackupSession, CommitDetails, StoredContent};
+use nfrepo_engine::{BackupWriter, CommitDetails, StoredContent};
 use nfrepo_format::{BlobId, CommandRecord, Metadata, Node, NodeKind, Tree};
 
 use crate::{Error, Result};
@@ -62,7 +62,7 @@ pub(crate) fn stream_node(name: &str, stored: &StoredContent) -> Result<Node> {
 ///
 /// # Errors
 /// [`Error::Invalid`] for a bad name; read and engine errors.
-pub fn backup_reader(session: &BackupSession, name: &str, reader: impl Read) -> Result<StreamOutcome> {
+pub fn backup_reader(session: &BackupWriter, name: &str, reader: impl Read) -> Result<StreamOutcome> {
     // Validate the name before reading anything.
     check_stream_name(name)?;
     let stored = session.store_stream(reader, true)?;
@@ -102,7 +102,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 /// # Errors
 /// [`Error::CommandFailed`] if it cannot start, exits non-zero or dies from a
 /// signal — the caller must then not commit.
-pub fn backup_command(session: &BackupSession, name: &str, argv: &[String]) -> Result<StreamOutcome> {
+pub fn backup_command(session: &BackupWriter, name: &str, argv: &[String]) -> Result<StreamOutcome> {
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| Error::Invalid("no command given".into()))?;

@@ -1,27 +1,48 @@
 //! `nfrepo snapshot`: paths, `--stdin`, or `--command -- CMD…`.
+//!
+//! This module only turns arguments into a [`Source`] and [`RunOptions`],
+//! calls [`nfrepo_sources::run_backup`] and prints the result.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
-use nfrepo_engine::{BackupOptions, BackupSession, CommitDetails, ErrorCode, Operation};
-use nfrepo_format::{BlobId, Snapshot, SnapshotId};
+use nfrepo_engine::{ErrorCode, Operation};
+use nfrepo_format::{Snapshot, SnapshotId};
+use nfrepo_sources::{CommandSource, FilesSource, ReaderSource, RetryCounter, RunOptions, Source};
 
-use crate::cli::{GlobalArgs, ProfileArg, SnapshotArgs};
+use crate::cli::{GlobalArgs, SnapshotArgs};
+use crate::config::{self, SourceKind};
+use crate::context::{self, RetryingStore};
 use crate::failure::{EXIT_PARTIAL, Failure};
-use crate::{context, render};
+use crate::render;
 
-enum Mode {
-    Files(Vec<PathBuf>),
-    Stdin(String),
-    Command(String, Vec<String>),
+/// The default source name of `snapshot PATH…`: each path made absolute
+/// and cleaned lexically (`.` and `..` resolved, no trailing `/`), several
+/// joined with `+`. Two different directories never share a name, however
+/// their last components look (`x1/conf` and `x2/conf`), so retention by
+/// source never mixes them.
+pub fn default_files_source(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| clean_absolute(p).display().to_string())
+        .collect::<Vec<_>>()
+        .join("+")
 }
 
-struct Outcome {
-    root: BlobId,
-    details: CommitDetails,
-    warnings: Vec<String>,
+fn clean_absolute(path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut clean = PathBuf::new();
+    for component in absolute.components() {
+        match component {
+            Component::ParentDir => {
+                clean.pop();
+            }
+            Component::CurDir => {}
+            other => clean.push(other),
+        }
+    }
+    clean
 }
 
 pub fn parse_tags(tags: &[String]) -> Result<Vec<(String, String)>, Failure> {
@@ -37,130 +58,83 @@ pub fn parse_tags(tags: &[String]) -> Result<Vec<(String, String)>, Failure> {
         .collect()
 }
 
-fn mode_of(args: &SnapshotArgs) -> Result<Mode, Failure> {
+/// The source the arguments name, and its default source name. A stream
+/// records `kind` when given (see [`configured_stream_kind`]).
+fn source_of(args: &SnapshotArgs, kind: Option<&str>) -> Result<(Box<dyn Source>, String), Failure> {
     let invalid = |m: &str| Failure::new(ErrorCode::BackupFailed, Some("INVALID_ARGUMENT"), m.to_owned());
     if args.stdin {
         let name = args.name.clone().ok_or_else(|| invalid("--stdin needs --name"))?;
-        return Ok(Mode::Stdin(name));
+        let mut source = ReaderSource::stdin(name.clone());
+        if let Some(kind) = kind {
+            source = source.with_kind(kind);
+        }
+        return Ok((Box::new(source), name));
     }
     if args.command {
         let program = args
             .argv
             .first()
             .ok_or_else(|| invalid("--command needs a command after --"))?;
-        let base = program.rsplit('/').next().unwrap_or(program);
+        let base = program.rsplit('/').next().unwrap_or(program).to_owned();
         let name = args.name.clone().unwrap_or_else(|| format!("{base}.out"));
-        return Ok(Mode::Command(name, args.argv.clone()));
+        let mut source = CommandSource::new(name, args.argv.clone());
+        if let Some(kind) = kind {
+            source = source.with_kind(kind);
+        }
+        return Ok((Box::new(source), base));
     }
     if !args.argv.is_empty() {
         return Err(invalid("arguments after -- are only for --command"));
     }
-    Ok(Mode::Files(args.paths.clone()))
+    let source = FilesSource::new(args.paths.clone());
+    Ok((Box::new(source), default_files_source(&args.paths)))
 }
 
-fn default_source(mode: &Mode) -> String {
-    match mode {
-        Mode::Files(paths) => paths
-            .iter()
-            .map(|p| {
-                std::path::absolute(p)
-                    .ok()
-                    .and_then(|a| a.file_name().map(|n| n.to_string_lossy().into_owned()))
-                    .unwrap_or_else(|| "root".into())
-            })
-            .collect::<Vec<_>>()
-            .join("+"),
-        Mode::Stdin(name) => name.clone(),
-        Mode::Command(name, argv) => argv
-            .first()
-            .map(|p| p.rsplit('/').next().unwrap_or(p).to_owned())
-            .unwrap_or_else(|| name.clone()),
-    }
+/// The kind a stream snapshot records when `--source` names a configured
+/// database source: a dump piped in or run with `--command` under that name
+/// is that database's snapshot, and `restore --into` accepts it.
+fn configured_stream_kind(global: &GlobalArgs, args: &SnapshotArgs) -> Result<Option<&'static str>, Failure> {
+    let Some(name) = args.source.as_deref().filter(|_| args.stdin || args.command) else {
+        return Ok(None);
+    };
+    let Some(config) = config::load(global.config.as_deref())? else {
+        return Ok(None);
+    };
+    Ok(config
+        .sources
+        .get(name)
+        .map(|s| s.kind)
+        .filter(|k| matches!(k, SourceKind::Mysql | SourceKind::Postgres))
+        .map(SourceKind::name))
 }
 
 pub async fn run(global: &GlobalArgs, args: SnapshotArgs) -> Result<i32, Failure> {
     if args.all || (args.paths.is_empty() && !args.stdin && !args.command) {
         return crate::commands::source::run(global, &args).await;
     }
-    let mode = mode_of(&args)?;
     let tags = parse_tags(&args.tags)?;
+    let kind = configured_stream_kind(global, &args)?;
+    let (source, default_name) = source_of(&args, kind)?;
     let context::Opened { repo, store, .. } = context::open_repository(global, Operation::Backup).await?;
-    let fail = |e: nfrepo_engine::Error| Failure::engine(&e, Operation::Backup);
-    let (kind, default_profile, paths) = match &mode {
-        Mode::Files(paths) => (
-            "files",
-            ProfileArg::Files,
-            paths
-                .iter()
-                .map(|p| {
-                    std::path::absolute(p)
-                        .unwrap_or_else(|_| p.clone())
-                        .display()
-                        .to_string()
-                })
-                .collect(),
-        ),
-        Mode::Stdin(name) => ("stdin", ProfileArg::Dump, vec![name.clone()]),
-        Mode::Command(name, _) => ("command", ProfileArg::Dump, vec![name.clone()]),
-    };
-    let source = args.source.clone().unwrap_or_else(|| default_source(&mode));
-    let mut options = BackupOptions::new(source, kind, args.profile.unwrap_or(default_profile).name())
-        .paths(paths)
-        .tags(tags);
-    options.use_parent = !args.no_parent;
-    let session = Arc::new(repo.begin_backup(options).await.map_err(fail)?);
-    let progress = Progress::start(global, session.clone());
+    let mut options = RunOptions::new(args.source.clone().unwrap_or(default_name))
+        .tags(tags)
+        .use_parent(!args.no_parent)
+        .retries(retry_counter(&store));
+    if let Some(profile) = args.profile {
+        options = options.profile(profile.name());
+    }
+    let mut progress = Progress::start(global);
+    let ran = nfrepo_sources::run_backup(&repo, source, &options, &mut |p| progress.show(p)).await;
+    progress.finish();
+    let backup = ran.map_err(|e| Failure::sources(&e, Operation::Backup))?;
+    report(global, &backup.id, &backup.snapshot, &backup.warnings);
+    Ok(if backup.partial() { EXIT_PARTIAL } else { 0 })
+}
 
-    let worker = session.clone();
-    let walked = tokio::task::spawn_blocking(move || -> Result<Outcome, nfrepo_sources::Error> {
-        match mode {
-            Mode::Files(paths) => {
-                let out = nfrepo_sources::backup_files(&worker, &paths)?;
-                Ok(Outcome {
-                    root: out.root,
-                    details: out.details,
-                    warnings: out.warnings,
-                })
-            }
-            Mode::Stdin(name) => {
-                let out = nfrepo_sources::backup_reader(&worker, &name, std::io::stdin().lock())?;
-                Ok(Outcome {
-                    root: out.root,
-                    details: out.details,
-                    warnings: Vec::new(),
-                })
-            }
-            Mode::Command(name, argv) => {
-                let out = nfrepo_sources::backup_command(&worker, &name, &argv)?;
-                Ok(Outcome {
-                    root: out.root,
-                    details: out.details,
-                    warnings: Vec::new(),
-                })
-            }
-        }
-    })
-    .await
-    .map_err(|e| Failure::new(ErrorCode::BackupFailed, None, format!("backup worker failed: {e}")));
-    progress.finish().await;
-    let session = Arc::try_unwrap(session)
-        .map_err(|_| Failure::new(ErrorCode::BackupFailed, None, "backup session still in use"))?;
-    let outcome = match walked {
-        Ok(Ok(outcome)) => outcome,
-        Ok(Err(e)) => {
-            session.abort().await;
-            return Err(Failure::sources(&e, Operation::Backup));
-        }
-        Err(failure) => {
-            session.abort().await;
-            return Err(failure);
-        }
-    };
-    let mut details = outcome.details;
-    details.retries = store.retries();
-    let (id, snapshot) = session.commit(outcome.root, details).await.map_err(fail)?;
-    report(global, &id, &snapshot, &outcome.warnings);
-    Ok(if snapshot.skipped.is_empty() { 0 } else { EXIT_PARTIAL })
+/// The repository store's retry counter, for the snapshot's summary.
+pub fn retry_counter(store: &RetryingStore) -> RetryCounter {
+    let store = store.clone();
+    Arc::new(move || store.retries())
 }
 
 pub fn report(global: &GlobalArgs, id: &SnapshotId, snapshot: &Snapshot, warnings: &[String]) {
@@ -210,40 +184,32 @@ pub fn report(global: &GlobalArgs, id: &SnapshotId, snapshot: &Snapshot, warning
     }
 }
 
-/// A progress line on stderr while the backup runs (TTY only, not with --quiet/--json).
-struct Progress {
-    task: Option<(tokio::task::JoinHandle<()>, indicatif::ProgressBar)>,
+/// A progress line on stderr while a backup runs (TTY only, not with --quiet/--json).
+pub struct Progress {
+    bar: Option<indicatif::ProgressBar>,
 }
 
 impl Progress {
-    fn start(global: &GlobalArgs, session: Arc<BackupSession>) -> Self {
-        if global.quiet || global.json || !std::io::stderr().is_terminal() {
-            return Self { task: None };
-        }
-        let bar = indicatif::ProgressBar::new_spinner();
-        let shown = bar.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let p = session.progress();
-                shown.set_message(format!(
-                    "{} read, {} new",
-                    render::bytes(p.bytes_read),
-                    render::bytes(p.bytes_added_raw)
-                ));
-                shown.tick();
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        });
+    pub fn start(global: &GlobalArgs) -> Self {
+        let shown = !(global.quiet || global.json) && std::io::stderr().is_terminal();
         Self {
-            task: Some((task, bar)),
+            bar: shown.then(indicatif::ProgressBar::new_spinner),
         }
     }
 
-    /// Stops the display and waits for the task, so it no longer holds the session.
-    async fn finish(self) {
-        if let Some((task, bar)) = self.task {
-            task.abort();
-            let _ = task.await;
+    pub fn show(&mut self, p: nfrepo_engine::Progress) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(format!(
+                "{} read, {} new",
+                render::bytes(p.bytes_read),
+                render::bytes(p.bytes_added_raw)
+            ));
+            bar.tick();
+        }
+    }
+
+    pub fn finish(self) {
+        if let Some(bar) = self.bar {
             bar.finish_and_clear();
         }
     }

@@ -7,24 +7,14 @@
 //! source once in name order; a failing source is reported on its own line
 //! and the others still run, and the exit code says that some failed.
 
-use std::path::PathBuf;
-use std::sync::Arc;
-
-use nfrepo_engine::{BackupOptions, ErrorCode, Operation};
-use nfrepo_sources::{Connection, DumpPlan, FilesOptions};
+use nfrepo_engine::{ErrorCode, Operation};
+use nfrepo_sources::{BucketSource, Connection, DumpSource, FilesOptions, FilesSource, RunOptions, Source};
 
 use crate::cli::{GlobalArgs, SnapshotArgs};
-use crate::commands::snapshot::{parse_tags, report};
+use crate::commands::snapshot::{Progress, parse_tags, report, retry_counter};
 use crate::config::{self, Config, SourceConfig, SourceKind};
 use crate::context::{self, Opened};
 use crate::failure::{EXIT_PARTIAL, Failure};
-
-/// What a configured source backs up.
-enum Work {
-    Dump(DumpPlan),
-    Bucket(opendal::Operator),
-    Files(Vec<PathBuf>, FilesOptions),
-}
 
 pub async fn run(global: &GlobalArgs, args: &SnapshotArgs) -> Result<i32, Failure> {
     let config = config::load(global.config.as_deref())?.ok_or_else(|| {
@@ -194,47 +184,42 @@ fn bucket_operator(source: &SourceConfig) -> Result<opendal::Operator, Failure> 
     nfrepo_store::s3_bucket_operator(&url, &credentials).map_err(|e| Failure::store(&e, Operation::Backup))
 }
 
-/// Asks the server what to dump (blocking calls, off the runtime).
-async fn plan(source: &SourceConfig) -> Result<Work, Failure> {
+/// The configured source as a [`Source`]; servers are asked what to dump
+/// when the driver prepares it, off the runtime.
+fn source_of(source: &SourceConfig) -> Result<Box<dyn Source>, Failure> {
     let bin_dir = source.bin_dir.clone();
     let databases = source.databases.clone();
-    let planned = match source.kind {
+    Ok(match source.kind {
         SourceKind::Files | SourceKind::Config | SourceKind::Logs => {
             let mut options = FilesOptions::default();
             options.include.clone_from(&source.include);
             options.exclude.clone_from(&source.exclude);
-            return Ok(Work::Files(source.paths.clone(), options));
+            Box::new(
+                FilesSource::new(source.paths.clone())
+                    .with_options(options)
+                    .with_kind(source.kind.name()),
+            )
         }
-        SourceKind::Mysql => {
-            let source = nfrepo_sources::MysqlSource {
-                connection: connection(source)?,
-                databases,
-                bin_dir,
-            };
-            tokio::task::spawn_blocking(move || source.plan()).await
-        }
-        SourceKind::Postgres => {
-            let source = nfrepo_sources::PostgresSource {
-                connection: connection(source)?,
-                databases,
-                bin_dir,
-            };
-            tokio::task::spawn_blocking(move || source.plan()).await
-        }
-        SourceKind::Bucket => return bucket_operator(source).map(Work::Bucket),
-        SourceKind::Redis => {
-            let source = nfrepo_sources::RedisSource {
-                connection: connection(source)?,
-                aof_dir: source.aof_dir.clone(),
-                bin_dir,
-            };
-            tokio::task::spawn_blocking(move || source.plan()).await
-        }
-    };
-    planned
-        .map_err(|e| Failure::new(ErrorCode::BackupFailed, None, format!("planning the dump failed: {e}")))?
-        .map(Work::Dump)
-        .map_err(|e| Failure::sources(&e, Operation::Backup))
+        SourceKind::Mysql => Box::new(DumpSource::from(nfrepo_sources::MysqlSource {
+            connection: connection(source)?,
+            databases,
+            bin_dir,
+        })),
+        SourceKind::Postgres => Box::new(DumpSource::from(nfrepo_sources::PostgresSource {
+            connection: connection(source)?,
+            databases,
+            bin_dir,
+        })),
+        SourceKind::Redis => Box::new(DumpSource::from(nfrepo_sources::RedisSource {
+            connection: connection(source)?,
+            aof_dir: source.aof_dir.clone(),
+            bin_dir,
+        })),
+        SourceKind::Bucket => Box::new(BucketSource::new(
+            bucket_operator(source)?,
+            source.connection.clone().unwrap_or_default(),
+        )),
+    })
 }
 
 async fn backup(
@@ -245,8 +230,6 @@ async fn backup(
     extra_tags: &[(String, String)],
     no_parent: bool,
 ) -> Result<i32, Failure> {
-    let retries_before = opened.store.retries();
-    let work = plan(source).await?;
     let mut tags = extra_tags.to_vec();
     for (key, value) in [
         ("env", &source.env),
@@ -257,63 +240,17 @@ async fn backup(
             tags.push((key.to_owned(), value.clone()));
         }
     }
-    let paths = match &work {
-        Work::Dump(plan) => plan
-            .commands
-            .iter()
-            .map(|c| c.name.clone())
-            .chain(plan.paths.iter().map(|p| p.display().to_string()))
-            .collect(),
-        Work::Bucket(_) => vec![source.connection.clone().unwrap_or_default()],
-        Work::Files(paths, _) => paths
-            .iter()
-            .map(|p| {
-                std::path::absolute(p)
-                    .unwrap_or_else(|_| p.clone())
-                    .display()
-                    .to_string()
-            })
-            .collect(),
-    };
     let profile = source.profile.as_deref().unwrap_or(source.kind.default_profile());
-    let mut options = BackupOptions::new(name, source.kind.name(), profile)
-        .paths(paths)
-        .tags(tags);
-    options.use_parent = !no_parent;
-    let fail = |e: nfrepo_engine::Error| Failure::engine(&e, Operation::Backup);
-    let session = Arc::new(opened.repo.begin_backup(options).await.map_err(fail)?);
-    let worker = session.clone();
-    let handle = tokio::runtime::Handle::current();
-    let ran = tokio::task::spawn_blocking(move || match work {
-        Work::Bucket(operator) => {
-            nfrepo_sources::backup_bucket(&worker, &operator, &handle).map(|out| (out.root, out.details, out.warnings))
-        }
-        Work::Dump(plan) => {
-            nfrepo_sources::backup_dumps(&worker, &plan).map(|out| (out.root, out.details, out.warnings))
-        }
-        Work::Files(paths, options) => nfrepo_sources::backup_files_with(&worker, &paths, &options)
-            .map(|out| (out.root, out.details, out.warnings)),
-    })
-    .await;
-    let session = Arc::try_unwrap(session)
-        .map_err(|_| Failure::new(ErrorCode::BackupFailed, None, "backup session still in use"))?;
-    let (root, mut details, warnings) = match ran {
-        Ok(Ok(outcome)) => outcome,
-        Ok(Err(e)) => {
-            session.abort().await;
-            return Err(Failure::sources(&e, Operation::Backup));
-        }
-        Err(e) => {
-            session.abort().await;
-            return Err(Failure::new(
-                ErrorCode::BackupFailed,
-                None,
-                format!("backup worker failed: {e}"),
-            ));
-        }
-    };
-    details.retries = opened.store.retries().saturating_sub(retries_before);
-    let (id, snapshot) = session.commit(root, details).await.map_err(fail)?;
-    report(global, &id, &snapshot, &warnings);
-    Ok(if snapshot.skipped.is_empty() { 0 } else { EXIT_PARTIAL })
+    let options = RunOptions::new(name)
+        .tags(tags)
+        .profile(profile)
+        .use_parent(!no_parent)
+        .retries(retry_counter(&opened.store));
+    let source = source_of(source)?;
+    let mut progress = Progress::start(global);
+    let ran = nfrepo_sources::run_backup(&opened.repo, source, &options, &mut |p| progress.show(p)).await;
+    progress.finish();
+    let backup = ran.map_err(|e| Failure::sources(&e, Operation::Backup))?;
+    report(global, &backup.id, &backup.snapshot, &backup.warnings);
+    Ok(if backup.partial() { EXIT_PARTIAL } else { 0 })
 }

@@ -1,0 +1,133 @@
+//! Ending a backup: commit (index delta, then the snapshot: the commit
+//! point) or abort (nothing visible; uploaded packs are adopted later).
+
+use bytes::Bytes;
+use nfrepo_format::{BlobId, IndexDelta, Snapshot, SnapshotId, Summary};
+use nfrepo_store::{ObjectKey, ObjectKind, PutMode};
+
+use super::{BackupSession, CommitDetails, upload};
+use crate::{Error, Repository, Result};
+
+impl BackupSession {
+    /// Flushes, waits for uploads, writes the index delta and then the
+    /// snapshot naming `root`. Nothing is visible to readers before this returns.
+    ///
+    /// Call it once every source thread is done with its writers: writes
+    /// still running are cut off and fail.
+    ///
+    /// # Errors
+    /// Any upload failure; the snapshot is then not written.
+    pub async fn commit(self, root: BlobId, details: CommitDetails) -> Result<(SnapshotId, Snapshot)> {
+        let report = self.finish_uploads().await?;
+        self.live.ensure_alive()?;
+        let shared = &self.writer.shared;
+        let repo = shared.repo();
+        if !report.unindexed.is_empty() {
+            let delta = IndexDelta {
+                packs: report.unindexed,
+                supersedes: Vec::new(),
+            };
+            let id = repo.write_index_delta(&delta).await?;
+            shared.claims().indexed(id, &delta);
+        }
+        let mut tags = self.options.tags.clone();
+        tags.sort();
+        let mut extra = details.extra;
+        extra.sort();
+        let (bytes_read, blobs_added, bytes_added_raw) = shared.totals();
+        let snapshot = Snapshot {
+            time_ns: self.time_ns,
+            source: self.options.source.clone(),
+            source_kind: self.options.source_kind.clone(),
+            hostname: crate::host::hostname(),
+            username: crate::host::username(),
+            paths: self.options.paths.clone(),
+            tags,
+            profile: self.options.profile.clone(),
+            parent: self.writer.parent().map(|p| p.id),
+            root,
+            summary: Summary {
+                files: details.files,
+                dirs: details.dirs,
+                others: details.others,
+                files_unchanged: details.files_unchanged,
+                bytes: details.bytes,
+                bytes_read,
+                blobs_added,
+                bytes_added_raw,
+                bytes_added_stored: report.stored_bytes,
+                packs_added: report.packs,
+                retries: details.retries,
+                duration_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            },
+            command: details.command,
+            skipped: details.skipped,
+            extra,
+            program_version: env!("CARGO_PKG_VERSION").to_owned(),
+        };
+        let (id, bytes) = snapshot.encode(repo.sealer(), &repo.id()).map_err(Error::Format)?;
+        let key = ObjectKey::new(ObjectKind::Snapshot, id.to_hex()).map_err(Error::store)?;
+        put_once(repo, &key, bytes).await?;
+        self.live.finish().await;
+        tracing::info!(snapshot = %id, "snapshot committed");
+        Ok((id, snapshot))
+    }
+
+    /// Stops without committing. Uploaded packs stay and the next backup adopts them.
+    ///
+    /// Packs already full when this is called (including those the sealing
+    /// workers are finishing) are still uploaded; the open ones are dropped.
+    pub async fn abort(self) {
+        let shared = self.writer.shared.clone();
+        shared.close();
+        let _ = tokio::task::spawn_blocking(move || {
+            shared.budget.wait_idle();
+            shared.queue.close();
+        })
+        .await;
+        self.writer.shared.queue.close();
+        let uploader = self.uploader.lock().ok().and_then(|mut u| u.take());
+        if let Some(task) = uploader {
+            let _ = task.await;
+        }
+        self.live.finish().await;
+    }
+
+    async fn finish_uploads(&self) -> Result<upload::UploadReport> {
+        // Waiting for the workers and flushing may block on the bounded
+        // queue, so this runs off the runtime.
+        let shared = self.writer.shared.clone();
+        shared.close();
+        let flush = tokio::task::spawn_blocking(move || shared.flush());
+        let uploader = self
+            .uploader
+            .lock()
+            .map_err(|_| Error::Pipeline("uploader handle poisoned".into()))?
+            .take()
+            .ok_or_else(|| Error::Pipeline("uploads already finished".into()))?;
+        let flushed = flush.await.map_err(|e| Error::Pipeline(e.to_string()))?;
+        let report = uploader.await.map_err(|e| Error::Pipeline(e.to_string()))?;
+        flushed?;
+        report
+    }
+}
+
+impl Repository {
+    /// Writes an index delta; its packs must already be uploaded.
+    ///
+    /// # Errors
+    /// Storage and encoding errors.
+    pub async fn write_index_delta(&self, delta: &IndexDelta) -> Result<nfrepo_format::IndexId> {
+        let (id, bytes) = delta.encode(self.sealer(), &self.id()).map_err(Error::Format)?;
+        let key = ObjectKey::new(ObjectKind::Index, id.to_hex()).map_err(Error::store)?;
+        put_once(self, &key, bytes).await?;
+        Ok(id)
+    }
+}
+
+async fn put_once(repo: &Repository, key: &ObjectKey, bytes: Vec<u8>) -> Result<()> {
+    match repo.store().put(key, Bytes::from(bytes), PutMode::CreateNew).await {
+        Err(e) if e.kind() == nfrepo_store::ErrorKind::AlreadyExists => Ok(()),
+        other => other.map_err(Error::store),
+    }
+}

@@ -1,0 +1,375 @@
+//! What sources feed: streams and trees in, sealed blobs out to the packer.
+
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use nfrepo_format::{BlobId, BlobKind, Chunker, Content, ContentListBuilder, EmittedList, ListEntry, Tree};
+use sha2::Digest;
+
+use super::budget::ByteBudget;
+use super::packer::Packer;
+use super::upload::UploadQueue;
+use super::{Claims, Progress};
+use crate::index::Index;
+use crate::read::{Reader, SnapshotEntry};
+use crate::{Error, Repository, Result};
+
+thread_local! {
+    static CHUNK_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Plaintext bytes handed to the sealing workers and not yet packed.
+const IN_FLIGHT_BYTES: usize = 8 << 20;
+
+/// Bytes of a stream cut and hashed on one thread before the rest is split
+/// between a cutting and a hashing thread (a thread per small file would
+/// cost more than it saves).
+const PIPELINE_AFTER: u64 = 8 << 20;
+/// Bytes of chunks queued between the cutting and the hashing thread; the
+/// queue holds at least two chunks (two 4 MiB chunks for the `files`
+/// profile, 64 of the `dump` profile's at most 64 KiB).
+const PIPELINE_BYTES: usize = 4 << 20;
+
+/// A stream stored by [`BackupWriter::store_stream`].
+#[derive(Clone, Debug)]
+pub struct StoredContent {
+    /// Bytes read.
+    pub size: u64,
+    /// The chunk list for the file node.
+    pub content: Content,
+    /// Plain BLAKE3 of the whole stream.
+    pub blake3: [u8; 32],
+    /// SHA-256 of the whole stream, when asked for.
+    pub sha256: Option<[u8; 32]>,
+}
+
+#[derive(Default)]
+struct Counters {
+    bytes_read: AtomicU64,
+    blobs_added: AtomicU64,
+    bytes_added_raw: AtomicU64,
+}
+
+/// What every clone of a writer, and the sealing workers, share.
+pub(super) struct Shared {
+    repo: Repository,
+    claims: Arc<Claims>,
+    packer: Packer,
+    pub(super) queue: UploadQueue,
+    counters: Counters,
+    pub(super) budget: ByteBudget,
+    failure: Mutex<Option<String>>,
+    /// Set when the session commits or aborts: later writes fail.
+    closed: AtomicBool,
+    chunker: Chunker,
+    parent: Option<SnapshotEntry>,
+    reader: Reader,
+    handle: tokio::runtime::Handle,
+}
+
+/// The feeding side of a backup: cheap to clone, shared by every thread a
+/// source uses. See the module docs of `crate::backup`.
+///
+/// Its methods block; call them from a thread that is not a runtime worker.
+/// Once the session has committed or aborted, they fail.
+#[derive(Clone)]
+pub struct BackupWriter {
+    pub(super) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for BackupWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackupWriter")
+            .field("progress", &self.progress())
+            .finish_non_exhaustive()
+    }
+}
+
+impl BackupWriter {
+    /// A writer over a freshly started session's claims and upload queue.
+    /// Must be called on the runtime (it keeps a handle to it).
+    pub(super) fn new(
+        repo: &Repository,
+        claims: Arc<Claims>,
+        queue: UploadQueue,
+        chunker: Chunker,
+        parent: Option<SnapshotEntry>,
+        index: Arc<Index>,
+    ) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                repo: repo.clone(),
+                packer: Packer::new(repo.config().pack_size as usize, repo.sealer().clone(), repo.id()),
+                claims,
+                queue,
+                counters: Counters::default(),
+                budget: ByteBudget::new(IN_FLIGHT_BYTES),
+                failure: Mutex::new(None),
+                closed: AtomicBool::new(false),
+                chunker,
+                parent,
+                reader: Reader::new(repo.clone(), index),
+                handle: tokio::runtime::Handle::current(),
+            }),
+        }
+    }
+
+    /// The parent snapshot used for unchanged-file detection, if any.
+    #[must_use]
+    pub fn parent(&self) -> Option<&SnapshotEntry> {
+        self.shared.parent.as_ref()
+    }
+
+    /// Progress so far, for display while the backup runs.
+    #[must_use]
+    pub fn progress(&self) -> Progress {
+        let c = &self.shared.counters;
+        Progress {
+            bytes_read: c.bytes_read.load(Ordering::Relaxed),
+            bytes_added_raw: c.bytes_added_raw.load(Ordering::Relaxed),
+            blobs_added: c.blobs_added.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Loads a tree of the parent snapshot. Blocks; call from a non-runtime thread.
+    ///
+    /// # Errors
+    /// As [`Reader::tree`].
+    pub fn parent_tree(&self, id: &BlobId) -> Result<Arc<Tree>> {
+        self.shared.handle.block_on(self.shared.reader.tree(id))
+    }
+
+    /// Reads `reader` to its end and stores it as chunks. Blocks.
+    ///
+    /// Returns as soon as the last chunk is handed to the sealing workers:
+    /// the next file's reading overlaps this one's sealing.
+    ///
+    /// # Errors
+    /// [`Error::Source`] if reading fails (the whole backup should then
+    /// decide whether to skip the file); pipeline errors if sealing or an
+    /// upload failed, or the session has ended.
+    pub fn store_stream(&self, reader: impl Read, sha256: bool) -> Result<StoredContent> {
+        self.shared.check_open()?;
+        // One read buffer per thread, reused from file to file.
+        let mut buffer = CHUNK_BUFFER.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        let result = self.chunk_stream(reader, sha256, &mut buffer);
+        CHUNK_BUFFER.with(|b| *b.borrow_mut() = buffer);
+        result
+    }
+
+    /// Chunks a stream and stores its new chunks.
+    ///
+    /// Short streams (most files) are cut and hashed on this thread. Past
+    /// [`PIPELINE_AFTER`] bytes the work splits in two: this thread reads and
+    /// cuts, a second one hashes (whole-stream BLAKE3 and SHA-256, keyed
+    /// chunk ids) and hands new chunks on. Over known data, where nothing
+    /// else is busy, that uses both cores instead of one.
+    fn chunk_stream(&self, reader: impl Read, sha256: bool, buffer: &mut Vec<u8>) -> Result<StoredContent> {
+        let source_error = |source| Error::Source {
+            what: "stream".into(),
+            source,
+        };
+        let shared = &self.shared;
+        let mut digest = StreamDigest::new(sha256);
+        let mut chunks = shared.chunker.chunks_with_buffer(reader, buffer);
+        while digest.size < PIPELINE_AFTER {
+            match chunks.next() {
+                Some(chunk) => digest.absorb(shared, chunk.map_err(source_error)?)?,
+                None => return digest.finish(shared),
+            }
+        }
+        std::thread::scope(|scope| {
+            let depth = (PIPELINE_BYTES / shared.chunker.profile().max as usize).max(2);
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(depth);
+            let hasher = scope.spawn(move || -> Result<StreamDigest> {
+                for chunk in rx {
+                    digest.absorb(shared, chunk)?;
+                }
+                Ok(digest)
+            });
+            let mut read_error = None;
+            for chunk in chunks {
+                match chunk {
+                    // A closed channel means the hasher failed; its error is reported below.
+                    Ok(chunk) => {
+                        if tx.send(chunk).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        read_error = Some(source_error(e));
+                        break;
+                    }
+                }
+            }
+            drop(tx);
+            let digest = hasher
+                .join()
+                .map_err(|_| Error::Pipeline("the hashing thread panicked".into()))??;
+            match read_error {
+                Some(e) => Err(e),
+                None => digest.finish(shared),
+            }
+        })
+    }
+
+    /// Stores a directory's tree node and returns its id. Blocks.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] if the tree is not sorted; pipeline errors.
+    pub fn store_tree(&self, tree: &Tree) -> Result<BlobId> {
+        self.shared.check_open()?;
+        let plaintext = tree.encode().map_err(|e| Error::Invalid(e.to_string()))?;
+        let id = self.shared.repo.keys().blob_id(&plaintext);
+        self.shared.store_blob(BlobKind::Tree, id, plaintext)?;
+        Ok(id)
+    }
+}
+
+/// The running digests and chunk list of one stream.
+struct StreamDigest {
+    whole: blake3::Hasher,
+    sha: Option<sha2::Sha256>,
+    lists: ContentListBuilder,
+    emitted: Vec<EmittedList>,
+    size: u64,
+}
+
+impl StreamDigest {
+    fn new(sha256: bool) -> Self {
+        Self {
+            whole: blake3::Hasher::new(),
+            sha: sha256.then(sha2::Sha256::new),
+            lists: ContentListBuilder::new(),
+            emitted: Vec::new(),
+            size: 0,
+        }
+    }
+
+    /// Hashes a chunk, names it, and stores it unless it is known.
+    fn absorb(&mut self, shared: &Arc<Shared>, chunk: Vec<u8>) -> Result<()> {
+        let keys = shared.repo.keys();
+        let len = chunk.len() as u64;
+        self.whole.update(&chunk);
+        if let Some(sha) = self.sha.as_mut() {
+            sha.update(&chunk);
+        }
+        self.size += len;
+        shared.counters.bytes_read.fetch_add(len, Ordering::Relaxed);
+        let id = keys.blob_id(&chunk);
+        self.lists
+            .push(keys, ListEntry { id, len }, &mut self.emitted)
+            .map_err(Error::Format)?;
+        shared.store_blob(BlobKind::Data, id, chunk)?;
+        for list in self.emitted.drain(..) {
+            shared.store_blob(BlobKind::ContentList, list.id, list.plaintext)?;
+        }
+        Ok(())
+    }
+
+    /// Closes the chunk list and the digests.
+    fn finish(mut self, shared: &Arc<Shared>) -> Result<StoredContent> {
+        let content = self
+            .lists
+            .finish(shared.repo.keys(), &mut self.emitted)
+            .map_err(Error::Format)?;
+        for list in self.emitted.drain(..) {
+            shared.store_blob(BlobKind::ContentList, list.id, list.plaintext)?;
+        }
+        Ok(StoredContent {
+            size: self.size,
+            content,
+            blake3: *self.whole.finalize().as_bytes(),
+            sha256: self.sha.map(|s| s.finalize().into()),
+        })
+    }
+}
+
+impl Shared {
+    /// Hands a blob to a sealing worker unless it is already stored or
+    /// claimed. Blocks while the in-flight byte budget is spent.
+    fn store_blob(self: &Arc<Self>, kind: BlobKind, id: BlobId, plaintext: Vec<u8>) -> Result<()> {
+        if !self.claims.claim(&id)? {
+            return Ok(());
+        }
+        self.check()?;
+        let len = plaintext.len();
+        self.budget.acquire(len);
+        let shared = Arc::clone(self);
+        rayon::spawn(move || {
+            if let Err(e) = shared.seal_and_pack(kind, id, &plaintext) {
+                shared.fail(&e);
+            }
+            drop(plaintext);
+            shared.budget.release(len);
+        });
+        Ok(())
+    }
+
+    fn seal_and_pack(&self, kind: BlobKind, id: BlobId, plaintext: &[u8]) -> Result<()> {
+        let blob = crate::codec::with_codec(&self.repo, |codec| {
+            codec.seal_with_id(kind, id, plaintext).map_err(Error::Format)
+        })?;
+        self.counters.blobs_added.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bytes_added_raw
+            .fetch_add(plaintext.len() as u64, Ordering::Relaxed);
+        self.packer.add(&blob, &self.queue)
+    }
+
+    /// Records the first failure of a sealing worker; every later call fails with it.
+    fn fail(&self, error: &Error) {
+        if let Ok(mut failure) = self.failure.lock() {
+            failure.get_or_insert_with(|| error.to_string());
+        }
+    }
+
+    /// Fails if a sealing worker or an upload failed.
+    pub(super) fn check(&self) -> Result<()> {
+        if let Some(message) = self.failure.lock().ok().and_then(|f| f.clone()) {
+            return Err(Error::Pipeline(message));
+        }
+        self.queue.check()
+    }
+
+    /// Fails if the session has ended, or as [`Self::check`].
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Pipeline("the backup session has ended".into()));
+        }
+        self.check()
+    }
+
+    /// Marks the session ended: writes through any writer clone fail from now on.
+    pub(super) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// Flushes the open packs (after every sealing worker is done) and
+    /// closes the upload queue. Blocks on the bounded queue.
+    pub(super) fn flush(&self) -> Result<()> {
+        self.budget.wait_idle();
+        let result = self.check().and_then(|()| self.packer.flush(&self.queue));
+        self.queue.close();
+        result
+    }
+
+    /// Counters for the snapshot summary: bytes read, blobs added, raw bytes added.
+    pub(super) fn totals(&self) -> (u64, u64, u64) {
+        let c = &self.counters;
+        (
+            c.bytes_read.load(Ordering::Relaxed),
+            c.blobs_added.load(Ordering::Relaxed),
+            c.bytes_added_raw.load(Ordering::Relaxed),
+        )
+    }
+
+    pub(super) const fn repo(&self) -> &Repository {
+        &self.repo
+    }
+
+    pub(super) fn claims(&self) -> &Claims {
+        &self.claims
+    }
+}

@@ -1,0 +1,239 @@
+//! Dump sources: plans built by asking a server, here a fake one (shell
+//! scripts standing in for `mysql`, `mysqldump`, `psql`, `pg_dump`,
+//! `pg_dumpall` and `redis-cli` in the source's `bin_dir`), then run by the
+//! driver. The real servers are exercised by the CLI's end-to-end tests.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use nfrepo_sources::{Connection, DumpCommand, DumpPlan, DumpSource, Error, MysqlSource, PostgresSource, RedisSource};
+
+use super::fixture::{assert_nothing_committed, fact, file_content, repo, root_nodes, run};
+
+fn script(dir: &Path, name: &str, body: &str) {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A MariaDB with binary logging on and databases `app` and `shop`; its
+/// `mysqldump` fails for `shop` when `fail-shop` exists beside it.
+fn fake_mysql() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    script(
+        dir.path(),
+        "mysql",
+        r#"for a in "$@"; do last="$a"; done
+case "$last" in
+  "SELECT VERSION()") echo "10.11.6-MariaDB" ;;
+  "SHOW MASTER STATUS") printf 'mysql-bin.000003\t1234\t\t\n' ;;
+  "SHOW DATABASES") printf 'information_schema\napp\nshop\nmysql\n' ;;
+  *) echo "unexpected query: $last" >&2; exit 1 ;;
+esac"#,
+    );
+    script(
+        dir.path(),
+        "mysqldump",
+        r#"if [ "$1" = "--version" ]; then echo "mysqldump  Ver 10.19 Distrib 10.11.6-MariaDB"; exit 0; fi
+for a in "$@"; do last="$a"; done
+echo "-- CHANGE MASTER TO MASTER_LOG_FILE='mysql-bin.000003', MASTER_LOG_POS=1234;"
+echo "-- dump of $last"
+if [ "$last" = shop ] && [ -e "$(dirname "$0")/fail-shop" ]; then echo "mysqldump: lost connection" >&2; exit 5; fi
+exit 0"#,
+    );
+    dir
+}
+
+fn mysql_source(bin: &Path) -> MysqlSource {
+    MysqlSource {
+        connection: Connection::parse("mysql://backup@127.0.0.1:3306").unwrap(),
+        databases: Vec::new(),
+        bin_dir: Some(bin.to_path_buf()),
+    }
+}
+
+#[test]
+fn a_mysql_plan_dumps_every_user_database_with_the_binlog_position() {
+    let bin = fake_mysql();
+    let plan = mysql_source(bin.path()).plan().unwrap();
+    assert_eq!(plan.stream_names(), ["app.sql", "shop.sql"]);
+    let argv = &plan.commands[0].argv;
+    assert!(
+        argv.ends_with(&["--master-data=2".into(), "--gtid".into(), "app".into()]),
+        "{argv:?}"
+    );
+    assert!(argv.contains(&"--user=backup".to_owned()), "{argv:?}");
+    assert!(
+        plan.facts.contains(&("mysql.binlog".into(), "on".into())),
+        "{:?}",
+        plan.facts
+    );
+    assert!(
+        plan.facts
+            .contains(&("mysql.server_version".into(), "10.11.6-MariaDB".into()))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mysql_source_is_one_snapshot_of_every_dump_with_its_facts() {
+    let repo = repo().await;
+    let bin = fake_mysql();
+    let report = run(&repo, "db", DumpSource::from(mysql_source(bin.path())))
+        .await
+        .unwrap();
+    assert_eq!(report.snapshot.source_kind, "mysql");
+    assert_eq!(report.snapshot.profile, "dump");
+    assert_eq!(report.snapshot.paths, ["app.sql", "shop.sql"]);
+    assert_eq!(report.snapshot.summary.files, 2);
+    assert_eq!(fact(&report, "dump.app.sql.exit_status"), Some("0"));
+    assert_eq!(fact(&report, "dump.app.sql.binlog_file"), Some("mysql-bin.000003"));
+    assert_eq!(fact(&report, "dump.app.sql.binlog_position"), Some("1234"));
+    assert_eq!(
+        fact(&report, "tool.mysqldump"),
+        Some("mysqldump  Ver 10.19 Distrib 10.11.6-MariaDB")
+    );
+    let shop = file_content(&repo, &report, "shop.sql").await;
+    assert!(
+        shop.ends_with(b"-- dump of shop\n"),
+        "{}",
+        String::from_utf8_lossy(&shop)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_failed_dump_fails_the_whole_source_and_commits_nothing() {
+    let repo = repo().await;
+    let bin = fake_mysql();
+    std::fs::write(bin.path().join("fail-shop"), b"").unwrap();
+    let err = run(&repo, "db", DumpSource::from(mysql_source(bin.path())))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::CommandFailed(m) if m.contains("dump of shop.sql failed")
+            && m.contains("exited with status 5") && m.contains("lost connection")),
+        "{err}"
+    );
+    assert_nothing_committed(&repo).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_does_not_answer_fails_before_a_session_starts() {
+    let repo = repo().await;
+    let bin = tempfile::tempdir().unwrap();
+    script(bin.path(), "mysql", "echo \"ERROR 2002: Can't connect\" >&2; exit 1");
+    let err = run(&repo, "db", DumpSource::from(mysql_source(bin.path())))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::CommandFailed(m) if m.contains("Can't connect")),
+        "{err}"
+    );
+    assert_nothing_committed(&repo).await;
+}
+
+#[test]
+fn a_postgres_plan_dumps_globals_then_each_database() {
+    let bin = tempfile::tempdir().unwrap();
+    script(
+        bin.path(),
+        "psql",
+        r#"for a in "$@"; do last="$a"; done
+case "$last" in
+  "SHOW server_version") echo "15.8" ;;
+  "SELECT pg_current_wal_lsn()") echo "0/1A2B3C4" ;;
+  SELECT*) printf 'app\npostgres\n' ;;
+  *) exit 1 ;;
+esac"#,
+    );
+    script(bin.path(), "pg_dump", "echo 'pg_dump (PostgreSQL) 15.8'");
+    script(bin.path(), "pg_dumpall", "echo 'pg_dumpall (PostgreSQL) 15.8'");
+    let source = PostgresSource {
+        connection: Connection::parse("postgres://backup@127.0.0.1:5432").unwrap(),
+        databases: Vec::new(),
+        bin_dir: Some(bin.path().to_path_buf()),
+    };
+    let plan = source.plan().unwrap();
+    assert_eq!(plan.stream_names(), ["globals.sql", "app.sql", "postgres.sql"]);
+    assert!(plan.commands[0].argv.contains(&"--globals-only".to_owned()));
+    assert!(plan.commands[1].argv.ends_with(&["--dbname=app".to_owned()]));
+    assert!(plan.facts.contains(&("postgres.server_version".into(), "15.8".into())));
+    assert!(
+        plan.facts
+            .contains(&("postgres.wal_lsn_before_dump".into(), "0/1A2B3C4".into()))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_source_stores_the_rdb_and_the_aof_directory() {
+    let repo = repo().await;
+    let bin = tempfile::tempdir().unwrap();
+    script(
+        bin.path(),
+        "redis-cli",
+        r#"case "$*" in
+  *"INFO server"*) printf 'redis_version:7.2.4\r\n' ;;
+  *"--rdb -"*) printf 'REDIS0011fake' ;;
+  *--version*) echo "redis-cli 7.2.4" ;;
+  *) exit 1 ;;
+esac"#,
+    );
+    let aof = tempfile::tempdir().unwrap();
+    std::fs::create_dir(aof.path().join("appendonlydir")).unwrap();
+    std::fs::write(aof.path().join("appendonlydir/appendonly.aof.1.incr.aof"), b"*1\r\n").unwrap();
+    let source = RedisSource {
+        connection: Connection::parse("redis://127.0.0.1:6379").unwrap(),
+        aof_dir: Some(aof.path().join("appendonlydir")),
+        bin_dir: Some(bin.path().to_path_buf()),
+    };
+    let report = run(&repo, "cache", DumpSource::from(source)).await.unwrap();
+    assert_eq!(report.snapshot.source_kind, "redis");
+    assert_eq!(fact(&report, "redis.server_version"), Some("7.2.4"));
+    assert_eq!(
+        file_content(&repo, &report, nfrepo_sources::RDB_STREAM).await,
+        b"REDIS0011fake"
+    );
+    let names: Vec<Vec<u8>> = root_nodes(&repo, &report).await.into_iter().map(|n| n.name).collect();
+    assert_eq!(
+        names,
+        [
+            b"appendonlydir".to_vec(),
+            nfrepo_sources::RDB_STREAM.as_bytes().to_vec()
+        ]
+    );
+}
+
+fn command(name: &str, shell: &str) -> DumpCommand {
+    DumpCommand {
+        name: name.to_owned(),
+        argv: ["sh", "-c", shell].map(String::from).to_vec(),
+        env: Vec::new(),
+        head_facts: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_streams_of_one_name_are_refused() {
+    let repo = repo().await;
+    let plan = DumpPlan {
+        commands: vec![command("a.sql", "echo 1"), command("a.sql", "echo 2")],
+        ..DumpPlan::default()
+    };
+    let err = run(&repo, "x", DumpSource::from_plan("mysql", plan)).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Invalid(m) if m.contains("two streams are named")),
+        "{err}"
+    );
+    assert_nothing_committed(&repo).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_plan_is_refused() {
+    let repo = repo().await;
+    let source = DumpSource::from_plan("mysql", DumpPlan::default());
+    let err = run(&repo, "x", source).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Invalid(m) if m.contains("nothing to dump")),
+        "{err}"
+    );
+    assert_nothing_committed(&repo).await;
+}
