@@ -189,17 +189,20 @@ pub(crate) struct Claims {
     /// Packs in GC plans: never deduplicated against (see `crate::session`).
     planned: HashSet<nfrepo_format::PackId>,
     claimed: Mutex<HashSet<BlobId>>,
+    /// Every pack a blob was found in instead of being stored: checked just
+    /// before the commit point (`crate::session`). One entry per pack, not per blob.
+    deduplicated: Mutex<std::collections::HashMap<nfrepo_format::PackId, PackKind>>,
 }
 
 impl Claims {
     /// Whether this session must store `id` (true at most once per id).
     fn claim(&self, id: &BlobId) -> Result<bool> {
-        let stored = if self.planned.is_empty() {
-            self.index.contains(id)
-        } else {
-            self.index.get(id).is_some_and(|at| !self.planned.contains(&at.pack))
-        };
-        if stored {
+        if let Some(at) = self.index.get(id).filter(|at| !self.planned.contains(&at.pack)) {
+            self.deduplicated
+                .lock()
+                .map_err(|_| Error::Pipeline("deduplication record poisoned".into()))?
+                .entry(at.pack)
+                .or_insert(at.pack_kind);
             return Ok(false);
         }
         let mut claimed = self
@@ -305,6 +308,7 @@ impl Repository {
             index: index.clone(),
             planned,
             claimed: Mutex::new(HashSet::new()),
+            deduplicated: Mutex::new(std::collections::HashMap::new()),
         });
         let (queue, uploader) = upload::start(
             self.clone(),
@@ -661,9 +665,24 @@ impl BackupSession {
     /// Flushes, waits for uploads, writes the index delta and then the
     /// snapshot naming `root`. Nothing is visible to readers before this returns.
     ///
+    /// Just before writing the snapshot it checks that every pack it
+    /// deduplicated against is still stored and not planned for deletion
+    /// (`crate::session::LiveSession::verify_before_commit`). On any failure
+    /// nothing is committed and the session is aborted (its marker removed).
+    ///
     /// # Errors
-    /// Any upload failure; the snapshot is then not written.
+    /// Any upload failure, or a failed pre-commit check; the snapshot is then not written.
     pub async fn commit(self, root: BlobId, details: CommitDetails) -> Result<(SnapshotId, Snapshot)> {
+        match self.try_commit(root, details).await {
+            Ok(done) => Ok(done),
+            Err(e) => {
+                self.abort().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn try_commit(&self, root: BlobId, details: CommitDetails) -> Result<(SnapshotId, Snapshot)> {
         let report = self.finish_uploads().await?;
         self.live.ensure_alive()?;
         if !report.unindexed.is_empty() {
@@ -712,6 +731,14 @@ impl BackupSession {
             .encode(self.repo.sealer(), &self.repo.id())
             .map_err(Error::Format)?;
         let key = ObjectKey::new(ObjectKind::Snapshot, id.to_hex()).map_err(Error::store)?;
+        let deduplicated = self
+            .shared
+            .claims
+            .deduplicated
+            .lock()
+            .map_err(|_| Error::Pipeline("deduplication record poisoned".into()))?
+            .clone();
+        self.live.verify_before_commit(&deduplicated).await?;
         put_once(&self.repo, &key, bytes).await?;
         self.live.finish().await;
         tracing::info!(snapshot = %id, "snapshot committed");
