@@ -17,6 +17,7 @@ mod servers;
 
 mod bucket;
 mod check;
+mod concurrency;
 mod crash;
 mod crashloop;
 mod dedup;

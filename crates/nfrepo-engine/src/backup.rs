@@ -166,17 +166,20 @@ pub(crate) struct Claims {
     /// Packs in GC plans: never deduplicated against (see `crate::session`).
     planned: HashSet<nfrepo_format::PackId>,
     claimed: Mutex<HashSet<BlobId>>,
+    /// Every pack a blob was found in instead of being stored: checked just
+    /// before the commit point (`crate::session`). One entry per pack, not per blob.
+    deduplicated: Mutex<std::collections::HashMap<nfrepo_format::PackId, PackKind>>,
 }
 
 impl Claims {
     /// Whether this session must store `id` (true at most once per id).
     fn claim(&self, id: &BlobId) -> Result<bool> {
-        let stored = if self.planned.is_empty() {
-            self.index.contains(id)
-        } else {
-            self.index.get(id).is_some_and(|at| !self.planned.contains(&at.pack))
-        };
-        if stored {
+        if let Some(at) = self.index.get(id).filter(|at| !self.planned.contains(&at.pack)) {
+            self.deduplicated
+                .lock()
+                .map_err(|_| Error::Pipeline("deduplication record poisoned".into()))?
+                .entry(at.pack)
+                .or_insert(at.pack_kind);
             return Ok(false);
         }
         let mut claimed = self

@@ -38,7 +38,7 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use nfrepo_format::{BlobId, GcPlan, IndexId, PackId, PackKind, PlanReason, PlannedPack};
 use nfrepo_store::ObjectKind;
 
-pub(crate) use self::plans::planned_packs;
+pub(crate) use self::plans::{planned_packs, read_plans};
 use self::refs::RefSet;
 use crate::index::Index;
 use crate::lease::GcLease;

@@ -9,16 +9,39 @@
 //!   SQLite table on this machine. A run downloads only the deltas written
 //!   since the last one, and memory no longer grows with the repository:
 //!   only the list of packs (about one per thousand blobs) stays in memory.
+//!   Bringing it up to date is `cached::load`.
 //!
 //! Readers must list snapshots *before* index deltas (see
 //! [`crate::Repository::load_index`]): a snapshot is only written after its
 //! delta, so every blob a listed snapshot refers to is then in the index.
+//!
+//! **Shared caches.** Other processes of this host use the same cache file
+//! and may rebuild it while this one runs. A cached lookup therefore returns
+//! the pack's id straight from the cache, in one statement; no pack number
+//! is held in this process, so a rebuild can never make a blob appear to be
+//! in a pack it is not in. What a rebuild can do is make a lookup reflect a
+//! newer index than the one loaded: a blob may then be found in a newer pack
+//! or no longer found. Both are safe for a backup (it checks every pack it
+//! deduplicated against before committing, `crate::backup`) and for a reader
+//! (a miss goes through recovery, below).
+//!
+//! **A damaged cache is not a damaged repository.** When a cached lookup
+//! finds an inconsistent row, or a blob located through the cache cannot be
+//! read (missing, wrong bytes, pack gone), [`Index::recover`] loads the
+//! repository's index afresh into memory, answers from it from then on, and
+//! empties the cache so that the next run rebuilds it. Only a failure that
+//! the fresh index confirms is reported as repository damage.
+
+mod cached;
 
 use std::collections::HashSet;
 use std::sync::{Mutex, RwLock};
 
 use nfrepo_format::{BlobId, BlobKind, IndexDelta, IndexId, IndexedPack, PackEntry, PackId, PackKind};
-use nfrepo_store::{BlobToCache, CachedBlob, IndexCache, PackToCache};
+use nfrepo_store::{BlobToCache, DeltaToCache, IndexCache, PackToCache};
+
+pub(crate) use self::cached::load as load_cached;
+use crate::{Error, Repository, Result};
 
 /// Where a blob lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,7 +70,7 @@ struct Record {
     kind: BlobKind,
 }
 
-/// One indexed pack; `number` is what blob records refer to.
+/// One indexed pack; for an in-memory index, `number` is what blob records refer to.
 #[derive(Clone, Copy, Debug)]
 struct PackInfo {
     number: u32,
@@ -65,12 +88,16 @@ enum Lookup {
 /// All known blobs.
 #[derive(Debug)]
 pub struct Index {
-    /// Sorted by number.
+    /// Sorted by number. For a cached index, the packs known when it was
+    /// loaded and those absorbed since; lookups do not go through it.
     packs: RwLock<Vec<PackInfo>>,
     lookup: Lookup,
     deltas: Vec<IndexId>,
     /// The first failure of the local cache, reported with lookups that miss.
     cache_failure: Mutex<Option<String>>,
+    /// The repository's index loaded afresh after the cache was found
+    /// wrong ([`Self::recover`]); answers every lookup once set.
+    recovered: tokio::sync::OnceCell<Box<Index>>,
 }
 
 impl Default for Index {
@@ -86,6 +113,7 @@ impl Index {
             lookup,
             deltas,
             cache_failure: Mutex::new(None),
+            recovered: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -112,21 +140,9 @@ impl Index {
     ///
     /// # Errors
     /// Cache failures, or a cache whose rows this build cannot read.
-    pub(crate) fn cached(cache: IndexCache, deltas: Vec<IndexId>) -> crate::Result<Self> {
-        let packs = cache
-            .packs()
-            .map_err(crate::Error::store)?
-            .into_iter()
-            .map(|p| {
-                Ok(PackInfo {
-                    number: p.number,
-                    id: PackId(p.id),
-                    kind: pack_kind_from_code(p.kind).ok_or_else(|| bad_cache(&cache, "pack kind"))?,
-                    size: p.size,
-                })
-            })
-            .collect::<crate::Result<Vec<_>>>()?;
-        let blobs = cache.blob_count().map_err(crate::Error::store)?;
+    pub(crate) fn cached(cache: IndexCache, deltas: Vec<IndexId>) -> Result<Self> {
+        let packs = cached_packs(&cache)?;
+        let blobs = cache.blob_count().map_err(Error::store)?;
         Ok(Self::with_lookup(Lookup::Cached { cache, blobs }, packs, deltas))
     }
 
@@ -172,80 +188,80 @@ impl Index {
         let Lookup::Cached { cache, .. } = &self.lookup else {
             return false;
         };
+        if self.recovered.initialized() {
+            return false;
+        }
         if let Err(e) = ingest(cache, id, delta) {
             self.note_cache_failure(&e.to_string());
             return false;
         }
-        match cache.packs() {
-            Ok(packs) => {
-                let mut known = self.packs.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-                for p in packs {
-                    if known.binary_search_by_key(&p.number, |k| k.number).is_err()
-                        && let Some(kind) = pack_kind_from_code(p.kind)
-                    {
-                        known.push(PackInfo {
-                            number: p.number,
-                            id: PackId(p.id),
-                            kind,
-                            size: p.size,
-                        });
-                    }
-                }
-                known.sort_by_key(|k| k.number);
-                true
-            }
-            Err(e) => {
-                self.note_cache_failure(&e.to_string());
-                false
+        let mut known = self.packs.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let present: HashSet<PackId> = known.iter().map(|p| p.id).collect();
+        for pack in &delta.packs {
+            if !present.contains(&pack.id) {
+                let number = known.last().map_or(0, |p| p.number.saturating_add(1));
+                known.push(PackInfo {
+                    number,
+                    id: pack.id,
+                    kind: pack.kind,
+                    size: pack.size,
+                });
             }
         }
+        true
     }
 
     /// Where `id` is stored.
     #[must_use]
     pub fn get(&self, id: &BlobId) -> Option<BlobLocation> {
-        let (pack, kind, offset, sealed_len, raw_len) = match &self.lookup {
+        if let Some(fresh) = self.recovered.get() {
+            return fresh.get(id);
+        }
+        match &self.lookup {
             Lookup::Memory(records) => {
                 let r = records.get(records.binary_search_by(|r| r.id.cmp(id)).ok()?)?;
-                (r.pack, r.kind, r.offset, r.sealed_len, r.raw_len)
+                let packs = self.packs.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let info = packs.get(packs.binary_search_by_key(&r.pack, |p| p.number).ok()?)?;
+                Some(BlobLocation {
+                    pack: info.id,
+                    pack_kind: info.kind,
+                    kind: r.kind,
+                    offset: r.offset,
+                    sealed_len: r.sealed_len,
+                    raw_len: r.raw_len,
+                })
             }
             Lookup::Cached { cache, .. } => {
-                let r: CachedBlob = self.cache_lookup(cache, id)?;
-                let Some(kind) = blob_kind_from_code(r.kind) else {
-                    self.note_cache_failure(&format!("blob {id} has an unknown kind code {}", r.kind));
+                let r = match cache.lookup(&id.0) {
+                    Ok(found) => found?,
+                    Err(e) => {
+                        self.note_cache_failure(&e.to_string());
+                        return None;
+                    }
+                };
+                let (Some(kind), Some(pack_kind)) = (blob_kind_from_code(r.kind), pack_kind_from_code(r.pack_kind))
+                else {
+                    self.note_cache_failure(&format!("blob {id} has unknown kind codes in the cache"));
                     return None;
                 };
-                (r.pack, kind, r.offset, r.sealed_len, r.raw_len)
+                Some(BlobLocation {
+                    pack: PackId(r.pack),
+                    pack_kind,
+                    kind,
+                    offset: r.offset,
+                    sealed_len: r.sealed_len,
+                    raw_len: r.raw_len,
+                })
             }
-        };
-        let packs = self.packs.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let info = packs.get(packs.binary_search_by_key(&pack, |p| p.number).ok()?)?;
-        Some(BlobLocation {
-            pack: info.id,
-            pack_kind: info.kind,
-            kind,
-            offset,
-            sealed_len,
-            raw_len,
-        })
+        }
     }
 
     /// Whether `id` is stored.
     #[must_use]
     pub fn contains(&self, id: &BlobId) -> bool {
-        match &self.lookup {
-            Lookup::Memory(records) => records.binary_search_by(|r| r.id.cmp(id)).is_ok(),
-            Lookup::Cached { cache, .. } => self.cache_lookup(cache, id).is_some(),
-        }
-    }
-
-    fn cache_lookup(&self, cache: &IndexCache, id: &BlobId) -> Option<CachedBlob> {
-        match cache.lookup(&id.0) {
-            Ok(found) => found,
-            Err(e) => {
-                self.note_cache_failure(&e.to_string());
-                None
-            }
+        match (&self.lookup, self.recovered.get()) {
+            (Lookup::Memory(records), None) => records.binary_search_by(|r| r.id.cmp(id)).is_ok(),
+            _ => self.get(id).is_some(),
         }
     }
 
@@ -263,9 +279,49 @@ impl Index {
         self.cache_failure.lock().ok().and_then(|f| f.clone())
     }
 
+    /// Whether `error`, met while reading a blob this index located, may be
+    /// the local cache's fault rather than the repository's, and
+    /// [`Self::recover`] has not been tried yet.
+    #[must_use]
+    pub fn may_recover(&self, error: &Error) -> bool {
+        matches!(self.lookup, Lookup::Cached { .. }) && !self.recovered.initialized() && error.is_damage()
+    }
+
+    /// Distrusts the local cache: loads the repository's index afresh into
+    /// memory (once; concurrent callers wait for the same load), answers
+    /// every later lookup from it, and empties the cache so that the next
+    /// run rebuilds it. A no-op for an in-memory index.
+    ///
+    /// # Errors
+    /// Storage and decoding errors loading the index.
+    pub async fn recover(&self, repo: &Repository) -> Result<()> {
+        let Lookup::Cached { cache, .. } = &self.lookup else {
+            return Ok(());
+        };
+        self.recovered
+            .get_or_try_init(|| async {
+                tracing::warn!(
+                    cache = %cache.path().display(),
+                    "a blob located through the local index cache did not read; \
+                     loading the index from the repository and rebuilding the cache"
+                );
+                let fresh = repo.load_index_uncached().await?;
+                if let Err(e) = cache.invalidate() {
+                    tracing::warn!(error = %e, "could not empty the local index cache; deleting it");
+                    IndexCache::delete_files(cache.path());
+                }
+                Ok::<_, Error>(Box::new(fresh))
+            })
+            .await?;
+        Ok(())
+    }
+
     /// Number of distinct blobs (when the index was loaded).
     #[must_use]
     pub fn len(&self) -> usize {
+        if let Some(fresh) = self.recovered.get() {
+            return fresh.len();
+        }
         match &self.lookup {
             Lookup::Memory(records) => records.len(),
             Lookup::Cached { blobs, .. } => usize::try_from(*blobs).unwrap_or(usize::MAX),
@@ -280,7 +336,8 @@ impl Index {
 
     /// Every indexed pack with its kind and size.
     pub fn packs(&self) -> impl Iterator<Item = (PackId, PackKind, u64)> + '_ {
-        let packs = self.packs.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let source = self.recovered.get().map_or(self, |fresh| &**fresh);
+        let packs = source.packs.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         packs
             .iter()
             .map(|p| (p.id, p.kind, p.size))
@@ -291,8 +348,7 @@ impl Index {
     /// Whether `pack` is indexed.
     #[must_use]
     pub fn has_pack(&self, pack: &PackId) -> bool {
-        let packs = self.packs.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        packs.iter().any(|p| p.id == *pack)
+        self.packs().any(|(id, _, _)| id == *pack)
     }
 
     /// The deltas the index was built from.
@@ -302,41 +358,91 @@ impl Index {
     }
 }
 
-/// Records a delta in the cache.
-pub(crate) fn ingest(cache: &IndexCache, id: IndexId, delta: &IndexDelta) -> nfrepo_store::Result<()> {
-    let blobs: Vec<Vec<BlobToCache>> = delta
-        .packs
-        .iter()
-        .map(|pack| {
-            pack.blobs
-                .iter()
-                .map(|b| BlobToCache {
-                    id: b.id.0,
-                    kind: blob_kind_code(b.kind),
-                    offset: b.offset,
-                    sealed_len: b.sealed_len,
-                    raw_len: b.raw_len,
-                })
-                .collect()
+fn cached_packs(cache: &IndexCache) -> Result<Vec<PackInfo>> {
+    cache
+        .packs()
+        .map_err(Error::store)?
+        .into_iter()
+        .zip(0u32..)
+        .map(|(p, number)| {
+            Ok(PackInfo {
+                number,
+                id: PackId(p.id),
+                kind: pack_kind_from_code(p.kind).ok_or_else(|| bad_cache(cache, "pack kind"))?,
+                size: p.size,
+            })
         })
-        .collect();
-    let packs: Vec<PackToCache<'_>> = delta
-        .packs
-        .iter()
-        .zip(&blobs)
-        .map(|(pack, blobs)| PackToCache {
-            id: pack.id.0,
-            kind: pack_kind_code(pack.kind),
-            size: pack.size,
-            blobs,
-        })
-        .collect();
-    let supersedes: Vec<[u8; 32]> = delta.supersedes.iter().map(|d| d.0).collect();
-    cache.ingest(id.0, &supersedes, &packs)
+        .collect()
 }
 
-fn bad_cache(cache: &IndexCache, what: &str) -> crate::Error {
-    crate::Error::Invalid(format!(
+/// Rows of one delta, borrowed by [`DeltaToCache`].
+pub(crate) struct DeltaRows {
+    id: IndexId,
+    supersedes: Vec<[u8; 32]>,
+    blobs: Vec<Vec<BlobToCache>>,
+    packs: Vec<(PackId, u8, u64)>,
+}
+
+impl DeltaRows {
+    pub(crate) fn new(id: IndexId, delta: &IndexDelta) -> Self {
+        Self {
+            id,
+            supersedes: delta.supersedes.iter().map(|d| d.0).collect(),
+            blobs: delta
+                .packs
+                .iter()
+                .map(|pack| {
+                    pack.blobs
+                        .iter()
+                        .map(|b| BlobToCache {
+                            id: b.id.0,
+                            kind: blob_kind_code(b.kind),
+                            offset: b.offset,
+                            sealed_len: b.sealed_len,
+                            raw_len: b.raw_len,
+                        })
+                        .collect()
+                })
+                .collect(),
+            packs: delta
+                .packs
+                .iter()
+                .map(|p| (p.id, pack_kind_code(p.kind), p.size))
+                .collect(),
+        }
+    }
+
+    pub(crate) fn packs(&self) -> Vec<PackToCache<'_>> {
+        self.packs
+            .iter()
+            .zip(&self.blobs)
+            .map(|(&(id, kind, size), blobs)| PackToCache {
+                id: id.0,
+                kind,
+                size,
+                blobs,
+            })
+            .collect()
+    }
+
+    pub(crate) fn delta<'a>(&'a self, packs: &'a [PackToCache<'a>]) -> DeltaToCache<'a> {
+        DeltaToCache {
+            id: self.id.0,
+            supersedes: &self.supersedes,
+            packs,
+        }
+    }
+}
+
+/// Records a delta in the cache.
+pub(crate) fn ingest(cache: &IndexCache, id: IndexId, delta: &IndexDelta) -> nfrepo_store::Result<()> {
+    let rows = DeltaRows::new(id, delta);
+    let packs = rows.packs();
+    cache.ingest(&rows.delta(&packs))
+}
+
+fn bad_cache(cache: &IndexCache, what: &str) -> Error {
+    Error::Invalid(format!(
         "the local index cache {} holds an unknown {what}; delete it and it will be rebuilt",
         cache.path().display()
     ))

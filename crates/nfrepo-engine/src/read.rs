@@ -6,7 +6,6 @@
 //! re-hashed) on the blocking pool, and never returned unless they verify:
 //! a damaged blob is an [`Error::Corrupted`] naming the pack and blob.
 
-use std::collections::HashSet;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
@@ -150,7 +149,7 @@ impl Repository {
         let Some(dir) = self.index_cache_dir() else {
             return Ok(Index::from_deltas(self.fetch_deltas(listed).await?));
         };
-        match self.load_cached_index(dir.to_owned(), &listed).await {
+        match crate::index::load_cached(self, dir.to_owned(), &listed).await {
             Ok(index) => Ok(index),
             // The cache only saves work: without it, the index is loaded into
             // memory. (Other storage errors, such as a delta gone missing, are
@@ -163,55 +162,8 @@ impl Repository {
         }
     }
 
-    /// Brings the local index cache up to date with `listed` and opens it.
-    async fn load_cached_index(&self, dir: std::path::PathBuf, listed: &[(IndexId, ObjectKey)]) -> Result<Index> {
-        let repo = self.id().to_hex();
-        let cache = blocking(move || nfrepo_store::IndexCache::open(&dir, &repo).map_err(Error::store)).await?;
-        let (cache, seen) = blocking(move || {
-            let seen = cache.deltas().map_err(Error::store)?;
-            Ok((cache, seen))
-        })
-        .await?;
-        let ingested: HashSet<IndexId> = seen.iter().filter(|(_, i)| *i).map(|(id, _)| IndexId(*id)).collect();
-        let seen: HashSet<IndexId> = seen.into_iter().map(|(id, _)| IndexId(id)).collect();
-        let listed_ids: HashSet<IndexId> = listed.iter().map(|(id, _)| *id).collect();
-        let new: Vec<(IndexId, ObjectKey)> = listed.iter().filter(|(id, _)| !seen.contains(id)).cloned().collect();
-        let mut fetched = self.fetch_deltas(new).await?;
-        let superseded: HashSet<IndexId> = fetched.iter().flat_map(|(_, d)| d.supersedes.iter().copied()).collect();
-        let rebuild = ingested
-            .iter()
-            .any(|id| !listed_ids.contains(id) || superseded.contains(id));
-        if rebuild {
-            tracing::info!("an index delta the local cache holds was removed or superseded; rebuilding the cache");
-            let missing: Vec<(IndexId, ObjectKey)> =
-                listed.iter().filter(|(id, _)| seen.contains(id)).cloned().collect();
-            fetched.extend(self.fetch_deltas(missing).await?);
-        }
-        blocking(move || {
-            if rebuild {
-                cache.clear().map_err(Error::store)?;
-            }
-            let superseded: HashSet<IndexId> = fetched.iter().flat_map(|(_, d)| d.supersedes.iter().copied()).collect();
-            for (id, delta) in &fetched {
-                if superseded.contains(id) {
-                    continue;
-                }
-                crate::index::ingest(&cache, *id, delta).map_err(Error::store)?;
-            }
-            let held: Vec<IndexId> = cache
-                .deltas()
-                .map_err(Error::store)?
-                .into_iter()
-                .filter(|(id, ingested)| *ingested && listed_ids.contains(&IndexId(*id)))
-                .map(|(id, _)| IndexId(id))
-                .collect();
-            Index::cached(cache, held)
-        })
-        .await
-    }
-
     /// Fetches and opens index deltas, several at a time.
-    async fn fetch_deltas(&self, deltas: Vec<(IndexId, ObjectKey)>) -> Result<Vec<(IndexId, IndexDelta)>> {
+    pub(crate) async fn fetch_deltas(&self, deltas: Vec<(IndexId, ObjectKey)>) -> Result<Vec<(IndexId, IndexDelta)>> {
         stream::iter(deltas)
             .map(|(id, key)| async move {
                 let bytes = self.store().get(&key).await.map_err(Error::store)?;
@@ -328,6 +280,17 @@ impl Reader {
     /// # Errors
     /// [`Error::Missing`], storage errors, or [`Error::Corrupted`] naming pack and blob.
     pub async fn read_blob(&self, id: &BlobId, expect: BlobKind) -> Result<Vec<u8>> {
+        match self.read_blob_once(id, expect).await {
+            // The local cache may have located it wrongly: ask the repository (crate::index).
+            Err(e) if self.index.may_recover(&e) => {
+                self.index.recover(&self.repo).await?;
+                self.read_blob_once(id, expect).await
+            }
+            other => other,
+        }
+    }
+
+    async fn read_blob_once(&self, id: &BlobId, expect: BlobKind) -> Result<Vec<u8>> {
         let location = self.locate_kind(id, expect)?;
         let object = pack_key(&location)?;
         let start = u64::from(location.offset);
@@ -462,7 +425,13 @@ impl Reader {
                 match self.entries.next().await {
                     Some(entry) => {
                         let entry = entry?;
-                        let location = self.reader.locate_kind(&entry.id, BlobKind::Data)?;
+                        let location = match self.reader.locate_kind(&entry.id, BlobKind::Data) {
+                            Err(e) if self.reader.index.may_recover(&e) => {
+                                self.reader.index.recover(&self.reader.repo).await?;
+                                self.reader.locate_kind(&entry.id, BlobKind::Data)?
+                            }
+                            other => other?,
+                        };
                         Ok(Some((entry, location)))
                     }
                     None => Ok(None),
@@ -548,6 +517,23 @@ impl Reader {
     /// Fetches blobs stored back to back in one pack with one range request,
     /// and opens each; fails on the first that does not verify.
     async fn read_run(&self, run: Vec<(ListEntry, BlobLocation)>) -> Result<Vec<Vec<u8>>> {
+        let ids: Vec<BlobId> = run.iter().map(|(entry, _)| entry.id).collect();
+        match self.read_run_once(run).await {
+            // Located through a local cache that may be wrong: each blob
+            // again, through the repository's index (crate::index).
+            Err(e) if self.index.may_recover(&e) => {
+                self.index.recover(&self.repo).await?;
+                let mut blobs = Vec::with_capacity(ids.len());
+                for id in &ids {
+                    blobs.push(self.read_blob_once(id, BlobKind::Data).await?);
+                }
+                Ok(blobs)
+            }
+            other => other,
+        }
+    }
+
+    async fn read_run_once(&self, run: Vec<(ListEntry, BlobLocation)>) -> Result<Vec<Vec<u8>>> {
         let Some((_, first)) = run.first() else {
             return Ok(Vec::new());
         };
@@ -585,13 +571,6 @@ impl Reader {
         .await
         .map_err(|e| Error::Pipeline(e.to_string()))?
     }
-}
-
-/// Runs short local work (the SQLite cache) off the async workers.
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| Error::Pipeline(e.to_string()))?
 }
 
 /// The store key of the pack holding a blob.

@@ -14,14 +14,30 @@
 //! successful beat is older than half the expiry ([`LiveSession::ensure_alive`]);
 //! the margin covers clock skew between the backup host and the store.
 //!
+//! **Failure.** A backup that fails or is aborted deletes its marker
+//! ([`LiveSession::finish`]); one dropped without either (a panic, an early
+//! return) spawns the deletion on the runtime, best effort: the runtime may
+//! already be shutting down. For what is left behind, the marker records the
+//! process exactly ([`nfrepo_format::ProcessStart`]), and GC on the *same*
+//! host (same host name, boot and pid namespace) treats a marker whose
+//! process is gone as dead at once ([`live_sessions`]) instead of waiting for
+//! the expiry. A marker from another host is judged by its beat alone.
+//!
+//! **Before the commit point** the backup checks, with
+//! [`LiveSession::verify_before_commit`], that its marker is still there
+//! (so no GC has declared it dead) and that every pack it deduplicated
+//! against is still stored and in no plan it promised to avoid.
+//!
 //! The protocol between markers and GC plans is in `format-spec/gc.md`.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use nfrepo_format::{BlobId, SessionMarker};
-use nfrepo_store::{ObjectKey, ObjectKind, PutMode};
+use nfrepo_format::{BlobId, PackId, PackKind, ProcessStart, SessionMarker};
+use nfrepo_store::{ObjectKey, ObjectKind, ProcessStamp, PutMode};
 
 use crate::{Error, Repository, Result};
 
@@ -41,6 +57,8 @@ pub(crate) struct LiveSession {
     key: ObjectKey,
     state: Arc<Mutex<State>>,
     beat: tokio::task::JoinHandle<()>,
+    /// Set once the marker is deleted (or its deletion handed to the runtime).
+    finished: AtomicBool,
 }
 
 impl LiveSession {
@@ -57,6 +75,11 @@ impl LiveSession {
             plans_listed: false,
             plans_seen: Vec::new(),
             parent_root: None,
+            process: ProcessStamp::current().map(|p| ProcessStart {
+                boot_id: p.boot_id,
+                pid_namespace: p.pid_namespace,
+                start_ticks: p.start_ticks,
+            }),
         };
         write(repo, &key, &marker).await?;
         let state = Arc::new(Mutex::new(State {
@@ -69,6 +92,7 @@ impl LiveSession {
             key,
             state,
             beat,
+            finished: AtomicBool::new(false),
         })
     }
 
@@ -103,9 +127,63 @@ impl LiveSession {
         Ok(())
     }
 
+    /// Checks, just before the commit point, what GC must not have undone:
+    /// the marker is still stored (no GC declared this session dead), and
+    /// every pack in `deduplicated` (the packs this session found blobs in
+    /// instead of storing them) is still stored and in no plan this session
+    /// saw, whose packs GC may delete while it runs. A pack in a plan written
+    /// after this session started is safe: GC keeps it while this marker
+    /// lives, and sees the snapshot, which references it, once it is gone.
+    ///
+    /// # Errors
+    /// [`Error::Pipeline`] (a failed backup) naming what went wrong; storage errors.
+    pub(crate) async fn verify_before_commit(&self, deduplicated: &HashMap<PackId, PackKind>) -> Result<()> {
+        self.ensure_alive()?;
+        let store = self.repo.store();
+        match store.get(&self.key).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == nfrepo_store::ErrorKind::NotFound => {
+                return Err(Error::Pipeline(format!(
+                    "the session marker {} was removed, so GC may have treated this backup as dead; \
+                     it is not committed (run it again)",
+                    self.key
+                )));
+            }
+            Err(e) => return Err(Error::store(e)),
+        }
+        let missing = missing_packs(&self.repo, deduplicated).await?;
+        if let Some(pack) = missing.first() {
+            return Err(Error::Pipeline(format!(
+                "{} pack(s) this backup deduplicated against are gone from the repository (first: {pack}); \
+                 it is not committed (run it again)",
+                missing.len()
+            )));
+        }
+        let seen = self.lock()?.marker.clone();
+        for stored in crate::gc::read_plans(&self.repo).await? {
+            if !seen.has_seen(&stored.id) {
+                continue;
+            }
+            if let Some(pack) = stored
+                .plan
+                .packs
+                .iter()
+                .map(|p| p.id)
+                .find(|p| deduplicated.contains_key(p))
+            {
+                return Err(Error::Pipeline(format!(
+                    "pack {pack}, which this backup deduplicated against, is planned for deletion by GC; \
+                     it is not committed (run it again)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Stops the heartbeat and deletes the marker.
     pub(crate) async fn finish(&self) {
         self.beat.abort();
+        self.finished.store(true, Ordering::SeqCst);
         if let Err(e) = self.repo.store().delete(&self.key).await {
             tracing::warn!(marker = %self.key, error = %e, "could not remove the session marker");
         }
@@ -119,9 +197,58 @@ impl LiveSession {
 }
 
 impl Drop for LiveSession {
+    /// Dropped without [`Self::finish`]: deletes the marker on the runtime,
+    /// best effort (see the module docs for what covers a runtime that is
+    /// shutting down).
     fn drop(&mut self) {
         self.beat.abort();
+        if self.finished.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let store = self.repo.store().clone();
+        let key = self.key.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(e) = store.delete(&key).await {
+                        tracing::warn!(marker = %key, error = %e, "could not remove the session marker");
+                    }
+                });
+            }
+            Err(_) => tracing::warn!(
+                marker = %key,
+                "a backup ended outside the runtime; its session marker stays until GC sees the process gone"
+            ),
+        }
     }
+}
+
+/// The packs of `wanted` that the store does not have: one `stat` each for
+/// a few, one listing per kind otherwise.
+async fn missing_packs(repo: &Repository, wanted: &HashMap<PackId, PackKind>) -> Result<Vec<PackId>> {
+    const STAT_AT_MOST: usize = 64;
+    let mut missing = Vec::new();
+    if wanted.len() <= STAT_AT_MOST {
+        for (id, kind) in wanted {
+            let key = crate::read::pack_object_key(*kind, id)?;
+            match repo.store().stat(&key).await {
+                Ok(_) => {}
+                Err(e) if e.kind() == nfrepo_store::ErrorKind::NotFound => missing.push(*id),
+                Err(e) => return Err(Error::store(e)),
+            }
+        }
+        return Ok(missing);
+    }
+    let mut present = std::collections::HashSet::new();
+    for kind in [ObjectKind::Data, ObjectKind::Tree] {
+        for info in repo.store().list(kind).await.map_err(Error::store)? {
+            if let Ok(id) = info.key.name().parse::<PackId>() {
+                present.insert(id);
+            }
+        }
+    }
+    missing.extend(wanted.keys().filter(|id| !present.contains(id)));
+    Ok(missing)
 }
 
 async fn heartbeat(repo: Repository, key: ObjectKey, state: Arc<Mutex<State>>) {
@@ -157,21 +284,23 @@ pub(crate) struct SeenSession {
     pub(crate) marker: Option<SessionMarker>,
 }
 
-/// The markers of sessions that are alive at `now` (last beat within [`SESSION_EXPIRY`]).
-/// Returns `(live, expired)`.
+/// The markers of sessions that are alive at `now`: last beat within
+/// [`SESSION_EXPIRY`], and not left by a process of this host that is gone.
+/// Returns `(live, dead)`; GC deletes the dead ones.
 pub(crate) async fn live_sessions(
     repo: &Repository,
     now: std::time::SystemTime,
 ) -> Result<(Vec<SeenSession>, Vec<ObjectKey>)> {
     let mut live = Vec::new();
-    let mut expired = Vec::new();
+    let mut dead = Vec::new();
+    let here = crate::host::hostname();
     for info in repo.store().list(ObjectKind::Session).await.map_err(Error::store)? {
         let beat_age = info
             .last_modified
             .and_then(|t| now.duration_since(t).ok())
             .unwrap_or(Duration::ZERO);
         if beat_age > SESSION_EXPIRY {
-            expired.push(info.key);
+            dead.push(info.key);
             continue;
         }
         let marker = match repo.store().get(&info.key).await {
@@ -186,7 +315,31 @@ pub(crate) async fn live_sessions(
             Err(e) if e.kind() == nfrepo_store::ErrorKind::NotFound => continue,
             Err(e) => return Err(Error::store(e)),
         };
+        if let Some(m) = &marker
+            && process_is_gone(m, &here)
+        {
+            tracing::info!(marker = %info.key, host = %m.hostname, pid = m.pid, "the backup of this session marker has exited");
+            dead.push(info.key);
+            continue;
+        }
         live.push(SeenSession { key: info.key, marker });
     }
-    Ok((live, expired))
+    Ok((live, dead))
+}
+
+/// Whether `marker` was written by a process of this host (`here`) that is
+/// certainly no longer running. Markers of other hosts, or of earlier
+/// builds without a process stamp, are never judged this way.
+pub(crate) fn process_is_gone(marker: &SessionMarker, here: &str) -> bool {
+    let Some(process) = &marker.process else {
+        return false;
+    };
+    marker.hostname == here
+        && ProcessStamp {
+            boot_id: process.boot_id.clone(),
+            pid_namespace: process.pid_namespace,
+            pid: marker.pid,
+            start_ticks: process.start_ticks,
+        }
+        .is_gone()
 }

@@ -68,7 +68,7 @@ pub use pack::{
 };
 pub use protect::ProtectMarker;
 pub use seal::{Aad, Cipher, SEAL_OVERHEAD, SealedKind, Sealer, SecretKey};
-pub use session::SessionMarker;
+pub use session::{ProcessStart, SessionMarker};
 pub use snapshot::{CommandRecord, Snapshot, Summary};
 pub use tree::{Metadata, Node, NodeKind, Tree, Xattr};
 

@@ -20,8 +20,8 @@
 use std::path::PathBuf;
 
 use nfrepo_format::{
-    Aad, BlobId, Cipher, GcPlan, Lease, MasterKey, PackId, PackKind, PlanReason, PlannedPack, ProtectMarker, RepoId,
-    SealedKind, Sealer, SessionMarker, SnapshotId,
+    Aad, BlobId, Cipher, GcPlan, Lease, MasterKey, PackId, PackKind, PlanReason, PlannedPack, ProcessStart,
+    ProtectMarker, RepoId, SealedKind, Sealer, SessionMarker, SnapshotId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -88,6 +88,36 @@ fn session_marker() -> SessionMarker {
         plans_listed: true,
         plans_seen: vec![[0x33; 32]],
         parent_root: Some(BlobId([0x44; 32])),
+        process: Some(ProcessStart {
+            boot_id: "4b1c0c2e-5f7a-4d8e-9a61-0123456789ab".into(),
+            pid_namespace: 4_026_531_836,
+            start_ticks: 123_456,
+        }),
+    }
+}
+
+/// A marker as builds before `process` wrote it: the same fields, without the last.
+#[derive(Serialize)]
+struct SessionMarkerV1 {
+    started_ns: i64,
+    hostname: String,
+    pid: u32,
+    source: String,
+    plans_listed: bool,
+    plans_seen: Vec<[u8; 32]>,
+    parent_root: Option<BlobId>,
+}
+
+fn session_marker_v1() -> SessionMarkerV1 {
+    let m = session_marker();
+    SessionMarkerV1 {
+        started_ns: m.started_ns,
+        hostname: m.hostname,
+        pid: m.pid,
+        source: m.source,
+        plans_listed: m.plans_listed,
+        plans_seen: m.plans_seen,
+        parent_root: m.parent_root,
     }
 }
 
@@ -120,6 +150,12 @@ fn fixtures() -> Vec<(&'static str, &'static [u8; 4], u8, Vec<u8>)> {
             b"NFRB",
             10,
             postcard::to_allocvec(&session_marker()).unwrap(),
+        ),
+        (
+            "session_marker_v1",
+            b"NFRB",
+            10,
+            postcard::to_allocvec(&session_marker_v1()).unwrap(),
         ),
         ("lease", b"NFRQ", 11, postcard::to_allocvec(&lease()).unwrap()),
         (
@@ -191,6 +227,17 @@ fn maintenance_objects_match_the_vectors() {
                     session_marker()
                 );
             }
+            "session_marker_v1" => {
+                let old = SessionMarker::decode(&bytes, &sealer, &repo()).unwrap();
+                assert!(old.process.is_none(), "an earlier build's marker has no process");
+                assert_eq!(
+                    old,
+                    SessionMarker {
+                        process: None,
+                        ..session_marker()
+                    }
+                );
+            }
             "lease" => assert_eq!(Lease::decode(&bytes, &sealer, &repo()).unwrap(), lease()),
             "protect_marker" => assert_eq!(
                 ProtectMarker::decode(&SnapshotId([0x66; 32]), &bytes, &sealer, &repo()).unwrap(),
@@ -209,8 +256,9 @@ fn generate() {
         "set NFREPO_REGENERATE_VECTORS=1 to regenerate"
     );
     let vectors = Vectors {
-        about: "GC plans, session markers, leases and protect markers sealed with the fixed nonce 40 41 .. 57 \
-                under the vectors' master key and repository id; see format-spec/gc.md and protect.md"
+        about: "GC plans, session markers (current, and session_marker_v1 as builds before `process` wrote \
+                them), leases and protect markers sealed with the fixed nonce 40 41 .. 57 under the vectors' \
+                master key and repository id; see format-spec/gc.md and protect.md"
             .into(),
         objects: expected(),
     };

@@ -17,11 +17,14 @@
 //! The API is synchronous (SQLite calls are short local I/O); async callers
 //! run it on a blocking thread.
 
+mod process;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+pub use self::process::ProcessStamp;
 use crate::error::{Error, ErrorKind, Result};
 
 /// Bumped whenever a table changes shape; an older database is rebuilt.

@@ -10,43 +10,66 @@
 //!
 //! Like every local cache, it is never the only copy of anything. Each row
 //! comes from an index delta in the repository, and the table records which
-//! deltas it holds. The engine compares that with the repository's listing
-//! and rebuilds from scratch whenever a delta it holds has gone or been
-//! superseded (compaction), so the cache never names a pack the repository
-//! no longer indexes. Deleting the file costs one full reload.
+//! deltas it holds (`ingested`) and which it knows to be dead (superseded by
+//! a compaction, or removed: `ingested = 0`). The engine compares that with
+//! the repository's listing and rebuilds whenever a delta it holds has died,
+//! so the cache never names a pack the repository no longer indexes.
+//! Deleting the file costs one full reload.
+//!
+//! **Several processes share one file** (a cron backup and an operator's
+//! `ls` on the same host), so:
+//! - A lookup answers with the pack's *id*, joined inside one SQL statement;
+//!   the pack numbers that blob rows use never leave SQLite, and are never
+//!   reused (`AUTOINCREMENT`): no process can hold a number across a rebuild
+//!   and map it to another pack.
+//! - Every change is one transaction ([`IndexCache::update`],
+//!   [`IndexCache::ingest`]); a rebuild deletes and refills the tables in the
+//!   same transaction, so readers (WAL mode) see the old or the new cache,
+//!   never an empty or half-filled one.
+//! - Every change bumps a version in `meta`. [`IndexCache::update`] applies a
+//!   change computed from [`IndexCache::state`] only if the version is still
+//!   the one read; otherwise another process changed the cache meanwhile and
+//!   the caller starts over ([`Applied::Stale`]).
+//!
+//! **Integrity.** Each blob row carries a 64-bit tag over the blob id, the
+//! pack *id* and the location, checked on every lookup: a row pointing at
+//! another pack, at no pack, or at another offset is reported as
+//! inconsistent ([`IndexCache::is_damage`]) instead of being believed. After
+//! an unclean close SQLite's `quick_check` runs at open (`open.rs`). A file
+//! that is not a database or fails the check is deleted and created again.
 //!
 //! This module stores raw ids and small integers and knows nothing of the
 //! format's types; the engine maps them. Its tables (`index_*`) live in the
 //! repository's cache database beside the others ([`crate::Cache`]),
 //! `<dir>/<repository id>.sqlite`, with their own schema version in the
 //! shared `meta` table. The database runs in WAL mode with `synchronous =
-//! NORMAL`: a crash of this process never corrupts it, and a database that
-//! fails to open is deleted and rebuilt.
+//! NORMAL`: a crash of this process never corrupts it.
+
+mod open;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use crate::error::{Error, ErrorKind, Result};
 
 /// Bumped whenever a table changes shape; tables of another version are rebuilt.
-const SCHEMA_VERSION: i64 = 1;
-/// This module's key in the shared `meta` table.
+const SCHEMA_VERSION: i64 = 2;
+/// This module's schema key in the shared `meta` table.
 const SCHEMA_KEY: &str = "index_schema";
+/// The content version in `meta`, bumped by every change.
+const VERSION_KEY: &str = "index_version";
 
-/// SQLite's page cache for one connection, in KiB: the cache's whole share
-/// of memory. The operating system's page cache keeps the rest of the file
-/// close at hand without counting against the process.
-const PAGE_CACHE_KIB: i64 = 4 * 1024;
-
-/// One blob's index entry as the cache stores it.
+/// One blob's index entry as the cache stores it, with its pack resolved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CachedBlob {
     /// The blob id.
     pub id: [u8; 32],
-    /// The pack's number in [`IndexCache::packs`].
-    pub pack: u32,
+    /// The pack id.
+    pub pack: [u8; 32],
+    /// The pack kind's format code.
+    pub pack_kind: u8,
     /// The blob kind's format code.
     pub kind: u8,
     /// Offset in the pack.
@@ -60,8 +83,6 @@ pub struct CachedBlob {
 /// One pack as the cache stores it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CachedPack {
-    /// Its number, unique within this cache.
-    pub number: u32,
     /// The pack id.
     pub id: [u8; 32],
     /// The pack kind's format code.
@@ -70,7 +91,7 @@ pub struct CachedPack {
     pub size: u64,
 }
 
-/// A pack to record, with its blobs (offset, sealed and raw lengths, kind code).
+/// A pack to record, with its blobs.
 #[derive(Clone, Copy, Debug)]
 pub struct PackToCache<'a> {
     /// The pack id.
@@ -98,88 +119,116 @@ pub struct BlobToCache {
     pub raw_len: u32,
 }
 
+/// One index delta to record.
+#[derive(Clone, Copy, Debug)]
+pub struct DeltaToCache<'a> {
+    /// The delta id.
+    pub id: [u8; 32],
+    /// The deltas it supersedes (recorded as dead).
+    pub supersedes: &'a [[u8; 32]],
+    /// Its packs.
+    pub packs: &'a [PackToCache<'a>],
+}
+
+/// What the cache holds, as of one version.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CacheState {
+    /// The content version; [`IndexCache::update`] checks it.
+    pub version: i64,
+    /// Deltas whose entries the cache holds.
+    pub live: Vec<[u8; 32]>,
+    /// Deltas known to be superseded or removed.
+    pub dead: Vec<[u8; 32]>,
+}
+
+/// A change computed from one [`CacheState`], applied as one transaction.
+#[derive(Clone, Copy, Debug)]
+pub struct CacheUpdate<'a> {
+    /// The version the change was computed from.
+    pub expected_version: i64,
+    /// Deltas to record as dead. A live delta among them requires `rebuild`.
+    pub dead: &'a [[u8; 32]],
+    /// Dead deltas to stop remembering (no longer in the repository at all).
+    pub forget: &'a [[u8; 32]],
+    /// Drop every entry first, and refill from `deltas` alone.
+    pub rebuild: bool,
+    /// Deltas to add (those already known, live or dead, are skipped).
+    pub deltas: &'a [DeltaToCache<'a>],
+}
+
+/// Whether an [`IndexCache::update`] was applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// Applied.
+    Done,
+    /// Not applied: the cache changed since the state the update was computed from.
+    Stale,
+}
+
+/// Marks an error as an inconsistency of the cache itself (see [`IndexCache::is_damage`]).
+#[derive(Debug)]
+struct Inconsistent;
+
+impl std::fmt::Display for Inconsistent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the local index cache is inconsistent")
+    }
+}
+
+impl std::error::Error for Inconsistent {}
+
 /// One repository's index cache. Safe to share between threads; calls are
 /// short local I/O and run on the caller's thread.
 #[derive(Debug)]
 pub struct IndexCache {
     path: PathBuf,
     conn: Mutex<Connection>,
+    handle: Option<i64>,
 }
 
 impl IndexCache {
     /// Opens (creating if needed) the index cache of repository `repo_id`
-    /// (hex) under `dir`. A database that does not open cleanly is deleted
-    /// and created again.
+    /// (hex) under `dir`. A file that is not a database, or fails the
+    /// integrity check after an unclean close, is deleted and created again.
     ///
     /// # Errors
     /// [`ErrorKind::InvalidKey`] for a malformed id; [`ErrorKind::Other`] if
-    /// the directory or database cannot be created.
+    /// the directory or database cannot be created or opened.
     pub fn open(dir: &Path, repo_id: &str) -> Result<Self> {
         let path = crate::cache::database_path(dir, repo_id)?;
-        match Self::open_at(&path) {
-            Ok(cache) => Ok(cache),
-            Err(first) => {
-                tracing::warn!(cache = %path.display(), error = %first, "index cache unreadable; rebuilding it");
-                for suffix in ["", "-wal", "-shm"] {
-                    let mut file = path.clone().into_os_string();
-                    file.push(suffix);
-                    let _ = std::fs::remove_file(file);
-                }
-                Self::open_at(&path)
+        let opened = match open::open(&path) {
+            Ok(opened) => opened,
+            Err(first) if open::is_damaged_file(&first) => {
+                tracing::warn!(cache = %path.display(), error = %first, "index cache damaged; deleting it, it will be rebuilt");
+                Self::delete_files(&path);
+                open::open(&path)?
             }
+            Err(first) => return Err(first),
+        };
+        Ok(Self {
+            path,
+            conn: Mutex::new(opened.conn),
+            handle: opened.handle,
+        })
+    }
+
+    /// Deletes the database file (for a cache found damaged while in use).
+    /// Other processes keep reading the file they opened; the next open
+    /// creates a new one.
+    pub fn delete_files(path: &Path) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = path.to_owned().into_os_string();
+            file.push(suffix);
+            let _ = std::fs::remove_file(file);
         }
     }
 
-    fn open_at(path: &Path) -> Result<Self> {
-        let err = |e| sql_error(path, e);
-        let conn = Connection::open(path).map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
-        conn.pragma_update(None, "cache_size", -PAGE_CACHE_KIB).map_err(err)?;
-        conn.execute_batch("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
-            .map_err(err)?;
-        let version: Option<i64> = conn
-            .query_row("SELECT value FROM meta WHERE key = ?1", params![SCHEMA_KEY], |row| {
-                row.get(0)
-            })
-            .optional()
-            .map_err(err)?;
-        if version != Some(SCHEMA_VERSION) {
-            conn.execute_batch(
-                "DROP TABLE IF EXISTS index_blobs;
-                 DROP TABLE IF EXISTS index_packs;
-                 DROP TABLE IF EXISTS index_deltas;
-                 CREATE TABLE index_deltas (id BLOB PRIMARY KEY, ingested INTEGER NOT NULL) WITHOUT ROWID;
-                 CREATE TABLE index_packs (
-                     number INTEGER PRIMARY KEY,
-                     id BLOB NOT NULL UNIQUE,
-                     kind INTEGER NOT NULL,
-                     size INTEGER NOT NULL
-                 );
-                 CREATE TABLE index_blobs (
-                     id BLOB PRIMARY KEY,
-                     pack INTEGER NOT NULL,
-                     kind INTEGER NOT NULL,
-                     offset INTEGER NOT NULL,
-                     sealed_len INTEGER NOT NULL,
-                     raw_len INTEGER NOT NULL
-                 ) WITHOUT ROWID;",
-            )
-            .map_err(err)?;
-            conn.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
-                params![SCHEMA_KEY, SCHEMA_VERSION],
-            )
-            .map_err(err)?;
-        }
-        // Fail now, not at the first lookup, if the file is not a database.
-        conn.query_row("SELECT count(*) FROM index_deltas", [], |row| row.get::<_, i64>(0))
-            .map_err(err)?;
-        Ok(Self {
-            path: path.to_owned(),
-            conn: Mutex::new(conn),
-        })
+    /// Whether `error` (from this module) means the cache itself is damaged
+    /// (SQLite corruption, a failed integrity check, an inconsistent row),
+    /// as opposed to a failure to reach it. The fix is to rebuild the cache.
+    #[must_use]
+    pub fn is_damage(error: &Error) -> bool {
+        open::is_damaged_file(error)
     }
 
     /// Where the database file is.
@@ -196,115 +245,160 @@ impl IndexCache {
         |e| sql_error(&self.path, e)
     }
 
-    /// The index deltas the cache has seen: `(id, true)` for those whose
-    /// entries it holds, `(id, false)` for those it skipped because another
-    /// delta supersedes them.
-    ///
-    /// # Errors
-    /// SQLite failures, as [`ErrorKind::Other`].
-    pub fn deltas(&self) -> Result<Vec<([u8; 32], bool)>> {
-        let conn = self.conn();
-        let mut statement = conn
-            .prepare("SELECT id, ingested FROM index_deltas")
-            .map_err(self.err())?;
-        let rows = statement
-            .query_map([], |row| Ok((row.get::<_, [u8; 32]>(0)?, row.get::<_, bool>(1)?)))
-            .map_err(self.err())?;
-        rows.collect::<std::result::Result<Vec<_>, _>>().map_err(self.err())
+    fn inconsistent(&self, what: String) -> Error {
+        Error::new(
+            ErrorKind::Other,
+            format!("local index cache {}: {what}", self.path.display()),
+        )
+        .with_source(Inconsistent)
     }
 
-    /// Empties the cache, for a rebuild.
+    /// The version and the deltas the cache holds, read in one transaction.
     ///
     /// # Errors
     /// SQLite failures, as [`ErrorKind::Other`].
-    pub fn clear(&self) -> Result<()> {
-        self.conn()
-            .execute_batch("DELETE FROM index_blobs; DELETE FROM index_packs; DELETE FROM index_deltas;")
-            .map_err(self.err())
-    }
-
-    /// Records one index delta's packs and blobs, and the deltas it
-    /// supersedes as seen and skipped, in one transaction. A blob already
-    /// present keeps its first location; a delta already seen is skipped.
-    ///
-    /// # Errors
-    /// SQLite failures, as [`ErrorKind::Other`].
-    pub fn ingest(&self, delta: [u8; 32], supersedes: &[[u8; 32]], packs: &[PackToCache<'_>]) -> Result<()> {
+    pub fn state(&self) -> Result<CacheState> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(self.err())?;
-        let added = tx
-            .execute(
-                "INSERT OR IGNORE INTO index_deltas (id, ingested) VALUES (?1, 1)",
-                params![delta],
-            )
+        let state = read_state(&tx).map_err(self.err())?;
+        tx.commit().map_err(self.err())?;
+        Ok(state)
+    }
+
+    /// Applies `update` if the cache is still at `update.expected_version`,
+    /// as one transaction that bumps the version.
+    ///
+    /// # Errors
+    /// SQLite failures, as [`ErrorKind::Other`]; an update that marks a live
+    /// delta dead without rebuilding (a caller bug that would leave entries
+    /// of a dead delta behind).
+    pub fn update(&self, update: &CacheUpdate<'_>) -> Result<Applied> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(self.err())?;
-        for old in supersedes {
-            tx.execute(
-                "INSERT OR IGNORE INTO index_deltas (id, ingested) VALUES (?1, 0)",
-                params![old],
-            )
-            .map_err(self.err())?;
+        if version(&tx).map_err(self.err())? != update.expected_version {
+            return Ok(Applied::Stale);
         }
-        if added == 1 {
-            let mut add_pack = tx
-                .prepare_cached("INSERT OR IGNORE INTO index_packs (id, kind, size) VALUES (?1, ?2, ?3)")
+        if update.rebuild {
+            tx.execute_batch(
+                "DELETE FROM index_blobs; DELETE FROM index_packs; DELETE FROM index_deltas WHERE ingested = 1;",
+            )
+            .map_err(self.err())?;
+        } else {
+            let mut live = tx
+                .prepare_cached("SELECT 1 FROM index_deltas WHERE id = ?1 AND ingested = 1")
                 .map_err(self.err())?;
-            let mut pack_number = tx
-                .prepare_cached("SELECT number FROM index_packs WHERE id = ?1")
-                .map_err(self.err())?;
-            let mut add_blob = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO index_blobs (id, pack, kind, offset, sealed_len, raw_len)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )
-                .map_err(self.err())?;
-            for pack in packs {
-                let size = i64::try_from(pack.size).unwrap_or(i64::MAX);
-                add_pack
-                    .execute(params![pack.id, pack.kind, size])
-                    .map_err(self.err())?;
-                let number: i64 = pack_number
-                    .query_row(params![pack.id], |row| row.get(0))
-                    .map_err(self.err())?;
-                for blob in pack.blobs {
-                    add_blob
-                        .execute(params![
-                            blob.id,
-                            number,
-                            blob.kind,
-                            blob.offset,
-                            blob.sealed_len,
-                            blob.raw_len
-                        ])
-                        .map_err(self.err())?;
+            for id in update.dead {
+                if live.exists(params![id]).map_err(self.err())? {
+                    return Err(Error::new(
+                        ErrorKind::Other,
+                        "index cache: a live delta cannot die without a rebuild",
+                    ));
                 }
             }
         }
+        for id in update.dead {
+            tx.execute(
+                "INSERT OR REPLACE INTO index_deltas (id, ingested) VALUES (?1, 0)",
+                params![id],
+            )
+            .map_err(self.err())?;
+        }
+        for id in update.forget {
+            tx.execute("DELETE FROM index_deltas WHERE id = ?1 AND ingested = 0", params![id])
+                .map_err(self.err())?;
+        }
+        for delta in update.deltas {
+            add_delta(&tx, delta).map_err(self.err())?;
+        }
+        bump(&tx).map_err(self.err())?;
+        tx.commit().map_err(self.err())?;
+        Ok(Applied::Done)
+    }
+
+    /// Records one index delta just written to the repository, whatever the
+    /// version (a new delta can be added to any state). A blob already
+    /// present keeps its first location; a delta already known is skipped.
+    ///
+    /// # Errors
+    /// SQLite failures, as [`ErrorKind::Other`].
+    pub fn ingest(&self, delta: &DeltaToCache<'_>) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(self.err())?;
+        add_delta(&tx, delta).map_err(self.err())?;
+        bump(&tx).map_err(self.err())?;
+        tx.commit().map_err(self.err())
+    }
+
+    /// Drops every entry (keeping what is known of dead deltas) so the next
+    /// load refills the cache from the repository: for a cache found
+    /// inconsistent while in use.
+    ///
+    /// # Errors
+    /// SQLite failures, as [`ErrorKind::Other`].
+    pub fn invalidate(&self) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(self.err())?;
+        tx.execute_batch(
+            "DELETE FROM index_blobs; DELETE FROM index_packs; DELETE FROM index_deltas WHERE ingested = 1;",
+        )
+        .map_err(self.err())?;
+        bump(&tx).map_err(self.err())?;
         tx.commit().map_err(self.err())
     }
 
     /// Where `id` is stored, if the cache knows it.
     ///
     /// # Errors
-    /// SQLite failures, as [`ErrorKind::Other`].
+    /// SQLite failures, as [`ErrorKind::Other`]; a row whose pack is unknown
+    /// or whose tag does not match, as an inconsistency ([`Self::is_damage`]).
     pub fn lookup(&self, id: &[u8; 32]) -> Result<Option<CachedBlob>> {
         let conn = self.conn();
         let mut statement = conn
-            .prepare_cached("SELECT pack, kind, offset, sealed_len, raw_len FROM index_blobs WHERE id = ?1")
+            .prepare_cached(
+                "SELECT b.kind, b.offset, b.sealed_len, b.raw_len, b.tag, p.id, p.kind
+                 FROM index_blobs b LEFT JOIN index_packs p ON p.number = b.pack
+                 WHERE b.id = ?1",
+            )
             .map_err(self.err())?;
-        statement
+        let row = statement
             .query_row(params![id], |row| {
-                Ok(CachedBlob {
-                    id: *id,
-                    pack: row.get(0)?,
-                    kind: row.get(1)?,
-                    offset: row.get(2)?,
-                    sealed_len: row.get(3)?,
-                    raw_len: row.get(4)?,
-                })
+                Ok((
+                    row.get::<_, u8>(0)?,
+                    row.get::<_, u32>(1)?,
+                    row.get::<_, u32>(2)?,
+                    row.get::<_, u32>(3)?,
+                    row.get::<_, i64>(4)?,
+                    row.get::<_, Option<[u8; 32]>>(5)?,
+                    row.get::<_, Option<u8>>(6)?,
+                ))
             })
             .optional()
-            .map_err(self.err())
+            .map_err(self.err())?;
+        let Some((kind, offset, sealed_len, raw_len, stored_tag, pack, pack_kind)) = row else {
+            return Ok(None);
+        };
+        let (Some(pack), Some(pack_kind)) = (pack, pack_kind) else {
+            return Err(self.inconsistent(format!("blob {} names a pack the cache does not know", hex(id))));
+        };
+        let blob = CachedBlob {
+            id: *id,
+            pack,
+            pack_kind,
+            kind,
+            offset,
+            sealed_len,
+            raw_len,
+        };
+        if tag(&blob) != stored_tag {
+            return Err(self.inconsistent(format!("the row of blob {} fails its check", hex(id))));
+        }
+        Ok(Some(blob))
     }
 
     /// Every pack the cache knows.
@@ -314,15 +408,14 @@ impl IndexCache {
     pub fn packs(&self) -> Result<Vec<CachedPack>> {
         let conn = self.conn();
         let mut statement = conn
-            .prepare("SELECT number, id, kind, size FROM index_packs ORDER BY number")
+            .prepare("SELECT id, kind, size FROM index_packs ORDER BY number")
             .map_err(self.err())?;
         let rows = statement
             .query_map([], |row| {
                 Ok(CachedPack {
-                    number: row.get(0)?,
-                    id: row.get(1)?,
-                    kind: row.get(2)?,
-                    size: u64::try_from(row.get::<_, i64>(3)?).unwrap_or(0),
+                    id: row.get(0)?,
+                    kind: row.get(1)?,
+                    size: u64::try_from(row.get::<_, i64>(2)?).unwrap_or(0),
                 })
             })
             .map_err(self.err())?;
@@ -342,78 +435,130 @@ impl IndexCache {
     }
 }
 
+impl Drop for IndexCache {
+    /// A clean close: the handle's row goes, so the next open skips the integrity check.
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle {
+            let _ = self
+                .conn()
+                .execute("DELETE FROM index_handles WHERE rowid = ?1", params![handle]);
+        }
+    }
+}
+
+fn version(tx: &Transaction<'_>) -> rusqlite::Result<i64> {
+    Ok(tx
+        .query_row("SELECT value FROM meta WHERE key = ?1", params![VERSION_KEY], |row| {
+            row.get(0)
+        })
+        .optional()?
+        .unwrap_or(0))
+}
+
+fn bump(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, 1) ON CONFLICT (key) DO UPDATE SET value = value + 1",
+        params![VERSION_KEY],
+    )
+    .map(|_| ())
+}
+
+fn read_state(tx: &Transaction<'_>) -> rusqlite::Result<CacheState> {
+    let mut state = CacheState {
+        version: version(tx)?,
+        ..CacheState::default()
+    };
+    let mut statement = tx.prepare("SELECT id, ingested FROM index_deltas")?;
+    let rows = statement.query_map([], |row| Ok((row.get::<_, [u8; 32]>(0)?, row.get::<_, bool>(1)?)))?;
+    for row in rows {
+        let (id, ingested) = row?;
+        if ingested {
+            state.live.push(id);
+        } else {
+            state.dead.push(id);
+        }
+    }
+    Ok(state)
+}
+
+/// Adds one delta's rows unless the delta is already known (live or dead).
+fn add_delta(tx: &Transaction<'_>, delta: &DeltaToCache<'_>) -> rusqlite::Result<()> {
+    let added = tx.execute(
+        "INSERT OR IGNORE INTO index_deltas (id, ingested) VALUES (?1, 1)",
+        params![delta.id],
+    )?;
+    for old in delta.supersedes {
+        tx.execute(
+            "INSERT OR IGNORE INTO index_deltas (id, ingested) VALUES (?1, 0)",
+            params![old],
+        )?;
+    }
+    if added == 0 {
+        return Ok(());
+    }
+    let mut add_pack = tx.prepare_cached("INSERT OR IGNORE INTO index_packs (id, kind, size) VALUES (?1, ?2, ?3)")?;
+    let mut pack_number = tx.prepare_cached("SELECT number, kind FROM index_packs WHERE id = ?1")?;
+    let mut add_blob = tx.prepare_cached(
+        "INSERT OR IGNORE INTO index_blobs (id, pack, kind, offset, sealed_len, raw_len, tag)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for pack in delta.packs {
+        let size = i64::try_from(pack.size).unwrap_or(i64::MAX);
+        add_pack.execute(params![pack.id, pack.kind, size])?;
+        let (number, pack_kind): (i64, u8) =
+            pack_number.query_row(params![pack.id], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        for blob in pack.blobs {
+            let row = CachedBlob {
+                id: blob.id,
+                pack: pack.id,
+                pack_kind,
+                kind: blob.kind,
+                offset: blob.offset,
+                sealed_len: blob.sealed_len,
+                raw_len: blob.raw_len,
+            };
+            add_blob.execute(params![
+                blob.id,
+                number,
+                blob.kind,
+                blob.offset,
+                blob.sealed_len,
+                blob.raw_len,
+                tag(&row)
+            ])?;
+        }
+    }
+    Ok(())
+}
+
+/// FNV-1a (64-bit) over everything a lookup returns, the pack by id: a
+/// check against accidental damage (a flipped bit, a row pointing at the
+/// wrong pack number), not against deliberate forgery, which the sealed
+/// objects themselves detect.
+fn tag(blob: &CachedBlob) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let fields = [
+        &blob.id[..],
+        &blob.pack[..],
+        &[blob.pack_kind, blob.kind][..],
+        &blob.offset.to_le_bytes()[..],
+        &blob.sealed_len.to_le_bytes()[..],
+        &blob.raw_len.to_le_bytes()[..],
+    ];
+    for byte in fields.into_iter().flatten() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    i64::from_le_bytes(hash.to_le_bytes())
+}
+
+fn hex(id: &[u8; 32]) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn sql_error(path: &Path, e: rusqlite::Error) -> Error {
     Error::new(ErrorKind::Other, format!("local index cache {}: {e}", path.display())).with_source(e)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn blob(n: u8, offset: u32) -> BlobToCache {
-        BlobToCache {
-            id: [n; 32],
-            kind: 1,
-            offset,
-            sealed_len: 10,
-            raw_len: 8,
-        }
-    }
-
-    #[test]
-    fn ingest_lookup_and_clear() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = IndexCache::open(dir.path(), "ab12").unwrap();
-        let first = [blob(1, 8), blob(2, 18)];
-        let second = [blob(2, 8), blob(3, 18)];
-        cache
-            .ingest(
-                [7; 32],
-                &[],
-                &[PackToCache {
-                    id: [70; 32],
-                    kind: 0,
-                    size: 100,
-                    blobs: &first,
-                }],
-            )
-            .unwrap();
-        cache
-            .ingest(
-                [8; 32],
-                &[[6; 32]],
-                &[PackToCache {
-                    id: [80; 32],
-                    kind: 0,
-                    size: 200,
-                    blobs: &second,
-                }],
-            )
-            .unwrap();
-        assert_eq!(cache.blob_count().unwrap(), 3);
-        let packs = cache.packs().unwrap();
-        assert_eq!(packs.len(), 2);
-        // A blob in two packs keeps its first location.
-        let two = cache.lookup(&[2; 32]).unwrap().unwrap();
-        assert_eq!((two.pack, two.offset), (packs[0].number, 18));
-        assert_eq!(cache.lookup(&[9; 32]).unwrap(), None);
-        let mut deltas = cache.deltas().unwrap();
-        deltas.sort_unstable();
-        assert_eq!(deltas, vec![([6; 32], false), ([7; 32], true), ([8; 32], true)]);
-        drop(cache);
-        // Reopening keeps everything; clearing drops everything.
-        let cache = IndexCache::open(dir.path(), "ab12").unwrap();
-        assert_eq!(cache.blob_count().unwrap(), 3);
-        cache.clear().unwrap();
-        assert_eq!(cache.blob_count().unwrap(), 0);
-        assert!(cache.deltas().unwrap().is_empty());
-    }
-
-    #[test]
-    fn a_damaged_database_is_rebuilt() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("cd.sqlite"), b"not a database at all, just bytes").unwrap();
-        let cache = IndexCache::open(dir.path(), "cd").unwrap();
-        assert_eq!(cache.blob_count().unwrap(), 0);
-    }
-}
+mod tests;

@@ -54,11 +54,13 @@ mod retry;
 mod store;
 
 pub use backend::{DEFAULT_S3_REGION, OpendalStore, open, s3_bucket_operator};
-pub use cache::{Cache, NFREPO_CACHE_DIR, default_cache_dir};
+pub use cache::{Cache, NFREPO_CACHE_DIR, ProcessStamp, default_cache_dir};
 pub use credentials::{Credentials, NFREPO_ACCESS_KEY_ID, NFREPO_CREDENTIALS_FILE, NFREPO_SECRET_ACCESS_KEY};
 pub use error::{Error, ErrorKind, Result};
 pub use fault::{Fault, FaultOp, FaultRule, FaultStore};
-pub use index_cache::{BlobToCache, CachedBlob, CachedPack, IndexCache, PackToCache};
+pub use index_cache::{
+    Applied, BlobToCache, CacheState, CacheUpdate, CachedBlob, CachedPack, DeltaToCache, IndexCache, PackToCache,
+};
 pub use key::{MAX_NAME_LEN, ObjectInfo, ObjectKey, ObjectKind};
 pub use location::StoreUrl;
 pub use memory::MemoryStore;

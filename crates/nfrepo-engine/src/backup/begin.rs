@@ -59,6 +59,7 @@ impl Repository {
             index: index.clone(),
             planned,
             claimed: Mutex::new(HashSet::new()),
+            deduplicated: Mutex::new(std::collections::HashMap::new()),
         });
         let (queue, uploader) = upload::start(
             self.clone(),

@@ -15,9 +15,24 @@ impl BackupSession {
     /// Call it once every source thread is done with its writers: writes
     /// still running are cut off and fail.
     ///
+    /// Just before writing the snapshot it checks that every pack it
+    /// deduplicated against is still stored and not planned for deletion
+    /// (`crate::session::LiveSession::verify_before_commit`). On any failure
+    /// nothing is committed and the session is aborted (its marker removed).
+    ///
     /// # Errors
-    /// Any upload failure; the snapshot is then not written.
+    /// Any upload failure, or a failed pre-commit check; the snapshot is then not written.
     pub async fn commit(self, root: BlobId, details: CommitDetails) -> Result<(SnapshotId, Snapshot)> {
+        match self.try_commit(root, details).await {
+            Ok(done) => Ok(done),
+            Err(e) => {
+                self.abort().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn try_commit(&self, root: BlobId, details: CommitDetails) -> Result<(SnapshotId, Snapshot)> {
         let report = self.finish_uploads().await?;
         self.live.ensure_alive()?;
         let shared = &self.writer.shared;
@@ -67,6 +82,13 @@ impl BackupSession {
         };
         let (id, bytes) = snapshot.encode(repo.sealer(), &repo.id()).map_err(Error::Format)?;
         let key = ObjectKey::new(ObjectKind::Snapshot, id.to_hex()).map_err(Error::store)?;
+        let deduplicated = shared
+            .claims()
+            .deduplicated
+            .lock()
+            .map_err(|_| Error::Pipeline("deduplication record poisoned".into()))?
+            .clone();
+        self.live.verify_before_commit(&deduplicated).await?;
         put_once(repo, &key, bytes).await?;
         self.live.finish().await;
         tracing::info!(snapshot = %id, "snapshot committed");

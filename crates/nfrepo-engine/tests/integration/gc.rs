@@ -228,7 +228,9 @@ async fn crashed_sessions_stop_blocking_after_they_expire() {
         .begin_backup(BackupOptions::new("b", "stdin", "dump"))
         .await
         .unwrap();
-    drop(crashed); // no commit, no abort: the marker stays, its heartbeat stops
+    // A crash: no commit, no abort, no drop (which would delete the marker),
+    // and a process that is still running (this one), so only the expiry ends it.
+    std::mem::forget(crashed);
     forget_snapshot(&repo, old).await;
     repo.gc(&options()).await.unwrap();
     age(&memory, ObjectKind::Gc, 2 * HOUR).await;
@@ -405,4 +407,105 @@ async fn gc_reads_no_data_pack_and_survives_failed_deletes() {
     assert!(report.deleted.packs > 0, "{report:?}");
     assert_eq!(stored_packs().await, before - planned.packs as usize, "{report:?}");
     assert_intact(&repo, &[(kept, &keep)]).await;
+}
+
+/// Writes a marker for a backup that ran on this host as a process that has
+/// exited (or, with `host`, on another host), as a failed backup may leave.
+async fn leave_marker(
+    repo: &Repository,
+    host: Option<&str>,
+    process: Option<nfrepo_format::ProcessStart>,
+) -> ObjectKey {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    let marker = nfrepo_format::SessionMarker {
+        started_ns: 1,
+        hostname: host.map_or_else(nfrepo_engine::hostname, str::to_owned),
+        pid,
+        source: "gone".into(),
+        plans_listed: false,
+        plans_seen: Vec::new(),
+        parent_root: None,
+        process,
+    };
+    let key = ObjectKey::new(ObjectKind::Session, format!("{:064x}", u128::from(pid))).unwrap();
+    let bytes = marker.encode(repo.sealer(), &repo.id()).unwrap();
+    repo.store()
+        .put(&key, bytes.into(), nfrepo_store::PutMode::CreateNew)
+        .await
+        .unwrap();
+    key
+}
+
+fn this_boot() -> Option<nfrepo_format::ProcessStart> {
+    let me = nfrepo_store::ProcessStamp::current()?;
+    Some(nfrepo_format::ProcessStart {
+        boot_id: me.boot_id,
+        pid_namespace: me.pid_namespace,
+        start_ticks: 1,
+    })
+}
+
+/// Issue 9, bug 6: a marker whose process on this host has exited no
+/// longer holds GC back for an hour; markers of other hosts, or without a
+/// process stamp, still do until they expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r9_a_marker_of_an_exited_process_on_this_host_is_dead_at_once() {
+    let Some(process) = this_boot() else {
+        return; // no /proc: the expiry alone applies
+    };
+    let (memory, repo) = repo_on_memory().await;
+    let (old, _) = backup_stream(&repo, "a", "f", pseudo_random(2 << 20, 8)).await.unwrap();
+    forget_snapshot(&repo, old).await;
+    repo.gc(&options()).await.unwrap();
+    age(&memory, ObjectKind::Gc, 2 * HOUR).await;
+    let elsewhere = leave_marker(&repo, Some("another-host"), Some(process.clone())).await;
+    let unstamped = leave_marker(&repo, None, None).await;
+    let gone = leave_marker(&repo, None, Some(process)).await;
+    let blocked = repo.gc(&options()).await.unwrap();
+    assert_eq!(blocked.deleted.packs, 0, "{blocked:?}");
+    assert_eq!(blocked.live_sessions, 2, "the other host's and the unstamped marker");
+    assert_eq!(blocked.expired_sessions_removed, 1);
+    assert!(repo.store().stat(&gone).await.is_err(), "the dead marker is removed");
+    repo.store().delete(&elsewhere).await.unwrap();
+    repo.store().delete(&unstamped).await.unwrap();
+    let report = repo.gc(&options()).await.unwrap();
+    assert!(report.deleted.packs > 0, "{report:?}");
+}
+
+/// Issue 9, bug 6: a backup that fails, or is dropped without commit or
+/// abort, removes its marker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r9_a_failed_or_dropped_backup_removes_its_marker() {
+    let (memory, repo) = repo_on_memory().await;
+    let dropped = repo
+        .begin_backup(BackupOptions::new("x", "stdin", "dump"))
+        .await
+        .unwrap();
+    assert_eq!(memory.list(ObjectKind::Session).await.unwrap().len(), 1);
+    drop(dropped);
+    for _ in 0..100 {
+        if memory.list(ObjectKind::Session).await.unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(memory.list(ObjectKind::Session).await.unwrap().is_empty(), "dropped");
+    // A commit that fails leaves nothing either.
+    let session = repo
+        .begin_backup(BackupOptions::new("y", "stdin", "dump"))
+        .await
+        .unwrap();
+    let mut marker = memory.list(ObjectKind::Session).await.unwrap();
+    let marker = marker.remove(0).key;
+    // GC declared the session dead and removed its marker: the commit must refuse.
+    memory.delete(&marker).await.unwrap();
+    let error = session
+        .commit(nfrepo_format::BlobId([0; 32]), CommitDetails::default())
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("session marker"), "{error}");
+    assert!(memory.list(ObjectKind::Snapshot).await.unwrap().is_empty());
+    assert!(memory.list(ObjectKind::Session).await.unwrap().is_empty());
 }
