@@ -32,3 +32,4 @@ mod s3;
 mod sources;
 mod spoof;
 mod streams;
+mod verified_read;

@@ -9,6 +9,7 @@
 mod content;
 mod index_load;
 mod snapshots;
+mod verified;
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
