@@ -38,7 +38,7 @@
 
 mod budget;
 mod packer;
-mod upload;
+pub(crate) mod upload;
 
 use std::collections::HashSet;
 use std::io::Read;
