@@ -53,6 +53,7 @@ mod repository;
 mod retention;
 mod session;
 mod verify;
+mod walk;
 
 pub use backup::{BackupOptions, BackupSession, CommitDetails, Progress, StoredContent};
 pub use browse::{Change, ChangeKind, WalkEntry};
