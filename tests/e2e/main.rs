@@ -34,3 +34,4 @@ mod s3;
 mod sources;
 mod spoof;
 mod streams;
+mod verified_read;

@@ -52,7 +52,7 @@ mod begin;
 mod budget;
 mod commit;
 mod packer;
-mod upload;
+pub(crate) mod upload;
 mod writer;
 
 use std::collections::HashSet;
@@ -168,7 +168,7 @@ pub(crate) struct Claims {
     claimed: Mutex<HashSet<BlobId>>,
     /// Every pack a blob was found in instead of being stored: checked just
     /// before the commit point (`crate::session`). One entry per pack, not per blob.
-    deduplicated: Mutex<std::collections::HashMap<nfrepo_format::PackId, PackKind>>,
+    deduplicated: Mutex<std::collections::HashMap<nfrepo_format::PackId, nfrepo_format::PackKind>>,
 }
 
 impl Claims {

@@ -1,11 +1,10 @@
 //! Browsing snapshots: walking trees for `ls`, and comparing two snapshots for `diff`.
 
-use std::collections::VecDeque;
-
 use nfrepo_format::{BlobId, Node, NodeKind};
 
 use crate::Result;
 use crate::read::{Reader, SnapshotEntry};
+use crate::walk::{self, Pending, Visitor, WalkOptions, join};
 
 /// One entry met while walking a tree, with its path relative to the walk's start.
 #[derive(Clone, Debug)]
@@ -24,135 +23,138 @@ impl WalkEntry {
     }
 }
 
+/// [`Reader::walk`]'s visitor: every node, descending only when recursive.
+struct Entries<F> {
+    recursive: bool,
+    /// The start tree is always loaded; below it only when recursive.
+    started: bool,
+    visit: F,
+}
+
+impl<F: FnMut(WalkEntry) -> Result<()>> Visitor for Entries<F> {
+    fn descend(&mut self, _path: &[u8], _blob: &Pending) -> Result<bool> {
+        let first = !self.started;
+        self.started = true;
+        Ok(first || self.recursive)
+    }
+
+    fn visit_node(&mut self, path: &[u8], _parent: &BlobId, node: &Node) -> Result<()> {
+        (self.visit)(WalkEntry {
+            path: path.to_vec(),
+            node: node.clone(),
+        })
+    }
+}
+
 impl Reader {
     /// Every node under the tree `root`, depth-first in name order, with
-    /// paths prefixed by `prefix`. Loads one tree at a time.
+    /// paths prefixed by `prefix`: a directory is visited before what it
+    /// holds. Runs on the engine's one tree walker (subtrees are loaded
+    /// ahead, a bounded number at a time).
     ///
     /// # Errors
-    /// Errors reading trees.
+    /// Errors reading trees (naming the tree and its path), or the first error `visit` returns.
     pub async fn walk(
         &self,
         root: &BlobId,
         prefix: &[u8],
         recursive: bool,
-        mut visit: impl FnMut(WalkEntry) -> Result<()>,
+        visit: impl FnMut(WalkEntry) -> Result<()>,
     ) -> Result<()> {
-        let mut stack: Vec<VecDeque<WalkEntry>> = vec![self.children(root, prefix).await?];
-        while let Some(level) = stack.last_mut() {
-            let Some(entry) = level.pop_front() else {
-                stack.pop();
-                continue;
-            };
-            let subtree = match &entry.node.kind {
-                NodeKind::Dir { tree } if recursive => Some((*tree, entry.path.clone())),
-                _ => None,
-            };
-            visit(entry)?;
-            if let Some((tree, path)) = subtree {
-                stack.push(self.children(&tree, &path).await?);
-            }
-        }
-        Ok(())
-    }
-
-    async fn children(&self, tree: &BlobId, prefix: &[u8]) -> Result<VecDeque<WalkEntry>> {
-        let tree = self.tree(tree).await?;
-        Ok(tree
-            .nodes
-            .iter()
-            .map(|node| WalkEntry {
-                path: join(prefix, &node.name),
-                node: node.clone(),
-            })
-            .collect())
+        let mut entries = Entries {
+            recursive,
+            started: false,
+            visit,
+        };
+        walk::walk(self, [(prefix.to_vec(), *root)], WalkOptions::default(), &mut entries).await
     }
 
     /// Compares two snapshots; subtrees with equal ids are skipped unread.
+    ///
+    /// Trees present on both sides are compared node by node (a merge of
+    /// two sorted lists, not a walk); a directory only one side has is
+    /// listed whole by the tree walker.
     ///
     /// # Errors
     /// Errors reading trees.
     pub async fn diff(&self, old: &SnapshotEntry, new: &SnapshotEntry) -> Result<Vec<Change>> {
         let mut changes = Vec::new();
-        let mut work = vec![(Some(old.snapshot.root), Some(new.snapshot.root), Vec::new())];
+        // Directories only one side has: (tree, path, added or removed).
+        let mut one_sided: Vec<(BlobId, Vec<u8>, ChangeKind)> = Vec::new();
+        let mut work = vec![(old.snapshot.root, new.snapshot.root, Vec::new())];
         while let Some((a, b, prefix)) = work.pop() {
             if a == b {
                 continue;
             }
-            let left = match a {
-                Some(id) => self.tree(&id).await?.nodes.clone(),
-                None => Vec::new(),
-            };
-            let right = match b {
-                Some(id) => self.tree(&id).await?.nodes.clone(),
-                None => Vec::new(),
-            };
+            let left = self.tree(&a).await?;
+            let right = self.tree(&b).await?;
             let (mut i, mut j) = (0, 0);
-            while i < left.len() || j < right.len() {
-                let order = match (left.get(i), right.get(j)) {
-                    (Some(l), Some(r)) => l.name.cmp(&r.name),
-                    (Some(_), None) => std::cmp::Ordering::Less,
-                    _ => std::cmp::Ordering::Greater,
-                };
-                match order {
-                    std::cmp::Ordering::Less => {
-                        if let Some(l) = left.get(i) {
-                            self.note_all(&mut changes, &mut work, &prefix, l, ChangeKind::Removed, true);
-                        }
-                        i += 1;
-                    }
-                    std::cmp::Ordering::Greater => {
-                        if let Some(r) = right.get(j) {
-                            self.note_all(&mut changes, &mut work, &prefix, r, ChangeKind::Added, false);
-                        }
-                        j += 1;
-                    }
-                    std::cmp::Ordering::Equal => {
-                        if let (Some(l), Some(r)) = (left.get(i), right.get(j)) {
-                            let path = join(&prefix, &l.name);
-                            match (&l.kind, &r.kind) {
-                                (NodeKind::Dir { tree: ta }, NodeKind::Dir { tree: tb }) => {
-                                    if l.meta != r.meta {
-                                        changes.push(Change::new(ChangeKind::Metadata, &path, r));
-                                    }
-                                    work.push((Some(*ta), Some(*tb), path));
+            while i < left.nodes.len() || j < right.nodes.len() {
+                match (left.nodes.get(i), right.nodes.get(j)) {
+                    (Some(l), Some(r)) if l.name == r.name => {
+                        let path = join(&prefix, &l.name);
+                        match (&l.kind, &r.kind) {
+                            (NodeKind::Dir { tree: ta }, NodeKind::Dir { tree: tb }) => {
+                                if l.meta != r.meta {
+                                    note_change(&mut changes, ChangeKind::Metadata, &path, r);
                                 }
-                                (NodeKind::Dir { .. }, _) | (_, NodeKind::Dir { .. }) => {
-                                    self.note_all(&mut changes, &mut work, &prefix, l, ChangeKind::Removed, true);
-                                    self.note_all(&mut changes, &mut work, &prefix, r, ChangeKind::Added, false);
-                                }
-                                _ if l.kind != r.kind => changes.push(Change::new(ChangeKind::Modified, &path, r)),
-                                _ if !same_metadata(l, r) => changes.push(Change::new(ChangeKind::Metadata, &path, r)),
-                                _ => {}
+                                work.push((*ta, *tb, path));
                             }
+                            (NodeKind::Dir { .. }, _) | (_, NodeKind::Dir { .. }) => {
+                                note_side(&mut changes, &mut one_sided, &prefix, l, ChangeKind::Removed);
+                                note_side(&mut changes, &mut one_sided, &prefix, r, ChangeKind::Added);
+                            }
+                            _ if l.kind != r.kind => note_change(&mut changes, ChangeKind::Modified, &path, r),
+                            _ if !same_metadata(l, r) => note_change(&mut changes, ChangeKind::Metadata, &path, r),
+                            _ => {}
                         }
                         i += 1;
                         j += 1;
                     }
+                    (Some(l), Some(r)) if l.name < r.name => {
+                        note_side(&mut changes, &mut one_sided, &prefix, l, ChangeKind::Removed);
+                        i += 1;
+                    }
+                    (Some(l), None) => {
+                        note_side(&mut changes, &mut one_sided, &prefix, l, ChangeKind::Removed);
+                        i += 1;
+                    }
+                    (_, Some(r)) => {
+                        note_side(&mut changes, &mut one_sided, &prefix, r, ChangeKind::Added);
+                        j += 1;
+                    }
+                    (None, None) => break,
                 }
             }
+        }
+        for (tree, path, kind) in one_sided {
+            self.walk(&tree, &path, true, |entry| {
+                changes.push(Change::new(kind, &entry.path, &entry.node));
+                Ok(())
+            })
+            .await?;
         }
         changes.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(changes)
     }
+}
 
-    fn note_all(
-        &self,
-        changes: &mut Vec<Change>,
-        work: &mut Vec<(Option<BlobId>, Option<BlobId>, Vec<u8>)>,
-        prefix: &[u8],
-        node: &Node,
-        kind: ChangeKind,
-        old_side: bool,
-    ) {
-        let path = join(prefix, &node.name);
-        changes.push(Change::new(kind, &path, node));
-        if let NodeKind::Dir { tree } = node.kind {
-            if old_side {
-                work.push((Some(tree), None, path));
-            } else {
-                work.push((None, Some(tree), path));
-            }
-        }
+fn note_change(changes: &mut Vec<Change>, kind: ChangeKind, path: &[u8], node: &Node) {
+    changes.push(Change::new(kind, path, node));
+}
+
+/// Notes a node only one side has; a directory's contents are listed later.
+fn note_side(
+    changes: &mut Vec<Change>,
+    one_sided: &mut Vec<(BlobId, Vec<u8>, ChangeKind)>,
+    prefix: &[u8],
+    node: &Node,
+    kind: ChangeKind,
+) {
+    let path = join(prefix, &node.name);
+    changes.push(Change::new(kind, &path, node));
+    if let NodeKind::Dir { tree } = node.kind {
+        one_sided.push((tree, path, kind));
     }
 }
 
@@ -164,15 +166,6 @@ fn same_metadata(a: &Node, b: &Node) -> bool {
         && a.meta.gid == b.meta.gid
         && a.meta.mtime_ns == b.meta.mtime_ns
         && a.meta.xattrs == b.meta.xattrs
-}
-
-fn join(prefix: &[u8], name: &[u8]) -> Vec<u8> {
-    let mut path = prefix.to_vec();
-    if !path.is_empty() {
-        path.push(b'/');
-    }
-    path.extend_from_slice(name);
-    path
 }
 
 /// How an entry differs between two snapshots.

@@ -307,11 +307,7 @@ impl Repository {
         let loaded = load::load(self, &mut findings).await?;
         let selected = loaded.select(&options.snapshots)?;
         let reader = crate::Reader::new(self.clone(), loaded.index.clone());
-        let mut walk = walk::Walker::new(&reader, &loaded, options.merkle);
-        for entry in &selected {
-            walk.add_root(entry);
-        }
-        let walked = walk.run(&mut findings).await?;
+        let walked = walk::walk(&reader, &loaded, options.merkle, &selected, &mut findings).await?;
         if !options.snapshots.is_empty() {
             // Damage to packs the selected snapshots do not use is not theirs.
             findings.retain(|f| f.pack.is_none_or(|p| walked.packs_referenced.contains(&p)) || !f.blobs.is_empty());

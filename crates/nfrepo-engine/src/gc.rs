@@ -1,6 +1,8 @@
 //! Garbage collection: two-phase, time-based, and never a lock on backups.
 //!
-//! One [`Repository::gc`] run does both phases:
+//! One [`Repository::gc`] run does both phases, in two steps: a [`GcPlan`]
+//! is computed first (`plan`: everything decided, nothing written) and then
+//! applied (`apply`); a dry run reports the plan and stops. Both phases:
 //!
 //! 1. **Plan.** Every pack that no snapshot references (or that no index
 //!    lists, and is older than the grace period) and that no earlier plan
@@ -23,28 +25,24 @@
 //! streamed one at a time. One GC runs at a time, under the lease of
 //! [`crate::lease`].
 
+mod apply;
 mod compact;
 mod deltas;
+mod plan;
 mod plans;
 mod refs;
 mod repack;
 mod walk;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime};
 
-use futures::stream::{self, StreamExt, TryStreamExt};
-use nfrepo_format::{BlobId, GcPlan, IndexId, PackId, PackKind, PlanReason, PlannedPack};
-use nfrepo_store::ObjectKind;
+use nfrepo_format::{IndexId, PackId, PackKind};
 
+pub use self::plan::GcPlan;
 pub(crate) use self::plans::{planned_packs, read_plans};
-use self::refs::RefSet;
-use crate::index::Index;
 use crate::lease::GcLease;
-use crate::read::{Reader, pack_object_key};
-use crate::session::{SeenSession, live_sessions};
-use crate::{Error, Repository, Result};
+use crate::{Repository, Result};
 
 /// Options for [`Repository::gc`].
 #[derive(Clone, Debug)]
@@ -209,349 +207,20 @@ impl Repository {
         result
     }
 
+    /// Plans a round and, unless this is a dry run, applies that same plan.
     async fn gc_under_lease(
         &self,
         options: &GcOptions,
         now: SystemTime,
-        mut lease: Option<&mut GcLease>,
+        lease: Option<&mut GcLease>,
     ) -> Result<GcReport> {
-        let mut report = GcReport {
-            dry_run: options.dry_run,
-            ..GcReport::default()
-        };
-        // Order matters (format-spec/gc.md): sessions, plans, snapshots, index, packs.
-        let (sessions, expired) = live_sessions(self, now).await?;
-        report.live_sessions = sessions.len();
-        let mut stored_plans = plans::read_plans(self).await?;
-        stored_plans.sort_by_key(|p| p.written);
-        let snapshots = self.snapshots().await?;
-        report.snapshots = snapshots.len();
-        let all_deltas = deltas::list(self).await?;
-        report.deltas_before = all_deltas.len();
-
-        // Pass 1 over the index: the tree packs (to read trees) and the pack catalogue.
-        let (tree_index, mut usage, live_deltas) = self.scan_index(&all_deltas).await?;
-        let reader = Reader::new(self.clone(), Arc::new(tree_index));
-        let mut refs = RefSet::default();
-        let roots = snapshots
-            .iter()
-            .map(|e| e.snapshot.root)
-            .chain(sessions.iter().filter_map(|s| s.marker.as_ref()?.parent_root));
-        report.trees_read = walk::walk(&reader, roots, &mut refs).await?;
-        report.referenced_blobs = refs.len();
-        drop(reader);
-        renew(&mut lease).await?;
-
-        // Pass 2: how much of each pack is referenced.
-        let planned_before: HashSet<PackId> = stored_plans
-            .iter()
-            .flat_map(|p| p.plan.packs.iter().map(|pack| pack.id))
-            .collect();
-        let mut planned_refs = self
-            .measure_usage(&live_deltas, &refs, &planned_before, &mut usage)
-            .await?;
-        let covered = self
-            .covered_elsewhere(&live_deltas, &planned_before, &mut planned_refs)
-            .await?;
-        let listed = self.list_packs().await?;
-        for (_, size, _) in listed.values() {
-            report.total.add(*size);
-        }
-        let mut to_repack: Vec<PackId> = Vec::new();
-        for (id, u) in &usage {
-            if u.used_blobs == 0 || u.used_blobs >= u.blobs || planned_before.contains(id) || !listed.contains_key(id) {
-                continue;
-            }
-            let unused = u.size.saturating_sub(u.used_bytes);
-            #[expect(clippy::cast_precision_loss, reason = "a ratio of byte counts")]
-            let wasteful = unused as f64 > options.max_unused * u.size as f64;
-            if wasteful {
-                report.repacked.add(u.size);
-                to_repack.push(*id);
-            } else {
-                report.partly_used.add(u.size);
-                report.partly_used_unused_bytes += unused;
-            }
-        }
-        to_repack.sort_unstable();
-
-        // Sweep decisions for packs of earlier plans.
-        let mut decided: HashSet<PackId> = HashSet::new();
-        let mut doomed: Vec<(PackId, PackKind, u64)> = Vec::new();
-        let mut resolved_plans = Vec::new();
-        for stored in &stored_plans {
-            let mut pending = false;
-            let age = stored
-                .written
-                .and_then(|t| now.duration_since(t).ok())
-                .unwrap_or(Duration::ZERO);
-            let blockers = blocking_sessions(&sessions, &stored.id);
-            for pack in &stored.plan.packs {
-                if !decided.insert(pack.id) {
-                    continue;
-                }
-                let Some(&(kind, size, _)) = listed.get(&pack.id) else {
-                    continue; // already gone
-                };
-                if usage.get(&pack.id).is_some_and(|u| u.used_blobs > 0) && !covered.contains(&pack.id) {
-                    report.unmarked.add(size);
-                    continue;
-                }
-                if age < options.grace {
-                    let left = options.grace.saturating_sub(age);
-                    report
-                        .waiting
-                        .entry(format!(
-                            "grace period ends in {}",
-                            crate::Span::from_secs(left.as_secs().max(1))
-                        ))
-                        .or_default()
-                        .add(size);
-                    pending = true;
-                } else if let Some(blocker) = &blockers {
-                    report.waiting.entry(blocker.clone()).or_default().add(size);
-                    pending = true;
-                } else {
-                    report.deleted.add(size);
-                    doomed.push((pack.id, kind, size));
-                }
-            }
-            if !pending {
-                resolved_plans.push(stored.key.clone());
-            }
-        }
-
-        // New plan: unreferenced indexed packs, and old unindexed ones.
-        let mut new_plan = GcPlan {
-            created_ns: chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default(),
-            packs: Vec::new(),
-        };
-        for (id, u) in &usage {
-            if u.used_blobs == 0 && !decided.contains(id) && listed.contains_key(id) {
-                new_plan
-                    .packs
-                    .push(planned(*id, u.kind, u.size, PlanReason::Unreferenced));
-            }
-        }
-        for (id, (kind, size, modified)) in &listed {
-            let old_enough = modified
-                .and_then(|t| now.duration_since(t).ok())
-                .is_some_and(|age| age >= options.grace);
-            if !usage.contains_key(id) && !decided.contains(id) && old_enough {
-                new_plan.packs.push(planned(*id, *kind, *size, PlanReason::Unindexed));
-            }
-        }
-        for p in &new_plan.packs {
-            report.planned.add(p.size);
-        }
-
-        report.deltas_after = report.deltas_before;
+        let mut lease = lease;
+        let plan = self.plan_gc(options, now, &mut lease).await?;
         if options.dry_run {
-            return Ok(report);
+            return Ok(plan.report);
         }
-        let drop_from_index: HashSet<PackId> = doomed
-            .iter()
-            .filter(|(id, _, _)| usage.contains_key(id))
-            .map(|(id, _, _)| *id)
-            .collect();
-        if !drop_from_index.is_empty() || live_deltas.len() >= options.compact_deltas.max(2) {
-            ensure_held(&lease).await?;
-            let done = compact::compact(self, &all_deltas, &live_deltas, &drop_from_index).await?;
-            report.deltas_after = done.deltas_after;
-            tracing::info!(
-                before = done.deltas_before,
-                after = done.deltas_after,
-                packs_dropped = done.packs_dropped,
-                "index compacted"
-            );
-        }
-        ensure_held(&lease).await?;
-        stream::iter(doomed)
-            .map(|(id, kind, _)| async move {
-                let key = pack_object_key(kind, &id)?;
-                self.store().delete(&key).await.map_err(Error::store)
-            })
-            .buffer_unordered(8)
-            .try_collect::<()>()
-            .await?;
-        for key in resolved_plans {
-            self.store().delete(&key).await.map_err(Error::store)?;
-            report.plans_removed += 1;
-        }
-        // The plan names the packs to repack before their copies exist: if the
-        // repack dies half-way, the next run finds them referenced and not
-        // copied, and unmarks them; nothing is lost and nothing leaks.
-        for id in &to_repack {
-            if let Some(u) = usage.get(id) {
-                new_plan.packs.push(planned(*id, u.kind, u.size, PlanReason::Repacked));
-            }
-        }
-        new_plan.packs.sort_by_key(|p| p.id);
-        if !new_plan.packs.is_empty() {
-            let id = plans::write_plan(self, &new_plan).await?;
-            report.new_plan = Some(plans::plan_name(&id));
-        }
-        if !to_repack.is_empty() {
-            ensure_held(&lease).await?;
-            let (copied, written) = repack::repack(self, &to_repack, &refs).await?;
-            report.repack_copied_blobs = copied;
-            report.repack_written_bytes = written;
-            report.deltas_after += 1;
-        }
-        drop(refs);
-        for key in expired {
-            self.store().delete(&key).await.map_err(Error::store)?;
-            report.expired_sessions_removed += 1;
-        }
-        Ok(report)
+        self.apply_gc(plan, &lease).await
     }
-
-    /// Streams every delta once: keeps tree packs (to read trees) and a
-    /// catalogue of all packs, and finds the deltas no other supersedes.
-    async fn scan_index(&self, all: &[IndexId]) -> Result<(Index, HashMap<PackId, PackUsage>, Vec<IndexId>)> {
-        let mut superseded: HashSet<IndexId> = HashSet::new();
-        let mut per_delta: Vec<ScannedDelta> = Vec::new();
-        let mut loads = stream::iter(all.iter().copied())
-            .map(|id| async move { deltas::load(self, &id).await.map(|d| (id, d)) })
-            .buffer_unordered(4);
-        while let Some(loaded) = loads.next().await {
-            let (id, delta) = loaded?;
-            superseded.extend(delta.supersedes.iter().copied());
-            let mut trees = Vec::new();
-            let mut packs = Vec::with_capacity(delta.packs.len());
-            for pack in delta.packs {
-                packs.push((pack.id, pack.kind, pack.size, pack.blobs.len() as u64));
-                if pack.kind == PackKind::Tree {
-                    trees.push(pack);
-                }
-            }
-            per_delta.push((id, trees, packs));
-        }
-        let live = deltas::live(all, &superseded);
-        let mut index = Index::default();
-        let mut usage = HashMap::new();
-        for (id, trees, packs) in per_delta {
-            if superseded.contains(&id) {
-                continue;
-            }
-            for pack in &trees {
-                index.add_pack(pack);
-            }
-            for (pack, kind, size, blobs) in packs {
-                usage.entry(pack).or_insert(PackUsage {
-                    kind,
-                    size,
-                    blobs,
-                    used_blobs: 0,
-                    used_bytes: 0,
-                });
-            }
-        }
-        index.finish();
-        Ok((index, usage, live))
-    }
-
-    /// Counts the referenced blobs of each pack, and returns the referenced
-    /// blob ids of the packs in `planned`.
-    async fn measure_usage(
-        &self,
-        live: &[IndexId],
-        refs: &RefSet,
-        planned: &HashSet<PackId>,
-        usage: &mut HashMap<PackId, PackUsage>,
-    ) -> Result<HashMap<PackId, Vec<BlobId>>> {
-        let mut planned_refs: HashMap<PackId, Vec<BlobId>> = HashMap::new();
-        let mut loads = stream::iter(live.iter().copied())
-            .map(|id| async move { deltas::load(self, &id).await })
-            .buffer_unordered(4);
-        while let Some(delta) = loads.next().await {
-            for pack in delta?.packs {
-                let (mut used, mut bytes) = (0u64, 0u64);
-                for blob in &pack.blobs {
-                    if refs.contains(&blob.id) {
-                        used += 1;
-                        bytes += u64::from(blob.sealed_len);
-                        if planned.contains(&pack.id) {
-                            planned_refs.entry(pack.id).or_default().push(blob.id);
-                        }
-                    }
-                }
-                if let Some(u) = usage.get_mut(&pack.id) {
-                    u.used_blobs = u.used_blobs.max(used);
-                    u.used_bytes = u.used_bytes.max(bytes);
-                }
-            }
-        }
-        Ok(planned_refs)
-    }
-
-    /// The planned packs whose referenced blobs all have a copy (same full
-    /// id) in a pack that is not planned: a backup that saw the plan stored
-    /// them again. Those packs may go although their blob ids are referenced.
-    /// Streams the index once more, only when some planned pack is referenced.
-    async fn covered_elsewhere(
-        &self,
-        live: &[IndexId],
-        planned: &HashSet<PackId>,
-        planned_refs: &mut HashMap<PackId, Vec<BlobId>>,
-    ) -> Result<HashSet<PackId>> {
-        if planned_refs.is_empty() {
-            return Ok(HashSet::new());
-        }
-        let mut wanted: HashSet<BlobId> = planned_refs.values().flatten().copied().collect();
-        let mut loads = stream::iter(live.iter().copied())
-            .map(|id| async move { deltas::load(self, &id).await })
-            .buffer_unordered(4);
-        while let Some(delta) = loads.next().await {
-            for pack in delta?.packs {
-                if planned.contains(&pack.id) {
-                    continue;
-                }
-                for blob in &pack.blobs {
-                    wanted.remove(&blob.id);
-                }
-            }
-        }
-        Ok(planned_refs
-            .iter()
-            .filter(|(_, blobs)| blobs.iter().all(|b| !wanted.contains(b)))
-            .map(|(pack, _)| *pack)
-            .collect())
-    }
-
-    async fn list_packs(&self) -> Result<Listed> {
-        let mut listed = HashMap::new();
-        for (kind, pack_kind) in [(ObjectKind::Data, PackKind::Data), (ObjectKind::Tree, PackKind::Tree)] {
-            for info in self.store().list(kind).await.map_err(Error::store)? {
-                if let Ok(id) = info.key.name().parse::<PackId>() {
-                    listed.insert(id, (pack_kind, info.size, info.last_modified));
-                }
-            }
-        }
-        Ok(listed)
-    }
-}
-
-const fn planned(id: PackId, kind: PackKind, size: u64, reason: PlanReason) -> PlannedPack {
-    PlannedPack { id, kind, size, reason }
-}
-
-/// Why live sessions block the packs of plan `plan`, or `None` if none does.
-fn blocking_sessions(sessions: &[SeenSession], plan: &[u8; 32]) -> Option<String> {
-    let blockers: Vec<String> = sessions
-        .iter()
-        .filter(|s| !s.marker.as_ref().is_some_and(|m| m.has_seen(plan)))
-        .map(|s| match &s.marker {
-            Some(m) => format!("{} pid {} ({})", m.hostname, m.pid, m.source),
-            None => s.key.to_string(),
-        })
-        .collect();
-    (!blockers.is_empty()).then(|| {
-        format!(
-            "a backup that started before the plan is still running: {}",
-            blockers.join(", ")
-        )
-    })
 }
 
 async fn renew(lease: &mut Option<&mut GcLease>) -> Result<()> {

@@ -54,13 +54,14 @@ mod repository;
 mod retention;
 mod session;
 mod verify;
+mod walk;
 
 pub use backup::{BackupOptions, BackupSession, BackupWriter, CommitDetails, Progress, StoredContent};
 pub use browse::{Change, ChangeKind, WalkEntry};
 pub use check::{Affected, CheckOptions, CheckReport, Finding, ReadDataSubset};
 pub use error::{Error, ErrorCode, Operation, Result};
 pub use forget::{ForgetDecision, ForgetOptions, ForgetReport};
-pub use gc::{GcOptions, GcReport, PackCount};
+pub use gc::{GcOptions, GcPlan, GcReport, PackCount};
 pub use host::{hostname, user_at_host, username};
 pub use index::{BlobLocation, Index};
 pub use read::{Reader, SnapshotEntry, select_snapshot};

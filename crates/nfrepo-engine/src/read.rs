@@ -6,176 +6,25 @@
 //! re-hashed) on the blocking pool, and never returned unless they verify:
 //! a damaged blob is an [`Error::Corrupted`] naming the pack and blob.
 
+mod content;
+mod index_load;
+mod snapshots;
+mod verified;
+
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
-use futures::FutureExt;
-use futures::stream::{self, Stream, StreamExt, TryStreamExt};
-use nfrepo_format::{
-    BlobCodec, BlobId, BlobKind, Content, ContentList, IndexDelta, IndexId, ListEntry, Node, NodeKind, Snapshot,
-    SnapshotId, Tree,
-};
+use nfrepo_format::{BlobCodec, BlobId, BlobKind, Node, NodeKind, Tree};
 use nfrepo_store::{ObjectKey, ObjectKind};
 
+pub use self::snapshots::{SnapshotEntry, select_snapshot};
 use crate::index::{BlobLocation, Index};
 use crate::{Error, Repository, Result};
 
-/// Content bytes read ahead while streaming one file: many small dump
-/// chunks at once, or a few large file chunks, at the same memory cost.
-const READ_AHEAD_BYTES: u64 = 4 << 20;
-/// At most this many range reads in flight per file, however small.
-const READ_AHEAD_MAX: usize = 64;
-/// The longest run of adjacent blobs fetched with one range request: long
-/// enough to make per-request costs vanish against 16 KiB dump chunks, short
-/// enough that several runs decode in parallel within the read-ahead.
-const COALESCE_BYTES: u64 = 1 << 20;
 /// How many metadata objects (index deltas, snapshots) are fetched at once.
 const LIST_CONCURRENCY: usize = 16;
 
-/// A snapshot with its id.
-#[derive(Clone, Debug)]
-pub struct SnapshotEntry {
-    /// Its id.
-    pub id: SnapshotId,
-    /// Its content.
-    pub snapshot: Snapshot,
-}
-
 impl Repository {
-    /// Every snapshot, oldest first. A snapshot that does not open fails
-    /// the whole call: what must see every snapshot (gc, forget) uses this.
-    ///
-    /// # Errors
-    /// Storage errors, or [`Error::Corrupted`] for a damaged snapshot.
-    pub async fn snapshots(&self) -> Result<Vec<SnapshotEntry>> {
-        let (good, mut damaged) = self.load_snapshots().await?;
-        match damaged.pop() {
-            Some(error) => Err(error),
-            None => Ok(good),
-        }
-    }
-
-    /// Every snapshot that opens, oldest first; each damaged one is logged as
-    /// a warning (naming the object) and left out. Backups, browsing and
-    /// restores use this, so one damaged snapshot stops neither the next
-    /// backup nor a restore of another snapshot; `nfrepo check` reports it.
-    ///
-    /// # Errors
-    /// Storage errors.
-    pub async fn readable_snapshots(&self) -> Result<Vec<SnapshotEntry>> {
-        let (good, damaged) = self.load_snapshots().await?;
-        for error in damaged {
-            tracing::warn!("skipping a damaged snapshot (run `nfrepo check`): {error}");
-        }
-        Ok(good)
-    }
-
-    /// Snapshots that open, and the errors of those that do not.
-    async fn load_snapshots(&self) -> Result<(Vec<SnapshotEntry>, Vec<Error>)> {
-        let listed = self.store().list(ObjectKind::Snapshot).await.map_err(Error::store)?;
-        let loaded: Vec<Option<std::result::Result<SnapshotEntry, Error>>> =
-            stream::iter(listed.into_iter().filter_map(|info| {
-                let id = info.key.name().parse::<SnapshotId>().ok()?;
-                Some((id, info.key))
-            }))
-            .map(|(id, key)| async move {
-                let bytes = match self.store().get(&key).await {
-                    Ok(bytes) => bytes,
-                    // Forgotten between the listing and the read.
-                    Err(e) if e.kind() == nfrepo_store::ErrorKind::NotFound => return Ok(None),
-                    Err(e) => return Err(Error::store(e)),
-                };
-                Ok(Some(
-                    Snapshot::decode(&id, &bytes, self.sealer(), &self.id())
-                        .map(|snapshot| SnapshotEntry { id, snapshot })
-                        .map_err(|e| Error::decode(key.to_string(), e)),
-                ))
-            })
-            .buffer_unordered(LIST_CONCURRENCY)
-            .try_collect()
-            .await?;
-        let (mut good, mut damaged) = (Vec::new(), Vec::new());
-        for entry in loaded.into_iter().flatten() {
-            match entry {
-                Ok(entry) => good.push(entry),
-                Err(error) => damaged.push(error),
-            }
-        }
-        good.sort_by_key(|e| (e.snapshot.time_ns, e.id));
-        Ok((good, damaged))
-    }
-
-    /// Resolves a snapshot spec: an id prefix, `latest`, or `SOURCE@latest`.
-    ///
-    /// # Errors
-    /// [`Error::SnapshotNotFound`] or [`Error::AmbiguousSnapshot`].
-    pub async fn find_snapshot(&self, spec: &str) -> Result<SnapshotEntry> {
-        let all = self.readable_snapshots().await?;
-        select_snapshot(all, spec)
-    }
-
-    /// Loads the index. Call after listing snapshots (see [`Index`]).
-    ///
-    /// With a local cache ([`Self::with_index_cache`]) only the deltas the
-    /// cache has not seen are fetched, and the cache is rebuilt from every
-    /// delta when one it holds has gone or been superseded. Otherwise every
-    /// delta is fetched into memory.
-    ///
-    /// # Errors
-    /// Storage errors, local cache errors, or [`Error::Corrupted`] for a damaged delta.
-    pub async fn load_index(&self) -> Result<Index> {
-        // A delta that vanishes between listing and reading was merged by a
-        // concurrent compaction, which wrote its replacement first: list again.
-        let mut attempts = 0;
-        loop {
-            match self.load_index_once().await {
-                Err(Error::Store(e)) if e.kind() == nfrepo_store::ErrorKind::NotFound && attempts < 3 => {
-                    attempts += 1;
-                }
-                other => return other,
-            }
-        }
-    }
-
-    async fn load_index_once(&self) -> Result<Index> {
-        let listed: Vec<(IndexId, ObjectKey)> = self
-            .store()
-            .list(ObjectKind::Index)
-            .await
-            .map_err(Error::store)?
-            .into_iter()
-            .filter_map(|info| Some((info.key.name().parse::<IndexId>().ok()?, info.key)))
-            .collect();
-        let Some(dir) = self.index_cache_dir() else {
-            return Ok(Index::from_deltas(self.fetch_deltas(listed).await?));
-        };
-        match crate::index::load_cached(self, dir.to_owned(), &listed).await {
-            Ok(index) => Ok(index),
-            // The cache only saves work: without it, the index is loaded into
-            // memory. (Other storage errors, such as a delta gone missing, are
-            // the repository's and go to the caller.)
-            Err(Error::Store(e)) if e.kind() == nfrepo_store::ErrorKind::Other => {
-                tracing::warn!(error = %e, "local index cache unusable; loading the index into memory");
-                Ok(Index::from_deltas(self.fetch_deltas(listed).await?))
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Fetches and opens index deltas, several at a time.
-    pub(crate) async fn fetch_deltas(&self, deltas: Vec<(IndexId, ObjectKey)>) -> Result<Vec<(IndexId, IndexDelta)>> {
-        stream::iter(deltas)
-            .map(|(id, key)| async move {
-                let bytes = self.store().get(&key).await.map_err(Error::store)?;
-                let delta = IndexDelta::decode(&id, &bytes, self.sealer(), &self.id())
-                    .map_err(|e| Error::decode(key.to_string(), e))?;
-                Ok::<_, Error>((id, delta))
-            })
-            .buffer_unordered(LIST_CONCURRENCY)
-            .try_collect()
-            .await
-    }
-
     /// A blob codec for this repository (one per worker thread).
     ///
     /// # Errors
@@ -192,33 +41,6 @@ impl Repository {
         let index = self.load_index().await?;
         Ok(Reader::new(self.clone(), Arc::new(index)))
     }
-}
-
-/// Picks the snapshot `spec` names out of `all` (sorted oldest first).
-///
-/// # Errors
-/// [`Error::SnapshotNotFound`] or [`Error::AmbiguousSnapshot`].
-pub fn select_snapshot(all: Vec<SnapshotEntry>, spec: &str) -> Result<SnapshotEntry> {
-    let not_found = || Error::SnapshotNotFound(spec.to_owned());
-    if spec == "latest" {
-        return all.into_iter().next_back().ok_or_else(not_found);
-    }
-    if let Some(source) = spec.strip_suffix("@latest") {
-        return all
-            .into_iter()
-            .rfind(|e| e.snapshot.source == source)
-            .ok_or_else(not_found);
-    }
-    if spec.is_empty() || !spec.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(not_found());
-    }
-    let spec_lower = spec.to_ascii_lowercase();
-    let mut matches = all.into_iter().filter(|e| e.id.to_hex().starts_with(&spec_lower));
-    let first = matches.next().ok_or_else(not_found)?;
-    if matches.next().is_some() {
-        return Err(Error::AmbiguousSnapshot(spec.to_owned()));
-    }
-    Ok(first)
 }
 
 /// Reads blobs, trees and file content of one repository through its index.
@@ -290,7 +112,7 @@ impl Reader {
         }
     }
 
-    async fn read_blob_once(&self, id: &BlobId, expect: BlobKind) -> Result<Vec<u8>> {
+    pub(crate) async fn read_blob_once(&self, id: &BlobId, expect: BlobKind) -> Result<Vec<u8>> {
         let location = self.locate_kind(id, expect)?;
         let object = pack_key(&location)?;
         let start = u64::from(location.offset);
@@ -364,146 +186,8 @@ impl Reader {
         Ok(node)
     }
 
-    /// The chunks of a file's content in order, without fetching them.
-    ///
-    /// # Errors
-    /// Errors reading list blobs.
-    pub fn content_chunks(&self, content: &Content) -> impl Stream<Item = Result<ListEntry>> + Send + 'static {
-        let reader = self.clone();
-        let start: Vec<Vec<ListEntry>> = match content {
-            Content::Inline(chunks) => vec![chunks.iter().rev().copied().collect()],
-            Content::List { root, .. } => vec![vec![ListEntry { id: *root, len: 0 }]],
-        };
-        let inline = matches!(content, Content::Inline(_));
-        // A depth-first walk; each stack frame holds entries in reverse order
-        // and whether they are list blobs (true) or chunks (false).
-        let stack: Vec<(Vec<ListEntry>, bool)> = start.into_iter().map(|v| (v, !inline)).collect();
-        stream::try_unfold((reader, stack), |(reader, mut stack)| async move {
-            loop {
-                let Some((entries, is_list)) = stack.last_mut() else {
-                    return Ok(None);
-                };
-                let Some(entry) = entries.pop() else {
-                    stack.pop();
-                    continue;
-                };
-                if !*is_list {
-                    return Ok(Some((entry, (reader, stack))));
-                }
-                let bytes = reader.read_blob(&entry.id, BlobKind::ContentList).await?;
-                let list =
-                    ContentList::decode(&bytes).map_err(|e| Error::decode(format!("content list {}", entry.id), e))?;
-                let children_are_lists = list.level > 1;
-                stack.push((list.entries.into_iter().rev().collect(), children_are_lists));
-            }
-        })
-    }
-
-    /// A file's content as a stream of verified chunks, in order.
-    ///
-    /// Consecutive chunks stored back to back in one pack (the common case:
-    /// a backup packs a file's new chunks in order) are fetched with one
-    /// range request of up to 1 MiB, then opened one by one on
-    /// the blocking pool. Reads ahead are bounded by bytes (4 MiB) and by
-    /// count (64 requests).
-    pub fn content(&self, content: &Content) -> impl Stream<Item = Result<Vec<u8>>> + Send + 'static {
-        type Pending = futures::stream::FuturesOrdered<futures::future::BoxFuture<'static, Result<Vec<Vec<u8>>>>>;
-        struct State {
-            reader: Reader,
-            entries: futures::stream::BoxStream<'static, Result<ListEntry>>,
-            lookahead: Option<(ListEntry, BlobLocation)>,
-            pending: Pending,
-            ready: std::collections::VecDeque<Vec<u8>>,
-            bytes: u64,
-            exhausted: bool,
-        }
-        impl State {
-            async fn next_located(&mut self) -> Result<Option<(ListEntry, BlobLocation)>> {
-                if let Some(next) = self.lookahead.take() {
-                    return Ok(Some(next));
-                }
-                match self.entries.next().await {
-                    Some(entry) => {
-                        let entry = entry?;
-                        let location = match self.reader.locate_kind(&entry.id, BlobKind::Data) {
-                            Err(e) if self.reader.index.may_recover(&e) => {
-                                self.reader.index.recover(&self.reader.repo).await?;
-                                self.reader.locate_kind(&entry.id, BlobKind::Data)?
-                            }
-                            other => other?,
-                        };
-                        Ok(Some((entry, location)))
-                    }
-                    None => Ok(None),
-                }
-            }
-
-            /// Collects the next run of chunks that are adjacent in one pack.
-            async fn next_run(&mut self) -> Result<Option<Vec<(ListEntry, BlobLocation)>>> {
-                let Some(first) = self.next_located().await? else {
-                    return Ok(None);
-                };
-                let start = u64::from(first.1.offset);
-                let mut end = start + u64::from(first.1.sealed_len);
-                let mut run = vec![first];
-                while end - start < COALESCE_BYTES {
-                    let Some(next) = self.next_located().await? else {
-                        break;
-                    };
-                    let location = &next.1;
-                    if location.pack != run[0].1.pack || u64::from(location.offset) != end {
-                        self.lookahead = Some(next);
-                        break;
-                    }
-                    end += u64::from(location.sealed_len);
-                    run.push(next);
-                }
-                Ok(Some(run))
-            }
-        }
-        let state = State {
-            reader: self.clone(),
-            entries: self.content_chunks(content).boxed(),
-            lookahead: None,
-            pending: Pending::new(),
-            ready: std::collections::VecDeque::new(),
-            bytes: 0,
-            exhausted: false,
-        };
-        stream::try_unfold(state, |mut state| async move {
-            loop {
-                while !state.exhausted
-                    && (state.pending.is_empty() || state.bytes < READ_AHEAD_BYTES)
-                    && state.pending.len() < READ_AHEAD_MAX
-                {
-                    match state.next_run().await? {
-                        Some(run) => {
-                            let len: u64 = run.iter().map(|(entry, _)| entry.len).sum();
-                            state.bytes += len;
-                            let reader = state.reader.clone();
-                            state
-                                .pending
-                                .push_back(async move { reader.read_run(run).await }.boxed());
-                        }
-                        None => state.exhausted = true,
-                    }
-                }
-                // Opened chunks count against the read-ahead until handed
-                // out, so fetched-but-unread data stays within the bound.
-                if let Some(chunk) = state.ready.pop_front() {
-                    state.bytes = state.bytes.saturating_sub(chunk.len() as u64);
-                    return Ok(Some((chunk, state)));
-                }
-                match state.pending.next().await {
-                    Some(done) => state.ready.extend(done?),
-                    None => return Ok(None),
-                }
-            }
-        })
-    }
-
     /// Where a blob of an expected kind is stored.
-    fn locate_kind(&self, id: &BlobId, expect: BlobKind) -> Result<BlobLocation> {
+    pub(crate) fn locate_kind(&self, id: &BlobId, expect: BlobKind) -> Result<BlobLocation> {
         let location = self.locate(id)?;
         if location.kind != expect {
             return Err(Error::Missing {
@@ -512,64 +196,6 @@ impl Reader {
             });
         }
         Ok(location)
-    }
-
-    /// Fetches blobs stored back to back in one pack with one range request,
-    /// and opens each; fails on the first that does not verify.
-    async fn read_run(&self, run: Vec<(ListEntry, BlobLocation)>) -> Result<Vec<Vec<u8>>> {
-        let ids: Vec<BlobId> = run.iter().map(|(entry, _)| entry.id).collect();
-        match self.read_run_once(run).await {
-            // Located through a local cache that may be wrong: each blob
-            // again, through the repository's index (crate::index).
-            Err(e) if self.index.may_recover(&e) => {
-                self.index.recover(&self.repo).await?;
-                let mut blobs = Vec::with_capacity(ids.len());
-                for id in &ids {
-                    blobs.push(self.read_blob_once(id, BlobKind::Data).await?);
-                }
-                Ok(blobs)
-            }
-            other => other,
-        }
-    }
-
-    async fn read_run_once(&self, run: Vec<(ListEntry, BlobLocation)>) -> Result<Vec<Vec<u8>>> {
-        let Some((_, first)) = run.first() else {
-            return Ok(Vec::new());
-        };
-        let start = u64::from(first.offset);
-        let end = run
-            .iter()
-            .map(|(_, l)| u64::from(l.offset) + u64::from(l.sealed_len))
-            .max()
-            .unwrap_or(start);
-        let object = pack_key(first)?;
-        let sealed = self
-            .repo
-            .store()
-            .get_range(&object, start..end)
-            .await
-            .map_err(Error::store)?;
-        let repo = self.repo.clone();
-        tokio::task::spawn_blocking(move || {
-            crate::codec::with_codec(&repo, |codec| {
-                run.iter()
-                    .map(|(entry, location)| {
-                        let from = usize::try_from(u64::from(location.offset) - start).unwrap_or(usize::MAX);
-                        let to = from.saturating_add(location.sealed_len as usize);
-                        let bytes = sealed.get(from..to).ok_or_else(|| Error::Missing {
-                            object: format!("blob {} in pack {}", entry.id, location.pack),
-                            detail: "the pack is shorter than its index says".into(),
-                        })?;
-                        codec
-                            .open(location.kind, &entry.id, location.raw_len, bytes)
-                            .map_err(|e| Error::decode(format!("blob {} in pack {}", entry.id, location.pack), e))
-                    })
-                    .collect()
-            })
-        })
-        .await
-        .map_err(|e| Error::Pipeline(e.to_string()))?
     }
 }
 

@@ -15,15 +15,15 @@
 
 use std::collections::{HashMap, HashSet};
 
-use futures::future::BoxFuture;
 use nfrepo_format::{
-    BlobId, BlobKind, Content, ContentList, IndexDelta, IndexId, IndexedPack, Node, NodeKind, PackId, SnapshotId, Tree,
+    BlobId, Content, ContentList, IndexDelta, IndexId, IndexedPack, Node, NodeKind, PackId, SnapshotId, Tree,
 };
 use nfrepo_store::{ObjectKey, ObjectKind, PutMode};
 
 use crate::backup::{BackupOptions, BackupSession, BackupWriter, CommitDetails};
 use crate::check::CheckOptions;
 use crate::read::{Reader, SnapshotEntry};
+use crate::walk::{self, LoadFailure, Pending, Visitor, WalkOptions};
 use crate::{Error, Repository, Result};
 
 /// What `repair index` did (or would do).
@@ -180,19 +180,47 @@ impl Repository {
             };
             let mut rewriter = Rewriter {
                 reader: &reader,
+                repo: self,
                 damaged: &damaged,
-                writer: session.as_ref().map(BackupSession::writer),
+                stack: Vec::new(),
+                lost: HashSet::new(),
+                rewritten: Vec::new(),
+                root: None,
                 removed: Vec::new(),
                 counts: CommitDetails::default(),
             };
-            let rewritten = rewriter.tree(snap.root, Vec::new()).await;
-            let mut removed = std::mem::take(&mut rewriter.removed);
+            let options = WalkOptions {
+                dedup: false,
+                lists: true,
+                concurrency: 16,
+            };
+            if let Err(e) = walk::walk(&reader, [(Vec::new(), snap.root)], options, &mut rewriter).await {
+                if let Some(session) = session {
+                    session.abort().await;
+                }
+                return Err(e);
+            }
+            if rewriter.root.is_none() {
+                rewriter.removed.push("/".to_owned());
+            }
+            let Rewriter {
+                root,
+                rewritten,
+                mut removed,
+                counts,
+                ..
+            } = rewriter;
             removed.sort();
-            let counts = std::mem::take(&mut rewriter.counts);
-            drop(rewriter);
-            // The one commit path: commit with a root, abort on any failure or a lost root.
-            let repaired = match (session, rewritten) {
-                (Some(session), Ok(Some(root))) => {
+            if let (Some(writer), Some(_)) = (session.as_ref().map(BackupSession::writer), root)
+                && let Err(e) = store_rewritten(writer, rewritten).await
+            {
+                if let Some(session) = session {
+                    session.abort().await;
+                }
+                return Err(e);
+            }
+            let repaired = match (session, root) {
+                (Some(session), Some(root)) => {
                     let mut details = counts;
                     details.command = snap.command.clone();
                     details.skipped = snap.skipped.clone();
@@ -204,18 +232,11 @@ impl Repository {
                         .push(("repaired_original_time_ns".into(), snap.time_ns.to_string()));
                     Some(session.commit(root, details).await?.0)
                 }
-                (Some(session), Ok(None)) => {
+                (Some(session), None) => {
                     session.abort().await;
                     None
                 }
-                (Some(session), Err(e)) => {
-                    session.abort().await;
-                    return Err(e);
-                }
-                (None, rewritten) => {
-                    rewritten?;
-                    None
-                }
+                _ => None,
             };
             out.push(SnapshotRepair {
                 original: entry.id,
@@ -227,14 +248,35 @@ impl Repository {
     }
 }
 
-/// Rebuilds trees without their damaged entries.
+/// Rebuilds trees without their damaged entries, on the engine's tree walker.
+///
+/// The walk visits every path (no seen-set: a removed path is named in
+/// every place it appears). A tree that changed gets a new id computed from
+/// its plaintext, as a backup session would name it, and is kept (children
+/// before parents) for [`store_rewritten`] to store after the walk.
 struct Rewriter<'a> {
     reader: &'a Reader,
+    repo: &'a Repository,
     damaged: &'a HashSet<BlobId>,
-    /// Where new trees go; none on a dry run.
-    writer: Option<BackupWriter>,
+    /// One entry per tree being walked.
+    stack: Vec<Rewriting>,
+    /// Paths whose blob was pruned or failed to load, with the file or directory to drop.
+    lost: HashSet<Vec<u8>>,
+    /// Changed trees, children before parents.
+    rewritten: Vec<Tree>,
+    /// The new root, once the root tree has been left.
+    root: Option<BlobId>,
     removed: Vec<String>,
     counts: CommitDetails,
+}
+
+/// A tree being rebuilt.
+struct Rewriting {
+    nodes: Vec<Node>,
+    changed: bool,
+    /// For each kept node whose fate depends on what lies below it: its
+    /// index in `nodes` and its path.
+    pending: Vec<(usize, Vec<u8>)>,
 }
 
 fn display(path: &[u8]) -> String {
@@ -245,109 +287,142 @@ fn display(path: &[u8]) -> String {
     }
 }
 
-fn join(prefix: &[u8], name: &[u8]) -> Vec<u8> {
-    let mut path = prefix.to_vec();
-    if !path.is_empty() {
-        path.push(b'/');
+impl Rewriter<'_> {
+    fn chunk_ok(&self, id: &BlobId) -> bool {
+        !self.damaged.contains(id) && self.reader.index().contains(id)
     }
-    path.extend_from_slice(name);
-    path
+
+    fn lose(&mut self, path: &[u8]) {
+        self.lost.insert(path.to_vec());
+    }
 }
 
-impl Rewriter<'_> {
-    /// The id of tree `id` without its damaged entries, or `None` if the tree itself is lost.
-    fn tree(&mut self, id: BlobId, path: Vec<u8>) -> BoxFuture<'_, Result<Option<BlobId>>> {
-        Box::pin(async move {
-            if self.damaged.contains(&id) {
-                self.removed.push(format!("{}/", display(&path)));
-                return Ok(None);
-            }
-            let tree = match self.reader.tree(&id).await {
-                Ok(tree) => tree,
-                Err(e) if e.is_damage() => {
-                    self.removed.push(format!("{}/", display(&path)));
-                    return Ok(None);
-                }
-                Err(e) => return Err(e),
-            };
-            let mut nodes = Vec::with_capacity(tree.nodes.len());
-            let mut changed = false;
-            for node in &tree.nodes {
-                let child = join(&path, &node.name);
-                match &node.kind {
-                    NodeKind::Dir { tree } => match self.tree(*tree, child).await? {
-                        Some(new) => {
-                            changed |= new != *tree;
-                            self.counts.dirs += 1;
-                            nodes.push(Node {
-                                kind: NodeKind::Dir { tree: new },
-                                ..node.clone()
-                            });
-                        }
-                        None => changed = true,
-                    },
-                    NodeKind::File { content, size, .. } => {
-                        if self.content_intact(content).await? {
-                            self.counts.files += 1;
-                            self.counts.bytes += size;
-                            nodes.push(node.clone());
-                        } else {
-                            self.removed.push(display(&child));
-                            changed = true;
-                        }
-                    }
-                    _ => {
-                        self.counts.others += 1;
-                        nodes.push(node.clone());
-                    }
-                }
-            }
-            if !changed {
-                return Ok(Some(id));
-            }
-            let new = match &self.writer {
-                Some(writer) => {
-                    let writer = writer.clone();
-                    let tree = Tree { nodes };
-                    tokio::task::spawn_blocking(move || writer.store_tree(&tree))
-                        .await
-                        .map_err(|e| Error::Pipeline(e.to_string()))??
-                }
-                // A dry run names nothing new; any id other than the old one marks the change.
-                None => BlobId([0; 32]),
-            };
-            Ok(Some(new))
-        })
-    }
-
-    /// Whether every chunk and list of a file's content is readable.
-    async fn content_intact(&mut self, content: &Content) -> Result<bool> {
-        let mut lists = match content {
-            Content::Inline(entries) => return Ok(entries.iter().all(|e| self.chunk_ok(&e.id))),
-            Content::List { root, .. } => vec![*root],
-        };
-        while let Some(id) = lists.pop() {
-            if self.damaged.contains(&id) {
-                return Ok(false);
-            }
-            let bytes = match self.reader.read_blob(&id, BlobKind::ContentList).await {
-                Ok(bytes) => bytes,
-                Err(e) if e.is_damage() => return Ok(false),
-                Err(e) => return Err(e),
-            };
-            let Ok(list) = ContentList::decode(&bytes) else {
-                return Ok(false);
-            };
-            if list.level > 1 {
-                lists.extend(list.entries.iter().map(|e| e.id));
-            } else if !list.entries.iter().all(|e| self.chunk_ok(&e.id)) {
-                return Ok(false);
-            }
+impl Visitor for Rewriter<'_> {
+    fn descend(&mut self, path: &[u8], blob: &Pending) -> Result<bool> {
+        if self.damaged.contains(&blob.id()) {
+            self.lose(path);
+            return Ok(false);
         }
         Ok(true)
     }
 
-    fn chunk_ok(&self, id: &BlobId) -> bool {
-        !self.damaged.contains(id) && self.reader.index().contains(id)
+    fn enter_tree(&mut self, _path: &[u8], _id: &BlobId, tree: &Tree) -> Result<()> {
+        self.stack.push(Rewriting {
+            nodes: Vec::with_capacity(tree.nodes.len()),
+            changed: false,
+            pending: Vec::new(),
+        });
+        Ok(())
     }
+
+    fn visit_node(&mut self, path: &[u8], _parent: &BlobId, node: &Node) -> Result<()> {
+        let keep = match &node.kind {
+            NodeKind::File {
+                content: Content::Inline(entries),
+                ..
+            } => entries.iter().all(|e| self.chunk_ok(&e.id)),
+            // Decided by its lists or its subtree, when the tree is left.
+            _ => true,
+        };
+        let Some(top) = self.stack.last_mut() else {
+            return Ok(());
+        };
+        if keep {
+            if matches!(
+                node.kind,
+                NodeKind::Dir { .. }
+                    | NodeKind::File {
+                        content: Content::List { .. },
+                        ..
+                    }
+            ) {
+                top.pending.push((top.nodes.len(), path.to_vec()));
+            }
+            top.nodes.push(node.clone());
+        } else {
+            top.changed = true;
+            self.removed.push(display(path));
+        }
+        Ok(())
+    }
+
+    fn visit_list(&mut self, path: &[u8], _blob: &Pending, list: &ContentList) -> Result<()> {
+        if list.level <= 1 && !list.entries.iter().all(|e| self.chunk_ok(&e.id)) {
+            self.lose(path);
+        }
+        Ok(())
+    }
+
+    fn damaged(&mut self, path: &[u8], _blob: &Pending, failure: LoadFailure) -> Result<()> {
+        match failure {
+            LoadFailure::Read(e) if !e.is_damage() => Err(e),
+            _ => {
+                self.lose(path);
+                Ok(())
+            }
+        }
+    }
+
+    fn leave_tree(&mut self, path: &[u8], id: &BlobId) -> Result<()> {
+        let Some(mut tree) = self.stack.pop() else {
+            return Ok(());
+        };
+        // Drop what was lost below, last first so indices stay valid.
+        for (index, child) in tree.pending.iter().rev() {
+            if self.lost.remove(child) {
+                let node = tree.nodes.remove(*index);
+                let suffix = if matches!(node.kind, NodeKind::Dir { .. }) {
+                    "/"
+                } else {
+                    ""
+                };
+                self.removed.push(format!("{}{suffix}", display(child)));
+                tree.changed = true;
+            }
+        }
+        for node in &tree.nodes {
+            match &node.kind {
+                NodeKind::Dir { .. } => self.counts.dirs += 1,
+                NodeKind::File { size, .. } => {
+                    self.counts.files += 1;
+                    self.counts.bytes += size;
+                }
+                _ => self.counts.others += 1,
+            }
+        }
+        let new = if tree.changed {
+            let tree = Tree { nodes: tree.nodes };
+            let plaintext = tree.encode().map_err(|e| Error::Invalid(e.to_string()))?;
+            let new = self.repo.keys().blob_id(&plaintext);
+            self.rewritten.push(tree);
+            new
+        } else {
+            *id
+        };
+        match self.stack.last_mut() {
+            Some(parent) => {
+                if new != *id {
+                    parent.changed = true;
+                    let index = parent.pending.iter().find(|(_, p)| p == path).map(|(i, _)| *i);
+                    if let Some(node) = index.and_then(|i| parent.nodes.get_mut(i)) {
+                        node.kind = NodeKind::Dir { tree: new };
+                    }
+                }
+            }
+            None => self.root = Some(new),
+        }
+        Ok(())
+    }
+}
+
+/// Stores the rewritten trees through `session`, children before parents.
+async fn store_rewritten(writer: BackupWriter, trees: Vec<Tree>) -> Result<()> {
+    tokio::task::spawn_blocking(move || {
+        for tree in &trees {
+            writer.store_tree(tree)?;
+        }
+        Ok::<_, Error>(())
+    })
+    .await
+    .map_err(|e| Error::Pipeline(e.to_string()))?
 }

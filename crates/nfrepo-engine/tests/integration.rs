@@ -15,4 +15,5 @@ mod integration {
     mod gc;
     mod index_cache;
     mod repository;
+    mod verified_read;
 }

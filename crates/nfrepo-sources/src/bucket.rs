@@ -382,8 +382,9 @@ fn globs(patterns: &[String]) -> Result<Option<globset::GlobSet>> {
 ///
 /// # Errors
 /// [`Error::Invalid`] for a bad glob; [`Error::RestoreCommandFailed`] for
-/// storage errors; [`Error::ContentMismatch`] or engine errors if stored
-/// data fails verification (the object being written is aborted).
+/// storage errors; engine errors if stored data fails verification, including
+/// content that does not match its recorded size and hashes (the object being
+/// written is aborted).
 pub async fn restore_bucket(
     reader: &Reader,
     snapshot: &SnapshotEntry,
@@ -434,10 +435,7 @@ pub async fn restore_bucket(
         if exclude.as_ref().is_some_and(|g| g.is_match(&key)) || include.as_ref().is_some_and(|g| !g.is_match(&key)) {
             continue;
         }
-        let NodeKind::File {
-            size, content, blake3, ..
-        } = &node.kind
-        else {
+        let NodeKind::File { size, .. } = &node.kind else {
             continue;
         };
         let etag = xattr(&node, ETAG_XATTR);
@@ -455,8 +453,8 @@ pub async fn restore_bucket(
             None => operator.writer_with(&key).await,
         }
         .map_err(failed)?;
-        let mut chunks = std::pin::pin!(reader.content(content));
-        let mut hasher = blake3::Hasher::new();
+        // Verified as a whole: the object is closed only after size and hashes match.
+        let mut chunks = std::pin::pin!(reader.file_content(&node, key.clone()));
         let mut written = 0u64;
         let mut outcome: Result<()> = Ok(());
         while let Some(chunk) = chunks.next().await {
@@ -467,15 +465,11 @@ pub async fn restore_bucket(
                     break;
                 }
             };
-            hasher.update(&chunk);
             written += chunk.len() as u64;
             if let Err(e) = writer.write(chunk).await {
                 outcome = Err(failed(e));
                 break;
             }
-        }
-        if outcome.is_ok() && hasher.finalize().as_bytes() != blake3 {
-            outcome = Err(Error::ContentMismatch(key.clone().into()));
         }
         if let Err(e) = outcome {
             let _ = writer.abort().await;

@@ -297,7 +297,7 @@ fn hash_file(path: &Path) -> std::io::Result<[u8; 32]> {
 }
 
 async fn restore_file(reader: &Reader, planned: &Planned, verify: bool) -> Result<(u64, Vec<String>)> {
-    let NodeKind::File { content, blake3, .. } = &planned.node.kind else {
+    let NodeKind::File { blake3, .. } = &planned.node.kind else {
         return Ok((0, Vec::new()));
     };
     let target = planned.target.clone();
@@ -306,13 +306,12 @@ async fn restore_file(reader: &Reader, planned: &Planned, verify: bool) -> Resul
     // Removes the temporary file however this ends early, including when a
     // failing sibling makes the restore drop this future mid-stream.
     let guard = TempFile(Some(temp.clone()));
-    let mut hasher = blake3::Hasher::new();
     let mut written = 0u64;
-    let mut chunks = std::pin::pin!(reader.content(content));
+    // Verified as a whole: the last chunk comes only once size and hashes match.
+    let mut chunks = std::pin::pin!(reader.file_content(&planned.node, planned.target.display().to_string()));
     let result: Result<()> = async {
         while let Some(chunk) = chunks.next().await {
             let chunk = chunk?;
-            hasher.update(&chunk);
             written += chunk.len() as u64;
             file.write_all(&chunk).map_err(|e| io_error(&temp, e))?;
         }
@@ -323,10 +322,6 @@ async fn restore_file(reader: &Reader, planned: &Planned, verify: bool) -> Resul
     if let Err(e) = result {
         let _ = std::fs::remove_file(&temp);
         return Err(e);
-    }
-    if hasher.finalize().as_bytes() != blake3 {
-        let _ = std::fs::remove_file(&temp);
-        return Err(Error::ContentMismatch(target));
     }
     std::fs::rename(&temp, &target).map_err(|e| io_error(&target, e))?;
     guard.disarm();
@@ -419,17 +414,17 @@ fn restore_special(planned: &Planned, overwrite: bool, report: &mut RestoreRepor
 ///
 /// # Errors
 /// [`Error::NotAFile`] for anything but a file; engine errors, including a
-/// corrupted blob, stop the output at the last verified chunk.
+/// corrupted blob, stop the output at the last verified chunk. The file's
+/// last chunk is written only once its size and hashes match its node
+/// ([`Reader::file_content`]).
 pub async fn write_content(reader: &Reader, node: &Node, mut out: impl Write) -> Result<u64> {
-    let NodeKind::File { content, blake3, .. } = &node.kind else {
+    if !matches!(node.kind, NodeKind::File { .. }) {
         return Err(Error::NotAFile(node.name_lossy().into_owned()));
-    };
-    let mut chunks = std::pin::pin!(reader.content(content));
-    let mut hasher = blake3::Hasher::new();
+    }
+    let mut chunks = std::pin::pin!(reader.file_content(node, node.name_lossy().into_owned()));
     let mut written = 0u64;
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk?;
-        hasher.update(&chunk);
         out.write_all(&chunk).map_err(|e| Error::Io {
             path: PathBuf::from("<stdout>"),
             source: e,
@@ -440,9 +435,6 @@ pub async fn write_content(reader: &Reader, node: &Node, mut out: impl Write) ->
         path: PathBuf::from("<stdout>"),
         source: e,
     })?;
-    if hasher.finalize().as_bytes() != blake3 {
-        return Err(Error::ContentMismatch(PathBuf::from(node.name_lossy().into_owned())));
-    }
     Ok(written)
 }
 

@@ -194,7 +194,14 @@ impl Outcome {
     }
 }
 
-async fn upload_one(repo: &Repository, pack: FinishedPack) -> Result<IndexedPack> {
+/// Verifies a finished pack (trailer opened, every blob opened, decompressed
+/// and re-hashed, trailer equal to the blobs written) and only then uploads
+/// it. Every writer of packs goes through here: backups and gc's repack.
+///
+/// # Errors
+/// [`Error::Pipeline`] if the pack fails verification (nothing is written);
+/// storage errors.
+pub(crate) async fn upload_one(repo: &Repository, pack: FinishedPack) -> Result<IndexedPack> {
     let repo_id: RepoId = repo.id();
     let verifier = repo.clone();
     let pack = tokio::task::spawn_blocking(move || -> Result<FinishedPack> {

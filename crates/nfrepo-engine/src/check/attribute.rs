@@ -2,115 +2,131 @@
 //! selected snapshots again and name every file and directory the damage
 //! reaches, so the operator knows what a restore would lose.
 //!
-//! Results are memoised per tree and per content list, so a subtree shared
-//! by many snapshots is walked once.
+//! Runs on the engine's tree walker, once per snapshot (paths differ per
+//! snapshot). A tree whose whole subtree turned out clean is remembered and
+//! pruned from later walks, so a subtree shared by many snapshots is read
+//! again only when damage lies below it.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
 
-use futures::future::BoxFuture;
-use nfrepo_format::{BlobId, BlobKind, Content, ContentList, NodeKind};
+use nfrepo_format::{BlobId, Content, ContentList, Node, NodeKind, SnapshotId, Tree};
 
 use super::load::Loaded;
 use super::{Affected, Findings};
 use crate::Result;
 use crate::read::{Reader, SnapshotEntry};
+use crate::walk::{self, LoadFailure, Pending, Visitor, WalkOptions};
 
 /// Paths listed per finding; beyond this the count is still right in the
 /// findings' blobs, but the paths stop (a whole lost tree pack can reach
 /// millions of files).
 const MAX_PATHS_PER_FINDING: usize = 10_000;
 
-/// A damaged path under a tree (relative to it) and the finding that reaches it.
-type Hit = (Vec<u8>, usize);
+/// Tree and list reads in flight at once.
+const CONCURRENCY: usize = 16;
 
+/// Finds the damaged paths of one snapshot at a time.
 struct Attributor<'a> {
-    reader: &'a Reader,
     damaged: HashMap<BlobId, usize>,
-    trees: HashMap<BlobId, Arc<Vec<Hit>>>,
-    lists: HashMap<BlobId, Arc<Vec<usize>>>,
+    /// Trees with nothing damaged below them.
+    clean: HashSet<BlobId>,
+    /// For each tree being walked: whether damage was found below it.
+    dirty: Vec<bool>,
+    findings: &'a mut Findings,
+    snapshot: SnapshotId,
+    /// (finding, path) pairs recorded for the current snapshot.
+    recorded: HashSet<(usize, Vec<u8>)>,
 }
 
 impl Attributor<'_> {
-    /// The damaged paths under tree `id` (the empty path: the tree itself).
-    fn tree_hits(&mut self, id: BlobId) -> BoxFuture<'_, Result<Arc<Vec<Hit>>>> {
-        Box::pin(async move {
-            if let Some(hits) = self.trees.get(&id) {
-                return Ok(hits.clone());
-            }
-            let mut hits = Vec::new();
-            if let Some(finding) = self.damaged.get(&id) {
-                hits.push((Vec::new(), *finding));
-            } else if let Ok(tree) = self.reader.tree(&id).await {
-                for node in &tree.nodes {
-                    let found: Vec<usize> = match &node.kind {
-                        NodeKind::Dir { tree } => {
-                            let below = self.tree_hits(*tree).await?;
-                            for (path, finding) in below.iter() {
-                                hits.push((join(&node.name, path), *finding));
-                            }
-                            Vec::new()
-                        }
-                        NodeKind::File { content, .. } => match content {
-                            Content::Inline(entries) => entries
-                                .iter()
-                                .filter_map(|e| self.damaged.get(&e.id).copied())
-                                .collect(),
-                            Content::List { root, .. } => self.list_hits(*root).await?.to_vec(),
-                        },
-                        _ => Vec::new(),
-                    };
-                    for finding in dedup(found) {
-                        hits.push((node.name.clone(), finding));
-                    }
-                }
-            }
-            let hits = Arc::new(hits);
-            self.trees.insert(id, hits.clone());
-            Ok(hits)
-        })
-    }
-
-    /// The findings reaching the content under list `id`.
-    fn list_hits(&mut self, id: BlobId) -> BoxFuture<'_, Result<Arc<Vec<usize>>>> {
-        Box::pin(async move {
-            if let Some(hits) = self.lists.get(&id) {
-                return Ok(hits.clone());
-            }
-            let mut hits = Vec::new();
-            if let Some(finding) = self.damaged.get(&id) {
-                hits.push(*finding);
-            } else if let Ok(bytes) = self.reader.read_blob(&id, BlobKind::ContentList).await
-                && let Ok(list) = ContentList::decode(&bytes)
-            {
-                for entry in &list.entries {
-                    if list.level > 1 {
-                        hits.extend(self.list_hits(entry.id).await?.iter().copied());
-                    } else if let Some(finding) = self.damaged.get(&entry.id) {
-                        hits.push(*finding);
-                    }
-                }
-            }
-            let hits = Arc::new(dedup(hits));
-            self.lists.insert(id, hits.clone());
-            Ok(hits)
-        })
+    /// Records that `path` is reached by finding `index`.
+    fn hit(&mut self, path: &[u8], index: usize) {
+        for dirty in &mut self.dirty {
+            *dirty = true;
+        }
+        if !self.recorded.insert((index, path.to_vec())) {
+            return;
+        }
+        let Some(finding) = self.findings.get_mut(index) else {
+            return;
+        };
+        if finding.affected.len() >= MAX_PATHS_PER_FINDING {
+            return;
+        }
+        let path = if path.is_empty() {
+            "/".to_owned()
+        } else {
+            String::from_utf8_lossy(path).into_owned()
+        };
+        finding.affected.push(Affected {
+            snapshot: self.snapshot,
+            path,
+        });
     }
 }
 
-fn dedup(mut v: Vec<usize>) -> Vec<usize> {
-    v.sort_unstable();
-    v.dedup();
-    v
-}
-
-fn join(name: &[u8], rest: &[u8]) -> Vec<u8> {
-    let mut path = name.to_vec();
-    if !rest.is_empty() {
-        path.push(b'/');
-        path.extend_from_slice(rest);
+impl Visitor for Attributor<'_> {
+    fn descend(&mut self, path: &[u8], blob: &Pending) -> Result<bool> {
+        let id = blob.id();
+        if let Some(index) = self.damaged.get(&id).copied() {
+            self.hit(path, index);
+            return Ok(false);
+        }
+        Ok(!matches!(blob, Pending::Tree(_)) || !self.clean.contains(&id))
     }
-    path
+
+    fn enter_tree(&mut self, _path: &[u8], _id: &BlobId, _tree: &Tree) -> Result<()> {
+        self.dirty.push(false);
+        Ok(())
+    }
+
+    fn visit_node(&mut self, path: &[u8], _parent: &BlobId, node: &Node) -> Result<()> {
+        if let NodeKind::File {
+            content: Content::Inline(entries),
+            ..
+        } = &node.kind
+        {
+            let hits: Vec<usize> = entries
+                .iter()
+                .filter_map(|e| self.damaged.get(&e.id).copied())
+                .collect();
+            for index in hits {
+                self.hit(path, index);
+            }
+        }
+        Ok(())
+    }
+
+    fn leave_tree(&mut self, _path: &[u8], id: &BlobId) -> Result<()> {
+        if self.dirty.pop() == Some(false) {
+            self.clean.insert(*id);
+        }
+        Ok(())
+    }
+
+    fn visit_list(&mut self, path: &[u8], _blob: &Pending, list: &ContentList) -> Result<()> {
+        if list.level <= 1 {
+            let hits: Vec<usize> = list
+                .entries
+                .iter()
+                .filter_map(|e| self.damaged.get(&e.id).copied())
+                .collect();
+            for index in hits {
+                self.hit(path, index);
+            }
+        }
+        Ok(())
+    }
+
+    /// A blob that does not read is a finding of its own already (the walk
+    /// pass recorded it); a subtree that cannot be read is not attributed
+    /// further, and the tree above it is not clean.
+    fn damaged(&mut self, _path: &[u8], _blob: &Pending, _failure: LoadFailure) -> Result<()> {
+        for dirty in &mut self.dirty {
+            *dirty = true;
+        }
+        Ok(())
+    }
 }
 
 /// Fills in `affected` of every finding that names blobs the selected snapshots use.
@@ -125,30 +141,22 @@ pub(crate) async fn attribute(
         return Ok(());
     }
     let mut attributor = Attributor {
-        reader,
         damaged,
-        trees: HashMap::new(),
-        lists: HashMap::new(),
+        clean: HashSet::new(),
+        dirty: Vec::new(),
+        findings,
+        snapshot: SnapshotId([0; 32]),
+        recorded: HashSet::new(),
+    };
+    let options = WalkOptions {
+        dedup: false,
+        lists: true,
+        concurrency: CONCURRENCY,
     };
     for entry in selected {
-        let hits = attributor.tree_hits(entry.snapshot.root).await?;
-        for (path, index) in hits.iter() {
-            let Some(finding) = findings.get_mut(*index) else {
-                continue;
-            };
-            if finding.affected.len() >= MAX_PATHS_PER_FINDING {
-                continue;
-            }
-            let path = if path.is_empty() {
-                "/".to_owned()
-            } else {
-                String::from_utf8_lossy(path).into_owned()
-            };
-            finding.affected.push(Affected {
-                snapshot: entry.id,
-                path,
-            });
-        }
+        attributor.snapshot = entry.id;
+        attributor.recorded.clear();
+        walk::walk(reader, [(Vec::new(), entry.snapshot.root)], options, &mut attributor).await?;
     }
     Ok(())
 }

@@ -1,31 +1,25 @@
 //! The second pass of a check: every tree and content list the selected
-//! snapshots reach, read breadth-first with many range reads in flight.
+//! snapshots reach, on the engine's tree walker ([`crate::walk`]) with many
+//! range reads in flight.
 //!
 //! Each distinct tree or list is read once, however many snapshots share it,
 //! and data packs are never touched: a data blob is checked against the
-//! index and the pack listing only.
+//! index and the pack listing only. A reference is checked before its blob is
+//! read; a blob that does not read or decode is a finding, and the walk goes
+//! on with the rest.
 
 use std::collections::HashSet;
 
-use futures::stream::{self, StreamExt};
-use nfrepo_format::{BlobId, BlobKind, Content, ContentList, ListEntry, NodeKind, PackId, Tree};
+use nfrepo_format::{BlobId, BlobKind, Content, ContentList, ListEntry, Node, NodeKind, PackId, Tree};
 
 use super::Findings;
 use super::load::{Loaded, object_problem, pack_path};
 use crate::read::{Reader, SnapshotEntry};
-use crate::{ErrorCode, Result};
+use crate::walk::{self, LoadFailure, Pending, Visitor, WalkOptions};
+use crate::{Error, ErrorCode, Result};
 
 /// Tree and list blobs fetched at once.
 const CONCURRENCY: usize = 32;
-
-/// A list blob to read, with what its parent says about it.
-#[derive(Clone, Copy, Debug)]
-struct ListTask {
-    id: BlobId,
-    level: u8,
-    /// Content bytes the parent says it covers (checked with `merkle`).
-    len: u64,
-}
 
 /// What the walk counted.
 #[derive(Debug, Default)]
@@ -36,55 +30,110 @@ pub(crate) struct Walked {
     pub packs_referenced: HashSet<PackId>,
 }
 
-/// Breadth-first walker over trees and content lists.
-pub(crate) struct Walker<'a> {
-    reader: &'a Reader,
+/// Walks the trees and lists of `selected`, adding findings.
+pub(crate) async fn walk(
+    reader: &Reader,
+    loaded: &Loaded,
+    merkle: bool,
+    selected: &[SnapshotEntry],
+    findings: &mut Findings,
+) -> Result<Walked> {
+    let mut checker = Checker {
+        loaded,
+        merkle,
+        findings,
+        walked: Walked::default(),
+    };
+    let options = WalkOptions {
+        dedup: true,
+        lists: true,
+        concurrency: CONCURRENCY,
+    };
+    let roots = selected.iter().map(|e| (Vec::new(), e.snapshot.root));
+    walk::walk(reader, roots, options, &mut checker).await?;
+    Ok(checker.walked)
+}
+
+/// Checks each reference and each tree and list as the walk meets them.
+struct Checker<'a> {
     loaded: &'a Loaded,
     merkle: bool,
-    roots: Vec<BlobId>,
-    trees: Vec<BlobId>,
-    lists: Vec<ListTask>,
-    seen_trees: HashSet<BlobId>,
-    seen_lists: HashSet<BlobId>,
+    findings: &'a mut Findings,
     walked: Walked,
 }
 
-impl<'a> Walker<'a> {
-    pub(crate) fn new(reader: &'a Reader, loaded: &'a Loaded, merkle: bool) -> Self {
-        Self {
-            reader,
-            loaded,
-            merkle,
-            roots: Vec::new(),
-            trees: Vec::new(),
-            lists: Vec::new(),
-            seen_trees: HashSet::new(),
-            seen_lists: HashSet::new(),
-            walked: Walked::default(),
+impl Visitor for Checker<'_> {
+    fn descend(&mut self, _path: &[u8], blob: &Pending) -> Result<bool> {
+        Ok(match blob {
+            Pending::Tree(id) => self.check_ref(id, BlobKind::Tree, None),
+            Pending::List { id, .. } => self.check_ref(id, BlobKind::ContentList, None),
+        })
+    }
+
+    fn enter_tree(&mut self, _path: &[u8], id: &BlobId, tree: &Tree) -> Result<()> {
+        self.walked.trees += 1;
+        for node in &tree.nodes {
+            self.visit_file(*id, node);
+        }
+        Ok(())
+    }
+
+    fn visit_list(&mut self, _path: &[u8], blob: &Pending, list: &ContentList) -> Result<()> {
+        self.walked.lists += 1;
+        let Pending::List { id, level, len } = *blob else {
+            return Ok(());
+        };
+        if self.merkle && (list.level != level || list.len() != len) {
+            self.findings.add(
+                ErrorCode::SnapshotInvalid,
+                format!("blob {id}"),
+                None,
+                Some(id),
+                format!(
+                    "content list is level {} covering {} bytes; its parent says level {level} covering {len}",
+                    list.level,
+                    list.len(),
+                ),
+            );
+        }
+        // Inner lists are checked when the walk descends into them.
+        if list.level <= 1 {
+            self.visit_chunks(&list.entries);
+        }
+        Ok(())
+    }
+
+    fn damaged(&mut self, _path: &[u8], blob: &Pending, failure: LoadFailure) -> Result<()> {
+        let id = blob.id();
+        match failure {
+            LoadFailure::Read(e) => self.unreadable(&id, e),
+            LoadFailure::Decode(e) => {
+                match blob {
+                    Pending::Tree(_) => self.walked.trees += 1,
+                    Pending::List { .. } => self.walked.lists += 1,
+                }
+                let what = match blob {
+                    Pending::Tree(_) => "tree",
+                    Pending::List { .. } => "content list",
+                };
+                self.findings.add(
+                    ErrorCode::SnapshotInvalid,
+                    format!("blob {id}"),
+                    None,
+                    Some(id),
+                    format!("{what} does not decode: {e}"),
+                );
+                Ok(())
+            }
         }
     }
+}
 
-    /// Queues a snapshot's root tree.
-    pub(crate) fn add_root(&mut self, entry: &SnapshotEntry) {
-        self.roots.push(entry.snapshot.root);
-    }
-
-    fn queue_tree(&mut self, id: BlobId, findings: &mut Findings) {
-        if self.seen_trees.insert(id) && self.check_ref(&id, BlobKind::Tree, None, findings) {
-            self.trees.push(id);
-        }
-    }
-
-    fn queue_list(&mut self, task: ListTask, findings: &mut Findings) {
-        if self.seen_lists.insert(task.id) && self.check_ref(&task.id, BlobKind::ContentList, None, findings) {
-            self.lists.push(task);
-        }
-    }
-
+impl Checker<'_> {
     /// Checks a reference against the index and the pack listing; true if the blob is readable.
-    fn check_ref(&mut self, id: &BlobId, kind: BlobKind, len: Option<u64>, findings: &mut Findings) -> bool {
+    fn check_ref(&mut self, id: &BlobId, kind: BlobKind, len: Option<u64>) -> bool {
         let Some(location) = self.loaded.index.get(id) else {
-            findings.add(
+            self.findings.add(
                 ErrorCode::SnapshotInvalid,
                 format!("blob {id}"),
                 None,
@@ -94,7 +143,7 @@ impl<'a> Walker<'a> {
             return false;
         };
         if location.kind != kind {
-            findings.add(
+            self.findings.add(
                 ErrorCode::SnapshotInvalid,
                 format!("blob {id}"),
                 Some(location.pack),
@@ -105,7 +154,7 @@ impl<'a> Walker<'a> {
         }
         self.walked.packs_referenced.insert(location.pack);
         if let Some(problem) = self.loaded.bad_packs.get(&location.pack) {
-            findings.add(
+            self.findings.add(
                 problem.code,
                 pack_path(location.pack_kind, &location.pack),
                 Some(location.pack),
@@ -118,7 +167,7 @@ impl<'a> Walker<'a> {
             && self.merkle
             && u64::from(location.raw_len) != len
         {
-            findings.add(
+            self.findings.add(
                 ErrorCode::SnapshotInvalid,
                 format!("blob {id}"),
                 Some(location.pack),
@@ -129,154 +178,53 @@ impl<'a> Walker<'a> {
         true
     }
 
-    /// Walks until nothing is queued.
-    pub(crate) async fn run(mut self, findings: &mut Findings) -> Result<Walked> {
-        for root in std::mem::take(&mut self.roots) {
-            self.queue_tree(root, findings);
-        }
-        while !self.trees.is_empty() || !self.lists.is_empty() {
-            let trees = std::mem::take(&mut self.trees);
-            let lists = std::mem::take(&mut self.lists);
-            let reader = self.reader;
-            let fetched_trees: Vec<(BlobId, Result<Vec<u8>>)> = stream::iter(trees)
-                .map(|id| async move { (id, reader.read_blob(&id, BlobKind::Tree).await) })
-                .buffer_unordered(CONCURRENCY)
-                .collect()
-                .await;
-            let fetched_lists: Vec<(ListTask, Result<Vec<u8>>)> = stream::iter(lists)
-                .map(|task| async move { (task, reader.read_blob(&task.id, BlobKind::ContentList).await) })
-                .buffer_unordered(CONCURRENCY)
-                .collect()
-                .await;
-            for (id, bytes) in fetched_trees {
-                let Some(bytes) = self.opened(&id, bytes, findings)? else {
-                    continue;
-                };
-                self.walked.trees += 1;
-                match Tree::decode(&bytes) {
-                    Ok(tree) => self.visit_tree(id, &tree, findings),
-                    Err(e) => findings.add(
-                        ErrorCode::SnapshotInvalid,
-                        format!("blob {id}"),
-                        None,
-                        Some(id),
-                        format!("tree does not decode: {e}"),
-                    ),
-                }
-            }
-            for (task, bytes) in fetched_lists {
-                let Some(bytes) = self.opened(&task.id, bytes, findings)? else {
-                    continue;
-                };
-                self.walked.lists += 1;
-                match ContentList::decode(&bytes) {
-                    Ok(list) => self.visit_list(task, &list, findings),
-                    Err(e) => findings.add(
-                        ErrorCode::SnapshotInvalid,
-                        format!("blob {}", task.id),
-                        None,
-                        Some(task.id),
-                        format!("content list does not decode: {e}"),
-                    ),
-                }
-            }
-        }
-        Ok(self.walked)
+    /// A blob that did not read: a finding (storage failures abort).
+    fn unreadable(&mut self, id: &BlobId, e: Error) -> Result<()> {
+        let Some(code) = object_problem(&e) else {
+            return Err(e);
+        };
+        let location = self.loaded.index.get(id);
+        let object = location.map_or_else(|| format!("blob {id}"), |l| pack_path(l.pack_kind, &l.pack));
+        self.findings.add(
+            code,
+            object,
+            location.map(|l| l.pack),
+            Some(*id),
+            format!("blob does not open: {}", super::one_line(&e)),
+        );
+        Ok(())
     }
 
-    /// The plaintext of a fetched blob, or a finding (storage failures abort).
-    fn opened(&self, id: &BlobId, result: Result<Vec<u8>>, findings: &mut Findings) -> Result<Option<Vec<u8>>> {
-        match result {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) => {
-                let Some(code) = object_problem(&e) else {
-                    return Err(e);
-                };
-                let location = self.loaded.index.get(id);
-                let object = location.map_or_else(|| format!("blob {id}"), |l| pack_path(l.pack_kind, &l.pack));
-                findings.add(
-                    code,
-                    object,
-                    location.map(|l| l.pack),
-                    Some(*id),
-                    format!("blob does not open: {}", super::one_line(&e)),
-                );
-                Ok(None)
-            }
-        }
-    }
-
-    fn visit_tree(&mut self, tree_id: BlobId, tree: &Tree, findings: &mut Findings) {
-        for node in &tree.nodes {
-            match &node.kind {
-                NodeKind::Dir { tree } => self.queue_tree(*tree, findings),
-                NodeKind::File { size, content, .. } => match content {
-                    Content::Inline(entries) => {
-                        self.visit_chunks(entries, findings);
-                        if self.merkle {
-                            let total = entries.iter().fold(0u64, |t, e| t.saturating_add(e.len));
-                            if total != *size {
-                                // Named by its directory's tree, so attribution finds it.
-                                findings.add(
-                                    ErrorCode::SnapshotInvalid,
-                                    format!("blob {tree_id}"),
-                                    None,
-                                    Some(tree_id),
-                                    format!("file {} is {size} bytes but its chunks hold {total}", node.name_lossy()),
-                                );
-                            }
-                        }
-                    }
-                    Content::List { root, depth } => self.queue_list(
-                        ListTask {
-                            id: *root,
-                            level: *depth,
-                            len: *size,
-                        },
-                        findings,
-                    ),
-                },
-                _ => {}
-            }
-        }
-    }
-
-    fn visit_list(&mut self, task: ListTask, list: &ContentList, findings: &mut Findings) {
-        if self.merkle && (list.level != task.level || list.len() != task.len) {
-            findings.add(
-                ErrorCode::SnapshotInvalid,
-                format!("blob {}", task.id),
-                None,
-                Some(task.id),
-                format!(
-                    "content list is level {} covering {} bytes; its parent says level {} covering {}",
-                    list.level,
-                    list.len(),
-                    task.level,
-                    task.len
-                ),
-            );
-        }
-        if list.level > 1 {
-            for entry in &list.entries {
-                self.queue_list(
-                    ListTask {
-                        id: entry.id,
-                        level: list.level - 1,
-                        len: entry.len,
-                    },
-                    findings,
+    /// The part of a file node its tree alone proves: inline chunks and their length.
+    fn visit_file(&mut self, tree_id: BlobId, node: &Node) {
+        let NodeKind::File {
+            size,
+            content: Content::Inline(entries),
+            ..
+        } = &node.kind
+        else {
+            return;
+        };
+        self.visit_chunks(entries);
+        if self.merkle {
+            let total = entries.iter().fold(0u64, |t, e| t.saturating_add(e.len));
+            if total != *size {
+                // Named by its directory's tree, so attribution finds it.
+                self.findings.add(
+                    ErrorCode::SnapshotInvalid,
+                    format!("blob {tree_id}"),
+                    None,
+                    Some(tree_id),
+                    format!("file {} is {size} bytes but its chunks hold {total}", node.name_lossy()),
                 );
             }
-        } else {
-            self.visit_chunks(&list.entries, findings);
         }
     }
 
-    fn visit_chunks(&mut self, entries: &[ListEntry], findings: &mut Findings) {
+    fn visit_chunks(&mut self, entries: &[ListEntry]) {
         for entry in entries {
             self.walked.data_refs += 1;
-            self.check_ref(&entry.id, BlobKind::Data, Some(entry.len), findings);
+            self.check_ref(&entry.id, BlobKind::Data, Some(entry.len));
         }
     }
 }

@@ -7,7 +7,8 @@
 //! a damaged blob is never spread. The new packs get their own index delta;
 //! the old ones go into the run's new plan as `Repacked` and are deleted by
 //! a later run like any planned pack, once every referenced blob of theirs
-//! has a copy outside the plans (gc.md).
+//! has a copy outside the plans (gc.md). Each new pack is verified as a
+//! whole before upload by the same function the backup uploader uses.
 
 use bytes::Bytes;
 use nfrepo_format::{IndexDelta, IndexedPack, PackBuilder, PackId, PackKind, SealedBlob};
@@ -94,18 +95,9 @@ pub(crate) async fn repack(repo: &Repository, packs: &[PackId], refs: &RefSet) -
     Ok((copied, bytes))
 }
 
+/// Seals a pack and uploads it through the backup uploader, which verifies
+/// it first (decrypts and re-hashes every blob) like every other pack writer.
 async fn upload(repo: &Repository, builder: PackBuilder) -> Result<IndexedPack> {
     let finished = builder.finish(repo.sealer(), &repo.id()).map_err(Error::Format)?;
-    let key = pack_object_key(finished.kind, &finished.id)?;
-    let size = finished.bytes.len() as u64;
-    repo.store()
-        .put(&key, Bytes::from(finished.bytes), PutMode::CreateNew)
-        .await
-        .map_err(Error::store)?;
-    Ok(IndexedPack {
-        id: finished.id,
-        kind: finished.kind,
-        size,
-        blobs: finished.entries,
-    })
+    crate::backup::upload::upload_one(repo, finished).await
 }

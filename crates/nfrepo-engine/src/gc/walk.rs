@@ -1,102 +1,78 @@
 //! Walking snapshot trees to find every referenced blob.
 //!
-//! Reads only tree and content-list blobs, which live in tree packs, so a
-//! walk never touches a data pack (a cold tier is never read). Each tree or
-//! list blob is read once however many snapshots share it; data chunks are
-//! only recorded. Reads run concurrently, a bounded number at a time.
+//! Runs on the engine's tree walker ([`crate::walk`]) with lists and the
+//! seen-set on: only tree and content-list blobs are read, which live in
+//! tree packs, so the walk never touches a data pack (a cold tier is never
+//! read); each tree or list blob is read once however many snapshots share
+//! it; data chunks are only recorded. Any tree or list that cannot be read
+//! ends the walk: GC then deletes nothing.
 
-use std::collections::HashSet;
-
-use futures::stream::{self, StreamExt};
-use nfrepo_format::{BlobId, BlobKind, Content, ContentList, ListEntry, NodeKind};
+use nfrepo_format::{BlobId, Content, ContentList, Node, NodeKind, Tree};
 
 use super::refs::RefSet;
+use crate::Result;
 use crate::read::Reader;
-use crate::{Error, Result};
+use crate::walk::{self, Pending, Visitor, WalkOptions};
 
 /// Tree and list reads in flight at once.
 const WALK_CONCURRENCY: usize = 16;
 
-#[derive(Clone, Copy, Debug)]
-enum Pending {
-    Tree(BlobId),
-    List(BlobId),
+/// Records every blob the walk reaches.
+struct Referenced<'a> {
+    refs: &'a mut RefSet,
+    read: u64,
 }
 
-enum Loaded {
-    Tree(std::sync::Arc<nfrepo_format::Tree>),
-    List(ContentList),
+impl Visitor for Referenced<'_> {
+    fn descend(&mut self, _path: &[u8], blob: &Pending) -> Result<bool> {
+        self.refs.insert(&blob.id());
+        Ok(true)
+    }
+
+    fn enter_tree(&mut self, _path: &[u8], _id: &BlobId, _tree: &Tree) -> Result<()> {
+        self.read += 1;
+        Ok(())
+    }
+
+    fn visit_node(&mut self, _path: &[u8], _parent: &BlobId, node: &Node) -> Result<()> {
+        if let NodeKind::File {
+            content: Content::Inline(chunks),
+            ..
+        } = &node.kind
+        {
+            chunks.iter().for_each(|c| self.refs.insert(&c.id));
+        }
+        Ok(())
+    }
+
+    fn visit_list(&mut self, _path: &[u8], _blob: &Pending, list: &ContentList) -> Result<()> {
+        self.read += 1;
+        // Inner lists are recorded when the walk descends into them.
+        if list.level <= 1 {
+            list.entries.iter().for_each(|e| self.refs.insert(&e.id));
+        }
+        Ok(())
+    }
 }
 
 /// Adds to `refs` every blob reachable from `roots` (root tree ids),
 /// including the tree and list blobs themselves. Returns how many tree and
 /// list blobs were read.
 pub(crate) async fn walk(reader: &Reader, roots: impl IntoIterator<Item = BlobId>, refs: &mut RefSet) -> Result<u64> {
-    let mut visited: HashSet<BlobId> = HashSet::new();
-    let mut frontier: Vec<Pending> = Vec::new();
-    for root in roots {
-        if visited.insert(root) {
-            refs.insert(&root);
-            frontier.push(Pending::Tree(root));
-        }
-    }
-    let mut read = 0u64;
-    while !frontier.is_empty() {
-        let batch: Vec<Pending> = frontier.split_off(frontier.len().saturating_sub(WALK_CONCURRENCY * 4));
-        let loaded: Vec<Result<Loaded>> = stream::iter(batch)
-            .map(|pending| load(reader, pending))
-            .buffer_unordered(WALK_CONCURRENCY)
-            .collect()
-            .await;
-        for item in loaded {
-            read += 1;
-            match item? {
-                Loaded::Tree(tree) => {
-                    for node in &tree.nodes {
-                        match &node.kind {
-                            NodeKind::Dir { tree } if visited.insert(*tree) => {
-                                refs.insert(tree);
-                                frontier.push(Pending::Tree(*tree));
-                            }
-                            NodeKind::File { content, .. } => match content {
-                                Content::Inline(chunks) => chunks.iter().for_each(|c| refs.insert(&c.id)),
-                                Content::List { root, .. } => {
-                                    if visited.insert(*root) {
-                                        refs.insert(root);
-                                        frontier.push(Pending::List(*root));
-                                    }
-                                }
-                            },
-                            _ => {}
-                        }
-                    }
-                }
-                Loaded::List(list) => {
-                    for ListEntry { id, .. } in &list.entries {
-                        if list.level > 1 {
-                            if visited.insert(*id) {
-                                refs.insert(id);
-                                frontier.push(Pending::List(*id));
-                            }
-                        } else {
-                            refs.insert(id);
-                        }
-                    }
-                }
-            }
-        }
-    }
+    let mut visitor = Referenced { refs, read: 0 };
+    let options = WalkOptions {
+        dedup: true,
+        lists: true,
+        concurrency: WALK_CONCURRENCY,
+    };
+    walk::walk(
+        reader,
+        roots.into_iter().map(|root| (Vec::new(), root)),
+        options,
+        &mut visitor,
+    )
+    .await?;
+    let read = visitor.read;
     refs.merge();
     Ok(read)
-}
-
-async fn load(reader: &Reader, pending: Pending) -> Result<Loaded> {
-    match pending {
-        Pending::Tree(id) => Ok(Loaded::Tree(reader.tree(&id).await?)),
-        Pending::List(id) => {
-            let bytes = reader.read_blob(&id, BlobKind::ContentList).await?;
-            let list = ContentList::decode(&bytes).map_err(|e| Error::decode(format!("content list {id}"), e))?;
-            Ok(Loaded::List(list))
-        }
-    }
 }

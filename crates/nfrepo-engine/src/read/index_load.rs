@@ -1,0 +1,74 @@
+//! Index loading: the deltas, through the local index cache when there is one.
+
+
+use futures::stream::{self, StreamExt, TryStreamExt};
+use nfrepo_format::{IndexDelta, IndexId};
+use nfrepo_store::{ObjectKey, ObjectKind};
+
+use super::LIST_CONCURRENCY;
+use crate::index::Index;
+use crate::{Error, Repository, Result};
+
+impl Repository {
+    /// Loads the index. Call after listing snapshots (see [`Index`]).
+    ///
+    /// With a local cache ([`Self::with_index_cache`]) only the deltas the
+    /// cache has not seen are fetched, and the cache is rebuilt from every
+    /// delta when one it holds has gone or been superseded. Otherwise every
+    /// delta is fetched into memory.
+    ///
+    /// # Errors
+    /// Storage errors, local cache errors, or [`Error::Corrupted`] for a damaged delta.
+    pub async fn load_index(&self) -> Result<Index> {
+        // A delta that vanishes between listing and reading was merged by a
+        // concurrent compaction, which wrote its replacement first: list again.
+        let mut attempts = 0;
+        loop {
+            match self.load_index_once().await {
+                Err(Error::Store(e)) if e.kind() == nfrepo_store::ErrorKind::NotFound && attempts < 3 => {
+                    attempts += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn load_index_once(&self) -> Result<Index> {
+        let listed: Vec<(IndexId, ObjectKey)> = self
+            .store()
+            .list(ObjectKind::Index)
+            .await
+            .map_err(Error::store)?
+            .into_iter()
+            .filter_map(|info| Some((info.key.name().parse::<IndexId>().ok()?, info.key)))
+            .collect();
+        let Some(dir) = self.index_cache_dir() else {
+            return Ok(Index::from_deltas(self.fetch_deltas(listed).await?));
+        };
+        match crate::index::load_cached(self, dir.to_owned(), &listed).await {
+            Ok(index) => Ok(index),
+            // The cache only saves work: without it, the index is loaded into
+            // memory. (Other storage errors, such as a delta gone missing, are
+            // the repository's and go to the caller.)
+            Err(Error::Store(e)) if e.kind() == nfrepo_store::ErrorKind::Other => {
+                tracing::warn!(error = %e, "local index cache unusable; loading the index into memory");
+                Ok(Index::from_deltas(self.fetch_deltas(listed).await?))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Fetches and opens index deltas, several at a time.
+    pub(crate) async fn fetch_deltas(&self, deltas: Vec<(IndexId, ObjectKey)>) -> Result<Vec<(IndexId, IndexDelta)>> {
+        stream::iter(deltas)
+            .map(|(id, key)| async move {
+                let bytes = self.store().get(&key).await.map_err(Error::store)?;
+                let delta = IndexDelta::decode(&id, &bytes, self.sealer(), &self.id())
+                    .map_err(|e| Error::decode(key.to_string(), e))?;
+                Ok::<_, Error>((id, delta))
+            })
+            .buffer_unordered(LIST_CONCURRENCY)
+            .try_collect()
+            .await
+    }
+}

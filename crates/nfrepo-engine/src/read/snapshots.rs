@@ -1,0 +1,118 @@
+//! Snapshot selection: listing the snapshots and resolving a snapshot spec.
+
+use futures::stream::{self, StreamExt, TryStreamExt};
+use nfrepo_format::{Snapshot, SnapshotId};
+use nfrepo_store::ObjectKind;
+
+use super::LIST_CONCURRENCY;
+use crate::{Error, Repository, Result};
+
+/// A snapshot with its id.
+#[derive(Clone, Debug)]
+pub struct SnapshotEntry {
+    /// Its id.
+    pub id: SnapshotId,
+    /// Its content.
+    pub snapshot: Snapshot,
+}
+
+impl Repository {
+    /// Every snapshot, oldest first. A snapshot that does not open fails
+    /// the whole call: what must see every snapshot (gc, forget) uses this.
+    ///
+    /// # Errors
+    /// Storage errors, or [`Error::Corrupted`] for a damaged snapshot.
+    pub async fn snapshots(&self) -> Result<Vec<SnapshotEntry>> {
+        let (good, mut damaged) = self.load_snapshots().await?;
+        match damaged.pop() {
+            Some(error) => Err(error),
+            None => Ok(good),
+        }
+    }
+
+    /// Every snapshot that opens, oldest first; each damaged one is logged as
+    /// a warning (naming the object) and left out. Backups, browsing and
+    /// restores use this, so one damaged snapshot stops neither the next
+    /// backup nor a restore of another snapshot; `nfrepo check` reports it.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn readable_snapshots(&self) -> Result<Vec<SnapshotEntry>> {
+        let (good, damaged) = self.load_snapshots().await?;
+        for error in damaged {
+            tracing::warn!("skipping a damaged snapshot (run `nfrepo check`): {error}");
+        }
+        Ok(good)
+    }
+
+    /// Snapshots that open, and the errors of those that do not.
+    async fn load_snapshots(&self) -> Result<(Vec<SnapshotEntry>, Vec<Error>)> {
+        let listed = self.store().list(ObjectKind::Snapshot).await.map_err(Error::store)?;
+        let loaded: Vec<Option<std::result::Result<SnapshotEntry, Error>>> =
+            stream::iter(listed.into_iter().filter_map(|info| {
+                let id = info.key.name().parse::<SnapshotId>().ok()?;
+                Some((id, info.key))
+            }))
+            .map(|(id, key)| async move {
+                let bytes = match self.store().get(&key).await {
+                    Ok(bytes) => bytes,
+                    // Forgotten between the listing and the read.
+                    Err(e) if e.kind() == nfrepo_store::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(Error::store(e)),
+                };
+                Ok(Some(
+                    Snapshot::decode(&id, &bytes, self.sealer(), &self.id())
+                        .map(|snapshot| SnapshotEntry { id, snapshot })
+                        .map_err(|e| Error::decode(key.to_string(), e)),
+                ))
+            })
+            .buffer_unordered(LIST_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let (mut good, mut damaged) = (Vec::new(), Vec::new());
+        for entry in loaded.into_iter().flatten() {
+            match entry {
+                Ok(entry) => good.push(entry),
+                Err(error) => damaged.push(error),
+            }
+        }
+        good.sort_by_key(|e| (e.snapshot.time_ns, e.id));
+        Ok((good, damaged))
+    }
+
+    /// Resolves a snapshot spec: an id prefix, `latest`, or `SOURCE@latest`.
+    ///
+    /// # Errors
+    /// [`Error::SnapshotNotFound`] or [`Error::AmbiguousSnapshot`].
+    pub async fn find_snapshot(&self, spec: &str) -> Result<SnapshotEntry> {
+        let all = self.readable_snapshots().await?;
+        select_snapshot(all, spec)
+    }
+}
+
+/// Picks the snapshot `spec` names out of `all` (sorted oldest first).
+///
+/// # Errors
+/// [`Error::SnapshotNotFound`] or [`Error::AmbiguousSnapshot`].
+pub fn select_snapshot(all: Vec<SnapshotEntry>, spec: &str) -> Result<SnapshotEntry> {
+    let not_found = || Error::SnapshotNotFound(spec.to_owned());
+    if spec == "latest" {
+        return all.into_iter().next_back().ok_or_else(not_found);
+    }
+    if let Some(source) = spec.strip_suffix("@latest") {
+        return all
+            .into_iter()
+            .rfind(|e| e.snapshot.source == source)
+            .ok_or_else(not_found);
+    }
+    if spec.is_empty() || !spec.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(not_found());
+    }
+    let spec_lower = spec.to_ascii_lowercase();
+    let mut matches = all.into_iter().filter(|e| e.id.to_hex().starts_with(&spec_lower));
+    let first = matches.next().ok_or_else(not_found)?;
+    if matches.next().is_some() {
+        return Err(Error::AmbiguousSnapshot(spec.to_owned()));
+    }
+    Ok(first)
+}

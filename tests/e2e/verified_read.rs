@@ -1,0 +1,80 @@
+//! Issue 9, one verified file reader: a file whose recorded size or BLAKE3
+//! disagrees with its chunks is refused by `cat`, `restore` and `verify`
+//! with BACKUP_CORRUPTED, and its end is never written.
+
+use nfrepo_engine::{BackupOptions, CommitDetails, Repository};
+use nfrepo_format::{Metadata, Node, NodeKind, Tree};
+
+use crate::harness::{Env, PASSWORD, pseudo_random};
+
+/// Commits, through the engine, a snapshot of one file `f` holding `data`
+/// whose node is altered by `alter`; returns the snapshot id.
+fn commit_crafted(env: &Env, data: Vec<u8>, alter: fn(&mut NodeKind)) -> String {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let url = nfrepo_store::StoreUrl::parse(&env.repo).unwrap();
+        let store = nfrepo_store::open(&url, &nfrepo_store::Credentials::default()).unwrap();
+        let repo = Repository::open(store, PASSWORD.as_bytes()).await.unwrap();
+        let session = repo
+            .begin_backup(BackupOptions::new("crafted", "stdin", "dump"))
+            .await
+            .unwrap();
+        let (session, root) = tokio::task::spawn_blocking(move || {
+            let stored = session.store_stream(&data[..], true).unwrap();
+            let mut kind = NodeKind::File {
+                size: stored.size,
+                content: stored.content,
+                blake3: stored.blake3,
+                sha256: stored.sha256,
+            };
+            alter(&mut kind);
+            let node = Node {
+                name: b"f".to_vec(),
+                kind,
+                meta: Metadata::default(),
+            };
+            let root = session.store_tree(&Tree { nodes: vec![node] }).unwrap();
+            (session, root)
+        })
+        .await
+        .unwrap();
+        session.commit(root, CommitDetails::default()).await.unwrap().0.to_hex()
+    })
+}
+
+#[test]
+fn issue9_cat_restore_and_verify_refuse_content_that_disagrees_with_its_node() {
+    let env = Env::new();
+    env.init();
+    let data = pseudo_random(300_000, 9);
+    let wrong_hash = commit_crafted(&env, data.clone(), |kind| {
+        if let NodeKind::File { blake3, .. } = kind {
+            blake3[0] ^= 1;
+        }
+    });
+    let wrong_size = commit_crafted(&env, data.clone(), |kind| {
+        if let NodeKind::File { size, .. } = kind {
+            *size -= 1;
+        }
+    });
+    for id in [&wrong_hash, &wrong_size] {
+        let spec = format!("{id}:f");
+        let out = env.run(&["cat", &spec]);
+        assert_eq!(out.status.code(), Some(11), "cat {spec}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("BACKUP_CORRUPTED"));
+        assert!(
+            out.stdout.len() < data.len(),
+            "cat wrote the unverified end of the file"
+        );
+
+        let target = env.path(&format!("restored-{id}"));
+        env.fails(
+            &["restore", id, "--target", target.to_str().unwrap()],
+            11,
+            "BACKUP_CORRUPTED",
+        );
+        assert!(!target.join("f").exists(), "a wrong file was put in place");
+
+        env.fails(&["verify", id, "--read-data"], 11, "BACKUP_CORRUPTED");
+    }
+}
