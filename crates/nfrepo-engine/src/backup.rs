@@ -232,7 +232,7 @@ struct Shared {
     queue: UploadQueue,
     counters: Counters,
     budget: ByteBudget,
-    failure: Mutex<Option<String>>,
+    failure: Mutex<Option<Arc<Error>>>,
 }
 
 /// One backup in progress. See the module docs for the protocol.
@@ -622,7 +622,7 @@ impl Shared {
         let shared = Arc::clone(self);
         rayon::spawn(move || {
             if let Err(e) = shared.seal_and_pack(kind, id, &plaintext) {
-                shared.fail(&e);
+                shared.fail(e);
             }
             drop(plaintext);
             shared.budget.release(len);
@@ -642,16 +642,16 @@ impl Shared {
     }
 
     /// Records the first failure of a sealing worker; every later call fails with it.
-    fn fail(&self, error: &Error) {
+    fn fail(&self, error: Error) {
         if let Ok(mut failure) = self.failure.lock() {
-            failure.get_or_insert_with(|| error.to_string());
+            failure.get_or_insert_with(|| error.into_shared());
         }
     }
 
     /// Fails if a sealing worker or an upload failed.
     fn check(&self) -> Result<()> {
-        if let Some(message) = self.failure.lock().ok().and_then(|f| f.clone()) {
-            return Err(Error::Pipeline(message));
+        if let Some(error) = self.failure.lock().ok().and_then(|f| f.clone()) {
+            return Err(Error::Shared(error));
         }
         self.queue.check()
     }

@@ -11,14 +11,15 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
 use futures::FutureExt;
-use futures::stream::{self, Stream, StreamExt, TryStreamExt};
+use futures::stream::{self, Stream, StreamExt};
 use nfrepo_format::{
     BlobCodec, BlobId, BlobKind, Content, ContentList, IndexDelta, IndexId, ListEntry, Node, NodeKind, Snapshot,
     SnapshotId, Tree,
 };
-use nfrepo_store::{ObjectKey, ObjectKind};
+use nfrepo_store::{ObjectInfo, ObjectKey, ObjectKind};
 
 use crate::index::{BlobLocation, Index};
+use crate::objects::RepoObject;
 use crate::{Error, Repository, Result};
 
 /// Content bytes read ahead while streaming one file: many small dump
@@ -30,8 +31,6 @@ const READ_AHEAD_MAX: usize = 64;
 /// enough to make per-request costs vanish against 16 KiB dump chunks, short
 /// enough that several runs decode in parallel within the read-ahead.
 const COALESCE_BYTES: u64 = 1 << 20;
-/// How many metadata objects (index deltas, snapshots) are fetched at once.
-const LIST_CONCURRENCY: usize = 16;
 
 /// A snapshot with its id.
 #[derive(Clone, Debug)]
@@ -71,39 +70,20 @@ impl Repository {
         Ok(good)
     }
 
-    /// Snapshots that open, and the errors of those that do not.
+    /// Snapshots that open, and the errors of those that do not. A
+    /// snapshot forgotten between the listing and the read is neither.
     async fn load_snapshots(&self) -> Result<(Vec<SnapshotEntry>, Vec<Error>)> {
-        let listed = self.store().list(ObjectKind::Snapshot).await.map_err(Error::store)?;
-        let loaded: Vec<Option<std::result::Result<SnapshotEntry, Error>>> =
-            stream::iter(listed.into_iter().filter_map(|info| {
-                let id = info.key.name().parse::<SnapshotId>().ok()?;
-                Some((id, info.key))
-            }))
-            .map(|(id, key)| async move {
-                let bytes = match self.store().get(&key).await {
-                    Ok(bytes) => bytes,
-                    // Forgotten between the listing and the read.
-                    Err(e) if e.kind() == nfrepo_store::ErrorKind::NotFound => return Ok(None),
-                    Err(e) => return Err(Error::store(e)),
-                };
-                Ok(Some(
-                    Snapshot::decode(&id, &bytes, self.sealer(), &self.id())
-                        .map(|snapshot| SnapshotEntry { id, snapshot })
-                        .map_err(|e| Error::decode(key.to_string(), e)),
-                ))
+        let loaded = crate::objects::load_all::<Snapshot>(self).await?;
+        let mut good: Vec<SnapshotEntry> = loaded
+            .good
+            .into_iter()
+            .map(|s| SnapshotEntry {
+                id: s.id,
+                snapshot: s.object,
             })
-            .buffer_unordered(LIST_CONCURRENCY)
-            .try_collect()
-            .await?;
-        let (mut good, mut damaged) = (Vec::new(), Vec::new());
-        for entry in loaded.into_iter().flatten() {
-            match entry {
-                Ok(entry) => good.push(entry),
-                Err(error) => damaged.push(error),
-            }
-        }
+            .collect();
         good.sort_by_key(|e| (e.snapshot.time_ns, e.id));
-        Ok((good, damaged))
+        Ok((good, loaded.damaged.into_iter().map(|d| d.error).collect()))
     }
 
     /// Resolves a snapshot spec: an id prefix, `latest`, or `SOURCE@latest`.
@@ -130,26 +110,21 @@ impl Repository {
         let mut attempts = 0;
         loop {
             match self.load_index_once().await {
-                Err(Error::Store(e)) if e.kind() == nfrepo_store::ErrorKind::NotFound && attempts < 3 => {
-                    attempts += 1;
-                }
+                Err(Error::Missing { .. }) if attempts < 3 => attempts += 1,
                 other => return other,
             }
         }
     }
 
     async fn load_index_once(&self) -> Result<Index> {
-        let listed: Vec<(IndexId, ObjectKey)> = self
-            .store()
-            .list(ObjectKind::Index)
-            .await
-            .map_err(Error::store)?
-            .into_iter()
-            .filter_map(|info| Some((info.key.name().parse::<IndexId>().ok()?, info.key)))
-            .collect();
+        let listed = self.store().list(ObjectKind::Index).await.map_err(Error::store)?;
         let Some(dir) = self.index_cache_dir() else {
             return Ok(Index::from_deltas(self.fetch_deltas(listed).await?));
         };
+        let listed: Vec<(IndexId, ObjectInfo)> = listed
+            .into_iter()
+            .filter_map(|info| Some((<IndexDelta as RepoObject>::parse_name(info.key.name())?, info)))
+            .collect();
         match self.load_cached_index(dir.to_owned(), &listed).await {
             Ok(index) => Ok(index),
             // The cache only saves work: without it, the index is loaded into
@@ -157,6 +132,7 @@ impl Repository {
             // the repository's and go to the caller.)
             Err(Error::Store(e)) if e.kind() == nfrepo_store::ErrorKind::Other => {
                 tracing::warn!(error = %e, "local index cache unusable; loading the index into memory");
+                let listed = listed.into_iter().map(|(_, info)| info).collect();
                 Ok(Index::from_deltas(self.fetch_deltas(listed).await?))
             }
             Err(e) => Err(e),
@@ -164,7 +140,7 @@ impl Repository {
     }
 
     /// Brings the local index cache up to date with `listed` and opens it.
-    async fn load_cached_index(&self, dir: std::path::PathBuf, listed: &[(IndexId, ObjectKey)]) -> Result<Index> {
+    async fn load_cached_index(&self, dir: std::path::PathBuf, listed: &[(IndexId, ObjectInfo)]) -> Result<Index> {
         let repo = self.id().to_hex();
         let cache = blocking(move || nfrepo_store::IndexCache::open(&dir, &repo).map_err(Error::store)).await?;
         let (cache, seen) = blocking(move || {
@@ -175,7 +151,11 @@ impl Repository {
         let ingested: HashSet<IndexId> = seen.iter().filter(|(_, i)| *i).map(|(id, _)| IndexId(*id)).collect();
         let seen: HashSet<IndexId> = seen.into_iter().map(|(id, _)| IndexId(id)).collect();
         let listed_ids: HashSet<IndexId> = listed.iter().map(|(id, _)| *id).collect();
-        let new: Vec<(IndexId, ObjectKey)> = listed.iter().filter(|(id, _)| !seen.contains(id)).cloned().collect();
+        let new: Vec<ObjectInfo> = listed
+            .iter()
+            .filter(|(id, _)| !seen.contains(id))
+            .map(|(_, info)| info.clone())
+            .collect();
         let mut fetched = self.fetch_deltas(new).await?;
         let superseded: HashSet<IndexId> = fetched.iter().flat_map(|(_, d)| d.supersedes.iter().copied()).collect();
         let rebuild = ingested
@@ -183,8 +163,11 @@ impl Repository {
             .any(|id| !listed_ids.contains(id) || superseded.contains(id));
         if rebuild {
             tracing::info!("an index delta the local cache holds was removed or superseded; rebuilding the cache");
-            let missing: Vec<(IndexId, ObjectKey)> =
-                listed.iter().filter(|(id, _)| seen.contains(id)).cloned().collect();
+            let missing: Vec<ObjectInfo> = listed
+                .iter()
+                .filter(|(id, _)| seen.contains(id))
+                .map(|(_, info)| info.clone())
+                .collect();
             fetched.extend(self.fetch_deltas(missing).await?);
         }
         blocking(move || {
@@ -210,18 +193,21 @@ impl Repository {
         .await
     }
 
-    /// Fetches and opens index deltas, several at a time.
-    async fn fetch_deltas(&self, deltas: Vec<(IndexId, ObjectKey)>) -> Result<Vec<(IndexId, IndexDelta)>> {
-        stream::iter(deltas)
-            .map(|(id, key)| async move {
-                let bytes = self.store().get(&key).await.map_err(Error::store)?;
-                let delta = IndexDelta::decode(&id, &bytes, self.sealer(), &self.id())
-                    .map_err(|e| Error::decode(key.to_string(), e))?;
-                Ok::<_, Error>((id, delta))
-            })
-            .buffer_unordered(LIST_CONCURRENCY)
-            .try_collect()
-            .await
+    /// Fetches and opens the listed index deltas. A damaged delta fails the
+    /// load (its blobs would silently vanish from the index); one that
+    /// vanished is [`Error::Missing`], on which [`Self::load_index`] lists again.
+    async fn fetch_deltas(&self, listed: Vec<ObjectInfo>) -> Result<Vec<(IndexId, IndexDelta)>> {
+        let loaded = crate::objects::load_listed::<IndexDelta>(self, listed).await?;
+        if let Some(damaged) = loaded.damaged.into_iter().next() {
+            return Err(damaged.error);
+        }
+        if let Some(key) = loaded.vanished.into_iter().next() {
+            return Err(Error::Missing {
+                object: key.path(),
+                detail: "the index delta was removed while the index was loading".into(),
+            });
+        }
+        Ok(loaded.good.into_iter().map(|d| (d.id, d.object)).collect())
     }
 
     /// A blob codec for this repository (one per worker thread).

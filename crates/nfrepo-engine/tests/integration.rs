@@ -14,5 +14,6 @@ mod integration {
     mod forget;
     mod gc;
     mod index_cache;
+    mod objects;
     mod repository;
 }
