@@ -8,19 +8,13 @@
 
 use libfuzzer_sys::fuzz_target;
 use nfrepo_format::ContentList;
+use nfrepo_fuzz::plain_input;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, rest)) = data.split_first() else {
+    let Some(bytes) = plain_input(data, b"NFRL\x01") else {
         return;
     };
-    let built;
-    let bytes = if mode & 1 == 0 {
-        rest
-    } else {
-        built = [b"NFRL\x01", rest].concat();
-        &built[..]
-    };
-    if let Ok(list) = ContentList::decode(bytes) {
+    if let Ok(list) = ContentList::decode(&bytes) {
         let encoded = list.encode().expect("a decoded list encodes");
         assert_eq!(ContentList::decode(&encoded).expect("round trip"), list);
         let _ = list.entries.iter().try_fold(0u64, |sum, e| sum.checked_add(e.len));

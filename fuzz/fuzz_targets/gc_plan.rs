@@ -11,21 +11,13 @@
 
 use libfuzzer_sys::fuzz_target;
 use nfrepo_format::{GcPlan, SealedKind, content_hash};
-use nfrepo_fuzz::{REPO, cipher_of, sealed_object, sealer};
+use nfrepo_fuzz::{REPO, sealed_input};
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, rest)) = data.split_first() else {
+    let Some((sealer, bytes)) = sealed_input(data, b"NFRG", SealedKind::GcPlan) else {
         return;
     };
-    let sealer = sealer(cipher_of(mode & 2 != 0));
-    let built;
-    let bytes = if mode & 1 == 0 {
-        rest
-    } else {
-        built = sealed_object(b"NFRG", sealer, SealedKind::GcPlan, rest);
-        &built[..]
-    };
-    if let Ok(plan) = GcPlan::decode(&content_hash(bytes), bytes, sealer, &REPO) {
+    if let Ok(plan) = GcPlan::decode(&content_hash(&bytes), &bytes, sealer, &REPO) {
         let (id, encoded) = plan.encode(sealer, &REPO).expect("a decoded plan encodes");
         assert_eq!(GcPlan::decode(&id, &encoded, sealer, &REPO).expect("round trip"), plan);
     }

@@ -11,22 +11,14 @@
 
 use libfuzzer_sys::fuzz_target;
 use nfrepo_format::{IndexDelta, IndexId, SealedKind, content_hash};
-use nfrepo_fuzz::{REPO, cipher_of, sealed_object, sealer};
+use nfrepo_fuzz::{REPO, sealed_input};
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, rest)) = data.split_first() else {
+    let Some((sealer, bytes)) = sealed_input(data, b"NFRI", SealedKind::Index) else {
         return;
     };
-    let sealer = sealer(cipher_of(mode & 2 != 0));
-    let built;
-    let bytes = if mode & 1 == 0 {
-        rest
-    } else {
-        built = sealed_object(b"NFRI", sealer, SealedKind::Index, rest);
-        &built[..]
-    };
-    let id = IndexId(content_hash(bytes));
-    if let Ok(delta) = IndexDelta::decode(&id, bytes, sealer, &REPO) {
+    let id = IndexId(content_hash(&bytes));
+    if let Ok(delta) = IndexDelta::decode(&id, &bytes, sealer, &REPO) {
         let (id, encoded) = delta.encode(sealer, &REPO).expect("a decoded delta encodes");
         assert_eq!(
             IndexDelta::decode(&id, &encoded, sealer, &REPO).expect("round trip"),

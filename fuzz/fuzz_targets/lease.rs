@@ -10,21 +10,13 @@
 
 use libfuzzer_sys::fuzz_target;
 use nfrepo_format::{Lease, SealedKind};
-use nfrepo_fuzz::{REPO, cipher_of, sealed_object, sealer};
+use nfrepo_fuzz::{REPO, sealed_input};
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, rest)) = data.split_first() else {
+    let Some((sealer, bytes)) = sealed_input(data, b"NFRQ", SealedKind::Lease) else {
         return;
     };
-    let sealer = sealer(cipher_of(mode & 2 != 0));
-    let built;
-    let bytes = if mode & 1 == 0 {
-        rest
-    } else {
-        built = sealed_object(b"NFRQ", sealer, SealedKind::Lease, rest);
-        &built[..]
-    };
-    if let Ok(lease) = Lease::decode(bytes, sealer, &REPO) {
+    if let Ok(lease) = Lease::decode(&bytes, sealer, &REPO) {
         let encoded = lease.encode(sealer, &REPO).expect("a decoded lease encodes");
         assert_eq!(Lease::decode(&encoded, sealer, &REPO).expect("round trip"), lease);
     }

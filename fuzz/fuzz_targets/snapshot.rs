@@ -11,22 +11,14 @@
 
 use libfuzzer_sys::fuzz_target;
 use nfrepo_format::{SealedKind, Snapshot, SnapshotId, content_hash};
-use nfrepo_fuzz::{REPO, cipher_of, sealed_object, sealer};
+use nfrepo_fuzz::{REPO, sealed_input};
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, rest)) = data.split_first() else {
+    let Some((sealer, bytes)) = sealed_input(data, b"NFRS", SealedKind::Snapshot) else {
         return;
     };
-    let sealer = sealer(cipher_of(mode & 2 != 0));
-    let built;
-    let bytes = if mode & 1 == 0 {
-        rest
-    } else {
-        built = sealed_object(b"NFRS", sealer, SealedKind::Snapshot, rest);
-        &built[..]
-    };
-    let id = SnapshotId(content_hash(bytes));
-    if let Ok(snapshot) = Snapshot::decode(&id, bytes, sealer, &REPO) {
+    let id = SnapshotId(content_hash(&bytes));
+    if let Ok(snapshot) = Snapshot::decode(&id, &bytes, sealer, &REPO) {
         let (id, encoded) = snapshot.encode(sealer, &REPO).expect("a decoded snapshot encodes");
         assert_eq!(
             Snapshot::decode(&id, &encoded, sealer, &REPO).expect("round trip"),

@@ -9,19 +9,13 @@
 
 use libfuzzer_sys::fuzz_target;
 use nfrepo_format::Tree;
+use nfrepo_fuzz::plain_input;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, rest)) = data.split_first() else {
+    let Some(bytes) = plain_input(data, b"NFRT\x01") else {
         return;
     };
-    let built;
-    let bytes = if mode & 1 == 0 {
-        rest
-    } else {
-        built = [b"NFRT\x01", rest].concat();
-        &built[..]
-    };
-    if let Ok(tree) = Tree::decode(bytes) {
+    if let Ok(tree) = Tree::decode(&bytes) {
         let encoded = tree.encode().expect("a decoded tree is valid");
         assert_eq!(Tree::decode(&encoded).expect("round trip"), tree);
         for node in &tree.nodes {

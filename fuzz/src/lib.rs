@@ -62,3 +62,36 @@ pub fn sealed_object(magic: &[u8; 4], sealer: &Sealer, kind: SealedKind, plainte
     seal_object(sealer, kind, plaintext, &mut out);
     out
 }
+
+/// The stored bytes a sealed-object target decodes, from its input
+/// `mode || rest`: bit 1 of `mode` picks the cipher; with bit 0 clear `rest`
+/// is a stored object as found in a repository, with bit 0 set it is the
+/// postcard body, sealed here as an object of `kind` behind `magic`.
+/// `None` for an empty input.
+pub fn sealed_input<'a>(
+    data: &'a [u8],
+    magic: &[u8; 4],
+    kind: SealedKind,
+) -> Option<(&'static Sealer, std::borrow::Cow<'a, [u8]>)> {
+    let (&mode, rest) = data.split_first()?;
+    let sealer = sealer(cipher_of(mode & 2 != 0));
+    let bytes = if mode & 1 == 0 {
+        std::borrow::Cow::Borrowed(rest)
+    } else {
+        std::borrow::Cow::Owned(sealed_object(magic, sealer, kind, rest))
+    };
+    Some((sealer, bytes))
+}
+
+/// The plaintext a blob target decodes, from its input `mode || rest`: with
+/// bit 0 of `mode` clear `rest` is the whole plaintext, with it set the
+/// target puts `header` (magic and version) in front, so the fuzzer spends
+/// its time in the body. `None` for an empty input.
+pub fn plain_input<'a>(data: &'a [u8], header: &[u8]) -> Option<std::borrow::Cow<'a, [u8]>> {
+    let (&mode, rest) = data.split_first()?;
+    Some(if mode & 1 == 0 {
+        std::borrow::Cow::Borrowed(rest)
+    } else {
+        std::borrow::Cow::Owned([header, rest].concat())
+    })
+}

@@ -1,6 +1,8 @@
 //! Configured sources without a database server: `nfrepo.toml` discovery,
 //! the repository from the file, hooks, `--all`, `cron`, include/exclude.
 
+use nfrepo_testing::write_tree;
+
 use crate::harness::{Env, PASSWORD, describe};
 
 fn config_env(body: &str) -> (Env, String) {
@@ -15,9 +17,11 @@ fn config_env(body: &str) -> (Env, String) {
 fn the_repository_and_its_password_come_from_the_config_file() {
     let env = Env::new();
     let data = env.path("etc");
-    std::fs::create_dir_all(data.join("nginx")).unwrap();
-    std::fs::write(data.join("nginx/site.conf"), "server {}\n").unwrap();
-    std::fs::write(data.join("nginx/site.conf.bak"), "old\n").unwrap();
+    write_tree(
+        &data,
+        &[("nginx/site.conf", "server {}\n"), ("nginx/site.conf.bak", "old\n")],
+    )
+    .unwrap();
     std::fs::write(env.path("repo.pass"), format!("{PASSWORD}\n")).unwrap();
     let config = env.path("nfrepo.toml");
     std::fs::write(
@@ -58,8 +62,7 @@ fn a_failing_pre_hook_aborts_and_the_post_hook_still_runs() {
     let (env, config) = config_env("");
     let marker = env.path("post-ran");
     let data = env.path("data");
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(data.join("a"), "a").unwrap();
+    write_tree(&data, &[("a", "a")]).unwrap();
     std::fs::write(
         env.path("nfrepo.toml"),
         format!(
@@ -83,8 +86,7 @@ fn a_failing_pre_hook_aborts_and_the_post_hook_still_runs() {
 fn a_failing_post_hook_is_reported_after_the_snapshot_is_saved() {
     let (env, config) = config_env("");
     let data = env.path("data");
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(data.join("a"), "a").unwrap();
+    write_tree(&data, &[("a", "a")]).unwrap();
     std::fs::write(
         env.path("nfrepo.toml"),
         format!(
@@ -106,11 +108,9 @@ fn a_failing_post_hook_is_reported_after_the_snapshot_is_saved() {
 fn all_runs_every_source_and_reports_the_failures() {
     let (env, config) = config_env("");
     let data = env.path("data");
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(data.join("a"), "a").unwrap();
+    write_tree(&data, &[("a", "a")]).unwrap();
     let logs = env.path("logs");
-    std::fs::create_dir_all(&logs).unwrap();
-    std::fs::write(logs.join("audit.log"), "entry\n").unwrap();
+    write_tree(&logs, &[("audit.log", "entry\n")]).unwrap();
     std::fs::write(
         env.path("nfrepo.toml"),
         format!(

@@ -1,6 +1,6 @@
 //! Turning errors into one line (or one JSON object) and an exit code.
 
-use nfrepo_engine::{ErrorCode, Operation};
+use nfrepo_engine::{ErrorClass, ErrorCode, Operation};
 
 /// Exit code of a snapshot committed with skipped entries.
 pub const EXIT_PARTIAL: i32 = 3;
@@ -30,21 +30,16 @@ impl Failure {
         Self::new(err.code(during), err.detail_code(), error_chain(err))
     }
 
+    /// A storage error met before a repository is open (parsing its URL,
+    /// reading credentials, opening the backend), classified as the engine
+    /// classifies every storage error.
     pub fn store(err: &nfrepo_store::Error, during: Operation) -> Self {
         let detail = match err.kind() {
             nfrepo_store::ErrorKind::Unreachable => Some("STORAGE_UNREACHABLE"),
             nfrepo_store::ErrorKind::InvalidUrl => Some("INVALID_REPOSITORY_URL"),
             _ => None,
         };
-        let code = match err.kind() {
-            nfrepo_store::ErrorKind::NotFound | nfrepo_store::ErrorKind::InvalidUrl => ErrorCode::BackupNotFound,
-            nfrepo_store::ErrorKind::PermissionDenied => ErrorCode::PermissionDenied,
-            _ => match during {
-                Operation::Restore => ErrorCode::RestoreFailed,
-                _ => ErrorCode::BackupFailed,
-            },
-        };
-        Self::new(code, detail, error_chain(err))
+        Self::new(ErrorClass::of_store(err).code(during), detail, error_chain(err))
     }
 
     /// The process exit code of this failure.

@@ -1,10 +1,18 @@
-//! The engine's error type and the stable error codes operators script against.
+//! The engine's error type, its one classification, and the stable error
+//! codes operators script against.
 //!
-//! Every [`Error`] maps to one [`ErrorCode`] from DESIGN.md §1, and a few of
-//! them to a finer code (wrong password, missing repository…) so a script
-//! can tell those apart without parsing text.
+//! Every error is classified once, by [`Error::class`], into an
+//! [`ErrorClass`]: whether it means damaged or missing repository data,
+//! whether retrying may help, and which [`ErrorCode`] (DESIGN.md §1) it
+//! carries in a given [`Operation`]. Restore's `--skip-damaged`, `check`'s
+//! findings and the CLI's exit codes all read that one classification, so a
+//! missing blob is `BACKUP_NOT_FOUND` whichever command meets it. A few
+//! errors also have a finer code ([`Error::detail_code`]: wrong password,
+//! missing repository…) so a script can tell them apart without parsing text.
+//! Turning codes into process exit codes is the CLI's business alone.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// The stable, documented codes. Each has its own process exit code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -48,6 +56,102 @@ impl ErrorCode {
 impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// How an error is to be treated: the one classification every consumer
+/// (restore's `--skip-damaged`, `check`, retries, the CLI's exit codes) reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorClass {
+    /// Stored bytes are damaged or forged: authentication or hash failure,
+    /// undecodable bytes, an object shorter than the index says.
+    Corrupted,
+    /// An object the repository refers to (a pack, an indexed blob) is gone.
+    Missing,
+    /// What was asked for (a repository, snapshot, path, key slot) does not exist.
+    NotFound,
+    /// An object opens but cannot be used: a newer format version.
+    Invalid,
+    /// Access was refused: by the storage, the local file system, or the key.
+    Denied,
+    /// A restore would overwrite something that differs.
+    Conflict,
+    /// A rollback failed.
+    RollbackFailed,
+    /// The storage could not be reached or failed in a way that may go away.
+    Transient,
+    /// Anything else: the operation failed, the repository is not at fault.
+    Failed,
+}
+
+impl ErrorClass {
+    /// Whether the error means repository data is damaged or missing, so
+    /// skipping what needs it is a choice the operator can make (and a
+    /// finding of `check` rather than a reason to stop it).
+    #[must_use]
+    pub const fn is_damage(self) -> bool {
+        matches!(self, Self::Corrupted | Self::Missing)
+    }
+
+    /// Whether retrying the same operation later may succeed.
+    #[must_use]
+    pub const fn is_retryable(self) -> bool {
+        matches!(self, Self::Transient)
+    }
+
+    /// The stable code of an error of this class during `during`.
+    #[must_use]
+    pub const fn code(self, during: Operation) -> ErrorCode {
+        match self {
+            Self::Corrupted => ErrorCode::BackupCorrupted,
+            Self::Missing | Self::NotFound => ErrorCode::BackupNotFound,
+            Self::Invalid => ErrorCode::SnapshotInvalid,
+            Self::Denied => ErrorCode::PermissionDenied,
+            Self::Conflict => ErrorCode::RestoreConflict,
+            Self::RollbackFailed => ErrorCode::RollbackFailed,
+            Self::Transient | Self::Failed => match during {
+                Operation::Restore => ErrorCode::RestoreFailed,
+                Operation::Backup | Operation::Inspect => ErrorCode::BackupFailed,
+            },
+        }
+    }
+
+    /// The class of a storage error met while reading or writing a
+    /// repository object. A missing object the repository refers to is
+    /// [`Self::Missing`]; whoever knows the object was only asked for (a
+    /// snapshot spec, the config) maps `NotFound` to its own error first.
+    #[must_use]
+    pub fn of_store(err: &nfrepo_store::Error) -> Self {
+        use nfrepo_store::ErrorKind as K;
+        match err.kind() {
+            K::NotFound => Self::Missing,
+            K::Corrupted => Self::Corrupted,
+            K::PermissionDenied => Self::Denied,
+            K::InvalidUrl => Self::NotFound,
+            _ if err.is_retryable() => Self::Transient,
+            _ => Self::Failed,
+        }
+    }
+
+    /// The class of a format error met opening stored bytes.
+    #[must_use]
+    pub fn of_format(err: &nfrepo_format::Error) -> Self {
+        match err {
+            e if e.is_corruption() => Self::Corrupted,
+            nfrepo_format::Error::UnsupportedVersion { .. } => Self::Invalid,
+            nfrepo_format::Error::WrongPassword => Self::Denied,
+            _ => Self::Failed,
+        }
+    }
+
+    /// The class of a local I/O error.
+    #[must_use]
+    pub fn of_io(err: &std::io::Error) -> Self {
+        match err.kind() {
+            std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => Self::Denied,
+            _ => Self::Failed,
+        }
     }
 }
 
@@ -136,9 +240,27 @@ pub enum Error {
     /// A source finished in a way that must not be committed (e.g. a dump command failed).
     #[error("{0}")]
     SourceFailed(String),
-    /// A background worker failed or died; nothing further will be committed.
+    /// A background worker died (panicked) or shared state was poisoned;
+    /// nothing further will be committed. Failures with a cause carry it
+    /// typed instead ([`Error::Shared`], [`Error::Unverified`]).
     #[error("backup pipeline failed: {0}")]
     Pipeline(String),
+    /// The first failure of one worker of an operation, seen by every other
+    /// worker that stops because of it. Classified as the failure itself.
+    #[error(transparent)]
+    Shared(Arc<Error>),
+    /// A pack built by this process failed its verification before upload
+    /// (a local compression or memory fault); nothing of it was uploaded.
+    #[error("pack {pack} failed verification before upload: {detail}")]
+    Unverified {
+        /// The pack.
+        pack: String,
+        /// What failed.
+        detail: String,
+        /// The decoding error, if there was one.
+        #[source]
+        source: Option<nfrepo_format::Error>,
+    },
     /// An invalid option or argument.
     #[error("{0}")]
     Invalid(String),
@@ -148,33 +270,41 @@ pub enum Error {
 }
 
 impl Error {
-    /// The stable code for this error, given the operation that failed.
+    /// The one classification of this error (see [`ErrorClass`]).
     #[must_use]
-    pub fn code(&self, during: Operation) -> ErrorCode {
+    pub fn class(&self) -> ErrorClass {
         match self {
-            Self::Corrupted { .. } => ErrorCode::BackupCorrupted,
-            Self::Format(e) if e.is_corruption() => ErrorCode::BackupCorrupted,
-            Self::Format(_) => ErrorCode::SnapshotInvalid,
+            Self::Corrupted { .. } => ErrorClass::Corrupted,
+            Self::Missing { .. } => ErrorClass::Missing,
             Self::RepositoryNotFound { .. }
             | Self::NotARepository { .. }
             | Self::SnapshotNotFound(_)
             | Self::AmbiguousSnapshot(_)
-            | Self::PathNotFound { .. }
-            | Self::Missing { .. } => ErrorCode::BackupNotFound,
-            Self::WrongPassword { .. } | Self::StoragePermission(_) => ErrorCode::PermissionDenied,
-            // A pack the index names is gone, or shorter than the index says.
-            Self::Store(e) if e.kind() == nfrepo_store::ErrorKind::NotFound => ErrorCode::BackupNotFound,
-            Self::Store(e) if e.kind() == nfrepo_store::ErrorKind::Corrupted => ErrorCode::BackupCorrupted,
-            _ => match during {
-                Operation::Restore => ErrorCode::RestoreFailed,
-                Operation::Backup | Operation::Inspect => ErrorCode::BackupFailed,
-            },
+            | Self::PathNotFound { .. } => ErrorClass::NotFound,
+            Self::WrongPassword { .. } | Self::StoragePermission(_) => ErrorClass::Denied,
+            Self::Unreachable(_) => ErrorClass::Transient,
+            Self::Store(e) => ErrorClass::of_store(e),
+            Self::Format(e) => ErrorClass::of_format(e),
+            Self::Source { source, .. } => ErrorClass::of_io(source),
+            Self::Shared(e) => e.class(),
+            Self::RepositoryExists { .. }
+            | Self::SourceFailed(_)
+            | Self::Pipeline(_)
+            | Self::Unverified { .. }
+            | Self::Invalid(_)
+            | Self::LeaseHeld(_) => ErrorClass::Failed,
         }
+    }
+
+    /// The stable code for this error, given the operation that failed.
+    #[must_use]
+    pub fn code(&self, during: Operation) -> ErrorCode {
+        self.class().code(during)
     }
 
     /// A finer code under [`Self::code`], where one exists.
     #[must_use]
-    pub const fn detail_code(&self) -> Option<&'static str> {
+    pub fn detail_code(&self) -> Option<&'static str> {
         match self {
             Self::WrongPassword { .. } => Some("WRONG_PASSWORD"),
             Self::RepositoryNotFound { .. } => Some("REPOSITORY_NOT_FOUND"),
@@ -184,6 +314,8 @@ impl Error {
             Self::SourceFailed(_) => Some("SOURCE_FAILED"),
             Self::AmbiguousSnapshot(_) => Some("AMBIGUOUS_SNAPSHOT"),
             Self::LeaseHeld(_) => Some("GC_LEASE_HELD"),
+            Self::Store(e) if e.kind() == nfrepo_store::ErrorKind::InvalidUrl => Some("INVALID_REPOSITORY_URL"),
+            Self::Shared(e) => e.detail_code(),
             _ => None,
         }
     }
@@ -193,15 +325,29 @@ impl Error {
     /// make), as opposed to the storage or the local machine failing.
     #[must_use]
     pub fn is_damage(&self) -> bool {
+        self.class().is_damage()
+    }
+
+    /// Whether retrying the same operation later may succeed.
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        self.class().is_retryable()
+    }
+
+    /// This error, ready to be handed to every worker of an operation;
+    /// an error already shared is not wrapped again.
+    #[must_use]
+    pub(crate) fn into_shared(self) -> Arc<Self> {
         match self {
-            Self::Store(e) => matches!(
-                e.kind(),
-                nfrepo_store::ErrorKind::NotFound | nfrepo_store::ErrorKind::Corrupted
-            ),
-            Self::Corrupted { .. } | Self::Missing { .. } => true,
-            Self::Format(e) => e.is_corruption(),
-            _ => false,
+            Self::Shared(e) => e,
+            e => Arc::new(e),
         }
+    }
+
+    /// The error behind `shared`: itself if no other worker holds it.
+    #[must_use]
+    pub(crate) fn from_shared(shared: Arc<Self>) -> Self {
+        Arc::try_unwrap(shared).unwrap_or_else(Self::Shared)
     }
 
     pub(crate) fn store(err: nfrepo_store::Error) -> Self {
@@ -226,7 +372,7 @@ impl Error {
 }
 
 /// The kind of operation, which decides the generic error code.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Operation {
     /// Making a snapshot, or managing the repository.
     Backup,
@@ -238,3 +384,165 @@ pub enum Operation {
 
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nfrepo_store::ErrorKind as K;
+
+    fn store(kind: K) -> nfrepo_store::Error {
+        nfrepo_store::Error::new(kind, "x")
+    }
+
+    fn corrupted() -> Error {
+        Error::decode(
+            "snapshots/ab",
+            nfrepo_format::Error::Authentication { what: "snapshot" },
+        )
+    }
+
+    /// Every error kind, its class, and its code during a backup, a restore
+    /// and an inspection.
+    #[test]
+    fn each_error_maps_to_one_code_in_every_operation() {
+        use ErrorCode::{
+            BackupCorrupted as Corr, BackupFailed as BFail, BackupNotFound as NotF, PermissionDenied as Deny,
+            RestoreFailed as RFail, SnapshotInvalid as Inval,
+        };
+        let missing = || Error::Missing {
+            object: "blob ab".into(),
+            detail: "in no index".into(),
+        };
+        let cases: Vec<(Error, ErrorClass, [ErrorCode; 3])> = vec![
+            (corrupted(), ErrorClass::Corrupted, [Corr, Corr, Corr]),
+            (missing(), ErrorClass::Missing, [NotF, NotF, NotF]),
+            (
+                Error::store(store(K::NotFound)),
+                ErrorClass::Missing,
+                [NotF, NotF, NotF],
+            ),
+            (
+                Error::store(store(K::Corrupted)),
+                ErrorClass::Corrupted,
+                [Corr, Corr, Corr],
+            ),
+            (
+                Error::store(store(K::PermissionDenied)),
+                ErrorClass::Denied,
+                [Deny, Deny, Deny],
+            ),
+            (
+                Error::store(store(K::Unreachable)),
+                ErrorClass::Transient,
+                [BFail, RFail, BFail],
+            ),
+            (
+                Error::store(store(K::Transient)),
+                ErrorClass::Transient,
+                [BFail, RFail, BFail],
+            ),
+            (
+                Error::store(store(K::InvalidUrl)),
+                ErrorClass::NotFound,
+                [NotF, NotF, NotF],
+            ),
+            (Error::store(store(K::Other)), ErrorClass::Failed, [BFail, RFail, BFail]),
+            (
+                Error::store(store(K::Credentials)),
+                ErrorClass::Failed,
+                [BFail, RFail, BFail],
+            ),
+            (
+                Error::Format(nfrepo_format::Error::UnsupportedVersion {
+                    what: "snapshot",
+                    version: 9,
+                }),
+                ErrorClass::Invalid,
+                [Inval, Inval, Inval],
+            ),
+            (
+                Error::Format(nfrepo_format::Error::Random),
+                ErrorClass::Failed,
+                [BFail, RFail, BFail],
+            ),
+            (
+                Error::WrongPassword { location: "x".into() },
+                ErrorClass::Denied,
+                [Deny, Deny, Deny],
+            ),
+            (
+                Error::RepositoryNotFound { location: "x".into() },
+                ErrorClass::NotFound,
+                [NotF, NotF, NotF],
+            ),
+            (
+                Error::SnapshotNotFound("x".into()),
+                ErrorClass::NotFound,
+                [NotF, NotF, NotF],
+            ),
+            (
+                Error::PathNotFound {
+                    snapshot: "x".into(),
+                    path: "y".into(),
+                },
+                ErrorClass::NotFound,
+                [NotF, NotF, NotF],
+            ),
+            (
+                Error::Source {
+                    what: "x".into(),
+                    source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+                },
+                ErrorClass::Denied,
+                [Deny, Deny, Deny],
+            ),
+            (
+                Error::Pipeline("a worker panicked".into()),
+                ErrorClass::Failed,
+                [BFail, RFail, BFail],
+            ),
+            (Error::LeaseHeld("x".into()), ErrorClass::Failed, [BFail, RFail, BFail]),
+            // A failure shared between workers keeps its class.
+            (
+                Error::Shared(Error::store(store(K::PermissionDenied)).into_shared()),
+                ErrorClass::Denied,
+                [Deny, Deny, Deny],
+            ),
+            (
+                Error::Shared(missing().into_shared()),
+                ErrorClass::Missing,
+                [NotF, NotF, NotF],
+            ),
+        ];
+        for (error, class, codes) in cases {
+            assert_eq!(error.class(), class, "{error:?}");
+            let got = [Operation::Backup, Operation::Restore, Operation::Inspect].map(|op| error.code(op));
+            assert_eq!(got, codes, "{error:?}");
+            assert_eq!(error.is_damage(), class.is_damage(), "{error:?}");
+        }
+    }
+
+    #[test]
+    fn only_damage_is_damage_and_only_transient_failures_retry() {
+        assert!(corrupted().is_damage());
+        assert!(Error::store(store(K::NotFound)).is_damage());
+        assert!(!Error::store(store(K::PermissionDenied)).is_damage());
+        assert!(
+            !Error::SnapshotNotFound("x".into()).is_damage(),
+            "asking for nothing is not damage"
+        );
+        assert!(Error::store(store(K::Unreachable)).is_retryable());
+        assert!(!Error::store(store(K::Other)).is_retryable());
+        assert!(!corrupted().is_retryable());
+    }
+
+    #[test]
+    fn a_shared_error_is_unwrapped_when_it_is_the_last_reference() {
+        let shared = Error::store(store(K::PermissionDenied)).into_shared();
+        assert!(matches!(Error::from_shared(shared), Error::StoragePermission(_)));
+        let shared = corrupted().into_shared();
+        let other = shared.clone();
+        assert!(matches!(Error::from_shared(shared), Error::Shared(_)));
+        assert!(Arc::ptr_eq(&Error::Shared(other.clone()).into_shared(), &other));
+    }
+}

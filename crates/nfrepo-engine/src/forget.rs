@@ -14,9 +14,10 @@ use std::collections::{BTreeMap, HashSet};
 
 use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
-use nfrepo_format::{ProtectMarker, SnapshotId};
-use nfrepo_store::{ErrorKind, ObjectKey, ObjectKind, PutMode};
+use nfrepo_format::{ProtectMarker, Snapshot, SnapshotId};
+use nfrepo_store::{ErrorKind, ObjectKey, PutMode};
 
+use crate::objects;
 use crate::read::SnapshotEntry;
 use crate::retention::{KeepReason, RetentionPolicy};
 use crate::{Error, Repository, Result};
@@ -149,7 +150,7 @@ impl Repository {
                         Err(e) if e.kind() == ErrorKind::NotFound => {}
                         Err(e) => return Err(Error::store(e)),
                     }
-                    let key = ObjectKey::new(ObjectKind::Snapshot, id.to_hex()).map_err(Error::store)?;
+                    let key = objects::key::<Snapshot>(&id)?;
                     self.store().delete(&key).await.map_err(Error::store)?;
                     tracing::info!(snapshot = %id, "snapshot forgotten");
                     Ok::<_, Error>(())
@@ -202,30 +203,25 @@ impl Repository {
         Ok((entry.id, was))
     }
 
-    /// The snapshots with a protection marker.
+    /// The snapshots with a protection marker. A marker that does not open
+    /// still protects (with a warning): keeping a snapshot is the safe side.
     ///
     /// # Errors
     /// Storage errors.
     pub async fn protected_snapshots(&self) -> Result<HashSet<SnapshotId>> {
-        let listed = self.store().list(ObjectKind::Protect).await.map_err(Error::store)?;
-        let ids: Vec<(SnapshotId, ObjectKey)> = listed
-            .into_iter()
-            .filter_map(|info| Some((info.key.name().parse::<SnapshotId>().ok()?, info.key)))
-            .collect();
-        stream::iter(ids)
-            .map(|(id, key)| async move {
-                let bytes = self.store().get(&key).await.map_err(Error::store)?;
-                if let Err(e) = ProtectMarker::decode(&id, &bytes, self.sealer(), &self.id()) {
-                    tracing::warn!(marker = %key, error = %e, "keeping a snapshot whose protect marker does not open");
-                }
-                Ok::<_, Error>(id)
-            })
-            .buffer_unordered(8)
-            .try_collect()
-            .await
+        let loaded = objects::load_all::<ProtectMarker>(self).await?;
+        for damaged in &loaded.damaged {
+            tracing::warn!(marker = %damaged.key, error = %damaged.error, "keeping a snapshot whose protect marker does not open");
+        }
+        Ok(loaded
+            .good
+            .iter()
+            .map(|m| m.id)
+            .chain(loaded.damaged.iter().map(|m| m.id))
+            .collect())
     }
 }
 
 fn protect_key(id: &SnapshotId) -> Result<ObjectKey> {
-    ObjectKey::new(ObjectKind::Protect, id.to_hex()).map_err(Error::store)
+    objects::key::<ProtectMarker>(id)
 }

@@ -20,6 +20,7 @@ use bytes::Bytes;
 use nfrepo_format::Lease;
 use nfrepo_store::{ErrorKind, ObjectInfo, ObjectKey, ObjectKind, PutMode};
 
+use crate::objects::{self, Fetched, LeaseName, RepoObject};
 use crate::{Error, Repository, Result};
 
 /// The purpose name of the GC lease.
@@ -35,22 +36,20 @@ pub(crate) struct GcLease {
     ttl: Duration,
 }
 
-fn generation_of(purpose: &str, info: &ObjectInfo) -> Option<u64> {
-    let rest = info.key.name().strip_prefix(purpose)?.strip_prefix('-')?;
-    (rest.len() == 20).then(|| rest.parse().ok()).flatten()
-}
-
-/// The head of the chain: the highest generation, with its object info.
-async fn head(repo: &Repository, purpose: &str) -> Result<Vec<(u64, ObjectInfo)>> {
-    let mut chain: Vec<(u64, ObjectInfo)> = repo
+/// The chain of leases for `purpose`, lowest generation first.
+async fn head(repo: &Repository, purpose: &str) -> Result<Vec<(LeaseName, ObjectInfo)>> {
+    let mut chain: Vec<(LeaseName, ObjectInfo)> = repo
         .store()
         .list(ObjectKind::Lease)
         .await
         .map_err(Error::store)?
         .into_iter()
-        .filter_map(|info| Some((generation_of(purpose, &info)?, info)))
+        .filter_map(|info| {
+            let name = Lease::parse_name(info.key.name()).filter(|n| n.purpose == purpose)?;
+            Some((name, info))
+        })
         .collect();
-    chain.sort_by_key(|(g, _)| *g);
+    chain.sort_by_key(|(name, _)| name.generation);
     Ok(chain)
 }
 
@@ -63,19 +62,22 @@ impl GcLease {
         let chain = head(repo, GC_LEASE).await?;
         let next = match chain.last() {
             None => 1,
-            Some((generation, info)) => {
+            Some((name, info)) => {
                 let age = info
                     .last_modified
                     .and_then(|t| now.duration_since(t).ok())
                     .unwrap_or(Duration::ZERO);
-                let holder_ttl = match repo.store().get(&info.key).await {
-                    Ok(bytes) => Lease::decode(&bytes, repo.sealer(), &repo.id())
-                        .map(|l| (Duration::from_secs(l.ttl_secs), format!("{} pid {}", l.hostname, l.pid)))
-                        .ok(),
-                    Err(e) if e.kind() == ErrorKind::NotFound => None,
-                    Err(e) => return Err(Error::store(e)),
+                let holder_ttl = match objects::fetch::<Lease>(repo, name, &info.key).await? {
+                    Fetched::Good(l) => {
+                        Some((Duration::from_secs(l.ttl_secs), format!("{} pid {}", l.hostname, l.pid)))
+                    }
+                    Fetched::Damaged(e) => {
+                        tracing::warn!(lease = %info.key, error = %e, "the gc lease does not open");
+                        None
+                    }
+                    Fetched::Vanished => None,
                 };
-                // An unreadable head counts with our own TTL.
+                // An unreadable (or just released) head counts with our own TTL.
                 let (their_ttl, holder) = holder_ttl.unwrap_or((ttl, "an unknown holder".into()));
                 if age <= their_ttl {
                     return Err(Error::LeaseHeld(format!(
@@ -86,7 +88,7 @@ impl GcLease {
                     )));
                 }
                 tracing::warn!(lease = %info.key, age_s = age.as_secs(), "taking over an expired gc lease");
-                generation + 1
+                name.generation + 1
             }
         };
         let lease = Lease {
@@ -97,7 +99,10 @@ impl GcLease {
             acquired_ns: chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default(),
             ttl_secs: ttl.as_secs(),
         };
-        let key = ObjectKey::new(ObjectKind::Lease, Lease::object_name(GC_LEASE, next)).map_err(Error::store)?;
+        let key = objects::key::<Lease>(&LeaseName {
+            purpose: GC_LEASE.to_owned(),
+            generation: next,
+        })?;
         let bytes = lease.encode(repo.sealer(), &repo.id()).map_err(Error::Format)?;
         match repo.store().put(&key, Bytes::from(bytes), PutMode::CreateNew).await {
             Ok(()) => {}
@@ -153,16 +158,18 @@ impl GcLease {
             )));
         }
         let chain = head(&self.repo, GC_LEASE).await?;
-        let Some((generation, info)) = chain.last() else {
+        let Some((name, info)) = chain.last() else {
             return Err(Error::LeaseHeld(format!("{} was removed", self.key)));
         };
-        if *generation != self.lease.generation {
+        if name.generation != self.lease.generation {
             return Err(Error::LeaseHeld(format!("{} took over this gc's lease", info.key)));
         }
         // Generations restart after a release, so compare the holder too.
-        let bytes = self.repo.store().get(&info.key).await.map_err(Error::store)?;
-        let head = Lease::decode(&bytes, self.repo.sealer(), &self.repo.id())
-            .map_err(|e| Error::decode(info.key.to_string(), e))?;
+        let head = match objects::fetch::<Lease>(&self.repo, name, &info.key).await? {
+            Fetched::Good(head) => head,
+            Fetched::Damaged(e) => return Err(e),
+            Fetched::Vanished => return Err(Error::LeaseHeld(format!("{} was removed", self.key))),
+        };
         if head.holder != self.lease.holder {
             return Err(Error::LeaseHeld(format!("{} belongs to another gc", info.key)));
         }

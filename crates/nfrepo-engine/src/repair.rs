@@ -18,10 +18,11 @@ use std::collections::{HashMap, HashSet};
 use nfrepo_format::{
     BlobId, Content, ContentList, IndexDelta, IndexId, IndexedPack, Node, NodeKind, PackId, SnapshotId, Tree,
 };
-use nfrepo_store::{ObjectKey, ObjectKind, PutMode};
+use nfrepo_store::PutMode;
 
 use crate::backup::{BackupOptions, BackupSession, BackupWriter, CommitDetails};
 use crate::check::CheckOptions;
+use crate::objects;
 use crate::read::{Reader, SnapshotEntry};
 use crate::walk::{self, LoadFailure, Pending, Visitor, WalkOptions};
 use crate::{Error, Repository, Result};
@@ -65,34 +66,31 @@ impl Repository {
         use futures::stream::{self, StreamExt};
         let mut report = IndexRepair::default();
         // The old deltas that still open, for packs whose trailer is damaged.
+        // Every delta there now is superseded, damaged or not; a storage
+        // failure stops the repair, since deleting a delta nobody could read
+        // would lose the only record of packs whose trailers are damaged.
+        let deltas = objects::load_all::<IndexDelta>(self).await?;
         let mut old: HashMap<PackId, IndexedPack> = HashMap::new();
-        for info in self.store().list(ObjectKind::Index).await.map_err(Error::store)? {
-            let Ok(id) = info.key.name().parse::<IndexId>() else {
-                continue;
-            };
-            report.superseded.push(id);
-            let Ok(bytes) = self.store().get(&info.key).await else {
-                continue;
-            };
-            if let Ok(delta) = IndexDelta::decode(&id, &bytes, self.sealer(), &self.id()) {
-                for pack in delta.packs {
-                    old.entry(pack.id).or_insert(pack);
-                }
+        report.superseded = deltas
+            .good
+            .iter()
+            .map(|d| d.id)
+            .chain(deltas.damaged.iter().map(|d| d.id))
+            .collect();
+        for damaged in &deltas.damaged {
+            tracing::warn!(delta = %damaged.key, error = %damaged.error, "an index delta does not open; the packs' trailers replace it");
+        }
+        for delta in deltas.good {
+            for pack in delta.object.packs {
+                old.entry(pack.id).or_insert(pack);
             }
         }
         report.superseded.sort();
-        let mut listed = Vec::new();
-        for kind in [ObjectKind::Data, ObjectKind::Tree] {
-            listed.extend(self.store().list(kind).await.map_err(Error::store)?);
-        }
-        let present: HashSet<PackId> = listed.iter().filter_map(|i| i.key.name().parse().ok()).collect();
+        let listed = objects::list_packs(self).await?;
+        let present: HashSet<PackId> = listed.iter().map(|(id, _)| *id).collect();
         report.missing = old.keys().filter(|id| !present.contains(id)).copied().collect();
         report.missing.sort();
         let results: Vec<(PackId, Result<IndexedPack>)> = stream::iter(listed)
-            .filter_map(|info| async move {
-                let id: PackId = info.key.name().parse().ok()?;
-                Some((id, info))
-            })
             .map(|(id, info)| async move { (id, self.read_pack_trailer(&info).await) })
             .buffer_unordered(16)
             .collect()
@@ -126,7 +124,7 @@ impl Repository {
             supersedes: report.superseded.clone(),
         };
         let (id, bytes) = delta.encode(self.sealer(), &self.id()).map_err(Error::Format)?;
-        let key = ObjectKey::new(ObjectKind::Index, id.to_hex()).map_err(Error::store)?;
+        let key = objects::key::<IndexDelta>(&id)?;
         match self.store().put(&key, bytes.into(), PutMode::CreateNew).await {
             Err(e) if e.kind() != nfrepo_store::ErrorKind::AlreadyExists => return Err(Error::store(e)),
             _ => {}
@@ -136,7 +134,7 @@ impl Repository {
             if *old == id {
                 continue;
             }
-            let key = ObjectKey::new(ObjectKind::Index, old.to_hex()).map_err(Error::store)?;
+            let key = objects::key::<IndexDelta>(old)?;
             self.store().delete(&key).await.map_err(Error::store)?;
         }
         report.superseded.retain(|old| *old != id);
@@ -159,7 +157,8 @@ impl Repository {
         let damaged: HashSet<BlobId> = report.findings.iter().flat_map(|f| f.blobs.iter().copied()).collect();
         let targets = report.damaged_snapshots();
         // Snapshots that do not open are findings of the check, not a reason to stop.
-        let snapshots: Vec<SnapshotEntry> = crate::check::load::load_snapshots(self, &mut Default::default())
+        let snapshots: Vec<SnapshotEntry> = self
+            .readable_snapshots()
             .await?
             .into_iter()
             .filter(|e| targets.contains(&e.id))

@@ -39,6 +39,7 @@ use bytes::Bytes;
 use nfrepo_format::{BlobId, PackId, PackKind, ProcessStart, SessionMarker};
 use nfrepo_store::{ObjectKey, ObjectKind, ProcessStamp, PutMode};
 
+use crate::objects::{self, Fetched, RepoObject};
 use crate::{Error, Repository, Result};
 
 /// How long after its last beat a session marker counts as abandoned.
@@ -66,7 +67,7 @@ impl LiveSession {
     /// the session as having seen none), and starts the heartbeat.
     pub(crate) async fn start(repo: &Repository, source: &str, started_ns: i64) -> Result<Self> {
         let id = nfrepo_format::KeyId::random().map_err(Error::Format)?;
-        let key = ObjectKey::new(ObjectKind::Session, id.to_hex()).map_err(Error::store)?;
+        let key = objects::key::<SessionMarker>(&id)?;
         let marker = SessionMarker {
             started_ns,
             hostname: crate::host::hostname(),
@@ -303,17 +304,16 @@ pub(crate) async fn live_sessions(
             dead.push(info.key);
             continue;
         }
-        let marker = match repo.store().get(&info.key).await {
-            Ok(bytes) => match SessionMarker::decode(&bytes, repo.sealer(), &repo.id()) {
-                Ok(marker) => Some(marker),
-                Err(e) => {
-                    tracing::warn!(marker = %info.key, error = %e, "a session marker does not open; treating it as blocking");
-                    None
-                }
-            },
+        // A name that is not a session id is still someone's marker: it blocks like a damaged one.
+        let id = SessionMarker::parse_name(info.key.name()).unwrap_or(nfrepo_format::KeyId([0; 32]));
+        let marker = match objects::fetch::<SessionMarker>(repo, &id, &info.key).await? {
+            Fetched::Good(marker) => Some(marker),
+            Fetched::Damaged(e) => {
+                tracing::warn!(marker = %info.key, error = %e, "a session marker does not open; treating it as blocking");
+                None
+            }
             // Finished between the listing and the read.
-            Err(e) if e.kind() == nfrepo_store::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::store(e)),
+            Fetched::Vanished => continue,
         };
         if let Some(m) = &marker
             && process_is_gone(m, &here)

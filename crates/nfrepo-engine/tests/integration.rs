@@ -14,6 +14,7 @@ mod integration {
     mod forget;
     mod gc;
     mod index_cache;
+    mod objects;
     mod repository;
     mod verified_read;
 }

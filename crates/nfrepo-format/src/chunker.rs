@@ -282,24 +282,30 @@ mod tests {
 
     #[test]
     fn rejects_bad_profiles() {
-        assert!(
+        assert!(matches!(
             ChunkerProfile {
                 min: 3,
                 avg: 1024,
                 max: 4096
             }
-            .validate()
-            .is_err()
-        );
-        assert!(
+            .validate(),
+            Err(Error::Malformed {
+                what: "chunker profile",
+                ..
+            })
+        ));
+        assert!(matches!(
             ChunkerProfile {
                 min: 4096,
                 avg: 1024,
                 max: 8192
             }
-            .validate()
-            .is_err()
-        );
+            .validate(),
+            Err(Error::Malformed {
+                what: "chunker profile",
+                ..
+            })
+        ));
         assert!(ChunkerProfile::FILES.validate().is_ok());
     }
 }

@@ -137,7 +137,11 @@ mod tests {
 
     #[test]
     fn rejects_bad_hex() {
-        assert!("zz".parse::<PackId>().is_err());
-        assert!("00".parse::<PackId>().is_err());
+        for bad in ["zz", "00", &"g".repeat(64)] {
+            assert!(
+                matches!(bad.parse::<PackId>(), Err(Error::Malformed { what: "pack id", .. })),
+                "{bad}"
+            );
+        }
     }
 }

@@ -352,7 +352,11 @@ mod tests {
         let (_, _, faults) = verify_pack(&id, &pack.bytes, &mut codec, &RepoId([1; 32])).unwrap();
         assert_eq!(faults.len(), 1);
         assert_eq!(faults[0].id, target.id);
-        assert!(verify_pack(&pack.id, &pack.bytes, &mut codec, &RepoId([1; 32])).is_err());
+        // Under its old name the pack's hash no longer matches.
+        assert!(matches!(
+            verify_pack(&pack.id, &pack.bytes, &mut codec, &RepoId([1; 32])),
+            Err(Error::HashMismatch { what: "pack", .. })
+        ));
     }
 
     #[test]
@@ -368,8 +372,15 @@ mod tests {
     fn truncated_pack_is_rejected() {
         let mut codec = codec();
         let pack = pack_of(&mut codec, &[b"one"]);
-        for cut in [0, 3, 8, pack.bytes.len() - 1] {
-            assert!(read_pack_entries(&pack.bytes[..cut], codec.sealer(), &RepoId([1; 32])).is_err());
+        for cut in [0, 3, 8] {
+            let err = read_pack_entries(&pack.bytes[..cut], codec.sealer(), &RepoId([1; 32])).unwrap_err();
+            assert!(matches!(err, Error::Malformed { what: "pack", .. }), "cut {cut}: {err}");
         }
+        // Cut inside the length: the last four bytes are no longer the trailer's length.
+        let err = read_pack_entries(&pack.bytes[..pack.bytes.len() - 1], codec.sealer(), &RepoId([1; 32])).unwrap_err();
+        assert!(
+            matches!(err, Error::Malformed { .. } | Error::Authentication { .. }),
+            "{err}"
+        );
     }
 }

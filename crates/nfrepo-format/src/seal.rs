@@ -352,8 +352,14 @@ mod tests {
             let sealed = sealer.seal(aad, b"hello").unwrap();
             let other_id = Aad::blob(SealedKind::DataBlob, &BlobId([4; 32]));
             let other_kind = Aad::blob(SealedKind::TreeBlob, &BlobId([3; 32]));
-            assert!(sealer.open("blob", other_id, &sealed).is_err());
-            assert!(sealer.open("blob", other_kind, &sealed).is_err());
+            assert!(matches!(
+                sealer.open("blob", other_id, &sealed),
+                Err(Error::Authentication { what: "blob" })
+            ));
+            assert!(matches!(
+                sealer.open("blob", other_kind, &sealed),
+                Err(Error::Authentication { what: "blob" })
+            ));
         }
     }
 
@@ -363,7 +369,10 @@ mod tests {
         let b = Sealer::new(Cipher::XChaCha20Poly1305, SecretKey([2; 32]));
         let aad = Aad::object(SealedKind::Snapshot, [0; 32]);
         let sealed = a.seal(aad, b"x").unwrap();
-        assert!(b.open("snapshot", aad, &sealed).is_err());
+        assert!(matches!(
+            b.open("snapshot", aad, &sealed),
+            Err(Error::Authentication { what: "snapshot" })
+        ));
     }
 
     #[test]

@@ -202,26 +202,26 @@ mod tests {
 
     #[test]
     fn rejects_unsorted_and_bad_names() {
-        assert!(
+        assert!(matches!(
             Tree {
                 nodes: vec![node("b"), node("a")]
             }
-            .encode()
-            .is_err()
-        );
-        assert!(
+            .encode(),
+            Err(Error::Malformed { what: "tree", .. })
+        ));
+        assert!(matches!(
             Tree {
                 nodes: vec![node("a/b")]
             }
-            .encode()
-            .is_err()
-        );
-        assert!(
+            .encode(),
+            Err(Error::Malformed { what: "tree", .. })
+        ));
+        assert!(matches!(
             Tree {
                 nodes: vec![node("..")]
             }
-            .encode()
-            .is_err()
-        );
+            .encode(),
+            Err(Error::Malformed { what: "tree", .. })
+        ));
     }
 }

@@ -558,9 +558,15 @@ proptest! {
             let (id, bytes) = delta.encode(&sealer, &repo()).unwrap();
             prop_assert_eq!(id, IndexId(content_hash(&bytes)));
             prop_assert_eq!(IndexDelta::decode(&id, &bytes, &sealer, &repo()).unwrap(), delta.clone());
-            prop_assert!(IndexDelta::decode(&id, &bytes, &sealer, &RepoId([1; 32])).is_err());
+            prop_assert!(matches!(
+                IndexDelta::decode(&id, &bytes, &sealer, &RepoId([1; 32])),
+                Err(Error::Authentication { .. })
+            ), "another repository's delta opened");
             let other = keys.sealer(if cipher == Cipher::Aes256Gcm { Cipher::XChaCha20Poly1305 } else { Cipher::Aes256Gcm });
-            prop_assert!(IndexDelta::decode(&id, &bytes, &other, &repo()).is_err());
+            prop_assert!(matches!(
+                IndexDelta::decode(&id, &bytes, &other, &repo()),
+                Err(Error::Authentication { .. })
+            ), "a delta opened under the other cipher");
         }
     }
 
@@ -576,7 +582,10 @@ proptest! {
                 Snapshot::decode(&SnapshotId([0; 32]), &bytes, &sealer, &repo()),
                 Err(Error::HashMismatch { .. })
             ), "a renamed snapshot decoded");
-            prop_assert!(Snapshot::decode(&id, &bytes, &sealer, &RepoId([1; 32])).is_err());
+            prop_assert!(matches!(
+                Snapshot::decode(&id, &bytes, &sealer, &RepoId([1; 32])),
+                Err(Error::Authentication { .. })
+            ), "another repository's snapshot opened");
         }
     }
 
@@ -594,7 +603,10 @@ proptest! {
         prop_assert_eq!(decoded, header);
         prop_assert_eq!(decode_config_body(&decoded, sealed, &sealer).unwrap(), body.clone());
         let other = ConfigHeader { repo: RepoId([!header.repo.0[0]; 32]), ..header };
-        prop_assert!(decode_config_body(&other, sealed, &sealer).is_err());
+        prop_assert!(matches!(
+            decode_config_body(&other, sealed, &sealer),
+            Err(Error::Authentication { .. })
+        ), "another repository's config opened");
         for name in body.profiles.iter().map(|(n, _)| n) {
             prop_assert!(body.profile(name).is_some());
         }
@@ -613,7 +625,10 @@ proptest! {
             let (h, sealed) = decode_config_header(&bytes).unwrap();
             decode_config_body(&h, sealed, &sealer)
         };
-        prop_assert!(open(&ConfigBody { pack_size, ..body.clone() }).is_err(), "pack size {}", pack_size);
+        prop_assert!(
+            matches!(open(&ConfigBody { pack_size, ..body.clone() }), Err(Error::Malformed { .. })),
+            "pack size {}", pack_size
+        );
         let mut profiles = body.profiles.clone();
         profiles.push(("x".into(), profile));
         prop_assert_eq!(open(&ConfigBody { profiles, ..body }).is_ok(), profile.validate().is_ok());
@@ -766,7 +781,10 @@ proptest! {
             let sealed = &pack.bytes[at..at + entry.sealed_len as usize];
             prop_assert_eq!(&codec.open(entry.kind, &entry.id, entry.raw_len, sealed).unwrap(), plain);
         }
-        prop_assert!(verify_pack(&pack.id, &pack.bytes, &mut codec, &RepoId([1; 32])).is_err());
+        prop_assert!(matches!(
+            verify_pack(&pack.id, &pack.bytes, &mut codec, &RepoId([1; 32])),
+            Err(Error::Authentication { what: "pack trailer" })
+        ), "another repository's pack verified");
     }
 
     /// No single-byte change passes `verify_pack` unnoticed, even when the
@@ -791,7 +809,10 @@ proptest! {
         };
         let mut bytes = pack.bytes.clone();
         bytes[i] ^= mask;
-        prop_assert!(verify_pack(&pack.id, &bytes, &mut codec, &repo()).is_err());
+        prop_assert!(matches!(
+            verify_pack(&pack.id, &bytes, &mut codec, &repo()),
+            Err(Error::HashMismatch { what: "pack", .. })
+        ), "byte {} under the old name", i);
         let renamed = PackId(content_hash(&bytes));
         // The header's kind byte is covered by the pack id alone: turning a
         // data pack into a tree pack (01 ^ 03 = 02) opens cleanly, so here a

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use nfrepo_engine::{ErrorCode, Operation};
+use nfrepo_engine::{ErrorClass, ErrorCode, Operation};
 
 /// What went wrong reading a source or writing a target.
 #[derive(Debug, thiserror::Error)]
@@ -70,28 +70,36 @@ pub enum Error {
 }
 
 impl Error {
+    /// The one classification of the error (see [`nfrepo_engine::ErrorClass`]).
+    #[must_use]
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::Engine(e) => e.class(),
+            Self::Conflict(_) | Self::TargetNotEmpty(_) | Self::LiveFilesChanged(_) => ErrorClass::Conflict,
+            Self::RollbackFailed(_) => ErrorClass::RollbackFailed,
+            Self::ContentMismatch(_) => ErrorClass::Corrupted,
+            Self::Io { source, .. } => ErrorClass::of_io(source),
+            Self::NotAFile(_) => ErrorClass::NotFound,
+            Self::CommandFailed(_) | Self::Invalid(_) | Self::RestoreCommandFailed(_) | Self::WorkerPanicked(_) => {
+                ErrorClass::Failed
+            }
+            Self::SourceNotFound { .. } => ErrorClass::NotFound,
+            Self::SourceUnreadable { source, .. } => ErrorClass::of_io(source),
+        }
+    }
+
     /// The stable code of the error in the context of `during`.
     #[must_use]
     pub fn code(&self, during: Operation) -> ErrorCode {
         match self {
-            Self::Engine(e) => e.code(during),
+            // A source command is part of a backup and a restore client part
+            // of a restore, whatever the command that ran them.
             Self::CommandFailed(_)
             | Self::SourceNotFound { .. }
             | Self::SourceUnreadable { .. }
             | Self::WorkerPanicked(_) => ErrorCode::BackupFailed,
-            Self::Conflict(_) | Self::TargetNotEmpty(_) => ErrorCode::RestoreConflict,
             Self::RestoreCommandFailed(_) => ErrorCode::RestoreFailed,
-            Self::LiveFilesChanged(_) => ErrorCode::RestoreConflict,
-            Self::RollbackFailed(_) => ErrorCode::RollbackFailed,
-            Self::ContentMismatch(_) => ErrorCode::BackupCorrupted,
-            Self::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
-                ErrorCode::PermissionDenied
-            }
-            Self::NotAFile(_) => ErrorCode::BackupNotFound,
-            _ => match during {
-                Operation::Restore => ErrorCode::RestoreFailed,
-                Operation::Backup | Operation::Inspect => ErrorCode::BackupFailed,
-            },
+            _ => self.class().code(during),
         }
     }
 
@@ -99,11 +107,7 @@ impl Error {
     /// [`nfrepo_engine::Error::is_damage`]), so `--skip-damaged` may skip what needs it.
     #[must_use]
     pub fn is_damage(&self) -> bool {
-        match self {
-            Self::Engine(e) => e.is_damage(),
-            Self::ContentMismatch(_) => true,
-            _ => false,
-        }
+        self.class().is_damage()
     }
 
     /// A finer code, where one exists.

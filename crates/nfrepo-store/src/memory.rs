@@ -189,8 +189,10 @@ mod tests {
             .await
             .unwrap();
         assert!(MemoryStore::named("unit-shared").get(&key).await.is_ok());
-        assert!(MemoryStore::named("unit-other").get(&key).await.is_err());
-        assert!(MemoryStore::new().get(&key).await.is_err());
+        for other in [MemoryStore::named("unit-other"), MemoryStore::new()] {
+            let err = other.get(&key).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+        }
     }
 
     #[tokio::test]

@@ -7,7 +7,10 @@
 
 #![deny(missing_docs)]
 
+pub mod files;
 pub mod sqldump;
+
+pub use files::write_tree;
 
 /// xorshift64: deterministic and dependency-free; quality is beside the point.
 #[derive(Clone, Debug)]

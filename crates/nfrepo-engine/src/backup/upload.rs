@@ -46,7 +46,7 @@ impl UploadReport {
 /// The sending side, used from worker threads.
 pub(crate) struct UploadQueue {
     tx: Mutex<Option<mpsc::Sender<(FinishedPack, SlotGuard)>>>,
-    failed: Arc<Mutex<Option<String>>>,
+    failed: Arc<Mutex<Option<Arc<Error>>>>,
     slots: Arc<ByteBudget>,
 }
 
@@ -86,8 +86,10 @@ impl UploadQueue {
         }
     }
 
+    /// The uploader's first failure, typed as it happened (a storage
+    /// permission error stays one), shared with every worker it stops.
     fn failure(&self) -> Option<Error> {
-        self.failed.lock().ok()?.as_ref().map(|m| Error::Pipeline(m.clone()))
+        self.failed.lock().ok()?.clone().map(Error::Shared)
     }
 
     /// Closes the queue so the uploader finishes.
@@ -122,7 +124,7 @@ async fn run(
     claims: Arc<Claims>,
     mut rx: mpsc::Receiver<(FinishedPack, SlotGuard)>,
     flush_blobs: usize,
-    failed: Arc<Mutex<Option<String>>>,
+    failed: Arc<Mutex<Option<Arc<Error>>>>,
 ) -> Result<UploadReport> {
     let mut tasks = JoinSet::new();
     let mut outcome = Outcome {
@@ -160,7 +162,7 @@ async fn run(
         }
     }
     match outcome.first_error {
-        Some(e) => Err(e),
+        Some(e) => Err(Error::from_shared(e)),
         None => Ok(outcome.report),
     }
 }
@@ -168,8 +170,8 @@ async fn run(
 /// The uploader's running tally, and its first failure.
 struct Outcome {
     report: UploadReport,
-    first_error: Option<Error>,
-    failed: Arc<Mutex<Option<String>>>,
+    first_error: Option<Arc<Error>>,
+    failed: Arc<Mutex<Option<Arc<Error>>>>,
 }
 
 impl Outcome {
@@ -187,10 +189,10 @@ impl Outcome {
 
     /// Records a failure; senders see it at their next call and stop.
     fn fail(&mut self, error: Error) {
+        let error = self.first_error.get_or_insert(error.into_shared()).clone();
         if let Ok(mut f) = self.failed.lock() {
-            f.get_or_insert_with(|| error.to_string());
+            f.get_or_insert(error);
         }
-        self.first_error.get_or_insert(error);
     }
 }
 
@@ -206,19 +208,18 @@ pub(crate) async fn upload_one(repo: &Repository, pack: FinishedPack) -> Result<
     let verifier = repo.clone();
     let pack = tokio::task::spawn_blocking(move || -> Result<FinishedPack> {
         let mut codec = verifier.codec()?;
+        let unverified = |detail: String, source| Error::Unverified {
+            pack: pack.id.to_hex(),
+            detail,
+            source,
+        };
         let (_, entries, faults) = nfrepo_format::verify_pack(&pack.id, &pack.bytes, &mut codec, &repo_id)
-            .map_err(|e| Error::Pipeline(format!("pack {} failed verification before upload: {e}", pack.id)))?;
-        if let Some(fault) = faults.first() {
-            return Err(Error::Pipeline(format!(
-                "pack {} failed verification before upload: blob {}: {}",
-                pack.id, fault.id, fault.error
-            )));
+            .map_err(|e| unverified("the pack does not open".into(), Some(e)))?;
+        if let Some(fault) = faults.into_iter().next() {
+            return Err(unverified(format!("blob {}", fault.id), Some(fault.error)));
         }
         if entries != pack.entries {
-            return Err(Error::Pipeline(format!(
-                "pack {} trailer does not match its blobs",
-                pack.id
-            )));
+            return Err(unverified("its trailer does not match its blobs".into(), None));
         }
         Ok(pack)
     })

@@ -59,7 +59,7 @@ pub(super) struct Shared {
     pub(super) queue: UploadQueue,
     counters: Counters,
     pub(super) budget: ByteBudget,
-    failure: Mutex<Option<String>>,
+    failure: Mutex<Option<Arc<Error>>>,
     /// Set when the session commits or aborts: later writes fail.
     closed: AtomicBool,
     chunker: Chunker,
@@ -299,7 +299,7 @@ impl Shared {
         let shared = Arc::clone(self);
         rayon::spawn(move || {
             if let Err(e) = shared.seal_and_pack(kind, id, &plaintext) {
-                shared.fail(&e);
+                shared.fail(e);
             }
             drop(plaintext);
             shared.budget.release(len);
@@ -319,16 +319,16 @@ impl Shared {
     }
 
     /// Records the first failure of a sealing worker; every later call fails with it.
-    fn fail(&self, error: &Error) {
+    fn fail(&self, error: Error) {
         if let Ok(mut failure) = self.failure.lock() {
-            failure.get_or_insert_with(|| error.to_string());
+            failure.get_or_insert_with(|| error.into_shared());
         }
     }
 
     /// Fails if a sealing worker or an upload failed.
     pub(super) fn check(&self) -> Result<()> {
-        if let Some(message) = self.failure.lock().ok().and_then(|f| f.clone()) {
-            return Err(Error::Pipeline(message));
+        if let Some(error) = self.failure.lock().ok().and_then(|f| f.clone()) {
+            return Err(Error::Shared(error));
         }
         self.queue.check()
     }

@@ -5,13 +5,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::stream::{self, StreamExt};
-use nfrepo_format::{IndexDelta, IndexId, IndexedPack, PackId, PackKind, Snapshot, SnapshotId};
-use nfrepo_store::{ErrorKind, ObjectKey, ObjectKind};
+use nfrepo_format::{IndexDelta, IndexId, IndexedPack, PackId, PackKind, Snapshot};
 
 use super::Findings;
 use crate::index::Index;
+use crate::objects::{self, RepoObject, Stored};
 use crate::read::{SnapshotEntry, pack_object_key};
-use crate::{Error, ErrorCode, Repository, Result};
+use crate::{Error, ErrorClass, ErrorCode, Operation, Repository, Result};
 
 /// Metadata objects fetched at once.
 const CONCURRENCY: usize = 16;
@@ -62,18 +62,12 @@ pub(crate) fn pack_path(kind: PackKind, id: &PackId) -> String {
     pack_object_key(kind, id).map_or_else(|_| format!("pack {id}"), |k| k.path())
 }
 
-/// Whether a storage error means the object is gone or damaged (a finding)
-/// rather than the storage failing (which aborts the check).
+/// The finding an error of reading an object makes, by the engine's one
+/// classification ([`Error::class`]): damaged, missing or unusable objects
+/// are findings; the storage failing (`None`) aborts the check.
 pub(crate) fn object_problem(err: &Error) -> Option<ErrorCode> {
-    match err {
-        Error::Store(e) if e.kind() == ErrorKind::NotFound => Some(ErrorCode::BackupNotFound),
-        Error::Store(e) if e.kind() == ErrorKind::Corrupted => Some(ErrorCode::BackupCorrupted),
-        Error::Corrupted { .. } => Some(ErrorCode::BackupCorrupted),
-        Error::Format(e) if e.is_corruption() => Some(ErrorCode::BackupCorrupted),
-        Error::Format(_) => Some(ErrorCode::SnapshotInvalid),
-        Error::Missing { .. } => Some(ErrorCode::SnapshotInvalid),
-        _ => None,
-    }
+    let class = err.class();
+    (class.is_damage() || class == ErrorClass::Invalid).then(|| class.code(Operation::Inspect))
 }
 
 /// Runs the load pass. Snapshots are listed before index deltas (see [`crate::Index`]).
@@ -100,14 +94,8 @@ pub(crate) async fn load(repo: &Repository, findings: &mut Findings) -> Result<L
     index.finish();
     let duplicate_blobs = total.saturating_sub(index.len()) as u64;
 
-    let mut present: HashMap<PackId, u64> = HashMap::new();
-    for kind in [ObjectKind::Data, ObjectKind::Tree] {
-        for info in repo.store().list(kind).await.map_err(Error::store)? {
-            if let Ok(id) = info.key.name().parse::<PackId>() {
-                present.insert(id, info.size);
-            }
-        }
-    }
+    let present = objects::list_packs(repo).await?;
+    let mut present: HashMap<PackId, u64> = present.into_iter().map(|(id, info)| (id, info.size)).collect();
     // A listing may lag behind writes (eventually consistent stores) or be
     // cut short: ask for each indexed pack it did not show before calling it missing.
     let unlisted: Vec<(PackId, PackKind)> = packs
@@ -160,76 +148,56 @@ pub(crate) async fn load(repo: &Repository, findings: &mut Findings) -> Result<L
     })
 }
 
+/// Every snapshot that opens, oldest first; each one that does not is a finding.
 pub(crate) async fn load_snapshots(repo: &Repository, findings: &mut Findings) -> Result<Vec<SnapshotEntry>> {
-    let listed = repo.store().list(ObjectKind::Snapshot).await.map_err(Error::store)?;
-    let results: Vec<(ObjectKey, Result<SnapshotEntry>)> = stream::iter(listed)
-        .map(|info| async move {
-            let result = async {
-                let id: SnapshotId = info.key.name().parse().map_err(|e| Error::decode(info.key.path(), e))?;
-                let bytes = repo.store().get(&info.key).await.map_err(Error::store)?;
-                let snapshot = Snapshot::decode(&id, &bytes, repo.sealer(), &repo.id())
-                    .map_err(|e| Error::decode(info.key.path(), e))?;
-                Ok(SnapshotEntry { id, snapshot })
-            }
-            .await;
-            (info.key, result)
+    let loaded = load_kind::<Snapshot>(repo, findings).await?;
+    let mut out: Vec<SnapshotEntry> = loaded
+        .into_iter()
+        .map(|s| SnapshotEntry {
+            id: s.id,
+            snapshot: s.object,
         })
-        .buffer_unordered(CONCURRENCY)
-        .collect()
-        .await;
-    let mut out = Vec::new();
-    for (key, result) in results {
-        match result {
-            Ok(entry) => out.push(entry),
-            Err(e) => match object_problem(&e) {
-                Some(code) => findings.add(
-                    code,
-                    key.path(),
-                    None,
-                    None,
-                    format!("snapshot does not open: {}", super::one_line(&e)),
-                ),
-                None => return Err(e),
-            },
-        }
-    }
+        .collect();
     out.sort_by_key(|e| (e.snapshot.time_ns, e.id));
     Ok(out)
 }
 
 async fn load_deltas(repo: &Repository, findings: &mut Findings) -> Result<Vec<(IndexId, IndexDelta)>> {
-    let listed = repo.store().list(ObjectKind::Index).await.map_err(Error::store)?;
-    let results: Vec<(ObjectKey, Result<(IndexId, IndexDelta)>)> = stream::iter(listed)
-        .map(|info| async move {
-            let result = async {
-                let id: IndexId = info.key.name().parse().map_err(|e| Error::decode(info.key.path(), e))?;
-                let bytes = repo.store().get(&info.key).await.map_err(Error::store)?;
-                let delta = IndexDelta::decode(&id, &bytes, repo.sealer(), &repo.id())
-                    .map_err(|e| Error::decode(info.key.path(), e))?;
-                Ok((id, delta))
-            }
-            .await;
-            (info.key, result)
-        })
-        .buffer_unordered(CONCURRENCY)
-        .collect()
-        .await;
-    let mut out = Vec::new();
-    for (key, result) in results {
-        match result {
-            Ok(delta) => out.push(delta),
-            Err(e) => match object_problem(&e) {
-                Some(code) => findings.add(
-                    code,
-                    key.path(),
-                    None,
-                    None,
-                    format!("index delta does not open: {}", super::one_line(&e)),
-                ),
-                None => return Err(e),
-            },
+    let loaded = load_kind::<IndexDelta>(repo, findings).await?;
+    Ok(loaded.into_iter().map(|d| (d.id, d.object)).collect())
+}
+
+/// Every object of kind `T` that opens, in name order. Each damaged object,
+/// and each name that is not an id of the kind, is a finding; objects
+/// removed since the listing (forgotten snapshots, compacted deltas whose
+/// replacement the listing may have missed) make the kind be listed again.
+async fn load_kind<T: RepoObject>(repo: &Repository, findings: &mut Findings) -> Result<Vec<Stored<T>>> {
+    let mut attempts = 0;
+    let loaded = loop {
+        let loaded = objects::load_all::<T>(repo).await?;
+        if loaded.vanished.is_empty() || attempts == 3 {
+            break loaded;
         }
+        attempts += 1;
+    };
+    for damaged in &loaded.damaged {
+        let code = object_problem(&damaged.error).unwrap_or(ErrorCode::BackupCorrupted);
+        findings.add(
+            code,
+            damaged.key.path(),
+            None,
+            None,
+            format!("{} does not open: {}", T::NOUN, super::one_line(&damaged.error)),
+        );
     }
-    out.sort_by_key(|(id, _)| *id);
-    Ok(out)
+    for key in &loaded.foreign {
+        findings.add(
+            ErrorClass::Corrupted.code(Operation::Inspect),
+            key.path(),
+            None,
+            None,
+            format!("the name is not a {} id", T::NOUN),
+        );
+    }
+    Ok(loaded.good)
 }

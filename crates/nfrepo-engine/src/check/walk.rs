@@ -133,8 +133,9 @@ impl Checker<'_> {
     /// Checks a reference against the index and the pack listing; true if the blob is readable.
     fn check_ref(&mut self, id: &BlobId, kind: BlobKind, len: Option<u64>) -> bool {
         let Some(location) = self.loaded.index.get(id) else {
+            // The class restore meets for the same blob (`Error::Missing`).
             self.findings.add(
-                ErrorCode::SnapshotInvalid,
+                crate::ErrorClass::Missing.code(crate::Operation::Inspect),
                 format!("blob {id}"),
                 None,
                 Some(*id),

@@ -4,16 +4,16 @@ use std::collections::HashSet;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use futures::stream::{self, StreamExt, TryStreamExt};
 use nfrepo_format::{GcPlan, PackId};
-use nfrepo_store::{ErrorKind, ObjectKey, ObjectKind, PutMode};
+use nfrepo_store::{ObjectKey, PutMode};
 
+use crate::objects::{self, PlanId, RepoObject};
 use crate::{Error, Repository, Result};
 
 /// A plan as found in the repository.
 #[derive(Clone, Debug)]
 pub(crate) struct StoredPlan {
-    pub(crate) id: [u8; 32],
+    pub(crate) id: PlanId,
     pub(crate) key: ObjectKey,
     pub(crate) plan: GcPlan,
     /// The store's modification time: when the plan became visible. Grace periods count from it.
@@ -21,44 +21,23 @@ pub(crate) struct StoredPlan {
 }
 
 /// Every plan. A plan that does not open is an error: ignoring it could let a
-/// backup deduplicate against packs a later GC deletes.
+/// backup deduplicate against packs a later GC deletes. A plan resolved by a
+/// GC between the listing and the read is simply gone.
 pub(crate) async fn read_plans(repo: &Repository) -> Result<Vec<StoredPlan>> {
-    let listed = repo.store().list(ObjectKind::Gc).await.map_err(Error::store)?;
-    let named: Vec<_> = listed
-        .into_iter()
-        .filter_map(|info| {
-            let id: [u8; 32] = hex_id(info.key.name())?;
-            Some((id, info))
-        })
-        .collect();
-    let plans: Vec<Option<StoredPlan>> = stream::iter(named)
-        .map(|(id, info)| async move {
-            let bytes = match repo.store().get(&info.key).await {
-                Ok(bytes) => bytes,
-                // Resolved by a GC between the listing and the read.
-                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(Error::store(e)),
-            };
-            let plan = GcPlan::decode(&id, &bytes, repo.sealer(), &repo.id())
-                .map_err(|e| Error::decode(info.key.to_string(), e))?;
-            Ok::<_, Error>(Some(StoredPlan {
-                id,
-                key: info.key,
-                plan,
-                written: info.last_modified,
-            }))
-        })
-        .buffer_unordered(8)
-        .try_collect()
-        .await?;
-    Ok(plans.into_iter().flatten().collect())
-}
-
-fn hex_id(name: &str) -> Option<[u8; 32]> {
-    if name.len() != 64 || !name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-        return None;
+    let loaded = objects::load_all::<GcPlan>(repo).await?;
+    if let Some(damaged) = loaded.damaged.into_iter().next() {
+        return Err(damaged.error);
     }
-    name.parse::<PackId>().ok().map(|p| p.0)
+    Ok(loaded
+        .good
+        .into_iter()
+        .map(|stored| StoredPlan {
+            id: stored.id,
+            key: stored.key,
+            plan: stored.object,
+            written: stored.written,
+        })
+        .collect())
 }
 
 /// What a starting backup needs: the ids of the plans it saw, and their packs,
@@ -77,14 +56,14 @@ pub(crate) async fn planned_packs(repo: &Repository) -> Result<(Vec<[u8; 32]>, H
 }
 
 /// The object name of plan `id`: lowercase hex.
-pub(crate) fn plan_name(id: &[u8; 32]) -> String {
-    id.iter().map(|b| format!("{b:02x}")).collect()
+pub(crate) fn plan_name(id: &PlanId) -> String {
+    <GcPlan as RepoObject>::name(id)
 }
 
 /// Writes a new plan; returns its id.
 pub(crate) async fn write_plan(repo: &Repository, plan: &GcPlan) -> Result<[u8; 32]> {
     let (id, bytes) = plan.encode(repo.sealer(), &repo.id()).map_err(Error::Format)?;
-    let key = ObjectKey::new(ObjectKind::Gc, plan_name(&id)).map_err(Error::store)?;
+    let key = objects::key::<GcPlan>(&id)?;
     repo.store()
         .put(&key, Bytes::from(bytes), PutMode::CreateNew)
         .await

@@ -1,10 +1,7 @@
 //! Snapshot selection: listing the snapshots and resolving a snapshot spec.
 
-use futures::stream::{self, StreamExt, TryStreamExt};
 use nfrepo_format::{Snapshot, SnapshotId};
-use nfrepo_store::ObjectKind;
 
-use super::LIST_CONCURRENCY;
 use crate::{Error, Repository, Result};
 
 /// A snapshot with its id.
@@ -47,37 +44,17 @@ impl Repository {
 
     /// Snapshots that open, and the errors of those that do not.
     async fn load_snapshots(&self) -> Result<(Vec<SnapshotEntry>, Vec<Error>)> {
-        let listed = self.store().list(ObjectKind::Snapshot).await.map_err(Error::store)?;
-        let loaded: Vec<Option<std::result::Result<SnapshotEntry, Error>>> =
-            stream::iter(listed.into_iter().filter_map(|info| {
-                let id = info.key.name().parse::<SnapshotId>().ok()?;
-                Some((id, info.key))
-            }))
-            .map(|(id, key)| async move {
-                let bytes = match self.store().get(&key).await {
-                    Ok(bytes) => bytes,
-                    // Forgotten between the listing and the read.
-                    Err(e) if e.kind() == nfrepo_store::ErrorKind::NotFound => return Ok(None),
-                    Err(e) => return Err(Error::store(e)),
-                };
-                Ok(Some(
-                    Snapshot::decode(&id, &bytes, self.sealer(), &self.id())
-                        .map(|snapshot| SnapshotEntry { id, snapshot })
-                        .map_err(|e| Error::decode(key.to_string(), e)),
-                ))
+        let loaded = crate::objects::load_all::<Snapshot>(self).await?;
+        let mut good: Vec<SnapshotEntry> = loaded
+            .good
+            .into_iter()
+            .map(|s| SnapshotEntry {
+                id: s.id,
+                snapshot: s.object,
             })
-            .buffer_unordered(LIST_CONCURRENCY)
-            .try_collect()
-            .await?;
-        let (mut good, mut damaged) = (Vec::new(), Vec::new());
-        for entry in loaded.into_iter().flatten() {
-            match entry {
-                Ok(entry) => good.push(entry),
-                Err(error) => damaged.push(error),
-            }
-        }
+            .collect();
         good.sort_by_key(|e| (e.snapshot.time_ns, e.id));
-        Ok((good, damaged))
+        Ok((good, loaded.damaged.into_iter().map(|d| d.error).collect()))
     }
 
     /// Resolves a snapshot spec: an id prefix, `latest`, or `SOURCE@latest`.

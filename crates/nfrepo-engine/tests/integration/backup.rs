@@ -2,7 +2,7 @@
 
 use nfrepo_engine::BackupOptions;
 
-use super::fixture::{backup_stream, init, memory, pseudo_random, read_file};
+use super::fixture::{backup_stream, init, memory, pseudo_random, read_file, stream_uncommitted};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_round_trip_at_many_sizes() {
@@ -107,13 +107,7 @@ async fn uploads_are_indexed_as_they_accumulate() {
     options.index_flush_blobs = 64;
     let data = pseudo_random(12 * 1024 * 1024, 10);
     let session = repo.begin_backup(options).await.unwrap();
-    let input = data.clone();
-    let session = tokio::task::spawn_blocking(move || {
-        session.store_stream(&input[..], false).unwrap();
-        session
-    })
-    .await
-    .unwrap();
+    let session = stream_uncommitted(session, data.clone()).await;
     // Killed before commit: the full packs are already in index deltas, so
     // the next run redoes at most the pack that was still open (4 MiB here).
     session.abort().await;
@@ -140,13 +134,7 @@ async fn aborted_backup_packs_are_adopted_by_the_next_run() {
         .begin_backup(BackupOptions::new("db", "stdin", "dump"))
         .await
         .unwrap();
-    let input = data.clone();
-    let session = tokio::task::spawn_blocking(move || {
-        session.store_stream(&input[..], false).unwrap();
-        session
-    })
-    .await
-    .unwrap();
+    let session = stream_uncommitted(session, data.clone()).await;
     // Gone before commit: full packs were uploaded, the open one was lost.
     session.abort().await;
     assert!(repo.snapshots().await.unwrap().is_empty());

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use nfrepo_engine::{CheckOptions, ErrorCode, ReadDataSubset, Repository};
+use nfrepo_engine::{CheckOptions, Error, ErrorClass, ErrorCode, Operation, ReadDataSubset, Repository};
 use nfrepo_store::{Cache, Fault, FaultOp, FaultRule, FaultStore, MemoryStore, ObjectKind, Store};
 
 use super::fixture::{backup_stream, init, pseudo_random, read_file};
@@ -100,8 +100,35 @@ async fn truncated_and_lost_packs_and_a_lost_index_are_named() {
 
     faults.add_rule(FaultRule::new(FaultOp::Any, Fault::Lose).kind(ObjectKind::Index));
     let report = repo.check(&CheckOptions::default()).await.unwrap();
-    assert_eq!(report.failure_code(), Some(ErrorCode::SnapshotInvalid));
+    assert_eq!(report.failure_code(), Some(ErrorCode::BackupNotFound));
     assert_eq!(report.stray_packs.len(), 2, "both packs are now in no index");
+}
+
+/// Issue 9: a blob in no index is the same failure whoever meets it (it
+/// was BACKUP_NOT_FOUND from a restore but SNAPSHOT_INVALID from check).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_blob_has_the_same_code_in_restore_and_check() {
+    let (faults, repo) = faulty_repo().await;
+    backup_stream(&repo, "db", "dump.sql", pseudo_random(300_000, 4))
+        .await
+        .unwrap();
+    faults.add_rule(FaultRule::new(FaultOp::Any, Fault::Lose).kind(ObjectKind::Index));
+    let report = repo.check(&CheckOptions::default()).await.unwrap();
+    let check_code = report.failure_code();
+    assert!(
+        report.findings.iter().all(|f| Some(f.code) == check_code),
+        "{:?}",
+        report.findings
+    );
+    let reader = repo.reader().await.unwrap();
+    let entry = repo.find_snapshot("latest").await.unwrap();
+    let err = match read_file(&reader, &entry, "dump.sql").await {
+        Err(err @ Error::Missing { .. }) => err,
+        other => panic!("expected a missing blob, got {other:?}"),
+    };
+    assert_eq!(err.class(), ErrorClass::Missing);
+    assert_eq!(Some(err.code(Operation::Restore)), check_code);
+    assert_eq!(check_code, Some(ErrorCode::BackupNotFound));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use nfrepo_engine::{Error, Repository};
+use nfrepo_engine::{Error, ErrorClass, ErrorCode, Operation, Repository};
 use nfrepo_store::{ErrorKind, Fault, FaultOp, FaultRule, FaultStore, MemoryStore, ObjectKind, Store};
 
 use super::fixture::{PASSWORD, backup_stream, init, pseudo_random, read_file};
@@ -14,8 +14,13 @@ async fn failed_pack_upload_commits_nothing() {
     let store: Arc<dyn Store> = faults.clone();
     let repo = init(store).await;
     faults.add_rule(FaultRule::new(FaultOp::Put, Fault::Fail(ErrorKind::PermissionDenied)).kind(ObjectKind::Data));
-    let result = backup_stream(&repo, "s", "f", pseudo_random(9 * 1024 * 1024, 2)).await;
-    assert!(result.is_err(), "the backup must fail");
+    let err = backup_stream(&repo, "s", "f", pseudo_random(9 * 1024 * 1024, 2))
+        .await
+        .expect_err("the backup must fail");
+    // Issue 9: the storage's refusal reaches the caller typed, whichever
+    // worker met it first (it used to arrive as a pipeline message: exit 10).
+    assert_eq!(err.class(), ErrorClass::Denied, "{err:?}");
+    assert_eq!(err.code(Operation::Backup), ErrorCode::PermissionDenied, "{err:?}");
     faults.clear();
     assert!(repo.snapshots().await.unwrap().is_empty());
     assert!(repo.store().list(ObjectKind::Index).await.unwrap().is_empty());
@@ -27,7 +32,11 @@ async fn failed_snapshot_write_leaves_no_snapshot() {
     let store: Arc<dyn Store> = faults.clone();
     let repo = init(store).await;
     faults.add_rule(FaultRule::new(FaultOp::Put, Fault::Fail(ErrorKind::Unreachable)).kind(ObjectKind::Snapshot));
-    assert!(backup_stream(&repo, "s", "f", pseudo_random(100_000, 2)).await.is_err());
+    let err = backup_stream(&repo, "s", "f", pseudo_random(100_000, 2))
+        .await
+        .expect_err("the snapshot write fails");
+    assert!(matches!(err, Error::Unreachable(_)), "{err:?}");
+    assert!(err.is_retryable());
     faults.clear();
     assert!(repo.snapshots().await.unwrap().is_empty());
     // The next run works, and reuses the data already uploaded.

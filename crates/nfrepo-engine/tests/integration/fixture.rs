@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use futures::TryStreamExt;
-use nfrepo_engine::{BackupOptions, CommitDetails, InitOptions, Reader, Repository, SnapshotEntry};
-use nfrepo_format::{KdfParams, Metadata, Node, NodeKind, SnapshotId, Tree};
+use nfrepo_engine::{BackupOptions, BackupSession, CommitDetails, InitOptions, Reader, Repository, SnapshotEntry};
+use nfrepo_format::{BlobId, KdfParams, Metadata, Node, NodeKind, SnapshotId, Tree};
 use nfrepo_store::{MemoryStore, Store};
 pub use nfrepo_testing::pseudo_random;
 
@@ -31,20 +31,7 @@ pub async fn backup_stream(
     let session = repo.begin_backup(BackupOptions::new(source, "stdin", "dump")).await?;
     let name = name.to_owned();
     let (session, root) = tokio::task::spawn_blocking(move || {
-        let root = (|| {
-            let stored = session.store_stream(&data[..], true)?;
-            let node = Node {
-                name: name.into_bytes(),
-                kind: NodeKind::File {
-                    size: stored.size,
-                    content: stored.content,
-                    blake3: stored.blake3,
-                    sha256: stored.sha256,
-                },
-                meta: Metadata::default(),
-            };
-            session.store_tree(&Tree { nodes: vec![node] })
-        })();
+        let root = store_single_file(&session, &name, &data);
         (session, root)
     })
     .await
@@ -56,6 +43,34 @@ pub async fn backup_stream(
             Err(e)
         }
     }
+}
+
+/// Stores `data` as the only file, `name`, of a root tree in `session`
+/// (blocking: call it off the runtime); returns the root.
+pub fn store_single_file(session: &BackupSession, name: &str, data: &[u8]) -> nfrepo_engine::Result<BlobId> {
+    let stored = session.store_stream(data, true)?;
+    let node = Node {
+        name: name.as_bytes().to_vec(),
+        kind: NodeKind::File {
+            size: stored.size,
+            content: stored.content,
+            blake3: stored.blake3,
+            sha256: stored.sha256,
+        },
+        meta: Metadata::default(),
+    };
+    session.store_tree(&Tree { nodes: vec![node] })
+}
+
+/// Streams `data` into `session` without making a file of it, as a backup
+/// killed before its commit would have; returns the session.
+pub async fn stream_uncommitted(session: BackupSession, data: Vec<u8>) -> BackupSession {
+    tokio::task::spawn_blocking(move || {
+        session.store_stream(&data[..], false).expect("store");
+        session
+    })
+    .await
+    .expect("join")
 }
 
 /// Reads the file `name` of a snapshot back.

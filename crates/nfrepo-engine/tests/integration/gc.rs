@@ -4,11 +4,11 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use nfrepo_engine::{BackupOptions, CommitDetails, GcOptions, Repository};
-use nfrepo_format::{Metadata, Node, NodeKind, SnapshotId, Tree};
+use nfrepo_engine::{BackupOptions, CommitDetails, Error, GcOptions, Repository};
+use nfrepo_format::SnapshotId;
 use nfrepo_store::{MemoryStore, ObjectKey, ObjectKind, Store};
 
-use super::fixture::{backup_stream, init, pseudo_random, read_file};
+use super::fixture::{backup_stream, init, pseudo_random, read_file, store_single_file, stream_uncommitted};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -201,18 +201,7 @@ async fn store_file(
     data: Vec<u8>,
 ) -> impl std::future::Future<Output = (SnapshotId, nfrepo_format::Snapshot)> {
     let (session, root) = tokio::task::spawn_blocking(move || {
-        let stored = session.store_stream(&data[..], true).unwrap();
-        let node = Node {
-            name: b"f".to_vec(),
-            kind: NodeKind::File {
-                size: stored.size,
-                content: stored.content,
-                blake3: stored.blake3,
-                sha256: stored.sha256,
-            },
-            meta: Metadata::default(),
-        };
-        let root = session.store_tree(&Tree { nodes: vec![node] }).unwrap();
+        let root = store_single_file(&session, "f", &data).unwrap();
         (session, root)
     })
     .await
@@ -253,13 +242,7 @@ async fn unindexed_packs_are_collected_only_when_old() {
         .begin_backup(BackupOptions::new("x", "stdin", "dump"))
         .await
         .unwrap();
-    let input = pseudo_random(9 << 20, 7);
-    let session = tokio::task::spawn_blocking(move || {
-        session.store_stream(&input[..], false).unwrap();
-        session
-    })
-    .await
-    .unwrap();
+    let session = stream_uncommitted(session, pseudo_random(9 << 20, 7)).await;
     session.abort().await;
     let young = repo.gc(&options()).await.unwrap();
     assert_eq!(
@@ -397,7 +380,8 @@ async fn gc_reads_no_data_pack_and_survives_failed_deletes() {
     let before = stored_packs().await;
     age(&memory, ObjectKind::Gc, 2 * HOUR).await;
     faults.add_rule(FaultRule::new(FaultOp::Delete, Fault::Fail(ErrorKind::Unreachable)).kind(ObjectKind::Data));
-    assert!(repo.gc(&no_repack).await.is_err(), "the delete fails");
+    let err = repo.gc(&no_repack).await.expect_err("the delete fails");
+    assert!(matches!(err, Error::Unreachable(_)), "{err:?}");
     faults.clear();
     assert_intact(&repo, &[(kept, &keep)]).await;
     age(&memory, ObjectKind::Lease, 2 * HOUR).await;

@@ -38,12 +38,18 @@ async fn key_slots_can_be_added_changed_and_removed() {
         "not the slot in use"
     );
     repo.remove_key(PASSWORD, &second).await.unwrap();
-    assert!(Repository::open(store.clone(), b"second").await.is_err());
+    assert!(matches!(
+        Repository::open(store.clone(), b"second").await,
+        Err(Error::WrongPassword { .. })
+    ));
     assert!(matches!(
         repo.remove_key(PASSWORD, &second).await,
         Err(Error::Missing { .. })
     ));
     repo.change_password(PASSWORD, b"new", kdf).await.unwrap();
-    assert!(Repository::open(store.clone(), PASSWORD).await.is_err());
+    assert!(matches!(
+        Repository::open(store.clone(), PASSWORD).await,
+        Err(Error::WrongPassword { .. })
+    ));
     assert!(Repository::open(store, b"new").await.is_ok());
 }

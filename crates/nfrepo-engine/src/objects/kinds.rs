@@ -1,0 +1,188 @@
+//! The metadata object kinds: how each is named and opened.
+
+use nfrepo_format::{GcPlan, IndexDelta, IndexId, KeyId, Lease, ProtectMarker, SessionMarker, Snapshot, SnapshotId};
+use nfrepo_store::ObjectKind;
+
+use super::RepoObject;
+use crate::Repository;
+
+/// The id of a GC plan: the BLAKE3 of its stored bytes.
+pub(crate) type PlanId = [u8; 32];
+
+/// A lease object's name: its purpose and generation (`gc-00000000000000000007`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct LeaseName {
+    /// What the lease is for, e.g. `gc`.
+    pub(crate) purpose: String,
+    /// Its place in the chain.
+    pub(crate) generation: u64,
+}
+
+/// Lowercase hex of 32 bytes, the only spelling object names use.
+fn parse_hex32(name: &str) -> Option<[u8; 32]> {
+    if name.len() != 64 || !name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    let mut out = [0; 32];
+    for (byte, pair) in out.iter_mut().zip(name.as_bytes().chunks_exact(2)) {
+        let text = std::str::from_utf8(pair).ok()?;
+        *byte = u8::from_str_radix(text, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn hex32(id: &[u8; 32]) -> String {
+    use std::fmt::Write as _;
+    id.iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+impl RepoObject for Snapshot {
+    type Id = SnapshotId;
+    const KIND: ObjectKind = ObjectKind::Snapshot;
+    const NOUN: &'static str = "snapshot";
+
+    fn parse_name(name: &str) -> Option<SnapshotId> {
+        parse_hex32(name).map(SnapshotId)
+    }
+
+    fn name(id: &SnapshotId) -> String {
+        id.to_hex()
+    }
+
+    fn open(repo: &Repository, id: &SnapshotId, bytes: &[u8]) -> nfrepo_format::Result<Self> {
+        Self::decode(id, bytes, repo.sealer(), &repo.id())
+    }
+}
+
+impl RepoObject for IndexDelta {
+    type Id = IndexId;
+    const KIND: ObjectKind = ObjectKind::Index;
+    const NOUN: &'static str = "index delta";
+
+    fn parse_name(name: &str) -> Option<IndexId> {
+        parse_hex32(name).map(IndexId)
+    }
+
+    fn name(id: &IndexId) -> String {
+        id.to_hex()
+    }
+
+    fn open(repo: &Repository, id: &IndexId, bytes: &[u8]) -> nfrepo_format::Result<Self> {
+        Self::decode(id, bytes, repo.sealer(), &repo.id())
+    }
+}
+
+impl RepoObject for GcPlan {
+    type Id = PlanId;
+    const KIND: ObjectKind = ObjectKind::Gc;
+    const NOUN: &'static str = "gc plan";
+
+    fn parse_name(name: &str) -> Option<PlanId> {
+        parse_hex32(name)
+    }
+
+    fn name(id: &PlanId) -> String {
+        hex32(id)
+    }
+
+    fn open(repo: &Repository, id: &PlanId, bytes: &[u8]) -> nfrepo_format::Result<Self> {
+        Self::decode(id, bytes, repo.sealer(), &repo.id())
+    }
+}
+
+impl RepoObject for ProtectMarker {
+    type Id = SnapshotId;
+    const KIND: ObjectKind = ObjectKind::Protect;
+    const NOUN: &'static str = "protect marker";
+
+    fn parse_name(name: &str) -> Option<SnapshotId> {
+        parse_hex32(name).map(SnapshotId)
+    }
+
+    fn name(id: &SnapshotId) -> String {
+        id.to_hex()
+    }
+
+    fn open(repo: &Repository, id: &SnapshotId, bytes: &[u8]) -> nfrepo_format::Result<Self> {
+        Self::decode(id, bytes, repo.sealer(), &repo.id())
+    }
+}
+
+impl RepoObject for SessionMarker {
+    /// A random id drawn when the session starts.
+    type Id = KeyId;
+    const KIND: ObjectKind = ObjectKind::Session;
+    const NOUN: &'static str = "session marker";
+
+    fn parse_name(name: &str) -> Option<KeyId> {
+        parse_hex32(name).map(KeyId)
+    }
+
+    fn name(id: &KeyId) -> String {
+        id.to_hex()
+    }
+
+    fn open(repo: &Repository, _: &KeyId, bytes: &[u8]) -> nfrepo_format::Result<Self> {
+        Self::decode(bytes, repo.sealer(), &repo.id())
+    }
+}
+
+impl RepoObject for Lease {
+    type Id = LeaseName;
+    const KIND: ObjectKind = ObjectKind::Lease;
+    const NOUN: &'static str = "lease";
+
+    fn parse_name(name: &str) -> Option<LeaseName> {
+        let (purpose, generation) = name.rsplit_once('-')?;
+        if purpose.is_empty() || generation.len() != 20 || !generation.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(LeaseName {
+            purpose: purpose.to_owned(),
+            generation: generation.parse().ok()?,
+        })
+    }
+
+    fn name(id: &LeaseName) -> String {
+        Self::object_name(&id.purpose, id.generation)
+    }
+
+    fn open(repo: &Repository, _: &LeaseName, bytes: &[u8]) -> nfrepo_format::Result<Self> {
+        Self::decode(bytes, repo.sealer(), &repo.id())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        let id = SnapshotId([0xab; 32]);
+        assert_eq!(Snapshot::parse_name(&Snapshot::name(&id)), Some(id));
+        let plan: PlanId = std::array::from_fn(|i| i as u8);
+        assert_eq!(GcPlan::parse_name(&GcPlan::name(&plan)), Some(plan));
+        let lease = LeaseName {
+            purpose: "gc".into(),
+            generation: 7,
+        };
+        assert_eq!(Lease::name(&lease), "gc-00000000000000000007");
+        assert_eq!(Lease::parse_name(&Lease::name(&lease)), Some(lease));
+    }
+
+    #[test]
+    fn foreign_names_are_refused() {
+        assert_eq!(Snapshot::parse_name("ABCD"), None);
+        assert_eq!(
+            Snapshot::parse_name(&"A".repeat(64)),
+            None,
+            "uppercase is not our spelling"
+        );
+        assert_eq!(IndexDelta::parse_name(&"0".repeat(63)), None);
+        assert_eq!(Lease::parse_name("gc-7"), None);
+        assert_eq!(Lease::parse_name("-00000000000000000007"), None);
+    }
+}
