@@ -58,6 +58,29 @@ fn mode_of(args: &SnapshotArgs) -> Result<Mode, Failure> {
     Ok(Mode::Files(args.paths.clone()))
 }
 
+/// `--exclude`, `--exclude-file` and `--exclude-caches` of `snapshot PATH…`.
+async fn files_options(args: &SnapshotArgs) -> Result<nfrepo_sources::FilesOptions, Failure> {
+    let mut options = nfrepo_sources::FilesOptions::default();
+    options.exclude.clone_from(&args.exclude);
+    for file in &args.exclude_file {
+        let text = tokio::fs::read_to_string(file).await.map_err(|e| {
+            Failure::new(
+                ErrorCode::BackupFailed,
+                Some("INVALID_ARGUMENT"),
+                format!("--exclude-file {}: {e}", file.display()),
+            )
+        })?;
+        options.exclude.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_owned),
+        );
+    }
+    options.exclude_caches = args.exclude_caches;
+    Ok(options)
+}
+
 fn default_source(mode: &Mode) -> String {
     match mode {
         Mode::Files(paths) => paths
@@ -83,6 +106,7 @@ pub async fn run(global: &GlobalArgs, args: SnapshotArgs) -> Result<i32, Failure
         return crate::commands::source::run(global, &args).await;
     }
     let mode = mode_of(&args)?;
+    let files_options = files_options(&args).await?;
     let tags = parse_tags(&args.tags)?;
     let context::Opened { repo, store, .. } = context::open_repository(global, Operation::Backup).await?;
     let fail = |e: nfrepo_engine::Error| Failure::engine(&e, Operation::Backup);
@@ -115,7 +139,7 @@ pub async fn run(global: &GlobalArgs, args: SnapshotArgs) -> Result<i32, Failure
     let walked = tokio::task::spawn_blocking(move || -> Result<Outcome, nfrepo_sources::Error> {
         match mode {
             Mode::Files(paths) => {
-                let out = nfrepo_sources::backup_files(&worker, &paths)?;
+                let out = nfrepo_sources::backup_files_with(&worker, &paths, &files_options)?;
                 Ok(Outcome {
                     root: out.root,
                     details: out.details,
