@@ -66,6 +66,8 @@ fn tree_restores_bit_identical_with_metadata() {
         assert_eq!((after["secret.key"].uid, after["secret.key"].gid), (1234, 5678));
         assert_eq!((after["dangling"].uid, after["dangling"].gid), (4321, 8765));
     }
+    // Root restores owners and so every mode bit; a user's restore drops
+    // setuid/setgid unless --keep-setid (issue 9, bug 2).
     assert_eq!(after["run.sh"].mode, 0o4755);
     assert_eq!(after["pipe"].kind, "special");
 }
@@ -211,4 +213,162 @@ fn snapshots_filter_by_source_tag_and_time() {
     let table = env.ok(&["snapshots"]);
     assert!(table.starts_with("ID"), "{table}");
     assert!(table.contains("env=prod"), "{table}");
+}
+
+/// A snapshot of `src/c/{t1.txt, t2.txt, sub/t1.log}`.
+fn filter_tree(env: &Env) {
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("c/sub")).unwrap();
+    for name in ["c/t1.txt", "c/t2.txt", "c/sub/t1.log"] {
+        std::fs::write(src.join(name), name.as_bytes()).unwrap();
+    }
+    env.ok(&["snapshot", src.to_str().unwrap()]);
+}
+
+fn files_under(root: &Path) -> Vec<String> {
+    let mut out: Vec<String> = crate::harness::snapshot_of_tree(root)
+        .into_iter()
+        .filter(|(_, e)| e.kind == "file")
+        .map(|(path, _)| path)
+        .collect();
+    out.sort();
+    out
+}
+
+// Issue 9, bug 17: `restore SNAP:src/c --exclude 't1*'` excluded nothing.
+#[test]
+fn issue9_bug17_exclude_without_slash_matches_names_at_any_depth() {
+    let env = Env::new();
+    env.init();
+    filter_tree(&env);
+    let out = env.path("out");
+    env.ok(&[
+        "restore",
+        "latest:src/c",
+        "--target",
+        out.to_str().unwrap(),
+        "--exclude",
+        "t1*",
+    ]);
+    assert_eq!(files_under(&out), ["c/t2.txt"]);
+}
+
+// Issue 9, bug 17: `--include 'c/t2.txt'` restored 0 files with exit 0.
+#[test]
+fn issue9_bug17_include_is_relative_to_the_restored_root() {
+    let env = Env::new();
+    env.init();
+    filter_tree(&env);
+    let out = env.path("out");
+    let report = env.json(&[
+        "restore",
+        "latest:src/c",
+        "--target",
+        out.to_str().unwrap(),
+        "--include",
+        "c/t2.txt",
+    ]);
+    assert_eq!(report["files"], 1, "{report}");
+    assert_eq!(files_under(&out), ["c/t2.txt"]);
+    let whole = env.path("whole");
+    env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        whole.to_str().unwrap(),
+        "--include",
+        "src/c/sub",
+    ]);
+    assert_eq!(files_under(&whole), ["src/c/sub/t1.log"]);
+}
+
+// Issue 9, bug 17: a filter that matches nothing is a warning and a failure.
+#[test]
+fn issue9_bug17_a_filter_that_matches_nothing_fails() {
+    let env = Env::new();
+    env.init();
+    filter_tree(&env);
+    let out = env.path("out");
+    let stderr = env.fails(
+        &[
+            "restore",
+            "latest:src/c",
+            "--target",
+            out.to_str().unwrap(),
+            "--exclude",
+            "t1*",
+            "--exclude",
+            "*.tmp",
+        ],
+        13,
+        "RESTORE_FAILED/FILTER_MATCHED_NOTHING",
+    );
+    assert!(stderr.contains("--exclude \"*.tmp\""), "{stderr}");
+    assert_eq!(files_under(&out), ["c/t2.txt"], "the rest is restored");
+    let empty = env.path("empty");
+    env.fails(
+        &[
+            "restore",
+            "latest:src/c",
+            "--target",
+            empty.to_str().unwrap(),
+            "--include",
+            "src/c/t2.txt",
+        ],
+        13,
+        "FILTER_MATCHED_NOTHING",
+    );
+    assert!(files_under(&empty).is_empty());
+}
+
+// Issue 9, bug 17: `snapshot PATH` takes --exclude, --exclude-file and --exclude-caches.
+#[test]
+fn issue9_bug17_snapshot_paths_take_excludes() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("data");
+    std::fs::create_dir_all(src.join("logs")).unwrap();
+    std::fs::create_dir_all(src.join("build/cache")).unwrap();
+    std::fs::create_dir_all(src.join("fake-cache")).unwrap();
+    std::fs::write(src.join("keep.txt"), b"k").unwrap();
+    std::fs::write(src.join("logs/app.log"), b"l").unwrap();
+    std::fs::write(src.join("notes.bak"), b"b").unwrap();
+    std::fs::write(
+        src.join("build/cache/CACHEDIR.TAG"),
+        b"Signature: 8a477f597d28d172789f06886806bc55\n",
+    )
+    .unwrap();
+    std::fs::write(src.join("build/cache/blob"), b"c").unwrap();
+    std::fs::write(src.join("fake-cache/CACHEDIR.TAG"), b"not a signature").unwrap();
+    std::fs::write(src.join("fake-cache/blob"), b"c").unwrap();
+    let excludes = env.path("excludes");
+    std::fs::write(&excludes, b"# backups\n*.bak\n\n").unwrap();
+    let summary = env.json(&[
+        "snapshot",
+        src.to_str().unwrap(),
+        "--exclude",
+        "*.log",
+        "--exclude-file",
+        excludes.to_str().unwrap(),
+        "--exclude-caches",
+    ]);
+    assert_eq!(summary["partial"], false, "{summary}");
+    let listing = env.json(&["ls", "-R", "latest"]);
+    let mut paths: Vec<&str> = listing
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] != "dir")
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    paths.sort_unstable();
+    assert_eq!(
+        paths,
+        [
+            "data/build/cache/CACHEDIR.TAG",
+            "data/fake-cache/CACHEDIR.TAG",
+            "data/fake-cache/blob",
+            "data/keep.txt"
+        ]
+    );
 }

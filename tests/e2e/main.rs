@@ -29,6 +29,7 @@ mod keys;
 mod mysql;
 mod postgres;
 mod redis;
+mod restore_safety;
 mod rollback;
 mod s3;
 mod sources;

@@ -188,6 +188,16 @@ pub struct SnapshotArgs {
     /// Read every file even if the parent snapshot says it is unchanged.
     #[arg(long)]
     pub no_parent: bool,
+    /// Leave out entries matching this glob (repeatable): without `/` it matches a name at any depth
+    /// (`*.log`, `node_modules`), with `/` the absolute path.
+    #[arg(long, value_name = "GLOB", requires = "paths")]
+    pub exclude: Vec<String>,
+    /// Read --exclude globs from FILE, one per line (blank lines and lines starting with # are ignored).
+    #[arg(long, value_name = "FILE", requires = "paths")]
+    pub exclude_file: Vec<PathBuf>,
+    /// Leave out the contents of directories marked with a CACHEDIR.TAG (the tag itself is kept).
+    #[arg(long, requires = "paths")]
+    pub exclude_caches: bool,
     /// The command and its arguments (with --command).
     #[arg(last = true)]
     pub argv: Vec<String>,
@@ -254,12 +264,17 @@ pub struct RestoreArgs {
     /// With --into: replace a target database that is not empty (otherwise: RESTORE_CONFLICT).
     #[arg(long, requires = "into")]
     pub force: bool,
-    /// Restore only paths matching this glob (repeatable; matched against the path in the snapshot).
+    /// Restore only paths matching this glob (repeatable). Globs match the path relative to the target
+    /// (`restore SNAP:src/c` restores `c/...`); a glob without `/` matches a name at any depth. A glob that
+    /// matches nothing fails the restore (RESTORE_FAILED/FILTER_MATCHED_NOTHING) after restoring the rest.
     #[arg(long)]
     pub include: Vec<String>,
-    /// Do not restore paths matching this glob (repeatable).
+    /// Do not restore paths matching this glob (repeatable; same rules as --include).
     #[arg(long)]
     pub exclude: Vec<String>,
+    /// Keep setuid/setgid bits when not running as root (root always keeps them and restores owners).
+    #[arg(long)]
+    pub keep_setid: bool,
     /// Re-read every restored file and check it against the stored BLAKE3.
     #[arg(long)]
     pub verify: bool,

@@ -11,12 +11,28 @@
 //! partial. A path given at the top that does not exist or cannot be read
 //! fails the backup ([`Error::SourceNotFound`], [`Error::SourceUnreadable`]):
 //! a snapshot without it would look like a good, empty backup.
+//!
+//! # Entries that change while they are read
+//!
+//! Every entry is listed (`lstat`) and then opened relative to its parent
+//! directory's descriptor with `O_NOFOLLOW | O_NONBLOCK`; the descriptor
+//! is `fstat`ed and must be the same inode, on the same device, of the same
+//! type as listed. An entry swapped in between (for a symlink to another
+//! user's file, a FIFO, another file) is skipped and reported as a
+//! per-item problem: the snapshot never stores another file's content under
+//! this name and never blocks on a FIFO. Directories are listed through
+//! their descriptor too, so a directory swapped for a link is not followed.
 
+use std::ffi::OsStr;
 use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use nix::fcntl::OFlag;
+use nix::sys::stat::{Mode, SFlag};
 
 use nfrepo_engine::{BackupWriter, CommitDetails};
 use nfrepo_format::{BlobId, Node, NodeKind, Tree};
@@ -37,10 +53,12 @@ pub struct FilesOutcome {
 
 /// Which entries of the walked paths are kept.
 ///
-/// Patterns are globs matched against the entry's absolute path (`*` also
-/// matches `/`). An excluded directory is not descended into; with include
-/// patterns, only files, links and devices matching one are kept, while
-/// directories are always walked.
+/// A pattern with a `/` is a glob matched against the entry's absolute path
+/// (`*` also matches `/`); a pattern without `/` matches the entry's name
+/// (`*.log`, `node_modules`), as in gitignore and restic. An excluded
+/// directory is not descended into; with include patterns, only files,
+/// links and devices matching one are kept, while directories are always
+/// walked.
 #[derive(Clone, Debug, Default)]
 #[non_exhaustive]
 pub struct FilesOptions {
@@ -48,30 +66,58 @@ pub struct FilesOptions {
     pub include: Vec<String>,
     /// Leave out entries matching one of these.
     pub exclude: Vec<String>,
+    /// Leave out the contents of directories holding a valid `CACHEDIR.TAG`
+    /// (<https://bford.info/cachedir/>); the directory and its tag are kept.
+    pub exclude_caches: bool,
+}
+
+/// The first bytes of a valid `CACHEDIR.TAG`.
+const CACHEDIR_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
+
+/// A pattern list, split into path globs and name globs.
+struct Patterns {
+    paths: globset::GlobSet,
+    names: globset::GlobSet,
+}
+
+impl Patterns {
+    fn new(patterns: &[String]) -> Result<Option<Self>> {
+        if patterns.is_empty() {
+            return Ok(None);
+        }
+        let (mut paths, mut names) = (globset::GlobSetBuilder::new(), globset::GlobSetBuilder::new());
+        for pattern in patterns {
+            let glob = globset::Glob::new(pattern).map_err(|e| Error::Invalid(format!("bad glob {pattern:?}: {e}")))?;
+            if pattern.contains('/') {
+                paths.add(glob);
+            } else {
+                names.add(glob);
+            }
+        }
+        let build = |b: globset::GlobSetBuilder| b.build().map_err(|e| Error::Invalid(e.to_string()));
+        Ok(Some(Self {
+            paths: build(paths)?,
+            names: build(names)?,
+        }))
+    }
+
+    fn is_match(&self, absolute: &Path) -> bool {
+        self.paths.is_match(absolute) || absolute.file_name().is_some_and(|name| self.names.is_match(name))
+    }
 }
 
 struct Filter {
-    include: Option<globset::GlobSet>,
-    exclude: Option<globset::GlobSet>,
+    include: Option<Patterns>,
+    exclude: Option<Patterns>,
+    exclude_caches: bool,
 }
 
 impl Filter {
     fn new(options: &FilesOptions) -> Result<Self> {
-        let set = |patterns: &[String]| -> Result<Option<globset::GlobSet>> {
-            if patterns.is_empty() {
-                return Ok(None);
-            }
-            let mut builder = globset::GlobSetBuilder::new();
-            for pattern in patterns {
-                builder.add(
-                    globset::Glob::new(pattern).map_err(|e| Error::Invalid(format!("bad glob {pattern:?}: {e}")))?,
-                );
-            }
-            builder.build().map(Some).map_err(|e| Error::Invalid(e.to_string()))
-        };
         Ok(Self {
-            include: set(&options.include)?,
-            exclude: set(&options.exclude)?,
+            include: Patterns::new(&options.include)?,
+            exclude: Patterns::new(&options.exclude)?,
+            exclude_caches: options.exclude_caches,
         })
     }
 
@@ -82,6 +128,18 @@ impl Filter {
         }
         is_dir || self.include.as_ref().is_none_or(|set| set.is_match(&absolute))
     }
+}
+
+/// Whether the directory `dir` holds a valid `CACHEDIR.TAG` (read without
+/// following a link, never blocking).
+fn is_cache_dir(dir: &OwnedFd) -> bool {
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+    let Ok(fd) = nix::fcntl::openat(dir, "CACHEDIR.TAG", flags, Mode::empty()) else {
+        return false;
+    };
+    let mut head = [0u8; CACHEDIR_SIGNATURE.len()];
+    let file = File::from(fd);
+    std::io::Read::read_exact(&mut &file, &mut head).is_ok() && head == CACHEDIR_SIGNATURE
 }
 
 struct Walk<'a> {
@@ -96,8 +154,7 @@ struct Walk<'a> {
 ///
 /// # Errors
 /// [`Error::Invalid`] if two paths share a last component or a path has
-/// none; [`Error::SourceNotFound`] or [`Error::SourceUnreadable`] for a path
-/// given that cannot be read; engine errors (storage, pipeline) abort the walk.
+/// none; engine errors (storage, pipeline) abort the walk.
 pub fn backup_files(session: &BackupWriter, paths: &[PathBuf]) -> Result<FilesOutcome> {
     backup_files_with(session, paths, &FilesOptions::default())
 }
@@ -138,7 +195,7 @@ pub(crate) fn walk_nodes(
     for path in paths {
         let name = top_level_name(path)?;
         let parent = parent_root.as_ref().and_then(|t| t.find(&name));
-        if let Some(node) = walk.node(path, name, parent, true)? {
+        if let Some(node) = walk.node(None, path, name, parent)? {
             nodes.push(node);
         }
     }
@@ -210,7 +267,16 @@ impl Walk<'_> {
         }
     }
 
-    fn node(&mut self, path: &Path, name: Vec<u8>, parent: Option<&Node>, top: bool) -> Result<Option<Node>> {
+    /// The node of `path`, named `name` in the directory `at` (`None`: a
+    /// top-level path, opened by its path).
+    fn node(
+        &mut self,
+        at: Option<&OwnedFd>,
+        path: &Path,
+        name: Vec<u8>,
+        parent: Option<&Node>,
+    ) -> Result<Option<Node>> {
+        let top = at.is_none();
         let stat = match std::fs::symlink_metadata(path) {
             Ok(stat) => stat,
             Err(e) => {
@@ -224,8 +290,15 @@ impl Walk<'_> {
         }
         let meta = meta::capture(path, &stat, &mut self.names, &mut self.warnings);
         let kind = if file_type.is_dir() {
+            let dir = match open_listed(at, path, &name, &stat, OFlag::O_DIRECTORY) {
+                Ok(dir) => dir,
+                Err(e) => {
+                    self.unreadable(path, e, top)?;
+                    return Ok(None);
+                }
+            };
             self.details.dirs += 1;
-            match self.dir(path, parent, top)? {
+            match self.dir(path, dir, parent)? {
                 Some(tree) => NodeKind::Dir { tree },
                 None => return Ok(None),
             }
@@ -243,8 +316,10 @@ impl Walk<'_> {
                     meta,
                 }));
             }
-            let file = match File::open(path) {
-                Ok(file) => file,
+            #[cfg(test)]
+            tests::before_open(path);
+            let file = match open_listed(at, path, &name, &stat, OFlag::empty()) {
+                Ok(file) => File::from(file),
                 Err(e) => {
                     self.unreadable(path, e, top)?;
                     return Ok(None);
@@ -268,9 +343,13 @@ impl Walk<'_> {
             }
         } else if file_type.is_symlink() {
             self.details.others += 1;
-            match std::fs::read_link(path) {
+            let read = match at {
+                Some(at) => nix::fcntl::readlinkat(at, OsStr::from_bytes(&name)).map_err(std::io::Error::from),
+                None => std::fs::read_link(path).map(PathBuf::into_os_string),
+            };
+            match read {
                 Ok(target) => NodeKind::Symlink {
-                    target: target.as_os_str().as_bytes().to_vec(),
+                    target: target.as_bytes().to_vec(),
                 },
                 Err(e) => {
                     self.unreadable(path, e, top)?;
@@ -292,35 +371,163 @@ impl Walk<'_> {
         Ok(Some(Node { name, kind, meta }))
     }
 
-    fn dir(&mut self, path: &Path, parent: Option<&Node>, top: bool) -> Result<Option<BlobId>> {
+    /// The tree of the directory `path`, listed and walked through `dir`.
+    fn dir(&mut self, path: &Path, dir: OwnedFd, parent: Option<&Node>) -> Result<Option<BlobId>> {
         let parent_tree = match parent.map(|p| &p.kind) {
             Some(NodeKind::Dir { tree }) => self.parent_tree(tree),
             _ => None,
         };
-        let entries = match std::fs::read_dir(path) {
-            Ok(entries) => entries,
+        let listing = nix::unistd::dup(&dir).and_then(nix::dir::Dir::from_fd);
+        let mut listing = match listing {
+            Ok(listing) => listing,
             Err(e) => {
-                self.unreadable(path, e, top)?;
+                self.skip(path, e);
                 return Ok(None);
             }
         };
-        let mut names = Vec::new();
-        for entry in entries {
+        let mut names: Vec<Vec<u8>> = Vec::new();
+        for entry in listing.iter() {
             match entry {
-                Ok(entry) => names.push(entry.file_name()),
+                Ok(entry) => {
+                    let name = entry.file_name().to_bytes();
+                    if name != b"." && name != b".." {
+                        names.push(name.to_vec());
+                    }
+                }
                 Err(e) => self.skip(path, e),
             }
         }
-        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        drop(listing);
+        if self.filter.exclude_caches && is_cache_dir(&dir) {
+            names.retain(|name| name.as_slice() == b"CACHEDIR.TAG");
+        }
+        names.sort();
         let mut nodes = Vec::with_capacity(names.len());
         for name in names {
-            let child = path.join(&name);
-            let name = name.as_bytes().to_vec();
+            let child = path.join(OsStr::from_bytes(&name));
             let old = parent_tree.as_ref().and_then(|t| t.find(&name));
-            if let Some(node) = self.node(&child, name, old, false)? {
+            if let Some(node) = self.node(Some(&dir), &child, name, old)? {
                 nodes.push(node);
             }
         }
         Ok(Some(self.session.store_tree(&Tree { nodes })?))
+    }
+}
+
+/// Opens the entry `name` of `at` (or `path` at the top level) as listed in
+/// `listed`: never through a symlink, never blocking on a FIFO, and only if
+/// the descriptor is the same inode of the same type.
+fn open_listed(
+    at: Option<&OwnedFd>,
+    path: &Path,
+    name: &[u8],
+    listed: &std::fs::Metadata,
+    extra: OFlag,
+) -> std::io::Result<OwnedFd> {
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | extra;
+    let fd = match at {
+        Some(at) => nix::fcntl::openat(at, OsStr::from_bytes(name), flags, Mode::empty()),
+        None => nix::fcntl::openat(nix::fcntl::AT_FDCWD, path, flags, Mode::empty()),
+    }
+    .map_err(|e| match e {
+        nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR => {
+            std::io::Error::other("changed while being read: now a symlink or not a directory")
+        }
+        e => e.into(),
+    })?;
+    let opened = nix::sys::stat::fstat(fd.as_fd())?;
+    let kind = |mode: u32| SFlag::from_bits_truncate(mode) & SFlag::S_IFMT;
+    if (opened.st_dev, opened.st_ino) != (listed.dev(), listed.ino()) || kind(opened.st_mode) != kind(listed.mode()) {
+        return Err(std::io::Error::other(
+            "changed while being read: not the file that was listed (skipped, nothing else stored in its place)",
+        ));
+    }
+    Ok(fd)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
+    use std::cell::RefCell;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use nfrepo_engine::{BackupOptions, InitOptions, Repository};
+    use nfrepo_format::KdfParams;
+
+    type Hook = Box<dyn FnMut(&Path)>;
+
+    thread_local! {
+        /// Runs between listing a file and opening it, on the walking thread.
+        static BEFORE_OPEN: RefCell<Option<Hook>> = RefCell::new(None);
+    }
+
+    pub(super) fn before_open(path: &Path) {
+        BEFORE_OPEN.with(|hook| {
+            if let Some(hook) = hook.borrow_mut().as_mut() {
+                hook(path);
+            }
+        });
+    }
+
+    // Issue 9, bug 3: a file checked as regular and then opened by name could
+    // be swapped for a symlink (storing another file's content under its
+    // name) or a FIFO (blocking the backup forever).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn issue9_bug3_entries_swapped_after_listing_are_skipped_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(data.join("a-link"), b"mine").unwrap();
+        std::fs::write(data.join("b-fifo"), b"mine").unwrap();
+        std::fs::write(data.join("c-kept"), b"kept").unwrap();
+        let secret = tmp.path().join("secret");
+        std::fs::write(&secret, b"another user's secret").unwrap();
+
+        let mut init = InitOptions::default();
+        init.kdf = KdfParams {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let repo = Repository::init(Arc::new(nfrepo_store::MemoryStore::new()), b"pw", init)
+            .await
+            .unwrap();
+        let session = repo
+            .begin_backup(BackupOptions::new("data", "files", "files"))
+            .await
+            .unwrap();
+        let (session, walked) = tokio::task::spawn_blocking(move || {
+            BEFORE_OPEN.with(|hook| {
+                *hook.borrow_mut() = Some(Box::new(move |path: &Path| {
+                    match path.file_name().and_then(|n| n.to_str()) {
+                        Some("a-link") => {
+                            std::fs::remove_file(path).unwrap();
+                            std::os::unix::fs::symlink(&secret, path).unwrap();
+                        }
+                        Some("b-fifo") => {
+                            std::fs::remove_file(path).unwrap();
+                            nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+                        }
+                        _ => {}
+                    }
+                }));
+            });
+            let walked = super::walk_nodes(&session, &[data], &super::FilesOptions::default());
+            (session, walked)
+        })
+        .await
+        .unwrap();
+        let (_, details, _) = walked.unwrap();
+        session.abort().await;
+        assert_eq!(details.files, 1, "only c-kept is stored: {details:?}");
+        assert_eq!(details.bytes, 4);
+        assert_eq!(details.skipped.len(), 2, "{:?}", details.skipped);
+        for (skipped, name) in details.skipped.iter().zip(["a-link", "b-fifo"]) {
+            assert!(
+                skipped.contains(name) && skipped.contains("changed while being read"),
+                "{skipped}"
+            );
+        }
     }
 }

@@ -1,11 +1,10 @@
-//! File metadata: capturing it into a [`Metadata`] and putting it back.
+//! File metadata: capturing it into a [`Metadata`] (the restore side puts
+//! it back through descriptors, in `restore/attrs.rs`).
 //!
-//! Ownership is restored only when running as root (anyone else cannot
-//! chown); extended attributes are kept where they can be read and restored
-//! where the file system accepts them, with a warning otherwise.
+//! Extended attributes are kept where they can be read, with a warning
+//! otherwise.
 
 use std::collections::HashMap;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -95,44 +94,4 @@ pub(crate) fn unchanged(old: &Metadata, old_size: u64, new: &Metadata, new_size:
         && old.inode == new.inode
         && old.device == new.device
         && old.mode == new.mode
-}
-
-/// Puts metadata back on a restored node. `is_symlink` selects the calls
-/// that do not follow links. Returns warnings for what could not be applied.
-pub(crate) fn apply(path: &Path, meta: &Metadata, is_symlink: bool, warnings: &mut Vec<String>) {
-    let running_as_root = nix::unistd::geteuid().is_root();
-    if running_as_root {
-        let uid = nix::unistd::Uid::from_raw(meta.uid);
-        let gid = nix::unistd::Gid::from_raw(meta.gid);
-        if let Err(e) = nix::unistd::fchownat(
-            nix::fcntl::AT_FDCWD,
-            path,
-            Some(uid),
-            Some(gid),
-            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-        ) {
-            warnings.push(format!("{}: cannot restore ownership: {e}", path.display()));
-        }
-    }
-    for attr in &meta.xattrs {
-        let name = std::ffi::OsStr::from_bytes(&attr.name);
-        if let Err(e) = xattr::set(path, name, &attr.value) {
-            warnings.push(format!("{}: cannot restore xattr {:?}: {e}", path.display(), name));
-        }
-    }
-    if !is_symlink {
-        use std::os::unix::fs::PermissionsExt;
-        if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(meta.mode)) {
-            warnings.push(format!("{}: cannot restore permissions: {e}", path.display()));
-        }
-    }
-    let mtime = filetime::FileTime::from_unix_time(
-        meta.mtime_ns.div_euclid(1_000_000_000),
-        u32::try_from(meta.mtime_ns.rem_euclid(1_000_000_000)).unwrap_or(0),
-    );
-    // utimensat without following links: never opens the node (opening a
-    // FIFO would block), and is the same call for every other type.
-    if let Err(e) = filetime::set_symlink_file_times(path, mtime, mtime) {
-        warnings.push(format!("{}: cannot restore modification time: {e}", path.display()));
-    }
 }

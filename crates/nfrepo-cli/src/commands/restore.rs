@@ -27,11 +27,13 @@ pub async fn run(global: &GlobalArgs, args: RestoreArgs) -> Result<i32, Failure>
     options.verify = args.verify;
     options.overwrite = args.overwrite;
     options.skip_damaged = args.skip_damaged;
+    options.keep_setid = args.keep_setid;
     let started = std::time::Instant::now();
     let report = nfrepo_sources::restore(&reader, &snapshot, path, &target, &options)
         .await
         .map_err(|e| Failure::sources(&e, Operation::Restore))?;
     let secs = started.elapsed().as_secs_f64();
+    let unmatched = unmatched_failure(&report);
     if global.json {
         println!(
             "{}",
@@ -39,13 +41,19 @@ pub async fn run(global: &GlobalArgs, args: RestoreArgs) -> Result<i32, Failure>
                 "snapshot_id": snapshot.id.to_hex(),
                 "target": target.display().to_string(),
                 "files": report.files, "files_unchanged": report.files_unchanged, "dirs": report.dirs,
-                "others": report.others, "bytes": report.bytes, "verified": report.verified,
+                "others": report.others, "others_unchanged": report.others_unchanged,
+                "bytes": report.bytes, "verified": report.verified,
+                "unmatched_filters": report.unmatched_filters,
                 "warnings": report.warnings, "duration_ms": (secs * 1000.0) as u64,
                 "skipped_damaged": report.skipped.iter().map(|(p, why)| serde_json::json!({
                     "path": p.display().to_string(), "reason": why,
                 })).collect::<Vec<_>>(),
             })
         );
+        if let Some(failure) = unmatched {
+            // The report above is the one JSON document; the error goes to stderr.
+            return Ok(failure.report(false));
+        }
         return Ok(exit_code(&report));
     }
     for (path, why) in &report.skipped {
@@ -76,7 +84,26 @@ pub async fn run(global: &GlobalArgs, args: RestoreArgs) -> Result<i32, Failure>
             println!("{} damaged file(s) skipped (listed on stderr)", report.skipped.len());
         }
     }
-    Ok(exit_code(&report))
+    match unmatched {
+        Some(failure) => Err(failure),
+        None => Ok(exit_code(&report)),
+    }
+}
+
+/// A filter that matched nothing is a mistake the operator must see: the
+/// rest is restored, and the command fails with RESTORE_FAILED/FILTER_MATCHED_NOTHING.
+fn unmatched_failure(report: &nfrepo_sources::RestoreReport) -> Option<Failure> {
+    if report.unmatched_filters.is_empty() {
+        return None;
+    }
+    Some(Failure::new(
+        nfrepo_engine::ErrorCode::RestoreFailed,
+        Some("FILTER_MATCHED_NOTHING"),
+        format!(
+            "filter matched nothing in the restored tree: {}",
+            report.unmatched_filters.join(", ")
+        ),
+    ))
 }
 
 /// 3 (partial) when damaged files were skipped.

@@ -60,7 +60,11 @@ pub fn parse_tags(tags: &[String]) -> Result<Vec<(String, String)>, Failure> {
 
 /// The source the arguments name, and its default source name. A stream
 /// records `kind` when given (see [`configured_stream_kind`]).
-fn source_of(args: &SnapshotArgs, kind: Option<&str>) -> Result<(Box<dyn Source>, String), Failure> {
+fn source_of(
+    args: &SnapshotArgs,
+    kind: Option<&str>,
+    files_options: nfrepo_sources::FilesOptions,
+) -> Result<(Box<dyn Source>, String), Failure> {
     let invalid = |m: &str| Failure::new(ErrorCode::BackupFailed, Some("INVALID_ARGUMENT"), m.to_owned());
     if args.stdin {
         let name = args.name.clone().ok_or_else(|| invalid("--stdin needs --name"))?;
@@ -86,7 +90,7 @@ fn source_of(args: &SnapshotArgs, kind: Option<&str>) -> Result<(Box<dyn Source>
     if !args.argv.is_empty() {
         return Err(invalid("arguments after -- are only for --command"));
     }
-    let source = FilesSource::new(args.paths.clone());
+    let source = FilesSource::new(args.paths.clone()).with_options(files_options);
     Ok((Box::new(source), default_files_source(&args.paths)))
 }
 
@@ -108,13 +112,37 @@ fn configured_stream_kind(global: &GlobalArgs, args: &SnapshotArgs) -> Result<Op
         .map(SourceKind::name))
 }
 
+/// `--exclude`, `--exclude-file` and `--exclude-caches` of `snapshot PATH…`.
+async fn files_options(args: &SnapshotArgs) -> Result<nfrepo_sources::FilesOptions, Failure> {
+    let mut options = nfrepo_sources::FilesOptions::default();
+    options.exclude.clone_from(&args.exclude);
+    for file in &args.exclude_file {
+        let text = tokio::fs::read_to_string(file).await.map_err(|e| {
+            Failure::new(
+                ErrorCode::BackupFailed,
+                Some("INVALID_ARGUMENT"),
+                format!("--exclude-file {}: {e}", file.display()),
+            )
+        })?;
+        options.exclude.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_owned),
+        );
+    }
+    options.exclude_caches = args.exclude_caches;
+    Ok(options)
+}
+
 pub async fn run(global: &GlobalArgs, args: SnapshotArgs) -> Result<i32, Failure> {
     if args.all || (args.paths.is_empty() && !args.stdin && !args.command) {
         return crate::commands::source::run(global, &args).await;
     }
     let tags = parse_tags(&args.tags)?;
     let kind = configured_stream_kind(global, &args)?;
-    let (source, default_name) = source_of(&args, kind)?;
+    let files_options = files_options(&args).await?;
+    let (source, default_name) = source_of(&args, kind, files_options)?;
     let context::Opened { repo, store, .. } = context::open_repository(global, Operation::Backup).await?;
     let mut options = RunOptions::new(args.source.clone().unwrap_or(default_name))
         .tags(tags)

@@ -1,0 +1,108 @@
+//! What is already at a name of the target, and placing a file there.
+//!
+//! Everything here works on a parent directory descriptor and a single
+//! name, and never follows a link at that name.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, RenameFlags};
+use nix::sys::stat::{Mode, SFlag};
+use nix::unistd::UnlinkatFlags;
+
+/// What is at a file's name, compared with the snapshot's file.
+pub(super) enum Existing {
+    /// Nothing.
+    Absent,
+    /// A regular file with the same size and BLAKE3.
+    Same,
+    /// Anything else.
+    Differs,
+}
+
+fn name_of(bytes: &[u8]) -> &OsStr {
+    OsStr::from_bytes(bytes)
+}
+
+/// `renameat2(RENAME_NOREPLACE)`, or `linkat` + `unlinkat` (equally
+/// atomic against an existing name) where the file system lacks it.
+pub(super) fn rename_no_replace(parent: &OwnedFd, temp: &str, name: &OsStr) -> nix::Result<()> {
+    match nix::fcntl::renameat2(parent, temp, parent, name, RenameFlags::RENAME_NOREPLACE) {
+        Err(Errno::EINVAL | Errno::ENOSYS) => {
+            nix::unistd::linkat(parent, temp, parent, name, AtFlags::empty())?;
+            nix::unistd::unlinkat(parent, temp, UnlinkatFlags::NoRemoveDir)
+        }
+        other => other,
+    }
+}
+
+/// Whether `name` in `parent` is a regular file with this size and BLAKE3.
+pub(super) fn existing_file(parent: &OwnedFd, name: &[u8], size: u64, blake3: &[u8; 32]) -> std::io::Result<Existing> {
+    let stat = match nix::sys::stat::fstatat(parent, name_of(name), AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(stat) => stat,
+        Err(Errno::ENOENT) => return Ok(Existing::Absent),
+        Err(e) => return Err(e.into()),
+    };
+    let regular = SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG;
+    if !regular || u64::try_from(stat.st_size).ok() != Some(size) {
+        return Ok(Existing::Differs);
+    }
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+    let file = match nix::fcntl::openat(parent, name_of(name), flags, Mode::empty()) {
+        Ok(fd) => File::from(fd),
+        // Replaced by a link or removed since the stat: not the same file.
+        Err(Errno::ELOOP | Errno::ENOENT) => return Ok(Existing::Differs),
+        Err(e) => return Err(e.into()),
+    };
+    let opened = nix::sys::stat::fstat(file.as_fd())?;
+    if (opened.st_dev, opened.st_ino) != (stat.st_dev, stat.st_ino) {
+        return Ok(Existing::Differs);
+    }
+    Ok(if &hash_fd(&file)? == blake3 {
+        Existing::Same
+    } else {
+        Existing::Differs
+    })
+}
+
+/// BLAKE3 of a file's whole content, read by offset (the file position is left alone).
+pub(super) fn hash_fd(file: &File) -> std::io::Result<[u8; 32]> {
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut offset = 0u64;
+    loop {
+        let n = file.read_at(&mut buf, offset)?;
+        if n == 0 {
+            return Ok(*hasher.finalize().as_bytes());
+        }
+        hasher.update(buf.get(..n).unwrap_or_default());
+        offset += n as u64;
+    }
+}
+
+/// Whether the entry at `name` is the link, FIFO or device the snapshot has.
+pub(super) fn same_special(
+    parent: &OwnedFd,
+    name: &[u8],
+    kind: SFlag,
+    rdev: u64,
+    link: &[u8],
+) -> std::io::Result<bool> {
+    let stat = match nix::sys::stat::fstatat(parent, name_of(name), AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(stat) => stat,
+        Err(Errno::ENOENT) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
+    if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT != kind {
+        return Ok(false);
+    }
+    Ok(match kind {
+        SFlag::S_IFLNK => nix::fcntl::readlinkat(parent, name_of(name))?.as_bytes() == link,
+        SFlag::S_IFCHR | SFlag::S_IFBLK => stat.st_rdev == rdev,
+        _ => true,
+    })
+}

@@ -1,0 +1,451 @@
+//! The restore target: every write relative to a directory descriptor.
+//!
+//! [`Target`] opens the target directory once. Each later path is reached
+//! from that descriptor one component at a time with
+//! `openat(O_DIRECTORY | O_NOFOLLOW)`, so a directory of the target that is
+//! (or becomes) a symlink stops the restore with [`Error::Conflict`]
+//! instead of sending writes through it; nothing is ever resolved by path.
+//!
+//! - Directories are created `0700` (`mkdirat`); their stored metadata is
+//!   applied by [`Target::finish_dir`] once everything inside is written.
+//! - A file is written to a temporary name in its directory: 64 random bits,
+//!   created with `O_CREAT | O_EXCL | O_NOFOLLOW` and mode `0600`, so a
+//!   planted link or file at any name is never followed or reused. Its
+//!   content is hashed while written; only content matching the stored
+//!   BLAKE3 gets its metadata (through the descriptor) and is renamed over
+//!   the real name. Without `overwrite` that rename is `RENAME_NOREPLACE`:
+//!   the conflict check is the write itself, not an earlier look.
+//! - Links, FIFOs and devices are created in place (`symlinkat`, `mknodat`),
+//!   or, replacing a differing entry with `overwrite`, at a random name
+//!   renamed over it.
+//! - An existing entry that is the same as the snapshot's (same type and
+//!   content, link target or device number) is not a conflict and is left
+//!   as it is, metadata included.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nfrepo_format::{Metadata, NodeKind};
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::stat::{Mode, SFlag};
+use nix::unistd::UnlinkatFlags;
+
+use super::attrs::{self, Policy};
+use super::existing::{Existing, existing_file, hash_fd, rename_no_replace, same_special};
+use super::select::Planned;
+use crate::{Error, Result};
+
+const DIR_FLAGS: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_DIRECTORY)
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_CLOEXEC);
+
+/// Counters and warnings of the file-system side of a restore.
+#[derive(Debug, Default)]
+pub(crate) struct TargetReport {
+    pub dirs: u64,
+    pub others: u64,
+    pub others_unchanged: u64,
+    pub files_unchanged: u64,
+    pub verified: u64,
+    pub warnings: Vec<String>,
+}
+
+/// Points where tests act on the target while it is being written.
+#[cfg(test)]
+pub(crate) enum Event<'a> {
+    /// Before a file's directory is opened and its temporary file created.
+    BeforeOpen { rel: &'a [u8] },
+    /// Content written to the temporary file, before its metadata is applied.
+    Written { parent: &'a OwnedFd, temp: &'a str },
+}
+
+/// A test's action at an [`Event`].
+#[cfg(test)]
+pub(crate) type Hook = Box<dyn FnMut(Event<'_>) + Send>;
+
+/// A directory being restored into. Synchronous: it runs on a blocking thread.
+pub(crate) struct Target {
+    root: OwnedFd,
+    root_path: PathBuf,
+    overwrite: bool,
+    verify: bool,
+    policy: Policy,
+    pub(crate) report: TargetReport,
+    #[cfg(test)]
+    pub(crate) hook: Option<Hook>,
+    /// Temporary names to use before random ones.
+    #[cfg(test)]
+    pub(crate) forced_temp: Vec<String>,
+}
+
+/// What [`Target::open_file`] found.
+pub(crate) enum Opened {
+    /// The same file is already there; nothing to write.
+    Unchanged,
+    /// A temporary file to fill.
+    Write(Box<OpenFile>),
+}
+
+/// A file being written under a temporary name; removed on drop unless it
+/// was renamed into place.
+pub(crate) struct OpenFile {
+    parent: OwnedFd,
+    rel: Vec<u8>,
+    temp: Option<String>,
+    file: File,
+    hasher: blake3::Hasher,
+    written: u64,
+    error: Option<Error>,
+    blake3: [u8; 32],
+    meta: Metadata,
+    /// Something differing is at the name and `overwrite` is on.
+    replace: bool,
+}
+
+impl Drop for OpenFile {
+    fn drop(&mut self) {
+        if let Some(temp) = self.temp.take() {
+            let _ = nix::unistd::unlinkat(&self.parent, temp.as_str(), UnlinkatFlags::NoRemoveDir);
+        }
+    }
+}
+
+fn split(rel: &[u8]) -> (&[u8], &[u8]) {
+    match rel.iter().rposition(|b| *b == b'/') {
+        Some(i) => (rel.get(..i).unwrap_or_default(), rel.get(i + 1..).unwrap_or_default()),
+        None => (&[], rel),
+    }
+}
+
+fn name_of(bytes: &[u8]) -> &OsStr {
+    OsStr::from_bytes(bytes)
+}
+
+fn random_temp_name() -> String {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        // Never reached on Linux; O_EXCL still refuses any existing name.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        bytes = (nanos as u64 ^ u64::from(std::process::id()).rotate_left(32)).to_le_bytes();
+    }
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!(".nfrepo-restore-{hex}")
+}
+
+impl Target {
+    /// Creates `path` if missing (the path itself is the operator's choice
+    /// and may pass through links) and opens it.
+    pub(crate) fn open(path: &Path, overwrite: bool, verify: bool, policy: Policy) -> Result<Self> {
+        std::fs::create_dir_all(path).map_err(|e| io_error(path, e))?;
+        let root = nix::fcntl::openat(
+            nix::fcntl::AT_FDCWD,
+            path,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io_error(path, e.into()))?;
+        Ok(Self {
+            root,
+            root_path: path.to_path_buf(),
+            overwrite,
+            verify,
+            policy,
+            report: TargetReport::default(),
+            #[cfg(test)]
+            hook: None,
+            #[cfg(test)]
+            forced_temp: Vec::new(),
+        })
+    }
+
+    fn path(&self, rel: &[u8]) -> PathBuf {
+        self.root_path.join(name_of(rel))
+    }
+
+    /// The directory `rel` of the target, reached without following links.
+    fn dir(&self, rel: &[u8]) -> Result<OwnedFd> {
+        let mut fd = self.root.try_clone().map_err(|e| io_error(&self.root_path, e))?;
+        let mut start = 0;
+        for component in rel.split(|b| *b == b'/') {
+            let end = start + component.len();
+            start = end + 1;
+            if component.is_empty() {
+                continue;
+            }
+            fd = nix::fcntl::openat(&fd, name_of(component), DIR_FLAGS, Mode::empty()).map_err(|e| {
+                let path = self.path(rel.get(..end).unwrap_or(rel));
+                match e {
+                    Errno::ELOOP | Errno::ENOTDIR => Error::Conflict(path),
+                    e => io_error(&path, e.into()),
+                }
+            })?;
+        }
+        Ok(fd)
+    }
+
+    fn temp_name(&mut self) -> String {
+        #[cfg(test)]
+        if let Some(name) = self.forced_temp.pop() {
+            return name;
+        }
+        random_temp_name()
+    }
+
+    /// Runs `create` on fresh random names until one did not exist.
+    fn create_temp<T>(&mut self, rel: &[u8], mut create: impl FnMut(&OsStr) -> nix::Result<T>) -> Result<(String, T)> {
+        for _ in 0..16 {
+            let temp = self.temp_name();
+            match create(OsStr::new(&temp)) {
+                Ok(made) => return Ok((temp, made)),
+                Err(Errno::EEXIST) => {}
+                Err(e) => return Err(io_error(&self.path(rel), e.into())),
+            }
+        }
+        Err(io_error(
+            &self.path(rel),
+            std::io::Error::other("no free temporary name after 16 random tries"),
+        ))
+    }
+
+    /// Creates (`0700`) or opens the directory of `planned`. With
+    /// `overwrite`, a link or file in its place is replaced, never followed.
+    pub(crate) fn make_dir(&mut self, planned: &Planned) -> Result<()> {
+        let (parent_rel, name) = split(&planned.rel);
+        let parent = self.dir(parent_rel)?;
+        let path = || self.path(&planned.rel);
+        let mode = Mode::from_bits_truncate(0o700);
+        match nix::sys::stat::mkdirat(&parent, name_of(name), mode) {
+            Ok(()) => {}
+            Err(Errno::EEXIST) => match nix::fcntl::openat(&parent, name_of(name), DIR_FLAGS, Mode::empty()) {
+                Ok(_) => {}
+                Err(Errno::ELOOP | Errno::ENOTDIR) if self.overwrite => {
+                    nix::unistd::unlinkat(&parent, name_of(name), UnlinkatFlags::NoRemoveDir)
+                        .and_then(|()| nix::sys::stat::mkdirat(&parent, name_of(name), mode))
+                        .map_err(|e| io_error(&path(), e.into()))?;
+                }
+                Err(Errno::ELOOP | Errno::ENOTDIR) => return Err(Error::Conflict(path())),
+                Err(e) => return Err(io_error(&path(), e.into())),
+            },
+            Err(e) => return Err(io_error(&path(), e.into())),
+        }
+        self.report.dirs += 1;
+        Ok(())
+    }
+
+    /// Applies a directory's stored metadata (call deepest first, after
+    /// everything inside it was written).
+    pub(crate) fn finish_dir(&mut self, planned: &Planned) -> Result<()> {
+        let file = File::from(self.dir(&planned.rel)?);
+        let path = self.path(&planned.rel);
+        attrs::apply_fd(&file, &path, &planned.node.meta, self.policy, &mut self.report.warnings);
+        Ok(())
+    }
+
+    /// Flushes the target's file system: the restore is durable after this.
+    pub(crate) fn sync(&self) -> Result<()> {
+        nix::unistd::syncfs(&self.root).map_err(|e| io_error(&self.root_path, e.into()))
+    }
+
+    /// Looks at what is at the name of a file to restore and, unless the
+    /// same file is there, creates its temporary file.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] if something else is there and `overwrite` is
+    /// off, or a directory on the way is not a directory.
+    pub(crate) fn open_file(&mut self, planned: &Planned) -> Result<Opened> {
+        let NodeKind::File { size, blake3, .. } = &planned.node.kind else {
+            return Err(Error::Invalid(format!(
+                "{}: not a file",
+                self.path(&planned.rel).display()
+            )));
+        };
+        #[cfg(test)]
+        if let Some(hook) = self.hook.as_mut() {
+            hook(Event::BeforeOpen { rel: &planned.rel });
+        }
+        let (parent_rel, name) = split(&planned.rel);
+        let parent = self.dir(parent_rel)?;
+        let replace = match existing_file(&parent, name, *size, blake3) {
+            Ok(Existing::Absent) => false,
+            Ok(Existing::Same) => {
+                self.report.files_unchanged += 1;
+                return Ok(Opened::Unchanged);
+            }
+            Ok(Existing::Differs) if self.overwrite => true,
+            Ok(Existing::Differs) => return Err(Error::Conflict(self.path(&planned.rel))),
+            Err(e) => return Err(io_error(&self.path(&planned.rel), e)),
+        };
+        let flags = OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let (temp, fd) = self.create_temp(&planned.rel, |temp| {
+            nix::fcntl::openat(&parent, temp, flags, Mode::from_bits_truncate(0o600))
+        })?;
+        Ok(Opened::Write(Box::new(OpenFile {
+            parent,
+            rel: planned.rel.clone(),
+            temp: Some(temp),
+            file: File::from(fd),
+            hasher: blake3::Hasher::new(),
+            written: 0,
+            error: None,
+            blake3: *blake3,
+            meta: planned.node.meta.clone(),
+            replace,
+        })))
+    }
+
+    /// Appends content to an open file; a failure is kept for [`Target::close_file`].
+    pub(crate) fn write(&self, file: &mut OpenFile, data: &[u8]) {
+        if file.error.is_some() {
+            return;
+        }
+        match file.file.write_all(data) {
+            Ok(()) => {
+                file.hasher.update(data);
+                file.written += data.len() as u64;
+            }
+            Err(e) => file.error = Some(io_error(&self.path(&file.rel), e)),
+        }
+    }
+
+    /// Checks the content, applies the metadata and renames the file into
+    /// place. Returns the bytes written, or `None` if the same file turned
+    /// up at the name meanwhile.
+    ///
+    /// # Errors
+    /// [`Error::ContentMismatch`]; [`Error::Conflict`] if a differing entry
+    /// appeared at the name; I/O errors. The temporary file is removed.
+    pub(crate) fn close_file(&mut self, mut file: Box<OpenFile>) -> Result<Option<u64>> {
+        let path = self.path(&file.rel);
+        if let Some(e) = file.error.take() {
+            return Err(e);
+        }
+        if file.hasher.finalize().as_bytes() != &file.blake3 {
+            return Err(Error::ContentMismatch(path));
+        }
+        if self.verify {
+            if hash_fd(&file.file).map_err(|e| io_error(&path, e))? != file.blake3 {
+                return Err(Error::ContentMismatch(path));
+            }
+            self.report.verified += 1;
+        }
+        let temp = file.temp.clone().unwrap_or_default();
+        #[cfg(test)]
+        if let Some(hook) = self.hook.as_mut() {
+            hook(Event::Written {
+                parent: &file.parent,
+                temp: &temp,
+            });
+        }
+        attrs::apply_fd(&file.file, &path, &file.meta, self.policy, &mut self.report.warnings);
+        let (_, name) = split(&file.rel);
+        let placed = if file.replace {
+            nix::fcntl::renameat(&file.parent, temp.as_str(), &file.parent, name_of(name))
+        } else {
+            rename_no_replace(&file.parent, &temp, name_of(name))
+        };
+        match placed {
+            Ok(()) => {
+                file.temp = None;
+                Ok(Some(file.written))
+            }
+            Err(Errno::EEXIST) => {
+                let size = file.written;
+                match existing_file(&file.parent, name, size, &file.blake3) {
+                    Ok(Existing::Same) => {
+                        self.report.files_unchanged += 1;
+                        Ok(None)
+                    }
+                    _ => Err(Error::Conflict(path)),
+                }
+            }
+            Err(e) => Err(io_error(&path, e.into())),
+        }
+    }
+
+    /// Creates a link, FIFO or device (sockets are only reported).
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] if something else is at the name and
+    /// `overwrite` is off; I/O errors replacing it.
+    pub(crate) fn make_special(&mut self, planned: &Planned) -> Result<()> {
+        let path = self.path(&planned.rel);
+        let (kind, rdev, link) = match &planned.node.kind {
+            NodeKind::Symlink { target } => (SFlag::S_IFLNK, 0, target.as_slice()),
+            NodeKind::Fifo => (SFlag::S_IFIFO, 0, &[][..]),
+            NodeKind::CharDevice { rdev } => (SFlag::S_IFCHR, *rdev, &[][..]),
+            NodeKind::BlockDevice { rdev } => (SFlag::S_IFBLK, *rdev, &[][..]),
+            NodeKind::Socket => {
+                self.report
+                    .warnings
+                    .push(format!("{}: sockets are not restored", path.display()));
+                return Ok(());
+            }
+            _ => {
+                return Err(Error::Invalid(format!("{}: not a special file", path.display())));
+            }
+        };
+        let (parent_rel, name) = split(&planned.rel);
+        let parent = self.dir(parent_rel)?;
+        let create = |at: &OsStr| -> nix::Result<()> {
+            if kind == SFlag::S_IFLNK {
+                nix::unistd::symlinkat(name_of(link), &parent, at)
+            } else {
+                nix::sys::stat::mknodat(&parent, at, kind, Mode::from_bits_truncate(0o600), rdev)
+            }
+        };
+        match create(name_of(name)) {
+            Ok(()) => {}
+            Err(Errno::EEXIST) => {
+                if same_special(&parent, name, kind, rdev, link).map_err(|e| io_error(&path, e))? {
+                    self.report.others_unchanged += 1;
+                    return Ok(());
+                }
+                if !self.overwrite {
+                    return Err(Error::Conflict(path));
+                }
+                let (temp, ()) = self.create_temp(&planned.rel, create)?;
+                if let Err(e) = nix::fcntl::renameat(&parent, temp.as_str(), &parent, name_of(name)) {
+                    let _ = nix::unistd::unlinkat(&parent, temp.as_str(), UnlinkatFlags::NoRemoveDir);
+                    return Err(io_error(&path, e.into()));
+                }
+            }
+            Err(e) => {
+                // Devices need privileges; the rest of the restore goes on.
+                self.report
+                    .warnings
+                    .push(format!("{}: cannot create: {e}", path.display()));
+                return Ok(());
+            }
+        }
+        attrs::apply_at(
+            &parent,
+            name,
+            kind,
+            &path,
+            &planned.node.meta,
+            self.policy,
+            &mut self.report.warnings,
+        );
+        self.report.others += 1;
+        Ok(())
+    }
+}
+
+fn io_error(path: &Path, source: std::io::Error) -> Error {
+    Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests;
