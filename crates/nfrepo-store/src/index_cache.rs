@@ -125,6 +125,7 @@ impl IndexCache {
                     file.push(suffix);
                     let _ = std::fs::remove_file(file);
                 }
+                crate::cache::create_private_file(&path)?;
                 Self::open_at(&path)
             }
         }
