@@ -41,6 +41,7 @@
 #![warn(clippy::expect_used)]
 
 mod bucket;
+mod child;
 mod connection;
 mod database;
 mod dump;
@@ -59,6 +60,7 @@ pub use bucket::{
     BucketOutcome, BucketRestoreOptions, BucketRestoreReport, CONTENT_TYPE_XATTR, ETAG_XATTR, backup_bucket,
     restore_bucket,
 };
+pub use child::{async_command, command};
 pub use connection::Connection;
 pub use database::{DatabaseRestoreReport, DatabaseTarget, restore_databases};
 pub use dump::{DumpCommand, DumpOutcome, DumpPlan, HeadFacts, backup_dumps};
@@ -69,5 +71,5 @@ pub use postgres::{GLOBALS_STREAM, PostgresSource, PostgresTarget};
 pub use redis::{RDB_STREAM, RedisSource};
 pub use restore::{DamagedRange, RestoreOptions, RestoreReport, restore, write_content, write_content_skipping_damage};
 pub use rollback::{RollbackReport, rollback};
-pub use secret::Secret;
+pub use secret::{Secret, is_protected_var, protect_env_var, protect_value, redact_secrets};
 pub use stream::{StreamOutcome, backup_command, backup_reader, redact_argv};
