@@ -17,6 +17,7 @@ mod servers;
 
 mod bucket;
 mod check;
+mod cli;
 mod crash;
 mod crashloop;
 mod dedup;
@@ -29,6 +30,7 @@ mod postgres;
 mod redis;
 mod rollback;
 mod s3;
+mod secrets;
 mod sources;
 mod spoof;
 mod streams;

@@ -1,11 +1,9 @@
 //! `nfrepo snapshot`: paths, `--stdin`, or `--command -- CMD…`.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-use nfrepo_engine::{BackupOptions, BackupSession, CommitDetails, ErrorCode, Operation};
+use nfrepo_engine::{BackupOptions, CommitDetails, ErrorCode, Operation};
 use nfrepo_format::{BlobId, Snapshot, SnapshotId};
 
 use crate::cli::{GlobalArgs, ProfileArg, SnapshotArgs};
@@ -109,7 +107,7 @@ pub async fn run(global: &GlobalArgs, args: SnapshotArgs) -> Result<i32, Failure
         .tags(tags);
     options.use_parent = !args.no_parent;
     let session = Arc::new(repo.begin_backup(options).await.map_err(fail)?);
-    let progress = Progress::start(global, session.clone());
+    let progress = crate::progress::Progress::backup(global, "snapshot", session.clone());
 
     let worker = session.clone();
     let walked = tokio::task::spawn_blocking(move || -> Result<Outcome, nfrepo_sources::Error> {
@@ -182,20 +180,20 @@ pub fn report(global: &GlobalArgs, id: &SnapshotId, snapshot: &Snapshot, warning
             },
             "extra": snapshot.extra.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
         });
-        println!("{value}");
+        crate::output::json(value);
         return;
     }
     for warning in warnings {
-        eprintln!("warning: {warning}");
+        eprintln!("warning: {}", crate::output::escape::text(warning));
     }
     if global.quiet {
         return;
     }
     let secs = s.duration_ms as f64 / 1000.0;
-    println!(
+    crate::output::outln!(
         "snapshot {} of {} saved: {} files ({} unchanged), {} read, {} added ({} stored) in {secs:.1}s",
         id.short(),
-        snapshot.source,
+        crate::output::escape::text(&snapshot.source),
         s.files,
         s.files_unchanged,
         render::bytes(s.bytes_read),
@@ -207,44 +205,5 @@ pub fn report(global: &GlobalArgs, id: &SnapshotId, snapshot: &Snapshot, warning
             "partial: {} entries could not be read and were left out",
             snapshot.skipped.len()
         );
-    }
-}
-
-/// A progress line on stderr while the backup runs (TTY only, not with --quiet/--json).
-struct Progress {
-    task: Option<(tokio::task::JoinHandle<()>, indicatif::ProgressBar)>,
-}
-
-impl Progress {
-    fn start(global: &GlobalArgs, session: Arc<BackupSession>) -> Self {
-        if global.quiet || global.json || !std::io::stderr().is_terminal() {
-            return Self { task: None };
-        }
-        let bar = indicatif::ProgressBar::new_spinner();
-        let shown = bar.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let p = session.progress();
-                shown.set_message(format!(
-                    "{} read, {} new",
-                    render::bytes(p.bytes_read),
-                    render::bytes(p.bytes_added_raw)
-                ));
-                shown.tick();
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        });
-        Self {
-            task: Some((task, bar)),
-        }
-    }
-
-    /// Stops the display and waits for the task, so it no longer holds the session.
-    async fn finish(self) {
-        if let Some((task, bar)) = self.task {
-            task.abort();
-            let _ = task.await;
-            bar.finish_and_clear();
-        }
     }
 }

@@ -47,10 +47,33 @@ pub async fn run(global: &GlobalArgs, args: &SnapshotArgs) -> Result<i32, Failur
             format!("{} declares no sources", config.path.display()),
         ));
     }
+    if global.json {
+        // One JSON document for the whole run: {"sources": [...], "error": ...}.
+        crate::output::begin_json_batch();
+        let result = run_all(global, &config, &opened, &tags, args.no_parent).await;
+        let sources = crate::output::end_json_batch();
+        let error = result.as_ref().err().map(Failure::json);
+        crate::output::json(serde_json::json!({ "sources": sources, "error": error }));
+        return Ok(match result {
+            Ok(code) => code,
+            Err(failure) => failure.print_line(),
+        });
+    }
+    run_all(global, &config, &opened, &tags, args.no_parent).await
+}
+
+/// Runs every configured source once, in name order.
+async fn run_all(
+    global: &GlobalArgs,
+    config: &Config,
+    opened: &Opened,
+    tags: &[(String, String)],
+    no_parent: bool,
+) -> Result<i32, Failure> {
     let mut failed = Vec::new();
     let mut partial = false;
     for name in config.sources.keys() {
-        match run_one(global, &config, &opened, name, &tags, args.no_parent).await {
+        match run_one(global, config, opened, name, tags, no_parent).await {
             Ok(code) => partial |= code == EXIT_PARTIAL,
             Err(failure) => {
                 report_source_failure(global, name, &failure);
@@ -78,13 +101,7 @@ pub async fn run(global: &GlobalArgs, args: &SnapshotArgs) -> Result<i32, Failur
 fn report_source_failure(global: &GlobalArgs, name: &str, failure: &Failure) {
     let detail = failure.detail.map(|d| format!("/{d}")).unwrap_or_default();
     if global.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "source": name,
-                "error": { "code": failure.code.as_str(), "detail": failure.detail, "message": failure.message },
-            })
-        );
+        crate::output::json(serde_json::json!({ "source": name, "error": failure.json() }));
     }
     eprintln!("source {name} failed [{}{detail}]: {}", failure.code, failure.message);
 }
@@ -134,7 +151,7 @@ async fn run_hook(source: &str, which: &'static str, command: &str) -> Result<()
     } else {
         "POST_HOOK_FAILED"
     };
-    let status = tokio::process::Command::new("sh")
+    let status = nfrepo_sources::async_command("sh", &[])
         .arg("-c")
         .arg(command)
         .env("NFREPO_SOURCE", source)
@@ -282,6 +299,7 @@ async fn backup(
     options.use_parent = !no_parent;
     let fail = |e: nfrepo_engine::Error| Failure::engine(&e, Operation::Backup);
     let session = Arc::new(opened.repo.begin_backup(options).await.map_err(fail)?);
+    let progress = crate::progress::Progress::backup(global, name, session.clone());
     let worker = session.clone();
     let handle = tokio::runtime::Handle::current();
     let ran = tokio::task::spawn_blocking(move || match work {
@@ -295,6 +313,7 @@ async fn backup(
             .map(|out| (out.root, out.details, out.warnings)),
     })
     .await;
+    progress.finish().await;
     let session = Arc::try_unwrap(session)
         .map_err(|_| Failure::new(ErrorCode::BackupFailed, None, "backup session still in use"))?;
     let (root, mut details, warnings) = match ran {
