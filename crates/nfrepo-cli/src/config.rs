@@ -359,7 +359,7 @@ pub fn check_schedule(schedule: &str) -> Result<(), String> {
                 Some((range, step)) => (range, Some(step)),
                 None => (item, None),
             };
-            if step.is_some_and(|s| s.parse::<u32>().map_or(true, |s| s == 0 || s > high)) {
+            if step.is_some_and(|s| s.parse::<u32>().ok().is_none_or(|s| s == 0 || s > high)) {
                 return false;
             }
             match range.split_once('-') {
