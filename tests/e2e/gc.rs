@@ -86,11 +86,12 @@ fn forget_dry_run_protect_and_two_phase_gc() {
 fn forget_and_gc_reject_bad_input() {
     let env = Env::new();
     env.init();
-    env.fails(&["forget"], 17, "SNAPSHOT_INVALID");
-    env.fails(&["forget", "--class", "tepid"], 17, "SNAPSHOT_INVALID");
-    env.fails(&["forget", "--keep-within", "7x"], 17, "SNAPSHOT_INVALID");
-    env.fails(&["gc", "--grace", "soon"], 17, "SNAPSHOT_INVALID");
-    env.fails(&["gc", "--max-unused", "150%"], 17, "SNAPSHOT_INVALID");
+    // Issue 9, bug 18: bad argument values are usage errors (exit 2).
+    env.fails(&["forget"], 2, "USAGE/INVALID_ARGUMENT");
+    env.fails(&["forget", "--class", "tepid"], 2, "USAGE/INVALID_ARGUMENT");
+    env.fails(&["forget", "--keep-within", "7x"], 2, "invalid value");
+    env.fails(&["gc", "--grace", "soon"], 2, "invalid value");
+    env.fails(&["gc", "--max-unused", "150%"], 2, "invalid value");
     env.fails(&["protect", "ffffffff"], 12, "BACKUP_NOT_FOUND");
 }
 
@@ -191,5 +192,9 @@ fn forget_follows_each_sources_retention_class_from_the_config() {
         "[sources.db]\nkind = \"files\"\npaths = [\"/nonexistent\"]\nretention = \"nope\"\n",
     )
     .unwrap();
-    env.fails(&["--config", &config, "forget", "--dry-run"], 17, "SNAPSHOT_INVALID");
+    env.fails(
+        &["--config", &config, "forget", "--dry-run"],
+        2,
+        "USAGE/INVALID_ARGUMENT",
+    );
 }

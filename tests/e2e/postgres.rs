@@ -69,7 +69,8 @@ fn postgres_source_snapshots_incrementally_and_restores_one_database() {
     // Several databases and a URL naming one: --database must pick.
     let fresh = unique("nf_dst");
     let into = format!("{}/{fresh}", postgres_url());
-    env.fails(&["restore", "pg@latest", "--into", &into], 13, "RESTORE_FAILED");
+    // A missing --database is a usage error (issue 9, bug 18).
+    env.fails(&["restore", "pg@latest", "--into", &into], 2, "USAGE/INVALID_ARGUMENT");
     env.ok(&["restore", "pg@latest", "--into", &into, "--database", &db]);
     assert_eq!(table_digest(&fresh), table_digest(&db));
 

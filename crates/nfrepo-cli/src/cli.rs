@@ -1,5 +1,9 @@
 //! The command line: clap definitions only. Each command's options are
 //! turned into engine options by its module in `commands/`.
+//!
+//! Every argument whose value can be wrong is checked here by a clap value
+//! parser, so a bad value is a usage error (exit 2, clap's message naming
+//! the argument and what it accepts) before anything is opened or written.
 
 use std::path::PathBuf;
 
@@ -95,11 +99,11 @@ pub enum CipherArg {
 
 #[derive(Debug, Args)]
 pub struct KdfArgs {
-    /// argon2id memory in KiB for the new key slot.
-    #[arg(long, default_value_t = 65536)]
+    /// argon2id memory in KiB for the new key slot (8 to 4194304).
+    #[arg(long, default_value_t = 65536, value_parser = ranged(nfrepo_engine::KDF_MEMORY_KIB))]
     pub kdf_memory_kib: u32,
-    /// argon2id passes for the new key slot.
-    #[arg(long, default_value_t = 3)]
+    /// argon2id passes for the new key slot (1 to 64).
+    #[arg(long, default_value_t = 3, value_parser = ranged(nfrepo_engine::KDF_ITERATIONS))]
     pub kdf_iterations: u32,
 }
 
@@ -109,7 +113,7 @@ pub struct InitArgs {
     #[arg(long, value_enum, default_value_t = CipherArg::Xchacha20poly1305)]
     pub cipher: CipherArg,
     /// Target pack size in MiB (4 to 128).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = ranged(nfrepo_engine::PACK_SIZE_MIB))]
     pub pack_size_mib: u32,
     #[command(flatten)]
     pub kdf: KdfArgs,
@@ -180,7 +184,7 @@ pub struct SnapshotArgs {
     #[arg(long)]
     pub source: Option<String>,
     /// Tag as key=value (repeatable).
-    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = tag)]
     pub tags: Vec<String>,
     /// Chunking profile (default: files for paths, dump for streams).
     #[arg(long, value_enum)]
@@ -209,13 +213,13 @@ pub struct SnapshotFilter {
     #[arg(long)]
     pub source: Option<String>,
     /// Only snapshots with this tag (key=value; repeatable, all must match).
-    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = tag)]
     pub tags: Vec<String>,
     /// Only snapshots at or after this time (RFC 3339, YYYY-MM-DD, or an age like 36h or 7d).
-    #[arg(long)]
+    #[arg(long, value_parser = time)]
     pub since: Option<String>,
     /// Only snapshots at or before this time (same forms as --since).
-    #[arg(long)]
+    #[arg(long, value_parser = time)]
     pub until: Option<String>,
 }
 
@@ -338,22 +342,22 @@ pub struct ForgetArgs {
     #[arg(long, value_name = "N")]
     pub keep_yearly: Option<u32>,
     /// Keep every snapshot within this span of the newest one (e.g. 24h, 7d).
-    #[arg(long, value_name = "SPAN")]
+    #[arg(long, value_name = "SPAN", value_parser = span)]
     pub keep_within: Option<String>,
     /// Keep the newest snapshot of each hour within this span of the newest one.
-    #[arg(long, value_name = "SPAN")]
+    #[arg(long, value_name = "SPAN", value_parser = span)]
     pub keep_within_hourly: Option<String>,
     /// Keep the newest snapshot of each day within this span.
-    #[arg(long, value_name = "SPAN")]
+    #[arg(long, value_name = "SPAN", value_parser = span)]
     pub keep_within_daily: Option<String>,
     /// Keep the newest snapshot of each ISO week within this span.
-    #[arg(long, value_name = "SPAN")]
+    #[arg(long, value_name = "SPAN", value_parser = span)]
     pub keep_within_weekly: Option<String>,
     /// Keep the newest snapshot of each month within this span.
-    #[arg(long, value_name = "SPAN")]
+    #[arg(long, value_name = "SPAN", value_parser = span)]
     pub keep_within_monthly: Option<String>,
     /// Keep the newest snapshot of each year within this span.
-    #[arg(long, value_name = "SPAN")]
+    #[arg(long, value_name = "SPAN", value_parser = span)]
     pub keep_within_yearly: Option<String>,
     /// Keep snapshots with this tag: key=value, or key for any value (repeatable).
     #[arg(long = "keep-tag", value_name = "TAG")]
@@ -373,12 +377,12 @@ pub struct ForgetArgs {
 pub struct GcArgs {
     /// How long a plan waits before its packs are deleted (also the minimum age
     /// of a pack no index lists before it is planned).
-    #[arg(long, value_name = "SPAN", default_value = "24h")]
+    #[arg(long, value_name = "SPAN", default_value = "24h", value_parser = span)]
     pub grace: String,
     /// Repack a partly used pack when more than this share of it is unused
     /// (a percentage such as 10%; 100% never repacks). Repacking reads the live
     /// blobs of those packs, the only data GC ever reads.
-    #[arg(long, value_name = "PERCENT", default_value = "10%")]
+    #[arg(long, value_name = "PERCENT", default_value = "10%", value_parser = percent)]
     pub max_unused: String,
     /// Report what would be planned and deleted, and take no lease.
     #[arg(long)]
@@ -409,10 +413,10 @@ pub struct CheckArgs {
     #[arg(long, conflicts_with = "read_data_subset")]
     pub read_data: bool,
     /// Verify part of the packs: n/t (part n of t), x% or a size like 500M (least recently verified first).
-    #[arg(long, value_name = "n/t|x%|SIZE")]
+    #[arg(long, value_name = "n/t|x%|SIZE", value_parser = read_data_subset)]
     pub read_data_subset: Option<String>,
     /// Skip packs verified cleanly more recently than this (an age like 30d, or a time).
-    #[arg(long, value_name = "AGE")]
+    #[arg(long, value_name = "AGE", value_parser = time)]
     pub max_age: Option<String>,
     /// Only these snapshots (id prefix, latest, SOURCE@latest; repeatable).
     #[arg(long = "snapshot", value_name = "SNAPSHOT")]
@@ -445,4 +449,45 @@ pub enum RepairCommand {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+/// A `u32` argument limited to `range`.
+fn ranged(range: std::ops::RangeInclusive<u32>) -> clap::builder::RangedI64ValueParser<u32> {
+    clap::value_parser!(u32).range(i64::from(*range.start())..=i64::from(*range.end()))
+}
+
+/// `--tag key=value`: a non-empty key, an `=`, any value.
+fn tag(text: &str) -> Result<String, String> {
+    match text.split_once('=') {
+        Some((key, _)) if !key.is_empty() => Ok(text.to_owned()),
+        _ => Err("a tag is key=value (the key not empty)".to_owned()),
+    }
+}
+
+/// A time or age (see [`crate::commands::snapshots::parse_time`]).
+fn time(text: &str) -> Result<String, String> {
+    crate::commands::snapshots::parse_time(text, chrono::Utc::now())
+        .map(|_| text.to_owned())
+        .map_err(|f| f.message)
+}
+
+/// A span such as `24h` or `7d`.
+fn span(text: &str) -> Result<String, String> {
+    nfrepo_engine::Span::parse(text)
+        .map(|_| text.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// A percentage from 0% to 100%.
+fn percent(text: &str) -> Result<String, String> {
+    crate::commands::gc::percent(text)
+        .map(|_| text.to_owned())
+        .map_err(|f| f.message)
+}
+
+/// `n/t`, `x%` or a size.
+fn read_data_subset(text: &str) -> Result<String, String> {
+    nfrepo_engine::ReadDataSubset::parse(text)
+        .map(|_| text.to_owned())
+        .map_err(|e| e.to_string())
 }

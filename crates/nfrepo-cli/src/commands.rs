@@ -5,7 +5,7 @@ mod browse;
 mod check;
 mod cron;
 mod forget;
-mod gc;
+pub(crate) mod gc;
 mod init;
 mod key;
 mod protect;
@@ -14,7 +14,7 @@ mod restore;
 mod restore_into;
 mod rollback;
 mod snapshot;
-mod snapshots;
+pub(crate) mod snapshots;
 mod source;
 mod verify;
 

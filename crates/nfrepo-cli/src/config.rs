@@ -198,7 +198,22 @@ pub fn load(explicit: Option<&Path>) -> Result<Option<Config>, Failure> {
     })?;
     let mut config = parse(&text).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
     config.path = std::path::absolute(&path).unwrap_or(path);
+    protect_secret_vars(&config);
     Ok(Some(config))
+}
+
+/// Marks every variable the configuration names for a secret as protected:
+/// no child process inherits it and no log line shows its value.
+fn protect_secret_vars(config: &Config) {
+    let repository = config.repository.as_ref().and_then(|r| r.password_env.as_deref());
+    let sources = config.sources.values().flat_map(|s| {
+        [&s.password_env, &s.access_key_env, &s.secret_key_env]
+            .into_iter()
+            .filter_map(Option::as_deref)
+    });
+    for name in repository.into_iter().chain(sources) {
+        nfrepo_sources::protect_env_var(name);
+    }
 }
 
 /// Parses and validates the text of a configuration file.
@@ -318,15 +333,48 @@ pub fn check_schedule(schedule: &str) -> Result<(), String> {
             "schedule {schedule:?} needs five fields (minute hour day month weekday)"
         ));
     }
-    let ok = fields.iter().all(|f| {
-        f.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '*' | ',' | '-' | '/'))
-    });
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("schedule {schedule:?} is not a cron expression"))
+    const MONTHS: &[&str] = &[
+        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+    ];
+    const DAYS: &[&str] = &["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
+    let limits: [(&str, u32, u32, &[&str], u32); 5] = [
+        ("minute", 0, 59, &[], 0),
+        ("hour", 0, 23, &[], 0),
+        ("day of month", 1, 31, &[], 0),
+        ("month", 1, 12, MONTHS, 1),
+        ("day of week", 0, 7, DAYS, 0),
+    ];
+    for (field, (what, low, high, names, first)) in fields.iter().zip(limits) {
+        let value = |text: &str| -> Option<u32> {
+            let lower = text.to_ascii_lowercase();
+            let named = names
+                .iter()
+                .position(|n| *n == lower)
+                .and_then(|i| u32::try_from(i).ok());
+            let n = named.map(|i| i + first).or_else(|| text.parse().ok())?;
+            (low..=high).contains(&n).then_some(n)
+        };
+        let item_ok = |item: &str| -> bool {
+            let (range, step) = match item.split_once('/') {
+                Some((range, step)) => (range, Some(step)),
+                None => (item, None),
+            };
+            if step.is_some_and(|s| s.parse::<u32>().ok().is_none_or(|s| s == 0 || s > high)) {
+                return false;
+            }
+            match range.split_once('-') {
+                _ if range == "*" => true,
+                Some((a, b)) => matches!((value(a), value(b)), (Some(a), Some(b)) if a <= b),
+                None => value(range).is_some(),
+            }
+        };
+        if !field.split(',').all(item_ok) {
+            return Err(format!(
+                "schedule {schedule:?}: {field:?} is not a valid {what} ({low}-{high})"
+            ));
+        }
     }
+    Ok(())
 }
 
 impl Config {
@@ -367,6 +415,8 @@ pub fn read_secret(env: Option<&str>, file: Option<&Path>) -> Result<Option<Secr
         while text.ends_with('\n') || text.ends_with('\r') {
             text.pop();
         }
+        crate::context::warn_if_readable_by_others(path);
+        nfrepo_sources::protect_value(&text);
         return Ok(Some(Secret::new(text)));
     }
     Ok(None)

@@ -20,6 +20,11 @@ pub type RetryingStore = Arc<RetryStore<Arc<dyn Store>>>;
 /// `--repo` / `NFREPO_REPOSITORY` is absent.
 fn configured_repository(global: &GlobalArgs) -> Result<Option<crate::config::RepositoryConfig>, Failure> {
     if global.repo.is_some() {
+        // An explicit configuration file must still exist and parse: a typo
+        // in `--config` must not silently drop its settings.
+        if let Some(path) = global.config.as_deref() {
+            crate::config::load(Some(path))?;
+        }
         return Ok(None);
     }
     Ok(crate::config::load(global.config.as_deref())?.and_then(|c| c.repository))
@@ -38,11 +43,28 @@ pub fn open_store(global: &GlobalArgs, during: Operation) -> Result<RetryingStor
     };
     let url = StoreUrl::parse(location).map_err(|e| Failure::store(&e, during))?;
     let credentials = match url {
-        StoreUrl::S3 { .. } => Credentials::from_env().map_err(|e| Failure::store(&e, during))?,
+        StoreUrl::S3 { .. } => {
+            protect_credentials_file();
+            Credentials::from_env().map_err(|e| Failure::store(&e, during))?
+        }
         _ => Credentials::none(),
     };
     let store = nfrepo_store::open(&url, &credentials).map_err(|e| Failure::store(&e, during))?;
+    let store: Arc<dyn Store> = Arc::new(crate::progress::CountingStore(store));
     Ok(Arc::new(RetryStore::new(store, RetryPolicy::default())))
+}
+
+/// Keeps the secret of `NFREPO_S3_CREDENTIALS_FILE` (its second line) out
+/// of every log line; the variables themselves are protected by name.
+fn protect_credentials_file() {
+    let Some(path) = std::env::var_os(nfrepo_store::NFREPO_CREDENTIALS_FILE) else {
+        return;
+    };
+    if let Ok(text) = std::fs::read_to_string(path).map(Zeroizing::new) {
+        for line in text.lines().skip(1) {
+            nfrepo_sources::protect_value(line.trim());
+        }
+    }
 }
 
 /// The password from `--password-file`, `NFREPO_PASSWORD`, or a prompt on a TTY.
@@ -59,7 +81,13 @@ pub fn password(global: &GlobalArgs) -> Result<Password, Failure> {
     {
         return Ok(Zeroizing::new(secret.expose().as_bytes().to_vec()));
     }
-    prompt("repository password: ")
+    let typed = prompt(
+        "repository password: ",
+        "NO_PASSWORD",
+        "no repository password: set NFREPO_PASSWORD or use --password-file",
+    )?;
+    protect_password(&typed);
+    Ok(typed)
 }
 
 /// Whether the configuration file supplies the repository password (for
@@ -68,16 +96,20 @@ pub fn has_configured_password(global: &GlobalArgs) -> Result<bool, Failure> {
     Ok(configured_repository(global)?.is_some_and(|r| r.password_env.is_some() || r.password_file.is_some()))
 }
 
-/// The new password for `init`, `key add` and `key passwd`.
-pub fn new_password(file: Option<&Path>, env: &str) -> Result<Password, Failure> {
+/// The new password for `init`, `key add` and `key passwd`: from `file`,
+/// else the variable `env`, else a prompt on a TTY. Without any of them the
+/// error names `env` and `flag`, the two ways to give it.
+pub fn new_password(file: Option<&Path>, env: &str, flag: &str) -> Result<Password, Failure> {
     if let Some(path) = file {
         return read_password_file(path);
     }
     if let Ok(value) = std::env::var(env) {
         return Ok(Zeroizing::new(value.into_bytes()));
     }
-    let first = prompt("new password: ")?;
-    let second = prompt("new password again: ")?;
+    let missing = format!("no new password: set {env} or use {flag}");
+    let first = prompt("new password: ", "NO_NEW_PASSWORD", &missing)?;
+    let second = prompt("new password again: ", "NO_NEW_PASSWORD", &missing)?;
+    protect_password(&first);
     if first != second {
         return Err(Failure::new(
             ErrorCode::PermissionDenied,
@@ -100,23 +132,48 @@ fn read_password_file(path: &Path) -> Result<Password, Failure> {
     while text.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
         text.pop();
     }
+    warn_if_readable_by_others(path);
+    protect_password(&text);
     Ok(text)
 }
 
-fn prompt(label: &str) -> Result<Password, Failure> {
+/// Keeps a password read from anywhere out of every log line.
+fn protect_password(password: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(password) {
+        nfrepo_sources::protect_value(text);
+    }
+}
+
+/// Warns (one line on stderr) when a password file can be read by its
+/// group or by others: anyone who can read it can open the repository.
+pub fn warn_if_readable_by_others(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o044 != 0
+    {
+        eprintln!(
+            "warning: password file {} is readable by {} (mode {:04o}); run chmod 600 on it",
+            crate::output::escape::text(&path.display().to_string()),
+            if meta.permissions().mode() & 0o004 != 0 {
+                "others"
+            } else {
+                "its group"
+            },
+            meta.permissions().mode() & 0o7777
+        );
+    }
+}
+
+fn prompt(label: &str, detail: &'static str, missing: &str) -> Result<Password, Failure> {
     if !std::io::stdin().is_terminal() {
-        return Err(Failure::new(
-            ErrorCode::PermissionDenied,
-            Some("NO_PASSWORD"),
-            "no password: set NFREPO_PASSWORD or use --password-file",
-        ));
+        return Err(Failure::new(ErrorCode::PermissionDenied, Some(detail), missing));
     }
     rpassword::prompt_password(label)
         .map(|p| Zeroizing::new(p.into_bytes()))
         .map_err(|e| {
             Failure::new(
                 ErrorCode::PermissionDenied,
-                Some("NO_PASSWORD"),
+                Some(detail),
                 format!("cannot read password: {e}"),
             )
         })

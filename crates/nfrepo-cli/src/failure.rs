@@ -5,6 +5,15 @@ use nfrepo_engine::{ErrorClass, ErrorCode, Operation};
 /// Exit code of a snapshot committed with skipped entries.
 pub const EXIT_PARTIAL: i32 = 3;
 
+/// Exit code of a usage error (clap's too).
+pub const EXIT_USAGE: i32 = 2;
+
+/// The detail code of a bad argument value; such failures are usage errors.
+pub const INVALID_ARGUMENT: &str = "INVALID_ARGUMENT";
+
+/// The code printed for a usage error, in place of an [`ErrorCode`].
+const USAGE: &str = "USAGE";
+
 /// A failed command: its stable code, an optional finer code, and the message.
 #[derive(Debug)]
 pub struct Failure {
@@ -20,6 +29,24 @@ impl Failure {
             detail,
             message: message.into(),
         }
+    }
+
+    /// A bad argument value or combination: exit 2, `error[USAGE/INVALID_ARGUMENT]`.
+    ///
+    /// The [`ErrorCode`] is only a placeholder; [`Failure::code_str`] and
+    /// [`Failure::exit_code`] report a usage error.
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BackupFailed, Some(INVALID_ARGUMENT), message)
+    }
+
+    /// Whether this is a usage error (a bad argument value).
+    pub fn is_usage(&self) -> bool {
+        self.detail == Some(INVALID_ARGUMENT)
+    }
+
+    /// The code as printed: `USAGE` for usage errors, else the error code.
+    pub fn code_str(&self) -> &'static str {
+        if self.is_usage() { USAGE } else { self.code.as_str() }
     }
 
     pub fn engine(err: &nfrepo_engine::Error, during: Operation) -> Self {
@@ -43,7 +70,10 @@ impl Failure {
     }
 
     /// The process exit code of this failure.
-    pub const fn exit_code(&self) -> i32 {
+    pub fn exit_code(&self) -> i32 {
+        if self.is_usage() {
+            return EXIT_USAGE;
+        }
         match self.code {
             ErrorCode::BackupFailed => 10,
             ErrorCode::BackupCorrupted => 11,
@@ -57,23 +87,34 @@ impl Failure {
         }
     }
 
-    /// Prints the failure and returns the exit code.
-    pub fn report(&self, json: bool) -> i32 {
-        let exit = self.exit_code();
-        if json {
-            let value = serde_json::json!({
-                "error": {
-                    "code": self.code.as_str(),
-                    "detail": self.detail,
-                    "message": self.message,
-                    "exit_code": exit,
-                }
-            });
-            println!("{value}");
-        }
+    /// The failure as the `error` member of a JSON report.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "code": self.code_str(),
+            "detail": self.detail,
+            "message": self.message,
+            "exit_code": self.exit_code(),
+        })
+    }
+
+    /// Prints the one error line on stderr (names escaped) and returns the exit code.
+    pub fn print_line(&self) -> i32 {
         let detail = self.detail.map(|d| format!("/{d}")).unwrap_or_default();
-        eprintln!("error[{}{detail}]: {}", self.code, self.message);
-        exit
+        eprintln!(
+            "error[{}{detail}]: {}",
+            self.code_str(),
+            crate::output::escape::text(&self.message)
+        );
+        self.exit_code()
+    }
+
+    /// Prints the failure (with `--json` also as a JSON object on stdout)
+    /// and returns the exit code.
+    pub fn report(&self, json: bool) -> i32 {
+        if json {
+            crate::output::outln!("{}", serde_json::json!({ "error": self.json() }));
+        }
+        self.print_line()
     }
 }
 

@@ -9,13 +9,28 @@
 //! | 2 | usage error |
 //! | 3 | partial: the snapshot was committed but some entries were skipped |
 //! | 10–17 | `BACKUP_FAILED`, `BACKUP_CORRUPTED`, `BACKUP_NOT_FOUND`, `RESTORE_FAILED`, `RESTORE_CONFLICT`, `ROLLBACK_FAILED`, `PERMISSION_DENIED`, `SNAPSHOT_INVALID` |
+//!
+//! Usage errors (exit 2) are clap's own, or `error[USAGE/INVALID_ARGUMENT]`
+//! for a value clap cannot judge alone. A reader that closes standard output
+//! early (`nfrepo snapshots | head -1`) is a normal end: output stops, and the
+//! command finishes with its own exit code (see [`output`]).
+//!
+//! Logs go to stderr, with colour only when stderr is a terminal and
+//! `NO_COLOR` is unset. `-v` / `-vv` raise nfrepo's own log level only;
+//! dependencies (OpenDAL, reqsign, hyper…) stay at `warn` unless `NFREPO_LOG`
+//! asks for more. At any level every log line passes through
+//! [`nfrepo_sources::redact_secrets`], so no password or S3 secret is written.
 
 mod cli;
 mod commands;
 mod config;
 mod context;
 mod failure;
+mod output;
+mod progress;
 mod render;
+
+use std::io::{IsTerminal, Write};
 
 use clap::Parser;
 
@@ -34,6 +49,7 @@ fn main() {
         }
     };
     let code = match runtime.block_on(commands::run(cli)) {
+        Ok(0) if output::failed() => 1,
         Ok(code) => code,
         Err(failure) => failure.report(json),
     };
@@ -59,19 +75,72 @@ fn hold_malloc_mmap_threshold() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn hold_malloc_mmap_threshold() {}
 
-fn init_logging(verbose: u8, quiet: bool) {
-    let default = match (quiet, verbose) {
-        (true, _) => "error",
-        (false, 0) => "warn",
+/// Whether stderr may carry ANSI colour: a terminal, and `NO_COLOR` unset
+/// (<https://no-color.org>: any non-empty value).
+fn colour_on_stderr() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// The default log filter: nfrepo's own crates at the level `-q`/`-v`
+/// ask for, every dependency at `warn` (their debug output has held
+/// credentials).
+fn default_filter(verbose: u8, quiet: bool) -> String {
+    let ours = match (quiet, verbose) {
+        (true, _) => return "error".to_owned(),
+        (false, 0) => return "warn".to_owned(),
         (false, 1) => "info",
-        (false, _) => "debug",
+        (false, 2) => "debug",
+        (false, _) => "trace",
     };
+    format!("warn,nfrepo={ours}")
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NFREPO_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter(verbose, quiet)));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| RedactingStderr(Vec::new()))
+        .with_ansi(colour_on_stderr())
         .with_target(false)
         .without_time()
         .init();
+}
+
+/// One log event, buffered, written to stderr with every known secret
+/// masked when the event is complete (the formatter writes each event
+/// through one writer, so a secret is never split across two buffers).
+struct RedactingStderr(Vec<u8>);
+
+impl std::io::Write for RedactingStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for RedactingStderr {
+    fn drop(&mut self) {
+        let text = String::from_utf8_lossy(&self.0);
+        let _ = std::io::stderr()
+            .lock()
+            .write_all(nfrepo_sources::redact_secrets(&text).as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_filter;
+
+    #[test]
+    fn verbosity_never_raises_dependencies() {
+        assert_eq!(default_filter(0, false), "warn");
+        assert_eq!(default_filter(2, false), "warn,nfrepo=debug");
+        assert_eq!(default_filter(5, false), "warn,nfrepo=trace");
+        assert_eq!(default_filter(2, true), "error");
+    }
 }

@@ -2,6 +2,8 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::output::escape;
+
 /// `1.5 GiB`-style sizes.
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -40,9 +42,15 @@ pub fn mode(kind: char, mode: u32) -> String {
 }
 
 /// Prints a table with left-aligned columns.
+///
+/// Every cell is escaped with [`escape::text`]: callers pass names raw.
 pub fn table(header: &[&str], rows: &[Vec<String>]) {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|cell| escape::text(cell).into_owned()).collect())
+        .collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
+    for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
@@ -56,11 +64,11 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
                 out.push_str(&format!("{cell:<w$}  "));
             }
         }
-        println!("{}", out.trim_end());
+        crate::output::outln!("{}", out.trim_end());
     };
     line(header.iter().map(|h| (*h).to_owned()).collect());
     for row in rows {
-        line(row.clone());
+        line(row);
     }
 }
 

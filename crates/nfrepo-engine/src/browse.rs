@@ -200,8 +200,10 @@ impl ChangeKind {
 pub struct Change {
     /// What changed.
     pub kind: ChangeKind,
-    /// Where, as text.
+    /// Where, as text (invalid UTF-8 replaced; for display only).
     pub path: String,
+    /// Where, as stored: the exact bytes of [`Change::path`].
+    pub path_bytes: Vec<u8>,
     /// Whether the entry is a directory.
     pub is_dir: bool,
 }
@@ -211,6 +213,7 @@ impl Change {
         Self {
             kind,
             path: String::from_utf8_lossy(path).into_owned(),
+            path_bytes: path.to_vec(),
             is_dir: matches!(node.kind, NodeKind::Dir { .. }),
         }
     }

@@ -67,7 +67,7 @@ pub use host::{hostname, user_at_host, username};
 pub use index::{BlobLocation, Index};
 pub use read::{Reader, SnapshotEntry, select_snapshot};
 pub use repair::{IndexRepair, SnapshotRepair};
-pub use repository::{InitOptions, KeyInfo, Repository};
+pub use repository::{InitOptions, KDF_ITERATIONS, KDF_MEMORY_KIB, KeyInfo, PACK_SIZE_MIB, Repository, validate_kdf};
 pub use retention::{BUILT_IN_CLASSES, Bucket, KeepReason, RetentionPolicy, Span};
 pub use session::{HEARTBEAT_INTERVAL, SESSION_EXPIRY};
 pub use verify::VerifyReport;

@@ -30,6 +30,62 @@ pub struct InitOptions {
     pub label: String,
 }
 
+/// The pack sizes a repository may have, in MiB (the config decoder
+/// refuses any other, so a repository made with one could not be opened).
+pub const PACK_SIZE_MIB: std::ops::RangeInclusive<u32> = 4..=128;
+/// The argon2id memory cost a key slot may have, in KiB (argon2's minimum
+/// to the 4 GiB that opening refuses to exceed).
+pub const KDF_MEMORY_KIB: std::ops::RangeInclusive<u32> = 8..=4 * 1024 * 1024;
+/// The argon2id passes a key slot may have (opening refuses more).
+pub const KDF_ITERATIONS: std::ops::RangeInclusive<u32> = 1..=64;
+
+impl InitOptions {
+    /// Checks every parameter against what opening the repository later accepts.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming the parameter and its allowed range.
+    pub fn validate(&self) -> Result<()> {
+        let mib = 1024 * 1024;
+        if self.pack_size % mib != 0 || !PACK_SIZE_MIB.contains(&(self.pack_size / mib)) {
+            return Err(Error::Invalid(format!(
+                "pack size {} bytes is not a whole number of MiB from {} to {}",
+                self.pack_size,
+                PACK_SIZE_MIB.start(),
+                PACK_SIZE_MIB.end()
+            )));
+        }
+        validate_kdf(&self.kdf)
+    }
+}
+
+/// Checks argon2id parameters for a new key slot against what opening accepts.
+///
+/// # Errors
+/// [`Error::Invalid`] naming the parameter and its allowed range.
+pub fn validate_kdf(kdf: &KdfParams) -> Result<()> {
+    let check = |name: &str, value: u32, range: &std::ops::RangeInclusive<u32>| {
+        if range.contains(&value) {
+            Ok(())
+        } else {
+            Err(Error::Invalid(format!(
+                "{name} {value} is outside {}..={}",
+                range.start(),
+                range.end()
+            )))
+        }
+    };
+    check("kdf memory (KiB)", kdf.memory_kib, &KDF_MEMORY_KIB)?;
+    check("kdf iterations", kdf.iterations, &KDF_ITERATIONS)?;
+    check("kdf parallelism", kdf.parallelism, &(1..=64))?;
+    if kdf.memory_kib < 8 * kdf.parallelism {
+        return Err(Error::Invalid(format!(
+            "kdf memory {} KiB is below 8 KiB per lane",
+            kdf.memory_kib
+        )));
+    }
+    Ok(())
+}
+
 impl Default for InitOptions {
     fn default() -> Self {
         Self {
@@ -82,6 +138,8 @@ impl Repository {
     /// # Errors
     /// [`Error::RepositoryExists`] if a config (or any key slot) is already there.
     pub async fn init(store: Arc<dyn Store>, password: &[u8], options: InitOptions) -> Result<Self> {
+        // Nothing is written before every parameter is known to be openable.
+        options.validate()?;
         match store.stat(&ObjectKey::config()).await {
             Ok(_) => {
                 return Err(Error::RepositoryExists {
@@ -287,6 +345,7 @@ impl Repository {
     /// # Errors
     /// [`Error::WrongPassword`] if `password` opens no slot.
     pub async fn add_key(&self, password: &[u8], new_password: &[u8], kdf: KdfParams, label: String) -> Result<KeyId> {
+        validate_kdf(&kdf)?;
         let (_, (master, _)) = Self::unlock(self.store.as_ref(), password).await?;
         let slot = KeySlot::wrap(
             &master,
@@ -346,4 +405,56 @@ async fn put_key_slot(store: &dyn Store, slot: &KeySlot) -> Result<KeyId> {
         .await
         .map_err(Error::store)?;
     Ok(id)
+}
+
+#[cfg(test)]
+mod init_validation_tests {
+    #![allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
+    use super::*;
+
+    // Issue 9, bug 11: `init --pack-size-mib 0` wrote a repository no command could open.
+    #[tokio::test]
+    async fn init_writes_nothing_with_a_bad_parameter() {
+        let store: Arc<dyn Store> = Arc::new(nfrepo_store::MemoryStore::new());
+        let bad = [
+            InitOptions {
+                pack_size: 0,
+                ..InitOptions::default()
+            },
+            InitOptions {
+                pack_size: 129 * 1024 * 1024,
+                ..InitOptions::default()
+            },
+            InitOptions {
+                pack_size: 4 * 1024 * 1024 + 1,
+                ..InitOptions::default()
+            },
+            InitOptions {
+                kdf: KdfParams {
+                    memory_kib: 0,
+                    ..KdfParams::default()
+                },
+                ..InitOptions::default()
+            },
+            InitOptions {
+                kdf: KdfParams {
+                    iterations: 65,
+                    ..KdfParams::default()
+                },
+                ..InitOptions::default()
+            },
+        ];
+        for options in bad {
+            let err = Repository::init(store.clone(), b"pw", options).await.unwrap_err();
+            assert!(matches!(err, Error::Invalid(_)), "{err:?}");
+        }
+        assert!(store.list(ObjectKind::Key).await.unwrap().is_empty());
+        assert!(store.stat(&ObjectKey::config()).await.is_err());
+        let ok = InitOptions {
+            pack_size: 4 * 1024 * 1024,
+            kdf: KdfParams::insecure_for_tests(),
+            ..InitOptions::default()
+        };
+        Repository::init(store, b"pw", ok).await.unwrap();
+    }
 }

@@ -128,9 +128,8 @@ async fn pipe_dump(reader: &Reader, node: &Node, target: &DatabaseTarget, databa
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| Error::Invalid("no client command".into()))?;
-    let mut child = tokio::process::Command::new(program)
+    let mut child = crate::child::async_command(program, &env)
         .args(args)
-        .envs(env.iter().map(|(k, v)| (k, v.expose())))
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -13,7 +13,7 @@
 //! and server versions, binlog position).
 
 use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use nfrepo_engine::{BackupWriter, CommitDetails};
 use nfrepo_format::{CommandRecord, Node, Tree};
@@ -137,9 +137,8 @@ fn run_stream(session: &BackupWriter, command: &DumpCommand) -> Result<StreamRes
         .split_first()
         .ok_or_else(|| Error::Invalid("no command given".into()))?;
     tracing::info!(stream = %command.name, argv = ?redact_argv(&command.argv), "dumping");
-    let mut child = Command::new(program)
+    let mut child = crate::child::command(program, &command.env)
         .args(args)
-        .envs(command.env.iter().map(|(k, v)| (k, v.expose())))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -213,9 +212,8 @@ pub(crate) fn capture(argv: &[String], env: &[(String, Secret)]) -> Result<Strin
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| Error::Invalid("no command given".into()))?;
-    let output = Command::new(program)
+    let output = crate::child::command(program, env)
         .args(args)
-        .envs(env.iter().map(|(k, v)| (k, v.expose())))
         .stdin(Stdio::null())
         .output()
         .map_err(|e| Error::CommandFailed(format!("cannot start {program:?}: {e}")))?;

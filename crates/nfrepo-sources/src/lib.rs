@@ -38,6 +38,7 @@
 #![warn(clippy::expect_used)]
 
 mod bucket;
+mod child;
 mod connection;
 mod database;
 mod driver;
@@ -58,6 +59,7 @@ pub use bucket::{
     BucketOutcome, BucketRestoreOptions, BucketRestoreReport, CONTENT_TYPE_XATTR, ETAG_XATTR, backup_bucket,
     restore_bucket,
 };
+pub use child::{async_command, command};
 pub use connection::Connection;
 pub use database::{DatabaseRestoreReport, DatabaseTarget, restore_databases};
 pub use driver::{BackupReport, PROGRESS_EVERY, RetryCounter, RunOptions, run_backup};
@@ -69,6 +71,6 @@ pub use postgres::{GLOBALS_STREAM, PostgresSource, PostgresTarget};
 pub use redis::{RDB_STREAM, RedisSource};
 pub use restore::{DamagedRange, RestoreOptions, RestoreReport, restore, write_content, write_content_skipping_damage};
 pub use rollback::{RollbackReport, rollback};
-pub use secret::Secret;
+pub use secret::{Secret, is_protected_var, protect_env_var, protect_value, redact_secrets};
 pub use source::{BucketSource, CommandSource, DumpSource, FilesSource, ReaderSource, Source, SourceOutcome};
 pub use stream::{StreamOutcome, backup_command, backup_reader, redact_argv};

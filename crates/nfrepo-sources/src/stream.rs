@@ -6,7 +6,7 @@
 //! caller commits: a dump that failed half-way is never a good snapshot.
 
 use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use nfrepo_engine::{BackupWriter, CommitDetails, StoredContent};
 use nfrepo_format::{BlobId, CommandRecord, Metadata, Node, NodeKind, Tree};
@@ -107,7 +107,7 @@ pub fn backup_command(session: &BackupWriter, name: &str, argv: &[String]) -> Re
         .split_first()
         .ok_or_else(|| Error::Invalid("no command given".into()))?;
     check_stream_name(name)?;
-    let mut child = Command::new(program)
+    let mut child = crate::child::command(program, &[])
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -181,19 +181,24 @@ const SECRET_FLAGS: &[&str] = &[
 ];
 
 /// The argv with secrets replaced by `***`, for the snapshot record: values
-/// of password-like flags, mysql's `-pSECRET`, `NAME=value` assignments whose
-/// name mentions a password, token or secret, and passwords in URLs.
+/// of password-like flags, mysql's `-pSECRET`, `redis-cli -a SECRET`,
+/// `NAME=value` assignments whose name mentions a password, token or
+/// secret, libpq's `password=…` inside a connection string, and passwords
+/// in URLs (`user:pw@` and `?password=`).
 #[must_use]
 pub fn redact_argv(argv: &[String]) -> Vec<String> {
     let mut out = Vec::with_capacity(argv.len());
     let mut hide_next = false;
+    let mut redis_cli = false;
     for arg in argv {
         if std::mem::take(&mut hide_next) {
             out.push("***".to_owned());
             continue;
         }
+        // `sh -c 'redis-cli -a x'` is one argument; words of it count too.
+        redis_cli |= arg.rsplit('/').next() == Some("redis-cli");
         let lower = arg.to_ascii_lowercase();
-        if SECRET_FLAGS.contains(&lower.as_str()) {
+        if SECRET_FLAGS.contains(&lower.as_str()) || (redis_cli && arg == "-a") {
             hide_next = true;
             out.push(arg.clone());
         } else if let Some((flag, _)) = arg.split_once('=')
@@ -202,6 +207,10 @@ pub fn redact_argv(argv: &[String]) -> Vec<String> {
             out.push(format!("{flag}=***"));
         } else if arg.len() > 2 && arg.starts_with("-p") && !arg.starts_with("--") {
             out.push("-p***".to_owned());
+        } else if arg.contains(char::is_whitespace) {
+            // A shell command or a libpq connection string: redact word by word.
+            let words: Vec<String> = arg.split(' ').map(str::to_owned).collect();
+            out.push(redact_argv(&words).join(" "));
         } else {
             out.push(redact_url_password(arg));
         }
@@ -217,8 +226,10 @@ fn is_secret_name(name: &str) -> bool {
             .any(|s| upper.contains(s))
 }
 
-/// `scheme://user:password@host` becomes `scheme://user:***@host`.
+/// `scheme://user:password@host` becomes `scheme://user:***@host`, and a
+/// `password=` query parameter is masked too.
 fn redact_url_password(arg: &str) -> String {
+    let arg = &redact_query_password(arg);
     let Some(scheme_end) = arg.find("://") else {
         return arg.to_owned();
     };
@@ -231,6 +242,22 @@ fn redact_url_password(arg: &str) -> String {
         Some((user, _)) => format!("{}{user}:***{}", &arg[..scheme_end + 3], &rest[at..]),
         None => arg.to_owned(),
     }
+}
+
+/// `…?password=x&sslmode=y` becomes `…?password=***&sslmode=y`.
+fn redact_query_password(arg: &str) -> String {
+    let Some(query_start) = arg.find('?') else {
+        return arg.to_owned();
+    };
+    let (head, query) = arg.split_at(query_start + 1);
+    let parts: Vec<String> = query
+        .split('&')
+        .map(|part| match part.split_once('=') {
+            Some((key, _)) if is_secret_name(key) => format!("{key}=***"),
+            _ => part.to_owned(),
+        })
+        .collect();
+    format!("{head}{}", parts.join("&"))
 }
 
 /// How a command ended ("exited with status N" or "was killed by a signal"),
@@ -271,6 +298,32 @@ mod tests {
             ["env", "PGPASSWORD=***", "pg_dump", "postgres://app:***@db:5432/main"]
         );
         assert_eq!(redact(&["sh", "-c", "seq 1 10"]), ["sh", "-c", "seq 1 10"]);
+        // Issue 9, bug 4: these forms reached the snapshot record.
+        assert_eq!(
+            redact(&["redis-cli", "-a", "hunter2", "--rdb", "-"]),
+            ["redis-cli", "-a", "***", "--rdb", "-"]
+        );
+        assert_eq!(redact(&["ls", "-a", "dir"]), ["ls", "-a", "dir"]);
+        assert_eq!(
+            redact(&["tool", "--pass", "hunter2", "--pass=hunter2"]),
+            ["tool", "--pass", "***", "--pass=***"]
+        );
+        assert_eq!(
+            redact(&["pg_dump", "host=db user=app password=hunter2 dbname=main"]),
+            ["pg_dump", "host=db user=app password=*** dbname=main"]
+        );
+        assert_eq!(
+            redact(&["psql", "postgresql://db/main?user=app&password=hunter2&sslmode=require"]),
+            ["psql", "postgresql://db/main?user=app&password=***&sslmode=require"]
+        );
+        assert_eq!(
+            redact(&["sh", "-c", "mysqldump -uroot -phunter2 db | gzip"]),
+            ["sh", "-c", "mysqldump -uroot -p*** db | gzip"]
+        );
+        assert_eq!(
+            redact(&["sh", "-c", "redis-cli -a hunter2 --rdb /dev/stdout"]),
+            ["sh", "-c", "redis-cli -a *** --rdb /dev/stdout"]
+        );
         assert_eq!(
             redact(&["curl", "https://example/a@b"]),
             ["curl", "https://example/a@b"]

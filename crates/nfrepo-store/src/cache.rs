@@ -19,6 +19,7 @@
 
 mod process;
 
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
@@ -55,7 +56,9 @@ fn sql_error(path: &Path, e: rusqlite::Error) -> Error {
 }
 
 /// The cache database of repository `repo_id` (hex) under `dir`, creating
-/// the directory. Every cache table of that repository lives in this file.
+/// the directory (`0700`) and an empty database file (`0600`, whatever the
+/// umask: the cache names every pack and blob of the repository). Every
+/// cache table of that repository lives in this file.
 ///
 /// # Errors
 /// [`ErrorKind::InvalidKey`] for a malformed id; [`ErrorKind::Other`] if the
@@ -67,14 +70,46 @@ pub(crate) fn database_path(dir: &Path, repo_id: &str) -> Result<PathBuf> {
             format!("cache: {repo_id:?} is not a repository id"),
         ));
     }
-    std::fs::create_dir_all(dir).map_err(|e| {
-        Error::new(
-            ErrorKind::Other,
-            format!("cannot create cache directory {}", dir.display()),
-        )
-        .with_source(e)
-    })?;
-    Ok(dir.join(format!("{repo_id}.sqlite")))
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Other,
+                format!("cannot create cache directory {}", dir.display()),
+            )
+            .with_source(e)
+        })?;
+    let path = dir.join(format!("{repo_id}.sqlite"));
+    create_private_file(&path)?;
+    Ok(path)
+}
+
+/// Creates `path` empty with mode `0600` if it does not exist, and takes
+/// group and other access away from an existing one. SQLite gives its
+/// `-wal` and `-shm` files the mode of the database file, so this covers them.
+///
+/// # Errors
+/// [`ErrorKind::Other`] if the file cannot be created or its mode changed.
+pub(crate) fn create_private_file(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let failed = |e: std::io::Error| {
+        Error::new(ErrorKind::Other, format!("cannot create cache file {}", path.display())).with_source(e)
+    };
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(failed)?;
+    let mode = file.metadata().map_err(failed)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(mode & 0o700))
+            .map_err(failed)?;
+    }
+    Ok(())
 }
 
 impl Cache {
@@ -176,6 +211,29 @@ impl Cache {
 mod tests {
     #![allow(clippy::unwrap_used, reason = "test code")]
     use super::*;
+
+    // Issue 9, bug 5: the cache was created with the umask's mode.
+    #[test]
+    fn cache_directory_and_database_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let cache_dir = dir.path().join("cache").join("nfrepo");
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+        let cache = Cache::open(&cache_dir, "ab12").unwrap();
+        cache.record_pack_checked("p1", 10).unwrap();
+        let index = crate::IndexCache::open(&cache_dir, "cd34").unwrap();
+        nix::sys::stat::umask(old);
+        drop(index);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&cache_dir), 0o700);
+        assert_eq!(mode(&dir.path().join("cache")), 0o700);
+        assert_eq!(mode(cache.path()), 0o600);
+        assert_eq!(mode(&cache_dir.join("cd34.sqlite")), 0o600);
+        // An existing database made world-readable is tightened on open.
+        std::fs::set_permissions(cache.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(Cache::open(&cache_dir, "ab12").unwrap());
+        assert_eq!(mode(cache.path()), 0o600);
+    }
 
     #[test]
     fn records_survive_reopening_and_a_deleted_database_starts_empty() {

@@ -201,6 +201,7 @@ impl IndexCache {
             Err(first) if open::is_damaged_file(&first) => {
                 tracing::warn!(cache = %path.display(), error = %first, "index cache damaged; deleting it, it will be rebuilt");
                 Self::delete_files(&path);
+                crate::cache::create_private_file(&path)?;
                 open::open(&path)?
             }
             Err(first) => return Err(first),

@@ -1,13 +1,12 @@
 //! `nfrepo ls`, `cat` and `diff`.
 
-use std::io::Write;
-
 use nfrepo_engine::{ErrorCode, Operation, Reader, SnapshotEntry, WalkEntry};
 use nfrepo_format::{Node, NodeKind};
 
 use crate::cli::{CatArgs, DiffArgs, GlobalArgs, LsArgs};
 use crate::failure::Failure;
-use crate::{context, render};
+use crate::output::{Stdout, escape, outln};
+use crate::{context, output, render};
 
 fn fail(e: nfrepo_engine::Error) -> Failure {
     Failure::engine(&e, Operation::Inspect)
@@ -43,7 +42,6 @@ fn kind_char(node: &Node) -> char {
 fn entry_json(entry: &WalkEntry) -> serde_json::Value {
     let node = &entry.node;
     let mut value = serde_json::json!({
-        "path": entry.path_lossy(),
         "type": match kind_char(node) { 'd' => "dir", 'l' => "symlink", '-' => "file", 'p' => "fifo", 'c' => "chardev", 'b' => "blockdev", _ => "socket" },
         "size": node.size(),
         "mode": node.meta.mode,
@@ -53,6 +51,7 @@ fn entry_json(entry: &WalkEntry) -> serde_json::Value {
         "group": node.meta.group,
         "mtime": render::time_ns(node.meta.mtime_ns),
     });
+    escape::json_bytes(&mut value, "path", &entry.path);
     if let NodeKind::File { blake3, sha256, .. } = &node.kind {
         value["blake3"] = hex::encode(blake3).into();
         if let Some(sha) = sha256 {
@@ -60,7 +59,7 @@ fn entry_json(entry: &WalkEntry) -> serde_json::Value {
         }
     }
     if let NodeKind::Symlink { target } = &node.kind {
-        value["target"] = String::from_utf8_lossy(target).into_owned().into();
+        escape::json_bytes(&mut value, "target", target);
     }
     value
 }
@@ -90,33 +89,39 @@ pub async fn ls(global: &GlobalArgs, args: LsArgs) -> Result<i32, Failure> {
         Some(node) => entries.push(WalkEntry { path: prefix, node }),
     }
     if global.json {
-        println!("{}", serde_json::Value::Array(entries.iter().map(entry_json).collect()));
+        outln!("{}", serde_json::Value::Array(entries.iter().map(entry_json).collect()));
         return Ok(0);
     }
-    let mut out = std::io::stdout().lock();
     for entry in &entries {
         let node = &entry.node;
         let mut line = if args.long {
             format!(
                 "{} {:>8} {:>8} {:>12} {} ",
                 render::mode(kind_char(node), node.meta.mode),
-                node.meta.user.clone().unwrap_or_else(|| node.meta.uid.to_string()),
-                node.meta.group.clone().unwrap_or_else(|| node.meta.gid.to_string()),
+                node.meta
+                    .user
+                    .as_deref()
+                    .map_or_else(|| node.meta.uid.to_string(), |u| escape::text(u).into_owned()),
+                node.meta
+                    .group
+                    .as_deref()
+                    .map_or_else(|| node.meta.gid.to_string(), |g| escape::text(g).into_owned()),
                 node.size(),
                 render::time_ns(node.meta.mtime_ns),
             )
         } else {
             String::new()
         };
-        line.push_str(&entry.path_lossy());
+        line.push_str(&escape::bytes(&entry.path));
         if matches!(node.kind, NodeKind::Dir { .. }) {
             line.push('/');
         }
         if let (true, NodeKind::Symlink { target }) = (args.long, &node.kind) {
             line.push_str(" -> ");
-            line.push_str(&String::from_utf8_lossy(target));
+            line.push_str(&escape::bytes(target));
         }
-        if writeln!(out, "{line}").is_err() {
+        outln!("{line}");
+        if output::closed() {
             break;
         }
     }
@@ -131,14 +136,23 @@ pub async fn cat(global: &GlobalArgs, args: CatArgs) -> Result<i32, Failure> {
         .await
         .map_err(|e| Failure::engine(&e, Operation::Restore))?
         .ok_or_else(|| Failure::new(ErrorCode::BackupNotFound, None, "cat needs SNAPSHOT:PATH of a file"))?;
-    let stdout = std::io::stdout();
+    let fail = |e: nfrepo_sources::Error| {
+        if output::closed() {
+            // The reader went away: a normal end (see `output`).
+            Ok(0)
+        } else {
+            Err(Failure::sources(&e, Operation::Restore))
+        }
+    };
     if args.skip_damaged {
-        let (_, damaged) = nfrepo_sources::write_content_skipping_damage(&reader, &node, stdout.lock())
-            .await
-            .map_err(|e| Failure::sources(&e, Operation::Restore))?;
+        let damaged = match nfrepo_sources::write_content_skipping_damage(&reader, &node, Stdout).await {
+            Ok((_, damaged)) => damaged,
+            Err(e) => return fail(e),
+        };
         for range in &damaged {
             eprintln!(
-                "skipped damaged: {path}: bytes {}..{} written as zeros: {}",
+                "skipped damaged: {}: bytes {}..{} written as zeros: {}",
+                escape::text(path),
                 range.offset,
                 range.offset + range.len,
                 range.reason
@@ -150,10 +164,10 @@ pub async fn cat(global: &GlobalArgs, args: CatArgs) -> Result<i32, Failure> {
             crate::failure::EXIT_PARTIAL
         });
     }
-    nfrepo_sources::write_content(&reader, &node, stdout.lock())
-        .await
-        .map_err(|e| Failure::sources(&e, Operation::Restore))?;
-    Ok(0)
+    match nfrepo_sources::write_content(&reader, &node, Stdout).await {
+        Ok(_) => Ok(0),
+        Err(e) => fail(e),
+    }
 }
 
 pub async fn diff(global: &GlobalArgs, args: DiffArgs) -> Result<i32, Failure> {
@@ -166,18 +180,22 @@ pub async fn diff(global: &GlobalArgs, args: DiffArgs) -> Result<i32, Failure> {
     if global.json {
         let list: Vec<_> = changes
             .iter()
-            .map(|c| serde_json::json!({"change": c.kind.marker().to_string(), "path": c.path, "dir": c.is_dir}))
+            .map(|c| {
+                let mut value = serde_json::json!({"change": c.kind.marker().to_string(), "dir": c.is_dir});
+                escape::json_bytes(&mut value, "path", &c.path_bytes);
+                value
+            })
             .collect();
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"old": old.id.to_hex(), "new": new.id.to_hex(), "changes": list})
         );
         return Ok(0);
     }
-    let mut out = std::io::stdout().lock();
     for change in &changes {
         let slash = if change.is_dir { "/" } else { "" };
-        if writeln!(out, "{} {}{slash}", change.kind.marker(), change.path).is_err() {
+        outln!("{} {}{slash}", change.kind.marker(), escape::bytes(&change.path_bytes));
+        if output::closed() {
             break;
         }
     }

@@ -12,6 +12,8 @@ use nfrepo_store::Cache;
 use crate::cli::{CheckArgs, GlobalArgs};
 use crate::commands::snapshots::parse_time;
 use crate::failure::Failure;
+use crate::output::{escape, outln};
+use crate::progress::Progress;
 use crate::{context, render};
 
 /// Paths printed per finding in human output (`--json` has them all).
@@ -54,18 +56,18 @@ pub fn finding_json(f: &Finding) -> serde_json::Value {
 }
 
 pub fn print_finding(f: &Finding) {
-    println!("{} {}: {}", f.code, f.object, f.message);
+    outln!("{} {}: {}", f.code, escape::text(&f.object), escape::text(&f.message));
     for blob in f.blobs.iter().take(PATHS_SHOWN) {
-        println!("  blob {blob}");
+        outln!("  blob {blob}");
     }
     if f.blobs.len() > PATHS_SHOWN {
-        println!("  … and {} more blobs", f.blobs.len() - PATHS_SHOWN);
+        outln!("  … and {} more blobs", f.blobs.len() - PATHS_SHOWN);
     }
     for a in f.affected.iter().take(PATHS_SHOWN) {
-        println!("  snapshot {} path {}", a.snapshot.short(), a.path);
+        outln!("  snapshot {} path {}", a.snapshot.short(), escape::text(&a.path));
     }
     if f.affected.len() > PATHS_SHOWN {
-        println!("  … and {} more paths", f.affected.len() - PATHS_SHOWN);
+        outln!("  … and {} more paths", f.affected.len() - PATHS_SHOWN);
     }
 }
 
@@ -80,14 +82,11 @@ pub fn summary_failure(code: ErrorCode, findings: usize, snapshots: usize) -> Fa
 
 /// Prints the error line (and, with `--json`, nothing more: the report carries it) and returns the exit code.
 pub fn fail_quietly(failure: &Failure) -> i32 {
-    let detail = failure.detail.map(|d| format!("/{d}")).unwrap_or_default();
-    eprintln!("error[{}{detail}]: {}", failure.code, failure.message);
-    failure.exit_code()
+    failure.print_line()
 }
 
 fn options(args: &CheckArgs) -> Result<CheckOptions, Failure> {
-    let invalid =
-        |e: nfrepo_engine::Error| Failure::new(ErrorCode::SnapshotInvalid, Some("INVALID_ARGUMENT"), e.to_string());
+    let invalid = |e: nfrepo_engine::Error| Failure::usage(e.to_string());
     let mut options = CheckOptions::default();
     options.merkle = args.merkle;
     options.snapshots = args.snapshots.clone();
@@ -120,9 +119,7 @@ fn report_json(report: &CheckReport, failure: Option<&Failure>) -> serde_json::V
         "stray_packs": report.stray_packs.iter().map(|p| p.to_hex()).collect::<Vec<_>>(),
         "duplicate_blobs": report.duplicate_blobs,
         "findings": report.findings.iter().map(finding_json).collect::<Vec<_>>(),
-        "error": failure.map(|f| serde_json::json!({
-            "code": f.code.as_str(), "detail": f.detail, "message": f.message, "exit_code": f.exit_code(),
-        })),
+        "error": failure.map(Failure::json),
     })
 }
 
@@ -133,19 +130,19 @@ pub async fn run(global: &GlobalArgs, args: CheckArgs) -> Result<i32, Failure> {
         options.cache = open_cache(global, repo.id().to_hex()).await;
     }
     let started = std::time::Instant::now();
-    let report = repo
-        .check(&options)
-        .await
-        .map_err(|e| Failure::engine(&e, Operation::Inspect))?;
+    let progress = Progress::traffic(global, "check");
+    let report = repo.check(&options).await;
+    progress.finish().await;
+    let report = report.map_err(|e| Failure::engine(&e, Operation::Inspect))?;
     let secs = started.elapsed().as_secs_f64();
     let failure = report
         .failure_code()
         .map(|code| summary_failure(code, report.findings.len(), report.damaged_snapshots().len()));
     if global.json {
-        println!("{}", report_json(&report, failure.as_ref()));
+        outln!("{}", report_json(&report, failure.as_ref()));
     } else {
         if !global.quiet {
-            println!(
+            outln!(
                 "checked {} snapshot(s): {} trees, {} content lists, {} chunk references, {} packs indexed in {secs:.2}s",
                 report.snapshots.len(),
                 report.trees,
@@ -154,7 +151,7 @@ pub async fn run(global: &GlobalArgs, args: CheckArgs) -> Result<i32, Failure> {
                 report.packs_indexed,
             );
             if options.read_data.is_some() {
-                println!(
+                outln!(
                     "read and verified {} pack(s), {}{}",
                     report.packs_read,
                     render::bytes(report.bytes_read),
@@ -166,17 +163,17 @@ pub async fn run(global: &GlobalArgs, args: CheckArgs) -> Result<i32, Failure> {
                 );
             }
             if report.duplicate_blobs > 0 {
-                println!("note: {} blob(s) are stored twice (harmless)", report.duplicate_blobs);
+                outln!("note: {} blob(s) are stored twice (harmless)", report.duplicate_blobs);
             }
             if !report.stray_packs.is_empty() {
-                println!(
+                outln!(
                     "note: {} pack(s) in no index, left by an interrupted backup (the next backup adopts them; `nfrepo repair index` indexes them)",
                     report.stray_packs.len()
                 );
             }
             if options.merkle {
                 for (snapshot, root) in &report.roots {
-                    println!("snapshot {} merkle root {root}", snapshot.short());
+                    outln!("snapshot {} merkle root {root}", snapshot.short());
                 }
             }
         }
@@ -184,7 +181,7 @@ pub async fn run(global: &GlobalArgs, args: CheckArgs) -> Result<i32, Failure> {
             print_finding(finding);
         }
         if failure.is_none() && !global.quiet {
-            println!("no problems found");
+            outln!("no problems found");
         }
     }
     Ok(failure.as_ref().map_or(0, fail_quietly))

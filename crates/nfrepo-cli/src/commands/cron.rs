@@ -8,6 +8,7 @@ use nfrepo_engine::ErrorCode;
 use crate::cli::{CronArgs, GlobalArgs};
 use crate::config;
 use crate::failure::Failure;
+use crate::output::outln;
 
 pub fn run(global: &GlobalArgs, args: CronArgs) -> Result<i32, Failure> {
     let config = config::load(global.config.as_deref())?.ok_or_else(|| {
@@ -32,9 +33,15 @@ pub fn run(global: &GlobalArgs, args: CronArgs) -> Result<i32, Failure> {
     let mut lines = Vec::new();
     for (name, source) in &config.sources {
         if let Some(schedule) = &source.schedule {
-            let command = format!("{binary} --config {file} snapshot --source {name} --quiet");
+            // Checked again here (loading checks it too): a line cron would
+            // reject, or misread, must never be printed.
+            config::check_schedule(schedule)
+                .map_err(|e| Failure::new(ErrorCode::BackupFailed, Some("CONFIG_INVALID"), e))?;
+            // One line per source whatever whitespace the file used.
+            let schedule = schedule.split_whitespace().collect::<Vec<_>>().join(" ");
+            let command = format!("{binary} --config {file} snapshot --source {} --quiet", quote(name));
             // cron turns an unescaped % into a newline.
-            lines.push((name.clone(), schedule.trim().to_owned(), command.replace('%', "\\%")));
+            lines.push((name.clone(), schedule, command.replace('%', "\\%")));
         }
     }
     if global.json {
@@ -44,12 +51,15 @@ pub fn run(global: &GlobalArgs, args: CronArgs) -> Result<i32, Failure> {
                 serde_json::json!({ "source": name, "schedule": schedule, "command": command })
             })
             .collect();
-        println!("{}", serde_json::Value::Array(value));
+        outln!("{}", serde_json::Value::Array(value));
         return Ok(0);
     }
-    println!("# nfrepo sources from {}", config.path.display());
+    outln!(
+        "# nfrepo sources from {}",
+        crate::output::escape::text(&config.path.display().to_string())
+    );
     for (_, schedule, command) in &lines {
-        println!("{schedule} {command}");
+        outln!("{schedule} {command}");
     }
     Ok(0)
 }
@@ -70,6 +80,33 @@ fn quote(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::quote;
+    use crate::config::check_schedule;
+
+    // Issue 9, bug 18: `cron` printed schedules cron rejects.
+    #[test]
+    fn invalid_schedules_are_rejected() {
+        for good in [
+            "*/5 * * * *",
+            "0 3 * * 1-5",
+            "15,45 */2 1 jan-jun sun",
+            "@daily",
+            "0 0 * * 7",
+        ] {
+            assert_eq!(check_schedule(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "99 * * * *",
+            "* 24 * * *",
+            "* * 0 * *",
+            "a b c d e",
+            "*/0 * * * *",
+            "5-1 * * * *",
+            "@often",
+            "* * * *",
+        ] {
+            assert!(check_schedule(bad).is_err(), "{bad} accepted");
+        }
+    }
 
     #[test]
     fn quotes_only_when_needed() {

@@ -126,7 +126,7 @@ pub async fn run(global: &GlobalArgs, args: ForgetArgs) -> Result<i32, Failure> 
             "removed": removed,
             "groups": groups,
         });
-        println!("{value}");
+        crate::output::outln!("{value}");
         return Ok(0);
     }
     if !global.quiet {
@@ -136,7 +136,7 @@ pub async fn run(global: &GlobalArgs, args: ForgetArgs) -> Result<i32, Failure> 
             } else {
                 format!("{source} on {host}")
             };
-            println!("{label}:");
+            crate::output::outln!("{label}:");
             let rows: Vec<Vec<String>> = decisions
                 .iter()
                 .map(|d| {
@@ -156,7 +156,7 @@ pub async fn run(global: &GlobalArgs, args: ForgetArgs) -> Result<i32, Failure> 
             render::table(&["ID", "TIME", "DECISION", "WHY"], &rows);
         }
         let verb = if args.dry_run { "would remove" } else { "removed" };
-        println!("{} snapshots kept, {verb} {removed}", total - removed);
+        crate::output::outln!("{} snapshots kept, {verb} {removed}", total - removed);
     }
     Ok(0)
 }

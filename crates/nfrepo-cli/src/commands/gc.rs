@@ -1,17 +1,19 @@
 //! `nfrepo gc`: one two-phase garbage-collection round and its report.
 
-use nfrepo_engine::{ErrorCode, GcOptions, GcReport, Operation, PackCount, Span};
+use nfrepo_engine::{GcOptions, GcReport, Operation, PackCount, Span};
 
 use crate::cli::{GcArgs, GlobalArgs};
 use crate::failure::Failure;
+use crate::output::outln;
+use crate::progress::Progress;
 use crate::{context, render};
 
 fn invalid(message: String) -> Failure {
-    Failure::new(ErrorCode::SnapshotInvalid, Some("INVALID_ARGUMENT"), message)
+    Failure::usage(message)
 }
 
 /// `10%` or `10` → 0.10.
-fn percent(text: &str) -> Result<f64, Failure> {
+pub fn percent(text: &str) -> Result<f64, Failure> {
     let number = text.trim().trim_end_matches('%');
     match number.parse::<f64>() {
         Ok(p) if (0.0..=100.0).contains(&p) => Ok(p / 100.0),
@@ -29,12 +31,12 @@ pub async fn run(global: &GlobalArgs, args: GcArgs) -> Result<i32, Failure> {
     options.grace = std::time::Duration::from_secs(grace.as_secs());
     options.dry_run = args.dry_run;
     options.max_unused = max_unused;
-    let report = repo
-        .gc(&options)
-        .await
-        .map_err(|e| Failure::engine(&e, Operation::Backup))?;
+    let progress = Progress::traffic(global, "gc");
+    let report = repo.gc(&options).await;
+    progress.finish().await;
+    let report = report.map_err(|e| Failure::engine(&e, Operation::Backup))?;
     if global.json {
-        println!("{}", json(&report, grace));
+        outln!("{}", json(&report, grace));
     } else if !global.quiet {
         print_report(&report, grace);
     }
@@ -79,26 +81,29 @@ fn print_report(r: &GcReport, grace: Span) {
     } else {
         "reclaimed now"
     };
-    println!(
+    outln!(
         "{} snapshots, {} referenced blobs, {} trees read, {} live backup sessions",
-        r.snapshots, r.referenced_blobs, r.trees_read, r.live_sessions
+        r.snapshots,
+        r.referenced_blobs,
+        r.trees_read,
+        r.live_sessions
     );
-    println!("{}", line("repository", r.total));
-    println!("{}", line(now, r.deleted));
+    outln!("{}", line("repository", r.total));
+    outln!("{}", line(now, r.deleted));
     let planned = if r.dry_run { "would be planned" } else { "newly planned" };
-    println!(
+    outln!(
         "{} (reclaimable after the {grace} grace period)",
         line(planned, r.planned)
     );
     for (why, c) in &r.waiting {
-        println!("{} (waiting: {why})", line("planned earlier", *c));
+        outln!("{} (waiting: {why})", line("planned earlier", *c));
     }
     if r.unmarked.packs > 0 {
-        println!("{}", line("unmarked (referenced again)", r.unmarked));
+        outln!("{}", line("unmarked (referenced again)", r.unmarked));
     }
     if r.repacked.packs > 0 {
         let verb = if r.dry_run { "would repack" } else { "repacked" };
-        println!(
+        outln!(
             "{} ({} live blobs copied into {}; the old packs are planned)",
             line(verb, r.repacked),
             r.repack_copied_blobs,
@@ -106,13 +111,13 @@ fn print_report(r: &GcReport, grace: Span) {
         );
     }
     if r.partly_used.packs > 0 {
-        println!(
+        outln!(
             "{} (about {} unused inside them, kept)",
             line("partly used", r.partly_used),
             render::bytes(r.partly_used_unused_bytes)
         );
     }
-    println!(
+    outln!(
         "reclaimable later: {}; index deltas: {} -> {}",
         render::bytes(r.reclaimable_later()),
         r.deltas_before,

@@ -7,6 +7,7 @@ use nfrepo_store::Store;
 use crate::cli::{CipherArg, GlobalArgs, InitArgs, KdfArgs};
 use crate::context;
 use crate::failure::Failure;
+use crate::output::outln;
 
 pub fn kdf(args: &KdfArgs) -> KdfParams {
     KdfParams {
@@ -19,7 +20,9 @@ pub fn kdf(args: &KdfArgs) -> KdfParams {
 pub async fn run(global: &GlobalArgs, args: InitArgs) -> Result<i32, Failure> {
     let store = context::open_store(global, Operation::Backup)?;
     let password = match (&global.password_file, std::env::var("NFREPO_PASSWORD")) {
-        (None, Err(_)) if !context::has_configured_password(global)? => context::new_password(None, "NFREPO_PASSWORD")?,
+        (None, Err(_)) if !context::has_configured_password(global)? => {
+            context::new_password(None, "NFREPO_PASSWORD", "--password-file")?
+        }
         _ => context::password(global)?,
     };
     let mut options = InitOptions::default();
@@ -34,12 +37,12 @@ pub async fn run(global: &GlobalArgs, args: InitArgs) -> Result<i32, Failure> {
         .await
         .map_err(|e| Failure::engine(&e, Operation::Backup))?;
     if global.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"repository": location, "id": repo.id().to_hex(), "cipher": repo.cipher().name()})
         );
     } else if !global.quiet {
-        println!(
+        outln!(
             "created repository {} at {location} ({})",
             repo.id().short(),
             repo.cipher().name()

@@ -6,6 +6,7 @@ use nfrepo_format::KeyId;
 use crate::cli::{GlobalArgs, KeyCommand};
 use crate::commands::init::kdf;
 use crate::failure::Failure;
+use crate::output::outln;
 use crate::{context, render};
 
 pub async fn run(global: &GlobalArgs, command: KeyCommand) -> Result<i32, Failure> {
@@ -19,7 +20,7 @@ pub async fn run(global: &GlobalArgs, command: KeyCommand) -> Result<i32, Failur
                     .iter()
                     .map(|k| serde_json::json!({"id": k.id.to_hex(), "label": k.label, "created": k.created, "current": k.current}))
                     .collect();
-                println!("{}", serde_json::Value::Array(list));
+                outln!("{}", serde_json::Value::Array(list));
             } else {
                 let rows: Vec<Vec<String>> = keys
                     .iter()
@@ -36,7 +37,11 @@ pub async fn run(global: &GlobalArgs, command: KeyCommand) -> Result<i32, Failur
             }
         }
         KeyCommand::Add(args) => {
-            let new = context::new_password(args.new_password_file.as_deref(), "NFREPO_NEW_PASSWORD")?;
+            let new = context::new_password(
+                args.new_password_file.as_deref(),
+                "NFREPO_NEW_PASSWORD",
+                "--new-password-file",
+            )?;
             let id = repo
                 .add_key(&password, &new, kdf(&args.kdf), nfrepo_engine::user_at_host())
                 .await
@@ -68,7 +73,11 @@ pub async fn run(global: &GlobalArgs, command: KeyCommand) -> Result<i32, Failur
             print_id(global, "removed key", &target);
         }
         KeyCommand::Passwd(args) => {
-            let new = context::new_password(args.new_password_file.as_deref(), "NFREPO_NEW_PASSWORD")?;
+            let new = context::new_password(
+                args.new_password_file.as_deref(),
+                "NFREPO_NEW_PASSWORD",
+                "--new-password-file",
+            )?;
             let id = repo
                 .change_password(&password, &new, kdf(&args.kdf))
                 .await
@@ -81,8 +90,8 @@ pub async fn run(global: &GlobalArgs, command: KeyCommand) -> Result<i32, Failur
 
 fn print_id(global: &GlobalArgs, what: &str, id: &KeyId) {
     if global.json {
-        println!("{}", serde_json::json!({"key": id.to_hex()}));
+        outln!("{}", serde_json::json!({"key": id.to_hex()}));
     } else if !global.quiet {
-        println!("{what} {}", id.short());
+        outln!("{what} {}", id.short());
     }
 }

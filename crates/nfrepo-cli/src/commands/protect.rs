@@ -13,9 +13,9 @@ pub async fn protect(global: &GlobalArgs, args: ProtectArgs) -> Result<i32, Fail
         .await
         .map_err(|e| Failure::engine(&e, Operation::Backup))?;
     if global.json {
-        println!("{}", serde_json::json!({"snapshot": id.to_hex(), "protected": true}));
+        crate::output::outln!("{}", serde_json::json!({"snapshot": id.to_hex(), "protected": true}));
     } else if !global.quiet {
-        println!("snapshot {} is protected from forget", id.short());
+        crate::output::outln!("snapshot {} is protected from forget", id.short());
     }
     Ok(0)
 }
@@ -27,7 +27,7 @@ pub async fn unprotect(global: &GlobalArgs, args: UnprotectArgs) -> Result<i32, 
         .await
         .map_err(|e| Failure::engine(&e, Operation::Backup))?;
     if global.json {
-        println!(
+        crate::output::outln!(
             "{}",
             serde_json::json!({"snapshot": id.to_hex(), "protected": false, "was_protected": was})
         );
@@ -37,7 +37,7 @@ pub async fn unprotect(global: &GlobalArgs, args: UnprotectArgs) -> Result<i32, 
         } else {
             "was not protected"
         };
-        println!("snapshot {} {how}", id.short());
+        crate::output::outln!("snapshot {} {how}", id.short());
     }
     Ok(0)
 }

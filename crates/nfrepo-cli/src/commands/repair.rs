@@ -24,7 +24,7 @@ pub async fn run(global: &GlobalArgs, command: RepairCommand) -> Result<i32, Fai
 
 fn render_index(global: &GlobalArgs, r: &IndexRepair, dry_run: bool) {
     if global.json {
-        println!(
+        crate::output::outln!(
             "{}",
             serde_json::json!({
                 "dry_run": dry_run,
@@ -40,7 +40,7 @@ fn render_index(global: &GlobalArgs, r: &IndexRepair, dry_run: bool) {
         return;
     }
     let verb = if dry_run { "would index" } else { "indexed" };
-    println!(
+    crate::output::outln!(
         "{verb} {} blobs from {} pack trailer(s){}",
         r.blobs,
         r.packs_from_trailers,
@@ -51,17 +51,19 @@ fn render_index(global: &GlobalArgs, r: &IndexRepair, dry_run: bool) {
         }
     );
     for pack in &r.packs_from_old_index {
-        println!("pack {pack}: trailer damaged; its entries were kept from the old index");
+        crate::output::outln!("pack {pack}: trailer damaged; its entries were kept from the old index");
     }
     for (pack, why) in &r.unindexable {
-        println!("pack {pack}: cannot be indexed, its blobs are lost: {why}");
+        crate::output::outln!("pack {pack}: cannot be indexed, its blobs are lost: {why}");
     }
     for pack in &r.missing {
-        println!("pack {pack}: named by the old index but missing; dropped (run `nfrepo repair snapshots`)");
+        crate::output::outln!(
+            "pack {pack}: named by the old index but missing; dropped (run `nfrepo repair snapshots`)"
+        );
     }
     match (&r.written, dry_run) {
-        (Some(id), _) => println!("wrote index {id}; removed {} superseded delta(s)", r.superseded.len()),
-        (None, true) => println!(
+        (Some(id), _) => crate::output::outln!("wrote index {id}; removed {} superseded delta(s)", r.superseded.len()),
+        (None, true) => crate::output::outln!(
             "dry run: would replace {} delta(s); nothing written",
             r.superseded.len()
         ),
@@ -81,33 +83,33 @@ fn render_snapshots(global: &GlobalArgs, repairs: &[SnapshotRepair], dry_run: bo
                 })
             })
             .collect();
-        println!("{}", serde_json::json!({"dry_run": dry_run, "snapshots": list}));
+        crate::output::outln!("{}", serde_json::json!({"dry_run": dry_run, "snapshots": list}));
         return;
     }
     if repairs.is_empty() {
-        println!("no snapshot reaches damaged data; nothing to repair");
+        crate::output::outln!("no snapshot reaches damaged data; nothing to repair");
         return;
     }
     for r in repairs {
         match (&r.repaired, dry_run) {
-            (Some(new), _) => println!(
+            (Some(new), _) => crate::output::outln!(
                 "snapshot {}: repaired as {} without {} damaged path(s) (original kept)",
                 r.original.short(),
                 new.short(),
                 r.removed.len()
             ),
-            (None, true) => println!(
+            (None, true) => crate::output::outln!(
                 "snapshot {}: would be repaired without {} damaged path(s)",
                 r.original.short(),
                 r.removed.len()
             ),
-            (None, false) => println!(
+            (None, false) => crate::output::outln!(
                 "snapshot {}: its root tree is lost; nothing left to keep (original kept)",
                 r.original.short()
             ),
         }
         for path in &r.removed {
-            println!("  damaged: {path}");
+            crate::output::outln!("  damaged: {path}");
         }
     }
 }

@@ -29,13 +29,14 @@ pub async fn run(global: &GlobalArgs, args: RestoreArgs) -> Result<i32, Failure>
     options.skip_damaged = args.skip_damaged;
     options.keep_setid = args.keep_setid;
     let started = std::time::Instant::now();
-    let report = nfrepo_sources::restore(&reader, &snapshot, path, &target, &options)
-        .await
-        .map_err(|e| Failure::sources(&e, Operation::Restore))?;
+    let progress = crate::progress::Progress::traffic(global, "restore");
+    let report = nfrepo_sources::restore(&reader, &snapshot, path, &target, &options).await;
+    progress.finish().await;
+    let report = report.map_err(|e| Failure::sources(&e, Operation::Restore))?;
     let secs = started.elapsed().as_secs_f64();
     let unmatched = unmatched_failure(&report);
     if global.json {
-        println!(
+        crate::output::outln!(
             "{}",
             serde_json::json!({
                 "snapshot_id": snapshot.id.to_hex(),
@@ -63,7 +64,7 @@ pub async fn run(global: &GlobalArgs, args: RestoreArgs) -> Result<i32, Failure>
         eprintln!("warning: {warning}");
     }
     if !global.quiet {
-        println!(
+        crate::output::outln!(
             "restored {} files ({} already there), {} dirs, {} in {secs:.1}s to {}{}",
             report.files,
             report.files_unchanged,
@@ -73,7 +74,7 @@ pub async fn run(global: &GlobalArgs, args: RestoreArgs) -> Result<i32, Failure>
             if options_verified(&report) { ", verified" } else { "" },
         );
         if snapshot.snapshot.source_kind == "redis" {
-            println!(
+            crate::output::outln!(
                 "to bring Redis back: stop redis-server, copy {rdb} (and appendonlydir/, if the server runs with \
                  appendonly yes) from {dir} into its data directory (or point its `dir` at {dir}), then start it again",
                 rdb = nfrepo_sources::RDB_STREAM,
@@ -81,7 +82,7 @@ pub async fn run(global: &GlobalArgs, args: RestoreArgs) -> Result<i32, Failure>
             );
         }
         if !report.skipped.is_empty() {
-            println!("{} damaged file(s) skipped (listed on stderr)", report.skipped.len());
+            crate::output::outln!("{} damaged file(s) skipped (listed on stderr)", report.skipped.len());
         }
     }
     match unmatched {

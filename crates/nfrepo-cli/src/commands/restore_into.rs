@@ -123,7 +123,7 @@ pub async fn run(global: &GlobalArgs, args: RestoreArgs, into: &str) -> Result<i
             .iter()
             .map(|r| serde_json::json!({ "database": r.database, "bytes": r.bytes, "replaced": r.replaced }))
             .collect();
-        println!(
+        crate::output::outln!(
             "{}",
             serde_json::json!({
                 "snapshot_id": snapshot.id.to_hex(),
@@ -134,7 +134,7 @@ pub async fn run(global: &GlobalArgs, args: RestoreArgs, into: &str) -> Result<i
         );
     } else if !global.quiet {
         for r in &reports {
-            println!(
+            crate::output::outln!(
                 "restored database {} from snapshot {} ({}{}) into {}",
                 r.database,
                 snapshot.id.short(),
@@ -177,7 +177,7 @@ async fn run_bucket(global: &GlobalArgs, args: RestoreArgs, into: &str) -> Resul
         .map_err(|e| Failure::sources(&e, Operation::Restore))?;
     let secs = started.elapsed().as_secs_f64();
     if global.json {
-        println!(
+        crate::output::outln!(
             "{}",
             serde_json::json!({
                 "snapshot_id": snapshot.id.to_hex(),
@@ -189,7 +189,7 @@ async fn run_bucket(global: &GlobalArgs, args: RestoreArgs, into: &str) -> Resul
             })
         );
     } else if !global.quiet {
-        println!(
+        crate::output::outln!(
             "restored {} objects ({} already there), {} in {secs:.1}s into {url}",
             report.objects,
             report.objects_unchanged,

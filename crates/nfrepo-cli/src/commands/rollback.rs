@@ -79,7 +79,7 @@ pub async fn run(global: &GlobalArgs, args: RollbackArgs) -> Result<i32, Failure
             .iter()
             .map(|c| serde_json::json!({"change": c.kind.marker().to_string(), "path": c.path, "dir": c.is_dir}))
             .collect();
-        println!(
+        crate::output::outln!(
             "{}",
             serde_json::json!({
                 "source": args.source,
@@ -97,9 +97,9 @@ pub async fn run(global: &GlobalArgs, args: RollbackArgs) -> Result<i32, Failure
     if !global.quiet {
         for change in &report.changes {
             let slash = if change.is_dir { "/" } else { "" };
-            println!("{} {}{slash}", change.kind.marker(), change.path);
+            crate::output::outln!("{} {}{slash}", change.kind.marker(), change.path);
         }
-        println!(
+        crate::output::outln!(
             "rolled back {} from snapshot {} to {}: {} changes",
             args.source,
             latest.id.short(),

@@ -3,7 +3,6 @@
 //! This module only turns arguments into a [`Source`] and [`RunOptions`],
 //! calls [`nfrepo_sources::run_backup`] and prints the result.
 
-use std::io::IsTerminal;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
@@ -151,9 +150,9 @@ pub async fn run(global: &GlobalArgs, args: SnapshotArgs) -> Result<i32, Failure
     if let Some(profile) = args.profile {
         options = options.profile(profile.name());
     }
-    let mut progress = Progress::start(global);
+    let progress = crate::progress::Progress::backup(global, "snapshot");
     let ran = nfrepo_sources::run_backup(&repo, source, &options, &mut |p| progress.show(p)).await;
-    progress.finish();
+    progress.finish().await;
     let backup = ran.map_err(|e| Failure::sources(&e, Operation::Backup))?;
     report(global, &backup.id, &backup.snapshot, &backup.warnings);
     Ok(if backup.partial() { EXIT_PARTIAL } else { 0 })
@@ -184,20 +183,20 @@ pub fn report(global: &GlobalArgs, id: &SnapshotId, snapshot: &Snapshot, warning
             },
             "extra": snapshot.extra.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
         });
-        println!("{value}");
+        crate::output::json(value);
         return;
     }
     for warning in warnings {
-        eprintln!("warning: {warning}");
+        eprintln!("warning: {}", crate::output::escape::text(warning));
     }
     if global.quiet {
         return;
     }
     let secs = s.duration_ms as f64 / 1000.0;
-    println!(
+    crate::output::outln!(
         "snapshot {} of {} saved: {} files ({} unchanged), {} read, {} added ({} stored) in {secs:.1}s",
         id.short(),
-        snapshot.source,
+        crate::output::escape::text(&snapshot.source),
         s.files,
         s.files_unchanged,
         render::bytes(s.bytes_read),
@@ -209,36 +208,5 @@ pub fn report(global: &GlobalArgs, id: &SnapshotId, snapshot: &Snapshot, warning
             "partial: {} entries could not be read and were left out",
             snapshot.skipped.len()
         );
-    }
-}
-
-/// A progress line on stderr while a backup runs (TTY only, not with --quiet/--json).
-pub struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-}
-
-impl Progress {
-    pub fn start(global: &GlobalArgs) -> Self {
-        let shown = !(global.quiet || global.json) && std::io::stderr().is_terminal();
-        Self {
-            bar: shown.then(indicatif::ProgressBar::new_spinner),
-        }
-    }
-
-    pub fn show(&mut self, p: nfrepo_engine::Progress) {
-        if let Some(bar) = &self.bar {
-            bar.set_message(format!(
-                "{} read, {} new",
-                render::bytes(p.bytes_read),
-                render::bytes(p.bytes_added_raw)
-            ));
-            bar.tick();
-        }
-    }
-
-    pub fn finish(self) {
-        if let Some(bar) = self.bar {
-            bar.finish_and_clear();
-        }
     }
 }

@@ -1,21 +1,20 @@
 //! `nfrepo snapshots`.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use nfrepo_engine::{ErrorCode, Operation, SnapshotEntry};
+use nfrepo_engine::{Operation, SnapshotEntry};
 
 use crate::cli::{GlobalArgs, SnapshotFilter, SnapshotsArgs};
 use crate::commands::snapshot::parse_tags;
 use crate::failure::Failure;
+use crate::output::outln;
 use crate::{context, render};
 
 /// Parses `--since`/`--until`: RFC 3339, `YYYY-MM-DD` (UTC midnight), or an age like `36h`, `7d`, `30m`.
 pub fn parse_time(text: &str, now: DateTime<Utc>) -> Result<i64, Failure> {
     let invalid = || {
-        Failure::new(
-            ErrorCode::SnapshotInvalid,
-            Some("INVALID_ARGUMENT"),
-            format!("cannot read time {text:?}: use RFC 3339, YYYY-MM-DD, or an age like 36h or 7d"),
-        )
+        Failure::usage(format!(
+            "cannot read time {text:?}: use RFC 3339, YYYY-MM-DD, or an age like 36h or 7d"
+        ))
     };
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return t.timestamp_nanos_opt().ok_or_else(invalid);
@@ -92,7 +91,7 @@ pub async fn run(global: &GlobalArgs, args: SnapshotsArgs) -> Result<i32, Failur
                 })
             })
             .collect();
-        println!("{}", serde_json::Value::Array(list));
+        outln!("{}", serde_json::Value::Array(list));
         return Ok(0);
     }
     let rows: Vec<Vec<String>> = shown
@@ -116,7 +115,7 @@ pub async fn run(global: &GlobalArgs, args: SnapshotsArgs) -> Result<i32, Failur
         .collect();
     render::table(&["ID", "TIME", "SOURCE", "KIND", "SIZE", "ADDED", "TAGS"], &rows);
     if !global.quiet {
-        println!("{} snapshots", rows.len());
+        outln!("{} snapshots", rows.len());
     }
     Ok(0)
 }

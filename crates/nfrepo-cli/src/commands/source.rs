@@ -11,7 +11,7 @@ use nfrepo_engine::{ErrorCode, Operation};
 use nfrepo_sources::{BucketSource, Connection, DumpSource, FilesOptions, FilesSource, RunOptions, Source};
 
 use crate::cli::{GlobalArgs, SnapshotArgs};
-use crate::commands::snapshot::{Progress, parse_tags, report, retry_counter};
+use crate::commands::snapshot::{parse_tags, report, retry_counter};
 use crate::config::{self, Config, SourceConfig, SourceKind};
 use crate::context::{self, Opened};
 use crate::failure::{EXIT_PARTIAL, Failure};
@@ -37,10 +37,33 @@ pub async fn run(global: &GlobalArgs, args: &SnapshotArgs) -> Result<i32, Failur
             format!("{} declares no sources", config.path.display()),
         ));
     }
+    if global.json {
+        // One JSON document for the whole run: {"sources": [...], "error": ...}.
+        crate::output::begin_json_batch();
+        let result = run_all(global, &config, &opened, &tags, args.no_parent).await;
+        let sources = crate::output::end_json_batch();
+        let error = result.as_ref().err().map(Failure::json);
+        crate::output::json(serde_json::json!({ "sources": sources, "error": error }));
+        return Ok(match result {
+            Ok(code) => code,
+            Err(failure) => failure.print_line(),
+        });
+    }
+    run_all(global, &config, &opened, &tags, args.no_parent).await
+}
+
+/// Runs every configured source once, in name order.
+async fn run_all(
+    global: &GlobalArgs,
+    config: &Config,
+    opened: &Opened,
+    tags: &[(String, String)],
+    no_parent: bool,
+) -> Result<i32, Failure> {
     let mut failed = Vec::new();
     let mut partial = false;
     for name in config.sources.keys() {
-        match run_one(global, &config, &opened, name, &tags, args.no_parent).await {
+        match run_one(global, config, opened, name, tags, no_parent).await {
             Ok(code) => partial |= code == EXIT_PARTIAL,
             Err(failure) => {
                 report_source_failure(global, name, &failure);
@@ -68,13 +91,7 @@ pub async fn run(global: &GlobalArgs, args: &SnapshotArgs) -> Result<i32, Failur
 fn report_source_failure(global: &GlobalArgs, name: &str, failure: &Failure) {
     let detail = failure.detail.map(|d| format!("/{d}")).unwrap_or_default();
     if global.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "source": name,
-                "error": { "code": failure.code.as_str(), "detail": failure.detail, "message": failure.message },
-            })
-        );
+        crate::output::json(serde_json::json!({ "source": name, "error": failure.json() }));
     }
     eprintln!("source {name} failed [{}{detail}]: {}", failure.code, failure.message);
 }
@@ -124,7 +141,7 @@ async fn run_hook(source: &str, which: &'static str, command: &str) -> Result<()
     } else {
         "POST_HOOK_FAILED"
     };
-    let status = tokio::process::Command::new("sh")
+    let status = nfrepo_sources::async_command("sh", &[])
         .arg("-c")
         .arg(command)
         .env("NFREPO_SOURCE", source)
@@ -247,9 +264,9 @@ async fn backup(
         .use_parent(!no_parent)
         .retries(retry_counter(&opened.store));
     let source = source_of(source)?;
-    let mut progress = Progress::start(global);
+    let progress = crate::progress::Progress::backup(global, name);
     let ran = nfrepo_sources::run_backup(&opened.repo, source, &options, &mut |p| progress.show(p)).await;
-    progress.finish();
+    progress.finish().await;
     let backup = ran.map_err(|e| Failure::sources(&e, Operation::Backup))?;
     report(global, &backup.id, &backup.snapshot, &backup.warnings);
     Ok(if backup.partial() { EXIT_PARTIAL } else { 0 })

@@ -5,14 +5,15 @@ use nfrepo_engine::{ErrorCode, Operation};
 use crate::cli::{GlobalArgs, VerifyArgs};
 use crate::commands::check::{fail_quietly, finding_json, print_finding};
 use crate::failure::Failure;
+use crate::output::{escape, outln};
 use crate::{context, render};
 
 pub async fn run(global: &GlobalArgs, args: VerifyArgs) -> Result<i32, Failure> {
     let repo = context::open_repository(global, Operation::Inspect).await?.repo;
-    let report = repo
-        .verify_snapshot(&args.snapshot, args.read_data)
-        .await
-        .map_err(|e| Failure::engine(&e, Operation::Inspect))?;
+    let progress = crate::progress::Progress::traffic(global, "verify");
+    let report = repo.verify_snapshot(&args.snapshot, args.read_data).await;
+    progress.finish().await;
+    let report = report.map_err(|e| Failure::engine(&e, Operation::Inspect))?;
     let findings: Vec<_> = report.findings().collect();
     let failure = (!report.is_intact()).then(|| {
         let code = findings
@@ -36,7 +37,7 @@ pub async fn run(global: &GlobalArgs, args: VerifyArgs) -> Result<i32, Failure> 
     });
     let computed = report.computed_root.map(|r| r.to_hex());
     if global.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({
                 "snapshot": report.snapshot.id.to_hex(),
@@ -50,9 +51,7 @@ pub async fn run(global: &GlobalArgs, args: VerifyArgs) -> Result<i32, Failure> 
                 "bytes_read": report.bytes_read,
                 "findings": findings.iter().map(|f| finding_json(f)).collect::<Vec<_>>(),
                 "content_problems": report.content_problems.iter().map(|(p, m)| serde_json::json!({"path": p, "message": m})).collect::<Vec<_>>(),
-                "error": failure.as_ref().map(|f| serde_json::json!({
-                    "code": f.code.as_str(), "detail": f.detail, "message": f.message, "exit_code": f.exit_code(),
-                })),
+                "error": failure.as_ref().map(Failure::json),
             })
         );
     } else {
@@ -60,16 +59,21 @@ pub async fn run(global: &GlobalArgs, args: VerifyArgs) -> Result<i32, Failure> 
             print_finding(finding);
         }
         for (path, message) in &report.content_problems {
-            println!("{} {path}: {message}", ErrorCode::BackupCorrupted);
+            outln!(
+                "{} {}: {}",
+                ErrorCode::BackupCorrupted,
+                escape::text(path),
+                escape::text(message)
+            );
         }
-        if !global.quiet || failure.is_none() {
-            println!("snapshot    {}", report.snapshot.id);
-            println!("stored root {}", report.stored_root);
-            println!(
+        if !global.quiet {
+            outln!("snapshot    {}", report.snapshot.id);
+            outln!("stored root {}", report.stored_root);
+            outln!(
                 "computed    {}",
                 computed.as_deref().unwrap_or("(root tree unreadable)")
             );
-            println!(
+            outln!(
                 "proved {} trees, {} content lists, {} chunk references{}",
                 report.check.trees,
                 report.check.lists,
@@ -85,7 +89,7 @@ pub async fn run(global: &GlobalArgs, args: VerifyArgs) -> Result<i32, Failure> 
                 }
             );
             if failure.is_none() {
-                println!("verified: the snapshot matches its Merkle root");
+                outln!("verified: the snapshot matches its Merkle root");
             }
         }
     }

@@ -12,15 +12,27 @@
 //!
 //! A crash leaves at worst a `.tmp-*` file, which `list` skips because object
 //! names never start with `.`.
+//!
+//! Permissions: a repository holds key slots (a readable slot allows an
+//! offline password guess) and encrypted data, so every file is created
+//! `0600` and every directory `0700`, whatever the umask. The hard link and
+//! the rename keep the temp file's mode. A root directory made by the
+//! operator keeps the mode it has.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::PutMode;
+
+/// Mode of every object file (before the umask, which can only remove bits).
+const FILE_MODE: u32 = 0o600;
+/// Mode of every directory this backend creates.
+const DIR_MODE: u32 = 0o700;
 
 /// Writes `data` to `root/rel_path` on a blocking thread.
 pub(crate) async fn put(root: PathBuf, rel_path: String, data: Bytes, mode: PutMode) -> Result<()> {
@@ -61,7 +73,11 @@ fn put_blocking(root: &Path, rel_path: &str, data: &[u8], mode: PutMode) -> Resu
 }
 
 fn write_synced(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let mut file = OpenOptions::new().write(true).create_new(true).open(path)?;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .open(path)?;
     file.write_all(data)?;
     file.sync_all()
 }
@@ -82,7 +98,7 @@ fn create_dirs(dir: &Path) -> Result<()> {
         }
     }
     for path in missing.into_iter().rev() {
-        match fs::create_dir(path) {
+        match fs::DirBuilder::new().mode(DIR_MODE).create(path) {
             Ok(()) => {
                 if let Some(parent) = path.parent() {
                     sync_dir(parent)?;
@@ -104,6 +120,24 @@ fn sync_dir(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Issue 9, bug 5: key slots were created world-readable under umask 022.
+    #[test]
+    fn objects_and_directories_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("repo");
+        // The default umask of most systems; the modes must not depend on it.
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+        put_blocking(&root, "keys/abcd", b"slot", PutMode::CreateNew).unwrap();
+        put_blocking(&root, "config", b"config", PutMode::Overwrite).unwrap();
+        nix::sys::stat::umask(old);
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&root.join("keys/abcd")), 0o600);
+        assert_eq!(mode(&root.join("config")), 0o600);
+        assert_eq!(mode(&root.join("keys")), 0o700);
+        assert_eq!(mode(&root), 0o700);
+    }
 
     #[test]
     fn create_new_never_clobbers() {

@@ -1,0 +1,217 @@
+//! Progress on stderr for long commands: shown only on a terminal.
+//!
+//! A [`Progress`] line appears when stderr is a TTY and neither `--quiet`
+//! nor `--json` is given; on a pipe nothing is drawn (a log file must not
+//! fill with redraws). It samples counters four times a second from a
+//! tokio task and redraws one line with indicatif; nothing in the engine
+//! waits for it.
+//!
+//! Two sources of counters:
+//! * a backup's own [`nfrepo_engine::Progress`], handed to
+//!   [`Progress::show`] by the backup driver's callback (bytes read from the
+//!   source, bytes new to the repository);
+//! * for every other command (restore, check, gc, …), the repository traffic
+//!   counted by [`CountingStore`], which `context::open_store` puts under
+//!   every store: objects and bytes fetched and written, objects deleted.
+//!   These are real work done, measured where it happens, with no hook in
+//!   the engine; their totals are not known in advance, so no ETA is shown.
+
+use std::io::IsTerminal;
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use nfrepo_store::{ObjectInfo, ObjectKey, ObjectKind, PutMode, Result, Store};
+
+use crate::cli::GlobalArgs;
+use crate::render;
+
+/// Repository traffic of this process.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    objects_read: AtomicU64,
+    bytes_read: AtomicU64,
+    objects_written: AtomicU64,
+    bytes_written: AtomicU64,
+    objects_deleted: AtomicU64,
+}
+
+/// The traffic of every store this process opened.
+pub static TRAFFIC: Traffic = Traffic {
+    objects_read: AtomicU64::new(0),
+    bytes_read: AtomicU64::new(0),
+    objects_written: AtomicU64::new(0),
+    bytes_written: AtomicU64::new(0),
+    objects_deleted: AtomicU64::new(0),
+};
+
+fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+/// A store that counts what passes through it into [`TRAFFIC`].
+#[derive(Debug)]
+pub struct CountingStore(pub Arc<dyn Store>);
+
+#[async_trait::async_trait]
+impl Store for CountingStore {
+    fn location(&self) -> &str {
+        self.0.location()
+    }
+
+    async fn put(&self, key: &ObjectKey, data: Bytes, mode: PutMode) -> Result<()> {
+        let len = data.len() as u64;
+        self.0.put(key, data, mode).await?;
+        add(&TRAFFIC.objects_written, 1);
+        add(&TRAFFIC.bytes_written, len);
+        Ok(())
+    }
+
+    async fn get(&self, key: &ObjectKey) -> Result<Bytes> {
+        let data = self.0.get(key).await?;
+        add(&TRAFFIC.objects_read, 1);
+        add(&TRAFFIC.bytes_read, data.len() as u64);
+        Ok(data)
+    }
+
+    async fn get_range(&self, key: &ObjectKey, range: Range<u64>) -> Result<Bytes> {
+        let data = self.0.get_range(key, range).await?;
+        add(&TRAFFIC.objects_read, 1);
+        add(&TRAFFIC.bytes_read, data.len() as u64);
+        Ok(data)
+    }
+
+    async fn stat(&self, key: &ObjectKey) -> Result<ObjectInfo> {
+        self.0.stat(key).await
+    }
+
+    async fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
+        self.0.list(kind).await
+    }
+
+    async fn delete(&self, key: &ObjectKey) -> Result<()> {
+        self.0.delete(key).await?;
+        add(&TRAFFIC.objects_deleted, 1);
+        Ok(())
+    }
+}
+
+/// What a progress line shows.
+enum Counters {
+    Backup(std::sync::Mutex<nfrepo_engine::Progress>),
+    Traffic,
+}
+
+impl Counters {
+    fn line(&self, started: Instant) -> String {
+        let secs = started.elapsed().as_secs_f64().max(0.001);
+        let rate = |bytes: u64| render::bytes((bytes as f64 / secs) as u64);
+        match self {
+            Self::Backup(latest) => {
+                let p = latest.lock().map(|p| *p).unwrap_or_default();
+                format!(
+                    "{} read ({}/s), {} new in {} blobs",
+                    render::bytes(p.bytes_read),
+                    rate(p.bytes_read),
+                    render::bytes(p.bytes_added_raw),
+                    p.blobs_added
+                )
+            }
+            Self::Traffic => {
+                let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+                let read = load(&TRAFFIC.bytes_read);
+                let written = load(&TRAFFIC.bytes_written);
+                let mut line = format!(
+                    "{} objects, {} read ({}/s)",
+                    load(&TRAFFIC.objects_read),
+                    render::bytes(read),
+                    rate(read)
+                );
+                if written > 0 {
+                    line.push_str(&format!(
+                        "; {} objects, {} written",
+                        load(&TRAFFIC.objects_written),
+                        render::bytes(written)
+                    ));
+                }
+                let deleted = load(&TRAFFIC.objects_deleted);
+                if deleted > 0 {
+                    line.push_str(&format!("; {deleted} deleted"));
+                }
+                line
+            }
+        }
+    }
+}
+
+/// A progress line on stderr while a command runs (see the module docs).
+pub struct Progress {
+    task: Option<(tokio::task::JoinHandle<()>, indicatif::ProgressBar)>,
+    counters: Arc<Counters>,
+}
+
+/// Whether progress may be drawn: stderr is a terminal, no `--quiet`/`--json`.
+pub fn wanted(global: &GlobalArgs) -> bool {
+    !global.quiet && !global.json && std::io::stderr().is_terminal()
+}
+
+impl Progress {
+    /// Shows a backup's progress under `label`, as [`Self::show`] reports it.
+    pub fn backup(global: &GlobalArgs, label: &str) -> Self {
+        Self::start(global, label, Counters::Backup(std::sync::Mutex::default()))
+    }
+
+    /// Records a backup's latest progress (the driver's callback).
+    pub fn show(&self, progress: nfrepo_engine::Progress) {
+        if let Counters::Backup(latest) = &*self.counters
+            && let Ok(mut latest) = latest.lock()
+        {
+            *latest = progress;
+        }
+    }
+
+    /// Shows the repository traffic under `label` (restore, check, gc…).
+    pub fn traffic(global: &GlobalArgs, label: &str) -> Self {
+        Self::start(global, label, Counters::Traffic)
+    }
+
+    fn start(global: &GlobalArgs, label: &str, counters: Counters) -> Self {
+        let counters = Arc::new(counters);
+        if !wanted(global) {
+            return Self { task: None, counters };
+        }
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_prefix(label.to_owned());
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {prefix}: {msg} [{elapsed}]")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        let shown = bar.clone();
+        let started = Instant::now();
+        let sampled = counters.clone();
+        let task = tokio::spawn(async move {
+            let counters = sampled;
+            loop {
+                shown.set_message(counters.line(started));
+                shown.tick();
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        });
+        Self {
+            task: Some((task, bar)),
+            counters,
+        }
+    }
+
+    /// Stops the display, clears its line, and waits for the task (so it
+    /// no longer holds a backup session).
+    pub async fn finish(self) {
+        if let Some((task, bar)) = self.task {
+            task.abort();
+            let _ = task.await;
+            bar.finish_and_clear();
+        }
+    }
+}
