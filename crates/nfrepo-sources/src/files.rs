@@ -47,13 +47,13 @@ pub struct FilesOptions {
     pub exclude: Vec<String>,
 }
 
-struct Filter {
+pub(crate) struct Filter {
     include: Option<globset::GlobSet>,
     exclude: Option<globset::GlobSet>,
 }
 
 impl Filter {
-    fn new(options: &FilesOptions) -> Result<Self> {
+    pub(crate) fn new(options: &FilesOptions) -> Result<Self> {
         let set = |patterns: &[String]| -> Result<Option<globset::GlobSet>> {
             if patterns.is_empty() {
                 return Ok(None);
@@ -72,7 +72,7 @@ impl Filter {
         })
     }
 
-    fn keeps(&self, path: &Path, is_dir: bool) -> bool {
+    pub(crate) fn keeps(&self, path: &Path, is_dir: bool) -> bool {
         let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         if self.exclude.as_ref().is_some_and(|set| set.is_match(&absolute)) {
             return false;
