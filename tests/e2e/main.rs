@@ -15,6 +15,7 @@
 mod harness;
 mod servers;
 
+mod artifact;
 mod bucket;
 mod check;
 mod crash;

@@ -4,6 +4,10 @@ use nfrepo_engine::{ErrorCode, Operation};
 
 /// Exit code of a snapshot committed with skipped entries.
 pub const EXIT_PARTIAL: i32 = 3;
+/// Exit code of a usage error (as clap's own).
+pub const EXIT_USAGE: i32 = 2;
+/// The detail code of a usage error.
+const USAGE: &str = "USAGE";
 
 /// A failed command: its stable code, an optional finer code, and the message.
 #[derive(Debug)]
@@ -20,6 +24,11 @@ impl Failure {
             detail,
             message: message.into(),
         }
+    }
+
+    /// A command line that contradicts itself or the configuration: exit 2.
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BackupFailed, Some(USAGE), message)
     }
 
     pub fn engine(err: &nfrepo_engine::Error, during: Operation) -> Self {
@@ -48,7 +57,10 @@ impl Failure {
     }
 
     /// The process exit code of this failure.
-    pub const fn exit_code(&self) -> i32 {
+    pub fn exit_code(&self) -> i32 {
+        if let Some(USAGE) = self.detail {
+            return EXIT_USAGE;
+        }
         match self.code {
             ErrorCode::BackupFailed => 10,
             ErrorCode::BackupCorrupted => 11,

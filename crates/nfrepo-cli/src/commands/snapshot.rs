@@ -83,6 +83,9 @@ pub async fn run(global: &GlobalArgs, args: SnapshotArgs) -> Result<i32, Failure
         return crate::commands::source::run(global, &args).await;
     }
     let mode = mode_of(&args)?;
+    if let (Mode::Files(paths), Some(name)) = (&mode, &args.source) {
+        crate::config::check_command_line_paths(global.config.as_deref(), name, paths)?;
+    }
     let tags = parse_tags(&args.tags)?;
     let context::Opened { repo, store, .. } = context::open_repository(global, Operation::Backup).await?;
     let fail = |e: nfrepo_engine::Error| Failure::engine(&e, Operation::Backup);

@@ -24,6 +24,8 @@ enum Work {
     Dump(DumpPlan),
     Bucket(opendal::Operator),
     Files(Vec<PathBuf>, FilesOptions),
+    /// An analytics export command: the output's name and the argv.
+    Command(String, Vec<String>),
 }
 
 pub async fn run(global: &GlobalArgs, args: &SnapshotArgs) -> Result<i32, Failure> {
@@ -134,21 +136,13 @@ async fn run_hook(source: &str, which: &'static str, command: &str) -> Result<()
     } else {
         "POST_HOOK_FAILED"
     };
-    let status = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(command)
-        .env("NFREPO_SOURCE", source)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::io::stderr())
-        .status()
-        .await
-        .map_err(|e| {
-            Failure::new(
-                ErrorCode::BackupFailed,
-                Some(detail),
-                format!("{which} could not start: {e}"),
-            )
-        })?;
+    let status = hook_command(source, command).status().await.map_err(|e| {
+        Failure::new(
+            ErrorCode::BackupFailed,
+            Some(detail),
+            format!("{which} could not start: {e}"),
+        )
+    })?;
     if status.success() {
         return Ok(());
     }
@@ -161,6 +155,33 @@ async fn run_hook(source: &str, which: &'static str, command: &str) -> Result<()
         Some(detail),
         format!("{which} of source {source} {how}"),
     ))
+}
+
+/// Variables holding nfrepo's own secrets, never passed to a hook.
+const SECRET_VARS: &[&str] = &[
+    "NFREPO_PASSWORD",
+    "NFREPO_S3_ACCESS_KEY_ID",
+    "NFREPO_S3_SECRET_ACCESS_KEY",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+];
+
+/// `sh -c COMMAND` as hooks and health checks run it: `NFREPO_SOURCE` set,
+/// nfrepo's secrets removed from its environment, no stdin, its output on
+/// stderr (stdout is for results).
+pub fn hook_command(source: &str, command: &str) -> tokio::process::Command {
+    let mut child = tokio::process::Command::new("sh");
+    child
+        .arg("-c")
+        .arg(command)
+        .env("NFREPO_SOURCE", source)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::io::stderr());
+    for var in SECRET_VARS {
+        child.env_remove(var);
+    }
+    child
 }
 
 fn connection(source: &SourceConfig) -> Result<Connection, Failure> {
@@ -199,7 +220,8 @@ async fn plan(source: &SourceConfig) -> Result<Work, Failure> {
     let bin_dir = source.bin_dir.clone();
     let databases = source.databases.clone();
     let planned = match source.kind {
-        SourceKind::Files | SourceKind::Config | SourceKind::Logs => {
+        SourceKind::Analytics => return analytics_work(source),
+        SourceKind::Files | SourceKind::Config | SourceKind::Logs | SourceKind::Artifact => {
             let mut options = FilesOptions::default();
             options.include.clone_from(&source.include);
             options.exclude.clone_from(&source.exclude);
@@ -237,6 +259,24 @@ async fn plan(source: &SourceConfig) -> Result<Work, Failure> {
         .map_err(|e| Failure::sources(&e, Operation::Backup))
 }
 
+/// An analytics source: its command, its bucket prefix, or its files.
+fn analytics_work(source: &SourceConfig) -> Result<Work, Failure> {
+    if let Some(argv) = &source.command {
+        let name = source.output.clone().unwrap_or_else(|| {
+            let program = argv.first().map(String::as_str).unwrap_or("export");
+            format!("{}.out", program.rsplit('/').next().unwrap_or(program))
+        });
+        return Ok(Work::Command(name, argv.clone()));
+    }
+    if source.connection.is_some() {
+        return bucket_operator(source).map(Work::Bucket);
+    }
+    let mut options = FilesOptions::default();
+    options.include.clone_from(&source.include);
+    options.exclude.clone_from(&source.exclude);
+    Ok(Work::Files(source.paths.clone(), options))
+}
+
 async fn backup(
     global: &GlobalArgs,
     opened: &Opened,
@@ -248,14 +288,13 @@ async fn backup(
     let retries_before = opened.store.retries();
     let work = plan(source).await?;
     let mut tags = extra_tags.to_vec();
-    for (key, value) in [
-        ("env", &source.env),
-        ("type", &source.source_type),
-        ("retention", &source.retention),
-    ] {
+    for (key, value) in [("env", &source.env), ("type", &source.source_type)] {
         if let Some(value) = value {
             tags.push((key.to_owned(), value.clone()));
         }
+    }
+    if let Some(class) = source.retention_class() {
+        tags.push(("retention".to_owned(), class.to_owned()));
     }
     let paths = match &work {
         Work::Dump(plan) => plan
@@ -265,6 +304,7 @@ async fn backup(
             .chain(plan.paths.iter().map(|p| p.display().to_string()))
             .collect(),
         Work::Bucket(_) => vec![source.connection.clone().unwrap_or_default()],
+        Work::Command(name, _) => vec![name.clone()],
         Work::Files(paths, _) => paths
             .iter()
             .map(|p| {
@@ -275,7 +315,12 @@ async fn backup(
             })
             .collect(),
     };
-    let profile = source.profile.as_deref().unwrap_or(source.kind.default_profile());
+    let default_profile = if matches!(work, Work::Command(..)) {
+        "dump"
+    } else {
+        source.kind.default_profile()
+    };
+    let profile = source.profile.as_deref().unwrap_or(default_profile);
     let mut options = BackupOptions::new(name, source.kind.name(), profile)
         .paths(paths)
         .tags(tags);
@@ -293,6 +338,9 @@ async fn backup(
         }
         Work::Files(paths, options) => nfrepo_sources::backup_files_with(&worker, &paths, &options)
             .map(|out| (out.root, out.details, out.warnings)),
+        Work::Command(name, argv) => {
+            nfrepo_sources::backup_command(&worker, &name, &argv).map(|out| (out.root, out.details, Vec::new()))
+        }
     })
     .await;
     let session = Arc::try_unwrap(session)
