@@ -15,10 +15,11 @@
 mod harness;
 mod servers;
 
+mod artifact;
 mod bucket;
 mod check;
-mod concurrency;
 mod cli;
+mod concurrency;
 mod crash;
 mod crashloop;
 mod dedup;

@@ -126,3 +126,128 @@ fn rollback_refuses_database_sources_and_missing_history() {
     assert!(child.wait().unwrap().success());
     env.fails(&["rollback", "db"], 15, "ROLLBACK_FAILED");
 }
+
+/// Issue 9, bug 9: `rollback --force` deleted files it never backed up (an
+/// excluded `conf/notes.bak`, and `other/data.txt` of a snapshot taken with
+/// `snapshot --source cfg other/`).
+#[test]
+fn issue9_bug9_rollback_never_touches_files_outside_the_source() {
+    let env = Env::new();
+    env.init();
+    let conf = env.path("conf");
+    let other = env.path("other");
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(conf.join("app.conf"), "v1\n").unwrap();
+    std::fs::write(conf.join("notes.bak"), "my notes, never backed up\n").unwrap();
+    std::fs::write(other.join("data.txt"), "not part of cfg\n").unwrap();
+    let config = env.path("nfrepo.toml");
+    let write_config = |paths: &[&std::path::Path]| {
+        let list: Vec<String> = paths.iter().map(|p| format!("\"{}\"", p.display())).collect();
+        std::fs::write(
+            &config,
+            format!(
+                "[sources.cfg]\nkind = \"config\"\npaths = [{}]\nexclude = [\"*.bak\"]\n",
+                list.join(", ")
+            ),
+        )
+        .unwrap();
+    };
+    write_config(&[&conf]);
+    let config = config.display().to_string();
+    env.ok(&["--config", &config, "snapshot", "--source", "cfg"]);
+
+    // Paths on the command line under a configured source name: refused.
+    let other_arg = other.display().to_string();
+    let stderr = env.fails(
+        &["--config", &config, "snapshot", "--source", "cfg", &other_arg],
+        2,
+        "USAGE",
+    );
+    assert!(stderr.contains("paths given on the command line differ"), "{stderr}");
+    assert_eq!(env.snapshot_count(), 1, "the refused snapshot was committed");
+
+    std::fs::write(conf.join("app.conf"), "v2\n").unwrap();
+    std::fs::write(conf.join("added.conf"), "new\n").unwrap();
+    env.ok(&["--config", &config, "snapshot", "--source", "cfg"]);
+    std::fs::write(conf.join("app.conf"), "hand edit\n").unwrap();
+    let out = env.ok(&["--config", &config, "rollback", "cfg", "--force"]);
+    assert!(out.contains("M conf/app.conf"), "{out}");
+    assert!(out.contains("- conf/added.conf"), "{out}");
+    assert_eq!(std::fs::read_to_string(conf.join("app.conf")).unwrap(), "v1\n");
+    assert!(!conf.join("added.conf").exists());
+    assert_eq!(
+        std::fs::read_to_string(conf.join("notes.bak")).unwrap(),
+        "my notes, never backed up\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(other.join("data.txt")).unwrap(),
+        "not part of cfg\n"
+    );
+
+    // Snapshots that hold a path the source no longer names (the
+    // configuration changed): that path is left alone too.
+    write_config(&[&conf, &other]);
+    env.ok(&["--config", &config, "snapshot", "--source", "cfg"]);
+    std::fs::write(other.join("data.txt"), "changed\n").unwrap();
+    std::fs::write(conf.join("app.conf"), "v3\n").unwrap();
+    env.ok(&["--config", &config, "snapshot", "--source", "cfg"]);
+    write_config(&[&conf]);
+    std::fs::write(other.join("late.txt"), "never backed up\n").unwrap();
+    let out = env.ok(&["--config", &config, "rollback", "cfg", "--force"]);
+    assert!(out.contains("M conf/app.conf"), "{out}");
+    assert!(!out.contains("other"), "{out}");
+    assert_eq!(std::fs::read_to_string(conf.join("app.conf")).unwrap(), "v1\n");
+    assert_eq!(std::fs::read_to_string(other.join("data.txt")).unwrap(), "changed\n");
+    assert!(other.join("late.txt").exists());
+    assert!(conf.join("notes.bak").exists());
+}
+
+/// Issue 9, bug 10: a forced rollback applied only the diff between the
+/// latest and the target snapshot and reported drifted files it left alone.
+#[test]
+fn issue9_bug10_forced_rollback_makes_every_file_equal_the_target() {
+    let (env, config, app) = setup();
+    std::fs::write(app.join("conf.d/b.conf"), "b\n").unwrap();
+    env.ok(&["--config", &config, "snapshot", "--source", "app"]);
+    let good = contents(&app);
+    std::fs::write(app.join("main.conf"), "version = 2\n").unwrap();
+    env.ok(&["--config", &config, "snapshot", "--source", "app"]);
+    // Drift since the latest snapshot, in files the two snapshots share.
+    std::fs::write(app.join("conf.d/a.conf"), "edited by hand\n").unwrap();
+    std::fs::remove_file(app.join("conf.d/b.conf")).unwrap();
+    std::fs::write(app.join("conf.d/new.conf"), "never backed up\n").unwrap();
+
+    let stderr = env.fails(&["--config", &config, "rollback", "app"], 14, "RESTORE_CONFLICT");
+    assert!(stderr.contains("a.conf") && stderr.contains("new.conf"), "{stderr}");
+    let out = env.ok(&["--config", &config, "--json", "rollback", "app", "--force"]);
+    assert_eq!(
+        contents(&app),
+        good,
+        "a file differs from the target after the rollback"
+    );
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mut changes: Vec<String> = report["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| format!("{} {}", c["change"].as_str().unwrap(), c["path"].as_str().unwrap()))
+        .collect();
+    changes.sort();
+    assert_eq!(
+        changes,
+        [
+            "+ app/conf.d/b.conf",
+            "- app/conf.d/new.conf",
+            "M app/conf.d/a.conf",
+            "M app/main.conf"
+        ],
+        "exactly what was changed"
+    );
+    assert_eq!(report["overridden_drift"].as_array().unwrap().len(), 3, "{report}");
+    // Nothing left to do: the live files are the target now.
+    let snapshots = env.json(&["snapshots", "--source", "app"]);
+    let first = snapshots[0]["id"].as_str().unwrap().to_owned();
+    let out = env.ok(&["--config", &config, "rollback", "app", "--force", "--to", &first[..12]]);
+    assert!(out.contains(": 0 changes"), "{out}");
+}

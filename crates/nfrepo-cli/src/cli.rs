@@ -72,6 +72,10 @@ pub enum Command {
     Cron(CronArgs),
     /// Put a file source's live files back as an earlier snapshot had them.
     Rollback(RollbackArgs),
+    /// Record that a deployment snapshot passed its checks (for `rollback --to last-good`).
+    MarkGood(MarkGoodArgs),
+    /// Run a source's health check on the live files; on failure roll back to the last good snapshot.
+    DeployCheck(DeployCheckArgs),
     /// Remove snapshots by retention policy (the data goes at the next gc).
     Forget(ForgetArgs),
     /// Reclaim the space of packs no snapshot uses (two-phase; safe while backups run).
@@ -294,12 +298,38 @@ pub struct RestoreArgs {
 pub struct RollbackArgs {
     /// The source to roll back.
     pub source: String,
-    /// The snapshot to go back to (default: the one before the latest).
+    /// The snapshot to go back to, or `last-good` for the newest one marked
+    /// good (default: the one before the latest).
     #[arg(long)]
     pub to: Option<String>,
     /// Roll back even if the live files changed since the latest snapshot.
     #[arg(long)]
     pub force: bool,
+    /// Do not run the source's health_check afterwards.
+    #[arg(long)]
+    pub no_health_check: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MarkGoodArgs {
+    /// The snapshot: an id prefix, `latest`, or `SOURCE@latest`.
+    pub snapshot: String,
+    /// What passed (recorded in the marker).
+    #[arg(long, default_value = "")]
+    pub note: String,
+    /// Remove the snapshot's good marker instead.
+    #[arg(long)]
+    pub remove: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployCheckArgs {
+    /// The source (it must have a health_check in nfrepo.toml).
+    pub source: String,
+    /// When the check passes and the live files equal the source's latest
+    /// snapshot, mark that snapshot good.
+    #[arg(long)]
+    pub mark_good: bool,
 }
 
 #[derive(Debug, Args)]

@@ -4,10 +4,12 @@
 mod browse;
 mod check;
 mod cron;
+mod deploy_check;
 mod forget;
 pub(crate) mod gc;
 mod init;
 mod key;
+mod mark_good;
 mod protect;
 mod repair;
 mod restore;
@@ -35,6 +37,8 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
         Command::Restore(args) => restore::run(global, args).await,
         Command::Cron(args) => cron::run(global, args),
         Command::Rollback(args) => rollback::run(global, args).await,
+        Command::MarkGood(args) => mark_good::run(global, args).await,
+        Command::DeployCheck(args) => deploy_check::run(global, args).await,
         Command::Forget(args) => forget::run(global, args).await,
         Command::Gc(args) => gc::run(global, args).await,
         Command::Protect(args) => protect::protect(global, args).await,

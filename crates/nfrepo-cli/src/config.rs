@@ -10,7 +10,7 @@
 //! password_file = "/etc/nfrepo/repo.pass"      # or password_env = "NFREPO_PASSWORD"
 //!
 //! [sources.mysql-main]
-//! kind = "mysql"                                # mysql, postgres, redis, files, config, logs
+//! kind = "mysql"                                # mysql, postgres, redis, bucket, files, config, logs, artifact, analytics
 //! connection = "mysql://backup@db1:3306"        # no database: every database
 //! password_env = "MYSQL_BACKUP_PASSWORD"        # or password_file
 //! env = "prod"
@@ -23,6 +23,17 @@
 //! [retention.db-incremental]                   # a class for `nfrepo forget` (else a built-in one)
 //! keep-within = "7d"
 //! keep-daily = 30
+//!
+//! [sources.web-release]
+//! kind = "artifact"                             # a build directory (or file) per release
+//! paths = ["/srv/web/current"]
+//! health_check = "curl -fsS http://127.0.0.1:8080/health"   # after a rollback / deploy-check
+//! health_timeout = 60                           # seconds (default 60)
+//!
+//! [sources.metrics]
+//! kind = "analytics"                            # aggregated-metrics exports, retention "analytics"
+//! command = ["/usr/local/bin/export-metrics", "--daily"]    # or connection = "s3://…", or paths
+//! output = "metrics.csv"                        # the name the command's output is stored under
 //! ```
 //!
 //! Secrets never live in the file itself: passwords come from an
@@ -80,6 +91,11 @@ pub enum SourceKind {
     Files,
     Config,
     Logs,
+    /// Deployment artifacts: a build directory or file per release, with
+    /// `mark-good`, `rollback --to last-good` and a health check.
+    Artifact,
+    /// Analytics exports: a command's output, a bucket prefix or files.
+    Analytics,
 }
 
 impl SourceKind {
@@ -92,6 +108,22 @@ impl SourceKind {
             Self::Files => "files",
             Self::Config => "config",
             Self::Logs => "logs",
+            Self::Artifact => "artifact",
+            Self::Analytics => "analytics",
+        }
+    }
+
+    /// Kinds whose snapshots are live file trees that `rollback` can put back.
+    pub const fn is_file_tree(self) -> bool {
+        matches!(self, Self::Files | Self::Config | Self::Logs | Self::Artifact)
+    }
+
+    /// The retention class a source of this kind follows when it names none.
+    pub const fn default_retention(self) -> Option<&'static str> {
+        match self {
+            Self::Artifact => Some("files"),
+            Self::Analytics => Some("analytics"),
+            _ => None,
         }
     }
 
@@ -152,6 +184,32 @@ pub struct SourceConfig {
     pub pre_hook: Option<String>,
     /// Shell command run after the backup, whatever happened.
     pub post_hook: Option<String>,
+    /// File kinds: shell command run after a rollback (and by
+    /// `deploy-check`); failing or outliving `health_timeout`, it triggers an
+    /// automatic rollback to the previous good snapshot.
+    pub health_check: Option<String>,
+    /// Seconds the health check may take (default 60).
+    pub health_timeout: Option<u64>,
+    /// Analytics: the export command (program and arguments, no shell);
+    /// its standard output is stored, and a failed command commits nothing.
+    pub command: Option<Vec<String>>,
+    /// Analytics: the name the command's output is stored under (default `<source>.out`).
+    pub output: Option<String>,
+}
+
+/// How long a health check may take when `health_timeout` is not set.
+pub const DEFAULT_HEALTH_TIMEOUT_SECS: u64 = 60;
+
+impl SourceConfig {
+    /// The retention class: the configured one, else the kind's default.
+    pub fn retention_class(&self) -> Option<&str> {
+        self.retention.as_deref().or(self.kind.default_retention())
+    }
+
+    /// The health check's time limit.
+    pub fn health_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.health_timeout.unwrap_or(DEFAULT_HEALTH_TIMEOUT_SECS))
+    }
 }
 
 fn invalid(message: impl Into<String>) -> Failure {
@@ -258,6 +316,8 @@ fn validate_source(name: &str, source: &SourceConfig) -> Result<(), String> {
         if !source.paths.is_empty() || !source.include.is_empty() || !source.exclude.is_empty() {
             return Err("paths, include and exclude are for file kinds".into());
         }
+    } else if source.kind == SourceKind::Analytics {
+        validate_analytics(source)?;
     } else if source.kind == SourceKind::Bucket {
         let connection = source
             .connection
@@ -285,8 +345,18 @@ fn validate_source(name: &str, source: &SourceConfig) -> Result<(), String> {
             return Err("connection and databases are for database kinds".into());
         }
     }
-    if source.kind != SourceKind::Bucket && (source.access_key_env.is_some() || source.secret_key_env.is_some()) {
+    let bucket_like = source.kind == SourceKind::Bucket || source.kind == SourceKind::Analytics;
+    if !bucket_like && (source.access_key_env.is_some() || source.secret_key_env.is_some()) {
         return Err("access_key_env and secret_key_env are for kind bucket".into());
+    }
+    if (source.command.is_some() || source.output.is_some()) && source.kind != SourceKind::Analytics {
+        return Err("command and output are for kind analytics".into());
+    }
+    if (source.health_check.is_some() || source.health_timeout.is_some()) && !source.kind.is_file_tree() {
+        return Err("health_check and health_timeout are for file kinds (files, config, logs, artifact)".into());
+    }
+    if source.health_timeout == Some(0) {
+        return Err("health_timeout must be at least 1 second".into());
     }
     if source.aof_dir.is_some() && source.kind != SourceKind::Redis {
         return Err("aof_dir is for kind redis".into());
@@ -302,6 +372,42 @@ fn validate_source(name: &str, source: &SourceConfig) -> Result<(), String> {
     }
     if let Some(schedule) = &source.schedule {
         check_schedule(schedule)?;
+    }
+    Ok(())
+}
+
+/// An analytics source reads exactly one of: a command, a bucket prefix, paths.
+fn validate_analytics(source: &SourceConfig) -> Result<(), String> {
+    let inputs = [
+        source.command.is_some(),
+        source.connection.is_some(),
+        !source.paths.is_empty(),
+    ];
+    if inputs.iter().filter(|given| **given).count() != 1 {
+        return Err("kind analytics needs exactly one of command, connection (s3://bucket/prefix) or paths".into());
+    }
+    if let Some(argv) = &source.command
+        && argv.first().is_none_or(String::is_empty)
+    {
+        return Err("command needs a program".into());
+    }
+    if source.output.is_some() && source.command.is_none() {
+        return Err("output names a command's output; give command".into());
+    }
+    if let Some(connection) = &source.connection {
+        match nfrepo_store::StoreUrl::parse(connection) {
+            Ok(nfrepo_store::StoreUrl::S3 { .. }) => {}
+            _ => return Err("kind analytics reads a bucket through an s3:// connection".into()),
+        }
+        if source.access_key_env.is_some() != source.secret_key_env.is_some() {
+            return Err("give both access_key_env and secret_key_env, or neither".into());
+        }
+    }
+    if !source.databases.is_empty() {
+        return Err("databases are for database kinds".into());
+    }
+    if source.command.is_some() && (!source.include.is_empty() || !source.exclude.is_empty()) {
+        return Err("include and exclude are for paths".into());
     }
     Ok(())
 }
@@ -375,6 +481,42 @@ pub fn check_schedule(schedule: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Refuses `snapshot --source NAME PATH…` when `NAME` is a configured
+/// source backing up other paths (issue 9, bug 9): filed under the source,
+/// such a snapshot would make `rollback NAME` treat paths the source does
+/// not name as its own. The same paths as configured are accepted.
+///
+/// # Errors
+/// A usage failure (exit 2) naming both sets of paths; configuration errors.
+pub fn check_command_line_paths(explicit: Option<&Path>, name: &str, paths: &[PathBuf]) -> Result<(), Failure> {
+    let Some(config) = load(explicit)? else {
+        return Ok(());
+    };
+    let Some(source) = config.sources.get(name) else {
+        return Ok(());
+    };
+    let normal = |paths: &[PathBuf]| -> std::collections::BTreeSet<PathBuf> {
+        paths
+            .iter()
+            .map(|p| {
+                std::path::absolute(p)
+                    .unwrap_or_else(|_| p.clone())
+                    .components()
+                    .collect()
+            })
+            .collect()
+    };
+    if normal(&source.paths) == normal(paths) {
+        return Ok(());
+    }
+    let configured: Vec<String> = source.paths.iter().map(|p| p.display().to_string()).collect();
+    Err(Failure::usage(format!(
+        "source {name} is configured with paths [{}] in {}; paths given on the command line differ          (run `snapshot --source {name}` without paths, or choose another source name)",
+        configured.join(", "),
+        config.path.display()
+    )))
 }
 
 impl Config {

@@ -4,7 +4,6 @@ use nfrepo_engine::{ErrorClass, ErrorCode, Operation};
 
 /// Exit code of a snapshot committed with skipped entries.
 pub const EXIT_PARTIAL: i32 = 3;
-
 /// Exit code of a usage error (clap's too).
 pub const EXIT_USAGE: i32 = 2;
 

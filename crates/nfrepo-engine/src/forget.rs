@@ -9,6 +9,10 @@
 //! `format-spec/protect.md`); every snapshot with a marker is kept, whatever
 //! the policy. A marker that does not open is treated as protecting its
 //! snapshot (and logged): forgetting too little is recoverable, too much is not.
+//!
+//! The newest snapshot of each group with a good marker (`mark-good`, see
+//! [`crate::GoodMarkers`]) is kept too, so `rollback --to last-good` always
+//! has a target; a forgotten snapshot's good marker is deleted after it.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -97,6 +101,7 @@ impl Repository {
             }
         }
         let protected = self.protected_snapshots().await?;
+        let good = self.good_markers().await?;
         let mut groups: BTreeMap<(String, String), Vec<SnapshotEntry>> = BTreeMap::new();
         for entry in self.snapshots().await? {
             if options.source.as_ref().is_some_and(|s| *s != entry.snapshot.source) {
@@ -125,10 +130,14 @@ impl Repository {
                 }
                 None => vec![vec![KeepReason::NoPolicy]; entries.len()],
             };
+            let last_good = good.newest(&entries).map(|e| e.id);
             let decisions = entries
                 .into_iter()
                 .zip(decided)
                 .map(|(entry, mut reasons)| {
+                    if Some(entry.id) == last_good || good.damaged.contains(&entry.id) {
+                        reasons.insert(0, KeepReason::LastGood);
+                    }
                     if protected.contains(&entry.id) {
                         reasons.insert(0, KeepReason::Protected);
                     }
@@ -139,6 +148,7 @@ impl Repository {
         }
         if !options.dry_run {
             let doomed: Vec<SnapshotId> = report.removed().map(|d| d.entry.id).collect();
+            let good = &good;
             stream::iter(doomed)
                 .map(|id| async move {
                     // A `protect` that ran after the markers were listed still wins.
@@ -150,9 +160,17 @@ impl Repository {
                         Err(e) if e.kind() == ErrorKind::NotFound => {}
                         Err(e) => return Err(Error::store(e)),
                     }
+                    // So does a `mark-good` (it may have made this the newest good one).
+                    if !good.good.contains_key(&id) && self.has_good_marker(&id).await? {
+                        tracing::info!(snapshot = %id, "marked good meanwhile; kept");
+                        return Ok(());
+                    }
                     let key = objects::key::<Snapshot>(&id)?;
                     self.store().delete(&key).await.map_err(Error::store)?;
                     tracing::info!(snapshot = %id, "snapshot forgotten");
+                    if self.remove_good_marker(&id).await? {
+                        tracing::info!(snapshot = %id, "its good marker removed");
+                    }
                     Ok::<_, Error>(())
                 })
                 .buffer_unordered(8)

@@ -457,6 +457,9 @@ pub enum KeepReason {
     Forever,
     /// A protection marker.
     Protected,
+    /// The newest snapshot of its source marked good (`mark-good`), the
+    /// target of `rollback --to last-good`.
+    LastGood,
     /// No policy applies to the snapshot's source, so it is left alone.
     NoPolicy,
 }
@@ -471,6 +474,7 @@ impl fmt::Display for KeepReason {
             Self::Tag(tag) => write!(f, "tag {tag}"),
             Self::Forever => f.write_str("forever"),
             Self::Protected => f.write_str("protected"),
+            Self::LastGood => f.write_str("last good"),
             Self::NoPolicy => f.write_str("no policy"),
         }
     }

@@ -32,6 +32,8 @@ pub const SESSION_MAGIC: [u8; 4] = *b"NFRB";
 pub const LEASE_MAGIC: [u8; 4] = *b"NFRQ";
 /// Magic of a snapshot protection marker.
 pub const PROTECT_MAGIC: [u8; 4] = *b"NFRX";
+/// Magic of a good marker (a deployment snapshot that passed its checks).
+pub const GOOD_MAGIC: [u8; 4] = *b"NFRM";
 
 /// The format version this crate writes and reads.
 pub const FORMAT_VERSION: u8 = 1;

@@ -37,6 +37,7 @@ mod content;
 mod envelope;
 mod error;
 mod gc_plan;
+mod good;
 mod id;
 mod index;
 mod key;
@@ -58,6 +59,7 @@ pub use content::{
 pub use envelope::FORMAT_VERSION;
 pub use error::{Error, Result};
 pub use gc_plan::{GcPlan, PlanReason, PlannedPack};
+pub use good::GoodMarker;
 pub use id::{BlobId, IndexId, KeyId, PackId, RepoId, SnapshotId, content_hash};
 pub use index::{IndexDelta, IndexedPack};
 pub use key::{KdfParams, KeySlot, MasterKey, RepoKeys};

@@ -109,6 +109,8 @@ pub enum SealedKind {
     Lease = 11,
     /// A snapshot protection marker body.
     ProtectMarker = 12,
+    /// A good marker body (a deployment snapshot that passed its checks).
+    GoodMarker = 13,
 }
 
 /// Associated data for one sealed message: its kind and, for blobs, its id.

@@ -1,5 +1,5 @@
 //! Test vectors for the maintenance objects: GC plans, session markers,
-//! leases and protect markers (`format-spec/vectors/maintenance.json`).
+//! leases, protect markers and good markers (`format-spec/vectors/maintenance.json`).
 //!
 //! Each vector is sealed with the fixed nonce `40 41 .. 57`, so the bytes
 //! are reproducible. The check rebuilds every object from the spec by hand
@@ -20,7 +20,7 @@
 use std::path::PathBuf;
 
 use nfrepo_format::{
-    Aad, BlobId, Cipher, GcPlan, Lease, MasterKey, PackId, PackKind, PlanReason, PlannedPack, ProcessStart,
+    Aad, BlobId, Cipher, GcPlan, GoodMarker, Lease, MasterKey, PackId, PackKind, PlanReason, PlannedPack, ProcessStart,
     ProtectMarker, RepoId, SealedKind, Sealer, SessionMarker, SnapshotId,
 };
 use serde::{Deserialize, Serialize};
@@ -141,6 +141,16 @@ fn protect_marker() -> ProtectMarker {
     }
 }
 
+fn good_marker() -> GoodMarker {
+    GoodMarker {
+        snapshot: SnapshotId([0x77; 32]),
+        source: "web-release".into(),
+        created_ns: 1_764_000_000_000_000_000,
+        by: "deploy@ci".into(),
+        note: "smoke tests passed".into(),
+    }
+}
+
 /// (object, magic, AAD kind code written out from the spec, postcard body)
 fn fixtures() -> Vec<(&'static str, &'static [u8; 4], u8, Vec<u8>)> {
     vec![
@@ -164,6 +174,12 @@ fn fixtures() -> Vec<(&'static str, &'static [u8; 4], u8, Vec<u8>)> {
             12,
             postcard::to_allocvec(&protect_marker()).unwrap(),
         ),
+        (
+            "good_marker",
+            b"NFRM",
+            13,
+            postcard::to_allocvec(&good_marker()).unwrap(),
+        ),
     ]
 }
 
@@ -173,6 +189,7 @@ fn kind_of(code: u8) -> SealedKind {
         10 => SealedKind::SessionMarker,
         11 => SealedKind::Lease,
         12 => SealedKind::ProtectMarker,
+        13 => SealedKind::GoodMarker,
         other => panic!("no sealed kind {other}"),
     }
 }
@@ -243,6 +260,10 @@ fn maintenance_objects_match_the_vectors() {
                 ProtectMarker::decode(&SnapshotId([0x66; 32]), &bytes, &sealer, &repo()).unwrap(),
                 protect_marker()
             ),
+            "good_marker" => assert_eq!(
+                GoodMarker::decode(&SnapshotId([0x77; 32]), &bytes, &sealer, &repo()).unwrap(),
+                good_marker()
+            ),
             other => panic!("unknown object {other}"),
         }
     }
@@ -257,8 +278,8 @@ fn generate() {
     );
     let vectors = Vectors {
         about: "GC plans, session markers (current, and session_marker_v1 as builds before `process` wrote \
-                them), leases and protect markers sealed with the fixed nonce 40 41 .. 57 under the vectors' \
-                master key and repository id; see format-spec/gc.md and protect.md"
+                them), leases, protect and good markers sealed with the fixed nonce 40 41 .. 57 under the \
+                vectors' master key and repository id; see format-spec/gc.md, protect.md and good.md"
             .into(),
         objects: expected(),
     };

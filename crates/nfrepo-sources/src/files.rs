@@ -106,14 +106,14 @@ impl Patterns {
     }
 }
 
-struct Filter {
+pub(crate) struct Filter {
     include: Option<Patterns>,
     exclude: Option<Patterns>,
     exclude_caches: bool,
 }
 
 impl Filter {
-    fn new(options: &FilesOptions) -> Result<Self> {
+    pub(crate) fn new(options: &FilesOptions) -> Result<Self> {
         Ok(Self {
             include: Patterns::new(&options.include)?,
             exclude: Patterns::new(&options.exclude)?,
@@ -121,7 +121,7 @@ impl Filter {
         })
     }
 
-    fn keeps(&self, path: &Path, is_dir: bool) -> bool {
+    pub(crate) fn keeps(&self, path: &Path, is_dir: bool) -> bool {
         let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         if self.exclude.as_ref().is_some_and(|set| set.is_match(&absolute)) {
             return false;

@@ -1,287 +1,321 @@
-//! Rolling a file source (configs, deployment artifacts) back to an earlier snapshot, in place.
+//! Rolling a file source (configs, deployment artifacts) back to an earlier
+//! snapshot, in place.
 //!
-//! A rollback first checks that the live files still match the source's
-//! latest snapshot: if someone edited them since, rolling back would
-//! silently discard that edit, so it is refused ([`Error::LiveFilesChanged`],
-//! `RESTORE_CONFLICT`) unless forced. It then applies only the differences
-//! between the latest and the chosen snapshot, in two phases:
+//! A rollback works inside a [`RollbackScope`]: the source's paths and
+//! include/exclude rules as configured now. A path outside it (excluded,
+//! or not named by the source) is never read, moved or deleted, whatever
+//! the snapshots hold.
 //!
-//! 1. **Stage**: every entry to bring back is restored (verified) into a
-//!    staging directory beside the live tree, on the same file system. A
-//!    failure here has touched nothing live.
-//! 2. **Swap**: each live entry is renamed into the staging directory and the
-//!    staged one renamed into its place, with every step journaled. If any
-//!    rename fails, the journal is undone in reverse and the files are left
-//!    as they were ([`Error::RollbackFailed`], `ROLLBACK_FAILED`).
+//! 1. **Check**: the live entries in scope are compared with the source's
+//!    latest snapshot. If someone edited, added or removed a file since,
+//!    rolling back would discard that edit, so it is refused
+//!    ([`Error::LiveFilesChanged`], `RESTORE_CONFLICT`) unless forced.
+//! 2. **Plan**: the live entries are compared with the target snapshot:
+//!    every entry that differs is replaced, every entry the target lacks is
+//!    removed, every missing one created. Drifted files are included, not
+//!    only the differences between the two snapshots.
+//! 3. **Stage**: the target's entries are restored (each file's size and
+//!    BLAKE3 verified while it is read, then re-read from disk and
+//!    verified again) into a staging directory beside each top-level path,
+//!    on the same file system. A failure here has touched nothing live.
+//! 4. **Swap**: live entries are renamed aside and staged ones into place,
+//!    every step journaled.
+//! 5. **Prove**: the live entries are compared with the target once more
+//!    (size and BLAKE3 of every file). If a swap step failed or the result
+//!    differs, the journal is undone in reverse and the files are left as
+//!    they were ([`Error::RollbackFailed`], `ROLLBACK_FAILED`).
 //!
-//! Files the snapshots never held (excluded ones, for instance) are not
-//! touched. Directory metadata changes alone are not rolled back.
+//! Directory metadata changes alone are not rolled back.
+
+mod state;
+mod swap;
 
 use std::collections::BTreeMap;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use nfrepo_engine::{Change, ChangeKind, Reader, SnapshotEntry};
-use nfrepo_format::NodeKind;
+use nfrepo_engine::{ChangeKind, Reader, SnapshotEntry};
 
+pub use self::state::RollbackScope;
+use self::state::{Comparer, Wanted, differences, live_state, snapshot_state};
+use self::swap::{Plan, Step, apply, plan, undo};
 use crate::{Error, RestoreOptions, Result};
+
+/// One live entry a rollback changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RolledBack {
+    /// `Added` (created), `Removed` or `Modified` (replaced).
+    pub kind: ChangeKind,
+    /// The path as in the snapshots: `<top-level name>/<rest>`.
+    pub path: String,
+    /// The live path.
+    pub live: PathBuf,
+    /// Whether the entry is (or was) a directory.
+    pub is_dir: bool,
+}
 
 /// What a rollback did (or, refused, would have done).
 #[derive(Clone, Debug, Default)]
 pub struct RollbackReport {
-    /// The differences applied, from the latest snapshot to the chosen one.
-    pub changes: Vec<Change>,
-    /// Live entries that no longer matched the latest snapshot (overridden with `force`).
-    pub drift: Vec<String>,
+    /// Every live entry changed, in path order: after a successful rollback
+    /// the live entries in scope equal the target snapshot's.
+    pub changes: Vec<RolledBack>,
+    /// Live entries that differed from the latest snapshot (overridden with `force`).
+    pub drift: Vec<PathBuf>,
+    /// Directories the target does not hold, left in place because they
+    /// hold entries outside the source.
+    pub kept: Vec<PathBuf>,
 }
 
-/// Maps the root entries of a snapshot to the absolute paths they were backed up from.
-fn roots(snapshot: &SnapshotEntry) -> BTreeMap<String, PathBuf> {
-    snapshot
-        .snapshot
-        .paths
-        .iter()
-        .filter_map(|p| {
-            let path = PathBuf::from(p);
-            let name = path.file_name()?.to_string_lossy().into_owned();
-            Some((name, path))
-        })
-        .collect()
-}
-
-fn live_path(roots: &BTreeMap<String, PathBuf>, snapshot_path: &str) -> Option<PathBuf> {
-    let (top, rest) = snapshot_path.split_once('/').unwrap_or((snapshot_path, ""));
-    let base = roots.get(top)?;
-    Some(if rest.is_empty() { base.clone() } else { base.join(rest) })
-}
-
-/// Entries of `latest` whose live copy differs (content, type, or gone).
-async fn drift(reader: &Reader, latest: &SnapshotEntry, roots: &BTreeMap<String, PathBuf>) -> Result<Vec<String>> {
-    let mut entries = Vec::new();
-    reader
-        .walk(&latest.snapshot.root, b"", true, |entry| {
-            entries.push(entry);
-            Ok(())
-        })
-        .await?;
-    let mut drift = Vec::new();
-    for entry in entries {
-        let rel = entry.path_lossy();
-        let Some(live) = live_path(roots, &rel) else { continue };
-        let stat = std::fs::symlink_metadata(&live);
-        let matches = match (&entry.node.kind, &stat) {
-            (_, Err(_)) => false,
-            (NodeKind::Dir { .. }, Ok(s)) => s.is_dir(),
-            (NodeKind::Symlink { target }, Ok(s)) => {
-                s.file_type().is_symlink()
-                    && std::fs::read_link(&live).is_ok_and(|t| t.as_os_str().as_bytes() == target.as_slice())
-            }
-            (NodeKind::File { size, blake3, .. }, Ok(s)) => {
-                s.is_file() && s.len() == *size && file_blake3(&live).is_ok_and(|h| h == *blake3)
-            }
-            (_, Ok(_)) => true,
-        };
-        if !matches {
-            drift.push(live.display().to_string());
-        }
-    }
-    Ok(drift)
-}
-
-fn file_blake3(path: &Path) -> std::io::Result<[u8; 32]> {
-    let mut hasher = blake3::Hasher::new();
-    hasher.update_reader(std::fs::File::open(path)?)?;
-    Ok(*hasher.finalize().as_bytes())
-}
-
-/// One step of the swap phase, for undoing it.
-enum Step {
-    /// The live entry was moved aside to `.1`.
-    MovedAside(PathBuf, PathBuf),
-    /// A staged entry was put in place at `.0`.
-    Placed(PathBuf),
-}
-
-/// Rolls the live files of `latest`'s source back to `target`.
+/// Rolls the live files of a source back to `target`.
+///
+/// `latest` is the source's newest snapshot, the state the live files are
+/// expected to be in; `scope` is the source as configured now.
 ///
 /// # Errors
 /// [`Error::LiveFilesChanged`] if live files differ from `latest` and
-/// `force` is off (nothing changed); [`Error::RollbackFailed`] if staging or
-/// swapping failed (live files as they were); engine errors reading the
-/// snapshots.
+/// `force` is off (nothing changed); [`Error::RollbackFailed`] if the target
+/// does not hold one of the scope's paths, or staging, swapping or the
+/// final comparison failed (live files as they were); engine errors reading
+/// the snapshots.
 pub async fn rollback(
     reader: &Reader,
     latest: &SnapshotEntry,
     target: &SnapshotEntry,
+    scope: &RollbackScope,
     force: bool,
 ) -> Result<RollbackReport> {
-    let mut roots_map = roots(target);
-    roots_map.extend(roots(latest));
-    let changes = reader.diff(latest, target).await?;
-    let mut drifted = drift(reader, latest, &roots_map).await?;
-    // An entry the rollback adds must not already exist live.
-    for change in changes.iter().filter(|c| c.kind == ChangeKind::Added) {
-        if let Some(live) = live_path(&roots_map, &change.path)
-            && std::fs::symlink_metadata(&live).is_ok()
-            && !drifted.contains(&live.display().to_string())
-        {
-            drifted.push(live.display().to_string());
-        }
+    let expected = snapshot_state(reader, latest, scope).await?;
+    let wanted = snapshot_state(reader, target, scope).await?;
+    if let Some(missing) = scope.roots().iter().find(|r| !wanted.roots.contains(*r)) {
+        return Err(Error::RollbackFailed(format!(
+            "snapshot {} does not hold {}, which the source names; nothing changed",
+            target.id.short(),
+            missing.display()
+        )));
     }
-    if !drifted.is_empty() && !force {
-        return Err(Error::LiveFilesChanged(drifted));
+    let want = wanted.entries;
+    let mut comparer = Comparer::default();
+    let live = live_state(scope, &[&expected.entries, &want])?;
+    let drift = differences(&live, &expected.entries, &mut comparer)?;
+    if !drift.is_empty() && !force {
+        return Err(Error::LiveFilesChanged(
+            drift.iter().map(|p| p.display().to_string()).collect(),
+        ));
     }
+    let plan = plan(&live, &want, &mut comparer)?;
     let report = RollbackReport {
-        changes: changes.clone(),
-        drift: drifted,
+        changes: changes(&plan, &live, &want, scope),
+        drift,
+        kept: plan.kept.clone(),
     };
-
-    // Entries to swap: skip directory metadata, and anything under an
-    // added or removed directory (it moves with its directory).
-    let mut work: Vec<(&Change, PathBuf)> = Vec::new();
-    let mut covered: Vec<String> = Vec::new();
-    for change in &changes {
-        if covered.iter().any(|dir| change.path.starts_with(&format!("{dir}/"))) {
-            continue;
-        }
-        if change.is_dir && change.kind == ChangeKind::Metadata {
-            continue;
-        }
-        if change.is_dir {
-            covered.push(change.path.clone());
-        }
-        let live = live_path(&roots_map, &change.path)
-            .ok_or_else(|| Error::RollbackFailed(format!("{}: no live location recorded", change.path)))?;
-        work.push((change, live));
-    }
-    if work.is_empty() {
+    if plan.is_empty() {
         return Ok(report);
     }
-    let staging = staging_dir(&work)?;
-    let result = stage_and_swap(reader, target, &work, &staging).await;
-    let _ = std::fs::remove_dir_all(&staging);
-    result.map(|()| report)
-}
-
-/// A fresh directory beside the first entry's top-level path.
-fn staging_dir(work: &[(&Change, PathBuf)]) -> Result<PathBuf> {
-    let first = work.first().map(|(_, live)| live.as_path()).unwrap_or(Path::new("/"));
-    let mut base = first;
-    while let Some(parent) = base.parent() {
-        if parent.is_dir() {
-            base = parent;
-            break;
+    let staging = Staging::create(scope, &plan)?;
+    let result = match staging.fill(reader, target, &plan).await {
+        Ok(()) => swap_and_prove(&plan, &expected.entries, &want, scope, &staging, &mut comparer),
+        Err(e) => Err(Undone::Completely(e)),
+    };
+    match result {
+        Ok(()) => staging.remove(),
+        Err(Undone::Completely(e)) => {
+            staging.remove();
+            return Err(e);
         }
-        base = parent;
+        // The staging directories hold the entries that could not be moved back.
+        Err(Undone::Partly(e)) => return Err(e),
     }
-    let dir = base.join(format!(".nfrepo-rollback-{}", std::process::id()));
-    std::fs::create_dir(&dir).map_err(|e| Error::RollbackFailed(format!("cannot create {}: {e}", dir.display())))?;
-    Ok(dir)
+    Ok(report)
 }
 
-async fn stage_and_swap(
-    reader: &Reader,
-    target: &SnapshotEntry,
-    work: &[(&Change, PathBuf)],
-    staging: &Path,
+/// The live entries in `scope` that differ from `snapshot` (changed,
+/// missing, or not in it): empty when the live files are that snapshot.
+///
+/// # Errors
+/// Engine errors reading the snapshot; [`Error::Io`] examining live files.
+pub async fn live_drift(reader: &Reader, snapshot: &SnapshotEntry, scope: &RollbackScope) -> Result<Vec<PathBuf>> {
+    let expected = snapshot_state(reader, snapshot, scope).await?;
+    let live = live_state(scope, &[&expected.entries])?;
+    differences(&live, &expected.entries, &mut Comparer::default())
+}
+
+fn changes(
+    plan: &Plan,
+    live: &BTreeMap<PathBuf, state::Live>,
+    want: &BTreeMap<PathBuf, Wanted>,
+    scope: &RollbackScope,
+) -> Vec<RolledBack> {
+    let placed: std::collections::BTreeSet<&PathBuf> = plan.place.iter().collect();
+    let removed = plan.remove.iter().filter(|p| !placed.contains(p)).map(|p| {
+        let is_dir = live.get(p).is_some_and(|l| l.shape.is_dir());
+        (ChangeKind::Removed, p, is_dir)
+    });
+    let placed = plan.place.iter().map(|p| {
+        let kind = if live.contains_key(p) {
+            ChangeKind::Modified
+        } else {
+            ChangeKind::Added
+        };
+        (kind, p, want.get(p).is_some_and(|w| w.shape.is_dir()))
+    });
+    let mut changes: Vec<RolledBack> = removed
+        .chain(placed)
+        .map(|(kind, live, is_dir)| RolledBack {
+            kind,
+            path: want
+                .get(live)
+                .map_or_else(|| scope.snapshot_path(live), |w| w.rel.clone()),
+            live: live.clone(),
+            is_dir,
+        })
+        .collect();
+    changes.sort_by(|a, b| a.live.cmp(&b.live));
+    changes
+}
+
+/// A failed rollback, and whether its undo left the files as they were.
+enum Undone {
+    Completely(Error),
+    Partly(Error),
+}
+
+/// Swaps, then proves the result equals the target; undoes everything if not.
+fn swap_and_prove(
+    plan: &Plan,
+    known: &BTreeMap<PathBuf, Wanted>,
+    want: &BTreeMap<PathBuf, Wanted>,
+    scope: &RollbackScope,
+    staging: &Staging,
+    comparer: &mut Comparer,
+) -> Result<(), Undone> {
+    let mut journal: Vec<Step> = Vec::new();
+    let aside = |live: &Path, i: usize| staging.aside(live, i);
+    let staged = |live: &Path| staging.staged(live, scope);
+    let mut outcome = apply(plan, want, &aside, &staged, &mut journal);
+    if outcome.is_ok() {
+        comparer.clear();
+        outcome = prove(scope, known, want, comparer);
+    }
+    let Err(e) = outcome else {
+        return Ok(());
+    };
+    let failures = undo(journal);
+    if failures.is_empty() {
+        return Err(Undone::Completely(Error::RollbackFailed(format!(
+            "{e}; every change was undone, the files are as they were"
+        ))));
+    }
+    let kept: Vec<String> = staging.dirs.values().map(|d| d.display().to_string()).collect();
+    Err(Undone::Partly(Error::RollbackFailed(format!(
+        "{e}; undo failed too ({}); the original entries are kept in {}",
+        failures.join("; "),
+        kept.join(", ")
+    ))))
+}
+
+/// Checks that every live entry in scope equals the target's.
+fn prove(
+    scope: &RollbackScope,
+    known: &BTreeMap<PathBuf, Wanted>,
+    want: &BTreeMap<PathBuf, Wanted>,
+    comparer: &mut Comparer,
 ) -> Result<()> {
-    // Phase 1: stage everything the target snapshot holds.
-    let mut staged: Vec<Option<PathBuf>> = Vec::with_capacity(work.len());
-    for (i, (change, _)) in work.iter().enumerate() {
-        if change.kind == ChangeKind::Removed {
-            staged.push(None);
-            continue;
+    let live = live_state(scope, &[known, want])?;
+    let differing: Vec<String> = differences(&live, want, comparer)?
+        .into_iter()
+        // A directory the target lacks but that holds outside entries stays.
+        .filter(|p| want.contains_key(p) || !live.get(p).is_some_and(|l| l.holds_outside))
+        .map(|p| p.display().to_string())
+        .collect();
+    if differing.is_empty() {
+        return Ok(());
+    }
+    Err(Error::RollbackFailed(format!(
+        "after the swap, live entries differ from the snapshot: {}",
+        differing.join(", ")
+    )))
+}
+
+/// Staging directories, one beside each top-level path that changes, so
+/// that every rename stays on one file system.
+struct Staging {
+    /// Top-level path → its staging directory.
+    dirs: BTreeMap<PathBuf, PathBuf>,
+}
+
+impl Staging {
+    fn create(scope: &RollbackScope, plan: &Plan) -> Result<Self> {
+        let mut staging = Self { dirs: BTreeMap::new() };
+        for root in scope.roots() {
+            let touched = plan.remove.iter().chain(&plan.place).any(|p| p.starts_with(root));
+            if !touched {
+                continue;
+            }
+            let parent = root.parent().unwrap_or(Path::new("/"));
+            let name = root
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let dir = parent.join(format!(".nfrepo-rollback-{}-{name}", std::process::id()));
+            if let Err(e) = std::fs::create_dir(&dir) {
+                staging.remove();
+                return Err(Error::RollbackFailed(format!(
+                    "cannot create {}: {e}; nothing changed",
+                    dir.display()
+                )));
+            }
+            staging.dirs.insert(root.clone(), dir);
         }
-        let slot = staging.join(format!("new-{i}"));
+        Ok(staging)
+    }
+
+    fn root_of(&self, live: &Path) -> Result<(&Path, &Path)> {
+        self.dirs
+            .iter()
+            .filter(|(root, _)| live.starts_with(root))
+            .max_by_key(|(root, _)| root.components().count())
+            .map(|(root, dir)| (root.as_path(), dir.as_path()))
+            .ok_or_else(|| Error::RollbackFailed(format!("{}: no staging directory", live.display())))
+    }
+
+    /// Restores the target's top-level entries that have something to put in place.
+    async fn fill(&self, reader: &Reader, target: &SnapshotEntry, plan: &Plan) -> Result<()> {
         let options = RestoreOptions {
             verify: true,
             ..RestoreOptions::default()
         };
-        crate::restore(reader, target, &change.path, &slot, &options)
-            .await
-            .map_err(|e| Error::RollbackFailed(format!("staging {} failed, nothing changed: {e}", change.path)))?;
-        let name = change.path.rsplit('/').next().unwrap_or(&change.path);
-        staged.push(Some(slot.join(name)));
-    }
-    // Phase 2: swap, journaled.
-    let mut journal: Vec<Step> = Vec::new();
-    for (i, ((_, live), new)) in work.iter().zip(&staged).enumerate() {
-        let step = swap_one(live, new.as_deref(), &staging.join(format!("old-{i}")), &mut journal);
-        if let Err(e) = step {
-            let undo = undo(journal);
-            let state = if undo.is_empty() {
-                "files left as they were".to_owned()
-            } else {
-                format!("undo failed too: {}", undo.join("; "))
-            };
-            return Err(Error::RollbackFailed(format!("{}: {e}; {state}", live.display())));
+        for (root, dir) in &self.dirs {
+            if !plan.place.iter().any(|p| p.starts_with(root)) {
+                continue;
+            }
+            let name = root
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or("root".into());
+            crate::restore(reader, target, &name, &dir.join("new"), &options)
+                .await
+                .map_err(|e| Error::RollbackFailed(format!("staging {name} failed, nothing changed: {e}")))?;
         }
+        Ok(())
     }
-    Ok(())
-}
 
-fn swap_one(live: &Path, new: Option<&Path>, aside: &Path, journal: &mut Vec<Step>) -> std::io::Result<()> {
-    if std::fs::symlink_metadata(live).is_ok() {
-        std::fs::rename(live, aside)?;
-        journal.push(Step::MovedAside(live.to_path_buf(), aside.to_path_buf()));
+    fn staged(&self, live: &Path, scope: &RollbackScope) -> Result<PathBuf> {
+        let (_, dir) = self.root_of(live)?;
+        Ok(dir.join("new").join(scope.snapshot_path(live)))
     }
-    if let Some(new) = new {
-        if let Some(parent) = live.parent() {
-            std::fs::create_dir_all(parent)?;
+
+    fn aside(&self, live: &Path, i: usize) -> Result<PathBuf> {
+        let (_, dir) = self.root_of(live)?;
+        Ok(dir.join(format!("old-{i}")))
+    }
+
+    /// Removes the staging directories (with the entries moved aside: the
+    /// rollback succeeded, or they were moved back).
+    fn remove(&self) {
+        for dir in self.dirs.values() {
+            if let Err(e) = std::fs::remove_dir_all(dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not remove a rollback staging directory");
+            }
         }
-        std::fs::rename(new, live)?;
-        journal.push(Step::Placed(live.to_path_buf()));
-    }
-    Ok(())
-}
-
-/// Reverses the journal; returns what could not be undone.
-fn undo(journal: Vec<Step>) -> Vec<String> {
-    let mut failures = Vec::new();
-    for step in journal.into_iter().rev() {
-        let result = match &step {
-            Step::Placed(live) => match std::fs::symlink_metadata(live) {
-                Ok(m) if m.is_dir() => std::fs::remove_dir_all(live),
-                Ok(_) => std::fs::remove_file(live),
-                Err(e) => Err(e),
-            },
-            Step::MovedAside(live, aside) => std::fs::rename(aside, live),
-        };
-        if let Err(e) = result {
-            let path = match &step {
-                Step::Placed(p) | Step::MovedAside(p, _) => p.display().to_string(),
-            };
-            failures.push(format!("{path}: {e}"));
-        }
-    }
-    failures
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
-    use super::{swap_one, undo};
-
-    #[test]
-    fn undo_puts_every_swapped_entry_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = |name: &str| dir.path().join(name);
-        std::fs::write(path("a"), "live a").unwrap();
-        std::fs::write(path("new-a"), "staged a").unwrap();
-        std::fs::write(path("b"), "live b").unwrap();
-        std::fs::write(path("new-c"), "staged c").unwrap();
-        let mut journal = Vec::new();
-        swap_one(&path("a"), Some(&path("new-a")), &path("old-a"), &mut journal).unwrap();
-        swap_one(&path("b"), None, &path("old-b"), &mut journal).unwrap();
-        swap_one(&path("c"), Some(&path("new-c")), &path("old-c"), &mut journal).unwrap();
-        assert_eq!(std::fs::read_to_string(path("a")).unwrap(), "staged a");
-        assert!(!path("b").exists());
-        // A later swap fails (its staged entry is missing)...
-        assert!(swap_one(&path("d"), Some(&path("new-missing")), &path("old-d"), &mut journal).is_err());
-        // ...and undoing the journal restores the live state exactly.
-        assert!(undo(journal).is_empty());
-        assert_eq!(std::fs::read_to_string(path("a")).unwrap(), "live a");
-        assert_eq!(std::fs::read_to_string(path("b")).unwrap(), "live b");
-        assert!(!path("c").exists());
     }
 }

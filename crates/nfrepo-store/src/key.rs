@@ -34,9 +34,11 @@ pub enum ObjectKind {
     Audit,
     /// Snapshot protection markers, `protect/<snapshot id>`.
     Protect,
+    /// Good markers (deployments that passed their checks), `good/<snapshot id>`.
+    Good,
 }
 
-const ALL_KINDS: [ObjectKind; 11] = [
+const ALL_KINDS: [ObjectKind; 12] = [
     ObjectKind::Config,
     ObjectKind::Key,
     ObjectKind::Data,
@@ -48,6 +50,7 @@ const ALL_KINDS: [ObjectKind; 11] = [
     ObjectKind::Lease,
     ObjectKind::Audit,
     ObjectKind::Protect,
+    ObjectKind::Good,
 ];
 
 impl ObjectKind {
@@ -70,6 +73,7 @@ impl ObjectKind {
             ObjectKind::Lease => "lease",
             ObjectKind::Audit => "audit",
             ObjectKind::Protect => "protect",
+            ObjectKind::Good => "good",
         }
     }
 
@@ -234,6 +238,7 @@ mod tests {
             (ObjectKind::Audit, "00000001-ab", "audit/00000001-ab"),
             (ObjectKind::Config, "config", "config"),
             (ObjectKind::Protect, "ab", "protect/ab"),
+            (ObjectKind::Good, "ab", "good/ab"),
         ];
         for (kind, name, path) in cases {
             let key = ObjectKey::new(kind, name).unwrap();

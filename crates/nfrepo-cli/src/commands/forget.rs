@@ -55,7 +55,9 @@ fn configured_policies(global: &GlobalArgs) -> Result<BTreeMap<String, Retention
     };
     let mut policies = BTreeMap::new();
     for (source, settings) in &config.sources {
-        let Some(class) = &settings.retention else { continue };
+        let Some(class) = settings.retention_class() else {
+            continue;
+        };
         let policy = match config.retention.get(class) {
             Some(policy) => policy.clone(),
             None => RetentionPolicy::class(class).map_err(|e| {

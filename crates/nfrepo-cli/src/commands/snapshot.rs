@@ -138,6 +138,9 @@ pub async fn run(global: &GlobalArgs, args: SnapshotArgs) -> Result<i32, Failure
     if args.all || (args.paths.is_empty() && !args.stdin && !args.command) {
         return crate::commands::source::run(global, &args).await;
     }
+    if let (false, false, Some(name)) = (args.stdin, args.command, &args.source) {
+        crate::config::check_command_line_paths(global.config.as_deref(), name, &args.paths)?;
+    }
     let tags = parse_tags(&args.tags)?;
     let kind = configured_stream_kind(global, &args)?;
     let files_options = files_options(&args).await?;

@@ -8,7 +8,9 @@
 //! and the others still run, and the exit code says that some failed.
 
 use nfrepo_engine::{ErrorCode, Operation};
-use nfrepo_sources::{BucketSource, Connection, DumpSource, FilesOptions, FilesSource, RunOptions, Source};
+use nfrepo_sources::{
+    BucketSource, CommandSource, Connection, DumpSource, FilesOptions, FilesSource, RunOptions, Source,
+};
 
 use crate::cli::{GlobalArgs, SnapshotArgs};
 use crate::commands::snapshot::{parse_tags, report, retry_counter};
@@ -141,21 +143,13 @@ async fn run_hook(source: &str, which: &'static str, command: &str) -> Result<()
     } else {
         "POST_HOOK_FAILED"
     };
-    let status = nfrepo_sources::async_command("sh", &[])
-        .arg("-c")
-        .arg(command)
-        .env("NFREPO_SOURCE", source)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::io::stderr())
-        .status()
-        .await
-        .map_err(|e| {
-            Failure::new(
-                ErrorCode::BackupFailed,
-                Some(detail),
-                format!("{which} could not start: {e}"),
-            )
-        })?;
+    let status = hook_command(source, command).status().await.map_err(|e| {
+        Failure::new(
+            ErrorCode::BackupFailed,
+            Some(detail),
+            format!("{which} could not start: {e}"),
+        )
+    })?;
     if status.success() {
         return Ok(());
     }
@@ -168,6 +162,20 @@ async fn run_hook(source: &str, which: &'static str, command: &str) -> Result<()
         Some(detail),
         format!("{which} of source {source} {how}"),
     ))
+}
+
+/// `sh -c COMMAND` as hooks and health checks run it: `NFREPO_SOURCE` set,
+/// nfrepo's secrets removed from its environment, no stdin, its output on
+/// stderr (stdout is for results).
+pub fn hook_command(source: &str, command: &str) -> tokio::process::Command {
+    let mut child = nfrepo_sources::async_command("sh", &[]);
+    child
+        .arg("-c")
+        .arg(command)
+        .env("NFREPO_SOURCE", source)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::io::stderr());
+    child
 }
 
 fn connection(source: &SourceConfig) -> Result<Connection, Failure> {
@@ -207,7 +215,8 @@ fn source_of(source: &SourceConfig) -> Result<Box<dyn Source>, Failure> {
     let bin_dir = source.bin_dir.clone();
     let databases = source.databases.clone();
     Ok(match source.kind {
-        SourceKind::Files | SourceKind::Config | SourceKind::Logs => {
+        SourceKind::Analytics => return analytics_source(source),
+        SourceKind::Files | SourceKind::Config | SourceKind::Logs | SourceKind::Artifact => {
             let mut options = FilesOptions::default();
             options.include.clone_from(&source.include);
             options.exclude.clone_from(&source.exclude);
@@ -239,6 +248,33 @@ fn source_of(source: &SourceConfig) -> Result<Box<dyn Source>, Failure> {
     })
 }
 
+/// An analytics source: its command, its bucket prefix, or its files.
+fn analytics_source(source: &SourceConfig) -> Result<Box<dyn Source>, Failure> {
+    if let Some(argv) = &source.command {
+        let name = source.output.clone().unwrap_or_else(|| {
+            let program = argv.first().map(String::as_str).unwrap_or("export");
+            format!("{}.out", program.rsplit('/').next().unwrap_or(program))
+        });
+        return Ok(Box::new(
+            CommandSource::new(name, argv.clone()).with_kind(source.kind.name()),
+        ));
+    }
+    if source.connection.is_some() {
+        return Ok(Box::new(BucketSource::new(
+            bucket_operator(source)?,
+            source.connection.clone().unwrap_or_default(),
+        )));
+    }
+    let mut options = FilesOptions::default();
+    options.include.clone_from(&source.include);
+    options.exclude.clone_from(&source.exclude);
+    Ok(Box::new(
+        FilesSource::new(source.paths.clone())
+            .with_options(options)
+            .with_kind(source.kind.name()),
+    ))
+}
+
 async fn backup(
     global: &GlobalArgs,
     opened: &Opened,
@@ -248,16 +284,21 @@ async fn backup(
     no_parent: bool,
 ) -> Result<i32, Failure> {
     let mut tags = extra_tags.to_vec();
-    for (key, value) in [
-        ("env", &source.env),
-        ("type", &source.source_type),
-        ("retention", &source.retention),
-    ] {
+    for (key, value) in [("env", &source.env), ("type", &source.source_type)] {
         if let Some(value) = value {
             tags.push((key.to_owned(), value.clone()));
         }
     }
-    let profile = source.profile.as_deref().unwrap_or(source.kind.default_profile());
+    if let Some(class) = source.retention_class() {
+        tags.push(("retention".to_owned(), class.to_owned()));
+    }
+    // An export command's output is a stream: the dump profile, as for `--command`.
+    let default_profile = if source.command.is_some() {
+        "dump"
+    } else {
+        source.kind.default_profile()
+    };
+    let profile = source.profile.as_deref().unwrap_or(default_profile);
     let options = RunOptions::new(name)
         .tags(tags)
         .profile(profile)

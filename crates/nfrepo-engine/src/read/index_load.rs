@@ -1,6 +1,5 @@
 //! Index loading: the deltas, through the local index cache when there is one.
 
-
 use futures::stream::{self, StreamExt, TryStreamExt};
 use nfrepo_format::{IndexDelta, IndexId};
 use nfrepo_store::{ObjectKey, ObjectKind};
