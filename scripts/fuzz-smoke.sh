@@ -56,7 +56,7 @@ load = lambda name: json.load(open(os.path.join(vectors, name)))
 objects, plain, sealing = load("objects.json"), load("plaintexts.json"), load("sealing.json")
 h = bytes.fromhex
 seeds = {t: [] for t in ("key_slot", "pack_trailer", "index_delta", "snapshot", "config", "tree", "content_list", "blob",
-                         "gc_plan", "session_marker", "lease", "protect_marker")}
+                         "gc_plan", "session_marker", "lease", "protect_marker", "good_marker")}
 cipher_bit = {"xchacha20poly1305": 0, "aes256gcm": 2}
 kind_index = {"data": 0, "tree": 1, "content_list": 2}
 
@@ -86,9 +86,11 @@ for blob in sealing["blobs"]:
     seeds["blob"].append(bytes([mode]) + h(blob["id"]) + struct.pack("<I", blob["raw_len"]) + h(blob["sealed"]))
     seeds["blob"].append(bytes([mode + 1]) + struct.pack("<I", blob["raw_len"]) + h(blob["frame"]))
     seeds["blob"].append(bytes([mode + 2]) + h(blob["plaintext"]))
+# Older layouts of an object (`session_marker_v1`) seed the same target.
 for obj in load("maintenance.json")["objects"]:
     bit = cipher_bit[obj["cipher"]]
-    seeds[obj["object"]] += [bytes([bit]) + h(obj["bytes"]), bytes([bit | 1]) + h(obj["body"])]
+    target = obj["object"].removesuffix("_v1")
+    seeds[target] += [bytes([bit]) + h(obj["bytes"]), bytes([bit | 1]) + h(obj["body"])]
 
 # check_repository mutates a repository it builds itself: seed one mutation
 # of each kind (flip, truncate, delete, replace) over a spread of objects.
