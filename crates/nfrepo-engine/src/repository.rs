@@ -46,7 +46,7 @@ impl InitOptions {
     /// [`Error::Invalid`] naming the parameter and its allowed range.
     pub fn validate(&self) -> Result<()> {
         let mib = 1024 * 1024;
-        if self.pack_size % mib != 0 || !PACK_SIZE_MIB.contains(&(self.pack_size / mib)) {
+        if !self.pack_size.is_multiple_of(mib) || !PACK_SIZE_MIB.contains(&(self.pack_size / mib)) {
             return Err(Error::Invalid(format!(
                 "pack size {} bytes is not a whole number of MiB from {} to {}",
                 self.pack_size,
