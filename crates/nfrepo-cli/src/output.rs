@@ -111,7 +111,7 @@ pub fn end_json_batch() -> Vec<serde_json::Value> {
         .unwrap_or_default()
 }
 
-/// `println!` for the binary: one line on stdout through [`line`].
+/// `println!` for the binary: one line on stdout through [`line()`].
 macro_rules! outln {
     ($($arg:tt)*) => {
         $crate::output::line(format_args!($($arg)*))

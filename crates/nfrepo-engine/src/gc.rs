@@ -191,8 +191,8 @@ impl Repository {
     /// Runs one GC round (see the module docs).
     ///
     /// # Errors
-    /// [`Error::LeaseHeld`] if another GC runs; storage errors; [`Error::Corrupted`]
-    /// or [`Error::Missing`] if a snapshot's trees cannot be read (GC then deletes nothing).
+    /// [`Error::LeaseHeld`](crate::Error::LeaseHeld) if another GC runs; storage errors; [`Error::Corrupted`](crate::Error::Corrupted)
+    /// or [`Error::Missing`](crate::Error::Missing) if a snapshot's trees cannot be read (GC then deletes nothing).
     pub async fn gc(&self, options: &GcOptions) -> Result<GcReport> {
         let now = SystemTime::now();
         let mut lease = if options.dry_run {

@@ -4,7 +4,7 @@
 //! system or from whoever wrote the repository, so they may hold terminal
 //! control sequences (`ESC [ 2 J`, a title change, a fake prompt) or bytes that
 //! are not UTF-8. Human output, on a terminal or a pipe (a pipe is displayed
-//! too, by `less` or a log viewer), shows them escaped by [`bytes`] /
+//! too, by `less` or a log viewer), shows them escaped by [`bytes()`] /
 //! [`text`]; tables escape every cell. The escaping is lossless: every
 //! distinct name prints differently, and the original can be rebuilt.
 //!

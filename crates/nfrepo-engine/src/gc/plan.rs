@@ -22,7 +22,7 @@ use crate::read::Reader;
 use crate::session::{SeenSession, live_sessions};
 use crate::{Error, Repository, Result};
 
-/// One GC round, decided: what [`super::apply`] deletes, writes and
+/// One GC round, decided: what `apply` deletes, writes and
 /// repacks, and the report of it. Computed under the GC lease for a real
 /// run, so nothing else changes the plans, the index or the packs it names
 /// before it is applied (backups only add).
