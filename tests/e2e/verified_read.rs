@@ -57,7 +57,12 @@ fn issue9_cat_restore_and_verify_refuse_content_that_disagrees_with_its_node() {
             *size -= 1;
         }
     });
-    for id in [&wrong_hash, &wrong_size] {
+    // verify also proves the tree: a node whose size disagrees with its
+    // content list is a structural fault (SNAPSHOT_INVALID, the worse code).
+    for (id, verify_code, verify_error) in [
+        (&wrong_hash, 11, "BACKUP_CORRUPTED"),
+        (&wrong_size, 17, "SNAPSHOT_INVALID"),
+    ] {
         let spec = format!("{id}:f");
         let out = env.run(&["cat", &spec]);
         assert_eq!(out.status.code(), Some(11), "cat {spec}");
@@ -75,6 +80,11 @@ fn issue9_cat_restore_and_verify_refuse_content_that_disagrees_with_its_node() {
         );
         assert!(!target.join("f").exists(), "a wrong file was put in place");
 
-        env.fails(&["verify", id, "--read-data"], 11, "BACKUP_CORRUPTED");
+        let stderr = env.fails(&["verify", id, "--read-data"], verify_code, verify_error);
+        let out = env.run(&["verify", id, "--read-data"]);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("BACKUP_CORRUPTED f:"),
+            "verify names the file whose content does not match: {stderr}"
+        );
     }
 }
