@@ -247,7 +247,7 @@ mod tests {
             assert_eq!(ObjectKey::from_path(kind, path), Some(key));
         }
         assert_eq!(ObjectKey::config().path(), "config");
-        assert_eq!(ObjectKind::all().len(), 11);
+        assert_eq!(ObjectKind::all().len(), cases.len(), "every kind has a case above");
     }
 
     #[test]
