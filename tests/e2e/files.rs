@@ -23,7 +23,10 @@ fn build_tree(root: &Path) -> bool {
     let xattrs = xattr::set(root.join("etc/nginx/nginx.conf"), "user.nfrepo.test", b"kept").is_ok();
     // CI runs as root on a file system with user xattrs: there the xattr and
     // ownership checks below must run, not be skipped (issue 9).
-    assert!(xattrs || !is_root(), "user xattrs are not supported where the tests run as root");
+    assert!(
+        xattrs || !is_root(),
+        "user xattrs are not supported where the tests run as root"
+    );
     if is_root() {
         nix::unistd::chown(&root.join("secret.key"), Some(1234.into()), Some(5678.into())).unwrap();
         nix::unistd::fchownat(
