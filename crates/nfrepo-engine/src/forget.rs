@@ -181,6 +181,15 @@ impl Repository {
         Ok(report)
     }
 
+    /// Writes a marker object once; a marker already there (the same
+    /// snapshot marked before) is kept as it is.
+    pub(crate) async fn put_marker(&self, key: &ObjectKey, bytes: Vec<u8>) -> Result<()> {
+        match self.store().put(key, Bytes::from(bytes), PutMode::CreateNew).await {
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+            other => other.map_err(Error::store),
+        }
+    }
+
     /// Protects a snapshot from `forget`. Protecting twice is harmless.
     ///
     /// # Errors
@@ -194,14 +203,7 @@ impl Repository {
             note: note.to_owned(),
         };
         let bytes = marker.encode(self.sealer(), &self.id()).map_err(Error::Format)?;
-        match self
-            .store()
-            .put(&protect_key(&entry.id)?, Bytes::from(bytes), PutMode::CreateNew)
-            .await
-        {
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-            other => other.map_err(Error::store)?,
-        }
+        self.put_marker(&protect_key(&entry.id)?, bytes).await?;
         Ok(entry.id)
     }
 

@@ -13,10 +13,9 @@
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use nfrepo_format::{GoodMarker, SnapshotId};
-use nfrepo_store::{ErrorKind, ObjectKey, ObjectKind, PutMode};
+use nfrepo_store::{ErrorKind, ObjectKey, ObjectKind};
 
 use crate::read::SnapshotEntry;
 use crate::{Error, Repository, Result};
@@ -58,14 +57,7 @@ impl Repository {
             note: note.to_owned(),
         };
         let bytes = marker.encode(self.sealer(), &self.id()).map_err(Error::Format)?;
-        match self
-            .store()
-            .put(&good_key(&entry.id)?, Bytes::from(bytes), PutMode::CreateNew)
-            .await
-        {
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-            other => other.map_err(Error::store)?,
-        }
+        self.put_marker(&good_key(&entry.id)?, bytes).await?;
         Ok(entry)
     }
 
