@@ -84,6 +84,58 @@ pub(super) fn hash_fd(file: &File) -> std::io::Result<[u8; 32]> {
     }
 }
 
+/// Renames `temp` over `name`, where `name` may be a directory (which
+/// `renameat` refuses to replace with a non-directory): a directory there is
+/// first renamed aside to `aside`, then removed with everything in it once
+/// the new entry is in place. Never follows a link.
+pub(super) fn replace_at(parent: &OwnedFd, temp: &str, name: &OsStr, aside: &str) -> nix::Result<()> {
+    match nix::fcntl::renameat(parent, temp, parent, name) {
+        Err(Errno::EISDIR | Errno::ENOTEMPTY | Errno::EEXIST) => {
+            match nix::fcntl::renameat2(parent, name, parent, aside, RenameFlags::RENAME_NOREPLACE) {
+                Err(Errno::EINVAL | Errno::ENOSYS) => nix::fcntl::renameat(parent, name, parent, aside)?,
+                other => other?,
+            }
+            if let Err(e) = nix::fcntl::renameat(parent, temp, parent, name) {
+                // Put the directory back: the target is as it was.
+                let _ = nix::fcntl::renameat(parent, aside, parent, name);
+                return Err(e);
+            }
+            remove_tree(parent, OsStr::new(aside))
+        }
+        other => other,
+    }
+}
+
+/// Removes the directory `name` of `parent` and everything below it,
+/// through descriptors: a link inside is removed, never followed.
+fn remove_tree(parent: &impl AsFd, name: &OsStr) -> nix::Result<()> {
+    const FLAGS: OFlag = OFlag::O_RDONLY
+        .union(OFlag::O_DIRECTORY)
+        .union(OFlag::O_NOFOLLOW)
+        .union(OFlag::O_CLOEXEC);
+    let mut dir = nix::dir::Dir::from_fd(nix::fcntl::openat(parent, name, FLAGS, Mode::empty())?)?;
+    let children: Vec<(Vec<u8>, Option<nix::dir::Type>)> = dir
+        .iter()
+        .filter_map(std::result::Result::ok)
+        .map(|e| (e.file_name().to_bytes().to_vec(), e.file_type()))
+        .filter(|(n, _)| n.as_slice() != b"." && n.as_slice() != b"..")
+        .collect();
+    for (child, hint) in children {
+        let child = name_of(&child);
+        let is_dir = match hint {
+            Some(kind) => kind == nix::dir::Type::Directory,
+            None => nix::sys::stat::fstatat(&dir, child, AtFlags::AT_SYMLINK_NOFOLLOW)
+                .is_ok_and(|s| SFlag::from_bits_truncate(s.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR),
+        };
+        if is_dir {
+            remove_tree(&dir, child)?;
+        } else {
+            nix::unistd::unlinkat(&dir, child, UnlinkatFlags::NoRemoveDir)?;
+        }
+    }
+    nix::unistd::unlinkat(parent, name, UnlinkatFlags::RemoveDir)
+}
+
 /// Whether the entry at `name` is the link, FIFO or device the snapshot has.
 pub(super) fn same_special(
     parent: &OwnedFd,

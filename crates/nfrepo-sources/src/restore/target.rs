@@ -18,6 +18,11 @@
 //! - Links, FIFOs and devices are created in place (`symlinkat`, `mknodat`),
 //!   or, replacing a differing entry with `overwrite`, at a random name
 //!   renamed over it.
+//! - With `overwrite`, a directory where the snapshot has a file, link or
+//!   device is renamed aside to a random name, the new entry renamed into
+//!   place, and the old tree then removed through descriptors (links in it
+//!   are removed, never followed); if placing fails, the directory is put
+//!   back.
 //! - An existing entry that is the same as the snapshot's (same type and
 //!   content, link target or device number) is not a conflict and is left
 //!   as it is, metadata included.
@@ -36,7 +41,7 @@ use nix::sys::stat::{Mode, SFlag};
 use nix::unistd::UnlinkatFlags;
 
 use super::attrs::{self, Policy};
-use super::existing::{Existing, existing_file, hash_fd, rename_no_replace, same_special};
+use super::existing::{Existing, existing_file, hash_fd, rename_no_replace, replace_at, same_special};
 use super::select::Planned;
 use crate::{Error, Result};
 
@@ -348,7 +353,7 @@ impl Target {
         attrs::apply_fd(&file.file, &path, &file.meta, self.policy, &mut self.report.warnings);
         let (_, name) = split(&file.rel);
         let placed = if file.replace {
-            nix::fcntl::renameat(&file.parent, temp.as_str(), &file.parent, name_of(name))
+            replace_at(&file.parent, &temp, name_of(name), &random_temp_name())
         } else {
             rename_no_replace(&file.parent, &temp, name_of(name))
         };
@@ -413,7 +418,7 @@ impl Target {
                     return Err(Error::Conflict(path));
                 }
                 let (temp, ()) = self.create_temp(&planned.rel, create)?;
-                if let Err(e) = nix::fcntl::renameat(&parent, temp.as_str(), &parent, name_of(name)) {
+                if let Err(e) = replace_at(&parent, &temp, name_of(name), &random_temp_name()) {
                     let _ = nix::unistd::unlinkat(&parent, temp.as_str(), UnlinkatFlags::NoRemoveDir);
                     return Err(io_error(&path, e.into()));
                 }

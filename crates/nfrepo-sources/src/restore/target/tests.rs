@@ -282,3 +282,36 @@ fn a_file_that_appears_while_written_is_not_replaced() {
     assert_eq!(std::fs::read(out.join("f")).unwrap(), b"someone else's");
     assert_eq!(names(&out), ["f"]);
 }
+
+// `--overwrite` where the target holds a directory and the snapshot a file
+// or link failed with an I/O error (rename cannot replace a directory).
+#[test]
+fn overwrite_replaces_a_directory_with_a_file_or_link_without_following_links_inside() {
+    let tmp = tempfile::tempdir().unwrap();
+    let victim = victim(tmp.path());
+    let out = tmp.path().join("out");
+    for name in ["f", "l"] {
+        std::fs::create_dir_all(out.join(name).join("sub")).unwrap();
+        std::fs::write(out.join(name).join("sub/old"), b"old").unwrap();
+        // A link inside the replaced tree must be removed, not followed.
+        std::os::unix::fs::symlink(victim.parent().unwrap(), out.join(name).join("out")).unwrap();
+    }
+
+    let err = write_file(&mut target(&out, false), &file("f", b"new", 0o644), b"new").unwrap_err();
+    assert!(matches!(&err, Error::Conflict(p) if p == &out.join("f")), "{err:?}");
+    let link = special("l", NodeKind::Symlink { target: b"f".to_vec() });
+    let err = target(&out, false).make_special(&link).unwrap_err();
+    assert!(matches!(&err, Error::Conflict(p) if p == &out.join("l")), "{err:?}");
+    assert!(out.join("f/sub/old").exists());
+
+    let mut target = target(&out, true);
+    assert_eq!(
+        write_file(&mut target, &file("f", b"new", 0o644), b"new").unwrap(),
+        Some(3)
+    );
+    target.make_special(&link).unwrap();
+    assert_eq!(std::fs::read(out.join("f")).unwrap(), b"new");
+    assert_eq!(std::fs::read_link(out.join("l")).unwrap(), Path::new("f"));
+    assert_eq!(names(&out), ["f", "l"]);
+    assert_untouched(&victim);
+}
