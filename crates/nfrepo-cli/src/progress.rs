@@ -6,11 +6,15 @@
 //! tokio task and redraws one line with indicatif; nothing in the engine
 //! waits for it.
 //!
-//! Two sources of counters:
+//! Three sources of counters:
 //! * a backup's own [`nfrepo_engine::Progress`], handed to
 //!   [`Progress::show`] by the backup driver's callback (bytes read from the
 //!   source, bytes new to the repository);
-//! * for every other command (restore, check, gc, …), the repository traffic
+//! * an operation's [`nfrepo_engine::Work`] (restore, check, gc): its phase,
+//!   items and bytes done, and, where the operation knows its totals (a
+//!   restore once planned, check's read-data pass, gc's deletions and
+//!   repack), the share done and an ETA from the phase's own rate;
+//! * for every other command (verify, repair, …), the repository traffic
 //!   counted by [`CountingStore`], which `context::open_store` puts under
 //!   every store: objects and bytes fetched and written, objects deleted.
 //!   These are real work done, measured where it happens, with no hook in
@@ -101,7 +105,54 @@ impl Store for CountingStore {
 /// What a progress line shows.
 enum Counters {
     Backup(std::sync::Mutex<nfrepo_engine::Progress>),
+    Work(Arc<nfrepo_engine::Work>, &'static str),
     Traffic,
+}
+
+/// `done` of `total` after `elapsed`: the time left at the same rate.
+fn eta(done: u64, total: u64, elapsed: Duration) -> Option<Duration> {
+    if done == 0 || total <= done {
+        return None;
+    }
+    let left = (total - done) as f64 / done as f64;
+    Some(Duration::from_secs_f64(elapsed.as_secs_f64() * left))
+}
+
+fn clock(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 {
+        format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    } else {
+        format!("{}:{:02}", s / 60, s % 60)
+    }
+}
+
+/// A [`Counters::Work`] line: `phase: 3/10 files, 1.0 MiB/4.0 MiB (2.0 MiB/s), ETA 0:03`.
+fn work_line(c: &nfrepo_engine::WorkCounts, unit: &str) -> String {
+    let elapsed = c.since.elapsed();
+    let mut line = format!("{}: {}", c.phase, c.items_done);
+    if c.items_total > 0 {
+        line.push_str(&format!("/{}", c.items_total));
+    }
+    line.push(' ');
+    line.push_str(unit);
+    if c.bytes_total > 0 || c.bytes_done > 0 {
+        line.push_str(&format!(", {}", render::bytes(c.bytes_done)));
+        if c.bytes_total > 0 {
+            line.push_str(&format!("/{}", render::bytes(c.bytes_total)));
+        }
+        let rate = c.bytes_done as f64 / elapsed.as_secs_f64().max(0.001);
+        line.push_str(&format!(" ({}/s)", render::bytes(rate as u64)));
+    }
+    let left = if c.bytes_total > 0 {
+        eta(c.bytes_done, c.bytes_total, elapsed)
+    } else {
+        eta(c.items_done, c.items_total, elapsed)
+    };
+    if let Some(left) = left {
+        line.push_str(&format!(", ETA {}", clock(left)));
+    }
+    line
 }
 
 impl Counters {
@@ -119,6 +170,10 @@ impl Counters {
                     p.blobs_added
                 )
             }
+            Self::Work(work, unit) => match work.counts() {
+                Some(counts) => work_line(&counts, unit),
+                None => Self::Traffic.line(started),
+            },
             Self::Traffic => {
                 let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
                 let read = load(&TRAFFIC.bytes_read);
@@ -172,7 +227,13 @@ impl Progress {
         }
     }
 
-    /// Shows the repository traffic under `label` (restore, check, gc…).
+    /// Shows the phase and counters of `work` under `label`, counting items
+    /// as `unit` ("files", "objects"); the traffic until its first phase.
+    pub fn work(global: &GlobalArgs, label: &str, work: Arc<nfrepo_engine::Work>, unit: &'static str) -> Self {
+        Self::start(global, label, Counters::Work(work, unit))
+    }
+
+    /// Shows the repository traffic under `label` (verify, repair…).
     pub fn traffic(global: &GlobalArgs, label: &str) -> Self {
         Self::start(global, label, Counters::Traffic)
     }
@@ -213,5 +274,37 @@ impl Progress {
             let _ = task.await;
             bar.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{clock, eta, work_line};
+
+    #[test]
+    fn eta_follows_the_rate_so_far() {
+        assert_eq!(eta(25, 100, Duration::from_secs(10)), Some(Duration::from_secs(30)));
+        assert_eq!(eta(0, 100, Duration::from_secs(10)), None);
+        assert_eq!(eta(100, 100, Duration::from_secs(10)), None);
+        assert_eq!(clock(Duration::from_secs(3 * 3600 + 62)), "3:01:02");
+        assert_eq!(clock(Duration::from_secs(75)), "1:15");
+    }
+
+    #[test]
+    fn a_work_line_shows_counts_totals_and_an_eta_once_known() {
+        let work = nfrepo_engine::Work::default();
+        work.phase("restoring", 4, 4 << 20);
+        work.advance(1, 1 << 20);
+        let line = work_line(&work.counts().unwrap(), "files");
+        assert!(line.starts_with("restoring: 1/4 files, 1.0 MiB/4.0 MiB ("), "{line}");
+        assert!(line.contains("ETA "), "{line}");
+        work.phase("marking trees", 0, 0);
+        work.advance(7, 0);
+        assert_eq!(
+            work_line(&work.counts().unwrap(), "objects"),
+            "marking trees: 7 objects"
+        );
     }
 }

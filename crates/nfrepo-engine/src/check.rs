@@ -121,6 +121,8 @@ pub struct CheckOptions {
     pub max_age_secs: Option<u64>,
     /// Where verification progress is recorded; without one every run starts afresh.
     pub cache: Option<Arc<Cache>>,
+    /// Progress counters (the read-data pass counts packs and bytes).
+    pub work: Option<Arc<crate::Work>>,
 }
 
 /// One problem: what is damaged, where, and what it reaches.
@@ -307,7 +309,15 @@ impl Repository {
         let loaded = load::load(self, &mut findings).await?;
         let selected = loaded.select(&options.snapshots)?;
         let reader = crate::Reader::new(self.clone(), loaded.index.clone());
-        let walked = walk::walk(&reader, &loaded, options.merkle, &selected, &mut findings).await?;
+        let walked = walk::walk(
+            &reader,
+            &loaded,
+            options.merkle,
+            &selected,
+            &mut findings,
+            options.work.as_deref(),
+        )
+        .await?;
         if !options.snapshots.is_empty() {
             // Damage to packs the selected snapshots do not use is not theirs.
             findings.retain(|f| f.pack.is_none_or(|p| walked.packs_referenced.contains(&p)) || !f.blobs.is_empty());

@@ -61,6 +61,8 @@ pub struct GcOptions {
     /// Repack a partly used pack when more than this fraction of its bytes
     /// is unused (0.0 to 1.0; 1.0 never repacks).
     pub max_unused: f64,
+    /// Progress counters: trees marked, then packs deleted and repacked.
+    pub work: Option<std::sync::Arc<crate::Work>>,
 }
 
 impl Default for GcOptions {
@@ -71,6 +73,7 @@ impl Default for GcOptions {
             lease_ttl: Duration::from_secs(3600),
             dry_run: false,
             max_unused: 0.1,
+            work: None,
         }
     }
 }
@@ -219,7 +222,7 @@ impl Repository {
         if options.dry_run {
             return Ok(plan.report);
         }
-        self.apply_gc(plan, &lease).await
+        self.apply_gc(plan, &lease, options.work.as_deref()).await
     }
 }
 

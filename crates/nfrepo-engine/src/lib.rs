@@ -57,6 +57,7 @@ mod retention;
 mod session;
 mod verify;
 mod walk;
+mod work;
 
 pub use backup::{BackupOptions, BackupSession, BackupWriter, CommitDetails, Progress, StoredContent};
 pub use browse::{Change, ChangeKind, WalkEntry};
@@ -73,3 +74,4 @@ pub use repository::{InitOptions, KDF_ITERATIONS, KDF_MEMORY_KIB, KeyInfo, PACK_
 pub use retention::{BUILT_IN_CLASSES, Bucket, KeepReason, RetentionPolicy, Span};
 pub use session::{HEARTBEAT_INTERVAL, SESSION_EXPIRY};
 pub use verify::VerifyReport;
+pub use work::{Work, WorkCounts};

@@ -87,6 +87,8 @@ pub struct RestoreOptions {
     pub skip_damaged: bool,
     /// Keep setuid/setgid bits when not running as root.
     pub keep_setid: bool,
+    /// Progress counters: files and content bytes, with their totals once planned.
+    pub work: Option<Arc<nfrepo_engine::Work>>,
 }
 
 /// What a restore did.
@@ -166,6 +168,14 @@ pub async fn restore(
     }
     let unmatched_filters = selection.unmatched();
     let plan = Arc::new(selection.into_plan());
+    if let Some(work) = &options.work {
+        let sizes = plan.iter().filter_map(|p| match p.node.kind {
+            NodeKind::File { size, .. } => Some(size),
+            _ => None,
+        });
+        let (files, bytes) = sizes.fold((0, 0), |(n, b), size| (n + 1, b + size));
+        work.phase("restoring", files, bytes);
+    }
 
     let (tx, rx) = mpsc::channel(WRITER_QUEUE);
     let writer = {
@@ -297,7 +307,10 @@ async fn feed(
             let share = u32::try_from(size_mib.clamp(1, 8)).unwrap_or(8);
             // The semaphore is never closed, so acquiring only waits.
             let _share = read_ahead.acquire_many(share).await;
-            (planned, feed_file(reader, index, planned, tx).await)
+            (
+                planned,
+                feed_file(reader, index, planned, tx, options.work.as_deref()).await,
+            )
         })
         .buffer_unordered(PARALLEL_FILES);
     let mut report = RestoreReport::default();
@@ -328,13 +341,26 @@ async fn feed(
 }
 
 /// Streams one file to the writer; `None` if the same file was there.
-async fn feed_file(reader: &Reader, index: usize, planned: &Planned, tx: &mpsc::Sender<Op>) -> Result<Option<u64>> {
-    if !matches!(planned.node.kind, NodeKind::File { .. }) {
+/// Advances `work` by each chunk's bytes and by one file at the end.
+async fn feed_file(
+    reader: &Reader,
+    index: usize,
+    planned: &Planned,
+    tx: &mpsc::Sender<Op>,
+    work: Option<&nfrepo_engine::Work>,
+) -> Result<Option<u64>> {
+    let NodeKind::File { size, .. } = planned.node.kind else {
         return Ok(None);
-    }
+    };
+    let advance = |items, bytes| {
+        if let Some(work) = work {
+            work.advance(items, bytes);
+        }
+    };
     let (reply, answer) = oneshot::channel();
     tx.send(Op::Open { index, reply }).await.map_err(|_| writer_gone())?;
     if !answer.await.map_err(|_| writer_gone())?? {
+        advance(1, size);
         return Ok(None);
     }
     // Verified as a whole: the last chunk comes only once size and hashes match.
@@ -342,7 +368,10 @@ async fn feed_file(reader: &Reader, index: usize, planned: &Planned, tx: &mpsc::
     let mut chunks = std::pin::pin!(reader.file_content(&planned.node, path));
     while let Some(chunk) = chunks.next().await {
         match chunk {
-            Ok(data) => tx.send(Op::Chunk { index, data }).await.map_err(|_| writer_gone())?,
+            Ok(data) => {
+                advance(0, data.len() as u64);
+                tx.send(Op::Chunk { index, data }).await.map_err(|_| writer_gone())?;
+            }
             Err(e) => {
                 let _ = tx.send(Op::Abort(index)).await;
                 return Err(e.into());
@@ -351,5 +380,7 @@ async fn feed_file(reader: &Reader, index: usize, planned: &Planned, tx: &mpsc::
     }
     let (reply, answer) = oneshot::channel();
     tx.send(Op::Close { index, reply }).await.map_err(|_| writer_gone())?;
-    answer.await.map_err(|_| writer_gone())?
+    let closed = answer.await.map_err(|_| writer_gone())?;
+    advance(1, 0);
+    closed
 }

@@ -130,7 +130,9 @@ pub async fn run(global: &GlobalArgs, args: CheckArgs) -> Result<i32, Failure> {
         options.cache = open_cache(global, repo.id().to_hex()).await;
     }
     let started = std::time::Instant::now();
-    let progress = Progress::traffic(global, "check");
+    let work = std::sync::Arc::new(nfrepo_engine::Work::default());
+    options.work = Some(work.clone());
+    let progress = Progress::work(global, "check", work, "objects");
     let report = repo.check(&options).await;
     progress.finish().await;
     let report = report.map_err(|e| Failure::engine(&e, Operation::Inspect))?;

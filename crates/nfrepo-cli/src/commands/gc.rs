@@ -31,7 +31,9 @@ pub async fn run(global: &GlobalArgs, args: GcArgs) -> Result<i32, Failure> {
     options.grace = std::time::Duration::from_secs(grace.as_secs());
     options.dry_run = args.dry_run;
     options.max_unused = max_unused;
-    let progress = Progress::traffic(global, "gc");
+    let work = std::sync::Arc::new(nfrepo_engine::Work::default());
+    options.work = Some(work.clone());
+    let progress = Progress::work(global, "gc", work, "objects");
     let report = repo.gc(&options).await;
     progress.finish().await;
     let report = report.map_err(|e| Failure::engine(&e, Operation::Backup))?;

@@ -28,8 +28,10 @@ pub async fn run(global: &GlobalArgs, args: RestoreArgs) -> Result<i32, Failure>
     options.overwrite = args.overwrite;
     options.skip_damaged = args.skip_damaged;
     options.keep_setid = args.keep_setid;
+    let work = std::sync::Arc::new(nfrepo_engine::Work::default());
+    options.work = Some(work.clone());
     let started = std::time::Instant::now();
-    let progress = crate::progress::Progress::traffic(global, "restore");
+    let progress = crate::progress::Progress::work(global, "restore", work, "files");
     let report = nfrepo_sources::restore(&reader, &snapshot, path, &target, &options).await;
     progress.finish().await;
     let report = report.map_err(|e| Failure::sources(&e, Operation::Restore))?;

@@ -134,11 +134,20 @@ pub(crate) async fn read_data(
         fresh,
         ..ReadStats::default()
     };
+    let work = options.work.as_deref();
+    if let Some(work) = work {
+        work.phase(
+            "reading packs",
+            chosen.len() as u64,
+            chosen.iter().map(|p| p.size).sum(),
+        );
+    }
     let mut results = stream::iter(chosen)
         .map(|pack| async move { (pack, verify_one(repo, pack).await) })
         .buffer_unordered(CONCURRENCY);
     while let Some((pack, result)) = results.next().await {
         let path = pack_path(pack.kind, &pack.id);
+        crate::work::advance(work, 1, pack.size);
         let verdict = match result {
             Ok(verdict) => verdict,
             Err(e) => {

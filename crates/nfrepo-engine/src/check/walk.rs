@@ -37,12 +37,17 @@ pub(crate) async fn walk(
     merkle: bool,
     selected: &[SnapshotEntry],
     findings: &mut Findings,
+    work: Option<&crate::Work>,
 ) -> Result<Walked> {
+    if let Some(work) = work {
+        work.phase("walking trees", 0, 0);
+    }
     let mut checker = Checker {
         loaded,
         merkle,
         findings,
         walked: Walked::default(),
+        work,
     };
     let options = WalkOptions {
         dedup: true,
@@ -60,6 +65,7 @@ struct Checker<'a> {
     merkle: bool,
     findings: &'a mut Findings,
     walked: Walked,
+    work: Option<&'a crate::Work>,
 }
 
 impl Visitor for Checker<'_> {
@@ -72,6 +78,7 @@ impl Visitor for Checker<'_> {
 
     fn enter_tree(&mut self, _path: &[u8], id: &BlobId, tree: &Tree) -> Result<()> {
         self.walked.trees += 1;
+        crate::work::advance(self.work, 1, 0);
         for node in &tree.nodes {
             self.visit_file(*id, node);
         }

@@ -16,7 +16,12 @@ use crate::{Error, Repository, Result};
 
 impl Repository {
     /// Applies `plan` (see the module docs) and returns its report, completed.
-    pub(crate) async fn apply_gc(&self, plan: GcPlan, lease: &Option<&mut GcLease>) -> Result<GcReport> {
+    pub(crate) async fn apply_gc(
+        &self,
+        plan: GcPlan,
+        lease: &Option<&mut GcLease>,
+        work: Option<&crate::Work>,
+    ) -> Result<GcReport> {
         let GcPlan {
             mut report,
             doomed,
@@ -42,10 +47,19 @@ impl Repository {
             );
         }
         ensure_held(lease).await?;
+        if let Some(work) = work {
+            work.phase(
+                "deleting packs",
+                doomed.len() as u64,
+                doomed.iter().map(|(_, _, size)| *size).sum(),
+            );
+        }
         stream::iter(doomed)
-            .map(|(id, kind, _)| async move {
+            .map(|(id, kind, size)| async move {
                 let key = pack_object_key(kind, &id)?;
-                self.store().delete(&key).await.map_err(Error::store)
+                self.store().delete(&key).await.map_err(Error::store)?;
+                crate::work::advance(work, 1, size);
+                Ok(())
             })
             .buffer_unordered(8)
             .try_collect::<()>()
@@ -63,7 +77,10 @@ impl Repository {
         }
         if !to_repack.is_empty() {
             ensure_held(lease).await?;
-            let (copied, written) = repack::repack(self, &to_repack, &refs).await?;
+            if let Some(work) = work {
+                work.phase("repacking", to_repack.len() as u64, 0);
+            }
+            let (copied, written) = repack::repack(self, &to_repack, &refs, work).await?;
             report.repack_copied_blobs = copied;
             report.repack_written_bytes = written;
             report.deltas_after += 1;

@@ -99,7 +99,7 @@ impl Repository {
             .iter()
             .map(|e| e.snapshot.root)
             .chain(sessions.iter().filter_map(|s| s.marker.as_ref()?.parent_root));
-        report.trees_read = walk::walk(&reader, roots, &mut refs).await?;
+        report.trees_read = walk::walk(&reader, roots, &mut refs, options.work.as_deref()).await?;
         report.referenced_blobs = refs.len();
         drop(reader);
         renew(lease).await?;

@@ -21,6 +21,7 @@ const WALK_CONCURRENCY: usize = 16;
 struct Referenced<'a> {
     refs: &'a mut RefSet,
     read: u64,
+    work: Option<&'a crate::Work>,
 }
 
 impl Visitor for Referenced<'_> {
@@ -31,6 +32,7 @@ impl Visitor for Referenced<'_> {
 
     fn enter_tree(&mut self, _path: &[u8], _id: &BlobId, _tree: &Tree) -> Result<()> {
         self.read += 1;
+        crate::work::advance(self.work, 1, 0);
         Ok(())
     }
 
@@ -47,6 +49,7 @@ impl Visitor for Referenced<'_> {
 
     fn visit_list(&mut self, _path: &[u8], _blob: &Pending, list: &ContentList) -> Result<()> {
         self.read += 1;
+        crate::work::advance(self.work, 1, 0);
         // Inner lists are recorded when the walk descends into them.
         if list.level <= 1 {
             list.entries.iter().for_each(|e| self.refs.insert(&e.id));
@@ -57,9 +60,17 @@ impl Visitor for Referenced<'_> {
 
 /// Adds to `refs` every blob reachable from `roots` (root tree ids),
 /// including the tree and list blobs themselves. Returns how many tree and
-/// list blobs were read.
-pub(crate) async fn walk(reader: &Reader, roots: impl IntoIterator<Item = BlobId>, refs: &mut RefSet) -> Result<u64> {
-    let mut visitor = Referenced { refs, read: 0 };
+/// list blobs were read (also counted as items of `work`).
+pub(crate) async fn walk(
+    reader: &Reader,
+    roots: impl IntoIterator<Item = BlobId>,
+    refs: &mut RefSet,
+    work: Option<&crate::Work>,
+) -> Result<u64> {
+    if let Some(work) = work {
+        work.phase("marking trees", 0, 0);
+    }
+    let mut visitor = Referenced { refs, read: 0, work };
     let options = WalkOptions {
         dedup: true,
         lists: true,
