@@ -161,6 +161,33 @@ pub(crate) async fn load_one<T: RepoObject>(repo: &Repository, id: &T::Id) -> Re
     }
 }
 
+/// Lists the objects of kind `T`: each with the id its name encodes. Names
+/// that are not ids of `T` are left out, logged.
+///
+/// # Errors
+/// Storage failures.
+pub(crate) async fn list<T: RepoObject>(repo: &Repository) -> Result<Vec<(T::Id, ObjectKey)>> {
+    let listed = repo.store().list(T::KIND).await.map_err(Error::store)?;
+    let (named, _foreign) = split_names::<T>(listed);
+    Ok(named.into_iter().map(|(id, info)| (id, info.key)).collect())
+}
+
+/// Parses each listed name as an id of `T`: the named, and the foreign keys (logged).
+fn split_names<T: RepoObject>(listed: Vec<ObjectInfo>) -> (Vec<(T::Id, ObjectInfo)>, Vec<ObjectKey>) {
+    let mut named = Vec::with_capacity(listed.len());
+    let mut foreign = Vec::new();
+    for info in listed {
+        match T::parse_name(info.key.name()) {
+            Some(id) if info.key.kind() == T::KIND => named.push((id, info)),
+            _ => {
+                tracing::warn!(object = %info.key, "ignoring an object whose name is not a {} id", T::NOUN);
+                foreign.push(info.key);
+            }
+        }
+    }
+    (named, foreign)
+}
+
 /// Lists every object of kind `T` and loads it (see the module docs).
 ///
 /// # Errors
@@ -176,17 +203,11 @@ pub(crate) async fn load_all<T: RepoObject>(repo: &Repository) -> Result<Loaded<
 /// # Errors
 /// As [`load_all`].
 pub(crate) async fn load_listed<T: RepoObject>(repo: &Repository, listed: Vec<ObjectInfo>) -> Result<Loaded<T>> {
-    let mut loaded = Loaded::default();
-    let mut named = Vec::with_capacity(listed.len());
-    for info in listed {
-        match T::parse_name(info.key.name()) {
-            Some(id) if info.key.kind() == T::KIND => named.push((id, info)),
-            _ => {
-                tracing::warn!(object = %info.key, "ignoring an object whose name is not a {} id", T::NOUN);
-                loaded.foreign.push(info.key);
-            }
-        }
-    }
+    let (named, foreign) = split_names::<T>(listed);
+    let mut loaded = Loaded {
+        foreign,
+        ..Loaded::default()
+    };
     let mut fetched: Vec<(T::Id, ObjectInfo, Fetched<T>)> = stream::iter(named)
         .map(|(id, info)| async move {
             let outcome = fetch::<T>(repo, &id, &info.key).await?;

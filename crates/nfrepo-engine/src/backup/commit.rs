@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use nfrepo_format::{BlobId, IndexDelta, Snapshot, SnapshotId, Summary};
-use nfrepo_store::{ObjectKey, ObjectKind, PutMode};
+use nfrepo_store::{ObjectKey, PutMode};
 
 use super::{BackupSession, CommitDetails, upload};
 use crate::{Error, Repository, Result};
@@ -81,7 +81,7 @@ impl BackupSession {
             program_version: env!("CARGO_PKG_VERSION").to_owned(),
         };
         let (id, bytes) = snapshot.encode(repo.sealer(), &repo.id()).map_err(Error::Format)?;
-        let key = ObjectKey::new(ObjectKind::Snapshot, id.to_hex()).map_err(Error::store)?;
+        let key = crate::objects::key::<nfrepo_format::Snapshot>(&id)?;
         let deduplicated = shared
             .claims()
             .deduplicated
@@ -141,7 +141,7 @@ impl Repository {
     /// Storage and encoding errors.
     pub async fn write_index_delta(&self, delta: &IndexDelta) -> Result<nfrepo_format::IndexId> {
         let (id, bytes) = delta.encode(self.sealer(), &self.id()).map_err(Error::Format)?;
-        let key = ObjectKey::new(ObjectKind::Index, id.to_hex()).map_err(Error::store)?;
+        let key = crate::objects::key::<IndexDelta>(&id)?;
         put_once(self, &key, bytes).await?;
         Ok(id)
     }

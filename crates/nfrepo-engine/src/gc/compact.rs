@@ -10,11 +10,10 @@
 
 use std::collections::HashSet;
 
-use bytes::Bytes;
 use nfrepo_format::{IndexDelta, IndexId, PackId};
-use nfrepo_store::{ObjectKey, ObjectKind, PutMode};
 
 use super::deltas;
+use crate::objects;
 use crate::{Error, Repository, Result};
 
 /// Blobs per merged delta (about 3 MB sealed).
@@ -64,7 +63,7 @@ pub(crate) async fn compact(
     out.supersedes = old.to_vec();
     written.push(write(repo, &out).await?);
     for id in old {
-        let key = ObjectKey::new(ObjectKind::Index, id.to_hex()).map_err(Error::store)?;
+        let key = objects::key::<IndexDelta>(id)?;
         repo.store().delete(&key).await.map_err(Error::store)?;
     }
     Ok(Compaction {
@@ -75,11 +74,5 @@ pub(crate) async fn compact(
 }
 
 async fn write(repo: &Repository, delta: &IndexDelta) -> Result<IndexId> {
-    let (id, bytes) = delta.encode(repo.sealer(), &repo.id()).map_err(Error::Format)?;
-    let key = ObjectKey::new(ObjectKind::Index, id.to_hex()).map_err(Error::store)?;
-    repo.store()
-        .put(&key, Bytes::from(bytes), PutMode::CreateNew)
-        .await
-        .map_err(Error::store)?;
-    Ok(id)
+    repo.write_index_delta(delta).await
 }

@@ -3,24 +3,14 @@
 use std::collections::HashSet;
 
 use nfrepo_format::{IndexDelta, IndexId};
-use nfrepo_store::ObjectKind;
 
-use crate::objects::{self, RepoObject};
-use crate::{Error, Repository, Result};
+use crate::objects;
+use crate::{Repository, Result};
 
 /// Every delta in the repository, by id.
 pub(crate) async fn list(repo: &Repository) -> Result<Vec<IndexId>> {
-    let listed = repo.store().list(ObjectKind::Index).await.map_err(Error::store)?;
-    Ok(listed
-        .into_iter()
-        .filter_map(|info| {
-            let id = IndexDelta::parse_name(info.key.name());
-            if id.is_none() {
-                tracing::warn!(object = %info.key, "ignoring an object whose name is not an index delta id");
-            }
-            id
-        })
-        .collect())
+    let listed = objects::list::<IndexDelta>(repo).await?;
+    Ok(listed.into_iter().map(|(id, _)| id).collect())
 }
 
 /// Loads and verifies one delta; one gone since the listing is [`Error::Missing`].

@@ -10,9 +10,7 @@
 //! has a copy outside the plans (gc.md). Each new pack is verified as a
 //! whole before upload by the same function the backup uploader uses.
 
-use bytes::Bytes;
 use nfrepo_format::{IndexDelta, IndexedPack, PackBuilder, PackId, PackKind, SealedBlob};
-use nfrepo_store::{ObjectKey, ObjectKind, PutMode};
 
 use super::deltas;
 use super::refs::RefSet;
@@ -24,7 +22,13 @@ use crate::{Error, Repository, Result};
 ///
 /// Lists the index afresh: this run's compaction may have replaced the
 /// deltas it started from (under the lease nothing else deletes deltas).
-pub(crate) async fn repack(repo: &Repository, packs: &[PackId], refs: &RefSet) -> Result<(u64, u64)> {
+/// Each pack done advances `work` by one.
+pub(crate) async fn repack(
+    repo: &Repository,
+    packs: &[PackId],
+    refs: &RefSet,
+    work: Option<&crate::Work>,
+) -> Result<(u64, u64)> {
     let live_deltas = deltas::list(repo).await?;
     let pack_size = repo.config().pack_size as usize;
     let mut builders = [
@@ -71,6 +75,7 @@ pub(crate) async fn repack(repo: &Repository, packs: &[PackId], refs: &RefSet) -
                 builder.add(&blob).map_err(Error::Format)?;
                 copied += 1;
             }
+            crate::work::advance(work, 1, 0);
         }
     }
     for (_, builder) in builders {
@@ -80,17 +85,11 @@ pub(crate) async fn repack(repo: &Repository, packs: &[PackId], refs: &RefSet) -
     }
     let bytes = written.iter().map(|p| p.size).sum();
     if !written.is_empty() {
-        let (id, encoded) = IndexDelta {
+        let delta = IndexDelta {
             packs: written,
             supersedes: Vec::new(),
-        }
-        .encode(repo.sealer(), &repo.id())
-        .map_err(Error::Format)?;
-        let key = ObjectKey::new(ObjectKind::Index, id.to_hex()).map_err(Error::store)?;
-        repo.store()
-            .put(&key, Bytes::from(encoded), PutMode::CreateNew)
-            .await
-            .map_err(Error::store)?;
+        };
+        repo.write_index_delta(&delta).await?;
     }
     Ok((copied, bytes))
 }

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use nfrepo_format::{IndexDelta, IndexId};
-use nfrepo_store::{Applied, CacheUpdate, IndexCache, ObjectKey, ObjectKind};
+use nfrepo_store::{Applied, CacheUpdate, IndexCache, ObjectKey};
 
 use super::{DeltaRows, Index};
 use crate::{Error, Repository, Result};
@@ -65,7 +65,7 @@ async fn load_once(repo: &Repository, dir: PathBuf, listed: &[(IndexId, ObjectKe
         // A listing made before the state was read may lack deltas another
         // process added since: it must not make them look removed.
         if attempt > 0 || !covers(&listing) {
-            listing = list(repo).await?;
+            listing = crate::objects::list::<IndexDelta>(repo).await?;
         }
         let listed_ids: HashSet<IndexId> = listing.iter().map(|(id, _)| *id).collect();
         let new: Vec<(IndexId, ObjectKey)> = listing
@@ -166,17 +166,6 @@ fn discard_if_damaged(cache: &IndexCache, error: nfrepo_store::Error) -> Error {
     Error::store(error)
 }
 
-async fn list(repo: &Repository) -> Result<Vec<(IndexId, ObjectKey)>> {
-    Ok(repo
-        .store()
-        .list(ObjectKind::Index)
-        .await
-        .map_err(Error::store)?
-        .into_iter()
-        .filter_map(|info| Some((info.key.name().parse::<IndexId>().ok()?, info.key)))
-        .collect())
-}
-
 impl Repository {
     /// The index loaded from every live delta into memory, bypassing the
     /// local cache: what [`Index::recover`] falls back to.
@@ -184,7 +173,7 @@ impl Repository {
     /// # Errors
     /// Storage and decoding errors.
     pub(crate) async fn load_index_uncached(&self) -> Result<Index> {
-        let listing = list(self).await?;
+        let listing = crate::objects::list::<IndexDelta>(self).await?;
         Ok(Index::from_deltas(self.fetch_deltas(listing).await?))
     }
 }

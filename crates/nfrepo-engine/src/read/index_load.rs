@@ -2,10 +2,11 @@
 
 use futures::stream::{self, StreamExt, TryStreamExt};
 use nfrepo_format::{IndexDelta, IndexId};
-use nfrepo_store::{ObjectKey, ObjectKind};
+use nfrepo_store::ObjectKey;
 
 use super::LIST_CONCURRENCY;
 use crate::index::Index;
+use crate::objects::{self, Fetched};
 use crate::{Error, Repository, Result};
 
 impl Repository {
@@ -33,14 +34,7 @@ impl Repository {
     }
 
     async fn load_index_once(&self) -> Result<Index> {
-        let listed: Vec<(IndexId, ObjectKey)> = self
-            .store()
-            .list(ObjectKind::Index)
-            .await
-            .map_err(Error::store)?
-            .into_iter()
-            .filter_map(|info| Some((info.key.name().parse::<IndexId>().ok()?, info.key)))
-            .collect();
+        let listed = objects::list::<IndexDelta>(self).await?;
         let Some(dir) = self.index_cache_dir() else {
             return Ok(Index::from_deltas(self.fetch_deltas(listed).await?));
         };
@@ -57,14 +51,24 @@ impl Repository {
         }
     }
 
-    /// Fetches and opens index deltas, several at a time.
+    /// Fetches and opens index deltas, several at a time, through the
+    /// typed object layer. Every delta is needed: a damaged one is its
+    /// error, and one gone since the listing (merged by a compaction) is a
+    /// storage `NotFound`, on which [`Self::load_index`] lists again.
     pub(crate) async fn fetch_deltas(&self, deltas: Vec<(IndexId, ObjectKey)>) -> Result<Vec<(IndexId, IndexDelta)>> {
         stream::iter(deltas)
             .map(|(id, key)| async move {
-                let bytes = self.store().get(&key).await.map_err(Error::store)?;
-                let delta = IndexDelta::decode(&id, &bytes, self.sealer(), &self.id())
-                    .map_err(|e| Error::decode(key.to_string(), e))?;
-                Ok::<_, Error>((id, delta))
+                match objects::fetch::<IndexDelta>(self, &id, &key).await? {
+                    Fetched::Good(delta) => Ok((id, delta)),
+                    Fetched::Damaged(error) => Err(error),
+                    Fetched::Vanished => Err(Error::store(
+                        nfrepo_store::Error::new(
+                            nfrepo_store::ErrorKind::NotFound,
+                            "index delta gone since the listing",
+                        )
+                        .with_key(&key),
+                    )),
+                }
             })
             .buffer_unordered(LIST_CONCURRENCY)
             .try_collect()
