@@ -184,12 +184,8 @@ fn issue10_item6_conflict_lists_ten_objects_and_counts_the_rest() {
     );
 }
 
-// Issue 10, item 10: `SNAP:PREFIX` took only whole path components, and
-// `--include` globs matched across `/` and never a bare name.
-#[test]
-fn issue10_item10_prefix_is_a_key_prefix_and_globs_follow_directory_rules() {
-    let env = Env::new();
-    let bucket = Bucket::new();
+/// A snapshot of objects whose keys share prefixes at and inside components.
+fn prefixed_keys(env: &Env, bucket: &Bucket) {
     for key in [
         "photos/2026-01/a.jpg",
         "photos/2026-02/b.txt",
@@ -201,23 +197,33 @@ fn issue10_item10_prefix_is_a_key_prefix_and_globs_follow_directory_rules() {
     ] {
         bucket.put("src", key, "text/plain", key.as_bytes().to_vec());
     }
-    snapshot_of(&env, &bucket);
-    let restore = |spec: &str, sub: &str, extra: &[&str]| {
-        let into = bucket.url(sub);
-        run_json(&env, &[&["restore", spec, "--into", &into][..], extra].concat());
-        keys(&bucket, sub)
-    };
+    snapshot_of(env, bucket);
+}
 
+/// Restores `spec` into `sub` with `extra` arguments; the keys written there.
+fn restored(env: &Env, bucket: &Bucket, spec: &str, sub: &str, extra: &[&str]) -> Vec<String> {
+    let into = bucket.url(sub);
+    run_json(env, &[&["restore", spec, "--into", &into][..], extra].concat());
+    keys(bucket, sub)
+}
+
+// Issue 10, item 10: `SNAP:PREFIX` took only whole path components.
+#[test]
+fn issue10_item10_prefix_is_an_s3_key_prefix() {
+    let env = Env::new();
+    let bucket = Bucket::new();
+    prefixed_keys(&env, &bucket);
+    let restore = |spec: &str, sub: &str| restored(&env, &bucket, spec, sub, &[]);
     assert_eq!(
-        restore("uploads@latest:photos/2026-", "p1", &[]),
+        restore("uploads@latest:photos/2026-", "p1"),
         ["photos/2026-01/a.jpg", "photos/2026-02/b.txt"]
     );
     assert_eq!(
-        restore("uploads@latest:photos/", "p2", &[]),
+        restore("uploads@latest:photos/", "p2"),
         ["photos/2025-12/c.jpg", "photos/2026-01/a.jpg", "photos/2026-02/b.txt"]
     );
     assert_eq!(
-        restore("uploads@latest:photos", "p3", &[]),
+        restore("uploads@latest:photos", "p3"),
         [
             "photos-old/d.jpg",
             "photos.txt",
@@ -226,7 +232,7 @@ fn issue10_item10_prefix_is_a_key_prefix_and_globs_follow_directory_rules() {
             "photos/2026-02/b.txt"
         ]
     );
-    assert_eq!(restore("uploads@latest:notes/x.txt", "p4", &[]), ["notes/x.txt"]);
+    assert_eq!(restore("uploads@latest:notes/x.txt", "p4"), ["notes/x.txt"]);
     let into = bucket.url("p5");
     fails(
         &env,
@@ -234,7 +240,16 @@ fn issue10_item10_prefix_is_a_key_prefix_and_globs_follow_directory_rules() {
         12,
         "BACKUP_NOT_FOUND",
     );
+}
 
+// Issue 10, item 10: `--include` globs matched across `/`, and a pattern
+// without `/` never matched a name below the root.
+#[test]
+fn issue10_item10_globs_follow_the_directory_restore_rules() {
+    let env = Env::new();
+    let bucket = Bucket::new();
+    prefixed_keys(&env, &bucket);
+    let restore = |spec: &str, sub: &str, extra: &[&str]| restored(&env, &bucket, spec, sub, extra);
     // `*` does not cross `/`; a pattern without `/` matches a name at any depth.
     assert_eq!(
         restore("uploads@latest", "g1", &["--include", "notes/*.txt"]),
