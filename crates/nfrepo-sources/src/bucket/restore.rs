@@ -423,3 +423,71 @@ async fn write_object(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
+    use std::sync::Arc;
+
+    use nfrepo_engine::{InitOptions, Repository};
+    use nfrepo_format::{KdfParams, Node};
+    use opendal::Operator;
+
+    use super::{Found, write_object};
+    use crate::{BucketSource, RunOptions};
+
+    fn memory() -> Operator {
+        Operator::new(opendal::services::Memory::default()).unwrap()
+    }
+
+    /// A repository holding one bucket snapshot with `k` = `snapshot`.
+    async fn snapshot_of_k() -> (nfrepo_engine::Reader, Node) {
+        let mut options = InitOptions::default();
+        options.kdf = KdfParams::insecure_for_tests();
+        let repo = Repository::init(Arc::new(nfrepo_store::MemoryStore::new()), b"pw", options)
+            .await
+            .unwrap();
+        let source = memory();
+        source.write("k", b"snapshot".to_vec()).await.unwrap();
+        let source = Box::new(BucketSource::new(source, "memory://src"));
+        let report = crate::run_backup(&repo, source, &RunOptions::new("b"), &mut |_| {})
+            .await
+            .unwrap();
+        let reader = repo.reader().await.unwrap();
+        let entry = repo.find_snapshot(&report.id.to_hex()).await.unwrap();
+        let node = reader.resolve(&entry, "k").await.unwrap().unwrap();
+        (reader, node)
+    }
+
+    // Issue 10, item 6: an object that appears between the check and the
+    // write (here: one already there when the create-only write runs) is
+    // never replaced; it is compared instead.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_create_only_write_never_replaces_an_object_that_appeared() {
+        let (reader, node) = snapshot_of_k().await;
+        let target = memory();
+        target.write("k", b"someone".to_vec()).await.unwrap();
+        assert_eq!(
+            write_object(&reader, &target, "k", &node, true).await.unwrap(),
+            Found::Differs
+        );
+        assert_eq!(target.read("k").await.unwrap().to_vec(), b"someone");
+
+        target.write("k", b"snapshot".to_vec()).await.unwrap();
+        assert_eq!(
+            write_object(&reader, &target, "k", &node, true).await.unwrap(),
+            Found::Same
+        );
+
+        target.write("k", b"someone".to_vec()).await.unwrap();
+        assert_eq!(
+            write_object(&reader, &target, "k", &node, false).await.unwrap(),
+            Found::Absent
+        );
+        assert_eq!(target.read("k").await.unwrap().to_vec(), b"snapshot");
+        assert_eq!(
+            write_object(&reader, &memory(), "k", &node, true).await.unwrap(),
+            Found::Absent
+        );
+    }
+}
