@@ -176,6 +176,15 @@ async fn compare(operator: &Operator, key: &str, size: u64, blake3: &[u8; 32]) -
     Ok((if same { Found::Same } else { Found::Differs }, seen))
 }
 
+/// A selected object and what its key holds in the target.
+struct Checked {
+    key: String,
+    node: Node,
+    size: u64,
+    blake3: [u8; 32],
+    found: Found,
+}
+
 fn content_of(node: &Node) -> Option<(u64, [u8; 32])> {
     match &node.kind {
         NodeKind::File { size, blake3, .. } => Some((*size, *blake3)),
@@ -286,86 +295,79 @@ pub async fn restore_bucket(
         overwrite: options.overwrite,
         ..BucketRestoreReport::default()
     };
-    let objects: Vec<(String, Node, u64, [u8; 32])> = plan
+    let objects: Vec<Checked> = plan
         .into_iter()
         .filter_map(|planned| {
             let (size, blake3) = content_of(&planned.node)?;
-            Some((
-                String::from_utf8_lossy(&planned.rel).into_owned(),
-                planned.node,
+            let key = String::from_utf8_lossy(&planned.rel).into_owned();
+            Some(Checked {
+                key,
+                node: planned.node,
                 size,
                 blake3,
-            ))
+                found: Found::Absent,
+            })
         })
         .collect();
     let mut checks = futures::stream::iter(objects)
-        .map(|(key, node, size, blake3)| async move {
-            let found = compare(operator, &key, size, &blake3).await;
-            found.map(|(found, read)| (key, node, found, read))
+        .map(|mut object| async move {
+            let (found, read) = compare(operator, &object.key, object.size, &object.blake3).await?;
+            object.found = found;
+            Ok::<_, Error>((object, read))
         })
         .buffered(PARALLEL_CHECKS);
-    let mut todo: Vec<(String, Node, Found)> = Vec::new();
+    let mut todo: Vec<Checked> = Vec::new();
     while let Some(checked) = checks.next().await {
-        let (key, node, found, read) = checked?;
+        let (object, read) = checked?;
         report.bytes_compared += read;
-        match found {
+        match object.found {
             Found::Same => report.objects_unchanged += 1,
             Found::Differs => {
-                report.differing_keys.push(key.clone());
-                todo.push((key, node, found));
+                report.differing_keys.push(object.key.clone());
+                todo.push(object);
             }
-            Found::Absent => todo.push((key, node, found)),
+            Found::Absent => todo.push(object),
         }
     }
     drop(checks);
     if !report.differing_keys.is_empty() && !options.overwrite && !options.dry_run {
         return Err(objects_differ(&report.differing_keys, 0));
     }
-    for (key, node, found) in todo {
-        let Some((size, blake3)) = content_of(&node) else {
+    for object in todo {
+        let replaces = object.found == Found::Differs;
+        if replaces && !options.overwrite {
+            // A dry run's conflict: listed in `differing_keys`.
             continue;
-        };
-        if found == Found::Differs && !options.overwrite {
-            continue;
-        }
-        report.objects += 1;
-        report.bytes += size;
-        if found == Found::Differs {
-            report.objects_replaced += 1;
         }
         if options.dry_run {
-            if found == Found::Absent {
-                report.new_keys.push(key);
+            if !replaces {
+                report.new_keys.push(object.key.clone());
             }
-            continue;
-        }
-        match write_object(
-            reader,
-            operator,
-            &key,
-            &node,
-            found == Found::Absent && !options.overwrite,
-        )
-        .await?
-        {
-            Found::Absent => {}
-            Found::Same => {
-                // Appeared since the check, with the snapshot's content.
-                report.objects -= 1;
-                report.bytes -= size;
-                report.objects_unchanged += 1;
-                continue;
-            }
-            Found::Differs => return Err(objects_differ(&[key], report.objects - 1)),
-        }
-        if options.verify {
-            match compare(operator, &key, size, &blake3).await? {
-                (Found::Same, read) => {
-                    report.verified += 1;
-                    report.bytes_compared += read;
+        } else {
+            let create_only = !replaces && !options.overwrite;
+            match write_object(reader, operator, &object.key, &object.node, create_only).await? {
+                Found::Absent => {}
+                Found::Same => {
+                    // Appeared since the check, with the snapshot's content.
+                    report.objects_unchanged += 1;
+                    continue;
                 }
-                _ => return Err(Error::ContentMismatch(key.into())),
+                Found::Differs => return Err(objects_differ(&[object.key], report.objects)),
             }
+            if options.verify {
+                match compare(operator, &object.key, object.size, &object.blake3).await? {
+                    (Found::Same, read) => {
+                        report.verified += 1;
+                        report.bytes_compared += read;
+                    }
+                    _ => return Err(Error::ContentMismatch(object.key.into())),
+                }
+            }
+        }
+        report.objects += 1;
+        report.bytes += object.size;
+        if replaces {
+            report.objects_replaced += 1;
         }
     }
     Ok(report)
