@@ -265,6 +265,7 @@ pub struct RestoreArgs {
     pub target: Option<PathBuf>,
     /// Load a database dump into a server: mysql://user@host:port/db or postgres://user@host:port/db
     /// (password from MYSQL_PWD / PGPASSWORD).
+    /// Or a bucket snapshot into s3://bucket/prefix?endpoint=… (credentials from NFREPO_S3_*).
     #[arg(long, value_name = "URL")]
     pub into: Option<String>,
     /// With --into: the database of a multi-database snapshot to restore.
