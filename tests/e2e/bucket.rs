@@ -7,25 +7,32 @@ use std::collections::BTreeMap;
 use crate::harness::{Env, describe, pseudo_random};
 use crate::servers::unique;
 
-fn var(name: &str) -> String {
+pub(crate) fn var(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: bucket tests need SeaweedFS (scripts/test.sh)"))
 }
 
-struct Bucket {
-    runtime: tokio::runtime::Runtime,
+/// One runtime for every test of the process: OpenDAL's HTTP client is
+/// shared, and its connections die with the runtime that opened them.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| tokio::runtime::Runtime::new().unwrap())
+}
+
+pub(crate) struct Bucket {
+    pub(crate) runtime: &'static tokio::runtime::Runtime,
     base: String,
 }
 
 impl Bucket {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let base = format!("s3://{}/e2e-bucket/{}", var("NFREPO_TEST_S3_BUCKET"), unique("b"));
         Self {
-            runtime: tokio::runtime::Runtime::new().unwrap(),
+            runtime: runtime(),
             base,
         }
     }
 
-    fn url(&self, sub: &str) -> String {
+    pub(crate) fn url(&self, sub: &str) -> String {
         format!(
             "{}/{sub}?endpoint={}&region=us-east-1",
             self.base,
@@ -33,13 +40,13 @@ impl Bucket {
         )
     }
 
-    fn operator(&self, sub: &str) -> opendal::Operator {
+    pub(crate) fn operator(&self, sub: &str) -> opendal::Operator {
         let url = nfrepo_store::StoreUrl::parse(&self.url(sub)).unwrap();
         let creds = nfrepo_store::Credentials::new(var("NFREPO_TEST_S3_ACCESS_KEY"), var("NFREPO_TEST_S3_SECRET_KEY"));
         nfrepo_store::s3_bucket_operator(&url, &creds).unwrap()
     }
 
-    fn put(&self, sub: &str, key: &str, content_type: &str, bytes: Vec<u8>) {
+    pub(crate) fn put(&self, sub: &str, key: &str, content_type: &str, bytes: Vec<u8>) {
         let op = self.operator(sub);
         self.runtime
             .block_on(async { op.write_with(key, bytes).content_type(content_type).await })
@@ -47,7 +54,7 @@ impl Bucket {
     }
 
     /// key → (content, content type)
-    fn objects(&self, sub: &str) -> BTreeMap<String, (Vec<u8>, String)> {
+    pub(crate) fn objects(&self, sub: &str) -> BTreeMap<String, (Vec<u8>, String)> {
         let op = self.operator(sub);
         self.runtime.block_on(async {
             let mut out = BTreeMap::new();
@@ -65,18 +72,33 @@ impl Bucket {
     }
 }
 
-fn with_s3(env: &Env, cmd: &mut std::process::Command) {
+pub(crate) fn with_s3(env: &Env, cmd: &mut std::process::Command) {
     let _ = env;
     cmd.env("NFREPO_S3_ACCESS_KEY_ID", var("NFREPO_TEST_S3_ACCESS_KEY"))
         .env("NFREPO_S3_SECRET_ACCESS_KEY", var("NFREPO_TEST_S3_SECRET_KEY"));
 }
 
-fn run_json(env: &Env, args: &[&str]) -> serde_json::Value {
+pub(crate) fn run_json(env: &Env, args: &[&str]) -> serde_json::Value {
     let mut cmd = env.cmd();
     with_s3(env, &mut cmd);
     let out = cmd.arg("--json").args(args).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "nfrepo {args:?}:\n{}", describe(&out));
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Writes a config with a bucket source `uploads` reading `bucket`'s `src`;
+/// returns its path, for `--config`.
+pub(crate) fn uploads_config(env: &Env, bucket: &Bucket) -> String {
+    let config = env.path("nfrepo.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[sources.uploads]\nkind = \"bucket\"\nconnection = \"{}\"\ntype = \"storage\"\n",
+            bucket.url("src")
+        ),
+    )
+    .unwrap();
+    config.display().to_string()
 }
 
 #[test]
@@ -93,16 +115,7 @@ fn bucket_source_keeps_metadata_skips_unchanged_objects_and_restores_anywhere() 
         );
     }
     bucket.put("src", "logs/a.txt", "text/plain", b"log line\n".to_vec());
-    let config = env.path("nfrepo.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[sources.uploads]\nkind = \"bucket\"\nconnection = \"{}\"\ntype = \"storage\"\n",
-            bucket.url("src")
-        ),
-    )
-    .unwrap();
-    let config = config.display().to_string();
+    let config = uploads_config(&env, &bucket);
     let snap = || run_json(&env, &["--config", &config, "snapshot", "--source", "uploads"]);
 
     let first = snap();

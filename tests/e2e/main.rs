@@ -17,6 +17,7 @@ mod servers;
 
 mod artifact;
 mod bucket;
+mod bucket_restore;
 mod check;
 mod cli;
 mod concurrency;

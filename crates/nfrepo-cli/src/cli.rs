@@ -256,7 +256,8 @@ pub struct CatArgs {
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// SNAPSHOT or SNAPSHOT:PATH.
+    /// SNAPSHOT or SNAPSHOT:PATH. With --into s3://, PATH is a key prefix as in S3 listings (`photos/2026-` takes
+    /// `photos/2026-01/…` and `photos/2026-02/…`; end it with `/` for one "directory"); objects keep their whole keys.
     #[arg(value_name = "SNAPSHOT[:PATH]")]
     pub spec: String,
     /// Directory to restore into (created if missing).
@@ -264,6 +265,7 @@ pub struct RestoreArgs {
     pub target: Option<PathBuf>,
     /// Load a database dump into a server: mysql://user@host:port/db or postgres://user@host:port/db
     /// (password from MYSQL_PWD / PGPASSWORD).
+    /// Or a bucket snapshot into s3://bucket/prefix?endpoint=… (credentials from NFREPO_S3_*).
     #[arg(long, value_name = "URL")]
     pub into: Option<String>,
     /// With --into: the database of a multi-database snapshot to restore.
@@ -273,8 +275,9 @@ pub struct RestoreArgs {
     #[arg(long, requires = "into")]
     pub force: bool,
     /// Restore only paths matching this glob (repeatable). Globs match the path relative to the target
-    /// (`restore SNAP:src/c` restores `c/...`); a glob without `/` matches a name at any depth. A glob that
-    /// matches nothing fails the restore (RESTORE_FAILED/FILTER_MATCHED_NOTHING) after restoring the rest.
+    /// (`restore SNAP:src/c` restores `c/...`; into s3://, an object's whole key); a glob without `/` matches a
+    /// name at any depth; `*` does not cross `/`, `**` does. A glob that matches nothing fails the restore
+    /// (RESTORE_FAILED/FILTER_MATCHED_NOTHING): after restoring the rest, or into s3:// before writing anything.
     #[arg(long)]
     pub include: Vec<String>,
     /// Do not restore paths matching this glob (repeatable; same rules as --include).
@@ -283,12 +286,17 @@ pub struct RestoreArgs {
     /// Keep setuid/setgid bits when not running as root (root always keeps them and restores owners).
     #[arg(long)]
     pub keep_setid: bool,
-    /// Re-read every restored file and check it against the stored BLAKE3.
+    /// Re-read every restored file (or object) and check it against the stored BLAKE3.
     #[arg(long)]
     pub verify: bool,
-    /// Replace existing files that differ (otherwise: RESTORE_CONFLICT).
+    /// Replace existing files (or, into s3://, objects) whose content differs (otherwise: RESTORE_CONFLICT; into
+    /// s3:// every object is checked, by BLAKE3 of its bytes, before the first write).
     #[arg(long)]
     pub overwrite: bool,
+    /// With --into s3://: check the target and list what would be written and replaced; write nothing (exits
+    /// RESTORE_CONFLICT if objects differ and --overwrite is not given).
+    #[arg(long, requires = "into")]
+    pub dry_run: bool,
     /// Skip files whose stored data is damaged, list them, and exit 3 (partial) instead of stopping.
     #[arg(long)]
     pub skip_damaged: bool,

@@ -10,22 +10,23 @@
 //! node is not read again: its node is reused. Objects are streamed through
 //! a bounded channel from an async reader, never held whole in memory.
 //!
-//! Restoring writes objects under the destination prefix with their content
-//! type, skipping any whose size and ETag already match, and aborts an
-//! upload whose chunks fail verification so no partial object appears.
 //! Keys that cannot be tree names (empty components, `.`/`..`) are skipped
-//! and recorded as such.
+//! and recorded as such. Restoring into a bucket is [`restore`]'s.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use nfrepo_engine::{BackupWriter, CommitDetails, Reader, SnapshotEntry};
+use nfrepo_engine::{BackupWriter, CommitDetails};
 use nfrepo_format::{BlobId, Metadata, Node, NodeKind, Tree, Xattr};
 use opendal::Operator;
 
 use crate::{Error, Result};
+
+mod restore;
+
+pub use restore::{BucketRestoreOptions, BucketRestoreReport, restore_bucket};
 
 /// The extended attribute holding an object's ETag.
 pub const ETAG_XATTR: &str = "user.s3.etag";
@@ -342,142 +343,4 @@ impl std::io::Read for ChannelReader {
         }
         Ok(n)
     }
-}
-
-/// Options for [`restore_bucket`].
-#[derive(Clone, Debug, Default)]
-#[non_exhaustive]
-pub struct BucketRestoreOptions {
-    /// Only keys matching one of these globs (relative to the snapshot root).
-    pub include: Vec<String>,
-    /// Keys matching one of these are left out.
-    pub exclude: Vec<String>,
-}
-
-/// What a bucket restore did.
-#[derive(Clone, Debug, Default)]
-pub struct BucketRestoreReport {
-    /// Objects written.
-    pub objects: u64,
-    /// Objects already there with the same size and ETag.
-    pub objects_unchanged: u64,
-    /// Bytes written.
-    pub bytes: u64,
-}
-
-fn globs(patterns: &[String]) -> Result<Option<globset::GlobSet>> {
-    if patterns.is_empty() {
-        return Ok(None);
-    }
-    let mut builder = globset::GlobSetBuilder::new();
-    for p in patterns {
-        let p = p.trim_start_matches('/');
-        builder.add(globset::Glob::new(p).map_err(|e| Error::Invalid(format!("bad glob {p:?}: {e}")))?);
-    }
-    builder.build().map(Some).map_err(|e| Error::Invalid(e.to_string()))
-}
-
-/// Writes the objects of `snapshot` under `path` (`""` for all) into
-/// `operator`, each at its original key under the operator's root.
-///
-/// # Errors
-/// [`Error::Invalid`] for a bad glob; [`Error::RestoreCommandFailed`] for
-/// storage errors; engine errors if stored data fails verification, including
-/// content that does not match its recorded size and hashes (the object being
-/// written is aborted).
-pub async fn restore_bucket(
-    reader: &Reader,
-    snapshot: &SnapshotEntry,
-    path: &str,
-    operator: &Operator,
-    options: &BucketRestoreOptions,
-) -> Result<BucketRestoreReport> {
-    let include = globs(&options.include)?;
-    let exclude = globs(&options.exclude)?;
-    let base = path.trim_matches('/');
-    let mut objects: Vec<(String, Node)> = Vec::new();
-    let start = if base.is_empty() {
-        Some(Node {
-            name: Vec::new(),
-            kind: NodeKind::Dir {
-                tree: snapshot.snapshot.root,
-            },
-            meta: Metadata::default(),
-        })
-    } else {
-        reader.resolve(snapshot, base).await?
-    };
-    match start {
-        None => return Err(Error::NotAFile(base.to_owned())),
-        Some(node) => match &node.kind {
-            NodeKind::Dir { tree } => {
-                let prefix = if base.is_empty() {
-                    Vec::new()
-                } else {
-                    base.as_bytes().to_vec()
-                };
-                reader
-                    .walk(tree, &prefix, true, |entry| {
-                        if matches!(entry.node.kind, NodeKind::File { .. }) {
-                            objects.push((entry.path_lossy(), entry.node));
-                        }
-                        Ok(())
-                    })
-                    .await?;
-            }
-            NodeKind::File { .. } => objects.push((base.to_owned(), node)),
-            _ => return Err(Error::NotAFile(base.to_owned())),
-        },
-    }
-    let mut report = BucketRestoreReport::default();
-    for (key, node) in objects {
-        let key = key.trim_start_matches('/').to_owned();
-        if exclude.as_ref().is_some_and(|g| g.is_match(&key)) || include.as_ref().is_some_and(|g| !g.is_match(&key)) {
-            continue;
-        }
-        let NodeKind::File { size, .. } = &node.kind else {
-            continue;
-        };
-        let etag = xattr(&node, ETAG_XATTR);
-        if let Ok(existing) = operator.stat(&key).await
-            && existing.content_length() == *size
-            && etag.is_some()
-            && existing.etag() == etag.as_deref()
-        {
-            report.objects_unchanged += 1;
-            continue;
-        }
-        let failed = |e: opendal::Error| Error::RestoreCommandFailed(format!("writing {key}: {e}"));
-        let mut writer = match xattr(&node, CONTENT_TYPE_XATTR) {
-            Some(content_type) => operator.writer_with(&key).content_type(&content_type).await,
-            None => operator.writer_with(&key).await,
-        }
-        .map_err(failed)?;
-        // Verified as a whole: the object is closed only after size and hashes match.
-        let mut chunks = std::pin::pin!(reader.file_content(&node, key.clone()));
-        let mut written = 0u64;
-        let mut outcome: Result<()> = Ok(());
-        while let Some(chunk) = chunks.next().await {
-            let chunk = match chunk {
-                Ok(chunk) => chunk,
-                Err(e) => {
-                    outcome = Err(e.into());
-                    break;
-                }
-            };
-            written += chunk.len() as u64;
-            if let Err(e) = writer.write(chunk).await {
-                outcome = Err(failed(e));
-                break;
-            }
-        }
-        if let Err(e) = outcome {
-            let _ = writer.abort().await;
-            return Err(e);
-        }
-        writer.close().await.map_err(failed)?;
-        report.objects += 1;
-        report.bytes += written;
-    }
-    Ok(report)
 }

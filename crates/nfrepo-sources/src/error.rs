@@ -67,6 +67,39 @@ pub enum Error {
     /// The client a restore pipes into (`mysql`, `psql`) failed.
     #[error("{0}")]
     RestoreCommandFailed(String),
+    /// Objects of a bucket restore's target exist and differ from the snapshot.
+    #[error("{}", objects_differ(keys, *total, *written))]
+    ObjectsDiffer {
+        /// The first keys that differ (a capped list, in key order).
+        keys: Vec<String>,
+        /// How many differ in all.
+        total: usize,
+        /// Objects written before the difference was found: 0 when the
+        /// check that precedes every write found it.
+        written: u64,
+    },
+    /// Restore filters that match nothing: a typo must not pass as a
+    /// restore. Nothing was written.
+    #[error("filter matched nothing: {}; nothing was written", .0.join(", "))]
+    FilterMatchedNothing(Vec<String>),
+}
+
+fn objects_differ(keys: &[String], total: usize, written: u64) -> String {
+    let more = total.saturating_sub(keys.len());
+    let more = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    let written = match written {
+        0 => "nothing was written".to_owned(),
+        n => format!("{n} other objects were written before"),
+    };
+    format!(
+        "{total} object(s) in the target exist and differ from the snapshot: {}{more}; {written} \
+         (use --overwrite to replace them)",
+        keys.join(", ")
+    )
 }
 
 impl Error {
@@ -75,14 +108,18 @@ impl Error {
     pub fn class(&self) -> ErrorClass {
         match self {
             Self::Engine(e) => e.class(),
-            Self::Conflict(_) | Self::TargetNotEmpty(_) | Self::LiveFilesChanged(_) => ErrorClass::Conflict,
+            Self::Conflict(_) | Self::TargetNotEmpty(_) | Self::LiveFilesChanged(_) | Self::ObjectsDiffer { .. } => {
+                ErrorClass::Conflict
+            }
             Self::RollbackFailed(_) => ErrorClass::RollbackFailed,
             Self::ContentMismatch(_) => ErrorClass::Corrupted,
             Self::Io { source, .. } => ErrorClass::of_io(source),
             Self::NotAFile(_) => ErrorClass::NotFound,
-            Self::CommandFailed(_) | Self::Invalid(_) | Self::RestoreCommandFailed(_) | Self::WorkerPanicked(_) => {
-                ErrorClass::Failed
-            }
+            Self::CommandFailed(_)
+            | Self::Invalid(_)
+            | Self::RestoreCommandFailed(_)
+            | Self::WorkerPanicked(_)
+            | Self::FilterMatchedNothing(_) => ErrorClass::Failed,
             Self::SourceNotFound { .. } => ErrorClass::NotFound,
             Self::SourceUnreadable { source, .. } => ErrorClass::of_io(source),
         }
@@ -122,6 +159,8 @@ impl Error {
             Self::TargetNotEmpty(_) => Some("TARGET_NOT_EMPTY"),
             Self::LiveFilesChanged(_) => Some("LIVE_FILES_CHANGED"),
             Self::RestoreCommandFailed(_) => Some("TARGET_COMMAND_FAILED"),
+            Self::ObjectsDiffer { .. } => Some("OBJECTS_DIFFER"),
+            Self::FilterMatchedNothing(_) => Some("FILTER_MATCHED_NOTHING"),
             _ => None,
         }
     }

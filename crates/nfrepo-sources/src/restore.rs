@@ -53,7 +53,7 @@ use nfrepo_format::NodeKind;
 use tokio::sync::{mpsc, oneshot};
 
 pub use content::{DamagedRange, write_content, write_content_skipping_damage};
-use select::{Planned, Selection};
+pub(crate) use select::{Planned, Selection};
 use target::{OpenFile, Opened, Target, TargetReport};
 
 use crate::{Error, Result};

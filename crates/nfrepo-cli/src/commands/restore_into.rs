@@ -9,9 +9,12 @@
 //! Passwords come from the tools' own variables (`MYSQL_PWD`, `PGPASSWORD`).
 //!
 //! `--into s3://bucket/prefix?endpoint=…` writes a bucket snapshot's objects
-//! (all, those under `SNAPSHOT:PREFIX`, or those matching `--include`) at
-//! their keys under that prefix, skipping objects already there, with the
-//! credentials the repository would use (`NFREPO_S3_ACCESS_KEY_ID`…).
+//! (all, those whose key starts with `SNAPSHOT:PREFIX`, those matching
+//! `--include`) at their keys under that prefix, with the credentials the
+//! repository would use (`NFREPO_S3_ACCESS_KEY_ID`…). Objects already there
+//! with the same content are skipped; differing ones are a RESTORE_CONFLICT
+//! before anything is written, unless `--overwrite`; `--dry-run` lists what
+//! would be written and replaced (see `nfrepo_sources::restore_bucket`).
 
 use nfrepo_engine::{ErrorCode, Operation};
 use nfrepo_format::{Node, NodeKind};
@@ -21,6 +24,7 @@ use crate::cli::{GlobalArgs, RestoreArgs};
 use crate::commands::browse::open_snapshot;
 use crate::context;
 use crate::failure::Failure;
+use crate::output::escape;
 use crate::render;
 
 fn invalid(message: impl Into<String>) -> Failure {
@@ -30,6 +34,9 @@ fn invalid(message: impl Into<String>) -> Failure {
 pub async fn run(global: &GlobalArgs, args: RestoreArgs, into: &str) -> Result<i32, Failure> {
     if into.starts_with("s3://") {
         return run_bucket(global, args, into).await;
+    }
+    if args.dry_run {
+        return Err(invalid("--dry-run is for restores into s3://"));
     }
     let connection = Connection::parse(into).map_err(|e| invalid(e.to_string()))?;
     let (snapshot_spec, path) = context::split_spec(&args.spec);
@@ -149,7 +156,14 @@ pub async fn run(global: &GlobalArgs, args: RestoreArgs, into: &str) -> Result<i
 
 async fn run_bucket(global: &GlobalArgs, args: RestoreArgs, into: &str) -> Result<i32, Failure> {
     if args.database.is_some() || args.force {
-        return Err(invalid("--database and --force are for database restores"));
+        return Err(invalid(
+            "--database and --force are for database restores (use --overwrite)",
+        ));
+    }
+    if args.keep_setid || args.skip_damaged {
+        return Err(invalid(
+            "--keep-setid and --skip-damaged are for restores into a directory",
+        ));
     }
     let url = nfrepo_store::StoreUrl::parse(into).map_err(|e| Failure::store(&e, Operation::Restore))?;
     let credentials = nfrepo_store::Credentials::from_env().map_err(|e| Failure::store(&e, Operation::Restore))?;
@@ -171,30 +185,62 @@ async fn run_bucket(global: &GlobalArgs, args: RestoreArgs, into: &str) -> Resul
     let mut options = nfrepo_sources::BucketRestoreOptions::default();
     options.include = args.include;
     options.exclude = args.exclude;
+    options.overwrite = args.overwrite;
+    options.dry_run = args.dry_run;
+    options.verify = args.verify;
     let started = std::time::Instant::now();
     let report = nfrepo_sources::restore_bucket(&reader, &snapshot, path, &operator, &options)
         .await
         .map_err(|e| Failure::sources(&e, Operation::Restore))?;
     let secs = started.elapsed().as_secs_f64();
+    let refusal = report.refusal().map(|e| Failure::sources(&e, Operation::Restore));
     if global.json {
         crate::output::outln!(
             "{}",
             serde_json::json!({
                 "snapshot_id": snapshot.id.to_hex(),
                 "into": url.to_string(),
+                "dry_run": report.dry_run,
                 "objects": report.objects,
+                "objects_replaced": report.objects_replaced,
                 "objects_unchanged": report.objects_unchanged,
                 "bytes": report.bytes,
+                "bytes_compared": report.bytes_compared,
+                "verified": report.verified,
+                "new_keys": report.new_keys,
+                "differing_keys": report.differing_keys,
                 "duration_ms": (secs * 1000.0) as u64,
             })
         );
-    } else if !global.quiet {
+        // The report above is the one JSON document; a refusal goes to stderr.
+        return Ok(refusal.map_or(0, |failure| failure.report(false)));
+    }
+    if report.dry_run {
+        for key in &report.new_keys {
+            crate::output::outln!("would write {}", escape::text(key));
+        }
+        let verb = if report.overwrite { "would overwrite" } else { "differs" };
+        for key in &report.differing_keys {
+            crate::output::outln!("{verb} {}", escape::text(key));
+        }
+    }
+    if !global.quiet {
         crate::output::outln!(
-            "restored {} objects ({} already there), {} in {secs:.1}s into {url}",
+            "{} {} objects ({} replacing different ones, {} already there), {} in {secs:.1}s into {url}{}",
+            if report.dry_run {
+                "dry run: would restore"
+            } else {
+                "restored"
+            },
             report.objects,
+            report.objects_replaced,
             report.objects_unchanged,
             render::bytes(report.bytes),
+            if report.verified > 0 { ", verified" } else { "" },
         );
     }
-    Ok(0)
+    match refusal {
+        Some(failure) => Err(failure),
+        None => Ok(0),
+    }
 }
