@@ -39,77 +39,62 @@ fn hex32(id: &[u8; 32]) -> String {
     })
 }
 
-impl RepoObject for Snapshot {
-    type Id = SnapshotId;
-    const KIND: ObjectKind = ObjectKind::Snapshot;
-    const NOUN: &'static str = "snapshot";
+/// A kind named by a 32-byte id in hex, opened by its decoder with that id
+/// (the decoder checks the bytes belong to the id and the repository).
+macro_rules! named_by_id {
+    ($object:ty, $id:ty, $wrap:expr, $unwrap:expr, $kind:expr, $noun:literal) => {
+        impl RepoObject for $object {
+            type Id = $id;
+            const KIND: ObjectKind = $kind;
+            const NOUN: &'static str = $noun;
 
-    fn parse_name(name: &str) -> Option<SnapshotId> {
-        parse_hex32(name).map(SnapshotId)
-    }
+            fn parse_name(name: &str) -> Option<$id> {
+                parse_hex32(name).map($wrap)
+            }
 
-    fn name(id: &SnapshotId) -> String {
-        id.to_hex()
-    }
+            fn name(id: &$id) -> String {
+                hex32(&$unwrap(id))
+            }
 
-    fn open(repo: &Repository, id: &SnapshotId, bytes: &[u8]) -> nfrepo_format::Result<Self> {
-        Self::decode(id, bytes, repo.sealer(), &repo.id())
-    }
+            fn open(repo: &Repository, id: &$id, bytes: &[u8]) -> nfrepo_format::Result<Self> {
+                Self::decode(id, bytes, repo.sealer(), &repo.id())
+            }
+        }
+    };
 }
 
-impl RepoObject for IndexDelta {
-    type Id = IndexId;
-    const KIND: ObjectKind = ObjectKind::Index;
-    const NOUN: &'static str = "index delta";
-
-    fn parse_name(name: &str) -> Option<IndexId> {
-        parse_hex32(name).map(IndexId)
-    }
-
-    fn name(id: &IndexId) -> String {
-        id.to_hex()
-    }
-
-    fn open(repo: &Repository, id: &IndexId, bytes: &[u8]) -> nfrepo_format::Result<Self> {
-        Self::decode(id, bytes, repo.sealer(), &repo.id())
-    }
-}
-
-impl RepoObject for GcPlan {
-    type Id = PlanId;
-    const KIND: ObjectKind = ObjectKind::Gc;
-    const NOUN: &'static str = "gc plan";
-
-    fn parse_name(name: &str) -> Option<PlanId> {
-        parse_hex32(name)
-    }
-
-    fn name(id: &PlanId) -> String {
-        hex32(id)
-    }
-
-    fn open(repo: &Repository, id: &PlanId, bytes: &[u8]) -> nfrepo_format::Result<Self> {
-        Self::decode(id, bytes, repo.sealer(), &repo.id())
-    }
-}
-
-impl RepoObject for ProtectMarker {
-    type Id = SnapshotId;
-    const KIND: ObjectKind = ObjectKind::Protect;
-    const NOUN: &'static str = "protect marker";
-
-    fn parse_name(name: &str) -> Option<SnapshotId> {
-        parse_hex32(name).map(SnapshotId)
-    }
-
-    fn name(id: &SnapshotId) -> String {
-        id.to_hex()
-    }
-
-    fn open(repo: &Repository, id: &SnapshotId, bytes: &[u8]) -> nfrepo_format::Result<Self> {
-        Self::decode(id, bytes, repo.sealer(), &repo.id())
-    }
-}
+named_by_id!(
+    Snapshot,
+    SnapshotId,
+    SnapshotId,
+    |id: &SnapshotId| id.0,
+    ObjectKind::Snapshot,
+    "snapshot"
+);
+named_by_id!(
+    IndexDelta,
+    IndexId,
+    IndexId,
+    |id: &IndexId| id.0,
+    ObjectKind::Index,
+    "index delta"
+);
+named_by_id!(
+    GcPlan,
+    PlanId,
+    std::convert::identity,
+    |id: &PlanId| *id,
+    ObjectKind::Gc,
+    "gc plan"
+);
+named_by_id!(
+    ProtectMarker,
+    SnapshotId,
+    SnapshotId,
+    |id: &SnapshotId| id.0,
+    ObjectKind::Protect,
+    "protect marker"
+);
 
 impl RepoObject for SessionMarker {
     /// A random id drawn when the session starts.
