@@ -2,8 +2,8 @@
 //!
 //! Every kind of source implements [`Source`]: [`FilesSource`] walks file
 //! trees (keeping modes, ownership, times, symlinks, devices and xattrs, and
-//! skipping files unchanged since the parent snapshot), [`ReaderSource`]
-//! stores standard input, [`CommandSource`] stores a command's standard
+//! skipping files unchanged since the parent snapshot), [`StreamSource`]
+//! stores standard input, any reader or a command's standard
 //! output and refuses to let a failed command become a snapshot,
 //! [`DumpSource`] runs the [`DumpPlan`] that [`MysqlSource`],
 //! [`PostgresSource`] or [`RedisSource`] make by asking their server, and
@@ -72,5 +72,5 @@ pub use redis::{RDB_STREAM, RedisSource};
 pub use restore::{DamagedRange, RestoreOptions, RestoreReport, restore, write_content, write_content_skipping_damage};
 pub use rollback::{RollbackReport, RollbackScope, RolledBack, live_drift, rollback};
 pub use secret::{Secret, is_protected_var, protect_env_var, protect_value, redact_secrets};
-pub use source::{BucketSource, CommandSource, DumpSource, FilesSource, ReaderSource, Source, SourceOutcome};
+pub use source::{BucketSource, DumpSource, FilesSource, Source, SourceOutcome, StreamSource};
 pub use stream::{StreamOutcome, backup_command, backup_reader, redact_argv};

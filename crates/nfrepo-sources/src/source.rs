@@ -10,8 +10,8 @@
 //!    and the details of the snapshot. Any error means nothing is committed.
 //!
 //! Implementations: [`FilesSource`] (file trees: `files`, `config`, `logs`),
-//! [`ReaderSource`] (standard input or any reader), [`CommandSource`] (a
-//! command's standard output), [`DumpSource`] (MySQL, PostgreSQL, Redis, or
+//! [`StreamSource`] (standard input, any reader, or a command's standard
+//! output), [`DumpSource`] (MySQL, PostgreSQL, Redis, or
 //! any [`DumpPlan`]) and [`BucketSource`] (an S3 bucket).
 
 use std::io::Read;
@@ -125,100 +125,66 @@ impl Source for FilesSource {
     }
 }
 
-/// A stream read to its end and stored as one file: standard input, or any reader.
-///
-/// The reader cannot tell whether whoever writes into it succeeded (a shell
-/// pipeline's upstream status is invisible here): prefer [`CommandSource`].
-pub struct ReaderSource {
-    kind: String,
-    name: String,
-    reader: Option<Box<dyn Read + Send>>,
+/// Where a [`StreamSource`]'s bytes come from.
+enum Input {
+    /// A reader, taken when the backup runs.
+    Reader(Option<Box<dyn Read + Send>>),
+    /// A command's standard output.
+    Command(Vec<String>),
 }
 
-impl std::fmt::Debug for ReaderSource {
+/// One stream stored as one file: standard input, any reader, or a
+/// command's standard output.
+///
+/// A command that fails or is killed fails the backup (see `stream`). A
+/// reader cannot tell whether whoever writes into it succeeded (a shell
+/// pipeline's upstream status is invisible here): prefer a command.
+pub struct StreamSource {
+    kind: String,
+    name: String,
+    input: Input,
+}
+
+impl std::fmt::Debug for StreamSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReaderSource")
-            .field("kind", &self.kind)
-            .field("name", &self.name)
-            .finish_non_exhaustive()
+        let mut out = f.debug_struct("StreamSource");
+        out.field("kind", &self.kind).field("name", &self.name);
+        if let Input::Command(argv) = &self.input {
+            out.field("argv", &crate::stream::redact_argv(argv));
+        }
+        out.finish_non_exhaustive()
     }
 }
 
-impl ReaderSource {
+impl StreamSource {
     /// Standard input as the file `name`, recorded as kind `stdin`.
     #[must_use]
     pub fn stdin(name: impl Into<String>) -> Self {
-        Self::new(name, std::io::stdin())
+        Self::reader(name, std::io::stdin())
     }
 
     /// `reader` as the file `name`, recorded as kind `stdin`.
     #[must_use]
-    pub fn new(name: impl Into<String>, reader: impl Read + Send + 'static) -> Self {
+    pub fn reader(name: impl Into<String>, reader: impl Read + Send + 'static) -> Self {
         Self {
             kind: "stdin".to_owned(),
             name: name.into(),
-            reader: Some(Box::new(reader)),
+            input: Input::Reader(Some(Box::new(reader))),
         }
     }
 
-    /// Records another kind: a dump piped in from `mysqldump` is a `mysql`
-    /// snapshot, which `restore --into mysql://…` accepts.
-    #[must_use]
-    pub fn with_kind(mut self, kind: impl Into<String>) -> Self {
-        self.kind = kind.into();
-        self
-    }
-}
-
-impl Source for ReaderSource {
-    fn kind(&self) -> &str {
-        &self.kind
-    }
-
-    fn default_profile(&self) -> &str {
-        "dump"
-    }
-
-    fn prepare(&mut self) -> Result<Vec<String>> {
-        crate::stream::check_stream_name(&self.name)?;
-        Ok(vec![self.name.clone()])
-    }
-
-    fn back_up(&mut self, writer: &BackupWriter) -> Result<SourceOutcome> {
-        let reader = self
-            .reader
-            .take()
-            .ok_or_else(|| Error::Invalid("the stream was already read".into()))?;
-        let out = crate::backup_reader(writer, &self.name, reader)?;
-        Ok(SourceOutcome {
-            root: out.root,
-            details: out.details,
-            warnings: Vec::new(),
-        })
-    }
-}
-
-/// A command's standard output stored as one file; a command that fails,
-/// or is killed, fails the backup (see `stream`).
-#[derive(Clone, Debug)]
-pub struct CommandSource {
-    kind: String,
-    name: String,
-    argv: Vec<String>,
-}
-
-impl CommandSource {
     /// `argv`'s output as the file `name`, recorded as kind `command`.
     #[must_use]
-    pub fn new(name: impl Into<String>, argv: Vec<String>) -> Self {
+    pub fn command(name: impl Into<String>, argv: Vec<String>) -> Self {
         Self {
             kind: "command".to_owned(),
             name: name.into(),
-            argv,
+            input: Input::Command(argv),
         }
     }
 
-    /// Records another kind (a `mysqldump` command makes a `mysql` snapshot).
+    /// Records another kind: a dump piped in from, or made by, `mysqldump`
+    /// is a `mysql` snapshot, which `restore --into mysql://…` accepts.
     #[must_use]
     pub fn with_kind(mut self, kind: impl Into<String>) -> Self {
         self.kind = kind.into();
@@ -226,7 +192,7 @@ impl CommandSource {
     }
 }
 
-impl Source for CommandSource {
+impl Source for StreamSource {
     fn kind(&self) -> &str {
         &self.kind
     }
@@ -237,14 +203,22 @@ impl Source for CommandSource {
 
     fn prepare(&mut self) -> Result<Vec<String>> {
         crate::stream::check_stream_name(&self.name)?;
-        if self.argv.is_empty() {
+        if matches!(&self.input, Input::Command(argv) if argv.is_empty()) {
             return Err(Error::Invalid("no command given".into()));
         }
         Ok(vec![self.name.clone()])
     }
 
     fn back_up(&mut self, writer: &BackupWriter) -> Result<SourceOutcome> {
-        let out = crate::backup_command(writer, &self.name, &self.argv)?;
+        let out = match &mut self.input {
+            Input::Reader(reader) => {
+                let reader = reader
+                    .take()
+                    .ok_or_else(|| Error::Invalid("the stream was already read".into()))?;
+                crate::backup_reader(writer, &self.name, reader)?
+            }
+            Input::Command(argv) => crate::backup_command(writer, &self.name, argv)?,
+        };
         Ok(SourceOutcome {
             root: out.root,
             details: out.details,

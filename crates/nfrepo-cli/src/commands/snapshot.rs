@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use nfrepo_engine::{ErrorCode, Operation};
 use nfrepo_format::{Snapshot, SnapshotId};
-use nfrepo_sources::{CommandSource, FilesSource, ReaderSource, RetryCounter, RunOptions, Source};
+use nfrepo_sources::{FilesSource, RetryCounter, RunOptions, Source, StreamSource};
 
 use crate::cli::{GlobalArgs, SnapshotArgs};
 use crate::config::{self, SourceKind};
@@ -67,7 +67,7 @@ fn source_of(
     let invalid = |m: &str| Failure::new(ErrorCode::BackupFailed, Some("INVALID_ARGUMENT"), m.to_owned());
     if args.stdin {
         let name = args.name.clone().ok_or_else(|| invalid("--stdin needs --name"))?;
-        let mut source = ReaderSource::stdin(name.clone());
+        let mut source = StreamSource::stdin(name.clone());
         if let Some(kind) = kind {
             source = source.with_kind(kind);
         }
@@ -80,7 +80,7 @@ fn source_of(
             .ok_or_else(|| invalid("--command needs a command after --"))?;
         let base = program.rsplit('/').next().unwrap_or(program).to_owned();
         let name = args.name.clone().unwrap_or_else(|| format!("{base}.out"));
-        let mut source = CommandSource::new(name, args.argv.clone());
+        let mut source = StreamSource::command(name, args.argv.clone());
         if let Some(kind) = kind {
             source = source.with_kind(kind);
         }

@@ -9,7 +9,7 @@
 
 use nfrepo_engine::{ErrorCode, Operation};
 use nfrepo_sources::{
-    BucketSource, CommandSource, Connection, DumpSource, FilesOptions, FilesSource, RunOptions, Source,
+    BucketSource, Connection, DumpSource, FilesOptions, FilesSource, RunOptions, Source, StreamSource,
 };
 
 use crate::cli::{GlobalArgs, SnapshotArgs};
@@ -256,7 +256,7 @@ fn analytics_source(source: &SourceConfig) -> Result<Box<dyn Source>, Failure> {
             format!("{}.out", program.rsplit('/').next().unwrap_or(program))
         });
         return Ok(Box::new(
-            CommandSource::new(name, argv.clone()).with_kind(source.kind.name()),
+            StreamSource::command(name, argv.clone()).with_kind(source.kind.name()),
         ));
     }
     if source.connection.is_some() {

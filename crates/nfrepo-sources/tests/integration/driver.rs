@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use nfrepo_engine::{BackupWriter, ErrorCode, Operation};
-use nfrepo_sources::{CommandSource, Error, ReaderSource, RunOptions, Source, SourceOutcome};
+use nfrepo_sources::{Error, RunOptions, Source, SourceOutcome, StreamSource};
 
 use super::fixture::{assert_nothing_committed, file_content, repo, run, snapshots};
 
@@ -16,7 +16,7 @@ async fn a_source_that_succeeds_is_committed_with_what_it_read() {
     let report = run(
         &repo,
         "db",
-        ReaderSource::new("dump.bin", std::io::Cursor::new(data.clone())),
+        StreamSource::reader("dump.bin", std::io::Cursor::new(data.clone())),
     )
     .await
     .unwrap();
@@ -39,7 +39,7 @@ async fn a_command_that_exits_non_zero_commits_nothing() {
     let argv = ["sh", "-c", "head -c 100000 /dev/zero; echo 'dump broke' >&2; exit 2"]
         .map(String::from)
         .to_vec();
-    let err = run(&repo, "db", CommandSource::new("dump.sql", argv))
+    let err = run(&repo, "db", StreamSource::command("dump.sql", argv))
         .await
         .unwrap_err();
     assert!(
@@ -57,7 +57,7 @@ async fn a_command_killed_by_a_signal_commits_nothing() {
     let argv = ["sh", "-c", "head -c 100000 /dev/zero; kill -9 $$"]
         .map(String::from)
         .to_vec();
-    let err = run(&repo, "db", CommandSource::new("dump.sql", argv))
+    let err = run(&repo, "db", StreamSource::command("dump.sql", argv))
         .await
         .unwrap_err();
     assert!(
@@ -98,7 +98,7 @@ async fn a_failing_source_is_aborted_and_the_next_backup_runs() {
     let err = run(&repo, "x", Failing { panic: false }).await.unwrap_err();
     assert!(matches!(&err, Error::Invalid(m) if m == "source gave up"), "{err}");
     assert_nothing_committed(&repo).await;
-    run(&repo, "x", ReaderSource::new("x", &b"fine"[..])).await.unwrap();
+    run(&repo, "x", StreamSource::reader("x", &b"fine"[..])).await.unwrap();
     assert_eq!(snapshots(&repo).await.len(), 1);
 }
 
@@ -118,7 +118,7 @@ async fn a_panicking_source_is_aborted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_that_fails_to_prepare_starts_no_session() {
     let repo = repo().await;
-    let err = run(&repo, "x", ReaderSource::new("a/b", &b"data"[..]))
+    let err = run(&repo, "x", StreamSource::reader("a/b", &b"data"[..]))
         .await
         .unwrap_err();
     assert!(
@@ -142,7 +142,7 @@ async fn progress_is_reported_until_the_end() {
     let mut seen = Vec::new();
     let report = nfrepo_sources::run_backup(
         &repo,
-        Box::new(CommandSource::new("out", argv)),
+        Box::new(StreamSource::command("out", argv)),
         &RunOptions::new("slow"),
         &mut |p| seen.push(p.bytes_read),
     )
@@ -165,7 +165,7 @@ async fn the_snapshot_records_retries_during_the_backup_and_the_options() {
         .retries(Arc::new(move || seen.fetch_add(2, Ordering::SeqCst)));
     let report = nfrepo_sources::run_backup(
         &repo,
-        Box::new(ReaderSource::new("x", &b"data"[..]).with_kind("mysql")),
+        Box::new(StreamSource::reader("x", &b"data"[..]).with_kind("mysql")),
         &options,
         &mut |_| {},
     )
@@ -181,15 +181,17 @@ async fn the_snapshot_records_retries_during_the_backup_and_the_options() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_second_backup_of_a_source_has_the_first_as_parent() {
     let repo = repo().await;
-    let first = run(&repo, "db", ReaderSource::new("x", &b"one"[..])).await.unwrap();
-    let other = run(&repo, "other", ReaderSource::new("x", &b"one"[..])).await.unwrap();
-    let second = run(&repo, "db", ReaderSource::new("x", &b"two"[..])).await.unwrap();
+    let first = run(&repo, "db", StreamSource::reader("x", &b"one"[..])).await.unwrap();
+    let other = run(&repo, "other", StreamSource::reader("x", &b"one"[..]))
+        .await
+        .unwrap();
+    let second = run(&repo, "db", StreamSource::reader("x", &b"two"[..])).await.unwrap();
     assert_eq!(first.snapshot.parent, None);
     assert_eq!(other.snapshot.parent, None);
     assert_eq!(second.snapshot.parent, Some(first.id));
     let no_parent = nfrepo_sources::run_backup(
         &repo,
-        Box::new(ReaderSource::new("x", &b"three"[..])),
+        Box::new(StreamSource::reader("x", &b"three"[..])),
         &RunOptions::new("db").use_parent(false),
         &mut |_| {},
     )

@@ -1,6 +1,6 @@
 //! Stream sources: standard input (any reader) and a command's output.
 
-use nfrepo_sources::{CommandSource, Error, ReaderSource};
+use nfrepo_sources::{Error, StreamSource};
 
 use super::fixture::{assert_nothing_committed, fact, file_content, repo, run};
 
@@ -15,7 +15,7 @@ async fn a_reader_is_one_file_with_both_digests() {
     let report = run(
         &repo,
         "db",
-        ReaderSource::new("app.sql", std::io::Cursor::new(data.clone())),
+        StreamSource::reader("app.sql", std::io::Cursor::new(data.clone())),
     )
     .await
     .unwrap();
@@ -38,7 +38,7 @@ async fn a_command_records_its_redacted_argv_and_status() {
     let argv = ["sh", "-c", "printf hello", "--password=hunter2"]
         .map(String::from)
         .to_vec();
-    let report = run(&repo, "cmd", CommandSource::new("out.txt", argv)).await.unwrap();
+    let report = run(&repo, "cmd", StreamSource::command("out.txt", argv)).await.unwrap();
     let command = report.snapshot.command.clone().unwrap();
     assert_eq!(command.argv, ["sh", "-c", "printf hello", "--password=***"]);
     assert_eq!(command.exit_code, 0);
@@ -50,7 +50,7 @@ async fn a_command_records_its_redacted_argv_and_status() {
 async fn a_command_that_cannot_start_commits_nothing() {
     let repo = repo().await;
     let argv = vec!["/nonexistent/nfrepo-test-tool".to_owned()];
-    let err = run(&repo, "cmd", CommandSource::new("out", argv)).await.unwrap_err();
+    let err = run(&repo, "cmd", StreamSource::command("out", argv)).await.unwrap_err();
     assert!(
         matches!(&err, Error::CommandFailed(m) if m.contains("cannot start")),
         "{err}"
@@ -61,7 +61,7 @@ async fn a_command_that_cannot_start_commits_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_command_is_refused_before_anything_starts() {
     let repo = repo().await;
-    let err = run(&repo, "cmd", CommandSource::new("out", Vec::new()))
+    let err = run(&repo, "cmd", StreamSource::command("out", Vec::new()))
         .await
         .unwrap_err();
     assert!(matches!(&err, Error::Invalid(m) if m == "no command given"), "{err}");
