@@ -288,6 +288,12 @@ impl Walk<'_> {
         if !self.filter.keeps(path, file_type.is_dir()) {
             return Ok(None);
         }
+        // Belt and braces: staging is never inside a source's path, but an
+        // interrupted rollback's staging directory must never be backed up.
+        if !top && file_type.is_dir() && crate::rollback::is_staging_name(&name) {
+            self.skip(path, "the staging directory of an interrupted rollback, not backed up");
+            return Ok(None);
+        }
         let meta = meta::capture(path, &stat, &mut self.names, &mut self.warnings);
         let kind = if file_type.is_dir() {
             let dir = match open_listed(at, path, &name, &stat, OFlag::O_DIRECTORY) {
