@@ -12,8 +12,7 @@
 //! 1. **Check**: the live entries in scope are compared with the source's
 //!    latest snapshot. If someone edited, added or removed a file since,
 //!    rolling back would discard that edit, so it is refused
-//!    ([`Error::LiveFilesChanged`], `RESTORE_CONFLICT`) unless forced (or
-//!    the live entries already are the target's: nothing to do).
+//!    ([`Error::LiveFilesChanged`], `RESTORE_CONFLICT`) unless forced.
 //! 2. **Plan**: the live entries are compared with the target snapshot:
 //!    every entry that differs is replaced, every entry the target lacks is
 //!    removed, every missing one created. Drifted files are included, not
@@ -118,13 +117,12 @@ pub async fn rollback(
     let mut comparer = Comparer::default();
     let live = live_state(scope, &[&expected.entries, &want])?;
     let drift = differences(&live, &expected.entries, &mut comparer)?;
-    let planned = plan(&live, &want, &mut comparer);
-    if !drift.is_empty() && !force && !planned.as_ref().is_ok_and(Plan::is_empty) {
+    if !drift.is_empty() && !force {
         return Err(Error::LiveFilesChanged(
             drift.iter().map(|p| p.display().to_string()).collect(),
         ));
     }
-    let plan = planned?;
+    let plan = plan(&live, &want, &mut comparer)?;
     let report = RollbackReport {
         changes: changes(&plan, &live, &want, scope),
         drift,
