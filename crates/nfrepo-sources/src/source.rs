@@ -113,10 +113,13 @@ impl Source for FilesSource {
         }
         // A rollback of these paths killed halfway is finished or undone
         // first, so that no snapshot holds half old, half new files.
-        self.recovered = crate::recover_rollbacks(&self.paths)?
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        // A directory beside them that cannot be listed (no read permission)
+        // cannot hold our staging either: said, not fatal.
+        self.recovered = match crate::recover_rollbacks(&self.paths) {
+            Ok(recovered) => recovered.iter().map(ToString::to_string).collect(),
+            Err(e @ Error::Io { .. }) => vec![format!("cannot look for interrupted rollbacks: {e}")],
+            Err(e) => return Err(e),
+        };
         let mut absolute = Vec::with_capacity(self.paths.len());
         for path in &self.paths {
             crate::files::check_top_level(path)?;

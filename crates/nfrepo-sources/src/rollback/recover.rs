@@ -133,7 +133,15 @@ pub fn recover_rollbacks(roots: &[PathBuf]) -> Result<Vec<RecoveredRollback>> {
 fn staging_dirs(base: &Path, prefix: &str) -> Result<Vec<String>> {
     let entries = match std::fs::read_dir(base) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        // No directory there: no staging directory either.
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(Vec::new());
+        }
         Err(source) => {
             return Err(Error::Io {
                 path: base.to_path_buf(),
