@@ -25,7 +25,7 @@
 //!
 //! `A` moves a live entry aside (`from` live, `to` in staging), `P` puts a
 //! staged entry in place (`from` staged, `to` live), `D` creates a live
-//! directory (`from` empty, `to` live). Paths are relative to the area's
+//! directory (`from` the staged directory, whose mode it takes; `to` live). Paths are relative to the area's
 //! base directory. A journal without a valid `end` line was torn while
 //! written: since it is complete and fsynced before the first rename, a
 //! torn journal means nothing live was touched.

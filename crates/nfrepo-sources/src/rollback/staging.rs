@@ -159,12 +159,13 @@ impl Staging {
                 .bases
                 .fd(i)
                 .and_then(|base| {
-                    nix::sys::stat::mkdirat(base, area.name.as_str(), Mode::from_bits_truncate(0o700)).map_err(
-                        |e| Error::Io {
-                            path: path.clone(),
-                            source: e.into(),
-                        },
-                    )?;
+                    let io = |e: nix::errno::Errno| Error::Io {
+                        path: path.clone(),
+                        source: e.into(),
+                    };
+                    nix::sys::stat::mkdirat(base, area.name.as_str(), Mode::from_bits_truncate(0o700)).map_err(io)?;
+                    // The journal will be made durable inside it: so must its name be.
+                    nix::unistd::fsync(base).map_err(io)?;
                     lock(base, &area.base, &area.name)
                 })
                 .and_then(|dir| dir.ok_or_else(|| Error::RollbackFailed(format!("{} vanished", path.display()))));

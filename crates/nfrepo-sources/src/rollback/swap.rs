@@ -165,11 +165,13 @@ impl Bases {
         Error::RollbackFailed(format!("{doing} {}: {e}", self.path(area, rel).display()))
     }
 
-    fn rename(&self, area: usize, from: &[u8], to: &[u8], doing: &str) -> Result<()> {
+    /// Renames `from` to `to` (never replacing); `live` is the live one of
+    /// the two, named in an error.
+    fn rename(&self, area: usize, (from, to): (&[u8], &[u8]), live: &[u8], doing: &str) -> Result<()> {
         let (from_dir, from_name) = self.parent(area, from)?;
         let (to_dir, to_name) = self.parent(area, to)?;
         crate::restore::rename_no_replace_at(&from_dir, from_name, &to_dir, to_name)
-            .map_err(|e| self.error(area, if doing == "moving aside" { from } else { to }, doing, e))
+            .map_err(|e| self.error(area, live, doing, e))
     }
 
     /// Whether `step` has been done (the journal's steps run in order, so
@@ -188,8 +190,8 @@ impl Bases {
     /// Does one step. Renames never replace: a name taken meanwhile stops the swap.
     pub(crate) fn run(&self, step: &Step) -> Result<()> {
         match step.op {
-            Op::Aside => self.rename(step.area, &step.from, &step.to, "moving aside"),
-            Op::Place => self.rename(step.area, &step.from, &step.to, "putting in place"),
+            Op::Aside => self.rename(step.area, (&step.from, &step.to), &step.from, "moving aside"),
+            Op::Place => self.rename(step.area, (&step.from, &step.to), &step.to, "putting in place"),
             Op::Mkdir => {
                 let (parent, name) = self.parent(step.area, &step.to)?;
                 nix::sys::stat::mkdirat(&parent, name, Mode::from_bits_truncate(0o700))
@@ -209,8 +211,8 @@ impl Bases {
     /// Reverses one done step.
     pub(crate) fn undo(&self, step: &Step) -> Result<()> {
         match step.op {
-            Op::Aside => self.rename(step.area, &step.to, &step.from, "moving back"),
-            Op::Place => self.rename(step.area, &step.to, &step.from, "taking back"),
+            Op::Aside => self.rename(step.area, (&step.to, &step.from), &step.from, "moving back"),
+            Op::Place => self.rename(step.area, (&step.to, &step.from), &step.to, "taking back"),
             Op::Mkdir => {
                 let (parent, name) = self.parent(step.area, &step.to)?;
                 nix::unistd::unlinkat(&parent, name, UnlinkatFlags::RemoveDir)
