@@ -161,10 +161,18 @@ pub async fn rollback(
 
 /// The live entries in `scope` that differ from `snapshot` (changed,
 /// missing, or not in it): empty when the live files are that snapshot.
+/// An interrupted rollback of the scope is finished or undone first (and
+/// logged as a warning).
 ///
 /// # Errors
-/// Engine errors reading the snapshot; [`Error::Io`] examining live files.
+/// Engine errors reading the snapshot; [`Error::Io`] examining live files;
+/// [`Error::RollbackFailed`] as [`recover_rollbacks`].
 pub async fn live_drift(reader: &Reader, snapshot: &SnapshotEntry, scope: &RollbackScope) -> Result<Vec<PathBuf>> {
+    // An interrupted rollback is dealt with first: its half-swapped files
+    // are nobody's drift.
+    for recovered in recover_rollbacks(scope.roots())? {
+        tracing::warn!("{recovered}");
+    }
     let expected = snapshot_state(reader, snapshot, scope).await?;
     let live = live_state(scope, &[&expected.entries])?;
     differences(&live, &expected.entries, &mut Comparer::default())

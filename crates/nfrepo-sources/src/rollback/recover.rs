@@ -94,7 +94,8 @@ impl std::fmt::Display for RecoveredRollback {
 }
 
 /// Finishes or undoes every interrupted rollback of the top-level paths
-/// `roots` (see the module docs). Blocks.
+/// `roots` (see the module docs). Blocks. The caller reports what was done
+/// (each [`RecoveredRollback`] displays as one line for the operator).
 ///
 /// # Errors
 /// [`Error::RollbackFailed`] if a rollback of these paths is running now,
@@ -118,8 +119,7 @@ pub fn recover_rollbacks(roots: &[PathBuf]) -> Result<Vec<RecoveredRollback>> {
         for base in bases {
             for name in staging_dirs(&base, &wanted)? {
                 if let Some(done) = recover_one(&base, &name)? {
-                    tracing::warn!(staging = ?done.staging, target = %done.target, outcome = ?done.outcome,
-                        "recovered an interrupted rollback");
+                    tracing::info!("{done}");
                     recovered.push(done);
                 }
             }
