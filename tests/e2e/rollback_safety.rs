@@ -171,6 +171,36 @@ fn rollback_killed_from_outside_is_undone_by_the_next_rollback() {
     assert!(staging_in(&env.path("etc")).is_empty());
 }
 
+/// Killed after its last rename (while proving): the swap was complete, so
+/// the re-run finishes it instead of undoing it, and has nothing left to do.
+#[test]
+fn rollback_killed_after_a_complete_swap_is_finished_by_the_next_rollback() {
+    let (env, config, conf, v1) = two_versions();
+    let out = env
+        .cmd()
+        .env(FAILPOINT, format!("kill-after:{}", 2 * FILES))
+        .args(["--config", &config, "rollback", "app"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(9), "not killed:\n{}", describe(&out));
+    assert_eq!(version(&conf), Some(1));
+    assert_eq!(staging_in(&env.path("etc")).len(), 1);
+
+    let report = env.json(&["--config", &config, "rollback", "app"]);
+    let recovered = report["recovered"].as_array().unwrap();
+    assert_eq!(recovered.len(), 1, "{report}");
+    assert!(
+        recovered[0].as_str().unwrap().starts_with(&format!(
+            "finished an interrupted rollback to snapshot {}: its swap was complete",
+            &v1[..12]
+        )),
+        "{report}"
+    );
+    assert_eq!(report["changes"].as_array().unwrap().len(), 0, "{report}");
+    assert_eq!(version(&conf), Some(1));
+    assert!(staging_in(&env.path("etc")).is_empty());
+}
+
 /// Issue 10, item 8: staging directories left by dead rollbacks are never
 /// backed up: one beside the source (this version's place) is removed by
 /// the next snapshot, one inside it (where older versions staged) is left

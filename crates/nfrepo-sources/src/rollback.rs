@@ -12,7 +12,9 @@
 //! 1. **Check**: the live entries in scope are compared with the source's
 //!    latest snapshot. If someone edited, added or removed a file since,
 //!    rolling back would discard that edit, so it is refused
-//!    ([`Error::LiveFilesChanged`], `RESTORE_CONFLICT`) unless forced.
+//!    ([`Error::LiveFilesChanged`], `RESTORE_CONFLICT`) unless forced. (The
+//!    re-run of a rollback whose swap was complete when it was killed finds
+//!    the files at its target: it succeeds with nothing left to do.)
 //! 2. **Plan**: the live entries are compared with the target snapshot:
 //!    every entry that differs is replaced, every entry the target lacks is
 //!    removed, every missing one created. Drifted files are included, not
@@ -117,6 +119,17 @@ pub async fn rollback(
     let mut comparer = Comparer::default();
     let live = live_state(scope, &[&expected.entries, &want])?;
     let drift = differences(&live, &expected.entries, &mut comparer)?;
+    // This very rollback was interrupted after its swap and finished above:
+    // the live files are its target, nothing is left to do.
+    let finished = recovered
+        .iter()
+        .any(|r| r.outcome == RecoveryOutcome::Finished && r.target == target.id.to_hex());
+    if !drift.is_empty() && finished && differences(&live, &want, &mut comparer)?.is_empty() {
+        return Ok(RollbackReport {
+            recovered,
+            ..RollbackReport::default()
+        });
+    }
     if !drift.is_empty() && !force {
         return Err(Error::LiveFilesChanged(
             drift.iter().map(|p| p.display().to_string()).collect(),
