@@ -215,7 +215,8 @@ pub(crate) fn write(dir: &std::os::fd::OwnedFd, dir_path: &std::path::Path, jour
 /// is none or it is torn.
 ///
 /// # Errors
-/// [`Error::Io`] if it exists but cannot be read.
+/// [`Error::Io`] if it exists but cannot be read; [`Error::RollbackFailed`]
+/// if someone else than the effective user owns or may write it.
 pub(crate) fn read(dir: &std::os::fd::OwnedFd, dir_path: &std::path::Path) -> Result<Option<Journal>> {
     use nix::fcntl::OFlag;
     use nix::sys::stat::Mode;
@@ -226,6 +227,7 @@ pub(crate) fn read(dir: &std::os::fd::OwnedFd, dir_path: &std::path::Path) -> Re
         Err(nix::errno::Errno::ENOENT) => return Ok(None),
         Err(e) => return Err(Error::Io { path, source: e.into() }),
     };
+    super::recover::trusted(&fd, &path)?;
     let mut bytes = Vec::new();
     std::io::Read::read_to_end(&mut std::fs::File::from(fd), &mut bytes)
         .map_err(|source| Error::Io { path, source })?;

@@ -118,7 +118,7 @@ pub fn recover_rollbacks(roots: &[PathBuf]) -> Result<Vec<RecoveredRollback>> {
         let wanted = prefix(root);
         for base in bases {
             for name in staging_dirs(&base, &wanted)? {
-                if let Some(done) = recover_one(&base, &name)? {
+                if let Some(done) = recover_one(&base, &name, &roots)? {
                     tracing::info!("{done}");
                     recovered.push(done);
                 }
@@ -180,12 +180,13 @@ fn open_base(base: &Path) -> Result<OwnedFd> {
 
 /// Recovers the staging directory `name` in `base`; `None` if it vanished
 /// (an earlier area of the same rollback took it).
-fn recover_one(base: &Path, name: &str) -> Result<Option<RecoveredRollback>> {
+fn recover_one(base: &Path, name: &str, roots: &[PathBuf]) -> Result<Option<RecoveredRollback>> {
     let base_fd = open_base(base)?;
     let Some(dir) = staging::lock(&base_fd, base, name)? else {
         return Ok(None);
     };
     let path = base.join(name);
+    trusted(&*dir, &path)?;
     let Some(journal) = journal::read(&dir, &path)? else {
         let area = journal::Area {
             base: base.to_path_buf(),
@@ -198,7 +199,79 @@ fn recover_one(base: &Path, name: &str) -> Result<Option<RecoveredRollback>> {
             outcome: RecoveryOutcome::Discarded,
         }));
     };
+    validate(&journal, roots).map_err(|why| {
+        Error::RollbackFailed(format!(
+            "the journal in {} does not describe a rollback of these paths ({why}); refusing to act on it: \
+             inspect and remove it",
+            path.display()
+        ))
+    })?;
     apply_journal(&journal, &path, dir).map(Some)
+}
+
+/// Fails unless `fd` (a staging directory or a journal) belongs to the
+/// effective user and nobody else may write it: a planted look-alike must
+/// never steer renames, least of all when nfrepo runs as root.
+pub(crate) fn trusted(fd: &impl std::os::fd::AsFd, path: &Path) -> Result<()> {
+    let stat = nix::sys::stat::fstat(fd).map_err(|e| Error::Io {
+        path: path.to_path_buf(),
+        source: e.into(),
+    })?;
+    if stat.st_uid == nix::unistd::geteuid().as_raw() && stat.st_mode & 0o022 == 0 {
+        return Ok(());
+    }
+    Err(Error::RollbackFailed(format!(
+        "{} looks like rollback staging but nfrepo did not make it as this user (owner {}, mode {:o}); refusing \
+         to act on it: inspect and remove it",
+        path.display(),
+        stat.st_uid,
+        stat.st_mode & 0o7777
+    )))
+}
+
+/// Checks that every rename of `journal` stays between a staging
+/// directory beside `roots` and the entries under `roots`: no `..`, no
+/// other base directory, no live path outside the source.
+fn validate(journal: &Journal, roots: &[PathBuf]) -> std::result::Result<(), String> {
+    for area in &journal.areas {
+        let known = roots
+            .iter()
+            .any(|r| r.parent() == Some(area.base.as_path()) || base_of(r, roots).is_ok_and(|b| b == area.base));
+        if !known || area.name.contains('/') || !staging::is_staging_name(area.name.as_bytes()) {
+            return Err(format!(
+                "staging {} is not beside them",
+                area.base.join(&area.name).display()
+            ));
+        }
+    }
+    for step in &journal.steps {
+        let area = journal
+            .areas
+            .get(step.area)
+            .ok_or("a step names no staging directory")?;
+        let (staged, live) = match step.op {
+            journal::Op::Aside => (&step.to, &step.from),
+            journal::Op::Place | journal::Op::Mkdir => (&step.from, &step.to),
+        };
+        for rel in [staged, live] {
+            if rel
+                .split(|b| *b == b'/')
+                .any(|c| c.is_empty() || c == b"." || c == b"..")
+            {
+                return Err(format!(
+                    "{:?} is not a plain relative path",
+                    String::from_utf8_lossy(rel)
+                ));
+            }
+        }
+        let mut inside = area.name.as_bytes().to_vec();
+        inside.push(b'/');
+        let live_path = area.base.join(std::ffi::OsStr::from_bytes(live));
+        if !staged.starts_with(&inside) || !roots.iter().any(|r| live_path.starts_with(r)) {
+            return Err(format!("{} is outside them", live_path.display()));
+        }
+    }
+    Ok(())
 }
 
 /// Locks every area of `journal` (the one at `held` is locked already),
@@ -469,6 +542,46 @@ mod tests {
         );
         assert_eq!(version(&setup.root), Some(1));
         assert_eq!(leftovers(&setup.root).len(), 1);
+    }
+
+    /// A planted or altered journal never steers a rename outside the source.
+    #[test]
+    fn a_journal_reaching_outside_the_source_or_not_ours_is_refused() {
+        let setup = setup();
+        let outside = setup.root.parent().unwrap().join("outside");
+        std::fs::write(&outside, "keep").unwrap();
+        let staging_path = setup.staging.bases.path(0, setup.journal.areas[0].name.as_bytes());
+        let mut forged = setup.journal.clone();
+        forged.steps.insert(
+            0,
+            journal::Step {
+                op: journal::Op::Aside,
+                area: 0,
+                from: b"conf.d/../outside".to_vec(),
+                to: format!("{}/old-x", forged.areas[0].name).into_bytes(),
+            },
+        );
+        let dir: OwnedFd = std::fs::File::open(&staging_path).unwrap().into();
+        journal::write(&dir, &staging_path, &forged.encode()).unwrap();
+        let (_dir, root) = crash_after(setup, 0);
+        let err = recover_rollbacks(std::slice::from_ref(&root)).unwrap_err();
+        assert!(
+            matches!(&err, Error::RollbackFailed(m) if m.contains("does not describe a rollback of these paths")
+                && m.contains("not a plain relative path")),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "keep");
+        assert_eq!(version(&root), Some(1));
+
+        // Writable by others: not trusted, whatever it holds.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&staging_path, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = recover_rollbacks(std::slice::from_ref(&root)).unwrap_err();
+        assert!(
+            matches!(&err, Error::RollbackFailed(m) if m.contains("nfrepo did not make it as this user")),
+            "{err}"
+        );
+        assert!(staging_path.exists());
     }
 
     #[test]
