@@ -34,6 +34,7 @@ mod postgres;
 mod redis;
 mod restore_safety;
 mod rollback;
+mod rollback_safety;
 mod s3;
 mod secrets;
 mod sources;

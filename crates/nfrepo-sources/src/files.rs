@@ -288,6 +288,19 @@ impl Walk<'_> {
         if !self.filter.keeps(path, file_type.is_dir()) {
             return Ok(None);
         }
+        // Belt and braces: staging is never inside a source's path, but an
+        // interrupted rollback's staging directory must never be backed up.
+        // Not source data, so the snapshot is not partial; but said, since
+        // it may hold the only copy of files an old rollback moved aside.
+        if !top && file_type.is_dir() && crate::rollback::is_staging_name(&name) {
+            let message = format!(
+                "{}: the staging directory of an interrupted rollback, not backed up (inspect it, then remove it)",
+                path.display()
+            );
+            tracing::warn!("{message}");
+            self.warnings.push(message);
+            return Ok(None);
+        }
         let meta = meta::capture(path, &stat, &mut self.names, &mut self.warnings);
         let kind = if file_type.is_dir() {
             let dir = match open_listed(at, path, &name, &stat, OFlag::O_DIRECTORY) {

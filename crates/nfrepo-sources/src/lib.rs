@@ -70,7 +70,10 @@ pub use mysql::{MysqlSource, MysqlTarget};
 pub use postgres::{GLOBALS_STREAM, PostgresSource, PostgresTarget};
 pub use redis::{RDB_STREAM, RedisSource};
 pub use restore::{DamagedRange, RestoreOptions, RestoreReport, restore, write_content, write_content_skipping_damage};
-pub use rollback::{RollbackReport, RollbackScope, RolledBack, live_drift, rollback};
+pub use rollback::{
+    RecoveredRollback, RecoveryOutcome, RollbackReport, RollbackScope, RolledBack, live_drift, recover_rollbacks,
+    rollback,
+};
 pub use secret::{Secret, is_protected_var, protect_env_var, protect_value, redact_secrets};
 pub use source::{BucketSource, DumpSource, FilesSource, Source, SourceOutcome, StreamSource};
 pub use stream::{StreamOutcome, backup_command, backup_reader, redact_argv};

@@ -53,7 +53,9 @@ use nfrepo_format::NodeKind;
 use tokio::sync::{mpsc, oneshot};
 
 pub use content::{DamagedRange, write_content, write_content_skipping_damage};
+pub(crate) use existing::rename_no_replace_at;
 pub(crate) use select::{Planned, Selection};
+pub(crate) use target::open_dir_beneath;
 use target::{OpenFile, Opened, Target, TargetReport};
 
 use crate::{Error, Result};

@@ -6,39 +6,57 @@
 //! or not named by the source) is never read, moved or deleted, whatever
 //! the snapshots hold.
 //!
+//! 0. **Recover**: an earlier rollback of the same paths that was killed is
+//!    finished or undone first ([`recover_rollbacks`]; undone unless its
+//!    swap was complete), and reported in [`RollbackReport::recovered`].
 //! 1. **Check**: the live entries in scope are compared with the source's
 //!    latest snapshot. If someone edited, added or removed a file since,
 //!    rolling back would discard that edit, so it is refused
-//!    ([`Error::LiveFilesChanged`], `RESTORE_CONFLICT`) unless forced.
+//!    ([`Error::LiveFilesChanged`], `RESTORE_CONFLICT`) unless forced. (The
+//!    re-run of a rollback whose swap was complete when it was killed finds
+//!    the files at its target: it succeeds with nothing left to do.)
 //! 2. **Plan**: the live entries are compared with the target snapshot:
 //!    every entry that differs is replaced, every entry the target lacks is
 //!    removed, every missing one created. Drifted files are included, not
-//!    only the differences between the two snapshots.
+//!    only the differences between the two snapshots. A live symlink where
+//!    the target has a directory is refused, even with `force`.
 //! 3. **Stage**: the target's entries are restored (each file's size and
 //!    BLAKE3 verified while it is read, then re-read from disk and
 //!    verified again) into a staging directory beside each top-level path,
-//!    on the same file system. A failure here has touched nothing live.
-//! 4. **Swap**: live entries are renamed aside and staged ones into place,
-//!    every step journaled.
-//! 5. **Prove**: the live entries are compared with the target once more
+//!    on the same file system and never inside a path the source backs up
+//!    (see `staging`). A failure here has touched nothing live.
+//! 4. **Journal**: every step of the swap is written to a journal in the
+//!    staging directories, fsynced, before the first rename (see `journal`).
+//! 5. **Swap**: live entries are renamed aside and staged ones into place,
+//!    each relative to directory descriptors opened without following
+//!    links, renames never replacing: a directory on the way that became a
+//!    symlink stops the swap instead of being written through.
+//! 6. **Prove**: the live entries are compared with the target once more
 //!    (size and BLAKE3 of every file). If a swap step failed or the result
 //!    differs, the journal is undone in reverse and the files are left as
 //!    they were ([`Error::RollbackFailed`], `ROLLBACK_FAILED`).
 //!
 //! Directory metadata changes alone are not rolled back.
 
+mod fault;
+mod journal;
+mod recover;
+mod staging;
 mod state;
 mod swap;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use nfrepo_engine::{ChangeKind, Reader, SnapshotEntry};
 
+pub use self::recover::{RecoveredRollback, RecoveryOutcome, recover_rollbacks};
+use self::staging::Staging;
+pub(crate) use self::staging::is_staging_name;
 pub use self::state::RollbackScope;
 use self::state::{Comparer, Wanted, differences, live_state, snapshot_state};
-use self::swap::{Plan, Step, apply, plan, undo};
-use crate::{Error, RestoreOptions, Result};
+use self::swap::{Plan, apply, plan, undo};
+use crate::{Error, Result};
 
 /// One live entry a rollback changed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,6 +82,9 @@ pub struct RollbackReport {
     /// Directories the target does not hold, left in place because they
     /// hold entries outside the source.
     pub kept: Vec<PathBuf>,
+    /// Interrupted earlier rollbacks of these paths, finished or undone
+    /// before this one started.
+    pub recovered: Vec<RecoveredRollback>,
 }
 
 /// Rolls the live files of a source back to `target`.
@@ -84,6 +105,7 @@ pub async fn rollback(
     scope: &RollbackScope,
     force: bool,
 ) -> Result<RollbackReport> {
+    let recovered = recover_rollbacks(scope.roots())?;
     let expected = snapshot_state(reader, latest, scope).await?;
     let wanted = snapshot_state(reader, target, scope).await?;
     if let Some(missing) = scope.roots().iter().find(|r| !wanted.roots.contains(*r)) {
@@ -97,6 +119,17 @@ pub async fn rollback(
     let mut comparer = Comparer::default();
     let live = live_state(scope, &[&expected.entries, &want])?;
     let drift = differences(&live, &expected.entries, &mut comparer)?;
+    // This very rollback was interrupted after its swap and finished above:
+    // the live files are its target, nothing is left to do.
+    let finished = recovered
+        .iter()
+        .any(|r| r.outcome == RecoveryOutcome::Finished && r.target == target.id.to_hex());
+    if !drift.is_empty() && finished && differences(&live, &want, &mut comparer)?.is_empty() {
+        return Ok(RollbackReport {
+            recovered,
+            ..RollbackReport::default()
+        });
+    }
     if !drift.is_empty() && !force {
         return Err(Error::LiveFilesChanged(
             drift.iter().map(|p| p.display().to_string()).collect(),
@@ -107,33 +140,52 @@ pub async fn rollback(
         changes: changes(&plan, &live, &want, scope),
         drift,
         kept: plan.kept.clone(),
+        recovered,
     };
     if plan.is_empty() {
         return Ok(report);
     }
     let staging = Staging::create(scope, &plan)?;
-    let result = match staging.fill(reader, target, &plan).await {
-        Ok(()) => swap_and_prove(&plan, &expected.entries, &want, scope, &staging, &mut comparer),
-        Err(e) => Err(Undone::Completely(e)),
+    let prepared = match staging.fill(reader, target, &plan).await {
+        Ok(()) => staging.steps(&plan, &want, scope).and_then(|steps| {
+            let journal = journal::Journal {
+                target: target.id.to_hex(),
+                areas: staging.areas.clone(),
+                steps,
+            };
+            staging.write_journal(&journal.encode()).map(|()| journal)
+        }),
+        Err(e) => Err(e),
     };
-    match result {
-        Ok(()) => staging.remove(),
-        Err(Undone::Completely(e)) => {
-            staging.remove();
+    let journal = match prepared {
+        Ok(journal) => journal,
+        Err(e) => {
+            staging.discard();
             return Err(e);
         }
-        // The staging directories hold the entries that could not be moved back.
-        Err(Undone::Partly(e)) => return Err(e),
+    };
+    swap_and_prove(&journal, &expected.entries, &want, scope, &staging, &mut comparer)?;
+    if let Err(e) = staging.remove() {
+        // The rollback is complete; the next run finishes the cleanup.
+        tracing::warn!(error = %e, "could not remove a rollback staging directory");
     }
     Ok(report)
 }
 
 /// The live entries in `scope` that differ from `snapshot` (changed,
 /// missing, or not in it): empty when the live files are that snapshot.
+/// An interrupted rollback of the scope is finished or undone first (and
+/// logged as a warning).
 ///
 /// # Errors
-/// Engine errors reading the snapshot; [`Error::Io`] examining live files.
+/// Engine errors reading the snapshot; [`Error::Io`] examining live files;
+/// [`Error::RollbackFailed`] as [`recover_rollbacks`].
 pub async fn live_drift(reader: &Reader, snapshot: &SnapshotEntry, scope: &RollbackScope) -> Result<Vec<PathBuf>> {
+    // An interrupted rollback is dealt with first: its half-swapped files
+    // are nobody's drift.
+    for recovered in recover_rollbacks(scope.roots())? {
+        tracing::warn!("{recovered}");
+    }
     let expected = snapshot_state(reader, snapshot, scope).await?;
     let live = live_state(scope, &[&expected.entries])?;
     differences(&live, &expected.entries, &mut Comparer::default())
@@ -173,25 +225,25 @@ fn changes(
     changes
 }
 
-/// A failed rollback, and whether its undo left the files as they were.
-enum Undone {
-    Completely(Error),
-    Partly(Error),
-}
-
-/// Swaps, then proves the result equals the target; undoes everything if not.
+/// Swaps, then proves the result equals the target; undoes everything if
+/// not. The staging directories are removed when everything was undone,
+/// and kept (with the journal) when the undo failed too.
 fn swap_and_prove(
-    plan: &Plan,
+    journal: &journal::Journal,
     known: &BTreeMap<PathBuf, Wanted>,
     want: &BTreeMap<PathBuf, Wanted>,
     scope: &RollbackScope,
     staging: &Staging,
     comparer: &mut Comparer,
-) -> Result<(), Undone> {
-    let mut journal: Vec<Step> = Vec::new();
-    let aside = |live: &Path, i: usize| staging.aside(live, i);
-    let staged = |live: &Path| staging.staged(live, scope);
-    let mut outcome = apply(plan, want, &aside, &staged, &mut journal);
+) -> Result<()> {
+    let mut done = 0;
+    let mut outcome = apply(&staging.bases, &journal.steps, &mut done, &mut fault::after_step()).and_then(|complete| {
+        if complete {
+            Ok(())
+        } else {
+            Err(Error::RollbackFailed("the swap was interrupted".into()))
+        }
+    });
     if outcome.is_ok() {
         comparer.clear();
         outcome = prove(scope, known, want, comparer);
@@ -199,18 +251,19 @@ fn swap_and_prove(
     let Err(e) = outcome else {
         return Ok(());
     };
-    let failures = undo(journal);
+    let failures = undo(&staging.bases, journal.steps.get(..done).unwrap_or_default());
     if failures.is_empty() {
-        return Err(Undone::Completely(Error::RollbackFailed(format!(
+        staging.discard();
+        return Err(Error::RollbackFailed(format!(
             "{e}; every change was undone, the files are as they were"
-        ))));
+        )));
     }
-    let kept: Vec<String> = staging.dirs.values().map(|d| d.display().to_string()).collect();
-    Err(Undone::Partly(Error::RollbackFailed(format!(
-        "{e}; undo failed too ({}); the original entries are kept in {}",
+    Err(Error::RollbackFailed(format!(
+        "{e}; undo failed too ({}); the journal and the original entries are kept in {}, and the next rollback \
+         or snapshot of this source undoes the rest",
         failures.join("; "),
-        kept.join(", ")
-    ))))
+        staging.paths().join(", ")
+    )))
 }
 
 /// Checks that every live entry in scope equals the target's.
@@ -234,88 +287,4 @@ fn prove(
         "after the swap, live entries differ from the snapshot: {}",
         differing.join(", ")
     )))
-}
-
-/// Staging directories, one beside each top-level path that changes, so
-/// that every rename stays on one file system.
-struct Staging {
-    /// Top-level path → its staging directory.
-    dirs: BTreeMap<PathBuf, PathBuf>,
-}
-
-impl Staging {
-    fn create(scope: &RollbackScope, plan: &Plan) -> Result<Self> {
-        let mut staging = Self { dirs: BTreeMap::new() };
-        for root in scope.roots() {
-            let touched = plan.remove.iter().chain(&plan.place).any(|p| p.starts_with(root));
-            if !touched {
-                continue;
-            }
-            let parent = root.parent().unwrap_or(Path::new("/"));
-            let name = root
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let dir = parent.join(format!(".nfrepo-rollback-{}-{name}", std::process::id()));
-            if let Err(e) = std::fs::create_dir(&dir) {
-                staging.remove();
-                return Err(Error::RollbackFailed(format!(
-                    "cannot create {}: {e}; nothing changed",
-                    dir.display()
-                )));
-            }
-            staging.dirs.insert(root.clone(), dir);
-        }
-        Ok(staging)
-    }
-
-    fn root_of(&self, live: &Path) -> Result<(&Path, &Path)> {
-        self.dirs
-            .iter()
-            .filter(|(root, _)| live.starts_with(root))
-            .max_by_key(|(root, _)| root.components().count())
-            .map(|(root, dir)| (root.as_path(), dir.as_path()))
-            .ok_or_else(|| Error::RollbackFailed(format!("{}: no staging directory", live.display())))
-    }
-
-    /// Restores the target's top-level entries that have something to put in place.
-    async fn fill(&self, reader: &Reader, target: &SnapshotEntry, plan: &Plan) -> Result<()> {
-        let options = RestoreOptions {
-            verify: true,
-            ..RestoreOptions::default()
-        };
-        for (root, dir) in &self.dirs {
-            if !plan.place.iter().any(|p| p.starts_with(root)) {
-                continue;
-            }
-            let name = root
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or("root".into());
-            crate::restore(reader, target, &name, &dir.join("new"), &options)
-                .await
-                .map_err(|e| Error::RollbackFailed(format!("staging {name} failed, nothing changed: {e}")))?;
-        }
-        Ok(())
-    }
-
-    fn staged(&self, live: &Path, scope: &RollbackScope) -> Result<PathBuf> {
-        let (_, dir) = self.root_of(live)?;
-        Ok(dir.join("new").join(scope.snapshot_path(live)))
-    }
-
-    fn aside(&self, live: &Path, i: usize) -> Result<PathBuf> {
-        let (_, dir) = self.root_of(live)?;
-        Ok(dir.join(format!("old-{i}")))
-    }
-
-    /// Removes the staging directories (with the entries moved aside: the
-    /// rollback succeeded, or they were moved back).
-    fn remove(&self) {
-        for dir in self.dirs.values() {
-            if let Err(e) = std::fs::remove_dir_all(dir) {
-                tracing::warn!(dir = %dir.display(), error = %e, "could not remove a rollback staging directory");
-            }
-        }
-    }
 }

@@ -43,7 +43,9 @@ pub trait Source: Send {
     fn default_profile(&self) -> &str;
 
     /// Checks the source and plans the work; returns the paths or stream
-    /// names the snapshot records. Blocks; writes nothing.
+    /// names the snapshot records. Blocks; writes nothing (except that a
+    /// files source first finishes or undoes an interrupted rollback of its
+    /// paths: see [`crate::recover_rollbacks`]).
     ///
     /// # Errors
     /// [`Error::SourceNotFound`] for a top-level path that does not exist,
@@ -65,6 +67,8 @@ pub struct FilesSource {
     kind: String,
     paths: Vec<PathBuf>,
     options: FilesOptions,
+    /// Interrupted rollbacks of these paths dealt with by `prepare`, for the warnings.
+    recovered: Vec<String>,
 }
 
 impl FilesSource {
@@ -75,6 +79,7 @@ impl FilesSource {
             kind: "files".to_owned(),
             paths,
             options: FilesOptions::default(),
+            recovered: Vec::new(),
         }
     }
 
@@ -106,6 +111,15 @@ impl Source for FilesSource {
         if self.paths.is_empty() {
             return Err(Error::Invalid("no paths to back up".into()));
         }
+        // A rollback of these paths killed halfway is finished or undone
+        // first, so that no snapshot holds half old, half new files.
+        // A directory beside them that cannot be listed (no read permission)
+        // cannot hold our staging either: said, not fatal.
+        self.recovered = match crate::recover_rollbacks(&self.paths) {
+            Ok(recovered) => recovered.iter().map(ToString::to_string).collect(),
+            Err(e @ Error::Io { .. }) => vec![format!("cannot look for interrupted rollbacks: {e}")],
+            Err(e) => return Err(e),
+        };
         let mut absolute = Vec::with_capacity(self.paths.len());
         for path in &self.paths {
             crate::files::check_top_level(path)?;
@@ -117,10 +131,12 @@ impl Source for FilesSource {
 
     fn back_up(&mut self, writer: &BackupWriter) -> Result<SourceOutcome> {
         let out = crate::backup_files_with(writer, &self.paths, &self.options)?;
+        let mut warnings = std::mem::take(&mut self.recovered);
+        warnings.extend(out.warnings);
         Ok(SourceOutcome {
             root: out.root,
             details: out.details,
-            warnings: out.warnings,
+            warnings,
         })
     }
 }

@@ -217,9 +217,13 @@ pub(crate) fn render(
                 "changes": changes,
                 "overridden_drift": paths(&report.drift),
                 "kept": paths(&report.kept),
+                "recovered": report.recovered.iter().map(ToString::to_string).collect::<Vec<_>>(),
             })
         );
         return;
+    }
+    for recovered in &report.recovered {
+        eprintln!("note: {recovered}");
     }
     for path in &report.drift {
         eprintln!(

@@ -31,10 +31,16 @@ fn name_of(bytes: &[u8]) -> &OsStr {
 /// `renameat2(RENAME_NOREPLACE)`, or `linkat` + `unlinkat` (equally
 /// atomic against an existing name) where the file system lacks it.
 pub(super) fn rename_no_replace(parent: &OwnedFd, temp: &str, name: &OsStr) -> nix::Result<()> {
-    match nix::fcntl::renameat2(parent, temp, parent, name, RenameFlags::RENAME_NOREPLACE) {
+    rename_no_replace_at(parent, OsStr::new(temp), parent, name)
+}
+
+/// [`rename_no_replace`] between two directories. The `linkat` fallback
+/// only works for non-directories (a directory gets `linkat`'s error).
+pub(crate) fn rename_no_replace_at(from_dir: &OwnedFd, from: &OsStr, to_dir: &OwnedFd, to: &OsStr) -> nix::Result<()> {
+    match nix::fcntl::renameat2(from_dir, from, to_dir, to, RenameFlags::RENAME_NOREPLACE) {
         Err(Errno::EINVAL | Errno::ENOSYS) => {
-            nix::unistd::linkat(parent, temp, parent, name, AtFlags::empty())?;
-            nix::unistd::unlinkat(parent, temp, UnlinkatFlags::NoRemoveDir)
+            nix::unistd::linkat(from_dir, from, to_dir, to, AtFlags::empty())?;
+            nix::unistd::unlinkat(from_dir, from, UnlinkatFlags::NoRemoveDir)
         }
         other => other,
     }

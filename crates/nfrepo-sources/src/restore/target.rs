@@ -178,23 +178,7 @@ impl Target {
 
     /// The directory `rel` of the target, reached without following links.
     fn dir(&self, rel: &[u8]) -> Result<OwnedFd> {
-        let mut fd = self.root.try_clone().map_err(|e| io_error(&self.root_path, e))?;
-        let mut start = 0;
-        for component in rel.split(|b| *b == b'/') {
-            let end = start + component.len();
-            start = end + 1;
-            if component.is_empty() {
-                continue;
-            }
-            fd = nix::fcntl::openat(&fd, name_of(component), DIR_FLAGS, Mode::empty()).map_err(|e| {
-                let path = self.path(rel.get(..end).unwrap_or(rel));
-                match e {
-                    Errno::ELOOP | Errno::ENOTDIR => Error::Conflict(path),
-                    e => io_error(&path, e.into()),
-                }
-            })?;
-        }
-        Ok(fd)
+        open_dir_beneath(&self.root, &self.root_path, rel)
     }
 
     fn temp_name(&mut self) -> String {
@@ -443,6 +427,31 @@ impl Target {
         self.report.others += 1;
         Ok(())
     }
+}
+
+/// The directory `rel` (components separated by `/`) below the directory
+/// `base` (whose path is `base_path`, for messages), opened one component
+/// at a time with `O_DIRECTORY | O_NOFOLLOW`: a component that is (or
+/// became) a symlink or not a directory is [`Error::Conflict`] naming it,
+/// never followed. An empty `rel` is `base` itself.
+pub(crate) fn open_dir_beneath(base: &OwnedFd, base_path: &Path, rel: &[u8]) -> Result<OwnedFd> {
+    let mut fd = base.try_clone().map_err(|e| io_error(base_path, e))?;
+    let mut start = 0;
+    for component in rel.split(|b| *b == b'/') {
+        let end = start + component.len();
+        start = end + 1;
+        if component.is_empty() {
+            continue;
+        }
+        fd = nix::fcntl::openat(&fd, name_of(component), DIR_FLAGS, Mode::empty()).map_err(|e| {
+            let path = base_path.join(name_of(rel.get(..end).unwrap_or(rel)));
+            match e {
+                Errno::ELOOP | Errno::ENOTDIR => Error::Conflict(path),
+                e => io_error(&path, e.into()),
+            }
+        })?;
+    }
+    Ok(fd)
 }
 
 fn io_error(path: &Path, source: std::io::Error) -> Error {

@@ -105,13 +105,30 @@ impl RollbackScope {
     }
 }
 
+impl RollbackScope {
+    /// [`snapshot_path`](Self::snapshot_path) as raw bytes (names need not be UTF-8).
+    pub(crate) fn snapshot_path_bytes(&self, live: &Path) -> Vec<u8> {
+        let Some(root) = self.root_of(live) else {
+            return live.as_os_str().as_bytes().to_vec();
+        };
+        let mut out = root_name(root).into_bytes();
+        if let Ok(rest) = live.strip_prefix(root)
+            && !rest.as_os_str().is_empty()
+        {
+            out.push(b'/');
+            out.extend_from_slice(rest.as_os_str().as_bytes());
+        }
+        out
+    }
+}
+
 fn absolute(path: &Path) -> Result<PathBuf> {
     let absolute = std::path::absolute(path).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
     Ok(absolute.components().collect())
 }
 
 /// The name a top-level path has inside a snapshot (as the files source names it).
-fn root_name(path: &Path) -> String {
+pub(crate) fn root_name(path: &Path) -> String {
     path.file_name()
         .map_or_else(|| "root".to_owned(), |n| n.to_string_lossy().into_owned())
 }
