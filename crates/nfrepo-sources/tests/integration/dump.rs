@@ -6,7 +6,9 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use nfrepo_sources::{Connection, DumpCommand, DumpPlan, DumpSource, Error, MysqlSource, PostgresSource, RedisSource};
+use nfrepo_sources::{
+    Connection, DumpCommand, DumpOutput, DumpPlan, DumpSource, Error, MysqlSource, PostgresSource, RedisSource,
+};
 
 use super::fixture::{assert_nothing_committed, fact, file_content, repo, root_nodes, run};
 
@@ -17,7 +19,8 @@ fn script(dir: &Path, name: &str, body: &str) {
 }
 
 /// A MariaDB with binary logging on and databases `app` and `shop`; its
-/// `mysqldump` fails for `shop` when `fail-shop` exists beside it.
+/// `mysqldump --databases` prints what MariaDB's does, and fails after
+/// `app` when `fail-shop` exists beside it.
 fn fake_mysql() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     script(
@@ -35,10 +38,15 @@ esac"#,
         dir.path(),
         "mysqldump",
         r#"if [ "$1" = "--version" ]; then echo "mysqldump  Ver 10.19 Distrib 10.11.6-MariaDB"; exit 0; fi
-for a in "$@"; do last="$a"; done
+while [ "$1" != --databases ]; do shift; done; shift
+echo "/*!40101 SET NAMES utf8mb4 */;"
 echo "-- CHANGE MASTER TO MASTER_LOG_FILE='mysql-bin.000003', MASTER_LOG_POS=1234;"
-echo "-- dump of $last"
-if [ "$last" = shop ] && [ -e "$(dirname "$0")/fail-shop" ]; then echo "mysqldump: lost connection" >&2; exit 5; fi
+for db in "$@"; do
+  if [ "$db" = shop ] && [ -e "$(dirname "$0")/fail-shop" ]; then echo "mysqldump: lost connection" >&2; exit 5; fi
+  printf -- '\n--\n-- Current Database: `%s`\n--\n\nUSE `%s`;\n-- dump of %s\n' "$db" "$db" "$db"
+  printf -- '\n--\n-- Dumping data for table `t`\n--\n\nINSERT INTO `t` VALUES (1,'"'"'a'"'"'),(2,NULL);\n'
+done
+printf -- "\n-- SET GLOBAL gtid_slave_pos='0-1-42';\n/*!40103 SET TIME_ZONE=@OLD_TIME_ZONE */;\n"
 exit 0"#,
     );
     dir
@@ -53,15 +61,23 @@ fn mysql_source(bin: &Path) -> MysqlSource {
 }
 
 #[test]
-fn a_mysql_plan_dumps_every_user_database_with_the_binlog_position() {
+fn a_mysql_plan_dumps_every_user_database_in_one_command_with_the_binlog_position() {
     let bin = fake_mysql();
     let plan = mysql_source(bin.path()).plan().unwrap();
     assert_eq!(plan.stream_names(), ["app.sql", "shop.sql"]);
+    assert_eq!(plan.commands.len(), 1);
     let argv = &plan.commands[0].argv;
     assert!(
-        argv.ends_with(&["--master-data=2".into(), "--gtid".into(), "app".into()]),
+        argv.ends_with(&[
+            "--master-data=2".into(),
+            "--gtid".into(),
+            "--databases".into(),
+            "app".into(),
+            "shop".into()
+        ]),
         "{argv:?}"
     );
+    assert!(argv.contains(&"--single-transaction".to_owned()), "{argv:?}");
     assert!(argv.contains(&"--user=backup".to_owned()), "{argv:?}");
     assert!(
         plan.facts.contains(&("mysql.binlog".into(), "on".into())),
@@ -86,17 +102,32 @@ async fn a_mysql_source_is_one_snapshot_of_every_dump_with_its_facts() {
     assert_eq!(report.snapshot.paths, ["app.sql", "shop.sql"]);
     assert_eq!(report.snapshot.summary.files, 2);
     assert_eq!(fact(&report, "dump.app.sql.exit_status"), Some("0"));
-    assert_eq!(fact(&report, "dump.app.sql.binlog_file"), Some("mysql-bin.000003"));
-    assert_eq!(fact(&report, "dump.app.sql.binlog_position"), Some("1234"));
+    assert_eq!(fact(&report, "dump.shop.sql.exit_status"), Some("0"));
+    assert_eq!(fact(&report, "mysql.binlog_file"), Some("mysql-bin.000003"));
+    assert_eq!(fact(&report, "mysql.binlog_position"), Some("1234"));
+    assert_eq!(fact(&report, "mysql.gtid"), Some("0-1-42"));
+    assert_eq!(fact(&report, "mysql.consistency"), Some("one-transaction"));
+    assert_eq!(fact(&report, "dump.app.sql.rows.t"), Some("2"));
+    assert_eq!(fact(&report, "dump.shop.sql.rows.t"), Some("2"));
+    let positions = report
+        .snapshot
+        .extra
+        .iter()
+        .filter(|(k, _)| k.contains("binlog_file"))
+        .count();
+    assert_eq!(positions, 1, "{:?}", report.snapshot.extra);
     assert_eq!(
         fact(&report, "tool.mysqldump"),
         Some("mysqldump  Ver 10.19 Distrib 10.11.6-MariaDB")
     );
-    let shop = file_content(&repo, &report, "shop.sql").await;
-    assert!(
-        shop.ends_with(b"-- dump of shop\n"),
-        "{}",
-        String::from_utf8_lossy(&shop)
+    let shop = String::from_utf8(file_content(&repo, &report, "shop.sql").await).unwrap();
+    assert_eq!(
+        shop,
+        "/*!40101 SET NAMES utf8mb4 */;\n\
+         -- CHANGE MASTER TO MASTER_LOG_FILE='mysql-bin.000003', MASTER_LOG_POS=1234;\n\
+         \n--\n-- Current Database: `shop`\n--\n\n-- dump of shop\n\
+         \n--\n-- Dumping data for table `t`\n--\n\nINSERT INTO `t` VALUES (1,'a'),(2,NULL);\n\
+         \n-- SET GLOBAL gtid_slave_pos='0-1-42';\n/*!40103 SET TIME_ZONE=@OLD_TIME_ZONE */;\n"
     );
 }
 
@@ -109,7 +140,7 @@ async fn one_failed_dump_fails_the_whole_source_and_commits_nothing() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, Error::CommandFailed(m) if m.contains("dump of shop.sql failed")
+        matches!(&err, Error::CommandFailed(m) if m.contains("dump of app.sql, shop.sql failed")
             && m.contains("exited with status 5") && m.contains("lost connection")),
         "{err}"
     );
@@ -159,6 +190,10 @@ esac"#,
     assert!(plan.facts.contains(&("postgres.server_version".into(), "15.8".into())));
     assert!(
         plan.facts
+            .contains(&("postgres.consistency".into(), "per-database".into()))
+    );
+    assert!(
+        plan.facts
             .contains(&("postgres.wal_lsn_before_dump".into(), "0/1A2B3C4".into()))
     );
 }
@@ -204,10 +239,9 @@ esac"#,
 
 fn command(name: &str, shell: &str) -> DumpCommand {
     DumpCommand {
-        name: name.to_owned(),
         argv: ["sh", "-c", shell].map(String::from).to_vec(),
         env: Vec::new(),
-        head_facts: None,
+        output: DumpOutput::Raw(name.to_owned()),
     }
 }
 
