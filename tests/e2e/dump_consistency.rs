@@ -126,13 +126,6 @@ fn r10_cross_database_transactions_during_a_dump_stay_consistent() {
 
     let snapshot: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let extra = &snapshot["extra"];
-    assert_eq!(extra["mysql.consistency"], "one-transaction", "{extra}");
-    let commands: Vec<&str> = [&a, &b]
-        .iter()
-        .map(|db| extra[format!("dump.{db}.sql.command")].as_str().unwrap())
-        .collect();
-    assert_eq!(commands[0], commands[1], "both files come from one command");
-    assert!(commands[0].contains(&format!("--databases {a} {b}")), "{}", commands[0]);
 
     // Each file loads on its own into a database of another name.
     let restored_a = unique("nf_dcra");
@@ -161,6 +154,13 @@ fn r10_cross_database_transactions_during_a_dump_stay_consistent() {
         extra[format!("dump.{a}.sql.rows.padding")],
         mysql(&format!("SELECT COUNT(*) FROM `{restored_a}`.padding"))
     );
+    assert_eq!(extra["mysql.consistency"], "one-transaction", "{extra}");
+    let commands: Vec<&str> = [&a, &b]
+        .iter()
+        .map(|db| extra[format!("dump.{db}.sql.command")].as_str().unwrap())
+        .collect();
+    assert_eq!(commands[0], commands[1], "both files come from one command");
+    assert!(commands[0].contains(&format!("--databases {a} {b}")), "{}", commands[0]);
     for db in [&a, &b, &restored_a, &restored_b] {
         mysql(&format!("DROP DATABASE `{db}`"));
     }
