@@ -51,7 +51,7 @@ fn transfer_writer(a: &str, b: &str, stop: Arc<AtomicBool>) -> std::thread::Join
             )
             .unwrap();
             sent += 1;
-            if sent % 20 == 0 {
+            if sent.is_multiple_of(20) {
                 // Let each batch commit before the next one is queued.
                 writeln!(stdin, "DO SLEEP(0.002);").unwrap();
             }
