@@ -142,6 +142,10 @@ impl MysqldumpSplit {
         let Some(text) = piece.text() else {
             return self.emit(piece.bytes(), out);
         };
+        if let Some(rewritten) = self.unnamed_alter_database(piece.bytes(), text) {
+            self.release_held(out)?;
+            return self.emit(&rewritten, out);
+        }
         if self.delimited {
             if text == b"DELIMITER ;" {
                 self.delimited = false;
@@ -180,6 +184,23 @@ impl MysqldumpSplit {
             self.emit(piece.bytes(), out)?;
         }
         Ok(())
+    }
+
+    /// mysqldump switches the database's character set around each
+    /// routine, trigger and event created under another one, naming the
+    /// database: `ALTER DATABASE `a` CHARACTER SET … ;`. Loaded into
+    /// another database, that line would alter `a` (or fail where `a` does
+    /// not exist); without the name it alters the database being loaded.
+    fn unnamed_alter_database(&self, line: &[u8], text: &[u8]) -> Option<Vec<u8>> {
+        let Part::Section(index) = self.part else { return None };
+        let (name, rest) = quoted_ident(text.strip_prefix(b"ALTER DATABASE ")?, b'`')?;
+        if Some(&name) != self.databases.get(index) || !rest.starts_with(b" CHARACTER SET ") {
+            return None;
+        }
+        let mut rewritten = b"ALTER DATABASE".to_vec();
+        // `text` starts `line`, and `rest` ends `text`.
+        rewritten.extend_from_slice(line.get(text.len() - rest.len()..)?);
+        Some(rewritten)
     }
 
     fn comment(&mut self, text: &[u8]) {
@@ -342,6 +363,19 @@ mod tests {
                 }
             );
         }
+    }
+
+    #[test]
+    fn character_set_switches_name_no_database() {
+        let body = "ALTER DATABASE `a` CHARACTER SET latin1 COLLATE latin1_swedish_ci ;\nDELIMITER ;;\n\
+                    ALTER DATABASE `a` CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci ;;\n\
+                    ALTER DATABASE `other` CHARACTER SET latin1 ;;\nDELIMITER ;\n";
+        let dump = format!("{HEADER}{}{FOOTER}", section("a", body));
+        let (out, _) = split(&["a"], dump.as_bytes(), 4).unwrap();
+        let want = "ALTER DATABASE CHARACTER SET latin1 COLLATE latin1_swedish_ci ;\nDELIMITER ;;\n\
+                    ALTER DATABASE CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci ;;\n\
+                    ALTER DATABASE `other` CHARACTER SET latin1 ;;\nDELIMITER ;\n";
+        assert!(out[0].contains(want), "{}", out[0]);
     }
 
     #[test]
