@@ -271,3 +271,104 @@ async fn an_empty_plan_is_refused() {
     );
     assert_nothing_committed(&repo).await;
 }
+
+fn mysqldump_of(databases: &[&str], shell: &str) -> DumpPlan {
+    DumpPlan {
+        commands: vec![DumpCommand {
+            argv: ["sh", "-c", shell].map(String::from).to_vec(),
+            env: Vec::new(),
+            output: DumpOutput::Mysqldump(databases.iter().map(|d| (*d).to_owned()).collect()),
+        }],
+        ..DumpPlan::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dump_that_exits_0_inside_its_data_commits_nothing() {
+    let repo = repo().await;
+    let shell =
+        r"printf -- '-- Current Database: `app`\n-- Dumping data for table `t`\nINSERT INTO `t` VALUES (1,'\''a;'";
+    let err = run(
+        &repo,
+        "db",
+        DumpSource::from_plan("mysql", mysqldump_of(&["app"], shell)),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, Error::CommandFailed(m) if m.contains("ended inside the data of table \"t\"")),
+        "{err}"
+    );
+    assert_nothing_committed(&repo).await;
+
+    let plan = DumpPlan {
+        commands: vec![DumpCommand {
+            argv: ["sh", "-c", r"printf -- '-- Data for Name: t; Type: TABLE DATA; Schema: public; Owner: x\nCOPY public.t (a) FROM stdin;\n1\n'"]
+                .map(String::from)
+                .to_vec(),
+            env: Vec::new(),
+            output: DumpOutput::PgDump("app.sql".into()),
+        }],
+        ..DumpPlan::default()
+    };
+    let err = run(&repo, "pg", DumpSource::from_plan("postgres", plan))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::CommandFailed(m) if m.contains("ended inside the data of public.t")),
+        "{err}"
+    );
+    assert_nothing_committed(&repo).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dump_of_a_database_not_asked_for_commits_nothing() {
+    let repo = repo().await;
+    let shell = r"printf -- '-- Current Database: `app`\nUSE `other`;\n'";
+    let err = run(
+        &repo,
+        "db",
+        DumpSource::from_plan("mysql", mysqldump_of(&["app"], shell)),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, Error::CommandFailed(m) if m.contains("database \"other\", which was not asked for")),
+        "{err}"
+    );
+    assert_nothing_committed(&repo).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_split_dump_keeps_every_byte_in_its_database_file() {
+    let repo = repo().await;
+    // Two databases of a few MiB each, interleaved twice, as the view pass does.
+    let shell = r#"
+        rows() { i=0; while [ $i -lt 3000 ]; do printf "(%d,'%s'),\n" $i "$1 (,) it\\'s $i"; i=$((i+1)); done; }
+        printf -- '/*!40101 SET NAMES utf8mb4 */;\n'
+        for db in a b a; do
+          printf -- '\n--\n-- Current Database: `%s`\n--\n\nUSE `%s`;\n\n--\n-- Dumping data for table `t_%s`\n--\n\nINSERT INTO `t_%s` VALUES\n' $db $db $db $db
+          rows $db; printf "(-1,NULL);\n"
+        done
+        printf -- '/*!40103 SET TIME_ZONE=@OLD_TIME_ZONE */;\n'
+    "#;
+    let report = run(
+        &repo,
+        "db",
+        DumpSource::from_plan("mysql", mysqldump_of(&["a", "b"], shell)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(fact(&report, "dump.a.sql.rows.t_a"), Some("6002"));
+    assert_eq!(fact(&report, "dump.b.sql.rows.t_b"), Some("3001"));
+    for db in ["a", "b"] {
+        let text = String::from_utf8(file_content(&repo, &report, &format!("{db}.sql")).await).unwrap();
+        let other = if db == "a" { "b" } else { "a" };
+        assert!(text.starts_with("/*!40101 SET NAMES utf8mb4 */;\n"));
+        assert!(text.ends_with("/*!40103 SET TIME_ZONE=@OLD_TIME_ZONE */;\n"));
+        assert!(!text.contains(&format!("t_{other}")), "{db}.sql holds {other}'s data");
+        assert!(!text.contains("USE `"));
+        let size: usize = fact(&report, &format!("dump.{db}.sql.bytes")).unwrap().parse().unwrap();
+        assert_eq!(size, text.len());
+    }
+}
