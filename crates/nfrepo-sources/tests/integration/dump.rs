@@ -283,24 +283,25 @@ fn mysqldump_of(databases: &[&str], shell: &str) -> DumpPlan {
     }
 }
 
+/// Runs `plan`, asserts that it failed with a command error holding
+/// `expected` and committed nothing.
+async fn refused(kind: &str, plan: DumpPlan, expected: &str) {
+    let repo = repo().await;
+    let err = run(&repo, "db", DumpSource::from_plan(kind, plan)).await.unwrap_err();
+    assert!(matches!(&err, Error::CommandFailed(m) if m.contains(expected)), "{err}");
+    assert_nothing_committed(&repo).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dump_that_exits_0_inside_its_data_commits_nothing() {
-    let repo = repo().await;
     let shell =
         r"printf -- '-- Current Database: `app`\n-- Dumping data for table `t`\nINSERT INTO `t` VALUES (1,'\''a;'";
-    let err = run(
-        &repo,
-        "db",
-        DumpSource::from_plan("mysql", mysqldump_of(&["app"], shell)),
+    refused(
+        "mysql",
+        mysqldump_of(&["app"], shell),
+        "ended inside the data of table \"t\"",
     )
-    .await
-    .unwrap_err();
-    assert!(
-        matches!(&err, Error::CommandFailed(m) if m.contains("ended inside the data of table \"t\"")),
-        "{err}"
-    );
-    assert_nothing_committed(&repo).await;
-
+    .await;
     let plan = DumpPlan {
         commands: vec![DumpCommand {
             argv: ["sh", "-c", r"printf -- '-- Data for Name: t; Type: TABLE DATA; Schema: public; Owner: x\nCOPY public.t (a) FROM stdin;\n1\n'"]
@@ -311,32 +312,18 @@ async fn a_dump_that_exits_0_inside_its_data_commits_nothing() {
         }],
         ..DumpPlan::default()
     };
-    let err = run(&repo, "pg", DumpSource::from_plan("postgres", plan))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&err, Error::CommandFailed(m) if m.contains("ended inside the data of public.t")),
-        "{err}"
-    );
-    assert_nothing_committed(&repo).await;
+    refused("postgres", plan, "ended inside the data of public.t").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dump_of_a_database_not_asked_for_commits_nothing() {
-    let repo = repo().await;
     let shell = r"printf -- '-- Current Database: `app`\nUSE `other`;\n'";
-    let err = run(
-        &repo,
-        "db",
-        DumpSource::from_plan("mysql", mysqldump_of(&["app"], shell)),
+    refused(
+        "mysql",
+        mysqldump_of(&["app"], shell),
+        "database \"other\", which was not asked for",
     )
-    .await
-    .unwrap_err();
-    assert!(
-        matches!(&err, Error::CommandFailed(m) if m.contains("database \"other\", which was not asked for")),
-        "{err}"
-    );
-    assert_nothing_committed(&repo).await;
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
