@@ -371,9 +371,14 @@ impl Read for BatchReader {
 
 /// Runs one command and stores its output as the files of its
 /// [`DumpOutput`]: this thread reads and scans the output, one writer
-/// thread per file feeds the engine. The files are only good if the
-/// command exits 0 and the scanner followed the output to its end;
-/// otherwise every writer fails and so does the command.
+/// thread per file feeds the engine. Every writer lives until the command
+/// ends, because mysqldump's closing lines (and its view pass) come after
+/// all databases; each holds at most [`BATCHES_IN_FLIGHT`] batches of
+/// [`BATCH_BYTES`] plus the engine's per-stream buffers, so memory grows
+/// with the number of databases of one source, never with their size.
+/// The files are only good if the command exits 0 and the scanner followed
+/// the output to its end; otherwise every writer fails and so does the
+/// command.
 fn run_command(session: &BackupWriter, command: &DumpCommand) -> Result<CommandResult> {
     let names = command.output.stream_names();
     for name in &names {
