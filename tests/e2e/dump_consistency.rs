@@ -249,7 +249,9 @@ fn r10_postgres_dumps_record_real_row_counts_and_their_consistency() {
          CREATE TABLE e (); INSERT INTO e DEFAULT VALUES; INSERT INTO e DEFAULT VALUES; \
          CREATE TABLE none (id int); \
          CREATE TABLE p (id int) PARTITION BY RANGE (id); \
-         CREATE TABLE p1 PARTITION OF p FOR VALUES FROM (0) TO (100); INSERT INTO p SELECT generate_series(0, 41);",
+         CREATE TABLE p1 PARTITION OF p FOR VALUES FROM (0) TO (100); INSERT INTO p SELECT generate_series(0, 41); \
+         CREATE TABLE par (id int); CREATE TABLE chi () INHERITS (par); \
+         INSERT INTO par VALUES (1); INSERT INTO chi VALUES (2), (3);",
     );
     let config = write_config(
         &env,
@@ -267,6 +269,9 @@ fn r10_postgres_dumps_record_real_row_counts_and_their_consistency() {
         ("public.e", "e"),
         ("public.none", "none"),
         ("public.p1", "p1"),
+        // An inheritance parent's COPY holds its own rows only.
+        ("public.par", "ONLY par"),
+        ("public.chi", "chi"),
     ] {
         let real = psql(&db, &format!("SELECT count(*) FROM {quoted}"));
         assert_eq!(extra[format!("{sql}.rows.{table}")], real.as_str(), "{table}: {extra}");
