@@ -160,6 +160,9 @@ impl MysqldumpSplit {
             }
             return Ok(());
         }
+        if self.part == Part::Header && text.starts_with(b"-- Host: ") {
+            return self.host_line(text, piece.bytes(), out);
+        }
         let mut keep = true;
         if let Some(name) = text.strip_prefix(b"-- Current Database: ") {
             let (name, _) = quoted_ident(name, b'`').unwrap_or_default();
@@ -182,6 +185,21 @@ impl MysqldumpSplit {
         self.release_held(out)?;
         if keep {
             self.emit(piece.bytes(), out)?;
+        }
+        Ok(())
+    }
+
+    /// mysqldump's `-- Host: h    Database: first` names the first
+    /// database only; each file names its own.
+    fn host_line(&mut self, text: &[u8], line: &[u8], out: &mut impl Outputs) -> Result<()> {
+        self.release_held(out)?;
+        const KEY: &[u8] = b"Database: ";
+        let Some(at) = text.windows(KEY.len()).position(|w| w == KEY) else {
+            return self.emit(line, out);
+        };
+        let (head, ending) = (&text[..at + KEY.len()], &line[text.len()..]);
+        for (index, database) in self.databases.iter().enumerate() {
+            out.write(index, &[head, database.as_bytes(), ending].concat())?;
         }
         Ok(())
     }
@@ -363,6 +381,26 @@ mod tests {
                 }
             );
         }
+    }
+
+    #[test]
+    fn each_file_names_its_own_database_in_the_host_line() {
+        let dump = format!(
+            "-- Host: 127.0.0.1    Database: a\n{HEADER}{}{}{FOOTER}",
+            section("a", ""),
+            section("b", "")
+        );
+        let (out, _) = split(&["a", "b"], dump.as_bytes(), 3).unwrap();
+        assert!(
+            out[0].starts_with("-- Host: 127.0.0.1    Database: a\n/*M!"),
+            "{}",
+            out[0]
+        );
+        assert!(
+            out[1].starts_with("-- Host: 127.0.0.1    Database: b\n/*M!"),
+            "{}",
+            out[1]
+        );
     }
 
     #[test]
