@@ -155,8 +155,19 @@ pub fn backup_dumps(session: &BackupWriter, plan: &DumpPlan) -> Result<DumpOutco
         }
         if let Some(position) = ran.position {
             let binlog_on = plan.facts.iter().any(|(k, v)| k == "mysql.binlog" && v == "on");
-            if binlog_on && position.binlog_file.is_none() {
-                let note = "the binary log is on, but mysqldump printed no binlog position".to_owned();
+            let gtid_asked = command.argv.iter().any(|a| a == "--gtid");
+            let missing: Vec<&str> = [
+                (binlog_on && position.binlog_file.is_none()).then_some("binlog position"),
+                (gtid_asked && position.gtid.is_none()).then_some("GTID"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            if !missing.is_empty() {
+                let note = format!(
+                    "the binary log is on, but mysqldump printed no {}: no point to replay the binlog from",
+                    missing.join(" and no ")
+                );
                 all_warnings.push(note.clone());
                 facts.push(("mysql.position_note".to_owned(), note));
             }

@@ -359,3 +359,19 @@ async fn a_large_split_dump_keeps_every_byte_in_its_database_file() {
         assert_eq!(size, text.len());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dump_without_the_position_it_was_asked_for_says_so() {
+    let repo = repo().await;
+    let mut plan = mysqldump_of(&["app"], "printf -- '-- Current Database: `app`\\n' # --gtid");
+    plan.commands[0].argv.push("--gtid".into());
+    plan.facts.push(("mysql.binlog".into(), "on".into()));
+    let report = run(&repo, "db", DumpSource::from_plan("mysql", plan)).await.unwrap();
+    assert_eq!(
+        fact(&report, "mysql.position_note"),
+        Some(
+            "the binary log is on, but mysqldump printed no binlog position and no GTID: no point to replay the binlog from"
+        )
+    );
+    assert_eq!(fact(&report, "mysql.binlog_file"), None);
+}
