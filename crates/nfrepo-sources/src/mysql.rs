@@ -4,7 +4,8 @@
 //! --single-transaction --databases a b c` (with routines, triggers and
 //! events): one InnoDB snapshot for all of them, taken without locking
 //! writers, so a transaction that wrote to two databases is in both files or
-//! in neither. The output is cut on the fly into one file per database,
+//! in neither (non-transactional MyISAM/Aria tables are read as they are
+//! when mysqldump reaches them, as with any `--single-transaction` dump). The output is cut on the fly into one file per database,
 //! `<database>.sql`, that carries no `CREATE DATABASE`/`USE`, so each can be
 //! restored into a database of another name (see `dump::split`). When the
 //! server writes a binary log the dump also asks for `--master-data=2` (and

@@ -16,8 +16,9 @@ use std::collections::BTreeMap;
 
 use crate::Result;
 
-/// Bytes of a line kept for recognising it; longer lines are data.
-pub(crate) const LINE_CAP: usize = 4096;
+/// Bytes of a line kept for recognising it; longer lines are data. Big
+/// enough for a `COPY` line naming hundreds of columns.
+pub(crate) const LINE_CAP: usize = 64 * 1024;
 
 /// A part of the stream, cut at line ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
