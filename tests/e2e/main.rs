@@ -25,6 +25,7 @@ mod crash;
 mod crashloop;
 mod dedup;
 mod driver;
+mod dump_consistency;
 mod errors;
 mod files;
 mod gc;

@@ -63,7 +63,7 @@ pub use child::{async_command, command};
 pub use connection::Connection;
 pub use database::{DatabaseRestoreReport, DatabaseTarget, restore_databases};
 pub use driver::{BackupReport, PROGRESS_EVERY, RetryCounter, RunOptions, run_backup};
-pub use dump::{DumpCommand, DumpOutcome, DumpPlan, HeadFacts, backup_dumps};
+pub use dump::{DumpCommand, DumpOutcome, DumpOutput, DumpPlan, backup_dumps};
 pub use error::{Error, Result};
 pub use files::{FilesOptions, FilesOutcome, backup_files, backup_files_with};
 pub use mysql::{MysqlSource, MysqlTarget};

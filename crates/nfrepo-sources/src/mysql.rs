@@ -1,20 +1,29 @@
-//! MySQL and MariaDB: `mysqldump` per database, and restores piped into `mysql`.
+//! MySQL and MariaDB: one `mysqldump` for all databases, and restores piped into `mysql`.
 //!
-//! Each database is dumped by its own `mysqldump --single-transaction
-//! --routines --triggers --events` (a consistent InnoDB view without locking
-//! writers), streamed into the snapshot as `<database>.sql`. Per-database
-//! dumps carry no `CREATE DATABASE`/`USE`, so any one of them can be restored
-//! into a database of another name. When the server writes a binary log the
-//! dump also asks for `--master-data=2` (and `--gtid` on MariaDB), and the
-//! position it prints at the top of the dump is recorded in the snapshot —
-//! the point to replay the binlog from after a restore.
+//! Every database of the source is dumped by one `mysqldump
+//! --single-transaction --databases a b c` (with routines, triggers and
+//! events): one InnoDB snapshot for all of them, taken without locking
+//! writers, so a transaction that wrote to two databases is in both files or
+//! in neither (non-transactional MyISAM/Aria tables are read as they are
+//! when mysqldump reaches them, as with any `--single-transaction` dump). The output is cut on the fly into one file per database,
+//! `<database>.sql`, that carries no `CREATE DATABASE`/`USE`, so each can be
+//! restored into a database of another name (see `dump::split`). When the
+//! server writes a binary log the dump also asks for `--master-data=2` (and
+//! `--gtid` on MariaDB); the one position of that snapshot — the point to
+//! replay the binlog from after a restore — is read wherever mysqldump
+//! prints it (MariaDB prints the GTID at the very end) and recorded as
+//! `mysql.binlog_file`, `mysql.binlog_position` and `mysql.gtid`.
+//!
+//! The position is read from the dump rather than asked of the server: the
+//! dump's transaction lives in mysqldump's own connection, and only
+//! mysqldump knows the position that matches its snapshot.
 //!
 //! The password reaches the tools only as `MYSQL_PWD`.
 
 use std::path::PathBuf;
 
 use crate::connection::{Connection, check_database_name};
-use crate::dump::{DumpCommand, DumpPlan, capture, tool_version};
+use crate::dump::{DumpCommand, DumpOutput, DumpPlan, capture, tool_version};
 use crate::{Error, Result, Secret};
 
 /// Schemas that are the server's own and are never dumped by "all databases".
@@ -122,77 +131,46 @@ impl MysqlSource {
             )),
             Ok(_) => {}
         }
-        let mut commands = Vec::with_capacity(databases.len());
-        for db in databases {
-            check_database_name(&db)?;
-            let mut argv = vec![mysqldump.clone()];
-            argv.extend(client_args(&self.connection));
-            argv.extend(
-                [
-                    "--single-transaction",
-                    "--routines",
-                    "--triggers",
-                    "--events",
-                    "--hex-blob",
-                    "--default-character-set=utf8mb4",
-                ]
-                .map(str::to_owned),
-            );
-            if binlog_on {
-                argv.push("--master-data=2".into());
-                if version.contains("MariaDB") {
-                    argv.push("--gtid".into());
-                }
+        for db in &databases {
+            check_database_name(db)?;
+        }
+        let mut argv = vec![mysqldump];
+        argv.extend(client_args(&self.connection));
+        argv.extend(
+            [
+                "--single-transaction",
+                "--routines",
+                "--triggers",
+                "--events",
+                "--hex-blob",
+                "--default-character-set=utf8mb4",
+                // The splitter relies on mysqldump's section comments, and
+                // leaves `CREATE DATABASE` out so each file loads into a
+                // database of any name.
+                "--comments",
+                "--no-create-db",
+            ]
+            .map(str::to_owned),
+        );
+        if binlog_on {
+            argv.push("--master-data=2".into());
+            if version.contains("MariaDB") {
+                argv.push("--gtid".into());
             }
-            argv.push(db.clone());
-            commands.push(DumpCommand {
-                name: format!("{db}.sql"),
+        }
+        argv.push("--databases".into());
+        argv.extend(databases.iter().cloned());
+        facts.push(("mysql.consistency".to_owned(), "one-transaction".to_owned()));
+        Ok(DumpPlan {
+            commands: vec![DumpCommand {
                 argv,
                 env: client_env(&self.connection),
-                head_facts: Some(binlog_position),
-            });
-        }
-        Ok(DumpPlan {
-            commands,
+                output: DumpOutput::Mysqldump(databases),
+            }],
             facts,
             paths: Vec::new(),
         })
     }
-}
-
-/// The binlog file, position and GTID that `--master-data=2` (and
-/// `--gtid`) print as comments near the top of a dump.
-fn binlog_position(head: &[u8]) -> Vec<(String, String)> {
-    let text = String::from_utf8_lossy(head);
-    let mut facts = Vec::new();
-    for line in text.lines() {
-        if line.contains("CHANGE MASTER TO") {
-            if let Some(file) = quoted_after(line, "MASTER_LOG_FILE=") {
-                facts.push(("binlog_file".to_owned(), file));
-            }
-            if let Some(pos) = number_after(line, "MASTER_LOG_POS=") {
-                facts.push(("binlog_position".to_owned(), pos));
-            }
-        }
-        if line.contains("gtid_slave_pos")
-            && let Some(gtid) = quoted_after(line, "gtid_slave_pos=")
-        {
-            facts.push(("gtid".to_owned(), gtid));
-        }
-    }
-    facts
-}
-
-fn quoted_after(line: &str, key: &str) -> Option<String> {
-    let rest = &line[line.find(key)? + key.len()..];
-    let rest = rest.strip_prefix('\'')?;
-    Some(rest[..rest.find('\'')?].to_owned())
-}
-
-fn number_after(line: &str, key: &str) -> Option<String> {
-    let rest = &line[line.find(key)? + key.len()..];
-    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    (!digits.is_empty()).then_some(digits)
 }
 
 /// Where a MySQL restore goes.
@@ -243,24 +221,5 @@ impl MysqlTarget {
             &format!("CREATE DATABASE IF NOT EXISTS `{database}`"),
         )?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::binlog_position;
-
-    #[test]
-    fn reads_the_position_printed_by_master_data() {
-        let head = b"-- MySQL dump\n--\n-- CHANGE MASTER TO MASTER_LOG_FILE='binlog.000002', MASTER_LOG_POS=1234;\n-- SET GLOBAL gtid_slave_pos='0-1-42';\nCREATE TABLE";
-        assert_eq!(
-            binlog_position(head),
-            [
-                ("binlog_file".to_owned(), "binlog.000002".to_owned()),
-                ("binlog_position".to_owned(), "1234".to_owned()),
-                ("gtid".to_owned(), "0-1-42".to_owned()),
-            ]
-        );
-        assert!(binlog_position(b"CREATE TABLE t (a int);").is_empty());
     }
 }

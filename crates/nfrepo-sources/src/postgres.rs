@@ -1,6 +1,12 @@
 //! PostgreSQL: plain `pg_dump` per database plus `pg_dumpall --globals-only`,
 //! and restores piped into `psql`.
 //!
+//! Each database is dumped at its own point in time (PostgreSQL has no
+//! transaction that spans databases); the snapshot says so with the fact
+//! `postgres.consistency = per-database`. The data lines of every `COPY`
+//! block are counted per table as the dump passes
+//! (`dump.<db>.sql.rows.<schema>.<table>`).
+//!
 //! Plain SQL is the default because it deduplicates: unchanged rows give
 //! unchanged bytes, while the compressed custom format (`-Fc`) rewrites the
 //! whole stream on any change. Each database becomes `<database>.sql` and
@@ -13,7 +19,7 @@
 use std::path::PathBuf;
 
 use crate::connection::{Connection, check_database_name};
-use crate::dump::{DumpCommand, DumpPlan, capture, find_tool, tool_version};
+use crate::dump::{DumpCommand, DumpOutput, DumpPlan, capture, find_tool, tool_version};
 use crate::{Error, Result, Secret};
 
 /// The name of the globals stream (roles, tablespaces).
@@ -106,6 +112,9 @@ impl PostgresSource {
         let mut facts = vec![
             ("postgres.server_version".to_owned(), version),
             ("tool.pg_dump".to_owned(), tool_version(&pg_dump)),
+            // pg_dump takes one snapshot per database: there is no
+            // transaction that spans databases on PostgreSQL.
+            ("postgres.consistency".to_owned(), "per-database".to_owned()),
         ];
         if let Ok(lsn) = query(&self.connection, bin, &home, "SELECT pg_current_wal_lsn()") {
             facts.push(("postgres.wal_lsn_before_dump".to_owned(), lsn.trim().to_owned()));
@@ -115,10 +124,9 @@ impl PostgresSource {
         globals.extend(client_args(&self.connection));
         globals.extend(["--globals-only".to_owned(), format!("--database={home}")]);
         commands.push(DumpCommand {
-            name: GLOBALS_STREAM.to_owned(),
             argv: globals,
             env: client_env(&self.connection),
-            head_facts: None,
+            output: DumpOutput::Raw(GLOBALS_STREAM.to_owned()),
         });
         for db in databases {
             check_database_name(&db)?;
@@ -131,10 +139,9 @@ impl PostgresSource {
             argv.extend(client_args(&self.connection));
             argv.extend(["--format=plain".to_owned(), format!("--dbname={db}")]);
             commands.push(DumpCommand {
-                name: format!("{db}.sql"),
                 argv,
                 env: client_env(&self.connection),
-                head_facts: None,
+                output: DumpOutput::PgDump(format!("{db}.sql")),
             });
         }
         Ok(DumpPlan {

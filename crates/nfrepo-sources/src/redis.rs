@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 
 use crate::connection::Connection;
-use crate::dump::{DumpCommand, DumpPlan, capture, tool_version};
+use crate::dump::{DumpCommand, DumpOutput, DumpPlan, capture, tool_version};
 use crate::{Result, Secret};
 
 /// The name of the RDB stream in the snapshot.
@@ -78,10 +78,9 @@ impl RedisSource {
         ];
         Ok(DumpPlan {
             commands: vec![DumpCommand {
-                name: RDB_STREAM.to_owned(),
                 argv: rdb,
                 env: self.env(),
-                head_facts: None,
+                output: DumpOutput::Raw(RDB_STREAM.to_owned()),
             }],
             facts,
             paths: self.aof_dir.iter().cloned().collect(),

@@ -208,9 +208,17 @@ pub fn redact_argv(argv: &[String]) -> Vec<String> {
         } else if arg.len() > 2 && arg.starts_with("-p") && !arg.starts_with("--") {
             out.push("-p***".to_owned());
         } else if arg.contains(char::is_whitespace) {
-            // A shell command or a libpq connection string: redact word by word.
-            let words: Vec<String> = arg.split(' ').map(str::to_owned).collect();
-            out.push(redact_argv(&words).join(" "));
+            // A shell command or a libpq connection string: redact word by
+            // word, keeping the separators. Words hold no whitespace, so this
+            // recursion ends.
+            let words: Vec<String> = arg.split(char::is_whitespace).map(str::to_owned).collect();
+            let mut words = redact_argv(&words).into_iter();
+            let mut joined = words.next().unwrap_or_default();
+            for (separator, word) in arg.matches(char::is_whitespace).zip(words) {
+                joined.push_str(separator);
+                joined.push_str(&word);
+            }
+            out.push(joined);
         } else {
             out.push(redact_url_password(arg));
         }
@@ -327,6 +335,12 @@ mod tests {
         assert_eq!(
             redact(&["curl", "https://example/a@b"]),
             ["curl", "https://example/a@b"]
+        );
+        // A newline or a tab in an argument recursed without end (a stack
+        // overflow) when words were split on spaces only.
+        assert_eq!(
+            redact(&["sh", "-c", "echo a\n  mysqldump -phunter2\tdb\nredis-cli -a\nx"]),
+            ["sh", "-c", "echo a\n  mysqldump -p***\tdb\nredis-cli -a\n***"]
         );
     }
 }

@@ -6,7 +6,9 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use nfrepo_sources::{Connection, DumpCommand, DumpPlan, DumpSource, Error, MysqlSource, PostgresSource, RedisSource};
+use nfrepo_sources::{
+    Connection, DumpCommand, DumpOutput, DumpPlan, DumpSource, Error, MysqlSource, PostgresSource, RedisSource,
+};
 
 use super::fixture::{assert_nothing_committed, fact, file_content, repo, root_nodes, run};
 
@@ -17,7 +19,8 @@ fn script(dir: &Path, name: &str, body: &str) {
 }
 
 /// A MariaDB with binary logging on and databases `app` and `shop`; its
-/// `mysqldump` fails for `shop` when `fail-shop` exists beside it.
+/// `mysqldump --databases` prints what MariaDB's does, and fails after
+/// `app` when `fail-shop` exists beside it.
 fn fake_mysql() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     script(
@@ -35,10 +38,15 @@ esac"#,
         dir.path(),
         "mysqldump",
         r#"if [ "$1" = "--version" ]; then echo "mysqldump  Ver 10.19 Distrib 10.11.6-MariaDB"; exit 0; fi
-for a in "$@"; do last="$a"; done
+while [ "$1" != --databases ]; do shift; done; shift
+echo "/*!40101 SET NAMES utf8mb4 */;"
 echo "-- CHANGE MASTER TO MASTER_LOG_FILE='mysql-bin.000003', MASTER_LOG_POS=1234;"
-echo "-- dump of $last"
-if [ "$last" = shop ] && [ -e "$(dirname "$0")/fail-shop" ]; then echo "mysqldump: lost connection" >&2; exit 5; fi
+for db in "$@"; do
+  if [ "$db" = shop ] && [ -e "$(dirname "$0")/fail-shop" ]; then echo "mysqldump: lost connection" >&2; exit 5; fi
+  printf -- '\n--\n-- Current Database: `%s`\n--\n\nUSE `%s`;\n-- dump of %s\n' "$db" "$db" "$db"
+  printf -- '\n--\n-- Dumping data for table `t`\n--\n\nINSERT INTO `t` VALUES (1,'"'"'a'"'"'),(2,NULL);\n'
+done
+printf -- "\n-- SET GLOBAL gtid_slave_pos='0-1-42';\n/*!40103 SET TIME_ZONE=@OLD_TIME_ZONE */;\n"
 exit 0"#,
     );
     dir
@@ -53,15 +61,23 @@ fn mysql_source(bin: &Path) -> MysqlSource {
 }
 
 #[test]
-fn a_mysql_plan_dumps_every_user_database_with_the_binlog_position() {
+fn a_mysql_plan_dumps_every_user_database_in_one_command_with_the_binlog_position() {
     let bin = fake_mysql();
     let plan = mysql_source(bin.path()).plan().unwrap();
     assert_eq!(plan.stream_names(), ["app.sql", "shop.sql"]);
+    assert_eq!(plan.commands.len(), 1);
     let argv = &plan.commands[0].argv;
     assert!(
-        argv.ends_with(&["--master-data=2".into(), "--gtid".into(), "app".into()]),
+        argv.ends_with(&[
+            "--master-data=2".into(),
+            "--gtid".into(),
+            "--databases".into(),
+            "app".into(),
+            "shop".into()
+        ]),
         "{argv:?}"
     );
+    assert!(argv.contains(&"--single-transaction".to_owned()), "{argv:?}");
     assert!(argv.contains(&"--user=backup".to_owned()), "{argv:?}");
     assert!(
         plan.facts.contains(&("mysql.binlog".into(), "on".into())),
@@ -86,17 +102,32 @@ async fn a_mysql_source_is_one_snapshot_of_every_dump_with_its_facts() {
     assert_eq!(report.snapshot.paths, ["app.sql", "shop.sql"]);
     assert_eq!(report.snapshot.summary.files, 2);
     assert_eq!(fact(&report, "dump.app.sql.exit_status"), Some("0"));
-    assert_eq!(fact(&report, "dump.app.sql.binlog_file"), Some("mysql-bin.000003"));
-    assert_eq!(fact(&report, "dump.app.sql.binlog_position"), Some("1234"));
+    assert_eq!(fact(&report, "dump.shop.sql.exit_status"), Some("0"));
+    assert_eq!(fact(&report, "mysql.binlog_file"), Some("mysql-bin.000003"));
+    assert_eq!(fact(&report, "mysql.binlog_position"), Some("1234"));
+    assert_eq!(fact(&report, "mysql.gtid"), Some("0-1-42"));
+    assert_eq!(fact(&report, "mysql.consistency"), Some("one-transaction"));
+    assert_eq!(fact(&report, "dump.app.sql.rows.t"), Some("2"));
+    assert_eq!(fact(&report, "dump.shop.sql.rows.t"), Some("2"));
+    let positions = report
+        .snapshot
+        .extra
+        .iter()
+        .filter(|(k, _)| k.contains("binlog_file"))
+        .count();
+    assert_eq!(positions, 1, "{:?}", report.snapshot.extra);
     assert_eq!(
         fact(&report, "tool.mysqldump"),
         Some("mysqldump  Ver 10.19 Distrib 10.11.6-MariaDB")
     );
-    let shop = file_content(&repo, &report, "shop.sql").await;
-    assert!(
-        shop.ends_with(b"-- dump of shop\n"),
-        "{}",
-        String::from_utf8_lossy(&shop)
+    let shop = String::from_utf8(file_content(&repo, &report, "shop.sql").await).unwrap();
+    assert_eq!(
+        shop,
+        "/*!40101 SET NAMES utf8mb4 */;\n\
+         -- CHANGE MASTER TO MASTER_LOG_FILE='mysql-bin.000003', MASTER_LOG_POS=1234;\n\
+         \n--\n-- Current Database: `shop`\n--\n\n-- dump of shop\n\
+         \n--\n-- Dumping data for table `t`\n--\n\nINSERT INTO `t` VALUES (1,'a'),(2,NULL);\n\
+         \n-- SET GLOBAL gtid_slave_pos='0-1-42';\n/*!40103 SET TIME_ZONE=@OLD_TIME_ZONE */;\n"
     );
 }
 
@@ -109,7 +140,7 @@ async fn one_failed_dump_fails_the_whole_source_and_commits_nothing() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, Error::CommandFailed(m) if m.contains("dump of shop.sql failed")
+        matches!(&err, Error::CommandFailed(m) if m.contains("dump of app.sql, shop.sql failed")
             && m.contains("exited with status 5") && m.contains("lost connection")),
         "{err}"
     );
@@ -159,6 +190,10 @@ esac"#,
     assert!(plan.facts.contains(&("postgres.server_version".into(), "15.8".into())));
     assert!(
         plan.facts
+            .contains(&("postgres.consistency".into(), "per-database".into()))
+    );
+    assert!(
+        plan.facts
             .contains(&("postgres.wal_lsn_before_dump".into(), "0/1A2B3C4".into()))
     );
 }
@@ -204,10 +239,9 @@ esac"#,
 
 fn command(name: &str, shell: &str) -> DumpCommand {
     DumpCommand {
-        name: name.to_owned(),
         argv: ["sh", "-c", shell].map(String::from).to_vec(),
         env: Vec::new(),
-        head_facts: None,
+        output: DumpOutput::Raw(name.to_owned()),
     }
 }
 
@@ -236,4 +270,108 @@ async fn an_empty_plan_is_refused() {
         "{err}"
     );
     assert_nothing_committed(&repo).await;
+}
+
+fn mysqldump_of(databases: &[&str], shell: &str) -> DumpPlan {
+    DumpPlan {
+        commands: vec![DumpCommand {
+            argv: ["sh", "-c", shell].map(String::from).to_vec(),
+            env: Vec::new(),
+            output: DumpOutput::Mysqldump(databases.iter().map(|d| (*d).to_owned()).collect()),
+        }],
+        ..DumpPlan::default()
+    }
+}
+
+/// Runs `plan`, asserts that it failed with a command error holding
+/// `expected` and committed nothing.
+async fn refused(kind: &str, plan: DumpPlan, expected: &str) {
+    let repo = repo().await;
+    let err = run(&repo, "db", DumpSource::from_plan(kind, plan)).await.unwrap_err();
+    assert!(matches!(&err, Error::CommandFailed(m) if m.contains(expected)), "{err}");
+    assert_nothing_committed(&repo).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dump_that_exits_0_inside_its_data_commits_nothing() {
+    let shell =
+        r"printf -- '-- Current Database: `app`\n-- Dumping data for table `t`\nINSERT INTO `t` VALUES (1,'\''a;'";
+    refused(
+        "mysql",
+        mysqldump_of(&["app"], shell),
+        "ended inside the data of table \"t\"",
+    )
+    .await;
+    let plan = DumpPlan {
+        commands: vec![DumpCommand {
+            argv: ["sh", "-c", r"printf -- '-- Data for Name: t; Type: TABLE DATA; Schema: public; Owner: x\nCOPY public.t (a) FROM stdin;\n1\n'"]
+                .map(String::from)
+                .to_vec(),
+            env: Vec::new(),
+            output: DumpOutput::PgDump("app.sql".into()),
+        }],
+        ..DumpPlan::default()
+    };
+    refused("postgres", plan, "ended inside the data of public.t").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dump_of_a_database_not_asked_for_commits_nothing() {
+    let shell = r"printf -- '-- Current Database: `app`\nUSE `other`;\n'";
+    refused(
+        "mysql",
+        mysqldump_of(&["app"], shell),
+        "database \"other\", which was not asked for",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_split_dump_keeps_every_byte_in_its_database_file() {
+    let repo = repo().await;
+    // Two databases of a few MiB each, interleaved twice, as the view pass does.
+    let shell = r#"
+        rows() { i=0; while [ $i -lt 3000 ]; do printf "(%d,'%s'),\n" $i "$1 (,) it\\'s $i"; i=$((i+1)); done; }
+        printf -- '/*!40101 SET NAMES utf8mb4 */;\n'
+        for db in a b a; do
+          printf -- '\n--\n-- Current Database: `%s`\n--\n\nUSE `%s`;\n\n--\n-- Dumping data for table `t_%s`\n--\n\nINSERT INTO `t_%s` VALUES\n' $db $db $db $db
+          rows $db; printf "(-1,NULL);\n"
+        done
+        printf -- '/*!40103 SET TIME_ZONE=@OLD_TIME_ZONE */;\n'
+    "#;
+    let report = run(
+        &repo,
+        "db",
+        DumpSource::from_plan("mysql", mysqldump_of(&["a", "b"], shell)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(fact(&report, "dump.a.sql.rows.t_a"), Some("6002"));
+    assert_eq!(fact(&report, "dump.b.sql.rows.t_b"), Some("3001"));
+    for db in ["a", "b"] {
+        let text = String::from_utf8(file_content(&repo, &report, &format!("{db}.sql")).await).unwrap();
+        let other = if db == "a" { "b" } else { "a" };
+        assert!(text.starts_with("/*!40101 SET NAMES utf8mb4 */;\n"));
+        assert!(text.ends_with("/*!40103 SET TIME_ZONE=@OLD_TIME_ZONE */;\n"));
+        assert!(!text.contains(&format!("t_{other}")), "{db}.sql holds {other}'s data");
+        assert!(!text.contains("USE `"));
+        let size: usize = fact(&report, &format!("dump.{db}.sql.bytes")).unwrap().parse().unwrap();
+        assert_eq!(size, text.len());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dump_without_the_position_it_was_asked_for_says_so() {
+    let repo = repo().await;
+    let mut plan = mysqldump_of(&["app"], "printf -- '-- Current Database: `app`\\n' # --gtid");
+    plan.commands[0].argv.push("--gtid".into());
+    plan.facts.push(("mysql.binlog".into(), "on".into()));
+    let report = run(&repo, "db", DumpSource::from_plan("mysql", plan)).await.unwrap();
+    assert_eq!(
+        fact(&report, "mysql.position_note"),
+        Some(
+            "the binary log is on, but mysqldump printed no binlog position and no GTID: no point to replay the binlog from"
+        )
+    );
+    assert_eq!(fact(&report, "mysql.binlog_file"), None);
 }
