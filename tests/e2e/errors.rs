@@ -168,3 +168,38 @@ fn corrupted_blob_is_named_and_never_restored() {
         "no damaged file under its real name"
     );
 }
+
+// Issue 10: a storage refusal printed one line of about 1,000 characters (the
+// storage library's request context with HTTP headers).
+#[test]
+fn a_storage_refusal_is_one_short_line_and_the_detail_is_behind_v() {
+    let env = Env::s3("refusal");
+    env.init();
+    let run = |extra: &[&str]| {
+        let mut args = extra.to_vec();
+        args.push("snapshots");
+        env.cmd()
+            .env("NFREPO_S3_SECRET_ACCESS_KEY", "not-the-secret")
+            .args(&args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(16), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    let line = lines[0];
+    assert!(
+        line.starts_with("error[PERMISSION_DENIED]: storage refused access: config: "),
+        "{line}"
+    );
+    assert!(line.contains("SignatureDoesNotMatch"), "{line}");
+    assert!(line.len() < 300, "{} characters: {line}", line.len());
+    for noise in ["headers", "uri:", "x-amz-request-id", "context"] {
+        assert!(!line.contains(noise), "{noise} in {line}");
+    }
+    // The storage library's context is there for whoever asks with -v.
+    let verbose = String::from_utf8_lossy(&run(&["-v"]).stderr).into_owned();
+    assert!(verbose.contains("403"), "{verbose}");
+}

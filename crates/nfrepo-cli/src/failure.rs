@@ -118,16 +118,61 @@ impl Failure {
 }
 
 /// The error and its causes on one line, each cause once.
-fn error_chain(err: &dyn std::error::Error) -> String {
+///
+/// The chain stops at a storage error: its own line already names the code,
+/// the object and the reason, and what lies below it (the storage library's
+/// request context, with URLs and HTTP headers) is detail for `-v`, logged
+/// in full at `info`.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut line = err.to_string();
     let mut source = err.source();
-    while let Some(cause) = source {
+    let mut cut = err.is::<nfrepo_store::Error>();
+    while let Some(cause) = source.filter(|_| !cut) {
         let text = cause.to_string();
         if !line.contains(&text) {
             line.push_str(": ");
             line.push_str(&text);
         }
+        cut = cause.is::<nfrepo_store::Error>();
+        source = cause.source();
+    }
+    if source.is_some() {
+        tracing::info!(error = %full_chain(err), "the error in full");
+    }
+    line.replace('\n', " ")
+}
+
+/// Every cause, for the log.
+fn full_chain(err: &dyn std::error::Error) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
         source = cause.source();
     }
     line.replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[test]
+    fn a_storage_refusal_is_one_short_line_without_the_request_context() {
+        let context = "PermissionDenied (permanent) at read, context: { uri: http://s3/x, \
+                       response: Parts { status: 403, headers: {\"server\": \"S\"} } }";
+        let store = nfrepo_store::Error::new(
+            nfrepo_store::ErrorKind::PermissionDenied,
+            "permission denied: SignatureDoesNotMatch: the signature does not match",
+        )
+        .with_source(std::io::Error::other(context));
+        let err = nfrepo_engine::Error::StoragePermission(store);
+        let line = error_chain(&err);
+        assert_eq!(
+            line,
+            "storage refused access: permission denied: SignatureDoesNotMatch: the signature does not match"
+        );
+        assert!(!line.contains("headers"), "{line}");
+    }
 }
