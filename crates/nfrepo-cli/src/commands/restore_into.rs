@@ -188,10 +188,13 @@ async fn run_bucket(global: &GlobalArgs, args: RestoreArgs, into: &str) -> Resul
     options.overwrite = args.overwrite;
     options.dry_run = args.dry_run;
     options.verify = args.verify;
+    let work = std::sync::Arc::new(nfrepo_engine::Work::default());
+    options.work = Some(work.clone());
     let started = std::time::Instant::now();
-    let report = nfrepo_sources::restore_bucket(&reader, &snapshot, path, &operator, &options)
-        .await
-        .map_err(|e| Failure::sources(&e, Operation::Restore))?;
+    let progress = crate::progress::Progress::work(global, "restore", work, "objects");
+    let report = nfrepo_sources::restore_bucket(&reader, &snapshot, path, &operator, &options).await;
+    progress.finish().await;
+    let report = report.map_err(|e| Failure::sources(&e, Operation::Restore))?;
     let secs = started.elapsed().as_secs_f64();
     let refusal = report.refusal().map(|e| Failure::sources(&e, Operation::Restore));
     if global.json {

@@ -81,6 +81,8 @@ pub struct BucketRestoreOptions {
     pub dry_run: bool,
     /// Read every written object back and compare its BLAKE3.
     pub verify: bool,
+    /// Progress counters: objects checked, then objects and bytes written.
+    pub work: Option<std::sync::Arc<nfrepo_engine::Work>>,
 }
 
 /// What a bucket restore did, or with `dry_run` would do.
@@ -309,6 +311,15 @@ pub async fn restore_bucket(
             })
         })
         .collect();
+    let work = options.work.as_deref();
+    let advance = |items, bytes| {
+        if let Some(work) = work {
+            work.advance(items, bytes);
+        }
+    };
+    if let Some(work) = work {
+        work.phase("comparing", objects.len() as u64, 0);
+    }
     let mut checks = futures::stream::iter(objects)
         .map(|mut object| async move {
             let (found, read) = compare(operator, &object.key, object.size, &object.blake3).await?;
@@ -319,6 +330,7 @@ pub async fn restore_bucket(
     let mut todo: Vec<Checked> = Vec::new();
     while let Some(checked) = checks.next().await {
         let (object, read) = checked?;
+        advance(1, read);
         report.bytes_compared += read;
         match object.found {
             Found::Same => report.objects_unchanged += 1,
@@ -332,6 +344,9 @@ pub async fn restore_bucket(
     drop(checks);
     if !report.differing_keys.is_empty() && !options.overwrite && !options.dry_run {
         return Err(objects_differ(&report.differing_keys, 0));
+    }
+    if let Some(work) = work.filter(|_| !options.dry_run) {
+        work.phase("writing", todo.len() as u64, todo.iter().map(|o| o.size).sum());
     }
     for object in todo {
         let replaces = object.found == Found::Differs;
@@ -364,6 +379,7 @@ pub async fn restore_bucket(
                 }
             }
         }
+        advance(1, object.size);
         report.objects += 1;
         report.bytes += object.size;
         if replaces {
