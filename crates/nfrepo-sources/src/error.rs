@@ -67,6 +67,38 @@ pub enum Error {
     /// The client a restore pipes into (`mysql`, `psql`) failed.
     #[error("{0}")]
     RestoreCommandFailed(String),
+    /// A restore would drop, rename or replace a database of the server
+    /// itself (`postgres`, `template0/1`, `mysql`, `information_schema`…).
+    #[error(
+        "{0} is the server's own database: a restore never replaces it (restore its dump into another name: put that name in the URL)"
+    )]
+    ProtectedDatabase(String),
+    /// Another nfrepo restore is loading into the same database.
+    #[error("another restore is running: {0}")]
+    RestoreInProgress(String),
+    /// Sessions are connected to the database a restore would replace.
+    #[error(
+        "sessions are connected to the database: {} (stop them, or give --terminate-sessions)",
+        .0.join(", ")
+    )]
+    SessionsBlocking(Vec<String>),
+    /// The staged copy does not hold the rows counted at dump time.
+    #[error("row counts differ from the dump's: {}", .0.join(", "))]
+    RowCountMismatch(Vec<String>),
+    /// A staged database restore failed; `live` says what state the live
+    /// database is in (unchanged, unless it says otherwise).
+    #[error("restore into database {database} failed {stage} ({live})")]
+    DatabaseRestore {
+        /// The live database.
+        database: String,
+        /// Where it failed.
+        stage: crate::RestoreStage,
+        /// The state of the live database and of the staging copy.
+        live: String,
+        /// The cause.
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 impl Error {
@@ -75,14 +107,22 @@ impl Error {
     pub fn class(&self) -> ErrorClass {
         match self {
             Self::Engine(e) => e.class(),
-            Self::Conflict(_) | Self::TargetNotEmpty(_) | Self::LiveFilesChanged(_) => ErrorClass::Conflict,
+            Self::Conflict(_)
+            | Self::TargetNotEmpty(_)
+            | Self::LiveFilesChanged(_)
+            | Self::RestoreInProgress(_)
+            | Self::SessionsBlocking(_) => ErrorClass::Conflict,
+            Self::DatabaseRestore { source, .. } => source.class(),
             Self::RollbackFailed(_) => ErrorClass::RollbackFailed,
             Self::ContentMismatch(_) => ErrorClass::Corrupted,
             Self::Io { source, .. } => ErrorClass::of_io(source),
             Self::NotAFile(_) => ErrorClass::NotFound,
-            Self::CommandFailed(_) | Self::Invalid(_) | Self::RestoreCommandFailed(_) | Self::WorkerPanicked(_) => {
-                ErrorClass::Failed
-            }
+            Self::CommandFailed(_)
+            | Self::Invalid(_)
+            | Self::RestoreCommandFailed(_)
+            | Self::WorkerPanicked(_)
+            | Self::ProtectedDatabase(_)
+            | Self::RowCountMismatch(_) => ErrorClass::Failed,
             Self::SourceNotFound { .. } => ErrorClass::NotFound,
             Self::SourceUnreadable { source, .. } => ErrorClass::of_io(source),
         }
@@ -98,7 +138,14 @@ impl Error {
             | Self::SourceNotFound { .. }
             | Self::SourceUnreadable { .. }
             | Self::WorkerPanicked(_) => ErrorCode::BackupFailed,
-            Self::RestoreCommandFailed(_) => ErrorCode::RestoreFailed,
+            Self::RestoreCommandFailed(_) | Self::ProtectedDatabase(_) | Self::RowCountMismatch(_) => {
+                ErrorCode::RestoreFailed
+            }
+            Self::DatabaseRestore { source, .. } => match source.as_ref() {
+                Self::Engine(_) => source.code(during),
+                _ if source.class() == ErrorClass::Conflict => ErrorCode::RestoreConflict,
+                _ => ErrorCode::RestoreFailed,
+            },
             _ => self.class().code(during),
         }
     }
@@ -122,6 +169,14 @@ impl Error {
             Self::TargetNotEmpty(_) => Some("TARGET_NOT_EMPTY"),
             Self::LiveFilesChanged(_) => Some("LIVE_FILES_CHANGED"),
             Self::RestoreCommandFailed(_) => Some("TARGET_COMMAND_FAILED"),
+            Self::ProtectedDatabase(_) => Some("PROTECTED_DATABASE"),
+            Self::RestoreInProgress(_) => Some("RESTORE_IN_PROGRESS"),
+            Self::SessionsBlocking(_) => Some("SESSIONS_BLOCKING"),
+            Self::RowCountMismatch(_) => Some("ROW_COUNT_MISMATCH"),
+            Self::DatabaseRestore { source, stage, .. } => match source.as_ref() {
+                Self::Engine(_) | Self::SessionsBlocking(_) | Self::RowCountMismatch(_) => source.detail_code(),
+                _ => Some(stage.detail_code()),
+            },
             _ => None,
         }
     }
