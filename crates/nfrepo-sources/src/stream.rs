@@ -208,8 +208,10 @@ pub fn redact_argv(argv: &[String]) -> Vec<String> {
         } else if arg.len() > 2 && arg.starts_with("-p") && !arg.starts_with("--") {
             out.push("-p***".to_owned());
         } else if arg.contains(char::is_whitespace) {
-            // A shell command or a libpq connection string: redact word by word.
-            let words: Vec<String> = arg.split(' ').map(str::to_owned).collect();
+            // A shell command or a libpq connection string: redact word by
+            // word (split on every kind of whitespace, so that no word has
+            // any left and this recursion ends).
+            let words: Vec<String> = arg.split(char::is_whitespace).map(str::to_owned).collect();
             out.push(redact_argv(&words).join(" "));
         } else {
             out.push(redact_url_password(arg));
@@ -281,6 +283,16 @@ mod tests {
 
     fn redact(args: &[&str]) -> Vec<String> {
         redact_argv(&args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>())
+    }
+
+    // Issue 10: an argument holding a newline or tab but no space (a SQL
+    // script given to `printf`) recursed until the stack overflowed.
+    #[test]
+    fn arguments_with_newlines_are_redacted_without_recursing_forever() {
+        assert_eq!(
+            redact(&["printf", "%s", "SELECT\n1;\tSELECT\n2;"]),
+            ["printf", "%s", "SELECT 1; SELECT 2;"]
+        );
     }
 
     #[test]
