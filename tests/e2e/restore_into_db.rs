@@ -458,6 +458,15 @@ fn postgres_a_forced_restore_waits_for_sessions_and_keeps_the_old_database() {
     let live = pg_live(90);
     let old = pg_digest(&live);
     let into = format!("{}/{live}", postgres_url());
+    // Database-level grants and settings, which a per-database dump lacks.
+    let reader = unique("nf_reader");
+    psql(
+        "postgres",
+        &format!(
+            "CREATE ROLE {reader}; GRANT CONNECT ON DATABASE \"{live}\" TO {reader}; \
+             REVOKE CONNECT ON DATABASE \"{live}\" FROM PUBLIC; ALTER DATABASE \"{live}\" SET work_mem = '7MB'"
+        ),
+    );
 
     // A session on the live database.
     let url = postgres_url();
@@ -522,9 +531,24 @@ fn postgres_a_forced_restore_waits_for_sessions_and_keeps_the_old_database() {
         ),
         "t"
     );
+    assert_eq!(
+        psql(
+            "postgres",
+            &format!(
+                "SELECT has_database_privilege('{reader}', '{live}', 'CONNECT')::text || ' ' || \
+                 (SELECT array_to_string(setconfig, ',') FROM pg_db_role_setting s JOIN pg_database d \
+                  ON d.oid = s.setdatabase WHERE d.datname = '{live}' AND s.setrole = 0) || ' ' || \
+                 (SELECT count(*) FROM pg_database d, aclexplode(d.datacl) a \
+                  WHERE d.datname = '{live}' AND a.grantee = 0 AND a.privilege_type = 'CONNECT')"
+            )
+        ),
+        "true work_mem=7MB 0",
+        "the new database lacks the old one's grants or settings"
+    );
     for db in [&src, &live, &kept[0]] {
         psql("postgres", &format!("DROP DATABASE \"{db}\""));
     }
+    psql("postgres", &format!("DROP ROLE {reader}"));
 }
 
 // Issue 10, item 11: the server's own databases are never replaced.

@@ -107,7 +107,65 @@ impl PostgresTarget {
                 literal(comment)
             ),
         )?;
+        if let Some(live) = live {
+            let copy = self.database_settings(live, staging)?;
+            if !copy.is_empty() {
+                self.admin("postgres", &copy)?;
+            }
+        }
         Ok(())
+    }
+
+    /// The statements giving `to` the database-level grants and settings of
+    /// `from`, which a per-database `pg_dump` does not hold.
+    fn database_settings(&self, from: &str, to: &str) -> Result<String> {
+        let from = literal(from);
+        let to = ident(to);
+        let acl = self.admin(
+            "postgres",
+            &format!(
+                "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END, \
+                 a.privilege_type, a.is_grantable \
+                 FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = {from} ORDER BY 1, 2;"
+            ),
+        )?;
+        let has_acl = self.admin(
+            "postgres",
+            &format!("SELECT datacl IS NOT NULL FROM pg_database WHERE datname = {from};"),
+        )?;
+        let mut script = String::new();
+        if has_acl.trim() == "t" {
+            script.push_str(&format!("REVOKE ALL ON DATABASE {to} FROM PUBLIC;\n"));
+            for line in acl.lines().filter(|l| !l.is_empty()) {
+                if let [grantee, privilege, grantable] = line.split('\t').collect::<Vec<_>>().as_slice() {
+                    let option = if *grantable == "t" { " WITH GRANT OPTION" } else { "" };
+                    script.push_str(&format!("GRANT {privilege} ON DATABASE {to} TO {grantee}{option};\n"));
+                }
+            }
+        }
+        let settings = self.admin(
+            "postgres",
+            &format!(
+                "SELECT coalesce(quote_ident(pg_get_userbyid(NULLIF(s.setrole, 0))), ''), c \
+                 FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase, unnest(s.setconfig) c \
+                 WHERE d.datname = {from};"
+            ),
+        )?;
+        for line in settings.lines().filter(|l| !l.is_empty()) {
+            let Some((role, setting)) = line.split_once('\t') else {
+                continue;
+            };
+            let Some((name, value)) = setting.split_once('=') else {
+                continue;
+            };
+            let target = if role.is_empty() {
+                format!("ALTER DATABASE {to}")
+            } else {
+                format!("ALTER ROLE {role} IN DATABASE {to}")
+            };
+            script.push_str(&format!("{target} SET {} TO {};\n", ident(name), literal(value)));
+        }
+        Ok(script)
     }
 
     /// `psql` loading a dump inside one transaction that only nfrepo's
