@@ -33,9 +33,10 @@
 //!    [`expected_rows`]) equals `SELECT COUNT(*)` in the staging copy.
 //!    Snapshots without such facts are verified by the load's success only.
 //! 4. **Switch**, per server:
-//!    - MariaDB/MySQL (there is no `RENAME DATABASE`): in one session, the
-//!      live database's triggers are dropped (MariaDB refuses to move a
-//!      table with triggers to another database), then ONE `RENAME TABLE`
+//!    - MariaDB/MySQL (there is no `RENAME DATABASE`): the live database's
+//!      triggers (MariaDB refuses to move a table with triggers to another
+//!      database) and views (one may bear the name of a staged table) are
+//!      dropped, then ONE `RENAME TABLE`
 //!      statement — atomic in MariaDB — moves every table of `DB` into a new
 //!      `DB__nfrepo_before_<time>` and every staged table into `DB`; then
 //!      the old views, routines and events of `DB` are dropped and the

@@ -307,7 +307,16 @@ impl MysqlTarget {
         for routine in &objects.routines {
             self.create_in(db, routine)?;
         }
-        let mut pending: Vec<&Definition> = objects.views.iter().collect();
+        self.create_views(db, &objects.views)?;
+        for definition in objects.events.iter().chain(&objects.triggers) {
+            self.create_in(db, definition)?;
+        }
+        Ok(())
+    }
+
+    /// Creates `views` in `db`, each once the views it reads exist.
+    fn create_views(&self, db: &str, views: &[Definition]) -> Result<()> {
+        let mut pending: Vec<&Definition> = views.iter().collect();
         while !pending.is_empty() {
             let mut failed = Vec::new();
             let mut last_error = None;
@@ -322,14 +331,11 @@ impl MysqlTarget {
             }
             pending = failed;
         }
-        for definition in objects.events.iter().chain(&objects.triggers) {
-            self.create_in(db, definition)?;
-        }
         Ok(())
     }
 
-    fn drop_triggers(&self, db: &str, triggers: &[Definition]) -> Result<()> {
-        let script: String = triggers.iter().map(|t| t.drop_sql(db)).collect();
+    fn drop_definitions<'a>(&self, db: &str, definitions: impl Iterator<Item = &'a Definition>) -> Result<()> {
+        let script: String = definitions.map(|t| t.drop_sql(db)).collect();
         if !script.is_empty() {
             self.admin(None, &script)?;
         }
@@ -383,10 +389,12 @@ impl MysqlTarget {
             ))));
         }
         // Triggers cannot move to another database with their table.
-        self.drop_triggers(sw.staging, &staged.triggers).map_err(undo_created)?;
-        // From here on the live database changes.
-        if let Err(e) = self.drop_triggers(sw.live, &old.triggers) {
-            let lost = self.restore_triggers(sw.live, &old);
+        self.drop_definitions(sw.staging, staged.triggers.iter())
+            .map_err(undo_created)?;
+        // From here on the live database changes. Its views go too: a view
+        // may have the name of a staged table.
+        if let Err(e) = self.drop_definitions(sw.live, old.triggers.iter().chain(&old.views)) {
+            let lost = self.restore_dropped(sw.live, &old);
             return Err(SwitchError {
                 live_unchanged: lost.is_empty(),
                 message: format!("{e}{lost}"),
@@ -409,7 +417,7 @@ impl MysqlTarget {
                 .map(|t| (format!("{staging}.{}", ident(t)), format!("{live}.{}", ident(t)))),
         );
         if let Err(e) = self.rename(&moves) {
-            let lost = self.restore_triggers(sw.live, &old);
+            let lost = self.restore_dropped(sw.live, &old);
             if !sw.live_exists {
                 let _ = self.drop_database(sw.live);
             }
@@ -508,13 +516,32 @@ impl MysqlTarget {
         self.admin(None, &drops).map(drop)
     }
 
-    /// Recreates `old`'s triggers in `db`; returns what could not be, as text.
-    fn restore_triggers(&self, db: &str, old: &Objects) -> String {
-        let failed: Vec<String> = old
-            .triggers
-            .iter()
-            .filter_map(|t| self.create_in(db, t).err().map(|e| format!("trigger {} ({e})", t.name)))
-            .collect();
+    /// Recreates `old`'s views and triggers in `db` (those the switch drops
+    /// first); returns what could not be, as text.
+    fn restore_dropped(&self, db: &str, old: &Objects) -> String {
+        let mut failed: Vec<String> = Vec::new();
+        let existing = self.objects(db).map(|o| {
+            o.views
+                .into_iter()
+                .chain(o.triggers)
+                .map(|d| d.name)
+                .collect::<Vec<_>>()
+        });
+        let existing = match existing {
+            Ok(names) => names,
+            Err(e) => return format!("; could not list what is left in {db}: {e}"),
+        };
+        let missing = |d: &&Definition| !existing.contains(&d.name);
+        let views: Vec<Definition> = old.views.iter().filter(missing).cloned().collect();
+        if let Err(e) = self.create_views(db, &views) {
+            failed.push(format!("views ({e})"));
+        }
+        failed.extend(
+            old.triggers
+                .iter()
+                .filter(missing)
+                .filter_map(|t| self.create_in(db, t).err().map(|e| format!("trigger {} ({e})", t.name))),
+        );
         if failed.is_empty() {
             String::new()
         } else {

@@ -153,7 +153,7 @@ pub fn plan_database_restore(
                 Some(c) if c.host == here && seen.contains(name.split(STAGING_MARK).next().unwrap_or_default()) => (
                     true,
                     format!(
-                        "staging database left by an interrupted restore (pid {}, gone): removing it",
+                        "staging database left by an interrupted restore (pid {}, gone): removed",
                         c.pid
                     ),
                 ),
