@@ -96,10 +96,14 @@ impl MysqlTarget {
 
     /// Every database with its comment.
     pub(super) fn databases(&self) -> Result<Vec<(String, String)>> {
-        let out = self.admin(
-            None,
-            "SELECT SCHEMA_NAME, SCHEMA_COMMENT FROM information_schema.SCHEMATA;",
-        )?;
+        // MySQL (as opposed to MariaDB 10.5+) has no database comments: its
+        // staging databases are then reported, never removed automatically.
+        let out = self
+            .admin(
+                None,
+                "SELECT SCHEMA_NAME, SCHEMA_COMMENT FROM information_schema.SCHEMATA;",
+            )
+            .or_else(|_| self.admin(None, "SELECT SCHEMA_NAME, '' FROM information_schema.SCHEMATA;"))?;
         Ok(rows(&out)
             .into_iter()
             .map(|mut r| {
@@ -155,15 +159,19 @@ impl MysqlTarget {
             Some(live) => self.charset_of(live)?,
             None => String::new(),
         };
-        self.admin(
-            None,
-            &format!(
-                "CREATE DATABASE {}{charset} COMMENT {};",
-                ident(staging),
-                literal(comment)
-            ),
-        )?;
-        Ok(())
+        self.create_database(&format!("{}{charset}", ident(staging)), comment)
+    }
+
+    /// `CREATE DATABASE spec COMMENT comment`, without the comment on a
+    /// server that has none (MySQL).
+    fn create_database(&self, spec: &str, comment: &str) -> Result<()> {
+        match self.admin(None, &format!("CREATE DATABASE {spec} COMMENT {};", literal(comment))) {
+            Err(Error::RestoreCommandFailed(e)) if e.contains("syntax") => {
+                self.admin(None, &format!("CREATE DATABASE {spec};"))
+            }
+            other => other,
+        }
+        .map(drop)
     }
 
     /// `mysql` stops at the first error by default (`--no-defaults` keeps any
@@ -376,12 +384,9 @@ impl MysqlTarget {
         };
         if let Some(before) = sw.before {
             let charset = self.charset_of(sw.live).map_err(unchanged)?;
-            let comment = literal(&format!("nfrepo: {} as it was before a restore replaced it", sw.live));
-            self.admin(
-                None,
-                &format!("CREATE DATABASE {}{charset} COMMENT {comment};", ident(before)),
-            )
-            .map_err(unchanged)?;
+            let comment = format!("nfrepo: {} as it was before a restore replaced it", sw.live);
+            self.create_database(&format!("{}{charset}", ident(before)), &comment)
+                .map_err(unchanged)?;
         } else if !old.tables.is_empty() {
             return Err(undo_created(Error::Invalid(format!(
                 "{} holds tables but no database was planned to keep them",
