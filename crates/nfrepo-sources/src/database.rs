@@ -16,8 +16,11 @@
 //!    drop, so the caller can print it before anything starts.
 //! 2. **Load** into a new database `DB__nfrepo_restore_<id>`, streamed from
 //!    the verified reader. The client stops at the first error: `mysql`
-//!    without `--force` (and with `--skip-reconnect`, so a killed connection
-//!    is an error, not a new session that carries on), `psql` with
+//!    without `--force` (reading a script on standard input, it stops at the
+//!    first failed statement and exits 1; `--abort-source-on-error` only
+//!    concerns `source` commands, and `--no-defaults` keeps an option file's
+//!    `force` away) and with `--skip-reconnect` (its default reconnects and
+//!    carries on after a killed connection), `psql` with
 //!    `ON_ERROR_STOP=1` inside one transaction that nfrepo opens with
 //!    `BEGIN` and closes with `COMMIT` only after the whole stream has
 //!    matched its recorded hashes. (`psql --single-transaction` is not used:
@@ -57,7 +60,8 @@
 //!      `SESSIONS_BLOCKING`) naming each session (pid, user, application,
 //!      address), unless `terminate_sessions` is set, in which case
 //!      connections to `DB` are disabled, its sessions terminated, and the
-//!      setting given back afterwards. Then one transaction renames `DB` to
+//!      setting given back afterwards (if nfrepo is killed in between,
+//!      `ALTER DATABASE DB ALLOW_CONNECTIONS true` gives it back). Then one transaction renames `DB` to
 //!      `DB__nfrepo_before_<time>` and the staging database to `DB`
 //!      (`ALTER DATABASE … RENAME` is transactional): either both happen or
 //!      neither.
