@@ -575,52 +575,84 @@ fn maintenance_databases_are_never_replaced() {
     assert!(mysql_databases_like(&format!("mysql{STAGING}")).is_empty());
 }
 
+/// The password variable of the sources [`mysql_user_source`] writes.
+const PW_VAR: &str = "NF_E2E_DB_PW";
+
+/// A MariaDB user with a password and `grants` (`USER` stands for it), and a
+/// repository whose source `db` connects as that user with `password_env`.
+/// Returns the user, its password, the server URL with the user, the
+/// repository and the configuration file.
+fn mysql_user_source(grants: &str) -> (String, String, String, Env, String) {
+    let user = unique("nfu");
+    let password = format!("pw-{}", unique("x"));
+    mysql(&format!(
+        "CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'; {}",
+        grants.replace("USER", &format!("'{user}'@'%'"))
+    ));
+    let server = mysql_url().replace("root@", &format!("{user}@"));
+    let (env, config) = env_with_source("mysql", &server);
+    std::fs::write(
+        &config,
+        format!("[sources.db]\nkind = \"mysql\"\nconnection = \"{server}\"\npassword_env = \"{PW_VAR}\"\n"),
+    )
+    .unwrap();
+    (user, password, server, env, config)
+}
+
 // Issue 10, "Also": the restore uses the configured source's password.
 #[test]
 fn a_restore_into_a_configured_server_uses_that_sources_password() {
-    let user = unique("nfrs");
-    let password = format!("pw-{}", unique("x"));
-    mysql(&format!(
-        "CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'; GRANT ALL ON *.* TO '{user}'@'%';"
-    ));
-    let server = mysql_url().replace("root@", &format!("{user}@"));
-    let env = Env::new();
-    env.init();
-    let config = env.path("nfrepo.toml");
-    std::fs::write(
-        &config,
-        format!("[sources.db]\nkind = \"mysql\"\nconnection = \"{server}\"\npassword_env = \"NF_E2E_RESTORE_PW\"\n"),
-    )
-    .unwrap();
-    let config = config.display().to_string();
-    let mut store = env.cmd();
-    store
-        .env("NF_E2E_RESTORE_PW", &password)
-        .args([
-            "--config", &config, "snapshot", "--stdin", "--name", "app.sql", "--source", "db",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut child = store.spawn().unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), table_sql(7, 0).as_bytes()).unwrap();
-    assert!(child.wait().unwrap().success());
+    let (user, password, server, env, config) = mysql_user_source("GRANT ALL ON *.* TO USER;");
+    store_dump(&env, &config, table_sql(7, 0).as_bytes());
     let fresh = unique("nf_cred");
-    let out = env
-        .cmd()
-        .env("NF_E2E_RESTORE_PW", &password)
-        .args([
-            "--config",
-            &config,
-            "restore",
-            "db@latest",
-            "--into",
-            &format!("{server}/{fresh}"),
-        ])
+    let out = restore(&env, &config, &format!("{server}/{fresh}"), &[])
+        .env(PW_VAR, &password)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("the credentials of source db"));
     assert_eq!(mysql(&format!("SELECT COUNT(*) FROM `{fresh}`.t")), "7");
     mysql(&format!("DROP DATABASE `{fresh}`; DROP USER '{user}'@'%';"));
+}
+
+// Issue 10, item 1: a switch that fails after the RENAME TABLE (here: the
+// restoring user may not create views in the live database) is undone, and
+// the live database is exactly as it was.
+#[test]
+fn mysql_a_switch_failing_after_the_rename_is_undone() {
+    let live = mysql_live(500);
+    let before = mysql_digest(&live);
+    let own = format!("{}\\_\\_nfrepo\\_%", live.replace('_', "\\_"));
+    let (user, password, server, env, config) = mysql_user_source(&format!(
+        "GRANT ALL PRIVILEGES ON `{own}`.* TO USER; \
+         GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, ALTER, INDEX, TRIGGER, \
+         CREATE ROUTINE, ALTER ROUTINE, EVENT ON `{live}`.* TO USER;"
+    ));
+    let sql = format!("{}CREATE VIEW v AS SELECT id FROM t;\n", table_sql(50, 0));
+    store_dump(&env, &config, sql.as_bytes());
+    let out = restore(&env, &config, &format!("{server}/{live}"), &["--force"])
+        .env(PW_VAR, &password)
+        .output()
+        .unwrap();
+    assert_failed(
+        &out,
+        13,
+        &["RESTORE_FAILED/SWITCH_FAILED", "CREATE VIEW command denied"],
+    );
+    assert_eq!(mysql_digest(&live), before, "the live database changed");
+    assert_eq!(
+        mysql(&format!(
+            "SELECT GROUP_CONCAT(TABLE_NAME) FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{live}'"
+        )),
+        "t"
+    );
+    assert!(
+        mysql_databases_like(&format!("{live}{STAGING}")).is_empty(),
+        "staging copy left"
+    );
+    assert!(
+        mysql_databases_like(&format!("{live}{BEFORE}")).is_empty(),
+        "empty kept copy left"
+    );
+    mysql(&format!("DROP DATABASE `{live}`; DROP USER '{user}'@'%';"));
 }

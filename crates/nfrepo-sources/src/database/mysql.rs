@@ -371,35 +371,59 @@ impl MysqlTarget {
         } else {
             Objects::default()
         };
+        if sw.before.is_none() && !old.tables.is_empty() {
+            return Err(unchanged(Error::Invalid(format!(
+                "{} holds tables but no database was planned to keep them",
+                sw.live
+            ))));
+        }
         if !sw.live_exists {
             let charset = self.charset_of(sw.staging).map_err(unchanged)?;
             self.admin(None, &format!("CREATE DATABASE {}{charset};", ident(sw.live)))
                 .map_err(unchanged)?;
         }
-        let undo_created = |e: Error| {
-            if !sw.live_exists {
+        // What this switch created goes again if the live database is back as it was.
+        let created = |e: SwitchError| {
+            if e.live_unchanged && !sw.live_exists {
                 let _ = self.drop_database(sw.live);
             }
-            unchanged(e)
+            e
         };
         if let Some(before) = sw.before {
-            let charset = self.charset_of(sw.live).map_err(unchanged)?;
+            let charset = self.charset_of(sw.live).map_err(unchanged).map_err(created)?;
             let comment = format!("nfrepo: {} as it was before a restore replaced it", sw.live);
             self.create_database(&format!("{}{charset}", ident(before)), &comment)
-                .map_err(unchanged)?;
-        } else if !old.tables.is_empty() {
-            return Err(undo_created(Error::Invalid(format!(
-                "{} holds tables but no database was planned to keep them",
-                sw.live
-            ))));
+                .map_err(unchanged)
+                .map_err(created)?;
         }
+        self.switch_created(sw, &staged, &old).map_err(|e| {
+            if e.live_unchanged
+                && let Some(before) = sw.before
+            {
+                let _ = self.drop_database(before);
+            }
+            created(e)
+        })
+    }
+
+    /// The switch once the databases it needs exist.
+    fn switch_created(
+        &self,
+        sw: &Switch<'_>,
+        staged: &Objects,
+        old: &Objects,
+    ) -> std::result::Result<Vec<String>, SwitchError> {
+        let unchanged = |e: Error| SwitchError {
+            live_unchanged: true,
+            message: e.to_string(),
+        };
         // Triggers cannot move to another database with their table.
         self.drop_definitions(sw.staging, staged.triggers.iter())
-            .map_err(undo_created)?;
+            .map_err(unchanged)?;
         // From here on the live database changes. Its views go too: a view
         // may have the name of a staged table.
         if let Err(e) = self.drop_definitions(sw.live, old.triggers.iter().chain(&old.views)) {
-            let lost = self.restore_dropped(sw.live, &old);
+            let lost = self.restore_dropped(sw.live, old);
             return Err(SwitchError {
                 live_unchanged: lost.is_empty(),
                 message: format!("{e}{lost}"),
@@ -422,31 +446,26 @@ impl MysqlTarget {
                 .map(|t| (format!("{staging}.{}", ident(t)), format!("{live}.{}", ident(t)))),
         );
         if let Err(e) = self.rename(&moves) {
-            let lost = self.restore_dropped(sw.live, &old);
-            if !sw.live_exists {
-                let _ = self.drop_database(sw.live);
-            }
+            let lost = self.restore_dropped(sw.live, old);
             return Err(SwitchError {
                 live_unchanged: lost.is_empty(),
                 message: format!("{e}{lost}"),
             });
         }
-        let replaced = self.replace_objects(sw.live, &old, &staged, sw.staged);
+        let replaced = self.replace_objects(sw.live, old, staged, sw.staged);
         if let Err(e) = replaced {
-            let reverse: Vec<(String, String)> = moves.iter().map(|(a, b)| (b.clone(), a.clone())).collect();
+            // In reverse order: the new tables leave the live database before the old ones come back.
+            let reverse: Vec<(String, String)> = moves.iter().rev().map(|(a, b)| (b.clone(), a.clone())).collect();
             let undone = self
-                .undo_objects(sw.live, &old, &staged)
+                .undo_objects(sw.live, old, staged)
                 .and_then(|()| self.rename(&reverse));
             let problems = match undone {
-                Ok(()) => self.restore_all(sw.live, &old),
+                Ok(()) => self.restore_all(sw.live, old),
                 Err(u) => format!(
                     "; undoing the switch failed too: {u}; the new tables are in {}",
                     sw.live
                 ),
             };
-            if problems.is_empty() && !sw.live_exists {
-                let _ = self.drop_database(sw.live);
-            }
             return Err(SwitchError {
                 live_unchanged: problems.is_empty(),
                 message: format!("{e}{problems}"),
