@@ -187,10 +187,15 @@ impl PostgresTarget {
         }
     }
 
-    /// `table` is `schema.table` (a bare name is in `public`).
+    /// `table` is `schema.table` (a bare name is in `public`). `ONLY`: a
+    /// dump's `COPY` holds each table's own rows, never those of its
+    /// partitions or inheriting children, and so does this count.
     pub(super) fn count_rows(&self, db: &str, table: &str) -> Result<u64> {
         let (schema, name) = table.split_once('.').unwrap_or(("public", table));
-        let out = self.admin(db, &format!("SELECT count(*) FROM {}.{};", ident(schema), ident(name)))?;
+        let out = self.admin(
+            db,
+            &format!("SELECT count(*) FROM ONLY {}.{};", ident(schema), ident(name)),
+        )?;
         out.trim()
             .parse()
             .map_err(|_| Error::RestoreCommandFailed(format!("unexpected answer from psql: {:?}", out.trim())))
