@@ -565,6 +565,31 @@ fn maintenance_databases_are_never_replaced() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("RESTORE_FAILED/PROTECTED_DATABASE"));
     }
     assert!(pg_databases_like(&format!("postgres{STAGING}")).is_empty());
+    // The report's case: a snapshot holding `postgres.sql`, restored with no
+    // database in the URL, so every dump into its own name.
+    let app = pg_live(20);
+    let before = pg_digest(&app);
+    let (env, config) = env_with_source("postgres", &postgres_url());
+    std::fs::write(
+        &config,
+        format!(
+            "[sources.db]\nkind = \"postgres\"\nconnection = \"{}\"\ndatabases = [\"postgres\", \"{app}\"]\n",
+            postgres_url()
+        ),
+    )
+    .unwrap();
+    env.ok(&["--config", &config, "snapshot", "--source", "db"]);
+    let out = restore(&env, &config, &postgres_url(), &["--force"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(13), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("RESTORE_FAILED/PROTECTED_DATABASE")
+            && stderr.contains("postgres is the server's own database"),
+        "{stderr}"
+    );
+    assert_eq!(pg_digest(&app), before);
+    assert!(pg_databases_like(&format!("{app}{STAGING}")).is_empty());
+    psql("postgres", &format!("DROP DATABASE \"{app}\""));
     let (env, config) = env_with_source("mysql", &mysql_url());
     store_dump(&env, &config, table_sql(3, 0).as_bytes());
     let out = restore(&env, &config, &format!("{}/mysql", mysql_url()), &["--force"])
