@@ -681,3 +681,42 @@ fn mysql_a_switch_failing_after_the_rename_is_undone() {
     );
     mysql(&format!("DROP DATABASE `{live}`; DROP USER '{user}'@'%';"));
 }
+
+// Every dump of a multi-database snapshot is staged and verified before the
+// first switch; then each database is replaced and its old copy kept.
+#[test]
+fn mysql_a_multi_database_restore_replaces_every_database() {
+    let (a, b) = (mysql_live(30), mysql_live(40));
+    let (digest_a, digest_b) = (mysql_digest(&a), mysql_digest(&b));
+    let (env, config) = env_with_source("mysql", &mysql_url());
+    std::fs::write(
+        &config,
+        format!(
+            "[sources.db]\nkind = \"mysql\"\nconnection = \"{}\"\ndatabases = [\"{a}\", \"{b}\"]\n",
+            mysql_url()
+        ),
+    )
+    .unwrap();
+    env.ok(&["--config", &config, "snapshot", "--source", "db"]);
+    mysql(&format!(
+        "DELETE FROM `{a}`.t WHERE id > 10; DELETE FROM `{b}`.t WHERE id > 5"
+    ));
+    let out = restore(&env, &config, &mysql_url(), &["--force", "--drop-old"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for db in [&a, &b] {
+        assert!(
+            stderr.contains(&format!("{db}: load {db}.sql into new database {db}{STAGING}")),
+            "{stderr}"
+        );
+        assert!(
+            mysql_databases_like(&format!("{db}{BEFORE}")).is_empty(),
+            "--drop-old kept {db}'s copy"
+        );
+        assert!(mysql_databases_like(&format!("{db}{STAGING}")).is_empty());
+    }
+    assert_eq!((mysql_digest(&a), mysql_digest(&b)), (digest_a, digest_b));
+    mysql(&format!("DROP DATABASE `{a}`; DROP DATABASE `{b}`"));
+}
