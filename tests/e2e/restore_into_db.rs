@@ -134,12 +134,17 @@ impl Server {
 
 /// A repository with a configured source `db` of `kind` on the test server.
 fn env_with_source(kind: &str, url: &str) -> (Env, String) {
+    env_with_source_lines(kind, url, "")
+}
+
+/// [`env_with_source`] with more lines in the source's section.
+fn env_with_source_lines(kind: &str, url: &str, lines: &str) -> (Env, String) {
     let env = Env::new();
     env.init();
     let config = env.path("nfrepo.toml");
     std::fs::write(
         &config,
-        format!("[sources.db]\nkind = \"{kind}\"\nconnection = \"{url}\"\n"),
+        format!("[sources.db]\nkind = \"{kind}\"\nconnection = \"{url}\"\n{lines}"),
     )
     .unwrap();
     (env, config.display().to_string())
@@ -569,15 +574,11 @@ fn maintenance_databases_are_never_replaced() {
     // database in the URL, so every dump into its own name.
     let app = pg_live(20);
     let before = pg_digest(&app);
-    let (env, config) = env_with_source("postgres", &postgres_url());
-    std::fs::write(
-        &config,
-        format!(
-            "[sources.db]\nkind = \"postgres\"\nconnection = \"{}\"\ndatabases = [\"postgres\", \"{app}\"]\n",
-            postgres_url()
-        ),
-    )
-    .unwrap();
+    let (env, config) = env_with_source_lines(
+        "postgres",
+        &postgres_url(),
+        &format!("databases = [\"postgres\", \"{app}\"]\n"),
+    );
     env.ok(&["--config", &config, "snapshot", "--source", "db"]);
     let out = restore(&env, &config, &postgres_url(), &["--force"]).output().unwrap();
     assert_eq!(out.status.code(), Some(13), "{}", describe(&out));
@@ -615,12 +616,7 @@ fn mysql_user_source(grants: &str) -> (String, String, String, Env, String) {
         grants.replace("USER", &format!("'{user}'@'%'"))
     ));
     let server = mysql_url().replace("root@", &format!("{user}@"));
-    let (env, config) = env_with_source("mysql", &server);
-    std::fs::write(
-        &config,
-        format!("[sources.db]\nkind = \"mysql\"\nconnection = \"{server}\"\npassword_env = \"{PW_VAR}\"\n"),
-    )
-    .unwrap();
+    let (env, config) = env_with_source_lines("mysql", &server, &format!("password_env = \"{PW_VAR}\"\n"));
     (user, password, server, env, config)
 }
 
@@ -688,15 +684,7 @@ fn mysql_a_switch_failing_after_the_rename_is_undone() {
 fn mysql_a_multi_database_restore_replaces_every_database() {
     let (a, b) = (mysql_live(30), mysql_live(40));
     let (digest_a, digest_b) = (mysql_digest(&a), mysql_digest(&b));
-    let (env, config) = env_with_source("mysql", &mysql_url());
-    std::fs::write(
-        &config,
-        format!(
-            "[sources.db]\nkind = \"mysql\"\nconnection = \"{}\"\ndatabases = [\"{a}\", \"{b}\"]\n",
-            mysql_url()
-        ),
-    )
-    .unwrap();
+    let (env, config) = env_with_source_lines("mysql", &mysql_url(), &format!("databases = [\"{a}\", \"{b}\"]\n"));
     env.ok(&["--config", &config, "snapshot", "--source", "db"]);
     mysql(&format!(
         "DELETE FROM `{a}`.t WHERE id > 10; DELETE FROM `{b}`.t WHERE id > 5"
