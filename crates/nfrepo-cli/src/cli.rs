@@ -263,17 +263,27 @@ pub struct RestoreArgs {
     /// Directory to restore into (created if missing).
     #[arg(long, short = 't', required_unless_present = "into", conflicts_with = "into")]
     pub target: Option<PathBuf>,
-    /// Load a database dump into a server: mysql://user@host:port/db or postgres://user@host:port/db
-    /// (password from MYSQL_PWD / PGPASSWORD).
+    /// Load a database dump into a server: mysql://user@host:port/db or postgres://user@host:port/db.
+    /// The dump is loaded into a new staging database, verified, then switched in; the live database
+    /// is never written before that. The password is that of the configured source naming the same
+    /// server (password_env / password_file), else MYSQL_PWD / PGPASSWORD.
     /// Or a bucket snapshot into s3://bucket/prefix?endpoint=… (credentials from NFREPO_S3_*).
     #[arg(long, value_name = "URL")]
     pub into: Option<String>,
     /// With --into: the database of a multi-database snapshot to restore.
     #[arg(long, requires = "into")]
     pub database: Option<String>,
-    /// With --into: replace a target database that is not empty (otherwise: RESTORE_CONFLICT).
+    /// With --into: replace a target database that holds data, after the staged copy is verified; the
+    /// old one is kept as DB__nfrepo_before_<time> (otherwise: RESTORE_CONFLICT).
     #[arg(long, requires = "into")]
     pub force: bool,
+    /// With --into: drop the kept-aside DB__nfrepo_before_<time> once the switch succeeded.
+    #[arg(long, requires = "into")]
+    pub drop_old: bool,
+    /// With --into postgres://: terminate the sessions connected to the database being replaced
+    /// (otherwise they block the switch: RESTORE_CONFLICT/SESSIONS_BLOCKING).
+    #[arg(long, requires = "into")]
+    pub terminate_sessions: bool,
     /// Restore only paths matching this glob (repeatable). Globs match the path relative to the target
     /// (`restore SNAP:src/c` restores `c/...`; into s3://, an object's whole key); a glob without `/` matches a
     /// name at any depth; `*` does not cross `/`, `**` does. A glob that matches nothing fails the restore

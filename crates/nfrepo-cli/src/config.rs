@@ -531,6 +531,116 @@ impl Config {
     }
 }
 
+/// The credentials `restore --into` connects with, and where they came from.
+#[derive(Debug)]
+pub struct ServerCredentials {
+    /// The connection, with the user of the configured source when the URL names none.
+    pub connection: nfrepo_sources::Connection,
+    /// What supplied the password, for the operator: `source NAME`, a variable, or nothing.
+    pub from: String,
+}
+
+/// Whether the configured `source` names the server of `target` (scheme,
+/// host, port and socket as written; the user too when the URL gives one).
+fn names_server(source: &SourceConfig, target: &nfrepo_sources::Connection) -> bool {
+    let Some(text) = source.connection.as_deref() else {
+        return false;
+    };
+    let Ok(configured) = nfrepo_sources::Connection::parse(text) else {
+        return false;
+    };
+    configured.scheme == target.scheme
+        && configured.host == target.host
+        && configured.port == target.port
+        && configured.socket == target.socket
+        && (target.user.is_none() || configured.user == target.user)
+}
+
+/// The password for `restore --into CONNECTION`: that of the configured
+/// database source naming the same server (the snapshot's own source
+/// first, else the only one that matches), read from its `password_env` or
+/// `password_file`; else the tool's own variable in nfrepo's environment
+/// (`MYSQL_PWD`, `PGPASSWORD`), which children never inherit by themselves.
+///
+/// # Errors
+/// Several configured sources name the server with different credentials
+/// and none is the snapshot's (`AMBIGUOUS_CREDENTIALS`); the chosen
+/// source's password variable or file cannot be read (`NO_PASSWORD`).
+pub fn server_credentials(
+    config: Option<&Config>,
+    connection: nfrepo_sources::Connection,
+    snapshot_source: &str,
+) -> Result<ServerCredentials, Failure> {
+    let matching: Vec<(&String, &SourceConfig)> = config
+        .map(|c| {
+            c.sources
+                .iter()
+                .filter(|(_, s)| s.kind.is_server() && names_server(s, &connection))
+                .collect()
+        })
+        .unwrap_or_default();
+    let chosen = matching
+        .iter()
+        .find(|(name, _)| name.as_str() == snapshot_source)
+        .or_else(|| {
+            let first = matching.first()?;
+            let same = |s: &SourceConfig| {
+                (
+                    s.password_env.clone(),
+                    s.password_file.clone(),
+                    nfrepo_sources::Connection::parse(s.connection.as_deref().unwrap_or_default())
+                        .ok()
+                        .and_then(|c| c.user),
+                )
+            };
+            matching.iter().all(|(_, s)| same(s) == same(first.1)).then_some(first)
+        });
+    if let Some((name, source)) = chosen {
+        let password = read_secret(source.password_env.as_deref(), source.password_file.as_deref())?;
+        let mut connection = connection;
+        if connection.user.is_none() {
+            connection.user = nfrepo_sources::Connection::parse(source.connection.as_deref().unwrap_or_default())
+                .ok()
+                .and_then(|c| c.user);
+        }
+        let from = match (&source.password_env, &source.password_file) {
+            (Some(var), _) => format!("the credentials of source {name} ({var})"),
+            (None, Some(file)) => format!("the credentials of source {name} ({})", file.display()),
+            (None, None) => format!("the user of source {name}, without password"),
+        };
+        return Ok(ServerCredentials {
+            connection: connection.with_password(password),
+            from,
+        });
+    }
+    if matching.len() > 1 {
+        let names: Vec<&str> = matching.iter().map(|(n, _)| n.as_str()).collect();
+        return Err(Failure::new(
+            ErrorCode::PermissionDenied,
+            Some("AMBIGUOUS_CREDENTIALS"),
+            format!(
+                "configured sources {} name this server with different credentials: put the user in the URL",
+                names.join(", ")
+            ),
+        ));
+    }
+    let var = if connection.scheme == "postgres" {
+        "PGPASSWORD"
+    } else {
+        "MYSQL_PWD"
+    };
+    let password = std::env::var(var).ok().map(Secret::new);
+    let from = if password.is_some() {
+        format!("the password in {var}")
+    } else {
+        "no password (no configured source names this server, and {var} is not set)".replace("{var}", var)
+    };
+    Ok(ServerCredentials {
+        connection: connection.with_password(password),
+        from,
+    })
+}
+
 /// Reads a secret from `env` or `file`; `None` if neither is set.
 ///
 /// # Errors
@@ -621,6 +731,42 @@ keep-daily = 30
         let text = "[sources.x]\nkind = \"mysql\"\nconnection = \"mysql://u:hunter2@h\"\n";
         let err = parse(text).unwrap_err();
         assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn restores_use_the_credentials_of_the_source_naming_the_server() {
+        let text = "[sources.main]\nkind = \"mysql\"\nconnection = \"mysql://backup@db1:3306\"\n\
+                    password_env = \"PATH\"\n\n\
+                    [sources.other]\nkind = \"mysql\"\nconnection = \"mysql://report@db1:3306\"\n\
+                    password_env = \"NF_UNIT_OTHER_PW\"\n\n\
+                    [sources.pg]\nkind = \"postgres\"\nconnection = \"postgres://backup@db1:3306\"\n\
+                    password_file = \"/nonexistent/pw\"\n";
+        let config = parse(text).unwrap();
+        // PATH stands in for a password variable: always set, never changed by tests.
+        let path = std::env::var("PATH").unwrap();
+        let url = nfrepo_sources::Connection::parse("mysql://backup@db1:3306/app").unwrap();
+        let got = server_credentials(Some(&config), url, "elsewhere").unwrap();
+        assert_eq!(got.connection.password.unwrap().expose(), path);
+        assert!(got.from.contains("source main"), "{}", got.from);
+        // No user in the URL: two sources match with different users; the
+        // snapshot's own source decides, and lends its user.
+        let url = nfrepo_sources::Connection::parse("mysql://db1:3306/app").unwrap();
+        let err = server_credentials(Some(&config), url.clone(), "elsewhere").unwrap_err();
+        assert_eq!(err.detail, Some("AMBIGUOUS_CREDENTIALS"));
+        let got = server_credentials(Some(&config), url, "main").unwrap();
+        assert_eq!(got.connection.user.as_deref(), Some("backup"));
+        // Another port is another server: no configured password.
+        let url = nfrepo_sources::Connection::parse("mysql://backup@db1:3307/app").unwrap();
+        let got = server_credentials(Some(&config), url, "main").unwrap();
+        assert!(
+            got.from.contains("MYSQL_PWD") || got.from.contains("no password"),
+            "{}",
+            got.from
+        );
+        // The postgres source's unreadable file is reported, not skipped.
+        let url = nfrepo_sources::Connection::parse("postgres://backup@db1:3306/app").unwrap();
+        let err = server_credentials(Some(&config), url, "x").unwrap_err();
+        assert_eq!(err.detail, Some("NO_PASSWORD"));
     }
 
     #[test]

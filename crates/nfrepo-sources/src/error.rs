@@ -82,6 +82,38 @@ pub enum Error {
     /// restore. Nothing was written.
     #[error("filter matched nothing: {}; nothing was written", .0.join(", "))]
     FilterMatchedNothing(Vec<String>),
+    /// A restore would drop, rename or replace a database of the server
+    /// itself (`postgres`, `template0/1`, `mysql`, `information_schema`…).
+    #[error(
+        "{0} is the server's own database: a restore never replaces it (restore its dump into another name: put that name in the URL)"
+    )]
+    ProtectedDatabase(String),
+    /// Another nfrepo restore is loading into the same database.
+    #[error("another restore is running: {0}")]
+    RestoreInProgress(String),
+    /// Sessions are connected to the database a restore would replace.
+    #[error(
+        "sessions are connected to the database: {} (stop them, or give --terminate-sessions)",
+        .0.join(", ")
+    )]
+    SessionsBlocking(Vec<String>),
+    /// The staged copy does not hold the rows counted at dump time.
+    #[error("row counts differ from the dump's: {}", .0.join(", "))]
+    RowCountMismatch(Vec<String>),
+    /// A staged database restore failed; `live` says what state the live
+    /// database is in (unchanged, unless it says otherwise).
+    #[error("restore into database {database} failed {stage} ({live})")]
+    DatabaseRestore {
+        /// The live database.
+        database: String,
+        /// Where it failed.
+        stage: crate::RestoreStage,
+        /// The state of the live database and of the staging copy.
+        live: String,
+        /// The cause.
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 fn objects_differ(keys: &[String], total: usize, written: u64) -> String {
@@ -108,9 +140,13 @@ impl Error {
     pub fn class(&self) -> ErrorClass {
         match self {
             Self::Engine(e) => e.class(),
-            Self::Conflict(_) | Self::TargetNotEmpty(_) | Self::LiveFilesChanged(_) | Self::ObjectsDiffer { .. } => {
-                ErrorClass::Conflict
-            }
+            Self::Conflict(_)
+            | Self::TargetNotEmpty(_)
+            | Self::LiveFilesChanged(_)
+            | Self::ObjectsDiffer { .. }
+            | Self::RestoreInProgress(_)
+            | Self::SessionsBlocking(_) => ErrorClass::Conflict,
+            Self::DatabaseRestore { source, .. } => source.class(),
             Self::RollbackFailed(_) => ErrorClass::RollbackFailed,
             Self::ContentMismatch(_) => ErrorClass::Corrupted,
             Self::Io { source, .. } => ErrorClass::of_io(source),
@@ -119,7 +155,9 @@ impl Error {
             | Self::Invalid(_)
             | Self::RestoreCommandFailed(_)
             | Self::WorkerPanicked(_)
-            | Self::FilterMatchedNothing(_) => ErrorClass::Failed,
+            | Self::FilterMatchedNothing(_)
+            | Self::ProtectedDatabase(_)
+            | Self::RowCountMismatch(_) => ErrorClass::Failed,
             Self::SourceNotFound { .. } => ErrorClass::NotFound,
             Self::SourceUnreadable { source, .. } => ErrorClass::of_io(source),
         }
@@ -135,7 +173,14 @@ impl Error {
             | Self::SourceNotFound { .. }
             | Self::SourceUnreadable { .. }
             | Self::WorkerPanicked(_) => ErrorCode::BackupFailed,
-            Self::RestoreCommandFailed(_) => ErrorCode::RestoreFailed,
+            Self::RestoreCommandFailed(_) | Self::ProtectedDatabase(_) | Self::RowCountMismatch(_) => {
+                ErrorCode::RestoreFailed
+            }
+            Self::DatabaseRestore { source, .. } => match source.as_ref() {
+                Self::Engine(_) => source.code(during),
+                _ if source.class() == ErrorClass::Conflict => ErrorCode::RestoreConflict,
+                _ => ErrorCode::RestoreFailed,
+            },
             _ => self.class().code(during),
         }
     }
@@ -161,6 +206,14 @@ impl Error {
             Self::RestoreCommandFailed(_) => Some("TARGET_COMMAND_FAILED"),
             Self::ObjectsDiffer { .. } => Some("OBJECTS_DIFFER"),
             Self::FilterMatchedNothing(_) => Some("FILTER_MATCHED_NOTHING"),
+            Self::ProtectedDatabase(_) => Some("PROTECTED_DATABASE"),
+            Self::RestoreInProgress(_) => Some("RESTORE_IN_PROGRESS"),
+            Self::SessionsBlocking(_) => Some("SESSIONS_BLOCKING"),
+            Self::RowCountMismatch(_) => Some("ROW_COUNT_MISMATCH"),
+            Self::DatabaseRestore { source, stage, .. } => match source.as_ref() {
+                Self::Engine(_) | Self::SessionsBlocking(_) | Self::RowCountMismatch(_) => source.detail_code(),
+                _ => Some(stage.detail_code()),
+            },
             _ => None,
         }
     }

@@ -14,7 +14,8 @@
 //!
 //! Targets consume an engine [`nfrepo_engine::Reader`]: [`restore`] writes a
 //! snapshot or part of it into a directory and [`write_content`] streams one
-//! file out; [`restore_databases`] pipes a dump back into `mysql` or `psql`;
+//! file out; [`restore_databases`] runs a [`DatabaseRestorePlan`]: a dump loaded
+//! into a staging database, verified, then switched in atomically;
 //! [`restore_bucket`] writes objects back; [`rollback`] puts a file source's
 //! live files back in place.
 //!
@@ -61,7 +62,11 @@ pub use bucket::{
 };
 pub use child::{async_command, command};
 pub use connection::Connection;
-pub use database::{DatabaseRestoreReport, DatabaseTarget, restore_databases};
+pub use database::{
+    BEFORE_MARK, DatabaseRestoreItem, DatabaseRestoreOptions, DatabaseRestorePlan, DatabaseRestoreReport,
+    DatabaseTarget, Leftover, MAINTENANCE_DATABASES, PlannedDatabase, RestoreStage, STAGING_MARK, expected_rows,
+    plan_database_restore, restore_databases,
+};
 pub use driver::{BackupReport, PROGRESS_EVERY, RetryCounter, RunOptions, run_backup};
 pub use dump::{DumpCommand, DumpOutcome, DumpOutput, DumpPlan, backup_dumps};
 pub use error::{Error, Result};

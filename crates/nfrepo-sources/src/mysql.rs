@@ -183,43 +183,15 @@ pub struct MysqlTarget {
 }
 
 impl MysqlTarget {
-    /// The `mysql` command that reads a dump on stdin into `database`.
-    pub(crate) fn load_command(&self, database: &str) -> Vec<String> {
+    /// `mysql` with the connection flags (never the password); the staged
+    /// restore in [`crate::database`] adds what it runs.
+    pub(crate) fn client_argv(&self) -> Vec<String> {
         let mut argv = vec![tool(self.bin_dir.as_deref(), "mysql")];
         argv.extend(client_args(&self.connection));
-        argv.push(database.to_owned());
         argv
     }
 
     pub(crate) fn env(&self) -> Vec<(String, Secret)> {
         client_env(&self.connection)
-    }
-
-    /// Tables and views in `database` (0 when it does not exist). Blocks.
-    pub(crate) fn table_count(&self, database: &str) -> Result<u64> {
-        check_database_name(database)?;
-        let sql = format!("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = '{database}'");
-        let out = query(&self.connection, self.bin_dir.as_deref(), &sql)?;
-        out.trim()
-            .parse()
-            .map_err(|_| Error::CommandFailed(format!("unexpected answer from mysql: {:?}", out.trim())))
-    }
-
-    /// Creates `database` empty, dropping it first when `replace`. Blocks.
-    pub(crate) fn create(&self, database: &str, replace: bool) -> Result<()> {
-        check_database_name(database)?;
-        if replace {
-            query(
-                &self.connection,
-                self.bin_dir.as_deref(),
-                &format!("DROP DATABASE IF EXISTS `{database}`"),
-            )?;
-        }
-        query(
-            &self.connection,
-            self.bin_dir.as_deref(),
-            &format!("CREATE DATABASE IF NOT EXISTS `{database}`"),
-        )?;
-        Ok(())
     }
 }

@@ -162,64 +162,15 @@ pub struct PostgresTarget {
 }
 
 impl PostgresTarget {
-    /// The `psql` command that reads a dump on stdin into `database`, stopping at the first error.
-    pub(crate) fn load_command(&self, database: &str) -> Vec<String> {
+    /// `psql` with the connection flags (never the password); the staged
+    /// restore in [`crate::database`] adds what it runs.
+    pub(crate) fn client_argv(&self) -> Vec<String> {
         let mut argv = vec![find_tool("psql", self.bin_dir.as_deref())];
         argv.extend(client_args(&self.connection));
-        argv.extend([
-            "-X".into(),
-            "--quiet".into(),
-            "--set=ON_ERROR_STOP=1".into(),
-            "--output=/dev/null".into(),
-            format!("--dbname={database}"),
-        ]);
         argv
     }
 
     pub(crate) fn env(&self) -> Vec<(String, Secret)> {
         client_env(&self.connection)
-    }
-
-    fn exists(&self, database: &str) -> Result<bool> {
-        let sql = format!("SELECT 1 FROM pg_database WHERE datname = '{database}'");
-        Ok(query(&self.connection, self.bin_dir.as_deref(), "postgres", &sql)?.trim() == "1")
-    }
-
-    /// User relations in `database` (0 when it does not exist). Blocks.
-    pub(crate) fn table_count(&self, database: &str) -> Result<u64> {
-        check_database_name(database)?;
-        if !self.exists(database)? {
-            return Ok(0);
-        }
-        let sql = "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-                   WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') \
-                   AND n.nspname NOT LIKE 'pg_toast%' AND c.relkind IN ('r', 'v', 'm', 'S', 'f', 'p')";
-        let out = query(&self.connection, self.bin_dir.as_deref(), database, sql)?;
-        out.trim()
-            .parse()
-            .map_err(|_| Error::CommandFailed(format!("unexpected answer from psql: {:?}", out.trim())))
-    }
-
-    /// Creates `database` empty, dropping it first when `replace`. Blocks.
-    pub(crate) fn create(&self, database: &str, replace: bool) -> Result<()> {
-        check_database_name(database)?;
-        let bin = self.bin_dir.as_deref();
-        if replace {
-            query(
-                &self.connection,
-                bin,
-                "postgres",
-                &format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"),
-            )?;
-        }
-        if !self.exists(database)? {
-            query(
-                &self.connection,
-                bin,
-                "postgres",
-                &format!("CREATE DATABASE \"{database}\""),
-            )?;
-        }
-        Ok(())
     }
 }

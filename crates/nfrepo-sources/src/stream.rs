@@ -291,6 +291,16 @@ mod tests {
         redact_argv(&args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>())
     }
 
+    // Issue 10: an argument holding a newline or tab but no space (a SQL
+    // script given to `printf`) recursed until the stack overflowed.
+    #[test]
+    fn arguments_with_newlines_are_redacted_without_recursing_forever() {
+        assert_eq!(
+            redact(&["printf", "%s", "SELECT\n1;\tSELECT\n2;"]),
+            ["printf", "%s", "SELECT\n1;\tSELECT\n2;"]
+        );
+    }
+
     #[test]
     fn secrets_never_reach_the_snapshot_record() {
         assert_eq!(

@@ -9,6 +9,7 @@
 
 mod integration {
     mod bucket;
+    mod database_restore;
     mod driver;
     mod dump;
     mod files;

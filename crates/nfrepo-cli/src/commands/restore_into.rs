@@ -6,7 +6,12 @@
 //! database and is left out; `cat` it to replay roles). `--database` picks
 //! one; a URL naming a database restores into that one (under another name,
 //! if need be); otherwise every dump goes into the database of its own name.
-//! Passwords come from the tools' own variables (`MYSQL_PWD`, `PGPASSWORD`).
+//! The server's own databases (`postgres`, `template0/1`, `mysql`…) are
+//! refused. The restore is staged (`nfrepo_sources::restore_databases`):
+//! loaded into a new database, verified, then switched in; what it will
+//! touch is printed on stderr before it starts. The password is that of the
+//! configured source naming the same server, else `MYSQL_PWD`/`PGPASSWORD`
+//! (`config::server_credentials`).
 //!
 //! `--into s3://bucket/prefix?endpoint=…` writes a bucket snapshot's objects
 //! (all, those whose key starts with `SNAPSHOT:PREFIX`, those matching
@@ -18,7 +23,10 @@
 
 use nfrepo_engine::{ErrorCode, Operation};
 use nfrepo_format::{Node, NodeKind};
-use nfrepo_sources::{Connection, DatabaseTarget, GLOBALS_STREAM, MysqlTarget, PostgresTarget};
+use nfrepo_sources::{
+    Connection, DatabaseRestoreItem, DatabaseRestoreOptions, DatabaseTarget, GLOBALS_STREAM, MysqlTarget,
+    PostgresTarget,
+};
 
 use crate::cli::{GlobalArgs, RestoreArgs};
 use crate::commands::browse::open_snapshot;
@@ -105,10 +113,21 @@ pub async fn run(global: &GlobalArgs, args: RestoreArgs, into: &str) -> Result<i
             format!("snapshot {} holds no database dump", snapshot.id.short()),
         ));
     }
-    let items: Vec<(Node, String)> = chosen
-        .into_iter()
-        .map(|(node, db)| (node.clone(), connection.database.clone().unwrap_or(db)))
-        .collect();
+    let mut items = Vec::with_capacity(chosen.len());
+    for (node, db) in chosen {
+        let stream = node.name_lossy().into_owned();
+        let expected_rows = nfrepo_sources::expected_rows(&snapshot.snapshot.extra, &stream)
+            .map_err(|e| Failure::sources(&e, Operation::Restore))?;
+        items.push(DatabaseRestoreItem {
+            node: node.clone(),
+            stream,
+            database: connection.database.clone().unwrap_or(db),
+            expected_rows,
+        });
+    }
+    let config = crate::config::load(global.config.as_deref())?;
+    let credentials = crate::config::server_credentials(config.as_ref(), connection, &snapshot.snapshot.source)?;
+    let connection = credentials.connection;
     let target = match connection.scheme.as_str() {
         "mysql" => DatabaseTarget::Mysql(MysqlTarget {
             connection: connection.clone(),
@@ -120,15 +139,50 @@ pub async fn run(global: &GlobalArgs, args: RestoreArgs, into: &str) -> Result<i
         }),
         other => return Err(invalid(format!("cannot restore into {other}:// (mysql or postgres)"))),
     };
+    let mut options = DatabaseRestoreOptions::default();
+    options.force = args.force;
+    options.drop_old = args.drop_old;
+    options.terminate_sessions = args.terminate_sessions;
+    if args.terminate_sessions && connection.scheme != "postgres" {
+        return Err(invalid("--terminate-sessions is for postgres:// targets"));
+    }
     let started = std::time::Instant::now();
-    let reports = nfrepo_sources::restore_databases(&reader, &items, &target, args.force)
+    let plan = {
+        let target = target.clone();
+        let options = options.clone();
+        tokio::task::spawn_blocking(move || nfrepo_sources::plan_database_restore(&target, items, &options))
+            .await
+            .map_err(|e| Failure::new(ErrorCode::RestoreFailed, None, format!("planning failed: {e}")))?
+            .map_err(|e| Failure::sources(&e, Operation::Restore))?
+    };
+    if !global.quiet {
+        eprintln!("restore into {connection}, connecting with {}:", credentials.from);
+        for line in plan.describe() {
+            eprintln!("  {line}");
+        }
+    }
+    let reports = nfrepo_sources::restore_databases(&reader, &plan)
         .await
         .map_err(|e| Failure::sources(&e, Operation::Restore))?;
     let secs = started.elapsed().as_secs_f64();
     if global.json {
         let value: Vec<_> = reports
             .iter()
-            .map(|r| serde_json::json!({ "database": r.database, "bytes": r.bytes, "replaced": r.replaced }))
+            .map(|r| {
+                serde_json::json!({
+                    "database": r.database,
+                    "bytes": r.bytes,
+                    "replaced": r.replaced,
+                    "kept_old": r.kept_old,
+                    "tables_verified": r.tables_verified,
+                    "warnings": r.warnings,
+                })
+            })
+            .collect();
+        let leftovers: Vec<_> = plan
+            .leftovers
+            .iter()
+            .map(|l| serde_json::json!({ "database": l.database, "removed": l.remove, "note": l.note }))
             .collect();
         crate::output::outln!(
             "{}",
@@ -136,28 +190,39 @@ pub async fn run(global: &GlobalArgs, args: RestoreArgs, into: &str) -> Result<i
                 "snapshot_id": snapshot.id.to_hex(),
                 "into": connection.to_string(),
                 "databases": value,
+                "leftovers": leftovers,
                 "duration_ms": (secs * 1000.0) as u64,
             })
         );
     } else if !global.quiet {
         for r in &reports {
             crate::output::outln!(
-                "restored database {} from snapshot {} ({}{}) into {}",
+                "restored database {} from snapshot {} ({}, {} tables' row counts verified) into {}{}",
                 r.database,
                 snapshot.id.short(),
                 render::bytes(r.bytes),
-                if r.replaced { ", replacing the old one" } else { "" },
+                r.tables_verified,
                 connection,
+                match &r.kept_old {
+                    Some(old) => format!("; the old database is kept as {old} (drop it when no longer needed)"),
+                    None if r.replaced => "; the old database was dropped (--drop-old)".to_owned(),
+                    None => String::new(),
+                },
             );
+        }
+    }
+    for r in &reports {
+        for warning in &r.warnings {
+            eprintln!("warning: {}: {warning}", r.database);
         }
     }
     Ok(0)
 }
 
 async fn run_bucket(global: &GlobalArgs, args: RestoreArgs, into: &str) -> Result<i32, Failure> {
-    if args.database.is_some() || args.force {
+    if args.database.is_some() || args.force || args.drop_old || args.terminate_sessions {
         return Err(invalid(
-            "--database and --force are for database restores (use --overwrite)",
+            "--database, --force, --drop-old and --terminate-sessions are for database restores (use --overwrite)",
         ));
     }
     if args.keep_setid || args.skip_damaged {

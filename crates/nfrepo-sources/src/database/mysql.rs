@@ -1,0 +1,603 @@
+//! The staged restore on MariaDB/MySQL: one `RENAME TABLE` moves the live
+//! tables aside and the staged ones in; views, routines, triggers and
+//! events are recreated from `SHOW CREATE` (see the parent module).
+
+use super::{LiveState, LoadCommand, Staged, Switch, SwitchError, run_script};
+use crate::{Error, MysqlTarget, Result};
+
+/// A MariaDB identifier.
+fn ident(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+/// A MariaDB string literal.
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// One field of `mysql --batch` output, unescaped.
+fn unescape(field: &str) -> String {
+    let mut out = String::with_capacity(field.len());
+    let mut chars = field.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some('0') => out.push('\0'),
+            Some('\\') => out.push('\\'),
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+fn rows(out: &str) -> Vec<Vec<String>> {
+    out.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split('\t').map(unescape).collect())
+        .collect()
+}
+
+/// A view, routine, trigger or event, as `SHOW CREATE` gives it.
+#[derive(Clone, Debug)]
+struct Definition {
+    /// `VIEW`, `PROCEDURE`, `FUNCTION`, `TRIGGER` or `EVENT`.
+    kind: &'static str,
+    name: String,
+    sql_mode: Option<String>,
+    time_zone: Option<String>,
+    create: String,
+}
+
+impl Definition {
+    fn drop_sql(&self, db: &str) -> String {
+        format!("DROP {} IF EXISTS {}.{};\n", self.kind, ident(db), ident(&self.name))
+    }
+}
+
+/// The objects of one database.
+#[derive(Debug, Default)]
+struct Objects {
+    /// Base tables and sequences: what `RENAME TABLE` moves.
+    tables: Vec<String>,
+    views: Vec<Definition>,
+    routines: Vec<Definition>,
+    triggers: Vec<Definition>,
+    events: Vec<Definition>,
+}
+
+impl Objects {
+    fn non_tables(&self) -> impl Iterator<Item = &Definition> {
+        self.views.iter().chain(&self.routines).chain(&self.events)
+    }
+}
+
+impl MysqlTarget {
+    /// Runs `script` (in `db`, if given), stopping at the first error; returns
+    /// its rows. Blocks.
+    fn admin(&self, db: Option<&str>, script: &str) -> Result<String> {
+        let mut argv = self.client_argv();
+        argv.extend([
+            "--batch".into(),
+            "--skip-column-names".into(),
+            "--skip-reconnect".into(),
+        ]);
+        argv.extend(db.map(str::to_owned));
+        run_script(&argv, &self.env(), script)
+    }
+
+    /// Every database with its comment.
+    pub(super) fn databases(&self) -> Result<Vec<(String, String)>> {
+        // MySQL (as opposed to MariaDB 10.5+) has no database comments: its
+        // staging databases are then reported, never removed automatically.
+        let out = self
+            .admin(
+                None,
+                "SELECT SCHEMA_NAME, SCHEMA_COMMENT FROM information_schema.SCHEMATA;",
+            )
+            .or_else(|_| self.admin(None, "SELECT SCHEMA_NAME, '' FROM information_schema.SCHEMATA;"))?;
+        Ok(rows(&out)
+            .into_iter()
+            .map(|mut r| {
+                let comment = if r.len() > 1 { r.swap_remove(1) } else { String::new() };
+                (r.swap_remove(0), comment)
+            })
+            .collect())
+    }
+
+    pub(super) fn live_state(&self, db: &str) -> Result<LiveState> {
+        let l = literal(db);
+        let out = self.admin(
+            None,
+            &format!(
+                "SELECT (SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {l}), \
+                 (SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = {l}) \
+                 + (SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = {l}) \
+                 + (SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = {l}) \
+                 + (SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {l});"
+            ),
+        )?;
+        let fields: Vec<u64> = out.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+        match fields.as_slice() {
+            [exists, objects] => Ok(LiveState {
+                exists: *exists > 0,
+                objects: *objects,
+            }),
+            _ => Err(Error::RestoreCommandFailed(format!(
+                "unexpected answer from mysql: {:?}",
+                out.trim()
+            ))),
+        }
+    }
+
+    /// `CHARACTER SET … COLLATE …` of an existing database.
+    fn charset_of(&self, db: &str) -> Result<String> {
+        let out = self.admin(
+            None,
+            &format!(
+                "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA \
+                 WHERE SCHEMA_NAME = {};",
+                literal(db)
+            ),
+        )?;
+        Ok(match rows(&out).first().map(Vec::as_slice) {
+            Some([charset, collation]) => format!(" CHARACTER SET {charset} COLLATE {collation}"),
+            _ => String::new(),
+        })
+    }
+
+    pub(super) fn create_staging(&self, staging: &str, live: Option<&str>, comment: &str) -> Result<()> {
+        let charset = match live {
+            Some(live) => self.charset_of(live)?,
+            None => String::new(),
+        };
+        self.create_database(&format!("{}{charset}", ident(staging)), comment)
+    }
+
+    /// `CREATE DATABASE spec COMMENT comment`, without the comment on a
+    /// server that has none (MySQL).
+    fn create_database(&self, spec: &str, comment: &str) -> Result<()> {
+        match self.admin(None, &format!("CREATE DATABASE {spec} COMMENT {};", literal(comment))) {
+            Err(Error::RestoreCommandFailed(e)) if e.contains("syntax") => {
+                self.admin(None, &format!("CREATE DATABASE {spec};"))
+            }
+            other => other,
+        }
+        .map(drop)
+    }
+
+    /// `mysql` stops at the first error by default (`--no-defaults` keeps any
+    /// option file's `force` away); `--skip-reconnect` makes a killed
+    /// connection an error instead of a new session that carries on.
+    pub(super) fn load_command(&self, staging: &str) -> LoadCommand {
+        let mut argv = self.client_argv();
+        argv.extend(["--skip-reconnect".into(), staging.to_owned()]);
+        LoadCommand {
+            argv,
+            env: self.env(),
+            prologue: b"",
+            epilogue: b"",
+        }
+    }
+
+    /// Disables the staged events, so that none fires in the staging copy;
+    /// returns those to enable again after the switch.
+    pub(super) fn after_load(&self, staging: &str) -> Result<Staged> {
+        let out = self.admin(
+            None,
+            &format!(
+                "SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {} AND STATUS = 'ENABLED';",
+                literal(staging)
+            ),
+        )?;
+        let enable_events: Vec<String> = rows(&out).into_iter().filter_map(|mut r| r.pop()).collect();
+        let script: String = enable_events
+            .iter()
+            .map(|e| format!("ALTER EVENT {}.{} DISABLE;\n", ident(staging), ident(e)))
+            .collect();
+        if !script.is_empty() {
+            self.admin(None, &script)?;
+        }
+        Ok(Staged { enable_events })
+    }
+
+    pub(super) fn count_rows(&self, db: &str, table: &str) -> Result<u64> {
+        let out = self.admin(None, &format!("SELECT COUNT(*) FROM {}.{};", ident(db), ident(table)))?;
+        out.trim()
+            .parse()
+            .map_err(|_| Error::RestoreCommandFailed(format!("unexpected answer from mysql: {:?}", out.trim())))
+    }
+
+    pub(super) fn drop_database(&self, db: &str) -> Result<()> {
+        self.admin(None, &format!("DROP DATABASE IF EXISTS {};", ident(db)))?;
+        Ok(())
+    }
+
+    /// Lists the objects of `db` and reads their definitions.
+    fn objects(&self, db: &str) -> Result<Objects> {
+        let l = literal(db);
+        let out = self.admin(
+            None,
+            &format!(
+                "SELECT 'T', TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA = {l};\n\
+                 SELECT 'R', ROUTINE_NAME, ROUTINE_TYPE FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = {l};\n\
+                 SELECT 'G', TRIGGER_NAME, '' FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = {l} \
+                 ORDER BY EVENT_OBJECT_TABLE, ACTION_TIMING, EVENT_MANIPULATION, ACTION_ORDER;\n\
+                 SELECT 'E', EVENT_NAME, '' FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {l};\n"
+            ),
+        )?;
+        let mut objects = Objects::default();
+        let mut wanted: Vec<(&'static str, String)> = Vec::new();
+        for row in rows(&out) {
+            let [what, name, detail] = row.as_slice() else {
+                return Err(Error::RestoreCommandFailed(format!(
+                    "unexpected answer from mysql: {row:?}"
+                )));
+            };
+            match (what.as_str(), detail.as_str()) {
+                ("T", "VIEW") => wanted.push(("VIEW", name.clone())),
+                ("T", _) => objects.tables.push(name.clone()),
+                ("R", "FUNCTION") => wanted.push(("FUNCTION", name.clone())),
+                ("R", _) => wanted.push(("PROCEDURE", name.clone())),
+                ("G", _) => wanted.push(("TRIGGER", name.clone())),
+                _ => wanted.push(("EVENT", name.clone())),
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(objects);
+        }
+        let script: String = wanted
+            .iter()
+            .map(|(kind, name)| format!("SHOW CREATE {kind} {};\n", ident(name)))
+            .collect();
+        let out = self.admin(Some(db), &script)?;
+        let answers = rows(&out);
+        if answers.len() != wanted.len() {
+            return Err(Error::RestoreCommandFailed(format!(
+                "SHOW CREATE in {db} answered {} rows for {} objects",
+                answers.len(),
+                wanted.len()
+            )));
+        }
+        for ((kind, name), row) in wanted.into_iter().zip(answers) {
+            let field = |i: usize| row.get(i).cloned().filter(|v| v != "NULL");
+            let (sql_mode, time_zone, create) = match kind {
+                "VIEW" => (None, None, field(1)),
+                "EVENT" => (field(1), field(2), field(3)),
+                _ => (field(1), None, field(2)),
+            };
+            let create = create.ok_or_else(|| {
+                Error::RestoreCommandFailed(format!(
+                    "cannot read the definition of {kind} {db}.{name} (missing privilege?)"
+                ))
+            })?;
+            let definition = Definition {
+                kind,
+                name,
+                sql_mode,
+                time_zone,
+                create,
+            };
+            match kind {
+                "VIEW" => objects.views.push(definition),
+                "TRIGGER" => objects.triggers.push(definition),
+                "EVENT" => objects.events.push(definition),
+                _ => objects.routines.push(definition),
+            }
+        }
+        Ok(objects)
+    }
+
+    /// Creates `definition` in `db`, under its own `sql_mode` and time zone.
+    fn create_in(&self, db: &str, definition: &Definition) -> Result<()> {
+        let mut script = String::new();
+        if let Some(mode) = &definition.sql_mode {
+            script.push_str(&format!("SET SESSION sql_mode = {};\n", literal(mode)));
+        }
+        if let Some(zone) = &definition.time_zone {
+            script.push_str(&format!("SET SESSION time_zone = {};\n", literal(zone)));
+        }
+        script.push_str(&format!("DELIMITER ;;\n{}\n;;\nDELIMITER ;\n", definition.create));
+        self.admin(Some(db), &script).map(drop)
+    }
+
+    /// Creates `objects`' routines, views (in dependency order), events and
+    /// triggers in `db`.
+    fn create_all(&self, db: &str, objects: &Objects) -> Result<()> {
+        for routine in &objects.routines {
+            self.create_in(db, routine)?;
+        }
+        self.create_views(db, &objects.views)?;
+        for definition in objects.events.iter().chain(&objects.triggers) {
+            self.create_in(db, definition)?;
+        }
+        Ok(())
+    }
+
+    /// Creates `views` in `db`, each once the views it reads exist.
+    fn create_views(&self, db: &str, views: &[Definition]) -> Result<()> {
+        let mut pending: Vec<&Definition> = views.iter().collect();
+        while !pending.is_empty() {
+            let mut failed = Vec::new();
+            let mut last_error = None;
+            for view in &pending {
+                if let Err(e) = self.create_in(db, view) {
+                    failed.push(*view);
+                    last_error = Some(e);
+                }
+            }
+            if failed.len() == pending.len() {
+                return Err(last_error.unwrap_or_else(|| Error::RestoreCommandFailed("views".into())));
+            }
+            pending = failed;
+        }
+        Ok(())
+    }
+
+    fn drop_definitions<'a>(&self, db: &str, definitions: impl Iterator<Item = &'a Definition>) -> Result<()> {
+        let script: String = definitions.map(|t| t.drop_sql(db)).collect();
+        if !script.is_empty() {
+            self.admin(None, &script)?;
+        }
+        Ok(())
+    }
+
+    fn rename(&self, moves: &[(String, String)]) -> Result<()> {
+        if moves.is_empty() {
+            return Ok(());
+        }
+        let pairs: Vec<String> = moves.iter().map(|(from, to)| format!("{from} TO {to}")).collect();
+        self.admin(None, &format!("RENAME TABLE {};\n", pairs.join(", ")))
+            .map(drop)
+    }
+
+    /// The switch: see the parent module. On error, everything done is undone.
+    pub(super) fn switch(&self, sw: &Switch<'_>) -> std::result::Result<Vec<String>, SwitchError> {
+        let unchanged = |e: Error| SwitchError {
+            live_unchanged: true,
+            message: e.to_string(),
+        };
+        let staged = self.objects(sw.staging).map_err(unchanged)?;
+        let old = if sw.live_exists {
+            self.objects(sw.live).map_err(unchanged)?
+        } else {
+            Objects::default()
+        };
+        if sw.before.is_none() && !old.tables.is_empty() {
+            return Err(unchanged(Error::Invalid(format!(
+                "{} holds tables but no database was planned to keep them",
+                sw.live
+            ))));
+        }
+        if !sw.live_exists {
+            let charset = self.charset_of(sw.staging).map_err(unchanged)?;
+            self.admin(None, &format!("CREATE DATABASE {}{charset};", ident(sw.live)))
+                .map_err(unchanged)?;
+        }
+        // What this switch created goes again if the live database is back as it was.
+        let created = |e: SwitchError| {
+            if e.live_unchanged && !sw.live_exists {
+                let _ = self.drop_database(sw.live);
+            }
+            e
+        };
+        if let Some(before) = sw.before {
+            let charset = self.charset_of(sw.live).map_err(unchanged).map_err(created)?;
+            let comment = format!("nfrepo: {} as it was before a restore replaced it", sw.live);
+            self.create_database(&format!("{}{charset}", ident(before)), &comment)
+                .map_err(unchanged)
+                .map_err(created)?;
+        }
+        self.switch_created(sw, &staged, &old).map_err(|e| {
+            if e.live_unchanged
+                && let Some(before) = sw.before
+            {
+                let _ = self.drop_database(before);
+            }
+            created(e)
+        })
+    }
+
+    /// The switch once the databases it needs exist.
+    fn switch_created(
+        &self,
+        sw: &Switch<'_>,
+        staged: &Objects,
+        old: &Objects,
+    ) -> std::result::Result<Vec<String>, SwitchError> {
+        let unchanged = |e: Error| SwitchError {
+            live_unchanged: true,
+            message: e.to_string(),
+        };
+        // Triggers cannot move to another database with their table.
+        self.drop_definitions(sw.staging, staged.triggers.iter())
+            .map_err(unchanged)?;
+        // From here on the live database changes. Its views go too: a view
+        // may have the name of a staged table.
+        if let Err(e) = self.drop_definitions(sw.live, old.triggers.iter().chain(&old.views)) {
+            let lost = self.restore_dropped(sw.live, old);
+            return Err(SwitchError {
+                live_unchanged: lost.is_empty(),
+                message: format!("{e}{lost}"),
+            });
+        }
+        let (live, staging) = (ident(sw.live), ident(sw.staging));
+        let mut moves: Vec<(String, String)> = Vec::new();
+        if let Some(before) = sw.before {
+            let before = ident(before);
+            moves.extend(
+                old.tables
+                    .iter()
+                    .map(|t| (format!("{live}.{}", ident(t)), format!("{before}.{}", ident(t)))),
+            );
+        }
+        moves.extend(
+            staged
+                .tables
+                .iter()
+                .map(|t| (format!("{staging}.{}", ident(t)), format!("{live}.{}", ident(t)))),
+        );
+        if let Err(e) = self.rename(&moves) {
+            let lost = self.restore_dropped(sw.live, old);
+            return Err(SwitchError {
+                live_unchanged: lost.is_empty(),
+                message: format!("{e}{lost}"),
+            });
+        }
+        let replaced = self.replace_objects(sw.live, old, staged, sw.staged);
+        if let Err(e) = replaced {
+            // In reverse order: the new tables leave the live database before the old ones come back.
+            let reverse: Vec<(String, String)> = moves.iter().rev().map(|(a, b)| (b.clone(), a.clone())).collect();
+            let undone = self
+                .undo_objects(sw.live, old, staged)
+                .and_then(|()| self.rename(&reverse));
+            let problems = match undone {
+                Ok(()) => self.restore_all(sw.live, old),
+                Err(u) => format!(
+                    "; undoing the switch failed too: {u}; the new tables are in {}",
+                    sw.live
+                ),
+            };
+            return Err(SwitchError {
+                live_unchanged: problems.is_empty(),
+                message: format!("{e}{problems}"),
+            });
+        }
+        // The live database is the restored one; complete the kept copy.
+        let mut warnings = Vec::new();
+        if let Some(before) = sw.before {
+            for definition in old
+                .routines
+                .iter()
+                .chain(&old.views)
+                .chain(&old.events)
+                .chain(&old.triggers)
+            {
+                let created = self.create_in(before, definition).and_then(|()| {
+                    if definition.kind == "EVENT" {
+                        self.admin(
+                            None,
+                            &format!("ALTER EVENT {}.{} DISABLE;", ident(before), ident(&definition.name)),
+                        )
+                        .map(drop)
+                    } else {
+                        Ok(())
+                    }
+                });
+                if let Err(e) = created {
+                    warnings.push(format!(
+                        "{} {} could not be recreated in the kept copy {before}: {e}",
+                        definition.kind.to_lowercase(),
+                        definition.name
+                    ));
+                }
+            }
+        }
+        if let Err(e) = self.drop_database(sw.staging) {
+            warnings.push(format!(
+                "the emptied staging database {} could not be dropped: {e}",
+                sw.staging
+            ));
+        }
+        Ok(warnings)
+    }
+
+    /// Drops `old`'s views, routines and events from `db` and creates
+    /// `staged`'s there, enabling the events that were enabled when dumped.
+    fn replace_objects(&self, db: &str, old: &Objects, staged: &Objects, state: &Staged) -> Result<()> {
+        let drops: String = old.non_tables().map(|d| d.drop_sql(db)).collect();
+        if !drops.is_empty() {
+            self.admin(None, &drops)?;
+        }
+        self.create_all(db, staged)?;
+        let enable: String = state
+            .enable_events
+            .iter()
+            .map(|e| format!("ALTER EVENT {}.{} ENABLE;\n", ident(db), ident(e)))
+            .collect();
+        if !enable.is_empty() {
+            self.admin(None, &enable)?;
+        }
+        Ok(())
+    }
+
+    /// Removes from `db` whatever of `staged` (and `old`) is there, before the reverse rename.
+    fn undo_objects(&self, db: &str, old: &Objects, staged: &Objects) -> Result<()> {
+        let drops: String = staged
+            .non_tables()
+            .chain(&staged.triggers)
+            .chain(old.non_tables())
+            .map(|d| d.drop_sql(db))
+            .collect();
+        self.admin(None, &drops).map(drop)
+    }
+
+    /// Recreates `old`'s views and triggers in `db` (those the switch drops
+    /// first); returns what could not be, as text.
+    fn restore_dropped(&self, db: &str, old: &Objects) -> String {
+        let mut failed: Vec<String> = Vec::new();
+        let existing = self.objects(db).map(|o| {
+            o.views
+                .into_iter()
+                .chain(o.triggers)
+                .map(|d| d.name)
+                .collect::<Vec<_>>()
+        });
+        let existing = match existing {
+            Ok(names) => names,
+            Err(e) => return format!("; could not list what is left in {db}: {e}"),
+        };
+        let missing = |d: &&Definition| !existing.contains(&d.name);
+        let views: Vec<Definition> = old.views.iter().filter(missing).cloned().collect();
+        if let Err(e) = self.create_views(db, &views) {
+            failed.push(format!("views ({e})"));
+        }
+        failed.extend(
+            old.triggers
+                .iter()
+                .filter(missing)
+                .filter_map(|t| self.create_in(db, t).err().map(|e| format!("trigger {} ({e})", t.name))),
+        );
+        if failed.is_empty() {
+            String::new()
+        } else {
+            format!("; could not recreate in {db}: {}", failed.join(", "))
+        }
+    }
+
+    /// Recreates every non-table object of `old` in `db`; returns what could not be.
+    fn restore_all(&self, db: &str, old: &Objects) -> String {
+        match self.create_all(db, old) {
+            Ok(()) => String::new(),
+            Err(e) => format!("; recreating the old views, routines, events and triggers of {db} failed: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_fields_are_unescaped() {
+        assert_eq!(unescape(r"a\nb\tc\\d\0"), "a\nb\tc\\d\0");
+        assert_eq!(
+            rows("v\tCREATE VIEW `v` AS select 1\\nfrom t\n"),
+            [["v", "CREATE VIEW `v` AS select 1\nfrom t"]]
+        );
+    }
+
+    #[test]
+    fn names_and_strings_are_quoted() {
+        assert_eq!(ident("a`b"), "`a``b`");
+        assert_eq!(literal("it's \\ here"), "'it''s \\\\ here'");
+    }
+}
