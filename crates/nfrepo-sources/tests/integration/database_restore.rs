@@ -10,8 +10,9 @@
 use std::process::Command;
 
 use nfrepo_sources::{
-    Connection, DatabaseRestoreItem, DatabaseRestoreOptions, DatabaseTarget, DumpCommand, DumpPlan, DumpSource, Error,
-    MysqlTarget, PostgresTarget, RestoreStage, expected_rows, plan_database_restore, restore_databases,
+    Connection, DatabaseRestoreItem, DatabaseRestoreOptions, DatabaseTarget, DumpCommand, DumpOutput, DumpPlan,
+    DumpSource, Error, MysqlTarget, PostgresTarget, RestoreStage, expected_rows, plan_database_restore,
+    restore_databases,
 };
 
 use super::fixture::{repo, run};
@@ -87,10 +88,9 @@ async fn restore_with_recorded_rows(
     let repo = repo().await;
     let plan = DumpPlan {
         commands: vec![DumpCommand {
-            name: "app.sql".into(),
             argv: vec!["printf".into(), "%s".into(), sql.into()],
             env: Vec::new(),
-            head_facts: None,
+            output: DumpOutput::Raw("app.sql".into()),
         }],
         facts: vec![(format!("dump.app.sql.rows.{table}"), recorded.to_string())],
         paths: Vec::new(),
