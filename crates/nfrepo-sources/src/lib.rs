@@ -49,6 +49,7 @@ mod files;
 mod meta;
 mod mysql;
 mod postgres;
+mod random;
 mod redis;
 mod restore;
 mod rollback;

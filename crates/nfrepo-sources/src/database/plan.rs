@@ -75,14 +75,6 @@ fn utc_stamp(secs: u64) -> String {
     )
 }
 
-fn random_id() -> String {
-    let mut bytes = [0u8; 4];
-    if getrandom::fill(&mut bytes).is_err() {
-        bytes = std::process::id().to_le_bytes();
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn derived_name(live: &str, mark: &str, suffix: &str) -> Result<String> {
     let name = format!("{live}{mark}{suffix}");
     if name.len() > MAX_NAME {
@@ -213,7 +205,7 @@ pub fn plan_database_restore(
             None
         };
         databases.push(PlannedDatabase {
-            staging: derived_name(&item.database, STAGING_MARK, &random_id())?,
+            staging: derived_name(&item.database, STAGING_MARK, &crate::random::hex::<4>())?,
             before,
             live_exists: live.exists,
             live_objects: live.objects,

@@ -133,17 +133,7 @@ fn name_of(bytes: &[u8]) -> &OsStr {
 }
 
 fn random_temp_name() -> String {
-    let mut bytes = [0u8; 8];
-    if getrandom::fill(&mut bytes).is_err() {
-        // Never reached on Linux; O_EXCL still refuses any existing name.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        bytes = (nanos as u64 ^ u64::from(std::process::id()).rotate_left(32)).to_le_bytes();
-    }
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!(".nfrepo-restore-{hex}")
+    format!(".nfrepo-restore-{}", crate::random::hex::<8>())
 }
 
 impl Target {

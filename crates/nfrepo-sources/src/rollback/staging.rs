@@ -105,19 +105,6 @@ pub(crate) fn remove(areas: &[Area], dirs: &[Flock<OwnedFd>]) -> Result<()> {
     Ok(())
 }
 
-fn random_hex() -> String {
-    let mut bytes = [0u8; 8];
-    if getrandom::fill(&mut bytes).is_err() {
-        // Never reached on Linux; mkdirat still refuses an existing name.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        bytes = (nanos as u64 ^ u64::from(std::process::id()).rotate_left(32)).to_le_bytes();
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The staging directories of a running rollback, created and locked.
 pub(crate) struct Staging {
     pub areas: Vec<Area>,
@@ -134,7 +121,7 @@ impl Staging {
     /// # Errors
     /// [`Error::RollbackFailed`] (nothing live changed; what was created is removed).
     pub(crate) fn create(scope: &RollbackScope, plan: &Plan) -> Result<Self> {
-        let id = random_hex();
+        let id = crate::random::hex::<8>();
         let mut areas = Vec::new();
         let mut roots = Vec::new();
         for root in scope.roots() {
