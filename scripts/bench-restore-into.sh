@@ -93,7 +93,7 @@ EOF
 export NFREPO_CONFIG="$BENCH_DIR/nfrepo.toml"
 "$NFREPO_BIN" init --kdf-memory-kib 65536 >"$LOGS/nfrepo.log" 2>&1
 "$NFREPO_BIN" snapshot --source pg >>"$LOGS/nfrepo.log" 2>&1
-DUMP_BYTES=$("$NFREPO_BIN" --json snapshots | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["summary"]["bytes_read"])' 2>/dev/null || echo "?")
+DUMP_BYTES=$("$NFREPO_BIN" --json snapshots | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["extra"]["dump.bench_source.sql.bytes"])' 2>/dev/null || echo "?")
 
 TOOLS=(nfrepo)
 if command -v restic >/dev/null; then
@@ -144,7 +144,7 @@ for ((run = 1; run <= RUNS; run++)); do
 	done
 done
 
-stats() { tr ' ' '\n' | sed '/^$/d' | sort -n | awk '{a[NR]=$1} END {printf "%.2f %.2f %.2f", a[int((NR+1)/2)]/1e9, a[1]/1e9, a[NR]/1e9}'; }
+stats() { tr ' ' '\n' | sed '/^$/d' | sort -n | awk '{a[NR]=$1} END {printf "%.2f %.2f %.2f\n", a[int((NR+1)/2)]/1e9, a[1]/1e9, a[NR]/1e9}'; }
 echo
 echo "restore of a ${DUMP_BYTES}-byte pg_dump (pgbench -s $SCALE) into PostgreSQL, $RUNS runs"
 printf '%-8s %10s %16s %14s\n' tool median min-max "vs best peer"
