@@ -274,10 +274,10 @@ pub struct RestoreArgs {
     #[arg(long, requires = "into")]
     pub database: Option<String>,
     /// With --into: replace a target database that holds data, after the staged copy is verified; the
-    /// old one is kept as DB__nfrepo_before_<time> (otherwise: RESTORE_CONFLICT).
+    /// old one is kept as DB__nfrepo_before_TIME (otherwise: RESTORE_CONFLICT).
     #[arg(long, requires = "into")]
     pub force: bool,
-    /// With --into: drop the kept-aside DB__nfrepo_before_<time> once the switch succeeded.
+    /// With --into: drop the kept-aside DB__nfrepo_before_TIME once the switch succeeded.
     #[arg(long, requires = "into")]
     pub drop_old: bool,
     /// With --into postgres://: terminate the sessions connected to the database being replaced
