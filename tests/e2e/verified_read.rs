@@ -2,8 +2,8 @@
 //! disagrees with its chunks is refused by `cat`, `restore` and `verify`
 //! with BACKUP_CORRUPTED, and its end is never written.
 
-use nfrepo_engine::{BackupOptions, CommitDetails, Repository};
-use nfrepo_format::{Metadata, Node, NodeKind, Tree};
+use nfrepo_engine::Repository;
+use nfrepo_format::NodeKind;
 
 use crate::harness::{Env, PASSWORD, pseudo_random};
 
@@ -15,30 +15,9 @@ fn commit_crafted(env: &Env, data: Vec<u8>, alter: fn(&mut NodeKind)) -> String 
         let url = nfrepo_store::StoreUrl::parse(&env.repo).unwrap();
         let store = nfrepo_store::open(&url, &nfrepo_store::Credentials::default()).unwrap();
         let repo = Repository::open(store, PASSWORD.as_bytes()).await.unwrap();
-        let session = repo
-            .begin_backup(BackupOptions::new("crafted", "stdin", "dump"))
+        nfrepo_testing::crafted::commit_altered_file(&repo, data, alter)
             .await
-            .unwrap();
-        let (session, root) = tokio::task::spawn_blocking(move || {
-            let stored = session.store_stream(&data[..], true).unwrap();
-            let mut kind = NodeKind::File {
-                size: stored.size,
-                content: stored.content,
-                blake3: stored.blake3,
-                sha256: stored.sha256,
-            };
-            alter(&mut kind);
-            let node = Node {
-                name: b"f".to_vec(),
-                kind,
-                meta: Metadata::default(),
-            };
-            let root = session.store_tree(&Tree { nodes: vec![node] }).unwrap();
-            (session, root)
-        })
-        .await
-        .unwrap();
-        session.commit(root, CommitDetails::default()).await.unwrap().0.to_hex()
+            .to_hex()
     })
 }
 

@@ -7,6 +7,8 @@
 
 #![deny(missing_docs)]
 
+#[cfg(feature = "engine")]
+pub mod crafted;
 pub mod files;
 pub mod sqldump;
 

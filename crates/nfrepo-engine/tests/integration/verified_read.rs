@@ -2,39 +2,15 @@
 //! (issue 9: one verified file reader).
 
 use futures::StreamExt;
-use nfrepo_engine::{BackupOptions, CommitDetails, Error, Repository};
-use nfrepo_format::{Metadata, Node, NodeKind, Tree};
+use nfrepo_engine::{Error, Repository};
+use nfrepo_format::NodeKind;
 
 use super::fixture::{init, memory, pseudo_random};
 
-/// Stores `data` as file `f` with its node altered by `alter`; returns the
-/// snapshot spec and the committed node.
 async fn commit_altered(repo: &Repository, data: Vec<u8>, alter: fn(&mut NodeKind)) -> String {
-    let session = repo
-        .begin_backup(BackupOptions::new("crafted", "stdin", "dump"))
+    nfrepo_testing::crafted::commit_altered_file(repo, data, alter)
         .await
-        .unwrap();
-    let (session, root) = tokio::task::spawn_blocking(move || {
-        let stored = session.store_stream(&data[..], true).unwrap();
-        let mut kind = NodeKind::File {
-            size: stored.size,
-            content: stored.content,
-            blake3: stored.blake3,
-            sha256: stored.sha256,
-        };
-        alter(&mut kind);
-        let node = Node {
-            name: b"f".to_vec(),
-            kind,
-            meta: Metadata::default(),
-        };
-        let root = session.store_tree(&Tree { nodes: vec![node] }).unwrap();
-        (session, root)
-    })
-    .await
-    .unwrap();
-    let (id, _) = session.commit(root, CommitDetails::default()).await.unwrap();
-    id.to_hex()
+        .to_hex()
 }
 
 /// Reads file `f` through the verified reader: the bytes yielded, and how it ended.

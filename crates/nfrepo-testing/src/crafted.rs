@@ -1,0 +1,39 @@
+//! Snapshots crafted through the engine, for tests of what readers do with
+//! a snapshot the backup side would never write (feature `engine`).
+
+#![allow(clippy::expect_used, reason = "a test fixture fails its test by panicking")]
+
+use nfrepo_engine::{BackupOptions, CommitDetails, Repository};
+use nfrepo_format::{Metadata, Node, NodeKind, SnapshotId, Tree};
+
+/// Commits a snapshot of one file `f` holding `data`, whose node is changed
+/// by `alter` before its tree is stored (a wrong size or hash, say).
+///
+/// # Panics
+/// On any engine error: this is a test fixture.
+pub async fn commit_altered_file(repo: &Repository, data: Vec<u8>, alter: fn(&mut NodeKind)) -> SnapshotId {
+    let session = repo
+        .begin_backup(BackupOptions::new("crafted", "stdin", "dump"))
+        .await
+        .expect("begin backup");
+    let writer = session.writer();
+    let root = tokio::task::spawn_blocking(move || {
+        let stored = writer.store_stream(&data[..], true).expect("store stream");
+        let mut kind = NodeKind::File {
+            size: stored.size,
+            content: stored.content,
+            blake3: stored.blake3,
+            sha256: stored.sha256,
+        };
+        alter(&mut kind);
+        let node = Node {
+            name: b"f".to_vec(),
+            kind,
+            meta: Metadata::default(),
+        };
+        writer.store_tree(&Tree { nodes: vec![node] }).expect("store tree")
+    })
+    .await
+    .expect("join");
+    session.commit(root, CommitDetails::default()).await.expect("commit").0
+}
