@@ -2,7 +2,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use crate::harness::{BIN, Env, is_root};
+use crate::harness::{BIN, Env};
 
 #[test]
 fn wrong_password_is_permission_denied() {
@@ -95,25 +95,9 @@ fn unreadable_file_is_skipped_and_reported_as_partial() {
     std::fs::write(src.join("ok.txt"), b"fine").unwrap();
     std::fs::write(src.join("locked.txt"), b"secret").unwrap();
     std::fs::set_permissions(src.join("locked.txt"), std::fs::Permissions::from_mode(0o000)).unwrap();
-    let mut cmd = env.cmd();
-    if is_root() {
-        // Root reads everything; drop to nobody for this run. The repository must be writable by it.
-        let nobody = nix::unistd::Uid::from_raw(65534);
-        let nogroup = nix::unistd::Gid::from_raw(65534);
-        for dir in [env.dir.path().to_path_buf(), src.clone()] {
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
-        chown_tree(&env.repo_dir(), nobody, nogroup);
-        chown_tree(&src.join("ok.txt"), nobody, nogroup);
-        // A copy of the binary nobody can reach, wherever the checkout lives.
-        let bin = env.path("nfrepo");
-        std::fs::copy(BIN, &bin).unwrap();
-        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-        cmd = std::process::Command::new("setpriv");
-        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(&bin);
-        cmd.env("NFREPO_REPOSITORY", &env.repo)
-            .env("NFREPO_PASSWORD", crate::harness::PASSWORD);
-    }
+    // Root reads everything: the run is nobody's, who may read ok.txt only.
+    std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut cmd = env.unprivileged_cmd(&[&src.join("ok.txt")]);
     let out = cmd.args(["snapshot", src.to_str().unwrap()]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "partial exit code expected: {stderr}");
@@ -122,15 +106,6 @@ fn unreadable_file_is_skipped_and_reported_as_partial() {
     assert_eq!(listed[0]["partial"], true);
     assert_eq!(env.ok(&["cat", "latest:data/ok.txt"]), "fine");
     env.fails(&["cat", "latest:data/locked.txt"], 12, "BACKUP_NOT_FOUND");
-}
-
-fn chown_tree(path: &std::path::Path, uid: nix::unistd::Uid, gid: nix::unistd::Gid) {
-    nix::unistd::chown(path, Some(uid), Some(gid)).unwrap();
-    if path.is_dir() {
-        for entry in std::fs::read_dir(path).unwrap() {
-            chown_tree(&entry.unwrap().path(), uid, gid);
-        }
-    }
 }
 
 #[test]

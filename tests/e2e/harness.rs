@@ -131,6 +131,33 @@ impl Env {
         self.ok(&["init", "--kdf-memory-kib", "64", "--kdf-iterations", "1"]);
     }
 
+    /// A command for the binary as an unprivileged user: as root, `nobody`
+    /// (through `setpriv`) on a copy of the binary it can reach, with the
+    /// repository and each of `owned` handed to it; otherwise this user.
+    pub fn unprivileged_cmd(&self, owned: &[&Path]) -> Command {
+        if !is_root() {
+            return self.cmd();
+        }
+        let nobody = nix::unistd::Uid::from_raw(65534);
+        let nogroup = nix::unistd::Gid::from_raw(65534);
+        std::fs::set_permissions(self.dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        for path in std::iter::once(self.repo_dir().as_path()).chain(owned.iter().copied()) {
+            chown_tree(path, nobody, nogroup);
+        }
+        let bin = self.path("nfrepo-unprivileged");
+        std::fs::copy(BIN, &bin).expect("copy the binary");
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(&bin);
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("NFREPO_REPOSITORY", &self.repo)
+            .env("NFREPO_PASSWORD", PASSWORD)
+            .env("NFREPO_CACHE_DIR", self.dir.path().join("cache-unprivileged"))
+            .stdin(Stdio::null());
+        cmd
+    }
+
     pub fn snapshot_count(&self) -> usize {
         self.json(&["snapshots"]).as_array().map(Vec::len).unwrap_or(0)
     }
@@ -225,6 +252,16 @@ fn collect(root: &Path, path: &Path, out: &mut BTreeMap<String, Entry>) {
         names.sort();
         for child in names {
             collect(root, &child, out);
+        }
+    }
+}
+
+/// Hands `path` and everything below it (links not followed) to `uid`/`gid`.
+pub fn chown_tree(path: &Path, uid: nix::unistd::Uid, gid: nix::unistd::Gid) {
+    std::os::unix::fs::lchown(path, Some(uid.as_raw()), Some(gid.as_raw())).expect("chown");
+    if path.is_dir() && !path.is_symlink() {
+        for entry in std::fs::read_dir(path).expect("read_dir") {
+            chown_tree(&entry.expect("entry").path(), uid, gid);
         }
     }
 }

@@ -142,3 +142,42 @@ fn issue9_bug16_restoring_twice_into_the_same_target_is_not_a_conflict() {
         Path::new("dir/file")
     );
 }
+
+// Issue 9, bug 2: a restore by a user who is not root drops setuid and
+// setgid bits (the file would otherwise run as that user with bits nobody
+// gave it), with a warning, unless --keep-setid. As root, the run is
+// nobody's.
+#[test]
+fn issue9_bug2_an_unprivileged_restore_drops_setid_bits_unless_asked() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for (name, mode) in [("suid", 0o4755), ("sgid", 0o2750), ("sticky", 0o1777), ("plain", 0o640)] {
+        std::fs::write(src.join(name), name).unwrap();
+        std::fs::set_permissions(src.join(name), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    env.ok(&["snapshot", src.to_str().unwrap(), "--source", "bits"]);
+    let targets = env.path("targets");
+    std::fs::create_dir_all(&targets).unwrap();
+    let mode = |path: &std::path::Path| std::fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777;
+    for (keep, expected) in [
+        (false, [0o755, 0o750, 0o1777, 0o640]),
+        (true, [0o4755, 0o2750, 0o1777, 0o640]),
+    ] {
+        let out_dir = targets.join(if keep { "kept" } else { "dropped" });
+        let mut args = vec!["restore", "bits@latest:src", "--target", out_dir.to_str().unwrap()];
+        if keep {
+            args.push("--keep-setid");
+        }
+        let out = env.unprivileged_cmd(&[&targets]).args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        let modes: Vec<u32> = ["suid", "sgid", "sticky", "plain"]
+            .iter()
+            .map(|n| mode(&out_dir.join("src").join(n)))
+            .collect();
+        assert_eq!(modes, expected, "keep-setid {keep}: {stderr}");
+        assert_eq!(stderr.contains("setuid/setgid"), !keep, "keep-setid {keep}: {stderr}");
+    }
+}
