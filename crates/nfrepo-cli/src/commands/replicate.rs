@@ -74,6 +74,7 @@ async fn pass(
         };
         results.push((target, outcome));
     }
+    let first_failed = results.iter().position(|(_, outcome)| outcome.is_err());
     let failure = results.iter().find_map(|(_, outcome)| match outcome {
         Err(failure) => Some(Failure::new(failure.code, failure.detail, failure.message.clone())),
         Ok(report) => report.failure_code().map(|code| {
@@ -99,12 +100,14 @@ async fn pass(
             .collect();
         outln!("{}", serde_json::Value::Array(list));
     } else {
-        for (target, outcome) in &results {
+        for (i, (target, outcome)) in results.iter().enumerate() {
             match outcome {
                 Ok(report) => print_report(global, &target.label, report),
-                Err(failure) => {
+                // The first failure is the command's, printed once below.
+                Err(failure) if Some(i) != first_failed => {
                     failure.print_line();
                 }
+                Err(_) => {}
             }
         }
     }
