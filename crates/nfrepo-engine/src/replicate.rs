@@ -40,7 +40,10 @@
 //! a pass first saw it missing (recorded in the state), snapshots and
 //! markers before index deltas before packs. Anything the source lists is
 //! never deleted. A mistaken or malicious gc on the source thus cannot
-//! empty the replica at once.
+//! empty the replica at once. (Known limit, see `format-spec/replication.md`:
+//! after the source compacts its index, a snapshot forgotten on the source
+//! but still kept on the replica is no longer indexed there, though its packs
+//! are; `repair index` on the replica indexes them again.)
 //!
 //! **Bounded.** Object bytes in flight are limited to
 //! [`MEMORY_BUDGET`] (one larger object at a time may exceed it), with at most

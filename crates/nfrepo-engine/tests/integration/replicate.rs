@@ -370,3 +370,118 @@ async fn a_target_holding_another_repository_is_refused() {
     let err = replica_status(None, &*memory(), t0()).await.unwrap_err();
     assert_eq!(err.code(Operation::Inspect), ErrorCode::BackupNotFound);
 }
+
+/// A real forget and two-phase gc on the source between passes: the replica
+/// never lacks a pack any of its index deltas or snapshots needs, keeps the
+/// forgotten snapshot and its packs for the grace period, and follows the
+/// source after it. The known limit: once the source's gc has compacted the
+/// index, the merged delta supersedes the old ones on the replica too, so the
+/// snapshot waiting for its deletion is no longer indexed there (check
+/// reports its blobs as in no index; its packs are all still there, so
+/// `repair index` on the replica would index them again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_on_the_source_between_passes_never_leaves_the_replica_referencing_a_missing_pack() {
+    let memory = MemoryStore::new();
+    let source: Arc<dyn Store> = Arc::new(memory.clone());
+    let repo = init(source.clone()).await;
+    let (a, _) = backup_stream(&repo, "a", "f", pseudo_random(5 << 20, 5)).await.unwrap();
+    let (b, _) = backup_stream(&repo, "b", "f", pseudo_random(2 << 20, 6)).await.unwrap();
+    let target = memory_store();
+    replicate(&*source, &*target, &at(t0())).await.unwrap();
+
+    source
+        .delete(&ObjectKey::new(ObjectKind::Snapshot, a.to_hex()).unwrap())
+        .await
+        .unwrap();
+    let grace = Duration::from_secs(3600);
+    let planned = repo
+        .gc(&nfrepo_engine::GcOptions::default().grace(grace))
+        .await
+        .unwrap();
+    assert!(planned.planned.packs >= 1, "{planned:?}");
+    let pass = replicate(&*source, &*target, &at(t0() + DAY)).await.unwrap();
+    assert!(pass.problems.is_empty(), "{:?}", pass.problems);
+    assert_eq!(pass.pending_deletions, 1, "the forgotten snapshot waits");
+    assert_replica_sound(&target).await;
+
+    for info in memory.list(ObjectKind::Gc).await.unwrap() {
+        memory
+            .set_last_modified(&info.key, SystemTime::now() - 2 * grace)
+            .unwrap();
+    }
+    let swept = repo
+        .gc(&nfrepo_engine::GcOptions::default().grace(grace))
+        .await
+        .unwrap();
+    assert!(swept.deleted.packs >= 1, "{swept:?}");
+    let pass = replicate(&*source, &*target, &at(t0() + 2 * DAY)).await.unwrap();
+    assert!(pass.problems.is_empty(), "{:?}", pass.problems);
+    assert!(pass.deleted.is_empty());
+    assert!(
+        pass.copied.contains_key("index"),
+        "the rewritten index is copied: {:?}",
+        pass.copied
+    );
+    for info in memory_packs_gone(&source, &target).await {
+        assert!(
+            target.get(&info.key).await.is_ok(),
+            "{} is kept on the replica",
+            info.key
+        );
+    }
+    let replica = Repository::open(target.clone(), PASSWORD).await.unwrap();
+    assert_eq!(snapshot_ids(&replica).await.len(), 2, "a is still on the replica");
+    let report = replica.check(&read_all()).await.unwrap();
+    assert!(!report.findings.is_empty(), "the documented limit: a is unindexed");
+    assert!(
+        report.findings.iter().all(|f| f.code == ErrorCode::BackupNotFound
+            && f.pack.is_none()
+            && f.affected.iter().all(|x| x.snapshot == a)),
+        "only the forgotten snapshot is unindexed, no pack is missing: {:?}",
+        report.findings
+    );
+    assert!(replica.verify_snapshot(&b.to_hex(), true).await.unwrap().is_intact());
+
+    let due = replicate(&*source, &*target, &at(t0() + 9 * DAY)).await.unwrap();
+    assert!(due.problems.is_empty(), "{:?}", due.problems);
+    assert!(due.deleted.iter().any(|d| d.starts_with("data/")), "{:?}", due.deleted);
+    assert_eq!(due.pending_deletions, 0);
+    let replica = assert_replica_sound(&target).await;
+    assert_eq!(snapshot_ids(&replica).await, vec![b]);
+    for kind in [
+        ObjectKind::Data,
+        ObjectKind::Tree,
+        ObjectKind::Index,
+        ObjectKind::Snapshot,
+    ] {
+        let names = |list: Vec<nfrepo_store::ObjectInfo>| {
+            let mut names: Vec<_> = list.into_iter().map(|i| i.key).collect();
+            names.sort_by(|x, y| x.name().cmp(y.name()));
+            names
+        };
+        assert_eq!(
+            names(target.list(kind).await.unwrap()),
+            names(source.list(kind).await.unwrap()),
+            "{kind}"
+        );
+    }
+}
+
+fn memory_store() -> Arc<dyn Store> {
+    memory()
+}
+
+/// Packs on the target that the source no longer lists.
+async fn memory_packs_gone(source: &Arc<dyn Store>, target: &Arc<dyn Store>) -> Vec<nfrepo_store::ObjectInfo> {
+    let mut gone = Vec::new();
+    for kind in [ObjectKind::Data, ObjectKind::Tree] {
+        let on_source = source.list(kind).await.unwrap();
+        for info in target.list(kind).await.unwrap() {
+            if !on_source.iter().any(|s| s.key == info.key) {
+                gone.push(info);
+            }
+        }
+    }
+    assert!(!gone.is_empty(), "gc deleted packs on the source");
+    gone
+}
