@@ -28,7 +28,7 @@
 //! packs it needs. A kill at any point therefore
 //! leaves a valid repository, and the next pass copies only what is missing.
 //!
-//! **Write-once.** Every put is [`PutMode::CreateNew`]; an identical object
+//! **Write-once.** Every put is [`PutMode::CreateNew`](nfrepo_store::PutMode::CreateNew); an identical object
 //! already there is success. The one overwrite is a repair: an object whose
 //! bytes on the replica do not match its name (found by size in every pass,
 //! by hash with `--verify`) is deleted and copied again from verified source bytes.
