@@ -228,7 +228,7 @@ fn kill_9_at_several_points_leaves_a_valid_replica_that_the_next_run_completes()
     }
     let total = walk(&env.repo_dir()).len();
     let mut interrupted = 0;
-    for (i, stop_at) in [1, 3, 6, 10, 15, 21].into_iter().enumerate() {
+    for (i, stop_at) in [1, 2, 3, 5, 7, 9, 12, 15, 18, 21].into_iter().enumerate() {
         let dir = env.path(&format!("replica-{i}"));
         let target = format!("file://{}", dir.display());
         let mut child = env
@@ -259,7 +259,7 @@ fn kill_9_at_several_points_leaves_a_valid_replica_that_the_next_run_completes()
         assert_eq!(env.json(&["--repo", &target, "snapshots"]).as_array().unwrap().len(), 6);
         assert_eq!(walk(&dir).len(), total + 1, "everything and the state");
     }
-    assert!(interrupted >= 3, "only {interrupted} kills landed mid-pass");
+    assert!(interrupted >= 5, "only {interrupted} kills landed mid-pass");
 }
 
 #[test]

@@ -110,6 +110,7 @@ pub(crate) async fn delete_expired(
         .unwrap_or_default();
     let mut pending = Vec::new();
     let mut stopped = false;
+    let keys_in_sync = keys_in_sync(listings, report);
     for kind in COPY_ORDER.iter().rev().copied() {
         if kind == ObjectKind::Config {
             continue;
@@ -117,7 +118,11 @@ pub(crate) async fn delete_expired(
         for info in listings.diff(kind).extra {
             let obj = object(kind, info.key.name());
             let first = seen.get(&obj).copied().unwrap_or_else(|| nanos(now));
-            let due = from_nanos(first) + pass.options.delete_after;
+            let due = if kind == ObjectKind::Key && keys_in_sync {
+                now
+            } else {
+                from_nanos(first) + pass.options.delete_after
+            };
             if stopped || due > now {
                 pending.push((obj, first));
                 continue;
@@ -142,6 +147,18 @@ pub(crate) async fn delete_expired(
         .min();
     pending.sort();
     next.missing_since = pending;
+}
+
+/// Whether every key slot the source lists is on the replica after the copy
+/// phase (and there is at least one). Then a key slot removed on the source
+/// (`key remove`, `key passwd`) is removed from the replica at once: a
+/// retired password must not keep opening the replica for the grace period,
+/// and the replica still opens with the source's current slots. Otherwise
+/// key slot removals wait like everything else, so a source that lost every
+/// slot never leaves the replica unopenable.
+fn keys_in_sync(listings: &Listings, report: &ReplicateReport) -> bool {
+    let prefix = format!("{}/", ObjectKind::Key.prefix());
+    !listings.source(ObjectKind::Key).is_empty() && !report.problems.iter().any(|p| p.object.starts_with(&prefix))
 }
 
 /// Fills in what the replica still lacks and its newest snapshot, after the pass.

@@ -485,3 +485,35 @@ async fn memory_packs_gone(source: &Arc<dyn Store>, target: &Arc<dyn Store>) -> 
     assert!(!gone.is_empty(), "gc deleted packs on the source");
     gone
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retired_password_stops_opening_the_replica_at_the_next_pass() {
+    let (source, repo, _) = source_with_two_snapshots().await;
+    let target = memory();
+    replicate(&*source, &*target, &at(t0())).await.unwrap();
+    repo.change_password(
+        PASSWORD,
+        b"new password",
+        nfrepo_format::KdfParams::insecure_for_tests(),
+    )
+    .await
+    .unwrap();
+    let pass = replicate(&*source, &*target, &at(t0() + Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert!(pass.problems.is_empty(), "{:?}", pass.problems);
+    assert_eq!(pass.deleted.len(), 1, "the old slot, at once: {:?}", pass.deleted);
+    assert!(pass.deleted[0].starts_with("keys/"));
+    let err = Repository::open(target.clone(), PASSWORD).await.unwrap_err();
+    assert_eq!(err.code(Operation::Inspect), ErrorCode::PermissionDenied, "{err}");
+    Repository::open(target.clone(), b"new password").await.unwrap();
+
+    // A source that lost every key slot does not make the replica unopenable.
+    for info in source.list(ObjectKind::Key).await.unwrap() {
+        source.delete(&info.key).await.unwrap();
+    }
+    let pass = replicate(&*source, &*target, &at(t0() + DAY)).await.unwrap();
+    assert!(pass.deleted.is_empty(), "{:?}", pass.deleted);
+    assert_eq!(pass.pending_deletions, 1);
+    Repository::open(target.clone(), b"new password").await.unwrap();
+}
