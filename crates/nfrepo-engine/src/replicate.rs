@@ -76,7 +76,7 @@ pub use verify::VerifySubset;
 use listing::Listings;
 
 /// Object bytes held in memory at once by a pass, across all transfers.
-pub const MEMORY_BUDGET: u64 = 64 << 20;
+pub const MEMORY_BUDGET: u64 = 32 << 20;
 
 /// The default grace period before an object gone from the source is deleted on the replica.
 pub const DEFAULT_DELETE_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);

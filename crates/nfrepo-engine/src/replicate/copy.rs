@@ -97,13 +97,7 @@ pub(crate) async fn run(
         let diff = listings.diff(kind);
         let mut todo: Vec<(&ObjectInfo, bool)> = diff.missing.iter().map(|info| (*info, false)).collect();
         todo.extend(diff.wrong_size.iter().map(|info| (*info, true)));
-        let flagged = listings.source(kind).iter().filter(|info| {
-            damaged
-                .iter()
-                .any(|d| d.kind == kind.prefix() && d.name == info.key.name())
-                && !diff.missing.iter().chain(&diff.wrong_size).any(|m| m.key == info.key)
-        });
-        let flagged: Vec<_> = flagged.map(|info| (info, true)).collect();
+        let flagged = flagged(listings.source(kind), kind, damaged, &todo);
         report.present += diff.common.saturating_sub(flagged.len() as u64);
         todo.extend(flagged);
         items += todo.len() as u64;
@@ -139,6 +133,25 @@ pub(crate) async fn run(
         }
     }
     Ok(total)
+}
+
+/// The source's entries of the objects of `kind` that the last verification
+/// found damaged on the replica and that are not already in `todo`.
+fn flagged<'a>(
+    source: &'a [ObjectInfo],
+    kind: ObjectKind,
+    damaged: &[ReplicaObject],
+    todo: &[(&ObjectInfo, bool)],
+) -> Vec<(&'a ObjectInfo, bool)> {
+    let planned: std::collections::HashSet<&str> = todo.iter().map(|(info, _)| info.key.name()).collect();
+    damaged
+        .iter()
+        .filter(|d| d.kind == kind.prefix() && !planned.contains(d.name.as_str()))
+        .filter_map(|d| {
+            let at = source.binary_search_by(|info| info.key.name().cmp(&d.name)).ok()?;
+            source.get(at).map(|info| (info, true))
+        })
+        .collect()
 }
 
 async fn copy_kind(
