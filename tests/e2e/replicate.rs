@@ -307,3 +307,38 @@ fn watch_copies_a_new_snapshot_within_seconds() {
     nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL).unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn verify_finds_a_flipped_byte_on_the_replica_and_the_next_run_repairs_it() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("data");
+    write_tree(&src, 40);
+    env.ok(&["snapshot", src.to_str().unwrap(), "--source", "files"]);
+    let dir = env.path("replica");
+    let target = format!("file://{}", dir.display());
+    env.ok(&["replicate", "--to", &target]);
+    let pack = first_file(&dir.join("data"));
+    let mut bytes = std::fs::read(&pack).unwrap();
+    bytes[64] ^= 0x01;
+    std::fs::write(&pack, &bytes).unwrap();
+    let name = pack.file_name().unwrap().to_str().unwrap().to_owned();
+
+    let out = env.run(&["--json", "replicate", "--to", &target, "--verify"]);
+    assert_eq!(out.status.code(), Some(11), "{}", describe(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let problems = report[0]["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{report}");
+    assert_eq!(problems[0]["code"], "BACKUP_CORRUPTED");
+    assert!(problems[0]["object"].as_str().unwrap().ends_with(&name), "{report}");
+    let status = env.json(&["replicate", "status", "--to", &target]);
+    assert_eq!(status[0]["damaged"], 1, "{status}");
+
+    let repaired = env.json(&["replicate", "--to", &target]);
+    assert!(
+        repaired[0]["repaired"][0].as_str().unwrap().ends_with(&name),
+        "{repaired}"
+    );
+    env.ok(&["replicate", "--to", &target, "--verify"]);
+    env.ok(&["--repo", &target, "check", "--read-data"]);
+}
