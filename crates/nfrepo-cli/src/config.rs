@@ -745,6 +745,21 @@ keep-daily = 30
     }
 
     #[test]
+    fn parses_replication_targets_and_rejects_unknown_keys() {
+        let text = "[repository]\nurl = \"file:///srv/repo\"\nreplica = \"dr\"\n\n\
+                    [replication.dr]\nurl = \"s3://dr/nfrepo?endpoint=http://127.0.0.1:1\"\n\
+                    credentials_file = \"/etc/nfrepo/dr.s3\"\n";
+        let config = parse(text).unwrap();
+        assert_eq!(config.repository.unwrap().replica.as_deref(), Some("dr"));
+        let dr = &config.replication["dr"];
+        assert!(dr.url.starts_with("s3://dr/"));
+        assert_eq!(dr.credentials_file.as_deref(), Some(Path::new("/etc/nfrepo/dr.s3")));
+        let err = parse("[replication.dr]\nurl = \"file:///x\"\nsecret = \"hunter2\"\n").unwrap_err();
+        assert!(err.contains("secret"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
     fn errors_name_the_line_but_never_quote_it() {
         let text = "[sources.x]\nkind = \"mysql\"\npassword = \"hunter2\"\n";
         let err = parse(text).unwrap_err();
