@@ -56,7 +56,7 @@ load = lambda name: json.load(open(os.path.join(vectors, name)))
 objects, plain, sealing = load("objects.json"), load("plaintexts.json"), load("sealing.json")
 h = bytes.fromhex
 seeds = {t: [] for t in ("key_slot", "pack_trailer", "index_delta", "snapshot", "config", "tree", "content_list", "blob",
-                         "gc_plan", "session_marker", "lease", "protect_marker", "good_marker")}
+                         "gc_plan", "session_marker", "lease", "protect_marker", "good_marker", "replica_state")}
 cipher_bit = {"xchacha20poly1305": 0, "aes256gcm": 2}
 kind_index = {"data": 0, "tree": 1, "content_list": 2}
 
@@ -91,6 +91,10 @@ for obj in load("maintenance.json")["objects"]:
     bit = cipher_bit[obj["cipher"]]
     target = obj["object"].removesuffix("_v1")
     seeds[target] += [bytes([bit]) + h(obj["bytes"]), bytes([bit | 1]) + h(obj["body"])]
+
+# The replica state is plain: the stored object, and its body for the built mode.
+replica = load("replication.json")
+seeds["replica_state"] += [b"\x00" + h(replica["bytes"]), b"\x01" + h(replica["body"])]
 
 # check_repository mutates a repository it builds itself: seed one mutation
 # of each kind (flip, truncate, delete, replace) over a spread of objects.

@@ -1,28 +1,34 @@
 #!/usr/bin/env bash
 # Starts a loopback-only SeaweedFS (`weed mini`) as the S3 server for tests.
 #
-#   scripts/start-seaweedfs.sh DIR
+#   scripts/start-seaweedfs.sh DIR [PORT_SET]
+#
+# PORT_SET picks the instance: 1 (the default) or 2, a second region beside
+# the first, e.g. for replication tests. Each of weed's servers also listens
+# on its port + 10000 for gRPC, so set 2 is not DESIGN.md §5's 28333/29333/
+# 29340/28888: those are exactly set 1's gRPC ports.
 #
 # Data, DIR/s3.json, DIR/weed.log and DIR/weed.pid live in DIR. On success
 # prints the server's pid (also its process-group id) on stdout and leaves it
 # running in the background; stop it with `kill -- -PID`. Running it again
 # while that server is up just prints the same pid.
 #
-# S3: endpoint http://127.0.0.1:18333, bucket nfrepo-test,
-#     access key nfrepo-test, secret key nfrepo-test-secret.
+# S3: endpoint http://127.0.0.1:18333 (port set 2: http://127.0.0.1:18533),
+#     bucket nfrepo-test, access key nfrepo-test, secret key nfrepo-test-secret.
 set -euo pipefail
 
 # shellcheck source=scripts/lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
-(($# == 1)) || die "usage: $0 DIR"
+(($# == 1 || $# == 2)) || die "usage: $0 DIR [PORT_SET (1 or 2)]"
 mkdir -p "$1"
 DIR="$(cd "$1" && pwd)"
 
-S3_PORT=18333
-MASTER_PORT=19333
-VOLUME_PORT=19340
-FILER_PORT=18888
+case "${2:-1}" in
+1) S3_PORT=18333 MASTER_PORT=19333 VOLUME_PORT=19340 FILER_PORT=18888 ;;
+2) S3_PORT=18533 MASTER_PORT=19533 VOLUME_PORT=19540 FILER_PORT=18988 ;;
+*) die "unknown port set ${2}: expected 1 or 2" ;;
+esac
 BUCKET=nfrepo-test
 ACCESS_KEY=nfrepo-test
 SECRET_KEY=nfrepo-test-secret
@@ -40,7 +46,8 @@ if [[ -s "$DIR/weed.pid" ]]; then
 	fi
 	rm -f "$DIR/weed.pid"
 fi
-for port in "$S3_PORT" "$MASTER_PORT" "$VOLUME_PORT" "$FILER_PORT"; do
+for port in "$S3_PORT" "$MASTER_PORT" "$VOLUME_PORT" "$FILER_PORT" \
+	$((S3_PORT + 10000)) $((MASTER_PORT + 10000)) $((VOLUME_PORT + 10000)) $((FILER_PORT + 10000)); do
 	if port_open "$port"; then
 		die "port 127.0.0.1:$port is already in use (another SeaweedFS? stop it first)"
 	fi

@@ -16,6 +16,8 @@
 # The tests see the S3 server through:
 #   NFREPO_TEST_S3_ENDPOINT=http://127.0.0.1:18333  NFREPO_TEST_S3_BUCKET=nfrepo-test
 #   NFREPO_TEST_S3_ACCESS_KEY=nfrepo-test           NFREPO_TEST_S3_SECRET_KEY=nfrepo-test-secret
+# and a second S3 server, a second region for the replication tests (same bucket and keys):
+#   NFREPO_TEST_S3_ENDPOINT_2=http://127.0.0.1:18533
 # and the database servers (scripts/start-{mariadb,postgres,redis}.sh) through:
 #   NFREPO_TEST_MYSQL_URL=mysql://root@127.0.0.1:13306
 #   NFREPO_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:15432
@@ -30,12 +32,14 @@ cd "$NFREPO_ROOT"
 TEST_APT_PACKAGES=(mariadb-server mariadb-client redis-server redis-tools)
 
 S3_ENDPOINT=http://127.0.0.1:18333
+S3_ENDPOINT_2=http://127.0.0.1:18533
 S3_BUCKET=nfrepo-test
 S3_ACCESS_KEY=nfrepo-test
 S3_SECRET_KEY=nfrepo-test-secret
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/nfrepo-test.XXXXXX")"
 WEED_PID=""
+WEED2_PID=""
 MARIADB_PID=""
 REDIS_PID=""
 POSTGRES_STARTED=0
@@ -67,6 +71,9 @@ cleanup() {
 	fi
 	if [[ -n "$WEED_PID" ]]; then
 		stop_pid "$WEED_PID" SeaweedFS
+	fi
+	if [[ -n "$WEED2_PID" ]]; then
+		stop_pid "$WEED2_PID" "SeaweedFS (region 2)"
 	fi
 	stop_database_servers
 	if ((rc != 0)) && [[ -f "$WORK/seaweedfs/weed.log" ]]; then
@@ -130,6 +137,13 @@ start_servers() {
 		WEED_PID="$(bash scripts/start-seaweedfs.sh "$s3dir")"
 	fi
 	export NFREPO_TEST_S3_ENDPOINT="$S3_ENDPOINT"
+	if port_open 18533 &&
+		s3_head_bucket "$S3_ENDPOINT_2" "$S3_BUCKET" "$S3_ACCESS_KEY" "$S3_SECRET_KEY" >/dev/null; then
+		log "reusing the second SeaweedFS already answering on $S3_ENDPOINT_2"
+	else
+		WEED2_PID="$(bash scripts/start-seaweedfs.sh "$WORK/seaweedfs-2" 2)"
+	fi
+	export NFREPO_TEST_S3_ENDPOINT_2="$S3_ENDPOINT_2"
 	export NFREPO_TEST_S3_BUCKET="$S3_BUCKET"
 	export NFREPO_TEST_S3_ACCESS_KEY="$S3_ACCESS_KEY"
 	export NFREPO_TEST_S3_SECRET_KEY="$S3_SECRET_KEY"

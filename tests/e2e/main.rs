@@ -33,6 +33,7 @@ mod keys;
 mod mysql;
 mod postgres;
 mod redis;
+mod replicate;
 mod restore_into_db;
 mod restore_safety;
 mod rollback;

@@ -45,6 +45,9 @@ pub struct GlobalArgs {
     /// Use no local cache: load the whole index into memory on every run.
     #[arg(long, global = true)]
     pub no_cache: bool,
+    /// Read from the replica named by `[repository] replica` in nfrepo.toml instead of the repository.
+    #[arg(long, global = true)]
+    pub from_replica: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,6 +96,8 @@ pub enum Command {
         #[command(subcommand)]
         command: RepairCommand,
     },
+    /// Copy the repository to its replicas (without the key), verify them, or show their lag.
+    Replicate(ReplicateArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -538,4 +543,45 @@ fn read_data_subset(text: &str) -> Result<String, String> {
     nfrepo_engine::ReadDataSubset::parse(text)
         .map(|_| text.to_owned())
         .map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ReplicateArgs {
+    #[command(subcommand)]
+    pub command: Option<ReplicateCommand>,
+    /// The replica: a URL, or the NAME of a [replication.NAME] (default: every configured one).
+    #[arg(long, value_name = "URL|NAME")]
+    pub to: Option<String>,
+    /// Concurrent transfers.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub jobs: u16,
+    /// Delete on the replica what the source lost only after this long (e.g. 7d, 12h, 30m, 0s).
+    #[arg(long, value_name = "DURATION", default_value = "7d")]
+    pub delete_after: String,
+    /// Compare the listings and re-hash every object on the replica; copy nothing.
+    #[arg(long, conflicts_with = "verify_subset")]
+    pub verify: bool,
+    /// Like --verify on x% of the replica, continuing where the last run stopped.
+    #[arg(long, value_name = "x%")]
+    pub verify_subset: Option<String>,
+    /// Keep running: a pass every --interval.
+    #[arg(long, conflicts_with_all = ["verify", "verify_subset"])]
+    pub watch: bool,
+    /// The poll interval of --watch.
+    #[arg(long, value_name = "DURATION", default_value = "10s", requires = "watch")]
+    pub interval: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReplicateCommand {
+    /// Show each replica's lag, backlog and last pass (from the replica's state when the source is unreachable).
+    Status(ReplicateStatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReplicateStatusArgs {
+    /// The replica: a URL, or the NAME of a [replication.NAME] (default: every configured one).
+    #[arg(long, value_name = "URL|NAME")]
+    pub to: Option<String>,
 }

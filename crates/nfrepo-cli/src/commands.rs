@@ -12,6 +12,7 @@ mod key;
 mod mark_good;
 mod protect;
 mod repair;
+mod replicate;
 mod restore;
 mod restore_into;
 mod rollback;
@@ -46,5 +47,6 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
         Command::Check(args) => check::run(global, args).await,
         Command::Verify(args) => verify::run(global, args).await,
         Command::Repair { command } => repair::run(global, command).await,
+        Command::Replicate(args) => replicate::run(global, args).await,
     }
 }

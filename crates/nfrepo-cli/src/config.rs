@@ -8,6 +8,7 @@
 //! [repository]
 //! url = "s3://backups/nfrepo?endpoint=https://s3.example&region=eu-west-1"
 //! password_file = "/etc/nfrepo/repo.pass"      # or password_env = "NFREPO_PASSWORD"
+//! replica = "dr-region"                         # what `--from-replica` reads (a [replication.NAME])
 //!
 //! [sources.mysql-main]
 //! kind = "mysql"                                # mysql, postgres, redis, bucket, files, config, logs, artifact, analytics
@@ -19,6 +20,10 @@
 //! retention = "db-incremental"
 //! pre_hook = "touch /run/backup-running"
 //! post_hook = "rm -f /run/backup-running"
+//!
+//! [replication.dr-region]                     # `nfrepo replicate` copies the repository here
+//! url = "s3://backups-dr/nfrepo?endpoint=https://s3.dr.example&region=eu-central-1"
+//! credentials_file = "/etc/nfrepo/dr-s3.credentials"   # else the repository's S3 credentials
 //!
 //! [retention.db-incremental]                   # a class for `nfrepo forget` (else a built-in one)
 //! keep-within = "7d"
@@ -63,6 +68,9 @@ pub struct Config {
     /// also name a built-in class (`nfrepo_engine::BUILT_IN_CLASSES`).
     #[serde(default)]
     pub retention: BTreeMap<String, nfrepo_engine::RetentionPolicy>,
+    /// Replication targets by name (`[replication.NAME]`).
+    #[serde(default)]
+    pub replication: BTreeMap<String, ReplicationConfig>,
     /// Where the file was read from.
     #[serde(skip)]
     pub path: PathBuf,
@@ -78,6 +86,20 @@ pub struct RepositoryConfig {
     pub password_file: Option<PathBuf>,
     /// Environment variable holding the repository password.
     pub password_env: Option<String>,
+    /// The `[replication.NAME]` that `--from-replica` reads from.
+    pub replica: Option<String>,
+}
+
+/// `[replication.NAME]`: a replica of the repository.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicationConfig {
+    /// The replica's URL, as `--repo`.
+    pub url: String,
+    /// S3 credentials for the replica: a file of two lines, key id then
+    /// secret (as `NFREPO_S3_CREDENTIALS_FILE`); else the same variables as
+    /// the repository's.
+    pub credentials_file: Option<PathBuf>,
 }
 
 /// What a source reads.
@@ -720,6 +742,21 @@ keep-daily = 30
         // A misspelt rule is an error, not a policy that keeps less.
         let misspelt = SAMPLE.replace("keep-daily", "keep-dialy");
         assert!(parse(&misspelt).is_err());
+    }
+
+    #[test]
+    fn parses_replication_targets_and_rejects_unknown_keys() {
+        let text = "[repository]\nurl = \"file:///srv/repo\"\nreplica = \"dr\"\n\n\
+                    [replication.dr]\nurl = \"s3://dr/nfrepo?endpoint=http://127.0.0.1:1\"\n\
+                    credentials_file = \"/etc/nfrepo/dr.s3\"\n";
+        let config = parse(text).unwrap();
+        assert_eq!(config.repository.unwrap().replica.as_deref(), Some("dr"));
+        let dr = &config.replication["dr"];
+        assert!(dr.url.starts_with("s3://dr/"));
+        assert_eq!(dr.credentials_file.as_deref(), Some(Path::new("/etc/nfrepo/dr.s3")));
+        let err = parse("[replication.dr]\nurl = \"file:///x\"\nsecret = \"hunter2\"\n").unwrap_err();
+        assert!(err.contains("secret"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
     }
 
     #[test]

@@ -31,8 +31,13 @@ fn configured_repository(global: &GlobalArgs) -> Result<Option<crate::config::Re
 }
 
 /// Opens the storage named by `--repo` / `NFREPO_REPOSITORY` (else by the
-/// configuration file), retrying transient errors with backoff.
+/// configuration file; with `--from-replica`, the replica it names),
+/// retrying transient errors with backoff.
 pub fn open_store(global: &GlobalArgs, during: Operation) -> Result<RetryingStore, Failure> {
+    if global.from_replica {
+        let (url, credentials_file) = configured_replica(global)?;
+        return open_location(&url, credentials_file.as_deref(), during);
+    }
     let configured = configured_repository(global)?;
     let Some(location) = global.repo.as_deref().or(configured.as_ref().map(|r| r.url.as_str())) else {
         return Err(Failure::new(
@@ -41,9 +46,40 @@ pub fn open_store(global: &GlobalArgs, during: Operation) -> Result<RetryingStor
             "no repository given: use --repo, set NFREPO_REPOSITORY, or declare [repository] in nfrepo.toml",
         ));
     };
+    open_location(location, None, during)
+}
+
+/// The URL and credentials file of the replica `[repository] replica` names.
+fn configured_replica(global: &GlobalArgs) -> Result<(String, Option<PathBuf>), Failure> {
+    if global.repo.is_some() {
+        return Err(Failure::usage("give --repo or --from-replica, not both"));
+    }
+    let config = crate::config::load(global.config.as_deref())?;
+    let name = config
+        .as_ref()
+        .and_then(|c| c.repository.as_ref())
+        .and_then(|r| r.replica.clone())
+        .ok_or_else(|| Failure::usage("--from-replica needs `replica = \"NAME\"` under [repository] in nfrepo.toml"))?;
+    let mut targets = config.map(|c| c.replication).unwrap_or_default();
+    let target = targets.remove(&name).ok_or_else(|| {
+        Failure::usage(format!(
+            "[repository] replica = {name:?} names no [replication.{name}] in nfrepo.toml"
+        ))
+    })?;
+    Ok((target.url, target.credentials_file))
+}
+
+/// Opens the store at `location` with S3 credentials from `credentials_file`
+/// (two lines: key id, secret), else from the environment.
+pub fn open_location(
+    location: &str,
+    credentials_file: Option<&Path>,
+    during: Operation,
+) -> Result<RetryingStore, Failure> {
     let url = StoreUrl::parse(location).map_err(|e| Failure::store(&e, during))?;
-    let credentials = match url {
-        StoreUrl::S3 { .. } => {
+    let credentials = match (&url, credentials_file) {
+        (StoreUrl::S3 { .. }, Some(path)) => read_credentials_file(path)?,
+        (StoreUrl::S3 { .. }, None) => {
             protect_credentials_file();
             Credentials::from_env().map_err(|e| Failure::store(&e, during))?
         }
@@ -52,6 +88,27 @@ pub fn open_store(global: &GlobalArgs, during: Operation) -> Result<RetryingStor
     let store = nfrepo_store::open(&url, &credentials).map_err(|e| Failure::store(&e, during))?;
     let store: Arc<dyn Store> = Arc::new(crate::progress::CountingStore(store));
     Ok(Arc::new(RetryStore::new(store, RetryPolicy::default())))
+}
+
+/// S3 credentials from a file of two lines: the key id, then the secret.
+fn read_credentials_file(path: &Path) -> Result<Credentials, Failure> {
+    let denied = |why: String| Failure::new(ErrorCode::PermissionDenied, Some("CREDENTIALS"), why);
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path)
+            .map_err(|e| denied(format!("cannot read credentials file {}: {e}", path.display())))?,
+    );
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    match (lines.next(), lines.next(), lines.next()) {
+        (Some(id), Some(secret), None) => {
+            nfrepo_sources::protect_value(secret);
+            warn_if_readable_by_others(path);
+            Ok(Credentials::new(id, secret))
+        }
+        _ => Err(denied(format!(
+            "credentials file {} must hold two lines: the access key id, then the secret",
+            path.display()
+        ))),
+    }
 }
 
 /// Keeps the secret of `NFREPO_S3_CREDENTIALS_FILE` (its second line) out

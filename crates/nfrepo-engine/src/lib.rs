@@ -52,6 +52,7 @@ mod lease;
 mod objects;
 mod read;
 mod repair;
+mod replicate;
 mod repository;
 mod retention;
 mod session;
@@ -70,6 +71,10 @@ pub use host::{hostname, user_at_host, username};
 pub use index::{BlobLocation, Index};
 pub use read::{Reader, SnapshotEntry, select_snapshot};
 pub use repair::{IndexRepair, SnapshotRepair};
+pub use replicate::{
+    DEFAULT_DELETE_AFTER, DEFAULT_JOBS, MEMORY_BUDGET, ReplicaProblem, ReplicaStatus, ReplicateOptions,
+    ReplicateReport, VerifySubset, replica_status, replicate,
+};
 pub use repository::{InitOptions, KDF_ITERATIONS, KDF_MEMORY_KIB, KeyInfo, PACK_SIZE_MIB, Repository, validate_kdf};
 pub use retention::{BUILT_IN_CLASSES, Bucket, KeepReason, RetentionPolicy, Span};
 pub use session::{HEARTBEAT_INTERVAL, SESSION_EXPIRY};

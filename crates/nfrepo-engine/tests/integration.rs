@@ -15,6 +15,7 @@ mod integration {
     mod gc;
     mod index_cache;
     mod objects;
+    mod replicate;
     mod repository;
     mod verified_read;
 }

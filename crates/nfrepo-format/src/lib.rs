@@ -44,6 +44,7 @@ mod key;
 mod lease;
 mod pack;
 mod protect;
+mod replica;
 mod seal;
 mod session;
 mod snapshot;
@@ -69,6 +70,7 @@ pub use pack::{
     decode_pack_header, decode_trailer, read_pack_entries, trailer_len, verify_pack,
 };
 pub use protect::ProtectMarker;
+pub use replica::{Backlog, PassResult, REPLICA_MAGIC, ReplicaObject, ReplicaState};
 pub use seal::{Aad, Cipher, SEAL_OVERHEAD, SealedKind, Sealer, SecretKey};
 pub use session::{ProcessStart, SessionMarker};
 pub use snapshot::{CommandRecord, Snapshot, Summary};
