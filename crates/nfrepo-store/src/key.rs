@@ -36,9 +36,11 @@ pub enum ObjectKind {
     Protect,
     /// Good markers (deployments that passed their checks), `good/<snapshot id>`.
     Good,
+    /// Disaster-recovery drill records, `drill/<drill id>`.
+    Drill,
 }
 
-const ALL_KINDS: [ObjectKind; 12] = [
+const ALL_KINDS: [ObjectKind; 13] = [
     ObjectKind::Config,
     ObjectKind::Key,
     ObjectKind::Data,
@@ -51,6 +53,7 @@ const ALL_KINDS: [ObjectKind; 12] = [
     ObjectKind::Audit,
     ObjectKind::Protect,
     ObjectKind::Good,
+    ObjectKind::Drill,
 ];
 
 impl ObjectKind {
@@ -74,6 +77,7 @@ impl ObjectKind {
             ObjectKind::Audit => "audit",
             ObjectKind::Protect => "protect",
             ObjectKind::Good => "good",
+            ObjectKind::Drill => "drill",
         }
     }
 
@@ -239,6 +243,7 @@ mod tests {
             (ObjectKind::Config, "config", "config"),
             (ObjectKind::Protect, "ab", "protect/ab"),
             (ObjectKind::Good, "ab", "good/ab"),
+            (ObjectKind::Drill, "ab", "drill/ab"),
         ];
         for (kind, name, path) in cases {
             let key = ObjectKey::new(kind, name).unwrap();
