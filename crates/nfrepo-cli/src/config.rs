@@ -195,6 +195,21 @@ pub struct SourceConfig {
     pub command: Option<Vec<String>>,
     /// Analytics: the name the command's output is stored under (default `<source>.out`).
     pub output: Option<String>,
+    /// `[sources.NAME.drill]`: what `nfrepo drill` checks beyond the restore.
+    pub drill: Option<DrillConfig>,
+}
+
+/// `[sources.NAME.drill]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillConfig {
+    /// mysql, postgres: sanity queries run in the restored database, each of
+    /// which must return a true value (`SELECT count(*) > 0 FROM orders`).
+    #[serde(default)]
+    pub queries: Vec<String>,
+    /// Where the server binaries are (`mariadbd`, PostgreSQL's `postgres`,
+    /// `redis-server`), if not on `PATH` or, for PostgreSQL, `/usr/lib/postgresql/15/bin`.
+    pub server_bin_dir: Option<PathBuf>,
 }
 
 /// How long a health check may take when `health_timeout` is not set.
@@ -357,6 +372,12 @@ fn validate_source(name: &str, source: &SourceConfig) -> Result<(), String> {
     }
     if source.health_timeout == Some(0) {
         return Err("health_timeout must be at least 1 second".into());
+    }
+    if let Some(drill) = &source.drill
+        && !drill.queries.is_empty()
+        && !matches!(source.kind, SourceKind::Mysql | SourceKind::Postgres)
+    {
+        return Err("drill.queries are for kinds mysql and postgres".into());
     }
     if source.aof_dir.is_some() && source.kind != SourceKind::Redis {
         return Err("aof_dir is for kind redis".into());

@@ -1,0 +1,198 @@
+//! The throwaway side of a drill: a private temporary directory, a server
+//! process in it on a free loopback port, and a guard that kills the
+//! process and deletes the directory however the drill ends (success,
+//! failure, a panic, or the drill's future being dropped on Ctrl-C).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{Error, Result};
+
+/// How long a server may take to answer after it was started.
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A temporary directory and the server running in it; both go on drop.
+pub(crate) struct Throwaway {
+    dir: PathBuf,
+    child: Option<Child>,
+    /// What the server is, for messages (`mariadbd`).
+    name: &'static str,
+}
+
+impl Throwaway {
+    /// Creates a new private directory under `root` (the system's temporary
+    /// directory when `None`). Its name is random and created exclusively.
+    pub(crate) fn new(root: Option<&Path>, name: &'static str) -> Result<Self> {
+        let root = root.map_or_else(std::env::temp_dir, Path::to_path_buf);
+        let dir = root.join(format!("nfrepo-drill-{}", crate::random::hex::<8>()));
+        std::fs::create_dir(&dir).map_err(|source| Error::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(Self { dir, child: None, name })
+    }
+
+    /// The directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Starts the server (`argv`, with `configure` applied to the command,
+    /// for instance to run it as another user), its output to `log` in the
+    /// directory. The server gets its own process group so that a Ctrl-C
+    /// at the terminal reaches nfrepo, which then stops it through this guard.
+    pub(crate) fn start(&mut self, argv: &[String], configure: impl FnOnce(&mut std::process::Command)) -> Result<()> {
+        let (program, args) = argv
+            .split_first()
+            .ok_or_else(|| Error::Invalid("no server command".into()))?;
+        let log_path = self.dir.join(format!("{}.log", self.name));
+        let log = std::fs::File::create(&log_path).map_err(|source| Error::Io {
+            path: log_path.clone(),
+            source,
+        })?;
+        let err = log.try_clone().map_err(|source| Error::Io {
+            path: log_path.clone(),
+            source,
+        })?;
+        let mut command = crate::child::command(program, &[]);
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(err));
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        configure(&mut command);
+        let child = command
+            .spawn()
+            .map_err(|e| Error::CommandFailed(format!("cannot start {program:?}: {e}")))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Polls `ready` until it answers true, the server exits, or [`START_TIMEOUT`].
+    pub(crate) fn wait_ready(&mut self, mut ready: impl FnMut() -> bool) -> Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                return Err(Error::CommandFailed(format!(
+                    "{} exited during start-up ({status}): {}",
+                    self.name,
+                    self.log_tail()
+                )));
+            }
+            if ready() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(Error::CommandFailed(format!(
+                    "{} did not answer within {}s: {}",
+                    self.name,
+                    START_TIMEOUT.as_secs(),
+                    self.log_tail()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The last line of the server's log.
+    pub(crate) fn log_tail(&self) -> String {
+        let bytes = std::fs::read(self.dir.join(format!("{}.log", self.name))).unwrap_or_default();
+        crate::dump::last_line(&bytes)
+    }
+}
+
+impl Drop for Throwaway {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // The server's data is thrown away: no clean shutdown needed.
+            if let Err(e) = child.kill() {
+                tracing::warn!(server = self.name, error = %e, "cannot kill the drill's server");
+            }
+            let _ = child.wait();
+        }
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot remove the drill's temporary directory");
+        }
+    }
+}
+
+/// A loopback port free right now (the server binds it a moment later).
+pub(crate) fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|source| Error::Io {
+        path: PathBuf::from("127.0.0.1:0"),
+        source,
+    })?;
+    listener.local_addr().map(|a| a.port()).map_err(|source| Error::Io {
+        path: PathBuf::from("127.0.0.1:0"),
+        source,
+    })
+}
+
+/// How to reach a throwaway server on `127.0.0.1:port` as `user`, without a password.
+pub(crate) fn loopback(scheme: &str, user: &str, port: u16) -> crate::Connection {
+    crate::Connection {
+        scheme: scheme.to_owned(),
+        user: Some(user.to_owned()),
+        host: "127.0.0.1".into(),
+        port: Some(port),
+        database: None,
+        socket: None,
+        password: None,
+    }
+}
+
+/// Whether the first field of a query's answer is a true value: a non-zero
+/// number, `t`, `true`, `yes` or `on` (any case). Empty, `NULL`, zero and
+/// anything else are false.
+pub(crate) fn is_true(answer: &str) -> bool {
+    let first = answer
+        .lines()
+        .next()
+        .and_then(|line| line.split('\t').next())
+        .unwrap_or("")
+        .trim();
+    if let Ok(number) = first.parse::<f64>() {
+        return number != 0.0;
+    }
+    matches!(first.to_ascii_lowercase().as_str(), "t" | "true" | "yes" | "on")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
+
+    use super::*;
+
+    #[test]
+    fn truth_of_answers() {
+        for yes in ["1\n", "t\n", "true", "42\tx", "TRUE", " 1 ", "0.5"] {
+            assert!(is_true(yes), "{yes:?}");
+        }
+        for no in ["0\n", "f\n", "false", "", "NULL", "0\t1", "no", "banana"] {
+            assert!(!is_true(no), "{no:?}");
+        }
+    }
+
+    #[test]
+    fn the_guard_removes_its_directory_and_kills_its_server() {
+        let root = tempfile::tempdir().unwrap();
+        let mut guard = Throwaway::new(Some(root.path()), "sleep").unwrap();
+        let dir = guard.dir().to_path_buf();
+        std::fs::write(dir.join("data"), b"x").unwrap();
+        guard.start(&["sleep".into(), "600".into()], |_| {}).unwrap();
+        let pid = guard.child.as_ref().unwrap().id();
+        drop(guard);
+        assert!(!dir.exists());
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .unwrap_or_default()
+                    .contains(") Z"),
+            "the server was killed"
+        );
+    }
+}
