@@ -164,10 +164,17 @@ fn drill_postgres() {
     let env = Env::new();
     env.init();
     let db = unique("nf_drill");
+    // The table belongs to a role that a fresh server lacks: the drill
+    // replays the snapshot's globals.sql (roles) before the dumps.
+    let owner = unique("nf_drill_owner");
+    psql("postgres", &format!("CREATE ROLE \"{owner}\""));
     psql("postgres", &format!("CREATE DATABASE \"{db}\""));
     psql(
         &db,
-        "CREATE TABLE orders (id int PRIMARY KEY, v text); INSERT INTO orders VALUES (1, 'a'), (2, 'b'), (3, 'c')",
+        &format!(
+            "CREATE TABLE orders (id int PRIMARY KEY, v text); INSERT INTO orders VALUES (1, 'a'), (2, 'b'), (3, 'c'); \
+             ALTER TABLE orders OWNER TO \"{owner}\""
+        ),
     );
     drill_a_database(
         &env,
@@ -177,6 +184,7 @@ fn drill_postgres() {
         "SELECT count(*) > 100 FROM orders",
     );
     psql("postgres", &format!("DROP DATABASE \"{db}\""));
+    psql("postgres", &format!("DROP ROLE \"{owner}\""));
 }
 
 /// A private redis-server (the shared one's key count moves with other tests).

@@ -295,6 +295,11 @@ async fn database(
         .tree(&snapshot.snapshot.root)
         .await
         .map_err(|e| log.failed(Failed::of("restore", &Error::Engine(e))))?;
+    let globals = root
+        .nodes
+        .iter()
+        .find(|n| kind == "postgres" && matches!(n.kind, NodeKind::File { .. }) && n.name_lossy() == GLOBALS_STREAM)
+        .cloned();
     let mut items = Vec::new();
     for node in root.nodes.iter().filter(|n| matches!(n.kind, NodeKind::File { .. })) {
         let stream = node.name_lossy().into_owned();
@@ -342,6 +347,32 @@ async fn database(
     log.passed("server start", format!("{kind} on {connection}"));
 
     let since = Instant::now();
+    if let Some(node) = globals {
+        let file = guard.as_ref().map(|g| g.dir().join(GLOBALS_STREAM)).unwrap_or_default();
+        let mut content = Vec::new();
+        crate::write_content(reader, &node, &mut content)
+            .await
+            .map_err(|e| log.failed(Failed::of("restore globals.sql", &e)))?;
+        std::fs::write(&file, &content).map_err(|source| {
+            log.failed(Failed::of(
+                "restore globals.sql",
+                &Error::Io {
+                    path: file.clone(),
+                    source,
+                },
+            ))
+        })?;
+        let (connection, bin_dir) = (connection.clone(), options.bin_dir.clone());
+        let failed = blocking("restore globals.sql", move || {
+            postgres::replay_globals(&connection, bin_dir.as_deref(), &file)
+        })
+        .await
+        .map_err(|f| log.failed(f))?;
+        log.passed(
+            "restore globals.sql",
+            format!("{GLOBALS_STREAM} replayed ({failed} statements failed, such as roles that exist)"),
+        );
+    }
     let target = database_target(&kind, &connection, options.bin_dir.as_deref());
     let plan_target = target.clone();
     let plan = blocking("restore", move || {

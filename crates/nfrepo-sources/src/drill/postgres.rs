@@ -88,3 +88,39 @@ pub(super) fn start(guard: &mut Throwaway, bin_dir: Option<&Path>) -> Result<Con
 pub(super) fn query(connection: &Connection, bin_dir: Option<&Path>, database: &str, sql: &str) -> Result<String> {
     crate::postgres::query(connection, Some(&bin(bin_dir)), database, sql)
 }
+
+/// Replays a `globals.sql` (roles, tablespaces: what `pg_dumpall
+/// --globals-only` wrote) into the fresh server, so that the dumps' `OWNER
+/// TO` and `GRANT` statements find their roles. Statements that fail
+/// because the object exists (the `postgres` role) are expected; the
+/// number of failed statements is returned for the check's detail, and a
+/// role that could not be created makes the dump's load fail by name.
+pub(super) fn replay_globals(connection: &Connection, bin_dir: Option<&Path>, file: &Path) -> Result<usize> {
+    let mut argv = vec![bin(bin_dir).join("psql").display().to_string()];
+    argv.extend([
+        "--host=127.0.0.1".to_owned(),
+        format!("--port={}", connection.port.unwrap_or(5432)),
+        "--username=postgres".to_owned(),
+        "--no-password".to_owned(),
+        "-X".to_owned(),
+        "--quiet".to_owned(),
+        "--dbname=postgres".to_owned(),
+        format!("--file={}", file.display()),
+    ]);
+    let (program, args) = argv.split_first().ok_or_else(|| Error::Invalid("no psql".into()))?;
+    let out = crate::child::command(program, &[])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| Error::CommandFailed(format!("cannot start psql: {e}")))?;
+    if !out.status.success() {
+        return Err(Error::CommandFailed(format!(
+            "psql failed on globals.sql: {}",
+            crate::dump::last_line(&out.stderr)
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.contains("ERROR:"))
+        .count())
+}
