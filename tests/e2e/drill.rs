@@ -289,7 +289,7 @@ fn drill_redis() {
 }
 
 #[test]
-fn drill_files_and_unknown_source() {
+fn drill_files_all_and_not_found() {
     let env = Env::new();
     env.init();
     let data = env.path("data");
@@ -300,7 +300,7 @@ fn drill_files_and_unknown_source() {
     std::fs::write(
         &config,
         format!(
-            "[sources.db]\nkind = \"files\"\npaths = [{:?}]\n",
+            "[sources.db]\nkind = \"files\"\npaths = [{0:?}]\n\n[sources.etc]\nkind = \"config\"\npaths = [{0:?}]\n",
             data.display().to_string()
         ),
     )
@@ -312,4 +312,72 @@ fn drill_files_and_unknown_source() {
     let passed = drill_json(&env, &config);
     assert_eq!(passed["result"], "passed", "{passed:#}");
     assert!(passed["checks"].to_string().contains("2 files"), "{passed:#}");
+
+    // --all drills every source; the one without a backup fails the run.
+    let out = drill(&env, &["--json", "--config", &config, "drill", "--all"]);
+    assert_eq!(out.status.code(), Some(12), "{}", crate::harness::describe(&out));
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let results: Vec<(&str, &str)> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["source"].as_str().unwrap(), r["result"].as_str().unwrap()))
+        .collect();
+    assert_eq!(results, [("db", "passed"), ("etc", "failed")]);
+    let history = env.json(&["drill", "--history", "etc"]);
+    assert_eq!(history.as_array().unwrap().len(), 1);
+    assert_eq!(history[0]["failed_check"], "snapshot");
+}
+
+/// Ctrl-C during a drill: the throwaway server and its files go, and the
+/// drill is recorded as interrupted.
+#[test]
+fn drill_interrupted_cleans_up() {
+    let env = Env::new();
+    env.init();
+    let db = unique("nf_drill");
+    mysql(&format!(
+        "CREATE DATABASE `{db}`; CREATE TABLE `{db}`.orders (id INT PRIMARY KEY); INSERT INTO `{db}`.orders VALUES (1);"
+    ));
+    let config = write_config(&env, "mysql", &format!("{}/{db}", mysql_url()), &[]);
+    env.ok(&["--config", &config, "snapshot", "--source", "db"]);
+    mysql(&format!("DROP DATABASE `{db}`"));
+
+    let tmp = tempfile::Builder::new()
+        .prefix("nfrepo-e2e-drill")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let child = env
+        .cmd()
+        .env("TMPDIR", tmp.path())
+        .args(["--config", &config, "drill", "db"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the drill's directory (the server starts in it), then interrupt.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::read_dir(tmp.path()).unwrap().next().is_none() {
+        assert!(std::time::Instant::now() < deadline, "the drill made no directory");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(13), "{}", crate::harness::describe(&out));
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(left.is_empty(), "the interrupted drill left {left:?}");
+    let history = env.json(&["drill", "--history"]);
+    assert_eq!(history[0]["failed_check"], "interrupted", "{history:#}");
+    // No mariadbd of the drill survives.
+    let survivors = Command::new("pgrep")
+        .args(["-f", &tmp.path().display().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        survivors.stdout.is_empty(),
+        "a server survived: {}",
+        String::from_utf8_lossy(&survivors.stdout)
+    );
 }

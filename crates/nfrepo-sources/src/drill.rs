@@ -265,23 +265,16 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-/// Moves the guard into blocking work and back.
+/// Runs blocking work on a worker handle of the throwaway (see
+/// [`Throwaway::worker`]): dropping the drill's future meanwhile still
+/// stops the server and removes its files at once.
 async fn with_guard<T: Send + 'static>(
     check: &str,
-    guard: &mut Option<Throwaway>,
-    work: impl FnOnce(&mut Throwaway) -> Result<T> + Send + 'static,
+    guard: &Throwaway,
+    work: impl FnOnce(&Throwaway) -> Result<T> + Send + 'static,
 ) -> std::result::Result<T, Failed> {
-    let Some(mut taken) = guard.take() else {
-        return Err(Failed::new(check, ErrorCode::RestoreFailed, "no temporary directory"));
-    };
-    let (back, result) = tokio::task::spawn_blocking(move || {
-        let result = work(&mut taken);
-        (taken, result)
-    })
-    .await
-    .map_err(|e| Failed::new(check, ErrorCode::RestoreFailed, format!("worker failed: {e}")))?;
-    *guard = Some(back);
-    result.map_err(|e| Failed::of(check, &e))
+    let worker = guard.worker();
+    blocking(check, move || work(&worker)).await
 }
 
 async fn database(
@@ -325,16 +318,14 @@ async fn database(
 
     // The server first: the dumps are restored into it.
     let since = Instant::now();
-    let mut guard = Some(
-        Throwaway::new(
-            options.temp_root.as_deref(),
-            if kind == "mysql" { "mariadbd" } else { "postgres" },
-        )
-        .map_err(|e| log.failed(Failed::of("server start", &e)))?,
-    );
+    let guard = Throwaway::new(
+        options.temp_root.as_deref(),
+        if kind == "mysql" { "mariadbd" } else { "postgres" },
+    )
+    .map_err(|e| log.failed(Failed::of("server start", &e)))?;
     let bin_dir = options.bin_dir.clone();
     let server_kind = kind.clone();
-    let connection = with_guard("server start", &mut guard, move |g| {
+    let connection = with_guard("server start", &guard, move |g| {
         if server_kind == "mysql" {
             mysql::start(g, bin_dir.as_deref())
         } else {
@@ -348,7 +339,7 @@ async fn database(
 
     let since = Instant::now();
     if let Some(node) = globals {
-        let file = guard.as_ref().map(|g| g.dir().join(GLOBALS_STREAM)).unwrap_or_default();
+        let file = guard.dir().join(GLOBALS_STREAM);
         let mut content = Vec::new();
         crate::write_content(reader, &node, &mut content)
             .await
@@ -485,11 +476,9 @@ async fn redis_drill(
         None => None,
     };
     let since = Instant::now();
-    let mut guard = Some(
-        Throwaway::new(options.temp_root.as_deref(), "redis-server")
-            .map_err(|e| log.failed(Failed::of("restore", &e)))?,
-    );
-    let data = guard.as_ref().map(|g| g.dir().join("data")).unwrap_or_default();
+    let guard = Throwaway::new(options.temp_root.as_deref(), "redis-server")
+        .map_err(|e| log.failed(Failed::of("restore", &e)))?;
+    let data = guard.dir().join("data");
     let report = restore_into(reader, snapshot, &data, log).await?;
     if !data.join(crate::RDB_STREAM).is_file() {
         return Err(log.failed(Failed::new(
@@ -507,7 +496,7 @@ async fn redis_drill(
     let since = Instant::now();
     let bin_dir = options.bin_dir.clone();
     let start_dir = data.clone();
-    let port = with_guard("server start", &mut guard, move |g| {
+    let port = with_guard("server start", &guard, move |g| {
         redis::start(g, &start_dir, bin_dir.as_deref())
     })
     .await

@@ -12,7 +12,7 @@ fn tool(bin_dir: Option<&Path>, name: &str) -> String {
 }
 
 /// Initialises a data directory and starts the server; returns how to reach it.
-pub(super) fn start(guard: &mut Throwaway, bin_dir: Option<&Path>) -> Result<Connection> {
+pub(super) fn start(guard: &Throwaway, bin_dir: Option<&Path>) -> Result<Connection> {
     let data = guard.dir().join("data");
     let install = [
         tool(bin_dir, "mariadb-install-db"),

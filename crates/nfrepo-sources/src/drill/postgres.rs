@@ -31,7 +31,7 @@ fn identity() -> Result<Option<(u32, u32)>> {
 }
 
 /// Initialises a cluster and starts the server; returns how to reach it.
-pub(super) fn start(guard: &mut Throwaway, bin_dir: Option<&Path>) -> Result<Connection> {
+pub(super) fn start(guard: &Throwaway, bin_dir: Option<&Path>) -> Result<Connection> {
     let bin = bin(bin_dir);
     let who = identity()?;
     if let Some((uid, gid)) = who {

@@ -28,7 +28,7 @@ pub(crate) fn keyspace_total(info: &str) -> Result<u64> {
 
 /// Starts `redis-server` on `data_dir/dump.rdb` and waits until it has
 /// loaded it; returns its port.
-pub(super) fn start(guard: &mut Throwaway, data_dir: &Path, bin_dir: Option<&Path>) -> Result<u16> {
+pub(super) fn start(guard: &Throwaway, data_dir: &Path, bin_dir: Option<&Path>) -> Result<u16> {
     let port = free_port()?;
     let server = [
         tool(bin_dir, "redis-server"),

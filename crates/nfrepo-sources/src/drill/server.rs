@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::{Error, Result};
@@ -12,12 +13,30 @@ use crate::{Error, Result};
 /// How long a server may take to answer after it was started.
 pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// A temporary directory and the server running in it; both go on drop.
+/// A temporary directory and the server running in it; both go when the
+/// owning handle is dropped.
+///
+/// The owner stays with the drill's future; blocking work (initialising a
+/// data directory, waiting for the server) runs on a [`Throwaway::worker`]
+/// handle. Dropping the owner (the drill ends, or its future is dropped on
+/// Ctrl-C while a worker is still busy) kills the server and removes the
+/// directory at once and closes the throwaway: a worker then starts no
+/// server, and its wait ends.
 pub(crate) struct Throwaway {
+    inner: Arc<Mutex<Inner>>,
     dir: PathBuf,
-    child: Option<Child>,
     /// What the server is, for messages (`mariadbd`).
     name: &'static str,
+    owner: bool,
+}
+
+struct Inner {
+    child: Option<Child>,
+    closed: bool,
+}
+
+fn lock(inner: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
+    inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Throwaway {
@@ -30,7 +49,25 @@ impl Throwaway {
             path: dir.clone(),
             source,
         })?;
-        Ok(Self { dir, child: None, name })
+        Ok(Self {
+            inner: Arc::new(Mutex::new(Inner {
+                child: None,
+                closed: false,
+            })),
+            dir,
+            name,
+            owner: true,
+        })
+    }
+
+    /// A handle for blocking work; dropping it cleans nothing up.
+    pub(crate) fn worker(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            dir: self.dir.clone(),
+            name: self.name,
+            owner: false,
+        }
     }
 
     /// The directory.
@@ -38,14 +75,24 @@ impl Throwaway {
         &self.dir
     }
 
+    fn closed_error(&self) -> Error {
+        Error::CommandFailed(format!("the drill was stopped before {} was ready", self.name))
+    }
+
     /// Starts the server (`argv`, with `configure` applied to the command,
-    /// for instance to run it as another user), its output to `log` in the
+    /// for instance to run it as another user), its output to a log in the
     /// directory. The server gets its own process group so that a Ctrl-C
-    /// at the terminal reaches nfrepo, which then stops it through this guard.
-    pub(crate) fn start(&mut self, argv: &[String], configure: impl FnOnce(&mut std::process::Command)) -> Result<()> {
+    /// at the terminal reaches nfrepo, which then stops it through the owner.
+    pub(crate) fn start(&self, argv: &[String], configure: impl FnOnce(&mut std::process::Command)) -> Result<()> {
         let (program, args) = argv
             .split_first()
             .ok_or_else(|| Error::Invalid("no server command".into()))?;
+        let mut inner = lock(&self.inner);
+        if inner.closed {
+            // The owner went while the data directory was being made.
+            let _ = std::fs::remove_dir_all(&self.dir);
+            return Err(self.closed_error());
+        }
         let log_path = self.dir.join(format!("{}.log", self.name));
         let log = std::fs::File::create(&log_path).map_err(|source| Error::Io {
             path: log_path.clone(),
@@ -66,22 +113,29 @@ impl Throwaway {
         let child = command
             .spawn()
             .map_err(|e| Error::CommandFailed(format!("cannot start {program:?}: {e}")))?;
-        self.child = Some(child);
+        inner.child = Some(child);
         Ok(())
     }
 
-    /// Polls `ready` until it answers true, the server exits, or [`START_TIMEOUT`].
-    pub(crate) fn wait_ready(&mut self, mut ready: impl FnMut() -> bool) -> Result<()> {
+    /// Polls `ready` until it answers true, the server exits, the owner
+    /// goes, or [`START_TIMEOUT`].
+    pub(crate) fn wait_ready(&self, mut ready: impl FnMut() -> bool) -> Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
             {
-                return Err(Error::CommandFailed(format!(
-                    "{} exited during start-up ({status}): {}",
-                    self.name,
-                    self.log_tail()
-                )));
+                let mut inner = lock(&self.inner);
+                if inner.closed {
+                    return Err(self.closed_error());
+                }
+                if let Some(child) = inner.child.as_mut()
+                    && let Ok(Some(status)) = child.try_wait()
+                {
+                    return Err(Error::CommandFailed(format!(
+                        "{} exited during start-up ({status}): {}",
+                        self.name,
+                        self.log_tail()
+                    )));
+                }
             }
             if ready() {
                 return Ok(());
@@ -107,7 +161,12 @@ impl Throwaway {
 
 impl Drop for Throwaway {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        if !self.owner {
+            return;
+        }
+        let mut inner = lock(&self.inner);
+        inner.closed = true;
+        if let Some(mut child) = inner.child.take() {
             // The server's data is thrown away: no clean shutdown needed.
             if let Err(e) = child.kill() {
                 tracing::warn!(server = self.name, error = %e, "cannot kill the drill's server");
@@ -180,12 +239,17 @@ mod tests {
     #[test]
     fn the_guard_removes_its_directory_and_kills_its_server() {
         let root = tempfile::tempdir().unwrap();
-        let mut guard = Throwaway::new(Some(root.path()), "sleep").unwrap();
+        let guard = Throwaway::new(Some(root.path()), "sleep").unwrap();
         let dir = guard.dir().to_path_buf();
         std::fs::write(dir.join("data"), b"x").unwrap();
-        guard.start(&["sleep".into(), "600".into()], |_| {}).unwrap();
-        let pid = guard.child.as_ref().unwrap().id();
+        let worker = guard.worker();
+        worker.start(&["sleep".into(), "600".into()], |_| {}).unwrap();
+        let pid = lock(&guard.inner).child.as_ref().unwrap().id();
         drop(guard);
+        // A worker still busy sees the throwaway closed, and starts nothing.
+        assert!(worker.wait_ready(|| false).is_err());
+        assert!(worker.start(&["sleep".into(), "600".into()], |_| {}).is_err());
+        assert!(lock(&worker.inner).child.is_none());
         assert!(!dir.exists());
         assert!(
             !Path::new(&format!("/proc/{pid}")).exists()
