@@ -744,6 +744,24 @@ keep-daily = 30
     }
 
     #[test]
+    fn drill_queries_are_for_database_kinds() {
+        let text = "[sources.db]\nkind = \"postgres\"\nconnection = \"postgres://p@h/app\"\n\n\
+                    [sources.db.drill]\nqueries = [\"SELECT true\"]\n";
+        let config = parse(text).unwrap();
+        let drill = config.sources["db"].drill.as_ref().unwrap();
+        assert_eq!(drill.queries, ["SELECT true"]);
+        let redis = "[sources.c]\nkind = \"redis\"\nconnection = \"redis://h:6379\"\n\n\
+                     [sources.c.drill]\nqueries = [\"SELECT 1\"]\n";
+        assert!(
+            parse(redis)
+                .unwrap_err()
+                .contains("drill.queries are for kinds mysql and postgres")
+        );
+        let typo = text.replace("queries", "querys");
+        assert!(parse(&typo).is_err(), "an unknown drill key is an error");
+    }
+
+    #[test]
     fn errors_name_the_line_but_never_quote_it() {
         let text = "[sources.x]\nkind = \"mysql\"\npassword = \"hunter2\"\n";
         let err = parse(text).unwrap_err();
