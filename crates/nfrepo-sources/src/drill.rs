@@ -24,6 +24,7 @@
 //! repository as a drill record (`format-spec/drill.md`) and returned; a
 //! failure names its code and the check that failed first.
 
+mod database;
 mod mysql;
 mod postgres;
 mod redis;
@@ -36,12 +37,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use nfrepo_engine::{ErrorCode, Operation, Reader, Repository, SnapshotEntry};
-use nfrepo_format::{DrillCheck, DrillId, DrillPhase, DrillRecord, NodeKind};
+use nfrepo_format::{DrillCheck, DrillId, DrillPhase, DrillRecord};
 
-use crate::{
-    Connection, DatabaseRestoreItem, DatabaseRestoreOptions, DatabaseTarget, Error, GLOBALS_STREAM, MysqlTarget,
-    PostgresTarget, RestoreOptions, Result,
-};
+use crate::{Error, RestoreOptions, Result};
 use server::Throwaway;
 
 /// What a drill runs.
@@ -243,7 +241,7 @@ async fn run(
         .await
         .map_err(|e| log.failed(Failed::of("restore", &Error::Engine(e))))?;
     match snapshot.snapshot.source_kind.as_str() {
-        "mysql" | "postgres" => database(&reader, &snapshot, options, log).await,
+        "mysql" | "postgres" => database::drill(&reader, &snapshot, options, log).await,
         "redis" => redis_drill(&reader, &snapshot, options, log).await,
         _ => files(&reader, &snapshot, options, log).await,
     }
@@ -275,172 +273,6 @@ async fn with_guard<T: Send + 'static>(
 ) -> std::result::Result<T, Failed> {
     let worker = guard.worker();
     blocking(check, move || work(&worker)).await
-}
-
-async fn database(
-    reader: &Reader,
-    snapshot: &SnapshotEntry,
-    options: &DrillOptions,
-    log: &mut Log,
-) -> std::result::Result<(), Failed> {
-    let kind = snapshot.snapshot.source_kind.clone();
-    let root = reader
-        .tree(&snapshot.snapshot.root)
-        .await
-        .map_err(|e| log.failed(Failed::of("restore", &Error::Engine(e))))?;
-    let globals = root
-        .nodes
-        .iter()
-        .find(|n| kind == "postgres" && matches!(n.kind, NodeKind::File { .. }) && n.name_lossy() == GLOBALS_STREAM)
-        .cloned();
-    let mut items = Vec::new();
-    for node in root.nodes.iter().filter(|n| matches!(n.kind, NodeKind::File { .. })) {
-        let stream = node.name_lossy().into_owned();
-        let Some(database) = stream.strip_suffix(".sql").filter(|_| stream != GLOBALS_STREAM) else {
-            continue;
-        };
-        let expected_rows = crate::expected_rows(&snapshot.snapshot.extra, &stream)
-            .map_err(|e| log.failed(Failed::of("restore", &e)))?;
-        items.push(DatabaseRestoreItem {
-            node: node.clone(),
-            database: database.to_owned(),
-            stream,
-            expected_rows,
-        });
-    }
-    if items.is_empty() {
-        return Err(log.failed(Failed::new(
-            "restore",
-            ErrorCode::BackupNotFound,
-            format!("snapshot {} holds no database dump", snapshot.id.short()),
-        )));
-    }
-
-    // The server first: the dumps are restored into it.
-    let since = Instant::now();
-    let guard = Throwaway::new(
-        options.temp_root.as_deref(),
-        if kind == "mysql" { "mariadbd" } else { "postgres" },
-    )
-    .map_err(|e| log.failed(Failed::of("server start", &e)))?;
-    let bin_dir = options.bin_dir.clone();
-    let server_kind = kind.clone();
-    let connection = with_guard("server start", &guard, move |g| {
-        if server_kind == "mysql" {
-            mysql::start(g, bin_dir.as_deref())
-        } else {
-            postgres::start(g, bin_dir.as_deref())
-        }
-    })
-    .await
-    .map_err(|f| log.failed(f))?;
-    log.phase("server start", since);
-    log.passed("server start", format!("{kind} on {connection}"));
-
-    let since = Instant::now();
-    if let Some(node) = globals {
-        let file = guard.dir().join(GLOBALS_STREAM);
-        let mut content = Vec::new();
-        crate::write_content(reader, &node, &mut content)
-            .await
-            .map_err(|e| log.failed(Failed::of("restore globals.sql", &e)))?;
-        std::fs::write(&file, &content).map_err(|source| {
-            log.failed(Failed::of(
-                "restore globals.sql",
-                &Error::Io {
-                    path: file.clone(),
-                    source,
-                },
-            ))
-        })?;
-        let (connection, bin_dir) = (connection.clone(), options.bin_dir.clone());
-        let failed = blocking("restore globals.sql", move || {
-            postgres::replay_globals(&connection, bin_dir.as_deref(), &file)
-        })
-        .await
-        .map_err(|f| log.failed(f))?;
-        log.passed(
-            "restore globals.sql",
-            format!("{GLOBALS_STREAM} replayed ({failed} statements failed, such as roles that exist)"),
-        );
-    }
-    let target = database_target(&kind, &connection, options.bin_dir.as_deref());
-    let plan_target = target.clone();
-    let plan = blocking("restore", move || {
-        crate::plan_database_restore(&plan_target, items, &DatabaseRestoreOptions::default())
-    })
-    .await
-    .map_err(|f| log.failed(f))?;
-    let databases: Vec<String> = plan.databases.iter().map(|d| d.item.database.clone()).collect();
-    let reports = crate::restore_databases(reader, &plan).await.map_err(|e| {
-        let check = if matches!(&e, Error::DatabaseRestore { source, .. } if matches!(**source, Error::RowCountMismatch(_)))
-        {
-            "rows"
-        } else {
-            "restore"
-        };
-        log.failed(Failed::of(check, &e))
-    })?;
-    log.phase("restore", since);
-    for report in &reports {
-        log.passed(
-            format!("restore {}", report.database),
-            format!(
-                "{} bytes loaded, {} tables' row counts match the dump's",
-                report.bytes, report.tables_verified
-            ),
-        );
-    }
-
-    // Restored and verified: the service is ready once the queries pass.
-    let since = Instant::now();
-    let home = databases.first().cloned().unwrap_or_default();
-    for sql in &options.queries {
-        let name = format!("query {sql}");
-        let (connection, home, sql_owned, kind, bin_dir) = (
-            connection.clone(),
-            home.clone(),
-            sql.clone(),
-            kind.clone(),
-            options.bin_dir.clone(),
-        );
-        let answer = blocking(&name, move || {
-            if kind == "mysql" {
-                mysql::query(&connection, &home, &sql_owned)
-            } else {
-                postgres::query(&connection, bin_dir.as_deref(), &home, &sql_owned)
-            }
-        })
-        .await
-        .map_err(|f| log.failed(f))?;
-        let shown = answer.lines().next().unwrap_or("").trim().to_owned();
-        if !server::is_true(&answer) {
-            return Err(log.failed(Failed::new(
-                name,
-                ErrorCode::RestoreFailed,
-                format!("returned {shown:?}, not a true value"),
-            )));
-        }
-        log.passed(name, format!("returned {shown:?}"));
-    }
-    log.phase("checks", since);
-    log.ready = Some(Instant::now());
-    drop(guard);
-    Ok(())
-}
-
-fn database_target(kind: &str, connection: &Connection, bin_dir: Option<&Path>) -> DatabaseTarget {
-    if kind == "mysql" {
-        DatabaseTarget::Mysql(MysqlTarget {
-            connection: connection.clone(),
-            bin_dir: None,
-        })
-    } else {
-        DatabaseTarget::Postgres(PostgresTarget {
-            connection: connection.clone(),
-            bin_dir: Some(bin_dir.map_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"), Path::to_path_buf)),
-        })
-    }
 }
 
 /// Restores the whole snapshot into `dir`, verifying every file's hash.
