@@ -22,7 +22,7 @@ pub(super) fn start(guard: &Throwaway, bin_dir: Option<&Path>) -> Result<Connect
         "--auth-root-authentication-method=normal".into(),
         "--skip-test-db".into(),
     ];
-    crate::dump::capture(&install, &[])?;
+    guard.prepare("mariadb-install-db", &install, |_| {})?;
     let port = free_port()?;
     let socket = guard.dir().join("sock");
     let server = [

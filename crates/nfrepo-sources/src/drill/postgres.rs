@@ -46,22 +46,17 @@ pub(super) fn start(guard: &Throwaway, bin_dir: Option<&Path>) -> Result<Connect
         }
     };
     let data = guard.dir().join("data");
-    let mut initdb = crate::child::command(bin.join("initdb"), &[]);
-    initdb
-        .arg("-D")
-        .arg(&data)
-        .args(["-A", "trust", "-U", "postgres", "--no-sync"])
-        .stdin(std::process::Stdio::null());
-    as_user(&mut initdb);
-    let out = initdb
-        .output()
-        .map_err(|e| Error::CommandFailed(format!("cannot start initdb: {e}")))?;
-    if !out.status.success() {
-        return Err(Error::CommandFailed(format!(
-            "initdb failed: {}",
-            crate::dump::last_line(&out.stderr)
-        )));
-    }
+    let initdb = [
+        bin.join("initdb").display().to_string(),
+        "-D".into(),
+        data.display().to_string(),
+        "-A".into(),
+        "trust".into(),
+        "-U".into(),
+        "postgres".into(),
+        "--no-sync".into(),
+    ];
+    guard.prepare("initdb", &initdb, as_user)?;
     let port = free_port()?;
     let server = [
         bin.join("postgres").display().to_string(),

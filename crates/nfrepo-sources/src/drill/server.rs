@@ -84,16 +84,57 @@ impl Throwaway {
     /// directory. The server gets its own process group so that a Ctrl-C
     /// at the terminal reaches nfrepo, which then stops it through the owner.
     pub(crate) fn start(&self, argv: &[String], configure: impl FnOnce(&mut std::process::Command)) -> Result<()> {
+        self.spawn(self.name, argv, configure)
+    }
+
+    /// Runs a preparation step (`mariadb-install-db`, `initdb`) to its end,
+    /// its output to `<step>.log`, as killable by the owner as the server.
+    pub(crate) fn prepare(
+        &self,
+        step: &'static str,
+        argv: &[String],
+        configure: impl FnOnce(&mut std::process::Command),
+    ) -> Result<()> {
+        self.spawn(step, argv, configure)?;
+        loop {
+            {
+                let mut inner = lock(&self.inner);
+                if inner.closed {
+                    return Err(self.closed_error());
+                }
+                let status = match inner.child.as_mut().map(Child::try_wait) {
+                    Some(Ok(None)) => None,
+                    Some(Ok(Some(status))) => Some(Ok(status)),
+                    Some(Err(e)) => Some(Err(e)),
+                    None => return Err(self.closed_error()),
+                };
+                if let Some(status) = status {
+                    inner.child = None;
+                    let status = status.map_err(|e| Error::CommandFailed(format!("{step}: {e}")))?;
+                    if status.success() {
+                        return Ok(());
+                    }
+                    return Err(Error::CommandFailed(format!(
+                        "{step} failed ({status}): {}",
+                        self.log_tail(step)
+                    )));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn spawn(&self, log_name: &str, argv: &[String], configure: impl FnOnce(&mut std::process::Command)) -> Result<()> {
         let (program, args) = argv
             .split_first()
             .ok_or_else(|| Error::Invalid("no server command".into()))?;
         let mut inner = lock(&self.inner);
         if inner.closed {
-            // The owner went while the data directory was being made.
+            // The owner went while the worker was busy.
             let _ = std::fs::remove_dir_all(&self.dir);
             return Err(self.closed_error());
         }
-        let log_path = self.dir.join(format!("{}.log", self.name));
+        let log_path = self.dir.join(format!("{log_name}.log"));
         let log = std::fs::File::create(&log_path).map_err(|source| Error::Io {
             path: log_path.clone(),
             source,
@@ -133,7 +174,7 @@ impl Throwaway {
                     return Err(Error::CommandFailed(format!(
                         "{} exited during start-up ({status}): {}",
                         self.name,
-                        self.log_tail()
+                        self.log_tail(self.name)
                     )));
                 }
             }
@@ -145,16 +186,16 @@ impl Throwaway {
                     "{} did not answer within {}s: {}",
                     self.name,
                     START_TIMEOUT.as_secs(),
-                    self.log_tail()
+                    self.log_tail(self.name)
                 )));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
-    /// The last line of the server's log.
-    pub(crate) fn log_tail(&self) -> String {
-        let bytes = std::fs::read(self.dir.join(format!("{}.log", self.name))).unwrap_or_default();
+    /// The last line of a log in the directory (the server's is its name).
+    pub(crate) fn log_tail(&self, log_name: &str) -> String {
+        let bytes = std::fs::read(self.dir.join(format!("{log_name}.log"))).unwrap_or_default();
         crate::dump::last_line(&bytes)
     }
 }
@@ -258,5 +299,30 @@ mod tests {
                     .contains(") Z"),
             "the server was killed"
         );
+    }
+
+    #[test]
+    fn dropping_the_owner_stops_a_preparation_step_at_once() {
+        let root = tempfile::tempdir().unwrap();
+        let guard = Throwaway::new(Some(root.path()), "sleep").unwrap();
+        let worker = guard.worker();
+        let step = std::thread::spawn(move || worker.prepare("initdb", &["sleep".into(), "600".into()], |_| {}));
+        std::thread::sleep(Duration::from_millis(300));
+        let started = Instant::now();
+        drop(guard);
+        assert!(step.join().unwrap().is_err());
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
+        // A step that fails names its log's last line.
+        let guard = Throwaway::new(Some(root.path()), "sh").unwrap();
+        let err = guard
+            .prepare(
+                "step",
+                &["sh".into(), "-c".into(), "echo broken >&2; exit 3".into()],
+                |_| {},
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("broken"), "{err}");
+        guard.prepare("step", &["true".into()], |_| {}).unwrap();
     }
 }
