@@ -56,7 +56,7 @@ load = lambda name: json.load(open(os.path.join(vectors, name)))
 objects, plain, sealing = load("objects.json"), load("plaintexts.json"), load("sealing.json")
 h = bytes.fromhex
 seeds = {t: [] for t in ("key_slot", "pack_trailer", "index_delta", "snapshot", "config", "tree", "content_list", "blob",
-                         "gc_plan", "session_marker", "lease", "protect_marker", "good_marker", "replica_state")}
+                         "gc_plan", "session_marker", "lease", "protect_marker", "good_marker", "replica_state", "drill_record")}
 cipher_bit = {"xchacha20poly1305": 0, "aes256gcm": 2}
 kind_index = {"data": 0, "tree": 1, "content_list": 2}
 

@@ -24,6 +24,7 @@ mod concurrency;
 mod crash;
 mod crashloop;
 mod dedup;
+mod drill;
 mod driver;
 mod dump_consistency;
 mod errors;

@@ -91,6 +91,8 @@ pub enum Command {
     Check(CheckArgs),
     /// Prove one snapshot against its stored Merkle root and print the root.
     Verify(VerifyArgs),
+    /// Prove that a source's latest backup restores into a working service, and time it.
+    Drill(DrillArgs),
     /// Repair a damaged repository: rebuild the index, or rewrite damaged snapshots.
     Repair {
         #[command(subcommand)]
@@ -343,6 +345,22 @@ pub struct MarkGoodArgs {
     /// Remove the snapshot's good marker instead.
     #[arg(long)]
     pub remove: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    /// The configured source to drill.
+    #[arg(required_unless_present_any = ["all", "history"], conflicts_with = "all")]
+    pub source: Option<String>,
+    /// Drill every configured source, one after the other.
+    #[arg(long)]
+    pub all: bool,
+    /// The snapshot to restore (an id prefix); default: the source's latest.
+    #[arg(long, conflicts_with = "all")]
+    pub snapshot: Option<String>,
+    /// List past drills (of SOURCE, or all) instead of running one.
+    #[arg(long, conflicts_with_all = ["all", "snapshot"])]
+    pub history: bool,
 }
 
 #[derive(Debug, Args)]

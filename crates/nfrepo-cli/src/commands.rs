@@ -5,6 +5,7 @@ mod browse;
 mod check;
 mod cron;
 mod deploy_check;
+mod drill;
 mod forget;
 pub(crate) mod gc;
 mod init;
@@ -46,6 +47,7 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
         Command::Unprotect(args) => protect::unprotect(global, args).await,
         Command::Check(args) => check::run(global, args).await,
         Command::Verify(args) => verify::run(global, args).await,
+        Command::Drill(args) => drill::run(global, args).await,
         Command::Repair { command } => repair::run(global, command).await,
         Command::Replicate(args) => replicate::run(global, args).await,
     }

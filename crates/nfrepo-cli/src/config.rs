@@ -217,6 +217,21 @@ pub struct SourceConfig {
     pub command: Option<Vec<String>>,
     /// Analytics: the name the command's output is stored under (default `<source>.out`).
     pub output: Option<String>,
+    /// `[sources.NAME.drill]`: what `nfrepo drill` checks beyond the restore.
+    pub drill: Option<DrillConfig>,
+}
+
+/// `[sources.NAME.drill]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillConfig {
+    /// mysql, postgres: sanity queries run in the restored database, each of
+    /// which must return a true value (`SELECT count(*) > 0 FROM orders`).
+    #[serde(default)]
+    pub queries: Vec<String>,
+    /// Where the server binaries are (`mariadbd`, PostgreSQL's `postgres`,
+    /// `redis-server`), if not on `PATH` or, for PostgreSQL, `/usr/lib/postgresql/15/bin`.
+    pub server_bin_dir: Option<PathBuf>,
 }
 
 /// How long a health check may take when `health_timeout` is not set.
@@ -379,6 +394,12 @@ fn validate_source(name: &str, source: &SourceConfig) -> Result<(), String> {
     }
     if source.health_timeout == Some(0) {
         return Err("health_timeout must be at least 1 second".into());
+    }
+    if let Some(drill) = &source.drill
+        && !drill.queries.is_empty()
+        && !matches!(source.kind, SourceKind::Mysql | SourceKind::Postgres)
+    {
+        return Err("drill.queries are for kinds mysql and postgres".into());
     }
     if source.aof_dir.is_some() && source.kind != SourceKind::Redis {
         return Err("aof_dir is for kind redis".into());
@@ -757,6 +778,24 @@ keep-daily = 30
         let err = parse("[replication.dr]\nurl = \"file:///x\"\nsecret = \"hunter2\"\n").unwrap_err();
         assert!(err.contains("secret"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn drill_queries_are_for_database_kinds() {
+        let text = "[sources.db]\nkind = \"postgres\"\nconnection = \"postgres://p@h/app\"\n\n\
+                    [sources.db.drill]\nqueries = [\"SELECT true\"]\n";
+        let config = parse(text).unwrap();
+        let drill = config.sources["db"].drill.as_ref().unwrap();
+        assert_eq!(drill.queries, ["SELECT true"]);
+        let redis = "[sources.c]\nkind = \"redis\"\nconnection = \"redis://h:6379\"\n\n\
+                     [sources.c.drill]\nqueries = [\"SELECT 1\"]\n";
+        assert!(
+            parse(redis)
+                .unwrap_err()
+                .contains("drill.queries are for kinds mysql and postgres")
+        );
+        let typo = text.replace("queries", "querys");
+        assert!(parse(&typo).is_err(), "an unknown drill key is an error");
     }
 
     #[test]

@@ -86,7 +86,7 @@ pub const DEFAULT_JOBS: usize = 8;
 
 /// Replicated kinds in commit order: each kind is complete on the replica
 /// before the next one starts.
-pub(crate) const COPY_ORDER: [ObjectKind; 9] = [
+pub(crate) const COPY_ORDER: [ObjectKind; 10] = [
     ObjectKind::Key,
     ObjectKind::Config,
     ObjectKind::Data,
@@ -96,6 +96,7 @@ pub(crate) const COPY_ORDER: [ObjectKind; 9] = [
     ObjectKind::Audit,
     ObjectKind::Protect,
     ObjectKind::Good,
+    ObjectKind::Drill,
 ];
 
 /// Kinds whose names are the BLAKE3 of their bytes, verifiable without a key.
@@ -111,7 +112,7 @@ pub(crate) fn content_addressed(kind: ObjectKind) -> bool {
 fn commits(kind: ObjectKind) -> bool {
     matches!(
         kind,
-        ObjectKind::Index | ObjectKind::Snapshot | ObjectKind::Protect | ObjectKind::Good
+        ObjectKind::Index | ObjectKind::Snapshot | ObjectKind::Protect | ObjectKind::Good | ObjectKind::Drill
     )
 }
 

@@ -9,6 +9,7 @@
 mod integration {
     mod backup;
     mod check;
+    mod drill;
     mod faults;
     pub mod fixture;
     mod forget;

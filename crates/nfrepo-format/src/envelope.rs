@@ -34,6 +34,8 @@ pub const LEASE_MAGIC: [u8; 4] = *b"NFRQ";
 pub const PROTECT_MAGIC: [u8; 4] = *b"NFRX";
 /// Magic of a good marker (a deployment snapshot that passed its checks).
 pub const GOOD_MAGIC: [u8; 4] = *b"NFRM";
+/// Magic of a disaster-recovery drill record.
+pub const DRILL_MAGIC: [u8; 4] = *b"NFRD";
 
 /// The format version this crate writes and reads.
 pub const FORMAT_VERSION: u8 = 1;

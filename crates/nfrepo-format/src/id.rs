@@ -112,6 +112,11 @@ define_id!(
     "key id"
 );
 define_id!(
+    /// Names a drill record: random, drawn when the drill starts.
+    DrillId,
+    "drill id"
+);
+define_id!(
     /// Identifies a repository; bound into key slots and the local cache.
     RepoId,
     "repository id"

@@ -34,6 +34,7 @@ mod blob;
 mod chunker;
 mod config;
 mod content;
+mod drill;
 mod envelope;
 mod error;
 mod gc_plan;
@@ -57,11 +58,12 @@ pub use content::{
     Content, ContentList, ContentListBuilder, EmittedList, INLINE_MAX_ENTRIES, LIST_CUT_MODULUS, LIST_MAX_ENTRIES,
     LIST_MIN_ENTRIES, ListEntry, MAX_DEPTH,
 };
+pub use drill::{DrillCheck, DrillPhase, DrillRecord};
 pub use envelope::FORMAT_VERSION;
 pub use error::{Error, Result};
 pub use gc_plan::{GcPlan, PlanReason, PlannedPack};
 pub use good::GoodMarker;
-pub use id::{BlobId, IndexId, KeyId, PackId, RepoId, SnapshotId, content_hash};
+pub use id::{BlobId, DrillId, IndexId, KeyId, PackId, RepoId, SnapshotId, content_hash};
 pub use index::{IndexDelta, IndexedPack};
 pub use key::{KdfParams, KeySlot, MasterKey, RepoKeys};
 pub use lease::Lease;

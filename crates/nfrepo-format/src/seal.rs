@@ -111,6 +111,8 @@ pub enum SealedKind {
     ProtectMarker = 12,
     /// A good marker body (a deployment snapshot that passed its checks).
     GoodMarker = 13,
+    /// A disaster-recovery drill record body.
+    DrillRecord = 14,
 }
 
 /// Associated data for one sealed message: its kind and, for blobs, its id.

@@ -1,5 +1,5 @@
 //! Test vectors for the maintenance objects: GC plans, session markers,
-//! leases, protect markers and good markers (`format-spec/vectors/maintenance.json`).
+//! leases, protect markers, good markers and drill records (`format-spec/vectors/maintenance.json`).
 //!
 //! Each vector is sealed with the fixed nonce `40 41 .. 57`, so the bytes
 //! are reproducible. The check rebuilds every object from the spec by hand
@@ -20,8 +20,9 @@
 use std::path::PathBuf;
 
 use nfrepo_format::{
-    Aad, BlobId, Cipher, GcPlan, GoodMarker, Lease, MasterKey, PackId, PackKind, PlanReason, PlannedPack, ProcessStart,
-    ProtectMarker, RepoId, SealedKind, Sealer, SessionMarker, SnapshotId,
+    Aad, BlobId, Cipher, DrillCheck, DrillId, DrillPhase, DrillRecord, GcPlan, GoodMarker, Lease, MasterKey, PackId,
+    PackKind, PlanReason, PlannedPack, ProcessStart, ProtectMarker, RepoId, SealedKind, Sealer, SessionMarker,
+    SnapshotId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -151,6 +152,46 @@ fn good_marker() -> GoodMarker {
     }
 }
 
+fn drill_record() -> DrillRecord {
+    DrillRecord {
+        id: DrillId([0x88; 32]),
+        source: "mysql-main".into(),
+        source_kind: "mysql".into(),
+        snapshot: Some(SnapshotId([0x77; 32])),
+        snapshot_time_ns: 1_763_999_700_000_000_000,
+        started_ns: 1_764_000_000_000_000_000,
+        by: "dr@bastion".into(),
+        passed: false,
+        code: "RESTORE_FAILED".into(),
+        failed_check: "query SELECT count(*) > 0 FROM orders".into(),
+        message: "returned 0".into(),
+        rto_ms: None,
+        rpo_ms: Some(300_000),
+        phases: vec![
+            DrillPhase {
+                name: "restore".into(),
+                ms: 2_500,
+            },
+            DrillPhase {
+                name: "checks".into(),
+                ms: 40,
+            },
+        ],
+        checks: vec![
+            DrillCheck {
+                name: "rows app.orders".into(),
+                passed: true,
+                detail: "3 rows".into(),
+            },
+            DrillCheck {
+                name: "query SELECT count(*) > 0 FROM orders".into(),
+                passed: false,
+                detail: "returned 0".into(),
+            },
+        ],
+    }
+}
+
 /// (object, magic, AAD kind code written out from the spec, postcard body)
 fn fixtures() -> Vec<(&'static str, &'static [u8; 4], u8, Vec<u8>)> {
     vec![
@@ -180,6 +221,12 @@ fn fixtures() -> Vec<(&'static str, &'static [u8; 4], u8, Vec<u8>)> {
             13,
             postcard::to_allocvec(&good_marker()).unwrap(),
         ),
+        (
+            "drill_record",
+            b"NFRD",
+            14,
+            postcard::to_allocvec(&drill_record()).unwrap(),
+        ),
     ]
 }
 
@@ -190,6 +237,7 @@ fn kind_of(code: u8) -> SealedKind {
         11 => SealedKind::Lease,
         12 => SealedKind::ProtectMarker,
         13 => SealedKind::GoodMarker,
+        14 => SealedKind::DrillRecord,
         other => panic!("no sealed kind {other}"),
     }
 }
@@ -264,6 +312,10 @@ fn maintenance_objects_match_the_vectors() {
                 GoodMarker::decode(&SnapshotId([0x77; 32]), &bytes, &sealer, &repo()).unwrap(),
                 good_marker()
             ),
+            "drill_record" => assert_eq!(
+                DrillRecord::decode(&DrillId([0x88; 32]), &bytes, &sealer, &repo()).unwrap(),
+                drill_record()
+            ),
             other => panic!("unknown object {other}"),
         }
     }
@@ -278,8 +330,8 @@ fn generate() {
     );
     let vectors = Vectors {
         about: "GC plans, session markers (current, and session_marker_v1 as builds before `process` wrote \
-                them), leases, protect and good markers sealed with the fixed nonce 40 41 .. 57 under the \
-                vectors' master key and repository id; see format-spec/gc.md, protect.md and good.md"
+                them), leases, protect and good markers and drill records sealed with the fixed nonce 40 41 .. 57 under the \
+                vectors' master key and repository id; see format-spec/gc.md, protect.md, good.md and drill.md"
             .into(),
         objects: expected(),
     };

@@ -42,6 +42,7 @@ mod bucket;
 mod child;
 mod connection;
 mod database;
+mod drill;
 mod driver;
 mod dump;
 mod error;
@@ -68,6 +69,7 @@ pub use database::{
     DatabaseTarget, Leftover, MAINTENANCE_DATABASES, PlannedDatabase, RestoreStage, STAGING_MARK, expected_rows,
     plan_database_restore, restore_databases,
 };
+pub use drill::{DrillOptions, REDIS_KEYS_FACT, drill};
 pub use driver::{BackupReport, PROGRESS_EVERY, RetryCounter, RunOptions, run_backup};
 pub use dump::{DumpCommand, DumpOutcome, DumpOutput, DumpPlan, backup_dumps};
 pub use error::{Error, Result};

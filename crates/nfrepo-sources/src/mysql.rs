@@ -71,7 +71,7 @@ fn client_env(connection: &Connection) -> Vec<(String, Secret)> {
 }
 
 /// Runs one SQL statement with `mysql` and returns the rows, tab-separated. Blocks.
-fn query(connection: &Connection, bin: Option<&std::path::Path>, sql: &str) -> Result<String> {
+pub(crate) fn query(connection: &Connection, bin: Option<&std::path::Path>, sql: &str) -> Result<String> {
     let mut argv = vec![tool(bin, "mysql")];
     argv.extend(client_args(connection));
     argv.extend([

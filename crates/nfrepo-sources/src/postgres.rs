@@ -60,7 +60,12 @@ fn client_env(connection: &Connection) -> Vec<(String, Secret)> {
         .collect()
 }
 
-fn query(connection: &Connection, bin: Option<&std::path::Path>, database: &str, sql: &str) -> Result<String> {
+pub(crate) fn query(
+    connection: &Connection,
+    bin: Option<&std::path::Path>,
+    database: &str,
+    sql: &str,
+) -> Result<String> {
     let mut argv = vec![find_tool("psql", bin)];
     argv.extend(client_args(connection));
     argv.extend([

@@ -70,10 +70,18 @@ impl RedisSource {
             .find_map(|l| l.trim().strip_prefix("redis_version:"))
             .unwrap_or("unknown")
             .to_owned();
+        // The key count a drill compares with the restored server's
+        // (`redis.keys`). Read just before the RDB is taken: a server
+        // written to in between makes the two differ, which the drill
+        // reports rather than hides.
+        let mut keyspace = self.cli();
+        keyspace.extend(["INFO".to_owned(), "keyspace".to_owned()]);
+        let keys = crate::drill::keyspace_total(&capture(&keyspace, &self.env())?)?;
         let mut rdb = self.cli();
         rdb.extend(["--rdb".to_owned(), "-".to_owned()]);
         let facts = vec![
             ("redis.server_version".to_owned(), version),
+            (crate::drill::REDIS_KEYS_FACT.to_owned(), keys.to_string()),
             ("tool.redis-cli".to_owned(), tool_version(&self.cli()[0])),
         ];
         Ok(DumpPlan {

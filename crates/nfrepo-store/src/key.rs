@@ -38,9 +38,11 @@ pub enum ObjectKind {
     Good,
     /// The replicator's state on a replica, `replica/state`.
     Replica,
+    /// Disaster-recovery drill records, `drill/<drill id>`.
+    Drill,
 }
 
-const ALL_KINDS: [ObjectKind; 13] = [
+const ALL_KINDS: [ObjectKind; 14] = [
     ObjectKind::Config,
     ObjectKind::Key,
     ObjectKind::Data,
@@ -54,6 +56,7 @@ const ALL_KINDS: [ObjectKind; 13] = [
     ObjectKind::Protect,
     ObjectKind::Good,
     ObjectKind::Replica,
+    ObjectKind::Drill,
 ];
 
 impl ObjectKind {
@@ -78,6 +81,7 @@ impl ObjectKind {
             ObjectKind::Protect => "protect",
             ObjectKind::Good => "good",
             ObjectKind::Replica => "replica",
+            ObjectKind::Drill => "drill",
         }
     }
 
@@ -244,6 +248,7 @@ mod tests {
             (ObjectKind::Protect, "ab", "protect/ab"),
             (ObjectKind::Good, "ab", "good/ab"),
             (ObjectKind::Replica, "state", "replica/state"),
+            (ObjectKind::Drill, "ab", "drill/ab"),
         ];
         for (kind, name, path) in cases {
             let key = ObjectKey::new(kind, name).unwrap();

@@ -1,6 +1,8 @@
 //! The metadata object kinds: how each is named and opened.
 
-use nfrepo_format::{GcPlan, IndexDelta, IndexId, KeyId, Lease, ProtectMarker, SessionMarker, Snapshot, SnapshotId};
+use nfrepo_format::{
+    DrillId, DrillRecord, GcPlan, IndexDelta, IndexId, KeyId, Lease, ProtectMarker, SessionMarker, Snapshot, SnapshotId,
+};
 use nfrepo_store::ObjectKind;
 
 use super::RepoObject;
@@ -94,6 +96,15 @@ named_by_id!(
     |id: &SnapshotId| id.0,
     ObjectKind::Protect,
     "protect marker"
+);
+
+named_by_id!(
+    DrillRecord,
+    DrillId,
+    DrillId,
+    |id: &DrillId| id.0,
+    ObjectKind::Drill,
+    "drill record"
 );
 
 impl RepoObject for SessionMarker {

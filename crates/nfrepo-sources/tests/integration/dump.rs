@@ -207,6 +207,7 @@ async fn a_redis_source_stores_the_rdb_and_the_aof_directory() {
         "redis-cli",
         r#"case "$*" in
   *"INFO server"*) printf 'redis_version:7.2.4\r\n' ;;
+  *"INFO keyspace"*) printf '# Keyspace\r\ndb0:keys=12,expires=0,avg_ttl=0\r\ndb3:keys=5,expires=1,avg_ttl=9\r\n' ;;
   *"--rdb -"*) printf 'REDIS0011fake' ;;
   *--version*) echo "redis-cli 7.2.4" ;;
   *) exit 1 ;;
@@ -223,6 +224,8 @@ esac"#,
     let report = run(&repo, "cache", DumpSource::from(source)).await.unwrap();
     assert_eq!(report.snapshot.source_kind, "redis");
     assert_eq!(fact(&report, "redis.server_version"), Some("7.2.4"));
+    // The key count a drill compares with (issue 11): all databases.
+    assert_eq!(fact(&report, nfrepo_sources::REDIS_KEYS_FACT), Some("17"));
     assert_eq!(
         file_content(&repo, &report, nfrepo_sources::RDB_STREAM).await,
         b"REDIS0011fake"

@@ -1,0 +1,328 @@
+//! The throwaway side of a drill: a private temporary directory, a server
+//! process in it on a free loopback port, and a guard that kills the
+//! process and deletes the directory however the drill ends (success,
+//! failure, a panic, or the drill's future being dropped on Ctrl-C).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::{Error, Result};
+
+/// How long a server may take to answer after it was started.
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A temporary directory and the server running in it; both go when the
+/// owning handle is dropped.
+///
+/// The owner stays with the drill's future; blocking work (initialising a
+/// data directory, waiting for the server) runs on a [`Throwaway::worker`]
+/// handle. Dropping the owner (the drill ends, or its future is dropped on
+/// Ctrl-C while a worker is still busy) kills the server and removes the
+/// directory at once and closes the throwaway: a worker then starts no
+/// server, and its wait ends.
+pub(crate) struct Throwaway {
+    inner: Arc<Mutex<Inner>>,
+    dir: PathBuf,
+    /// What the server is, for messages (`mariadbd`).
+    name: &'static str,
+    owner: bool,
+}
+
+struct Inner {
+    child: Option<Child>,
+    closed: bool,
+}
+
+fn lock(inner: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
+    inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Throwaway {
+    /// Creates a new private directory under `root` (the system's temporary
+    /// directory when `None`). Its name is random and created exclusively.
+    pub(crate) fn new(root: Option<&Path>, name: &'static str) -> Result<Self> {
+        let root = root.map_or_else(std::env::temp_dir, Path::to_path_buf);
+        let dir = root.join(format!("nfrepo-drill-{}", crate::random::hex::<8>()));
+        std::fs::create_dir(&dir).map_err(|source| Error::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(Self {
+            inner: Arc::new(Mutex::new(Inner {
+                child: None,
+                closed: false,
+            })),
+            dir,
+            name,
+            owner: true,
+        })
+    }
+
+    /// A handle for blocking work; dropping it cleans nothing up.
+    pub(crate) fn worker(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            dir: self.dir.clone(),
+            name: self.name,
+            owner: false,
+        }
+    }
+
+    /// The directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn closed_error(&self) -> Error {
+        Error::CommandFailed(format!("the drill was stopped before {} was ready", self.name))
+    }
+
+    /// Starts the server (`argv`, with `configure` applied to the command,
+    /// for instance to run it as another user), its output to a log in the
+    /// directory. The server gets its own process group so that a Ctrl-C
+    /// at the terminal reaches nfrepo, which then stops it through the owner.
+    pub(crate) fn start(&self, argv: &[String], configure: impl FnOnce(&mut std::process::Command)) -> Result<()> {
+        self.spawn(self.name, argv, configure)
+    }
+
+    /// Runs a preparation step (`mariadb-install-db`, `initdb`) to its end,
+    /// its output to `<step>.log`, as killable by the owner as the server.
+    pub(crate) fn prepare(
+        &self,
+        step: &'static str,
+        argv: &[String],
+        configure: impl FnOnce(&mut std::process::Command),
+    ) -> Result<()> {
+        self.spawn(step, argv, configure)?;
+        loop {
+            {
+                let mut inner = lock(&self.inner);
+                if inner.closed {
+                    return Err(self.closed_error());
+                }
+                let status = match inner.child.as_mut().map(Child::try_wait) {
+                    Some(Ok(None)) => None,
+                    Some(Ok(Some(status))) => Some(Ok(status)),
+                    Some(Err(e)) => Some(Err(e)),
+                    None => return Err(self.closed_error()),
+                };
+                if let Some(status) = status {
+                    inner.child = None;
+                    let status = status.map_err(|e| Error::CommandFailed(format!("{step}: {e}")))?;
+                    if status.success() {
+                        return Ok(());
+                    }
+                    return Err(Error::CommandFailed(format!(
+                        "{step} failed ({status}): {}",
+                        self.log_tail(step)
+                    )));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn spawn(&self, log_name: &str, argv: &[String], configure: impl FnOnce(&mut std::process::Command)) -> Result<()> {
+        let (program, args) = argv
+            .split_first()
+            .ok_or_else(|| Error::Invalid("no server command".into()))?;
+        let mut inner = lock(&self.inner);
+        if inner.closed {
+            // The owner went while the worker was busy.
+            let _ = std::fs::remove_dir_all(&self.dir);
+            return Err(self.closed_error());
+        }
+        let log_path = self.dir.join(format!("{log_name}.log"));
+        let log = std::fs::File::create(&log_path).map_err(|source| Error::Io {
+            path: log_path.clone(),
+            source,
+        })?;
+        let err = log.try_clone().map_err(|source| Error::Io {
+            path: log_path.clone(),
+            source,
+        })?;
+        let mut command = crate::child::command(program, &[]);
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(err));
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        configure(&mut command);
+        let child = command
+            .spawn()
+            .map_err(|e| Error::CommandFailed(format!("cannot start {program:?}: {e}")))?;
+        inner.child = Some(child);
+        Ok(())
+    }
+
+    /// Polls `ready` until it answers true, the server exits, the owner
+    /// goes, or [`START_TIMEOUT`].
+    pub(crate) fn wait_ready(&self, mut ready: impl FnMut() -> bool) -> Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            {
+                let mut inner = lock(&self.inner);
+                if inner.closed {
+                    return Err(self.closed_error());
+                }
+                if let Some(child) = inner.child.as_mut()
+                    && let Ok(Some(status)) = child.try_wait()
+                {
+                    return Err(Error::CommandFailed(format!(
+                        "{} exited during start-up ({status}): {}",
+                        self.name,
+                        self.log_tail(self.name)
+                    )));
+                }
+            }
+            if ready() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(Error::CommandFailed(format!(
+                    "{} did not answer within {}s: {}",
+                    self.name,
+                    START_TIMEOUT.as_secs(),
+                    self.log_tail(self.name)
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The last line of a log in the directory (the server's is its name).
+    pub(crate) fn log_tail(&self, log_name: &str) -> String {
+        let bytes = std::fs::read(self.dir.join(format!("{log_name}.log"))).unwrap_or_default();
+        crate::dump::last_line(&bytes)
+    }
+}
+
+impl Drop for Throwaway {
+    fn drop(&mut self) {
+        if !self.owner {
+            return;
+        }
+        let mut inner = lock(&self.inner);
+        inner.closed = true;
+        if let Some(mut child) = inner.child.take() {
+            // The server's data is thrown away: no clean shutdown needed.
+            if let Err(e) = child.kill() {
+                tracing::warn!(server = self.name, error = %e, "cannot kill the drill's server");
+            }
+            let _ = child.wait();
+        }
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot remove the drill's temporary directory");
+        }
+    }
+}
+
+/// A loopback port free right now (the server binds it a moment later).
+pub(crate) fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|source| Error::Io {
+        path: PathBuf::from("127.0.0.1:0"),
+        source,
+    })?;
+    listener.local_addr().map(|a| a.port()).map_err(|source| Error::Io {
+        path: PathBuf::from("127.0.0.1:0"),
+        source,
+    })
+}
+
+/// How to reach a throwaway server on `127.0.0.1:port` as `user`, without a password.
+pub(crate) fn loopback(scheme: &str, user: &str, port: u16) -> crate::Connection {
+    crate::Connection {
+        scheme: scheme.to_owned(),
+        user: Some(user.to_owned()),
+        host: "127.0.0.1".into(),
+        port: Some(port),
+        database: None,
+        socket: None,
+        password: None,
+    }
+}
+
+/// Whether the first field of a query's answer is a true value: a non-zero
+/// number, `t`, `true`, `yes` or `on` (any case). Empty, `NULL`, zero and
+/// anything else are false.
+pub(crate) fn is_true(answer: &str) -> bool {
+    let first = answer
+        .lines()
+        .next()
+        .and_then(|line| line.split('\t').next())
+        .unwrap_or("")
+        .trim();
+    if let Ok(number) = first.parse::<f64>() {
+        return number != 0.0;
+    }
+    matches!(first.to_ascii_lowercase().as_str(), "t" | "true" | "yes" | "on")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
+
+    use super::*;
+
+    #[test]
+    fn truth_of_answers() {
+        for yes in ["1\n", "t\n", "true", "42\tx", "TRUE", " 1 ", "0.5"] {
+            assert!(is_true(yes), "{yes:?}");
+        }
+        for no in ["0\n", "f\n", "false", "", "NULL", "0\t1", "no", "banana"] {
+            assert!(!is_true(no), "{no:?}");
+        }
+    }
+
+    #[test]
+    fn the_guard_removes_its_directory_and_kills_its_server() {
+        let root = tempfile::tempdir().unwrap();
+        let guard = Throwaway::new(Some(root.path()), "sleep").unwrap();
+        let dir = guard.dir().to_path_buf();
+        std::fs::write(dir.join("data"), b"x").unwrap();
+        let worker = guard.worker();
+        worker.start(&["sleep".into(), "600".into()], |_| {}).unwrap();
+        let pid = lock(&guard.inner).child.as_ref().unwrap().id();
+        drop(guard);
+        // A worker still busy sees the throwaway closed, and starts nothing.
+        assert!(worker.wait_ready(|| false).is_err());
+        assert!(worker.start(&["sleep".into(), "600".into()], |_| {}).is_err());
+        assert!(lock(&worker.inner).child.is_none());
+        assert!(!dir.exists());
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .unwrap_or_default()
+                    .contains(") Z"),
+            "the server was killed"
+        );
+    }
+
+    #[test]
+    fn dropping_the_owner_stops_a_preparation_step_at_once() {
+        let root = tempfile::tempdir().unwrap();
+        let guard = Throwaway::new(Some(root.path()), "sleep").unwrap();
+        let worker = guard.worker();
+        let step = std::thread::spawn(move || worker.prepare("initdb", &["sleep".into(), "600".into()], |_| {}));
+        std::thread::sleep(Duration::from_millis(300));
+        let started = Instant::now();
+        drop(guard);
+        assert!(step.join().unwrap().is_err());
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
+        // A step that fails names its log's last line.
+        let guard = Throwaway::new(Some(root.path()), "sh").unwrap();
+        let err = guard
+            .prepare(
+                "step",
+                &["sh".into(), "-c".into(), "echo broken >&2; exit 3".into()],
+                |_| {},
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("broken"), "{err}");
+        guard.prepare("step", &["true".into()], |_| {}).unwrap();
+    }
+}
