@@ -209,14 +209,55 @@ impl Drop for Throwaway {
         inner.closed = true;
         if let Some(mut child) = inner.child.take() {
             // The server's data is thrown away: no clean shutdown needed.
-            if let Err(e) = child.kill() {
-                tracing::warn!(server = self.name, error = %e, "cannot kill the drill's server");
-            }
-            let _ = child.wait();
+            kill_group(&mut child, self.name);
         }
-        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+        // A process killed in the middle of a write may still finish it:
+        // try again briefly rather than leave the directory behind.
+        let mut removed = std::fs::remove_dir_all(&self.dir);
+        for _ in 0..50 {
+            match &removed {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    std::thread::sleep(Duration::from_millis(20));
+                    removed = std::fs::remove_dir_all(&self.dir);
+                }
+                _ => break,
+            }
+        }
+        if let Err(e) = removed.or_else(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        }) {
             tracing::warn!(dir = %self.dir.display(), error = %e, "cannot remove the drill's temporary directory");
         }
+    }
+}
+
+/// Kills `child` and every process of its group (it leads one, see
+/// [`Throwaway::start`]): `mariadb-install-db` is a script whose
+/// `mariadbd --bootstrap` would otherwise go on writing into the directory,
+/// and `runuser` does not pass a kill on to the server it started. Returns
+/// once the group is gone (or after five seconds, logged).
+fn kill_group(child: &mut Child, name: &str) {
+    use nix::sys::signal::{Signal, killpg};
+    use nix::unistd::Pid;
+    let group = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+    let _ = killpg(group, Signal::SIGKILL);
+    if let Err(e) = child.kill() {
+        tracing::debug!(server = name, error = %e, "the drill's process had already exited");
+    }
+    let _ = child.wait();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    // Signal 0: is any process of the group left?
+    while killpg(group, None).is_ok() {
+        if Instant::now() > deadline {
+            tracing::warn!(server = name, "processes of the drill's server outlived SIGKILL");
+            return;
+        }
+        let _ = killpg(group, Signal::SIGKILL);
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
