@@ -15,9 +15,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::envelope::{DRILL_MAGIC, open_object, seal_object};
+use crate::envelope::{DRILL_MAGIC, open_named_object, seal_object};
 use crate::seal::{SealedKind, Sealer};
-use crate::{DrillId, Error, RepoId, Result, SnapshotId};
+use crate::{DrillId, RepoId, Result, SnapshotId};
 
 /// The body of a `drill/<drill id>` object.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,31 +89,25 @@ impl DrillRecord {
     /// Opens the record stored under the name `id`.
     ///
     /// # Errors
-    /// Decoding or authentication errors; [`Error::Malformed`] if the body
+    /// Decoding or authentication errors; [`Error::Malformed`](crate::Error::Malformed) if the body
     /// names another drill.
     pub fn decode(id: &DrillId, bytes: &[u8], sealer: &Sealer, repo: &RepoId) -> Result<Self> {
-        let record: Self = open_object(
+        open_named_object(
             "drill record",
             DRILL_MAGIC,
             SealedKind::DrillRecord,
+            (&id.0, |r: &Self| &r.id.0, "records"),
             bytes,
             sealer,
             repo,
-        )?;
-        if record.id != *id {
-            return Err(Error::malformed(
-                "drill record",
-                format!("stored as {} but records {}", id.short(), record.id.short()),
-            ));
-        }
-        Ok(record)
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Cipher, MasterKey};
+    use crate::{Cipher, Error, MasterKey};
 
     fn sealer() -> Sealer {
         MasterKey::from_bytes([1; 32])

@@ -108,3 +108,34 @@ pub(crate) fn open_object<T: DeserializeOwned>(
     let body = sealer.open(what, crate::seal::Aad::object(kind, repo.0), sealed)?;
     from_postcard(what, &body)
 }
+
+/// What a named object is checked against: the id in its name, the id its
+/// body records, and the verb for the error ("marks", "protects"…).
+pub(crate) type Named<'a, T> = (&'a [u8; 32], fn(&T) -> &[u8; 32], &'a str);
+
+/// [`open_object`] for an object stored under the name of an id its body
+/// also records (a protect or good marker names its snapshot, a drill record
+/// its drill): a body recording another id than `stored_as` is
+/// [`Error::Malformed`] ("stored as A but `verb` B"), so an object copied
+/// under another name never passes for that one.
+pub(crate) fn open_named_object<T: DeserializeOwned>(
+    what: &'static str,
+    magic: [u8; 4],
+    kind: crate::seal::SealedKind,
+    named: Named<'_, T>,
+    bytes: &[u8],
+    sealer: &crate::Sealer,
+    repo: &crate::RepoId,
+) -> Result<T> {
+    let (stored_as, recorded, verb) = named;
+    let object: T = open_object(what, magic, kind, bytes, sealer, repo)?;
+    let body_id = recorded(&object);
+    if body_id != stored_as {
+        let short = |id: &[u8; 32]| hex::encode(id.get(..4).unwrap_or_default());
+        return Err(Error::malformed(
+            what,
+            format!("stored as {} but {verb} {}", short(stored_as), short(body_id)),
+        ));
+    }
+    Ok(object)
+}

@@ -15,9 +15,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::envelope::{GOOD_MAGIC, open_object, seal_object};
+use crate::envelope::{GOOD_MAGIC, open_named_object, seal_object};
 use crate::seal::{SealedKind, Sealer};
-use crate::{Error, RepoId, Result, SnapshotId};
+use crate::{RepoId, Result, SnapshotId};
 
 /// The body of a `good/<snapshot id>` object.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,23 +47,24 @@ impl GoodMarker {
     /// Opens the marker stored under the name of `snapshot`.
     ///
     /// # Errors
-    /// Decoding or authentication errors; [`Error::Malformed`] if it marks another snapshot.
+    /// Decoding or authentication errors; [`Error::Malformed`](crate::Error::Malformed) if it marks another snapshot.
     pub fn decode(snapshot: &SnapshotId, bytes: &[u8], sealer: &Sealer, repo: &RepoId) -> Result<Self> {
-        let marker: Self = open_object("good marker", GOOD_MAGIC, SealedKind::GoodMarker, bytes, sealer, repo)?;
-        if marker.snapshot != *snapshot {
-            return Err(Error::malformed(
-                "good marker",
-                format!("stored as {} but marks {}", snapshot.short(), marker.snapshot.short()),
-            ));
-        }
-        Ok(marker)
+        open_named_object(
+            "good marker",
+            GOOD_MAGIC,
+            SealedKind::GoodMarker,
+            (&snapshot.0, |m: &Self| &m.snapshot.0, "marks"),
+            bytes,
+            sealer,
+            repo,
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Cipher, MasterKey};
+    use crate::{Cipher, Error, MasterKey};
 
     fn sealer() -> Sealer {
         MasterKey::from_bytes([1; 32])

@@ -13,9 +13,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::envelope::{PROTECT_MAGIC, open_object, seal_object};
+use crate::envelope::{PROTECT_MAGIC, open_named_object, seal_object};
 use crate::seal::{SealedKind, Sealer};
-use crate::{Error, RepoId, Result, SnapshotId};
+use crate::{RepoId, Result, SnapshotId};
 
 /// The body of a `protect/<snapshot id>` object.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,34 +49,24 @@ impl ProtectMarker {
     /// Opens the marker stored under the name of `snapshot`.
     ///
     /// # Errors
-    /// Decoding or authentication errors; [`Error::Malformed`] if it protects another snapshot.
+    /// Decoding or authentication errors; [`Error::Malformed`](crate::Error::Malformed) if it protects another snapshot.
     pub fn decode(snapshot: &SnapshotId, bytes: &[u8], sealer: &Sealer, repo: &RepoId) -> Result<Self> {
-        let marker: Self = open_object(
+        open_named_object(
             "protect marker",
             PROTECT_MAGIC,
             SealedKind::ProtectMarker,
+            (&snapshot.0, |m: &Self| &m.snapshot.0, "protects"),
             bytes,
             sealer,
             repo,
-        )?;
-        if marker.snapshot != *snapshot {
-            return Err(Error::malformed(
-                "protect marker",
-                format!(
-                    "stored as {} but protects {}",
-                    snapshot.short(),
-                    marker.snapshot.short()
-                ),
-            ));
-        }
-        Ok(marker)
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Cipher, MasterKey};
+    use crate::{Cipher, Error, MasterKey};
 
     #[test]
     fn round_trip_and_renamed() {
