@@ -12,22 +12,14 @@
 
 use libfuzzer_sys::fuzz_target;
 use nfrepo_format::{DrillId, DrillRecord, SealedKind};
-use nfrepo_fuzz::{REPO, cipher_of, sealed_object, sealer};
+use nfrepo_fuzz::{REPO, sealed_input};
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, rest)) = data.split_first() else {
+    let Some((sealer, bytes)) = sealed_input(data, b"NFRD", SealedKind::DrillRecord) else {
         return;
     };
-    let sealer = sealer(cipher_of(mode & 2 != 0));
-    let built;
-    let bytes = if mode & 1 == 0 {
-        rest
-    } else {
-        built = sealed_object(b"NFRD", sealer, SealedKind::DrillRecord, rest);
-        &built[..]
-    };
     let name = DrillId([0x88; 32]);
-    if let Ok(record) = DrillRecord::decode(&name, bytes, sealer, &REPO) {
+    if let Ok(record) = DrillRecord::decode(&name, &bytes, sealer, &REPO) {
         let encoded = record.encode(sealer, &REPO).expect("a decoded record encodes");
         assert_eq!(
             DrillRecord::decode(&name, &encoded, sealer, &REPO).expect("round trip"),

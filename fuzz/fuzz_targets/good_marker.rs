@@ -12,22 +12,14 @@
 
 use libfuzzer_sys::fuzz_target;
 use nfrepo_format::{GoodMarker, SealedKind, SnapshotId};
-use nfrepo_fuzz::{REPO, cipher_of, sealed_object, sealer};
+use nfrepo_fuzz::{REPO, sealed_input};
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, rest)) = data.split_first() else {
+    let Some((sealer, bytes)) = sealed_input(data, b"NFRM", SealedKind::GoodMarker) else {
         return;
     };
-    let sealer = sealer(cipher_of(mode & 2 != 0));
-    let built;
-    let bytes = if mode & 1 == 0 {
-        rest
-    } else {
-        built = sealed_object(b"NFRM", sealer, SealedKind::GoodMarker, rest);
-        &built[..]
-    };
     let name = SnapshotId([0x77; 32]);
-    if let Ok(marker) = GoodMarker::decode(&name, bytes, sealer, &REPO) {
+    if let Ok(marker) = GoodMarker::decode(&name, &bytes, sealer, &REPO) {
         let encoded = marker.encode(sealer, &REPO).expect("a decoded marker encodes");
         assert_eq!(
             GoodMarker::decode(&name, &encoded, sealer, &REPO).expect("round trip"),
