@@ -708,3 +708,115 @@ fn mysql_a_multi_database_restore_replaces_every_database() {
     assert_eq!((mysql_digest(&a), mysql_digest(&b)), (digest_a, digest_b));
     mysql(&format!("DROP DATABASE `{a}`; DROP DATABASE `{b}`"));
 }
+
+/// The live database of the switch crash test: 80 rows in `t`, a table
+/// `audit` its trigger fills, a view and a function.
+fn mysql_live_with_objects() -> String {
+    let live = mysql_live(80);
+    mysql(&format!(
+        "CREATE TABLE `{live}`.audit (id INT); \
+         CREATE VIEW `{live}`.old_view AS SELECT id FROM `{live}`.t WHERE id <= 3; \
+         USE `{live}`; \
+         CREATE TRIGGER old_trigger AFTER INSERT ON t FOR EACH ROW INSERT INTO audit VALUES (NEW.id); \
+         CREATE FUNCTION `{live}`.old_fn() RETURNS INT DETERMINISTIC RETURN 7;"
+    ));
+    live
+}
+
+/// Whether `db`'s trigger on `t` fills `audit` (one probe row, removed after).
+fn mysql_trigger_fires(db: &str) -> bool {
+    mysql(&format!("INSERT INTO `{db}`.t VALUES (100000, 'probe')"));
+    let fired = mysql(&format!("SELECT COUNT(*) FROM `{db}`.audit WHERE id = 100000")) == "1";
+    mysql(&format!(
+        "DELETE FROM `{db}`.t WHERE id = 100000; DELETE FROM `{db}`.audit WHERE id = 100000"
+    ));
+    fired
+}
+
+// kill -9 at every step of the MariaDB switch: the live database's views
+// and triggers are dropped before the RENAME TABLE and recreated after, so
+// a crash in between used to lose them. The switch journal lets the next
+// restore (into any database of the server) finish the switch: back to the
+// live database as it was before the rename, forward to the restored one
+// with a complete kept copy after it.
+#[test]
+fn mysql_kill_9_at_every_switch_step_is_finished_by_the_next_restore() {
+    let src = unique("nf_src");
+    mysql(&format!(
+        "CREATE DATABASE `{src}`; CREATE TABLE `{src}`.t (id INT PRIMARY KEY, v VARCHAR(64)); \
+         USE `{src}`; INSERT INTO t SELECT seq, CONCAT('new-', seq) FROM seq_1_to_50; \
+         CREATE TABLE `{src}`.audit (id INT); \
+         CREATE VIEW `{src}`.new_view AS SELECT id FROM `{src}`.t WHERE id <= 5; \
+         CREATE TRIGGER new_trigger AFTER INSERT ON t FOR EACH ROW INSERT INTO audit VALUES (NEW.id); \
+         CREATE FUNCTION `{src}`.new_fn() RETURNS INT DETERMINISTIC RETURN 9;"
+    ));
+    let (env, config) = env_with_source("mysql", &format!("{}/{src}", mysql_url()));
+    env.ok(&["--config", &config, "snapshot", "--source", "db"]);
+    let expected = mysql_digest(&src);
+    for step in 1..=5 {
+        let live = mysql_live_with_objects();
+        let old = mysql_digest(&live);
+        let into = format!("{}/{live}", mysql_url());
+        let out = restore(&env, &config, &into, &["--force"])
+            .env("NFREPO_FAILPOINT_MYSQL_SWITCH", format!("kill-after:{step}"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), None, "step {step}: not killed: {}", describe(&out));
+        assert_eq!(
+            mysql_databases_like(&format!("{live}{STAGING}")).len(),
+            1,
+            "step {step}"
+        );
+
+        // The next restore, into another database of the server, finishes it.
+        let other = unique("nf_other");
+        let out = restore(&env, &config, &format!("{}/{other}", mysql_url()), &[])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "step {step}: {}", describe(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("a switch into {live} was interrupted")),
+            "step {step}: the recovery is not reported:\n{stderr}"
+        );
+        assert!(
+            mysql_databases_like(&format!("{live}{STAGING}")).is_empty(),
+            "step {step}: staging copy left"
+        );
+        let kept = mysql_databases_like(&format!("{live}{BEFORE}"));
+        if step <= 2 {
+            // Before the rename: the live database as it was, whole.
+            assert!(stderr.contains("before its rename"), "step {step}:\n{stderr}");
+            assert_eq!(mysql_digest(&live), old, "step {step}");
+            assert_eq!(mysql(&format!("SELECT COUNT(*) FROM `{live}`.old_view")), "3");
+            assert_eq!(mysql(&format!("SELECT `{live}`.old_fn()")), "7");
+            assert!(mysql_trigger_fires(&live), "step {step}: the old trigger is lost");
+            for db in &kept {
+                mysql(&format!("DROP DATABASE `{db}`"));
+            }
+        } else {
+            // After it: the restored database, whole, and a complete kept copy.
+            assert!(stderr.contains("after its rename: completed"), "step {step}:\n{stderr}");
+            assert_eq!(mysql_digest(&live), expected, "step {step}");
+            assert_eq!(mysql(&format!("SELECT COUNT(*) FROM `{live}`.new_view")), "5");
+            assert_eq!(mysql(&format!("SELECT `{live}`.new_fn()")), "9");
+            assert!(mysql_trigger_fires(&live), "step {step}: the restored trigger is lost");
+            assert_eq!(
+                mysql(&format!(
+                    "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{live}' AND TABLE_NAME = 'old_view'"
+                )),
+                "0",
+                "step {step}: the old view is still live"
+            );
+            assert_eq!(kept.len(), 1, "step {step}: {kept:?}");
+            let before = &kept[0];
+            assert_eq!(mysql_digest(before), old, "step {step}");
+            assert_eq!(mysql(&format!("SELECT COUNT(*) FROM `{before}`.old_view")), "3");
+            assert_eq!(mysql(&format!("SELECT `{before}`.old_fn()")), "7");
+            assert!(mysql_trigger_fires(before), "step {step}: the kept trigger is lost");
+            mysql(&format!("DROP DATABASE `{before}`"));
+        }
+        mysql(&format!("DROP DATABASE `{live}`; DROP DATABASE `{other}`"));
+    }
+    mysql(&format!("DROP DATABASE `{src}`"));
+}

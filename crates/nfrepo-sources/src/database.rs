@@ -52,7 +52,12 @@
 //!      kept-aside database, so it is a complete copy of what was live. If
 //!      any step of the switch fails, the steps done are undone (the
 //!      reverse `RENAME TABLE`, the old objects recreated) and the error
-//!      says whether that succeeded. Writers are not paused: stop the
+//!      says whether that succeeded. Before the live database is touched, a
+//!      journal of the switch (every definition it drops and creates, and a
+//!      probe that tells whether the rename happened) is written into the
+//!      staging database in one transaction; the next restore into the
+//!      server finishes a switch whose process was killed midway, back to
+//!      the old database before the rename and forward after it. Writers are not paused: stop the
 //!      application first; a write that lands between the load and the
 //!      switch goes to the kept-aside copy.
 //!    - PostgreSQL: sessions connected to `DB` block the switch. nfrepo
@@ -397,6 +402,15 @@ impl DatabaseTarget {
         match self {
             Self::Mysql(t) => t.switch(switch),
             Self::Postgres(t) => t.switch(switch),
+        }
+    }
+
+    /// Finishes a switch that a killed process left half done in `staging`
+    /// (MariaDB only: PostgreSQL's switch is one transaction).
+    fn recover_switch(&self, staging: &str) -> Result<Option<String>> {
+        match self {
+            Self::Mysql(t) => t.recover_switch(staging),
+            Self::Postgres(_) => Ok(None),
         }
     }
 

@@ -46,6 +46,7 @@ mod drill;
 mod driver;
 mod dump;
 mod error;
+mod fault;
 mod files;
 mod meta;
 mod mysql;

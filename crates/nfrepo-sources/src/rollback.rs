@@ -38,7 +38,6 @@
 //!
 //! Directory metadata changes alone are not rolled back.
 
-mod fault;
 mod journal;
 mod recover;
 mod staging;
@@ -237,7 +236,13 @@ fn swap_and_prove(
     comparer: &mut Comparer,
 ) -> Result<()> {
     let mut done = 0;
-    let mut outcome = apply(&staging.bases, &journal.steps, &mut done, &mut fault::after_step()).and_then(|complete| {
+    let mut outcome = apply(
+        &staging.bases,
+        &journal.steps,
+        &mut done,
+        &mut crate::fault::after_step(crate::fault::ROLLBACK_SWAP),
+    )
+    .and_then(|complete| {
         if complete {
             Ok(())
         } else {

@@ -80,6 +80,60 @@ impl Objects {
     }
 }
 
+/// The table in the staging database that journals a switch.
+///
+/// Written in one transaction before the live database is touched: the
+/// live database's and the staged copy's views, routines, triggers and
+/// events as `SHOW CREATE` gave them, the kept-aside copy's name, and a
+/// probe (one table the `RENAME TABLE` moves, at its destination) that
+/// tells afterwards whether the rename happened. A process that returns
+/// from the switch, successful or not, marks it done; a journal found
+/// unfinished in the staging database of a dead process is a switch killed
+/// midway, which the next restore finishes ([`MysqlTarget::recover_switch`]).
+const JOURNAL: &str = "__nfrepo_switch_journal";
+
+/// The journal being written.
+struct JournalRef<'a> {
+    live: &'a str,
+    before: Option<&'a str>,
+    probe: Option<(String, String)>,
+    enable: &'a [String],
+    old: &'a Objects,
+    staged: &'a Objects,
+}
+
+/// A journal read back.
+#[derive(Default)]
+struct Journal {
+    live: String,
+    before: Option<String>,
+    probe: Option<(String, String)>,
+    enable: Vec<String>,
+    old: Objects,
+    staged: Objects,
+    done: bool,
+}
+
+/// One table the switch's `RENAME TABLE` moves, at its destination, which
+/// exists there before the rename only if it does after: a table of the
+/// live database in the fresh kept-aside copy, or else (the live database
+/// then has no tables) a staged table in the live database.
+fn probe(sw: &Switch<'_>, staged: &Objects, old: &Objects) -> Option<(String, String)> {
+    match (sw.before, old.tables.first()) {
+        (Some(before), Some(table)) => Some((before.to_owned(), table.clone())),
+        _ => staged.tables.first().map(|t| (sw.live.to_owned(), t.clone())),
+    }
+}
+
+/// Marks the journal in `staging` finished.
+fn journal_done_sql(staging: &str) -> String {
+    format!(
+        "INSERT INTO {}.{} (role, kind, name) VALUES ('meta', 'done', '');",
+        ident(staging),
+        ident(JOURNAL)
+    )
+}
+
 impl MysqlTarget {
     /// Runs `script` (in `db`, if given), stopping at the first error; returns
     /// its rows. Blocks.
@@ -417,9 +471,39 @@ impl MysqlTarget {
             live_unchanged: true,
             message: e.to_string(),
         };
+        let mut fault = crate::fault::after_step(crate::fault::MYSQL_SWITCH);
         // Triggers cannot move to another database with their table.
         self.drop_definitions(sw.staging, staged.triggers.iter())
             .map_err(unchanged)?;
+        let journal = JournalRef {
+            live: sw.live,
+            before: sw.before,
+            probe: probe(sw, staged, old),
+            enable: &sw.staged.enable_events,
+            old,
+            staged,
+        };
+        self.write_journal(sw.staging, &journal).map_err(unchanged)?;
+        fault(1);
+        let outcome = self.switch_journaled(sw, staged, old, &mut fault);
+        if outcome.is_err() {
+            // This process saw the failure through and reports it: a later
+            // run must not redo the switch.
+            if let Err(e) = self.admin(None, &journal_done_sql(sw.staging)) {
+                tracing::warn!("could not mark the switch journal in {} finished: {e}", sw.staging);
+            }
+        }
+        outcome
+    }
+
+    /// The switch once its journal is written; `fault` is called after each step.
+    fn switch_journaled(
+        &self,
+        sw: &Switch<'_>,
+        staged: &Objects,
+        old: &Objects,
+        fault: &mut impl FnMut(usize) -> bool,
+    ) -> std::result::Result<Vec<String>, SwitchError> {
         // From here on the live database changes. Its views go too: a view
         // may have the name of a staged table.
         if let Err(e) = self.drop_definitions(sw.live, old.triggers.iter().chain(&old.views)) {
@@ -429,6 +513,7 @@ impl MysqlTarget {
                 message: format!("{e}{lost}"),
             });
         }
+        fault(2);
         let (live, staging) = (ident(sw.live), ident(sw.staging));
         let mut moves: Vec<(String, String)> = Vec::new();
         if let Some(before) = sw.before {
@@ -452,6 +537,7 @@ impl MysqlTarget {
                 message: format!("{e}{lost}"),
             });
         }
+        fault(3);
         let replaced = self.replace_objects(sw.live, old, staged, sw.staged);
         if let Err(e) = replaced {
             // In reverse order: the new tables leave the live database before the old ones come back.
@@ -471,17 +557,45 @@ impl MysqlTarget {
                 message: format!("{e}{problems}"),
             });
         }
+        fault(4);
         // The live database is the restored one; complete the kept copy.
+        let mut warnings = match sw.before {
+            Some(before) => self.complete_kept_copy(before, old, false),
+            None => Vec::new(),
+        };
+        fault(5);
+        if let Err(e) = self
+            .admin(None, &journal_done_sql(sw.staging))
+            .and_then(|_| self.drop_database(sw.staging))
+        {
+            warnings.push(format!(
+                "the emptied staging database {} could not be dropped: {e}",
+                sw.staging
+            ));
+        }
+        Ok(warnings)
+    }
+
+    /// Recreates `old`'s routines, views, events (disabled) and triggers in
+    /// the kept-aside copy `before`; returns what could not be, as warnings.
+    /// `again`: a recovery may find some there already, so each is dropped first.
+    fn complete_kept_copy(&self, before: &str, old: &Objects, again: bool) -> Vec<String> {
         let mut warnings = Vec::new();
-        if let Some(before) = sw.before {
-            for definition in old
-                .routines
-                .iter()
-                .chain(&old.views)
-                .chain(&old.events)
-                .chain(&old.triggers)
-            {
-                let created = self.create_in(before, definition).and_then(|()| {
+        for definition in old
+            .routines
+            .iter()
+            .chain(&old.views)
+            .chain(&old.events)
+            .chain(&old.triggers)
+        {
+            let dropped = if again {
+                self.admin(None, &definition.drop_sql(before)).map(drop)
+            } else {
+                Ok(())
+            };
+            let created = dropped
+                .and_then(|()| self.create_in(before, definition))
+                .and_then(|()| {
                     if definition.kind == "EVENT" {
                         self.admin(
                             None,
@@ -492,22 +606,206 @@ impl MysqlTarget {
                         Ok(())
                     }
                 });
-                if let Err(e) = created {
-                    warnings.push(format!(
-                        "{} {} could not be recreated in the kept copy {before}: {e}",
-                        definition.kind.to_lowercase(),
-                        definition.name
-                    ));
+            if let Err(e) = created {
+                warnings.push(format!(
+                    "{} {} could not be recreated in the kept copy {before}: {e}",
+                    definition.kind.to_lowercase(),
+                    definition.name
+                ));
+            }
+        }
+        warnings
+    }
+
+    /// Writes the switch journal into `staging`, in one transaction: all of
+    /// it or nothing.
+    fn write_journal(&self, staging: &str, journal: &JournalRef<'_>) -> Result<()> {
+        let table = format!("{}.{}", ident(staging), ident(JOURNAL));
+        let mut rows: Vec<String> = Vec::new();
+        let mut meta = |kind: &str, name: &str| {
+            rows.push(format!(
+                "('meta', {}, {}, NULL, NULL, NULL)",
+                literal(kind),
+                literal(name)
+            ));
+        };
+        meta("live", journal.live);
+        if let Some(before) = journal.before {
+            meta("before", before);
+        }
+        if let Some((db, t)) = &journal.probe {
+            meta("probe_db", db);
+            meta("probe_table", t);
+        }
+        for event in journal.enable {
+            meta("enable", event);
+        }
+        for (role, objects) in [("old", journal.old), ("staged", journal.staged)] {
+            for d in objects.non_tables().chain(&objects.triggers) {
+                let opt = |v: &Option<String>| v.as_deref().map_or_else(|| "NULL".to_owned(), literal);
+                rows.push(format!(
+                    "({}, {}, {}, {}, {}, {})",
+                    literal(role),
+                    literal(d.kind),
+                    literal(&d.name),
+                    opt(&d.sql_mode),
+                    opt(&d.time_zone),
+                    literal(&d.create)
+                ));
+            }
+        }
+        let inserts: String = rows
+            .iter()
+            .map(|r| format!("INSERT INTO {table} (role, kind, name, sql_mode, time_zone, body) VALUES {r};\n"))
+            .collect();
+        self.admin(
+            None,
+            &format!(
+                "CREATE TABLE {table} (seq INT AUTO_INCREMENT PRIMARY KEY, role VARCHAR(8) NOT NULL, \
+                 kind VARCHAR(16) NOT NULL, name VARCHAR(512) NOT NULL, sql_mode TEXT NULL, \
+                 time_zone VARCHAR(64) NULL, body LONGTEXT NULL) ENGINE=InnoDB;\n\
+                 START TRANSACTION;\n{inserts}COMMIT;\n"
+            ),
+        )
+        .map(drop)
+    }
+
+    /// The journal in `staging`; `None` if there is none or it was never
+    /// completely written (then nothing live was changed).
+    fn read_journal(&self, staging: &str) -> Result<Option<Journal>> {
+        if !self.table_exists(staging, JOURNAL)? {
+            return Ok(None);
+        }
+        let out = self.admin(
+            None,
+            &format!(
+                "SELECT role, kind, name, sql_mode, time_zone, body FROM {}.{} ORDER BY seq;",
+                ident(staging),
+                ident(JOURNAL)
+            ),
+        )?;
+        let mut journal = Journal::default();
+        let mut live = None;
+        let mut probe = (None, None);
+        for row in rows(&out) {
+            let [role, kind, name, sql_mode, time_zone, body] = row.as_slice() else {
+                return Err(Error::RestoreCommandFailed(format!(
+                    "unreadable switch journal row in {staging}: {row:?}"
+                )));
+            };
+            let null = |v: &String| Some(v.clone()).filter(|v| v != "NULL");
+            match (role.as_str(), kind.as_str()) {
+                ("meta", "live") => live = Some(name.clone()),
+                ("meta", "before") => journal.before = Some(name.clone()),
+                ("meta", "probe_db") => probe.0 = Some(name.clone()),
+                ("meta", "probe_table") => probe.1 = Some(name.clone()),
+                ("meta", "enable") => journal.enable.push(name.clone()),
+                ("meta", "done") => journal.done = true,
+                (role @ ("old" | "staged"), kind) => {
+                    let kind = match kind {
+                        "VIEW" => "VIEW",
+                        "TRIGGER" => "TRIGGER",
+                        "EVENT" => "EVENT",
+                        "FUNCTION" => "FUNCTION",
+                        "PROCEDURE" => "PROCEDURE",
+                        other => {
+                            return Err(Error::RestoreCommandFailed(format!(
+                                "unknown object kind {other:?} in the switch journal of {staging}"
+                            )));
+                        }
+                    };
+                    let definition = Definition {
+                        kind,
+                        name: name.clone(),
+                        sql_mode: null(sql_mode),
+                        time_zone: null(time_zone),
+                        create: body.clone(),
+                    };
+                    let objects = if role == "old" {
+                        &mut journal.old
+                    } else {
+                        &mut journal.staged
+                    };
+                    match kind {
+                        "VIEW" => objects.views.push(definition),
+                        "TRIGGER" => objects.triggers.push(definition),
+                        "EVENT" => objects.events.push(definition),
+                        _ => objects.routines.push(definition),
+                    }
+                }
+                _ => {
+                    return Err(Error::RestoreCommandFailed(format!(
+                        "unreadable switch journal row in {staging}: {row:?}"
+                    )));
                 }
             }
         }
-        if let Err(e) = self.drop_database(sw.staging) {
-            warnings.push(format!(
-                "the emptied staging database {} could not be dropped: {e}",
-                sw.staging
-            ));
+        let Some(live) = live else { return Ok(None) };
+        journal.live = live;
+        journal.probe = probe.0.zip(probe.1);
+        Ok(Some(journal))
+    }
+
+    fn table_exists(&self, db: &str, table: &str) -> Result<bool> {
+        let out = self.admin(
+            None,
+            &format!(
+                "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {};",
+                literal(db),
+                literal(table)
+            ),
+        )?;
+        Ok(out.trim() != "0")
+    }
+
+    /// Finishes, from its journal, a switch that a process killed midway
+    /// left in `staging`: back to the live database as it was if the
+    /// `RENAME TABLE` had not happened, forward to the restored one (and a
+    /// complete kept-aside copy) if it had. `None` when `staging` holds no
+    /// unfinished switch. The caller then drops `staging`.
+    pub(super) fn recover_switch(&self, staging: &str) -> Result<Option<String>> {
+        let Some(journal) = self.read_journal(staging)? else {
+            return Ok(None);
+        };
+        if journal.done {
+            return Ok(None);
         }
-        Ok(warnings)
+        let live = journal.live.as_str();
+        let renamed = match &journal.probe {
+            Some((db, table)) => self.table_exists(db, table)?,
+            None => true,
+        };
+        if !renamed {
+            let lost = self.restore_dropped(live, &journal.old);
+            if !lost.is_empty() {
+                return Err(Error::RestoreCommandFailed(format!(
+                    "recovering the switch interrupted in {staging}{lost}"
+                )));
+            }
+            return Ok(Some(format!(
+                "a switch into {live} was interrupted before its rename: {live} is as it was, \
+                 its views and triggers recreated"
+            )));
+        }
+        let fail = |e: Error| {
+            Error::RestoreCommandFailed(format!(
+                "completing the switch into {live} interrupted after its rename (journal in {staging}): {e}"
+            ))
+        };
+        self.undo_objects(live, &journal.old, &journal.staged).map_err(fail)?;
+        let state = Staged {
+            enable_events: journal.enable.clone(),
+        };
+        self.replace_objects(live, &Objects::default(), &journal.staged, &state)
+            .map_err(fail)?;
+        let mut note = format!("a switch into {live} was interrupted after its rename: completed");
+        if let Some(before) = &journal.before {
+            note.push_str(&format!("; the old database is kept as {before}"));
+            for warning in self.complete_kept_copy(before, &journal.old, true) {
+                note.push_str(&format!("; {warning}"));
+            }
+        }
+        Ok(Some(note))
     }
 
     /// Drops `old`'s views, routines and events from `db` and creates
@@ -537,6 +835,9 @@ impl MysqlTarget {
             .chain(old.non_tables())
             .map(|d| d.drop_sql(db))
             .collect();
+        if drops.is_empty() {
+            return Ok(());
+        }
         self.admin(None, &drops).map(drop)
     }
 

@@ -127,6 +127,19 @@ pub fn plan_database_restore(
     for (name, comment) in existing.iter().cloned() {
         if name.contains(STAGING_MARK) {
             let creator = parse_creator(&comment);
+            let dead_here = creator
+                .as_ref()
+                .is_some_and(|c| c.host == here && c.pid != std::process::id() && !process_alive(c.pid));
+            // A switch its process did not live to finish is finished first,
+            // whichever databases this restore is about.
+            if dead_here && let Some(recovered) = target.recover_switch(&name)? {
+                leftovers.push(Leftover {
+                    database: name,
+                    note: format!("{recovered}; its staging database removed"),
+                    remove: true,
+                });
+                continue;
+            }
             let (remove, note) = match &creator {
                 Some(c) if c.host == here && c.pid == std::process::id() => continue,
                 Some(c) if c.host == here && process_alive(c.pid) => {
