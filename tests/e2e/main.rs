@@ -43,5 +43,6 @@ mod s3;
 mod secrets;
 mod sources;
 mod spoof;
+mod store_policy;
 mod streams;
 mod verified_read;
