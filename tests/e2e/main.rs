@@ -40,6 +40,7 @@ mod restore_safety;
 mod rollback;
 mod rollback_safety;
 mod s3;
+mod secret_leaks;
 mod secrets;
 mod sources;
 mod spoof;

@@ -168,7 +168,7 @@ async fn run_hook(source: &str, which: &'static str, command: &str) -> Result<()
 /// nfrepo's secrets removed from its environment, no stdin, its output on
 /// stderr (stdout is for results).
 pub fn hook_command(source: &str, command: &str) -> tokio::process::Command {
-    let mut child = nfrepo_sources::async_command("sh", &[]);
+    let mut child = nfrepo_sources::async_command("sh", &nfrepo_sources::ChildAuth::none());
     child
         .arg("-c")
         .arg(command)
