@@ -43,7 +43,7 @@ impl Bucket {
     pub(crate) fn operator(&self, sub: &str) -> opendal::Operator {
         let url = nfrepo_store::StoreUrl::parse(&self.url(sub)).unwrap();
         let creds = nfrepo_store::Credentials::new(var("NFREPO_TEST_S3_ACCESS_KEY"), var("NFREPO_TEST_S3_SECRET_KEY"));
-        nfrepo_store::s3_bucket_operator(&url, &creds).unwrap()
+        nfrepo_store::s3_bucket_operator(&url, &creds, &nfrepo_store::OpenOptions::default()).unwrap()
     }
 
     pub(crate) fn put(&self, sub: &str, key: &str, content_type: &str, bytes: Vec<u8>) {

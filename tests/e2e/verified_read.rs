@@ -13,7 +13,12 @@ fn commit_crafted(env: &Env, data: Vec<u8>, alter: fn(&mut NodeKind)) -> String 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let url = nfrepo_store::StoreUrl::parse(&env.repo).unwrap();
-        let store = nfrepo_store::open(&url, &nfrepo_store::Credentials::default()).unwrap();
+        let store = nfrepo_store::open(
+            &url,
+            &nfrepo_store::Credentials::default(),
+            &nfrepo_store::OpenOptions::default(),
+        )
+        .unwrap();
         let repo = Repository::open(store, PASSWORD.as_bytes()).await.unwrap();
         nfrepo_testing::crafted::commit_altered_file(&repo, data, alter)
             .await

@@ -48,6 +48,12 @@ pub struct GlobalArgs {
     /// Read from the replica named by `[repository] replica` in nfrepo.toml instead of the repository.
     #[arg(long, global = true)]
     pub from_replica: bool,
+    /// Allow S3 endpoints over plain http:// on hosts other than loopback (warns on every run).
+    #[arg(long, global = true)]
+    pub allow_insecure_http: bool,
+    /// Refuse to open a repository sealed with any other cipher (also `[repository] require_cipher`).
+    #[arg(long, value_enum, value_name = "CIPHER", global = true)]
+    pub require_cipher: Option<CipherArg>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -102,10 +108,20 @@ pub enum Command {
     Replicate(ReplicateArgs),
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum CipherArg {
     Xchacha20poly1305,
     Aes256gcm,
+}
+
+impl CipherArg {
+    pub const fn cipher(self) -> nfrepo_format::Cipher {
+        match self {
+            Self::Xchacha20poly1305 => nfrepo_format::Cipher::XChaCha20Poly1305,
+            Self::Aes256gcm => nfrepo_format::Cipher::Aes256Gcm,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -120,9 +136,10 @@ pub struct KdfArgs {
 
 #[derive(Debug, Args)]
 pub struct InitArgs {
-    /// The AEAD every object is sealed with.
-    #[arg(long, value_enum, default_value_t = CipherArg::Xchacha20poly1305)]
-    pub cipher: CipherArg,
+    /// The AEAD every object is sealed with (else `[repository] cipher`, else the
+    /// required cipher, else xchacha20poly1305).
+    #[arg(long, value_enum)]
+    pub cipher: Option<CipherArg>,
     /// Target pack size in MiB (4 to 128).
     #[arg(long, default_value_t = 16, value_parser = ranged(nfrepo_engine::PACK_SIZE_MIB))]
     pub pack_size_mib: u32,

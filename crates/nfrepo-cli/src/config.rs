@@ -9,6 +9,9 @@
 //! url = "s3://backups/nfrepo?endpoint=https://s3.example&region=eu-west-1"
 //! password_file = "/etc/nfrepo/repo.pass"      # or password_env = "NFREPO_PASSWORD"
 //! replica = "dr-region"                         # what `--from-replica` reads (a [replication.NAME])
+//! cipher = "aes256gcm"                          # what `init` seals with (default xchacha20poly1305)
+//! require_cipher = "aes256gcm"                  # every command refuses a repository with another cipher
+//! allow_insecure_http = false                   # true allows http:// S3 endpoints off loopback (warns)
 //!
 //! [sources.mysql-main]
 //! kind = "mysql"                                # mysql, postgres, redis, bucket, files, config, logs, artifact, analytics
@@ -88,6 +91,13 @@ pub struct RepositoryConfig {
     pub password_env: Option<String>,
     /// The `[replication.NAME]` that `--from-replica` reads from.
     pub replica: Option<String>,
+    /// The cipher `init` seals a new repository with (`--cipher` overrides it).
+    pub cipher: Option<crate::cli::CipherArg>,
+    /// Refuse to open any repository sealed with another cipher (as `--require-cipher`).
+    pub require_cipher: Option<crate::cli::CipherArg>,
+    /// Allow S3 endpoints over plain http:// off loopback (as `--allow-insecure-http`).
+    #[serde(default)]
+    pub allow_insecure_http: bool,
 }
 
 /// `[replication.NAME]`: a replica of the repository.

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use nfrepo_engine::{ErrorCode, Operation, Repository};
-use nfrepo_store::{Credentials, RetryPolicy, RetryStore, Store, StoreUrl};
+use nfrepo_format::Cipher;
+use nfrepo_store::{Credentials, OpenOptions, RetryPolicy, RetryStore, Store, StoreUrl};
 use zeroize::Zeroizing;
 
 use crate::cli::GlobalArgs;
@@ -30,13 +31,53 @@ fn configured_repository(global: &GlobalArgs) -> Result<Option<crate::config::Re
     Ok(crate::config::load(global.config.as_deref())?.and_then(|c| c.repository))
 }
 
+/// The host's security policy: the global flags, else the `[repository]`
+/// of the configuration file (read even when `--repo` names the repository:
+/// a policy binds every repository the host opens).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Policy {
+    /// Plain http:// to S3 off loopback is allowed (and warned about).
+    pub allow_insecure_http: bool,
+    /// Every repository opened must be sealed with this cipher.
+    pub require_cipher: Option<Cipher>,
+    /// The cipher `init` uses when `--cipher` is absent.
+    pub cipher: Option<Cipher>,
+}
+
+pub fn policy(global: &GlobalArgs) -> Result<Policy, Failure> {
+    let configured = crate::config::load(global.config.as_deref())?.and_then(|c| c.repository);
+    let configured = configured.as_ref();
+    Ok(Policy {
+        allow_insecure_http: global.allow_insecure_http || configured.is_some_and(|r| r.allow_insecure_http),
+        require_cipher: global
+            .require_cipher
+            .or(configured.and_then(|r| r.require_cipher))
+            .map(crate::cli::CipherArg::cipher),
+        cipher: configured.and_then(|r| r.cipher).map(crate::cli::CipherArg::cipher),
+    })
+}
+
+/// The options every URL is turned into a store with: plain http off
+/// loopback only when the policy allows it, and then with a warning on
+/// stderr (on every run, whatever `--quiet` says).
+pub fn store_options(global: &GlobalArgs, url: &StoreUrl) -> Result<OpenOptions, Failure> {
+    let allow = policy(global)?.allow_insecure_http;
+    if allow && let Some(endpoint) = url.insecure_endpoint() {
+        eprintln!(
+            "warning: {} is reached over plain http ({endpoint}): requests and object names cross the network unencrypted (--allow-insecure-http)",
+            crate::output::escape::text(&url.to_string())
+        );
+    }
+    Ok(OpenOptions::default().allow_insecure_http(allow))
+}
+
 /// Opens the storage named by `--repo` / `NFREPO_REPOSITORY` (else by the
 /// configuration file; with `--from-replica`, the replica it names),
 /// retrying transient errors with backoff.
 pub fn open_store(global: &GlobalArgs, during: Operation) -> Result<RetryingStore, Failure> {
     if global.from_replica {
         let (url, credentials_file) = configured_replica(global)?;
-        return open_location(&url, credentials_file.as_deref(), during);
+        return open_location(global, &url, credentials_file.as_deref(), during);
     }
     let configured = configured_repository(global)?;
     let Some(location) = global.repo.as_deref().or(configured.as_ref().map(|r| r.url.as_str())) else {
@@ -46,7 +87,7 @@ pub fn open_store(global: &GlobalArgs, during: Operation) -> Result<RetryingStor
             "no repository given: use --repo, set NFREPO_REPOSITORY, or declare [repository] in nfrepo.toml",
         ));
     };
-    open_location(location, None, during)
+    open_location(global, location, None, during)
 }
 
 /// The URL and credentials file of the replica `[repository] replica` names.
@@ -72,11 +113,13 @@ fn configured_replica(global: &GlobalArgs) -> Result<(String, Option<PathBuf>), 
 /// Opens the store at `location` with S3 credentials from `credentials_file`
 /// (two lines: key id, secret), else from the environment.
 pub fn open_location(
+    global: &GlobalArgs,
     location: &str,
     credentials_file: Option<&Path>,
     during: Operation,
 ) -> Result<RetryingStore, Failure> {
     let url = StoreUrl::parse(location).map_err(|e| Failure::store(&e, during))?;
+    let options = store_options(global, &url)?;
     let credentials = match (&url, credentials_file) {
         (StoreUrl::S3 { .. }, Some(path)) => read_credentials_file(path)?,
         (StoreUrl::S3 { .. }, None) => {
@@ -85,7 +128,7 @@ pub fn open_location(
         }
         _ => Credentials::none(),
     };
-    let store = nfrepo_store::open(&url, &credentials).map_err(|e| Failure::store(&e, during))?;
+    let store = nfrepo_store::open(&url, &credentials, &options).map_err(|e| Failure::store(&e, during))?;
     let store: Arc<dyn Store> = Arc::new(crate::progress::CountingStore(store));
     Ok(Arc::new(RetryStore::new(store, RetryPolicy::default())))
 }
@@ -243,7 +286,8 @@ pub struct Opened {
     pub store: RetryingStore,
 }
 
-/// Opens the repository with the password.
+/// Opens the repository with the password, refusing it if the policy
+/// requires another cipher.
 pub async fn open_repository(global: &GlobalArgs, during: Operation) -> Result<Opened, Failure> {
     let store = open_store(global, during)?;
     let password = password(global)?;
@@ -251,6 +295,9 @@ pub async fn open_repository(global: &GlobalArgs, during: Operation) -> Result<O
         .await
         .map_err(|e| Failure::engine(&e, during))?
         .with_index_cache(cache_dir(global));
+    if let Some(required) = policy(global)?.require_cipher {
+        repo.require_cipher(required).map_err(|e| Failure::engine(&e, during))?;
+    }
     Ok(Opened { repo, password, store })
 }
 

@@ -63,9 +63,16 @@ impl Failure {
         let detail = match err.kind() {
             nfrepo_store::ErrorKind::Unreachable => Some("STORAGE_UNREACHABLE"),
             nfrepo_store::ErrorKind::InvalidUrl => Some("INVALID_REPOSITORY_URL"),
+            nfrepo_store::ErrorKind::InsecureTransport => Some("INSECURE_HTTP"),
             _ => None,
         };
-        Self::new(ErrorClass::of_store(err).code(during), detail, error_chain(err))
+        let mut message = error_chain(err);
+        if err.kind() == nfrepo_store::ErrorKind::InsecureTransport {
+            message.push_str(
+                " (to allow it anyway: --allow-insecure-http, or allow_insecure_http = true under [repository])",
+            );
+        }
+        Self::new(ErrorClass::of_store(err).code(during), detail, message)
     }
 
     /// The process exit code of this failure.

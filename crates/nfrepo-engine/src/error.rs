@@ -127,7 +127,7 @@ impl ErrorClass {
         match err.kind() {
             K::NotFound => Self::Missing,
             K::Corrupted => Self::Corrupted,
-            K::PermissionDenied => Self::Denied,
+            K::PermissionDenied | K::InsecureTransport => Self::Denied,
             K::InvalidUrl => Self::NotFound,
             _ if err.is_retryable() => Self::Transient,
             _ => Self::Failed,
@@ -267,6 +267,16 @@ pub enum Error {
     /// Another GC holds the repository's GC lease.
     #[error("another gc is running: {0}")]
     LeaseHeld(String),
+    /// The repository's config names a cipher other than the one a policy requires.
+    #[error("the repository at {location} uses cipher {found}, but {required} is required; refusing to open it")]
+    CipherNotAllowed {
+        /// Which repository.
+        location: String,
+        /// The cipher its config names.
+        found: &'static str,
+        /// The cipher the policy requires.
+        required: &'static str,
+    },
 }
 
 impl Error {
@@ -281,7 +291,9 @@ impl Error {
             | Self::SnapshotNotFound(_)
             | Self::AmbiguousSnapshot(_)
             | Self::PathNotFound { .. } => ErrorClass::NotFound,
-            Self::WrongPassword { .. } | Self::StoragePermission(_) => ErrorClass::Denied,
+            Self::WrongPassword { .. } | Self::StoragePermission(_) | Self::CipherNotAllowed { .. } => {
+                ErrorClass::Denied
+            }
             Self::Unreachable(_) => ErrorClass::Transient,
             Self::Store(e) => ErrorClass::of_store(e),
             Self::Format(e) => ErrorClass::of_format(e),
@@ -316,6 +328,8 @@ impl Error {
             Self::LeaseHeld(_) => Some("GC_LEASE_HELD"),
             Self::Store(e) if e.kind() == nfrepo_store::ErrorKind::InvalidUrl => Some("INVALID_REPOSITORY_URL"),
             Self::Shared(e) => e.detail_code(),
+            Self::Store(e) if e.kind() == nfrepo_store::ErrorKind::InsecureTransport => Some("INSECURE_HTTP"),
+            Self::CipherNotAllowed { .. } => Some("CIPHER_NOT_ALLOWED"),
             _ => None,
         }
     }

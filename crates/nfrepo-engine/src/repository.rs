@@ -284,6 +284,22 @@ impl Repository {
         self.header.cipher
     }
 
+    /// Refuses this repository unless its config names `required`: the
+    /// check behind a policy such as "AES-256 at rest" (`--require-cipher`).
+    ///
+    /// # Errors
+    /// [`Error::CipherNotAllowed`] naming both ciphers.
+    pub fn require_cipher(&self, required: Cipher) -> Result<()> {
+        if self.header.cipher == required {
+            return Ok(());
+        }
+        Err(Error::CipherNotAllowed {
+            location: self.store.location().to_owned(),
+            found: self.header.cipher.name(),
+            required: required.name(),
+        })
+    }
+
     /// The sealed config.
     #[must_use]
     pub fn config(&self) -> &ConfigBody {
@@ -456,5 +472,32 @@ mod init_validation_tests {
             ..InitOptions::default()
         };
         Repository::init(store, b"pw", ok).await.unwrap();
+    }
+
+    // Issue 12, item 6: a policy can demand AES-256-GCM.
+    #[tokio::test]
+    async fn require_cipher_refuses_another_cipher() {
+        let store: Arc<dyn Store> = Arc::new(nfrepo_store::MemoryStore::new());
+        let options = InitOptions {
+            cipher: Cipher::XChaCha20Poly1305,
+            kdf: KdfParams::insecure_for_tests(),
+            ..InitOptions::default()
+        };
+        let repo = Repository::init(store, b"pw", options).await.unwrap();
+        repo.require_cipher(Cipher::XChaCha20Poly1305).unwrap();
+        let err = repo.require_cipher(Cipher::Aes256Gcm).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::CipherNotAllowed {
+                    found: "xchacha20poly1305",
+                    required: "aes256gcm",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(err.code(crate::Operation::Inspect), crate::ErrorCode::PermissionDenied);
+        assert_eq!(err.detail_code(), Some("CIPHER_NOT_ALLOWED"));
     }
 }

@@ -30,7 +30,7 @@ use nfrepo_format::{
     BlobId, BlobKind, Content, ContentList, IndexDelta, IndexedPack, KdfParams, ListEntry, Metadata, Node, NodeKind,
     PackBuilder, PackEntry, PackId, PackKind, Snapshot, Summary, Tree,
 };
-use nfrepo_store::{Credentials, ObjectKey, ObjectKind, PutMode, StoreUrl};
+use nfrepo_store::{Credentials, ObjectKey, ObjectKind, OpenOptions, PutMode, StoreUrl};
 
 const BLOBS_PER_PACK: usize = 250;
 const PACKS_PER_DELTA: usize = 100;
@@ -111,7 +111,7 @@ async fn build_synthetic_repository() {
         .map(|s| s.parse().unwrap())
         .unwrap_or(1_000_000);
     let url = StoreUrl::parse(&format!("{dir}/repo")).unwrap();
-    let store = nfrepo_store::open(&url, &Credentials::none()).unwrap();
+    let store = nfrepo_store::open(&url, &Credentials::none(), &OpenOptions::default()).unwrap();
     let mut options = InitOptions::default();
     options.kdf = KdfParams::insecure_for_tests();
     let repo = Repository::init(Arc::clone(&store), b"test password", options)

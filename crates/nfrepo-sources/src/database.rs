@@ -315,7 +315,7 @@ pub(crate) struct LiveState {
 /// The client a dump is piped into, and what nfrepo writes around the dump.
 pub(crate) struct LoadCommand {
     pub(crate) argv: Vec<String>,
-    pub(crate) env: Vec<(String, crate::Secret)>,
+    pub(crate) auth: crate::ChildAuth,
     /// Written before the dump.
     pub(crate) prologue: &'static [u8],
     /// Written only after the whole dump matched its recorded hashes.
@@ -370,7 +370,7 @@ impl DatabaseTarget {
         }
     }
 
-    fn load_command(&self, staging: &str) -> LoadCommand {
+    fn load_command(&self, staging: &str) -> Result<LoadCommand> {
         match self {
             Self::Mysql(t) => t.load_command(staging),
             Self::Postgres(t) => t.load_command(staging),
@@ -512,7 +512,7 @@ async fn stage(
             .await
             .map_err(|e| (RestoreStage::Prepare, e))?;
     }
-    let command = target.load_command(&db.staging);
+    let command = target.load_command(&db.staging).map_err(|e| (RestoreStage::Load, e))?;
     let bytes = load::pipe(reader, &db.item.node, &command, &db.staging).await?;
     let t = target.clone();
     let staging = db.staging.clone();
@@ -607,13 +607,13 @@ async fn drop_all(target: &DatabaseTarget, databases: Vec<String>, live: &str) -
 }
 
 /// Runs `script` through a client on standard input; returns its standard output. Blocks.
-pub(crate) fn run_script(argv: &[String], env: &[(String, crate::Secret)], script: &str) -> Result<String> {
+pub(crate) fn run_script(argv: &[String], auth: &crate::ChildAuth, script: &str) -> Result<String> {
     use std::io::Write;
     use std::process::Stdio;
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| Error::Invalid("no client command".into()))?;
-    let mut child = crate::child::command(program, env)
+    let mut child = crate::child::command(program, auth)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -30,8 +30,9 @@ use nfrepo_format::{CommandRecord, Node, Tree};
 
 use self::scan::{Lines, PgDumpScan, Piece};
 use self::split::{MysqldumpSplit, Outputs, Position};
+use crate::child::ChildAuth;
 use crate::stream::{check_stream_name, forward_stderr, hex, redact_argv, stream_node};
-use crate::{Error, Result, Secret};
+use crate::{Error, Result};
 
 /// Bytes read from a dump command at a time.
 const READ_BYTES: usize = 256 * 1024;
@@ -74,8 +75,9 @@ impl DumpOutput {
 pub struct DumpCommand {
     /// Program and arguments; never holds a secret.
     pub argv: Vec<String>,
-    /// Extra environment, e.g. `MYSQL_PWD`.
-    pub env: Vec<(String, Secret)>,
+    /// How the command authenticates (a private password file, never a
+    /// variable holding the secret).
+    pub auth: ChildAuth,
     /// What the output is and the files it becomes.
     pub output: DumpOutput,
 }
@@ -403,9 +405,9 @@ fn run_command(session: &BackupWriter, command: &DumpCommand) -> Result<CommandR
         .split_first()
         .ok_or_else(|| Error::Invalid("no command given".into()))?;
     tracing::info!(streams = ?names, argv = ?redact_argv(&command.argv), "dumping");
-    let mut child = crate::child::command(program, &command.env)
+    let mut child = crate::child::command(program, &command.auth)
         .args(args)
-        .stdin(Stdio::null())
+        .stdin(command.auth.stdin_or(Stdio::null())?)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -510,13 +512,13 @@ fn run_command(session: &BackupWriter, command: &DumpCommand) -> Result<CommandR
 ///
 /// # Errors
 /// [`Error::CommandFailed`] with the last line of its standard error.
-pub(crate) fn capture(argv: &[String], env: &[(String, Secret)]) -> Result<String> {
+pub(crate) fn capture(argv: &[String], auth: &ChildAuth) -> Result<String> {
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| Error::Invalid("no command given".into()))?;
-    let output = crate::child::command(program, env)
+    let output = crate::child::command(program, auth)
         .args(args)
-        .stdin(Stdio::null())
+        .stdin(auth.stdin_or(Stdio::null())?)
         .output()
         .map_err(|e| Error::CommandFailed(format!("cannot start {program:?}: {e}")))?;
     if !output.status.success() {
@@ -530,7 +532,7 @@ pub(crate) fn capture(argv: &[String], env: &[(String, Secret)]) -> Result<Strin
 
 /// The first line of `tool --version`, for the snapshot record.
 pub(crate) fn tool_version(program: &str) -> String {
-    capture(&[program.to_owned(), "--version".to_owned()], &[])
+    capture(&[program.to_owned(), "--version".to_owned()], &ChildAuth::none())
         .map(|out| out.lines().next().unwrap_or("").trim().to_owned())
         .unwrap_or_else(|e| format!("unknown ({e})"))
 }

@@ -63,7 +63,7 @@ pub use bucket::{
     BucketOutcome, BucketRestoreOptions, BucketRestoreReport, CONTENT_TYPE_XATTR, ETAG_XATTR, backup_bucket,
     restore_bucket,
 };
-pub use child::{async_command, command};
+pub use child::{ChildAuth, async_command, command};
 pub use connection::Connection;
 pub use database::{
     BEFORE_MARK, DatabaseRestoreItem, DatabaseRestoreOptions, DatabaseRestorePlan, DatabaseRestoreReport,

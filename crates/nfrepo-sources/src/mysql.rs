@@ -18,13 +18,16 @@
 //! dump's transaction lives in mysqldump's own connection, and only
 //! mysqldump knows the position that matches its snapshot.
 //!
-//! The password reaches the tools only as `MYSQL_PWD`.
+//! The password reaches the tools only through an option file of mode 0600
+//! (`--defaults-file=`, see [`crate::ChildAuth`]), never in their command
+//! line or environment.
 
 use std::path::PathBuf;
 
+use crate::child::ChildAuth;
 use crate::connection::{Connection, check_database_name};
 use crate::dump::{DumpCommand, DumpOutput, DumpPlan, capture, tool_version};
-use crate::{Error, Result, Secret};
+use crate::{Error, Result};
 
 /// Schemas that are the server's own and are never dumped by "all databases".
 const SYSTEM_SCHEMAS: &[&str] = &["information_schema", "performance_schema", "sys", "mysql"];
@@ -44,9 +47,20 @@ fn tool(source_bin: Option<&std::path::Path>, name: &str) -> String {
     source_bin.map_or_else(|| name.to_owned(), |d| d.join(name).display().to_string())
 }
 
-/// Connection flags shared by `mysql` and `mysqldump` (never the password).
-fn client_args(connection: &Connection) -> Vec<String> {
-    let mut args = vec!["--no-defaults".to_owned()];
+/// `program` (`mysql` or `mysqldump`) with the connection flags, and the
+/// option file that holds the password. `--defaults-file=` must come
+/// first; like `--no-defaults` without a password, it keeps the tool from
+/// reading any other option file.
+fn client(program: String, connection: &Connection) -> Result<(Vec<String>, ChildAuth)> {
+    let (first, auth) = match &connection.password {
+        Some(password) => {
+            let auth = ChildAuth::file("client.cnf", option_file(password.expose()).as_bytes())?;
+            let path = auth.path().map(|p| p.display().to_string()).unwrap_or_default();
+            (format!("--defaults-file={path}"), auth)
+        }
+        None => ("--no-defaults".to_owned(), ChildAuth::none()),
+    };
+    let mut args = vec![program, first];
     if let Some(socket) = &connection.socket {
         args.push(format!("--socket={socket}"));
     } else {
@@ -59,28 +73,37 @@ fn client_args(connection: &Connection) -> Vec<String> {
     if let Some(user) = &connection.user {
         args.push(format!("--user={user}"));
     }
-    args
+    Ok((args, auth))
 }
 
-fn client_env(connection: &Connection) -> Vec<(String, Secret)> {
-    connection
-        .password
-        .iter()
-        .map(|p| ("MYSQL_PWD".to_owned(), p.clone()))
-        .collect()
+/// A `[client]` option file giving `password`, quoted and escaped as the
+/// MySQL/MariaDB option-file reader expects.
+fn option_file(password: &str) -> String {
+    let mut escaped = String::with_capacity(password.len() + 2);
+    for c in password.chars() {
+        match c {
+            '\\' => escaped.push_str("\\\\"),
+            '"' => escaped.push_str("\\\""),
+            '\'' => escaped.push_str("\\'"),
+            '\n' => escaped.push_str("\\n"),
+            '\r' => escaped.push_str("\\r"),
+            '\t' => escaped.push_str("\\t"),
+            c => escaped.push(c),
+        }
+    }
+    format!("[client]\npassword=\"{escaped}\"\n")
 }
 
 /// Runs one SQL statement with `mysql` and returns the rows, tab-separated. Blocks.
 pub(crate) fn query(connection: &Connection, bin: Option<&std::path::Path>, sql: &str) -> Result<String> {
-    let mut argv = vec![tool(bin, "mysql")];
-    argv.extend(client_args(connection));
+    let (mut argv, auth) = client(tool(bin, "mysql"), connection)?;
     argv.extend([
         "--batch".into(),
         "--skip-column-names".into(),
         "-e".into(),
         sql.to_owned(),
     ]);
-    capture(&argv, &client_env(connection))
+    capture(&argv, &auth)
 }
 
 impl MysqlSource {
@@ -134,8 +157,7 @@ impl MysqlSource {
         for db in &databases {
             check_database_name(db)?;
         }
-        let mut argv = vec![mysqldump];
-        argv.extend(client_args(&self.connection));
+        let (mut argv, auth) = client(mysqldump, &self.connection)?;
         argv.extend(
             [
                 "--single-transaction",
@@ -164,7 +186,7 @@ impl MysqlSource {
         Ok(DumpPlan {
             commands: vec![DumpCommand {
                 argv,
-                env: client_env(&self.connection),
+                auth,
                 output: DumpOutput::Mysqldump(databases),
             }],
             facts,
@@ -183,15 +205,45 @@ pub struct MysqlTarget {
 }
 
 impl MysqlTarget {
-    /// `mysql` with the connection flags (never the password); the staged
-    /// restore in [`crate::database`] adds what it runs.
-    pub(crate) fn client_argv(&self) -> Vec<String> {
-        let mut argv = vec![tool(self.bin_dir.as_deref(), "mysql")];
-        argv.extend(client_args(&self.connection));
-        argv
+    /// `mysql` with the connection flags (never the password) and the
+    /// option file with the password; the staged restore in
+    /// [`crate::database`] adds what it runs.
+    pub(crate) fn client(&self) -> Result<(Vec<String>, ChildAuth)> {
+        client(tool(self.bin_dir.as_deref(), "mysql"), &self.connection)
     }
+}
 
-    pub(crate) fn env(&self) -> Vec<(String, Secret)> {
-        client_env(&self.connection)
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    // Issue 12, item 5: the password reaches mysql and mysqldump in an
+    // option file, quoted and escaped, never on the command line.
+    #[test]
+    fn the_password_is_in_a_private_option_file() {
+        assert_eq!(
+            option_file("a\"b\\c'd#e f\tg\nh"),
+            "[client]\npassword=\"a\\\"b\\\\c\\'d#e f\\tg\\nh\"\n"
+        );
+        let connection = Connection::parse("mysql://backup@db1:3306")
+            .unwrap()
+            .with_password(Some(crate::Secret::new("pw-in-file".into())));
+        let (argv, auth) = client("mysqldump".into(), &connection).unwrap();
+        let path = auth.path().unwrap();
+        assert_eq!(argv[0], "mysqldump");
+        assert_eq!(argv[1], format!("--defaults-file={}", path.display()));
+        assert!(!argv.iter().any(|a| a.contains("pw-in-file")), "{argv:?}");
+        assert_eq!(
+            std::fs::read_to_string(path).unwrap(),
+            "[client]\npassword=\"pw-in-file\"\n"
+        );
+        assert_eq!(std::fs::metadata(path).unwrap().permissions().mode() & 0o777, 0o600);
+
+        let (argv, auth) = client("mysql".into(), &Connection::parse("mysql://backup@db1").unwrap()).unwrap();
+        assert_eq!(argv[1], "--no-defaults");
+        assert!(auth.path().is_none());
     }
 }

@@ -14,13 +14,16 @@
 //! source's `bin_dir`, on `PATH`, then in the newest
 //! `/usr/lib/postgresql/*/bin`.
 //!
-//! The password reaches the tools only as `PGPASSWORD`.
+//! The password reaches the tools only through a password file of mode 0600
+//! that `PGPASSFILE` names by path (see [`crate::ChildAuth`]), never in
+//! their command line or environment.
 
 use std::path::PathBuf;
 
+use crate::child::ChildAuth;
 use crate::connection::{Connection, check_database_name};
 use crate::dump::{DumpCommand, DumpOutput, DumpPlan, capture, find_tool, tool_version};
-use crate::{Error, Result, Secret};
+use crate::{Error, Result};
 
 /// The name of the globals stream (roles, tablespaces).
 pub const GLOBALS_STREAM: &str = "globals.sql";
@@ -52,12 +55,27 @@ fn client_args(connection: &Connection) -> Vec<String> {
     args
 }
 
-fn client_env(connection: &Connection) -> Vec<(String, Secret)> {
-    connection
-        .password
-        .iter()
-        .map(|p| ("PGPASSWORD".to_owned(), p.clone()))
-        .collect()
+/// How the tools get the password: a password file of mode 0600 that
+/// `PGPASSFILE` names by path (the variable holds no secret), matching any
+/// host, port, database and user.
+fn client_auth(connection: &Connection) -> Result<ChildAuth> {
+    let Some(password) = &connection.password else {
+        return Ok(ChildAuth::none());
+    };
+    Ok(ChildAuth::file("pgpass", pgpass_line(password.expose())?.as_bytes())?.path_in_env("PGPASSFILE"))
+}
+
+/// `*:*:*:*:password`, with `\` and `:` escaped as libpq reads them.
+fn pgpass_line(password: &str) -> Result<String> {
+    if password.contains(['\n', '\r']) {
+        return Err(Error::Invalid(
+            "a PostgreSQL password cannot hold a line break (a password file holds one per line)".into(),
+        ));
+    }
+    Ok(format!(
+        "*:*:*:*:{}\n",
+        password.replace('\\', "\\\\").replace(':', "\\:")
+    ))
 }
 
 pub(crate) fn query(
@@ -76,7 +94,7 @@ pub(crate) fn query(
         "-c".into(),
         sql.to_owned(),
     ]);
-    capture(&argv, &client_env(connection))
+    capture(&argv, &client_auth(connection)?)
 }
 
 /// The database to connect to for server-wide queries.
@@ -125,12 +143,14 @@ impl PostgresSource {
             facts.push(("postgres.wal_lsn_before_dump".to_owned(), lsn.trim().to_owned()));
         }
         let mut commands = Vec::with_capacity(databases.len() + 1);
+        // One password file for every command of the plan, removed with it.
+        let auth = client_auth(&self.connection)?;
         let mut globals = vec![pg_dumpall];
         globals.extend(client_args(&self.connection));
         globals.extend(["--globals-only".to_owned(), format!("--database={home}")]);
         commands.push(DumpCommand {
             argv: globals,
-            env: client_env(&self.connection),
+            auth: auth.clone(),
             output: DumpOutput::Raw(GLOBALS_STREAM.to_owned()),
         });
         for db in databases {
@@ -145,7 +165,7 @@ impl PostgresSource {
             argv.extend(["--format=plain".to_owned(), format!("--dbname={db}")]);
             commands.push(DumpCommand {
                 argv,
-                env: client_env(&self.connection),
+                auth: auth.clone(),
                 output: DumpOutput::PgDump(format!("{db}.sql")),
             });
         }
@@ -167,15 +187,37 @@ pub struct PostgresTarget {
 }
 
 impl PostgresTarget {
-    /// `psql` with the connection flags (never the password); the staged
-    /// restore in [`crate::database`] adds what it runs.
-    pub(crate) fn client_argv(&self) -> Vec<String> {
+    /// `psql` with the connection flags (never the password) and the
+    /// password file; the staged restore in [`crate::database`] adds what it runs.
+    pub(crate) fn client(&self) -> Result<(Vec<String>, ChildAuth)> {
         let mut argv = vec![find_tool("psql", self.bin_dir.as_deref())];
         argv.extend(client_args(&self.connection));
-        argv
+        Ok((argv, client_auth(&self.connection)?))
     }
+}
 
-    pub(crate) fn env(&self) -> Vec<(String, Secret)> {
-        client_env(&self.connection)
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
+    use super::*;
+
+    // Issue 12, item 5: the password reaches the PostgreSQL tools in a
+    // password file that PGPASSFILE names by path.
+    #[test]
+    fn the_password_is_in_a_password_file_named_by_path() {
+        assert_eq!(pgpass_line("a:b\\c").unwrap(), "*:*:*:*:a\\:b\\\\c\n");
+        assert!(matches!(pgpass_line("a\nb"), Err(Error::Invalid(_))));
+        let connection = Connection::parse("postgres://backup@db1:5432")
+            .unwrap()
+            .with_password(Some(crate::Secret::new("pw-in-file".into())));
+        let auth = client_auth(&connection).unwrap();
+        let path = auth.path().unwrap().to_owned();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "*:*:*:*:pw-in-file\n");
+        let envs: Vec<_> = crate::child::command("true", &auth)
+            .get_envs()
+            .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned())))
+            .collect();
+        assert_eq!(envs, [("PGPASSFILE".into(), path.into_os_string())]);
+        assert!(client_args(&connection).iter().all(|a| !a.contains("pw-in-file")));
     }
 }

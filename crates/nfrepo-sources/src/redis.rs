@@ -7,13 +7,16 @@
 //! Restoring is a file restore into a stopped server's data directory; the
 //! CLI prints how to restart it.
 //!
-//! The password reaches `redis-cli` only as `REDISCLI_AUTH`.
+//! The password reaches `redis-cli` only through `--askpass`, which reads it
+//! from standard input: a file of mode 0600 (see [`crate::ChildAuth`]), so
+//! it is never in the command line (`-a`) or environment (`REDISCLI_AUTH`).
 
 use std::path::PathBuf;
 
+use crate::Result;
+use crate::child::ChildAuth;
 use crate::connection::Connection;
 use crate::dump::{DumpCommand, DumpOutput, DumpPlan, capture, tool_version};
-use crate::{Result, Secret};
 
 /// The name of the RDB stream in the snapshot.
 pub const RDB_STREAM: &str = "dump.rdb";
@@ -30,6 +33,8 @@ pub struct RedisSource {
 }
 
 impl RedisSource {
+    /// `redis-cli` with the connection flags, and `--askpass` when a
+    /// password is given through [`RedisSource::auth`].
     fn cli(&self) -> Vec<String> {
         let program = self
             .bin_dir
@@ -46,15 +51,23 @@ impl RedisSource {
         if let Some(user) = &self.connection.user {
             argv.extend(["--user".to_owned(), user.clone()]);
         }
+        if self.connection.password.is_some() {
+            argv.push("--askpass".to_owned());
+        }
         argv
     }
 
-    fn env(&self) -> Vec<(String, Secret)> {
-        self.connection
-            .password
-            .iter()
-            .map(|p| ("REDISCLI_AUTH".to_owned(), p.clone()))
-            .collect()
+    /// The password as `redis-cli --askpass` reads it: one line on standard input.
+    fn auth(&self) -> Result<ChildAuth> {
+        let Some(password) = &self.connection.password else {
+            return Ok(ChildAuth::none());
+        };
+        let mut line = Vec::with_capacity(password.expose().len() + 1);
+        line.extend_from_slice(password.expose().as_bytes());
+        line.push(b'\n');
+        let auth = ChildAuth::file("askpass", &line).map(ChildAuth::fed_on_stdin);
+        zeroize::Zeroize::zeroize(&mut line);
+        auth
     }
 
     /// Asks the server for its version and returns the commands. Blocks.
@@ -64,7 +77,7 @@ impl RedisSource {
     pub fn plan(&self) -> Result<DumpPlan> {
         let mut info = self.cli();
         info.extend(["INFO".to_owned(), "server".to_owned()]);
-        let info = capture(&info, &self.env())?;
+        let info = capture(&info, &self.auth()?)?;
         let version = info
             .lines()
             .find_map(|l| l.trim().strip_prefix("redis_version:"))
@@ -76,7 +89,7 @@ impl RedisSource {
         // reports rather than hides.
         let mut keyspace = self.cli();
         keyspace.extend(["INFO".to_owned(), "keyspace".to_owned()]);
-        let keys = crate::drill::keyspace_total(&capture(&keyspace, &self.env())?)?;
+        let keys = crate::drill::keyspace_total(&capture(&keyspace, &self.auth()?)?)?;
         let mut rdb = self.cli();
         rdb.extend(["--rdb".to_owned(), "-".to_owned()]);
         let facts = vec![
@@ -87,7 +100,7 @@ impl RedisSource {
         Ok(DumpPlan {
             commands: vec![DumpCommand {
                 argv: rdb,
-                env: self.env(),
+                auth: self.auth()?,
                 output: DumpOutput::Raw(RDB_STREAM.to_owned()),
             }],
             facts,

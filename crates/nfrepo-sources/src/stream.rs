@@ -107,7 +107,7 @@ pub fn backup_command(session: &BackupWriter, name: &str, argv: &[String]) -> Re
         .split_first()
         .ok_or_else(|| Error::Invalid("no command given".into()))?;
     check_stream_name(name)?;
-    let mut child = crate::child::command(program, &[])
+    let mut child = crate::child::command(program, &crate::ChildAuth::none())
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -21,6 +21,43 @@ use crate::store::{PutMode, Store};
 /// The signing region when the URL names none.
 pub const DEFAULT_S3_REGION: &str = "us-east-1";
 
+/// How [`open`] and [`s3_bucket_operator`] may reach a store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OpenOptions {
+    /// Allow an S3 endpoint over plain `http://` on a host that is not a
+    /// loopback address ([`StoreUrl::insecure_endpoint`]). Off by default:
+    /// such a store is refused with [`ErrorKind::InsecureTransport`].
+    pub allow_insecure_http: bool,
+}
+
+impl OpenOptions {
+    /// Sets [`OpenOptions::allow_insecure_http`].
+    #[must_use]
+    pub const fn allow_insecure_http(mut self, allow: bool) -> Self {
+        self.allow_insecure_http = allow;
+        self
+    }
+
+    /// Refuses `url` if it is reached over plain http off this machine and
+    /// that is not allowed. Every URL that becomes a store passes here.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InsecureTransport`] naming the endpoint (which never holds credentials).
+    pub fn check(&self, url: &StoreUrl) -> Result<()> {
+        match url.insecure_endpoint() {
+            Some(endpoint) if !self.allow_insecure_http => Err(Error::new(
+                ErrorKind::InsecureTransport,
+                format!(
+                    "refusing plain http:// endpoint {endpoint}: only loopback addresses may use http, use https://"
+                ),
+            )
+            .with_location(url.to_string())),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Opens the store at `url`. No I/O happens until the first operation.
 ///
 /// - `file://` (or a bare path): the directory need not exist; the first `put`
@@ -35,9 +72,11 @@ pub const DEFAULT_S3_REGION: &str = "us-east-1";
 ///
 /// # Errors
 ///
-/// [`ErrorKind::Credentials`] for S3 without credentials, [`ErrorKind::Other`] if
-/// OpenDAL rejects the configuration.
-pub fn open(url: &StoreUrl, creds: &Credentials) -> Result<Arc<dyn Store>> {
+/// [`ErrorKind::InsecureTransport`] for plain http off this machine that `options`
+/// does not allow, [`ErrorKind::Credentials`] for S3 without credentials,
+/// [`ErrorKind::Other`] if OpenDAL rejects the configuration.
+pub fn open(url: &StoreUrl, creds: &Credentials, options: &OpenOptions) -> Result<Arc<dyn Store>> {
+    options.check(url)?;
     let location = url.to_string();
     Ok(match url {
         StoreUrl::File { path } => {
@@ -61,13 +100,15 @@ pub fn open(url: &StoreUrl, creds: &Credentials) -> Result<Arc<dyn Store>> {
 
 /// A raw OpenDAL operator on an S3 bucket and prefix, for reading or
 /// writing arbitrary objects (bucket sources and restores), not repository
-/// objects. Credentials as for [`open`].
+/// objects. Credentials and `options` as for [`open`].
 ///
 /// # Errors
 /// [`ErrorKind::InvalidUrl`] for a URL that is not `s3://`;
+/// [`ErrorKind::InsecureTransport`] as for [`open`];
 /// [`ErrorKind::Credentials`] without credentials; [`ErrorKind::Other`] if
 /// OpenDAL rejects the configuration.
-pub fn s3_bucket_operator(url: &StoreUrl, creds: &Credentials) -> Result<Operator> {
+pub fn s3_bucket_operator(url: &StoreUrl, creds: &Credentials, options: &OpenOptions) -> Result<Operator> {
+    options.check(url)?;
     match url {
         StoreUrl::S3 {
             bucket,

@@ -36,6 +36,8 @@ pub enum ErrorKind {
     InvalidKey,
     /// S3 credentials are missing, incomplete or unreadable.
     Credentials,
+    /// The store would be reached over plain http off this machine, and that is not allowed.
+    InsecureTransport,
 }
 
 impl ErrorKind {
@@ -51,6 +53,7 @@ impl ErrorKind {
             ErrorKind::Other => "storage error",
             ErrorKind::InvalidKey => "invalid object name",
             ErrorKind::Credentials => "bad credentials",
+            ErrorKind::InsecureTransport => "insecure transport",
         }
     }
 }

@@ -22,12 +22,12 @@
 //!
 //! ```
 //! use bytes::Bytes;
-//! use nfrepo_store::{Credentials, ErrorKind, ObjectKey, ObjectKind, PutMode, RetryPolicy, RetryStore, Store, StoreUrl};
+//! use nfrepo_store::{Credentials, ErrorKind, ObjectKey, ObjectKind, OpenOptions, PutMode, RetryPolicy, RetryStore, Store, StoreUrl};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> nfrepo_store::Result<()> {
 //! let url = StoreUrl::parse("memory://doc-example")?;
-//! let store = RetryStore::new(nfrepo_store::open(&url, &Credentials::none())?, RetryPolicy::default());
+//! let store = RetryStore::new(nfrepo_store::open(&url, &Credentials::none(), &OpenOptions::default())?, RetryPolicy::default());
 //! let key = ObjectKey::new(ObjectKind::Snapshot, "5e1f")?;
 //! store.put(&key, Bytes::from_static(b"root"), PutMode::CreateNew).await?;
 //! let again = store.put(&key, Bytes::from_static(b"other"), PutMode::CreateNew).await;
@@ -53,7 +53,7 @@ mod memory;
 mod retry;
 mod store;
 
-pub use backend::{DEFAULT_S3_REGION, OpendalStore, open, s3_bucket_operator};
+pub use backend::{DEFAULT_S3_REGION, OpenOptions, OpendalStore, open, s3_bucket_operator};
 pub use cache::{Cache, NFREPO_CACHE_DIR, ProcessStamp, default_cache_dir};
 pub use credentials::{Credentials, NFREPO_ACCESS_KEY_ID, NFREPO_CREDENTIALS_FILE, NFREPO_SECRET_ACCESS_KEY};
 pub use error::{Error, ErrorKind, Result};

@@ -65,6 +65,46 @@ impl StoreUrl {
     }
 }
 
+impl StoreUrl {
+    /// The endpoint of an S3 store reached over plain `http://` on a host
+    /// that is not a loopback address (`127.0.0.0/8`, `::1`, `localhost`):
+    /// requests, object names and sizes would cross the network
+    /// unencrypted. `None` for every other store, and for S3 without a
+    /// custom endpoint (AWS, always `https://`).
+    ///
+    /// [`open`](crate::open) and [`s3_bucket_operator`](crate::s3_bucket_operator)
+    /// refuse such a store unless [`OpenOptions::allow_insecure_http`](crate::OpenOptions)
+    /// is set.
+    #[must_use]
+    pub fn insecure_endpoint(&self) -> Option<&str> {
+        let StoreUrl::S3 {
+            endpoint: Some(endpoint),
+            ..
+        } = self
+        else {
+            return None;
+        };
+        let parsed = Url::parse(endpoint).ok()?;
+        if parsed.scheme() != "http" {
+            return None;
+        }
+        (!is_loopback(parsed.host()?)).then_some(endpoint.as_str())
+    }
+}
+
+/// Whether `host` is this machine: `localhost` (and its subdomains, RFC
+/// 6761), `127.0.0.0/8`, `::1` or an IPv4-mapped loopback address.
+fn is_loopback(host: url::Host<&str>) -> bool {
+    match host {
+        url::Host::Domain(name) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            name == "localhost" || name.ends_with(".localhost")
+        }
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+    }
+}
+
 impl fmt::Display for StoreUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -296,6 +336,45 @@ mod tests {
         ] {
             let err = StoreUrl::parse(input).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidUrl, "{input}");
+        }
+    }
+
+    // Issue 12, item 5: plain http is for loopback only.
+    #[test]
+    fn insecure_endpoint_is_plain_http_off_this_machine() {
+        let insecure = |input: &str| StoreUrl::parse(input).unwrap().insecure_endpoint().map(str::to_owned);
+        for loopback in [
+            "http://127.0.0.1:18333",
+            "http://127.8.9.10",
+            "http://localhost:9000",
+            "http://LOCALHOST.",
+            "http://s3.localhost:9000",
+            "http://[::1]:9000",
+            "http://[::ffff:127.0.0.1]:9000",
+        ] {
+            assert_eq!(insecure(&format!("s3://b/p?endpoint={loopback}")), None, "{loopback}");
+        }
+        for remote in [
+            "http://10.0.0.5:9000",
+            "http://128.0.0.1",
+            "http://s3.example.com",
+            "http://localhost.example.com",
+            "http://[::2]:9000",
+            "http://[::ffff:10.0.0.1]:9000",
+        ] {
+            assert_eq!(
+                insecure(&format!("s3://b/p?endpoint={remote}")).as_deref(),
+                Some(remote.trim_end_matches('/')),
+                "{remote}"
+            );
+        }
+        for safe in [
+            "s3://b/p?endpoint=https://s3.example.com",
+            "s3://b/p",
+            "/srv/repo",
+            "memory://m",
+        ] {
+            assert_eq!(insecure(safe), None, "{safe}");
         }
     }
 

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use nfrepo_engine::{CheckOptions, CheckReport, ErrorCode, Finding, Operation, ReadDataSubset};
+use nfrepo_format::Cipher;
 use nfrepo_store::Cache;
 
 use crate::cli::{CheckArgs, GlobalArgs};
@@ -104,9 +105,10 @@ fn options(args: &CheckArgs) -> Result<CheckOptions, Failure> {
     Ok(options)
 }
 
-fn report_json(report: &CheckReport, failure: Option<&Failure>) -> serde_json::Value {
+fn report_json(report: &CheckReport, cipher: Cipher, failure: Option<&Failure>) -> serde_json::Value {
     serde_json::json!({
         "ok": failure.is_none(),
+        "cipher": cipher.name(),
         "snapshots": report.snapshots.iter().map(|s| s.to_hex()).collect::<Vec<_>>(),
         "roots": report.roots.iter().map(|(s, r)| serde_json::json!({"snapshot": s.to_hex(), "root": r.to_hex()})).collect::<Vec<_>>(),
         "trees": report.trees,
@@ -141,9 +143,10 @@ pub async fn run(global: &GlobalArgs, args: CheckArgs) -> Result<i32, Failure> {
         .failure_code()
         .map(|code| summary_failure(code, report.findings.len(), report.damaged_snapshots().len()));
     if global.json {
-        outln!("{}", report_json(&report, failure.as_ref()));
+        outln!("{}", report_json(&report, repo.cipher(), failure.as_ref()));
     } else {
         if !global.quiet {
+            outln!("repository {} sealed with {}", repo.id().short(), repo.cipher().name());
             outln!(
                 "checked {} snapshot(s): {} trees, {} content lists, {} chunk references, {} packs indexed in {secs:.2}s",
                 report.snapshots.len(),

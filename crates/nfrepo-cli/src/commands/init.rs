@@ -1,7 +1,7 @@
 //! `nfrepo init`.
 
-use nfrepo_engine::{InitOptions, Operation, Repository};
-use nfrepo_format::{Cipher, KdfParams};
+use nfrepo_engine::{ErrorCode, InitOptions, Operation, Repository};
+use nfrepo_format::KdfParams;
 use nfrepo_store::Store;
 
 use crate::cli::{CipherArg, GlobalArgs, InitArgs, KdfArgs};
@@ -25,13 +25,29 @@ pub async fn run(global: &GlobalArgs, args: InitArgs) -> Result<i32, Failure> {
         }
         _ => context::password(global)?,
     };
+    let policy = context::policy(global)?;
     let mut options = InitOptions::default();
-    options.cipher = match args.cipher {
-        CipherArg::Xchacha20poly1305 => Cipher::XChaCha20Poly1305,
-        CipherArg::Aes256gcm => Cipher::Aes256Gcm,
-    };
+    options.cipher = args
+        .cipher
+        .map(CipherArg::cipher)
+        .or(policy.cipher)
+        .or(policy.require_cipher)
+        .unwrap_or_default();
     options.kdf = kdf(&args.kdf);
     options.pack_size = args.pack_size_mib.saturating_mul(1024 * 1024);
+    if let Some(required) = policy.require_cipher
+        && required != options.cipher
+    {
+        return Err(Failure::new(
+            ErrorCode::PermissionDenied,
+            Some("CIPHER_NOT_ALLOWED"),
+            format!(
+                "cipher {} is not allowed: {} is required; refusing to create the repository",
+                options.cipher.name(),
+                required.name()
+            ),
+        ));
+    }
     let location = store.location().to_owned();
     let repo = Repository::init(store.clone(), &password, options)
         .await

@@ -60,7 +60,12 @@ async fn pass(
 ) -> Result<i32, Failure> {
     let mut results = Vec::new();
     for target in targets {
-        let outcome = match context::open_location(&target.url, target.credentials_file.as_deref(), Operation::Backup) {
+        let outcome = match context::open_location(
+            global,
+            &target.url,
+            target.credentials_file.as_deref(),
+            Operation::Backup,
+        ) {
             Ok(store) => {
                 let work = Arc::new(Work::default());
                 let mut options = options.clone();
@@ -193,7 +198,12 @@ async fn status(global: &GlobalArgs, args: ReplicateStatusArgs) -> Result<i32, F
     let source = context::open_store(global, Operation::Inspect);
     let mut rows = Vec::new();
     for target in &targets {
-        let store = context::open_location(&target.url, target.credentials_file.as_deref(), Operation::Inspect)?;
+        let store = context::open_location(
+            global,
+            &target.url,
+            target.credentials_file.as_deref(),
+            Operation::Inspect,
+        )?;
         let source = source.as_ref().ok().map(|s| &**s as &dyn nfrepo_store::Store);
         let status = nfrepo_engine::replica_status(source, &*store, SystemTime::now())
             .await

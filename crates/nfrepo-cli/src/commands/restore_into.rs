@@ -231,9 +231,10 @@ async fn run_bucket(global: &GlobalArgs, args: RestoreArgs, into: &str) -> Resul
         ));
     }
     let url = nfrepo_store::StoreUrl::parse(into).map_err(|e| Failure::store(&e, Operation::Restore))?;
+    let options = context::store_options(global, &url)?;
     let credentials = nfrepo_store::Credentials::from_env().map_err(|e| Failure::store(&e, Operation::Restore))?;
-    let operator =
-        nfrepo_store::s3_bucket_operator(&url, &credentials).map_err(|e| Failure::store(&e, Operation::Restore))?;
+    let operator = nfrepo_store::s3_bucket_operator(&url, &credentials, &options)
+        .map_err(|e| Failure::store(&e, Operation::Restore))?;
     let (snapshot_spec, path) = context::split_spec(&args.spec);
     let (reader, snapshot) = open_snapshot(global, snapshot_spec, Operation::Restore).await?;
     if snapshot.snapshot.source_kind != "bucket" {

@@ -62,6 +62,9 @@ pub async fn run(global: &GlobalArgs, args: SnapshotsArgs) -> Result<i32, Failur
         .await
         .map_err(|e| Failure::engine(&e, Operation::Inspect))?;
     let shown = filter(all, &args.filter)?;
+    // One repository, one cipher: repeated on every entry so that the
+    // output stays the array it always was.
+    let cipher = repo.cipher().name();
     if global.json {
         let list: Vec<_> = shown
             .iter()
@@ -88,6 +91,7 @@ pub async fn run(global: &GlobalArgs, args: SnapshotsArgs) -> Result<i32, Failur
                     },
                     "command": s.command.as_ref().map(|c| serde_json::json!({"argv": c.argv, "exit_code": c.exit_code})),
                     "extra": s.extra.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+                    "cipher": cipher,
                 })
             })
             .collect();

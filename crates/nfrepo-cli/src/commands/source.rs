@@ -168,7 +168,7 @@ async fn run_hook(source: &str, which: &'static str, command: &str) -> Result<()
 /// nfrepo's secrets removed from its environment, no stdin, its output on
 /// stderr (stdout is for results).
 pub fn hook_command(source: &str, command: &str) -> tokio::process::Command {
-    let mut child = nfrepo_sources::async_command("sh", &[]);
+    let mut child = nfrepo_sources::async_command("sh", &nfrepo_sources::ChildAuth::none());
     child
         .arg("-c")
         .arg(command)
@@ -186,9 +186,10 @@ fn connection(source: &SourceConfig) -> Result<Connection, Failure> {
 }
 
 /// The bucket's operator, with the source's own credentials or the repository's.
-fn bucket_operator(source: &SourceConfig) -> Result<opendal::Operator, Failure> {
+fn bucket_operator(global: &GlobalArgs, source: &SourceConfig) -> Result<opendal::Operator, Failure> {
     let text = source.connection.as_deref().unwrap_or_default();
     let url = nfrepo_store::StoreUrl::parse(text).map_err(|e| Failure::store(&e, Operation::Backup))?;
+    let options = context::store_options(global, &url)?;
     let credentials = match (&source.access_key_env, &source.secret_key_env) {
         (Some(key), Some(secret)) => {
             let read = |var: &str| {
@@ -206,16 +207,16 @@ fn bucket_operator(source: &SourceConfig) -> Result<opendal::Operator, Failure> 
         }
         _ => nfrepo_store::Credentials::from_env().map_err(|e| Failure::store(&e, Operation::Backup))?,
     };
-    nfrepo_store::s3_bucket_operator(&url, &credentials).map_err(|e| Failure::store(&e, Operation::Backup))
+    nfrepo_store::s3_bucket_operator(&url, &credentials, &options).map_err(|e| Failure::store(&e, Operation::Backup))
 }
 
 /// The configured source as a [`Source`]; servers are asked what to dump
 /// when the driver prepares it, off the runtime.
-fn source_of(source: &SourceConfig) -> Result<Box<dyn Source>, Failure> {
+fn source_of(global: &GlobalArgs, source: &SourceConfig) -> Result<Box<dyn Source>, Failure> {
     let bin_dir = source.bin_dir.clone();
     let databases = source.databases.clone();
     Ok(match source.kind {
-        SourceKind::Analytics => return analytics_source(source),
+        SourceKind::Analytics => return analytics_source(global, source),
         SourceKind::Files | SourceKind::Config | SourceKind::Logs | SourceKind::Artifact => {
             let mut options = FilesOptions::default();
             options.include.clone_from(&source.include);
@@ -242,14 +243,14 @@ fn source_of(source: &SourceConfig) -> Result<Box<dyn Source>, Failure> {
             bin_dir,
         })),
         SourceKind::Bucket => Box::new(BucketSource::new(
-            bucket_operator(source)?,
+            bucket_operator(global, source)?,
             source.connection.clone().unwrap_or_default(),
         )),
     })
 }
 
 /// An analytics source: its command, its bucket prefix, or its files.
-fn analytics_source(source: &SourceConfig) -> Result<Box<dyn Source>, Failure> {
+fn analytics_source(global: &GlobalArgs, source: &SourceConfig) -> Result<Box<dyn Source>, Failure> {
     if let Some(argv) = &source.command {
         let name = source.output.clone().unwrap_or_else(|| {
             let program = argv.first().map(String::as_str).unwrap_or("export");
@@ -261,7 +262,7 @@ fn analytics_source(source: &SourceConfig) -> Result<Box<dyn Source>, Failure> {
     }
     if source.connection.is_some() {
         return Ok(Box::new(BucketSource::new(
-            bucket_operator(source)?,
+            bucket_operator(global, source)?,
             source.connection.clone().unwrap_or_default(),
         )));
     }
@@ -304,7 +305,7 @@ async fn backup(
         .profile(profile)
         .use_parent(!no_parent)
         .retries(retry_counter(&opened.store));
-    let source = source_of(source)?;
+    let source = source_of(global, source)?;
     let progress = crate::progress::Progress::backup(global, name);
     let ran = nfrepo_sources::run_backup(&opened.repo, source, &options, &mut |p| progress.show(p)).await;
     progress.finish().await;

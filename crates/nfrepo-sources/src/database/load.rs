@@ -29,7 +29,7 @@ pub(super) async fn pipe(
         .argv
         .split_first()
         .ok_or_else(|| load_failed(Error::Invalid("no client command".into())))?;
-    let mut child = crate::child::async_command(program, &command.env)
+    let mut child = crate::child::async_command(program, &command.auth)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())

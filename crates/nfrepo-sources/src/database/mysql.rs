@@ -138,14 +138,14 @@ impl MysqlTarget {
     /// Runs `script` (in `db`, if given), stopping at the first error; returns
     /// its rows. Blocks.
     fn admin(&self, db: Option<&str>, script: &str) -> Result<String> {
-        let mut argv = self.client_argv();
+        let (mut argv, auth) = self.client()?;
         argv.extend([
             "--batch".into(),
             "--skip-column-names".into(),
             "--skip-reconnect".into(),
         ]);
         argv.extend(db.map(str::to_owned));
-        run_script(&argv, &self.env(), script)
+        run_script(&argv, &auth, script)
     }
 
     /// Every database with its comment.
@@ -231,15 +231,15 @@ impl MysqlTarget {
     /// `mysql` stops at the first error by default (`--no-defaults` keeps any
     /// option file's `force` away); `--skip-reconnect` makes a killed
     /// connection an error instead of a new session that carries on.
-    pub(super) fn load_command(&self, staging: &str) -> LoadCommand {
-        let mut argv = self.client_argv();
+    pub(super) fn load_command(&self, staging: &str) -> Result<LoadCommand> {
+        let (mut argv, auth) = self.client()?;
         argv.extend(["--skip-reconnect".into(), staging.to_owned()]);
-        LoadCommand {
+        Ok(LoadCommand {
             argv,
-            env: self.env(),
+            auth,
             prologue: b"",
             epilogue: b"",
-        }
+        })
     }
 
     /// Disables the staged events, so that none fires in the staging copy;

@@ -18,7 +18,7 @@ impl PostgresTarget {
     /// Runs `script` in `database`, stopping at the first error; returns its
     /// rows, fields separated by tabs. Blocks.
     fn admin(&self, database: &str, script: &str) -> Result<String> {
-        let mut argv = self.client_argv();
+        let (mut argv, auth) = self.client()?;
         argv.extend([
             "-X".into(),
             "-q".into(),
@@ -28,7 +28,7 @@ impl PostgresTarget {
             "--set=ON_ERROR_STOP=1".into(),
             format!("--dbname={database}"),
         ]);
-        run_script(&argv, &self.env(), script)
+        run_script(&argv, &auth, script)
     }
 
     /// Every database with its comment.
@@ -170,8 +170,8 @@ impl PostgresTarget {
 
     /// `psql` loading a dump inside one transaction that only nfrepo's
     /// epilogue commits: a stream that ends early is rolled back.
-    pub(super) fn load_command(&self, staging: &str) -> LoadCommand {
-        let mut argv = self.client_argv();
+    pub(super) fn load_command(&self, staging: &str) -> Result<LoadCommand> {
+        let (mut argv, auth) = self.client()?;
         argv.extend([
             "-X".into(),
             "--quiet".into(),
@@ -179,12 +179,12 @@ impl PostgresTarget {
             "--output=/dev/null".into(),
             format!("--dbname={staging}"),
         ]);
-        LoadCommand {
+        Ok(LoadCommand {
             argv,
-            env: self.env(),
+            auth,
             prologue: b"BEGIN;\n",
             epilogue: b"\nCOMMIT;\n",
-        }
+        })
     }
 
     /// `table` is `schema.table` (a bare name is in `public`). `ONLY`: a

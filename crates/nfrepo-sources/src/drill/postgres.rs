@@ -103,7 +103,7 @@ pub(super) fn replay_globals(connection: &Connection, bin_dir: Option<&Path>, fi
         format!("--file={}", file.display()),
     ]);
     let (program, args) = argv.split_first().ok_or_else(|| Error::Invalid("no psql".into()))?;
-    let out = crate::child::command(program, &[])
+    let out = crate::child::command(program, &crate::ChildAuth::none())
         .args(args)
         .stdin(std::process::Stdio::null())
         .output()

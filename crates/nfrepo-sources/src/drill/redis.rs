@@ -56,7 +56,7 @@ pub(super) fn start(guard: &Throwaway, data_dir: &Path, bin_dir: Option<&Path>) 
                 "INFO".into(),
                 "persistence".into(),
             ],
-            &[],
+            &crate::ChildAuth::none(),
         )
         .is_ok_and(|out| out.lines().any(|l| l.trim() == "loading:0"))
     })?;
@@ -73,7 +73,7 @@ pub(super) fn keys(port: u16, bin_dir: Option<&Path>) -> Result<u64> {
             "INFO".into(),
             "keyspace".into(),
         ],
-        &[],
+        &crate::ChildAuth::none(),
     )?;
     keyspace_total(&info)
 }

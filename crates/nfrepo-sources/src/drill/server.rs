@@ -143,7 +143,7 @@ impl Throwaway {
             path: log_path.clone(),
             source,
         })?;
-        let mut command = crate::child::command(program, &[]);
+        let mut command = crate::child::command(program, &crate::ChildAuth::none());
         command
             .args(args)
             .stdin(Stdio::null())

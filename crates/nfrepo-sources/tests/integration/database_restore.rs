@@ -89,7 +89,7 @@ async fn restore_with_recorded_rows(
     let plan = DumpPlan {
         commands: vec![DumpCommand {
             argv: vec!["printf".into(), "%s".into(), sql.into()],
-            env: Vec::new(),
+            auth: nfrepo_sources::ChildAuth::none(),
             output: DumpOutput::Raw("app.sql".into()),
         }],
         facts: vec![(format!("dump.app.sql.rows.{table}"), recorded.to_string())],

@@ -243,7 +243,7 @@ esac"#,
 fn command(name: &str, shell: &str) -> DumpCommand {
     DumpCommand {
         argv: ["sh", "-c", shell].map(String::from).to_vec(),
-        env: Vec::new(),
+        auth: nfrepo_sources::ChildAuth::none(),
         output: DumpOutput::Raw(name.to_owned()),
     }
 }
@@ -279,7 +279,7 @@ fn mysqldump_of(databases: &[&str], shell: &str) -> DumpPlan {
     DumpPlan {
         commands: vec![DumpCommand {
             argv: ["sh", "-c", shell].map(String::from).to_vec(),
-            env: Vec::new(),
+            auth: nfrepo_sources::ChildAuth::none(),
             output: DumpOutput::Mysqldump(databases.iter().map(|d| (*d).to_owned()).collect()),
         }],
         ..DumpPlan::default()
@@ -310,7 +310,7 @@ async fn a_dump_that_exits_0_inside_its_data_commits_nothing() {
             argv: ["sh", "-c", r"printf -- '-- Data for Name: t; Type: TABLE DATA; Schema: public; Owner: x\nCOPY public.t (a) FROM stdin;\n1\n'"]
                 .map(String::from)
                 .to_vec(),
-            env: Vec::new(),
+            auth: nfrepo_sources::ChildAuth::none(),
             output: DumpOutput::PgDump("app.sql".into()),
         }],
         ..DumpPlan::default()

@@ -1,13 +1,15 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use nfrepo_store::{Credentials, ErrorKind, ObjectKey, ObjectKind, OpendalStore, PutMode, Store, StoreUrl, open};
+use nfrepo_store::{
+    Credentials, ErrorKind, ObjectKey, ObjectKind, OpenOptions, OpendalStore, PutMode, Store, StoreUrl, open,
+};
 
 use super::conformance;
 
 fn open_dir(path: &std::path::Path) -> Arc<dyn Store> {
     let url = StoreUrl::parse(&format!("file://{}", path.display())).unwrap();
-    open(&url, &Credentials::none()).unwrap()
+    open(&url, &Credentials::none(), &OpenOptions::default()).unwrap()
 }
 
 #[tokio::test]

@@ -1,5 +1,5 @@
 use bytes::Bytes;
-use nfrepo_store::{Credentials, ObjectKey, ObjectKind, OpendalStore, PutMode, StoreUrl, open};
+use nfrepo_store::{Credentials, ObjectKey, ObjectKind, OpenOptions, OpendalStore, PutMode, StoreUrl, open};
 
 use super::conformance;
 
@@ -7,6 +7,7 @@ fn open_memory(name: &str) -> std::sync::Arc<dyn nfrepo_store::Store> {
     open(
         &StoreUrl::parse(&format!("memory://{name}")).unwrap(),
         &Credentials::none(),
+        &OpenOptions::default(),
     )
     .unwrap()
 }

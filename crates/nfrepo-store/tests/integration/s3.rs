@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use nfrepo_store::{
-    Credentials, ErrorKind, ObjectKey, ObjectKind, PutMode, RetryPolicy, RetryStore, Store, StoreUrl, open,
+    Credentials, ErrorKind, ObjectKey, ObjectKind, OpenOptions, PutMode, RetryPolicy, RetryStore, Store, StoreUrl, open,
 };
 
 use super::conformance;
@@ -45,7 +45,10 @@ fn env() -> S3Env {
 fn open_fresh(env: &S3Env, test: &str, creds: &Credentials) -> Arc<dyn Store> {
     let prefix = format!("it-{test}-{:016x}", getrandom::u64().unwrap());
     let url = StoreUrl::parse(&format!("s3://{}/{prefix}?endpoint={}", env.bucket, env.endpoint)).unwrap();
-    Arc::new(RetryStore::new(open(&url, creds).unwrap(), RetryPolicy::default()))
+    Arc::new(RetryStore::new(
+        open(&url, creds, &OpenOptions::default()).unwrap(),
+        RetryPolicy::default(),
+    ))
 }
 
 fn creds(env: &S3Env) -> Credentials {
