@@ -394,6 +394,9 @@ impl Store for OpendalStore {
     }
 
     async fn set_retention(&self, key: &ObjectKey, retention: Retention) -> Result<()> {
+        if self.s3.is_none() {
+            return Err(crate::store::no_object_lock(key).with_location(&self.location));
+        }
         let (api, _) = self.lock_api(Some(key))?;
         api.put_retention(&key.path(), None, retention)
             .await

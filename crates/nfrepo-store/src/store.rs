@@ -61,22 +61,20 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// removes them.
     async fn delete(&self, key: &ObjectKey) -> Result<()>;
 
+    // The object-lock calls have no default on purpose: a wrapper that forgot
+    // to forward them would silently turn object lock off.
+
     /// Whether the store is an S3 bucket with Object Lock enabled (and so
     /// versioned). Stores without object lock answer `false`.
-    async fn object_lock_enabled(&self) -> Result<bool> {
-        Ok(false)
-    }
+    async fn object_lock_enabled(&self) -> Result<bool>;
 
     /// Sets the object-lock retention of the current version of `key`. The
     /// server refuses to delete that version before `retention.until`; a
     /// retention can be extended but (in compliance mode) never shortened.
     ///
     /// # Errors
-    /// [`ErrorKind::Other`] on a store without object lock.
-    async fn set_retention(&self, key: &ObjectKey, retention: Retention) -> Result<()> {
-        let _ = retention;
-        Err(Error::new(ErrorKind::Other, "this store has no object lock").with_key(key))
-    }
+    /// [`ErrorKind::Other`] on a store without object lock ([`no_object_lock`]).
+    async fn set_retention(&self, key: &ObjectKey, retention: Retention) -> Result<()>;
 
     /// Frees the space of `key`'s stored versions that are no longer visible:
     /// every non-current version, and all of them when the latest is a delete
@@ -87,18 +85,17 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// [`ErrorKind::Retained`] (with [`Error::retained_until`], the latest
     /// date) when a version is still under retention: every other version is
     /// removed, and the object stays hidden.
-    async fn purge(&self, key: &ObjectKey) -> Result<()> {
-        let _ = key;
-        Ok(())
-    }
+    async fn purge(&self, key: &ObjectKey) -> Result<()>;
 
     /// Objects of `kind` that have stored versions [`Store::purge`] would
     /// remove (deleted objects still kept by a versioned bucket, or overwritten
     /// ones). `size` is the bytes those versions hold. Empty on unversioned stores.
-    async fn list_purgeable(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
-        let _ = kind;
-        Ok(Vec::new())
-    }
+    async fn list_purgeable(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>>;
+}
+
+/// The [`Store::set_retention`] error of a store without object lock.
+pub fn no_object_lock(key: &ObjectKey) -> Error {
+    Error::new(ErrorKind::Other, "this store has no object lock").with_key(key)
 }
 
 macro_rules! forward_store {
