@@ -14,7 +14,9 @@
 # while that server is up just prints the same pid.
 #
 # S3: endpoint http://127.0.0.1:18333 (port set 2: http://127.0.0.1:18533),
-#     bucket nfrepo-test, access key nfrepo-test, secret key nfrepo-test-secret.
+#     bucket nfrepo-test, access key nfrepo-test, secret key nfrepo-test-secret;
+#     and bucket nfrepo-lock, made with S3 Object Lock enabled (versioned), for
+#     the object-lock tests (SeaweedFS enforces retention: format-spec/object-lock.md).
 set -euo pipefail
 
 # shellcheck source=scripts/lib/common.sh
@@ -30,6 +32,7 @@ case "${2:-1}" in
 *) die "unknown port set ${2}: expected 1 or 2" ;;
 esac
 BUCKET=nfrepo-test
+LOCK_BUCKET=nfrepo-lock
 ACCESS_KEY=nfrepo-test
 SECRET_KEY=nfrepo-test-secret
 ENDPOINT="http://127.0.0.1:$S3_PORT"
@@ -40,6 +43,8 @@ if [[ -s "$DIR/weed.pid" ]]; then
 	old_pid="$(cat "$DIR/weed.pid")"
 	if kill -0 "$old_pid" 2>/dev/null &&
 		s3_head_bucket "$ENDPOINT" "$BUCKET" "$ACCESS_KEY" "$SECRET_KEY" >/dev/null; then
+		s3_ensure_lock_bucket "$ENDPOINT" "$LOCK_BUCKET" "$ACCESS_KEY" "$SECRET_KEY" ||
+			die "cannot create the object-lock bucket $LOCK_BUCKET on $ENDPOINT"
 		log "SeaweedFS already running on $ENDPOINT (pid $old_pid)"
 		echo "$old_pid"
 		exit 0
@@ -98,6 +103,8 @@ while ((SECONDS < deadline)); do
 		exit 1
 	fi
 	if [[ -n "$pid" ]] && status="$(s3_head_bucket "$ENDPOINT" "$BUCKET" "$ACCESS_KEY" "$SECRET_KEY")"; then
+		s3_ensure_lock_bucket "$ENDPOINT" "$LOCK_BUCKET" "$ACCESS_KEY" "$SECRET_KEY" ||
+			die "cannot create the object-lock bucket $LOCK_BUCKET on $ENDPOINT"
 		started=1
 		log "SeaweedFS ready on $ENDPOINT (bucket $BUCKET, pid $pid, log $DIR/weed.log)"
 		echo "$pid"

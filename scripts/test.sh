@@ -15,7 +15,10 @@
 #
 # The tests see the S3 server through:
 #   NFREPO_TEST_S3_ENDPOINT=http://127.0.0.1:18333  NFREPO_TEST_S3_BUCKET=nfrepo-test
+S3_LOCK_BUCKET=nfrepo-lock
 #   NFREPO_TEST_S3_ACCESS_KEY=nfrepo-test           NFREPO_TEST_S3_SECRET_KEY=nfrepo-test-secret
+# and, on the first server, a bucket with S3 Object Lock enabled for the object-lock tests:
+#   NFREPO_TEST_S3_LOCK_BUCKET=nfrepo-lock
 # and a second S3 server, a second region for the replication tests (same bucket and keys):
 #   NFREPO_TEST_S3_ENDPOINT_2=http://127.0.0.1:18533
 # and the database servers (scripts/start-{mariadb,postgres,redis}.sh) through:
@@ -133,10 +136,13 @@ start_servers() {
 		s3_head_bucket "$S3_ENDPOINT" "$S3_BUCKET" "$S3_ACCESS_KEY" "$S3_SECRET_KEY" >/dev/null; then
 		# A developer's own server with the same credentials: use it, leave it running.
 		log "reusing the SeaweedFS already answering on $S3_ENDPOINT"
+		s3_ensure_lock_bucket "$S3_ENDPOINT" "$S3_LOCK_BUCKET" "$S3_ACCESS_KEY" "$S3_SECRET_KEY" ||
+			die "cannot create the object-lock bucket $S3_LOCK_BUCKET on $S3_ENDPOINT"
 	else
 		WEED_PID="$(bash scripts/start-seaweedfs.sh "$s3dir")"
 	fi
 	export NFREPO_TEST_S3_ENDPOINT="$S3_ENDPOINT"
+	export NFREPO_TEST_S3_LOCK_BUCKET="$S3_LOCK_BUCKET"
 	if port_open 18533 &&
 		s3_head_bucket "$S3_ENDPOINT_2" "$S3_BUCKET" "$S3_ACCESS_KEY" "$S3_SECRET_KEY" >/dev/null; then
 		log "reusing the second SeaweedFS already answering on $S3_ENDPOINT_2"

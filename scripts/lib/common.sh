@@ -101,29 +101,32 @@ port_open() {
 	(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
-# s3_head_bucket ENDPOINT BUCKET ACCESS_KEY SECRET_KEY: a SigV4-signed HEAD of the
-# bucket with nothing but python3's standard library. Prints the HTTP status
-# (000 when the connection fails); exits 0 only on 200.
-s3_head_bucket() {
+# s3_bucket_request METHOD ENDPOINT BUCKET ACCESS_KEY SECRET_KEY [HEADER:VALUE...]:
+# a SigV4-signed request on the bucket with nothing but python3's standard
+# library. Prints the HTTP status (000 when the connection fails); exits 0
+# only on 200.
+s3_bucket_request() {
 	python3 - "$@" <<'PY'
 import datetime, hashlib, hmac, sys, urllib.error, urllib.parse, urllib.request
-endpoint, bucket, ak, sk = sys.argv[1:5]
+method, endpoint, bucket, ak, sk = sys.argv[1:6]
+extra = dict(h.split(":", 1) for h in sys.argv[6:])
 region, host = "us-east-1", urllib.parse.urlparse(endpoint).netloc
 now = datetime.datetime.now(datetime.timezone.utc)
 amz_date, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
 empty = hashlib.sha256(b"").hexdigest()
-signed = "host;x-amz-content-sha256;x-amz-date"
-canonical = "\n".join(["HEAD", f"/{bucket}", "", f"host:{host}",
-                       f"x-amz-content-sha256:{empty}", f"x-amz-date:{amz_date}", "", signed, empty])
+headers = {"host": host, "x-amz-content-sha256": empty, "x-amz-date": amz_date, **extra}
+names = sorted(headers)
+signed = ";".join(names)
+canonical = "\n".join([method, f"/{bucket}", ""] + [f"{n}:{headers[n]}" for n in names] + ["", signed, empty])
 scope = f"{day}/{region}/s3/aws4_request"
 to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
 key = ("AWS4" + sk).encode()
 for part in (day, region, "s3", "aws4_request"):
     key = hmac.new(key, part.encode(), hashlib.sha256).digest()
 sig = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
-req = urllib.request.Request(f"{endpoint}/{bucket}", method="HEAD", headers={
-    "x-amz-date": amz_date, "x-amz-content-sha256": empty,
-    "Authorization": f"AWS4-HMAC-SHA256 Credential={ak}/{scope}, SignedHeaders={signed}, Signature={sig}"})
+headers.pop("host")
+headers["Authorization"] = f"AWS4-HMAC-SHA256 Credential={ak}/{scope}, SignedHeaders={signed}, Signature={sig}"
+req = urllib.request.Request(f"{endpoint}/{bucket}", method=method, headers=headers)
 try:
     status = urllib.request.urlopen(req, timeout=5).status
 except urllib.error.HTTPError as e:
@@ -133,6 +136,19 @@ except Exception:
 print(f"{status:03d}")
 sys.exit(0 if status == 200 else 1)
 PY
+}
+
+# s3_head_bucket ENDPOINT BUCKET ACCESS_KEY SECRET_KEY: whether the bucket
+# answers a signed HEAD (see s3_bucket_request).
+s3_head_bucket() {
+	s3_bucket_request HEAD "$@"
+}
+
+# s3_ensure_lock_bucket ENDPOINT BUCKET ACCESS_KEY SECRET_KEY: creates BUCKET
+# with S3 Object Lock enabled (and so versioning), unless it already answers.
+s3_ensure_lock_bucket() {
+	s3_head_bucket "$@" >/dev/null && return 0
+	s3_bucket_request PUT "$@" "x-amz-bucket-object-lock-enabled:true" >/dev/null
 }
 
 # spawn_detached PIDFILE LOGFILE CMD...: starts CMD in the background in a

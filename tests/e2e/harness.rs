@@ -41,13 +41,23 @@ impl Env {
     ///
     /// Fails (never skips) when the server is not configured.
     pub fn s3(name: &str) -> Self {
+        Self::s3_in("NFREPO_TEST_S3_BUCKET", name)
+    }
+
+    /// A repository in SeaweedFS's bucket with S3 Object Lock enabled
+    /// (`NFREPO_TEST_S3_LOCK_BUCKET`, made by `scripts/start-seaweedfs.sh`).
+    pub fn s3_lock(name: &str) -> Self {
+        Self::s3_in("NFREPO_TEST_S3_LOCK_BUCKET", name)
+    }
+
+    fn s3_in(bucket_var: &str, name: &str) -> Self {
         let var = |k: &str| {
             std::env::var(k).unwrap_or_else(|_| {
                 panic!("{k} is not set: S3 tests need SeaweedFS; run scripts/test.sh (it starts one) or export the NFREPO_TEST_S3_* variables")
             })
         };
         let endpoint = var("NFREPO_TEST_S3_ENDPOINT");
-        let bucket = var("NFREPO_TEST_S3_BUCKET");
+        let bucket = var(bucket_var);
         let unique = format!("{name}-{}-{}", std::process::id(), nanos());
         let mut env = Self::new();
         env.repo = format!("s3://{bucket}/e2e/{unique}?endpoint={endpoint}&region=us-east-1");

@@ -32,6 +32,7 @@ mod files;
 mod gc;
 mod keys;
 mod mysql;
+mod object_lock;
 mod postgres;
 mod redis;
 mod replicate;

@@ -145,6 +145,28 @@ pub struct InitArgs {
     pub pack_size_mib: u32,
     #[command(flatten)]
     pub kdf: KdfArgs,
+    /// Give every write-once object an S3 Object Lock retention of DAYS days,
+    /// renewed by gc while the object is live (the bucket must have object lock
+    /// enabled; format-spec/object-lock.md).
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..=36500))]
+    pub object_lock: Option<u32>,
+    /// Retention of audit entries and the config, in days (default: the larger
+    /// of --object-lock and 365).
+    #[arg(long, value_name = "DAYS", requires = "object_lock", value_parser = clap::value_parser!(u32).range(1..=36500))]
+    pub object_lock_audit: Option<u32>,
+    /// Object lock mode: compliance (the default; nobody can shorten a
+    /// retention) or governance (principals with s3:BypassGovernanceRetention can).
+    #[arg(long, value_enum, requires = "object_lock")]
+    pub object_lock_mode: Option<LockModeArg>,
+}
+
+/// `--object-lock-mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LockModeArg {
+    /// S3 compliance mode.
+    Compliance,
+    /// S3 governance mode.
+    Governance,
 }
 
 #[derive(Debug, Subcommand)]

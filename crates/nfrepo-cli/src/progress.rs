@@ -100,6 +100,22 @@ impl Store for CountingStore {
         add(&TRAFFIC.objects_deleted, 1);
         Ok(())
     }
+
+    async fn object_lock_enabled(&self) -> Result<bool> {
+        self.0.object_lock_enabled().await
+    }
+
+    async fn set_retention(&self, key: &ObjectKey, retention: nfrepo_store::Retention) -> Result<()> {
+        self.0.set_retention(key, retention).await
+    }
+
+    async fn purge(&self, key: &ObjectKey) -> Result<()> {
+        self.0.purge(key).await
+    }
+
+    async fn list_purgeable(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
+        self.0.list_purgeable(kind).await
+    }
 }
 
 /// What a progress line shows.

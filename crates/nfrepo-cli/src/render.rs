@@ -28,6 +28,11 @@ pub fn time_ns(ns: i64) -> String {
         .to_string()
 }
 
+/// A system time as RFC 3339 UTC (seconds precision).
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    DateTime::<Utc>::from(t).format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
 /// `rwxr-xr-x`-style mode string with a type letter.
 pub fn mode(kind: char, mode: u32) -> String {
     let mut s = String::with_capacity(10);

@@ -155,6 +155,9 @@ pub struct GcReport {
     pub plans_removed: usize,
     /// Markers of crashed backups removed.
     pub expired_sessions_removed: usize,
+    /// On an object-locked repository (not in a dry run): retentions
+    /// extended, versions freed, and what stays retained until when.
+    pub object_lock: Option<crate::LockReport>,
 }
 
 impl GcReport {
@@ -222,7 +225,25 @@ impl Repository {
         if options.dry_run {
             return Ok(plan.report);
         }
-        self.apply_gc(plan, &lease, options.work.as_deref()).await
+        let mut report = self.apply_gc(plan, &lease, options.work.as_deref()).await?;
+        if let Some(policy) = self.object_lock() {
+            let mut locked = crate::LockReport::default();
+            ensure_held(&lease).await?;
+            let (_, planned) = planned_packs(self).await?;
+            let planned = planned
+                .iter()
+                .flat_map(|id| {
+                    [nfrepo_format::PackKind::Data, nfrepo_format::PackKind::Tree]
+                        .into_iter()
+                        .filter_map(move |kind| crate::read::pack_object_key(kind, id).ok())
+                })
+                .collect();
+            self.renew_retention(&policy, now, &planned, &mut locked).await?;
+            ensure_held(&lease).await?;
+            self.purge_versions(&mut locked).await?;
+            report.object_lock = Some(locked);
+        }
+        Ok(report)
     }
 }
 

@@ -50,6 +50,7 @@ mod good;
 mod host;
 mod index;
 mod lease;
+mod object_lock;
 mod objects;
 mod read;
 mod repair;
@@ -71,6 +72,7 @@ pub use gc::{GcOptions, GcPlan, GcReport, PackCount};
 pub use good::GoodMarkers;
 pub use host::{hostname, user_at_host, username};
 pub use index::{BlobLocation, Index};
+pub use object_lock::LockReport;
 pub use read::{Reader, SnapshotEntry, select_snapshot};
 pub use repair::{IndexRepair, SnapshotRepair};
 pub use replicate::{

@@ -28,6 +28,9 @@ pub struct InitOptions {
     pub pack_size: u32,
     /// Label recorded in the first key slot (`user@host`).
     pub label: String,
+    /// S3 Object Lock retention for every write-once object
+    /// (format-spec/object-lock.md); the bucket must have object lock enabled.
+    pub object_lock: Option<nfrepo_format::ObjectLock>,
 }
 
 /// The pack sizes a repository may have, in MiB (the config decoder
@@ -53,6 +56,9 @@ impl InitOptions {
                 PACK_SIZE_MIB.start(),
                 PACK_SIZE_MIB.end()
             )));
+        }
+        if let Some(lock) = &self.object_lock {
+            lock.validate().map_err(|e| Error::Invalid(e.to_string()))?;
         }
         validate_kdf(&self.kdf)
     }
@@ -93,6 +99,7 @@ impl Default for InitOptions {
             kdf: KdfParams::default(),
             pack_size: ConfigBody::default().pack_size,
             label: crate::host::user_at_host(),
+            object_lock: None,
         }
     }
 }
@@ -160,9 +167,18 @@ impl Repository {
             repo,
             cipher: options.cipher,
         };
+        if options.object_lock.is_some() && !store.object_lock_enabled().await.map_err(Error::store)? {
+            return Err(Error::Invalid(format!(
+                "--object-lock needs an s3 bucket created with object lock enabled, and {} is not one",
+                store.location()
+            )));
+        }
+        // From here on every write-once object, key slot and config included, gets its retention.
+        let store = crate::object_lock::wrap(store, options.object_lock.as_ref());
         let body = ConfigBody {
             pack_size: options.pack_size,
             created: chrono::Utc::now().timestamp(),
+            object_lock: options.object_lock,
             ..ConfigBody::default()
         };
         let keys = master.derive();
@@ -204,6 +220,7 @@ impl Repository {
         let config_bytes = store.get(&ObjectKey::config()).await.map_err(Error::store)?;
         let (_, sealed) = decode_config_header(&config_bytes).map_err(|e| Error::decode("config", e))?;
         let body = decode_config_body(&header, sealed, &sealer).map_err(|e| Error::decode("config", e))?;
+        let store = crate::object_lock::wrap(store, body.object_lock.as_ref());
         Ok(Self {
             store,
             header,

@@ -15,6 +15,7 @@ mod integration {
     mod forget;
     mod gc;
     mod index_cache;
+    mod object_lock;
     mod objects;
     mod replicate;
     mod repository;

@@ -53,7 +53,7 @@ mod tree;
 
 pub use blob::{BlobCodec, BlobKind, MAX_BLOB_LEN, SealedBlob};
 pub use chunker::{Chunker, ChunkerProfile};
-pub use config::{ConfigBody, ConfigHeader, decode_config_body, decode_config_header, encode_config};
+pub use config::{ConfigBody, ConfigHeader, ObjectLock, decode_config_body, decode_config_header, encode_config};
 pub use content::{
     Content, ContentList, ContentListBuilder, EmittedList, INLINE_MAX_ENTRIES, LIST_CUT_MODULUS, LIST_MAX_ENTRIES,
     LIST_MIN_ENTRIES, ListEntry, MAX_DEPTH,

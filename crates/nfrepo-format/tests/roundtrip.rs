@@ -350,12 +350,18 @@ fn config_body() -> impl Strategy<Value = ConfigBody> {
         any::<i32>(),
         vec((any::<String>(), chunker_profile()), 0..4),
         any::<i64>(),
+        proptest::option::of((1..=2u8, 1..=1_000_000u64, 0..=1_000_000u64)),
     )
-        .prop_map(|(pack_size, zstd_level, profiles, created)| ConfigBody {
+        .prop_map(|(pack_size, zstd_level, profiles, created, lock)| ConfigBody {
             pack_size,
             zstd_level,
             profiles,
             created,
+            object_lock: lock.map(|(mode, retain_secs, extra)| nfrepo_format::ObjectLock {
+                mode,
+                retain_secs,
+                audit_retain_secs: retain_secs + extra,
+            }),
         })
 }
 

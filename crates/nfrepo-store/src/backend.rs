@@ -1,6 +1,8 @@
 //! The OpenDAL-backed [`Store`] for local directories and S3, and [`open`].
 
 mod local;
+mod s3api;
+mod versions;
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -15,6 +17,7 @@ use crate::credentials::Credentials;
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::{ObjectInfo, ObjectKey, ObjectKind};
 use crate::location::StoreUrl;
+use crate::lock::Retention;
 use crate::memory::MemoryStore;
 use crate::store::{PutMode, Store};
 
@@ -92,7 +95,16 @@ pub fn open(url: &StoreUrl, creds: &Credentials, options: &OpenOptions) -> Resul
         } => {
             let op = s3_operator(bucket, prefix, endpoint.as_deref(), region.as_deref(), creds)
                 .map_err(|e| e.with_location(&location))?;
-            Arc::new(OpendalStore::new(op, location))
+            let api = s3api::S3Api::new(
+                bucket,
+                prefix,
+                endpoint.as_deref(),
+                region.as_deref().unwrap_or(DEFAULT_S3_REGION),
+                creds,
+            );
+            let mut store = OpendalStore::new(op, location);
+            store.s3 = Some(api);
+            Arc::new(store)
         }
         StoreUrl::Memory { name } => Arc::new(MemoryStore::named(name)),
     })
@@ -170,6 +182,8 @@ pub struct OpendalStore {
     op: OnceCell<Operator>,
     /// Set for local directories: puts take the atomic local path.
     local_root: Option<PathBuf>,
+    /// Set for S3 stores made by [`open`]: the object-lock calls.
+    s3: Option<s3api::S3Api>,
 }
 
 impl OpendalStore {
@@ -182,6 +196,7 @@ impl OpendalStore {
             location: location.into(),
             op: OnceCell::new_with(Some(op)),
             local_root,
+            s3: None,
         }
     }
 
@@ -192,6 +207,7 @@ impl OpendalStore {
             location: StoreUrl::File { path: root.clone() }.to_string(),
             op: OnceCell::new(),
             local_root: Some(root),
+            s3: None,
         }
     }
 
@@ -220,6 +236,21 @@ impl OpendalStore {
 
     fn fail(&self, err: opendal::Error, key: &ObjectKey) -> Error {
         Error::from_opendal(err).with_key(key).with_location(&self.location)
+    }
+
+    /// The S3 object-lock calls and the operator, or the error for a store without them.
+    fn lock_api(&self, key: Option<&ObjectKey>) -> Result<(&s3api::S3Api, &Operator)> {
+        match (&self.s3, self.op.get()) {
+            (Some(api), Some(op)) => Ok((api, op)),
+            _ => {
+                let err =
+                    Error::new(ErrorKind::Other, "object lock needs an s3:// repository").with_location(&self.location);
+                Err(match key {
+                    Some(key) => err.with_key(key),
+                    None => err,
+                })
+            }
+        }
     }
 
     fn not_found(&self, key: &ObjectKey) -> Error {
@@ -394,5 +425,42 @@ impl Store for OpendalStore {
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(self.fail(e, key)),
         }
+    }
+
+    async fn object_lock_enabled(&self) -> Result<bool> {
+        match &self.s3 {
+            Some(api) => api.lock_enabled().await.map_err(|e| e.with_location(&self.location)),
+            None => Ok(false),
+        }
+    }
+
+    async fn set_retention(&self, key: &ObjectKey, retention: Retention) -> Result<()> {
+        if self.s3.is_none() {
+            return Err(crate::store::no_object_lock(key).with_location(&self.location));
+        }
+        let (api, _) = self.lock_api(Some(key))?;
+        api.put_retention(&key.path(), None, retention)
+            .await
+            .map_err(|e| e.with_key(key).with_location(&self.location))
+    }
+
+    async fn purge(&self, key: &ObjectKey) -> Result<()> {
+        if self.s3.is_none() {
+            return Ok(());
+        }
+        let (api, op) = self.lock_api(Some(key))?;
+        versions::purge(op, api, key)
+            .await
+            .map_err(|e| e.with_location(&self.location))
+    }
+
+    async fn list_purgeable(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
+        if self.s3.is_none() {
+            return Ok(Vec::new());
+        }
+        let (_, op) = self.lock_api(None)?;
+        versions::list_purgeable(op, kind)
+            .await
+            .map_err(|e| e.with_location(&self.location))
     }
 }

@@ -38,6 +38,10 @@ pub enum ErrorKind {
     Credentials,
     /// The store would be reached over plain http off this machine, and that is not allowed.
     InsecureTransport,
+    /// An S3 Object Lock retention keeps a stored version until a date
+    /// ([`Error::retained_until`]); not a failure of the store, and not retryable
+    /// before that date.
+    Retained,
 }
 
 impl ErrorKind {
@@ -54,6 +58,7 @@ impl ErrorKind {
             ErrorKind::InvalidKey => "invalid object name",
             ErrorKind::Credentials => "bad credentials",
             ErrorKind::InsecureTransport => "insecure transport",
+            ErrorKind::Retained => "retained by object lock",
         }
     }
 }
@@ -78,6 +83,8 @@ pub struct Error {
     key: Option<String>,
     location: Option<String>,
     message: String,
+    /// Unix seconds (S3 dates have whole seconds); 8 bytes keep `Error` small.
+    retained_until: Option<std::num::NonZeroU64>,
     #[source]
     source: Option<Box<dyn StdError + Send + Sync>>,
 }
@@ -90,8 +97,27 @@ impl Error {
             key: None,
             location: None,
             message: message.into(),
+            retained_until: None,
             source: None,
         }
+    }
+
+    /// An [`ErrorKind::Retained`] error: a stored version of `key` is under
+    /// object-lock retention until `until`, so the server refused to delete it.
+    pub fn retained(key: &ObjectKey, until: std::time::SystemTime) -> Self {
+        let when = chrono::DateTime::<chrono::Utc>::from(until).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let mut err = Self::new(ErrorKind::Retained, format!("retained by object lock until {when}")).with_key(key);
+        let secs = until
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .map_or(1, |d| d.as_secs().max(1));
+        err.retained_until = std::num::NonZeroU64::new(secs);
+        err
+    }
+
+    /// For [`ErrorKind::Retained`]: the date the retention lapses.
+    pub fn retained_until(&self) -> Option<std::time::SystemTime> {
+        self.retained_until
+            .map(|secs| std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs.get()))
     }
 
     /// Attaches the object the failed operation concerned.

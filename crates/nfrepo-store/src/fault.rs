@@ -8,6 +8,7 @@ use bytes::Bytes;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::{ObjectInfo, ObjectKey, ObjectKind};
+use crate::lock::Retention;
 use crate::store::{PutMode, Store};
 
 /// Which calls a [`FaultRule`] applies to. `get_range` counts as [`FaultOp::Get`].
@@ -349,6 +350,23 @@ impl<S: Store> Store for FaultStore<S> {
         let fired = self.fire(FaultOp::Delete, key.kind(), Some(key.name()));
         self.before(&fired, Some(key), false).await?;
         self.inner.delete(key).await
+    }
+
+    // Object-lock calls pass through: faults target the object operations above.
+    async fn object_lock_enabled(&self) -> Result<bool> {
+        self.inner.object_lock_enabled().await
+    }
+
+    async fn set_retention(&self, key: &ObjectKey, retention: Retention) -> Result<()> {
+        self.inner.set_retention(key, retention).await
+    }
+
+    async fn purge(&self, key: &ObjectKey) -> Result<()> {
+        self.inner.purge(key).await
+    }
+
+    async fn list_purgeable(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
+        self.inner.list_purgeable(kind).await
     }
 }
 

@@ -17,7 +17,10 @@
 //! (tests) as `Arc<dyn Store>`. Cross-cutting behaviour
 //! is a wrapper implementing the same trait: [`RetryStore`] retries
 //! [`Error::is_retryable`] failures with backoff and counts them; [`FaultStore`]
-//! injects failures, bit flips, truncation, losses, delays and torn writes.
+//! injects failures, bit flips, truncation, losses, delays and torn writes;
+//! [`ObjectLockStore`] gives every write-once object an S3 Object Lock
+//! retention ([`ObjectLockPolicy`]), and [`Store::purge`] frees the versions a
+//! versioned bucket keeps after a delete.
 //! Every failure is an [`Error`] whose [`ErrorKind`] says whether to retry.
 //!
 //! ```
@@ -49,6 +52,7 @@ mod fault;
 mod index_cache;
 mod key;
 mod location;
+mod lock;
 mod memory;
 mod retry;
 mod store;
@@ -63,6 +67,7 @@ pub use index_cache::{
 };
 pub use key::{MAX_NAME_LEN, ObjectInfo, ObjectKey, ObjectKind};
 pub use location::StoreUrl;
+pub use lock::{ObjectLockPolicy, ObjectLockStore, Retention, RetentionMode};
 pub use memory::MemoryStore;
 pub use retry::{RetryPolicy, RetryStore};
-pub use store::{PutMode, Store};
+pub use store::{PutMode, Store, no_object_lock};

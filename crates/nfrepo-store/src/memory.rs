@@ -173,6 +173,23 @@ impl Store for MemoryStore {
         self.lock().remove(key);
         Ok(())
     }
+
+    // Unversioned and without object lock: a delete frees everything at once.
+    async fn object_lock_enabled(&self) -> Result<bool> {
+        Ok(false)
+    }
+
+    async fn set_retention(&self, key: &ObjectKey, _retention: crate::lock::Retention) -> Result<()> {
+        Err(crate::store::no_object_lock(key))
+    }
+
+    async fn purge(&self, _key: &ObjectKey) -> Result<()> {
+        Ok(())
+    }
+
+    async fn list_purgeable(&self, _kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
+        Ok(Vec::new())
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use bytes::Bytes;
 
 use crate::error::{ErrorKind, Result};
 use crate::key::{ObjectInfo, ObjectKey, ObjectKind};
+use crate::lock::Retention;
 use crate::store::{PutMode, Store};
 
 /// How hard [`RetryStore`] tries.
@@ -151,6 +152,24 @@ impl<S: Store> Store for RetryStore<S> {
 
     async fn delete(&self, key: &ObjectKey) -> Result<()> {
         self.run("delete", |_| self.inner.delete(key)).await
+    }
+
+    async fn object_lock_enabled(&self) -> Result<bool> {
+        self.run("object_lock_enabled", |_| self.inner.object_lock_enabled())
+            .await
+    }
+
+    async fn set_retention(&self, key: &ObjectKey, retention: Retention) -> Result<()> {
+        self.run("set_retention", |_| self.inner.set_retention(key, retention))
+            .await
+    }
+
+    async fn purge(&self, key: &ObjectKey) -> Result<()> {
+        self.run("purge", |_| self.inner.purge(key)).await
+    }
+
+    async fn list_purgeable(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
+        self.run("list_purgeable", |_| self.inner.list_purgeable(kind)).await
     }
 }
 

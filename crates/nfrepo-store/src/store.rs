@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::key::{ObjectInfo, ObjectKey, ObjectKind};
+use crate::lock::Retention;
 
 /// How [`Store::put`] treats an existing object of the same name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -54,7 +55,47 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>>;
 
     /// Removes an object. Idempotent: deleting a missing object is `Ok`.
+    ///
+    /// On a versioned bucket (S3 Object Lock) this only hides the object behind a
+    /// delete marker, as S3 does: its stored versions stay until [`Store::purge`]
+    /// removes them.
     async fn delete(&self, key: &ObjectKey) -> Result<()>;
+
+    // The object-lock calls have no default on purpose: a wrapper that forgot
+    // to forward them would silently turn object lock off.
+
+    /// Whether the store is an S3 bucket with Object Lock enabled (and so
+    /// versioned). Stores without object lock answer `false`.
+    async fn object_lock_enabled(&self) -> Result<bool>;
+
+    /// Sets the object-lock retention of the current version of `key`. The
+    /// server refuses to delete that version before `retention.until`; a
+    /// retention can be extended but (in compliance mode) never shortened.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Other`] on a store without object lock ([`no_object_lock`]).
+    async fn set_retention(&self, key: &ObjectKey, retention: Retention) -> Result<()>;
+
+    /// Frees the space of `key`'s stored versions that are no longer visible:
+    /// every non-current version, and all of them when the latest is a delete
+    /// marker (then the markers go too, once nothing is left under them). A
+    /// no-op on unversioned stores.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Retained`] (with [`Error::retained_until`], the latest
+    /// date) when a version is still under retention: every other version is
+    /// removed, and the object stays hidden.
+    async fn purge(&self, key: &ObjectKey) -> Result<()>;
+
+    /// Objects of `kind` that have stored versions [`Store::purge`] would
+    /// remove (deleted objects still kept by a versioned bucket, or overwritten
+    /// ones). `size` is the bytes those versions hold. Empty on unversioned stores.
+    async fn list_purgeable(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>>;
+}
+
+/// The [`Store::set_retention`] error of a store without object lock.
+pub fn no_object_lock(key: &ObjectKey) -> Error {
+    Error::new(ErrorKind::Other, "this store has no object lock").with_key(key)
 }
 
 macro_rules! forward_store {
@@ -81,6 +122,18 @@ macro_rules! forward_store {
             }
             async fn delete(&self, key: &ObjectKey) -> Result<()> {
                 (**self).delete(key).await
+            }
+            async fn object_lock_enabled(&self) -> Result<bool> {
+                (**self).object_lock_enabled().await
+            }
+            async fn set_retention(&self, key: &ObjectKey, retention: Retention) -> Result<()> {
+                (**self).set_retention(key, retention).await
+            }
+            async fn purge(&self, key: &ObjectKey) -> Result<()> {
+                (**self).purge(key).await
+            }
+            async fn list_purgeable(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
+                (**self).list_purgeable(kind).await
             }
         }
     };

@@ -14,4 +14,5 @@ mod integration {
     mod fs;
     mod memory;
     mod s3;
+    mod s3_lock;
 }

@@ -70,6 +70,17 @@ fn json(r: &GcReport, grace: Span) -> serde_json::Value {
         "new_plan": r.new_plan,
         "plans_removed": r.plans_removed,
         "expired_sessions_removed": r.expired_sessions_removed,
+        "object_lock": r.object_lock.as_ref().map(|l| serde_json::json!({
+            "retention_renewed": l.renewed,
+            "retention_renew_refused": l.renew_refused,
+            "purged": {"objects": l.purged, "bytes": l.purged_bytes},
+            "retained": {
+                "objects": l.retained,
+                "bytes": l.retained_bytes,
+                "first_lapse": l.retained_first_lapse.map(render::rfc3339),
+                "until": l.retained_until.map(render::rfc3339),
+            },
+        })),
     })
 }
 
@@ -125,4 +136,26 @@ fn print_report(r: &GcReport, grace: Span) {
         r.deltas_before,
         r.deltas_after
     );
+    if let Some(l) = &r.object_lock {
+        outln!(
+            "object lock: {} retentions renewed{}; {} deleted objects freed ({})",
+            l.renewed,
+            if l.renew_refused > 0 {
+                format!(" ({} already retained longer)", l.renew_refused)
+            } else {
+                String::new()
+            },
+            l.purged,
+            render::bytes(l.purged_bytes)
+        );
+        if let (Some(first), Some(until)) = (l.retained_first_lapse, l.retained_until) {
+            outln!(
+                "object lock: {} deleted objects ({}) retained until {} (the first lapses {}); a gc after that frees them",
+                l.retained,
+                render::bytes(l.retained_bytes),
+                render::rfc3339(until),
+                render::rfc3339(first)
+            );
+        }
+    }
 }

@@ -1,10 +1,10 @@
 //! `nfrepo init`.
 
 use nfrepo_engine::{ErrorCode, InitOptions, Operation, Repository};
-use nfrepo_format::KdfParams;
+use nfrepo_format::{KdfParams, ObjectLock};
 use nfrepo_store::Store;
 
-use crate::cli::{CipherArg, GlobalArgs, InitArgs, KdfArgs};
+use crate::cli::{CipherArg, GlobalArgs, InitArgs, KdfArgs, LockModeArg};
 use crate::context;
 use crate::failure::Failure;
 use crate::output::outln;
@@ -48,6 +48,18 @@ pub async fn run(global: &GlobalArgs, args: InitArgs) -> Result<i32, Failure> {
             ),
         ));
     }
+    options.object_lock = args.object_lock.map(|days| {
+        let day = 86_400u64;
+        let audit_days = args.object_lock_audit.unwrap_or(days.max(365)).max(days);
+        ObjectLock {
+            mode: match args.object_lock_mode.unwrap_or(LockModeArg::Compliance) {
+                LockModeArg::Compliance => ObjectLock::COMPLIANCE,
+                LockModeArg::Governance => ObjectLock::GOVERNANCE,
+            },
+            retain_secs: u64::from(days) * day,
+            audit_retain_secs: u64::from(audit_days) * day,
+        }
+    });
     let location = store.location().to_owned();
     let repo = Repository::init(store.clone(), &password, options)
         .await
@@ -55,7 +67,16 @@ pub async fn run(global: &GlobalArgs, args: InitArgs) -> Result<i32, Failure> {
     if global.json {
         outln!(
             "{}",
-            serde_json::json!({"repository": location, "id": repo.id().to_hex(), "cipher": repo.cipher().name()})
+            serde_json::json!({
+                "repository": location,
+                "id": repo.id().to_hex(),
+                "cipher": repo.cipher().name(),
+                "object_lock": repo.config().object_lock.map(|lock| serde_json::json!({
+                    "mode": lock_mode_name(lock.mode),
+                    "retain_days": lock.retain_secs / 86_400,
+                    "audit_retain_days": lock.audit_retain_secs / 86_400,
+                })),
+            })
         );
     } else if !global.quiet {
         outln!(
@@ -63,6 +84,22 @@ pub async fn run(global: &GlobalArgs, args: InitArgs) -> Result<i32, Failure> {
             repo.id().short(),
             repo.cipher().name()
         );
+        if let Some(lock) = repo.config().object_lock {
+            outln!(
+                "object lock: {} mode, {} days ({} days for audit entries and the config)",
+                lock_mode_name(lock.mode),
+                lock.retain_secs / 86_400,
+                lock.audit_retain_secs / 86_400
+            );
+        }
     }
     Ok(0)
+}
+
+fn lock_mode_name(mode: u8) -> &'static str {
+    if mode == ObjectLock::GOVERNANCE {
+        "governance"
+    } else {
+        "compliance"
+    }
 }
