@@ -18,5 +18,6 @@ mod integration {
     mod objects;
     mod replicate;
     mod repository;
+    mod rotation;
     mod verified_read;
 }
