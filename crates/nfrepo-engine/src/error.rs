@@ -271,7 +271,8 @@ pub enum Error {
     /// another slot: a rotation did not rewrite it, or has not finished.
     #[error(
         "this password's key slot is at key epoch {epoch}, but the repository has rotated to epoch {newest}: \
-         it can read but not write; finish the rotation with `nfrepo key rotate` using a password it kept"
+         it can read but not write; finish the rotation with `nfrepo key rotate` using a password it kept \
+         (if no slot is at epoch {newest}, the rotation died early or the key slots were rolled back)"
     )]
     StaleKeySlot {
         /// The epoch of the slot used.

@@ -149,6 +149,9 @@ pub(crate) struct Unlocked {
     pub(crate) ring: KeyRing,
     pub(crate) slot: KeyId,
     /// The newest epoch any decodable slot claims.
+    pub(crate) newest_slot_epoch: u32,
+    /// The newest epoch a slot claims or a key history (`keys/epoch-<n>`)
+    /// is stored for: a rotation to it was at least started.
     pub(crate) newest_epoch: u32,
 }
 
@@ -276,11 +279,12 @@ impl Repository {
             other => Error::decode("config", other),
         })?;
         let mut slots = read_slots(store).await?;
-        let newest_epoch = slots
+        let newest_slot_epoch = slots
             .iter()
             .filter_map(|s| s.slot.as_ref().ok().map(KeySlot::claimed_epoch))
             .max()
             .unwrap_or(0);
+        let newest_epoch = newest_history_epoch(store).await?.max(newest_slot_epoch);
         // Newest epoch first: a password may open both its rewritten slot
         // and a stale copy of it put back into `keys/`; the newest wins.
         slots.sort_by_key(|s| std::cmp::Reverse(s.slot.as_ref().map_or(0, KeySlot::claimed_epoch)));
@@ -303,6 +307,7 @@ impl Repository {
                         header,
                         ring,
                         slot: stored.id,
+                        newest_slot_epoch,
                         newest_epoch,
                     });
                 }
@@ -356,9 +361,10 @@ impl Repository {
     }
 
     /// Refuses to go on when the key slot that opened the repository is
-    /// stale: another slot claims a newer key epoch, so a rotation
-    /// (`key rotate`) did not rewrite this password's slot, or did not
-    /// finish. Whatever this process wrote would be sealed under a key the
+    /// stale: another slot claims a newer key epoch, or a key history of a
+    /// newer epoch exists, so a rotation (`key rotate`) did not rewrite
+    /// this password's slot, did not finish, or the slots were rolled back
+    /// to older copies. Whatever this process wrote would be sealed under a key the
     /// rotation retires, so every command that writes calls this first;
     /// reading stays possible.
     ///
@@ -506,6 +512,18 @@ async fn with_history(store: &dyn Store, header: &ConfigHeader, ring: &KeyRing) 
         KeyHistory::decode(&bytes, epoch, &sealer, &header.repo).map_err(|e| Error::decode(key.to_string(), e))?;
     ring.with_history(&history)
         .map_err(|e| Error::decode(key.to_string(), e))
+}
+
+/// The newest epoch with a key history under `keys/` (0 if none).
+pub(crate) async fn newest_history_epoch(store: &dyn Store) -> Result<u32> {
+    Ok(store
+        .list(ObjectKind::Key)
+        .await
+        .map_err(Error::store)?
+        .iter()
+        .filter_map(|info| KeyHistory::parse_name(info.key.name()))
+        .max()
+        .unwrap_or(0))
 }
 
 /// Every object under `keys/` whose name is a key id, fetched and decoded.

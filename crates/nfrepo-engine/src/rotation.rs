@@ -133,10 +133,13 @@ impl Repository {
         let repo = self.id();
         let caller = Self::unlock(store, password).await?;
         let current = caller.ring.current_epoch();
-        if current < caller.newest_epoch {
+        // Against slots only: a key history newer than every slot is left by
+        // a rotation that died before rewriting any slot (or by slots rolled
+        // back); its epoch is skipped, never reused.
+        if current < caller.newest_slot_epoch {
             return Err(Error::StaleKeySlot {
                 epoch: current,
-                newest: caller.newest_epoch,
+                newest: caller.newest_slot_epoch,
             });
         }
         let mut slots: Vec<(KeyId, KeySlot)> = read_slots(store)
@@ -174,7 +177,12 @@ impl Repository {
         let target = if resumed {
             caller.ring.clone()
         } else {
-            let next = caller.ring.rotated().map_err(Error::Format)?;
+            let epoch = caller
+                .newest_epoch
+                .max(current)
+                .checked_add(1)
+                .ok_or_else(|| Error::Invalid("no key epoch number left".into()))?;
+            let next = caller.ring.rotated_to(epoch).map_err(Error::Format)?;
             lease.renew().await?;
             self.put_history(&next).await?;
             next
@@ -229,15 +237,14 @@ impl Repository {
     }
 
     /// Writes the key history of `ring`'s current epoch, sealed under that
-    /// epoch alone. Overwrites: a history of the same epoch can only be left
-    /// by a rotation that died before any slot named its epoch, so nobody
-    /// holds the secret it was sealed under.
+    /// epoch alone, with a conditional put: an epoch number once used is
+    /// never written again (its secret may still be held somewhere).
     async fn put_history(&self, ring: &KeyRing) -> Result<()> {
         let epoch = ring.current_epoch();
         let sealer = ring.current_only().sealer(self.cipher());
         let bytes = Zeroizing::new(ring.history().encode(&sealer, &self.id()).map_err(Error::Format)?);
         self.store()
-            .put(&history_key(epoch)?, Bytes::copy_from_slice(&bytes), PutMode::Overwrite)
+            .put(&history_key(epoch)?, Bytes::copy_from_slice(&bytes), PutMode::CreateNew)
             .await
             .map_err(Error::store)
     }

@@ -113,6 +113,19 @@ impl KeyRing {
             .current_epoch()
             .checked_add(1)
             .ok_or_else(|| Error::malformed("key ring", "no epoch number left"))?;
+        self.rotated_to(epoch)
+    }
+
+    /// [`Self::rotated`] to epoch number `epoch` (numbers may be skipped:
+    /// a number a failed rotation used is never reused).
+    ///
+    /// # Errors
+    /// [`Error::Random`]; [`Error::Malformed`] if `epoch` is not newer than
+    /// the current one.
+    pub fn rotated_to(&self, epoch: u32) -> Result<Self> {
+        if epoch <= self.current_epoch() {
+            return Err(Error::malformed("key ring", format!("epoch {epoch} is not newer")));
+        }
         let mut secret = [0u8; 32];
         getrandom::fill(&mut secret).map_err(|_| Error::Random)?;
         let mut next = self.clone();
