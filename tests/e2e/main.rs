@@ -40,6 +40,7 @@ mod restore_into_db;
 mod restore_safety;
 mod rollback;
 mod rollback_safety;
+mod rotation;
 mod s3;
 mod secret_leaks;
 mod secrets;

@@ -182,6 +182,20 @@ pub enum KeyCommand {
     },
     /// Change the password: add a slot for the new one and remove the current one.
     Passwd(NewPasswordArgs),
+    /// Rotate the keys after a compromise: draw a new key epoch that seals
+    /// everything written from now on, rewrite this password's slot and
+    /// those of --keep-password-file to it, and revoke every other slot.
+    /// Rerun it to finish a rotation that was interrupted.
+    Rotate(RotateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    /// A file holding the password of another key slot to keep (its holder
+    /// keeps that password); repeat for each. Every slot that neither this
+    /// nor the repository password opens is revoked.
+    #[arg(long = "keep-password-file", value_name = "FILE")]
+    pub keep_password_files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -196,6 +196,12 @@ pub fn has_configured_password(global: &GlobalArgs) -> Result<bool, Failure> {
     Ok(configured_repository(global)?.is_some_and(|r| r.password_env.is_some() || r.password_file.is_some()))
 }
 
+/// A password read from a file given on the command line (`key rotate
+/// --keep-password-file`): trailing newlines removed, kept out of logs.
+pub fn password_from_file(path: &Path) -> Result<Password, Failure> {
+    read_password_file(path)
+}
+
 /// The new password for `init`, `key add` and `key passwd`: from `file`,
 /// else the variable `env`, else a prompt on a TTY. Without any of them the
 /// error names `env` and `flag`, the two ways to give it.
@@ -287,8 +293,23 @@ pub struct Opened {
 }
 
 /// Opens the repository with the password, refusing it if the policy
-/// requires another cipher.
+/// requires another cipher. A command that writes (`Operation::Backup`) is
+/// refused when the password's key slot is stale (a key rotation did not
+/// keep it, or has not finished).
 pub async fn open_repository(global: &GlobalArgs, during: Operation) -> Result<Opened, Failure> {
+    let opened = open_repository_to_read(global, during).await?;
+    if during == Operation::Backup {
+        opened
+            .repo
+            .require_current_ring()
+            .map_err(|e| Failure::engine(&e, during))?;
+    }
+    Ok(opened)
+}
+
+/// Opens the repository with the password, for reading even with a stale
+/// key slot (`key list`; `key rotate` judges staleness itself).
+pub async fn open_repository_to_read(global: &GlobalArgs, during: Operation) -> Result<Opened, Failure> {
     let store = open_store(global, during)?;
     let password = password(global)?;
     let repo = Repository::open(store.clone(), &password)

@@ -277,6 +277,27 @@ pub enum Error {
         /// The cipher the policy requires.
         required: &'static str,
     },
+    /// The key slot that opened the repository holds an older key epoch than
+    /// another slot: a rotation did not rewrite it, or has not finished.
+    #[error(
+        "this password's key slot is at key epoch {epoch}, but the repository has rotated to epoch {newest}: \
+         it can read but not write; finish the rotation with `nfrepo key rotate` using a password it kept \
+         (if no slot is at epoch {newest}, the rotation died early or the key slots were rolled back)"
+    )]
+    StaleKeySlot {
+        /// The epoch of the slot used.
+        epoch: u32,
+        /// The newest epoch a slot claims.
+        newest: u32,
+    },
+    /// A password given to keep through a key rotation opens no key slot.
+    #[error("keep-password {position} opens no key slot of the repository at {location}")]
+    UnknownKeepPassword {
+        /// Which of the passwords given (1-based).
+        position: usize,
+        /// Which repository.
+        location: String,
+    },
 }
 
 impl Error {
@@ -291,9 +312,11 @@ impl Error {
             | Self::SnapshotNotFound(_)
             | Self::AmbiguousSnapshot(_)
             | Self::PathNotFound { .. } => ErrorClass::NotFound,
-            Self::WrongPassword { .. } | Self::StoragePermission(_) | Self::CipherNotAllowed { .. } => {
-                ErrorClass::Denied
-            }
+            Self::WrongPassword { .. }
+            | Self::StoragePermission(_)
+            | Self::CipherNotAllowed { .. }
+            | Self::StaleKeySlot { .. }
+            | Self::UnknownKeepPassword { .. } => ErrorClass::Denied,
             Self::Unreachable(_) => ErrorClass::Transient,
             Self::Store(e) => ErrorClass::of_store(e),
             Self::Format(e) => ErrorClass::of_format(e),
@@ -327,6 +350,8 @@ impl Error {
             Self::AmbiguousSnapshot(_) => Some("AMBIGUOUS_SNAPSHOT"),
             Self::LeaseHeld(_) => Some("GC_LEASE_HELD"),
             Self::Store(e) if e.kind() == nfrepo_store::ErrorKind::InvalidUrl => Some("INVALID_REPOSITORY_URL"),
+            Self::StaleKeySlot { .. } => Some("STALE_KEY_SLOT"),
+            Self::UnknownKeepPassword { .. } => Some("UNKNOWN_KEEP_PASSWORD"),
             Self::Shared(e) => e.detail_code(),
             Self::Store(e) if e.kind() == nfrepo_store::ErrorKind::InsecureTransport => Some("INSECURE_HTTP"),
             Self::CipherNotAllowed { .. } => Some("CIPHER_NOT_ALLOWED"),

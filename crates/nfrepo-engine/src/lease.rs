@@ -59,6 +59,8 @@ impl GcLease {
     /// # Errors
     /// [`Error::LeaseHeld`] naming the holder and when its lease expires.
     pub(crate) async fn acquire(repo: &Repository, ttl: Duration, now: SystemTime) -> Result<Self> {
+        // Maintenance writes plans and index deltas: never under a retired key epoch.
+        repo.require_current_ring()?;
         let chain = head(repo, GC_LEASE).await?;
         let next = match chain.last() {
             None => 1,

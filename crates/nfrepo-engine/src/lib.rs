@@ -57,6 +57,7 @@ mod repair;
 mod replicate;
 mod repository;
 mod retention;
+mod rotation;
 mod session;
 mod verify;
 mod walk;
@@ -81,6 +82,7 @@ pub use replicate::{
 };
 pub use repository::{InitOptions, KDF_ITERATIONS, KDF_MEMORY_KIB, KeyInfo, PACK_SIZE_MIB, Repository, validate_kdf};
 pub use retention::{BUILT_IN_CLASSES, Bucket, KeepReason, RetentionPolicy, Span};
+pub use rotation::{RotateOptions, RotateReport, SlotRef};
 pub use session::{HEARTBEAT_INTERVAL, SESSION_EXPIRY};
 pub use verify::VerifyReport;
 pub use work::{Work, WorkCounts};

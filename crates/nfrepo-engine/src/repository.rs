@@ -1,15 +1,15 @@
 //! Creating and opening a repository, and managing its key slots.
 //!
-//! Opening reads the config, then tries the password against each key slot
-//! until one unwraps the master key. Nothing else is read: the index is
-//! loaded only by the commands that need it.
+//! Opening reads the config, then tries the password against each key slot,
+//! newest key epoch first, until one unwraps a key ring. Nothing else is
+//! read: the index is loaded only by the commands that need it.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use nfrepo_format::{
-    Cipher, ConfigBody, ConfigHeader, KdfParams, KeyId, KeySlot, MasterKey, RepoId, RepoKeys, Sealer,
-    decode_config_body, decode_config_header, encode_config,
+    Cipher, ConfigBody, ConfigHeader, KdfParams, KeyHistory, KeyId, KeyRing, KeySlot, MasterKey, RepoId, RepoKeys,
+    Sealer, decode_config_body, decode_config_header, encode_config,
 };
 use nfrepo_store::{ErrorKind, ObjectKey, ObjectKind, PutMode, Store};
 use zeroize::Zeroizing;
@@ -115,6 +115,8 @@ pub struct Repository {
     keys: RepoKeys,
     sealer: Sealer,
     index_cache_dir: Option<Arc<std::path::PathBuf>>,
+    /// The newest key epoch any key slot claims when the repository was opened.
+    newest_epoch: u32,
 }
 
 impl std::fmt::Debug for Repository {
@@ -137,6 +139,27 @@ pub struct KeyInfo {
     pub created: i64,
     /// Whether it is the slot the repository was opened with.
     pub current: bool,
+    /// The key epoch its ring seals under, as the slot says (0 for a
+    /// version-1 slot); `None` for a slot that does not decode.
+    pub epoch: Option<u32>,
+}
+
+/// A key slot as found in `keys/`: its id and, if it decodes, the slot.
+pub(crate) struct StoredSlot {
+    pub(crate) id: KeyId,
+    pub(crate) slot: std::result::Result<KeySlot, nfrepo_format::Error>,
+}
+
+/// What a password opened.
+pub(crate) struct Unlocked {
+    pub(crate) header: ConfigHeader,
+    pub(crate) ring: KeyRing,
+    pub(crate) slot: KeyId,
+    /// The newest epoch any decodable slot claims.
+    pub(crate) newest_slot_epoch: u32,
+    /// The newest epoch a slot claims or a key history (`keys/epoch-<n>`)
+    /// is stored for: a rotation to it was at least started.
+    pub(crate) newest_epoch: u32,
 }
 
 impl Repository {
@@ -181,12 +204,13 @@ impl Repository {
             object_lock: options.object_lock,
             ..ConfigBody::default()
         };
-        let keys = master.derive();
+        let ring = KeyRing::from_master(&master);
+        let keys = ring.derive();
         let sealer = keys.sealer(options.cipher);
         // The key slot goes first: a crash before the config leaves a stray
         // slot that a second init simply ignores, never a config nobody can open.
-        let slot =
-            KeySlot::wrap(&master, password, options.kdf, &repo, body.created, options.label).map_err(Error::Format)?;
+        let slot = KeySlot::wrap_ring(&ring, password, options.kdf, &repo, body.created, options.label)
+            .map_err(Error::Format)?;
         put_key_slot(store.as_ref(), &slot).await?;
         let config = encode_config(&header, &body, &sealer).map_err(Error::Format)?;
         store
@@ -205,6 +229,7 @@ impl Repository {
             keys,
             sealer,
             index_cache_dir: None,
+            newest_epoch: 0,
         })
     }
 
@@ -214,8 +239,13 @@ impl Repository {
     /// [`Error::RepositoryNotFound`], [`Error::NotARepository`], [`Error::WrongPassword`],
     /// [`Error::Unreachable`], or [`Error::Corrupted`] for a damaged config.
     pub async fn open(store: Arc<dyn Store>, password: &[u8]) -> Result<Self> {
-        let (header, master) = Self::unlock(store.as_ref(), password).await?;
-        let keys = master.0.derive();
+        let Unlocked {
+            header,
+            ring,
+            newest_epoch,
+            ..
+        } = Self::unlock(store.as_ref(), password).await?;
+        let keys = ring.derive();
         let sealer = keys.sealer(header.cipher);
         let config_bytes = store.get(&ObjectKey::config()).await.map_err(Error::store)?;
         let (_, sealed) = decode_config_header(&config_bytes).map_err(|e| Error::decode("config", e))?;
@@ -228,10 +258,11 @@ impl Repository {
             keys,
             sealer,
             index_cache_dir: None,
+            newest_epoch,
         })
     }
 
-    async fn unlock(store: &dyn Store, password: &[u8]) -> Result<(ConfigHeader, (MasterKey, KeyId))> {
+    pub(crate) async fn unlock(store: &dyn Store, password: &[u8]) -> Result<Unlocked> {
         let location = store.location().to_owned();
         let config_bytes = match store.get(&ObjectKey::config()).await {
             Ok(bytes) => bytes,
@@ -264,20 +295,41 @@ impl Repository {
             },
             other => Error::decode("config", other),
         })?;
-        let slots = store.list(ObjectKind::Key).await.map_err(Error::store)?;
-        for info in slots {
-            let Ok(id) = info.key.name().parse::<KeyId>() else {
-                continue;
+        let mut slots = read_slots(store).await?;
+        let newest_slot_epoch = slots
+            .iter()
+            .filter_map(|s| s.slot.as_ref().ok().map(KeySlot::claimed_epoch))
+            .max()
+            .unwrap_or(0);
+        let newest_epoch = newest_history_epoch(store).await?.max(newest_slot_epoch);
+        // Newest epoch first: a password may open both its rewritten slot
+        // and a stale copy of it put back into `keys/`; the newest wins.
+        slots.sort_by_key(|s| std::cmp::Reverse(s.slot.as_ref().map_or(0, KeySlot::claimed_epoch)));
+        for stored in slots {
+            let slot = match stored.slot {
+                Ok(slot) => slot,
+                Err(e) => {
+                    tracing::warn!(key = %stored.id, error = %e, "skipping an unreadable key slot");
+                    continue;
+                }
             };
-            let bytes = store.get(&info.key).await.map_err(Error::store)?;
-            let Ok(slot) = KeySlot::decode(&bytes) else {
-                tracing::warn!(key = %info.key, "skipping an unreadable key slot");
-                continue;
-            };
-            match slot.unwrap_key(password, &header.repo) {
-                Ok(master) => return Ok((header, (master, id))),
+            match slot.unwrap_ring(password, &header.repo) {
+                Ok(ring) => {
+                    let ring = if slot.epoch.is_some() {
+                        with_history(store, &header, &ring).await?
+                    } else {
+                        ring
+                    };
+                    return Ok(Unlocked {
+                        header,
+                        ring,
+                        slot: stored.id,
+                        newest_slot_epoch,
+                        newest_epoch,
+                    });
+                }
                 Err(nfrepo_format::Error::WrongPassword) => {}
-                Err(e) => tracing::warn!(key = %info.key, error = %e, "skipping a key slot"),
+                Err(e) => tracing::warn!(key = %stored.id, error = %e, "skipping a key slot"),
             }
         }
         Err(Error::WrongPassword { location })
@@ -335,6 +387,32 @@ impl Repository {
         &self.sealer
     }
 
+    /// The key epoch everything this process writes is sealed under.
+    #[must_use]
+    pub const fn epoch(&self) -> u32 {
+        self.keys.epoch
+    }
+
+    /// Refuses to go on when the key slot that opened the repository is
+    /// stale: another slot claims a newer key epoch, or a key history of a
+    /// newer epoch exists, so a rotation (`key rotate`) did not rewrite
+    /// this password's slot, did not finish, or the slots were rolled back
+    /// to older copies. Whatever this process wrote would be sealed under a key the
+    /// rotation retires, so every command that writes calls this first;
+    /// reading stays possible.
+    ///
+    /// # Errors
+    /// [`Error::StaleKeySlot`].
+    pub fn require_current_ring(&self) -> Result<()> {
+        if self.keys.epoch < self.newest_epoch {
+            return Err(Error::StaleKeySlot {
+                epoch: self.keys.epoch,
+                newest: self.newest_epoch,
+            });
+        }
+        Ok(())
+    }
+
     /// Keeps the index in a local cache under `dir` (see [`crate::Index`])
     /// instead of in memory; `None` keeps it in memory.
     #[must_use]
@@ -355,18 +433,23 @@ impl Repository {
     /// Storage errors.
     pub async fn list_keys(&self, password: &[u8]) -> Result<Vec<KeyInfo>> {
         let mut out = Vec::new();
-        for info in self.store.list(ObjectKind::Key).await.map_err(Error::store)? {
-            let Ok(id) = info.key.name().parse::<KeyId>() else {
-                continue;
-            };
-            let bytes = self.store.get(&info.key).await.map_err(Error::store)?;
-            let slot = KeySlot::decode(&bytes).map_err(|e| Error::decode(info.key.to_string(), e))?;
-            let current = slot.unwrap_key(password, &self.header.repo).is_ok();
-            out.push(KeyInfo {
-                id,
-                label: slot.label,
-                created: slot.created,
-                current,
+        for stored in read_slots(self.store.as_ref()).await? {
+            out.push(match stored.slot {
+                Ok(slot) => KeyInfo {
+                    id: stored.id,
+                    current: slot.unwrap_ring(password, &self.header.repo).is_ok(),
+                    epoch: Some(slot.claimed_epoch()),
+                    label: slot.label,
+                    created: slot.created,
+                },
+                // Listed, so that `key remove` can name it; it opens nothing.
+                Err(e) => KeyInfo {
+                    id: stored.id,
+                    label: format!("(unreadable: {e})"),
+                    created: 0,
+                    current: false,
+                    epoch: None,
+                },
             });
         }
         out.sort_by_key(|k| (k.created, k.id));
@@ -379,9 +462,15 @@ impl Repository {
     /// [`Error::WrongPassword`] if `password` opens no slot.
     pub async fn add_key(&self, password: &[u8], new_password: &[u8], kdf: KdfParams, label: String) -> Result<KeyId> {
         validate_kdf(&kdf)?;
-        let (_, (master, _)) = Self::unlock(self.store.as_ref(), password).await?;
-        let slot = KeySlot::wrap(
-            &master,
+        let unlocked = Self::unlock(self.store.as_ref(), password).await?;
+        if unlocked.ring.current_epoch() < unlocked.newest_epoch {
+            return Err(Error::StaleKeySlot {
+                epoch: unlocked.ring.current_epoch(),
+                newest: unlocked.newest_epoch,
+            });
+        }
+        let slot = KeySlot::wrap_ring(
+            &unlocked.ring.current_only(),
             new_password,
             kdf,
             &self.header.repo,
@@ -419,7 +508,7 @@ impl Repository {
     /// # Errors
     /// [`Error::WrongPassword`] if `password` opens no slot.
     pub async fn change_password(&self, password: &[u8], new_password: &[u8], kdf: KdfParams) -> Result<KeyId> {
-        let (_, (_, old_id)) = Self::unlock(self.store.as_ref(), password).await?;
+        let old_id = Self::unlock(self.store.as_ref(), password).await?.slot;
         let new_id = self
             .add_key(password, new_password, kdf, crate::host::user_at_host())
             .await?;
@@ -427,6 +516,79 @@ impl Repository {
         self.store.delete(&key).await.map_err(Error::store)?;
         Ok(new_id)
     }
+}
+
+/// The object key of the key history of `epoch` (`keys/epoch-<n>`).
+pub(crate) fn history_key(epoch: u32) -> Result<ObjectKey> {
+    ObjectKey::new(ObjectKind::Key, KeyHistory::name(epoch)).map_err(Error::store)
+}
+
+/// `ring`, as a version-2 key slot gives it, completed with the key history
+/// of its epoch (the older epochs, keys.md).
+async fn with_history(store: &dyn Store, header: &ConfigHeader, ring: &KeyRing) -> Result<KeyRing> {
+    let epoch = ring.current_epoch();
+    let key = history_key(epoch)?;
+    let bytes = match store.get(&key).await {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            return Err(Error::Missing {
+                object: key.to_string(),
+                detail: format!(
+                    "the key history of epoch {epoch} is gone: nothing sealed under an older key epoch can be opened"
+                ),
+            });
+        }
+        Err(e) => return Err(Error::store(e)),
+    };
+    let sealer = ring.current_only().sealer(header.cipher);
+    let history =
+        KeyHistory::decode(&bytes, epoch, &sealer, &header.repo).map_err(|e| Error::decode(key.to_string(), e))?;
+    ring.with_history(&history)
+        .map_err(|e| Error::decode(key.to_string(), e))
+}
+
+/// The newest epoch with a key history under `keys/` (0 if none).
+pub(crate) async fn newest_history_epoch(store: &dyn Store) -> Result<u32> {
+    Ok(store
+        .list(ObjectKind::Key)
+        .await
+        .map_err(Error::store)?
+        .iter()
+        .filter_map(|info| KeyHistory::parse_name(info.key.name()))
+        .max()
+        .unwrap_or(0))
+}
+
+/// Every object under `keys/` whose name is a key id, fetched and decoded.
+pub(crate) async fn read_slots(store: &dyn Store) -> Result<Vec<StoredSlot>> {
+    let mut out = Vec::new();
+    for info in store.list(ObjectKind::Key).await.map_err(Error::store)? {
+        let Ok(id) = info.key.name().parse::<KeyId>() else {
+            continue;
+        };
+        let bytes = match store.get(&info.key).await {
+            Ok(bytes) => bytes,
+            // Removed between the listing and the read (a concurrent `key remove`).
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::store(e)),
+        };
+        out.push(StoredSlot {
+            id,
+            slot: KeySlot::decode(&bytes),
+        });
+    }
+    Ok(out)
+}
+
+/// Writes `slot` under the existing name `id`, replacing what is there
+/// (one atomic put: a reader sees the old slot or the new one).
+pub(crate) async fn overwrite_key_slot(store: &dyn Store, id: &KeyId, slot: &KeySlot) -> Result<()> {
+    let bytes = Zeroizing::new(slot.encode().map_err(Error::Format)?);
+    let key = ObjectKey::new(ObjectKind::Key, id.to_hex()).map_err(Error::store)?;
+    store
+        .put(&key, Bytes::copy_from_slice(&bytes), PutMode::Overwrite)
+        .await
+        .map_err(Error::store)
 }
 
 async fn put_key_slot(store: &dyn Store, slot: &KeySlot) -> Result<KeyId> {

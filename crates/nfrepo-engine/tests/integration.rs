@@ -19,5 +19,6 @@ mod integration {
     mod objects;
     mod replicate;
     mod repository;
+    mod rotation;
     mod verified_read;
 }

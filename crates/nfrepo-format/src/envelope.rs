@@ -36,6 +36,8 @@ pub const PROTECT_MAGIC: [u8; 4] = *b"NFRX";
 pub const GOOD_MAGIC: [u8; 4] = *b"NFRM";
 /// Magic of a disaster-recovery drill record.
 pub const DRILL_MAGIC: [u8; 4] = *b"NFRD";
+/// Magic of a key history (the older key epochs).
+pub const KEY_HISTORY_MAGIC: [u8; 4] = *b"NFRH";
 
 /// The format version this crate writes and reads.
 pub const FORMAT_VERSION: u8 = 1;

@@ -1,7 +1,9 @@
-//! Key material: the master secret, the subkeys derived from it, and key slots.
+//! Key material: the master secret, the subkeys derived from it, key rings
+//! and key slots.
 //!
-//! A repository has one 32-byte master secret, drawn at `init` and never
-//! stored in the clear. Each key slot (`keys/<id>`) wraps it under a key
+//! A repository starts with one 32-byte master secret, drawn at `init` and
+//! never stored in the clear. Each key slot (`keys/<id>`) wraps it, or after
+//! a key rotation the [`KeyRing`] of every live key epoch, under a key
 //! derived with argon2id from one password, so passwords can be added,
 //! changed and removed without re-encrypting any data.
 //!
@@ -12,9 +14,17 @@
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroize;
 
-use crate::envelope::{KEY_SLOT_MAGIC, from_postcard, read_header, to_postcard, write_header};
+use crate::envelope::{FORMAT_VERSION, HEADER_LEN, KEY_SLOT_MAGIC, from_postcard, to_postcard};
 use crate::seal::{Aad, Cipher, SealedKind, Sealer, SecretKey};
 use crate::{Error, RepoId, Result};
+
+mod ring;
+
+pub use ring::{EpochSecret, KeyHistory, KeyRing, RetiredEpoch};
+
+/// Version byte of a key slot that wraps a [`KeyRing`] (keys.md, "Key slot
+/// version 2"); version 1 slots wrap one master key.
+pub const KEY_SLOT_RING_VERSION: u8 = 2;
 
 const CONTEXT_ID_KEY: &str = "nfrepo 2026-11 blob id key";
 const CONTEXT_CHUNKER: &str = "nfrepo 2026-11 chunker seed";
@@ -62,6 +72,8 @@ impl MasterKey {
             chunker_seed: u64::from_le_bytes(seed),
             sealing_key: derive(CONTEXT_SEALING),
             audit_key: derive(CONTEXT_AUDIT),
+            epoch: 0,
+            older_sealing_keys: Vec::new(),
         }
     }
 }
@@ -74,10 +86,14 @@ pub struct RepoKeys {
     /// Seed XORed into FastCDC's gear table, so cut points reveal nothing
     /// about content to someone without the key.
     pub chunker_seed: u64,
-    /// Key of every sealed message.
+    /// Key of every sealed message: the current key epoch's.
     pub sealing_key: SecretKey,
-    /// Key of the audit log's MACs.
+    /// Key of the audit log's MACs: the current key epoch's.
     pub audit_key: SecretKey,
+    /// The current key epoch (keys.md), which seals everything new.
+    pub epoch: u32,
+    /// Sealing keys of the older live epochs, newest first: they only open.
+    pub older_sealing_keys: Vec<(u32, SecretKey)>,
 }
 
 impl std::fmt::Debug for RepoKeys {
@@ -93,10 +109,18 @@ impl RepoKeys {
         crate::BlobId(*blake3::keyed_hash(self.id_key.expose(), plaintext).as_bytes())
     }
 
-    /// A sealer for `cipher` under the sealing key.
+    /// A sealer for `cipher` that seals under the current epoch's sealing
+    /// key and opens under it and every older live epoch's.
     #[must_use]
     pub fn sealer(&self, cipher: Cipher) -> Sealer {
+        let older = self
+            .older_sealing_keys
+            .iter()
+            .map(|(epoch, key)| Sealer::new(cipher, key.clone()).with_epoch(*epoch))
+            .collect();
         Sealer::new(cipher, self.sealing_key.clone())
+            .with_epoch(self.epoch)
+            .with_older(older)
     }
 }
 
@@ -153,8 +177,9 @@ impl KdfParams {
     }
 }
 
-/// One way into the repository: the master secret wrapped under a password.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// One way into the repository: the master secret (version 1) or the key
+/// ring (version 2) wrapped under a password.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeySlot {
     /// The argon2id parameters used for this slot.
     pub kdf: KdfParams,
@@ -167,6 +192,23 @@ pub struct KeySlot {
     pub created: i64,
     /// Who made it (`user@host`), for `key list`.
     pub label: String,
+    /// `None` for a version-1 slot, whose `wrapped` is the epoch-0 master
+    /// key; `Some(e)` for a version-2 slot, whose `wrapped` is a key ring
+    /// with current epoch `e`. Stored in the clear so that opening can try
+    /// the newest slots first and see a stale one; checked against the ring
+    /// when the slot is opened.
+    pub epoch: Option<u32>,
+}
+
+/// The postcard body of a version-1 slot, and the first five fields of a
+/// version-2 one (which adds its `epoch` after them).
+#[derive(Serialize, Deserialize)]
+struct SlotBody {
+    kdf: KdfParams,
+    salt: [u8; 32],
+    wrapped: Vec<u8>,
+    created: i64,
+    label: String,
 }
 
 impl KeySlot {
@@ -182,24 +224,98 @@ impl KeySlot {
         created: i64,
         label: String,
     ) -> Result<Self> {
+        let mut slot = Self::seal_under(master.0.expose(), password, kdf, repo)?;
+        (slot.created, slot.label) = (created, label);
+        Ok(slot)
+    }
+
+    /// Wraps `ring` under `password`: as a version-1 slot when the ring is
+    /// only the epoch-0 master key (so nfrepo versions before key epochs can
+    /// still open a repository that never rotated), else as version 2.
+    ///
+    /// # Errors
+    /// As [`Self::wrap`]; [`Error::Malformed`] for a ring that breaks its rules.
+    pub fn wrap_ring(
+        ring: &KeyRing,
+        password: &[u8],
+        kdf: KdfParams,
+        repo: &RepoId,
+        created: i64,
+        label: String,
+    ) -> Result<Self> {
+        ring.validate()?;
+        if let Some(master) = ring.as_v1_master() {
+            return Self::wrap(&master, password, kdf, repo, created, label);
+        }
+        let plain = zeroize::Zeroizing::new(to_postcard("key ring", ring)?);
+        let mut slot = Self::seal_under(&plain, password, kdf, repo)?;
+        (slot.created, slot.label, slot.epoch) = (created, label, Some(ring.current_epoch()));
+        Ok(slot)
+    }
+
+    /// `plain` sealed under `argon2id(password, fresh salt)`, AAD (key slot,
+    /// repository id); `created`, `label` and `epoch` left for the caller.
+    fn seal_under(plain: &[u8], password: &[u8], kdf: KdfParams, repo: &RepoId) -> Result<Self> {
         let mut salt = [0u8; 32];
         getrandom::fill(&mut salt).map_err(|_| Error::Random)?;
         let sealer = Sealer::new(Cipher::XChaCha20Poly1305, kdf.derive(password, &salt)?);
-        let wrapped = sealer.seal(Aad::object(SealedKind::KeySlot, repo.0), master.0.expose())?;
+        let wrapped = sealer.seal(Aad::object(SealedKind::KeySlot, repo.0), plain)?;
         Ok(Self {
             kdf,
             salt,
             wrapped,
-            created,
-            label,
+            created: 0,
+            label: String::new(),
+            epoch: None,
         })
     }
 
-    /// Unwraps the master secret.
+    /// The epoch this slot's ring seals under, as its clear field says (0
+    /// for a version-1 slot); authenticated only once the slot is opened.
+    #[must_use]
+    pub fn claimed_epoch(&self) -> u32 {
+        self.epoch.unwrap_or(0)
+    }
+
+    /// Unwraps the key ring: for a version-1 slot, the ring of its master key.
+    ///
+    /// # Errors
+    /// [`Error::WrongPassword`] if the password (or the slot) does not
+    /// authenticate; [`Error::Malformed`] if the opened ring breaks its rules
+    /// or its current epoch is not the slot's clear `epoch`.
+    pub fn unwrap_ring(&self, password: &[u8], repo: &RepoId) -> Result<KeyRing> {
+        let Some(claimed) = self.epoch else {
+            return Ok(KeyRing::from_master(&self.unwrap_key(password, repo)?));
+        };
+        let sealer = Sealer::new(Cipher::XChaCha20Poly1305, self.kdf.derive(password, &self.salt)?);
+        let plain = zeroize::Zeroizing::new(
+            sealer
+                .open("key slot", Aad::object(SealedKind::KeySlot, repo.0), &self.wrapped)
+                .map_err(|_| Error::WrongPassword)?,
+        );
+        let ring: KeyRing = from_postcard("key ring", &plain)?;
+        ring.validate()?;
+        if ring.current_epoch() != claimed {
+            return Err(Error::malformed(
+                "key slot",
+                format!(
+                    "says epoch {claimed} but its ring's current epoch is {}",
+                    ring.current_epoch()
+                ),
+            ));
+        }
+        Ok(ring)
+    }
+
+    /// Unwraps the master secret of a version-1 slot. A version-2 slot holds
+    /// a ring instead ([`Self::unwrap_ring`]) and gives [`Error::Malformed`].
     ///
     /// # Errors
     /// [`Error::WrongPassword`] if the password (or the slot) does not authenticate.
     pub fn unwrap_key(&self, password: &[u8], repo: &RepoId) -> Result<MasterKey> {
+        if self.epoch.is_some() {
+            return Err(Error::malformed("key slot", "a version-2 slot wraps a key ring"));
+        }
         let sealer = Sealer::new(Cipher::XChaCha20Poly1305, self.kdf.derive(password, &self.salt)?);
         let mut plain = sealer
             .open("key slot", Aad::object(SealedKind::KeySlot, repo.0), &self.wrapped)
@@ -212,26 +328,69 @@ impl KeySlot {
         Ok(MasterKey::from_bytes(bytes))
     }
 
-    /// `NFRK` header + postcard body.
+    /// `NFRK` header (version 1, or 2 when `epoch` is set) + postcard body.
     ///
     /// # Errors
     /// Never in practice; postcard cannot fail on these types.
     pub fn encode(&self) -> Result<Vec<u8>> {
-        let mut out = Vec::new();
-        write_header(&mut out, KEY_SLOT_MAGIC);
-        out.extend(to_postcard("key slot", self)?);
+        let mut out = KEY_SLOT_MAGIC.to_vec();
+        out.push(if self.epoch.is_some() {
+            KEY_SLOT_RING_VERSION
+        } else {
+            FORMAT_VERSION
+        });
+        let body = SlotBody {
+            kdf: self.kdf,
+            salt: self.salt,
+            wrapped: self.wrapped.clone(),
+            created: self.created,
+            label: self.label.clone(),
+        };
+        out.extend(to_postcard("key slot", &body)?);
+        if let Some(epoch) = self.epoch {
+            out.extend(to_postcard("key slot", &epoch)?);
+        }
         Ok(out)
     }
 
-    /// Parses a stored key slot.
+    /// Parses a stored key slot of version 1 or 2.
     ///
     /// # Errors
     /// [`Error::BadMagic`], [`Error::UnsupportedVersion`] or [`Error::Malformed`].
     pub fn decode(bytes: &[u8]) -> Result<Self> {
-        from_postcard("key slot", read_header("key slot", KEY_SLOT_MAGIC, bytes)?)
+        let what = "key slot";
+        let (head, body) = bytes
+            .split_at_checked(HEADER_LEN)
+            .ok_or_else(|| Error::malformed(what, "shorter than its header"))?;
+        if head.get(..4) != Some(&KEY_SLOT_MAGIC[..]) {
+            return Err(Error::BadMagic { what });
+        }
+        let holds_ring = match head.get(4).copied() {
+            Some(FORMAT_VERSION) => false,
+            Some(KEY_SLOT_RING_VERSION) => true,
+            Some(version) => return Err(Error::UnsupportedVersion { what, version }),
+            None => return Err(Error::malformed(what, "shorter than its header")),
+        };
+        // Version 2 is the version-1 body followed by the epoch.
+        let (b, rest): (SlotBody, &[u8]) = if holds_ring {
+            postcard::take_from_bytes(body).map_err(|e| Error::malformed(what, e.to_string()))?
+        } else {
+            (from_postcard(what, body)?, &[])
+        };
+        Ok(Self {
+            kdf: b.kdf,
+            salt: b.salt,
+            wrapped: b.wrapped,
+            created: b.created,
+            label: b.label,
+            epoch: if holds_ring {
+                Some(from_postcard(what, rest)?)
+            } else {
+                None
+            },
+        })
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,6 +423,49 @@ mod tests {
         let keys = MasterKey::from_bytes([9; 32]).derive();
         assert_ne!(keys.id_key.expose(), keys.sealing_key.expose());
         assert_ne!(keys.sealing_key.expose(), keys.audit_key.expose());
+    }
+
+    #[test]
+    fn ring_slot_round_trip_and_checks() {
+        let repo = RepoId([1; 32]);
+        let master = MasterKey::from_bytes([9; 32]);
+        let epoch0 = KeyRing::from_master(&master);
+        // A never-rotated ring is stored as a version-1 slot.
+        let v1 = KeySlot::wrap_ring(&epoch0, b"pw", KdfParams::insecure_for_tests(), &repo, 0, "a".into()).unwrap();
+        assert_eq!(v1.epoch, None);
+        assert_eq!(v1.encode().unwrap()[4], 1);
+        assert!(v1.unwrap_ring(b"pw", &repo).unwrap() == epoch0);
+        let ring = epoch0.rotated().unwrap().rotated().unwrap();
+        let slot = KeySlot::wrap_ring(&ring, b"pw", KdfParams::insecure_for_tests(), &repo, 5, "b".into()).unwrap();
+        let bytes = slot.encode().unwrap();
+        assert_eq!(&bytes[..5], b"NFRK\x02");
+        let decoded = KeySlot::decode(&bytes).unwrap();
+        assert_eq!(decoded, slot);
+        assert_eq!(decoded.claimed_epoch(), 2);
+        assert!(decoded.unwrap_ring(b"pw", &repo).unwrap() == ring);
+        assert!(matches!(decoded.unwrap_ring(b"no", &repo), Err(Error::WrongPassword)));
+        assert!(matches!(decoded.unwrap_key(b"pw", &repo), Err(Error::Malformed { .. })));
+        // A clear epoch that differs from the ring's is refused once opened.
+        let mut lying = decoded.clone();
+        lying.epoch = Some(7);
+        assert!(matches!(lying.unwrap_ring(b"pw", &repo), Err(Error::Malformed { .. })));
+        // A version byte flipped between 1 and 2 never opens as the other kind.
+        let mut as_v1 = bytes.clone();
+        as_v1[4] = 1;
+        if let Ok(slot) = KeySlot::decode(&as_v1) {
+            assert!(slot.unwrap_key(b"pw", &repo).is_err());
+        }
+        let mut v1_bytes = v1.encode().unwrap();
+        v1_bytes[4] = 2;
+        if let Ok(slot) = KeySlot::decode(&v1_bytes) {
+            assert!(slot.unwrap_ring(b"pw", &repo).is_err());
+        }
+        let mut v3 = bytes;
+        v3[4] = 3;
+        assert!(matches!(
+            KeySlot::decode(&v3),
+            Err(Error::UnsupportedVersion { version: 3, .. })
+        ));
     }
 
     #[test]

@@ -65,7 +65,9 @@ pub use gc_plan::{GcPlan, PlanReason, PlannedPack};
 pub use good::GoodMarker;
 pub use id::{BlobId, DrillId, IndexId, KeyId, PackId, RepoId, SnapshotId, content_hash};
 pub use index::{IndexDelta, IndexedPack};
-pub use key::{KdfParams, KeySlot, MasterKey, RepoKeys};
+pub use key::{
+    EpochSecret, KEY_SLOT_RING_VERSION, KdfParams, KeyHistory, KeyRing, KeySlot, MasterKey, RepoKeys, RetiredEpoch,
+};
 pub use lease::Lease;
 pub use pack::{
     BlobFault, FinishedPack, MAX_PACK_LEN, PACK_HEADER_LEN, PackBuilder, PackEntry, PackKind, check_entry_kinds,

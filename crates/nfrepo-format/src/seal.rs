@@ -113,6 +113,9 @@ pub enum SealedKind {
     GoodMarker = 13,
     /// A disaster-recovery drill record body.
     DrillRecord = 14,
+    /// A key history body: the older key epochs (keys.md). Numbered apart
+    /// from the kinds above so that kinds added beside it never collide.
+    KeyHistory = 32,
 }
 
 /// Associated data for one sealed message: its kind and, for blobs, its id.
@@ -172,7 +175,14 @@ impl std::fmt::Debug for SecretKey {
     }
 }
 
-/// Seals and opens messages under one key with one cipher.
+/// Seals and opens messages with one cipher, under the key of one key
+/// epoch (keys.md), and opens messages of older epochs too.
+///
+/// Sealing always uses the current epoch's key. Opening tries the current
+/// epoch first, then each older epoch this sealer was given, newest first
+/// (trial decryption: no object names the epoch it was sealed under; see
+/// keys.md, "Which epoch sealed an object"). A message that opens under no
+/// epoch is [`Error::Authentication`], as with a single key.
 ///
 /// Cheap to clone; safe to share between threads.
 #[derive(Clone)]
@@ -180,22 +190,61 @@ pub struct Sealer {
     cipher: Cipher,
     key: SecretKey,
     chacha: XChaCha20Poly1305,
+    epoch: u32,
+    older: std::sync::Arc<[Sealer]>,
 }
 
 impl std::fmt::Debug for Sealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sealer")
             .field("cipher", &self.cipher)
+            .field("epoch", &self.epoch)
+            .field("older", &self.older.iter().map(|s| s.epoch).collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
 
 impl Sealer {
-    /// A sealer for `cipher` under `key`.
+    /// A sealer for `cipher` under `key`, as key epoch 0 with no older epochs.
     #[must_use]
     pub fn new(cipher: Cipher, key: SecretKey) -> Self {
         let chacha = XChaCha20Poly1305::new(&(*key.expose()).into());
-        Self { cipher, key, chacha }
+        Self {
+            cipher,
+            key,
+            chacha,
+            epoch: 0,
+            older: std::sync::Arc::from(Vec::new()),
+        }
+    }
+
+    /// This sealer, naming its key as key epoch `epoch`.
+    #[must_use]
+    pub fn with_epoch(mut self, epoch: u32) -> Self {
+        self.epoch = epoch;
+        self
+    }
+
+    /// This sealer, also opening messages sealed under the keys of `older`
+    /// epochs (tried in the order given, after the current key).
+    #[must_use]
+    pub fn with_older(mut self, older: Vec<Self>) -> Self {
+        self.older = std::sync::Arc::from(older);
+        self
+    }
+
+    /// The key epoch new messages are sealed under.
+    #[must_use]
+    pub const fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// The key epochs this sealer opens, current first.
+    #[must_use]
+    pub fn epochs(&self) -> Vec<u32> {
+        std::iter::once(self.epoch)
+            .chain(self.older.iter().map(|s| s.epoch))
+            .collect()
     }
 
     /// The cipher in use.
@@ -252,12 +301,21 @@ impl Sealer {
         }
     }
 
-    /// Opens a sealed message, verifying its tag against `aad`.
+    /// Opens a sealed message, verifying its tag against `aad`, under the
+    /// current epoch's key or any older one.
     ///
     /// # Errors
     /// [`Error::Malformed`] if it is shorter than the overhead;
-    /// [`Error::Authentication`] if the tag does not verify.
+    /// [`Error::Authentication`] if the tag verifies under no key.
     pub fn open(&self, what: &'static str, aad: Aad, sealed: &[u8]) -> Result<Vec<u8>> {
+        self.open_epoch(what, aad, sealed).map(|(_, plain)| plain)
+    }
+
+    /// [`Self::open`], also telling which key epoch opened the message.
+    ///
+    /// # Errors
+    /// As [`Self::open`].
+    pub fn open_epoch(&self, what: &'static str, aad: Aad, sealed: &[u8]) -> Result<(u32, Vec<u8>)> {
         if sealed.len() < SEAL_OVERHEAD {
             return Err(Error::malformed(
                 what,
@@ -268,27 +326,42 @@ impl Sealer {
         let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
         let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| Error::malformed(what, "nonce"))?;
         let tag: [u8; TAG_LEN] = tag.try_into().map_err(|_| Error::malformed(what, "tag"))?;
-        let mut plaintext = ciphertext.to_vec();
         let aad_bytes = aad.to_bytes();
+        for sealer in std::iter::once(self).chain(self.older.iter()) {
+            if let Some(plain) = sealer.open_one(&nonce, &aad_bytes, ciphertext, &tag) {
+                return Ok((sealer.epoch, plain));
+            }
+        }
+        Err(Error::Authentication { what })
+    }
+
+    /// Opens under this sealer's own key only; `None` if the tag does not verify.
+    fn open_one(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad_bytes: &[u8; 41],
+        ciphertext: &[u8],
+        tag: &[u8; TAG_LEN],
+    ) -> Option<Vec<u8>> {
+        let mut plaintext = ciphertext.to_vec();
         let verified = match self.cipher {
             Cipher::XChaCha20Poly1305 => self.chacha.decrypt_inout_detached(
-                &nonce.into(),
-                &aad_bytes,
+                &(*nonce).into(),
+                aad_bytes,
                 plaintext.as_mut_slice().into(),
-                &tag.into(),
+                &(*tag).into(),
             ),
             Cipher::Aes256Gcm => {
-                let (subkey_salt, gcm_nonce) = split_nonce(&nonce);
+                let (subkey_salt, gcm_nonce) = split_nonce(nonce);
                 aes_for(&self.key, subkey_salt).decrypt_inout_detached(
                     &gcm_nonce.into(),
-                    &aad_bytes,
+                    aad_bytes,
                     plaintext.as_mut_slice().into(),
-                    &tag.into(),
+                    &(*tag).into(),
                 )
             }
         };
-        verified.map_err(|_| Error::Authentication { what })?;
-        Ok(plaintext)
+        verified.ok().map(|()| plaintext)
     }
 }
 
@@ -377,6 +450,36 @@ mod tests {
             b.open("snapshot", aad, &sealed),
             Err(Error::Authentication { what: "snapshot" })
         ));
+    }
+
+    #[test]
+    fn older_epochs_open_and_the_current_one_seals() {
+        for cipher in [Cipher::XChaCha20Poly1305, Cipher::Aes256Gcm] {
+            let old = Sealer::new(cipher, SecretKey([1; 32]));
+            let ring = Sealer::new(cipher, SecretKey([2; 32]))
+                .with_epoch(1)
+                .with_older(vec![old.clone()]);
+            let aad = Aad::object(SealedKind::Snapshot, [0; 32]);
+            let by_old = old.seal(aad, b"old").unwrap();
+            assert_eq!(ring.open_epoch("snapshot", aad, &by_old).unwrap(), (0, b"old".to_vec()));
+            let by_ring = ring.seal(aad, b"new").unwrap();
+            assert_eq!(
+                ring.open_epoch("snapshot", aad, &by_ring).unwrap(),
+                (1, b"new".to_vec())
+            );
+            // The old key alone opens nothing the ring sealed.
+            assert!(matches!(
+                old.open("snapshot", aad, &by_ring),
+                Err(Error::Authentication { what: "snapshot" })
+            ));
+            let mut damaged = by_old.clone();
+            damaged[30] ^= 1;
+            assert!(matches!(
+                ring.open("snapshot", aad, &damaged),
+                Err(Error::Authentication { what: "snapshot" })
+            ));
+            assert_eq!(ring.epochs(), vec![1, 0]);
+        }
     }
 
     #[test]

@@ -322,13 +322,15 @@ fn key_slot() -> impl Strategy<Value = KeySlot> {
         bytes(100),
         any::<i64>(),
         any::<String>(),
+        any::<Option<u32>>(),
     )
-        .prop_map(|(kdf, salt, wrapped, created, label)| KeySlot {
+        .prop_map(|(kdf, salt, wrapped, created, label, epoch)| KeySlot {
             kdf,
             salt,
             wrapped,
             created,
             label,
+            epoch,
         })
 }
 
@@ -865,8 +867,10 @@ proptest! {
 
     #[test]
     fn key_slot_decode_survives_garbage(junk in garbage(KEY_SLOT_MAGIC), slot in key_slot(), edits in edits()) {
-        let mut mutated = header(KEY_SLOT_MAGIC);
-        mutated.extend(mutate(postcard::to_allocvec(&slot).unwrap(), &edits));
+        // Version 1 or 2 (by the slot's `epoch`), its body mutated.
+        let encoded = slot.encode().unwrap();
+        let mut mutated = encoded[..5].to_vec();
+        mutated.extend(mutate(encoded[5..].to_vec(), &edits));
         for bytes in [junk, mutated] {
             if let Ok(slot) = KeySlot::decode(&bytes) {
                 prop_assert_eq!(KeySlot::decode(&slot.encode().unwrap()).unwrap(), slot);

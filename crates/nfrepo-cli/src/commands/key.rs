@@ -1,6 +1,6 @@
-//! `nfrepo key list|add|remove|passwd`.
+//! `nfrepo key list|add|remove|passwd|rotate`.
 
-use nfrepo_engine::{ErrorCode, Operation};
+use nfrepo_engine::{ErrorCode, Operation, RotateOptions, RotateReport, SlotRef};
 use nfrepo_format::KeyId;
 
 use crate::cli::{GlobalArgs, KeyCommand};
@@ -10,7 +10,7 @@ use crate::output::outln;
 use crate::{context, render};
 
 pub async fn run(global: &GlobalArgs, command: KeyCommand) -> Result<i32, Failure> {
-    let context::Opened { repo, password, .. } = context::open_repository(global, Operation::Backup).await?;
+    let context::Opened { repo, password, .. } = context::open_repository_to_read(global, Operation::Backup).await?;
     let fail = |e: nfrepo_engine::Error| Failure::engine(&e, Operation::Backup);
     match command {
         KeyCommand::List => {
@@ -18,7 +18,7 @@ pub async fn run(global: &GlobalArgs, command: KeyCommand) -> Result<i32, Failur
             if global.json {
                 let list: Vec<_> = keys
                     .iter()
-                    .map(|k| serde_json::json!({"id": k.id.to_hex(), "label": k.label, "created": k.created, "current": k.current}))
+                    .map(|k| serde_json::json!({"id": k.id.to_hex(), "label": k.label, "created": k.created, "current": k.current, "epoch": k.epoch}))
                     .collect();
                 outln!("{}", serde_json::Value::Array(list));
             } else {
@@ -29,11 +29,12 @@ pub async fn run(global: &GlobalArgs, command: KeyCommand) -> Result<i32, Failur
                             if k.current { "*".into() } else { String::new() },
                             k.id.short(),
                             render::time_ns(k.created.saturating_mul(1_000_000_000)),
+                            k.epoch.map_or_else(|| "?".into(), |e| e.to_string()),
                             k.label.clone(),
                         ]
                     })
                     .collect();
-                render::table(&["", "ID", "CREATED", "LABEL"], &rows);
+                render::table(&["", "ID", "CREATED", "EPOCH", "LABEL"], &rows);
             }
         }
         KeyCommand::Add(args) => {
@@ -84,8 +85,70 @@ pub async fn run(global: &GlobalArgs, command: KeyCommand) -> Result<i32, Failur
                 .map_err(fail)?;
             print_id(global, "changed password; new key", &id);
         }
+        KeyCommand::Rotate(args) => {
+            let keep = args
+                .keep_password_files
+                .iter()
+                .map(|path| context::password_from_file(path))
+                .collect::<Result<Vec<_>, _>>()?;
+            let report = repo
+                .rotate_keys(&password, RotateOptions::default().keep_passwords(keep))
+                .await
+                .map_err(fail)?;
+            print_rotation(global, &report);
+        }
     }
     Ok(0)
+}
+
+fn print_rotation(global: &GlobalArgs, report: &RotateReport) {
+    let slots = |list: &[SlotRef]| -> Vec<serde_json::Value> {
+        list.iter()
+            .map(|s| serde_json::json!({"id": s.id.to_hex(), "label": s.label}))
+            .collect()
+    };
+    if global.json {
+        outln!(
+            "{}",
+            serde_json::json!({
+                "epoch": report.epoch,
+                "previous_epoch": report.previous_epoch,
+                "resumed": report.resumed,
+                "rewritten": slots(&report.rewritten),
+                "already_current": slots(&report.already_current),
+                "revoked": slots(&report.revoked),
+            })
+        );
+        return;
+    }
+    if global.quiet {
+        return;
+    }
+    if report.resumed {
+        outln!("finished the interrupted rotation to key epoch {}", report.epoch);
+    } else {
+        outln!(
+            "rotated to key epoch {} (from {}): everything written from now on is sealed under it",
+            report.epoch,
+            report.previous_epoch
+        );
+    }
+    for (what, list) in [
+        ("rewrote", &report.rewritten),
+        ("already at the new epoch", &report.already_current),
+        ("revoked", &report.revoked),
+    ] {
+        for slot in list {
+            outln!(
+                "{what} key {} {}",
+                slot.id.short(),
+                crate::output::escape::text(&slot.label)
+            );
+        }
+    }
+    outln!(
+        "data written before the rotation stays sealed under older key epochs: revoked passwords and old keys still open it"
+    );
 }
 
 fn print_id(global: &GlobalArgs, what: &str, id: &KeyId) {

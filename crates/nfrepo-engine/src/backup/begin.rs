@@ -19,6 +19,8 @@ impl Repository {
     /// # Errors
     /// [`Error::Invalid`] for an unknown profile; storage and decoding errors.
     pub async fn begin_backup(&self, options: BackupOptions) -> Result<BackupSession> {
+        // Nothing new is sealed under a key epoch a rotation retires.
+        self.require_current_ring()?;
         let profile = self
             .config()
             .profile(&options.profile)
