@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use nfrepo_format::{
-    Cipher, ConfigBody, ConfigHeader, KdfParams, KeyId, KeySlot, MasterKey, RepoId, RepoKeys, Sealer,
+    Cipher, ConfigBody, ConfigHeader, KdfParams, KeyId, KeySlot, MasterKey, RepoId, RepoKeyPair, RepoKeys, Sealer,
     decode_config_body, decode_config_header, encode_config,
 };
 use nfrepo_store::{ErrorKind, ObjectKey, ObjectKind, PutMode, Store};
@@ -108,6 +108,10 @@ pub struct Repository {
     keys: RepoKeys,
     sealer: Sealer,
     index_cache_dir: Option<Arc<std::path::PathBuf>>,
+    /// The key slot the repository was opened with.
+    key_id: Option<KeyId>,
+    /// The X25519 key pair derived from the master key (audit.md, keys.md).
+    key_pair: Arc<RepoKeyPair>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -171,7 +175,7 @@ impl Repository {
         // slot that a second init simply ignores, never a config nobody can open.
         let slot =
             KeySlot::wrap(&master, password, options.kdf, &repo, body.created, options.label).map_err(Error::Format)?;
-        put_key_slot(store.as_ref(), &slot).await?;
+        let key_id = put_key_slot(store.as_ref(), &slot).await?;
         let config = encode_config(&header, &body, &sealer).map_err(Error::Format)?;
         store
             .put(&ObjectKey::config(), Bytes::from(config), PutMode::CreateNew)
@@ -189,6 +193,8 @@ impl Repository {
             keys,
             sealer,
             index_cache_dir: None,
+            key_id: Some(key_id),
+            key_pair: Arc::new(RepoKeyPair::derive(&master)),
         })
     }
 
@@ -198,8 +204,8 @@ impl Repository {
     /// [`Error::RepositoryNotFound`], [`Error::NotARepository`], [`Error::WrongPassword`],
     /// [`Error::Unreachable`], or [`Error::Corrupted`] for a damaged config.
     pub async fn open(store: Arc<dyn Store>, password: &[u8]) -> Result<Self> {
-        let (header, master) = Self::unlock(store.as_ref(), password).await?;
-        let keys = master.0.derive();
+        let (header, (master, key_id)) = Self::unlock(store.as_ref(), password).await?;
+        let keys = master.derive();
         let sealer = keys.sealer(header.cipher);
         let config_bytes = store.get(&ObjectKey::config()).await.map_err(Error::store)?;
         let (_, sealed) = decode_config_header(&config_bytes).map_err(|e| Error::decode("config", e))?;
@@ -211,6 +217,8 @@ impl Repository {
             keys,
             sealer,
             index_cache_dir: None,
+            key_id: Some(key_id),
+            key_pair: Arc::new(RepoKeyPair::derive(&master)),
         })
     }
 
@@ -294,6 +302,18 @@ impl Repository {
     #[must_use]
     pub const fn keys(&self) -> &RepoKeys {
         &self.keys
+    }
+
+    /// The key slot this repository was opened with.
+    #[must_use]
+    pub const fn key_id(&self) -> Option<KeyId> {
+        self.key_id
+    }
+
+    /// The repository's X25519 key pair (keys.md, "Repository key pair").
+    #[must_use]
+    pub fn key_pair(&self) -> &RepoKeyPair {
+        &self.key_pair
     }
 
     /// The sealer for every object.

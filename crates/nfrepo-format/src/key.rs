@@ -50,6 +50,11 @@ impl MasterKey {
         Self(SecretKey::from_bytes(bytes))
     }
 
+    /// `blake3::derive_key(context, master key)`: a subkey for one use.
+    pub(crate) fn derive_subkey(&self, context: &str) -> [u8; 32] {
+        blake3::derive_key(context, self.0.expose())
+    }
+
     /// Derives the working keys.
     #[must_use]
     pub fn derive(&self) -> RepoKeys {

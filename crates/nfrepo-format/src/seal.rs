@@ -113,6 +113,8 @@ pub enum SealedKind {
     GoodMarker = 13,
     /// A disaster-recovery drill record body.
     DrillRecord = 14,
+    /// An audit log entry body, sealed to the repository public key (audit.md).
+    AuditEntry = 15,
 }
 
 /// Associated data for one sealed message: its kind and, for blobs, its id.
