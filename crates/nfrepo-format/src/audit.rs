@@ -5,7 +5,7 @@
 //! `seq - 1` of the same writer. An entry is
 //!
 //! ```text
-//! "NFRA" | 01 | auth (1) | writer id (32) | seq (8, big-endian) | prev (32)
+//! "NFRA" | 01 | auth (1) | writer id (32) | seq (8, little-endian) | prev (32)
 //!        | body sealed to the repository public key | MAC (32, when auth = 01)
 //! ```
 //!
@@ -78,7 +78,7 @@ impl AuditHeader {
         write_header(&mut out, AUDIT_MAGIC);
         out.push(self.auth.byte());
         out.extend_from_slice(&self.writer.0);
-        out.extend_from_slice(&self.seq.to_be_bytes());
+        out.extend_from_slice(&self.seq.to_le_bytes());
         out.extend_from_slice(&self.prev);
         let mut bytes = [0u8; AUDIT_HEADER_LEN];
         bytes.copy_from_slice(&out);
@@ -270,6 +270,27 @@ impl AuditRecord {
     }
 }
 
+impl AuditRecord {
+    /// Decodes a postcard body (fuzzing and test vectors; readers use
+    /// [`ParsedAuditEntry::open`]).
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] for bytes that are not exactly one record.
+    #[doc(hidden)]
+    pub fn decode_body(body: &[u8]) -> Result<Self> {
+        from_postcard(WHAT, body)
+    }
+
+    /// The postcard body.
+    ///
+    /// # Errors
+    /// Never in practice.
+    #[doc(hidden)]
+    pub fn encode_body(&self) -> Result<Vec<u8>> {
+        to_postcard(WHAT, self)
+    }
+}
+
 /// An entry whose layout was checked, not yet authenticated or opened.
 #[derive(Clone, Copy, Debug)]
 pub struct ParsedAuditEntry<'a> {
@@ -319,7 +340,7 @@ impl<'a> ParsedAuditEntry<'a> {
             header: AuditHeader {
                 auth,
                 writer: WriterId(writer),
-                seq: u64::from_be_bytes(seq_bytes),
+                seq: u64::from_le_bytes(seq_bytes),
                 prev,
             },
             bytes,
