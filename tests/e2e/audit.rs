@@ -78,6 +78,13 @@ fn every_command_leaves_one_entry_and_verify_names_a_tampered_one() {
     let mut bytes = std::fs::read(&target).unwrap();
     let at = bytes.len() / 2;
     bytes[at] ^= 0x40;
+    let mut perms = std::fs::metadata(&target).unwrap().permissions();
+    #[allow(
+        clippy::permissions_set_readonly_false,
+        reason = "test: damaging a stored object on purpose"
+    )]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&target, perms).unwrap();
     std::fs::write(&target, bytes).unwrap();
     let stderr = env.fails(&["audit", "verify"], 11, "BACKUP_CORRUPTED");
     let name = target.file_name().unwrap().to_string_lossy().into_owned();
@@ -144,9 +151,25 @@ fn no_secret_reaches_an_entry() {
         &format!("s3={S3_SECRET}"),
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    // A backed-up command whose own arguments hold a database password.
     let db_url = format!("mysql://root:{DB_SECRET}@127.0.0.1:1/app");
-    let out = with_secrets(&["restore", "latest", "--into", &db_url]);
-    assert_ne!(out.status.code(), Some(0), "{}", describe(&out));
+    let password_option = format!("--password={DB_SECRET}");
+    let short_option = format!("-p{DB_SECRET}");
+    let out = with_secrets(&[
+        "snapshot",
+        "--command",
+        "--name",
+        "out.txt",
+        "--",
+        "sh",
+        "-c",
+        "echo ok",
+        "sh",
+        &password_option,
+        &short_option,
+        &db_url,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let text = env.ok(&["--json", "audit", "log"]);
     for secret in [PASSWORD, S3_SECRET, DB_SECRET] {
         assert!(!text.contains(secret), "the audit log holds {secret:?}: {text}");

@@ -9,7 +9,7 @@
 //! What is written (format-spec/audit.md):
 //! - a repository was opened: an authenticated entry naming the key slot;
 //! - only the store was reached and the command needs no key (`replicate`)
-//!   or failed with `PERMISSION_DENIED` (a wrong or missing password): an
+//!   or failed with `PERMISSION_DENIED/WRONG_PASSWORD` or `/NO_PASSWORD`: an
 //!   entry sealed to the repository public key, without MAC;
 //! - nothing was reached, or the failure came before the repository was
 //!   (no repository, not found, unreachable, usage error): nothing.
@@ -122,9 +122,13 @@ pub async fn finish(mut event: AuditEvent, result: &Result<i32, Failure>) {
             event.message = nfrepo_engine::redact_command_line(std::slice::from_ref(&failure.message), &mask).concat();
         }
     }
+    // A storage refusal means the repository was not reached: nothing to log.
     let keyless_allowed = match result {
         Ok(_) => true,
-        Err(failure) => failure.code == ErrorCode::PermissionDenied && !failure.is_usage(),
+        Err(failure) => {
+            failure.code == ErrorCode::PermissionDenied
+                && matches!(failure.detail, Some("WRONG_PASSWORD" | "NO_PASSWORD"))
+        }
     };
     if reached.repo.is_none() && !keyless_allowed {
         return;

@@ -10,6 +10,7 @@
 
 use std::fs::File;
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::PathBuf;
 
 use nfrepo_format::{RepoId, WriterId};
@@ -69,12 +70,18 @@ impl Locked {
         };
         tokio::task::spawn_blocking(move || {
             let dir = dir.join("audit").join(repo.to_hex());
-            std::fs::create_dir_all(&dir).map_err(|e| local_error(&dir, e))?;
+            // Owner-only, like the rest of the cache.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .map_err(|e| local_error(&dir, e))?;
             let lock_path = dir.join(format!("{}.lock", writer.to_hex()));
             let file = File::options()
                 .create(true)
                 .truncate(false)
                 .write(true)
+                .mode(0o600)
                 .open(&lock_path)
                 .map_err(|e| local_error(&lock_path, e))?;
             let lock =
@@ -120,7 +127,13 @@ impl Locked {
             state.last_checkpoint_ns,
             u8::from(state.public_key_published)
         );
-        let mut file = File::create(&tmp).map_err(|e| local_error(&tmp, e))?;
+        let mut file = File::options()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| local_error(&tmp, e))?;
         file.write_all(line.as_bytes())
             .and_then(|()| file.sync_all())
             .map_err(|e| local_error(&tmp, e))?;
