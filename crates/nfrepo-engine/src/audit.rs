@@ -367,8 +367,11 @@ async fn publish_public_key(repo: &Repository) -> Result<bool> {
     }
 }
 
-/// What is wrong with `keys/public`, if anything.
-async fn check_public_key(repo: &Repository) -> Result<Option<String>> {
+/// What is wrong with `keys/public`, if anything. Reading writes nothing
+/// (a replica must not gain an object its source lacks): a missing object
+/// is a problem only once the log has entries, because the first entry a
+/// key holder writes publishes it first.
+async fn check_public_key(repo: &Repository, log_has_entries: bool) -> Result<Option<String>> {
     let key = public_key_object_key()?;
     match repo.store().get(&key).await {
         Ok(bytes) => Ok(repo
@@ -377,9 +380,9 @@ async fn check_public_key(repo: &Repository) -> Result<Option<String>> {
             .verify_object(&bytes, &repo.id(), &repo.keys().audit_key)
             .err()
             .map(|e| format!("{key}: {e}: it does not hold this repository's public key"))),
-        // A repository made before the key pair existed gets it now.
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok((!publish_public_key(repo).await?)
-            .then(|| format!("{key} holds another public key than this repository's"))),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(log_has_entries.then(|| {
+            format!("{key} is missing though the audit log has entries: wrong-password attempts cannot be logged")
+        })),
         Err(e) => Err(Error::store(e)),
     }
 }

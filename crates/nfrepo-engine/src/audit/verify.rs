@@ -281,7 +281,7 @@ pub(crate) async fn read_and_verify(repo: &Repository, local: Option<(WriterId, 
         })
         .collect();
     report.entries.sort_by_key(|e| (e.record.time_ns, e.writer, e.seq));
-    report.public_key_problem = super::check_public_key(repo).await?;
+    report.public_key_problem = super::check_public_key(repo, report.objects > 0).await?;
     Ok(report)
 }
 
