@@ -56,7 +56,7 @@ load = lambda name: json.load(open(os.path.join(vectors, name)))
 objects, plain, sealing = load("objects.json"), load("plaintexts.json"), load("sealing.json")
 h = bytes.fromhex
 seeds = {t: [] for t in ("key_slot", "pack_trailer", "index_delta", "snapshot", "config", "tree", "content_list", "blob",
-                         "gc_plan", "session_marker", "lease", "protect_marker", "good_marker", "replica_state", "drill_record")}
+                         "gc_plan", "session_marker", "lease", "protect_marker", "good_marker", "replica_state", "drill_record", "audit_entry")}
 cipher_bit = {"xchacha20poly1305": 0, "aes256gcm": 2}
 kind_index = {"data": 0, "tree": 1, "content_list": 2}
 
@@ -91,6 +91,11 @@ for obj in load("maintenance.json")["objects"]:
     bit = cipher_bit[obj["cipher"]]
     target = obj["object"].removesuffix("_v1")
     seeds[target] += [bytes([bit]) + h(obj["bytes"]), bytes([bit | 1]) + h(obj["body"])]
+
+# Audit entries: the stored entries (raw) and their bodies (sealed, with and without MAC).
+for entry in load("audit.json")["entries"]:
+    bit = cipher_bit[entry["cipher"]]
+    seeds["audit_entry"] += [bytes([bit]) + h(entry["bytes"]), bytes([bit | 1]) + h(entry["body"]), bytes([bit | 5]) + h(entry["body"])]
 
 # The replica state is plain: the stored object, and its body for the built mode.
 replica = load("replication.json")

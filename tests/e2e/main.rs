@@ -16,6 +16,7 @@ mod harness;
 mod servers;
 
 mod artifact;
+mod audit;
 mod bucket;
 mod bucket_restore;
 mod check;

@@ -106,6 +106,11 @@ pub enum Command {
     },
     /// Copy the repository to its replicas (without the key), verify them, or show their lag.
     Replicate(ReplicateArgs),
+    /// Read and verify the tamper-evident audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
@@ -655,4 +660,22 @@ pub struct ReplicateStatusArgs {
     /// The replica: a URL, or the NAME of a [replication.NAME] (default: every configured one).
     #[arg(long, value_name = "URL|NAME")]
     pub to: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// List audit log entries, oldest first.
+    Log(AuditLogArgs),
+    /// Check every chain; name the first missing, altered, reordered or forged entry.
+    Verify,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditLogArgs {
+    /// Only entries from this time on (RFC 3339, YYYY-MM-DD, or an age like 36h or 7d).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only entries of commands that named this backup source (`--source`), or of this host.
+    #[arg(long)]
+    pub source: Option<String>,
 }

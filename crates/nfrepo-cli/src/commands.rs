@@ -1,6 +1,7 @@
 //! One module per command; each parses its arguments into engine options,
 //! calls the engine, and renders the result.
 
+mod audit;
 mod browse;
 mod check;
 mod cron;
@@ -26,7 +27,16 @@ use crate::cli::{Cli, Command};
 use crate::failure::Failure;
 
 /// Runs the command; returns the exit code on success (0, or 3 for partial).
+/// Every command that reaches a repository leaves exactly one audit entry
+/// there, appended here once it has ended (see `trail`).
 pub async fn run(cli: Cli) -> Result<i32, Failure> {
+    let event = crate::trail::event();
+    let result = dispatch(cli).await;
+    crate::trail::finish(event, &result).await;
+    result
+}
+
+async fn dispatch(cli: Cli) -> Result<i32, Failure> {
     let global = &cli.global;
     match cli.command {
         Command::Init(args) => init::run(global, args).await,
@@ -50,5 +60,6 @@ pub async fn run(cli: Cli) -> Result<i32, Failure> {
         Command::Drill(args) => drill::run(global, args).await,
         Command::Repair { command } => repair::run(global, command).await,
         Command::Replicate(args) => replicate::run(global, args).await,
+        Command::Audit { command } => audit::run(global, command).await,
     }
 }

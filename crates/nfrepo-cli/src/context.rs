@@ -74,10 +74,26 @@ pub fn store_options(global: &GlobalArgs, url: &StoreUrl) -> Result<OpenOptions,
 /// Opens the storage named by `--repo` / `NFREPO_REPOSITORY` (else by the
 /// configuration file; with `--from-replica`, the replica it names),
 /// retrying transient errors with backoff.
+///
+/// This is the store of "the repository" of the command: its audit entry
+/// goes there, and what the command writes and deletes through it is
+/// recorded for that entry (`trail`).
 pub fn open_store(global: &GlobalArgs, during: Operation) -> Result<RetryingStore, Failure> {
+    let activity = nfrepo_engine::Activity::default();
+    let store = open_repository_store(global, during, &activity)?;
+    crate::trail::reached(store.clone(), cache_dir(global), activity);
+    Ok(store)
+}
+
+fn open_repository_store(
+    global: &GlobalArgs,
+    during: Operation,
+    activity: &nfrepo_engine::Activity,
+) -> Result<RetryingStore, Failure> {
+    let record = |store| crate::trail::recording(store, activity);
     if global.from_replica {
         let (url, credentials_file) = configured_replica(global)?;
-        return open_location(global, &url, credentials_file.as_deref(), during);
+        return open_location_with(global, &url, credentials_file.as_deref(), during, record);
     }
     let configured = configured_repository(global)?;
     let Some(location) = global.repo.as_deref().or(configured.as_ref().map(|r| r.url.as_str())) else {
@@ -87,7 +103,7 @@ pub fn open_store(global: &GlobalArgs, during: Operation) -> Result<RetryingStor
             "no repository given: use --repo, set NFREPO_REPOSITORY, or declare [repository] in nfrepo.toml",
         ));
     };
-    open_location(global, location, None, during)
+    open_location_with(global, location, None, during, record)
 }
 
 /// The URL and credentials file of the replica `[repository] replica` names.
@@ -118,6 +134,17 @@ pub fn open_location(
     credentials_file: Option<&Path>,
     during: Operation,
 ) -> Result<RetryingStore, Failure> {
+    open_location_with(global, location, credentials_file, during, |store| store)
+}
+
+/// [`open_location`] with `wrap` put over the backend, under the retries.
+fn open_location_with(
+    global: &GlobalArgs,
+    location: &str,
+    credentials_file: Option<&Path>,
+    during: Operation,
+    wrap: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>,
+) -> Result<RetryingStore, Failure> {
     let url = StoreUrl::parse(location).map_err(|e| Failure::store(&e, during))?;
     let options = store_options(global, &url)?;
     let credentials = match (&url, credentials_file) {
@@ -130,7 +157,7 @@ pub fn open_location(
     };
     let store = nfrepo_store::open(&url, &credentials, &options).map_err(|e| Failure::store(&e, during))?;
     let store: Arc<dyn Store> = Arc::new(crate::progress::CountingStore(store));
-    Ok(Arc::new(RetryStore::new(store, RetryPolicy::default())))
+    Ok(Arc::new(RetryStore::new(wrap(store), RetryPolicy::default())))
 }
 
 /// S3 credentials from a file of two lines: the key id, then the secret.
@@ -319,6 +346,7 @@ pub async fn open_repository_to_read(global: &GlobalArgs, during: Operation) -> 
     if let Some(required) = policy(global)?.require_cipher {
         repo.require_cipher(required).map_err(|e| Failure::engine(&e, during))?;
     }
+    crate::trail::opened(&repo);
     Ok(Opened { repo, password, store })
 }
 

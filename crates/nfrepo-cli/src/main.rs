@@ -29,6 +29,7 @@ mod failure;
 mod output;
 mod progress;
 mod render;
+mod trail;
 
 use std::io::{IsTerminal, Write};
 

@@ -123,6 +123,8 @@ pub struct CheckOptions {
     pub cache: Option<Arc<Cache>>,
     /// Progress counters (the read-data pass counts packs and bytes).
     pub work: Option<Arc<crate::Work>>,
+    /// This host's audit writer: its last head is checked too (audit.md).
+    pub audit_writer: Option<crate::AuditWriter>,
 }
 
 /// One problem: what is damaged, where, and what it reaches.
@@ -181,6 +183,10 @@ pub struct CheckReport {
     pub duplicate_blobs: u64,
     /// The problems.
     pub findings: Vec<Finding>,
+    /// Audit log entries that verified.
+    pub audit_entries: u64,
+    /// Audit log writers (chains).
+    pub audit_writers: usize,
 }
 
 impl CheckReport {
@@ -345,6 +351,10 @@ impl Repository {
             attribute::attribute(&reader, &selected, &loaded, &mut findings).await?;
         }
         report.findings = findings.into_vec();
+        let audit = crate::audit::read_audit(self, options.audit_writer.as_ref()).await?;
+        report.audit_entries = audit.entries.len() as u64;
+        report.audit_writers = audit.writers;
+        report.findings.extend(audit_findings(&audit));
         let damaged = report.damaged_snapshots();
         report.roots = selected
             .iter()
@@ -353,6 +363,30 @@ impl Repository {
             .collect();
         Ok(report)
     }
+}
+
+/// The audit log's problems as check findings (`BACKUP_CORRUPTED`), first bad entry first.
+fn audit_findings(audit: &crate::AuditReport) -> impl Iterator<Item = Finding> + '_ {
+    let public = audit.public_key_problem.iter().map(|message| Finding {
+        code: ErrorCode::BackupCorrupted,
+        object: format!("keys/{}", crate::PUBLIC_KEY_OBJECT),
+        pack: None,
+        blobs: Vec::new(),
+        message: message.clone(),
+        affected: Vec::new(),
+    });
+    audit
+        .problems
+        .iter()
+        .map(|p| Finding {
+            code: ErrorCode::BackupCorrupted,
+            object: p.object.clone(),
+            pack: None,
+            blobs: Vec::new(),
+            message: format!("audit entry {}: {}", p.kind.as_str(), p.detail),
+            affected: Vec::new(),
+        })
+        .chain(public)
 }
 
 #[cfg(test)]

@@ -38,6 +38,7 @@
 #![deny(clippy::unwrap_used)]
 #![warn(clippy::expect_used)]
 
+mod audit;
 mod backup;
 mod browse;
 mod check;
@@ -63,6 +64,10 @@ mod verify;
 mod walk;
 mod work;
 
+pub use audit::{
+    Activity, ActivityStore, ActivitySummary, Appended, AuditEvent, AuditLogEntry, AuditProblem, AuditProblemKind,
+    AuditReport, AuditWriter, CHECKPOINT_INTERVAL_NS, PUBLIC_KEY_OBJECT, read_audit, redact_command_line,
+};
 pub use backup::{BackupOptions, BackupSession, BackupWriter, CommitDetails, Progress, StoredContent};
 pub use browse::{Change, ChangeKind, WalkEntry};
 pub use check::{Affected, CheckOptions, CheckReport, Finding, ReadDataSubset};

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use nfrepo_format::{
-    Cipher, ConfigBody, ConfigHeader, KdfParams, KeyHistory, KeyId, KeyRing, KeySlot, MasterKey, RepoId, RepoKeys,
-    Sealer, decode_config_body, decode_config_header, encode_config,
+    Cipher, ConfigBody, ConfigHeader, KdfParams, KeyHistory, KeyId, KeyRing, KeySlot, MasterKey, RepoId, RepoKeyPair,
+    RepoKeys, Sealer, decode_config_body, decode_config_header, encode_config,
 };
 use nfrepo_store::{ErrorKind, ObjectKey, ObjectKind, PutMode, Store};
 use zeroize::Zeroizing;
@@ -117,6 +117,11 @@ pub struct Repository {
     index_cache_dir: Option<Arc<std::path::PathBuf>>,
     /// The newest key epoch any key slot claims when the repository was opened.
     newest_epoch: u32,
+    /// The key slot the repository was opened with.
+    key_id: Option<KeyId>,
+    /// The X25519 key pairs of the live key epochs, current first (audit.md,
+    /// keys.md): the current one seals, older ones open what they sealed.
+    key_pairs: Arc<Vec<RepoKeyPair>>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -211,7 +216,7 @@ impl Repository {
         // slot that a second init simply ignores, never a config nobody can open.
         let slot = KeySlot::wrap_ring(&ring, password, options.kdf, &repo, body.created, options.label)
             .map_err(Error::Format)?;
-        put_key_slot(store.as_ref(), &slot).await?;
+        let key_id = put_key_slot(store.as_ref(), &slot).await?;
         let config = encode_config(&header, &body, &sealer).map_err(Error::Format)?;
         store
             .put(&ObjectKey::config(), Bytes::from(config), PutMode::CreateNew)
@@ -230,6 +235,8 @@ impl Repository {
             sealer,
             index_cache_dir: None,
             newest_epoch: 0,
+            key_id: Some(key_id),
+            key_pairs: Arc::new(ring.key_pairs()),
         })
     }
 
@@ -243,6 +250,7 @@ impl Repository {
             header,
             ring,
             newest_epoch,
+            slot,
             ..
         } = Self::unlock(store.as_ref(), password).await?;
         let keys = ring.derive();
@@ -259,6 +267,8 @@ impl Repository {
             sealer,
             index_cache_dir: None,
             newest_epoch,
+            key_id: Some(slot),
+            key_pairs: Arc::new(ring.key_pairs()),
         })
     }
 
@@ -379,6 +389,30 @@ impl Repository {
     #[must_use]
     pub const fn keys(&self) -> &RepoKeys {
         &self.keys
+    }
+
+    /// The key slot this repository was opened with.
+    #[must_use]
+    pub const fn key_id(&self) -> Option<KeyId> {
+        self.key_id
+    }
+
+    /// The repository's X25519 key pair (keys.md, "Repository key pair").
+    #[must_use]
+    pub fn key_pair(&self) -> &RepoKeyPair {
+        // Never empty: a ring has at least one live epoch.
+        &self.key_pairs[0]
+    }
+
+    /// The key pairs of the live key epochs, current first, with each
+    /// epoch's audit key: what opens and verifies the audit entries of each.
+    #[must_use]
+    pub fn audit_keys(&self) -> Vec<(&RepoKeyPair, &nfrepo_format::SecretKey)> {
+        std::iter::once(&self.keys.audit_key)
+            .chain(self.keys.older_audit_keys.iter().map(|(_, key)| key))
+            .zip(self.key_pairs.iter())
+            .map(|(key, pair)| (pair, key))
+            .collect()
     }
 
     /// The sealer for every object.

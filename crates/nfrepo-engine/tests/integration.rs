@@ -7,6 +7,7 @@
 )]
 
 mod integration {
+    mod audit;
     mod backup;
     mod check;
     mod drill;

@@ -117,6 +117,12 @@ define_id!(
     "drill id"
 );
 define_id!(
+    /// Names an audit log writer (one hash chain): derived from the
+    /// repository, host, user and cache directory (audit.md).
+    WriterId,
+    "writer id"
+);
+define_id!(
     /// Identifies a repository; bound into key slots and the local cache.
     RepoId,
     "repository id"

@@ -60,6 +60,11 @@ impl MasterKey {
         Self(SecretKey::from_bytes(bytes))
     }
 
+    /// `blake3::derive_key(context, master key)`: a subkey for one use.
+    pub(crate) fn derive_subkey(&self, context: &str) -> [u8; 32] {
+        blake3::derive_key(context, self.0.expose())
+    }
+
     /// Derives the working keys.
     #[must_use]
     pub fn derive(&self) -> RepoKeys {
@@ -74,6 +79,7 @@ impl MasterKey {
             audit_key: derive(CONTEXT_AUDIT),
             epoch: 0,
             older_sealing_keys: Vec::new(),
+            older_audit_keys: Vec::new(),
         }
     }
 }
@@ -94,6 +100,9 @@ pub struct RepoKeys {
     pub epoch: u32,
     /// Sealing keys of the older live epochs, newest first: they only open.
     pub older_sealing_keys: Vec<(u32, SecretKey)>,
+    /// Audit keys of the older live epochs, newest first: they only verify
+    /// the audit entries MACed before a rotation.
+    pub older_audit_keys: Vec<(u32, SecretKey)>,
 }
 
 impl std::fmt::Debug for RepoKeys {

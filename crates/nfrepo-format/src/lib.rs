@@ -2,7 +2,8 @@
 //!
 //! This crate turns repository objects into bytes and back: ids, keys and
 //! key slots, sealing (AEAD), compression, chunking parameters, packs, index
-//! deltas, tree nodes, content lists, snapshots and the config. It is the
+//! deltas, tree nodes, content lists, snapshots, the config, audit entries
+//! and the repository key pair. It is the
 //! normative companion of `format-spec/`.
 //!
 //! It is **not** a storage layer: it does no I/O, has no async, and knows
@@ -30,6 +31,7 @@
 #![deny(clippy::indexing_slicing)]
 #![warn(clippy::expect_used)]
 
+mod audit;
 mod blob;
 mod chunker;
 mod config;
@@ -45,12 +47,18 @@ mod key;
 mod lease;
 mod pack;
 mod protect;
+mod public;
 mod replica;
 mod seal;
 mod session;
 mod snapshot;
 mod tree;
 
+pub use audit::{
+    AUDIT_HEADER_LEN, AUDIT_MAGIC, AuditAccess, AuditAuth, AuditHeader, AuditRecord, AuditSealing, ChainHead,
+    MAX_AUDIT_ENTRY_LEN, ObjectCount, ParsedAuditEntry, entry_name as audit_entry_name,
+    parse_entry_name as parse_audit_entry_name,
+};
 pub use blob::{BlobCodec, BlobKind, MAX_BLOB_LEN, SealedBlob};
 pub use chunker::{Chunker, ChunkerProfile};
 pub use config::{ConfigBody, ConfigHeader, ObjectLock, decode_config_body, decode_config_header, encode_config};
@@ -63,7 +71,7 @@ pub use envelope::FORMAT_VERSION;
 pub use error::{Error, Result};
 pub use gc_plan::{GcPlan, PlanReason, PlannedPack};
 pub use good::GoodMarker;
-pub use id::{BlobId, DrillId, IndexId, KeyId, PackId, RepoId, SnapshotId, content_hash};
+pub use id::{BlobId, DrillId, IndexId, KeyId, PackId, RepoId, SnapshotId, WriterId, content_hash};
 pub use index::{IndexDelta, IndexedPack};
 pub use key::{
     EpochSecret, KEY_SLOT_RING_VERSION, KdfParams, KeyHistory, KeyRing, KeySlot, MasterKey, RepoKeys, RetiredEpoch,
@@ -74,6 +82,7 @@ pub use pack::{
     decode_pack_header, decode_trailer, read_pack_entries, trailer_len, verify_pack,
 };
 pub use protect::ProtectMarker;
+pub use public::{PUBLIC_KEY_MAGIC, PUBLIC_KEY_OBJECT_LEN, PUBLIC_SEAL_OVERHEAD, RepoKeyPair, RepoPublicKey};
 pub use replica::{Backlog, PassResult, REPLICA_MAGIC, ReplicaObject, ReplicaState};
 pub use seal::{Aad, Cipher, SEAL_OVERHEAD, SealedKind, Sealer, SecretKey};
 pub use session::{ProcessStart, SessionMarker};

@@ -113,6 +113,8 @@ pub enum SealedKind {
     GoodMarker = 13,
     /// A disaster-recovery drill record body.
     DrillRecord = 14,
+    /// An audit log entry body, sealed to the repository public key (audit.md).
+    AuditEntry = 15,
     /// A key history body: the older key epochs (keys.md). Numbered apart
     /// from the kinds above so that kinds added beside it never collide.
     KeyHistory = 32,

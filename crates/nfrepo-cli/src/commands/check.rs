@@ -120,6 +120,8 @@ fn report_json(report: &CheckReport, cipher: Cipher, failure: Option<&Failure>) 
         "packs_fresh": report.packs_fresh,
         "stray_packs": report.stray_packs.iter().map(|p| p.to_hex()).collect::<Vec<_>>(),
         "duplicate_blobs": report.duplicate_blobs,
+        "audit_entries": report.audit_entries,
+        "audit_writers": report.audit_writers,
         "findings": report.findings.iter().map(finding_json).collect::<Vec<_>>(),
         "error": failure.map(Failure::json),
     })
@@ -128,6 +130,10 @@ fn report_json(report: &CheckReport, cipher: Cipher, failure: Option<&Failure>) 
 pub async fn run(global: &GlobalArgs, args: CheckArgs) -> Result<i32, Failure> {
     let mut options = options(&args)?;
     let repo = context::open_repository(global, Operation::Inspect).await?.repo;
+    options.audit_writer = Some(nfrepo_engine::AuditWriter::new(
+        repo.store().clone(),
+        context::cache_dir(global),
+    ));
     if options.read_data.is_some() {
         options.cache = open_cache(global, repo.id().to_hex()).await;
     }
@@ -167,6 +173,11 @@ pub async fn run(global: &GlobalArgs, args: CheckArgs) -> Result<i32, Failure> {
                     }
                 );
             }
+            outln!(
+                "audit log: {} entries from {} writer(s) verified",
+                report.audit_entries,
+                report.audit_writers
+            );
             if report.duplicate_blobs > 0 {
                 outln!("note: {} blob(s) are stored twice (harmless)", report.duplicate_blobs);
             }

@@ -64,6 +64,7 @@ pub async fn run(global: &GlobalArgs, args: InitArgs) -> Result<i32, Failure> {
     let repo = Repository::init(store.clone(), &password, options)
         .await
         .map_err(|e| Failure::engine(&e, Operation::Backup))?;
+    crate::trail::opened(&repo);
     if global.json {
         outln!(
             "{}",

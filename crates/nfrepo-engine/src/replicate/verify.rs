@@ -85,7 +85,8 @@ pub(crate) async fn run(
     let mut candidates: Vec<&ObjectInfo> = Vec::new();
     for kind in COPY_ORDER {
         let diff = listings.diff(kind);
-        for info in &diff.missing {
+        // Audit entries newer than the last pass (its own entry among them) are not lost.
+        for info in diff.missing.iter().filter(|_| kind != nfrepo_store::ObjectKind::Audit) {
             report.problems.push(ReplicaProblem {
                 object: info.key.path(),
                 error: Error::Missing {

@@ -181,7 +181,26 @@ impl KeyRing {
                 .skip(1)
                 .map(|e| (e.epoch, derive(CONTEXT_SEALING, &e.secret)))
                 .collect(),
+            older_audit_keys: self
+                .epochs
+                .iter()
+                .rev()
+                .skip(1)
+                .map(|e| (e.epoch, derive(CONTEXT_AUDIT, &e.secret)))
+                .collect(),
         }
+    }
+
+    /// The X25519 key pairs of the live epochs (public.rs), current first,
+    /// then older ones newest first: the order of
+    /// [`RepoKeys::older_audit_keys`] after the current audit key.
+    #[must_use]
+    pub fn key_pairs(&self) -> Vec<crate::RepoKeyPair> {
+        self.epochs
+            .iter()
+            .rev()
+            .map(|e| crate::RepoKeyPair::from_epoch_secret(&e.secret))
+            .collect()
     }
 
     /// A sealer for `cipher` that seals under the current epoch and opens

@@ -1,0 +1,184 @@
+//! The audit entry of this process: what it reached, and the one append at its end.
+//!
+//! `context::open_store` reports the repository's store here (and puts an
+//! [`ActivityStore`] under it), `context::open_repository` and `init` report
+//! the opened repository, and `commands::run` calls [`finish`] once, after
+//! the command, whatever it was and however it ended. No command logs
+//! anything itself.
+//!
+//! What is written (format-spec/audit.md):
+//! - a repository was opened: an authenticated entry naming the key slot;
+//! - only the store was reached and the command needs no key (`replicate`)
+//!   or failed with `PERMISSION_DENIED/WRONG_PASSWORD` or `/NO_PASSWORD`: an
+//!   entry sealed to the repository public key, without MAC;
+//! - nothing was reached, or the failure came before the repository was
+//!   (no repository, not found, unreachable, usage error): nothing.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use clap::CommandFactory;
+use nfrepo_engine::{Activity, ActivityStore, AuditEvent, AuditWriter, ErrorCode, Repository};
+use nfrepo_store::Store;
+
+use crate::cli::Cli;
+use crate::failure::Failure;
+
+/// Operations whose entry records every writer's head: they read the whole
+/// repository (or log) anyway, so one more listing costs little.
+const CHECKPOINTING: [&str; 3] = ["check", "gc", "audit verify"];
+
+struct Reached {
+    store: Arc<dyn Store>,
+    cache_dir: Option<PathBuf>,
+    activity: Activity,
+    repo: Option<Repository>,
+}
+
+static REACHED: Mutex<Option<Reached>> = Mutex::new(None);
+
+/// Remembers the repository's store (with retries) for the entry;
+/// `activity` is what an [`ActivityStore`] under it records.
+pub fn reached(store: Arc<dyn Store>, cache_dir: Option<PathBuf>, activity: Activity) {
+    if let Ok(mut reached) = REACHED.lock()
+        && reached.is_none()
+    {
+        *reached = Some(Reached {
+            store,
+            cache_dir,
+            activity,
+            repo: None,
+        });
+    }
+}
+
+/// Puts an [`ActivityStore`] recording into `activity` over `store`.
+pub fn recording(store: Arc<dyn Store>, activity: &Activity) -> Arc<dyn Store> {
+    Arc::new(ActivityStore::new(store, activity.clone()))
+}
+
+/// Remembers the opened repository (its key signs the entry).
+pub fn opened(repo: &Repository) {
+    if let Ok(mut reached) = REACHED.lock()
+        && let Some(reached) = reached.as_mut()
+        && reached.repo.is_none()
+    {
+        reached.repo = Some(repo.clone());
+    }
+}
+
+/// The entry's description of this command, taken before it runs.
+pub fn event() -> AuditEvent {
+    let args: Vec<String> = std::env::args().collect();
+    let mut operation = Vec::new();
+    if let Ok(matches) = Cli::command().try_get_matches_from(&args) {
+        let mut at = matches.subcommand();
+        while let Some((name, sub)) = at {
+            operation.push(name.to_owned());
+            at = sub.subcommand();
+        }
+    }
+    let mask = |text: &str| nfrepo_sources::redact_secrets(text).into_owned();
+    let command = nfrepo_engine::redact_command_line(&args, &mask);
+    let mut event = AuditEvent::new(operation.join(" "), command);
+    event.sources = sources(&args);
+    event.checkpoint = CHECKPOINTING.contains(&event.operation.as_str());
+    event
+}
+
+/// The values of `--source` on the command line.
+fn sources(args: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut words = args.iter();
+    while let Some(word) = words.next() {
+        if word == "--" {
+            break;
+        }
+        if word == "--source" {
+            out.extend(words.next().cloned());
+        } else if let Some(value) = word.strip_prefix("--source=") {
+            out.push(value.to_owned());
+        }
+    }
+    out
+}
+
+/// Appends the entry of this command, if it reached a repository. A failed
+/// append is reported on stderr; it does not change the command's outcome.
+pub async fn finish(mut event: AuditEvent, result: &Result<i32, Failure>) {
+    let Some(reached) = REACHED.lock().ok().and_then(|mut r| r.take()) else {
+        return;
+    };
+    match result {
+        Ok(exit) => {
+            event.exit_code = *exit;
+            event.code = code_of_exit(*exit).to_owned();
+        }
+        Err(failure) => {
+            event.exit_code = failure.exit_code();
+            event.code = failure.code_str().to_owned();
+            event.detail = failure.detail.unwrap_or_default().to_owned();
+            let mask = |text: &str| nfrepo_sources::redact_secrets(text).into_owned();
+            event.message = nfrepo_engine::redact_command_line(std::slice::from_ref(&failure.message), &mask).concat();
+        }
+    }
+    // A storage refusal means the repository was not reached: nothing to log.
+    let keyless_allowed = match result {
+        Ok(_) => true,
+        Err(failure) => {
+            failure.code == ErrorCode::PermissionDenied
+                && matches!(failure.detail, Some("WRONG_PASSWORD" | "NO_PASSWORD"))
+        }
+    };
+    if reached.repo.is_none() && !keyless_allowed {
+        return;
+    }
+    let writer = AuditWriter::new(reached.store, reached.cache_dir);
+    let activity = reached.activity.summary();
+    if let Err(e) = writer.append(reached.repo.as_ref(), &event, &activity).await {
+        eprintln!(
+            "warning[AUDIT]: the audit log entry of this command was not written: {}",
+            crate::output::escape::text(&nfrepo_sources::redact_secrets(&e.to_string()))
+        );
+    }
+}
+
+/// The code name of a command that returned an exit code instead of a failure.
+fn code_of_exit(exit: i32) -> &'static str {
+    match exit {
+        0 => "",
+        3 => "PARTIAL",
+        10 => "BACKUP_FAILED",
+        11 => "BACKUP_CORRUPTED",
+        12 => "BACKUP_NOT_FOUND",
+        13 => "RESTORE_FAILED",
+        14 => "RESTORE_CONFLICT",
+        15 => "ROLLBACK_FAILED",
+        16 => "PERMISSION_DENIED",
+        17 => "SNAPSHOT_INVALID",
+        _ => "FAILED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_are_read_from_the_command_line() {
+        let args: Vec<String> = [
+            "nfrepo",
+            "snapshot",
+            "--source",
+            "db",
+            "--source=web",
+            "--",
+            "--source",
+            "x",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        assert_eq!(sources(&args), ["db", "web"]);
+    }
+}
