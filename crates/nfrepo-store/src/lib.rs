@@ -65,4 +65,4 @@ pub use key::{MAX_NAME_LEN, ObjectInfo, ObjectKey, ObjectKind};
 pub use location::StoreUrl;
 pub use memory::MemoryStore;
 pub use retry::{RetryPolicy, RetryStore};
-pub use store::{PutMode, Store};
+pub use store::{ByteStream, PutMode, STREAM_PUT_BUFFER, Store};
