@@ -1,11 +1,30 @@
 #!/usr/bin/env bash
-# Disaster-recovery figures (issue 11, item 6), drill part: the RTO of
-# `nfrepo drill` for a MariaDB dump of about SIZE MB restored into a fresh
-# server (mariadb-install-db + mariadbd on a free port), median of runs.
+# Disaster-recovery figures (issue 11, item 6): replication throughput,
+# `--watch` lag, and drill RTO. Each part can be run alone (--only PART).
 #
-#   scripts/bench-dr.sh [--runs N] [--size-mb MB] [--sysbench-dump FILE]
+#   scripts/bench-dr.sh [--only replicate|watch|drill] [--runs N]
+#                       [--repl-mb MB] [--watch-mb MB] [--watch-seconds S]
+#                       [--size-mb MB] [--sysbench-dump FILE]
 #
-# The database `bench_dr` is made once on the test MariaDB
+# replicate: S3 -> S3 between the two loopback SeaweedFS instances
+#   (region 1 $NFREPO_TEST_S3_ENDPOINT, region 2 $NFREPO_TEST_S3_ENDPOINT_2,
+#   bucket $NFREPO_TEST_S3_BUCKET; scripts/start-seaweedfs.sh starts them).
+#   A repository in region 1 gets one snapshot of --repl-mb MB (default
+#   1000) of random (incompressible) data; each run is one `nfrepo
+#   replicate --to` into a fresh prefix of region 2 under /usr/bin/time -v:
+#   throughput = bytes copied / wall time of the whole command (start-up and
+#   listings included), and its peak RSS. Median of --runs (default 3).
+# watch: `nfrepo replicate --watch --interval 10s` runs into a fresh
+#   prefix of region 2 while a backup of a --watch-mb MB (default 1000)
+#   dump is written into region 1, paced to last --watch-seconds (default
+#   300: "a 5-minute backup"); the lag is the time from the end of the
+#   snapshot command (its commit) to the snapshot's first appearance in
+#   `nfrepo snapshots` of the replica (polled every second). One run.
+# drill: the RTO of `nfrepo drill` for a MariaDB dump of about --size-mb
+#   MB (default 1000) restored into a fresh server (mariadb-install-db +
+#   mariadbd on a free port), median of --runs.
+#
+# The drill's database `bench_dr` is made once on the test MariaDB
 # ($NFREPO_TEST_MYSQL_URL, default mysql://root@127.0.0.1:13306; see
 # scripts/start-mariadb.sh) from generated rows (4 InnoDB tables of
 # (id, k, c, pad) rows shaped like sysbench's, about SIZE MB of dump in all;
@@ -22,7 +41,9 @@
 # no row-count facts, so only the load and the query are checked).
 #
 # Environment: BENCH_DIR (default /tmp/nfrepo-bench-dr), NFREPO_BIN (default:
-# a release build of this tree), NFREPO_TEST_MYSQL_URL.
+# a release build of this tree), NFREPO_TEST_MYSQL_URL, NFREPO_TEST_S3_*.
+# The S3 prefixes it made are deleted at the end through SeaweedFS's filer
+# (ports 18888 and 18988 unless FILER_1/FILER_2 say otherwise).
 set -euo pipefail
 
 # shellcheck source=scripts/lib/common.sh
@@ -31,8 +52,27 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 RUNS=3
 SIZE_MB=1000
 SYSBENCH_DUMP=""
+ONLY=""
+REPL_MB=1000
+WATCH_MB=1000
+WATCH_SECONDS=300
+number() { [[ "${2:-}" =~ ^[1-9][0-9]*$ ]] || die "$1 takes a positive number"; }
 while (($# > 0)); do
 	case "$1" in
+	--only)
+		[[ "${2:-}" =~ ^(replicate|watch|drill)$ ]] || die "--only takes replicate, watch or drill"
+		ONLY="$2"
+		shift 2
+		;;
+	--repl-mb | --watch-mb | --watch-seconds)
+		number "$1" "${2:-}"
+		case "$1" in
+		--repl-mb) REPL_MB="$2" ;;
+		--watch-mb) WATCH_MB="$2" ;;
+		--watch-seconds) WATCH_SECONDS="$2" ;;
+		esac
+		shift 2
+		;;
 	--runs)
 		[[ "${2:-}" =~ ^[1-9][0-9]*$ ]] || die "--runs takes a positive number"
 		RUNS="$2"
@@ -66,13 +106,114 @@ if [[ -z "${NFREPO_BIN:-}" ]]; then
 	(cd "$NFREPO_ROOT" && cargo build --release -q -p nfrepo-cli)
 	NFREPO_BIN="${CARGO_TARGET_DIR:-$NFREPO_ROOT/target}/release/nfrepo"
 fi
-"${MYSQL[@]}" -e 'SELECT 1' >/dev/null || die "no MariaDB at $URL (scripts/start-mariadb.sh starts one)"
 
 rm -rf "$BENCH_DIR"
 mkdir -p "$BENCH_DIR/logs"
 LOGS="$BENCH_DIR/logs"
 export NFREPO_PASSWORD=bench
 export NFREPO_CACHE_DIR="$BENCH_DIR/cache"
+
+wanted() { [[ -z "$ONLY" || "$ONLY" == "$1" ]]; }
+
+# --- S3 -> S3 replication and --watch lag ------------------------------------
+
+if wanted replicate || wanted watch; then
+	for v in NFREPO_TEST_S3_ENDPOINT NFREPO_TEST_S3_ENDPOINT_2 NFREPO_TEST_S3_BUCKET NFREPO_TEST_S3_ACCESS_KEY NFREPO_TEST_S3_SECRET_KEY; do
+		[[ -n "${!v:-}" ]] || die "$v is not set (source /tmp/nfrepo-dev-env.sh, or scripts/start-seaweedfs.sh twice)"
+	done
+	export NFREPO_S3_ACCESS_KEY_ID="$NFREPO_TEST_S3_ACCESS_KEY" NFREPO_S3_SECRET_ACCESS_KEY="$NFREPO_TEST_S3_SECRET_KEY"
+	RUN_ID="bench-dr-$$-$(date +%s)"
+	s3_url() { echo "s3://$NFREPO_TEST_S3_BUCKET/$RUN_ID/$2?endpoint=$1&region=us-east-1"; }
+	cleanup_s3() {
+		curl -s -X DELETE "${FILER_1:-http://127.0.0.1:18888}/buckets/$NFREPO_TEST_S3_BUCKET/$RUN_ID/?recursive=true&ignoreRecursiveError=true" >/dev/null || true
+		curl -s -X DELETE "${FILER_2:-http://127.0.0.1:18988}/buckets/$NFREPO_TEST_S3_BUCKET/$RUN_ID/?recursive=true&ignoreRecursiveError=true" >/dev/null || true
+	}
+	trap 'cleanup_s3; [[ -n "${WATCHER:-}" ]] && kill "$WATCHER" 2>/dev/null || true' EXIT
+	# Incompressible bytes at a steady rate: SIZE_MB over SECONDS (0: as fast as possible).
+	paced() {
+		python3 - "$1" "$2" <<'PY'
+import os, sys, time
+total, seconds = int(sys.argv[1]) * 1000000, float(sys.argv[2])
+chunk, sent, start = 1 << 20, 0, time.monotonic()
+out = sys.stdout.buffer
+while sent < total:
+    n = min(chunk, total - sent)
+    out.write(os.urandom(n))
+    sent += n
+    if seconds > 0:
+        ahead = start + seconds * sent / total - time.monotonic()
+        if ahead > 0:
+            time.sleep(ahead)
+out.flush()
+PY
+	}
+	median_line() { sort -n | python3 -c '
+import sys
+rows = [l.split() for l in sys.stdin if l.strip()]
+vals = [float(r[0]) for r in rows]
+print("median %s (min %s, max %s; runs: %s)" % (rows[(len(rows) - 1) // 2][0], min(vals), max(vals), " ".join(r[0] for r in rows)))'; }
+fi
+
+if wanted replicate; then
+	SRC=$(s3_url "$NFREPO_TEST_S3_ENDPOINT" src)
+	"$NFREPO_BIN" -r "$SRC" init --kdf-memory-kib 65536 >>"$LOGS/nfrepo.log" 2>&1
+	log "replicate: backing up $REPL_MB MB of random data into region 1"
+	paced "$REPL_MB" 0 | "$NFREPO_BIN" -r "$SRC" snapshot --stdin --name random.bin >>"$LOGS/nfrepo.log" 2>&1
+	THROUGHPUT=() RSS=()
+	for ((run = 1; run <= RUNS; run++)); do
+		dst=$(s3_url "$NFREPO_TEST_S3_ENDPOINT_2" "replica-$run")
+		/usr/bin/time -v -o "$LOGS/replicate-$run.time" "$NFREPO_BIN" --json -r "$SRC" replicate --to "$dst" >"$LOGS/replicate-$run.json" 2>>"$LOGS/nfrepo.log" ||
+			die "replicate run $run failed (see $LOGS)"
+		read -r mbps rss < <(python3 - "$LOGS/replicate-$run.json" "$LOGS/replicate-$run.time" <<'PY'
+import json, re, sys
+report = json.load(open(sys.argv[1]))[0]
+timing = open(sys.argv[2]).read()
+h, m, s = (["0", "0"] + re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", timing).group(1).split(":"))[-3:]
+seconds = int(h) * 3600 + int(m) * 60 + float(s)
+rss_kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", timing).group(1))
+print("%.1f %.1f" % (report["copied_bytes"] / seconds / 1e6, rss_kib / 1024))
+PY
+		)
+		log "replicate run $run: $mbps MB/s, peak RSS $rss MiB"
+		THROUGHPUT+=("$mbps") RSS+=("$rss")
+	done
+	echo
+	echo "S3 -> S3 replication of $REPL_MB MB (loopback SeaweedFS, --jobs 8), $RUNS runs"
+	echo "  throughput MB/s: $(printf '%s\n' "${THROUGHPUT[@]}" | median_line)"
+	echo "  peak RSS MiB:    $(printf '%s\n' "${RSS[@]}" | median_line)"
+fi
+
+if wanted watch; then
+	SRC=$(s3_url "$NFREPO_TEST_S3_ENDPOINT" watch-src)
+	DST=$(s3_url "$NFREPO_TEST_S3_ENDPOINT_2" watch-replica)
+	"$NFREPO_BIN" -r "$SRC" init --kdf-memory-kib 65536 >>"$LOGS/nfrepo.log" 2>&1
+	"$NFREPO_BIN" -r "$SRC" replicate --to "$DST" >>"$LOGS/nfrepo.log" 2>&1
+	"$NFREPO_BIN" -r "$SRC" replicate --watch --interval 10s --to "$DST" >>"$LOGS/watch.log" 2>&1 &
+	WATCHER=$!
+	log "watch: a $WATCH_MB MB backup paced over ${WATCH_SECONDS}s into region 1 while replicate --watch runs"
+	paced "$WATCH_MB" "$WATCH_SECONDS" | "$NFREPO_BIN" --json -r "$SRC" snapshot --stdin --name dump.sql >"$LOGS/watch-snapshot.json" 2>>"$LOGS/nfrepo.log"
+	committed=$(date +%s.%N)
+	id=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d.get("snapshot_id") or "")' "$LOGS/watch-snapshot.json")
+	[[ -n "$id" ]] || die "no snapshot id in $LOGS/watch-snapshot.json"
+	lag=""
+	for ((i = 0; i < 600; i++)); do
+		if "$NFREPO_BIN" --json -r "$DST" snapshots 2>/dev/null | grep -q "${id:0:8}"; then
+			lag=$(python3 -c "import time; print('%.1f' % (time.time() - $committed))")
+			break
+		fi
+		sleep 1
+	done
+	kill "$WATCHER" 2>/dev/null || true
+	wait "$WATCHER" 2>/dev/null || true
+	WATCHER=""
+	[[ -n "$lag" ]] || die "snapshot $id did not reach the replica within 10 minutes (see $LOGS/watch.log)"
+	echo
+	echo "replication lag with replicate --watch --interval 10s after a ${WATCH_SECONDS}s backup of $WATCH_MB MB: ${lag}s (commit to visible on the replica)"
+fi
+
+wanted drill || exit 0
+
+"${MYSQL[@]}" -e 'SELECT 1' >/dev/null || die "no MariaDB at $URL (scripts/start-mariadb.sh starts one)"
 cat >"$BENCH_DIR/nfrepo.toml" <<EOF
 [repository]
 url = "file://$BENCH_DIR/repo"

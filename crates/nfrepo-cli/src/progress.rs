@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use nfrepo_store::{ObjectInfo, ObjectKey, ObjectKind, PutMode, Result, Store};
+use nfrepo_store::{ByteStream, ObjectInfo, ObjectKey, ObjectKind, PutMode, Result, Store};
 
 use crate::cli::GlobalArgs;
 use crate::render;
@@ -115,6 +115,22 @@ impl Store for CountingStore {
 
     async fn list_purgeable(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
         self.0.list_purgeable(kind).await
+    }
+
+    async fn get_stream(&self, key: &ObjectKey) -> Result<ByteStream<'static>> {
+        use futures::TryStreamExt;
+        let stream = self.0.get_stream(key).await?;
+        add(&TRAFFIC.objects_read, 1);
+        Ok(Box::pin(
+            stream.inspect_ok(|chunk| add(&TRAFFIC.bytes_read, chunk.len() as u64)),
+        ))
+    }
+
+    async fn put_stream(&self, key: &ObjectKey, body: ByteStream<'_>, mode: PutMode) -> Result<u64> {
+        let len = self.0.put_stream(key, body, mode).await?;
+        add(&TRAFFIC.objects_written, 1);
+        add(&TRAFFIC.bytes_written, len);
+        Ok(len)
     }
 }
 

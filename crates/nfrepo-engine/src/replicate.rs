@@ -6,9 +6,13 @@
 //! repository (same id, same key slots, same password).
 //!
 //! **Without the key.** Packs, index deltas and snapshots are named by the
-//! plain BLAKE3 of their bytes, so every one is hashed as it is copied and an
-//! object whose bytes do not match its name is refused (reported as
-//! `BACKUP_CORRUPTED`, never uploaded). Key slots, the config, audit entries
+//! plain BLAKE3 of their bytes, so every one is streamed from the source to
+//! the target ([`Store::get_stream`] into [`Store::put_stream`]) and hashed
+//! as its bytes pass; the target's upload is committed only after the last
+//! byte, and only if the hash matches the name: otherwise it is aborted (a
+//! multipart upload is abandoned, a temp file removed), so an object whose
+//! bytes do not match its name is never visible on the target, and it is
+//! reported as `BACKUP_CORRUPTED`. Key slots, the config, audit entries
 //! and protect/good markers are not content-addressed; they are copied as
 //! they are (the config's clear header must name the same repository id as
 //! the target's, if it has one). Sessions, GC plans and leases belong to the
@@ -45,14 +49,20 @@
 //! but still kept on the replica is no longer indexed there, though its packs
 //! are; `repair index` on the replica indexes them again.)
 //!
-//! **Bounded.** Object bytes in flight are limited to
-//! [`MEMORY_BUDGET`] (one larger object at a time may exceed it), with at most
-//! [`ReplicateOptions::jobs`] transfers at once. [`Store::list`] returns a
-//! whole listing, so listings are held: about 200 bytes per object of the
-//! source and the target (a 16 TiB repository of 16 MiB packs is 1 M packs,
-//! about 200 MB; the store trait has no streaming listing yet). Retries with
-//! backoff are the store layer's ([`nfrepo_store::RetryStore`], which the CLI
-//! wraps both stores in).
+//! **Bounded.** A streamed object holds at most
+//! [`STREAM_PUT_BUFFER`](nfrepo_store::STREAM_PUT_BUFFER) bytes (two 5 MiB
+//! parts of an S3 upload) whatever its size; other objects are small and
+//! read whole. Every transfer reserves that much of [`MEMORY_BUDGET`]
+//! before it starts, so the object bytes in flight over all transfers stay
+//! within it, with at most [`ReplicateOptions::jobs`] transfers at once.
+//! [`Store::list`] returns a whole listing, so listings are held: about 200
+//! bytes per object of the source and the target (a 16 TiB repository of
+//! 16 MiB packs is 1 M packs, about 200 MB; the store trait has no streaming
+//! listing yet). Retries with backoff are the store layer's
+//! ([`nfrepo_store::RetryStore`], which the CLI wraps both stores in), and
+//! for a streamed object, whose body the store cannot replay, this module's:
+//! the whole transfer is tried again under the same
+//! [`RetryPolicy`](nfrepo_store::RetryPolicy).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -75,8 +85,11 @@ pub use verify::VerifySubset;
 
 use listing::Listings;
 
-/// Object bytes held in memory at once by a pass, across all transfers.
-pub const MEMORY_BUDGET: u64 = 32 << 20;
+/// Object bytes held in memory at once by a pass, across all transfers
+/// (four streamed transfers of large objects; eight of objects up to 6 MiB).
+/// The process's peak RSS is about this plus 35–45 MiB (the binary, the
+/// listings, the HTTP clients' buffers).
+pub const MEMORY_BUDGET: u64 = 48 << 20;
 
 /// The default grace period before an object gone from the source is deleted on the replica.
 pub const DEFAULT_DELETE_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);

@@ -16,6 +16,10 @@
 //! - **every other kind** (bucket, files, config, logs, …): restores the
 //!   snapshot into a temporary directory, verifying every file's hash.
 //!
+//! The throwaway server runs with settings that trade crash safety for load
+//! speed, which is safe only because it is deleted afterwards (see
+//! `drill/tuning.rs` for each setting and why).
+//!
 //! The server is killed and the directory deleted whatever happens (a guard
 //! does it on drop, so also when the drill's future is dropped on Ctrl-C).
 //! Each phase is timed; the RTO is the time from the start of the drill to
@@ -29,6 +33,7 @@ mod mysql;
 mod postgres;
 mod redis;
 mod server;
+mod tuning;
 
 pub use redis::KEYS_FACT as REDIS_KEYS_FACT;
 pub(crate) use redis::keyspace_total;

@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use opendal::Operator;
+use futures::{StreamExt, TryStreamExt};
 use opendal::services::{Fs, S3};
+use opendal::{Buffer, Operator};
 use tokio::sync::OnceCell;
 
 use crate::credentials::Credentials;
@@ -19,7 +20,7 @@ use crate::key::{ObjectInfo, ObjectKey, ObjectKind};
 use crate::location::StoreUrl;
 use crate::lock::Retention;
 use crate::memory::MemoryStore;
-use crate::store::{PutMode, Store};
+use crate::store::{ByteStream, PutMode, STREAM_PART_SIZE, Store};
 
 /// The signing region when the URL names none.
 pub const DEFAULT_S3_REGION: &str = "us-east-1";
@@ -170,7 +171,10 @@ fn s3_operator(
 /// A [`Store`] on an OpenDAL [`Operator`].
 ///
 /// Atomicity: on S3 every put is a single `PUT` (with `If-None-Match: *` for
-/// [`PutMode::CreateNew`]); in memory, a map insert under a lock. For a local
+/// [`PutMode::CreateNew`]); a streamed put ([`Store::put_stream`]) of more
+/// than one part is a multipart upload, which S3 makes visible only at its
+/// `CompleteMultipartUpload` (sent with the same `If-None-Match: *`), and
+/// which is aborted when the body fails; in memory, a map insert under a lock. For a local
 /// directory, puts bypass OpenDAL and write a temp file, fsync it, then link
 /// (`CreateNew`) or rename (`Overwrite`) it into place and fsync the directory, so a
 /// crash never leaves a partial object and two concurrent `CreateNew` puts never both
@@ -258,6 +262,35 @@ impl OpendalStore {
             .with_key(key)
             .with_location(&self.location)
     }
+}
+
+/// Feeds `body` to `writer` in parts of exactly [`STREAM_PART_SIZE`] bytes
+/// (the last one shorter), without copying, and returns the bytes written.
+/// The first error (the body's or the upload's) stops it; the caller aborts.
+async fn write_parts(writer: &mut opendal::Writer, mut body: ByteStream<'_>) -> Result<u64> {
+    let mut part: Vec<Bytes> = Vec::new();
+    let mut filled = 0;
+    let mut total = 0u64;
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk?;
+        total += chunk.len() as u64;
+        while !chunk.is_empty() {
+            let take = (STREAM_PART_SIZE - filled).min(chunk.len());
+            part.push(chunk.split_to(take));
+            filled += take;
+            if filled == STREAM_PART_SIZE {
+                writer
+                    .write(Buffer::from(std::mem::take(&mut part)))
+                    .await
+                    .map_err(Error::from_opendal)?;
+                filled = 0;
+            }
+        }
+    }
+    if filled > 0 {
+        writer.write(Buffer::from(part)).await.map_err(Error::from_opendal)?;
+    }
+    Ok(total)
 }
 
 async fn local_operator(root: PathBuf) -> Result<Operator> {
@@ -414,6 +447,56 @@ impl Store for OpendalStore {
             }
         }
         Ok(infos)
+    }
+
+    async fn get_stream(&self, key: &ObjectKey) -> Result<ByteStream<'static>> {
+        let Some(op) = self.operator().await? else {
+            return Err(self.not_found(key));
+        };
+        let reader = op.reader(&key.path()).await.map_err(|e| self.fail(e, key))?;
+        let buffers = reader.into_stream(..).await.map_err(|e| self.fail(e, key))?;
+        let (key, location) = (key.clone(), self.location.clone());
+        Ok(buffers
+            .map_err(move |e| Error::from_opendal(e).with_key(&key).with_location(&location))
+            .map_ok(|buffer| futures::stream::iter(Iterator::map(buffer, Ok)))
+            .try_flatten()
+            .boxed())
+    }
+
+    async fn put_stream(&self, key: &ObjectKey, body: ByteStream<'_>, mode: PutMode) -> Result<u64> {
+        if let Some(root) = &self.local_root {
+            return local::put_stream(root.clone(), key.path(), body, mode)
+                .await
+                .map_err(|e| e.with_key(key).with_location(&self.location));
+        }
+        let Some(op) = self.operator().await? else {
+            return Err(self.not_found(key));
+        };
+        // One part uploads at a time (`concurrent(1)`): the writer holds the
+        // part being uploaded and the one given to it, at most two parts of
+        // this object; see `STREAM_PUT_BUFFER`.
+        let mut writer = op
+            .writer_with(&key.path())
+            .chunk(STREAM_PART_SIZE)
+            .concurrent(1)
+            .if_not_exists(mode == PutMode::CreateNew)
+            .await
+            .map_err(|e| self.fail(e, key))?;
+        match write_parts(&mut writer, body).await {
+            Ok(len) => {
+                writer.close().await.map_err(|e| self.fail(e, key))?;
+                Ok(len)
+            }
+            Err(e) => {
+                // Nothing becomes visible: the upload is aborted (its parts
+                // are dropped by the server); a failed abort leaves only
+                // invisible parts, which the bucket's lifecycle rules reclaim.
+                if let Err(abort) = writer.abort().await {
+                    tracing::warn!(object = %key.path(), error = %abort, "cannot abort a refused upload");
+                }
+                Err(e.with_key(key).with_location(&self.location))
+            }
+        }
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<()> {

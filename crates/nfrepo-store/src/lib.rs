@@ -70,4 +70,4 @@ pub use location::StoreUrl;
 pub use lock::{ObjectLockPolicy, ObjectLockStore, Retention, RetentionMode};
 pub use memory::MemoryStore;
 pub use retry::{RetryPolicy, RetryStore};
-pub use store::{PutMode, Store, no_object_lock};
+pub use store::{ByteStream, PutMode, STREAM_PUT_BUFFER, Store, no_object_lock};

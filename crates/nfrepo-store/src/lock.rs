@@ -22,7 +22,7 @@ use bytes::Bytes;
 
 use crate::error::Result;
 use crate::key::{ObjectInfo, ObjectKey, ObjectKind};
-use crate::store::{PutMode, Store};
+use crate::store::{ByteStream, PutMode, Store};
 
 /// The S3 Object Lock retention mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -136,6 +136,21 @@ impl<S: Store> Store for ObjectLockStore<S> {
 
     async fn get(&self, key: &ObjectKey) -> Result<Bytes> {
         self.inner.get(key).await
+    }
+
+    async fn get_stream(&self, key: &ObjectKey) -> Result<ByteStream<'static>> {
+        self.inner.get_stream(key).await
+    }
+
+    /// As [`Store::put`]: the retention is set once the streamed object is stored.
+    async fn put_stream(&self, key: &ObjectKey, body: ByteStream<'_>, mode: PutMode) -> Result<u64> {
+        let len = self.inner.put_stream(key, body, mode).await?;
+        if mode == PutMode::CreateNew
+            && let Some(retention) = self.policy.retention_at(key.kind(), SystemTime::now())
+        {
+            self.inner.set_retention(key, retention).await?;
+        }
+        Ok(len)
     }
 
     async fn get_range(&self, key: &ObjectKey, range: Range<u64>) -> Result<Bytes> {

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use crate::error::{ErrorKind, Result};
 use crate::key::{ObjectInfo, ObjectKey, ObjectKind};
 use crate::lock::Retention;
-use crate::store::{PutMode, Store};
+use crate::store::{ByteStream, PutMode, Store};
 
 /// How hard [`RetryStore`] tries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,6 +170,17 @@ impl<S: Store> Store for RetryStore<S> {
 
     async fn list_purgeable(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
         self.run("list_purgeable", |_| self.inner.list_purgeable(kind)).await
+    }
+
+    /// Retries opening the stream; an error in the middle of it is the caller's to retry.
+    async fn get_stream(&self, key: &ObjectKey) -> Result<ByteStream<'static>> {
+        self.run("get_stream", |_| self.inner.get_stream(key)).await
+    }
+
+    /// Not retried: the body is consumed by the first attempt, so the caller
+    /// retries the whole transfer (nothing is stored by a failed one).
+    async fn put_stream(&self, key: &ObjectKey, body: ByteStream<'_>, mode: PutMode) -> Result<u64> {
+        self.inner.put_stream(key, body, mode).await
     }
 }
 

@@ -4,7 +4,9 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use futures::stream::BoxStream;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::{ObjectInfo, ObjectKey, ObjectKind};
@@ -21,6 +23,10 @@ pub enum PutMode {
     /// Replace any existing object.
     Overwrite,
 }
+
+/// An object's bytes in order, chunk by chunk, as [`Store::get_stream`]
+/// reads them or as [`Store::put_stream`] takes them.
+pub type ByteStream<'a> = BoxStream<'a, Result<Bytes>>;
 
 /// Objects in a repository, addressed by [`ObjectKey`].
 ///
@@ -91,12 +97,57 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// remove (deleted objects still kept by a versioned bucket, or overwritten
     /// ones). `size` is the bytes those versions hold. Empty on unversioned stores.
     async fn list_purgeable(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>>;
+
+    /// Reads a whole object as a stream of chunks, so that a caller can pass
+    /// a large object on without holding it. An error in the middle of the
+    /// stream (a connection lost) ends it; the caller starts again.
+    ///
+    /// The default reads the whole object with [`Store::get`] and yields it
+    /// as one chunk; [`OpendalStore`](crate::OpendalStore) streams.
+    async fn get_stream(&self, key: &ObjectKey) -> Result<ByteStream<'static>> {
+        let bytes = self.get(key).await?;
+        Ok(futures::stream::once(async move { Ok(bytes) }).boxed())
+    }
+
+    /// Stores the bytes of `body` under `key`, streamed, and returns how many
+    /// there were.
+    ///
+    /// **Visible only on success.** The object appears under `key` only once
+    /// `body` has ended without an error, and then atomically as for
+    /// [`Store::put`] (with the same [`PutMode`] semantics). If `body` yields
+    /// an error, nothing is stored under `key` (a partial upload or temp file
+    /// is aborted and removed) and that error is returned. A caller that
+    /// checks the bytes as they pass therefore refuses an object by ending
+    /// `body` with an error after its last byte.
+    ///
+    /// The default collects `body` in memory and calls [`Store::put`];
+    /// [`OpendalStore`](crate::OpendalStore) holds at most
+    /// [`STREAM_PUT_BUFFER`] bytes of an object at a time.
+    async fn put_stream(&self, key: &ObjectKey, mut body: ByteStream<'_>, mode: PutMode) -> Result<u64> {
+        let mut all = BytesMut::new();
+        while let Some(chunk) = body.next().await {
+            all.extend_from_slice(&chunk?);
+        }
+        let len = all.len() as u64;
+        self.put(key, all.freeze(), mode).await?;
+        Ok(len)
+    }
 }
 
 /// The [`Store::set_retention`] error of a store without object lock.
 pub fn no_object_lock(key: &ObjectKey) -> Error {
     Error::new(ErrorKind::Other, "this store has no object lock").with_key(key)
 }
+
+/// The most bytes of one object that [`OpendalStore`](crate::OpendalStore)'s
+/// [`Store::put_stream`] holds in memory at once: the part being filled, the
+/// part held back until the next one shows whether it is the last (an S3
+/// upload of one part is a single `PUT`), and the part being uploaded.
+pub const STREAM_PUT_BUFFER: u64 = 3 * STREAM_PART_SIZE as u64;
+
+/// The part size of a streamed S3 upload (S3's minimum part size). An object
+/// no larger is stored with a single `PUT`.
+pub(crate) const STREAM_PART_SIZE: usize = 5 << 20;
 
 macro_rules! forward_store {
     ($ty:ty) => {
@@ -134,6 +185,12 @@ macro_rules! forward_store {
             }
             async fn list_purgeable(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
                 (**self).list_purgeable(kind).await
+            }
+            async fn get_stream(&self, key: &ObjectKey) -> Result<ByteStream<'static>> {
+                (**self).get_stream(key).await
+            }
+            async fn put_stream(&self, key: &ObjectKey, body: ByteStream<'_>, mode: PutMode) -> Result<u64> {
+                (**self).put_stream(key, body, mode).await
             }
         }
     };

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use nfrepo_format::{ObjectCount, SnapshotId};
-use nfrepo_store::{ObjectInfo, ObjectKey, ObjectKind, PutMode, Result, Store};
+use nfrepo_store::{ByteStream, ObjectInfo, ObjectKey, ObjectKind, PutMode, Result, Store};
 
 /// The effects recorded so far; cheap to clone (shared).
 #[derive(Clone, Debug, Default)]
@@ -112,6 +112,16 @@ impl Store for ActivityStore {
 
     async fn get(&self, key: &ObjectKey) -> Result<Bytes> {
         self.inner.get(key).await
+    }
+
+    async fn get_stream(&self, key: &ObjectKey) -> Result<ByteStream<'static>> {
+        self.inner.get_stream(key).await
+    }
+
+    async fn put_stream(&self, key: &ObjectKey, body: ByteStream<'_>, mode: PutMode) -> Result<u64> {
+        let len = self.inner.put_stream(key, body, mode).await?;
+        self.activity.record(key, true);
+        Ok(len)
     }
 
     async fn get_range(&self, key: &ObjectKey, range: Range<u64>) -> Result<Bytes> {

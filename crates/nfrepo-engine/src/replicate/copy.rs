@@ -1,9 +1,13 @@
 //! Copying: each object the target lacks, verified against its name, in commit order.
 
+use std::sync::OnceLock;
+
 use bytes::Bytes;
 use futures::stream::{self, StreamExt};
-use nfrepo_format::{ReplicaObject, RepoId, check_content_id, decode_config_header};
-use nfrepo_store::{ErrorKind, ObjectInfo, ObjectKey, ObjectKind, PutMode, Store};
+use nfrepo_format::{ReplicaObject, RepoId, decode_config_header};
+use nfrepo_store::{
+    ByteStream, ErrorKind, ObjectInfo, ObjectKey, ObjectKind, PutMode, RetryPolicy, STREAM_PUT_BUFFER, Store,
+};
 
 use super::listing::Listings;
 use super::{
@@ -197,35 +201,14 @@ fn problem(object: String, error: Error) -> Outcome {
     Outcome::Problem(ReplicaProblem { object, error })
 }
 
-/// Checks `bytes` against the name of a content-addressed object.
-pub(crate) fn verify_name(key: &ObjectKey, bytes: &[u8], whose: &str) -> Result<()> {
-    if !content_addressed(key.kind()) {
-        return Ok(());
-    }
-    let id: nfrepo_format::PackId = key.name().parse().map_err(|e| Error::decode(key.path(), e))?;
-    check_content_id("object", id.as_bytes(), bytes).map_err(|source| Error::Corrupted {
-        object: format!("{} on the {whose}", key.path()),
-        source,
-    })
-}
-
 async fn copy_one(pass: &Pass<'_>, info: &ObjectInfo, repair: bool) -> Result<Outcome> {
     let key = &info.key;
-    let wanted = budget_permits(info.size.min(MEMORY_BUDGET));
+    let wanted = budget_permits(transfer_bytes(info));
     let _permit = pass
         .budget
         .acquire_many(u32::try_from(wanted).unwrap_or(u32::MAX))
         .await
         .map_err(|_| Error::Pipeline("the transfer budget was closed".into()))?;
-    let bytes = match pass.source.get(key).await {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Outcome::Vanished),
-        Err(e) if fatal(&e) => return Err(Error::store(e)),
-        Err(e) => return Ok(problem(key.path(), Error::store(e))),
-    };
-    if let Err(e) = verify_name(key, &bytes, "source") {
-        return Ok(problem(key.path(), e));
-    }
     if repair && let Err(e) = pass.target.delete(key).await {
         return if fatal(&e) {
             Err(Error::store(e))
@@ -233,26 +216,201 @@ async fn copy_one(pass: &Pass<'_>, info: &ObjectInfo, repair: bool) -> Result<Ou
             Ok(problem(key.path(), Error::store(e)))
         };
     }
+    if content_addressed(key.kind()) {
+        return stream_with_retries(pass, key, repair).await;
+    }
+    let bytes = match pass.source.get(key).await {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Outcome::Vanished),
+        Err(e) if fatal(&e) => return Err(Error::store(e)),
+        Err(e) => return Ok(problem(key.path(), Error::store(e))),
+    };
     put(pass, key, bytes, repair).await
 }
 
-/// Writes verified `bytes` under `key` on the target, write-once.
+/// The bytes of the pass's budget one transfer of `info` holds: a
+/// content-addressed object is streamed, so at most the store's streaming
+/// buffer ([`STREAM_PUT_BUFFER`]) of it is in memory; other kinds (key
+/// slots, the config, markers: small) are read whole.
+pub(crate) fn transfer_bytes(info: &ObjectInfo) -> u64 {
+    if content_addressed(info.key.kind()) {
+        info.size.min(STREAM_PUT_BUFFER)
+    } else {
+        info.size.min(MEMORY_BUDGET)
+    }
+}
+
+/// [`stream_one`], retried with the store layer's backoff while it fails
+/// with a retryable error (a streamed transfer cannot be retried inside
+/// the store, which has consumed its body).
+async fn stream_with_retries(pass: &Pass<'_>, key: &ObjectKey, repair: bool) -> Result<Outcome> {
+    let policy = RetryPolicy::default();
+    let mut retry = 0;
+    loop {
+        match stream_one(pass, key, repair).await {
+            Err(Transfer::Retryable(e)) if retry + 1 < policy.attempts => {
+                tracing::debug!(object = %key.path(), error = %e, retry = retry + 1, "retrying a streamed copy");
+                tokio::time::sleep(policy.delay(retry)).await;
+                retry += 1;
+            }
+            Err(Transfer::Retryable(e)) => return Ok(problem(key.path(), Error::store(e))),
+            Err(Transfer::Fatal(e)) => return Err(e),
+            Ok(outcome) => return Ok(outcome),
+        }
+    }
+}
+
+/// Why a streamed transfer did not come to an [`Outcome`].
+enum Transfer {
+    /// Worth another attempt (the store said so).
+    Retryable(nfrepo_store::Error),
+    /// Stops the pass.
+    Fatal(Error),
+}
+
+/// Streams a content-addressed object from the source to the target,
+/// hashing it as it passes: the target's upload is committed only if the
+/// bytes match the name, and aborted otherwise, so a mismatching object is
+/// never visible on the target (see [`nfrepo_store::Store::put_stream`]).
+async fn stream_one(pass: &Pass<'_>, key: &ObjectKey, repair: bool) -> std::result::Result<Outcome, Transfer> {
+    let body = match pass.source.get_stream(key).await {
+        Ok(body) => body,
+        Err(e) => return store_failure(key, e),
+    };
+    let refused = OnceLock::new();
+    pass.count_put().map_err(Transfer::Fatal)?;
+    let put = pass
+        .target
+        .put_stream(key, verified(body, key, "source", &refused), PutMode::CreateNew)
+        .await;
+    if let Some(mismatch) = refused.into_inner() {
+        return Ok(problem(key.path(), mismatch));
+    }
+    match put {
+        Ok(n) if repair => Ok(Outcome::Repaired(n)),
+        Ok(n) => Ok(Outcome::Copied(n)),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Box::pin(already_there_streamed(pass, key, repair)).await,
+        Err(e) => store_failure(key, e),
+    }
+}
+
+fn store_failure(key: &ObjectKey, e: nfrepo_store::Error) -> std::result::Result<Outcome, Transfer> {
+    match e.kind() {
+        ErrorKind::NotFound => Ok(Outcome::Vanished),
+        _ if fatal(&e) => Err(Transfer::Fatal(Error::store(e))),
+        _ if e.is_retryable() => Err(Transfer::Retryable(e)),
+        _ => Ok(problem(key.path(), Error::store(e))),
+    }
+}
+
+/// The target already holds the content-addressed `key`: if its bytes match
+/// the name it is the same object (success); otherwise it is damaged and
+/// replaced, once.
+async fn already_there_streamed(
+    pass: &Pass<'_>,
+    key: &ObjectKey,
+    repair: bool,
+) -> std::result::Result<Outcome, Transfer> {
+    let existing = match pass.target.get_stream(key).await {
+        Ok(existing) => existing,
+        Err(e) => return store_failure(key, e),
+    };
+    match check_stream(key, existing, "replica").await {
+        Ok(Ok(())) => Ok(Outcome::Present),
+        Ok(Err(_damaged)) if !repair => {
+            if let Err(e) = pass.target.delete(key).await {
+                return Ok(problem(key.path(), Error::store(e)));
+            }
+            Box::pin(stream_one(pass, key, true)).await
+        }
+        Ok(Err(damaged)) => Ok(problem(key.path(), damaged)),
+        Err(e) => store_failure(key, e),
+    }
+}
+
+/// `body`, hashed as it passes; after its last chunk, an error instead of
+/// the end if the bytes do not match the name of `key` (the mismatch itself
+/// is left in `refused`). The target's `put_stream` then aborts the upload.
+pub(crate) fn verified<'a>(
+    body: ByteStream<'a>,
+    key: &'a ObjectKey,
+    whose: &'static str,
+    refused: &'a OnceLock<Error>,
+) -> ByteStream<'a> {
+    stream::unfold(Some((body, blake3::Hasher::new())), move |state| async move {
+        let (mut body, mut hasher) = state?;
+        match body.next().await {
+            Some(Ok(chunk)) => {
+                hasher.update(&chunk);
+                Some((Ok(chunk), Some((body, hasher))))
+            }
+            Some(Err(e)) => Some((Err(e), None)),
+            None => match name_matches(key, hasher.finalize(), whose) {
+                Ok(()) => None,
+                Err(mismatch) => {
+                    let message = mismatch.to_string();
+                    let _ = refused.set(mismatch);
+                    Some((
+                        Err(nfrepo_store::Error::new(ErrorKind::Corrupted, message).with_key(key)),
+                        None,
+                    ))
+                }
+            },
+        }
+    })
+    .boxed()
+}
+
+/// Reads `body` to its end, hashing it: `Ok(Err(mismatch))` if the bytes do
+/// not match the name of `key`; `Err` if reading failed.
+pub(crate) async fn check_stream(
+    key: &ObjectKey,
+    mut body: ByteStream<'_>,
+    whose: &str,
+) -> std::result::Result<Result<()>, nfrepo_store::Error> {
+    let mut hasher = blake3::Hasher::new();
+    while let Some(chunk) = body.next().await {
+        hasher.update(&chunk?);
+    }
+    Ok(name_matches(key, hasher.finalize(), whose))
+}
+
+/// Checks a content hash against the name of a content-addressed object.
+fn name_matches(key: &ObjectKey, hash: blake3::Hash, whose: &str) -> Result<()> {
+    let id: nfrepo_format::PackId = key.name().parse().map_err(|e| Error::decode(key.path(), e))?;
+    if hash.as_bytes() == id.as_bytes() {
+        return Ok(());
+    }
+    Err(Error::Corrupted {
+        object: format!("{} on the {whose}", key.path()),
+        source: nfrepo_format::Error::HashMismatch {
+            what: "object",
+            expected: hex_of(id.as_bytes()),
+            actual: hash.to_hex().to_string(),
+        },
+    })
+}
+
+fn hex_of(bytes: &[u8; 32]) -> String {
+    blake3::Hash::from_bytes(*bytes).to_hex().to_string()
+}
+
+/// Writes `bytes` (of an object that is not content-addressed) under `key` on the target, write-once.
 async fn put(pass: &Pass<'_>, key: &ObjectKey, bytes: Bytes, repair: bool) -> Result<Outcome> {
     pass.count_put()?;
     let len = bytes.len() as u64;
     match pass.target.put(key, bytes.clone(), PutMode::CreateNew).await {
         Ok(()) if repair => Ok(Outcome::Repaired(len)),
         Ok(()) => Ok(Outcome::Copied(len)),
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => already_there(pass, key, bytes, repair).await,
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => already_there(pass, key, bytes).await,
         Err(e) if fatal(&e) => Err(Error::store(e)),
         Err(e) => Ok(problem(key.path(), Error::store(e))),
     }
 }
 
-/// The target already holds `key`: identical is success; a content-addressed
-/// object whose bytes do not match its name is replaced (the one overwrite);
-/// anything else is left alone and reported.
-async fn already_there(pass: &Pass<'_>, key: &ObjectKey, bytes: Bytes, repair: bool) -> Result<Outcome> {
+/// The target already holds the (not content-addressed) `key`: identical is
+/// success; anything else is left alone and reported.
+async fn already_there(pass: &Pass<'_>, key: &ObjectKey, bytes: Bytes) -> Result<Outcome> {
     let existing = match pass.target.get(key).await {
         Ok(existing) => existing,
         Err(e) if fatal(&e) => return Err(Error::store(e)),
@@ -260,12 +418,6 @@ async fn already_there(pass: &Pass<'_>, key: &ObjectKey, bytes: Bytes, repair: b
     };
     if existing == bytes {
         return Ok(Outcome::Present);
-    }
-    if !repair && content_addressed(key.kind()) && verify_name(key, &existing, "replica").is_err() {
-        if let Err(e) = pass.target.delete(key).await {
-            return Ok(problem(key.path(), Error::store(e)));
-        }
-        return Box::pin(put(pass, key, bytes, true)).await;
     }
     let class = if key.kind() == ObjectKind::Config {
         "config"

@@ -7,7 +7,7 @@ use futures::stream::{self, StreamExt};
 use nfrepo_format::{ReplicaObject, ReplicaState};
 use nfrepo_store::{ErrorKind, ObjectInfo};
 
-use super::copy::verify_name;
+use super::copy::{check_stream, transfer_bytes};
 use super::listing::Listings;
 use super::{COPY_ORDER, MEMORY_BUDGET, Pass, ReplicaProblem, ReplicateReport, budget_permits, content_addressed};
 use crate::{Error, Result};
@@ -185,28 +185,45 @@ fn choose<'a>(candidates: &[&'a ObjectInfo], subset: VerifySubset, cursor: Optio
 }
 
 /// Re-hashes one replica object; `Some(error)` if it is damaged or gone.
+/// A content-addressed object is hashed as it streams; others (small) are
+/// read whole and compared with the source's copy.
 async fn check_one(pass: &Pass<'_>, info: &ObjectInfo) -> Result<Option<Error>> {
     let key = &info.key;
-    let wanted = budget_permits(info.size.min(MEMORY_BUDGET).saturating_mul(2));
+    let wanted = if content_addressed(key.kind()) {
+        transfer_bytes(info)
+    } else {
+        info.size.min(MEMORY_BUDGET).saturating_mul(2).min(MEMORY_BUDGET)
+    };
     let _permit = pass
         .budget
-        .acquire_many(u32::try_from(wanted.min(budget_permits(MEMORY_BUDGET))).unwrap_or(u32::MAX))
+        .acquire_many(u32::try_from(budget_permits(wanted)).unwrap_or(u32::MAX))
         .await
         .map_err(|_| Error::Pipeline("the transfer budget was closed".into()))?;
-    let replica = match pass.target.get(key).await {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            return Ok(Some(Error::Missing {
-                object: key.path(),
-                detail: "listed on the replica but gone when read".into(),
-            }));
-        }
-        Err(e) if crate::ErrorClass::of_store(&e).is_damage() => return Ok(Some(Error::store(e))),
-        Err(e) => return Err(Error::store(e)),
+    let gone = || {
+        Some(Error::Missing {
+            object: key.path(),
+            detail: "listed on the replica but gone when read".into(),
+        })
+    };
+    let unreadable = |e: nfrepo_store::Error| match e.kind() {
+        ErrorKind::NotFound => Ok(gone()),
+        _ if crate::ErrorClass::of_store(&e).is_damage() => Ok(Some(Error::store(e))),
+        _ => Err(Error::store(e)),
     };
     if content_addressed(key.kind()) {
-        return Ok(verify_name(key, &replica, "replica").err());
+        let checked = match pass.target.get_stream(key).await {
+            Ok(body) => check_stream(key, body, "replica").await,
+            Err(e) => Err(e),
+        };
+        return match checked {
+            Ok(result) => Ok(result.err()),
+            Err(e) => unreadable(e),
+        };
     }
+    let replica = match pass.target.get(key).await {
+        Ok(bytes) => bytes,
+        Err(e) => return unreadable(e),
+    };
     let source = match pass.source.get(key).await {
         Ok(bytes) => bytes,
         // Gone from the source since the listing: its deletion is timed, not damage.

@@ -6,11 +6,13 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use nfrepo_engine::{
-    CheckOptions, Error, ErrorCode, Operation, ReadDataSubset, ReplicateOptions, Repository, VerifySubset,
+    CheckOptions, Error, ErrorCode, InitOptions, Operation, ReadDataSubset, ReplicateOptions, Repository, VerifySubset,
     replica_status, replicate,
 };
-use nfrepo_format::{PassResult, SnapshotId};
-use nfrepo_store::{Fault, FaultOp, FaultRule, FaultStore, MemoryStore, ObjectKey, ObjectKind, PutMode, Store};
+use nfrepo_format::{KdfParams, PassResult, SnapshotId};
+use nfrepo_store::{
+    Fault, FaultOp, FaultRule, FaultStore, MemoryStore, ObjectKey, ObjectKind, OpendalStore, PutMode, Store,
+};
 
 use super::fixture::{PASSWORD, backup_stream, init, memory, pseudo_random, read_file};
 
@@ -239,6 +241,87 @@ async fn a_forged_pack_on_the_source_is_refused_and_holds_back_the_new_snapshot(
         (status.lag_seconds, status.snapshots_behind, status.objects_behind),
         (0, 0, 0)
     );
+}
+
+/// A pack streamed to a directory in several upload parts whose bytes do
+/// not match its name (a bit flipped after its first part): the mismatch is
+/// only known after the last byte, when parts are already written, and the
+/// write is abandoned: no object and no temp file is left on the target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_pack_streamed_in_parts_leaves_nothing_on_the_target() {
+    let faults = Arc::new(FaultStore::new(MemoryStore::new()));
+    let source: Arc<dyn Store> = faults.clone();
+    let mut init = InitOptions::default();
+    init.kdf = KdfParams::insecure_for_tests();
+    init.pack_size = 16 << 20;
+    let repo = Repository::init(source.clone(), PASSWORD, init).await.unwrap();
+    backup_stream(&repo, "db", "dump.sql", pseudo_random(12_000_000, 5))
+        .await
+        .unwrap();
+    let packs = source.list(ObjectKind::Data).await.unwrap();
+    let big = packs.iter().max_by_key(|p| p.size).unwrap().clone();
+    assert!(
+        big.size > 2 * (5 << 20),
+        "the pack spans three upload parts: {}",
+        big.size
+    );
+    faults.add_rule(
+        FaultRule::new(FaultOp::Get, Fault::FlipBit { byte: 7 << 20, bit: 0 })
+            .kind(ObjectKind::Data)
+            .name_prefix(big.key.name()),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("replica");
+    let target: Arc<dyn Store> = Arc::new(OpendalStore::local(&root));
+
+    let report = replicate(&*source, &*target, &at(t0())).await.unwrap();
+    assert_eq!(report.failure_code(), Some(ErrorCode::BackupCorrupted));
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    assert_eq!(report.problems[0].object, big.key.path());
+    assert!(
+        report.problems[0].error.to_string().contains("hash mismatch"),
+        "{}",
+        report.problems[0].error
+    );
+    assert_eq!(
+        target.get(&big.key).await.unwrap_err().kind(),
+        nfrepo_store::ErrorKind::NotFound,
+        "the forged pack is not on the target"
+    );
+    let mut expected: Vec<String> = target
+        .list(ObjectKind::Data)
+        .await
+        .unwrap()
+        .iter()
+        .map(|i| i.key.path())
+        .collect();
+    expected.sort();
+    let mut on_disk: Vec<String> = files_under(&root.join("data"))
+        .iter()
+        .map(|p| p.strip_prefix(&root).unwrap().display().to_string())
+        .collect();
+    on_disk.sort();
+    assert_eq!(on_disk, expected, "no temp file of the refused pack is left");
+    assert!(!expected.contains(&big.key.path()));
+
+    faults.clear();
+    let report = replicate(&*source, &*target, &at(t0())).await.unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.copied.get("data").map(|c| c.0), Some(1), "{:?}", report.copied);
+    assert_replica_sound(&target).await;
+}
+
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(files_under(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

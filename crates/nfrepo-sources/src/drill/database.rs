@@ -10,7 +10,7 @@ use nfrepo_engine::{ErrorCode, Reader, SnapshotEntry};
 use nfrepo_format::NodeKind;
 
 use super::server::{self, Throwaway};
-use super::{DrillOptions, Failed, Log, blocking, mysql, postgres, with_guard};
+use super::{DrillOptions, Failed, Log, blocking, mysql, postgres, tuning, with_guard};
 use crate::{
     Connection, DatabaseRestoreItem, DatabaseRestoreOptions, DatabaseTarget, Error, GLOBALS_STREAM, MysqlTarget,
     PostgresTarget,
@@ -64,11 +64,12 @@ pub(super) async fn drill(
     .map_err(|e| log.failed(Failed::of("server start", &e)))?;
     let bin_dir = options.bin_dir.clone();
     let server_kind = kind.clone();
+    let memory = tuning::server_memory(items.iter().map(|i| node_size(&i.node)).sum());
     let connection = with_guard("server start", &guard, move |g| {
         if server_kind == "mysql" {
-            mysql::start(g, bin_dir.as_deref())
+            mysql::start(g, bin_dir.as_deref(), memory)
         } else {
-            postgres::start(g, bin_dir.as_deref())
+            postgres::start(g, bin_dir.as_deref(), memory)
         }
     })
     .await
@@ -166,6 +167,14 @@ pub(super) async fn drill(
     log.ready = Some(Instant::now());
     drop(guard);
     Ok(())
+}
+
+/// The size of a dump's file node (0 for anything else).
+fn node_size(node: &nfrepo_format::Node) -> u64 {
+    match &node.kind {
+        NodeKind::File { size, .. } => *size,
+        _ => 0,
+    }
 }
 
 fn database_target(kind: &str, connection: &Connection, bin_dir: Option<&Path>) -> DatabaseTarget {

@@ -1,18 +1,21 @@
 //! A throwaway MariaDB/MySQL server for a drill: `mariadb-install-db` into
 //! the drill's directory, then `mariadbd --no-defaults` on a free loopback
-//! port with its socket in that directory, `root` without a password.
+//! port with its socket in that directory, `root` without a password,
+//! with the load-friendly settings of [`super::tuning`].
 
 use std::path::Path;
 
 use super::server::{Throwaway, free_port, loopback};
+use super::tuning::mib;
 use crate::{Connection, Result};
 
 fn tool(bin_dir: Option<&Path>, name: &str) -> String {
     bin_dir.map_or_else(|| name.to_owned(), |d| d.join(name).display().to_string())
 }
 
-/// Initialises a data directory and starts the server; returns how to reach it.
-pub(super) fn start(guard: &Throwaway, bin_dir: Option<&Path>) -> Result<Connection> {
+/// Initialises a data directory and starts the server with `memory` bytes
+/// of buffer pool; returns how to reach it.
+pub(super) fn start(guard: &Throwaway, bin_dir: Option<&Path>, memory: u64) -> Result<Connection> {
     let data = guard.dir().join("data");
     let install = [
         tool(bin_dir, "mariadb-install-db"),
@@ -35,6 +38,11 @@ pub(super) fn start(guard: &Throwaway, bin_dir: Option<&Path>) -> Result<Connect
         "--user=root".into(),
         "--skip-log-bin".into(),
         "--innodb-flush-log-at-trx-commit=0".into(),
+        "--innodb-doublewrite=0".into(),
+        format!("--innodb-buffer-pool-size={}M", mib(memory)),
+        format!("--innodb-log-file-size={}M", mib(memory / 4).max(256)),
+        "--innodb-log-buffer-size=64M".into(),
+        "--skip-name-resolve".into(),
     ];
     guard.start(&server, |_| {})?;
     let connection = loopback("mysql", "root", port);

@@ -2,12 +2,14 @@
 //! directory, then `postgres` on a free loopback port with its socket in
 //! that directory, trust authentication for `postgres`. PostgreSQL refuses
 //! to run as root: when nfrepo is root, both run as the `postgres` user
-//! (which must exist), and the directory is handed to it.
+//! (which must exist), and the directory is handed to it. The server runs
+//! with the load-friendly settings of [`super::tuning`].
 
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 
 use super::server::{Throwaway, free_port, loopback};
+use super::tuning::mib;
 use crate::{Connection, Error, Result};
 
 /// Where PostgreSQL's server binaries are when no `bin_dir` is configured.
@@ -30,8 +32,9 @@ fn identity() -> Result<Option<(u32, u32)>> {
     Ok(Some((user.uid.as_raw(), user.gid.as_raw())))
 }
 
-/// Initialises a cluster and starts the server; returns how to reach it.
-pub(super) fn start(guard: &Throwaway, bin_dir: Option<&Path>) -> Result<Connection> {
+/// Initialises a cluster and starts the server with `memory` bytes of
+/// shared buffers; returns how to reach it.
+pub(super) fn start(guard: &Throwaway, bin_dir: Option<&Path>, memory: u64) -> Result<Connection> {
     let bin = bin(bin_dir);
     let who = identity()?;
     if let Some((uid, gid)) = who {
@@ -71,6 +74,20 @@ pub(super) fn start(guard: &Throwaway, bin_dir: Option<&Path>) -> Result<Connect
         "-c".into(),
         "fsync=off".into(),
     ];
+    let mut server = server.to_vec();
+    for setting in [
+        "synchronous_commit=off".to_owned(),
+        "full_page_writes=off".to_owned(),
+        "wal_level=minimal".to_owned(),
+        "max_wal_senders=0".to_owned(),
+        "max_wal_size=4GB".to_owned(),
+        "checkpoint_timeout=1h".to_owned(),
+        "autovacuum=off".to_owned(),
+        format!("shared_buffers={}MB", mib(memory)),
+        format!("maintenance_work_mem={}MB", mib(memory / 4).clamp(64, 2047)),
+    ] {
+        server.extend(["-c".to_owned(), setting]);
+    }
     guard.start(&server, as_user)?;
     let connection = loopback("postgres", "postgres", port);
     let probe = connection.clone();

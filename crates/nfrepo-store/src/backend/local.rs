@@ -25,9 +25,11 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::store::PutMode;
+use crate::store::{ByteStream, PutMode};
 
 /// Mode of every object file (before the umask, which can only remove bits).
 const FILE_MODE: u32 = 0o600;
@@ -36,40 +38,107 @@ const DIR_MODE: u32 = 0o700;
 
 /// Writes `data` to `root/rel_path` on a blocking thread.
 pub(crate) async fn put(root: PathBuf, rel_path: String, data: Bytes, mode: PutMode) -> Result<()> {
-    tokio::task::spawn_blocking(move || put_blocking(&root, &rel_path, &data, mode))
-        .await
-        .map_err(|e| Error::new(ErrorKind::Other, format!("write task failed: {e}")).with_source(e))?
+    blocking(move || put_blocking(&root, &rel_path, &data, mode)).await
 }
 
 fn put_blocking(root: &Path, rel_path: &str, data: &[u8], mode: PutMode) -> Result<()> {
-    let target = root.join(rel_path);
-    let (Some(dir), Some(file_name)) = (target.parent(), target.file_name()) else {
-        return Err(Error::new(ErrorKind::Other, format!("not an object path: {rel_path}")));
-    };
-    create_dirs(dir)?;
-    let temp = dir.join(format!(
-        ".tmp-{}-{:016x}",
-        file_name.to_string_lossy(),
-        getrandom::u64().unwrap_or_else(|_| u64::from(std::process::id()))
-    ));
-
+    let (target, temp) = temp_for(root, rel_path)?;
+    create_dirs(parent(&target)?)?;
     if let Err(e) = write_synced(&temp, data) {
         // Best effort: the temp name is invisible to `list` anyway.
         let _ = fs::remove_file(&temp);
         return Err(Error::from_io(e, "cannot write temporary file"));
     }
+    commit(&temp, &target, mode)
+}
+
+/// Writes the chunks of `body` to `root/rel_path` as they come (a temp file,
+/// fsynced, then linked or renamed into place as [`put`] does). If `body`
+/// fails, the temp file is removed and nothing appears under the name.
+pub(crate) async fn put_stream(
+    root: PathBuf,
+    rel_path: String,
+    mut body: ByteStream<'_>,
+    mode: PutMode,
+) -> Result<u64> {
+    let (target, temp) = temp_for(&root, &rel_path)?;
+    let dir = parent(&target)?.to_owned();
+    blocking(move || create_dirs(&dir)).await?;
+    let written = async {
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .open(&temp)
+            .await
+            .map_err(|e| Error::from_io(e, "cannot write temporary file"))?;
+        let mut total = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk?;
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| Error::from_io(e, "cannot write temporary file"))?;
+            total += chunk.len() as u64;
+        }
+        file.sync_all()
+            .await
+            .map_err(|e| Error::from_io(e, "cannot write temporary file"))?;
+        Ok(total)
+    }
+    .await;
+    match written {
+        Ok(total) => {
+            blocking(move || commit(&temp, &target, mode)).await?;
+            Ok(total)
+        }
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&temp).await;
+            Err(e)
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::new(ErrorKind::Other, format!("write task failed: {e}")).with_source(e))?
+}
+
+/// The object's final path and a fresh temp name next to it.
+fn temp_for(root: &Path, rel_path: &str) -> Result<(PathBuf, PathBuf)> {
+    let target = root.join(rel_path);
+    let (Some(dir), Some(file_name)) = (target.parent(), target.file_name()) else {
+        return Err(Error::new(ErrorKind::Other, format!("not an object path: {rel_path}")));
+    };
+    let temp = dir.join(format!(
+        ".tmp-{}-{:016x}",
+        file_name.to_string_lossy(),
+        getrandom::u64().unwrap_or_else(|_| u64::from(std::process::id()))
+    ));
+    Ok((target, temp))
+}
+
+fn parent(target: &Path) -> Result<&Path> {
+    target
+        .parent()
+        .ok_or_else(|| Error::new(ErrorKind::Other, format!("not an object path: {}", target.display())))
+}
+
+/// Moves the written, fsynced `temp` to `target` (no-clobber link for
+/// `CreateNew`, rename for `Overwrite`) and fsyncs the directory.
+fn commit(temp: &Path, target: &Path, mode: PutMode) -> Result<()> {
     let committed = match mode {
         PutMode::CreateNew => {
-            let linked = fs::hard_link(&temp, &target);
-            let _ = fs::remove_file(&temp);
+            let linked = fs::hard_link(temp, target);
+            let _ = fs::remove_file(temp);
             linked
         }
-        PutMode::Overwrite => fs::rename(&temp, &target).inspect_err(|_| {
-            let _ = fs::remove_file(&temp);
+        PutMode::Overwrite => fs::rename(temp, target).inspect_err(|_| {
+            let _ = fs::remove_file(temp);
         }),
     };
     committed.map_err(|e| Error::from_io(e, "cannot move object into place"))?;
-    sync_dir(dir)
+    sync_dir(parent(target)?)
 }
 
 fn write_synced(path: &Path, data: &[u8]) -> std::io::Result<()> {

@@ -94,3 +94,86 @@ pub async fn list_by_kind(store: &dyn Store) {
     assert_eq!(store.list(ObjectKind::Tree).await.unwrap().len(), 1);
     assert!(store.list(ObjectKind::Index).await.unwrap().is_empty());
 }
+
+/// `len` bytes of a pattern that differs per `seed`, as a stream of 64 KiB
+/// chunks that fails after `fail_after` bytes, if given.
+fn body(len: usize, seed: u8, fail_after: Option<usize>) -> (Bytes, nfrepo_store::ByteStream<'static>) {
+    use futures::StreamExt;
+    let bytes: Bytes = (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect();
+    let mut chunks: Vec<nfrepo_store::Result<Bytes>> = Vec::new();
+    let mut at = 0;
+    while at < len {
+        let end = (at + (64 << 10)).min(len);
+        if fail_after.is_some_and(|limit| end > limit) {
+            chunks.push(Err(nfrepo_store::Error::new(
+                ErrorKind::Corrupted,
+                "refused by the caller",
+            )));
+            break;
+        }
+        chunks.push(Ok(bytes.slice(at..end)));
+        at = end;
+    }
+    (bytes, futures::stream::iter(chunks).boxed())
+}
+
+async fn read_stream(store: &dyn Store, key: &ObjectKey) -> Vec<u8> {
+    use futures::TryStreamExt;
+    let chunks: Vec<Bytes> = store.get_stream(key).await.unwrap().try_collect().await.unwrap();
+    chunks.concat()
+}
+
+/// `put_stream` and `get_stream`: a streamed object of several 5 MiB parts
+/// round-trips; `CreateNew` refuses an existing name and leaves it intact; a
+/// body that fails (after more than one part was written) leaves nothing
+/// under its name, so a caller that checks the bytes as they pass can refuse
+/// an object by failing its body. On an empty store.
+pub async fn streamed_puts(store: &dyn Store) {
+    let key = ObjectKey::new(ObjectKind::Data, "5a5a0001").unwrap();
+    let (bytes, stream) = body(12 << 20, 1, None);
+    assert_eq!(
+        store.put_stream(&key, stream, PutMode::CreateNew).await.unwrap(),
+        12 << 20
+    );
+    assert!(
+        store.get(&key).await.unwrap() == bytes,
+        "the streamed object reads back"
+    );
+    assert!(read_stream(store, &key).await == bytes, "and streams back");
+
+    let (_, other) = body(12 << 20, 2, None);
+    let err = store.put_stream(&key, other, PutMode::CreateNew).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
+    assert!(store.get(&key).await.unwrap() == bytes, "CreateNew never clobbers");
+
+    let small = ObjectKey::new(ObjectKind::Index, "5a5a0002").unwrap();
+    let (tiny, stream) = body(100, 3, None);
+    store.put_stream(&small, stream, PutMode::CreateNew).await.unwrap();
+    assert_eq!(store.get(&small).await.unwrap(), tiny);
+
+    for (name, len, fail_after) in [("5a5a0003", 12 << 20, 11 << 20), ("5a5a0004", 1 << 20, 512 << 10)] {
+        let refused = ObjectKey::new(ObjectKind::Data, name).unwrap();
+        let (_, failing) = body(len, 4, Some(fail_after));
+        let err = store
+            .put_stream(&refused, failing, PutMode::CreateNew)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corrupted, "the body's own error: {err}");
+        assert_eq!(
+            store.get(&refused).await.unwrap_err().kind(),
+            ErrorKind::NotFound,
+            "nothing is visible under {name}"
+        );
+    }
+    let mut listed: Vec<_> = store
+        .list(ObjectKind::Data)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.key.name().to_owned())
+        .collect();
+    listed.sort();
+    assert_eq!(listed, ["5a5a0001"]);
+}

@@ -19,6 +19,32 @@ async fn round_trip() {
 }
 
 #[tokio::test]
+async fn streamed_puts_leave_no_temp_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("repo");
+    conformance::streamed_puts(open_dir(&root).as_ref()).await;
+    let mut names: Vec<String> = walk(&root)
+        .into_iter()
+        .map(|p| p.strip_prefix(&root).unwrap().display().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["data/5a/5a5a0001", "index/5a5a0002"]);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+#[tokio::test]
 async fn list_by_kind() {
     let dir = tempfile::tempdir().unwrap();
     conformance::list_by_kind(open_dir(dir.path()).as_ref()).await;

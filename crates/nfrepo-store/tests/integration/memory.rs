@@ -20,6 +20,11 @@ async fn round_trip() {
 }
 
 #[tokio::test]
+async fn streamed_puts() {
+    conformance::streamed_puts(open_memory("streamed-puts").as_ref()).await;
+}
+
+#[tokio::test]
 async fn list_by_kind() {
     conformance::list_by_kind(open_memory("list-by-kind").as_ref()).await;
 }

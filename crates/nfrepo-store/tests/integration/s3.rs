@@ -135,6 +135,15 @@ async fn whole_flow() {
     assert!(store.list(ObjectKind::Data).await.unwrap().is_empty());
 }
 
+/// Streamed puts of several parts are S3 multipart uploads: complete only
+/// at the end, with `If-None-Match: *`, and aborted when the body fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_puts_are_multipart_and_invisible_until_complete() {
+    let env = env();
+    let store = open_fresh(&env, "stream", &creds(&env));
+    conformance::streamed_puts(store.as_ref()).await;
+}
+
 #[tokio::test]
 async fn wrong_secret_is_permission_denied() {
     let env = env();
