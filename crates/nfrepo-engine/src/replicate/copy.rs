@@ -102,7 +102,23 @@ pub(crate) async fn run(
         let mut todo: Vec<(&ObjectInfo, bool)> = diff.missing.iter().map(|info| (*info, false)).collect();
         todo.extend(diff.wrong_size.iter().map(|info| (*info, true)));
         let flagged = flagged(listings.source(kind), kind, damaged, &todo);
-        report.present += diff.common.saturating_sub(flagged.len() as u64);
+        if kind == ObjectKind::Key {
+            // Key slots and `keys/public` are rewritten in place under their
+            // names (`key rotate`, a new key epoch's public key), often at
+            // the same size: each one on both sides is compared by its bytes
+            // (they are few and small) and the source's copy wins.
+            let planned: std::collections::HashSet<&str> =
+                todo.iter().chain(&flagged).map(|(info, _)| info.key.name()).collect();
+            let common: Vec<(&ObjectInfo, bool)> = listings
+                .source(kind)
+                .iter()
+                .filter(|info| !planned.contains(info.key.name()))
+                .map(|info| (info, false))
+                .collect();
+            todo.extend(common);
+        } else {
+            report.present += diff.common.saturating_sub(flagged.len() as u64);
+        }
         todo.extend(flagged);
         items += todo.len() as u64;
         bytes += todo.iter().map(|(info, _)| info.size).sum::<u64>();
@@ -209,6 +225,17 @@ async fn copy_one(pass: &Pass<'_>, info: &ObjectInfo, repair: bool) -> Result<Ou
         .acquire_many(u32::try_from(wanted).unwrap_or(u32::MAX))
         .await
         .map_err(|_| Error::Pipeline("the transfer budget was closed".into()))?;
+    if repair && key.kind() == ObjectKind::Audit {
+        // The one kind never rewritten, not even by a repair (audit.md): a
+        // differing entry on the replica is evidence, reported, kept.
+        return Ok(problem(
+            key.path(),
+            Error::Invalid(format!(
+                "the replica's audit entry {} differs from the source's; left as it is",
+                key.path()
+            )),
+        ));
+    }
     if repair && let Err(e) = pass.target.delete(key).await {
         return if fatal(&e) {
             Err(Error::store(e))
@@ -418,6 +445,14 @@ async fn already_there(pass: &Pass<'_>, key: &ObjectKey, bytes: Bytes) -> Result
     };
     if existing == bytes {
         return Ok(Outcome::Present);
+    }
+    if key.kind() == ObjectKind::Key {
+        // Rewritten on the source (keys.md): the replica follows.
+        return match pass.target.put(key, bytes.clone(), PutMode::Overwrite).await {
+            Ok(()) => Ok(Outcome::Repaired(bytes.len() as u64)),
+            Err(e) if fatal(&e) => Err(Error::store(e)),
+            Err(e) => Ok(problem(key.path(), Error::store(e))),
+        };
     }
     let class = if key.kind() == ObjectKind::Config {
         "config"
