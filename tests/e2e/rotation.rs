@@ -59,9 +59,14 @@ fn copy_dir(from: &Path, to: &Path) {
 
 /// Copies every slot of `from` into `to` under a new random name.
 fn put_back_renamed(from: &Path, to: &Path) {
-    for (n, entry) in std::fs::read_dir(from).unwrap().enumerate() {
+    // Key slots only: `keys/public` and key histories are not slots.
+    let slots = std::fs::read_dir(from)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.file_name().is_some_and(|n| n.len() == 64));
+    for (n, path) in slots.enumerate() {
         let name = format!("{:064x}", 0xc0de_0000_u64 + n as u64);
-        std::fs::copy(entry.unwrap().path(), to.join(name)).unwrap();
+        std::fs::copy(path, to.join(name)).unwrap();
     }
 }
 

@@ -156,8 +156,11 @@ impl AuditWriter {
                 ..LocalState::default()
             },
         };
+        // After a key rotation (older live epochs in the ring) the stored
+        // key may still be an older epoch's: looked at on every append until
+        // a reseal retires the older epochs.
         if let Some(repo) = target.opened
-            && !state.public_key_published
+            && (!state.public_key_published || !repo.keys().older_audit_keys.is_empty())
         {
             state.public_key_published = publish_public_key(repo).await?;
         }
@@ -396,11 +399,14 @@ fn older_epoch_public_key(repo: &Repository, bytes: &[u8]) -> bool {
 async fn check_public_key(repo: &Repository, log_has_entries: bool) -> Result<Option<String>> {
     let key = public_key_object_key()?;
     match repo.store().get(&key).await {
+        // An older live epoch's key is still the repository's (it opens
+        // what was sealed to it); the next append of a key holder replaces it.
         Ok(bytes) => Ok(repo
             .key_pair()
             .public()
             .verify_object(&bytes, &repo.id(), &repo.keys().audit_key)
             .err()
+            .filter(|_| !older_epoch_public_key(repo, &bytes))
             .map(|e| format!("{key}: {e}: it does not hold this repository's public key"))),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(log_has_entries.then(|| {
             format!("{key} is missing though the audit log has entries: wrong-password attempts cannot be logged")

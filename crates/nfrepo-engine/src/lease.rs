@@ -61,6 +61,14 @@ impl GcLease {
     pub(crate) async fn acquire(repo: &Repository, ttl: Duration, now: SystemTime) -> Result<Self> {
         // Maintenance writes plans and index deltas: never under a retired key epoch.
         repo.require_current_ring()?;
+        Self::acquire_any_epoch(repo, ttl, now).await
+    }
+
+    /// [`GcLease::acquire`] for `key rotate`, which judges a stale slot
+    /// itself (against the other slots, not against a key history that a
+    /// rotation killed before rewriting any slot left behind) and writes
+    /// nothing but the lease under the older epoch.
+    pub(crate) async fn acquire_any_epoch(repo: &Repository, ttl: Duration, now: SystemTime) -> Result<Self> {
         let chain = head(repo, GC_LEASE).await?;
         let next = match chain.last() {
             None => 1,

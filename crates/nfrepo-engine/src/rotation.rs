@@ -117,7 +117,7 @@ impl Repository {
     /// [`Error::LeaseHeld`]; storage errors.
     pub async fn rotate_keys(&self, password: &[u8], options: RotateOptions) -> Result<RotateReport> {
         let ttl = options.lease_ttl.unwrap_or(DEFAULT_LEASE_TTL);
-        let mut lease = GcLease::acquire(self, ttl, SystemTime::now()).await?;
+        let mut lease = GcLease::acquire_any_epoch(self, ttl, SystemTime::now()).await?;
         let result = self.rotate_under_lease(password, &options, &mut lease).await;
         lease.release().await;
         result
