@@ -1,7 +1,7 @@
 //! Fault injection for tests: a [`Store`] wrapper that fails, corrupts, hides or delays.
 
 use std::ops::Range;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -65,6 +65,78 @@ pub enum Fault {
         /// Bytes actually written.
         len: u64,
     },
+    /// Hold the call at `gate` until the test opens it, then carry it out.
+    /// This reproduces a race exactly: the test waits until the call is
+    /// [`Gate::reached`], does what the other party would do meanwhile, then
+    /// [`Gate::open`]s.
+    Pause(Gate),
+}
+
+/// A point where [`Fault::Pause`] holds calls until the test lets them go.
+///
+/// Clones share one gate. Two gates are equal only if they are the same gate.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    inner: Arc<GateState>,
+}
+
+#[derive(Debug)]
+struct GateState {
+    /// How many calls have arrived at the gate so far.
+    arrived: tokio::sync::watch::Sender<u64>,
+    /// Whether the gate is open (for good).
+    open: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PartialEq for Gate {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl Eq for Gate {}
+
+impl Gate {
+    /// A closed gate.
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            inner: Arc::new(GateState {
+                arrived: tokio::sync::watch::channel(0).0,
+                open: tokio::sync::watch::channel(false).0,
+            }),
+        }
+    }
+
+    /// Waits until at least one call is held at (or has passed) the gate.
+    pub async fn reached(&self) {
+        let mut arrived = self.inner.arrived.subscribe();
+        // The sender lives in `self`, so the channel cannot close while we wait.
+        let _ = arrived.wait_for(|n| *n > 0).await;
+    }
+
+    /// How many calls have arrived at the gate.
+    #[must_use]
+    pub fn arrivals(&self) -> u64 {
+        *self.inner.arrived.borrow()
+    }
+
+    /// Opens the gate: every held call goes on, and later ones pass at once.
+    pub fn open(&self) {
+        self.inner.open.send_replace(true);
+    }
+
+    async fn pass(&self) {
+        let mut open = self.inner.open.subscribe();
+        self.inner.arrived.send_modify(|n| *n += 1);
+        let _ = open.wait_for(|open| *open).await;
+    }
 }
 
 /// When and how a [`FaultStore`] misbehaves.
@@ -209,6 +281,7 @@ impl<S: Store> FaultStore<S> {
         for rule in fired {
             match &rule.fault {
                 Fault::Delay(duration) => tokio::time::sleep(*duration).await,
+                Fault::Pause(gate) => gate.pass().await,
                 Fault::Fail(kind) => return Err(self.error(*kind, format!("injected fault: {kind}"), key)),
                 Fault::Lose if lose_applies => {
                     return Err(self.error(ErrorKind::NotFound, "object not found".to_owned(), key));
@@ -465,6 +538,29 @@ mod tests {
         let start = Instant::now();
         s.get(&key("aa01")).await.unwrap();
         assert!(start.elapsed() < Duration::from_millis(30));
+    }
+
+    #[tokio::test]
+    async fn pause_holds_the_call_until_the_gate_opens() {
+        let s = std::sync::Arc::new(store().await);
+        let gate = Gate::new();
+        s.add_rule(FaultRule::new(FaultOp::Delete, Fault::Pause(gate.clone())).name_prefix("aa"));
+        let deleting = tokio::spawn({
+            let s = s.clone();
+            async move { s.delete(&key("aa01")).await }
+        });
+        gate.reached().await;
+        // Held: the object is still there, and calls the rule does not match pass.
+        assert_eq!(s.get(&key("aa01")).await.unwrap(), DATA);
+        s.delete(&key("bb01")).await.unwrap();
+        assert!(!deleting.is_finished());
+        gate.open();
+        deleting.await.unwrap().unwrap();
+        assert_eq!(s.get(&key("aa01")).await.unwrap_err().kind(), ErrorKind::NotFound);
+        assert_eq!(gate.arrivals(), 1);
+        // An open gate holds nothing.
+        s.delete(&key("aa02")).await.unwrap();
+        assert_eq!(gate.arrivals(), 2);
     }
 
     #[tokio::test]

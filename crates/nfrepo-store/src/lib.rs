@@ -61,7 +61,7 @@ pub use backend::{DEFAULT_S3_REGION, OpenOptions, OpendalStore, open, s3_bucket_
 pub use cache::{Cache, NFREPO_CACHE_DIR, ProcessStamp, default_cache_dir};
 pub use credentials::{Credentials, NFREPO_ACCESS_KEY_ID, NFREPO_CREDENTIALS_FILE, NFREPO_SECRET_ACCESS_KEY};
 pub use error::{Error, ErrorKind, Result};
-pub use fault::{Fault, FaultOp, FaultRule, FaultStore};
+pub use fault::{Fault, FaultOp, FaultRule, FaultStore, Gate};
 pub use index_cache::{
     Applied, BlobToCache, CacheState, CacheUpdate, CachedBlob, CachedPack, DeltaToCache, IndexCache, PackToCache,
 };
