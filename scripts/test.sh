@@ -72,13 +72,7 @@ cleanup() {
 		print_durations
 		echo "test.sh: FAILED at step '${CURRENT_STEP:-setup}' (exit $rc)"
 	fi
-	if [[ -n "$WEED_PID" ]]; then
-		stop_pid "$WEED_PID" SeaweedFS
-	fi
-	if [[ -n "$WEED2_PID" ]]; then
-		stop_pid "$WEED2_PID" "SeaweedFS (region 2)"
-	fi
-	stop_database_servers
+	stop_servers
 	if ((rc != 0)) && [[ -f "$WORK/seaweedfs/weed.log" ]]; then
 		log "SeaweedFS log kept at $WORK/seaweedfs/weed.log"
 	else
@@ -86,10 +80,21 @@ cleanup() {
 	fi
 	exit "$rc"
 }
+# stop_servers: stops every server this run started (and only those: a
+# developer's own SeaweedFS that the run reused is left alone), on every exit
+# path, so the next run finds its ports free. Safe to call twice.
 # shellcheck disable=SC2317 # invoked by cleanup and at the end
-stop_database_servers() {
+stop_servers() {
+	if [[ -n "$WEED_PID" ]]; then
+		stop_pid "$WEED_PID" SeaweedFS
+		WEED_PID=""
+	fi
+	if [[ -n "$WEED2_PID" ]]; then
+		stop_pid "$WEED2_PID" "SeaweedFS (region 2)"
+		WEED2_PID=""
+	fi
 	if [[ -n "$MARIADB_PID" ]]; then
-		stop_pid "$MARIADB_PID" MariaDB
+		stop_pid "$MARIADB_PID" MariaDB 30
 		MARIADB_PID=""
 	fi
 	if [[ -n "$REDIS_PID" ]]; then
@@ -196,11 +201,7 @@ else
 fi
 
 # Stop the servers now so that the summary below is the last thing printed.
-if [[ -n "$WEED_PID" ]]; then
-	stop_pid "$WEED_PID" SeaweedFS
-	WEED_PID=""
-fi
-stop_database_servers
+stop_servers
 print_durations
 # Totals over every `test result:` line of cargo test (unit, integration, doc tests).
 awk '/^test result:/ {

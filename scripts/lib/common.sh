@@ -175,7 +175,14 @@ stop_pid() {
 		kill -0 "$pid" 2>/dev/null || return 0
 		sleep 0.1
 	done
+	log "$name (pid $pid) did not stop within ${timeout}s: killing it"
 	kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+	# Wait for it to be gone, so that its ports are free when we return.
+	for ((i = 0; i < 50; i++)); do
+		kill -0 "$pid" 2>/dev/null || return 0
+		sleep 0.1
+	done
+	log "warning: $name (pid $pid) is still running after SIGKILL"
 }
 
 # now_ns: monotonic-enough wall clock in nanoseconds.
