@@ -87,7 +87,7 @@ fn r17_a_second_gc_is_busy_and_a_killed_gcs_lease_is_taken_over_at_once() {
     let pid = parked.0.id();
 
     let stderr = env.fails(&["gc", "--grace", "0s"], 75, "error[BACKUP_FAILED/GC_LEASE_HELD]: ");
-    assert!(stderr.contains(&format!("held by `gc` on ")), "{stderr}");
+    assert!(stderr.contains("held by `gc` on "), "{stderr}");
     assert!(stderr.contains(&format!(" pid {pid} (renewed ")), "{stderr}");
     assert!(stderr.contains("wait for it to finish and try again"), "{stderr}");
     assert!(stderr.contains("--break-lease"), "{stderr}");
@@ -142,7 +142,7 @@ fn r17_break_lease_names_whose_lease_it_broke_in_the_output_and_the_audit_log() 
         .lines()
         .find(|l| l.starts_with("warning[LEASE_BROKEN]: broke the maintenance lease lease/gc-"))
         .unwrap_or_else(|| panic!("no broken-lease line: {stderr}"));
-    assert!(line.contains(&format!("held by `gc` on ")), "{line}");
+    assert!(line.contains("held by `gc` on "), "{line}");
     assert!(
         line.contains(&format!(" pid {pid} (broken by --break-lease, renewed ")),
         "{line}"
