@@ -32,6 +32,7 @@ mod errors;
 mod files;
 mod gc;
 mod keys;
+mod maintenance;
 mod mysql;
 mod object_lock;
 mod postgres;

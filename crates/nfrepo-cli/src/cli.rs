@@ -514,8 +514,13 @@ pub struct GcArgs {
     #[arg(long, value_name = "PERCENT", default_value = "10%", value_parser = percent)]
     pub max_unused: String,
     /// Report what would be planned and deleted, and take no lease.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "break_lease")]
     pub dry_run: bool,
+    /// Replace the maintenance lease even if its holder's term has not run
+    /// out: only when that holder (named by the GC_LEASE_HELD error) is known
+    /// to be dead. The output and the audit log name whose lease was broken.
+    #[arg(long)]
+    pub break_lease: bool,
 }
 
 #[derive(Debug, Args)]
@@ -566,8 +571,12 @@ pub enum RepairCommand {
     /// Rebuild the index from the packs' own trailers (writes the new index, then removes the old).
     Index {
         /// Report what would be done; write nothing.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "break_lease")]
         dry_run: bool,
+        /// Replace the maintenance lease even if its holder's term has not run
+        /// out (only when that holder is known to be dead).
+        #[arg(long)]
+        break_lease: bool,
     },
     /// Write new snapshots without the files whose data is damaged or lost (originals are kept).
     Snapshots {
@@ -575,8 +584,12 @@ pub enum RepairCommand {
         #[arg(long)]
         read_data: bool,
         /// Report what would be done; write nothing.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "break_lease")]
         dry_run: bool,
+        /// Replace the maintenance lease even if its holder's term has not run
+        /// out (only when that holder is known to be dead).
+        #[arg(long)]
+        break_lease: bool,
     },
 }
 

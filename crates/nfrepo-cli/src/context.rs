@@ -320,12 +320,12 @@ pub struct Opened {
 }
 
 /// Opens the repository with the password, refusing it if the policy
-/// requires another cipher. A command that writes (`Operation::Backup`) is
-/// refused when the password's key slot is stale (a key rotation did not
-/// keep it, or has not finished).
+/// requires another cipher. A command that writes (`Operation::Backup`,
+/// `Operation::Maintenance`) is refused when the password's key slot is
+/// stale (a key rotation did not keep it, or has not finished).
 pub async fn open_repository(global: &GlobalArgs, during: Operation) -> Result<Opened, Failure> {
     let opened = open_repository_to_read(global, during).await?;
-    if during == Operation::Backup {
+    if matches!(during, Operation::Backup | Operation::Maintenance) {
         opened
             .repo
             .require_current_ring()

@@ -6,6 +6,9 @@ use nfrepo_engine::{ErrorClass, ErrorCode, Operation};
 pub const EXIT_PARTIAL: i32 = 3;
 /// Exit code of a usage error (clap's too).
 pub const EXIT_USAGE: i32 = 2;
+/// Exit code of "busy, try later" (`EX_TEMPFAIL`): another maintenance
+/// command holds the lease and nothing was done.
+pub const EXIT_BUSY: i32 = 75;
 
 /// The detail code of a bad argument value; such failures are usage errors.
 pub const INVALID_ARGUMENT: &str = "INVALID_ARGUMENT";
@@ -19,6 +22,9 @@ pub struct Failure {
     pub code: ErrorCode,
     pub detail: Option<&'static str>,
     pub message: String,
+    /// Nothing was done because another command holds what this one needs:
+    /// exit [`EXIT_BUSY`] instead of the code's status.
+    pub busy: bool,
 }
 
 impl Failure {
@@ -27,6 +33,7 @@ impl Failure {
             code,
             detail,
             message: message.into(),
+            busy: false,
         }
     }
 
@@ -49,7 +56,9 @@ impl Failure {
     }
 
     pub fn engine(err: &nfrepo_engine::Error, during: Operation) -> Self {
-        Self::new(err.code(during), err.detail_code(), error_chain(err))
+        let mut failure = Self::new(err.code(during), err.detail_code_during(during), error_chain(err));
+        failure.busy = err.class() == ErrorClass::Busy;
+        failure
     }
 
     pub fn sources(err: &nfrepo_sources::Error, during: Operation) -> Self {
@@ -79,6 +88,9 @@ impl Failure {
     pub fn exit_code(&self) -> i32 {
         if self.is_usage() {
             return EXIT_USAGE;
+        }
+        if self.busy {
+            return EXIT_BUSY;
         }
         match self.code {
             ErrorCode::BackupFailed => 10,

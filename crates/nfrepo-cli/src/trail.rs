@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use clap::CommandFactory;
-use nfrepo_engine::{Activity, ActivityStore, AuditEvent, AuditWriter, ErrorCode, Repository};
+use nfrepo_engine::{Activity, ActivityStore, AuditEvent, AuditWriter, ErrorCode, ReplacedLease, Repository, Takeover};
 use nfrepo_store::Store;
 
 use crate::cli::Cli;
@@ -36,6 +36,53 @@ struct Reached {
 }
 
 static REACHED: Mutex<Option<Reached>> = Mutex::new(None);
+
+/// What a successful command must leave in its entry's message (a lease it
+/// replaced), in the order it happened.
+static NOTES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Reports on stderr, and records for the audit entry, the maintenance
+/// lease a command replaced: broken with `--break-lease`, expired, or left
+/// by an exited process of this host. With `--break-lease` and nothing to
+/// break, says so.
+pub fn replaced_lease(replaced: Option<&ReplacedLease>, break_lease: bool, global: &crate::cli::GlobalArgs) {
+    let Some(replaced) = replaced else {
+        if break_lease && !global.quiet {
+            eprintln!("note: --break-lease: no other holder's lease was valid; none broken");
+        }
+        return;
+    };
+    let text = match replaced.how {
+        Takeover::Broken => format!("broke the maintenance lease {replaced}"),
+        _ => format!("took over the maintenance lease {replaced}"),
+    };
+    let text = crate::output::escape::text(&text).into_owned();
+    if replaced.how == Takeover::Broken {
+        eprintln!("warning[LEASE_BROKEN]: {text}");
+    } else if !global.quiet {
+        eprintln!("note: {text}");
+    }
+    if let Ok(mut notes) = NOTES.lock() {
+        notes.push(text);
+    }
+}
+
+/// A replaced lease in `--json` output.
+pub fn replaced_lease_json(replaced: &ReplacedLease) -> serde_json::Value {
+    serde_json::json!({
+        "object": replaced.object,
+        "hostname": replaced.hostname,
+        "pid": replaced.pid,
+        "operation": replaced.operation,
+        "renewed_secs_ago": replaced.renewed_secs_ago,
+        "how": match replaced.how {
+            Takeover::Expired => "expired",
+            Takeover::HolderExited => "holder_exited",
+            Takeover::Broken => "broken",
+            _ => "replaced",
+        },
+    })
+}
 
 /// Remembers the repository's store (with retries) for the entry;
 /// `activity` is what an [`ActivityStore`] under it records.
@@ -113,6 +160,10 @@ pub async fn finish(mut event: AuditEvent, result: &Result<i32, Failure>) {
         Ok(exit) => {
             event.exit_code = *exit;
             event.code = code_of_exit(*exit).to_owned();
+            // A success's message holds what it must not keep quiet (format-spec/audit.md).
+            if let Ok(notes) = NOTES.lock() {
+                event.message = notes.join("; ");
+            }
         }
         Err(failure) => {
             event.exit_code = failure.exit_code();

@@ -81,6 +81,9 @@ pub enum ErrorClass {
     RollbackFailed,
     /// The storage could not be reached or failed in a way that may go away.
     Transient,
+    /// Another command holds what this one needs (the maintenance lease):
+    /// nothing was done, and the same command later will run.
+    Busy,
     /// Anything else: the operation failed, the repository is not at fault.
     Failed,
 }
@@ -97,7 +100,7 @@ impl ErrorClass {
     /// Whether retrying the same operation later may succeed.
     #[must_use]
     pub const fn is_retryable(self) -> bool {
-        matches!(self, Self::Transient)
+        matches!(self, Self::Transient | Self::Busy)
     }
 
     /// The stable code of an error of this class during `during`.
@@ -110,9 +113,9 @@ impl ErrorClass {
             Self::Denied => ErrorCode::PermissionDenied,
             Self::Conflict => ErrorCode::RestoreConflict,
             Self::RollbackFailed => ErrorCode::RollbackFailed,
-            Self::Transient | Self::Failed => match during {
+            Self::Transient | Self::Failed | Self::Busy => match during {
                 Operation::Restore => ErrorCode::RestoreFailed,
-                Operation::Backup | Operation::Inspect => ErrorCode::BackupFailed,
+                Operation::Backup | Operation::Inspect | Operation::Maintenance => ErrorCode::BackupFailed,
             },
         }
     }
@@ -264,8 +267,9 @@ pub enum Error {
     /// An invalid option or argument.
     #[error("{0}")]
     Invalid(String),
-    /// Another GC holds the repository's GC lease.
-    #[error("another gc is running: {0}")]
+    /// Another maintenance command (gc, repair, key rotate) holds the
+    /// repository's maintenance lease; nothing was done.
+    #[error("another maintenance command is running: {0}")]
     LeaseHeld(String),
     /// The repository's config names a cipher other than the one a policy requires.
     #[error("the repository at {location} uses cipher {found}, but {required} is required; refusing to open it")]
@@ -290,6 +294,10 @@ pub enum Error {
         /// The newest epoch a slot claims.
         newest: u32,
     },
+    /// This command's maintenance lease passed to another command (or its
+    /// renewals lapsed): it stopped before its next destructive step.
+    #[error("the maintenance lease was lost: {0}; stopped before the next step that writes or deletes")]
+    LeaseLost(String),
     /// A password given to keep through a key rotation opens no key slot.
     #[error("keep-password {position} opens no key slot of the repository at {location}")]
     UnknownKeepPassword {
@@ -327,7 +335,8 @@ impl Error {
             | Self::Pipeline(_)
             | Self::Unverified { .. }
             | Self::Invalid(_)
-            | Self::LeaseHeld(_) => ErrorClass::Failed,
+            | Self::LeaseLost(_) => ErrorClass::Failed,
+            Self::LeaseHeld(_) => ErrorClass::Busy,
         }
     }
 
@@ -355,8 +364,21 @@ impl Error {
             Self::Shared(e) => e.detail_code(),
             Self::Store(e) if e.kind() == nfrepo_store::ErrorKind::InsecureTransport => Some("INSECURE_HTTP"),
             Self::CipherNotAllowed { .. } => Some("CIPHER_NOT_ALLOWED"),
+            Self::LeaseLost(_) => Some("MAINTENANCE_LEASE_LOST"),
             _ => None,
         }
+    }
+
+    /// [`Self::detail_code`], or for a maintenance command (gc, repair,
+    /// key rotate) whose failure has no finer code and is not about
+    /// damaged data, `MAINTENANCE_FAILED`: so a script tells a failed gc
+    /// from a failed backup though both carry `BACKUP_FAILED`.
+    #[must_use]
+    pub fn detail_code_during(&self, during: Operation) -> Option<&'static str> {
+        self.detail_code().or_else(|| {
+            (during == Operation::Maintenance && matches!(self.class(), ErrorClass::Transient | ErrorClass::Failed))
+                .then_some("MAINTENANCE_FAILED")
+        })
     }
 
     /// Whether the error means a stored object is damaged, forged or
@@ -419,6 +441,8 @@ pub enum Operation {
     Restore,
     /// Listing and browsing.
     Inspect,
+    /// Bulk maintenance under the maintenance lease: gc, repair, key rotation.
+    Maintenance,
 }
 
 /// `Result` with [`Error`].
@@ -540,7 +564,8 @@ mod tests {
                 ErrorClass::Failed,
                 [BFail, RFail, BFail],
             ),
-            (Error::LeaseHeld("x".into()), ErrorClass::Failed, [BFail, RFail, BFail]),
+            (Error::LeaseHeld("x".into()), ErrorClass::Busy, [BFail, RFail, BFail]),
+            (Error::LeaseLost("x".into()), ErrorClass::Failed, [BFail, RFail, BFail]),
             // A failure shared between workers keeps its class.
             (
                 Error::Shared(Error::store(store(K::PermissionDenied)).into_shared()),
@@ -559,6 +584,34 @@ mod tests {
             assert_eq!(got, codes, "{error:?}");
             assert_eq!(error.is_damage(), class.is_damage(), "{error:?}");
         }
+    }
+
+    /// Issue 17, item 5: maintenance failures keep the generic codes but carry
+    /// their own details; a held lease is "busy", the only class besides a
+    /// transient storage failure worth retrying as is.
+    #[test]
+    fn r17_maintenance_failures_have_their_own_details() {
+        let m = Operation::Maintenance;
+        let held = Error::LeaseHeld("x".into());
+        assert_eq!(held.code(m), ErrorCode::BackupFailed);
+        assert_eq!(held.detail_code_during(m), Some("GC_LEASE_HELD"));
+        assert!(held.is_retryable());
+        let lost = Error::LeaseLost("x".into());
+        assert_eq!(lost.detail_code_during(m), Some("MAINTENANCE_LEASE_LOST"));
+        assert!(!lost.is_retryable());
+        let other = Error::store(store(K::Other));
+        assert_eq!(other.code(m), ErrorCode::BackupFailed);
+        assert_eq!(other.detail_code_during(m), Some("MAINTENANCE_FAILED"));
+        assert_eq!(
+            other.detail_code_during(Operation::Backup),
+            None,
+            "a backup's failure is not maintenance"
+        );
+        let unreachable = Error::store(store(K::Unreachable));
+        assert_eq!(unreachable.detail_code_during(m), Some("STORAGE_UNREACHABLE"));
+        // Damage found by maintenance is damage, not a maintenance failure.
+        assert_eq!(corrupted().code(m), ErrorCode::BackupCorrupted);
+        assert_eq!(corrupted().detail_code_during(m), None);
     }
 
     #[test]

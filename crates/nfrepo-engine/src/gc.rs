@@ -22,7 +22,8 @@
 //! except the live blobs of the partly used packs it repacks
 //! (`GcOptions::max_unused`; [`repack`]). Its memory is bounded by 8 bytes per referenced blob ([`refs::RefSet`]),
 //! the index of tree packs, and a few dozen bytes per pack: index deltas are
-//! streamed one at a time. One GC runs at a time, under the lease of
+//! streamed one at a time. One GC runs at a time, and never beside
+//! another bulk maintenance command, under the maintenance lease of
 //! [`crate::lease`].
 
 mod apply;
@@ -41,7 +42,7 @@ use nfrepo_format::{IndexId, PackId, PackKind};
 
 pub use self::plan::GcPlan;
 pub(crate) use self::plans::{planned_packs, read_plans};
-use crate::lease::GcLease;
+use crate::lease::{GcLease, LeaseRequest, MaintenanceLease, ReplacedLease};
 use crate::{Repository, Result};
 
 /// Options for [`Repository::gc`].
@@ -54,8 +55,12 @@ pub struct GcOptions {
     /// Merge the index when it has at least this many deltas (it is always
     /// rewritten when packs are deleted).
     pub compact_deltas: usize,
-    /// How long the GC lease lasts without renewal.
+    /// How long the maintenance lease lasts without renewal (it is renewed
+    /// every quarter of it while GC works).
     pub lease_ttl: Duration,
+    /// Take the maintenance lease even if another holder's is still valid
+    /// (the operator knows that holder is dead); the report names it.
+    pub break_lease: bool,
     /// Decide and report, but write and delete nothing (and take no lease).
     pub dry_run: bool,
     /// Repack a partly used pack when more than this fraction of its bytes
@@ -70,7 +75,8 @@ impl Default for GcOptions {
         Self {
             grace: Duration::from_secs(24 * 3600),
             compact_deltas: 32,
-            lease_ttl: Duration::from_secs(3600),
+            lease_ttl: crate::DEFAULT_LEASE_TERM,
+            break_lease: false,
             dry_run: false,
             max_unused: 0.1,
             work: None,
@@ -90,6 +96,13 @@ impl GcOptions {
     #[must_use]
     pub const fn dry_run(mut self, dry_run: bool) -> Self {
         self.dry_run = dry_run;
+        self
+    }
+
+    /// Sets whether to break another holder's valid lease.
+    #[must_use]
+    pub const fn break_lease(mut self, break_lease: bool) -> Self {
+        self.break_lease = break_lease;
         self
     }
 }
@@ -158,6 +171,9 @@ pub struct GcReport {
     /// On an object-locked repository (not in a dry run): retentions
     /// extended, versions freed, and what stays retained until when.
     pub object_lock: Option<crate::LockReport>,
+    /// The lease of another holder this run replaced (expired, its process
+    /// gone, or broken on request), if any.
+    pub replaced_lease: Option<ReplacedLease>,
 }
 
 impl GcReport {
@@ -197,20 +213,28 @@ impl Repository {
     /// Runs one GC round (see the module docs).
     ///
     /// # Errors
-    /// [`Error::LeaseHeld`](crate::Error::LeaseHeld) if another GC runs; storage errors; [`Error::Corrupted`](crate::Error::Corrupted)
+    /// [`Error::LeaseHeld`](crate::Error::LeaseHeld) if another maintenance command runs;
+    /// [`Error::LeaseLost`](crate::Error::LeaseLost) if this run's lease passed to another;
+    /// storage errors; [`Error::Corrupted`](crate::Error::Corrupted)
     /// or [`Error::Missing`](crate::Error::Missing) if a snapshot's trees cannot be read (GC then deletes nothing).
     pub async fn gc(&self, options: &GcOptions) -> Result<GcReport> {
         let now = SystemTime::now();
         let mut lease = if options.dry_run {
             None
         } else {
-            Some(GcLease::acquire(self, options.lease_ttl, now).await?)
+            let mut request = LeaseRequest::new("gc", options.lease_ttl);
+            request.break_lease = options.break_lease;
+            Some(MaintenanceLease::acquire_for(self, &request, now).await?)
         };
+        let replaced = lease.as_ref().and_then(|l| l.replaced().cloned());
         let result = self.gc_under_lease(options, now, lease.as_mut()).await;
         if let Some(lease) = lease {
             lease.release().await;
         }
-        result
+        result.map(|mut report| {
+            report.replaced_lease = replaced;
+            report
+        })
     }
 
     /// Plans a round and, unless this is a dry run, applies that same plan.

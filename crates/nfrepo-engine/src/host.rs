@@ -32,3 +32,29 @@ pub fn username() -> String {
 pub fn user_at_host() -> String {
     format!("{}@{}", username(), hostname())
 }
+
+/// This process, precisely enough for another process of this host to tell
+/// when it has exited ([`process_exited`]); `None` where `/proc` does not tell.
+#[must_use]
+pub(crate) fn this_process() -> Option<nfrepo_format::ProcessStart> {
+    nfrepo_store::ProcessStamp::current().map(|p| nfrepo_format::ProcessStart {
+        boot_id: p.boot_id,
+        pid_namespace: p.pid_namespace,
+        start_ticks: p.start_ticks,
+    })
+}
+
+/// Whether process `pid` of `hostname`, started as `process` says, is a
+/// process of this host (`here`) that is certainly no longer running.
+/// Another host, boot or pid namespace is never judged this way.
+#[must_use]
+pub(crate) fn process_exited(hostname: &str, pid: u32, process: &nfrepo_format::ProcessStart, here: &str) -> bool {
+    hostname == here
+        && nfrepo_store::ProcessStamp {
+            boot_id: process.boot_id.clone(),
+            pid_namespace: process.pid_namespace,
+            pid,
+            start_ticks: process.start_ticks,
+        }
+        .is_gone()
+}

@@ -45,6 +45,7 @@ mod check;
 mod codec;
 mod drill;
 mod error;
+mod fault;
 mod forget;
 mod gc;
 mod good;
@@ -78,9 +79,10 @@ pub use gc::{GcOptions, GcPlan, GcReport, PackCount};
 pub use good::GoodMarkers;
 pub use host::{hostname, user_at_host, username};
 pub use index::{BlobLocation, Index};
+pub use lease::{DEFAULT_LEASE_TERM, ReplacedLease, Takeover};
 pub use object_lock::LockReport;
 pub use read::{Reader, SnapshotEntry, select_snapshot};
-pub use repair::{IndexRepair, SnapshotRepair};
+pub use repair::{IndexRepair, RepairOptions, SnapshotRepair, SnapshotsRepair};
 pub use replicate::{
     DEFAULT_DELETE_AFTER, DEFAULT_JOBS, MEMORY_BUDGET, ReplicaProblem, ReplicaStatus, ReplicateOptions,
     ReplicateReport, VerifySubset, replica_status, replicate,

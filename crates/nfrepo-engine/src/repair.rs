@@ -12,6 +12,9 @@
 //!   (`repaired_from`); the original is never deleted.
 //!
 //! Both take `dry_run`, which reports what would be done and writes nothing.
+//! Otherwise both run under the maintenance lease ([`crate::lease`]), never
+//! beside a GC or each other: a `repair index` during a GC sweep would
+//! index again the packs the GC is deleting (format-spec/gc.md).
 
 use std::collections::{HashMap, HashSet};
 
@@ -22,6 +25,7 @@ use nfrepo_store::PutMode;
 
 use crate::backup::{BackupOptions, BackupSession, BackupWriter, CommitDetails};
 use crate::check::CheckOptions;
+use crate::lease::{LeaseRequest, MaintenanceLease, ReplacedLease};
 use crate::objects;
 use crate::read::{Reader, SnapshotEntry};
 use crate::walk::{self, LoadFailure, Pending, Visitor, WalkOptions};
@@ -44,6 +48,94 @@ pub struct IndexRepair {
     pub written: Option<IndexId>,
     /// The deltas it replaces (deleted unless a dry run).
     pub superseded: Vec<IndexId>,
+    /// The lease of another holder this run replaced, if any.
+    pub replaced_lease: Option<ReplacedLease>,
+}
+
+/// What `repair snapshots` did (or would do).
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct SnapshotsRepair {
+    /// Each snapshot that reaches damaged data.
+    pub snapshots: Vec<SnapshotRepair>,
+    /// The lease of another holder this run replaced, if any.
+    pub replaced_lease: Option<ReplacedLease>,
+}
+
+/// Options for [`Repository::repair_index_with`] and [`Repository::repair_snapshots_with`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct RepairOptions {
+    /// Report what would be done; write nothing (and take no lease).
+    pub dry_run: bool,
+    /// `repair snapshots`: find damage by reading every pack.
+    pub read_data: bool,
+    /// Take the maintenance lease even if another holder's is still valid
+    /// (the operator knows that holder is dead).
+    pub break_lease: bool,
+    /// How long the maintenance lease lasts without renewal.
+    pub lease_ttl: std::time::Duration,
+}
+
+impl Default for RepairOptions {
+    fn default() -> Self {
+        Self {
+            dry_run: false,
+            read_data: false,
+            break_lease: false,
+            lease_ttl: crate::DEFAULT_LEASE_TERM,
+        }
+    }
+}
+
+impl RepairOptions {
+    /// Sets dry-run.
+    #[must_use]
+    pub const fn dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+
+    /// Sets whether `repair snapshots` reads every pack.
+    #[must_use]
+    pub const fn read_data(mut self, read_data: bool) -> Self {
+        self.read_data = read_data;
+        self
+    }
+
+    /// Sets whether to break another holder's valid lease.
+    #[must_use]
+    pub const fn break_lease(mut self, break_lease: bool) -> Self {
+        self.break_lease = break_lease;
+        self
+    }
+
+    /// The lease for `operation`, unless this is a dry run.
+    async fn lease(&self, repo: &Repository, operation: &'static str) -> Result<Option<MaintenanceLease>> {
+        if self.dry_run {
+            return Ok(None);
+        }
+        let mut request = LeaseRequest::new(operation, self.lease_ttl);
+        request.break_lease = self.break_lease;
+        MaintenanceLease::acquire_for(repo, &request, std::time::SystemTime::now())
+            .await
+            .map(Some)
+    }
+}
+
+/// Releases `lease` and returns whose lease it replaced.
+async fn release(lease: Option<MaintenanceLease>) -> Option<ReplacedLease> {
+    let lease = lease?;
+    let replaced = lease.replaced().cloned();
+    lease.release().await;
+    replaced
+}
+
+async fn ensure_held(lease: Option<&MaintenanceLease>) -> Result<()> {
+    match lease {
+        Some(lease) => lease.ensure_held().await,
+        None => Ok(()),
+    }
 }
 
 /// One snapshot `repair snapshots` rewrote (or would).
@@ -61,8 +153,29 @@ impl Repository {
     /// Rebuilds the index from pack trailers (see the module docs).
     ///
     /// # Errors
-    /// Storage failures; nothing is deleted unless the new delta was written.
+    /// As [`Self::repair_index_with`].
     pub async fn repair_index(&self, dry_run: bool) -> Result<IndexRepair> {
+        self.repair_index_with(&RepairOptions::default().dry_run(dry_run)).await
+    }
+
+    /// Rebuilds the index from pack trailers (see the module docs), under
+    /// the maintenance lease unless a dry run.
+    ///
+    /// # Errors
+    /// [`Error::LeaseHeld`] if another maintenance command runs (nothing
+    /// done); [`Error::LeaseLost`]; storage failures; nothing is deleted
+    /// unless the new delta was written.
+    pub async fn repair_index_with(&self, options: &RepairOptions) -> Result<IndexRepair> {
+        let lease = options.lease(self, "repair index").await?;
+        let result = self.repair_index_under(options.dry_run, lease.as_ref()).await;
+        let replaced = release(lease).await;
+        result.map(|mut report| {
+            report.replaced_lease = replaced;
+            report
+        })
+    }
+
+    async fn repair_index_under(&self, dry_run: bool, lease: Option<&MaintenanceLease>) -> Result<IndexRepair> {
         use futures::stream::{self, StreamExt};
         let mut report = IndexRepair::default();
         // The old deltas that still open, for packs whose trailer is damaged.
@@ -125,11 +238,13 @@ impl Repository {
         };
         let (id, bytes) = delta.encode(self.sealer(), &self.id()).map_err(Error::Format)?;
         let key = objects::key::<IndexDelta>(&id)?;
+        ensure_held(lease).await?;
         match self.store().put(&key, bytes.into(), PutMode::CreateNew).await {
             Err(e) if e.kind() != nfrepo_store::ErrorKind::AlreadyExists => return Err(Error::store(e)),
             _ => {}
         }
         report.written = Some(id);
+        ensure_held(lease).await?;
         for old in &report.superseded {
             if *old == id {
                 continue;
@@ -146,9 +261,37 @@ impl Repository {
     /// by the structure check (missing packs, unreadable trees, unindexed blobs).
     ///
     /// # Errors
-    /// Storage failures; a failed write commits nothing. Run [`Self::repair_index`]
-    /// first if an index delta is damaged: the rewrite reads through the index.
+    /// As [`Self::repair_snapshots_with`].
     pub async fn repair_snapshots(&self, read_data: bool, dry_run: bool) -> Result<Vec<SnapshotRepair>> {
+        let options = RepairOptions::default().read_data(read_data).dry_run(dry_run);
+        Ok(self.repair_snapshots_with(&options).await?.snapshots)
+    }
+
+    /// [`Self::repair_snapshots`], under the maintenance lease unless a dry run.
+    ///
+    /// # Errors
+    /// [`Error::LeaseHeld`] if another maintenance command runs (nothing
+    /// done); [`Error::LeaseLost`]; storage failures; a failed write commits
+    /// nothing. Run [`Self::repair_index`] first if an index delta is
+    /// damaged: the rewrite reads through the index.
+    pub async fn repair_snapshots_with(&self, options: &RepairOptions) -> Result<SnapshotsRepair> {
+        let lease = options.lease(self, "repair snapshots").await?;
+        let result = self
+            .repair_snapshots_under(options.read_data, options.dry_run, lease.as_ref())
+            .await;
+        let replaced_lease = release(lease).await;
+        result.map(|snapshots| SnapshotsRepair {
+            snapshots,
+            replaced_lease,
+        })
+    }
+
+    async fn repair_snapshots_under(
+        &self,
+        read_data: bool,
+        dry_run: bool,
+        lease: Option<&MaintenanceLease>,
+    ) -> Result<Vec<SnapshotRepair>> {
         let options = CheckOptions {
             read_data: read_data.then_some(crate::check::ReadDataSubset::All),
             ..CheckOptions::default()
@@ -220,6 +363,10 @@ impl Repository {
             }
             let repaired = match (session, root) {
                 (Some(session), Some(root)) => {
+                    if let Err(e) = ensure_held(lease).await {
+                        session.abort().await;
+                        return Err(e);
+                    }
                     let mut details = counts;
                     details.command = snap.command.clone();
                     details.skipped = snap.skipped.clone();

@@ -19,8 +19,9 @@
 //! next `key rotate` with a password of the new epoch sees the stale slots
 //! and finishes this rotation instead of drawing another epoch.
 //!
-//! Rotations run under the maintenance (GC) lease, with a short TTL: two at
-//! once could each draw a different epoch of the same number.
+//! Rotations run under the maintenance lease ([`crate::lease`]), with a
+//! short term: two at once could each draw a different epoch of the same
+//! number, and a gc or repair beside one would write under the old epoch.
 
 use std::time::{Duration, SystemTime};
 

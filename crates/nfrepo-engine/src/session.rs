@@ -36,8 +36,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use nfrepo_format::{BlobId, PackId, PackKind, ProcessStart, SessionMarker};
-use nfrepo_store::{ObjectKey, ObjectKind, ProcessStamp, PutMode};
+use nfrepo_format::{BlobId, PackId, PackKind, SessionMarker};
+use nfrepo_store::{ObjectKey, ObjectKind, PutMode};
 
 use crate::objects::{self, Fetched, RepoObject};
 use crate::{Error, Repository, Result};
@@ -76,11 +76,7 @@ impl LiveSession {
             plans_listed: false,
             plans_seen: Vec::new(),
             parent_root: None,
-            process: ProcessStamp::current().map(|p| ProcessStart {
-                boot_id: p.boot_id,
-                pid_namespace: p.pid_namespace,
-                start_ticks: p.start_ticks,
-            }),
+            process: crate::host::this_process(),
         };
         write(repo, &key, &marker).await?;
         let state = Arc::new(Mutex::new(State {
@@ -331,15 +327,8 @@ pub(crate) async fn live_sessions(
 /// certainly no longer running. Markers of other hosts, or of earlier
 /// builds without a process stamp, are never judged this way.
 pub(crate) fn process_is_gone(marker: &SessionMarker, here: &str) -> bool {
-    let Some(process) = &marker.process else {
-        return false;
-    };
-    marker.hostname == here
-        && ProcessStamp {
-            boot_id: process.boot_id.clone(),
-            pid_namespace: process.pid_namespace,
-            pid: marker.pid,
-            start_ticks: process.start_ticks,
-        }
-        .is_gone()
+    marker
+        .process
+        .as_ref()
+        .is_some_and(|process| crate::host::process_exited(&marker.hostname, marker.pid, process, here))
 }

@@ -16,6 +16,7 @@ mod integration {
     mod forget;
     mod gc;
     mod index_cache;
+    mod maintenance;
     mod object_lock;
     mod objects;
     mod replicate;

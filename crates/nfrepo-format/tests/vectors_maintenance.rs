@@ -129,6 +129,35 @@ fn lease() -> Lease {
         hostname: "gc-host".into(),
         pid: 7,
         acquired_ns: 1_764_000_000_000_000_000,
+        ttl_secs: 120,
+        process: Some(ProcessStart {
+            boot_id: "4b1c0c2e-5f7a-4d8e-9a61-0123456789ab".into(),
+            pid_namespace: 4_026_531_836,
+            start_ticks: 654_321,
+        }),
+        operation: "repair index".into(),
+    }
+}
+
+/// A lease as builds before `process` and `operation` wrote it.
+#[derive(Serialize)]
+struct LeaseV1 {
+    generation: u64,
+    holder: [u8; 32],
+    hostname: String,
+    pid: u32,
+    acquired_ns: i64,
+    ttl_secs: u64,
+}
+
+fn lease_v1() -> LeaseV1 {
+    let l = lease();
+    LeaseV1 {
+        generation: l.generation,
+        holder: l.holder,
+        hostname: l.hostname,
+        pid: l.pid,
+        acquired_ns: l.acquired_ns,
         ttl_secs: 3600,
     }
 }
@@ -209,6 +238,7 @@ fn fixtures() -> Vec<(&'static str, &'static [u8; 4], u8, Vec<u8>)> {
             postcard::to_allocvec(&session_marker_v1()).unwrap(),
         ),
         ("lease", b"NFRQ", 11, postcard::to_allocvec(&lease()).unwrap()),
+        ("lease_v1", b"NFRQ", 11, postcard::to_allocvec(&lease_v1()).unwrap()),
         (
             "protect_marker",
             b"NFRX",
@@ -304,6 +334,15 @@ fn maintenance_objects_match_the_vectors() {
                 );
             }
             "lease" => assert_eq!(Lease::decode(&bytes, &sealer, &repo()).unwrap(), lease()),
+            "lease_v1" => assert_eq!(
+                Lease::decode(&bytes, &sealer, &repo()).unwrap(),
+                Lease {
+                    ttl_secs: 3600,
+                    process: None,
+                    operation: String::new(),
+                    ..lease()
+                }
+            ),
             "protect_marker" => assert_eq!(
                 ProtectMarker::decode(&SnapshotId([0x66; 32]), &bytes, &sealer, &repo()).unwrap(),
                 protect_marker()
@@ -330,7 +369,7 @@ fn generate() {
     );
     let vectors = Vectors {
         about: "GC plans, session markers (current, and session_marker_v1 as builds before `process` wrote \
-                them), leases, protect and good markers and drill records sealed with the fixed nonce 40 41 .. 57 under the \
+                them), leases (current, and lease_v1 as builds before `process` and `operation` wrote them), protect and good markers and drill records sealed with the fixed nonce 40 41 .. 57 under the \
                 vectors' master key and repository id; see format-spec/gc.md, protect.md, good.md and drill.md"
             .into(),
         objects: expected(),

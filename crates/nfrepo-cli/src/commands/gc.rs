@@ -26,17 +26,19 @@ pub fn percent(text: &str) -> Result<f64, Failure> {
 pub async fn run(global: &GlobalArgs, args: GcArgs) -> Result<i32, Failure> {
     let grace = Span::parse(&args.grace).map_err(|e| invalid(e.to_string()))?;
     let max_unused = percent(&args.max_unused)?;
-    let repo = context::open_repository(global, Operation::Backup).await?.repo;
+    let repo = context::open_repository(global, Operation::Maintenance).await?.repo;
     let mut options = GcOptions::default();
     options.grace = std::time::Duration::from_secs(grace.as_secs());
     options.dry_run = args.dry_run;
+    options.break_lease = args.break_lease;
     options.max_unused = max_unused;
     let work = std::sync::Arc::new(nfrepo_engine::Work::default());
     options.work = Some(work.clone());
     let progress = Progress::work(global, "gc", work, "objects");
     let report = repo.gc(&options).await;
     progress.finish().await;
-    let report = report.map_err(|e| Failure::engine(&e, Operation::Backup))?;
+    let report = report.map_err(|e| Failure::engine(&e, Operation::Maintenance))?;
+    crate::trail::replaced_lease(report.replaced_lease.as_ref(), args.break_lease, global);
     if global.json {
         outln!("{}", json(&report, grace));
     } else if !global.quiet {
@@ -70,6 +72,7 @@ fn json(r: &GcReport, grace: Span) -> serde_json::Value {
         "new_plan": r.new_plan,
         "plans_removed": r.plans_removed,
         "expired_sessions_removed": r.expired_sessions_removed,
+        "replaced_lease": r.replaced_lease.as_ref().map(crate::trail::replaced_lease_json),
         "object_lock": r.object_lock.as_ref().map(|l| serde_json::json!({
             "retention_renewed": l.renewed,
             "retention_renew_refused": l.renew_refused,

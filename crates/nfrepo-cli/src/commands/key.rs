@@ -94,7 +94,7 @@ pub async fn run(global: &GlobalArgs, command: KeyCommand) -> Result<i32, Failur
             let report = repo
                 .rotate_keys(&password, RotateOptions::default().keep_passwords(keep))
                 .await
-                .map_err(fail)?;
+                .map_err(|e| Failure::engine(&e, Operation::Maintenance))?;
             print_rotation(global, &report);
         }
     }

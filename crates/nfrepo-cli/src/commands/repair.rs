@@ -1,22 +1,34 @@
 //! `nfrepo repair index` and `nfrepo repair snapshots`.
 
-use nfrepo_engine::{IndexRepair, Operation, SnapshotRepair};
+use nfrepo_engine::{IndexRepair, Operation, RepairOptions, SnapshotRepair};
 
 use crate::cli::{GlobalArgs, RepairCommand};
 use crate::context;
 use crate::failure::Failure;
+use crate::trail;
 
 pub async fn run(global: &GlobalArgs, command: RepairCommand) -> Result<i32, Failure> {
-    let repo = context::open_repository(global, Operation::Backup).await?.repo;
-    let fail = |e: nfrepo_engine::Error| Failure::engine(&e, Operation::Backup);
+    let repo = context::open_repository(global, Operation::Maintenance).await?.repo;
+    let fail = |e: nfrepo_engine::Error| Failure::engine(&e, Operation::Maintenance);
     match command {
-        RepairCommand::Index { dry_run } => {
-            let report = repo.repair_index(dry_run).await.map_err(fail)?;
+        RepairCommand::Index { dry_run, break_lease } => {
+            let options = RepairOptions::default().dry_run(dry_run).break_lease(break_lease);
+            let report = repo.repair_index_with(&options).await.map_err(fail)?;
+            trail::replaced_lease(report.replaced_lease.as_ref(), break_lease, global);
             render_index(global, &report, dry_run);
         }
-        RepairCommand::Snapshots { read_data, dry_run } => {
-            let repairs = repo.repair_snapshots(read_data, dry_run).await.map_err(fail)?;
-            render_snapshots(global, &repairs, dry_run);
+        RepairCommand::Snapshots {
+            read_data,
+            dry_run,
+            break_lease,
+        } => {
+            let options = RepairOptions::default()
+                .read_data(read_data)
+                .dry_run(dry_run)
+                .break_lease(break_lease);
+            let report = repo.repair_snapshots_with(&options).await.map_err(fail)?;
+            trail::replaced_lease(report.replaced_lease.as_ref(), break_lease, global);
+            render_snapshots(global, &report.snapshots, dry_run, report.replaced_lease.as_ref());
         }
     }
     Ok(0)
@@ -35,6 +47,7 @@ fn render_index(global: &GlobalArgs, r: &IndexRepair, dry_run: bool) {
                 "blobs": r.blobs,
                 "written": r.written.map(|i| i.to_hex()),
                 "superseded": r.superseded.iter().map(|i| i.to_hex()).collect::<Vec<_>>(),
+                "replaced_lease": r.replaced_lease.as_ref().map(trail::replaced_lease_json),
             })
         );
         return;
@@ -71,7 +84,12 @@ fn render_index(global: &GlobalArgs, r: &IndexRepair, dry_run: bool) {
     }
 }
 
-fn render_snapshots(global: &GlobalArgs, repairs: &[SnapshotRepair], dry_run: bool) {
+fn render_snapshots(
+    global: &GlobalArgs,
+    repairs: &[SnapshotRepair],
+    dry_run: bool,
+    replaced: Option<&nfrepo_engine::ReplacedLease>,
+) {
     if global.json {
         let list: Vec<_> = repairs
             .iter()
@@ -83,7 +101,14 @@ fn render_snapshots(global: &GlobalArgs, repairs: &[SnapshotRepair], dry_run: bo
                 })
             })
             .collect();
-        crate::output::outln!("{}", serde_json::json!({"dry_run": dry_run, "snapshots": list}));
+        crate::output::outln!(
+            "{}",
+            serde_json::json!({
+                "dry_run": dry_run,
+                "snapshots": list,
+                "replaced_lease": replaced.map(trail::replaced_lease_json),
+            })
+        );
         return;
     }
     if repairs.is_empty() {

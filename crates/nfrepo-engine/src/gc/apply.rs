@@ -4,7 +4,8 @@
 //! packs first, then the packs are deleted, the resolved plans removed, the
 //! new plan written (naming the packs to repack before their copies exist),
 //! the repack run, and the markers of crashed backups removed. The lease is
-//! checked before each step that deletes or writes.
+//! checked before each step that deletes or writes (and the background
+//! renewals stop once it is lost: [`crate::lease`]).
 
 use futures::stream::{self, StreamExt, TryStreamExt};
 
@@ -54,9 +55,10 @@ impl Repository {
                 doomed.iter().map(|(_, _, size)| *size).sum(),
             );
         }
-        stream::iter(doomed)
-            .map(|(id, kind, size)| async move {
+        stream::iter(doomed.into_iter().enumerate())
+            .map(|(step, (id, kind, size))| async move {
                 let key = pack_object_key(kind, &id)?;
+                crate::fault::before_step(crate::fault::GC_SWEEP, step);
                 self.store().delete(&key).await.map_err(Error::store)?;
                 crate::work::advance(work, 1, size);
                 Ok(())
@@ -64,6 +66,9 @@ impl Repository {
             .buffer_unordered(8)
             .try_collect::<()>()
             .await?;
+        // A lease lost during the deletes (a stall, a --break-lease) stops
+        // this run before it touches the plans the next holder works from.
+        ensure_held(lease).await?;
         for key in resolved_plans {
             self.store().delete(&key).await.map_err(Error::store)?;
             report.plans_removed += 1;
@@ -86,6 +91,7 @@ impl Repository {
             report.deltas_after += 1;
         }
         drop(refs);
+        ensure_held(lease).await?;
         for key in expired {
             self.store().delete(&key).await.map_err(Error::store)?;
             report.expired_sessions_removed += 1;

@@ -274,6 +274,7 @@ async fn a_second_gc_waits_for_the_lease_and_takes_over_an_expired_one() {
         pid: 1,
         acquired_ns: 0,
         ttl_secs: 3600,
+        ..Default::default()
     };
     let bytes = lease.encode(repo.sealer(), &repo.id()).unwrap();
     memory
