@@ -7,22 +7,10 @@ use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::harness::{Env, describe, pseudo_random};
+use crate::harness::{Env, Rng, describe, pseudo_random};
 
 const ITERATIONS: u64 = 20;
 const SEED: u64 = 0x6e66_7265_706f;
-
-/// A small xorshift generator, so kill points are reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
 
 fn check_clean(env: &Env, iteration: u64) {
     let out = env.run(&["--json", "check", "--read-data", "--merkle", "--no-cache"]);

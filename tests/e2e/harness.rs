@@ -37,6 +37,21 @@ impl Env {
         }
     }
 
+    /// Another host on this repository: its own scratch directory and
+    /// cache (under this one's), the same store credentials, and
+    /// `NFREPO_HOSTNAME=hostname`. Processes made from one such `Env`
+    /// share its cache directory, as processes of one host do.
+    pub fn host(&self, hostname: &str) -> Self {
+        let mut extra_env = self.extra_env.clone();
+        extra_env.retain(|(k, _)| k != "NFREPO_HOSTNAME");
+        extra_env.push(("NFREPO_HOSTNAME".into(), hostname.into()));
+        Self {
+            dir: tempfile::tempdir_in(self.dir.path()).expect("tempdir"),
+            repo: self.repo.clone(),
+            extra_env,
+        }
+    }
+
     /// A repository on the SeaweedFS S3 server started by `scripts/test.sh`.
     ///
     /// Fails (never skips) when the server is not configured.
@@ -190,6 +205,24 @@ fn nanos() -> u128 {
 }
 
 pub use nfrepo_testing::{pseudo_random, sql_rows as sql_dump};
+
+/// A small xorshift generator, so random choices (kill points, operations)
+/// replay from a seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A number below `n` (`n` > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
 
 /// What a restored entry must match: type, content, permissions, owner, times, xattrs.
 #[derive(Debug, PartialEq, Eq)]

@@ -46,6 +46,7 @@ mod rotation;
 mod s3;
 mod secret_leaks;
 mod secrets;
+mod soak;
 mod sources;
 mod spoof;
 mod store_policy;
