@@ -18,6 +18,7 @@ mod integration {
     mod index_cache;
     mod object_lock;
     mod objects;
+    mod races;
     mod replicate;
     mod repository;
     mod rotation;
