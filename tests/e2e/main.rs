@@ -32,6 +32,7 @@ mod errors;
 mod files;
 mod gc;
 mod keys;
+mod maintenance_races;
 mod mysql;
 mod object_lock;
 mod postgres;

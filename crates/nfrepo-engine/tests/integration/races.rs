@@ -373,3 +373,69 @@ mod protect_vs_forget {
         assert!(matches!(err, Error::SnapshotNotFound(_)), "{err:?}");
     }
 }
+
+/// Issue 17 item 4: packs a gc left behind after rewriting the index (its
+/// deletes failed) are reported as planned for deletion, to be finished by
+/// `gc`, not as stray packs of an interrupted backup for `repair index`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r17_check_tells_packs_planned_by_gc_from_stray_ones() {
+    use nfrepo_store::{ErrorKind, Fault, FaultOp, FaultRule, FaultStore};
+    const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
+    let memory = MemoryStore::new();
+    let faults = Arc::new(FaultStore::new(memory.clone()));
+    let repo = init(faults.clone()).await;
+    let (old, _) = backup_stream(&repo, "a", "x", pseudo_random(1_000_000, 3))
+        .await
+        .unwrap();
+    backup_stream(&repo, "b", "x", pseudo_random(1_000_000, 4))
+        .await
+        .unwrap();
+    memory
+        .delete(&nfrepo_store::ObjectKey::new(ObjectKind::Snapshot, old.to_hex()).unwrap())
+        .await
+        .unwrap();
+    let mut gc = nfrepo_engine::GcOptions::default().grace(HOUR);
+    gc.max_unused = 1.0;
+    assert!(repo.gc(&gc).await.unwrap().planned.packs > 0);
+    for info in memory.list(ObjectKind::Gc).await.unwrap() {
+        memory
+            .set_last_modified(&info.key, std::time::SystemTime::now() - 2 * HOUR)
+            .unwrap();
+    }
+    faults.add_rule(FaultRule::new(FaultOp::Delete, Fault::Fail(ErrorKind::Unreachable)).kind(ObjectKind::Data));
+    repo.gc(&gc).await.expect_err("the deletes fail");
+    faults.clear();
+    let report = repo.check(&nfrepo_engine::CheckOptions::default()).await.unwrap();
+    assert!(!report.planned_packs.is_empty(), "{report:?}");
+    assert!(report.stray_packs.is_empty(), "{report:?}");
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    // A pack of an interrupted backup stays a stray pack.
+    let session = repo
+        .begin_backup(BackupOptions::new("c", "stdin", "dump"))
+        .await
+        .unwrap();
+    // More than a pack: a full pack is uploaded before the abort.
+    let session = super::fixture::stream_uncommitted(session, pseudo_random(6_000_000, 5)).await;
+    session.abort().await;
+    let report = repo.check(&nfrepo_engine::CheckOptions::default()).await.unwrap();
+    assert!(!report.stray_packs.is_empty(), "{report:?}");
+    assert!(!report.planned_packs.is_empty());
+}
+
+/// Issue 17 item 2: `check` reports a protect marker whose snapshot is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r17_check_reports_orphaned_protect_markers() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let repo = init(store.clone()).await;
+    let (id, _) = backup_stream(&repo, "a", "x", pseudo_random(1000, 3)).await.unwrap();
+    repo.protect(&id.to_hex(), "").await.unwrap();
+    let report = repo.check(&nfrepo_engine::CheckOptions::default()).await.unwrap();
+    assert!(report.orphaned_protect_markers.is_empty());
+    store
+        .delete(&nfrepo_store::ObjectKey::new(ObjectKind::Snapshot, id.to_hex()).unwrap())
+        .await
+        .unwrap();
+    let report = repo.check(&nfrepo_engine::CheckOptions::default()).await.unwrap();
+    assert_eq!(report.orphaned_protect_markers, vec![id]);
+    assert_eq!(report.failure_code(), None, "a warning, not a finding");
+}
