@@ -77,7 +77,9 @@ fn r17_check_advises_gc_for_packs_a_gc_left_planned() {
             let past = filetime::FileTime::from_system_time(SystemTime::now() - Duration::from_secs(7200));
             filetime::set_file_mtime(entry.unwrap().path(), past).unwrap();
         }
-        faults.add_rule(FaultRule::new(FaultOp::Delete, Fault::Fail(ErrorKind::Unreachable)).kind(ObjectKind::Data));
+        for kind in [ObjectKind::Data, ObjectKind::Tree] {
+            faults.add_rule(FaultRule::new(FaultOp::Delete, Fault::Fail(ErrorKind::Unreachable)).kind(kind));
+        }
         repo.gc(&gc).await.expect_err("the deletes fail");
     });
     let out = env.ok(&["check"]);

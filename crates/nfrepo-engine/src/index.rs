@@ -111,6 +111,9 @@ pub struct Index {
     absent: RwLock<HashSet<PackId>>,
     /// Whether `absent` is non-empty (lookups skip the lock otherwise).
     any_absent: AtomicBool,
+    /// Whether a blob with no copy outside `absent` is still located in one
+    /// (for `check`, which reports the missing pack itself).
+    absent_as_fallback: AtomicBool,
     deltas: Vec<IndexId>,
     /// The first failure of the local cache, reported with lookups that miss.
     cache_failure: Mutex<Option<String>>,
@@ -133,6 +136,7 @@ impl Index {
             distinct: 0,
             absent: RwLock::new(HashSet::new()),
             any_absent: AtomicBool::new(false),
+            absent_as_fallback: AtomicBool::new(false),
             deltas,
             cache_failure: Mutex::new(None),
             recovered: tokio::sync::OnceCell::new(),
@@ -214,6 +218,15 @@ impl Index {
         self.any_absent.store(!absent.is_empty(), Ordering::Release);
     }
 
+    /// Prefers copies outside `packs` (known to be gone), but still locates
+    /// a blob that has no other copy in one of them: what `check` needs to
+    /// read the good copy where there is one, and to blame the missing pack
+    /// where there is not. Never for deduplication.
+    pub(crate) fn prefer_packs_other_than(&self, packs: impl IntoIterator<Item = PackId>) {
+        self.absent_as_fallback.store(true, Ordering::Release);
+        self.exclude_packs(packs);
+    }
+
     /// Excludes one pack found missing while reading; returns whether it
     /// was not excluded before (so a caller retrying stops once no pack is new).
     pub fn mark_absent(&self, pack: PackId) -> bool {
@@ -271,7 +284,12 @@ impl Index {
             return self.locate(id, &|_| true);
         }
         let absent = self.absent.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.locate(id, &|pack| !absent.contains(pack))
+        self.locate(id, &|pack| !absent.contains(pack)).or_else(|| {
+            self.absent_as_fallback
+                .load(Ordering::Acquire)
+                .then(|| self.locate(id, &|_| true))
+                .flatten()
+        })
     }
 
     /// The first copy of `id` in a pack `usable` accepts.

@@ -65,6 +65,14 @@ async fn r17_a_backup_stores_again_what_the_index_says_is_in_a_pack_that_is_gone
             snapshot.summary
         );
         restores(&host, &second, &data).await;
+        // check names the packs that are gone, and no snapshot they reach.
+        let report = host.check(&nfrepo_engine::CheckOptions::default()).await.unwrap();
+        assert!(!report.findings.is_empty());
+        assert!(
+            report.findings.iter().all(|f| f.affected.is_empty()),
+            "{:?}",
+            report.findings
+        );
         // Another host, without a cache, finds the first copy's pack gone and reads the second.
         restores(&open(&store, None).await, &second, &data).await;
 
