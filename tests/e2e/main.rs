@@ -33,6 +33,7 @@ mod files;
 mod gc;
 mod keys;
 mod maintenance;
+mod maintenance_races;
 mod mysql;
 mod object_lock;
 mod postgres;

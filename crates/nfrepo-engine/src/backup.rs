@@ -32,6 +32,17 @@
 //! after `kill -9` therefore uploads only what the dead run had not
 //! (`begin`).
 //!
+//! **Packs that are gone.** The listing made at start (after the index is
+//! loaded) also shows which indexed packs are no longer stored (a
+//! maintenance race or damage, issue 17). Their copies are no deduplication
+//! targets ([`crate::Index::exclude_packs`]): their blobs are stored again,
+//! and the parent snapshot is not reused, since its unchanged files could
+//! refer to them. Just before the commit point the packs the session
+//! deduplicated against (one set of pack ids, not per-blob lists; packs it
+//! uploaded itself are left out) are compared with a fresh listing; if one
+//! vanished meanwhile the backup fails with [`Error::DedupPackMissing`] and
+//! commits nothing, and the next run, listing again, stores the data anew.
+//!
 //! **GC.** The session announces itself with a marker and a heartbeat
 //! (`crate::session`), reads the GC plans before the index, and never
 //! deduplicates against or adopts a pack named in a plan (format-spec/gc.md).
@@ -169,17 +180,28 @@ pub(crate) struct Claims {
     /// Every pack a blob was found in instead of being stored: checked just
     /// before the commit point (`crate::session`). One entry per pack, not per blob.
     deduplicated: Mutex<std::collections::HashMap<nfrepo_format::PackId, nfrepo_format::PackKind>>,
+    /// Packs this session uploaded and indexed: finding a blob there is not deduplication.
+    own: Mutex<HashSet<nfrepo_format::PackId>>,
 }
 
 impl Claims {
     /// Whether this session must store `id` (true at most once per id).
     fn claim(&self, id: &BlobId) -> Result<bool> {
         if let Some(at) = self.index.get(id).filter(|at| !self.planned.contains(&at.pack)) {
-            self.deduplicated
+            let mut deduplicated = self
+                .deduplicated
                 .lock()
-                .map_err(|_| Error::Pipeline("deduplication record poisoned".into()))?
-                .entry(at.pack)
-                .or_insert(at.pack_kind);
+                .map_err(|_| Error::Pipeline("deduplication record poisoned".into()))?;
+            // The own-pack set is only consulted for packs not yet recorded.
+            if !deduplicated.contains_key(&at.pack)
+                && !self
+                    .own
+                    .lock()
+                    .map_err(|_| Error::Pipeline("own pack record poisoned".into()))?
+                    .contains(&at.pack)
+            {
+                deduplicated.insert(at.pack, at.pack_kind);
+            }
             return Ok(false);
         }
         let mut claimed = self
@@ -191,6 +213,10 @@ impl Claims {
 
     /// Called after a delta of this session's uploads is written.
     pub(crate) fn indexed(&self, id: IndexId, delta: &IndexDelta) {
+        // Before the index can answer with them.
+        if let Ok(mut own) = self.own.lock() {
+            own.extend(delta.packs.iter().map(|p| p.id));
+        }
         if !self.index.absorb(id, delta) {
             return;
         }

@@ -176,9 +176,17 @@ pub struct CheckReport {
     pub bytes_read: u64,
     /// Packs the read-data selection skipped because they were verified recently (`max_age_secs`).
     pub packs_fresh: u64,
-    /// Packs present in storage but in no index (left by an interrupted backup; the next backup
-    /// adopts them, and `repair index` indexes them).
+    /// Packs present in storage but in no index and in no GC plan (left by an interrupted
+    /// backup; the next backup adopts them, and `repair index` indexes them).
     pub stray_packs: Vec<PackId>,
+    /// Packs present in storage but in no index that a GC plan names: planned for deletion
+    /// by a GC that was interrupted (or is running) after rewriting the index. Re-running
+    /// `nfrepo gc` deletes them; `repair index` must not index them (issue 17: a GC deleting
+    /// them afterwards leaves the index naming packs that are gone).
+    pub planned_packs: Vec<PackId>,
+    /// Protect markers whose snapshot does not exist (format-spec/protect.md): a warning, not
+    /// a finding; `nfrepo unprotect ID` removes each.
+    pub orphaned_protect_markers: Vec<SnapshotId>,
     /// Blobs stored in more than one pack (harmless; a later compaction drops the extra copies).
     pub duplicate_blobs: u64,
     /// The problems.
@@ -312,6 +320,9 @@ impl Repository {
     /// Storage errors other than missing or damaged objects; an unknown `--snapshot`.
     pub async fn check(&self, options: &CheckOptions) -> Result<CheckReport> {
         let mut findings = Findings::default();
+        // Markers before snapshots: see `orphaned_protect_markers`.
+        let orphaned_protect_markers = self.orphaned_protect_markers().await?;
+        let planned = planned_packs(self, &mut findings).await?;
         let loaded = load::load(self, &mut findings).await?;
         let selected = loaded.select(&options.snapshots)?;
         let reader = crate::Reader::new(self.clone(), loaded.index.clone());
@@ -335,7 +346,9 @@ impl Repository {
             lists: walked.lists,
             data_refs: walked.data_refs,
             packs_indexed: loaded.packs.len() as u64,
-            stray_packs: loaded.stray.clone(),
+            stray_packs: loaded.stray.iter().filter(|p| !planned.contains(p)).copied().collect(),
+            planned_packs: loaded.stray.iter().filter(|p| planned.contains(p)).copied().collect(),
+            orphaned_protect_markers,
             duplicate_blobs: loaded.duplicate_blobs,
             ..CheckReport::default()
         };
@@ -363,6 +376,26 @@ impl Repository {
             .collect();
         Ok(report)
     }
+}
+
+/// The packs every GC plan that opens names; a plan that does not open is a
+/// finding (it stops every backup until it is removed or repaired).
+async fn planned_packs(repo: &Repository, findings: &mut Findings) -> Result<HashSet<PackId>> {
+    let loaded = crate::objects::load_all::<nfrepo_format::GcPlan>(repo).await?;
+    for damaged in &loaded.damaged {
+        findings.add(
+            load::object_problem(&damaged.error).unwrap_or(ErrorCode::BackupCorrupted),
+            damaged.key.path(),
+            None,
+            None,
+            format!("gc plan does not open: {}", one_line(&damaged.error)),
+        );
+    }
+    Ok(loaded
+        .good
+        .iter()
+        .flat_map(|p| p.object.packs.iter().map(|pack| pack.id))
+        .collect())
 }
 
 /// The audit log's problems as check findings (`BACKUP_CORRUPTED`), first bad entry first.

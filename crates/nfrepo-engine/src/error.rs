@@ -298,6 +298,26 @@ pub enum Error {
     /// renewals lapsed): it stopped before its next destructive step.
     #[error("the maintenance lease was lost: {0}; stopped before the next step that writes or deletes")]
     LeaseLost(String),
+    /// Packs a backup deduplicated against vanished before its commit point
+    /// (a maintenance race or damage, issue 17); nothing was committed, and
+    /// the next run, which lists packs afresh, stores that data again.
+    #[error(
+        "{} pack(s) this backup deduplicated against are gone from the repository (first: {}); \
+         nothing was committed: run `nfrepo check`, then run the backup again (it stores that data anew)",
+        packs.len(),
+        packs.first().map_or_else(String::new, ToString::to_string)
+    )]
+    DedupPackMissing {
+        /// The packs that are gone, sorted.
+        packs: Vec<nfrepo_format::PackId>,
+    },
+    /// `protect` wrote its marker, but a `forget` had deleted the snapshot
+    /// meanwhile; the marker was removed again (issue 17).
+    #[error("snapshot {snapshot} was forgotten while it was being protected; it is not protected")]
+    ForgottenWhileProtecting {
+        /// The snapshot id.
+        snapshot: String,
+    },
     /// A password given to keep through a key rotation opens no key slot.
     #[error("keep-password {position} opens no key slot of the repository at {location}")]
     UnknownKeepPassword {
@@ -318,6 +338,7 @@ impl Error {
             Self::RepositoryNotFound { .. }
             | Self::NotARepository { .. }
             | Self::SnapshotNotFound(_)
+            | Self::ForgottenWhileProtecting { .. }
             | Self::AmbiguousSnapshot(_)
             | Self::PathNotFound { .. } => ErrorClass::NotFound,
             Self::WrongPassword { .. }
@@ -335,7 +356,8 @@ impl Error {
             | Self::Pipeline(_)
             | Self::Unverified { .. }
             | Self::Invalid(_)
-            | Self::LeaseLost(_) => ErrorClass::Failed,
+            | Self::LeaseLost(_)
+            | Self::DedupPackMissing { .. } => ErrorClass::Failed,
             Self::LeaseHeld(_) => ErrorClass::Busy,
         }
     }
@@ -365,6 +387,8 @@ impl Error {
             Self::Store(e) if e.kind() == nfrepo_store::ErrorKind::InsecureTransport => Some("INSECURE_HTTP"),
             Self::CipherNotAllowed { .. } => Some("CIPHER_NOT_ALLOWED"),
             Self::LeaseLost(_) => Some("MAINTENANCE_LEASE_LOST"),
+            Self::DedupPackMissing { .. } => Some("DEDUP_PACK_MISSING"),
+            Self::ForgottenWhileProtecting { .. } => Some("SNAPSHOT_FORGOTTEN"),
             _ => None,
         }
     }

@@ -10,6 +10,16 @@
 //! the policy. A marker that does not open is treated as protecting its
 //! snapshot (and logged): forgetting too little is recoverable, too much is not.
 //!
+//! **`protect` racing `forget`** (issue 17) is linearisable: `protect`
+//! never reports a snapshot protected unless it stays. The protocol and
+//! its argument are in `format-spec/protect.md`: `protect` writes its marker
+//! and then checks that the snapshot still exists (otherwise it removes the
+//! marker and fails with [`Error::ForgottenWhileProtecting`]); `forget`
+//! reads a snapshot's bytes, checks for a marker, deletes, and checks for a
+//! marker again, putting the same bytes back (the same id) if one appeared.
+//! A marker whose snapshot is gone is reported by `check`
+//! ([`Repository::orphaned_protect_markers`]) and removed by `unprotect`.
+//!
 //! The newest snapshot of each group with a good marker (`mark-good`, see
 //! [`crate::GoodMarkers`]) is kept too, so `rollback --to last-good` always
 //! has a target; a forgotten snapshot's good marker is deleted after it.
@@ -149,36 +159,73 @@ impl Repository {
         if !options.dry_run {
             let doomed: Vec<SnapshotId> = report.removed().map(|d| d.entry.id).collect();
             let good = &good;
-            stream::iter(doomed)
-                .map(|id| async move {
-                    // A `protect` that ran after the markers were listed still wins.
-                    match self.store().stat(&protect_key(&id)?).await {
-                        Ok(_) => {
-                            tracing::info!(snapshot = %id, "protected meanwhile; kept");
-                            return Ok(());
-                        }
-                        Err(e) if e.kind() == ErrorKind::NotFound => {}
-                        Err(e) => return Err(Error::store(e)),
-                    }
-                    // So does a `mark-good` (it may have made this the newest good one).
-                    if !good.good.contains_key(&id) && self.has_good_marker(&id).await? {
-                        tracing::info!(snapshot = %id, "marked good meanwhile; kept");
-                        return Ok(());
-                    }
-                    let key = objects::key::<Snapshot>(&id)?;
-                    self.store().delete(&key).await.map_err(Error::store)?;
-                    tracing::info!(snapshot = %id, "snapshot forgotten");
-                    if self.remove_good_marker(&id).await? {
-                        tracing::info!(snapshot = %id, "its good marker removed");
-                    }
-                    Ok::<_, Error>(())
-                })
+            let kept: Vec<(SnapshotId, KeepReason)> = stream::iter(doomed)
+                .map(|id| async move { self.forget_one(id, good).await.map(|kept| kept.map(|why| (id, why))) })
                 .buffer_unordered(8)
-                .try_collect::<()>()
+                .try_filter_map(|kept| async move { Ok(kept) })
+                .try_collect()
                 .await?;
+            for (_, decisions) in &mut report.groups {
+                for decision in decisions.iter_mut() {
+                    if let Some((_, why)) = kept.iter().find(|(id, _)| *id == decision.entry.id) {
+                        decision.reasons.push(why.clone());
+                    }
+                }
+            }
             report.deleted = true;
         }
         Ok(report)
+    }
+
+    /// Deletes one snapshot `forget` decided on, unless a `protect` or a
+    /// `mark-good` came in meanwhile; returns why it was kept, if it was.
+    /// The steps and why they are linearisable with [`Self::protect`] are
+    /// in `format-spec/protect.md`.
+    async fn forget_one(&self, id: SnapshotId, good: &crate::GoodMarkers) -> Result<Option<KeepReason>> {
+        let key = objects::key::<Snapshot>(&id)?;
+        let marker = protect_key(&id)?;
+        // F0: the exact bytes, to put back if a protect wins the race.
+        let bytes = match self.store().get(&key).await {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::store(e)),
+        };
+        // F1: a `protect` that ran after the markers were listed still wins.
+        if self.exists(&marker).await? {
+            tracing::info!(snapshot = %id, "protected meanwhile; kept");
+            return Ok(Some(KeepReason::Protected));
+        }
+        // So does a `mark-good` (it may have made this the newest good one).
+        if !good.good.contains_key(&id) && self.has_good_marker(&id).await? {
+            tracing::info!(snapshot = %id, "marked good meanwhile; kept");
+            return Ok(Some(KeepReason::LastGood));
+        }
+        // F2.
+        self.store().delete(&key).await.map_err(Error::store)?;
+        // F3: a `protect` whose marker and check both fell between F1 and F2
+        // has told its caller the snapshot is protected: put it back, same
+        // bytes, same id.
+        if self.exists(&marker).await? {
+            match self.store().put(&key, bytes, PutMode::CreateNew).await {
+                Err(e) if e.kind() != ErrorKind::AlreadyExists => return Err(Error::store(e)),
+                _ => {}
+            }
+            tracing::info!(snapshot = %id, "protected while being forgotten; put back");
+            return Ok(Some(KeepReason::Protected));
+        }
+        tracing::info!(snapshot = %id, "snapshot forgotten");
+        if self.remove_good_marker(&id).await? {
+            tracing::info!(snapshot = %id, "its good marker removed");
+        }
+        Ok(None)
+    }
+
+    async fn exists(&self, key: &ObjectKey) -> Result<bool> {
+        match self.store().stat(key).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::store(e)),
+        }
     }
 
     /// Writes a marker object once; a marker already there (the same
@@ -192,9 +239,17 @@ impl Repository {
 
     /// Protects a snapshot from `forget`. Protecting twice is harmless.
     ///
+    /// Returns only once the snapshot is protected: after writing the
+    /// marker it checks that the snapshot still exists, so a `forget`
+    /// racing it either sees the marker or makes this call fail
+    /// (`format-spec/protect.md`).
+    ///
     /// # Errors
-    /// [`Error::SnapshotNotFound`] and friends for a bad spec; storage errors.
+    /// [`Error::SnapshotNotFound`] and friends for a bad spec;
+    /// [`Error::ForgottenWhileProtecting`] if a `forget` deleted the snapshot
+    /// meanwhile (the marker is then removed again); storage errors.
     pub async fn protect(&self, spec: &str, note: &str) -> Result<SnapshotId> {
+        // P1.
         let entry = self.find_snapshot(spec).await?;
         let marker = ProtectMarker {
             snapshot: entry.id,
@@ -203,24 +258,80 @@ impl Repository {
             note: note.to_owned(),
         };
         let bytes = marker.encode(self.sealer(), &self.id()).map_err(Error::Format)?;
-        self.put_marker(&protect_key(&entry.id)?, bytes).await?;
-        Ok(entry.id)
+        let key = protect_key(&entry.id)?;
+        // P2.
+        self.put_marker(&key, bytes).await?;
+        // P3.
+        if self.exists(&objects::key::<Snapshot>(&entry.id)?).await? {
+            return Ok(entry.id);
+        }
+        // A marker without its snapshot protects nothing: take it back.
+        if let Err(e) = self.store().delete(&key).await {
+            tracing::warn!(marker = %key, error = %e, "could not remove the protect marker of a forgotten snapshot");
+        }
+        Err(Error::ForgottenWhileProtecting {
+            snapshot: entry.id.to_hex(),
+        })
     }
 
-    /// Removes a snapshot's protection. Returns whether it was protected.
+    /// Removes a snapshot's protection. A marker whose snapshot no longer
+    /// exists (orphaned, see [`Self::orphaned_protect_markers`]) is named by
+    /// the snapshot's id or a unique prefix of it, and removed too.
     ///
     /// # Errors
-    /// [`Error::SnapshotNotFound`] and friends for a bad spec; storage errors.
-    pub async fn unprotect(&self, spec: &str) -> Result<(SnapshotId, bool)> {
-        let entry = self.find_snapshot(spec).await?;
-        let key = protect_key(&entry.id)?;
-        let was = match self.store().stat(&key).await {
-            Ok(_) => true,
-            Err(e) if e.kind() == ErrorKind::NotFound => false,
-            Err(e) => return Err(Error::store(e)),
+    /// [`Error::SnapshotNotFound`] and friends for a spec that names neither
+    /// a snapshot nor an orphaned marker; storage errors.
+    pub async fn unprotect(&self, spec: &str) -> Result<Unprotected> {
+        let (snapshot, orphan) = match self.find_snapshot(spec).await {
+            Ok(entry) => (entry.id, false),
+            Err(Error::SnapshotNotFound(missing)) => {
+                let wanted = spec.to_ascii_lowercase();
+                let matching: Vec<SnapshotId> = self
+                    .orphaned_protect_markers()
+                    .await?
+                    .into_iter()
+                    .filter(|id| !wanted.is_empty() && id.to_hex().starts_with(&wanted))
+                    .collect();
+                match matching.as_slice() {
+                    [id] => (*id, true),
+                    [] => return Err(Error::SnapshotNotFound(missing)),
+                    _ => return Err(Error::AmbiguousSnapshot(spec.to_owned())),
+                }
+            }
+            Err(e) => return Err(e),
         };
+        let key = protect_key(&snapshot)?;
+        let was_protected = self.exists(&key).await?;
         self.store().delete(&key).await.map_err(Error::store)?;
-        Ok((entry.id, was))
+        Ok(Unprotected {
+            snapshot,
+            was_protected,
+            orphan,
+        })
+    }
+
+    /// Protect markers whose snapshot does not exist, sorted: left by a
+    /// `protect` that failed part-way (`format-spec/protect.md`). Markers are
+    /// listed before snapshots, and a marker is only written for a snapshot
+    /// that exists, so a marker listed whose snapshot the later listing
+    /// lacks is really orphaned.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn orphaned_protect_markers(&self) -> Result<Vec<SnapshotId>> {
+        let markers = objects::list::<ProtectMarker>(self).await?;
+        let snapshots: HashSet<SnapshotId> = objects::list::<Snapshot>(self)
+            .await?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        let mut orphans: Vec<SnapshotId> = markers
+            .into_iter()
+            .map(|(id, _)| id)
+            .filter(|id| !snapshots.contains(id))
+            .collect();
+        orphans.sort();
+        Ok(orphans)
     }
 
     /// The snapshots with a protection marker. A marker that does not open
@@ -240,6 +351,18 @@ impl Repository {
             .chain(loaded.damaged.iter().map(|m| m.id))
             .collect())
     }
+}
+
+/// What [`Repository::unprotect`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Unprotected {
+    /// The snapshot whose marker was removed.
+    pub snapshot: SnapshotId,
+    /// Whether there was a marker to remove.
+    pub was_protected: bool,
+    /// Whether the snapshot no longer exists (an orphaned marker was removed).
+    pub orphan: bool,
 }
 
 fn protect_key(id: &SnapshotId) -> Result<ObjectKey> {

@@ -25,6 +25,18 @@
 //! deduplicated against before committing, `crate::backup`) and for a reader
 //! (a miss goes through recovery, below).
 //!
+//! **Packs known to be gone.** A blob may be indexed in more than one pack
+//! (two backups racing, or a backup that stored it again, below); both
+//! backings keep every copy, first indexed first. A pack the index names
+//! but the storage no longer has (a maintenance race, see issue 17) is
+//! excluded with [`Index::exclude_packs`] or [`Index::mark_absent`]: lookups
+//! then answer with another copy, or not at all. A backup excludes every
+//! indexed pack its listing lacks before deduplicating, so it stores such
+//! blobs again instead of referring to a pack that is gone
+//! (`crate::backup`); a reader that finds a pack missing marks it and
+//! retries with the next copy (`crate::read`). The set is of pack ids, one
+//! entry per pack, whatever the number of blobs they held.
+//!
 //! **A damaged cache is not a damaged repository.** When a cached lookup
 //! finds an inconsistent row, or a blob located through the cache cannot be
 //! read (missing, wrong bytes, pack gone), [`Index::recover`] loads the
@@ -35,6 +47,7 @@
 mod cached;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, RwLock};
 
 use nfrepo_format::{BlobId, BlobKind, IndexDelta, IndexId, IndexedPack, PackEntry, PackId, PackKind};
@@ -92,6 +105,15 @@ pub struct Index {
     /// loaded and those absorbed since; lookups do not go through it.
     packs: RwLock<Vec<PackInfo>>,
     lookup: Lookup,
+    /// Distinct blobs of an in-memory index (records may hold several copies).
+    distinct: usize,
+    /// Packs known to be gone: lookups skip their copies.
+    absent: RwLock<HashSet<PackId>>,
+    /// Whether `absent` is non-empty (lookups skip the lock otherwise).
+    any_absent: AtomicBool,
+    /// Whether a blob with no copy outside `absent` is still located in one
+    /// (for `check`, which reports the missing pack itself).
+    absent_as_fallback: AtomicBool,
     deltas: Vec<IndexId>,
     /// The first failure of the local cache, reported with lookups that miss.
     cache_failure: Mutex<Option<String>>,
@@ -111,6 +133,10 @@ impl Index {
         Self {
             packs: RwLock::new(packs),
             lookup,
+            distinct: 0,
+            absent: RwLock::new(HashSet::new()),
+            any_absent: AtomicBool::new(false),
+            absent_as_fallback: AtomicBool::new(false),
             deltas,
             cache_failure: Mutex::new(None),
             recovered: tokio::sync::OnceCell::new(),
@@ -172,13 +198,53 @@ impl Index {
         }));
     }
 
-    /// Sorts and removes duplicate blobs (keeping the first copy).
+    /// Sorts the records; a blob keeps one record per pack holding it,
+    /// the first added first.
     pub fn finish(&mut self) {
         if let Lookup::Memory(records) = &mut self.lookup {
+            // Stable: copies of one blob stay in the order they were added.
             records.sort_by_key(|r| r.id);
-            records.dedup_by(|a, b| a.id == b.id);
+            records.dedup_by(|a, b| a.id == b.id && a.pack == b.pack);
             records.shrink_to_fit();
+            self.distinct = records.len() - records.windows(2).filter(|w| w[0].id == w[1].id).count();
         }
+    }
+
+    /// Excludes packs known to be gone (absent from a listing made after
+    /// this index was loaded): lookups skip their copies from now on.
+    pub fn exclude_packs(&self, packs: impl IntoIterator<Item = PackId>) {
+        let mut absent = self.absent.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        absent.extend(packs);
+        self.any_absent.store(!absent.is_empty(), Ordering::Release);
+    }
+
+    /// Prefers copies outside `packs` (known to be gone), but still locates
+    /// a blob that has no other copy in one of them: what `check` needs to
+    /// read the good copy where there is one, and to blame the missing pack
+    /// where there is not. Never for deduplication.
+    pub(crate) fn prefer_packs_other_than(&self, packs: impl IntoIterator<Item = PackId>) {
+        self.absent_as_fallback.store(true, Ordering::Release);
+        self.exclude_packs(packs);
+    }
+
+    /// Excludes one pack found missing while reading; returns whether it
+    /// was not excluded before (so a caller retrying stops once no pack is new).
+    pub fn mark_absent(&self, pack: PackId) -> bool {
+        let mut absent = self.absent.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let new = absent.insert(pack);
+        self.any_absent.store(true, Ordering::Release);
+        new
+    }
+
+    /// Whether `pack` is excluded as gone.
+    #[must_use]
+    pub fn is_absent(&self, pack: &PackId) -> bool {
+        self.any_absent.load(Ordering::Acquire)
+            && self
+                .absent
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .contains(pack)
     }
 
     /// Adds a delta just written to the repository, if this index is
@@ -211,47 +277,74 @@ impl Index {
         true
     }
 
-    /// Where `id` is stored.
+    /// Where `id` is stored: its first copy in a pack not excluded as gone.
     #[must_use]
     pub fn get(&self, id: &BlobId) -> Option<BlobLocation> {
+        if !self.any_absent.load(Ordering::Acquire) {
+            return self.locate(id, &|_| true);
+        }
+        let absent = self.absent.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.locate(id, &|pack| !absent.contains(pack)).or_else(|| {
+            self.absent_as_fallback
+                .load(Ordering::Acquire)
+                .then(|| self.locate(id, &|_| true))
+                .flatten()
+        })
+    }
+
+    /// The first copy of `id` in a pack `usable` accepts.
+    fn locate(&self, id: &BlobId, usable: &dyn Fn(&PackId) -> bool) -> Option<BlobLocation> {
         if let Some(fresh) = self.recovered.get() {
-            return fresh.get(id);
+            return fresh.locate(id, usable);
         }
         match &self.lookup {
             Lookup::Memory(records) => {
-                let r = records.get(records.binary_search_by(|r| r.id.cmp(id)).ok()?)?;
+                let first = records.partition_point(|r| r.id < *id);
                 let packs = self.packs.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-                let info = packs.get(packs.binary_search_by_key(&r.pack, |p| p.number).ok()?)?;
-                Some(BlobLocation {
-                    pack: info.id,
-                    pack_kind: info.kind,
-                    kind: r.kind,
-                    offset: r.offset,
-                    sealed_len: r.sealed_len,
-                    raw_len: r.raw_len,
-                })
+                records
+                    .get(first..)?
+                    .iter()
+                    .take_while(|r| r.id == *id)
+                    .filter_map(|r| {
+                        let info = packs.get(packs.binary_search_by_key(&r.pack, |p| p.number).ok()?)?;
+                        usable(&info.id).then_some(BlobLocation {
+                            pack: info.id,
+                            pack_kind: info.kind,
+                            kind: r.kind,
+                            offset: r.offset,
+                            sealed_len: r.sealed_len,
+                            raw_len: r.raw_len,
+                        })
+                    })
+                    .next()
             }
             Lookup::Cached { cache, .. } => {
-                let r = match cache.lookup(&id.0) {
-                    Ok(found) => found?,
+                let rows = match cache.lookup_all(&id.0) {
+                    Ok(rows) => rows,
                     Err(e) => {
                         self.note_cache_failure(&e.to_string());
                         return None;
                     }
                 };
-                let (Some(kind), Some(pack_kind)) = (blob_kind_from_code(r.kind), pack_kind_from_code(r.pack_kind))
-                else {
-                    self.note_cache_failure(&format!("blob {id} has unknown kind codes in the cache"));
-                    return None;
-                };
-                Some(BlobLocation {
-                    pack: PackId(r.pack),
-                    pack_kind,
-                    kind,
-                    offset: r.offset,
-                    sealed_len: r.sealed_len,
-                    raw_len: r.raw_len,
-                })
+                for r in rows {
+                    let (Some(kind), Some(pack_kind)) = (blob_kind_from_code(r.kind), pack_kind_from_code(r.pack_kind))
+                    else {
+                        self.note_cache_failure(&format!("blob {id} has unknown kind codes in the cache"));
+                        return None;
+                    };
+                    let pack = PackId(r.pack);
+                    if usable(&pack) {
+                        return Some(BlobLocation {
+                            pack,
+                            pack_kind,
+                            kind,
+                            offset: r.offset,
+                            sealed_len: r.sealed_len,
+                            raw_len: r.raw_len,
+                        });
+                    }
+                }
+                None
             }
         }
     }
@@ -260,7 +353,9 @@ impl Index {
     #[must_use]
     pub fn contains(&self, id: &BlobId) -> bool {
         match (&self.lookup, self.recovered.get()) {
-            (Lookup::Memory(records), None) => records.binary_search_by(|r| r.id.cmp(id)).is_ok(),
+            (Lookup::Memory(records), None) if !self.any_absent.load(Ordering::Acquire) => {
+                records.binary_search_by(|r| r.id.cmp(id)).is_ok()
+            }
             _ => self.get(id).is_some(),
         }
     }
@@ -323,7 +418,7 @@ impl Index {
             return fresh.len();
         }
         match &self.lookup {
-            Lookup::Memory(records) => records.len(),
+            Lookup::Memory(_) => self.distinct,
             Lookup::Cached { blobs, .. } => usize::try_from(*blobs).unwrap_or(usize::MAX),
         }
     }
@@ -529,6 +624,24 @@ mod tests {
         let index = Index::from_deltas(vec![(IndexId([2; 32]), pack_delta(2)), (IndexId([3; 32]), merged)]);
         assert!(!index.contains(&BlobId([3; 32])));
         assert!(index.contains(&BlobId([1; 32])));
+    }
+
+    /// Issue 17: a blob stored again because its first pack is gone is
+    /// found in the second pack once the first is excluded.
+    #[test]
+    fn copies_in_excluded_packs_are_skipped() {
+        let index = Index::from_deltas(vec![
+            (IndexId([1; 32]), pack_delta(1)),
+            (IndexId([2; 32]), pack_delta(2)),
+        ]);
+        assert_eq!(index.len(), 1, "one blob, two copies");
+        assert_eq!(index.get(&BlobId([3; 32])).unwrap().pack, PackId([1; 32]));
+        assert!(index.mark_absent(PackId([1; 32])));
+        assert!(!index.mark_absent(PackId([1; 32])), "marked once");
+        assert_eq!(index.get(&BlobId([3; 32])).unwrap().pack, PackId([2; 32]));
+        index.exclude_packs([PackId([2; 32])]);
+        assert_eq!(index.get(&BlobId([3; 32])), None);
+        assert!(!index.contains(&BlobId([3; 32])));
     }
 
     fn pack_delta(n: u8) -> IndexDelta {

@@ -112,8 +112,22 @@ impl Reader {
         }
     }
 
+    /// Reads a blob from its first copy; a copy whose pack is gone is
+    /// skipped (the pack is excluded from the index, see [`Index::mark_absent`])
+    /// while another copy is indexed.
     pub(crate) async fn read_blob_once(&self, id: &BlobId, expect: BlobKind) -> Result<Vec<u8>> {
-        let location = self.locate_kind(id, expect)?;
+        loop {
+            let location = self.locate_kind(id, expect)?;
+            match self.read_blob_at(id, location).await {
+                Err(e) if pack_gone(&e) && self.index.mark_absent(location.pack) && self.index.get(id).is_some() => {
+                    tracing::warn!(blob = %id, pack = %location.pack, "an indexed pack is gone; reading another copy");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn read_blob_at(&self, id: &BlobId, location: BlobLocation) -> Result<Vec<u8>> {
         let object = pack_key(&location)?;
         let start = u64::from(location.offset);
         let sealed = self
@@ -197,6 +211,11 @@ impl Reader {
         }
         Ok(location)
     }
+}
+
+/// Whether `err` says a pack object does not exist (as opposed to being damaged or unreachable).
+pub(crate) fn pack_gone(err: &Error) -> bool {
+    matches!(err, Error::Store(e) if e.kind() == nfrepo_store::ErrorKind::NotFound)
 }
 
 /// The store key of the pack holding a blob.

@@ -26,7 +26,8 @@
 //! **Before the commit point** the backup checks, with
 //! [`LiveSession::verify_before_commit`], that its marker is still there
 //! (so no GC has declared it dead) and that every pack it deduplicated
-//! against is still stored and in no plan it promised to avoid.
+//! against is still stored (one listing, [`Error::DedupPackMissing`]
+//! otherwise) and in no plan it promised to avoid.
 //!
 //! The protocol between markers and GC plans is in `format-spec/gc.md`.
 
@@ -149,12 +150,8 @@ impl LiveSession {
             Err(e) => return Err(Error::store(e)),
         }
         let missing = missing_packs(&self.repo, deduplicated).await?;
-        if let Some(pack) = missing.first() {
-            return Err(Error::Pipeline(format!(
-                "{} pack(s) this backup deduplicated against are gone from the repository (first: {pack}); \
-                 it is not committed (run it again)",
-                missing.len()
-            )));
+        if !missing.is_empty() {
+            return Err(Error::DedupPackMissing { packs: missing });
         }
         let seen = self.lock()?.marker.clone();
         for stored in crate::gc::read_plans(&self.repo).await? {
@@ -220,31 +217,22 @@ impl Drop for LiveSession {
     }
 }
 
-/// The packs of `wanted` that the store does not have: one `stat` each for
-/// a few, one listing per kind otherwise.
+/// The packs of `wanted` that the store does not have, sorted: one listing
+/// of each pack family `wanted` has, however many packs it names.
 async fn missing_packs(repo: &Repository, wanted: &HashMap<PackId, PackKind>) -> Result<Vec<PackId>> {
-    const STAT_AT_MOST: usize = 64;
-    let mut missing = Vec::new();
-    if wanted.len() <= STAT_AT_MOST {
-        for (id, kind) in wanted {
-            let key = crate::read::pack_object_key(*kind, id)?;
-            match repo.store().stat(&key).await {
-                Ok(_) => {}
-                Err(e) if e.kind() == nfrepo_store::ErrorKind::NotFound => missing.push(*id),
-                Err(e) => return Err(Error::store(e)),
-            }
-        }
-        return Ok(missing);
-    }
     let mut present = std::collections::HashSet::new();
-    for kind in [ObjectKind::Data, ObjectKind::Tree] {
+    for (kind, pack_kind) in [(ObjectKind::Data, PackKind::Data), (ObjectKind::Tree, PackKind::Tree)] {
+        if !wanted.values().any(|k| *k == pack_kind) {
+            continue;
+        }
         for info in repo.store().list(kind).await.map_err(Error::store)? {
             if let Ok(id) = info.key.name().parse::<PackId>() {
                 present.insert(id);
             }
         }
     }
-    missing.extend(wanted.keys().filter(|id| !present.contains(id)));
+    let mut missing: Vec<PackId> = wanted.keys().filter(|id| !present.contains(id)).copied().collect();
+    missing.sort_unstable();
     Ok(missing)
 }
 

@@ -19,6 +19,7 @@ mod integration {
     mod maintenance;
     mod object_lock;
     mod objects;
+    mod races;
     mod replicate;
     mod repository;
     mod rotation;

@@ -31,6 +31,12 @@
 //!   the one read; otherwise another process changed the cache meanwhile and
 //!   the caller starts over ([`Applied::Stale`]).
 //!
+//! **Several copies.** A blob stored in more than one pack (two backups
+//! racing, or a backup that stored a blob again because the pack its index
+//! entry names is gone) keeps one row per pack, first ingested first
+//! ([`IndexCache::lookup_all`]): a caller that finds a pack missing can use
+//! the next copy instead of failing.
+//!
 //! **Integrity.** Each blob row carries a 64-bit tag over the blob id, the
 //! pack *id* and the location, checked on every lookup: a row pointing at
 //! another pack, at no pack, or at another offset is reported as
@@ -55,7 +61,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 use crate::error::{Error, ErrorKind, Result};
 
 /// Bumped whenever a table changes shape; tables of another version are rebuilt.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 /// This module's schema key in the shared `meta` table.
 const SCHEMA_KEY: &str = "index_schema";
 /// The content version in `meta`, bumped by every change.
@@ -320,7 +326,8 @@ impl IndexCache {
 
     /// Records one index delta just written to the repository, whatever the
     /// version (a new delta can be added to any state). A blob already
-    /// present keeps its first location; a delta already known is skipped.
+    /// present in another pack gains a second row after its first; a delta
+    /// already known is skipped.
     ///
     /// # Errors
     /// SQLite failures, as [`ErrorKind::Other`].
@@ -353,22 +360,32 @@ impl IndexCache {
         tx.commit().map_err(self.err())
     }
 
-    /// Where `id` is stored, if the cache knows it.
+    /// Where `id` is stored, if the cache knows it: its first location
+    /// (see [`Self::lookup_all`] for every copy).
+    ///
+    /// # Errors
+    /// As [`Self::lookup_all`].
+    pub fn lookup(&self, id: &[u8; 32]) -> Result<Option<CachedBlob>> {
+        Ok(self.lookup_all(id)?.into_iter().next())
+    }
+
+    /// Every location of `id` the cache knows, in the order their deltas
+    /// were ingested (empty if none).
     ///
     /// # Errors
     /// SQLite failures, as [`ErrorKind::Other`]; a row whose pack is unknown
     /// or whose tag does not match, as an inconsistency ([`Self::is_damage`]).
-    pub fn lookup(&self, id: &[u8; 32]) -> Result<Option<CachedBlob>> {
+    pub fn lookup_all(&self, id: &[u8; 32]) -> Result<Vec<CachedBlob>> {
         let conn = self.conn();
         let mut statement = conn
             .prepare_cached(
                 "SELECT b.kind, b.offset, b.sealed_len, b.raw_len, b.tag, p.id, p.kind
                  FROM index_blobs b LEFT JOIN index_packs p ON p.number = b.pack
-                 WHERE b.id = ?1",
+                 WHERE b.id = ?1 ORDER BY b.pack",
             )
             .map_err(self.err())?;
-        let row = statement
-            .query_row(params![id], |row| {
+        let rows = statement
+            .query_map(params![id], |row| {
                 Ok((
                     row.get::<_, u8>(0)?,
                     row.get::<_, u32>(1)?,
@@ -379,27 +396,28 @@ impl IndexCache {
                     row.get::<_, Option<u8>>(6)?,
                 ))
             })
-            .optional()
             .map_err(self.err())?;
-        let Some((kind, offset, sealed_len, raw_len, stored_tag, pack, pack_kind)) = row else {
-            return Ok(None);
-        };
-        let (Some(pack), Some(pack_kind)) = (pack, pack_kind) else {
-            return Err(self.inconsistent(format!("blob {} names a pack the cache does not know", hex(id))));
-        };
-        let blob = CachedBlob {
-            id: *id,
-            pack,
-            pack_kind,
-            kind,
-            offset,
-            sealed_len,
-            raw_len,
-        };
-        if tag(&blob) != stored_tag {
-            return Err(self.inconsistent(format!("the row of blob {} fails its check", hex(id))));
+        let mut found = Vec::new();
+        for row in rows {
+            let (kind, offset, sealed_len, raw_len, stored_tag, pack, pack_kind) = row.map_err(self.err())?;
+            let (Some(pack), Some(pack_kind)) = (pack, pack_kind) else {
+                return Err(self.inconsistent(format!("blob {} names a pack the cache does not know", hex(id))));
+            };
+            let blob = CachedBlob {
+                id: *id,
+                pack,
+                pack_kind,
+                kind,
+                offset,
+                sealed_len,
+                raw_len,
+            };
+            if tag(&blob) != stored_tag {
+                return Err(self.inconsistent(format!("the row of blob {} fails its check", hex(id))));
+            }
+            found.push(blob);
         }
-        Ok(Some(blob))
+        Ok(found)
     }
 
     /// Every pack the cache knows.
@@ -430,7 +448,7 @@ impl IndexCache {
     pub fn blob_count(&self) -> Result<u64> {
         let count: i64 = self
             .conn()
-            .query_row("SELECT count(*) FROM index_blobs", [], |row| row.get(0))
+            .query_row("SELECT count(DISTINCT id) FROM index_blobs", [], |row| row.get(0))
             .map_err(self.err())?;
         Ok(u64::try_from(count).unwrap_or(0))
     }

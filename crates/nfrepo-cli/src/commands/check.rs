@@ -119,6 +119,8 @@ fn report_json(report: &CheckReport, cipher: Cipher, failure: Option<&Failure>) 
         "bytes_read": report.bytes_read,
         "packs_fresh": report.packs_fresh,
         "stray_packs": report.stray_packs.iter().map(|p| p.to_hex()).collect::<Vec<_>>(),
+        "planned_packs": report.planned_packs.iter().map(|p| p.to_hex()).collect::<Vec<_>>(),
+        "orphaned_protect_markers": report.orphaned_protect_markers.iter().map(|s| s.to_hex()).collect::<Vec<_>>(),
         "duplicate_blobs": report.duplicate_blobs,
         "audit_entries": report.audit_entries,
         "audit_writers": report.audit_writers,
@@ -187,11 +189,22 @@ pub async fn run(global: &GlobalArgs, args: CheckArgs) -> Result<i32, Failure> {
                     report.stray_packs.len()
                 );
             }
+            if !report.planned_packs.is_empty() {
+                outln!(
+                    "note: {} pack(s) in no index are planned for deletion by a gc plan (a gc stopped after rewriting the index, or is running): run `nfrepo gc` again to delete them; do not `repair index` them",
+                    report.planned_packs.len()
+                );
+            }
             if options.merkle {
                 for (snapshot, root) in &report.roots {
                     outln!("snapshot {} merkle root {root}", snapshot.short());
                 }
             }
+        }
+        for snapshot in &report.orphaned_protect_markers {
+            outln!(
+                "warning: protect marker protect/{snapshot} names a snapshot that does not exist (it was forgotten while being protected); remove it with `nfrepo unprotect {snapshot}`"
+            );
         }
         for finding in &report.findings {
             print_finding(finding);

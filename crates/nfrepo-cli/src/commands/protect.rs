@@ -22,20 +22,26 @@ pub async fn protect(global: &GlobalArgs, args: ProtectArgs) -> Result<i32, Fail
 
 pub async fn unprotect(global: &GlobalArgs, args: UnprotectArgs) -> Result<i32, Failure> {
     let repo = context::open_repository(global, Operation::Backup).await?.repo;
-    let (id, was) = repo
+    let done = repo
         .unprotect(&args.snapshot)
         .await
         .map_err(|e| Failure::engine(&e, Operation::Backup))?;
+    let id = done.snapshot;
     if global.json {
         crate::output::outln!(
             "{}",
-            serde_json::json!({"snapshot": id.to_hex(), "protected": false, "was_protected": was})
+            serde_json::json!({
+                "snapshot": id.to_hex(),
+                "protected": false,
+                "was_protected": done.was_protected,
+                "orphan": done.orphan,
+            })
         );
     } else if !global.quiet {
-        let how = if was {
-            "no longer protected"
-        } else {
-            "was not protected"
+        let how = match (done.orphan, done.was_protected) {
+            (true, _) => "does not exist; its orphaned protect marker was removed",
+            (false, true) => "no longer protected",
+            (false, false) => "was not protected",
         };
         crate::output::outln!("snapshot {} {how}", id.short());
     }

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use nfrepo_format::{Chunker, IndexDelta, IndexedPack, PackKind};
+use nfrepo_format::{Chunker, IndexDelta, IndexedPack, PackId, PackKind};
 use nfrepo_store::{ObjectInfo, ObjectKind};
 
 use super::writer::BackupWriter;
@@ -33,7 +33,11 @@ impl Repository {
         // Snapshots before the index: see crate::index.
         let snapshots = self.readable_snapshots().await?;
         let mut index = self.load_index().await?;
-        let adopted = self.adopt_orphan_packs(&index, &planned).await?;
+        // Listed after the index was loaded: an indexed pack the listing
+        // lacks is gone (issue 17), never a pack not yet uploaded.
+        let listed = self.list_pack_objects().await?;
+        let absent = absent_packs(&index, &listed);
+        let adopted = self.adopt_orphan_packs(&index, &planned, listed).await?;
         let adopted_packs = adopted.len();
         if !adopted.is_empty() {
             let delta = IndexDelta {
@@ -49,7 +53,18 @@ impl Repository {
             }
         }
         let index = Arc::new(index);
-        let parent = if options.use_parent {
+        if !absent.is_empty() {
+            tracing::warn!(
+                packs = absent.len(),
+                first = %absent[0],
+                "the index names packs that are not in the repository; their blobs are stored again \
+                 and the parent snapshot is not reused (run `nfrepo check`)"
+            );
+            index.exclude_packs(absent.iter().copied());
+        }
+        // A parent's unchanged files are reused without looking at their
+        // chunks, which may be in the packs that are gone.
+        let parent = if options.use_parent && absent.is_empty() {
             snapshots
                 .into_iter()
                 .rfind(|e| e.snapshot.source == options.source && e.snapshot.profile == options.profile)
@@ -61,6 +76,7 @@ impl Repository {
             index: index.clone(),
             planned,
             claimed: Mutex::new(HashSet::new()),
+            own: Mutex::new(HashSet::new()),
             deduplicated: Mutex::new(std::collections::HashMap::new()),
         });
         let (queue, uploader) = upload::start(
@@ -86,23 +102,33 @@ impl Repository {
         })
     }
 
-    /// Packs present in storage but in no index: left by interrupted backups.
-    async fn adopt_orphan_packs(
-        &self,
-        index: &crate::index::Index,
-        planned: &HashSet<nfrepo_format::PackId>,
-    ) -> Result<Vec<IndexedPack>> {
-        use futures::stream::{self, StreamExt};
-        let indexed: HashSet<nfrepo_format::PackId> = index.packs().map(|(id, _, _)| id).collect();
-        let mut orphans: Vec<(ObjectInfo, PackKind)> = Vec::new();
+    /// Every pack object in storage, with its family.
+    async fn list_pack_objects(&self) -> Result<Vec<(PackId, ObjectInfo, PackKind)>> {
+        let mut listed = Vec::new();
         for (kind, pack_kind) in [(ObjectKind::Data, PackKind::Data), (ObjectKind::Tree, PackKind::Tree)] {
             for info in self.store().list(kind).await.map_err(Error::store)? {
-                match info.key.name().parse::<nfrepo_format::PackId>() {
-                    Ok(id) if !indexed.contains(&id) && !planned.contains(&id) => orphans.push((info, pack_kind)),
-                    _ => {}
+                if let Ok(id) = info.key.name().parse::<PackId>() {
+                    listed.push((id, info, pack_kind));
                 }
             }
         }
+        Ok(listed)
+    }
+
+    /// Packs present in storage (`listed`) but in no index: left by interrupted backups.
+    async fn adopt_orphan_packs(
+        &self,
+        index: &crate::index::Index,
+        planned: &HashSet<PackId>,
+        listed: Vec<(PackId, ObjectInfo, PackKind)>,
+    ) -> Result<Vec<IndexedPack>> {
+        use futures::stream::{self, StreamExt};
+        let indexed: HashSet<PackId> = index.packs().map(|(id, _, _)| id).collect();
+        let orphans: Vec<(ObjectInfo, PackKind)> = listed
+            .into_iter()
+            .filter(|(id, _, _)| !indexed.contains(id) && !planned.contains(id))
+            .map(|(_, info, kind)| (info, kind))
+            .collect();
         let results: Vec<Option<IndexedPack>> = stream::iter(orphans)
             .map(|(info, kind)| async move {
                 match self.read_pack_trailer(&info).await {
@@ -168,4 +194,18 @@ impl Repository {
         nfrepo_format::check_entry_kinds(kind, &blobs).map_err(corrupt)?;
         Ok(IndexedPack { id, kind, size, blobs })
     }
+}
+
+/// Indexed packs that `listed` (made after the index was loaded) lacks,
+/// sorted: gone from storage although the index names them.
+fn absent_packs(index: &crate::index::Index, listed: &[(PackId, ObjectInfo, PackKind)]) -> Vec<PackId> {
+    let present: HashSet<PackId> = listed.iter().map(|(id, _, _)| *id).collect();
+    let mut absent: Vec<PackId> = index
+        .packs()
+        .map(|(id, _, _)| id)
+        .filter(|id| !present.contains(id))
+        .collect();
+    absent.sort_unstable();
+    absent.dedup();
+    absent
 }

@@ -136,6 +136,14 @@ pub(crate) async fn load(repo: &Repository, findings: &mut Findings) -> Result<L
             bad_packs.insert(pack.id, problem);
         }
     }
+    // A blob also stored in a pack that is present (stored again by a
+    // backup that found this one gone, issue 17) is read from there.
+    index.prefer_packs_other_than(
+        bad_packs
+            .iter()
+            .filter(|(_, problem)| problem.code == ErrorCode::BackupNotFound)
+            .map(|(id, _)| *id),
+    );
     let mut stray: Vec<PackId> = present.keys().filter(|id| !packs.contains_key(id)).copied().collect();
     stray.sort();
     Ok(Loaded {

@@ -162,7 +162,22 @@ impl Reader {
     /// and opens each; fails on the first that does not verify.
     async fn read_run(&self, run: Vec<(ListEntry, BlobLocation)>) -> Result<Vec<Vec<u8>>> {
         let ids: Vec<nfrepo_format::BlobId> = run.iter().map(|(entry, _)| entry.id).collect();
+        let pack = run.first().map(|(_, location)| location.pack);
         match self.read_run_once(run).await {
+            // The pack is gone: each blob from another copy, if one is indexed.
+            Err(e) if super::pack_gone(&e) && pack.is_some() => {
+                if let Some(pack) = pack {
+                    self.index.mark_absent(pack);
+                }
+                if ids.iter().any(|id| self.index.get(id).is_none()) {
+                    return Err(e);
+                }
+                let mut blobs = Vec::with_capacity(ids.len());
+                for id in &ids {
+                    blobs.push(self.read_blob(id, BlobKind::Data).await?);
+                }
+                Ok(blobs)
+            }
             // Located through a local cache that may be wrong: each blob
             // again, through the repository's index (crate::index).
             Err(e) if self.index.may_recover(&e) => {

@@ -40,8 +40,8 @@ async fn forget_keeps_by_policy_per_source_and_protected_snapshots() {
     assert!(!left.contains(&ids[1]));
     assert!(left.contains(&other), "other sources are not touched with --source");
 
-    let (id, was) = repo.unprotect(&ids[0].to_hex()).await.unwrap();
-    assert_eq!((id, was), (ids[0], true));
+    let done = repo.unprotect(&ids[0].to_hex()).await.unwrap();
+    assert_eq!((done.snapshot, done.was_protected, done.orphan), (ids[0], true, false));
     repo.forget(&options).await.unwrap();
     let left: Vec<_> = repo.snapshots().await.unwrap().into_iter().map(|e| e.id).collect();
     assert_eq!(left, vec![ids[2], other]);

@@ -291,7 +291,10 @@ async fn r9_a_backup_whose_deduplicated_pack_vanished_fails_and_removes_its_mark
         store.delete(&info.key).await.unwrap();
     }
     let error = session.commit(root, CommitDetails::default()).await.unwrap_err();
-    assert!(matches!(error, nfrepo_engine::Error::Pipeline(_)), "{error:?}");
+    assert!(
+        matches!(error, nfrepo_engine::Error::DedupPackMissing { .. }),
+        "{error:?}"
+    );
     assert!(error.to_string().contains("deduplicated against are gone"), "{error}");
     assert_eq!(
         error.code(nfrepo_engine::Operation::Backup),

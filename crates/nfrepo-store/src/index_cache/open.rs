@@ -108,13 +108,14 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
                  size INTEGER NOT NULL
              );
              CREATE TABLE index_blobs (
-                 id BLOB PRIMARY KEY,
+                 id BLOB NOT NULL,
                  pack INTEGER NOT NULL,
                  kind INTEGER NOT NULL,
                  offset INTEGER NOT NULL,
                  sealed_len INTEGER NOT NULL,
                  raw_len INTEGER NOT NULL,
-                 tag INTEGER NOT NULL
+                 tag INTEGER NOT NULL,
+                 PRIMARY KEY (id, pack)
              ) WITHOUT ROWID;
              CREATE TABLE index_handles (
                  boot TEXT NOT NULL,

@@ -56,9 +56,17 @@ fn ingest_lookup_and_state() {
         .unwrap();
     assert_eq!(cache.blob_count().unwrap(), 3);
     assert_eq!(cache.packs().unwrap().len(), 2);
-    // A blob in two packs keeps its first location, and comes back with its pack's id.
+    // A blob in two packs keeps both locations, the first ingested first,
+    // each with its pack's id.
     let two = cache.lookup(&[2; 32]).unwrap().unwrap();
     assert_eq!((two.pack, two.offset), ([70; 32], 18));
+    let both: Vec<([u8; 32], u32)> = cache
+        .lookup_all(&[2; 32])
+        .unwrap()
+        .iter()
+        .map(|b| (b.pack, b.offset))
+        .collect();
+    assert_eq!(both, vec![([70; 32], 18), ([80; 32], 8)]);
     assert_eq!(cache.lookup(&[9; 32]).unwrap(), None);
     let mut state = cache.state().unwrap();
     state.live.sort_unstable();
