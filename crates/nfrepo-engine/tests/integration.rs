@@ -20,6 +20,7 @@ mod integration {
     mod objects;
     mod replicate;
     mod repository;
+    mod reseal;
     mod rotation;
     mod verified_read;
 }

@@ -29,6 +29,9 @@ pub enum PlanReason {
     Unindexed,
     /// Its live blobs were copied into new packs by a repack.
     Repacked,
+    /// It was sealed under an older key epoch and its blobs were sealed again
+    /// under the current one into new packs by a reseal (keys.md, "Reseal").
+    Resealed,
 }
 
 /// One pack marked for deletion.

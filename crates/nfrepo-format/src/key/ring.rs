@@ -31,6 +31,17 @@ pub struct EpochSecret {
     pub secret: [u8; 32],
 }
 
+impl EpochSecret {
+    /// What is kept of this epoch once a reseal drops it: its audit key.
+    #[must_use]
+    pub fn retire(&self) -> RetiredEpoch {
+        RetiredEpoch {
+            epoch: self.epoch,
+            audit_key: blake3::derive_key(CONTEXT_AUDIT, &self.secret),
+        }
+    }
+}
+
 /// What is kept of an epoch that was dropped from the ring: its audit key,
 /// so audit entries MACed under it can still be verified (it opens nothing).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
@@ -188,6 +199,12 @@ impl KeyRing {
                 .skip(1)
                 .map(|e| (e.epoch, derive(CONTEXT_AUDIT, &e.secret)))
                 .collect(),
+            retired_audit_keys: self
+                .retired
+                .iter()
+                .rev()
+                .map(|r| (r.epoch, SecretKey::from_bytes(r.audit_key)))
+                .collect(),
         }
     }
 
@@ -220,6 +237,22 @@ impl KeyRing {
             chunker: self.chunker,
             epochs: self.epochs.last().cloned().into_iter().collect(),
             retired: Vec::new(),
+        }
+    }
+
+    /// The key history of the current epoch once a reseal has dropped every
+    /// older live epoch: no older epoch, and the dropped ones retired (their
+    /// audit keys kept beside those retired before).
+    #[must_use]
+    pub fn dropped_history(history: &KeyHistory) -> KeyHistory {
+        let mut retired: Vec<RetiredEpoch> = history.retired.clone();
+        retired.extend(history.older.iter().map(EpochSecret::retire));
+        retired.sort_by_key(|r| r.epoch);
+        retired.dedup_by_key(|r| r.epoch);
+        KeyHistory {
+            epoch: history.epoch,
+            older: Vec::new(),
+            retired,
         }
     }
 
