@@ -472,6 +472,28 @@ mod tests {
     }
 
     #[test]
+    fn dropping_older_epochs_keeps_their_audit_keys_only() {
+        let ring = KeyRing::from_master(&MasterKey::from_bytes([1; 32]))
+            .rotated()
+            .unwrap()
+            .rotated()
+            .unwrap();
+        let old_audit = ring.derive().older_audit_keys;
+        let dropped = KeyRing::dropped_history(&ring.history());
+        assert_eq!(dropped.epoch, 2);
+        assert!(dropped.older.is_empty());
+        assert_eq!(dropped.retired.iter().map(|r| r.epoch).collect::<Vec<_>>(), vec![0, 1]);
+        let after = ring.current_only().with_history(&dropped).unwrap();
+        let keys = after.derive();
+        assert!(keys.older_sealing_keys.is_empty(), "no older epoch opens anything");
+        let retired: Vec<_> = keys.retired_audit_keys.iter().map(|(e, k)| (*e, *k.expose())).collect();
+        let before: Vec<_> = old_audit.iter().map(|(e, k)| (*e, *k.expose())).collect();
+        assert_eq!(retired, before, "newest first, the audit keys the live epochs had");
+        // Dropping twice changes nothing.
+        assert!(KeyRing::dropped_history(&dropped) == dropped);
+    }
+
+    #[test]
     fn validate_refuses_broken_rings() {
         let good = KeyRing::from_master(&MasterKey::from_bytes([1; 32])).rotated().unwrap();
         let mut empty = good.clone();

@@ -220,6 +220,19 @@ async fn drop_older_epochs(
     let history =
         KeyHistory::decode(&bytes, epoch, current.sealer(), &repo.id()).map_err(|e| Error::decode(key.path(), e))?;
     if !history.older.is_empty() {
+        // `keys/public` must hold the current epoch's key before the older
+        // ones go: a key holder replaces only a live epoch's.
+        let public = repo
+            .key_pair()
+            .public()
+            .encode_object(&repo.id(), &repo.keys().audit_key);
+        let public_key =
+            nfrepo_store::ObjectKey::new(ObjectKind::Key, crate::PUBLIC_KEY_OBJECT).map_err(Error::store)?;
+        lease.ensure_held().await?;
+        repo.store()
+            .put(&public_key, Bytes::from(public), PutMode::Overwrite)
+            .await
+            .map_err(Error::store)?;
         let dropped = KeyRing::dropped_history(&history);
         let sealed = Zeroizing::new(dropped.encode(current.sealer(), &repo.id()).map_err(Error::Format)?);
         lease.ensure_held().await?;
