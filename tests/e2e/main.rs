@@ -39,6 +39,7 @@ mod object_lock;
 mod postgres;
 mod redis;
 mod replicate;
+mod reseal;
 mod restore_into_db;
 mod restore_safety;
 mod rollback;

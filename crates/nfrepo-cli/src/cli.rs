@@ -201,6 +201,15 @@ pub struct RotateArgs {
     /// nor the repository password opens is revoked.
     #[arg(long = "keep-password-file", value_name = "FILE")]
     pub keep_password_files: Vec<PathBuf>,
+    /// Then seal everything written before again under the new key epoch, in
+    /// batches (resumable: `nfrepo gc --reseal` continues it), and drop the old
+    /// epochs once nothing needs them: old passwords and keys open nothing then.
+    #[arg(long)]
+    pub reseal: bool,
+    /// With --reseal: how long the old packs wait in a gc plan before they are
+    /// deleted (running backups keep theirs until they end).
+    #[arg(long, value_name = "SPAN", default_value = "24h", value_parser = span, requires = "reseal")]
+    pub grace: String,
 }
 
 #[derive(Debug, Args)]
@@ -521,6 +530,11 @@ pub struct GcArgs {
     /// to be dead. The output and the audit log name whose lease was broken.
     #[arg(long)]
     pub break_lease: bool,
+    /// Also continue a reseal (`key rotate --reseal`): seal what older key
+    /// epochs sealed again under the current one, and drop those epochs once
+    /// nothing needs them.
+    #[arg(long)]
+    pub reseal: bool,
 }
 
 #[derive(Debug, Args)]

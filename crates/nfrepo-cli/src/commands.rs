@@ -15,6 +15,7 @@ mod mark_good;
 mod protect;
 mod repair;
 mod replicate;
+mod reseal;
 mod restore;
 mod restore_into;
 mod rollback;

@@ -326,6 +326,18 @@ pub enum Error {
         /// Which repository.
         location: String,
     },
+    /// The key slot that opened holds a key epoch a reseal has retired:
+    /// nothing in the repository opens under it any more.
+    #[error(
+        "this password's key slot is at key epoch {epoch}, which a reseal retired (the repository is at epoch \
+         {newest}): it opens nothing in the repository"
+    )]
+    RetiredKeyEpoch {
+        /// The epoch of the slot used.
+        epoch: u32,
+        /// The newest epoch a slot claims or a key history is stored for.
+        newest: u32,
+    },
 }
 
 impl Error {
@@ -345,7 +357,8 @@ impl Error {
             | Self::StoragePermission(_)
             | Self::CipherNotAllowed { .. }
             | Self::StaleKeySlot { .. }
-            | Self::UnknownKeepPassword { .. } => ErrorClass::Denied,
+            | Self::UnknownKeepPassword { .. }
+            | Self::RetiredKeyEpoch { .. } => ErrorClass::Denied,
             Self::Unreachable(_) => ErrorClass::Transient,
             Self::Store(e) => ErrorClass::of_store(e),
             Self::Format(e) => ErrorClass::of_format(e),
@@ -389,6 +402,7 @@ impl Error {
             Self::LeaseLost(_) => Some("MAINTENANCE_LEASE_LOST"),
             Self::DedupPackMissing { .. } => Some("DEDUP_PACK_MISSING"),
             Self::ForgottenWhileProtecting { .. } => Some("SNAPSHOT_FORGOTTEN"),
+            Self::RetiredKeyEpoch { .. } => Some("RETIRED_KEY_EPOCH"),
             _ => None,
         }
     }

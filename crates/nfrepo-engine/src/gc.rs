@@ -33,6 +33,7 @@ mod plan;
 mod plans;
 mod refs;
 mod repack;
+mod reseal;
 mod walk;
 
 use std::collections::{BTreeMap, HashMap};
@@ -42,6 +43,7 @@ use nfrepo_format::{IndexId, PackId, PackKind};
 
 pub use self::plan::GcPlan;
 pub(crate) use self::plans::{planned_packs, read_plans};
+pub use self::reseal::{RESEALED_FROM, ResealOptions, ResealReport};
 use crate::lease::{GcLease, LeaseRequest, MaintenanceLease, ReplacedLease};
 use crate::{Repository, Result};
 

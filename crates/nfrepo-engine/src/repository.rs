@@ -257,7 +257,18 @@ impl Repository {
         let sealer = keys.sealer(header.cipher);
         let config_bytes = store.get(&ObjectKey::config()).await.map_err(Error::store)?;
         let (_, sealed) = decode_config_header(&config_bytes).map_err(|e| Error::decode("config", e))?;
-        let body = decode_config_body(&header, sealed, &sealer).map_err(|e| Error::decode("config", e))?;
+        let body = match decode_config_body(&header, sealed, &sealer) {
+            Ok(body) => body,
+            // The config was sealed again under a newer epoch by a reseal,
+            // which dropped this slot's epoch: an old slot put back.
+            Err(nfrepo_format::Error::Authentication { .. }) if ring.current_epoch() < newest_epoch => {
+                return Err(Error::RetiredKeyEpoch {
+                    epoch: ring.current_epoch(),
+                    newest: newest_epoch,
+                });
+            }
+            Err(e) => return Err(Error::decode("config", e)),
+        };
         let store = crate::object_lock::wrap(store, body.object_lock.as_ref());
         Ok(Self {
             store,
@@ -326,7 +337,16 @@ impl Repository {
             match slot.unwrap_ring(password, &header.repo) {
                 Ok(ring) => {
                     let ring = if slot.epoch.is_some() {
-                        with_history(store, &header, &ring).await?
+                        match with_history(store, &header, &ring).await {
+                            // A reseal deletes the histories of the epochs it retires.
+                            Err(Error::Missing { .. }) if ring.current_epoch() < newest_epoch => {
+                                return Err(Error::RetiredKeyEpoch {
+                                    epoch: ring.current_epoch(),
+                                    newest: newest_epoch,
+                                });
+                            }
+                            other => other?,
+                        }
                     } else {
                         ring
                     };
@@ -445,6 +465,38 @@ impl Repository {
             });
         }
         Ok(())
+    }
+
+    /// This repository with only the current key epoch's keys: it seals as
+    /// before and opens only what the current epoch sealed. A reseal checks
+    /// every object against it (keys.md, "Reseal"). Never hand it to
+    /// [`crate::codec::with_codec`], whose per-thread codec is keyed by
+    /// repository id alone.
+    pub(crate) fn current_epoch_only(&self) -> Self {
+        let mut keys = self.keys.clone();
+        keys.older_sealing_keys.clear();
+        keys.older_audit_keys.clear();
+        let sealer = keys.current_sealer(self.header.cipher);
+        Self {
+            keys,
+            sealer,
+            key_pairs: Arc::new(self.key_pairs.iter().take(1).cloned().collect()),
+            ..self.clone()
+        }
+    }
+
+    /// This repository under `ring` (what a rotation just wrote), on the
+    /// same store and key slot.
+    pub(crate) fn rekeyed(&self, ring: &KeyRing) -> Self {
+        let keys = ring.derive();
+        let sealer = keys.sealer(self.header.cipher);
+        Self {
+            newest_epoch: self.newest_epoch.max(ring.current_epoch()),
+            keys,
+            sealer,
+            key_pairs: Arc::new(ring.key_pairs()),
+            ..self.clone()
+        }
     }
 
     /// Keeps the index in a local cache under `dir` (see [`crate::Index`])

@@ -121,7 +121,29 @@ impl Repository {
         let mut lease = GcLease::acquire_any_epoch(self, ttl, SystemTime::now()).await?;
         let result = self.rotate_under_lease(password, &options, &mut lease).await;
         lease.release().await;
-        result
+        result.map(|(report, _)| report)
+    }
+
+    /// [`Self::rotate_keys`], then [`Self::reseal`] under the new epoch
+    /// (`key rotate --reseal`): everything sealed before is sealed again
+    /// and, once nothing older is left, the older epochs are dropped.
+    ///
+    /// # Errors
+    /// As [`Self::rotate_keys`] and [`Self::reseal`]; a failed reseal leaves
+    /// the rotation done (`gc --reseal` continues it).
+    pub async fn rotate_keys_and_reseal(
+        &self,
+        password: &[u8],
+        options: RotateOptions,
+        reseal: &crate::ResealOptions,
+    ) -> Result<(RotateReport, crate::ResealReport)> {
+        let ttl = options.lease_ttl.unwrap_or(DEFAULT_LEASE_TTL);
+        let mut lease = GcLease::acquire_any_epoch(self, ttl, SystemTime::now()).await?;
+        let result = self.rotate_under_lease(password, &options, &mut lease).await;
+        lease.release().await;
+        let (rotated, ring) = result?;
+        let resealed = self.rekeyed(&ring).reseal(reseal).await?;
+        Ok((rotated, resealed))
     }
 
     async fn rotate_under_lease(
@@ -129,7 +151,7 @@ impl Repository {
         password: &[u8],
         options: &RotateOptions,
         lease: &mut GcLease,
-    ) -> Result<RotateReport> {
+    ) -> Result<(RotateReport, KeyRing)> {
         let store = self.store().as_ref();
         let repo = self.id();
         let caller = Self::unlock(store, password).await?;
@@ -234,7 +256,7 @@ impl Repository {
             tracing::info!(key = %stored.id, "revoked a key slot");
             report.revoked.push(SlotRef { id: stored.id, label });
         }
-        Ok(report)
+        Ok((report, target))
     }
 
     /// Writes the key history of `ring`'s current epoch, sealed under that

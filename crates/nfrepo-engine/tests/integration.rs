@@ -22,6 +22,7 @@ mod integration {
     mod races;
     mod replicate;
     mod repository;
+    mod reseal;
     mod rotation;
     mod verified_read;
 }

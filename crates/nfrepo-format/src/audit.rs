@@ -354,6 +354,27 @@ impl<'a> ParsedAuditEntry<'a> {
         crate::content_hash(self.bytes)
     }
 
+    /// Checks the MAC alone, under `audit_key`: what still verifies an
+    /// entry of a key epoch a reseal retired, whose body nothing opens.
+    ///
+    /// # Errors
+    /// [`Error::Authentication`] if the entry has no MAC or it does not
+    /// verify; [`Error::Malformed`] if it is too short to hold one.
+    pub fn verify_mac(&self, repo: &RepoId, audit_key: &SecretKey) -> Result<()> {
+        if self.header.auth != AuditAuth::Mac {
+            return Err(Error::Authentication { what: WHAT });
+        }
+        let (signed, mac) = self
+            .bytes
+            .split_at_checked(self.bytes.len().saturating_sub(MAC_LEN))
+            .ok_or_else(|| Error::malformed(WHAT, "no MAC"))?;
+        if constant_time_eq(mac, &entry_mac(audit_key, repo, signed)) {
+            Ok(())
+        } else {
+            Err(Error::Authentication { what: WHAT })
+        }
+    }
+
     /// Checks the MAC (for `auth = Mac`) and opens the body.
     ///
     /// # Errors

@@ -29,6 +29,9 @@ pub enum PlanReason {
     Unindexed,
     /// Its live blobs were copied into new packs by a repack.
     Repacked,
+    /// It was sealed under an older key epoch and its blobs were sealed again
+    /// under the current one into new packs by a reseal (keys.md, "Reseal").
+    Resealed,
 }
 
 /// One pack marked for deletion.
@@ -94,6 +97,19 @@ mod tests {
                 reason: PlanReason::Unindexed,
             }],
         };
+        let resealed = GcPlan {
+            created_ns: 1,
+            packs: vec![PlannedPack {
+                id: PackId([4; 32]),
+                kind: PackKind::Tree,
+                size: 1,
+                reason: PlanReason::Resealed,
+            }],
+        };
+        let (rid, rbytes) = resealed.encode(&sealer, &repo).unwrap();
+        assert_eq!(GcPlan::decode(&rid, &rbytes, &sealer, &repo).unwrap(), resealed);
+        // `Resealed` is variant 3 of `PlanReason` (gc.md).
+        assert_eq!(postcard::to_allocvec(&PlanReason::Resealed).unwrap(), vec![3]);
         let (id, mut bytes) = plan.encode(&sealer, &repo).unwrap();
         assert_eq!(GcPlan::decode(&id, &bytes, &sealer, &repo).unwrap(), plan);
         assert!(matches!(

@@ -80,6 +80,7 @@ impl MasterKey {
             epoch: 0,
             older_sealing_keys: Vec::new(),
             older_audit_keys: Vec::new(),
+            retired_audit_keys: Vec::new(),
         }
     }
 }
@@ -103,6 +104,10 @@ pub struct RepoKeys {
     /// Audit keys of the older live epochs, newest first: they only verify
     /// the audit entries MACed before a rotation.
     pub older_audit_keys: Vec<(u32, SecretKey)>,
+    /// Audit keys of the retired epochs (dropped by a reseal), newest
+    /// first: they verify the MACs of the audit entries of those epochs,
+    /// whose bodies nothing opens any more.
+    pub retired_audit_keys: Vec<(u32, SecretKey)>,
 }
 
 impl std::fmt::Debug for RepoKeys {
@@ -116,6 +121,13 @@ impl RepoKeys {
     #[must_use]
     pub fn blob_id(&self, plaintext: &[u8]) -> crate::BlobId {
         crate::BlobId(*blake3::keyed_hash(self.id_key.expose(), plaintext).as_bytes())
+    }
+
+    /// A sealer for `cipher` that seals and opens under the current epoch's
+    /// sealing key alone: what a reseal checks every object against.
+    #[must_use]
+    pub fn current_sealer(&self, cipher: Cipher) -> Sealer {
+        Sealer::new(cipher, self.sealing_key.clone()).with_epoch(self.epoch)
     }
 
     /// A sealer for `cipher` that seals under the current epoch's sealing

@@ -34,6 +34,18 @@ pub async fn run(global: &GlobalArgs, args: GcArgs) -> Result<i32, Failure> {
     options.max_unused = max_unused;
     let work = std::sync::Arc::new(nfrepo_engine::Work::default());
     options.work = Some(work.clone());
+    if args.reseal {
+        let progress = Progress::work(global, "reseal", work, "packs");
+        let report = repo.reseal(&super::reseal::options(options)).await;
+        progress.finish().await;
+        let report = report.map_err(|e| Failure::engine(&e, Operation::Maintenance))?;
+        if global.json {
+            outln!("{}", super::reseal::json(&report));
+        } else if !global.quiet {
+            super::reseal::print(&report);
+        }
+        return Ok(0);
+    }
     let progress = Progress::work(global, "gc", work, "objects");
     let report = repo.gc(&options).await;
     progress.finish().await;

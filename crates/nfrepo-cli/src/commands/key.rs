@@ -1,12 +1,13 @@
 //! `nfrepo key list|add|remove|passwd|rotate`.
 
-use nfrepo_engine::{ErrorCode, Operation, RotateOptions, RotateReport, SlotRef};
+use nfrepo_engine::{ErrorCode, GcOptions, Operation, ResealReport, RotateOptions, RotateReport, SlotRef, Span};
 use nfrepo_format::KeyId;
 
 use crate::cli::{GlobalArgs, KeyCommand};
 use crate::commands::init::kdf;
 use crate::failure::Failure;
 use crate::output::outln;
+use crate::progress::Progress;
 use crate::{context, render};
 
 pub async fn run(global: &GlobalArgs, command: KeyCommand) -> Result<i32, Failure> {
@@ -91,17 +92,32 @@ pub async fn run(global: &GlobalArgs, command: KeyCommand) -> Result<i32, Failur
                 .iter()
                 .map(|path| context::password_from_file(path))
                 .collect::<Result<Vec<_>, _>>()?;
-            let report = repo
-                .rotate_keys(&password, RotateOptions::default().keep_passwords(keep))
-                .await
-                .map_err(|e| Failure::engine(&e, Operation::Maintenance))?;
-            print_rotation(global, &report);
+            let rotate = RotateOptions::default().keep_passwords(keep);
+            // Rotation takes the maintenance lease: "busy" is its own exit status.
+            let fail = |e: nfrepo_engine::Error| Failure::engine(&e, Operation::Maintenance);
+            if !args.reseal {
+                let report = repo.rotate_keys(&password, rotate).await.map_err(fail)?;
+                print_rotation(global, &report, None);
+                return Ok(0);
+            }
+            let grace = Span::parse(&args.grace).map_err(|e| Failure::usage(e.to_string()))?;
+            let mut gc = GcOptions::default();
+            gc.grace = std::time::Duration::from_secs(grace.as_secs());
+            let work = std::sync::Arc::new(nfrepo_engine::Work::default());
+            gc.work = Some(work.clone());
+            let progress = Progress::work(global, "reseal", work, "packs");
+            let done = repo
+                .rotate_keys_and_reseal(&password, rotate, &super::reseal::options(gc))
+                .await;
+            progress.finish().await;
+            let (report, resealed) = done.map_err(fail)?;
+            print_rotation(global, &report, Some(&resealed));
         }
     }
     Ok(0)
 }
 
-fn print_rotation(global: &GlobalArgs, report: &RotateReport) {
+fn print_rotation(global: &GlobalArgs, report: &RotateReport, resealed: Option<&ResealReport>) {
     let slots = |list: &[SlotRef]| -> Vec<serde_json::Value> {
         list.iter()
             .map(|s| serde_json::json!({"id": s.id.to_hex(), "label": s.label}))
@@ -117,6 +133,7 @@ fn print_rotation(global: &GlobalArgs, report: &RotateReport) {
                 "rewritten": slots(&report.rewritten),
                 "already_current": slots(&report.already_current),
                 "revoked": slots(&report.revoked),
+                "reseal": resealed.map(super::reseal::json),
             })
         );
         return;
@@ -146,9 +163,12 @@ fn print_rotation(global: &GlobalArgs, report: &RotateReport) {
             );
         }
     }
-    outln!(
-        "data written before the rotation stays sealed under older key epochs: revoked passwords and old keys still open it"
-    );
+    match resealed {
+        Some(resealed) => super::reseal::print(resealed),
+        None => outln!(
+            "data written before the rotation stays sealed under older key epochs: revoked passwords and old keys still open it (until `nfrepo gc --reseal`)"
+        ),
+    }
 }
 
 fn print_id(global: &GlobalArgs, what: &str, id: &KeyId) {

@@ -89,6 +89,9 @@ pub struct AuditReport {
     pub unauthenticated: u64,
     /// Checkpoint entries among the authenticated ones.
     pub checkpoints: u64,
+    /// Authenticated entries of key epochs a reseal retired: their MAC
+    /// verifies under the retired audit key, their body opens no more.
+    pub retired: u64,
     /// Problems, first bad entry first.
     pub problems: Vec<AuditProblem>,
     /// A problem with `keys/public`, if any.
@@ -174,8 +177,11 @@ pub(crate) async fn read_and_verify(repo: &Repository, local: Option<(WriterId, 
     }
     // Entries on their own, and each link.
     for (&(writer, seq), c) in &chains {
-        if !c.authenticated && c.record.is_some() && c.problem.is_none() {
+        if !c.authenticated && c.problem.is_none() {
             report.unauthenticated += 1;
+        }
+        if c.authenticated && c.record.is_none() && c.problem.is_none() {
+            report.retired += 1;
         }
         let vouched = chains.range((writer, seq + 1)..=(writer, u64::MAX)).next().is_some()
             || recorded.get(&writer).is_some_and(|r| r.0 >= seq);
@@ -345,7 +351,24 @@ fn check_one(
             }
             checked.record = Some(record);
         }
-        Err(e) => checked.problem = Some((AuditProblemKind::Forged, e)),
+        Err(e) => {
+            let retired = &repo.keys().retired_audit_keys;
+            if parsed.header.auth == AuditAuth::Mac
+                && retired
+                    .iter()
+                    .any(|(_, key)| parsed.verify_mac(&repo.id(), key).is_ok())
+            {
+                // Written under a key epoch a reseal retired: its MAC still
+                // verifies, its body opens under no key any more.
+                checked.authenticated = true;
+            } else if parsed.header.auth == AuditAuth::None && !retired.is_empty() {
+                // Written without a key to a public key that may be a retired
+                // epoch's: a claim nobody can read, counted as unauthenticated.
+                tracing::debug!(writer = %writer.short(), seq, "an unauthenticated audit entry opens under no live key epoch");
+            } else {
+                checked.problem = Some((AuditProblemKind::Forged, e));
+            }
+        }
     }
     checked
 }

@@ -58,7 +58,7 @@ impl Repository {
         stream::iter(doomed.into_iter().enumerate())
             .map(|(step, (id, kind, size))| async move {
                 let key = pack_object_key(kind, &id)?;
-                crate::fault::before_step(crate::fault::GC_SWEEP, step);
+                crate::failpoint::step(crate::failpoint::GC_SWEEP, u64::try_from(step).unwrap_or(u64::MAX));
                 self.store().delete(&key).await.map_err(Error::store)?;
                 crate::work::advance(work, 1, size);
                 Ok(())

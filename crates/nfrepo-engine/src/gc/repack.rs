@@ -4,7 +4,9 @@
 //! blobs (one range request each). Sealed blobs are copied verbatim: their
 //! associated data binds the blob id and kind, not the pack, so a copy opens
 //! like the original. Each is opened and re-hashed before it is copied, so
-//! a damaged blob is never spread. The new packs get their own index delta;
+//! a damaged blob is never spread. A blob of an older key epoch is sealed
+//! again under the current one instead (same framed bytes), so a pack's
+//! blobs are always of its trailer's epoch. The new packs get their own index delta;
 //! the old ones go into the run's new plan as `Repacked` and are deleted by
 //! a later run like any planned pack, once every referenced blob of theirs
 //! has a copy outside the plans (gc.md). Each new pack is verified as a
@@ -53,7 +55,7 @@ pub(crate) async fn repack(
                     .get_range(&object, start..start + u64::from(entry.sealed_len))
                     .await
                     .map_err(Error::store)?;
-                let blob = SealedBlob {
+                let mut blob = SealedBlob {
                     id: entry.id,
                     kind: entry.kind,
                     raw_len: entry.raw_len,
@@ -65,6 +67,8 @@ pub(crate) async fn repack(
                         .map(drop)
                         .map_err(|e| Error::decode(format!("blob {} in pack {}", blob.id, pack.id), e))
                 })?;
+                reseal_if_older(repo, &mut blob)
+                    .map_err(|e| Error::decode(format!("blob {} in pack {}", blob.id, pack.id), e))?;
                 let Some((kind, builder)) = builders.get_mut(slot) else {
                     continue;
                 };
@@ -92,6 +96,19 @@ pub(crate) async fn repack(
         repo.write_index_delta(&delta).await?;
     }
     Ok((copied, bytes))
+}
+
+/// Seals a blob of an older key epoch again under the current one, so
+/// that a pack's blobs are always of its trailer's epoch (a reseal tells a
+/// pack's epoch by its trailer, keys.md); a current blob is copied verbatim.
+fn reseal_if_older(repo: &Repository, blob: &mut SealedBlob) -> nfrepo_format::Result<()> {
+    let aad = nfrepo_format::Aad::blob(blob.kind.sealed_kind(), &blob.id);
+    let (epoch, framed) = repo.sealer().open_epoch("blob", aad, &blob.sealed)?;
+    if epoch != repo.epoch() {
+        let framed = zeroize::Zeroizing::new(framed);
+        blob.sealed = repo.sealer().seal(aad, &framed)?;
+    }
+    Ok(())
 }
 
 /// Seals a pack and uploads it through the backup uploader, which verifies

@@ -1,7 +1,8 @@
 //! The metadata object kinds: how each is named and opened.
 
 use nfrepo_format::{
-    DrillId, DrillRecord, GcPlan, IndexDelta, IndexId, KeyId, Lease, ProtectMarker, SessionMarker, Snapshot, SnapshotId,
+    DrillId, DrillRecord, GcPlan, GoodMarker, IndexDelta, IndexId, KeyId, Lease, ProtectMarker, SessionMarker,
+    Snapshot, SnapshotId,
 };
 use nfrepo_store::ObjectKind;
 
@@ -96,6 +97,14 @@ named_by_id!(
     |id: &SnapshotId| id.0,
     ObjectKind::Protect,
     "protect marker"
+);
+named_by_id!(
+    GoodMarker,
+    SnapshotId,
+    SnapshotId,
+    |id: &SnapshotId| id.0,
+    ObjectKind::Good,
+    "good marker"
 );
 
 named_by_id!(

@@ -31,6 +31,17 @@ pub struct EpochSecret {
     pub secret: [u8; 32],
 }
 
+impl EpochSecret {
+    /// What is kept of this epoch once a reseal drops it: its audit key.
+    #[must_use]
+    pub fn retire(&self) -> RetiredEpoch {
+        RetiredEpoch {
+            epoch: self.epoch,
+            audit_key: blake3::derive_key(CONTEXT_AUDIT, &self.secret),
+        }
+    }
+}
+
 /// What is kept of an epoch that was dropped from the ring: its audit key,
 /// so audit entries MACed under it can still be verified (it opens nothing).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
@@ -188,6 +199,12 @@ impl KeyRing {
                 .skip(1)
                 .map(|e| (e.epoch, derive(CONTEXT_AUDIT, &e.secret)))
                 .collect(),
+            retired_audit_keys: self
+                .retired
+                .iter()
+                .rev()
+                .map(|r| (r.epoch, SecretKey::from_bytes(r.audit_key)))
+                .collect(),
         }
     }
 
@@ -220,6 +237,22 @@ impl KeyRing {
             chunker: self.chunker,
             epochs: self.epochs.last().cloned().into_iter().collect(),
             retired: Vec::new(),
+        }
+    }
+
+    /// The key history of the current epoch once a reseal has dropped every
+    /// older live epoch: no older epoch, and the dropped ones retired (their
+    /// audit keys kept beside those retired before).
+    #[must_use]
+    pub fn dropped_history(history: &KeyHistory) -> KeyHistory {
+        let mut retired: Vec<RetiredEpoch> = history.retired.clone();
+        retired.extend(history.older.iter().map(EpochSecret::retire));
+        retired.sort_by_key(|r| r.epoch);
+        retired.dedup_by_key(|r| r.epoch);
+        KeyHistory {
+            epoch: history.epoch,
+            older: Vec::new(),
+            retired,
         }
     }
 
@@ -436,6 +469,28 @@ mod tests {
         ));
         assert_eq!(KeyHistory::parse_name(&KeyHistory::name(7)), Some(7));
         assert_eq!(KeyHistory::parse_name("epoch-7"), None);
+    }
+
+    #[test]
+    fn dropping_older_epochs_keeps_their_audit_keys_only() {
+        let ring = KeyRing::from_master(&MasterKey::from_bytes([1; 32]))
+            .rotated()
+            .unwrap()
+            .rotated()
+            .unwrap();
+        let old_audit = ring.derive().older_audit_keys;
+        let dropped = KeyRing::dropped_history(&ring.history());
+        assert_eq!(dropped.epoch, 2);
+        assert!(dropped.older.is_empty());
+        assert_eq!(dropped.retired.iter().map(|r| r.epoch).collect::<Vec<_>>(), vec![0, 1]);
+        let after = ring.current_only().with_history(&dropped).unwrap();
+        let keys = after.derive();
+        assert!(keys.older_sealing_keys.is_empty(), "no older epoch opens anything");
+        let retired: Vec<_> = keys.retired_audit_keys.iter().map(|(e, k)| (*e, *k.expose())).collect();
+        let before: Vec<_> = old_audit.iter().map(|(e, k)| (*e, *k.expose())).collect();
+        assert_eq!(retired, before, "newest first, the audit keys the live epochs had");
+        // Dropping twice changes nothing.
+        assert!(KeyRing::dropped_history(&dropped) == dropped);
     }
 
     #[test]
