@@ -45,6 +45,7 @@ mod rotation;
 mod s3;
 mod secret_leaks;
 mod secrets;
+mod serve;
 mod sources;
 mod spoof;
 mod store_policy;
