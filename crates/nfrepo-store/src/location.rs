@@ -391,7 +391,7 @@ mod tests {
             "memory://a/b",
             "rest+ftp://host/",
             "rest+https://",
-            "rest+https:///x",
+            "rest+https://host:notaport/",
             "rest+https://host/?token=x",
             "rest+https://host/a//b",
             "rest+https://host/#frag",
