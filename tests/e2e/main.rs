@@ -48,6 +48,7 @@ mod rotation;
 mod s3;
 mod secret_leaks;
 mod secrets;
+mod serve;
 mod soak;
 mod sources;
 mod spoof;

@@ -111,6 +111,30 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Serve the repository's store to backup hosts over HTTP(S), refusing deletes and overwrites.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Refuse every delete and overwrite of repository data (the only mode this version has).
+    #[arg(long, required = true)]
+    pub append_only: bool,
+    /// The address to listen on, e.g. 0.0.0.0:8000 (port 0 picks a free port; the URL is printed).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+    /// File holding the bearer token clients must send (mode 0600; at least 16 characters).
+    #[arg(long, value_name = "FILE", required_unless_present = "no_auth")]
+    pub token_file: Option<PathBuf>,
+    /// Serve without a token (only on a loopback address).
+    #[arg(long, conflicts_with = "token_file")]
+    pub no_auth: bool,
+    /// PEM certificate chain for TLS (with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS (with --tls-cert).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]

@@ -19,6 +19,7 @@ mod reseal;
 mod restore;
 mod restore_into;
 mod rollback;
+mod serve;
 mod snapshot;
 pub(crate) mod snapshots;
 mod source;
@@ -62,5 +63,6 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         Command::Repair { command } => repair::run(global, command).await,
         Command::Replicate(args) => replicate::run(global, args).await,
         Command::Audit { command } => audit::run(global, command).await,
+        Command::Serve(args) => serve::run(global, args).await,
     }
 }

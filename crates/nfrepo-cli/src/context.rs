@@ -153,6 +153,10 @@ fn open_location_with(
             protect_credentials_file();
             Credentials::from_env().map_err(|e| Failure::store(&e, during))?
         }
+        (StoreUrl::Rest { .. }, _) => {
+            protect_rest_token();
+            Credentials::none()
+        }
         _ => Credentials::none(),
     };
     let store = nfrepo_store::open(&url, &credentials, &options).map_err(|e| Failure::store(&e, during))?;
@@ -191,6 +195,16 @@ fn protect_credentials_file() {
         for line in text.lines().skip(1) {
             nfrepo_sources::protect_value(line.trim());
         }
+    }
+}
+
+/// Keeps the bearer token of `NFREPO_REST_TOKEN_FILE` (a `rest+` store reads
+/// it itself) out of every log line.
+fn protect_rest_token() {
+    if let Some(path) = std::env::var_os(nfrepo_store::NFREPO_REST_TOKEN_FILE)
+        && let Ok(token) = nfrepo_store::read_token_file(Path::new(&path))
+    {
+        nfrepo_sources::protect_value(&token);
     }
 }
 

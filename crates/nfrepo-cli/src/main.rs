@@ -41,7 +41,9 @@ fn main() {
     hold_malloc_mmap_threshold();
     let cli = Cli::parse();
     let json = cli.global.json;
-    init_logging(cli.global.verbose, cli.global.quiet);
+    // A server's access log (one `info` line per request) is on by default.
+    let serving = matches!(cli.command, cli::Command::Serve(_));
+    init_logging(cli.global.verbose.max(u8::from(serving)), cli.global.quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {

@@ -130,7 +130,7 @@ impl ErrorClass {
         match err.kind() {
             K::NotFound => Self::Missing,
             K::Corrupted => Self::Corrupted,
-            K::PermissionDenied | K::InsecureTransport => Self::Denied,
+            K::PermissionDenied | K::InsecureTransport | K::AppendOnly => Self::Denied,
             K::InvalidUrl => Self::NotFound,
             _ if err.is_retryable() => Self::Transient,
             _ => Self::Failed,
@@ -403,6 +403,7 @@ impl Error {
             Self::DedupPackMissing { .. } => Some("DEDUP_PACK_MISSING"),
             Self::ForgottenWhileProtecting { .. } => Some("SNAPSHOT_FORGOTTEN"),
             Self::RetiredKeyEpoch { .. } => Some("RETIRED_KEY_EPOCH"),
+            Self::StoragePermission(e) if e.kind() == nfrepo_store::ErrorKind::AppendOnly => Some("APPEND_ONLY"),
             _ => None,
         }
     }
@@ -452,7 +453,9 @@ impl Error {
     pub(crate) fn store(err: nfrepo_store::Error) -> Self {
         match err.kind() {
             nfrepo_store::ErrorKind::Unreachable => Self::Unreachable(err),
-            nfrepo_store::ErrorKind::PermissionDenied => Self::StoragePermission(err),
+            nfrepo_store::ErrorKind::PermissionDenied | nfrepo_store::ErrorKind::AppendOnly => {
+                Self::StoragePermission(err)
+            }
             _ => Self::Store(err),
         }
     }
@@ -502,6 +505,16 @@ mod tests {
         )
     }
 
+    /// An append-only server's refusal is PERMISSION_DENIED/APPEND_ONLY,
+    /// apart from a refused token (plain PERMISSION_DENIED).
+    #[test]
+    fn append_only_refusals_have_their_own_detail_code() {
+        let refused = Error::store(store(K::AppendOnly));
+        assert_eq!(refused.code(Operation::Backup), ErrorCode::PermissionDenied);
+        assert_eq!(refused.detail_code(), Some("APPEND_ONLY"));
+        assert_eq!(Error::store(store(K::PermissionDenied)).detail_code(), None);
+    }
+
     /// Every error kind, its class, and its code during a backup, a restore
     /// and an inspection.
     #[test]
@@ -529,6 +542,11 @@ mod tests {
             ),
             (
                 Error::store(store(K::PermissionDenied)),
+                ErrorClass::Denied,
+                [Deny, Deny, Deny],
+            ),
+            (
+                Error::store(store(K::AppendOnly)),
                 ErrorClass::Denied,
                 [Deny, Deny, Deny],
             ),

@@ -1,6 +1,7 @@
 //! The OpenDAL-backed [`Store`] for local directories and S3, and [`open`].
 
 mod local;
+mod rest;
 mod s3api;
 mod versions;
 
@@ -21,6 +22,8 @@ use crate::location::StoreUrl;
 use crate::lock::Retention;
 use crate::memory::MemoryStore;
 use crate::store::{ByteStream, PutMode, STREAM_PART_SIZE, Store};
+
+pub use rest::RestStore;
 
 /// The signing region when the URL names none.
 pub const DEFAULT_S3_REGION: &str = "us-east-1";
@@ -73,6 +76,9 @@ impl OpenOptions {
 ///   [`RetryStore`](crate::RetryStore) so retries are counted and bounded in one place.
 /// - `memory://name`: a [`MemoryStore`]; the same name returns the same objects for
 ///   the life of the process.
+/// - `rest+https://host:port/` (or `rest+http://`): a [`RestStore`], a
+///   repository served by `nfrepo serve`, with the bearer token from the file
+///   `NFREPO_REST_TOKEN_FILE` names ([`RestStore::from_env`]); `creds` are not used.
 ///
 /// # Errors
 ///
@@ -108,6 +114,7 @@ pub fn open(url: &StoreUrl, creds: &Credentials, options: &OpenOptions) -> Resul
             Arc::new(store)
         }
         StoreUrl::Memory { name } => Arc::new(MemoryStore::named(name)),
+        StoreUrl::Rest { endpoint } => Arc::new(RestStore::from_env(endpoint)?),
     })
 }
 

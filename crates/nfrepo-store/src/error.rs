@@ -42,6 +42,10 @@ pub enum ErrorKind {
     /// ([`Error::retained_until`]); not a failure of the store, and not retryable
     /// before that date.
     Retained,
+    /// An append-only server (`nfrepo serve --append-only`) refused to
+    /// delete or overwrite an object: not retryable, and not a failure of
+    /// the store; the operation must run on the repository directly.
+    AppendOnly,
 }
 
 impl ErrorKind {
@@ -59,6 +63,7 @@ impl ErrorKind {
             ErrorKind::Credentials => "bad credentials",
             ErrorKind::InsecureTransport => "insecure transport",
             ErrorKind::Retained => "retained by object lock",
+            ErrorKind::AppendOnly => "refused by an append-only server",
         }
     }
 }

@@ -13,7 +13,8 @@
 //! and numbers in SQLite, rebuildable from the repository at any time.
 //!
 //! How the pieces relate: a [`StoreUrl`] plus [`Credentials`] go to [`open`],
-//! which returns an [`OpendalStore`] (local directories, S3) or a [`MemoryStore`]
+//! which returns an [`OpendalStore`] (local directories, S3), a [`RestStore`]
+//! (a repository served by `nfrepo serve`, `rest+https://`) or a [`MemoryStore`]
 //! (tests) as `Arc<dyn Store>`. Cross-cutting behaviour
 //! is a wrapper implementing the same trait: [`RetryStore`] retries
 //! [`Error::is_retryable`] failures with backoff and counts them; [`FaultStore`]
@@ -54,10 +55,11 @@ mod key;
 mod location;
 mod lock;
 mod memory;
+mod rest;
 mod retry;
 mod store;
 
-pub use backend::{DEFAULT_S3_REGION, OpenOptions, OpendalStore, open, s3_bucket_operator};
+pub use backend::{DEFAULT_S3_REGION, OpenOptions, OpendalStore, RestStore, open, s3_bucket_operator};
 pub use cache::{Cache, NFREPO_CACHE_DIR, ProcessStamp, default_cache_dir};
 pub use credentials::{Credentials, NFREPO_ACCESS_KEY_ID, NFREPO_CREDENTIALS_FILE, NFREPO_SECRET_ACCESS_KEY};
 pub use error::{Error, ErrorKind, Result};
@@ -69,5 +71,10 @@ pub use key::{MAX_NAME_LEN, ObjectInfo, ObjectKey, ObjectKind};
 pub use location::StoreUrl;
 pub use lock::{ObjectLockPolicy, ObjectLockStore, Retention, RetentionMode};
 pub use memory::MemoryStore;
+pub use rest::{
+    MIN_TOKEN_LEN, NFREPO_REST_CA_FILE, NFREPO_REST_TOKEN_FILE, REST_API_PREFIX, REST_ERROR_HEADER,
+    REST_MODIFIED_HEADER, REST_SIZE_HEADER, read_token_file, rest_error_code, rest_error_kind, rest_listing_end,
+    rest_listing_line, rest_object_kind,
+};
 pub use retry::{RetryPolicy, RetryStore};
 pub use store::{ByteStream, PutMode, STREAM_PUT_BUFFER, Store, no_object_lock};

@@ -36,6 +36,13 @@ pub enum StoreUrl {
         /// The store's name.
         name: String,
     },
+    /// A repository served by `nfrepo serve` (`rest+https://host:port/`,
+    /// or `rest+http://` on loopback): see `format-spec/server.md`.
+    Rest {
+        /// `https://host:port` or `http://host:port`, with the server's path
+        /// prefix if any, without a trailing `/`.
+        endpoint: String,
+    },
 }
 
 impl StoreUrl {
@@ -58,15 +65,16 @@ impl StoreUrl {
             "file" => parse_file(s),
             "s3" => parse_s3(s),
             "memory" => parse_memory(s),
+            "rest+http" | "rest+https" => parse_rest(s),
             other => Err(invalid(format!(
-                "unsupported scheme {other:?}: use file://, s3:// or memory://"
+                "unsupported scheme {other:?}: use file://, s3://, rest+https:// or memory://"
             ))),
         }
     }
 }
 
 impl StoreUrl {
-    /// The endpoint of an S3 store reached over plain `http://` on a host
+    /// The endpoint of an S3 or REST store reached over plain `http://` on a host
     /// that is not a loopback address (`127.0.0.0/8`, `::1`, `localhost`):
     /// requests, object names and sizes would cross the network
     /// unencrypted. `None` for every other store, and for S3 without a
@@ -77,12 +85,13 @@ impl StoreUrl {
     /// is set.
     #[must_use]
     pub fn insecure_endpoint(&self) -> Option<&str> {
-        let StoreUrl::S3 {
-            endpoint: Some(endpoint),
-            ..
-        } = self
-        else {
-            return None;
+        let endpoint = match self {
+            StoreUrl::S3 {
+                endpoint: Some(endpoint),
+                ..
+            }
+            | StoreUrl::Rest { endpoint } => endpoint,
+            _ => return None,
         };
         let parsed = Url::parse(endpoint).ok()?;
         if parsed.scheme() != "http" {
@@ -131,6 +140,7 @@ impl fmt::Display for StoreUrl {
                 Ok(())
             }
             StoreUrl::Memory { name } => write!(f, "memory://{name}"),
+            StoreUrl::Rest { endpoint } => write!(f, "rest+{endpoint}/"),
         }
     }
 }
@@ -190,15 +200,7 @@ fn parse_s3(s: &str) -> Result<StoreUrl> {
         return Err(invalid("an s3 url has no port: put it in ?endpoint=http://host:port"));
     }
     let prefix = url.path().trim_matches('/');
-    let prefix_ok = prefix.split('/').all(|segment| {
-        !segment.is_empty()
-            && segment != "."
-            && segment != ".."
-            && segment
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-    });
-    if !prefix.is_empty() && !prefix_ok {
+    if !prefix.is_empty() && !plain_segments(prefix) {
         return Err(invalid(format!(
             "invalid s3 prefix {prefix:?}: use segments of 0-9, A-Z, a-z, '.', '_' and '-'"
         )));
@@ -256,9 +258,57 @@ fn parse_memory(s: &str) -> Result<StoreUrl> {
     Ok(StoreUrl::Memory { name: name.to_owned() })
 }
 
+/// Whether `path` is `/`-separated segments of `[0-9A-Za-z._-]`, none
+/// empty, `.` or `..`.
+fn plain_segments(path: &str) -> bool {
+    path.split('/').all(|segment| {
+        !segment.is_empty()
+            && segment != "."
+            && segment != ".."
+            && segment
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+    })
+}
+
+fn parse_rest(s: &str) -> Result<StoreUrl> {
+    let inner = s.get("rest+".len()..).unwrap_or_default();
+    let url = parse_url(inner).map_err(|e| {
+        if e.message().starts_with("credentials") {
+            invalid("credentials in the url are not allowed: put the token in a file named by NFREPO_REST_TOKEN_FILE")
+        } else {
+            e
+        }
+    })?;
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("rest url without a host: use rest+https://host:port/"));
+    }
+    if url.query().is_some() {
+        return Err(invalid("rest urls take no query parameters"));
+    }
+    let path = url.path().trim_end_matches('/');
+    let path_ok = path.is_empty() || path.strip_prefix('/').is_some_and(plain_segments);
+    if !path_ok {
+        return Err(invalid(format!(
+            "invalid rest url path {path:?}: use segments of 0-9, A-Z, a-z, '.', '_' and '-'"
+        )));
+    }
+    let host = url.host_str().unwrap_or_default();
+    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+    Ok(StoreUrl::Rest {
+        endpoint: format!("{}://{host}{port}{path}", url.scheme()),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rest(endpoint: &str) -> StoreUrl {
+        StoreUrl::Rest {
+            endpoint: endpoint.into(),
+        }
+    }
 
     fn s3(bucket: &str, prefix: &str, endpoint: Option<&str>, region: Option<&str>) -> StoreUrl {
         StoreUrl::S3 {
@@ -291,6 +341,10 @@ mod tests {
                 s3("b", "p", Some("https://s3.example.com"), Some("eu-west-1")),
             ),
             ("memory://t1", StoreUrl::Memory { name: "t1".into() }),
+            ("rest+https://backup.example:8000/", rest("https://backup.example:8000")),
+            ("rest+http://127.0.0.1:8000", rest("http://127.0.0.1:8000")),
+            ("REST+HTTPS://[::1]:8000/nfrepo/", rest("https://[::1]:8000/nfrepo")),
+            ("rest+https://backup.example", rest("https://backup.example")),
         ];
         for (input, expected) in cases {
             assert_eq!(StoreUrl::parse(input).unwrap(), expected, "{input}");
@@ -306,6 +360,8 @@ mod tests {
             "s3://bucket/a/b?endpoint=http://127.0.0.1:18333&region=us-east-1",
             "s3://bucket/a?region=us-east-1",
             "memory://t1",
+            "rest+https://backup.example:8000/",
+            "rest+http://127.0.0.1:8000/repo/",
         ] {
             let url = StoreUrl::parse(input).unwrap();
             assert_eq!(url.to_string(), input);
@@ -333,6 +389,12 @@ mod tests {
             "file:///srv/repo?x=1",
             "memory://",
             "memory://a/b",
+            "rest+ftp://host/",
+            "rest+https://",
+            "rest+https://host:notaport/",
+            "rest+https://host/?token=x",
+            "rest+https://host/a//b",
+            "rest+https://host/#frag",
         ] {
             let err = StoreUrl::parse(input).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidUrl, "{input}");
@@ -353,7 +415,13 @@ mod tests {
             "http://[::ffff:127.0.0.1]:9000",
         ] {
             assert_eq!(insecure(&format!("s3://b/p?endpoint={loopback}")), None, "{loopback}");
+            assert_eq!(insecure(&format!("rest+{loopback}/")), None, "{loopback}");
         }
+        assert_eq!(
+            insecure("rest+http://10.0.0.5:8000/").as_deref(),
+            Some("http://10.0.0.5:8000")
+        );
+        assert_eq!(insecure("rest+https://10.0.0.5:8000/"), None);
         for remote in [
             "http://10.0.0.5:9000",
             "http://128.0.0.1",
@@ -383,6 +451,7 @@ mod tests {
         for input in [
             "s3://AKIAEXAMPLE:sup3rsecret@bucket/p",
             "s3://bucket/p?endpoint=http://user:sup3rsecret@host:9000",
+            "rest+https://token:sup3rsecret@host:8000/",
         ] {
             let err = StoreUrl::parse(input).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidUrl);
