@@ -8,7 +8,7 @@ use nfrepo_store::ObjectKind;
 pub enum Mode {
     /// Every object may be read and listed. Objects are created, never
     /// replaced or removed, except the coordination objects a backup must
-    /// rewrite and remove ([`AppendOnly::may_replace`]). See
+    /// rewrite and remove (`AppendOnly::may_replace`). See
     /// `format-spec/server.md` for why that cannot lose stored data.
     AppendOnly,
 }
