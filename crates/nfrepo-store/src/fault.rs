@@ -173,6 +173,13 @@ impl FaultRule {
         }
     }
 
+    /// A rule that holds every `op` call at a new gate, and that gate
+    /// (see [`Fault::Pause`]).
+    pub fn pause(op: FaultOp) -> (Self, Gate) {
+        let gate = Gate::new();
+        (Self::new(op, Fault::Pause(gate.clone())), gate)
+    }
+
     /// Restricts the rule to objects of `kind`.
     #[must_use]
     pub fn kind(mut self, kind: ObjectKind) -> Self {
@@ -543,8 +550,8 @@ mod tests {
     #[tokio::test]
     async fn pause_holds_the_call_until_the_gate_opens() {
         let s = std::sync::Arc::new(store().await);
-        let gate = Gate::new();
-        s.add_rule(FaultRule::new(FaultOp::Delete, Fault::Pause(gate.clone())).name_prefix("aa"));
+        let (rule, gate) = FaultRule::pause(FaultOp::Delete);
+        s.add_rule(rule.name_prefix("aa"));
         let deleting = tokio::spawn({
             let s = s.clone();
             async move { s.delete(&key("aa01")).await }

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use nfrepo_engine::{CheckOptions, Error, ErrorClass, GcOptions, RepairOptions, Repository, Takeover};
 use nfrepo_format::SnapshotId;
-use nfrepo_store::{ErrorKind, Fault, FaultOp, FaultRule, FaultStore, Gate, MemoryStore, ObjectKey, ObjectKind, Store};
+use nfrepo_store::{ErrorKind, Fault, FaultOp, FaultRule, FaultStore, MemoryStore, ObjectKey, ObjectKind, Store};
 
 use super::fixture::{PASSWORD, backup_stream, init, pseudo_random, read_file};
 
@@ -98,10 +98,8 @@ fn assert_lease_held(err: &Error, holder: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r17_repair_index_is_refused_while_a_gc_sweeps() {
     let setup = planned().await;
-    let gate = Gate::new();
-    setup
-        .faults
-        .add_rule(FaultRule::new(FaultOp::Delete, Fault::Pause(gate.clone())).kind(ObjectKind::Data));
+    let (rule, gate) = FaultRule::pause(FaultOp::Delete);
+    setup.faults.add_rule(rule.kind(ObjectKind::Data));
     let other = async {
         gate.reached().await;
         let other = Repository::open(setup.faults.clone(), PASSWORD).await.unwrap();
@@ -132,10 +130,8 @@ async fn r17_repair_index_is_refused_while_a_gc_sweeps() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r17_gc_is_refused_while_repair_index_runs() {
     let setup = planned().await;
-    let gate = Gate::new();
-    setup
-        .faults
-        .add_rule(FaultRule::new(FaultOp::Put, Fault::Pause(gate.clone())).kind(ObjectKind::Index));
+    let (rule, gate) = FaultRule::pause(FaultOp::Put);
+    setup.faults.add_rule(rule.kind(ObjectKind::Index));
     let other = Repository::open(setup.faults.clone(), PASSWORD).await.unwrap();
     let race = async {
         gate.reached().await;
@@ -239,10 +235,8 @@ async fn r17_break_lease_replaces_a_valid_lease_and_its_holder_stops() {
     assert!(report.deleted.packs > 0, "{report:?}");
 
     // A live holder (a repair, paused at its index write) whose lease is broken.
-    let gate = Gate::new();
-    setup
-        .faults
-        .add_rule(FaultRule::new(FaultOp::Put, Fault::Pause(gate.clone())).kind(ObjectKind::Index));
+    let (rule, gate) = FaultRule::pause(FaultOp::Put);
+    setup.faults.add_rule(rule.kind(ObjectKind::Index));
     let other = Repository::open(setup.faults.clone(), PASSWORD).await.unwrap();
     let race = async {
         gate.reached().await;
@@ -271,10 +265,8 @@ async fn r17_break_lease_replaces_a_valid_lease_and_its_holder_stops() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r17_a_holder_whose_renewals_lapse_stops_deleting() {
     let setup = planned().await;
-    let gate = Gate::new();
-    setup
-        .faults
-        .add_rule(FaultRule::new(FaultOp::Delete, Fault::Pause(gate.clone())).kind(ObjectKind::Data));
+    let (rule, gate) = FaultRule::pause(FaultOp::Delete);
+    setup.faults.add_rule(rule.kind(ObjectKind::Data));
     let mut short = options();
     short.lease_ttl = Duration::from_secs(2);
     let race = async {

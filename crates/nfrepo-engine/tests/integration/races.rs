@@ -178,7 +178,7 @@ mod protect_vs_forget {
 
     use nfrepo_engine::{Error, ErrorCode, ForgetOptions, ForgetReport, KeepReason, Operation, RetentionPolicy};
     use nfrepo_format::SnapshotId;
-    use nfrepo_store::{Fault, FaultOp, FaultRule, FaultStore, Gate, MemoryStore, ObjectKey, ObjectKind, Store};
+    use nfrepo_store::{FaultOp, FaultRule, FaultStore, Gate, MemoryStore, ObjectKey, ObjectKind, Store};
 
     use super::super::fixture::{backup_stream, init, pseudo_random};
 
@@ -199,11 +199,8 @@ mod protect_vs_forget {
     }
 
     fn pause(op: FaultOp, kind: ObjectKind, after: u64) -> (FaultRule, Gate) {
-        let gate = Gate::new();
-        (
-            FaultRule::new(op, Fault::Pause(gate.clone())).kind(kind).after(after),
-            gate,
-        )
+        let (rule, gate) = FaultRule::pause(op);
+        (rule.kind(kind).after(after), gate)
     }
 
     impl Race {
