@@ -1,7 +1,8 @@
 //! A throwaway MariaDB/MySQL server for a drill: `mariadb-install-db` into
 //! the drill's directory, then `mariadbd --no-defaults` on a free loopback
-//! port with its socket in that directory, `root` without a password,
-//! with the load-friendly settings of [`super::tuning`].
+//! port with its socket and temporary files in that directory, `root`
+//! without a password, with the load-friendly settings of
+//! [`super::tuning`].
 
 use std::path::Path;
 
@@ -33,6 +34,9 @@ pub(super) fn start(guard: &Throwaway, bin_dir: Option<&Path>, memory: u64) -> R
         "--no-defaults".into(),
         format!("--datadir={}", data.display()),
         format!("--socket={}", socket.display()),
+        // Temporary tables go in the drill's directory too, so an
+        // interrupted drill leaves none of them behind in `$TMPDIR`.
+        format!("--tmpdir={}", guard.dir().display()),
         format!("--port={port}"),
         "--bind-address=127.0.0.1".into(),
         "--user=root".into(),
