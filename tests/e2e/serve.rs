@@ -144,7 +144,7 @@ fn backup_hosts_add_through_an_append_only_server_and_delete_nothing() {
         "error[PERMISSION_DENIED/APPEND_ONLY]: ",
     );
     assert!(
-        stderr.contains("the server is append-only: deleting snapshots/ objects is refused"),
+        stderr.contains("the server is append-only: lease/ objects belong to maintenance (gc, forget)"),
         "{stderr}"
     );
     let stderr = refused(
@@ -186,7 +186,7 @@ fn backup_hosts_add_through_an_append_only_server_and_delete_nothing() {
 
     let (status, log) = server.stop();
     assert_eq!(status, Some(0), "a clean stop on SIGTERM:\n{log}");
-    assert!(log.contains("method=DELETE object=/v1/snapshots/"), "{log}");
+    assert!(log.contains("method=PUT object=/v1/lease/"), "{log}");
     assert!(log.contains("status=403 error=\"append-only\""), "{log}");
     assert!(log.contains("status=401"), "{log}");
     assert!(log.contains("method=PUT object=/v1/data/"), "{log}");

@@ -530,9 +530,15 @@ pub struct ForgetArgs {
     /// Group snapshots by source only, not by source and host.
     #[arg(long)]
     pub group_by_source: bool,
-    /// Show what would be kept and removed, and why, without removing anything.
-    #[arg(long)]
+    /// Show what would be kept and removed, and why, without removing
+    /// anything (and take no lease).
+    #[arg(long, conflicts_with = "break_lease")]
     pub dry_run: bool,
+    /// Replace the maintenance lease even if its holder's term has not run
+    /// out: only when that holder (named by the GC_LEASE_HELD error) is known
+    /// to be dead. The output and the audit log name whose lease was broken.
+    #[arg(long)]
+    pub break_lease: bool,
 }
 
 #[derive(Debug, Args)]

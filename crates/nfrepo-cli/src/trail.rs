@@ -67,6 +67,27 @@ pub fn replaced_lease(replaced: Option<&ReplacedLease>, break_lease: bool, globa
     }
 }
 
+/// Reports what a `forget` or `gc` did with the tombstones of killed
+/// `forget` runs (format-spec/protect.md), one line each.
+pub fn settled_forgets(settled: &nfrepo_engine::SettledForgets) {
+    for id in &settled.restored {
+        crate::output::outln!("put back snapshot {id}: a killed forget had deleted it, and it is protected");
+    }
+    for id in &settled.finished {
+        crate::output::outln!("finished forgetting snapshot {id} (its forget had been killed)");
+    }
+}
+
+/// [`settled_forgets`] in `--json` output.
+pub fn settled_forgets_json(settled: &nfrepo_engine::SettledForgets) -> serde_json::Value {
+    let hex = |ids: &[nfrepo_format::SnapshotId]| ids.iter().map(|id| id.to_hex()).collect::<Vec<_>>();
+    serde_json::json!({
+        "restored": hex(&settled.restored),
+        "finished": hex(&settled.finished),
+        "abandoned": hex(&settled.abandoned),
+    })
+}
+
 /// A replaced lease in `--json` output.
 pub fn replaced_lease_json(replaced: &ReplacedLease) -> serde_json::Value {
     serde_json::json!({

@@ -187,6 +187,10 @@ pub struct CheckReport {
     /// Protect markers whose snapshot does not exist (format-spec/protect.md): a warning, not
     /// a finding; `nfrepo unprotect ID` removes each.
     pub orphaned_protect_markers: Vec<SnapshotId>,
+    /// Snapshots with a tombstone (format-spec/protect.md): a `forget` runs now, or one was
+    /// killed and the next `forget` or `gc` settles it (putting the snapshot back if it is
+    /// protected). A warning, not a finding; their protect markers are not called orphaned.
+    pub unsettled_forgets: Vec<SnapshotId>,
     /// Blobs stored in more than one pack (harmless; a later compaction drops the extra copies).
     pub duplicate_blobs: u64,
     /// The problems.
@@ -320,8 +324,10 @@ impl Repository {
     /// Storage errors other than missing or damaged objects; an unknown `--snapshot`.
     pub async fn check(&self, options: &CheckOptions) -> Result<CheckReport> {
         let mut findings = Findings::default();
+        let unsettled_forgets = self.unsettled_forgets().await?;
         // Markers before snapshots: see `orphaned_protect_markers`.
-        let orphaned_protect_markers = self.orphaned_protect_markers().await?;
+        let mut orphaned_protect_markers = self.orphaned_protect_markers().await?;
+        orphaned_protect_markers.retain(|id| unsettled_forgets.binary_search(id).is_err());
         let planned = planned_packs(self, &mut findings).await?;
         let loaded = load::load(self, &mut findings).await?;
         let selected = loaded.select(&options.snapshots)?;
@@ -349,6 +355,7 @@ impl Repository {
             stray_packs: loaded.stray.iter().filter(|p| !planned.contains(p)).copied().collect(),
             planned_packs: loaded.stray.iter().filter(|p| planned.contains(p)).copied().collect(),
             orphaned_protect_markers,
+            unsettled_forgets,
             duplicate_blobs: loaded.duplicate_blobs,
             ..CheckReport::default()
         };

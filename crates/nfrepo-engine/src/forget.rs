@@ -11,12 +11,19 @@
 //! snapshot (and logged): forgetting too little is recoverable, too much is not.
 //!
 //! **`protect` racing `forget`** (issue 17) is linearisable: `protect`
-//! never reports a snapshot protected unless it stays. The protocol and
-//! its argument are in `format-spec/protect.md`: `protect` writes its marker
-//! and then checks that the snapshot still exists (otherwise it removes the
-//! marker and fails with [`Error::ForgottenWhileProtecting`]); `forget`
-//! reads a snapshot's bytes, checks for a marker, deletes, and checks for a
-//! marker again, putting the same bytes back (the same id) if one appeared.
+//! never reports a snapshot protected unless it stays, even if `forget` is
+//! killed at any moment. The protocol and its argument are in
+//! `format-spec/protect.md`: `protect` writes its marker and then checks
+//! that the snapshot still exists (otherwise it removes the marker and fails
+//! with [`Error::ForgottenWhileProtecting`]); `forget` reads a snapshot's
+//! bytes, checks for a marker, copies the bytes to a *tombstone*
+//! (`tombstones/<id>`), deletes the snapshot, checks for a marker again
+//! (putting the same bytes back, the same id, if one appeared), and only
+//! then deletes the tombstone. A tombstone left by a killed `forget` is
+//! settled by the next `forget` or `gc` ([`Repository::settle_forgets`]):
+//! the snapshot is put back if it is protected now, and the forget is
+//! finished otherwise. `forget` holds the maintenance lease
+//! ([`crate::lease`]) so that settling never meets a `forget` in progress.
 //! A marker whose snapshot is gone is reported by `check`
 //! ([`Repository::orphaned_protect_markers`]) and removed by `unprotect`.
 //!
@@ -29,15 +36,16 @@ use std::collections::{BTreeMap, HashSet};
 use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use nfrepo_format::{ProtectMarker, Snapshot, SnapshotId};
-use nfrepo_store::{ErrorKind, ObjectKey, PutMode};
+use nfrepo_store::{ErrorKind, ObjectKey, ObjectKind, PutMode};
 
+use crate::lease::{LeaseRequest, MaintenanceLease, ReplacedLease};
 use crate::objects;
 use crate::read::SnapshotEntry;
 use crate::retention::{KeepReason, RetentionPolicy};
 use crate::{Error, Repository, Result};
 
 /// Options for [`Repository::forget`].
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct ForgetOptions {
     /// The policy for sources without one in `per_source`; `None` leaves them alone.
@@ -50,6 +58,25 @@ pub struct ForgetOptions {
     pub group_by_source_only: bool,
     /// Decide, but delete nothing.
     pub dry_run: bool,
+    /// The term of the maintenance lease a forget that deletes holds.
+    pub lease_ttl: std::time::Duration,
+    /// Replace another holder's valid maintenance lease (only when that
+    /// holder is known to be dead).
+    pub break_lease: bool,
+}
+
+impl Default for ForgetOptions {
+    fn default() -> Self {
+        Self {
+            default_policy: None,
+            per_source: BTreeMap::new(),
+            source: None,
+            group_by_source_only: false,
+            dry_run: false,
+            lease_ttl: crate::lease::DEFAULT_LEASE_TERM,
+            break_lease: false,
+        }
+    }
 }
 
 impl ForgetOptions {
@@ -87,6 +114,31 @@ pub struct ForgetReport {
     pub groups: Vec<((String, String), Vec<ForgetDecision>)>,
     /// Whether snapshots were actually deleted.
     pub deleted: bool,
+    /// What this run did with the tombstones an earlier, killed `forget` left.
+    pub settled: SettledForgets,
+    /// The maintenance lease this run replaced (its holder had exited or it had expired).
+    pub replaced_lease: Option<ReplacedLease>,
+}
+
+/// What [`Repository::settle_forgets`] did with the tombstones of killed
+/// `forget` runs, each sorted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SettledForgets {
+    /// Snapshots put back: they were protected while being forgotten.
+    pub restored: Vec<SnapshotId>,
+    /// Snapshots whose forget was finished: gone for good.
+    pub finished: Vec<SnapshotId>,
+    /// Snapshots whose forget never reached the delete: kept, tombstone removed.
+    pub abandoned: Vec<SnapshotId>,
+}
+
+impl SettledForgets {
+    /// Whether there was nothing to settle.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.restored.is_empty() && self.finished.is_empty() && self.abandoned.is_empty()
+    }
 }
 
 impl ForgetReport {
@@ -110,6 +162,30 @@ impl Repository {
                 ));
             }
         }
+        if options.dry_run {
+            return self.forget_decided(options).await;
+        }
+        let mut request = LeaseRequest::new("forget", options.lease_ttl);
+        request.break_lease = options.break_lease;
+        let lease = MaintenanceLease::acquire_for(self, &request, std::time::SystemTime::now()).await?;
+        let replaced = lease.replaced().cloned();
+        let result = async {
+            let settled = self.settle_forgets().await?;
+            let mut report = self.forget_decided(options).await?;
+            report.settled = settled;
+            Ok(report)
+        }
+        .await;
+        lease.release().await;
+        result.map(|mut report| {
+            report.replaced_lease = replaced;
+            report
+        })
+    }
+
+    /// Decides, and unless this is a dry run deletes; the caller holds the
+    /// maintenance lease when it deletes.
+    async fn forget_decided(&self, options: &ForgetOptions) -> Result<ForgetReport> {
         let protected = self.protected_snapshots().await?;
         let good = self.good_markers().await?;
         let mut groups: BTreeMap<(String, String), Vec<SnapshotEntry>> = BTreeMap::new();
@@ -179,11 +255,13 @@ impl Repository {
 
     /// Deletes one snapshot `forget` decided on, unless a `protect` or a
     /// `mark-good` came in meanwhile; returns why it was kept, if it was.
-    /// The steps and why they are linearisable with [`Self::protect`] are
-    /// in `format-spec/protect.md`.
+    /// The steps and why they are linearisable with [`Self::protect`], even
+    /// when this process is killed between any two of them, are in
+    /// `format-spec/protect.md`.
     async fn forget_one(&self, id: SnapshotId, good: &crate::GoodMarkers) -> Result<Option<KeepReason>> {
         let key = objects::key::<Snapshot>(&id)?;
         let marker = protect_key(&id)?;
+        let tombstone = tombstone_key(&id)?;
         // F0: the exact bytes, to put back if a protect wins the race.
         let bytes = match self.store().get(&key).await {
             Ok(bytes) => bytes,
@@ -200,16 +278,17 @@ impl Repository {
             tracing::info!(snapshot = %id, "marked good meanwhile; kept");
             return Ok(Some(KeepReason::LastGood));
         }
+        // T: the bytes survive this process until F3 has looked again.
+        // A tombstone already there holds the same bytes (names are hashes).
+        self.put_marker(&tombstone, bytes.to_vec()).await?;
         // F2.
         self.store().delete(&key).await.map_err(Error::store)?;
         // F3: a `protect` whose marker and check both fell between F1 and F2
         // has told its caller the snapshot is protected: put it back, same
         // bytes, same id.
         if self.exists(&marker).await? {
-            match self.store().put(&key, bytes, PutMode::CreateNew).await {
-                Err(e) if e.kind() != ErrorKind::AlreadyExists => return Err(Error::store(e)),
-                _ => {}
-            }
+            self.put_back(&key, bytes).await?;
+            self.delete_tombstone(&tombstone).await?;
             tracing::info!(snapshot = %id, "protected while being forgotten; put back");
             return Ok(Some(KeepReason::Protected));
         }
@@ -217,7 +296,93 @@ impl Repository {
         if self.remove_good_marker(&id).await? {
             tracing::info!(snapshot = %id, "its good marker removed");
         }
+        // F4: the forget is complete.
+        self.delete_tombstone(&tombstone).await?;
         Ok(None)
+    }
+
+    /// Puts a snapshot's own bytes back under its name; already there is fine.
+    async fn put_back(&self, key: &ObjectKey, bytes: Bytes) -> Result<()> {
+        match self.store().put(key, bytes, PutMode::CreateNew).await {
+            Err(e) if e.kind() != ErrorKind::AlreadyExists => Err(Error::store(e)),
+            _ => Ok(()),
+        }
+    }
+
+    async fn delete_tombstone(&self, key: &ObjectKey) -> Result<()> {
+        match self.store().delete(key).await {
+            Err(e) if e.kind() != ErrorKind::NotFound => Err(Error::store(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Finishes or undoes every `forget` killed between its tombstone (T)
+    /// and its end (F4), as `format-spec/protect.md` sets out: a snapshot
+    /// still there keeps it (the forget never deleted it, or put it back);
+    /// a snapshot gone but protected now comes back from its tombstone; any
+    /// other is gone for good (its good marker is removed, as F4 would).
+    ///
+    /// The caller holds the maintenance lease, so no `forget` is between
+    /// T and F4 now (`forget` and `gc` call this first).
+    ///
+    /// # Errors
+    /// [`Error::Corrupted`] for a tombstone to put back whose bytes are not
+    /// its snapshot (it is left in place); storage errors.
+    pub(crate) async fn settle_forgets(&self) -> Result<SettledForgets> {
+        let mut settled = SettledForgets::default();
+        for info in self.store().list(ObjectKind::Tombstone).await.map_err(Error::store)? {
+            let Ok(id) = info.key.name().parse::<SnapshotId>() else {
+                tracing::warn!(tombstone = %info.key, "ignoring a tombstone whose name is not a snapshot id");
+                continue;
+            };
+            let key = objects::key::<Snapshot>(&id)?;
+            if self.exists(&key).await? {
+                settled.abandoned.push(id);
+            } else if self.exists(&protect_key(&id)?).await? {
+                let bytes = match self.store().get(&info.key).await {
+                    Ok(bytes) => bytes,
+                    Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                    Err(e) => return Err(Error::store(e)),
+                };
+                // Never put back bytes that are not this snapshot.
+                Snapshot::decode(&id, &bytes, self.sealer(), &self.id()).map_err(|source| Error::Corrupted {
+                    object: info.key.to_string(),
+                    source,
+                })?;
+                self.put_back(&key, bytes).await?;
+                tracing::warn!(snapshot = %id, "a killed forget deleted a protected snapshot; put back");
+                settled.restored.push(id);
+            } else {
+                if self.remove_good_marker(&id).await? {
+                    tracing::info!(snapshot = %id, "its good marker removed");
+                }
+                tracing::info!(snapshot = %id, "finished the forget of a killed run");
+                settled.finished.push(id);
+            }
+            self.delete_tombstone(&info.key).await?;
+        }
+        settled.restored.sort();
+        settled.finished.sort();
+        settled.abandoned.sort();
+        Ok(settled)
+    }
+
+    /// Snapshots with a tombstone: being forgotten now, or left so by a
+    /// killed `forget` until the next `forget` or `gc` settles them. Sorted.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn unsettled_forgets(&self) -> Result<Vec<SnapshotId>> {
+        let mut ids: Vec<SnapshotId> = self
+            .store()
+            .list(ObjectKind::Tombstone)
+            .await
+            .map_err(Error::store)?
+            .into_iter()
+            .filter_map(|info| info.key.name().parse().ok())
+            .collect();
+        ids.sort();
+        Ok(ids)
     }
 
     async fn exists(&self, key: &ObjectKey) -> Result<bool> {
@@ -367,4 +532,8 @@ pub struct Unprotected {
 
 fn protect_key(id: &SnapshotId) -> Result<ObjectKey> {
     objects::key::<ProtectMarker>(id)
+}
+
+fn tombstone_key(id: &SnapshotId) -> Result<ObjectKey> {
+    ObjectKey::new(ObjectKind::Tombstone, id.to_hex()).map_err(Error::store)
 }

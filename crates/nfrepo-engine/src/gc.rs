@@ -176,6 +176,9 @@ pub struct GcReport {
     /// The lease of another holder this run replaced (expired, its process
     /// gone, or broken on request), if any.
     pub replaced_lease: Option<ReplacedLease>,
+    /// What this run did with the tombstones a killed `forget` left
+    /// (format-spec/protect.md); settled before the snapshots are walked.
+    pub settled: crate::SettledForgets,
 }
 
 impl GcReport {
@@ -247,11 +250,18 @@ impl Repository {
         lease: Option<&mut GcLease>,
     ) -> Result<GcReport> {
         let mut lease = lease;
+        // A killed forget's tombstone: its snapshot is either put back
+        // before the walk below sees the snapshots, or gone for good.
+        let settled = match lease {
+            Some(_) => self.settle_forgets().await?,
+            None => crate::SettledForgets::default(),
+        };
         let plan = self.plan_gc(options, now, &mut lease).await?;
         if options.dry_run {
             return Ok(plan.report);
         }
         let mut report = self.apply_gc(plan, &lease, options.work.as_deref()).await?;
+        report.settled = settled;
         if let Some(policy) = self.object_lock() {
             let mut locked = crate::LockReport::default();
             ensure_held(&lease).await?;

@@ -74,7 +74,7 @@ pub use browse::{Change, ChangeKind, WalkEntry};
 pub use check::{Affected, CheckOptions, CheckReport, Finding, ReadDataSubset};
 pub use drill::DrillHistory;
 pub use error::{Error, ErrorClass, ErrorCode, Operation, Result};
-pub use forget::{ForgetDecision, ForgetOptions, ForgetReport, Unprotected};
+pub use forget::{ForgetDecision, ForgetOptions, ForgetReport, SettledForgets, Unprotected};
 pub use gc::{GcOptions, GcPlan, GcReport, PackCount, RESEALED_FROM, ResealOptions, ResealReport};
 pub use good::GoodMarkers;
 pub use host::{hostname, user_at_host, username};

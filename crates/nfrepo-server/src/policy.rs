@@ -34,11 +34,12 @@ impl AppendOnly {
         kind == ObjectKind::Session
     }
 
-    /// GC plans and leases belong to maintenance (`gc`, `key rotate`),
-    /// which never runs through an append-only server; a backup writes
-    /// neither, so a backup host may not create them either.
+    /// GC plans, leases and tombstones belong to maintenance (`gc`,
+    /// `forget`, `key rotate`), which never runs through an append-only
+    /// server; a backup writes none of them, so a backup host may not
+    /// create them either.
     pub(crate) fn may_create(kind: ObjectKind) -> bool {
-        !matches!(kind, ObjectKind::Gc | ObjectKind::Lease)
+        !matches!(kind, ObjectKind::Gc | ObjectKind::Lease | ObjectKind::Tombstone)
     }
 
     /// `Ok` if `write` of `kind` may go to the store as asked; `Err` with
@@ -48,7 +49,7 @@ impl AppendOnly {
     pub(crate) fn check(kind: ObjectKind, write: Write) -> Result<(), String> {
         if !Self::may_create(kind) {
             return Err(format!(
-                "the server is append-only: {kind}/ objects belong to maintenance (gc), which must run on the repository directly"
+                "the server is append-only: {kind}/ objects belong to maintenance (gc, forget), which must run on the repository directly"
             ));
         }
         match write {
@@ -79,7 +80,7 @@ mod tests {
                     assert!(create.is_ok() && delete.is_ok());
                     assert!(AppendOnly::may_replace(kind));
                 }
-                ObjectKind::Gc | ObjectKind::Lease => {
+                ObjectKind::Gc | ObjectKind::Lease | ObjectKind::Tombstone => {
                     assert!(create.unwrap_err().contains("maintenance"), "{kind}");
                     assert!(delete.is_err());
                 }

@@ -40,9 +40,13 @@ pub enum ObjectKind {
     Replica,
     /// Disaster-recovery drill records, `drill/<drill id>`.
     Drill,
+    /// Snapshots being forgotten, `tombstones/<snapshot id>`: a copy of the
+    /// snapshot's bytes kept until `forget` has read the protect markers
+    /// again, so a killed `forget` can be finished or undone.
+    Tombstone,
 }
 
-const ALL_KINDS: [ObjectKind; 14] = [
+const ALL_KINDS: [ObjectKind; 15] = [
     ObjectKind::Config,
     ObjectKind::Key,
     ObjectKind::Data,
@@ -57,6 +61,7 @@ const ALL_KINDS: [ObjectKind; 14] = [
     ObjectKind::Good,
     ObjectKind::Replica,
     ObjectKind::Drill,
+    ObjectKind::Tombstone,
 ];
 
 impl ObjectKind {
@@ -82,6 +87,7 @@ impl ObjectKind {
             ObjectKind::Good => "good",
             ObjectKind::Replica => "replica",
             ObjectKind::Drill => "drill",
+            ObjectKind::Tombstone => "tombstones",
         }
     }
 
@@ -249,6 +255,7 @@ mod tests {
             (ObjectKind::Good, "ab", "good/ab"),
             (ObjectKind::Replica, "state", "replica/state"),
             (ObjectKind::Drill, "ab", "drill/ab"),
+            (ObjectKind::Tombstone, "ab", "tombstones/ab"),
         ];
         for (kind, name, path) in cases {
             let key = ObjectKey::new(kind, name).unwrap();

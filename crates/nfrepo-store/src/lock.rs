@@ -77,7 +77,7 @@ impl ObjectLockPolicy {
     #[must_use]
     pub fn period(&self, kind: ObjectKind) -> Option<Duration> {
         match kind {
-            ObjectKind::Session | ObjectKind::Lease | ObjectKind::Replica => None,
+            ObjectKind::Session | ObjectKind::Lease | ObjectKind::Replica | ObjectKind::Tombstone => None,
             ObjectKind::Audit | ObjectKind::Config => Some(self.audit_retain),
             _ => Some(self.retain),
         }
@@ -198,7 +198,7 @@ mod tests {
         let policy = ObjectLockPolicy::new(RetentionMode::Compliance, 30 * day, 400 * day);
         for kind in ObjectKind::all() {
             let expected = match kind {
-                ObjectKind::Session | ObjectKind::Lease | ObjectKind::Replica => None,
+                ObjectKind::Session | ObjectKind::Lease | ObjectKind::Replica | ObjectKind::Tombstone => None,
                 ObjectKind::Audit | ObjectKind::Config => Some(400 * day),
                 _ => Some(30 * day),
             };

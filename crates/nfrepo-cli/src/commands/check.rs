@@ -121,6 +121,7 @@ fn report_json(report: &CheckReport, cipher: Cipher, failure: Option<&Failure>) 
         "stray_packs": report.stray_packs.iter().map(|p| p.to_hex()).collect::<Vec<_>>(),
         "planned_packs": report.planned_packs.iter().map(|p| p.to_hex()).collect::<Vec<_>>(),
         "orphaned_protect_markers": report.orphaned_protect_markers.iter().map(|s| s.to_hex()).collect::<Vec<_>>(),
+        "unsettled_forgets": report.unsettled_forgets.iter().map(|s| s.to_hex()).collect::<Vec<_>>(),
         "duplicate_blobs": report.duplicate_blobs,
         "audit_entries": report.audit_entries,
         "audit_writers": report.audit_writers,
@@ -204,6 +205,11 @@ pub async fn run(global: &GlobalArgs, args: CheckArgs) -> Result<i32, Failure> {
         for snapshot in &report.orphaned_protect_markers {
             outln!(
                 "warning: protect marker protect/{snapshot} names a snapshot that does not exist (it was forgotten while being protected); remove it with `nfrepo unprotect {snapshot}`"
+            );
+        }
+        for snapshot in &report.unsettled_forgets {
+            outln!(
+                "warning: snapshot {snapshot} has a tombstone: a forget runs now or was interrupted; the next `nfrepo forget` or `nfrepo gc` finishes it (or puts the snapshot back if it is protected)"
             );
         }
         for finding in &report.findings {

@@ -93,14 +93,23 @@ pub async fn run(global: &GlobalArgs, args: ForgetArgs) -> Result<i32, Failure> 
             options
         }
     };
-    let repo = context::open_repository(global, Operation::Backup).await?.repo;
+    // A forget that deletes holds the maintenance lease: busy (exit 75)
+    // while a gc or repair runs, as they are while it runs.
+    let operation = if args.dry_run {
+        Operation::Backup
+    } else {
+        Operation::Maintenance
+    };
+    let repo = context::open_repository(global, operation).await?.repo;
     options.source.clone_from(&args.source);
     options.group_by_source_only = args.group_by_source;
     options.dry_run = args.dry_run;
+    options.break_lease = args.break_lease;
     let report = repo
         .forget(&options)
         .await
-        .map_err(|e| Failure::engine(&e, Operation::Backup))?;
+        .map_err(|e| Failure::engine(&e, operation))?;
+    crate::trail::replaced_lease(report.replaced_lease.as_ref(), args.break_lease, global);
     let removed = report.removed().count();
     let total: usize = report.groups.iter().map(|(_, d)| d.len()).sum();
     if global.json {
@@ -127,11 +136,14 @@ pub async fn run(global: &GlobalArgs, args: ForgetArgs) -> Result<i32, Failure> 
             "kept": total - removed,
             "removed": removed,
             "groups": groups,
+            "settled_forgets": crate::trail::settled_forgets_json(&report.settled),
+            "replaced_lease": report.replaced_lease.as_ref().map(crate::trail::replaced_lease_json),
         });
         crate::output::outln!("{value}");
         return Ok(0);
     }
     if !global.quiet {
+        crate::trail::settled_forgets(&report.settled);
         for ((source, host), decisions) in &report.groups {
             let label = if host.is_empty() {
                 source.clone()

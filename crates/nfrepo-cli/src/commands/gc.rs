@@ -54,6 +54,7 @@ pub async fn run(global: &GlobalArgs, args: GcArgs) -> Result<i32, Failure> {
     if global.json {
         outln!("{}", json(&report, grace));
     } else if !global.quiet {
+        crate::trail::settled_forgets(&report.settled);
         print_report(&report, grace);
     }
     Ok(0)
@@ -85,6 +86,7 @@ fn json(r: &GcReport, grace: Span) -> serde_json::Value {
         "plans_removed": r.plans_removed,
         "expired_sessions_removed": r.expired_sessions_removed,
         "replaced_lease": r.replaced_lease.as_ref().map(crate::trail::replaced_lease_json),
+        "settled_forgets": crate::trail::settled_forgets_json(&r.settled),
         "object_lock": r.object_lock.as_ref().map(|l| serde_json::json!({
             "retention_renewed": l.renewed,
             "retention_renew_refused": l.renew_refused,

@@ -358,6 +358,112 @@ mod protect_vs_forget {
         assert_eq!(race.state().await, (true, false), "kept, not protected");
     }
 
+    /// The window the tombstone closes: forget checked for a marker, then
+    /// `protect` ran whole (and said "protected"), then forget deleted and
+    /// was killed before looking again. The snapshot is gone for now, but
+    /// its tombstone is there: `check` says so (and does not call the
+    /// marker orphaned), and the next maintenance run puts it back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn r17_forget_killed_after_deleting_a_snapshot_protect_reported_loses_nothing() {
+        let race = race().await;
+        let (rule, delete) = pause(FaultOp::Delete, ObjectKind::Snapshot, 0);
+        race.faults.add_rule(rule);
+        // Forget's second look at the marker, after its delete.
+        let (rule, recheck) = pause(FaultOp::Stat, ObjectKind::Protect, 1);
+        race.faults.add_rule(rule);
+        let forget = race.forget();
+        delete.reached().await;
+        assert_eq!(race.protect().await.unwrap().unwrap(), race.old);
+        delete.open();
+        recheck.reached().await;
+        // kill -9: the forget stops here, its lease left to expire.
+        forget.abort();
+        assert!(forget.await.unwrap_err().is_cancelled());
+        recheck.open();
+        assert_eq!(race.state().await, (false, true), "deleted, marker kept");
+        assert!(race.exists(ObjectKind::Tombstone).await);
+        let check = race.repo.check(&nfrepo_engine::CheckOptions::default()).await.unwrap();
+        assert_eq!(check.unsettled_forgets, vec![race.old]);
+        assert!(check.orphaned_protect_markers.is_empty(), "{check:?}");
+        // Forget holds the maintenance lease: another forget is busy until
+        // the killed one's lease lapses or is broken.
+        let err = race.forget().await.unwrap().unwrap_err();
+        assert!(matches!(err, Error::LeaseHeld(_)), "{err:?}");
+        assert_eq!(err.detail_code(), Some("GC_LEASE_HELD"));
+
+        // The killed forget's lease is still valid: the operator breaks it.
+        let gc = race
+            .repo
+            .gc(&nfrepo_engine::GcOptions::default().break_lease(true))
+            .await
+            .unwrap();
+        assert_eq!(gc.settled.restored, vec![race.old]);
+        assert!(gc.settled.finished.is_empty());
+        assert_eq!(race.state().await, (true, true), "put back, still protected");
+        assert!(!race.exists(ObjectKind::Tombstone).await);
+        race.repo.find_snapshot(&race.old.to_hex()).await.unwrap();
+        // gc walked it: its packs are not planned for deletion.
+        assert_eq!(gc.planned.packs, 0, "{gc:?}");
+        let check = race.repo.check(&nfrepo_engine::CheckOptions::default()).await.unwrap();
+        assert!(
+            check.findings.is_empty() && check.unsettled_forgets.is_empty(),
+            "{check:?}"
+        );
+    }
+
+    /// A forget killed between deleting an unprotected snapshot and its
+    /// end is finished by the next forget: the snapshot stays forgotten,
+    /// its good marker goes, and the tombstone with it. One killed after
+    /// its tombstone but before its delete is abandoned: the snapshot stays
+    /// until a forget decides again (that same run, here).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn r17_the_next_forget_settles_a_killed_forgets_tombstone() {
+        for killed_after_delete in [true, false] {
+            let race = race().await;
+            // Both good, so the newer one is the last good one to keep.
+            race.repo.mark_good(&race.old.to_hex(), "deployed").await.unwrap();
+            race.repo.mark_good("db@latest", "deployed").await.unwrap();
+            let (rule, held) = if killed_after_delete {
+                // Its second look at the marker.
+                pause(FaultOp::Stat, ObjectKind::Protect, 1)
+            } else {
+                pause(FaultOp::Delete, ObjectKind::Snapshot, 0)
+            };
+            race.faults.add_rule(rule);
+            let forget = race.forget();
+            held.reached().await;
+            forget.abort();
+            assert!(forget.await.unwrap_err().is_cancelled());
+            held.open();
+            race.faults.clear();
+            assert_eq!(race.state().await, (!killed_after_delete, false));
+            assert!(race.exists(ObjectKind::Tombstone).await);
+
+            let mut options = ForgetOptions::with_policy(
+                serde_json::from_value::<RetentionPolicy>(serde_json::json!({ "keep-last": 1 })).unwrap(),
+            );
+            options.dry_run = true;
+            let dry = race.repo.forget(&options).await.unwrap();
+            assert!(dry.settled.is_empty(), "a dry run settles nothing");
+            assert!(race.exists(ObjectKind::Tombstone).await);
+            // The killed run's lease is still valid: the operator breaks it.
+            options.dry_run = false;
+            options.break_lease = true;
+            let report = race.repo.forget(&options).await.unwrap();
+            assert!(report.replaced_lease.is_some());
+            if killed_after_delete {
+                assert_eq!(report.settled.finished, vec![race.old]);
+                assert_eq!(report.removed().count(), 0, "nothing left to decide");
+            } else {
+                assert_eq!(report.settled.abandoned, vec![race.old]);
+                assert_eq!(report.removed().map(|d| d.entry.id).collect::<Vec<_>>(), vec![race.old]);
+            }
+            assert_eq!(race.state().await, (false, false));
+            assert!(!race.exists(ObjectKind::Tombstone).await);
+            assert!(!race.exists(ObjectKind::Good).await, "its good marker is gone with it");
+        }
+    }
+
     /// A marker left without its snapshot (by a `protect` killed between
     /// writing it and taking it back) is reported and `unprotect` removes it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

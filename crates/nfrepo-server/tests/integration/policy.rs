@@ -24,7 +24,10 @@ async fn deletes_and_overwrites_of_data_are_refused() {
     let server = Running::start(Arc::new(backing.clone())).await;
     let client = server.client();
     for &kind in ObjectKind::all() {
-        if matches!(kind, ObjectKind::Session | ObjectKind::Gc | ObjectKind::Lease) {
+        if matches!(
+            kind,
+            ObjectKind::Session | ObjectKind::Gc | ObjectKind::Lease | ObjectKind::Tombstone
+        ) {
             continue;
         }
         let key = key(kind);
@@ -114,12 +117,12 @@ async fn maintenance_objects_are_never_written() {
         .unwrap();
     let server = Running::start(Arc::new(backing.clone())).await;
     let client = server.client();
-    for kind in [ObjectKind::Gc, ObjectKind::Lease] {
+    for kind in [ObjectKind::Gc, ObjectKind::Lease, ObjectKind::Tombstone] {
         let new = ObjectKey::new(kind, "gc-7").unwrap();
         for mode in [PutMode::CreateNew, PutMode::Overwrite] {
             let err = client.put(&new, Bytes::from_static(b"x"), mode).await.unwrap_err();
             assert_eq!(err.kind(), ErrorKind::AppendOnly, "{new}: {err}");
-            assert!(err.to_string().contains("maintenance (gc)"), "{err}");
+            assert!(err.to_string().contains("maintenance (gc, forget)"), "{err}");
         }
         assert_eq!(backing.get(&new).await.unwrap_err().kind(), ErrorKind::NotFound);
     }
