@@ -1,12 +1,13 @@
-//! Fault injection at named steps of the engine's resumable protocols (a
-//! gc sweep's pack deletions, a reseal's pack copying), for the end-to-end
-//! kill tests.
+//! Fault injection at named steps of the protocols that must survive a
+//! crash anywhere: the engine's (a gc sweep's pack deletions, a reseal's
+//! pack copying) and, through this one function, nfrepo-sources' (a
+//! rollback's swap, a database switch), for the end-to-end kill tests.
 //!
 //! Compiled only with the `failpoints` feature, which nothing enables in a
 //! release build: `nfrepo-cli` turns it on through a dev-dependency, so only
 //! the binary `cargo test` builds honours it. There the environment variable
 //! `NFREPO_FAILPOINT_<NAME>` stops the protocol `NAME` after a given number
-//! of steps, as a crash would (the same spelling as nfrepo-sources'):
+//! of steps, as a crash would:
 //!
 //! - `kill-after:N`: the process sends itself `SIGKILL`;
 //! - `pause-after:N`: it prints `nfrepo failpoint: <name> paused after N
@@ -23,7 +24,7 @@ pub(crate) const GC_SWEEP: &str = "GC_SWEEP";
 
 /// Called after step `done` of protocol `name`.
 #[cfg(feature = "failpoints")]
-pub(crate) fn step(name: &'static str, done: u64) {
+pub fn step(name: &str, done: u64) {
     let spec = std::env::var(format!("NFREPO_FAILPOINT_{name}")).unwrap_or_default();
     let (action, count) = spec.split_once(':').unwrap_or(("", ""));
     if count.parse::<u64>().ok() != Some(done) {
@@ -51,4 +52,4 @@ pub(crate) fn step(name: &'static str, done: u64) {
 
 /// Without the `failpoints` feature: nothing.
 #[cfg(not(feature = "failpoints"))]
-pub(crate) const fn step(_name: &'static str, _done: u64) {}
+pub const fn step(_name: &str, _done: u64) {}

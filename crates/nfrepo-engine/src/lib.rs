@@ -45,7 +45,8 @@ mod check;
 mod codec;
 mod drill;
 mod error;
-mod failpoint;
+#[doc(hidden)]
+pub mod failpoint;
 mod forget;
 mod gc;
 mod good;
