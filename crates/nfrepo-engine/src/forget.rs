@@ -20,7 +20,7 @@
 //! (`tombstones/<id>`), deletes the snapshot, checks for a marker again
 //! (putting the same bytes back, the same id, if one appeared), and only
 //! then deletes the tombstone. A tombstone left by a killed `forget` is
-//! settled by the next `forget` or `gc` ([`Repository::settle_forgets`]):
+//! settled by the next `forget` or `gc` (`Repository::settle_forgets`):
 //! the snapshot is put back if it is protected now, and the forget is
 //! finished otherwise. `forget` holds the maintenance lease
 //! ([`crate::lease`]) so that settling never meets a `forget` in progress.
@@ -120,7 +120,7 @@ pub struct ForgetReport {
     pub replaced_lease: Option<ReplacedLease>,
 }
 
-/// What [`Repository::settle_forgets`] did with the tombstones of killed
+/// What `forget` and `gc` did with the tombstones of killed
 /// `forget` runs, each sorted.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
