@@ -2,9 +2,10 @@
 # Disaster-recovery figures (issue 11, item 6): replication throughput,
 # `--watch` lag, and drill RTO. Each part can be run alone (--only PART).
 #
-#   scripts/bench-dr.sh [--only replicate|watch|drill] [--runs N]
-#                       [--repl-mb MB] [--watch-mb MB] [--watch-seconds S]
-#                       [--size-mb MB] [--sysbench-dump FILE]
+#   scripts/bench-dr.sh [--only replicate|listing|watch|drill] [--runs N]
+#                       [--repl-mb MB] [--jobs N] [--objects N]
+#                       [--watch-mb MB] [--watch-seconds S]
+#                       [--size-mb MB] [--sysbench-dump FILE | --sysbench-db DB]
 #
 # replicate: S3 -> S3 between the two loopback SeaweedFS instances
 #   (region 1 $NFREPO_TEST_S3_ENDPOINT, region 2 $NFREPO_TEST_S3_ENDPOINT_2,
@@ -14,6 +15,13 @@
 #   replicate --to` into a fresh prefix of region 2 under /usr/bin/time -v:
 #   throughput = bytes copied / wall time of the whole command (start-up and
 #   listings included), and its peak RSS. Median of --runs (default 3).
+#   --jobs N is passed to replicate (default: replicate's own, 8).
+# listing: peak RSS of `nfrepo replicate` on a repository of many small
+#   objects: --objects N (default 200000) packs of 100 to 300 random bytes,
+#   written straight into a file:// repository as files named by their
+#   BLAKE3 (python3's blake3 module, installed with pip if missing). One
+#   pass copies them all into a fresh prefix of region 2, a second pass
+#   copies nothing (the two listings compared); each under /usr/bin/time -v.
 # watch: `nfrepo replicate --watch --interval 10s` runs into a fresh
 #   prefix of region 2 while a backup of a --watch-mb MB (default 1000)
 #   dump is written into region 1, paced to last --watch-seconds (default
@@ -56,18 +64,22 @@ ONLY=""
 REPL_MB=1000
 WATCH_MB=1000
 WATCH_SECONDS=300
+JOBS=()
+OBJECTS=200000
 number() { [[ "${2:-}" =~ ^[1-9][0-9]*$ ]] || die "$1 takes a positive number"; }
 while (($# > 0)); do
 	case "$1" in
 	--only)
-		[[ "${2:-}" =~ ^(replicate|watch|drill)$ ]] || die "--only takes replicate, watch or drill"
+		[[ "${2:-}" =~ ^(replicate|listing|watch|drill)$ ]] || die "--only takes replicate, listing, watch or drill"
 		ONLY="$2"
 		shift 2
 		;;
-	--repl-mb | --watch-mb | --watch-seconds)
+	--repl-mb | --watch-mb | --watch-seconds | --jobs | --objects)
 		number "$1" "${2:-}"
 		case "$1" in
 		--repl-mb) REPL_MB="$2" ;;
+		--jobs) JOBS=(--jobs "$2") ;;
+		--objects) OBJECTS="$2" ;;
 		--watch-mb) WATCH_MB="$2" ;;
 		--watch-seconds) WATCH_SECONDS="$2" ;;
 		esac
@@ -117,7 +129,7 @@ wanted() { [[ -z "$ONLY" || "$ONLY" == "$1" ]]; }
 
 # --- S3 -> S3 replication and --watch lag ------------------------------------
 
-if wanted replicate || wanted watch; then
+if wanted replicate || wanted listing || wanted watch; then
 	for v in NFREPO_TEST_S3_ENDPOINT NFREPO_TEST_S3_ENDPOINT_2 NFREPO_TEST_S3_BUCKET NFREPO_TEST_S3_ACCESS_KEY NFREPO_TEST_S3_SECRET_KEY; do
 		[[ -n "${!v:-}" ]] || die "$v is not set (source /tmp/nfrepo-dev-env.sh, or scripts/start-seaweedfs.sh twice)"
 	done
@@ -162,7 +174,7 @@ if wanted replicate; then
 	THROUGHPUT=() RSS=()
 	for ((run = 1; run <= RUNS; run++)); do
 		dst=$(s3_url "$NFREPO_TEST_S3_ENDPOINT_2" "replica-$run")
-		/usr/bin/time -v -o "$LOGS/replicate-$run.time" "$NFREPO_BIN" --json -r "$SRC" replicate --to "$dst" >"$LOGS/replicate-$run.json" 2>>"$LOGS/nfrepo.log" ||
+		/usr/bin/time -v -o "$LOGS/replicate-$run.time" "$NFREPO_BIN" --json -r "$SRC" replicate "${JOBS[@]}" --to "$dst" >"$LOGS/replicate-$run.json" 2>>"$LOGS/nfrepo.log" ||
 			die "replicate run $run failed (see $LOGS)"
 		read -r mbps rss < <(python3 - "$LOGS/replicate-$run.json" "$LOGS/replicate-$run.time" <<'PY'
 import json, re, sys
@@ -178,9 +190,46 @@ PY
 		THROUGHPUT+=("$mbps") RSS+=("$rss")
 	done
 	echo
-	echo "S3 -> S3 replication of $REPL_MB MB (loopback SeaweedFS, --jobs 8), $RUNS runs"
+	echo "S3 -> S3 replication of $REPL_MB MB (loopback SeaweedFS, ${JOBS[*]:---jobs 8}), $RUNS runs"
 	echo "  throughput MB/s: $(printf '%s\n' "${THROUGHPUT[@]}" | median_line)"
 	echo "  peak RSS MiB:    $(printf '%s\n' "${RSS[@]}" | median_line)"
+fi
+
+if wanted listing; then
+	python3 -c 'import blake3' 2>/dev/null || pip_install blake3
+	MANY="$BENCH_DIR/many"
+	"$NFREPO_BIN" -r "file://$MANY" init --kdf-memory-kib 65536 >>"$LOGS/nfrepo.log" 2>&1
+	log "listing: writing $OBJECTS small packs into file://$MANY"
+	python3 - "$MANY" "$OBJECTS" <<'PY'
+import os, sys, blake3
+root, count = sys.argv[1], int(sys.argv[2])
+made = set()
+for i in range(count):
+    data = os.urandom(100 + i % 201)
+    name = blake3.blake3(data).hexdigest()
+    d = os.path.join(root, "data", name[:2])
+    if name[:2] not in made:
+        os.makedirs(d, exist_ok=True)
+        made.add(name[:2])
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+PY
+	dst=$(s3_url "$NFREPO_TEST_S3_ENDPOINT_2" many-replica)
+	echo
+	echo "replicate of $OBJECTS small packs, file:// -> S3 (region 2)"
+	for pass in copy in-sync; do
+		/usr/bin/time -v -o "$LOGS/listing-$pass.time" "$NFREPO_BIN" --json -r "file://$MANY" replicate "${JOBS[@]}" --to "$dst" \
+			>"$LOGS/listing-$pass.json" 2>>"$LOGS/nfrepo.log" || die "replicate ($pass) failed (see $LOGS)"
+		python3 - "$pass" "$LOGS/listing-$pass.json" "$LOGS/listing-$pass.time" <<'PY'
+import json, re, sys
+report = json.load(open(sys.argv[2]))[0]
+timing = open(sys.argv[3]).read()
+h, m, s = (["0", "0"] + re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", timing).group(1).split(":"))[-3:]
+seconds = int(h) * 3600 + int(m) * 60 + float(s)
+rss_kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", timing).group(1))
+print("  %-8s %7d objects copied in %6.1fs, peak RSS %.1f MiB" % (sys.argv[1], report["copied_objects"], seconds, rss_kib / 1024))
+PY
+	done
 fi
 
 if wanted watch; then
