@@ -2,9 +2,10 @@
 # Disaster-recovery figures (issue 11, item 6): replication throughput,
 # `--watch` lag, and drill RTO. Each part can be run alone (--only PART).
 #
-#   scripts/bench-dr.sh [--only replicate|watch|drill] [--runs N]
-#                       [--repl-mb MB] [--watch-mb MB] [--watch-seconds S]
-#                       [--size-mb MB] [--sysbench-dump FILE]
+#   scripts/bench-dr.sh [--only replicate|listing|watch|drill] [--runs N]
+#                       [--repl-mb MB] [--jobs N] [--peer restic] [--objects N]
+#                       [--watch-mb MB] [--watch-seconds S]
+#                       [--size-mb MB] [--sysbench-db DB | --sysbench-dump FILE]
 #
 # replicate: S3 -> S3 between the two loopback SeaweedFS instances
 #   (region 1 $NFREPO_TEST_S3_ENDPOINT, region 2 $NFREPO_TEST_S3_ENDPOINT_2,
@@ -14,6 +15,18 @@
 #   replicate --to` into a fresh prefix of region 2 under /usr/bin/time -v:
 #   throughput = bytes copied / wall time of the whole command (start-up and
 #   listings included), and its peak RSS. Median of --runs (default 3).
+#   --jobs N is passed to replicate (default: replicate's own, 8).
+#   --peer restic also runs, in each run right after nfrepo's, Debian's
+#   `restic copy --from-repo` of a restic repository in region 1 holding
+#   the same data into a fresh restic repository in region 2 (initialised
+#   with --copy-chunker-params beforehand, not timed), under the same
+#   /usr/bin/time -v; throughput = the data's bytes / wall time.
+# listing: peak RSS of `nfrepo replicate` on a repository of many small
+#   objects: --objects N (default 200000) packs of 100 to 300 random bytes,
+#   written straight into a file:// repository as files named by their
+#   BLAKE3 (python3's blake3 module, installed with pip if missing). One
+#   pass copies them all into a fresh prefix of region 2, a second pass
+#   copies nothing (the two listings compared); each under /usr/bin/time -v.
 # watch: `nfrepo replicate --watch --interval 10s` runs into a fresh
 #   prefix of region 2 while a backup of a --watch-mb MB (default 1000)
 #   dump is written into region 1, paced to last --watch-seconds (default
@@ -35,10 +48,15 @@
 # is the drill's own `rto_seconds` (start of the drill to a verified,
 # query-ready service), and each phase is printed for the median run.
 #
-# --sysbench-dump FILE drills the sysbench data set of scripts/bench-peers.sh
-# instead (its cached $BENCH_DIR/data/dump1.sql, stored with
-# `snapshot --stdin --name sbtest.sql` as a mysql source; such a snapshot has
-# no row-count facts, so only the load and the query are checked).
+# --sysbench-db DB drills the sysbench data set of scripts/bench-peers.sh
+# (`sysbench oltp_read_write --tables=8 --table-size=600000 prepare`, about
+# 1 GB of dump) already loaded in database DB of the test MariaDB: it is
+# backed up with `snapshot --source db` as a mysql source (so with its
+# dump-time row counts, which the drill checks) and left in place.
+# --sysbench-dump FILE drills the same data set from a dump file (such as
+# bench-peers.sh's cached dump1.sql), stored with `snapshot --stdin --name
+# sbtest.sql` as a mysql source; such a snapshot has no row-count facts, so
+# only the load and the query are checked.
 #
 # Environment: BENCH_DIR (default /tmp/nfrepo-bench-dr), NFREPO_BIN (default:
 # a release build of this tree), NFREPO_TEST_MYSQL_URL, NFREPO_TEST_S3_*.
@@ -52,22 +70,28 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 RUNS=3
 SIZE_MB=1000
 SYSBENCH_DUMP=""
+SYSBENCH_DB=""
 ONLY=""
 REPL_MB=1000
 WATCH_MB=1000
 WATCH_SECONDS=300
+JOBS=()
+PEER=""
+OBJECTS=200000
 number() { [[ "${2:-}" =~ ^[1-9][0-9]*$ ]] || die "$1 takes a positive number"; }
 while (($# > 0)); do
 	case "$1" in
 	--only)
-		[[ "${2:-}" =~ ^(replicate|watch|drill)$ ]] || die "--only takes replicate, watch or drill"
+		[[ "${2:-}" =~ ^(replicate|listing|watch|drill)$ ]] || die "--only takes replicate, listing, watch or drill"
 		ONLY="$2"
 		shift 2
 		;;
-	--repl-mb | --watch-mb | --watch-seconds)
+	--repl-mb | --watch-mb | --watch-seconds | --jobs | --objects)
 		number "$1" "${2:-}"
 		case "$1" in
 		--repl-mb) REPL_MB="$2" ;;
+		--jobs) JOBS=(--jobs "$2") ;;
+		--objects) OBJECTS="$2" ;;
 		--watch-mb) WATCH_MB="$2" ;;
 		--watch-seconds) WATCH_SECONDS="$2" ;;
 		esac
@@ -81,6 +105,16 @@ while (($# > 0)); do
 	--size-mb)
 		[[ "${2:-}" =~ ^[1-9][0-9]*$ ]] || die "--size-mb takes a positive number"
 		SIZE_MB="$2"
+		shift 2
+		;;
+	--peer)
+		[[ "${2:-}" == restic ]] || die "--peer takes restic"
+		PEER=restic
+		shift 2
+		;;
+	--sysbench-db)
+		[[ "${2:-}" =~ ^[A-Za-z0-9_]+$ ]] || die "--sysbench-db takes a database name"
+		SYSBENCH_DB="$2"
 		shift 2
 		;;
 	--sysbench-dump)
@@ -117,7 +151,7 @@ wanted() { [[ -z "$ONLY" || "$ONLY" == "$1" ]]; }
 
 # --- S3 -> S3 replication and --watch lag ------------------------------------
 
-if wanted replicate || wanted watch; then
+if wanted replicate || wanted listing || wanted watch; then
 	for v in NFREPO_TEST_S3_ENDPOINT NFREPO_TEST_S3_ENDPOINT_2 NFREPO_TEST_S3_BUCKET NFREPO_TEST_S3_ACCESS_KEY NFREPO_TEST_S3_SECRET_KEY; do
 		[[ -n "${!v:-}" ]] || die "$v is not set (source /tmp/nfrepo-dev-env.sh, or scripts/start-seaweedfs.sh twice)"
 	done
@@ -158,11 +192,23 @@ if wanted replicate; then
 	SRC=$(s3_url "$NFREPO_TEST_S3_ENDPOINT" src)
 	"$NFREPO_BIN" -r "$SRC" init --kdf-memory-kib 65536 >>"$LOGS/nfrepo.log" 2>&1
 	log "replicate: backing up $REPL_MB MB of random data into region 1"
-	paced "$REPL_MB" 0 | "$NFREPO_BIN" -r "$SRC" snapshot --stdin --name random.bin >>"$LOGS/nfrepo.log" 2>&1
+	paced "$REPL_MB" 0 >"$BENCH_DIR/random.bin"
+	"$NFREPO_BIN" -r "$SRC" snapshot --stdin --name random.bin <"$BENCH_DIR/random.bin" >>"$LOGS/nfrepo.log" 2>&1
+	if [[ -n "$PEER" ]]; then
+		command -v restic >/dev/null || ensure_apt_packages restic
+		export AWS_ACCESS_KEY_ID="$NFREPO_TEST_S3_ACCESS_KEY" AWS_SECRET_ACCESS_KEY="$NFREPO_TEST_S3_SECRET_KEY"
+		export RESTIC_PASSWORD=bench RESTIC_FROM_PASSWORD=bench
+		restic_url() { echo "s3:$1/$NFREPO_TEST_S3_BUCKET/$RUN_ID/$2"; }
+		RESTIC_SRC=$(restic_url "$NFREPO_TEST_S3_ENDPOINT" restic-src)
+		restic -r "$RESTIC_SRC" init >>"$LOGS/restic.log" 2>&1
+		(cd "$BENCH_DIR" && restic -r "$RESTIC_SRC" backup random.bin >>"$LOGS/restic.log" 2>&1)
+		PEER_THROUGHPUT=() PEER_RSS=()
+	fi
+	rm -f "$BENCH_DIR/random.bin"
 	THROUGHPUT=() RSS=()
 	for ((run = 1; run <= RUNS; run++)); do
 		dst=$(s3_url "$NFREPO_TEST_S3_ENDPOINT_2" "replica-$run")
-		/usr/bin/time -v -o "$LOGS/replicate-$run.time" "$NFREPO_BIN" --json -r "$SRC" replicate --to "$dst" >"$LOGS/replicate-$run.json" 2>>"$LOGS/nfrepo.log" ||
+		/usr/bin/time -v -o "$LOGS/replicate-$run.time" "$NFREPO_BIN" --json -r "$SRC" replicate "${JOBS[@]}" --to "$dst" >"$LOGS/replicate-$run.json" 2>>"$LOGS/nfrepo.log" ||
 			die "replicate run $run failed (see $LOGS)"
 		read -r mbps rss < <(python3 - "$LOGS/replicate-$run.json" "$LOGS/replicate-$run.time" <<'PY'
 import json, re, sys
@@ -176,11 +222,70 @@ PY
 		)
 		log "replicate run $run: $mbps MB/s, peak RSS $rss MiB"
 		THROUGHPUT+=("$mbps") RSS+=("$rss")
+		if [[ -n "$PEER" ]]; then
+			rdst=$(restic_url "$NFREPO_TEST_S3_ENDPOINT_2" "restic-replica-$run")
+			restic -r "$rdst" init --copy-chunker-params --from-repo "$RESTIC_SRC" >>"$LOGS/restic.log" 2>&1
+			/usr/bin/time -v -o "$LOGS/restic-copy-$run.time" restic -r "$rdst" copy --from-repo "$RESTIC_SRC" >>"$LOGS/restic.log" 2>&1 ||
+				die "restic copy run $run failed (see $LOGS/restic.log)"
+			read -r mbps rss < <(python3 - "$REPL_MB" "$LOGS/restic-copy-$run.time" <<'PY'
+import re, sys
+timing = open(sys.argv[2]).read()
+h, m, s = (["0", "0"] + re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", timing).group(1).split(":"))[-3:]
+seconds = int(h) * 3600 + int(m) * 60 + float(s)
+rss_kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", timing).group(1))
+print("%.1f %.1f" % (int(sys.argv[1]) / seconds, rss_kib / 1024))
+PY
+			)
+			log "restic copy run $run: $mbps MB/s, peak RSS $rss MiB"
+			PEER_THROUGHPUT+=("$mbps") PEER_RSS+=("$rss")
+		fi
 	done
 	echo
-	echo "S3 -> S3 replication of $REPL_MB MB (loopback SeaweedFS, --jobs 8), $RUNS runs"
+	echo "S3 -> S3 replication of $REPL_MB MB (loopback SeaweedFS, ${JOBS[*]:---jobs 8}), $RUNS runs"
 	echo "  throughput MB/s: $(printf '%s\n' "${THROUGHPUT[@]}" | median_line)"
 	echo "  peak RSS MiB:    $(printf '%s\n' "${RSS[@]}" | median_line)"
+	if [[ -n "$PEER" ]]; then
+		echo "restic copy of the same data, same servers, $RUNS runs (each right after nfrepo's)"
+		echo "  throughput MB/s: $(printf '%s\n' "${PEER_THROUGHPUT[@]}" | median_line)"
+		echo "  peak RSS MiB:    $(printf '%s\n' "${PEER_RSS[@]}" | median_line)"
+	fi
+fi
+
+if wanted listing; then
+	python3 -c 'import blake3' 2>/dev/null || pip_install blake3
+	MANY="$BENCH_DIR/many"
+	"$NFREPO_BIN" -r "file://$MANY" init --kdf-memory-kib 65536 >>"$LOGS/nfrepo.log" 2>&1
+	log "listing: writing $OBJECTS small packs into file://$MANY"
+	python3 - "$MANY" "$OBJECTS" <<'PY'
+import os, sys, blake3
+root, count = sys.argv[1], int(sys.argv[2])
+made = set()
+for i in range(count):
+    data = os.urandom(100 + i % 201)
+    name = blake3.blake3(data).hexdigest()
+    d = os.path.join(root, "data", name[:2])
+    if name[:2] not in made:
+        os.makedirs(d, exist_ok=True)
+        made.add(name[:2])
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+PY
+	dst=$(s3_url "$NFREPO_TEST_S3_ENDPOINT_2" many-replica)
+	echo
+	echo "replicate of $OBJECTS small packs, file:// -> S3 (region 2)"
+	for pass in copy in-sync; do
+		/usr/bin/time -v -o "$LOGS/listing-$pass.time" "$NFREPO_BIN" --json -r "file://$MANY" replicate "${JOBS[@]}" --to "$dst" \
+			>"$LOGS/listing-$pass.json" 2>>"$LOGS/nfrepo.log" || die "replicate ($pass) failed (see $LOGS)"
+		python3 - "$pass" "$LOGS/listing-$pass.json" "$LOGS/listing-$pass.time" <<'PY'
+import json, re, sys
+report = json.load(open(sys.argv[2]))[0]
+timing = open(sys.argv[3]).read()
+h, m, s = (["0", "0"] + re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", timing).group(1).split(":"))[-3:]
+seconds = int(h) * 3600 + int(m) * 60 + float(s)
+rss_kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", timing).group(1))
+print("  %-8s %7d objects copied in %6.1fs, peak RSS %.1f MiB" % (sys.argv[1], report["copied_objects"], seconds, rss_kib / 1024))
+PY
+	done
 fi
 
 if wanted watch; then
@@ -221,10 +326,10 @@ password_env = "NFREPO_PASSWORD"
 
 [sources.db]
 kind = "mysql"
-connection = "$URL/bench_dr"
+connection = "$URL/${SYSBENCH_DB:-bench_dr}"
 
 [sources.db.drill]
-queries = ["SELECT count(*) > 0 FROM $([[ -n "$SYSBENCH_DUMP" ]] && echo sbtest1 || echo t1)"]
+queries = ["SELECT count(*) > 0 FROM $([[ -n "$SYSBENCH_DUMP$SYSBENCH_DB" ]] && echo sbtest1 || echo t1)"]
 EOF
 export NFREPO_CONFIG="$BENCH_DIR/nfrepo.toml"
 "$NFREPO_BIN" init --kdf-memory-kib 65536 >"$LOGS/nfrepo.log" 2>&1
@@ -233,6 +338,10 @@ if [[ -n "$SYSBENCH_DUMP" ]]; then
 	log "storing $SYSBENCH_DUMP as the dump of source db"
 	"$NFREPO_BIN" snapshot --stdin --name sbtest.sql --source db <"$SYSBENCH_DUMP" >>"$LOGS/nfrepo.log" 2>&1
 	WHAT="sysbench dump $(basename "$SYSBENCH_DUMP")"
+elif [[ -n "$SYSBENCH_DB" ]]; then
+	log "backing up sysbench database $SYSBENCH_DB"
+	"$NFREPO_BIN" snapshot --source db >>"$LOGS/nfrepo.log" 2>&1
+	WHAT="sysbench MariaDB dump ($SYSBENCH_DB)"
 else
 	# A dumped row is about 200 bytes: (id, k, 'c' of 120, 'pad' of 64).
 	ROWS=$((SIZE_MB * 1000000 / 200 / 4))
@@ -272,6 +381,6 @@ record = json.load(open(median[1]))
 for phase in record["phases"]:
     print("  %-14s %.1fs" % (phase["name"], phase["seconds"]))
 print("  rpo            %.0fs (age of the snapshot)" % record["rpo_seconds"])'
-if [[ -z "$SYSBENCH_DUMP" ]]; then
+if [[ -z "$SYSBENCH_DUMP$SYSBENCH_DB" ]]; then
 	"${MYSQL[@]}" -e "DROP DATABASE IF EXISTS bench_dr"
 fi

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use nfrepo_store::{ByteStream, ObjectInfo, ObjectKey, ObjectKind, PutMode, Result, Store};
+use nfrepo_store::{ByteStream, ListStream, ObjectInfo, ObjectKey, ObjectKind, PutMode, Result, Store};
 
 use crate::cli::GlobalArgs;
 use crate::render;
@@ -91,8 +91,8 @@ impl Store for CountingStore {
         self.0.stat(key).await
     }
 
-    async fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
-        self.0.list(kind).await
+    fn list_stream(&self, kind: ObjectKind) -> ListStream<'_> {
+        self.0.list_stream(kind)
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<()> {

@@ -55,10 +55,13 @@
 //! read whole. Every transfer reserves that much of [`MEMORY_BUDGET`]
 //! before it starts, so the object bytes in flight over all transfers stay
 //! within it, with at most [`ReplicateOptions::jobs`] transfers at once.
-//! [`Store::list`] returns a whole listing, so listings are held: about 200
-//! bytes per object of the source and the target (a 16 TiB repository of
-//! 16 MiB packs is 1 M packs, about 200 MB; the store trait has no streaming
-//! listing yet). Retries with backoff are the store layer's
+//! Listings of packs and audit entries are not held: the source's and the
+//! target's are merged as they stream in name order
+//! ([`Store::list_stream`]), so memory does not grow with the number of
+//! packs; what does is held: the listings of key slots, index deltas,
+//! snapshots and markers (bounded by retention and index compaction), and
+//! the objects the replica holds that the source no longer lists, which the
+//! state records anyway (see `listing`). Retries with backoff are the store layer's
 //! ([`nfrepo_store::RetryStore`], which the CLI wraps both stores in), and
 //! for a streamed object, whose body the store cannot replay, this module's:
 //! the whole transfer is tried again under the same
@@ -296,22 +299,33 @@ pub async fn replicate(source: &dyn Store, target: &dyn Store, options: &Replica
         ..ReplicateReport::default()
     };
     let mut next = state::fresh(&pass, previous.as_ref(), started);
-    if let Some(subset) = options.verify {
-        verify::run(&pass, &listings, subset, previous.as_ref(), &mut next, &mut report).await?;
+    let behind = if let Some(subset) = options.verify {
+        let behind = verify::run(&pass, &listings, subset, previous.as_ref(), &mut next, &mut report).await?;
         next.result = PassResult::Verified;
+        behind
     } else {
         let damaged = previous.as_ref().map(|s| s.damaged.clone()).unwrap_or_default();
         let copied = copy::run(&pass, &listings, &damaged, &mut report).await?;
-        state::delete_expired(&pass, &listings, previous.as_ref(), started, &mut next, &mut report).await;
-        next.copied_objects = copied.0;
-        next.copied_bytes = copied.1;
+        state::delete_expired(
+            &pass,
+            &listings,
+            &copied.extra,
+            previous.as_ref(),
+            started,
+            &mut next,
+            &mut report,
+        )
+        .await;
+        next.copied_objects = copied.objects;
+        next.copied_bytes = copied.bytes;
         next.result = if report.problems.is_empty() {
             PassResult::Complete
         } else {
             PassResult::Partial
         };
-    }
-    state::finish(&listings, &report, &mut next);
+        copied.behind
+    };
+    state::finish(&listings, behind, &mut next);
     next.pass_finished_ns = nanos(options.now.unwrap_or_else(SystemTime::now));
     state::save(target, &next).await?;
     report.state = Some(next);

@@ -133,21 +133,43 @@ async fn access_log(request: Request, next: Next) -> Response {
     response
 }
 
+/// Listing lines queued between the listing task and the response body.
+const LISTING_LINES_IN_FLIGHT: usize = 256;
+
 async fn list(State(state): Shared, Path(kind): Path<String>) -> Response {
     let Some(kind) = rest_object_kind(&kind) else {
         return refuse(StatusCode::NOT_FOUND, ErrorKind::InvalidKey, "no such object kind");
     };
-    let infos = match state.store.list(kind).await {
-        Ok(infos) => infos,
-        Err(e) => return store_failure(&e),
+    // One line per object, written as the store lists it (never the whole
+    // listing in memory), then the end line with the count. A task lists
+    // into a small channel the body drains. A listing that fails at once is
+    // refused with its status; one that fails midway ends the body with an
+    // error instead, so the client sees a listing cut short, never a
+    // partial one taken for the whole.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<nfrepo_store::Result<Bytes>>(LISTING_LINES_IN_FLIGHT);
+    let store = Arc::clone(&state.store);
+    tokio::spawn(async move {
+        let mut listing = store.list_stream(kind);
+        let mut count = 0u64;
+        while let Some(item) = listing.next().await {
+            let failed = item.is_err();
+            let line = item.map(|info| {
+                count += 1;
+                Bytes::from(rest_listing_line(&info))
+            });
+            if tx.send(line).await.is_err() || failed {
+                return;
+            }
+        }
+        let _ = tx.send(Ok(Bytes::from(rest_listing_end(count)))).await;
+    });
+    let first = match rx.recv().await {
+        Some(Err(e)) => return store_failure(&e),
+        Some(Ok(line)) => line,
+        None => return store_failure(&nfrepo_store::Error::new(ErrorKind::Other, "the listing task ended")),
     };
-    // One line per object, written as the body is sent, then the end line.
-    let count = infos.len() as u64;
-    let lines = futures::stream::iter(infos)
-        .map(|info| Ok::<_, std::convert::Infallible>(Bytes::from(rest_listing_line(&info))))
-        .chain(futures::stream::once(async move {
-            Ok(Bytes::from(rest_listing_end(count)))
-        }));
+    let rest = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    let lines = futures::stream::once(async move { Ok(first) }).chain(rest);
     let mut response = Body::from_stream(lines).into_response();
     response
         .headers_mut()

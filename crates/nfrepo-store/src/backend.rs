@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use futures::{StreamExt, TryStreamExt, stream};
 use opendal::services::{Fs, S3};
 use opendal::{Buffer, Operator};
 use tokio::sync::OnceCell;
@@ -21,7 +21,7 @@ use crate::key::{ObjectInfo, ObjectKey, ObjectKind};
 use crate::location::StoreUrl;
 use crate::lock::Retention;
 use crate::memory::MemoryStore;
-use crate::store::{ByteStream, PutMode, STREAM_PART_SIZE, Store};
+use crate::store::{ByteStream, ListStream, PutMode, STREAM_PART_SIZE, Store};
 
 pub use rest::RestStore;
 
@@ -264,6 +264,81 @@ impl OpendalStore {
         }
     }
 
+    /// The listing of `kind` (not the config), in ascending name order:
+    /// S3 lists keys in that order, so its recursive lister is passed on as
+    /// it pages; other services (a directory) are walked one directory at a
+    /// time, each sorted.
+    async fn lister(&self, kind: ObjectKind) -> Result<ListStream<'_>> {
+        let Some(op) = self.operator().await? else {
+            return Ok(stream::empty().boxed());
+        };
+        let prefix = format!("{}/", kind.prefix());
+        if op.info().scheme() == "s3" {
+            let lister = match op.lister_with(&prefix).recursive(true).await {
+                Ok(lister) => lister,
+                Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(stream::empty().boxed()),
+                Err(e) => return Err(Error::from_opendal(e).with_location(&self.location)),
+            };
+            return Ok(lister
+                .map_err(|e| Error::from_opendal(e).with_location(&self.location))
+                .try_filter_map(move |entry| self.entry_info(kind, entry))
+                .boxed());
+        }
+        let dirs = if kind.is_fanned_out() {
+            let mut dirs: Vec<String> = self
+                .list_dir(op, &prefix)
+                .await?
+                .into_iter()
+                .filter(|entry| entry.metadata().is_dir() && entry.path() != prefix)
+                .map(|entry| entry.path().to_owned())
+                .collect();
+            dirs.sort();
+            dirs
+        } else {
+            vec![prefix]
+        };
+        Ok(stream::iter(dirs)
+            .then(move |dir| async move {
+                let mut files = self.list_dir(op, &dir).await?;
+                files.retain(|entry| !entry.metadata().is_dir());
+                files.sort_by(|a, b| a.name().cmp(b.name()));
+                Ok::<_, Error>(stream::iter(files).map(Ok))
+            })
+            .try_flatten()
+            .try_filter_map(move |entry| self.entry_info(kind, entry))
+            .boxed())
+    }
+
+    /// The entries directly in `dir` (a missing one is empty).
+    async fn list_dir(&self, op: &Operator, dir: &str) -> Result<Vec<opendal::Entry>> {
+        match op.list(dir).await {
+            Ok(entries) => Ok(entries),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(Error::from_opendal(e).with_location(&self.location)),
+        }
+    }
+
+    /// The listing entry of an object of `kind`; `None` for directories,
+    /// stray names and objects gone since they were listed.
+    async fn entry_info(&self, kind: ObjectKind, entry: opendal::Entry) -> Result<Option<ObjectInfo>> {
+        let meta = entry.metadata();
+        if meta.is_dir() {
+            return Ok(None);
+        }
+        let Some(key) = ObjectKey::from_path(kind, entry.path()) else {
+            return Ok(None);
+        };
+        if meta.is_file() {
+            return Ok(Some(info_from(key, meta)));
+        }
+        // Some services (memory) list names without sizes.
+        match self.stat(&key).await {
+            Ok(info) => Ok(Some(info)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     fn not_found(&self, key: &ObjectKey) -> Error {
         Error::new(ErrorKind::NotFound, "object not found")
             .with_key(key)
@@ -417,43 +492,19 @@ impl Store for OpendalStore {
         Ok(info_from(key.clone(), &meta))
     }
 
-    async fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
+    fn list_stream(&self, kind: ObjectKind) -> ListStream<'_> {
         if kind == ObjectKind::Config {
-            return match self.stat(&ObjectKey::config()).await {
-                Ok(info) => Ok(vec![info]),
-                Err(e) if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),
-                Err(e) => Err(e),
-            };
+            return stream::once(async move {
+                match self.stat(&ObjectKey::config()).await {
+                    Ok(info) => Ok(Some(info)),
+                    Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+            .try_filter_map(|info| async move { Ok(info) })
+            .boxed();
         }
-        let Some(op) = self.operator().await? else {
-            return Ok(Vec::new());
-        };
-        let entries = match op.list_with(&format!("{}/", kind.prefix())).recursive(true).await {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::from_opendal(e).with_location(&self.location)),
-        };
-        let mut infos = Vec::with_capacity(entries.len());
-        for entry in entries {
-            let meta = entry.metadata();
-            if meta.is_dir() {
-                continue;
-            }
-            let Some(key) = ObjectKey::from_path(kind, entry.path()) else {
-                continue;
-            };
-            if meta.is_file() {
-                infos.push(info_from(key, meta));
-                continue;
-            }
-            // Some services (memory) list names without sizes.
-            match self.stat(&key).await {
-                Ok(info) => infos.push(info),
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(infos)
+        stream::once(self.lister(kind)).try_flatten().boxed()
     }
 
     async fn get_stream(&self, key: &ObjectKey) -> Result<ByteStream<'static>> {

@@ -5,11 +5,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt, stream};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::{ObjectInfo, ObjectKey, ObjectKind};
 use crate::lock::Retention;
-use crate::store::{PutMode, Store};
+use crate::store::{ListStream, PutMode, Store};
 
 /// Which calls a [`FaultRule`] applies to. `get_range` counts as [`FaultOp::Get`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -34,7 +35,9 @@ pub enum FaultOp {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Fault {
-    /// Return an error of this kind without calling the wrapped store.
+    /// Return an error of this kind without calling the wrapped store. A
+    /// list rule with a `name_prefix` instead cuts the listing off midway:
+    /// it yields the objects before the first one so named, then this error.
     Fail(ErrorKind),
     /// Flip bit `bit` (0–7) of byte `byte` of the data a get or get_range returns;
     /// `byte` is an offset from the start of the object, so a range that doesn't
@@ -404,26 +407,38 @@ impl<S: Store> Store for FaultStore<S> {
         Ok(info)
     }
 
-    async fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
-        let fired = self.fire(FaultOp::List, kind, None);
-        self.before(&fired, None, false).await?;
-        let mut infos = self.inner.list(kind).await?;
-        for rule in &fired {
-            let selected = |info: &ObjectInfo| {
-                rule.name_prefix
-                    .as_deref()
-                    .is_none_or(|prefix| info.key.name().starts_with(prefix))
-            };
-            match rule.fault {
-                Fault::Lose => infos.retain(|info| !selected(info)),
-                Fault::Truncate { len } => infos
-                    .iter_mut()
-                    .filter(|info| selected(info))
-                    .for_each(|info| info.size = info.size.min(len)),
-                _ => {}
-            }
-        }
-        Ok(infos)
+    /// The faults fire when the stream is first polled; `Lose` hides the
+    /// selected objects and `Truncate` shrinks their listed size.
+    fn list_stream(&self, kind: ObjectKind) -> ListStream<'_> {
+        stream::once(async move {
+            let (midway, fired): (Vec<_>, Vec<_>) = self
+                .fire(FaultOp::List, kind, None)
+                .into_iter()
+                .partition(|rule| matches!(rule.fault, Fault::Fail(_)) && rule.name_prefix.is_some());
+            self.before(&fired, None, false).await?;
+            Ok(self.inner.list_stream(kind).try_filter_map(move |mut info| {
+                let selected = |rule: &FaultRule| {
+                    rule.name_prefix
+                        .as_deref()
+                        .is_none_or(|prefix| info.key.name().starts_with(prefix))
+                };
+                if let Some(Fault::Fail(kind)) = midway.iter().find(|rule| selected(rule)).map(|rule| &rule.fault) {
+                    let err = self.error(*kind, format!("injected fault: {kind} (listing cut off)"), None);
+                    return futures::future::ready(Err(err));
+                }
+                let mut keep = true;
+                for rule in &fired {
+                    match rule.fault {
+                        Fault::Lose if selected(rule) => keep = false,
+                        Fault::Truncate { len } if selected(rule) => info.size = info.size.min(len),
+                        _ => {}
+                    }
+                }
+                futures::future::ready(Ok(keep.then_some(info)))
+            }))
+        })
+        .try_flatten()
+        .boxed()
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<()> {

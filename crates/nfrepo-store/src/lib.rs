@@ -77,4 +77,4 @@ pub use rest::{
     rest_listing_line, rest_object_kind,
 };
 pub use retry::{RetryPolicy, RetryStore};
-pub use store::{ByteStream, PutMode, STREAM_PUT_BUFFER, Store, no_object_lock};
+pub use store::{ByteStream, ListStream, PutMode, STREAM_PUT_BUFFER, Store, no_object_lock};

@@ -22,7 +22,7 @@ use bytes::Bytes;
 
 use crate::error::Result;
 use crate::key::{ObjectInfo, ObjectKey, ObjectKind};
-use crate::store::{ByteStream, PutMode, Store};
+use crate::store::{ByteStream, ListStream, PutMode, Store};
 
 /// The S3 Object Lock retention mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -161,8 +161,8 @@ impl<S: Store> Store for ObjectLockStore<S> {
         self.inner.stat(key).await
     }
 
-    async fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
-        self.inner.list(kind).await
+    fn list_stream(&self, kind: ObjectKind) -> ListStream<'_> {
+        self.inner.list_stream(kind)
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<()> {

@@ -6,11 +6,12 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use futures::{StreamExt, stream};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::{ObjectInfo, ObjectKey, ObjectKind};
 use crate::location::StoreUrl;
-use crate::store::{PutMode, Store};
+use crate::store::{ListStream, PutMode, Store};
 
 #[derive(Debug)]
 struct Stored {
@@ -160,13 +161,20 @@ impl Store for MemoryStore {
         }
     }
 
-    async fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
-        Ok(self
-            .lock()
-            .iter()
-            .filter(|(key, _)| key.kind() == kind)
-            .map(|(key, stored)| Self::info(key, stored))
-            .collect())
+    /// The listing as it is when the stream is first polled, sorted.
+    fn list_stream(&self, kind: ObjectKind) -> ListStream<'_> {
+        stream::once(async move {
+            let mut infos: Vec<ObjectInfo> = self
+                .lock()
+                .iter()
+                .filter(|(key, _)| key.kind() == kind)
+                .map(|(key, stored)| Self::info(key, stored))
+                .collect();
+            infos.sort_by(|a, b| a.key.name().cmp(b.key.name()));
+            stream::iter(infos).map(Ok)
+        })
+        .flatten()
+        .boxed()
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<()> {

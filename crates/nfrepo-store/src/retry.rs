@@ -6,11 +6,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::{StreamExt, stream};
 
 use crate::error::{ErrorKind, Result};
 use crate::key::{ObjectInfo, ObjectKey, ObjectKind};
 use crate::lock::Retention;
-use crate::store::{ByteStream, PutMode, Store};
+use crate::store::{ByteStream, ListStream, PutMode, Store};
 
 /// How hard [`RetryStore`] tries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +110,15 @@ impl<S: Store> RetryStore<S> {
     }
 }
 
+/// Where a retried listing stands.
+struct Resume<'a> {
+    listing: ListStream<'a>,
+    /// The name of the last object yielded.
+    last: Option<String>,
+    /// Retries since then.
+    retry: u32,
+}
+
 #[async_trait::async_trait]
 impl<S: Store> Store for RetryStore<S> {
     fn location(&self) -> &str {
@@ -146,8 +156,48 @@ impl<S: Store> Store for RetryStore<S> {
         self.run("stat", |_| self.inner.stat(key)).await
     }
 
-    async fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
-        self.run("list", |_| self.inner.list(kind)).await
+    /// A listing that fails with a retryable error is opened again after
+    /// the backoff and resumes after the last object it yielded (listings
+    /// are in ascending name order, see [`Store::list_stream`]), so an error
+    /// on page 900 of a long listing costs one page, not the whole listing.
+    /// The attempts count again from the first after each object yielded.
+    fn list_stream(&self, kind: ObjectKind) -> ListStream<'_> {
+        let attempts = self.policy.attempts.max(1);
+        let start = Resume {
+            listing: self.inner.list_stream(kind),
+            last: None,
+            retry: 0,
+        };
+        stream::try_unfold(start, move |mut at| async move {
+            loop {
+                match at.listing.next().await {
+                    None => return Ok(None),
+                    Some(Ok(info)) => {
+                        if at.last.as_deref().is_some_and(|last| info.key.name() <= last) {
+                            continue;
+                        }
+                        at.retry = 0;
+                        at.last = Some(info.key.name().to_owned());
+                        return Ok(Some((info, at)));
+                    }
+                    Some(Err(e)) if e.is_retryable() && at.retry + 1 < attempts => {
+                        let delay = self.policy.delay(at.retry);
+                        tracing::debug!(operation = "list", error = %e, retry = at.retry + 1, ?delay, "retrying a listing");
+                        self.retries.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(delay).await;
+                        at.retry += 1;
+                        at.listing = self.inner.list_stream(kind);
+                    }
+                    Some(Err(e)) => {
+                        if e.is_retryable() {
+                            tracing::warn!(operation = "list", error = %e, attempts, "storage operation failed after retries");
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+        })
+        .boxed()
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<()> {
@@ -187,6 +237,8 @@ impl<S: Store> Store for RetryStore<S> {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+
+    use futures::TryStreamExt;
 
     use super::*;
     use crate::fault::{Fault, FaultOp, FaultRule, FaultStore};
@@ -298,5 +350,44 @@ mod tests {
             assert!(delay >= full / 2 && delay <= full, "{retry}: {delay:?}");
         }
         assert!(policy.delay(10) <= policy.cap);
+    }
+
+    #[tokio::test]
+    async fn a_listing_cut_off_resumes_after_the_last_object() {
+        let memory = MemoryStore::new();
+        for name in ["aa1", "bb1", "cc1", "cc2", "dd1"] {
+            let key = ObjectKey::new(ObjectKind::Data, name).unwrap();
+            memory
+                .put(&key, Bytes::from_static(b"p"), PutMode::CreateNew)
+                .await
+                .unwrap();
+        }
+        let faults = FaultStore::new(memory.clone());
+        faults.add_rule(
+            FaultRule::new(FaultOp::List, Fault::Fail(ErrorKind::Transient))
+                .name_prefix("cc")
+                .times(2),
+        );
+        let store = RetryStore::new(faults, tiny());
+        let names: Vec<String> = store
+            .list_stream(ObjectKind::Data)
+            .map_ok(|info| info.key.name().to_owned())
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(names, ["aa1", "bb1", "cc1", "cc2", "dd1"], "each object once, in order");
+        assert_eq!(store.retries(), 2);
+
+        // A listing that keeps failing gives up after the policy's attempts,
+        // having yielded what came before the failure.
+        let faults = FaultStore::new(memory);
+        faults.add_rule(FaultRule::new(FaultOp::List, Fault::Fail(ErrorKind::Transient)).name_prefix("cc"));
+        let store = RetryStore::new(faults, tiny());
+        let mut listing = store.list_stream(ObjectKind::Data);
+        assert_eq!(listing.next().await.unwrap().unwrap().key.name(), "aa1");
+        assert_eq!(listing.next().await.unwrap().unwrap().key.name(), "bb1");
+        assert_eq!(listing.next().await.unwrap().unwrap_err().kind(), ErrorKind::Transient);
+        assert!(listing.next().await.is_none());
+        assert_eq!(store.retries(), u64::from(tiny().attempts - 1));
     }
 }

@@ -5,8 +5,8 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use futures::StreamExt;
 use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::{ObjectInfo, ObjectKey, ObjectKind};
@@ -27,6 +27,9 @@ pub enum PutMode {
 /// An object's bytes in order, chunk by chunk, as [`Store::get_stream`]
 /// reads them or as [`Store::put_stream`] takes them.
 pub type ByteStream<'a> = BoxStream<'a, Result<Bytes>>;
+
+/// The objects of one kind, one at a time, as [`Store::list_stream`] yields them.
+pub type ListStream<'a> = BoxStream<'a, Result<ObjectInfo>>;
 
 /// Objects in a repository, addressed by [`ObjectKey`].
 ///
@@ -56,9 +59,32 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Size and modification time of an object.
     async fn stat(&self, key: &ObjectKey) -> Result<ObjectInfo>;
 
-    /// All objects of a kind (recursively for Data/Tree), skipping temp files and
-    /// names that don't validate. Order unspecified.
-    async fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>>;
+    /// Every object of `kind` (recursively for Data/Tree), one at a time,
+    /// skipping temp files, directories and names that don't validate.
+    ///
+    /// **Order.** Objects come in strictly ascending byte order of
+    /// [`ObjectKey::name`] (each name once), on every backend: two listings
+    /// can therefore be compared by merging them, without holding either
+    /// (the replicator does). S3 lists in that order natively; a directory
+    /// is read one fan-out directory at a time and sorted, so a listing
+    /// holds at most one directory's names (for packs, 1/256 of them).
+    ///
+    /// **Errors.** An error ends the stream: the objects yielded before it
+    /// are real, but the listing is incomplete, and a caller must not take
+    /// what it has seen for the whole (e.g. to decide that an object is
+    /// gone). A missing repository directory is an empty listing, not an error.
+    ///
+    /// Nothing happens until the stream is polled; each poll may fetch the
+    /// next page of the listing. This is the method implementations provide;
+    /// [`Store::list`] collects it.
+    fn list_stream(&self, kind: ObjectKind) -> ListStream<'_>;
+
+    /// Every object of `kind`, collected from [`Store::list_stream`] (so in
+    /// the same order). It holds the whole listing: callers that may see
+    /// many objects (packs) use the stream.
+    async fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
+        self.list_stream(kind).try_collect().await
+    }
 
     /// Removes an object. Idempotent: deleting a missing object is `Ok`.
     ///
@@ -167,6 +193,9 @@ macro_rules! forward_store {
             }
             async fn stat(&self, key: &ObjectKey) -> Result<ObjectInfo> {
                 (**self).stat(key).await
+            }
+            fn list_stream(&self, kind: ObjectKind) -> ListStream<'_> {
+                (**self).list_stream(kind)
             }
             async fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
                 (**self).list(kind).await

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use nfrepo_format::{ObjectCount, SnapshotId};
-use nfrepo_store::{ByteStream, ObjectInfo, ObjectKey, ObjectKind, PutMode, Result, Store};
+use nfrepo_store::{ByteStream, ListStream, ObjectInfo, ObjectKey, ObjectKind, PutMode, Result, Store};
 
 /// The effects recorded so far; cheap to clone (shared).
 #[derive(Clone, Debug, Default)]
@@ -132,8 +132,8 @@ impl Store for ActivityStore {
         self.inner.stat(key).await
     }
 
-    async fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
-        self.inner.list(kind).await
+    fn list_stream(&self, kind: ObjectKind) -> ListStream<'_> {
+        self.inner.list_stream(kind)
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<()> {

@@ -1,5 +1,6 @@
 //! Copying: each object the target lacks, verified against its name, in commit order.
 
+use std::collections::HashSet;
 use std::sync::OnceLock;
 
 use bytes::Bytes;
@@ -9,7 +10,7 @@ use nfrepo_store::{
     ByteStream, ErrorKind, ObjectInfo, ObjectKey, ObjectKind, PutMode, RetryPolicy, STREAM_PUT_BUFFER, Store,
 };
 
-use super::listing::Listings;
+use super::listing::{Behind, Entry, Listings};
 use super::{
     COPY_ORDER, MEMORY_BUDGET, Pass, ReplicaProblem, ReplicateReport, budget_permits, commits, content_addressed, path,
 };
@@ -58,7 +59,7 @@ fn config_repo_id(store: &dyn Store, bytes: &[u8]) -> Result<RepoId> {
 }
 
 /// Refuses a target that holds another repository.
-async fn check_target(pass: &Pass<'_>, listings: &Listings) -> Result<()> {
+async fn check_target(pass: &Pass<'_>, listings: &Listings<'_>) -> Result<()> {
     if listings.target(ObjectKind::Config).is_empty() {
         return Ok(());
     }
@@ -82,62 +83,57 @@ async fn check_target(pass: &Pass<'_>, listings: &Listings) -> Result<()> {
     }
 }
 
+/// What the copy phase leaves for the rest of the pass.
+#[derive(Debug, Default)]
+pub(crate) struct Copied {
+    /// Objects copied (or repaired).
+    pub(crate) objects: u64,
+    /// Their bytes.
+    pub(crate) bytes: u64,
+    /// Objects on the replica that the source does not list, kind by kind in
+    /// commit order (audit entries left out: the replica keeps them all).
+    pub(crate) extra: Vec<ObjectInfo>,
+    /// What the replica still lacks after the copy.
+    pub(crate) behind: Behind,
+}
+
+/// What became of one entry of the comparison.
+enum Step {
+    /// On both, nothing to do.
+    Present,
+    /// On the replica only.
+    Extra,
+    /// A new object of a kind held back in this pass.
+    HeldBack,
+    /// Copied, or tried; `lacking` if the replica did not have it (rather than a damaged copy).
+    Done { outcome: Outcome, lacking: bool },
+}
+
 /// Copies every object the target lacks (and re-copies those it holds
 /// damaged: another size than the source's, or `damaged` by the last
-/// verification), kind by kind in commit order. Returns objects and bytes copied.
+/// verification), kind by kind in commit order, streaming the comparison
+/// of the listings ([`Listings::diff`]).
 ///
 /// # Errors
-/// See [`super::replicate`].
+/// See [`super::replicate`]; a listing that fails midway stops the pass
+/// (what was copied until then stays, valid).
 pub(crate) async fn run(
     pass: &Pass<'_>,
-    listings: &Listings,
+    listings: &Listings<'_>,
     damaged: &[ReplicaObject],
     report: &mut ReplicateReport,
-) -> Result<(u64, u64)> {
+) -> Result<Copied> {
     check_target(pass, listings).await?;
-    let mut plan = Vec::new();
-    let (mut items, mut bytes) = (0, 0);
-    for kind in COPY_ORDER {
-        let diff = listings.diff(kind);
-        let mut todo: Vec<(&ObjectInfo, bool)> = diff.missing.iter().map(|info| (*info, false)).collect();
-        todo.extend(diff.wrong_size.iter().map(|info| (*info, true)));
-        let flagged = flagged(listings.source(kind), kind, damaged, &todo);
-        if kind == ObjectKind::Key {
-            // Key slots and `keys/public` are rewritten in place under their
-            // names (`key rotate`, a new key epoch's public key), often at
-            // the same size: each one on both sides is compared by its bytes
-            // (they are few and small) and the source's copy wins.
-            let planned: std::collections::HashSet<&str> =
-                todo.iter().chain(&flagged).map(|(info, _)| info.key.name()).collect();
-            let common: Vec<(&ObjectInfo, bool)> = listings
-                .source(kind)
-                .iter()
-                .filter(|info| !planned.contains(info.key.name()))
-                .map(|info| (info, false))
-                .collect();
-            todo.extend(common);
-        } else {
-            report.present += diff.common.saturating_sub(flagged.len() as u64);
-        }
-        todo.extend(flagged);
-        items += todo.len() as u64;
-        bytes += todo.iter().map(|(info, _)| info.size).sum::<u64>();
-        plan.push((kind, todo));
-    }
     if let Some(work) = pass.work() {
-        work.phase("copying", items, bytes);
+        // The totals are not known before the listings have streamed by.
+        work.phase("copying", 0, 0);
     }
-    let mut total = (0, 0);
+    let mut copied = Copied::default();
     let mut incomplete = false;
-    for (kind, todo) in plan {
-        if commits(kind) && incomplete {
-            let (repairs, new): (Vec<_>, Vec<_>) = todo.into_iter().partition(|(_, repair)| *repair);
-            report.held_back.extend(new.iter().map(|(info, _)| path(info)));
-            copy_kind(pass, kind, repairs, report, &mut total).await?;
-            continue;
-        }
+    for kind in COPY_ORDER {
         let problems_before = report.problems.len();
-        copy_kind(pass, kind, todo, report, &mut total).await?;
+        let hold_back = commits(kind) && incomplete;
+        copy_kind(pass, listings, kind, damaged, hold_back, report, &mut copied).await?;
         let failed = report.problems.len() > problems_before;
         if failed && kind == ObjectKind::Config {
             let problem = report.problems.pop();
@@ -152,49 +148,87 @@ pub(crate) async fn run(
             incomplete = true;
         }
     }
-    Ok(total)
+    Ok(copied)
 }
 
-/// The source's entries of the objects of `kind` that the last verification
-/// found damaged on the replica and that are not already in `todo`.
-fn flagged<'a>(
-    source: &'a [ObjectInfo],
-    kind: ObjectKind,
-    damaged: &[ReplicaObject],
-    todo: &[(&ObjectInfo, bool)],
-) -> Vec<(&'a ObjectInfo, bool)> {
-    let planned: std::collections::HashSet<&str> = todo.iter().map(|(info, _)| info.key.name()).collect();
-    damaged
-        .iter()
-        .filter(|d| d.kind == kind.prefix() && !planned.contains(d.name.as_str()))
-        .filter_map(|d| {
-            let at = source.binary_search_by(|info| info.key.name().cmp(&d.name)).ok()?;
-            source.get(at).map(|info| (info, true))
-        })
-        .collect()
-}
-
+/// Copies what the target lacks of `kind`, [`ReplicateOptions::jobs`](super::ReplicateOptions::jobs)
+/// transfers at a time, as the comparison of the listings streams by. With
+/// `hold_back`, new objects are not copied (reported as held back); repairs are.
 async fn copy_kind(
     pass: &Pass<'_>,
+    listings: &Listings<'_>,
     kind: ObjectKind,
-    todo: Vec<(&ObjectInfo, bool)>,
+    damaged: &[ReplicaObject],
+    hold_back: bool,
     report: &mut ReplicateReport,
-    total: &mut (u64, u64),
+    copied: &mut Copied,
 ) -> Result<()> {
-    let mut outcomes = stream::iter(todo)
-        .map(|(info, repair)| async move { (info, copy_one(pass, info, repair).await) })
+    let damaged: HashSet<&str> = damaged
+        .iter()
+        .filter(|d| d.kind == kind.prefix())
+        .map(|d| d.name.as_str())
+        .collect();
+    let damaged = &damaged;
+    let mut steps = listings
+        .diff(kind)
+        .map(|entry| async move {
+            let (info, repair) = match entry? {
+                Entry::Missing(info) => (info, false),
+                Entry::WrongSize(info) => (info, true),
+                Entry::Common(info) if damaged.contains(info.key.name()) => (info, true),
+                // Key slots and `keys/public` are rewritten in place under
+                // their names (`key rotate`, a new key epoch's public key),
+                // often at the same size: each one on both sides is compared
+                // by its bytes (they are few and small) and the source's wins.
+                Entry::Common(info) if kind == ObjectKind::Key => (info, false),
+                Entry::Common(info) => return Ok((info, Step::Present)),
+                Entry::Extra(info) => return Ok((info, Step::Extra)),
+            };
+            if hold_back && !repair {
+                return Ok((info, Step::HeldBack));
+            }
+            let lacking = !repair;
+            let outcome = copy_one(pass, &info, repair).await?;
+            Ok::<_, Error>((info, Step::Done { outcome, lacking }))
+        })
         .buffer_unordered(pass.options.jobs.max(1));
-    while let Some((info, outcome)) = outcomes.next().await {
+    while let Some(step) = steps.next().await {
+        let (info, step) = step?;
+        let outcome = match step {
+            Step::Present => {
+                report.present += 1;
+                continue;
+            }
+            Step::Extra => {
+                if kind != ObjectKind::Audit {
+                    copied.extra.push(info);
+                }
+                continue;
+            }
+            Step::HeldBack => {
+                report.held_back.push(path(&info));
+                copied.behind.add(&info);
+                continue;
+            }
+            Step::Done { outcome, lacking } => {
+                if lacking && matches!(outcome, Outcome::Problem(_)) {
+                    copied.behind.add(&info);
+                }
+                outcome
+            }
+        };
         crate::work::advance(pass.work(), 1, info.size);
-        match outcome? {
+        match outcome {
             Outcome::Copied(n) => {
                 let entry = report.copied.entry(kind.prefix()).or_default();
                 *entry = (entry.0 + 1, entry.1 + n);
-                *total = (total.0 + 1, total.1 + n);
+                copied.objects += 1;
+                copied.bytes += n;
             }
             Outcome::Repaired(n) => {
-                report.repaired.push(path(info));
-                *total = (total.0 + 1, total.1 + n);
+                report.repaired.push(path(&info));
+                copied.objects += 1;
+                copied.bytes += n;
             }
             Outcome::Present => report.present += 1,
             Outcome::Vanished => report.vanished += 1,

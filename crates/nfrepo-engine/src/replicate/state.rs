@@ -1,13 +1,13 @@
 //! The replica state object, and the deletions it times.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use nfrepo_format::{Backlog, ReplicaObject, ReplicaState, RepoId, SnapshotId};
-use nfrepo_store::{ErrorKind, ObjectKey, ObjectKind, PutMode, Store};
+use nfrepo_format::{Backlog, ReplicaObject, ReplicaState, RepoId};
+use nfrepo_store::{ErrorKind, ObjectInfo, ObjectKey, ObjectKind, PutMode, Store};
 
-use super::listing::Listings;
+use super::listing::{Behind, Listings};
 use super::{COPY_ORDER, Pass, ReplicaProblem, ReplicateReport, from_nanos, nanos};
 use crate::{Error, Result};
 
@@ -99,7 +99,8 @@ fn object(kind: ObjectKind, name: &str) -> ReplicaObject {
 /// of later kinds, so a pack never goes before a snapshot that may need it.
 pub(crate) async fn delete_expired(
     pass: &Pass<'_>,
-    listings: &Listings,
+    listings: &Listings<'_>,
+    extra: &[ObjectInfo],
     previous: Option<&ReplicaState>,
     now: SystemTime,
     next: &mut ReplicaState,
@@ -117,7 +118,7 @@ pub(crate) async fn delete_expired(
         if kind == ObjectKind::Config || kind == ObjectKind::Audit {
             continue;
         }
-        for info in listings.diff(kind).extra {
+        for info in extra.iter().filter(|info| info.key.kind() == kind) {
             let obj = object(kind, info.key.name());
             let first = seen.get(&obj).copied().unwrap_or_else(|| nanos(now));
             let due = if kind == ObjectKind::Key && keys_in_sync {
@@ -158,67 +159,16 @@ pub(crate) async fn delete_expired(
 /// and the replica still opens with the source's current slots. Otherwise
 /// key slot removals wait like everything else, so a source that lost every
 /// slot never leaves the replica unopenable.
-fn keys_in_sync(listings: &Listings, report: &ReplicateReport) -> bool {
+fn keys_in_sync(listings: &Listings<'_>, report: &ReplicateReport) -> bool {
     let prefix = format!("{}/", ObjectKind::Key.prefix());
     !listings.source(ObjectKind::Key).is_empty() && !report.problems.iter().any(|p| p.object.starts_with(&prefix))
 }
 
 /// Fills in what the replica still lacks and its newest snapshot, after the pass.
-pub(crate) fn finish(listings: &Listings, report: &ReplicateReport, next: &mut ReplicaState) {
-    let not_copied: BTreeSet<String> = report
-        .problems
-        .iter()
-        .map(|p| p.object.clone())
-        .chain(report.held_back.iter().cloned())
-        .collect();
-    let verify_only = next.result == nfrepo_format::PassResult::Verified;
-    let (behind, newest) = backlog(listings, &|key| verify_only || not_copied.contains(&key.path()));
+pub(crate) fn finish(listings: &Listings<'_>, behind: Behind, next: &mut ReplicaState) {
+    let (behind, newest) = behind.finish(listings);
     next.behind = behind;
     next.newest_snapshot = newest;
-}
-
-/// What the replica lacks of the source's listing, counting only the missing
-/// objects for which `still_missing` holds (the others were copied since the
-/// listings were taken), and the newest snapshot (by storage time) on the replica.
-pub(crate) fn backlog(
-    listings: &Listings,
-    still_missing: &dyn Fn(&ObjectKey) -> bool,
-) -> (Backlog, Option<SnapshotId>) {
-    let mut behind = Backlog::default();
-    let mut newest: Option<(SystemTime, SnapshotId)> = None;
-    for kind in COPY_ORDER {
-        let diff = listings.diff(kind);
-        let mut lacking = BTreeSet::new();
-        for info in diff.missing.iter().chain(&diff.wrong_size) {
-            // Every replicate run logs an audit entry on the source after
-            // its pass: the log is always one entry ahead, which is no lag.
-            if !still_missing(&info.key) || kind == ObjectKind::Audit {
-                continue;
-            }
-            lacking.insert(info.key.name());
-            behind.objects += 1;
-            behind.bytes += info.size;
-            if kind == ObjectKind::Snapshot {
-                behind.snapshots += 1;
-                let ns = info.last_modified.map(nanos);
-                behind.oldest_snapshot_ns = match (behind.oldest_snapshot_ns, ns) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-            }
-        }
-        if kind == ObjectKind::Snapshot {
-            for info in listings.source(kind) {
-                let (Some(time), Ok(id)) = (info.last_modified, info.key.name().parse::<SnapshotId>()) else {
-                    continue;
-                };
-                if !lacking.contains(info.key.name()) && newest.is_none_or(|(t, _)| time > t) {
-                    newest = Some((time, id));
-                }
-            }
-        }
-    }
-    (behind, newest.map(|(_, id)| id))
 }
 
 /// How long ago `ns` was, at `now`; 0 for the future.

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 use nfrepo_format::{PassResult, SnapshotId};
 use nfrepo_store::Store;
 
-use super::listing::Listings;
+use super::listing::{self, Listings};
 use super::{from_nanos, state};
 use crate::{Error, Result};
 
@@ -72,9 +72,12 @@ pub async fn replica_status(source: Option<&dyn Store>, target: &dyn Store, now:
     };
     if let Some(source) = source {
         status.source = Some(source.location().to_owned());
-        match Listings::take(source, target).await {
-            Ok(listings) => {
-                let (behind, newest) = state::backlog(&listings, &|_| true);
+        let live = async {
+            let listings = Listings::take(source, target).await?;
+            listing::behind(&listings).await
+        };
+        match live.await {
+            Ok((behind, newest)) => {
                 status.live = true;
                 status.snapshots_behind = behind.snapshots;
                 status.objects_behind = behind.objects;

@@ -52,6 +52,19 @@ async fn local_list_by_kind() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_list_stream_in_name_order() {
+    let server = Running::start(Arc::new(MemoryStore::new())).await;
+    conformance::list_stream_in_name_order(&server.client()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_list_stream_in_name_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Running::start(local(dir.path())).await;
+    conformance::list_stream_in_name_order(&server.client()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_streamed_puts() {
     let server = Running::start(Arc::new(MemoryStore::new())).await;
     conformance::streamed_puts(&server.client()).await;

@@ -1,13 +1,14 @@
 //! The client of nfrepo's REST protocol (`format-spec/server.md`): a
 //! repository served by `nfrepo serve`, as `rest+https://host:port/`.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt, TryStreamExt};
+use futures::{SinkExt, StreamExt, TryStreamExt, stream};
 use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, IF_NONE_MATCH, RANGE};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use zeroize::Zeroizing;
@@ -19,7 +20,7 @@ use crate::rest::{
     ListingLine, NFREPO_REST_CA_FILE, NFREPO_REST_TOKEN_FILE, REST_API_PREFIX, REST_ERROR_HEADER, REST_MODIFIED_HEADER,
     REST_SIZE_HEADER, parse_listing_line, parse_modified, read_token_file, rest_error_kind,
 };
-use crate::store::{ByteStream, PutMode, Store};
+use crate::store::{ByteStream, ListStream, PutMode, Store};
 
 /// How long a connection attempt may take before the server counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -248,6 +249,54 @@ fn header_u64(response: &Response, name: &str) -> Option<u64> {
     response.headers().get(name)?.to_str().ok()?.parse().ok()
 }
 
+/// A listing's body as it arrives: whole lines parsed, a partial last one kept.
+struct ListingBody {
+    chunks: futures::stream::BoxStream<'static, reqwest::Result<Bytes>>,
+    pending: Vec<u8>,
+    ready: VecDeque<ObjectInfo>,
+    seen: u64,
+    end: Option<u64>,
+    finished: bool,
+}
+
+impl ListingBody {
+    /// Parses every complete line of what has arrived, with `chunk`.
+    fn parse(&mut self, kind: ObjectKind, chunk: &[u8]) -> std::result::Result<(), String> {
+        self.pending.extend_from_slice(chunk);
+        let mut start = 0;
+        while let Some(at) = self
+            .pending
+            .get(start..)
+            .and_then(|rest| rest.iter().position(|&b| b == b'\n'))
+        {
+            let line = self.pending.get(start..start + at).unwrap_or_default();
+            if self.end.is_some() {
+                return Err("has lines after its end".into());
+            }
+            match std::str::from_utf8(line).ok().and_then(|l| parse_listing_line(kind, l)) {
+                Some(ListingLine::Object(info)) => {
+                    self.seen += 1;
+                    self.ready.push_back(info);
+                }
+                Some(ListingLine::End(count)) => self.end = Some(count),
+                None => return Err("has a malformed line".into()),
+            }
+            start += at + 1;
+        }
+        self.pending.drain(..start);
+        Ok(())
+    }
+}
+
+impl RestStore {
+    fn listing_broken(&self, kind: ObjectKind, why: String) -> Error {
+        self.with_subject(
+            Error::new(ErrorKind::Transient, format!("listing of {kind}/ {why}")),
+            None,
+        )
+    }
+}
+
 #[async_trait::async_trait]
 impl Store for RestStore {
     fn location(&self) -> &str {
@@ -336,46 +385,48 @@ impl Store for RestStore {
         })
     }
 
-    async fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
-        let url = format!("{}/{}", self.base, kind.prefix());
-        let response = self.send(self.request(Method::GET, url), None).await?;
-        let broken = |why: String| {
-            self.with_subject(
-                Error::new(ErrorKind::Transient, format!("listing of {kind}/ {why}")),
-                None,
-            )
-        };
-        let mut chunks = response.bytes_stream();
-        let mut pending: Vec<u8> = Vec::new();
-        let mut infos = Vec::new();
-        let mut end = None;
-        while let Some(chunk) = chunks.next().await {
-            let chunk = chunk.map_err(|e| broken(format!("cut short: {}", innermost(&e))))?;
-            pending.extend_from_slice(&chunk);
-            // Parse every complete line; keep the partial last one.
-            let mut start = 0;
-            while let Some(at) = pending
-                .get(start..)
-                .and_then(|rest| rest.iter().position(|&b| b == b'\n'))
-            {
-                let line = pending.get(start..start + at).unwrap_or_default();
-                if end.is_some() {
-                    return Err(broken("has lines after its end".into()));
+    /// Parsed as the body arrives; the end line's count is checked at the end.
+    fn list_stream(&self, kind: ObjectKind) -> ListStream<'_> {
+        stream::once(async move {
+            let url = format!("{}/{}", self.base, kind.prefix());
+            let response = self.send(self.request(Method::GET, url), None).await?;
+            let lines = ListingBody {
+                chunks: response.bytes_stream().boxed(),
+                pending: Vec::new(),
+                ready: VecDeque::new(),
+                seen: 0,
+                end: None,
+                finished: false,
+            };
+            Ok(stream::try_unfold(lines, move |mut lines| async move {
+                loop {
+                    if let Some(info) = lines.ready.pop_front() {
+                        return Ok(Some((info, lines)));
+                    }
+                    if lines.finished {
+                        return match lines.end {
+                            Some(count) if count == lines.seen && lines.pending.is_empty() => Ok(None),
+                            Some(count) => {
+                                Err(self
+                                    .listing_broken(kind, format!("announced {count} objects and sent {}", lines.seen)))
+                            }
+                            None => Err(self.listing_broken(kind, "was cut short (no end line)".into())),
+                        };
+                    }
+                    match lines.chunks.next().await {
+                        Some(Ok(chunk)) => lines
+                            .parse(kind, &chunk)
+                            .map_err(|why| self.listing_broken(kind, why))?,
+                        Some(Err(e)) => {
+                            return Err(self.listing_broken(kind, format!("cut short: {}", innermost(&e))));
+                        }
+                        None => lines.finished = true,
+                    }
                 }
-                match std::str::from_utf8(line).ok().and_then(|l| parse_listing_line(kind, l)) {
-                    Some(ListingLine::Object(info)) => infos.push(info),
-                    Some(ListingLine::End(count)) => end = Some(count),
-                    None => return Err(broken("has a malformed line".into())),
-                }
-                start += at + 1;
-            }
-            pending.drain(..start);
-        }
-        match end {
-            Some(count) if count == infos.len() as u64 && pending.is_empty() => Ok(infos),
-            Some(count) => Err(broken(format!("announced {count} objects and sent {}", infos.len()))),
-            None => Err(broken("was cut short (no end line)".into())),
-        }
+            }))
+        })
+        .try_flatten()
+        .boxed()
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<()> {

@@ -1,6 +1,7 @@
 //! The behaviour every `Store` must show, run against each backend.
 
 use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
 use nfrepo_store::{ErrorKind, ObjectKey, ObjectKind, PutMode, Store};
 
 /// A valid key of every kind.
@@ -99,6 +100,57 @@ pub async fn list_by_kind(store: &dyn Store) {
     assert_eq!(names, packs);
     assert_eq!(store.list(ObjectKind::Tree).await.unwrap().len(), 1);
     assert!(store.list(ObjectKind::Index).await.unwrap().is_empty());
+}
+
+/// `list_stream` yields every object of a kind once, in ascending byte
+/// order of its name (across fan-out directories, with every character a
+/// name may hold), and `list` collects the same. On an empty store; the
+/// objects stay (an append-only server refuses their deletion).
+pub async fn list_stream_in_name_order(store: &dyn Store) {
+    // Put out of order; byte order is '-' < '.' < '0'-'9' < 'A'-'Z' < '_' < 'a'-'z'.
+    let packs = [
+        "zz9", "a_", "0a.", "-x", "0a", "a-1", "A0", "0a-", "a.1", "0a0", "Zz", "_q", "a0", "ab", "0b",
+    ];
+    let flat = ["s2", "s10", "S1", "s-1", "s.1", "s1", "s_1"];
+    let mut puts: Vec<ObjectKey> = Vec::new();
+    for name in packs {
+        puts.push(ObjectKey::new(ObjectKind::Data, name).unwrap());
+    }
+    for name in flat {
+        puts.push(ObjectKey::new(ObjectKind::Snapshot, name).unwrap());
+    }
+    for (i, key) in puts.iter().enumerate() {
+        store
+            .put(key, Bytes::from(vec![b'x'; i + 1]), PutMode::CreateNew)
+            .await
+            .unwrap();
+    }
+    for kind in [ObjectKind::Data, ObjectKind::Snapshot] {
+        let mut expected: Vec<(String, u64)> = puts
+            .iter()
+            .enumerate()
+            .filter(|(_, key)| key.kind() == kind)
+            .map(|(i, key)| (key.name().to_owned(), i as u64 + 1))
+            .collect();
+        expected.sort();
+        let streamed: Vec<(String, u64)> = store
+            .list_stream(kind)
+            .map_ok(|info| (info.key.name().to_owned(), info.size))
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(streamed, expected, "{kind}: in name order, each once");
+        let listed: Vec<(String, u64)> = store
+            .list(kind)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|info| (info.key.name().to_owned(), info.size))
+            .collect();
+        assert_eq!(listed, expected, "{kind}: list collects the stream");
+    }
+    let mut empty = store.list_stream(ObjectKind::Index);
+    assert!(empty.next().await.is_none());
 }
 
 /// `len` bytes of a pattern that differs per `seed`, as a stream of 64 KiB

@@ -30,6 +30,11 @@ async fn list_by_kind() {
 }
 
 #[tokio::test]
+async fn list_stream_in_name_order() {
+    conformance::list_stream_in_name_order(open_memory("list-stream-order").as_ref()).await;
+}
+
+#[tokio::test]
 async fn same_name_same_store() {
     let key = ObjectKey::new(ObjectKind::Snapshot, "s1").unwrap();
     open_memory("shared")
@@ -59,4 +64,9 @@ async fn opendal_memory_round_trip() {
 #[tokio::test]
 async fn opendal_memory_list_by_kind() {
     conformance::list_by_kind(&opendal_memory()).await;
+}
+
+#[tokio::test]
+async fn opendal_memory_list_stream_in_name_order() {
+    conformance::list_stream_in_name_order(&opendal_memory()).await;
 }
