@@ -601,6 +601,7 @@ mod tests {
                     raw_len: 1,
                 })
                 .collect(),
+            sealing: None,
         }
     }
 

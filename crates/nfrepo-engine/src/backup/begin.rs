@@ -192,7 +192,13 @@ impl Repository {
             .map_err(Error::store)?;
         let blobs = nfrepo_format::decode_trailer(&sealed, size, self.sealer(), &self.id()).map_err(corrupt)?;
         nfrepo_format::check_entry_kinds(kind, &blobs).map_err(corrupt)?;
-        Ok(IndexedPack { id, kind, size, blobs })
+        Ok(IndexedPack {
+            id,
+            kind,
+            size,
+            blobs,
+            sealing: None,
+        })
     }
 }
 

@@ -262,6 +262,7 @@ mod tests {
             kind: PackKind::Data,
             size: 10,
             blobs: Vec::new(),
+            sealing: None,
         }
     }
 
