@@ -319,6 +319,7 @@ impl Repository {
     /// # Errors
     /// Storage errors other than missing or damaged objects; an unknown `--snapshot`.
     pub async fn check(&self, options: &CheckOptions) -> Result<CheckReport> {
+        self.require_keys("check")?;
         let mut findings = Findings::default();
         // Markers before snapshots: see `orphaned_protect_markers`.
         let orphaned_protect_markers = self.orphaned_protect_markers().await?;

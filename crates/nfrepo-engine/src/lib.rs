@@ -54,6 +54,7 @@ mod index;
 mod lease;
 mod object_lock;
 mod objects;
+mod put_only;
 mod read;
 mod repair;
 mod replicate;

@@ -163,7 +163,10 @@ pub(crate) fn open_bytes(
 ) -> Result<(KeyRef, Vec<u8>)> {
     let (reference, sealed) = read_sealed_header(what, magic, bytes)?;
     let aad = crate::seal::Aad::object(kind, repo.0);
-    let body = if reference == KeyRef::Repository {
+    // A sealer of another key than the header names resolves it: a key
+    // holder derives a session's or index key; a put-only session asked
+    // for the repository's keys gets `MissingKey`, not a failed tag.
+    let body = if reference == sealer.reference() {
         sealer.open(what, aad, sealed)?
     } else {
         sealer.resolve(&reference)?.open(what, aad, sealed)?
