@@ -153,3 +153,62 @@ async fn removing_the_slot_revokes_the_credential() {
     let err = Repository::open_put_only(store, forged).await.unwrap_err();
     assert!(matches!(err, Error::RevokedCredential { .. }), "{err}");
 }
+
+/// After put-only backups, `key rotate --reseal` seals everything again
+/// under the new epoch (the sessions' packs, snapshots and the version-2
+/// delta included), drops epoch 0, and every snapshot still restores; the
+/// rotation revoked the credential.
+#[tokio::test]
+async fn rotation_with_reseal_takes_in_what_put_only_sessions_wrote() {
+    let store = memory();
+    let repo = init(store.clone()).await;
+    let mine = pseudo_random(200_000, 3);
+    backup_stream(&repo, "db", "mine.sql", mine.clone()).await.unwrap();
+    let credential = repo.add_put_only_key("web-1").await.unwrap();
+    let data = pseudo_random(1_500_000, 9);
+    let host = Repository::open_put_only(store.clone(), credential.clone())
+        .await
+        .unwrap();
+    backup_stream(&host, "web", "site.tar", data.clone()).await.unwrap();
+    drop(host);
+
+    let options = nfrepo_engine::ResealOptions::default()
+        .gc(GcOptions::default().grace(std::time::Duration::ZERO))
+        .batch_packs(2);
+    let (rotated, report) = repo
+        .rotate_keys_and_reseal(PASSWORD, nfrepo_engine::RotateOptions::default(), &options)
+        .await
+        .unwrap();
+    assert_eq!(rotated.epoch, 1);
+    assert!(report.finished, "{report:?}");
+    assert_eq!(report.dropped_epochs, vec![0], "{report:?}");
+    assert_eq!(report.snapshots.len(), 2, "{report:?}");
+
+    // No session pack is left: every pack is sealed under the repository's keys.
+    for (id, bytes) in packs(store.as_ref()).await {
+        assert!(
+            decode_pack_sealing(&bytes).unwrap().1.is_none(),
+            "pack {id} still a session's"
+        );
+    }
+    let holder = Repository::open(store.clone(), PASSWORD).await.unwrap();
+    let reader = holder.reader().await.unwrap();
+    let snapshots = holder.snapshots().await.unwrap();
+    assert_eq!(snapshots.len(), 2);
+    for entry in &snapshots {
+        let (name, want) = if entry.snapshot.source == "web" {
+            ("site.tar", &data)
+        } else {
+            ("mine.sql", &mine)
+        };
+        assert_eq!(&read_file(&reader, entry, name).await.unwrap(), want);
+    }
+    let mut check = CheckOptions::default();
+    check.read_data = Some(ReadDataSubset::All);
+    let report = holder.check(&check).await.unwrap();
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+
+    // The rotation deleted the credential's slot.
+    let err = Repository::open_put_only(store, credential).await.unwrap_err();
+    assert!(matches!(err, Error::RevokedCredential { .. }), "{err}");
+}
