@@ -397,19 +397,6 @@ pub fn split_spec(spec: &str) -> (&str, &str) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::split_spec;
-
-    #[test]
-    fn splits_specs() {
-        assert_eq!(split_spec("latest"), ("latest", ""));
-        assert_eq!(split_spec("ab12:etc/hosts"), ("ab12", "etc/hosts"));
-        assert_eq!(split_spec("db:main@latest:dump.sql"), ("db:main@latest", "dump.sql"));
-        assert_eq!(split_spec("db@latest"), ("db@latest", ""));
-    }
-}
-
 /// The repository `snapshot` writes to: opened with the put-only credential
 /// of `--credential` (one put-only session) when given, else with the
 /// password as [`open_repository`] does.
@@ -464,4 +451,17 @@ pub fn write_credential_file(path: &Path, credential: &nfrepo_format::PutOnlyCre
         .map_err(fail)?;
     file.write_all(&bytes).map_err(fail)?;
     file.sync_all().map_err(fail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_spec;
+
+    #[test]
+    fn splits_specs() {
+        assert_eq!(split_spec("latest"), ("latest", ""));
+        assert_eq!(split_spec("ab12:etc/hosts"), ("ab12", "etc/hosts"));
+        assert_eq!(split_spec("db:main@latest:dump.sql"), ("db:main@latest", "dump.sql"));
+        assert_eq!(split_spec("db@latest"), ("db@latest", ""));
+    }
 }
