@@ -37,6 +37,7 @@ mod maintenance_races;
 mod mysql;
 mod object_lock;
 mod postgres;
+mod put_only;
 mod redis;
 mod replicate;
 mod reseal;

@@ -27,6 +27,11 @@ pub struct GlobalArgs {
     /// Read the password from this file (else NFREPO_PASSWORD, else a prompt on a TTY).
     #[arg(long, env = "NFREPO_PASSWORD_FILE", global = true)]
     pub password_file: Option<PathBuf>,
+    /// Back up with this put-only credential (`key add --put-only`) instead
+    /// of a password: `snapshot` of paths or stdin only; every command that
+    /// reads or removes data is refused (PERMISSION_DENIED).
+    #[arg(long, env = "NFREPO_CREDENTIAL_FILE", value_name = "FILE", global = true)]
+    pub credential: Option<PathBuf>,
     /// The configuration file (else /etc/nfrepo/nfrepo.toml, else ~/.config/nfrepo/nfrepo.toml).
     #[arg(long, env = "NFREPO_CONFIG", global = true)]
     pub config: Option<PathBuf>,
@@ -202,8 +207,9 @@ pub enum LockModeArg {
 pub enum KeyCommand {
     /// List key slots.
     List,
-    /// Add a key slot for a new password (NFREPO_NEW_PASSWORD, --new-password-file, or a prompt).
-    Add(NewPasswordArgs),
+    /// Add a key slot for a new password (NFREPO_NEW_PASSWORD, --new-password-file, or a prompt),
+    /// or with --put-only a put-only credential file for a backup host.
+    Add(KeyAddArgs),
     /// Remove a key slot by id (or unique prefix).
     Remove {
         /// The key id.
@@ -234,6 +240,22 @@ pub struct RotateArgs {
     /// deleted (running backups keep theirs until they end).
     #[arg(long, value_name = "SPAN", default_value = "24h", value_parser = span, requires = "reseal")]
     pub grace: String,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyAddArgs {
+    #[command(flatten)]
+    pub password: NewPasswordArgs,
+    /// Issue a put-only credential instead of a password slot: its holder
+    /// can add backups and read or remove nothing (format-spec/put-only.md).
+    #[arg(long, requires_all = ["label", "output"])]
+    pub put_only: bool,
+    /// Who the put-only credential is for (shown by `key list`).
+    #[arg(long, requires = "put_only")]
+    pub label: Option<String>,
+    /// Where to write the put-only credential file (created with mode 0600; never overwritten).
+    #[arg(long, value_name = "FILE", requires = "put_only")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -349,8 +349,18 @@ pub async fn open_repository(global: &GlobalArgs, during: Operation) -> Result<O
 }
 
 /// Opens the repository with the password, for reading even with a stale
-/// key slot (`key list`; `key rotate` judges staleness itself).
+/// key slot (`key list`; `key rotate` judges staleness itself). Refused,
+/// before storage is touched, when a put-only credential is given: a
+/// credential reads and removes nothing.
 pub async fn open_repository_to_read(global: &GlobalArgs, during: Operation) -> Result<Opened, Failure> {
+    if global.credential.is_some() {
+        return Err(Failure::engine(
+            &nfrepo_engine::Error::PutOnly {
+                operation: "this command",
+            },
+            during,
+        ));
+    }
     let store = open_store(global, during)?;
     let password = password(global)?;
     let repo = Repository::open(store.clone(), &password)
@@ -385,6 +395,62 @@ pub fn split_spec(spec: &str) -> (&str, &str) {
         Some((snapshot, path)) => (snapshot, path),
         None => (spec, ""),
     }
+}
+
+/// The repository `snapshot` writes to: opened with the put-only credential
+/// of `--credential` (one put-only session) when given, else with the
+/// password as [`open_repository`] does.
+pub async fn open_for_backup(global: &GlobalArgs) -> Result<(Repository, RetryingStore), Failure> {
+    let Some(path) = global.credential.as_deref() else {
+        let Opened { repo, store, .. } = open_repository(global, Operation::Backup).await?;
+        return Ok((repo, store));
+    };
+    let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| {
+        Failure::new(
+            ErrorCode::PermissionDenied,
+            Some("NO_CREDENTIAL"),
+            format!("cannot read the credential file {}: {e}", path.display()),
+        )
+    })?);
+    warn_if_readable_by_others(path);
+    let credential = nfrepo_format::PutOnlyCredential::decode(&bytes).map_err(|e| {
+        Failure::new(
+            ErrorCode::PermissionDenied,
+            Some("BAD_CREDENTIAL"),
+            format!("{} is not a usable put-only credential: {e}", path.display()),
+        )
+    })?;
+    let store = open_store(global, Operation::Backup)?;
+    let repo = Repository::open_put_only(store.clone(), credential)
+        .await
+        .map_err(|e| Failure::engine(&e, Operation::Backup))?;
+    Ok((repo, store))
+}
+
+/// Writes a put-only credential file, mode 0600, refusing to replace a file.
+pub fn write_credential_file(path: &Path, credential: &nfrepo_format::PutOnlyCredential) -> Result<(), Failure> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let bytes = Zeroizing::new(
+        credential
+            .encode()
+            .map_err(|e| Failure::new(ErrorCode::BackupFailed, None, format!("encoding the credential: {e}")))?,
+    );
+    let fail = |e: std::io::Error| {
+        Failure::new(
+            ErrorCode::PermissionDenied,
+            None,
+            format!("cannot write the credential file {}: {e}", path.display()),
+        )
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(fail)?;
+    file.write_all(&bytes).map_err(fail)?;
+    file.sync_all().map_err(fail)
 }
 
 #[cfg(test)]

@@ -323,6 +323,7 @@ impl Repository {
     /// # Errors
     /// Storage errors other than missing or damaged objects; an unknown `--snapshot`.
     pub async fn check(&self, options: &CheckOptions) -> Result<CheckReport> {
+        self.require_keys("check")?;
         let mut findings = Findings::default();
         let unsettled_forgets = self.unsettled_forgets().await?;
         // Markers before snapshots: see `orphaned_protect_markers`.

@@ -7,20 +7,23 @@
 
 use std::cell::RefCell;
 
-use nfrepo_format::{BlobCodec, RepoId};
+use nfrepo_format::{BlobCodec, KeyRef, RepoId};
 
 use crate::{Error, Repository, Result};
 
 thread_local! {
-    static CODEC: RefCell<Option<(RepoId, BlobCodec)>> = const { RefCell::new(None) };
+    static CODEC: RefCell<Option<((RepoId, KeyRef), BlobCodec)>> = const { RefCell::new(None) };
 }
 
 /// Runs `f` with this thread's codec for `repo`, making it on first use.
 pub(crate) fn with_codec<T>(repo: &Repository, f: impl FnOnce(&mut BlobCodec) -> Result<T>) -> Result<T> {
     CODEC.with(|cell| {
         let mut slot = cell.borrow_mut();
-        if slot.as_ref().is_none_or(|(id, _)| *id != repo.id()) {
-            *slot = Some((repo.id(), repo.codec()?));
+        // Keyed by the sealer's reference too: a put-only session of the
+        // same repository in this process seals under its own key.
+        let key = (repo.id(), repo.sealing_reference());
+        if slot.as_ref().is_none_or(|(k, _)| *k != key) {
+            *slot = Some((key, repo.codec()?));
         }
         match slot.as_mut() {
             Some((_, codec)) => f(codec),

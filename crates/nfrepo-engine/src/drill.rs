@@ -27,6 +27,7 @@ impl Repository {
     /// # Errors
     /// Storage errors; [`Error::Format`] if no nonce could be drawn.
     pub async fn record_drill(&self, record: &DrillRecord) -> Result<()> {
+        self.require_keys("drill")?;
         let bytes = record.encode(self.sealer(), &self.id()).map_err(Error::Format)?;
         self.put_marker(&objects::key::<DrillRecord>(&record.id)?, bytes).await
     }
@@ -37,6 +38,7 @@ impl Repository {
     /// # Errors
     /// Storage errors that are not about one record.
     pub async fn drill_history(&self) -> Result<DrillHistory> {
+        self.require_keys("drill")?;
         let loaded = objects::load_all::<DrillRecord>(self).await?;
         let mut records: Vec<DrillRecord> = loaded.good.into_iter().map(|s| s.object).collect();
         records.sort_by_key(|r| (r.started_ns, r.id));

@@ -143,7 +143,7 @@ impl ErrorClass {
         match err {
             e if e.is_corruption() => Self::Corrupted,
             nfrepo_format::Error::UnsupportedVersion { .. } => Self::Invalid,
-            nfrepo_format::Error::WrongPassword => Self::Denied,
+            nfrepo_format::Error::WrongPassword | nfrepo_format::Error::MissingKey { .. } => Self::Denied,
             _ => Self::Failed,
         }
     }
@@ -294,6 +294,22 @@ pub enum Error {
         /// The newest epoch a slot claims.
         newest: u32,
     },
+    /// The repository was opened with a put-only credential, which can add
+    /// backups and nothing else (format-spec/put-only.md).
+    #[error("{operation} is refused with a put-only credential: it can add backups, and read or remove nothing")]
+    PutOnly {
+        /// The refused operation.
+        operation: &'static str,
+    },
+    /// The put-only credential's slot is gone, is another credential's, or
+    /// belongs to a key epoch the repository rotated away from.
+    #[error("the put-only credential {slot} is revoked: its key slot is {detail}")]
+    RevokedCredential {
+        /// The credential's slot id (short).
+        slot: String,
+        /// Why.
+        detail: String,
+    },
     /// This command's maintenance lease passed to another command (or its
     /// renewals lapsed): it stopped before its next destructive step.
     #[error("the maintenance lease was lost: {0}; stopped before the next step that writes or deletes")]
@@ -358,6 +374,8 @@ impl Error {
             | Self::CipherNotAllowed { .. }
             | Self::StaleKeySlot { .. }
             | Self::UnknownKeepPassword { .. }
+            | Self::PutOnly { .. }
+            | Self::RevokedCredential { .. }
             | Self::RetiredKeyEpoch { .. } => ErrorClass::Denied,
             Self::Unreachable(_) => ErrorClass::Transient,
             Self::Store(e) => ErrorClass::of_store(e),
@@ -403,6 +421,9 @@ impl Error {
             Self::DedupPackMissing { .. } => Some("DEDUP_PACK_MISSING"),
             Self::ForgottenWhileProtecting { .. } => Some("SNAPSHOT_FORGOTTEN"),
             Self::RetiredKeyEpoch { .. } => Some("RETIRED_KEY_EPOCH"),
+            Self::PutOnly { .. } => Some("PUT_ONLY"),
+            Self::RevokedCredential { .. } => Some("REVOKED_CREDENTIAL"),
+            Self::Format(nfrepo_format::Error::MissingKey { .. }) => Some("PUT_ONLY"),
             Self::StoragePermission(e) if e.kind() == nfrepo_store::ErrorKind::AppendOnly => Some("APPEND_ONLY"),
             _ => None,
         }

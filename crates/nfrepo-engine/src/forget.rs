@@ -155,6 +155,7 @@ impl Repository {
     /// [`Error::Invalid`] for a policy with no rule (it would forget every
     /// snapshot); storage and decoding errors.
     pub async fn forget(&self, options: &ForgetOptions) -> Result<ForgetReport> {
+        self.require_keys("forget")?;
         for policy in options.default_policy.iter().chain(options.per_source.values()) {
             if policy.is_empty() {
                 return Err(Error::Invalid(
@@ -414,6 +415,7 @@ impl Repository {
     /// [`Error::ForgottenWhileProtecting`] if a `forget` deleted the snapshot
     /// meanwhile (the marker is then removed again); storage errors.
     pub async fn protect(&self, spec: &str, note: &str) -> Result<SnapshotId> {
+        self.require_keys("protect")?;
         // P1.
         let entry = self.find_snapshot(spec).await?;
         let marker = ProtectMarker {
@@ -447,6 +449,7 @@ impl Repository {
     /// [`Error::SnapshotNotFound`] and friends for a spec that names neither
     /// a snapshot nor an orphaned marker; storage errors.
     pub async fn unprotect(&self, spec: &str) -> Result<Unprotected> {
+        self.require_keys("unprotect")?;
         let (snapshot, orphan) = match self.find_snapshot(spec).await {
             Ok(entry) => (entry.id, false),
             Err(Error::SnapshotNotFound(missing)) => {
@@ -505,6 +508,7 @@ impl Repository {
     /// # Errors
     /// Storage errors.
     pub async fn protected_snapshots(&self) -> Result<HashSet<SnapshotId>> {
+        self.require_keys("protect")?;
         let loaded = objects::load_all::<ProtectMarker>(self).await?;
         for damaged in &loaded.damaged {
             tracing::warn!(marker = %damaged.key, error = %damaged.error, "keeping a snapshot whose protect marker does not open");

@@ -223,6 +223,7 @@ impl Repository {
     /// storage errors; [`Error::Corrupted`](crate::Error::Corrupted)
     /// or [`Error::Missing`](crate::Error::Missing) if a snapshot's trees cannot be read (GC then deletes nothing).
     pub async fn gc(&self, options: &GcOptions) -> Result<GcReport> {
+        self.require_keys("gc")?;
         let now = SystemTime::now();
         let mut lease = if options.dry_run {
             None

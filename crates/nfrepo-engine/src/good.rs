@@ -48,6 +48,7 @@ impl Repository {
     /// # Errors
     /// [`Error::SnapshotNotFound`] and friends for a bad spec; storage errors.
     pub async fn mark_good(&self, spec: &str, note: &str) -> Result<SnapshotEntry> {
+        self.require_keys("mark good")?;
         let entry = self.find_snapshot(spec).await?;
         let marker = GoodMarker {
             snapshot: entry.id,
@@ -66,6 +67,7 @@ impl Repository {
     /// # Errors
     /// [`Error::SnapshotNotFound`] and friends for a bad spec; storage errors.
     pub async fn unmark_good(&self, spec: &str) -> Result<(SnapshotId, bool)> {
+        self.require_keys("mark good")?;
         let entry = self.find_snapshot(spec).await?;
         let was = self.remove_good_marker(&entry.id).await?;
         Ok((entry.id, was))
@@ -100,6 +102,7 @@ impl Repository {
     /// Storage errors (a marker that does not open is listed in
     /// [`GoodMarkers::damaged`], not an error).
     pub async fn good_markers(&self) -> Result<GoodMarkers> {
+        self.require_keys("mark good")?;
         let listed = self.store().list(ObjectKind::Good).await.map_err(Error::store)?;
         let ids: Vec<(SnapshotId, ObjectKey)> = listed
             .into_iter()

@@ -50,7 +50,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, RwLock};
 
-use nfrepo_format::{BlobId, BlobKind, IndexDelta, IndexId, IndexedPack, PackEntry, PackId, PackKind};
+use nfrepo_format::{BlobId, BlobKind, IndexDelta, IndexId, IndexedPack, PackEntry, PackId, PackKind, SessionRef};
 use nfrepo_store::{BlobToCache, DeltaToCache, IndexCache, PackToCache};
 
 pub(crate) use self::cached::load as load_cached;
@@ -71,6 +71,9 @@ pub struct BlobLocation {
     pub sealed_len: u32,
     /// Plaintext length.
     pub raw_len: u32,
+    /// The put-only session whose key sealed the pack; `None` for the
+    /// repository's keys (open with `nfrepo_format::pack_sealer`).
+    pub sealing: Option<SessionRef>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -90,6 +93,7 @@ struct PackInfo {
     id: PackId,
     kind: PackKind,
     size: u64,
+    sealing: Option<SessionRef>,
 }
 
 #[derive(Debug)]
@@ -187,6 +191,7 @@ impl Index {
             id: pack.id,
             kind: pack.kind,
             size: pack.size,
+            sealing: pack.sealing,
         });
         records.extend(pack.blobs.iter().map(|b: &PackEntry| Record {
             id: b.id,
@@ -271,6 +276,7 @@ impl Index {
                     id: pack.id,
                     kind: pack.kind,
                     size: pack.size,
+                    sealing: pack.sealing,
                 });
             }
         }
@@ -314,6 +320,7 @@ impl Index {
                             offset: r.offset,
                             sealed_len: r.sealed_len,
                             raw_len: r.raw_len,
+                            sealing: info.sealing,
                         })
                     })
                     .next()
@@ -341,6 +348,7 @@ impl Index {
                             offset: r.offset,
                             sealed_len: r.sealed_len,
                             raw_len: r.raw_len,
+                            sealing: None,
                         });
                     }
                 }
@@ -465,6 +473,8 @@ fn cached_packs(cache: &IndexCache) -> Result<Vec<PackInfo>> {
                 id: PackId(p.id),
                 kind: pack_kind_from_code(p.kind).ok_or_else(|| bad_cache(cache, "pack kind"))?,
                 size: p.size,
+                // The cache holds no delta that lists a put-only session's pack (`cached::load`).
+                sealing: None,
             })
         })
         .collect()
@@ -601,6 +611,7 @@ mod tests {
                     raw_len: 1,
                 })
                 .collect(),
+            sealing: None,
         }
     }
 

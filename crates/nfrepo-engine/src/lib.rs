@@ -55,6 +55,7 @@ mod index;
 mod lease;
 mod object_lock;
 mod objects;
+mod put_only;
 mod read;
 mod repair;
 mod replicate;

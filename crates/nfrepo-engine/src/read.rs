@@ -38,6 +38,7 @@ impl Repository {
     /// # Errors
     /// As [`Self::load_index`].
     pub async fn reader(&self) -> Result<Reader> {
+        self.require_keys("read")?;
         let index = self.load_index().await?;
         Ok(Reader::new(self.clone(), Arc::new(index)))
     }
@@ -140,9 +141,12 @@ impl Reader {
         let id = *id;
         tokio::task::spawn_blocking(move || {
             crate::codec::with_codec(&repo, |codec| {
+                let what = || format!("blob {id} in pack {}", location.pack);
+                let sealer = nfrepo_format::pack_sealer(repo.sealer(), location.sealing.as_ref())
+                    .map_err(|e| Error::decode(what(), e))?;
                 codec
-                    .open(location.kind, &id, location.raw_len, &sealed)
-                    .map_err(|e| Error::decode(format!("blob {id} in pack {}", location.pack), e))
+                    .open_with(&sealer, location.kind, &id, location.raw_len, &sealed)
+                    .map_err(|e| Error::decode(what(), e))
             })
         })
         .await

@@ -166,6 +166,7 @@ impl Repository {
     /// done); [`Error::LeaseLost`]; storage failures; nothing is deleted
     /// unless the new delta was written.
     pub async fn repair_index_with(&self, options: &RepairOptions) -> Result<IndexRepair> {
+        self.require_keys("repair")?;
         let lease = options.lease(self, "repair index").await?;
         let result = self.repair_index_under(options.dry_run, lease.as_ref()).await;
         let replaced = release(lease).await;
@@ -275,6 +276,7 @@ impl Repository {
     /// nothing. Run [`Self::repair_index`] first if an index delta is
     /// damaged: the rewrite reads through the index.
     pub async fn repair_snapshots_with(&self, options: &RepairOptions) -> Result<SnapshotsRepair> {
+        self.require_keys("repair")?;
         let lease = options.lease(self, "repair snapshots").await?;
         let result = self
             .repair_snapshots_under(options.read_data, options.dry_run, lease.as_ref())

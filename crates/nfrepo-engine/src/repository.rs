@@ -122,6 +122,8 @@ pub struct Repository {
     /// The X25519 key pairs of the live key epochs, current first (audit.md,
     /// keys.md): the current one seals, older ones open what they sealed.
     key_pairs: Arc<Vec<RepoKeyPair>>,
+    /// Set when opened with a put-only credential (`crate::put_only`).
+    pub(crate) put_only: Option<crate::put_only::PutOnlyAccess>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -237,6 +239,7 @@ impl Repository {
             newest_epoch: 0,
             key_id: Some(key_id),
             key_pairs: Arc::new(ring.key_pairs()),
+            put_only: None,
         })
     }
 
@@ -280,7 +283,31 @@ impl Repository {
             newest_epoch,
             key_id: Some(slot),
             key_pairs: Arc::new(ring.key_pairs()),
+            put_only: None,
         })
+    }
+
+    /// A put-only handle (`crate::put_only`): no key pairs, no key slot.
+    pub(crate) fn put_only_parts(
+        store: Arc<dyn Store>,
+        header: ConfigHeader,
+        config: Arc<ConfigBody>,
+        keys: RepoKeys,
+        sealer: Sealer,
+        access: crate::put_only::PutOnlyAccess,
+    ) -> Self {
+        Self {
+            store,
+            header,
+            config,
+            newest_epoch: keys.epoch,
+            keys,
+            sealer,
+            index_cache_dir: None,
+            key_id: None,
+            key_pairs: Arc::new(Vec::new()),
+            put_only: Some(access),
+        }
     }
 
     pub(crate) async fn unlock(store: &dyn Store, password: &[u8]) -> Result<Unlocked> {
@@ -329,6 +356,11 @@ impl Repository {
         for stored in slots {
             let slot = match stored.slot {
                 Ok(slot) => slot,
+                // A put-only credential's slot (put-only.md): no password opens it.
+                Err(nfrepo_format::Error::UnsupportedVersion {
+                    version: nfrepo_format::CREDENTIAL_SLOT_VERSION,
+                    ..
+                }) => continue,
                 Err(e) => {
                     tracing::warn!(key = %stored.id, error = %e, "skipping an unreadable key slot");
                     continue;
@@ -518,6 +550,7 @@ impl Repository {
     /// # Errors
     /// Storage errors.
     pub async fn list_keys(&self, password: &[u8]) -> Result<Vec<KeyInfo>> {
+        self.require_keys("key")?;
         let mut out = Vec::new();
         for stored in read_slots(self.store.as_ref()).await? {
             out.push(match stored.slot {
@@ -547,6 +580,7 @@ impl Repository {
     /// # Errors
     /// [`Error::WrongPassword`] if `password` opens no slot.
     pub async fn add_key(&self, password: &[u8], new_password: &[u8], kdf: KdfParams, label: String) -> Result<KeyId> {
+        self.require_keys("key")?;
         validate_kdf(&kdf)?;
         let unlocked = Self::unlock(self.store.as_ref(), password).await?;
         if unlocked.ring.current_epoch() < unlocked.newest_epoch {
@@ -572,6 +606,7 @@ impl Repository {
     /// # Errors
     /// [`Error::Invalid`] for those refusals; [`Error::Missing`] for an unknown id.
     pub async fn remove_key(&self, password: &[u8], id: &KeyId) -> Result<()> {
+        self.require_keys("key")?;
         let keys = self.list_keys(password).await?;
         let target = keys.iter().find(|k| k.id == *id).ok_or_else(|| Error::Missing {
             object: format!("keys/{id}"),
@@ -594,6 +629,7 @@ impl Repository {
     /// # Errors
     /// [`Error::WrongPassword`] if `password` opens no slot.
     pub async fn change_password(&self, password: &[u8], new_password: &[u8], kdf: KdfParams) -> Result<KeyId> {
+        self.require_keys("key")?;
         let old_id = Self::unlock(self.store.as_ref(), password).await?.slot;
         let new_id = self
             .add_key(password, new_password, kdf, crate::host::user_at_host())

@@ -117,6 +117,7 @@ impl Repository {
     /// [`Error::UnknownKeepPassword`] (before anything is written);
     /// [`Error::LeaseHeld`]; storage errors.
     pub async fn rotate_keys(&self, password: &[u8], options: RotateOptions) -> Result<RotateReport> {
+        self.require_keys("key rotate")?;
         let ttl = options.lease_ttl.unwrap_or(DEFAULT_LEASE_TTL);
         let mut lease = GcLease::acquire_any_epoch(self, ttl, SystemTime::now()).await?;
         let result = self.rotate_under_lease(password, &options, &mut lease).await;
@@ -137,6 +138,7 @@ impl Repository {
         options: RotateOptions,
         reseal: &crate::ResealOptions,
     ) -> Result<(RotateReport, crate::ResealReport)> {
+        self.require_keys("key rotate")?;
         let ttl = options.lease_ttl.unwrap_or(DEFAULT_LEASE_TTL);
         let mut lease = GcLease::acquire_any_epoch(self, ttl, SystemTime::now()).await?;
         let result = self.rotate_under_lease(password, &options, &mut lease).await;

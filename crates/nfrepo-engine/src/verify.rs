@@ -93,6 +93,7 @@ impl Repository {
     /// # Errors
     /// An unknown snapshot, or storage failures other than damaged or missing objects.
     pub async fn verify_snapshot(&self, spec: &str, read_data: bool) -> Result<VerifyReport> {
+        self.require_keys("verify")?;
         let options = CheckOptions {
             merkle: true,
             snapshots: vec![spec.to_owned()],

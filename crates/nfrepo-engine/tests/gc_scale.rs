@@ -76,6 +76,7 @@ impl TreeWriter {
             kind: PackKind::Tree,
             size,
             blobs: finished.entries,
+            sealing: None,
         });
     }
 
@@ -145,6 +146,7 @@ async fn build_synthetic_repository() {
             kind: PackKind::Data,
             size: 16 << 20,
             blobs: entries,
+            sealing: None,
         });
         if batch.len() == PACKS_PER_DELTA {
             put_delta(&repo, std::mem::take(&mut batch)).await;

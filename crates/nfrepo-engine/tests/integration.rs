@@ -19,6 +19,7 @@ mod integration {
     mod maintenance;
     mod object_lock;
     mod objects;
+    mod put_only;
     mod races;
     mod replicate;
     mod repository;

@@ -193,6 +193,28 @@ impl BlobCodec {
     /// from elsewhere), [`Error::Compression`] or [`Error::HashMismatch`].
     pub fn open(&mut self, kind: BlobKind, id: &BlobId, raw_len: u32, sealed: &[u8]) -> Result<Vec<u8>> {
         let framed = self.sealer.open("blob", Aad::blob(kind.sealed_kind(), id), sealed)?;
+        self.unframe(id, raw_len, &framed)
+    }
+
+    /// [`Self::open`] with another sealer than the codec's: the key of the
+    /// pack the blob is in (a put-only session's, `crate::pack_sealer`).
+    ///
+    /// # Errors
+    /// As [`Self::open`].
+    pub fn open_with(
+        &mut self,
+        sealer: &Sealer,
+        kind: BlobKind,
+        id: &BlobId,
+        raw_len: u32,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>> {
+        let framed = sealer.open("blob", Aad::blob(kind.sealed_kind(), id), sealed)?;
+        self.unframe(id, raw_len, &framed)
+    }
+
+    /// Decompresses an opened blob and checks that it hashes to `id`.
+    fn unframe(&mut self, id: &BlobId, raw_len: u32, framed: &[u8]) -> Result<Vec<u8>> {
         let (codec, payload) = framed
             .split_first()
             .ok_or_else(|| Error::malformed("blob", "empty frame"))?;

@@ -119,10 +119,7 @@ pub fn encode_config(header: &ConfigHeader, body: &ConfigBody, sealer: &Sealer) 
     write_header(&mut out, CONFIG_MAGIC);
     out.extend_from_slice(&header.repo.0);
     out.push(header.cipher.code());
-    let mut plain = to_postcard("config", body)?;
-    if let Some(lock) = &body.object_lock {
-        plain.extend_from_slice(&to_postcard("config", lock)?);
-    }
+    let plain = body_plaintext(body)?;
     sealer.seal_into(Aad::object(SealedKind::Config, header.repo.0), &plain, &mut out)?;
     Ok(out)
 }
@@ -155,8 +152,23 @@ pub fn decode_config_header(bytes: &[u8]) -> Result<(ConfigHeader, &[u8])> {
 /// [`Error::Authentication`] if altered or opened with another key.
 pub fn decode_config_body(header: &ConfigHeader, sealed: &[u8], sealer: &Sealer) -> Result<ConfigBody> {
     let plain = sealer.open("config", Aad::object(SealedKind::Config, header.repo.0), sealed)?;
+    parse_body(&plain)
+}
+
+/// The config body's plaintext: postcard `ConfigBody`, then the object
+/// lock when present. A put-only credential carries the same bytes.
+pub(crate) fn body_plaintext(body: &ConfigBody) -> Result<Vec<u8>> {
+    let mut plain = to_postcard("config", body)?;
+    if let Some(lock) = &body.object_lock {
+        plain.extend_from_slice(&to_postcard("config", lock)?);
+    }
+    Ok(plain)
+}
+
+/// The inverse of [`body_plaintext`], with every check of the config.
+pub(crate) fn parse_body(plain: &[u8]) -> Result<ConfigBody> {
     let (mut body, rest): (ConfigBody, _) =
-        postcard::take_from_bytes(&plain).map_err(|e| Error::malformed("config", e.to_string()))?;
+        postcard::take_from_bytes(plain).map_err(|e| Error::malformed("config", e.to_string()))?;
     if !rest.is_empty() {
         let lock: ObjectLock = from_postcard("config", rest)?;
         lock.validate()?;

@@ -7,6 +7,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::put_only::KeyRef;
 use crate::{Error, Result};
 
 /// Magic of the repository config object.
@@ -42,6 +43,11 @@ pub const KEY_HISTORY_MAGIC: [u8; 4] = *b"NFRH";
 /// The format version this crate writes and reads.
 pub const FORMAT_VERSION: u8 = 1;
 
+/// The header version of a sealed object whose key is named by a key
+/// reference after the version byte (put-only.md): objects of put-only
+/// sessions and index deltas sealed under an index key.
+pub const REFERENCED_VERSION: u8 = 2;
+
 /// Length of the header.
 pub const HEADER_LEN: usize = 5;
 
@@ -53,17 +59,22 @@ pub(crate) fn write_header(out: &mut Vec<u8>, magic: [u8; 4]) {
 
 /// Checks the header and returns the bytes after it.
 pub(crate) fn read_header<'a>(what: &'static str, magic: [u8; 4], bytes: &'a [u8]) -> Result<&'a [u8]> {
+    match split_header(what, magic, bytes)? {
+        (FORMAT_VERSION, rest) => Ok(rest),
+        (version, _) => Err(Error::UnsupportedVersion { what, version }),
+    }
+}
+
+/// Checks the magic; returns the version byte and the bytes after it.
+fn split_header<'a>(what: &'static str, magic: [u8; 4], bytes: &'a [u8]) -> Result<(u8, &'a [u8])> {
     let (head, rest) = bytes
-        .split_at_checked(HEADER_LEN)
+        .split_first_chunk::<HEADER_LEN>()
         .ok_or_else(|| Error::malformed(what, "shorter than its header"))?;
-    if head.get(..4) != Some(&magic[..]) {
+    let [m0, m1, m2, m3, version] = *head;
+    if [m0, m1, m2, m3] != magic {
         return Err(Error::BadMagic { what });
     }
-    match head.get(4) {
-        Some(&FORMAT_VERSION) => Ok(rest),
-        Some(&version) => Err(Error::UnsupportedVersion { what, version }),
-        None => Err(Error::malformed(what, "shorter than its header")),
-    }
+    Ok((version, rest))
 }
 
 /// postcard encoding; infallible for the types of this crate.
@@ -80,8 +91,40 @@ pub(crate) fn from_postcard<T: DeserializeOwned>(what: &'static str, bytes: &[u8
     Ok(value)
 }
 
-/// Encodes `magic | version | sealed(postcard(value))`, the shape of index
-/// deltas and snapshots.
+/// Writes the header of a sealed object sealed by `sealer`: version 1 for
+/// the repository's keys, else version 2 followed by the sealer's key
+/// reference.
+pub(crate) fn write_sealed_header(out: &mut Vec<u8>, magic: [u8; 4], sealer: &crate::Sealer) {
+    let reference = sealer.reference();
+    if reference == KeyRef::Repository {
+        write_header(out, magic);
+    } else {
+        out.extend_from_slice(&magic);
+        out.push(REFERENCED_VERSION);
+        reference.write(out);
+    }
+}
+
+/// Reads the header of a sealed object: its key reference
+/// ([`KeyRef::Repository`] for version 1) and the sealed rest. A version-2
+/// header naming the repository's keys is refused (version 1 says that).
+pub(crate) fn read_sealed_header<'a>(
+    what: &'static str,
+    magic: [u8; 4],
+    bytes: &'a [u8],
+) -> Result<(KeyRef, &'a [u8])> {
+    match split_header(what, magic, bytes)? {
+        (FORMAT_VERSION, rest) => Ok((KeyRef::Repository, rest)),
+        (REFERENCED_VERSION, rest) => match KeyRef::read(what, rest)? {
+            (KeyRef::Repository, _) => Err(Error::malformed(what, "version 2 header naming the repository's keys")),
+            found => Ok(found),
+        },
+        (version, _) => Err(Error::UnsupportedVersion { what, version }),
+    }
+}
+
+/// Encodes `magic | version [| key reference] | sealed(postcard(value))`,
+/// the shape of index deltas and snapshots.
 pub(crate) fn seal_object<T: Serialize>(
     what: &'static str,
     magic: [u8; 4],
@@ -91,10 +134,44 @@ pub(crate) fn seal_object<T: Serialize>(
     repo: &crate::RepoId,
 ) -> Result<Vec<u8>> {
     let body = to_postcard(what, value)?;
-    let mut out = Vec::with_capacity(body.len() + HEADER_LEN + crate::seal::SEAL_OVERHEAD);
-    write_header(&mut out, magic);
-    sealer.seal_into(crate::seal::Aad::object(kind, repo.0), &body, &mut out)?;
+    seal_bytes(magic, kind, &body, sealer, repo)
+}
+
+/// [`seal_object`] of an already encoded body.
+pub(crate) fn seal_bytes(
+    magic: [u8; 4],
+    kind: crate::seal::SealedKind,
+    body: &[u8],
+    sealer: &crate::Sealer,
+    repo: &crate::RepoId,
+) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(body.len() + HEADER_LEN + 37 + crate::seal::SEAL_OVERHEAD);
+    write_sealed_header(&mut out, magic, sealer);
+    sealer.seal_into(crate::seal::Aad::object(kind, repo.0), body, &mut out)?;
     Ok(out)
+}
+
+/// Opens a sealed object's body with the key its header names, resolved by
+/// `sealer` ([`crate::Sealer::resolve`]); returns the reference and the body.
+pub(crate) fn open_bytes(
+    what: &'static str,
+    magic: [u8; 4],
+    kind: crate::seal::SealedKind,
+    bytes: &[u8],
+    sealer: &crate::Sealer,
+    repo: &crate::RepoId,
+) -> Result<(KeyRef, Vec<u8>)> {
+    let (reference, sealed) = read_sealed_header(what, magic, bytes)?;
+    let aad = crate::seal::Aad::object(kind, repo.0);
+    // A sealer of another key than the header names resolves it: a key
+    // holder derives a session's or index key; a put-only session asked
+    // for the repository's keys gets `MissingKey`, not a failed tag.
+    let body = if reference == sealer.reference() {
+        sealer.open(what, aad, sealed)?
+    } else {
+        sealer.resolve(&reference)?.open(what, aad, sealed)?
+    };
+    Ok((reference, body))
 }
 
 /// The inverse of [`seal_object`].
@@ -106,8 +183,7 @@ pub(crate) fn open_object<T: DeserializeOwned>(
     sealer: &crate::Sealer,
     repo: &crate::RepoId,
 ) -> Result<T> {
-    let sealed = read_header(what, magic, bytes)?;
-    let body = sealer.open(what, crate::seal::Aad::object(kind, repo.0), sealed)?;
+    let (_, body) = open_bytes(what, magic, kind, bytes, sealer, repo)?;
     from_postcard(what, &body)
 }
 

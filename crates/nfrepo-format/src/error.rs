@@ -60,6 +60,16 @@ pub enum Error {
         /// zstd's message.
         detail: String,
     },
+    /// The object was sealed under a key this holder does not have: a
+    /// put-only host asked to open what a session sealed, or an object of a
+    /// key epoch that was dropped. Not corruption.
+    #[error("{what}: no key to open it: {detail}")]
+    MissingKey {
+        /// Which object was being opened.
+        what: &'static str,
+        /// Which key it needs.
+        detail: String,
+    },
     /// The operating system's random source failed.
     #[error("the operating system's random number source failed")]
     Random,

@@ -81,6 +81,7 @@ impl MasterKey {
             older_sealing_keys: Vec::new(),
             older_audit_keys: Vec::new(),
             retired_audit_keys: Vec::new(),
+            reference_keys: std::sync::Arc::new(crate::ReferenceKeys::from_epoch_secrets([(0, self.0.expose())])),
         }
     }
 }
@@ -108,6 +109,9 @@ pub struct RepoKeys {
     /// first: they verify the MACs of the audit entries of those epochs,
     /// whose bodies nothing opens any more.
     pub retired_audit_keys: Vec<(u32, SecretKey)>,
+    /// X25519 key pairs and index keys of the live epochs: what opens the
+    /// packs and objects of put-only sessions (put-only.md).
+    pub reference_keys: std::sync::Arc<crate::ReferenceKeys>,
 }
 
 impl std::fmt::Debug for RepoKeys {
@@ -127,7 +131,9 @@ impl RepoKeys {
     /// sealing key alone: what a reseal checks every object against.
     #[must_use]
     pub fn current_sealer(&self, cipher: Cipher) -> Sealer {
-        Sealer::new(cipher, self.sealing_key.clone()).with_epoch(self.epoch)
+        Sealer::new(cipher, self.sealing_key.clone())
+            .with_epoch(self.epoch)
+            .with_reference_keys(std::sync::Arc::new(self.reference_keys.only_epoch(self.epoch)))
     }
 
     /// A sealer for `cipher` that seals under the current epoch's sealing
@@ -142,6 +148,7 @@ impl RepoKeys {
         Sealer::new(cipher, self.sealing_key.clone())
             .with_epoch(self.epoch)
             .with_older(older)
+            .with_reference_keys(std::sync::Arc::clone(&self.reference_keys))
     }
 }
 

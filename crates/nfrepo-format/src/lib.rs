@@ -48,6 +48,7 @@ mod lease;
 mod pack;
 mod protect;
 mod public;
+mod put_only;
 mod replica;
 mod seal;
 mod session;
@@ -78,11 +79,17 @@ pub use key::{
 };
 pub use lease::Lease;
 pub use pack::{
-    BlobFault, FinishedPack, MAX_PACK_LEN, PACK_HEADER_LEN, PackBuilder, PackEntry, PackKind, check_entry_kinds,
-    decode_pack_header, decode_trailer, read_pack_entries, trailer_len, verify_pack,
+    BlobFault, FinishedPack, MAX_PACK_LEN, PACK_HEADER_LEN, PackBuilder, PackEntry, PackKind, SESSION_PACK_HEADER_LEN,
+    check_entry_kinds, decode_pack_header, decode_pack_sealing, decode_session_trailer, decode_trailer,
+    pack_header_len, pack_sealer, read_pack_entries, read_pack_sealing, trailer_len, verify_pack,
 };
 pub use protect::ProtectMarker;
 pub use public::{PUBLIC_KEY_MAGIC, PUBLIC_KEY_OBJECT_LEN, PUBLIC_SEAL_OVERHEAD, RepoKeyPair, RepoPublicKey};
+pub use put_only::{
+    CREDENTIAL_MAGIC, CREDENTIAL_SLOT_VERSION, CredentialSlot, KEY_SCHEME_INDEX, KEY_SCHEME_REPOSITORY,
+    KEY_SCHEME_SESSION, KeyRef, PutOnlyCredential, ReferenceKeys, SessionRef, begin_session, begin_session_with,
+    index_key,
+};
 pub use replica::{Backlog, PassResult, REPLICA_MAGIC, ReplicaObject, ReplicaState};
 pub use seal::{Aad, Cipher, SEAL_OVERHEAD, SealedKind, Sealer, SecretKey};
 pub use session::{ProcessStart, SessionMarker};

@@ -3,10 +3,16 @@
 //!
 //! ```text
 //! offset 0   "NFRP" | version (1) | pack kind (1) | sealing scheme (1) | reserved (1) = 0
-//! offset 8   sealed blob 0 | sealed blob 1 | ...
+//! offset 8   scheme 01 only: key epoch (u32 LE) | session's ephemeral public key (32)
+//! offset 8 (scheme 00) or 44 (scheme 01)
+//!            sealed blob 0 | sealed blob 1 | ...
 //!            sealed trailer: postcard(Vec<PackEntry>), AAD (PackTrailer, repository id)
 //! last 4     trailer length, u32 little-endian
 //! ```
+//!
+//! Scheme 00: blobs and trailer are sealed under the repository's sealing
+//! key (any live epoch, by trial). Scheme 01: under the key of the put-only
+//! session the header names (put-only.md), found without trial.
 //!
 //! The pack id is the plain BLAKE3 of all of these bytes, so a replica or a
 //! server can verify a pack without any key. Data and metadata blobs never
@@ -16,13 +22,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::blob::{BlobKind, SealedBlob};
 use crate::envelope::{PACK_MAGIC, from_postcard, read_header, to_postcard, write_header};
+use crate::put_only::{KEY_SCHEME_SESSION, KeyRef, SessionRef};
 use crate::seal::{Aad, SealedKind, Sealer};
 use crate::{BlobCodec, BlobId, Error, PackId, RepoId, Result};
 
-/// Bytes before the first blob.
+/// Bytes before the first blob of a pack sealed under the repository's keys
+/// (and the fixed part of every pack header).
 pub const PACK_HEADER_LEN: usize = 8;
+/// Bytes before the first blob of a pack of a put-only session.
+pub const SESSION_PACK_HEADER_LEN: usize = PACK_HEADER_LEN + 4 + 32;
 /// The sealing scheme of packs sealed with the repository's symmetric key.
-/// A later write-only credential (sealing to a public key) gets its own code.
 pub const SEALING_SCHEME_REPOSITORY_KEY: u8 = 0;
 /// The largest pack the format accepts (offsets are `u32`).
 pub const MAX_PACK_LEN: u64 = 1 << 31;
@@ -82,6 +91,7 @@ pub struct PackBuilder {
     kind: PackKind,
     bytes: Vec<u8>,
     entries: Vec<PackEntry>,
+    sealing: Option<SessionRef>,
 }
 
 /// A finished pack, ready to verify and upload.
@@ -95,20 +105,63 @@ pub struct FinishedPack {
     pub bytes: Vec<u8>,
     /// The blobs it holds, in order.
     pub entries: Vec<PackEntry>,
+    /// The put-only session whose key sealed it, as its header names.
+    pub sealing: Option<SessionRef>,
+}
+
+/// Bytes before the first blob of a pack sealed as `sealing` says.
+#[must_use]
+pub const fn pack_header_len(sealing: Option<&SessionRef>) -> usize {
+    match sealing {
+        None => PACK_HEADER_LEN,
+        Some(_) => SESSION_PACK_HEADER_LEN,
+    }
 }
 
 impl PackBuilder {
-    /// An empty pack of `kind`.
+    /// An empty pack of `kind`, sealed under the repository's keys.
     #[must_use]
     pub fn new(kind: PackKind, capacity: usize) -> Self {
-        let mut bytes = Vec::with_capacity(capacity);
+        Self::sealed_as(kind, capacity, None)
+    }
+
+    /// An empty pack of `kind` whose blobs and trailer `sealer` seals: a
+    /// put-only session's sealer makes a scheme-01 pack naming the session.
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] for a sealer of an index key (packs are never
+    /// sealed under it).
+    pub fn for_sealer(kind: PackKind, capacity: usize, sealer: &Sealer) -> Result<Self> {
+        match sealer.reference() {
+            KeyRef::Repository => Ok(Self::sealed_as(kind, capacity, None)),
+            KeyRef::Session(session) => Ok(Self::sealed_as(kind, capacity, Some(session))),
+            KeyRef::Index { .. } => Err(Error::malformed("pack", "packs are never sealed under an index key")),
+        }
+    }
+
+    fn sealed_as(kind: PackKind, capacity: usize, sealing: Option<SessionRef>) -> Self {
+        let mut bytes = Vec::with_capacity(capacity.max(SESSION_PACK_HEADER_LEN));
         write_header(&mut bytes, PACK_MAGIC);
-        bytes.extend_from_slice(&[kind.code(), SEALING_SCHEME_REPOSITORY_KEY, 0]);
+        match &sealing {
+            None => bytes.extend_from_slice(&[kind.code(), SEALING_SCHEME_REPOSITORY_KEY, 0]),
+            Some(session) => {
+                bytes.extend_from_slice(&[kind.code(), KEY_SCHEME_SESSION, 0]);
+                bytes.extend_from_slice(&session.epoch.to_le_bytes());
+                bytes.extend_from_slice(&session.ephemeral);
+            }
+        }
         Self {
             kind,
             bytes,
             entries: Vec::new(),
+            sealing,
         }
+    }
+
+    /// The put-only session this pack is sealed for, if any.
+    #[must_use]
+    pub const fn sealing(&self) -> Option<SessionRef> {
+        self.sealing
     }
 
     /// The family.
@@ -157,8 +210,16 @@ impl PackBuilder {
     /// Seals the trailer and names the pack.
     ///
     /// # Errors
-    /// [`Error::Random`] if no nonce could be drawn.
+    /// [`Error::Random`] if no nonce could be drawn; [`Error::Malformed`] if
+    /// `sealer` is not of the key the header names.
     pub fn finish(mut self, sealer: &Sealer, repo: &RepoId) -> Result<FinishedPack> {
+        let expected = self.sealing.map_or(KeyRef::Repository, KeyRef::Session);
+        if sealer.reference() != expected {
+            return Err(Error::malformed(
+                "pack",
+                "trailer sealed under another key than the header names",
+            ));
+        }
         let trailer = to_postcard("pack trailer", &self.entries)?;
         let sealed = sealer.seal(Aad::object(SealedKind::PackTrailer, repo.0), &trailer)?;
         let len = u32::try_from(sealed.len()).map_err(|_| Error::TooLarge {
@@ -172,24 +233,75 @@ impl PackBuilder {
             kind: self.kind,
             bytes: self.bytes,
             entries: self.entries,
+            sealing: self.sealing,
         })
     }
 }
 
-/// Reads the pack kind from the first [`PACK_HEADER_LEN`] bytes.
+/// Reads the pack kind from the first [`PACK_HEADER_LEN`] bytes (the
+/// fixed part of the header, of either sealing scheme).
 ///
 /// # Errors
 /// [`Error::BadMagic`], [`Error::UnsupportedVersion`] or [`Error::Malformed`].
 pub fn decode_pack_header(bytes: &[u8]) -> Result<PackKind> {
+    fixed_header(bytes).map(|(kind, _)| kind)
+}
+
+fn fixed_header(bytes: &[u8]) -> Result<(PackKind, u8)> {
     let rest = read_header("pack", PACK_MAGIC, bytes)?;
     match rest.get(..3) {
-        Some(&[kind, SEALING_SCHEME_REPOSITORY_KEY, 0]) => PackKind::from_code(kind),
-        Some(&[_, SEALING_SCHEME_REPOSITORY_KEY, reserved]) => Err(Error::malformed(
+        Some(&[kind, scheme @ (SEALING_SCHEME_REPOSITORY_KEY | KEY_SCHEME_SESSION), 0]) => {
+            Ok((PackKind::from_code(kind)?, scheme))
+        }
+        Some(&[_, SEALING_SCHEME_REPOSITORY_KEY | KEY_SCHEME_SESSION, reserved]) => Err(Error::malformed(
             "pack",
             format!("reserved header byte is {reserved}, not 0"),
         )),
         Some(&[_, scheme, _]) => Err(Error::malformed("pack", format!("unknown sealing scheme {scheme}"))),
         _ => Err(Error::malformed("pack", "shorter than its header")),
+    }
+}
+
+/// Reads the whole pack header: the kind, the put-only session whose key
+/// sealed the pack (`None` for the repository's keys), and the header's
+/// length (where the first blob starts). Needs the first
+/// [`SESSION_PACK_HEADER_LEN`] bytes of a session's pack.
+///
+/// # Errors
+/// As [`decode_pack_header`]; [`Error::Malformed`] if the session part is cut.
+pub fn decode_pack_sealing(bytes: &[u8]) -> Result<(PackKind, Option<SessionRef>, usize)> {
+    let (kind, scheme) = fixed_header(bytes)?;
+    if scheme == SEALING_SCHEME_REPOSITORY_KEY {
+        return Ok((kind, None, PACK_HEADER_LEN));
+    }
+    let session = bytes
+        .get(PACK_HEADER_LEN..SESSION_PACK_HEADER_LEN)
+        .ok_or_else(|| Error::malformed("pack", "session header truncated"))?;
+    let (epoch, ephemeral) = session.split_at(4);
+    let mut epoch_bytes = [0u8; 4];
+    epoch_bytes.copy_from_slice(epoch);
+    let mut key = [0u8; 32];
+    key.copy_from_slice(ephemeral);
+    Ok((
+        kind,
+        Some(SessionRef {
+            epoch: u32::from_le_bytes(epoch_bytes),
+            ephemeral: key,
+        }),
+        SESSION_PACK_HEADER_LEN,
+    ))
+}
+
+/// The sealer that opens the blobs and trailer of a pack sealed as
+/// `sealing` says: `sealer` itself, or the session's key resolved by it.
+///
+/// # Errors
+/// As [`Sealer::resolve`].
+pub fn pack_sealer(sealer: &Sealer, sealing: Option<&SessionRef>) -> Result<Sealer> {
+    match sealing {
+        None if sealer.reference() == KeyRef::Repository => Ok(sealer.clone()),
+        None => sealer.resolve(&KeyRef::Repository),
+        Some(session) => sealer.resolve(&KeyRef::Session(*session)),
     }
 }
 
@@ -214,12 +326,31 @@ pub fn trailer_len(last_four: &[u8]) -> Result<usize> {
 /// [`Error::Authentication`] if the trailer was altered; [`Error::Malformed`]
 /// if an entry points outside the blob area.
 pub fn decode_trailer(sealed: &[u8], pack_len: u64, sealer: &Sealer, repo: &RepoId) -> Result<Vec<PackEntry>> {
+    decode_session_trailer(sealed, pack_len, sealer, None, repo)
+}
+
+/// [`decode_trailer`] of a pack sealed as `sealing` says (its header,
+/// [`decode_pack_sealing`]): the trailer opens under the session's key,
+/// resolved by `sealer`, and no blob may overlap the longer header.
+///
+/// # Errors
+/// As [`decode_trailer`]; [`Error::MissingKey`] if `sealer` cannot resolve
+/// the session's key.
+pub fn decode_session_trailer(
+    sealed: &[u8],
+    pack_len: u64,
+    sealer: &Sealer,
+    sealing: Option<&SessionRef>,
+    repo: &RepoId,
+) -> Result<Vec<PackEntry>> {
+    let sealer = pack_sealer(sealer, sealing)?;
     let plain = sealer.open("pack trailer", Aad::object(SealedKind::PackTrailer, repo.0), sealed)?;
     let entries: Vec<PackEntry> = from_postcard("pack trailer", &plain)?;
     let blob_area_end = pack_len.saturating_sub(sealed.len() as u64 + 4);
+    let header_len = pack_header_len(sealing) as u64;
     for entry in &entries {
         let end = u64::from(entry.offset) + u64::from(entry.sealed_len);
-        if u64::from(entry.offset) < PACK_HEADER_LEN as u64 || end > blob_area_end {
+        if u64::from(entry.offset) < header_len || end > blob_area_end {
             return Err(Error::malformed(
                 "pack trailer",
                 format!(
@@ -239,7 +370,21 @@ pub fn decode_trailer(sealed: &[u8], pack_len: u64, sealer: &Sealer, repo: &Repo
 /// # Errors
 /// As [`decode_pack_header`], [`trailer_len`] and [`decode_trailer`].
 pub fn read_pack_entries(bytes: &[u8], sealer: &Sealer, repo: &RepoId) -> Result<(PackKind, Vec<PackEntry>)> {
-    let kind = decode_pack_header(bytes)?;
+    read_pack_sealing(bytes, sealer, repo).map(|(kind, _, entries)| (kind, entries))
+}
+
+/// [`read_pack_entries`], also returning the put-only session whose key
+/// sealed the pack (`None` for the repository's keys).
+///
+/// # Errors
+/// As [`read_pack_entries`]; [`Error::MissingKey`] if `sealer` cannot
+/// resolve the session's key.
+pub fn read_pack_sealing(
+    bytes: &[u8],
+    sealer: &Sealer,
+    repo: &RepoId,
+) -> Result<(PackKind, Option<SessionRef>, Vec<PackEntry>)> {
+    let (kind, sealing, header_len) = decode_pack_sealing(bytes)?;
     let len_at = bytes
         .len()
         .checked_sub(4)
@@ -247,14 +392,14 @@ pub fn read_pack_entries(bytes: &[u8], sealer: &Sealer, repo: &RepoId) -> Result
     let tlen = trailer_len(bytes.get(len_at..).unwrap_or_default())?;
     let start = len_at
         .checked_sub(tlen)
-        .filter(|s| *s >= PACK_HEADER_LEN)
+        .filter(|s| *s >= header_len)
         .ok_or_else(|| Error::malformed("pack", "trailer longer than the pack"))?;
     let sealed = bytes
         .get(start..len_at)
         .ok_or_else(|| Error::malformed("pack", "trailer out of range"))?;
-    let entries = decode_trailer(sealed, bytes.len() as u64, sealer, repo)?;
+    let entries = decode_session_trailer(sealed, bytes.len() as u64, sealer, sealing.as_ref(), repo)?;
     check_entry_kinds(kind, &entries)?;
-    Ok((kind, entries))
+    Ok((kind, sealing, entries))
 }
 
 /// Checks that every blob belongs in a pack of `kind` (data blobs in data
@@ -301,12 +446,13 @@ pub fn verify_pack(
             actual: actual.to_hex(),
         });
     }
-    let (kind, entries) = read_pack_entries(bytes, &codec.sealer().clone(), repo)?;
+    let (kind, sealing, entries) = read_pack_sealing(bytes, &codec.sealer().clone(), repo)?;
+    let blob_sealer = pack_sealer(codec.sealer(), sealing.as_ref())?;
     let mut faults = Vec::new();
     for entry in &entries {
         let start = entry.offset as usize;
         let sealed = bytes.get(start..start + entry.sealed_len as usize).unwrap_or_default();
-        if let Err(error) = codec.open(entry.kind, &entry.id, entry.raw_len, sealed) {
+        if let Err(error) = codec.open_with(&blob_sealer, entry.kind, &entry.id, entry.raw_len, sealed) {
             faults.push(BlobFault { id: entry.id, error });
         }
     }
@@ -382,5 +528,62 @@ mod tests {
             matches!(err, Error::Malformed { .. } | Error::Authentication { .. }),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_session_pack_opens_with_the_epoch_secret_alone() {
+        let keys = MasterKey::from_bytes([5; 32]).derive();
+        let repo = RepoId([1; 32]);
+        let public = keys.reference_keys.key_pair(0).unwrap().public();
+        let host_keys = std::sync::Arc::new(crate::ReferenceKeys::index_only(0, crate::index_key(&[5; 32])));
+        let session = crate::begin_session(&public, 0, Cipher::XChaCha20Poly1305, host_keys).unwrap();
+        let mut host_codec = BlobCodec::new(keys.clone(), session.clone(), 3).unwrap();
+        let mut builder = PackBuilder::for_sealer(PackKind::Data, 64, &session).unwrap();
+        builder
+            .add(&host_codec.seal(BlobKind::Data, b"secret bytes").unwrap())
+            .unwrap();
+        // A trailer under another key than the header names is refused.
+        assert!(matches!(
+            PackBuilder::for_sealer(PackKind::Data, 64, &session)
+                .unwrap()
+                .finish(&keys.sealer(Cipher::XChaCha20Poly1305), &repo),
+            Err(Error::Malformed { .. })
+        ));
+        let pack = builder.finish(&session, &repo).unwrap();
+        assert_eq!(pack.entries[0].offset as usize, SESSION_PACK_HEADER_LEN);
+        let (kind, sealing, len) = decode_pack_sealing(&pack.bytes).unwrap();
+        assert_eq!(
+            (kind, sealing, len),
+            (PackKind::Data, pack.sealing, SESSION_PACK_HEADER_LEN)
+        );
+        assert_eq!(
+            decode_pack_header(&pack.bytes[..PACK_HEADER_LEN]).unwrap(),
+            PackKind::Data
+        );
+        // The password holder opens it without trial.
+        let mut reader = codec();
+        let (_, entries, faults) = verify_pack(&pack.id, &pack.bytes, &mut reader, &repo).unwrap();
+        assert_eq!(entries, pack.entries);
+        assert!(faults.is_empty());
+        // The host, once its session is gone, holds only the index key: nothing opens.
+        let host_after = session.reference_keys();
+        let index = host_after
+            .sealer(Cipher::XChaCha20Poly1305, &KeyRef::Index { epoch: 0 })
+            .unwrap();
+        assert!(matches!(
+            read_pack_entries(&pack.bytes, &index, &repo),
+            Err(Error::MissingKey { .. })
+        ));
+        let sealed = &pack.bytes[SESSION_PACK_HEADER_LEN..][..pack.entries[0].sealed_len as usize];
+        assert!(matches!(
+            index.open("blob", Aad::blob(SealedKind::DataBlob, &pack.entries[0].id), sealed),
+            Err(Error::Authentication { .. })
+        ));
+        // An index sealer cannot make packs; a cut session header is malformed.
+        assert!(PackBuilder::for_sealer(PackKind::Data, 64, &index).is_err());
+        assert!(matches!(
+            decode_pack_sealing(&pack.bytes[..20]),
+            Err(Error::Malformed { .. })
+        ));
     }
 }

@@ -88,6 +88,11 @@ impl RepoKeyPair {
         Self { secret, public }
     }
 
+    /// The X25519 shared secret with `peer`.
+    pub(crate) fn agree(&self, peer: &PublicKey) -> x25519_dalek::SharedSecret {
+        self.secret.diffie_hellman(peer)
+    }
+
     /// The public half.
     #[must_use]
     pub const fn public(&self) -> RepoPublicKey {
@@ -237,13 +242,20 @@ impl RepoPublicKey {
 }
 
 fn message_key(shared: &[u8; 32], ephemeral: &[u8; 32], recipient: &[u8; 32]) -> SecretKey {
+    agreed_key(CONTEXT_SEAL_KEY, shared, ephemeral, recipient)
+}
+
+/// `blake3::derive_key(context, shared || ephemeral || recipient)`: the key
+/// both sides of an X25519 agreement derive (a message's, or a put-only
+/// session's).
+pub(crate) fn agreed_key(context: &str, shared: &[u8; 32], ephemeral: &[u8; 32], recipient: &[u8; 32]) -> SecretKey {
     let mut material = [0u8; 96];
     let (a, rest) = material.split_at_mut(32);
     let (b, c) = rest.split_at_mut(32);
     a.copy_from_slice(shared);
     b.copy_from_slice(ephemeral);
     c.copy_from_slice(recipient);
-    let key = SecretKey::from_bytes(blake3::derive_key(CONTEXT_SEAL_KEY, &material));
+    let key = SecretKey::from_bytes(blake3::derive_key(context, &material));
     material.zeroize();
     key
 }

@@ -29,6 +29,7 @@ use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
+use crate::put_only::{KeyRef, ReferenceKeys};
 use crate::{Error, Result};
 
 /// Bytes a sealed message adds to its plaintext.
@@ -194,6 +195,8 @@ pub struct Sealer {
     chacha: XChaCha20Poly1305,
     epoch: u32,
     older: std::sync::Arc<[Sealer]>,
+    reference: KeyRef,
+    reference_keys: std::sync::Arc<ReferenceKeys>,
 }
 
 impl std::fmt::Debug for Sealer {
@@ -202,6 +205,7 @@ impl std::fmt::Debug for Sealer {
             .field("cipher", &self.cipher)
             .field("epoch", &self.epoch)
             .field("older", &self.older.iter().map(|s| s.epoch).collect::<Vec<_>>())
+            .field("reference", &self.reference)
             .finish_non_exhaustive()
     }
 }
@@ -217,7 +221,54 @@ impl Sealer {
             chacha,
             epoch: 0,
             older: std::sync::Arc::from(Vec::new()),
+            reference: KeyRef::Repository,
+            reference_keys: std::sync::Arc::default(),
         }
+    }
+
+    /// This sealer, naming its key as `reference` in what it writes: whole
+    /// objects sealed by it get a version-2 header naming the reference
+    /// (put-only.md), packs a header with its sealing scheme.
+    #[must_use]
+    pub const fn with_reference(mut self, reference: KeyRef) -> Self {
+        self.reference = reference;
+        self
+    }
+
+    /// This sealer, resolving key references ([`Self::resolve`]) with `keys`.
+    #[must_use]
+    pub fn with_reference_keys(mut self, keys: std::sync::Arc<ReferenceKeys>) -> Self {
+        self.reference_keys = keys;
+        self
+    }
+
+    /// The key reference this sealer writes: [`KeyRef::Repository`] unless
+    /// it seals for a put-only session or under an index key.
+    #[must_use]
+    pub const fn reference(&self) -> KeyRef {
+        self.reference
+    }
+
+    /// The keys this sealer resolves references with.
+    #[must_use]
+    pub const fn reference_keys(&self) -> &std::sync::Arc<ReferenceKeys> {
+        &self.reference_keys
+    }
+
+    /// A sealer for the key `reference` names: this one if it is that key,
+    /// else one derived from this sealer's reference keys (the session key
+    /// of a put-only session from the epoch's X25519 secret, or an index
+    /// key). Opening with it involves no trial.
+    ///
+    /// # Errors
+    /// [`Error::MissingKey`] if this holder does not have that key (a
+    /// put-only host asked for a session's key or the repository's keys);
+    /// [`Error::Authentication`] for a forged session of low order.
+    pub fn resolve(&self, reference: &KeyRef) -> Result<Self> {
+        if *reference == self.reference {
+            return Ok(self.clone());
+        }
+        self.reference_keys.sealer(self.cipher, reference)
     }
 
     /// This sealer, naming its key as key epoch `epoch`.

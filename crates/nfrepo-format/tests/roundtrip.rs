@@ -19,9 +19,9 @@ use nfrepo_format::{
     Aad, BlobCodec, BlobId, BlobKind, ChunkerProfile, Cipher, CommandRecord, ConfigBody, ConfigHeader, Content,
     ContentList, ContentListBuilder, Error, FORMAT_VERSION, INLINE_MAX_ENTRIES, IndexDelta, IndexId, IndexedPack,
     KdfParams, KeySlot, LIST_MAX_ENTRIES, ListEntry, MAX_DEPTH, MasterKey, Metadata, Node, NodeKind, PACK_HEADER_LEN,
-    PackBuilder, PackEntry, PackId, PackKind, RepoId, RepoKeys, SealedKind, Sealer, SecretKey, Snapshot, SnapshotId,
-    Summary, Tree, Xattr, content_hash, decode_config_body, decode_config_header, decode_pack_header, decode_trailer,
-    encode_config, read_pack_entries, trailer_len, verify_pack,
+    PackBuilder, PackEntry, PackId, PackKind, RepoId, RepoKeys, SealedKind, Sealer, SecretKey, SessionRef, Snapshot,
+    SnapshotId, Summary, Tree, Xattr, content_hash, decode_config_body, decode_config_header, decode_pack_header,
+    decode_trailer, encode_config, read_pack_entries, trailer_len, verify_pack,
 };
 use proptest::collection::{btree_map, vec};
 use proptest::option;
@@ -210,14 +210,22 @@ fn pack_entry() -> impl Strategy<Value = PackEntry> {
 }
 
 fn index_delta() -> impl Strategy<Value = IndexDelta> {
-    let pack =
-        (any::<[u8; 32]>(), pack_kind(), any::<u64>(), vec(pack_entry(), 0..8)).prop_map(|(id, kind, size, blobs)| {
-            IndexedPack {
-                id: PackId(id),
-                kind,
-                size,
-                blobs,
-            }
+    let session = proptest::option::of(
+        (any::<u32>(), any::<[u8; 32]>()).prop_map(|(epoch, ephemeral)| SessionRef { epoch, ephemeral }),
+    );
+    let pack = (
+        any::<[u8; 32]>(),
+        pack_kind(),
+        any::<u64>(),
+        vec(pack_entry(), 0..8),
+        session,
+    )
+        .prop_map(|(id, kind, size, blobs, sealing)| IndexedPack {
+            id: PackId(id),
+            kind,
+            size,
+            blobs,
+            sealing,
         });
     (vec(pack, 0..4), vec(any::<[u8; 32]>().prop_map(IndexId), 0..4))
         .prop_map(|(packs, supersedes)| IndexDelta { packs, supersedes })
@@ -1026,5 +1034,77 @@ proptest! {
                 prop_assert_eq!(id.to_hex(), s.to_lowercase());
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Put-only sessions (format-spec/put-only.md)
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// A put-only session's pack: built with the session's sealer, it
+    /// verifies under the password holder's keys from the pack alone, its
+    /// entries start after the 44-byte header, and the host's own keys
+    /// (the credential's index key) open neither its trailer nor its blobs.
+    #[test]
+    fn session_packs_round_trip_and_stay_closed_to_the_host(
+        (kind, blobs) in pack_contents(),
+        cipher in cipher(),
+    ) {
+        let (credential, slot) = nfrepo_format::PutOnlyCredential::issue(
+            repo(),
+            &keys(),
+            cipher,
+            &nfrepo_format::ConfigBody::default(),
+            "host",
+            0,
+        )
+        .unwrap();
+        credential.check_slot(&slot).unwrap();
+        let session = credential.begin_session().unwrap();
+        let mut host_codec = BlobCodec::new(keys(), session.clone(), 3).unwrap();
+        let mut builder = PackBuilder::for_sealer(kind, 0, &session).unwrap();
+        for (blob_kind, plain) in &blobs {
+            builder.add(&host_codec.seal(*blob_kind, plain).unwrap()).unwrap();
+        }
+        let pack = builder.finish(&session, &repo()).unwrap();
+        prop_assert!(pack.sealing.is_some());
+        let mut reader = codec(cipher);
+        let (read_kind, entries, faults) =
+            nfrepo_format::verify_pack(&pack.id, &pack.bytes, &mut reader, &repo()).unwrap();
+        prop_assert_eq!(read_kind, kind);
+        prop_assert_eq!(&entries, &pack.entries);
+        prop_assert!(faults.is_empty());
+        for e in &entries {
+            prop_assert!(e.offset as usize >= nfrepo_format::SESSION_PACK_HEADER_LEN);
+        }
+        let host = credential.index_sealer();
+        let refused = matches!(
+            nfrepo_format::read_pack_sealing(&pack.bytes, &host, &repo()),
+            Err(Error::MissingKey { .. })
+        );
+        prop_assert!(refused);
+        for (e, (_, plain)) in entries.iter().zip(&blobs) {
+            let sealed = &pack.bytes[e.offset as usize..][..e.sealed_len as usize];
+            prop_assert!(host_codec.open_with(&host, e.kind, &e.id, e.raw_len, sealed).is_err());
+            let blob_sealer = nfrepo_format::pack_sealer(reader.sealer(), pack.sealing.as_ref()).unwrap();
+            prop_assert_eq!(&reader.open_with(&blob_sealer, e.kind, &e.id, e.raw_len, sealed).unwrap(), plain);
+        }
+        // The index delta listing it is version 2, readable by the host and the key holder.
+        let delta = IndexDelta {
+            packs: vec![IndexedPack {
+                id: pack.id,
+                kind,
+                size: pack.bytes.len() as u64,
+                blobs: entries,
+                sealing: pack.sealing,
+            }],
+            supersedes: Vec::new(),
+        };
+        let (id, bytes) = delta.encode(&host, &repo()).unwrap();
+        prop_assert_eq!(&bytes[..6], b"NFRI\x02\x02");
+        prop_assert_eq!(&IndexDelta::decode(&id, &bytes, &host, &repo()).unwrap(), &delta);
+        prop_assert_eq!(&IndexDelta::decode(&id, &bytes, reader.sealer(), &repo()).unwrap(), &delta);
     }
 }

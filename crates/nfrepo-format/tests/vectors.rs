@@ -399,6 +399,7 @@ fn expected_index(v: &schema::Objects) -> IndexDelta {
                 kind: names::parse_pack_kind(&p.kind),
                 size: unhex(&p.bytes).len() as u64,
                 blobs: p.entries.iter().map(entry).collect(),
+                sealing: None,
             })
             .collect(),
         supersedes: vec![fixtures::superseded_index()],

@@ -38,7 +38,29 @@ pub async fn run(global: &GlobalArgs, command: KeyCommand) -> Result<i32, Failur
                 render::table(&["", "ID", "CREATED", "EPOCH", "LABEL"], &rows);
             }
         }
+        KeyCommand::Add(args) if args.put_only => {
+            let (Some(label), Some(output)) = (args.label.as_deref(), args.output.as_deref()) else {
+                return Err(Failure::new(
+                    ErrorCode::BackupFailed,
+                    Some("INVALID_ARGUMENT"),
+                    "--put-only needs --label and --output",
+                ));
+            };
+            // Checked before the slot is written, so that a refused
+            // --output leaves no credential slot without its file.
+            if output.exists() {
+                return Err(Failure::new(
+                    ErrorCode::BackupFailed,
+                    Some("INVALID_ARGUMENT"),
+                    format!("--output {} exists; refusing to overwrite it", output.display()),
+                ));
+            }
+            let credential = repo.add_put_only_key(label).await.map_err(fail)?;
+            context::write_credential_file(output, &credential)?;
+            print_id(global, "added put-only credential", &credential.slot);
+        }
         KeyCommand::Add(args) => {
+            let args = args.password;
             let new = context::new_password(
                 args.new_password_file.as_deref(),
                 "NFREPO_NEW_PASSWORD",

@@ -145,7 +145,7 @@ pub async fn run(global: &GlobalArgs, args: SnapshotArgs) -> Result<i32, Failure
     let kind = configured_stream_kind(global, &args)?;
     let files_options = files_options(&args).await?;
     let (source, default_name) = source_of(&args, kind, files_options)?;
-    let context::Opened { repo, store, .. } = context::open_repository(global, Operation::Backup).await?;
+    let (repo, store) = context::open_for_backup(global).await?;
     let mut options = RunOptions::new(args.source.clone().unwrap_or(default_name))
         .tags(tags)
         .use_parent(!args.no_parent)

@@ -29,15 +29,32 @@ impl Repository {
         let time_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
         // Marker, then GC plans, then snapshots and index: see crate::session.
         let live = crate::session::LiveSession::start(self, &options.source, time_ns).await?;
-        let (plan_ids, planned) = crate::gc::planned_packs(self).await?;
+        // A put-only session reads no GC plan, snapshot or pack trailer (it
+        // has no key to): it has no parent and adopts no orphaned pack, and
+        // deduplicates only against the deltas of its index key, checking
+        // as every backup does that the packs it reuses still exist.
+        let put_only = self.is_put_only();
+        let (plan_ids, planned) = if put_only {
+            Default::default()
+        } else {
+            crate::gc::planned_packs(self).await?
+        };
         // Snapshots before the index: see crate::index.
-        let snapshots = self.readable_snapshots().await?;
+        let snapshots = if put_only {
+            Vec::new()
+        } else {
+            self.readable_snapshots().await?
+        };
         let mut index = self.load_index().await?;
         // Listed after the index was loaded: an indexed pack the listing
         // lacks is gone (issue 17), never a pack not yet uploaded.
         let listed = self.list_pack_objects().await?;
         let absent = absent_packs(&index, &listed);
-        let adopted = self.adopt_orphan_packs(&index, &planned, listed).await?;
+        let adopted = if put_only {
+            Vec::new()
+        } else {
+            self.adopt_orphan_packs(&index, &planned, listed).await?
+        };
         let adopted_packs = adopted.len();
         if !adopted.is_empty() {
             let delta = IndexDelta {
@@ -192,7 +209,13 @@ impl Repository {
             .map_err(Error::store)?;
         let blobs = nfrepo_format::decode_trailer(&sealed, size, self.sealer(), &self.id()).map_err(corrupt)?;
         nfrepo_format::check_entry_kinds(kind, &blobs).map_err(corrupt)?;
-        Ok(IndexedPack { id, kind, size, blobs })
+        Ok(IndexedPack {
+            id,
+            kind,
+            size,
+            blobs,
+            sealing: None,
+        })
     }
 }
 

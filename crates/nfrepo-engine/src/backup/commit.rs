@@ -140,7 +140,7 @@ impl Repository {
     /// # Errors
     /// Storage and encoding errors.
     pub async fn write_index_delta(&self, delta: &IndexDelta) -> Result<nfrepo_format::IndexId> {
-        let (id, bytes) = delta.encode(self.sealer(), &self.id()).map_err(Error::Format)?;
+        let (id, bytes) = delta.encode(self.index_sealer(), &self.id()).map_err(Error::Format)?;
         let key = crate::objects::key::<IndexDelta>(&id)?;
         put_once(self, &key, bytes).await?;
         Ok(id)

@@ -21,11 +21,19 @@ pub(crate) struct Packer {
     repo: RepoId,
 }
 
+/// An empty pack for `sealer`: a put-only session's packs name the session
+/// in their header (pack.md). A packer is never given an index key's
+/// sealer; if it were, the repository's header is written and `finish`
+/// refuses the mismatch.
+fn fresh(kind: PackKind, capacity: usize, sealer: &Sealer) -> PackBuilder {
+    PackBuilder::for_sealer(kind, capacity, sealer).unwrap_or_else(|_| PackBuilder::new(kind, capacity))
+}
+
 impl Packer {
     pub(crate) fn new(target: usize, sealer: Sealer, repo: RepoId) -> Self {
         Self {
-            data: Mutex::new(PackBuilder::new(PackKind::Data, target + target / 8)),
-            tree: Mutex::new(PackBuilder::new(PackKind::Tree, 1 << 20)),
+            data: Mutex::new(fresh(PackKind::Data, target + target / 8, &sealer)),
+            tree: Mutex::new(fresh(PackKind::Tree, 1 << 20, &sealer)),
             target,
             sealer,
             repo,
@@ -52,7 +60,7 @@ impl Packer {
                 } else {
                     1 << 20
                 };
-                Some(std::mem::replace(&mut *open, PackBuilder::new(kind, capacity)))
+                Some(std::mem::replace(&mut *open, fresh(kind, capacity, &self.sealer)))
             } else {
                 None
             }
@@ -68,7 +76,7 @@ impl Packer {
         for kind in [PackKind::Data, PackKind::Tree] {
             let builder = {
                 let mut open = self.slot(kind).lock().map_err(|_| poisoned())?;
-                std::mem::replace(&mut *open, PackBuilder::new(kind, 0))
+                std::mem::replace(&mut *open, fresh(kind, 0, &self.sealer))
             };
             if !builder.is_empty() {
                 sink.send(builder.finish(&self.sealer, &self.repo).map_err(Error::Format)?)?;

@@ -243,5 +243,6 @@ pub(crate) async fn upload_one(repo: &Repository, pack: FinishedPack) -> Result<
         kind: pack.kind,
         size,
         blobs: pack.entries,
+        sealing: pack.sealing,
     })
 }

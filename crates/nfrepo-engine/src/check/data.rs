@@ -220,6 +220,7 @@ async fn verify_one(repo: &Repository, pack: &IndexedPack) -> Result<PackVerdict
     let repo = repo.clone();
     let id = pack.id;
     let entries: Vec<PackEntry> = pack.blobs.clone();
+    let sealing = pack.sealing;
     blocking(move || {
         crate::codec::with_codec(&repo, |codec| {
             let mut verdict = PackVerdict::default();
@@ -236,10 +237,17 @@ async fn verify_one(repo: &Repository, pack: &IndexedPack) -> Result<PackVerdict
                 Ok(_) => {}
                 Err(e) => verdict.pack.push(format!("pack trailer does not open: {e}")),
             }
+            let blob_sealer = match nfrepo_format::pack_sealer(repo.sealer(), sealing.as_ref()) {
+                Ok(sealer) => sealer,
+                Err(e) => {
+                    verdict.pack.push(format!("pack key does not resolve: {e}"));
+                    return Ok(verdict);
+                }
+            };
             for entry in &entries {
                 let start = entry.offset as usize;
                 let sealed = bytes.get(start..start + entry.sealed_len as usize).unwrap_or_default();
-                if let Err(e) = codec.open(entry.kind, &entry.id, entry.raw_len, sealed) {
+                if let Err(e) = codec.open_with(&blob_sealer, entry.kind, &entry.id, entry.raw_len, sealed) {
                     verdict.blobs.push((entry.id, e.to_string()));
                 }
             }
@@ -262,6 +270,7 @@ mod tests {
             kind: PackKind::Data,
             size: 10,
             blobs: Vec::new(),
+            sealing: None,
         }
     }
 

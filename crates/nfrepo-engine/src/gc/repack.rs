@@ -61,13 +61,16 @@ pub(crate) async fn repack(
                     raw_len: entry.raw_len,
                     sealed: sealed.to_vec(),
                 };
+                let what = || format!("blob {} in pack {}", blob.id, pack.id);
+                let sealer = nfrepo_format::pack_sealer(repo.sealer(), pack.sealing.as_ref())
+                    .map_err(|e| Error::decode(what(), e))?;
                 crate::codec::with_codec(repo, |codec| {
                     codec
-                        .open(blob.kind, &blob.id, blob.raw_len, &blob.sealed)
+                        .open_with(&sealer, blob.kind, &blob.id, blob.raw_len, &blob.sealed)
                         .map(drop)
-                        .map_err(|e| Error::decode(format!("blob {} in pack {}", blob.id, pack.id), e))
+                        .map_err(|e| Error::decode(what(), e))
                 })?;
-                reseal_if_older(repo, &mut blob)
+                reseal_if_older(repo, &sealer, &mut blob)
                     .map_err(|e| Error::decode(format!("blob {} in pack {}", blob.id, pack.id), e))?;
                 let Some((kind, builder)) = builders.get_mut(slot) else {
                     continue;
@@ -101,10 +104,17 @@ pub(crate) async fn repack(
 /// Seals a blob of an older key epoch again under the current one, so
 /// that a pack's blobs are always of its trailer's epoch (a reseal tells a
 /// pack's epoch by its trailer, keys.md); a current blob is copied verbatim.
-fn reseal_if_older(repo: &Repository, blob: &mut SealedBlob) -> nfrepo_format::Result<()> {
+/// Seals a blob again under the current epoch when it was sealed under an
+/// older one or under a put-only session's key (`sealer`, the pack's): a
+/// repacked blob lands in a pack sealed under the repository's keys.
+fn reseal_if_older(
+    repo: &Repository,
+    sealer: &nfrepo_format::Sealer,
+    blob: &mut SealedBlob,
+) -> nfrepo_format::Result<()> {
     let aad = nfrepo_format::Aad::blob(blob.kind.sealed_kind(), &blob.id);
-    let (epoch, framed) = repo.sealer().open_epoch("blob", aad, &blob.sealed)?;
-    if epoch != repo.epoch() {
+    let (epoch, framed) = sealer.open_epoch("blob", aad, &blob.sealed)?;
+    if epoch != repo.epoch() || sealer.reference() != nfrepo_format::KeyRef::Repository {
         let framed = zeroize::Zeroizing::new(framed);
         blob.sealed = repo.sealer().seal(aad, &framed)?;
     }

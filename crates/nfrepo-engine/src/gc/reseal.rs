@@ -136,6 +136,7 @@ impl Repository {
     /// errors; [`crate::Error::Corrupted`] for an object that opens under no
     /// live epoch (nothing is dropped then).
     pub async fn reseal(&self, options: &ResealOptions) -> Result<ResealReport> {
+        self.require_keys("reseal")?;
         self.require_current_ring()?;
         let mut report = ResealReport {
             dry_run: options.gc.dry_run,

@@ -74,6 +74,14 @@ async fn load_once(repo: &Repository, dir: PathBuf, listed: &[(IndexId, ObjectKe
             .cloned()
             .collect();
         let mut fetched = repo.fetch_deltas(new).await?;
+        // The cache's rows do not record which put-only session sealed a
+        // pack (format-spec/put-only.md): such deltas are read into memory.
+        if fetched.iter().any(|(_, d)| d.has_sessions()) {
+            return Err(Error::store(nfrepo_store::Error::new(
+                nfrepo_store::ErrorKind::Other,
+                "the index lists packs of put-only sessions, which the local cache cannot hold",
+            )));
+        }
         let superseded: HashSet<IndexId> = fetched.iter().flat_map(|(_, d)| d.supersedes.iter().copied()).collect();
         let dying: Vec<IndexId> = live
             .iter()

@@ -220,9 +220,12 @@ impl Reader {
                             object: format!("blob {} in pack {}", entry.id, location.pack),
                             detail: "the pack is shorter than its index says".into(),
                         })?;
+                        let what = || format!("blob {} in pack {}", entry.id, location.pack);
+                        let sealer = nfrepo_format::pack_sealer(repo.sealer(), location.sealing.as_ref())
+                            .map_err(|e| Error::decode(what(), e))?;
                         codec
-                            .open(location.kind, &entry.id, location.raw_len, bytes)
-                            .map_err(|e| Error::decode(format!("blob {} in pack {}", entry.id, location.pack), e))
+                            .open_with(&sealer, location.kind, &entry.id, location.raw_len, bytes)
+                            .map_err(|e| Error::decode(what(), e))
                     })
                     .collect()
             })

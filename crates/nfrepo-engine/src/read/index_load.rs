@@ -56,10 +56,15 @@ impl Repository {
     /// error, and one gone since the listing (merged by a compaction) is a
     /// storage `NotFound`, on which [`Self::load_index`] lists again.
     pub(crate) async fn fetch_deltas(&self, deltas: Vec<(IndexId, ObjectKey)>) -> Result<Vec<(IndexId, IndexDelta)>> {
-        stream::iter(deltas)
+        let put_only = self.is_put_only();
+        let fetched: Vec<Option<(IndexId, IndexDelta)>> = stream::iter(deltas)
             .map(|(id, key)| async move {
                 match objects::fetch::<IndexDelta>(self, &id, &key).await? {
-                    Fetched::Good(delta) => Ok((id, delta)),
+                    Fetched::Good(delta) => Ok(Some((id, delta))),
+                    // A put-only session reads only the deltas sealed under
+                    // its index key (put-only.md); it deduplicates against
+                    // those and stores again what only the others list.
+                    Fetched::Damaged(Error::Format(nfrepo_format::Error::MissingKey { .. })) if put_only => Ok(None),
                     Fetched::Damaged(error) => Err(error),
                     Fetched::Vanished => Err(Error::store(
                         nfrepo_store::Error::new(
@@ -72,6 +77,7 @@ impl Repository {
             })
             .buffer_unordered(LIST_CONCURRENCY)
             .try_collect()
-            .await
+            .await?;
+        Ok(fetched.into_iter().flatten().collect())
     }
 }

@@ -20,6 +20,7 @@ impl Repository {
     /// # Errors
     /// Storage errors, or [`Error::Corrupted`] for a damaged snapshot.
     pub async fn snapshots(&self) -> Result<Vec<SnapshotEntry>> {
+        self.require_keys("snapshots")?;
         let (good, mut damaged) = self.load_snapshots().await?;
         match damaged.pop() {
             Some(error) => Err(error),
@@ -35,6 +36,7 @@ impl Repository {
     /// # Errors
     /// Storage errors.
     pub async fn readable_snapshots(&self) -> Result<Vec<SnapshotEntry>> {
+        self.require_keys("snapshots")?;
         let (good, damaged) = self.load_snapshots().await?;
         for error in damaged {
             tracing::warn!("skipping a damaged snapshot (run `nfrepo check`): {error}");
@@ -62,6 +64,7 @@ impl Repository {
     /// # Errors
     /// [`Error::SnapshotNotFound`] or [`Error::AmbiguousSnapshot`].
     pub async fn find_snapshot(&self, spec: &str) -> Result<SnapshotEntry> {
+        self.require_keys("snapshots")?;
         let all = self.readable_snapshots().await?;
         select_snapshot(all, spec)
     }

@@ -205,6 +205,9 @@ impl KeyRing {
                 .rev()
                 .map(|r| (r.epoch, SecretKey::from_bytes(r.audit_key)))
                 .collect(),
+            reference_keys: std::sync::Arc::new(crate::ReferenceKeys::from_epoch_secrets(
+                self.epochs.iter().rev().map(|e| (e.epoch, &e.secret)),
+            )),
         }
     }
 

@@ -228,6 +228,7 @@ fn pack_json(
         kind,
         size: pack.bytes.len() as u64,
         blobs: pack.entries,
+        sealing: None,
     };
     (vector, indexed)
 }

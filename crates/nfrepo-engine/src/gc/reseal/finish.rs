@@ -184,14 +184,18 @@ fn opens_under(current: &Repository, id: &PackId, bytes: &[u8]) -> Result<bool> 
     let mut codec = current.codec()?;
     match nfrepo_format::verify_pack(id, bytes, &mut codec, &current.id()) {
         Ok((_, _, faults)) if faults.is_empty() => Ok(true),
-        Ok((_, _, faults)) => match faults
-            .into_iter()
-            .find(|f| !matches!(f.error, nfrepo_format::Error::Authentication { .. }))
-        {
+        Ok((_, _, faults)) => match faults.into_iter().find(|f| {
+            !matches!(
+                f.error,
+                nfrepo_format::Error::Authentication { .. } | nfrepo_format::Error::MissingKey { .. }
+            )
+        }) {
             Some(fault) => Err(Error::decode(format!("blob {} in {object}", fault.id), fault.error)),
             None => Ok(false),
         },
-        Err(nfrepo_format::Error::Authentication { .. }) => Ok(false),
+        // An object of a put-only session of an older epoch names a key
+        // the current epoch alone cannot derive: older too.
+        Err(nfrepo_format::Error::Authentication { .. } | nfrepo_format::Error::MissingKey { .. }) => Ok(false),
         Err(e) => Err(Error::decode(object, e)),
     }
 }

@@ -139,7 +139,9 @@ pub(super) async fn trailer_is_current(
     let sealed = repo.store().get_range(&key, start..end).await.map_err(Error::store)?;
     match decode_trailer(&sealed, size, current.sealer(), &repo.id()) {
         Ok(_) => Ok(Some(true)),
-        Err(nfrepo_format::Error::Authentication { .. }) => Ok(Some(false)),
+        // An object of a put-only session of an older epoch names a key
+        // the current epoch alone cannot derive: older too.
+        Err(nfrepo_format::Error::Authentication { .. } | nfrepo_format::Error::MissingKey { .. }) => Ok(Some(false)),
         Err(e) => Err(Error::decode(key.path(), e)),
     }
 }
@@ -233,6 +235,10 @@ fn reseal_blobs(repo: &Repository, id: &PackId, bytes: &[u8]) -> Result<Vec<Seal
         return Err(Error::decode(format!("blob {} in {object}", fault.id), fault.error));
     }
     let current = repo.keys().current_sealer(repo.cipher());
+    // A put-only session's pack: its blobs open under the session's key.
+    let (_, sealing, _) = nfrepo_format::decode_pack_sealing(bytes).map_err(|e| Error::decode(object.clone(), e))?;
+    let sealer =
+        nfrepo_format::pack_sealer(repo.sealer(), sealing.as_ref()).map_err(|e| Error::decode(object.clone(), e))?;
     entries
         .iter()
         .map(|entry| {
@@ -248,7 +254,7 @@ fn reseal_blobs(repo: &Repository, id: &PackId, bytes: &[u8]) -> Result<Vec<Seal
                 })?;
             let aad = Aad::blob(entry.kind.sealed_kind(), &entry.id);
             let framed = Zeroizing::new(
-                repo.sealer()
+                sealer
                     .open("blob", aad, sealed)
                     .map_err(|e| Error::decode(object.clone(), e))?,
             );
