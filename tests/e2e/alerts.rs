@@ -114,7 +114,10 @@ fn alerts_name_a_source_never_backed_up_and_repeated_wrong_passwords() {
 
 /// A webhook receiver on loopback: answers 200 and passes each request's
 /// headers and body on.
-fn receiver() -> (String, std::sync::mpsc::Receiver<(Vec<(String, String)>, Vec<u8>)>) {
+/// One request: its headers (names in lowercase) and body.
+type Request = (Vec<(String, String)>, Vec<u8>);
+
+fn receiver() -> (String, std::sync::mpsc::Receiver<Request>) {
     use std::io::{BufRead, BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());

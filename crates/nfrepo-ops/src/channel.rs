@@ -162,8 +162,8 @@ impl Message {
 pub enum Channel {
     /// A signed webhook.
     Webhook(Webhook),
-    /// Email through SMTP.
-    Email(Email),
+    /// Email through SMTP (boxed: its transport is several times the webhook's size).
+    Email(Box<Email>),
 }
 
 impl Channel {

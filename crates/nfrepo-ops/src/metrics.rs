@@ -156,7 +156,8 @@ pub fn render(facts: &Facts, watch: &Watch, config: &AlertsConfig, alerts: &[Ale
             );
         }
     }
-    let per_newest: [(&str, &str, fn(&crate::SnapshotFact) -> f64); 3] = [
+    type PerSnapshot = fn(&crate::SnapshotFact) -> f64;
+    let per_newest: [(&str, &str, PerSnapshot); 3] = [
         (
             "nfrepo_source_size_bytes",
             "Content bytes of the newest snapshot of the source.",

@@ -99,7 +99,9 @@ fn channels(config: &AlertsConfig) -> Result<Vec<Channel>, Failure> {
     if let Some(email) = &config.email {
         let password = crate::config::read_secret(email.password_env.as_deref(), email.password_file.as_deref())?
             .map(|p| Secret::new(p.expose()));
-        channels.push(Channel::Email(Email::new(email.clone(), password).map_err(invalid)?));
+        channels.push(Channel::Email(Box::new(
+            Email::new(email.clone(), password).map_err(invalid)?,
+        )));
     }
     if channels.is_empty() {
         return Err(Failure::usage(

@@ -239,7 +239,7 @@ async fn email_reaches_an_smtp_server_with_the_alert_and_its_resolution() {
     );
     config.port = Some(port);
     config.tls = EmailTls::None;
-    let channels = [Channel::Email(Email::new(config, None).unwrap())];
+    let channels = [Channel::Email(Box::new(Email::new(config, None).unwrap()))];
     let mut state = AlertState::default();
     let minute = 60_000_000_000;
     let notices = state.update(vec![missed_backup()], minute, 60 * minute);
@@ -288,7 +288,7 @@ async fn test_notice_goes_to_every_channel_and_failures_are_named() {
     drop(closed);
     let channels = [
         webhook(&url, 0),
-        Channel::Email(Email::new(email, None).unwrap()),
+        Channel::Email(Box::new(Email::new(email, None).unwrap())),
         webhook(&closed_url, 0),
     ];
     let deliveries = send_test(&channels, &origin(), &FixedClock(0)).await;
