@@ -15,6 +15,7 @@
 mod harness;
 mod servers;
 
+mod alerts;
 mod artifact;
 mod audit;
 mod bucket;

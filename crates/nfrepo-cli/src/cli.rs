@@ -118,6 +118,40 @@ pub enum Command {
     },
     /// Serve the repository's store to backup hosts over HTTP(S), refusing deletes and overwrites.
     Serve(ServeArgs),
+    /// Evaluate the alert rules against the repository and show (or send) what fires.
+    Alerts(AlertsArgs),
+    /// Prometheus metrics of the repository, on stdout or into a node_exporter textfile.
+    Metrics(MetricsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// Write the metrics to this file, replacing it atomically (for node_exporter's textfile collector).
+    #[arg(long, value_name = "PATH")]
+    pub textfile: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct AlertsArgs {
+    #[command(subcommand)]
+    pub command: Option<AlertsCommand>,
+    /// Send the notices due (new, repeated and resolved alerts) to the configured channels: what a cron entry runs.
+    #[arg(long)]
+    pub notify: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlertsCommand {
+    /// Send a test notice to every configured channel.
+    Test,
+    /// Acknowledge a firing alert: no more repeats until it resolves and fires again.
+    Ack(AlertsAckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AlertsAckArgs {
+    /// The alert, as `RULE:SUBJECT` (the KEY column of `nfrepo alerts`).
+    pub key: String,
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,7 @@
 //! One module per command; each parses its arguments into engine options,
 //! calls the engine, and renders the result.
 
+pub(crate) mod alerts;
 mod audit;
 mod browse;
 mod check;
@@ -12,6 +13,7 @@ pub(crate) mod gc;
 mod init;
 mod key;
 mod mark_good;
+mod metrics;
 mod protect;
 mod repair;
 mod replicate;
@@ -64,5 +66,7 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         Command::Replicate(args) => replicate::run(global, args).await,
         Command::Audit { command } => audit::run(global, command).await,
         Command::Serve(args) => serve::run(global, args).await,
+        Command::Alerts(args) => alerts::run(global, args).await,
+        Command::Metrics(args) => metrics::run(global, args).await,
     }
 }

@@ -23,10 +23,15 @@
 //! retention = "db-incremental"
 //! pre_hook = "touch /run/backup-running"
 //! post_hook = "rm -f /run/backup-running"
+//! rpo = "10m"                                   # alert when the newest snapshot is older (else: schedule + grace)
 //!
 //! [replication.dr-region]                     # `nfrepo replicate` copies the repository here
 //! url = "s3://backups-dr/nfrepo?endpoint=https://s3.dr.example&region=eu-central-1"
 //! credentials_file = "/etc/nfrepo/dr-s3.credentials"   # else the repository's S3 credentials
+//! max_lag = "5m"                                # alert when the replica is further behind
+//!
+//! [alerts]                                      # `nfrepo alerts`, `nfrepo metrics` (see nfrepo_ops::AlertsConfig)
+//! repeat = "4h"
 //!
 //! [retention.db-incremental]                   # a class for `nfrepo forget` (else a built-in one)
 //! keep-within = "7d"
@@ -74,6 +79,8 @@ pub struct Config {
     /// Replication targets by name (`[replication.NAME]`).
     #[serde(default)]
     pub replication: BTreeMap<String, ReplicationConfig>,
+    /// `[alerts]`: thresholds, state file and channels (see `nfrepo_ops::AlertsConfig`).
+    pub alerts: Option<nfrepo_ops::AlertsConfig>,
     /// Where the file was read from.
     #[serde(skip)]
     pub path: PathBuf,
@@ -110,6 +117,8 @@ pub struct ReplicationConfig {
     /// secret (as `NFREPO_S3_CREDENTIALS_FILE`); else the same variables as
     /// the repository's.
     pub credentials_file: Option<PathBuf>,
+    /// Alert (`replication_lag`) when the replica is further behind than this.
+    pub max_lag: Option<nfrepo_engine::Span>,
 }
 
 /// What a source reads.
@@ -210,6 +219,9 @@ pub struct SourceConfig {
     pub profile: Option<String>,
     /// Cron expression (five fields, or @hourly/@daily/…).
     pub schedule: Option<String>,
+    /// The recovery point objective: alert (`missed_backup`) when the newest
+    /// snapshot is older than this, whatever the schedule says.
+    pub rpo: Option<nfrepo_engine::Span>,
     /// The retention class name, recorded as tag `retention`.
     pub retention: Option<String>,
     /// Shell command run before the backup; its failure aborts it.
@@ -316,7 +328,15 @@ fn protect_secret_vars(config: &Config) {
             .into_iter()
             .filter_map(Option::as_deref)
     });
-    for name in repository.into_iter().chain(sources) {
+    let alerts = config.alerts.iter().flat_map(|a| {
+        [
+            a.webhook.as_ref().and_then(|w| w.secret_env.as_deref()),
+            a.email.as_ref().and_then(|e| e.password_env.as_deref()),
+        ]
+        .into_iter()
+        .flatten()
+    });
+    for name in repository.into_iter().chain(sources).chain(alerts) {
         nfrepo_sources::protect_env_var(name);
     }
 }
@@ -338,6 +358,9 @@ pub fn parse(text: &str) -> Result<Config, String> {
     })?;
     for (name, source) in &config.sources {
         validate_source(name, source).map_err(|e| format!("source {name:?}: {e}"))?;
+    }
+    if let Some(alerts) = &config.alerts {
+        alerts.validate()?;
     }
     Ok(config)
 }
@@ -466,74 +489,10 @@ fn validate_analytics(source: &SourceConfig) -> Result<(), String> {
 }
 
 /// Accepts what cron accepts: `@hourly`-style names or five fields of
-/// numbers, `*`, ranges, lists, steps and month/day names.
+/// numbers, `*`, ranges, lists, steps and month/day names (one parser,
+/// `nfrepo_ops::Schedule`, which the alert rules read schedules with).
 pub fn check_schedule(schedule: &str) -> Result<(), String> {
-    const NAMED: &[&str] = &[
-        "@reboot",
-        "@yearly",
-        "@annually",
-        "@monthly",
-        "@weekly",
-        "@daily",
-        "@midnight",
-        "@hourly",
-    ];
-    let schedule = schedule.trim();
-    if schedule.starts_with('@') {
-        return if NAMED.contains(&schedule) {
-            Ok(())
-        } else {
-            Err(format!("unknown schedule {schedule:?}"))
-        };
-    }
-    let fields: Vec<&str> = schedule.split_whitespace().collect();
-    if fields.len() != 5 {
-        return Err(format!(
-            "schedule {schedule:?} needs five fields (minute hour day month weekday)"
-        ));
-    }
-    const MONTHS: &[&str] = &[
-        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
-    ];
-    const DAYS: &[&str] = &["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
-    let limits: [(&str, u32, u32, &[&str], u32); 5] = [
-        ("minute", 0, 59, &[], 0),
-        ("hour", 0, 23, &[], 0),
-        ("day of month", 1, 31, &[], 0),
-        ("month", 1, 12, MONTHS, 1),
-        ("day of week", 0, 7, DAYS, 0),
-    ];
-    for (field, (what, low, high, names, first)) in fields.iter().zip(limits) {
-        let value = |text: &str| -> Option<u32> {
-            let lower = text.to_ascii_lowercase();
-            let named = names
-                .iter()
-                .position(|n| *n == lower)
-                .and_then(|i| u32::try_from(i).ok());
-            let n = named.map(|i| i + first).or_else(|| text.parse().ok())?;
-            (low..=high).contains(&n).then_some(n)
-        };
-        let item_ok = |item: &str| -> bool {
-            let (range, step) = match item.split_once('/') {
-                Some((range, step)) => (range, Some(step)),
-                None => (item, None),
-            };
-            if step.is_some_and(|s| s.parse::<u32>().ok().is_none_or(|s| s == 0 || s > high)) {
-                return false;
-            }
-            match range.split_once('-') {
-                _ if range == "*" => true,
-                Some((a, b)) => matches!((value(a), value(b)), (Some(a), Some(b)) if a <= b),
-                None => value(range).is_some(),
-            }
-        };
-        if !field.split(',').all(item_ok) {
-            return Err(format!(
-                "schedule {schedule:?}: {field:?} is not a valid {what} ({low}-{high})"
-            ));
-        }
-    }
-    Ok(())
+    nfrepo_ops::Schedule::parse(schedule).map(|_| ())
 }
 
 /// Refuses `snapshot --source NAME PATH…` when `NAME` is a configured
