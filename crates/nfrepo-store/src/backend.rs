@@ -172,7 +172,17 @@ fn s3_operator(
     if let Some(token) = creds.session_token() {
         builder = builder.session_token(token);
     }
-    Operator::new(builder).map_err(Error::from_opendal)
+    // An HTTP client of its own, not the process-wide default: a pooled
+    // connection belongs to the tokio runtime that opened it, and one shared
+    // across runtimes (a process that runs several, as a test binary does)
+    // fails with "runtime dropped the dispatch task" once that runtime ends.
+    let transport = opendal::HttpTransporter::new(opendal_http_transport_reqwest::ReqwestTransport::new(
+        reqwest::Client::new(),
+    ));
+    let context = opendal::OperationContext::new().with_http_transport(transport);
+    Ok(Operator::new(builder)
+        .map_err(Error::from_opendal)?
+        .with_context(context))
 }
 
 /// A [`Store`] on an OpenDAL [`Operator`].
