@@ -261,7 +261,16 @@ fn median(values: &mut [u64]) -> Option<u64> {
 #[cfg(test)]
 pub(crate) mod test_support {
     //! Builders of facts for the rule tests.
-    use crate::{OperationFact, SnapshotFact};
+    use super::{Rule, Watch, evaluate};
+    use crate::{AlertsConfig, Facts, OperationFact, SnapshotFact};
+
+    /// The `(rule, subject)` of every alert the rules raise at `time`.
+    pub fn fired(facts: &Facts, watch: &Watch, time: &str) -> Vec<(Rule, String)> {
+        evaluate(facts, watch, &AlertsConfig::default(), ns(time))
+            .into_iter()
+            .map(|a| (a.rule, a.subject))
+            .collect()
+    }
 
     /// Nanoseconds of an RFC 3339 time.
     pub fn ns(text: &str) -> i64 {

@@ -93,10 +93,7 @@ mod tests {
     use crate::{AlertsConfig, Facts};
 
     fn fired(facts: &Facts, time: &str) -> Vec<(Rule, String)> {
-        evaluate(facts, &Watch::default(), &AlertsConfig::default(), ns(time))
-            .into_iter()
-            .map(|a| (a.rule, a.subject))
-            .collect()
+        super::super::test_support::fired(facts, &Watch::default(), time)
     }
 
     #[test]

@@ -242,12 +242,7 @@ mod tests {
         }
     }
 
-    fn rules_at(facts: &Facts, watch: &Watch, time: &str) -> Vec<(Rule, String)> {
-        evaluate(facts, watch, &AlertsConfig::default(), ns(time))
-            .into_iter()
-            .map(|a| (a.rule, a.subject))
-            .collect()
-    }
+    use super::super::test_support::fired as rules_at;
 
     #[test]
     fn missed_backup_fires_at_the_minute_the_grace_ends_and_resolves_with_the_next_snapshot() {

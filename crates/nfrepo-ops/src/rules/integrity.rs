@@ -148,12 +148,7 @@ mod tests {
     use crate::rules::{ReplicaWatch, Rule, Watch, evaluate};
     use crate::{AlertsConfig, DrillFact, Facts, ReplicaFact};
 
-    fn fired(facts: &Facts, watch: &Watch, time: &str) -> Vec<(Rule, String)> {
-        evaluate(facts, watch, &AlertsConfig::default(), ns(time))
-            .into_iter()
-            .map(|a| (a.rule, a.subject))
-            .collect()
-    }
+    use super::super::test_support::fired;
 
     #[test]
     fn corruption_lasts_until_the_same_operation_succeeds() {
