@@ -6,6 +6,7 @@
 #                       [--repl-mb MB] [--jobs N] [--peer restic] [--objects N]
 #                       [--watch-mb MB] [--watch-seconds S]
 #                       [--size-mb MB] [--sysbench-db DB | --sysbench-dump FILE]
+#                       [--load-jobs N[,M…]]
 #
 # replicate: S3 -> S3 between the two loopback SeaweedFS instances
 #   (region 1 $NFREPO_TEST_S3_ENDPOINT, region 2 $NFREPO_TEST_S3_ENDPOINT_2,
@@ -53,6 +54,10 @@
 # 1 GB of dump) already loaded in database DB of the test MariaDB: it is
 # backed up with `snapshot --source db` as a mysql source (so with its
 # dump-time row counts, which the drill checks) and left in place.
+# --load-jobs 1,2 runs each drill once per setting of `drill --load-jobs`
+# in every round (so both see the same machine) and reports each setting's
+# median; without it, the drill's default (one connection per core, at
+# most 4).
 # --sysbench-dump FILE drills the same data set from a dump file (such as
 # bench-peers.sh's cached dump1.sql), stored with `snapshot --stdin --name
 # sbtest.sql` as a mysql source; such a snapshot has no row-count facts, so
@@ -78,6 +83,7 @@ WATCH_SECONDS=300
 JOBS=()
 PEER=""
 OBJECTS=200000
+LOAD_JOBS=(default)
 number() { [[ "${2:-}" =~ ^[1-9][0-9]*$ ]] || die "$1 takes a positive number"; }
 while (($# > 0)); do
 	case "$1" in
@@ -120,6 +126,11 @@ while (($# > 0)); do
 	--sysbench-dump)
 		[[ -s "${2:-}" ]] || die "--sysbench-dump takes an existing dump file"
 		SYSBENCH_DUMP="$2"
+		shift 2
+		;;
+	--load-jobs)
+		[[ "${2:-}" =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || die "--load-jobs takes N or N,M,…"
+		IFS=, read -r -a LOAD_JOBS <<<"$2"
 		shift 2
 		;;
 	-h | --help)
@@ -360,18 +371,26 @@ import json, sys
 extra = dict(json.load(sys.stdin)[-1].get("extra") or {})
 print(sum(int(v) for k, v in extra.items() if k.startswith("dump.") and k.endswith(".bytes")) or "?")' 2>/dev/null || echo "?")
 
-RESULTS=()
+declare -A RESULTS=()
 for ((run = 1; run <= RUNS; run++)); do
-	out="$LOGS/drill-$run.json"
-	"$NFREPO_BIN" --json drill db >"$out" 2>>"$LOGS/nfrepo.log" || die "drill run $run failed (see $out and $LOGS/nfrepo.log)"
-	rto=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["rto_seconds"])' "$out")
-	log "run $run: RTO ${rto}s"
-	RESULTS+=("$rto $out")
+	# Each setting once per round, so a change in the machine's load
+	# touches every setting alike.
+	for jobs in "${LOAD_JOBS[@]}"; do
+		out="$LOGS/drill-$jobs-$run.json"
+		args=()
+		[[ "$jobs" == default ]] || args=(--load-jobs "$jobs")
+		"$NFREPO_BIN" --json drill db "${args[@]}" >"$out" 2>>"$LOGS/nfrepo.log" ||
+			die "drill run $run failed (see $out and $LOGS/nfrepo.log)"
+		rto=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["rto_seconds"])' "$out")
+		log "run $run, load jobs $jobs: RTO ${rto}s"
+		RESULTS[$jobs]+="$rto $out"$'\n'
+	done
 done
 
-echo
-echo "drill RTO of a ${DUMP_BYTES}-byte $WHAT into a fresh MariaDB, $RUNS runs"
-printf '%s\n' "${RESULTS[@]}" | sort -n | python3 -c '
+for jobs in "${LOAD_JOBS[@]}"; do
+	echo
+	echo "drill RTO of a ${DUMP_BYTES}-byte $WHAT into a fresh MariaDB, load jobs: $jobs, $RUNS runs"
+	printf '%s' "${RESULTS[$jobs]}" | sort -n | python3 -c '
 import json, sys
 runs = [l.split() for l in sys.stdin if l.strip()]
 rtos = [float(r[0]) for r in runs]
@@ -381,6 +400,7 @@ record = json.load(open(median[1]))
 for phase in record["phases"]:
     print("  %-14s %.1fs" % (phase["name"], phase["seconds"]))
 print("  rpo            %.0fs (age of the snapshot)" % record["rpo_seconds"])'
+done
 if [[ -z "$SYSBENCH_DUMP$SYSBENCH_DB" ]]; then
 	"${MYSQL[@]}" -e "DROP DATABASE IF EXISTS bench_dr"
 fi

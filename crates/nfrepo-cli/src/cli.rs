@@ -438,6 +438,10 @@ pub struct RestoreArgs {
     /// (otherwise they block the switch: RESTORE_CONFLICT/SESSIONS_BLOCKING).
     #[arg(long, requires = "into")]
     pub terminate_sessions: bool,
+    /// With --into mysql://: connections that load the dump's rows in parallel (default: one per core, at most
+    /// 4; 1 loads the dump as one stream). Statements other than a table's rows run in dump order on one of them.
+    #[arg(long, requires = "into", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub load_jobs: Option<u16>,
     /// Restore only paths matching this glob (repeatable). Globs match the path relative to the target
     /// (`restore SNAP:src/c` restores `c/...`; into s3://, an object's whole key); a glob without `/` matches a
     /// name at any depth; `*` does not cross `/`, `**` does. A glob that matches nothing fails the restore
@@ -508,6 +512,10 @@ pub struct DrillArgs {
     /// List past drills (of SOURCE, or all) instead of running one.
     #[arg(long, conflicts_with_all = ["all", "snapshot"])]
     pub history: bool,
+    /// MySQL/MariaDB sources: connections that load the dump's rows (as `restore --load-jobs`; default: one per
+    /// core, at most 4).
+    #[arg(long, value_name = "N", conflicts_with = "history", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub load_jobs: Option<u16>,
 }
 
 #[derive(Debug, Args)]

@@ -84,6 +84,7 @@
 
 mod load;
 mod mysql;
+mod parallel;
 mod plan;
 mod postgres;
 
@@ -139,6 +140,25 @@ pub struct DatabaseRestoreOptions {
     /// PostgreSQL: terminate the sessions connected to the live database
     /// instead of failing with `SESSIONS_BLOCKING`.
     pub terminate_sessions: bool,
+    /// MySQL/MariaDB: connections that load a dump's rows in parallel
+    /// (`database/parallel.rs`); 0 means one per core, at most
+    /// [`MAX_LOAD_JOBS`]. PostgreSQL loads in one transaction, so on one
+    /// connection.
+    pub jobs: usize,
+}
+
+/// The most connections a restore loads one dump over by default.
+pub const MAX_LOAD_JOBS: usize = 4;
+
+impl DatabaseRestoreOptions {
+    /// The connections a MySQL/MariaDB load uses.
+    #[must_use]
+    pub fn load_jobs(&self) -> usize {
+        match self.jobs {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_LOAD_JOBS)),
+            n => n,
+        }
+    }
 }
 
 /// One dump to restore.
@@ -377,6 +397,14 @@ impl DatabaseTarget {
         }
     }
 
+    /// The client of a parallel load, where the server takes one.
+    fn parallel_load_command(&self, staging: &str) -> Option<Result<LoadCommand>> {
+        match self {
+            Self::Mysql(t) => Some(t.parallel_load_command(staging)),
+            Self::Postgres(_) => None,
+        }
+    }
+
     fn after_load(&self, staging: &str) -> Result<Staged> {
         match self {
             Self::Mysql(t) => t.after_load(staging),
@@ -439,7 +467,7 @@ pub async fn restore_databases(reader: &Reader, plan: &DatabaseRestorePlan) -> R
     let target = &plan.target;
     let mut staged = Vec::with_capacity(plan.databases.len());
     for db in &plan.databases {
-        match stage(reader, target, db).await {
+        match stage(reader, target, db, plan.options.load_jobs()).await {
             Ok(done) => staged.push(done),
             Err((stage, source)) => {
                 let mut cleanup = vec![db.staging.clone()];
@@ -502,6 +530,7 @@ async fn stage(
     reader: &Reader,
     target: &DatabaseTarget,
     db: &PlannedDatabase,
+    jobs: usize,
 ) -> std::result::Result<(u64, usize, Staged), StageFailure> {
     let comment = creator_comment(&db.item.database);
     {
@@ -512,8 +541,16 @@ async fn stage(
             .await
             .map_err(|e| (RestoreStage::Prepare, e))?;
     }
-    let command = target.load_command(&db.staging).map_err(|e| (RestoreStage::Load, e))?;
-    let bytes = load::pipe(reader, &db.item.node, &command, &db.staging).await?;
+    let bytes = match target.parallel_load_command(&db.staging) {
+        Some(command) if jobs > 1 => {
+            let command = command.map_err(|e| (RestoreStage::Load, e))?;
+            parallel::load(reader, &db.item.node, &command, &db.staging, jobs).await?
+        }
+        _ => {
+            let command = target.load_command(&db.staging).map_err(|e| (RestoreStage::Load, e))?;
+            load::pipe(reader, &db.item.node, &command, &db.staging).await?
+        }
+    };
     let t = target.clone();
     let staging = db.staging.clone();
     let expected = db.item.expected_rows.clone();

@@ -62,6 +62,9 @@ pub struct DrillOptions {
     pub bin_dir: Option<PathBuf>,
     /// Where the temporary directory is made (default: the system's).
     pub temp_root: Option<PathBuf>,
+    /// MySQL/MariaDB: connections loading the dump (as
+    /// [`DatabaseRestoreOptions::jobs`](crate::DatabaseRestoreOptions::jobs); 0: the default).
+    pub load_jobs: usize,
 }
 
 impl DrillOptions {

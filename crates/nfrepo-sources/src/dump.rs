@@ -17,7 +17,7 @@
 //! table (`dump.<name>.*` in the snapshot's extra facts), plus whatever
 //! facts the source gathered (tool and server versions, binlog position).
 
-mod scan;
+pub(crate) mod scan;
 mod split;
 
 use std::collections::BTreeMap;

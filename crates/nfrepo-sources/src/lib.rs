@@ -67,8 +67,8 @@ pub use child::{ChildAuth, async_command, command};
 pub use connection::Connection;
 pub use database::{
     BEFORE_MARK, DatabaseRestoreItem, DatabaseRestoreOptions, DatabaseRestorePlan, DatabaseRestoreReport,
-    DatabaseTarget, Leftover, MAINTENANCE_DATABASES, PlannedDatabase, RestoreStage, STAGING_MARK, expected_rows,
-    plan_database_restore, restore_databases,
+    DatabaseTarget, Leftover, MAINTENANCE_DATABASES, MAX_LOAD_JOBS, PlannedDatabase, RestoreStage, STAGING_MARK,
+    expected_rows, plan_database_restore, restore_databases,
 };
 pub use drill::{DrillOptions, REDIS_KEYS_FACT, drill};
 pub use driver::{BackupReport, PROGRESS_EVERY, RetryCounter, RunOptions, run_backup};

@@ -45,6 +45,7 @@ pub async fn run(global: &GlobalArgs, args: DrillArgs) -> Result<i32, Failure> {
         let source = config.source(&name)?;
         let mut options = nfrepo_sources::DrillOptions::new(name.clone());
         options.snapshot.clone_from(&args.snapshot);
+        options.load_jobs = args.load_jobs.map_or(0, usize::from);
         if let Some(drill) = &source.drill {
             options.queries.clone_from(&drill.queries);
             options.bin_dir.clone_from(&drill.server_bin_dir);

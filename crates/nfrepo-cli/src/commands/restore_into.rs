@@ -143,6 +143,7 @@ pub async fn run(global: &GlobalArgs, args: RestoreArgs, into: &str) -> Result<i
     options.force = args.force;
     options.drop_old = args.drop_old;
     options.terminate_sessions = args.terminate_sessions;
+    options.jobs = args.load_jobs.map_or(0, usize::from);
     if args.terminate_sessions && connection.scheme != "postgres" {
         return Err(invalid("--terminate-sessions is for postgres:// targets"));
     }

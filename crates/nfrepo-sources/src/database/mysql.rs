@@ -242,6 +242,28 @@ impl MysqlTarget {
         })
     }
 
+    /// A client of a parallel load: it also echoes the load's markers
+    /// (`--batch --skip-column-names`) as each runs (`--unbuffered`).
+    pub(super) fn parallel_load_command(&self, staging: &str) -> Result<LoadCommand> {
+        let (mut argv, auth) = self.client()?;
+        argv.extend(
+            [
+                "--batch",
+                "--skip-column-names",
+                "--unbuffered",
+                "--skip-reconnect",
+                staging,
+            ]
+            .map(str::to_owned),
+        );
+        Ok(LoadCommand {
+            argv,
+            auth,
+            prologue: b"",
+            epilogue: b"",
+        })
+    }
+
     /// Disables the staged events, so that none fires in the staging copy;
     /// returns those to enable again after the switch.
     pub(super) fn after_load(&self, staging: &str) -> Result<Staged> {

@@ -106,8 +106,12 @@ pub(super) async fn drill(
     }
     let target = database_target(&kind, &connection, options.bin_dir.as_deref());
     let plan_target = target.clone();
+    let restore_options = DatabaseRestoreOptions {
+        jobs: options.load_jobs,
+        ..DatabaseRestoreOptions::default()
+    };
     let plan = blocking("restore", move || {
-        crate::plan_database_restore(&plan_target, items, &DatabaseRestoreOptions::default())
+        crate::plan_database_restore(&plan_target, items, &restore_options)
     })
     .await
     .map_err(|f| log.failed(f))?;

@@ -112,6 +112,8 @@ async fn restore_with_recorded_rows(
     let mut options = DatabaseRestoreOptions::default();
     options.force = true;
     options.drop_old = true;
+    // MySQL loads over three connections (PostgreSQL always over one).
+    options.jobs = 3;
     let plan = plan_database_restore(&target, vec![item], &options)?;
     let reports = restore_databases(&reader, &plan).await?;
     Ok(reports[0].tables_verified)
@@ -159,6 +161,50 @@ async fn mysql_row_counts_recorded_at_dump_time_are_checked_before_the_switch() 
     assert_eq!(staging(), "", "the staging copy was left");
     assert_eq!(restore_with_recorded_rows(target, &live, sql, "t", 5).await.unwrap(), 1);
     assert_eq!(count(), "5");
+    mysql(&format!("DROP DATABASE `{live}`"));
+}
+
+// One connection of a parallel load stops at a failing statement: the load
+// fails naming that connection and the server's error, the staging copy is
+// dropped and the live database is untouched.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_statement_failing_on_one_load_connection_fails_the_load_and_leaves_the_live_database() {
+    let url = var("NFREPO_TEST_MYSQL_URL");
+    let live = unique("nf_par_fail");
+    mysql(&format!(
+        "CREATE DATABASE `{live}`; CREATE TABLE `{live}`.t (id INT); INSERT INTO `{live}`.t VALUES (1), (2), (3);"
+    ));
+    let target = DatabaseTarget::Mysql(MysqlTarget {
+        connection: Connection::parse(&format!("{url}/{live}")).unwrap(),
+        bin_dir: None,
+    });
+    let sql = "--\n-- Dumping data for table `t`\n--\nCREATE TABLE t (id INT PRIMARY KEY);\n\
+               INSERT INTO `t` VALUES (10),(20);\nINSERT INTO `t` VALUES (20);\nCREATE VIEW v AS SELECT 1;\n";
+    let err = restore_with_recorded_rows(target, &live, sql, "t", 2)
+        .await
+        .unwrap_err();
+    match &err {
+        Error::DatabaseRestore {
+            stage, source, live, ..
+        } => {
+            assert_eq!(*stage, RestoreStage::Load, "{err}");
+            assert!(
+                matches!(source.as_ref(), Error::RestoreCommandFailed(m)
+                    if m.contains("of 3)") && m.contains("Duplicate entry '20'")),
+                "{err}: {source}"
+            );
+            assert!(live.contains("the live database is unchanged"), "{err}");
+        }
+        other => panic!("expected a load failure, got {other}"),
+    }
+    assert_eq!(mysql(&format!("SELECT COUNT(*) FROM `{live}`.t")), "3");
+    assert_eq!(
+        mysql(&format!(
+            "SHOW DATABASES LIKE '{}\\_\\_nfrepo\\_restore\\_%'",
+            live.replace('_', "\\_")
+        )),
+        ""
+    );
     mysql(&format!("DROP DATABASE `{live}`"));
 }
 
