@@ -15,7 +15,9 @@
 //!    plan names every database the restore will create, replace, keep or
 //!    drop, so the caller can print it before anything starts.
 //! 2. **Load** into a new database `DB__nfrepo_restore_<id>`, streamed from
-//!    the verified reader. The client stops at the first error: `mysql`
+//!    the verified reader (a MySQL/MariaDB dump over several connections,
+//!    each table's rows spread over them and everything else in dump order:
+//!    `database/parallel.rs`; a PostgreSQL dump in one transaction). The client stops at the first error: `mysql`
 //!    without `--force` (reading a script on standard input, it stops at the
 //!    first failed statement and exits 1; `--abort-source-on-error` only
 //!    concerns `source` commands, and `--no-defaults` keeps an option file's
