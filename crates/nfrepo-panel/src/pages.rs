@@ -497,6 +497,20 @@ fn approve<'a>(
             "<p>Unknown user.</p>",
         )));
     };
+    // Wrong codes count towards the lockout here too, and a locked name
+    // may not guess codes through its session either.
+    if let Err(Refusal::Locked { until_ns }) = shared.guard.check_locked(user, now) {
+        let message = format!(
+            "<p class=\"flash\">Too many wrong codes: locked until {}.</p>",
+            crate::html::time(until_ns)
+        );
+        return Err(Box::new(html(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Refused",
+            logged_in(session),
+            &message,
+        )));
+    }
     let refused = match shared.guard.spend_code(account, &form.code, now) {
         Ok(()) => {
             return Ok(Approved {

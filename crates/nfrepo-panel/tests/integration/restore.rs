@@ -20,6 +20,17 @@ async fn audit_entries(fx: &Fixture, operation: &str) -> Vec<nfrepo_format::Audi
         .collect()
 }
 
+/// Posts the download form for `src-web/index.html`.
+async fn download(client: &mut Client, snapshot: &str, code: &str, csrf: &str) -> super::harness::Reply {
+    let fields = [
+        ("snapshot", snapshot),
+        ("path", "src-web/index.html"),
+        ("code", code),
+        ("csrf", csrf),
+    ];
+    client.post_form("/download", &fields).await
+}
+
 /// Waits for the restore job `id` to end and returns its JSON (polling; no time limit but the test's).
 async fn finished(client: &mut Client, id: u64) -> serde_json::Value {
     loop {
@@ -54,30 +65,14 @@ async fn a_download_needs_a_fresh_code_and_is_audited() {
         "{}",
         page.body
     );
-    let path = "src-web/index.html";
     // Without a code, with a wrong one: refused, nothing audited.
     for code in ["", "123456"] {
-        let reply = client
-            .post_form(
-                "/download",
-                &[("snapshot", &snapshot), ("path", path), ("code", code), ("csrf", &csrf)],
-            )
-            .await;
+        let reply = download(&mut client, &snapshot, code, &csrf).await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "code {code:?}");
     }
     assert!(audit_entries(&fx, "serve download").await.is_empty());
     let code = fx.fresh_code();
-    let reply = client
-        .post_form(
-            "/download",
-            &[
-                ("snapshot", &snapshot),
-                ("path", path),
-                ("code", &code),
-                ("csrf", &csrf),
-            ],
-        )
-        .await;
+    let reply = download(&mut client, &snapshot, &code, &csrf).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert_eq!(reply.body, "<h1>hello</h1>\n");
     assert_eq!(
@@ -97,17 +92,7 @@ async fn a_download_needs_a_fresh_code_and_is_audited() {
         entries[0].command
     );
     // The same code for a second download: refused.
-    let reply = client
-        .post_form(
-            "/download",
-            &[
-                ("snapshot", &snapshot),
-                ("path", path),
-                ("code", &code),
-                ("csrf", &csrf),
-            ],
-        )
-        .await;
+    let reply = download(&mut client, &snapshot, &code, &csrf).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     fx.stop().await;
 }
@@ -157,5 +142,35 @@ async fn a_restore_goes_into_a_new_directory_of_a_configured_target() {
     // The restores page shows it.
     let page = client.get("/restores").await;
     assert!(page.body.contains("restored 2 files"), "{}", page.body);
+    fx.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_approval_codes_lock_restores_and_downloads_too() {
+    let fx = Fixture::start(Setup { lockout_failures: 3 }).await;
+    let mut client = fx.logged_in().await;
+    let csrf = client.csrf().await;
+    let snapshot = web_snapshot(&fx).await;
+    for _ in 0..3 {
+        fx.clock.advance(30);
+        let reply = download(&mut client, &snapshot, "000000", &csrf).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    }
+    // Now even the right code is refused, for downloads and restores alike.
+    let code = fx.fresh_code();
+    let reply = download(&mut client, &snapshot, &code, &csrf).await;
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS, "{}", reply.body);
+    assert!(reply.body.contains("Too many wrong codes"), "{}", reply.body);
+    let code = fx.fresh_code();
+    let fields = [
+        ("snapshot", snapshot.as_str()),
+        ("target", "scratch"),
+        ("code", &code),
+        ("csrf", &csrf),
+    ];
+    let reply = client.post_form("/restore", &fields).await;
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS, "{}", reply.body);
+    assert!(audit_entries(&fx, "serve download").await.is_empty());
+    assert!(audit_entries(&fx, "serve restore").await.is_empty());
     fx.stop().await;
 }
