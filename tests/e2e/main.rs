@@ -37,6 +37,7 @@ mod maintenance;
 mod maintenance_races;
 mod mysql;
 mod object_lock;
+mod panel;
 mod postgres;
 mod put_only;
 mod redis;

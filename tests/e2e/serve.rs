@@ -202,7 +202,7 @@ fn unsafe_or_incomplete_serve_settings_are_refused() {
     let env = Env::new();
     env.init();
     let token = token_file(env.dir.path(), "token", TOKEN);
-    // --append-only is required (the only mode), and so is a token or --no-auth.
+    // A token file belongs to --append-only, which needs a token or --no-auth.
     let out = env.run(&[
         "serve",
         "--listen",

@@ -116,7 +116,7 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
-    /// Serve the repository's store to backup hosts over HTTP(S), refusing deletes and overwrites.
+    /// Serve the admin panel, JSON API and /metrics (--listen), or the store to backup hosts (--append-only).
     Serve(ServeArgs),
     /// Evaluate the alert rules against the repository and show (or send) what fires.
     Alerts(AlertsArgs),
@@ -155,18 +155,23 @@ pub struct AlertsAckArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+#[command(group = clap::ArgGroup::new("store_auth").args(["token_file", "no_auth"]))]
 pub struct ServeArgs {
-    /// Refuse every delete and overwrite of repository data (the only mode this version has).
-    #[arg(long, required = true)]
+    #[command(subcommand)]
+    pub command: Option<ServeCommand>,
+    /// Serve the store to backup hosts, refusing every delete and overwrite (without it: the admin panel).
+    #[arg(long, requires = "store_auth")]
     pub append_only: bool,
     /// The address to listen on, e.g. 0.0.0.0:8000 (port 0 picks a free port; the URL is printed).
+    /// The panel's default is `listen` under [serve].
     #[arg(long, value_name = "ADDR")]
-    pub listen: std::net::SocketAddr,
+    pub listen: Option<std::net::SocketAddr>,
     /// File holding the bearer token clients must send (mode 0600; at least 16 characters).
-    #[arg(long, value_name = "FILE", required_unless_present = "no_auth")]
+    #[arg(long, value_name = "FILE", requires = "append_only")]
     pub token_file: Option<PathBuf>,
     /// Serve without a token (only on a loopback address).
-    #[arg(long, conflicts_with = "token_file")]
+    #[arg(long, conflicts_with = "token_file", requires = "append_only")]
     pub no_auth: bool,
     /// PEM certificate chain for TLS (with --tls-key).
     #[arg(long, value_name = "FILE", requires = "tls_key")]
@@ -174,6 +179,24 @@ pub struct ServeArgs {
     /// PEM private key for TLS (with --tls-cert).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServeCommand {
+    /// Read a password on stdin and print its argon2 PHC hash, for `password_hash` under [serve].
+    HashPassword,
+    /// Make a TOTP secret for a panel user: written to FILE (mode 0600), its otpauth:// URL printed for the app.
+    TotpSecret(TotpSecretArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TotpSecretArgs {
+    /// The user the secret is for (shown in the authenticator app).
+    #[arg(long)]
+    pub name: String,
+    /// The file to create (it must not exist); `totp_secret_file` under [serve].
+    #[arg(long, value_name = "FILE")]
+    pub file: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]

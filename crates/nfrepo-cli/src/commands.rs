@@ -14,6 +14,7 @@ mod init;
 mod key;
 mod mark_good;
 mod metrics;
+mod panel;
 mod protect;
 mod repair;
 mod replicate;

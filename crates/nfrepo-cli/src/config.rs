@@ -33,6 +33,11 @@
 //! [alerts]                                      # `nfrepo alerts`, `nfrepo metrics` (see nfrepo_ops::AlertsConfig)
 //! repeat = "4h"
 //!
+//! [serve]                                       # `nfrepo serve --listen`: the admin panel (see nfrepo_panel::ServeConfig)
+//! listen = "127.0.0.1:8080"
+//! users = [{ name = "alice", password_hash = "$argon2id$...", totp_secret_file = "/etc/nfrepo/alice.totp" }]
+//! restore_targets = { scratch = "/srv/nfrepo-restores" }
+//!
 //! [retention.db-incremental]                   # a class for `nfrepo forget` (else a built-in one)
 //! keep-within = "7d"
 //! keep-daily = 30
@@ -81,6 +86,8 @@ pub struct Config {
     pub replication: BTreeMap<String, ReplicationConfig>,
     /// `[alerts]`: thresholds, state file and channels (see `nfrepo_ops::AlertsConfig`).
     pub alerts: Option<nfrepo_ops::AlertsConfig>,
+    /// `[serve]`: the admin panel's address, users and restore targets (see `nfrepo_panel::ServeConfig`).
+    pub serve: Option<nfrepo_panel::ServeConfig>,
     /// Where the file was read from.
     #[serde(skip)]
     pub path: PathBuf,
@@ -361,6 +368,9 @@ pub fn parse(text: &str) -> Result<Config, String> {
     }
     if let Some(alerts) = &config.alerts {
         alerts.validate()?;
+    }
+    if let Some(serve) = &config.serve {
+        serve.validate()?;
     }
     Ok(config)
 }

@@ -270,6 +270,32 @@ impl AlertState {
     pub fn firing(&self) -> impl Iterator<Item = &Tracked> {
         self.alerts.values().filter(|t| t.status == Status::Firing)
     }
+
+    /// Every tracked alert as the JSON array `nfrepo alerts --json` prints
+    /// and the panel's `/api/alerts` returns, times rendered by `time`.
+    #[must_use]
+    pub fn to_json(&self, time: &dyn Fn(i64) -> String) -> serde_json::Value {
+        self.alerts
+            .iter()
+            .map(|(key, t)| {
+                serde_json::json!({
+                    "key": key,
+                    "rule": t.alert.rule.as_str(),
+                    "subject": t.alert.subject,
+                    "severity": t.alert.rule.severity().as_str(),
+                    "status": t.status.as_str(),
+                    "summary": t.alert.summary,
+                    "since": t.alert.since_ns.map(time),
+                    "first_fired": time(t.first_fired_ns),
+                    "last_seen": time(t.last_seen_ns),
+                    "last_notified": t.last_notified_ns.map(time),
+                    "notifications": t.notifications,
+                    "resolved": t.resolved_ns.map(time),
+                    "acknowledged": t.acknowledged.as_ref().map(|a| serde_json::json!({"by": a.by, "at": time(a.at_ns)})),
+                })
+            })
+            .collect()
+    }
 }
 
 fn state_error(path: &Path, e: &dyn std::fmt::Display) -> Error {

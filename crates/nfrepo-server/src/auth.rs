@@ -44,7 +44,7 @@ impl Token {
     }
 
     /// Whether an `Authorization` header value presents this token.
-    pub(crate) fn admits(&self, header: Option<&[u8]>) -> bool {
+    pub fn admits(&self, header: Option<&[u8]>) -> bool {
         let Some(presented) = header.and_then(|h| h.strip_prefix(b"Bearer ")) else {
             return false;
         };

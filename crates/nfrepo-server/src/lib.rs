@@ -11,9 +11,12 @@
 //!
 //! It is **not** a repository server: it never opens the repository, holds
 //! no key and no password, and sees only sealed objects and their names. It
-//! is not the admin panel either (issue 13 grows that around it).
+//! is not the admin panel either: that is `nfrepo-panel`, a separate
+//! process holding the repository open, which shares only this crate's
+//! listener ([`Listening`]: rustls, bounded handshakes) and [`Token`].
 //!
-//! The pieces: [`ServerOptions`] (address, [`Auth`], TLS files) and a store
+//! The pieces: [`Listening`] binds plain TCP or TLS and serves a router;
+//! [`ServerOptions`] (address, [`Auth`], TLS files) and a store
 //! go to [`Server::bind`], which checks the policy (no anonymous access and
 //! no plain http off loopback), loads the certificate and binds;
 //! [`Server::run`] serves until a shutdown future completes. Clients are
@@ -53,6 +56,7 @@
 
 mod auth;
 mod error;
+mod listen;
 mod policy;
 mod routes;
 mod serve;
@@ -60,6 +64,7 @@ mod tls;
 
 pub use auth::{Auth, Token};
 pub use error::{Error, Result};
+pub use listen::{Listening, Peer, is_loopback};
 pub use policy::Mode;
 pub use routes::ACCESS_LOG;
 pub use serve::{Server, ServerOptions, TlsFiles};

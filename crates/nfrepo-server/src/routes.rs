@@ -19,6 +19,7 @@ use nfrepo_store::{
 };
 
 use crate::auth::Auth;
+use crate::listen::Peer;
 use crate::policy::{AppendOnly, Mode, Write};
 
 /// The `tracing` target of the access log: one `info` line per request.
@@ -31,10 +32,6 @@ pub(crate) struct AppState {
 }
 
 type Shared = State<Arc<AppState>>;
-
-/// The address of the client of a connection.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Peer(pub(crate) std::net::SocketAddr);
 
 pub(crate) fn router(state: Arc<AppState>) -> Router {
     Router::new()

@@ -5,16 +5,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::extract::connect_info::Connected;
-use axum::serve::IncomingStream;
 use nfrepo_store::Store;
-use tokio::net::TcpListener;
 
 use crate::auth::Auth;
 use crate::error::{Error, Result};
+use crate::listen::Listening;
 use crate::policy::Mode;
-use crate::routes::{AppState, Peer, router};
-use crate::tls::TlsListener;
+use crate::routes::{AppState, router};
 
 /// Where and how to serve.
 #[derive(Clone, Debug)]
@@ -69,10 +66,7 @@ impl ServerOptions {
 
     /// Refuses anonymous access and plain http off loopback.
     fn check(&self) -> Result<()> {
-        let loopback = match self.listen.ip() {
-            std::net::IpAddr::V4(ip) => ip.is_loopback(),
-            std::net::IpAddr::V6(ip) => ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
-        };
+        let loopback = crate::listen::is_loopback(self.listen);
         if matches!(self.auth, Auth::None) && !loopback {
             return Err(Error::NoAuthOffLoopback(self.listen));
         }
@@ -83,15 +77,9 @@ impl ServerOptions {
     }
 }
 
-enum Bound {
-    Plain(TcpListener),
-    Tls(TlsListener),
-}
-
 /// A bound server: [`Server::bind`], then [`Server::run`].
 pub struct Server {
-    bound: Bound,
-    local: SocketAddr,
+    listening: Listening,
     state: Arc<AppState>,
 }
 
@@ -117,23 +105,9 @@ impl Server {
         if store.object_lock_enabled().await.map_err(Error::Store)? {
             return Err(Error::ObjectLock(store.location().to_owned()));
         }
-        let acceptor = match &options.tls {
-            Some(files) => Some(crate::tls::acceptor(&files.cert, &files.key)?),
-            None => None,
-        };
-        let listen_error = |source| Error::Listen {
-            addr: options.listen,
-            source,
-        };
-        let tcp = TcpListener::bind(options.listen).await.map_err(listen_error)?;
-        let local = tcp.local_addr().map_err(listen_error)?;
-        let bound = match acceptor {
-            Some(acceptor) => Bound::Tls(TlsListener::new(tcp, acceptor).map_err(listen_error)?),
-            None => Bound::Plain(tcp),
-        };
+        let listening = Listening::bind(options.listen, options.tls.as_ref()).await?;
         Ok(Self {
-            bound,
-            local,
+            listening,
             state: Arc::new(AppState {
                 store,
                 auth: options.auth,
@@ -144,16 +118,13 @@ impl Server {
 
     /// The address bound (with the port picked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local
+        self.listening.local_addr()
     }
 
     /// The repository URL clients use: `rest+https://ADDR/` or `rest+http://ADDR/`.
     pub fn url(&self) -> String {
-        let scheme = match self.bound {
-            Bound::Plain(_) => "http",
-            Bound::Tls(_) => "https",
-        };
-        format!("rest+{scheme}://{}/", self.local)
+        let scheme = if self.listening.is_tls() { "https" } else { "http" };
+        format!("rest+{scheme}://{}/", self.listening.local_addr())
     }
 
     /// Serves until `shutdown` completes, then stops accepting and lets the
@@ -168,31 +139,6 @@ impl Server {
             store = %self.state.store.location(),
             "serving append-only"
         );
-        let app = router(self.state);
-        match self.bound {
-            Bound::Plain(tcp) => {
-                axum::serve(tcp, app.into_make_service_with_connect_info::<Peer>())
-                    .with_graceful_shutdown(shutdown)
-                    .await
-            }
-            Bound::Tls(tls) => {
-                axum::serve(tls, app.into_make_service_with_connect_info::<Peer>())
-                    .with_graceful_shutdown(shutdown)
-                    .await
-            }
-        }
-        .map_err(Error::Serve)
-    }
-}
-
-impl Connected<IncomingStream<'_, TcpListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Self {
-        Peer(*stream.remote_addr())
-    }
-}
-
-impl Connected<IncomingStream<'_, TlsListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
-        Peer(*stream.remote_addr())
+        self.listening.serve(router(self.state), shutdown).await
     }
 }

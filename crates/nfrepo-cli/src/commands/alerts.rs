@@ -87,6 +87,17 @@ pub async fn run(global: &GlobalArgs, args: crate::cli::AlertsArgs) -> Result<i3
 
 /// The configured channels, their secrets read (and kept out of every log line).
 fn channels(config: &AlertsConfig) -> Result<Vec<Channel>, Failure> {
+    let channels = configured_channels(config)?;
+    if channels.is_empty() {
+        return Err(Failure::usage(
+            "no alert channel is configured: add [alerts.webhook] or [alerts.email] to nfrepo.toml",
+        ));
+    }
+    Ok(channels)
+}
+
+/// The configured channels, none or more (the panel runs without any).
+pub fn configured_channels(config: &AlertsConfig) -> Result<Vec<Channel>, Failure> {
     let mut channels = Vec::new();
     let invalid = |e: nfrepo_ops::Error| Failure::new(ErrorCode::BackupFailed, Some("CONFIG_INVALID"), e.to_string());
     if let Some(webhook) = &config.webhook {
@@ -102,11 +113,6 @@ fn channels(config: &AlertsConfig) -> Result<Vec<Channel>, Failure> {
         channels.push(Channel::Email(Box::new(
             Email::new(email.clone(), password).map_err(invalid)?,
         )));
-    }
-    if channels.is_empty() {
-        return Err(Failure::usage(
-            "no alert channel is configured: add [alerts.webhook] or [alerts.email] to nfrepo.toml",
-        ));
     }
     Ok(channels)
 }
@@ -167,22 +173,7 @@ pub async fn gather(
     repo: &nfrepo_engine::Repository,
     now: i64,
 ) -> Result<Facts, Failure> {
-    let mut replicas = Vec::new();
-    for (name, target) in config.map(|c| &c.replication).into_iter().flatten() {
-        match context::open_location(
-            global,
-            &target.url,
-            target.credentials_file.as_deref(),
-            Operation::Inspect,
-        ) {
-            Ok(store) => replicas.push(ReplicaTarget {
-                name: name.clone(),
-                store: Arc::new(store) as Arc<dyn nfrepo_store::Store>,
-            }),
-            // Reported as the replica's status error by the rules.
-            Err(failure) => tracing::warn!(replica = %name, error = %failure.message, "cannot open replica"),
-        }
-    }
+    let replicas = open_replicas(global, config);
     let mut facts = nfrepo_ops::gather(repo, &replicas, now, AUDIT_HISTORY)
         .await
         .map_err(|e| ops_failure(&e))?;
@@ -196,6 +187,27 @@ pub async fn gather(
         }
     }
     Ok(facts)
+}
+
+/// The configured replicas that open; one that does not is logged (and
+/// reported as the replica's status error by the rules).
+pub fn open_replicas(global: &GlobalArgs, config: Option<&Config>) -> Vec<ReplicaTarget> {
+    let mut replicas = Vec::new();
+    for (name, target) in config.map(|c| &c.replication).into_iter().flatten() {
+        match context::open_location(
+            global,
+            &target.url,
+            target.credentials_file.as_deref(),
+            Operation::Inspect,
+        ) {
+            Ok(store) => replicas.push(ReplicaTarget {
+                name: name.clone(),
+                store: Arc::new(store) as Arc<dyn nfrepo_store::Store>,
+            }),
+            Err(failure) => tracing::warn!(replica = %name, error = %failure.message, "cannot open replica"),
+        }
+    }
+    replicas
 }
 
 /// What the configuration expects: sources with a schedule or an rpo, replicas with a max_lag.
@@ -227,7 +239,7 @@ pub fn watch(config: Option<&Config>) -> Watch {
 }
 
 /// `[alerts] state_file`, else `<cache dir>/alerts/<repository id>.json`.
-fn state_path(
+pub fn state_path(
     global: &GlobalArgs,
     config: &AlertsConfig,
     repo: &nfrepo_engine::Repository,
@@ -252,27 +264,7 @@ pub fn ops_failure(e: &nfrepo_ops::Error) -> Failure {
 }
 
 fn alerts_json(state: &AlertState) -> serde_json::Value {
-    state
-            .alerts
-            .iter()
-            .map(|(key, t)| {
-                serde_json::json!({
-                    "key": key,
-                    "rule": t.alert.rule.as_str(),
-                    "subject": t.alert.subject,
-                    "severity": t.alert.rule.severity().as_str(),
-                    "status": t.status.as_str(),
-                    "summary": t.alert.summary,
-                    "since": t.alert.since_ns.map(render::time_ns),
-                    "first_fired": render::time_ns(t.first_fired_ns),
-                    "last_seen": render::time_ns(t.last_seen_ns),
-                    "last_notified": t.last_notified_ns.map(render::time_ns),
-                    "notifications": t.notifications,
-                    "resolved": t.resolved_ns.map(render::time_ns),
-                    "acknowledged": t.acknowledged.as_ref().map(|a| serde_json::json!({"by": a.by, "at": render::time_ns(a.at_ns)})),
-                })
-            })
-            .collect()
+    state.to_json(&render::time_ns)
 }
 
 fn print(global: &GlobalArgs, state: &AlertState) {

@@ -1,15 +1,27 @@
 //! `nfrepo serve --append-only --listen ADDR`: the repository's store, served
-//! to backup hosts by `nfrepo_server` until SIGINT or SIGTERM.
+//! to backup hosts by `nfrepo_server` until SIGINT or SIGTERM. Without
+//! `--append-only`, the admin panel (`commands::panel`).
 
 use nfrepo_engine::{ErrorCode, Operation};
 use nfrepo_server::{Auth, Server, ServerOptions, TlsFiles, Token};
 
-use crate::cli::{GlobalArgs, ServeArgs};
+use crate::cli::{GlobalArgs, ServeArgs, ServeCommand};
 use crate::context;
 use crate::failure::Failure;
 use crate::output::outln;
 
 pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<i32, Failure> {
+    match &args.command {
+        Some(ServeCommand::HashPassword) => return crate::commands::panel::hash_password(),
+        Some(ServeCommand::TotpSecret(secret)) => return crate::commands::panel::totp_secret(secret),
+        None => {}
+    }
+    if !args.append_only {
+        return crate::commands::panel::run(global, args).await;
+    }
+    let listen = args
+        .listen
+        .ok_or_else(|| Failure::usage("--append-only needs --listen ADDR"))?;
     let auth = match &args.token_file {
         Some(path) => {
             let token = nfrepo_store::read_token_file(path).map_err(|e| failure(&nfrepo_server::Error::Token(e)))?;
@@ -24,7 +36,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<i32, Failure> {
         _ => None,
     };
     let allow_insecure_http = context::policy(global)?.allow_insecure_http;
-    let options = ServerOptions::new(args.listen, auth)
+    let options = ServerOptions::new(listen, auth)
         .tls(tls)
         .allow_insecure_http(allow_insecure_http);
     // The store only: the server never opens the repository, so it needs no password.
@@ -45,7 +57,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<i32, Failure> {
 }
 
 /// Completes on the first SIGINT or SIGTERM.
-async fn shutdown() {
+pub async fn shutdown() {
     use tokio::signal::unix::{SignalKind, signal};
     match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
         (Ok(mut interrupt), Ok(mut terminate)) => {
@@ -61,7 +73,7 @@ async fn shutdown() {
     }
 }
 
-fn failure(err: &nfrepo_server::Error) -> Failure {
+pub fn failure(err: &nfrepo_server::Error) -> Failure {
     use nfrepo_server::Error as E;
     let message = err.to_string();
     match err {
