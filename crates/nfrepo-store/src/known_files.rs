@@ -20,6 +20,7 @@
 //! entry therefore costs a re-read, never a wrong snapshot; a database that
 //! does not open is deleted and started afresh.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
@@ -49,8 +50,8 @@ pub struct FileStamp {
     pub mode: u32,
 }
 
-/// A row not yet written: path, stamp, value.
-type PendingRow = (Vec<u8>, FileStamp, Vec<u8>);
+/// Rows not yet written: path → (stamp, value).
+type Pending = HashMap<Vec<u8>, (FileStamp, Vec<u8>)>;
 
 /// One put-only host's record of the files it stored, for one scope.
 /// Safe to share between threads.
@@ -59,7 +60,7 @@ pub struct KnownFiles {
     path: PathBuf,
     scope: Vec<u8>,
     conn: Mutex<Connection>,
-    pending: Mutex<Vec<PendingRow>>,
+    pending: Mutex<Pending>,
 }
 
 fn sql_error(path: &Path, e: rusqlite::Error) -> Error {
@@ -107,7 +108,7 @@ impl KnownFiles {
             path,
             scope: scope.to_vec(),
             conn: Mutex::new(conn),
-            pending: Mutex::new(Vec::new()),
+            pending: Mutex::new(HashMap::new()),
         })
     }
 
@@ -146,36 +147,31 @@ impl KnownFiles {
     /// # Errors
     /// SQLite failures, as [`ErrorKind::Other`].
     pub fn get(&self, path: &[u8], stamp: &FileStamp) -> Result<Option<Vec<u8>>> {
-        if let Some((_, at, value)) = self
-            .pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .rev()
-            .find(|(p, _, _)| p == path)
-        {
+        if let Some((at, value)) = self.pending.lock().unwrap_or_else(PoisonError::into_inner).get(path) {
             return Ok((at == stamp).then(|| value.clone()));
         }
-        let row = self
-            .conn()
-            .query_row(
+        let err = |e| sql_error(&self.path, e);
+        let conn = self.conn();
+        let mut select = conn
+            .prepare_cached(
                 "SELECT size, mtime_ns, ctime_ns, inode, device, mode, value FROM known_files_v1
                  WHERE scope = ?1 AND path = ?2",
-                params![self.scope, path],
-                |row| {
-                    let at = FileStamp {
-                        size: unsigned(row.get(0)?),
-                        mtime_ns: row.get(1)?,
-                        ctime_ns: row.get(2)?,
-                        inode: unsigned(row.get(3)?),
-                        device: unsigned(row.get(4)?),
-                        mode: row.get(5)?,
-                    };
-                    Ok((at, row.get::<_, Vec<u8>>(6)?))
-                },
             )
+            .map_err(err)?;
+        let row = select
+            .query_row(params![self.scope, path], |row| {
+                let at = FileStamp {
+                    size: unsigned(row.get(0)?),
+                    mtime_ns: row.get(1)?,
+                    ctime_ns: row.get(2)?,
+                    inode: unsigned(row.get(3)?),
+                    device: unsigned(row.get(4)?),
+                    mode: row.get(5)?,
+                };
+                Ok((at, row.get::<_, Vec<u8>>(6)?))
+            })
             .optional()
-            .map_err(|e| sql_error(&self.path, e))?;
+            .map_err(err)?;
         Ok(row.and_then(|(at, value)| (at == *stamp).then_some(value)))
     }
 
@@ -187,7 +183,7 @@ impl KnownFiles {
     pub fn put(&self, path: &[u8], stamp: FileStamp, value: Vec<u8>) -> Result<()> {
         let full = {
             let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-            pending.push((path.to_vec(), stamp, value));
+            pending.insert(path.to_vec(), (stamp, value));
             pending.len() >= BATCH
         };
         if full { self.flush() } else { Ok(()) }
@@ -213,7 +209,7 @@ impl KnownFiles {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )
                 .map_err(err)?;
-            for (path, at, value) in &rows {
+            for (path, (at, value)) in &rows {
                 insert
                     .execute(params![
                         self.scope,
