@@ -60,25 +60,6 @@ fn dump_file(env: &Env) -> PathBuf {
     path
 }
 
-/// Every stored object under `dir` (`data`, `tree`, `index`, `snapshots`, `keys`), sorted.
-pub fn objects(env: &Env, dir: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![env.repo_dir().join(dir)];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
-        for e in entries {
-            let path = e.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if !path.file_name().unwrap().to_string_lossy().starts_with('.') {
-                out.push(path);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// Rewrites a stored object in place (objects are written read-only).
 pub fn edit(path: &Path, f: impl FnOnce(&mut Vec<u8>)) {
     let mut bytes = std::fs::read(path).unwrap();
@@ -99,7 +80,7 @@ fn flip(path: &Path, at: usize) {
 
 /// The pack holding the `files` snapshot's data.
 pub fn files_data_pack(env: &Env) -> PathBuf {
-    objects(env, "data")
+    env.objects("data")
         .into_iter()
         .find(|p| needed_by_files(env, p, &["cat", "files@latest:src/a.bin"]))
         .unwrap()
@@ -107,7 +88,7 @@ pub fn files_data_pack(env: &Env) -> PathBuf {
 
 /// The pack holding the `files` snapshot's trees.
 fn files_tree_pack(env: &Env) -> PathBuf {
-    objects(env, "tree")
+    env.objects("tree")
         .into_iter()
         .find(|p| needed_by_files(env, p, &["ls", "-R", "files@latest"]))
         .unwrap()
@@ -144,27 +125,13 @@ fn affected_paths(report: &serde_json::Value) -> Vec<String> {
 }
 
 fn no_temporaries(dir: &Path) {
-    for entry in walk(dir) {
+    for entry in crate::harness::entries_under(dir) {
         assert!(
             !entry.to_string_lossy().contains(".nfrepo-restore-"),
             "temporary left behind: {}",
             entry.display()
         );
     }
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries {
-            let path = e.unwrap().path();
-            if path.is_dir() {
-                out.extend(walk(&path));
-            }
-            out.push(path);
-        }
-    }
-    out
 }
 
 #[test]
@@ -283,7 +250,7 @@ fn flipped_bit_in_a_tree_pack() {
 #[test]
 fn flipped_bit_in_an_index_delta_is_repaired() {
     let env = populated();
-    let delta = objects(&env, "index").remove(0);
+    let delta = env.objects("index").remove(0);
     flip(&delta, 30);
     let report = check_json(&env, &[], 11);
     assert!(
@@ -302,9 +269,9 @@ fn flipped_bit_in_an_index_delta_is_repaired() {
     env.fails(&["--no-cache", "cat", "db@latest:dump.sql"], 11, "BACKUP_CORRUPTED");
     let out = env.ok(&["repair", "index", "--dry-run"]);
     assert!(out.contains("dry run"), "{out}");
-    assert_eq!(objects(&env, "index").len(), 2, "a dry run writes nothing");
+    assert_eq!(env.objects("index").len(), 2, "a dry run writes nothing");
     env.ok(&["repair", "index"]);
-    assert_eq!(objects(&env, "index").len(), 1);
+    assert_eq!(env.objects("index").len(), 1);
     check_json(&env, &["--read-data", "--merkle"], 0);
     let out = env.cmd().args(["cat", "db@latest:dump.sql"]).output().unwrap();
     assert_eq!(out.stdout, std::fs::read(dump_file(&env)).unwrap());
@@ -313,7 +280,7 @@ fn flipped_bit_in_an_index_delta_is_repaired() {
 #[test]
 fn flipped_bit_in_a_snapshot() {
     let env = populated();
-    let snapshot = objects(&env, "snapshots").remove(0);
+    let snapshot = env.objects("snapshots").remove(0);
     flip(&snapshot, 20);
     let report = check_json(&env, &[], 11);
     let finding = &report["findings"][0];
@@ -353,7 +320,8 @@ fn flipped_bit_in_a_snapshot() {
 fn flipped_bit_in_the_only_key_slot() {
     let env = populated();
     // keys/ also holds the repository public key (`keys/public`).
-    let slot = objects(&env, "keys")
+    let slot = env
+        .objects("keys")
         .into_iter()
         .find(|p| !p.ends_with("public"))
         .unwrap();
@@ -417,7 +385,7 @@ fn missing_pack() {
 #[test]
 fn missing_index_is_rebuilt_from_the_packs() {
     let env = populated();
-    for delta in objects(&env, "index") {
+    for delta in env.objects("index") {
         std::fs::remove_file(delta).unwrap();
     }
     // Issue 9: blobs in no index are missing, for check as for a restore

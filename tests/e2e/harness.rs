@@ -183,6 +183,26 @@ impl Env {
         cmd
     }
 
+    /// A command as a backup host runs it: no password, the put-only
+    /// `credential` file (`NFREPO_CREDENTIAL_FILE`).
+    pub fn put_only(&self, credential: &Path) -> Command {
+        let mut cmd = self.cmd();
+        cmd.env_remove("NFREPO_PASSWORD")
+            .env("NFREPO_CREDENTIAL_FILE", credential);
+        cmd
+    }
+
+    /// Every stored object under `dir` (`data`, `tree`, `index`,
+    /// `snapshots`, `keys`) of a `file://` repository, sorted.
+    pub fn objects(&self, dir: &str) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = entries_under(&self.repo_dir().join(dir))
+            .into_iter()
+            .filter(|p| p.is_file() && !p.file_name().unwrap_or_default().to_string_lossy().starts_with('.'))
+            .collect();
+        out.sort();
+        out
+    }
+
     pub fn snapshot_count(&self) -> usize {
         self.json(&["snapshots"]).as_array().map(Vec::len).unwrap_or(0)
     }
@@ -195,6 +215,36 @@ pub fn describe(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// Runs `cmd` with `data` on its standard input; its output captured.
+pub fn run_with_stdin(mut cmd: Command, data: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // A command that fails early closes its stdin: its output tells why.
+    let _ = child.stdin.take().expect("stdin").write_all(data);
+    child.wait_with_output().expect("wait")
+}
+
+/// Every file and directory below `dir` (not `dir` itself), depth first;
+/// nothing if `dir` does not exist.
+pub fn entries_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                out.extend(entries_under(&path));
+            }
+            out.push(path);
+        }
+    }
+    out
 }
 
 fn nanos() -> u128 {
@@ -296,6 +346,17 @@ fn collect(root: &Path, path: &Path, out: &mut BTreeMap<String, Entry>) {
         for child in names {
             collect(root, &child, out);
         }
+    }
+}
+
+/// Asserts that the tree at `restored` is the tree at `original`: the same
+/// entries with the same type, content, mode, owner, times and xattrs.
+pub fn assert_same_tree(original: &Path, restored: &Path) {
+    let before = snapshot_of_tree(original);
+    let after = snapshot_of_tree(restored);
+    assert_eq!(before.keys().collect::<Vec<_>>(), after.keys().collect::<Vec<_>>());
+    for (path, entry) in &before {
+        assert_eq!(Some(entry), after.get(path), "{path} differs after restore");
     }
 }
 

@@ -3,7 +3,7 @@
 //! objects without `check` failing and `restore` refusing the bytes.
 //! (In the spirit of borg's spoofed-manifest and spoofed-archive tests.)
 
-use crate::check::{edit, files_data_pack, objects};
+use crate::check::{edit, files_data_pack};
 use crate::harness::{Env, describe, pseudo_random};
 
 fn two_file_repo() -> Env {
@@ -36,7 +36,7 @@ fn swapping_two_files_blobs_inside_a_pack_is_detected() {
     let env = two_file_repo();
     // Stored blob layout is known to the attacker: header, then the sealed
     // blobs back to back. Swap the two equal-length blobs.
-    let pack = objects(&env, "data").remove(0);
+    let pack = env.objects("data").remove(0);
     let len = 1 + 5_000 + 24 + 16;
     edit(&pack, |b| {
         let (first, second) = b[8..8 + 2 * len].split_at_mut(len);
@@ -61,7 +61,7 @@ fn swapping_two_files_blobs_inside_a_pack_is_detected() {
 #[test]
 fn a_renamed_or_replayed_snapshot_is_rejected() {
     let env = two_file_repo();
-    let snapshot = objects(&env, "snapshots").remove(0);
+    let snapshot = env.objects("snapshots").remove(0);
     // Replay under another name (as if to make it look like a second backup).
     let replay = snapshot.with_file_name("ab".repeat(32));
     std::fs::copy(&snapshot, &replay).unwrap();
@@ -80,7 +80,7 @@ fn a_renamed_or_replayed_snapshot_is_rejected() {
 #[test]
 fn a_forged_snapshot_named_by_its_own_hash_is_rejected() {
     let env = two_file_repo();
-    let mut forged = std::fs::read(objects(&env, "snapshots").remove(0)).unwrap();
+    let mut forged = std::fs::read(env.objects("snapshots").remove(0)).unwrap();
     // Change the sealed body and name the object by its new hash, as the
     // format's content addressing would require: the seal still fails.
     let last = forged.len() - 1;
@@ -100,7 +100,7 @@ fn a_forged_snapshot_named_by_its_own_hash_is_rejected() {
 fn a_snapshot_from_another_repository_with_the_same_password_is_rejected() {
     let env = two_file_repo();
     let other = two_file_repo();
-    let theirs = objects(&other, "snapshots").remove(0);
+    let theirs = other.objects("snapshots").remove(0);
     let name = theirs.file_name().unwrap();
     std::fs::copy(&theirs, env.repo_dir().join("snapshots").join(name)).unwrap();
     let report = check_fails(&env, &[], 11);
@@ -118,7 +118,7 @@ fn a_pack_replaced_by_another_repositorys_pack_is_detected() {
     let env = two_file_repo();
     let other = two_file_repo();
     let ours = files_data_pack(&env);
-    let theirs = objects(&other, "data").remove(0);
+    let theirs = other.objects("data").remove(0);
     // Same layout, other keys: put their pack under our name.
     edit(&ours, |b| *b = std::fs::read(&theirs).unwrap());
     let report = check_fails(&env, &["--read-data"], 11);

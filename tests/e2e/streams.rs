@@ -1,49 +1,24 @@
 //! Standard input and command sources.
 
-use std::io::Write;
-use std::process::Stdio;
-
-use crate::harness::{Env, describe, sql_dump};
-
-fn sha256_hex(data: &[u8]) -> String {
-    let mut child = std::process::Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("sha256sum");
-    child.stdin.take().unwrap().write_all(data).unwrap();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned()
-}
+use crate::harness::{Env, describe, run_with_stdin, sql_dump};
+use crate::servers::sha256_hex;
 
 #[test]
 fn stdin_round_trip_records_digests() {
     let env = Env::new();
     env.init();
     let dump = sql_dump(30_000, 5);
-    let mut child = env
-        .cmd()
-        .args([
-            "--json",
-            "snapshot",
-            "--stdin",
-            "--name",
-            "db.sql",
-            "--source",
-            "mysql-main",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(&dump).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let mut cmd = env.cmd();
+    cmd.args([
+        "--json",
+        "snapshot",
+        "--stdin",
+        "--name",
+        "db.sql",
+        "--source",
+        "mysql-main",
+    ]);
+    let out = run_with_stdin(cmd, &dump);
     assert!(out.status.success(), "{}", describe(&out));
 
     let listed = env.json(&["snapshots", "--source", "mysql-main"]);

@@ -12,6 +12,8 @@
 //! cipher = "aes256gcm"                          # what `init` seals with (default xchacha20poly1305)
 //! require_cipher = "aes256gcm"                  # every command refuses a repository with another cipher
 //! allow_insecure_http = false                   # true allows http:// S3 endpoints off loopback (warns)
+//! # credential_file = "/etc/nfrepo/host.credential"   # a backup host: a put-only credential instead of a
+//! #                                                   # password (`key add --put-only`); snapshot only
 //!
 //! [sources.mysql-main]
 //! kind = "mysql"                                # mysql, postgres, redis, bucket, files, config, logs, artifact, analytics
@@ -112,6 +114,9 @@ pub struct RepositoryConfig {
     /// Allow S3 endpoints over plain http:// off loopback (as `--allow-insecure-http`).
     #[serde(default)]
     pub allow_insecure_http: bool,
+    /// A put-only credential file (as `--credential`): this host backs up
+    /// and reads nothing. Exclusive with `password_file` / `password_env`.
+    pub credential_file: Option<PathBuf>,
 }
 
 /// `[replication.NAME]`: a replica of the repository.
@@ -371,6 +376,14 @@ pub fn parse(text: &str) -> Result<Config, String> {
     }
     if let Some(serve) = &config.serve {
         serve.validate()?;
+    }
+    if let Some(repository) = &config.repository
+        && repository.credential_file.is_some()
+        && (repository.password_file.is_some() || repository.password_env.is_some())
+    {
+        return Err(
+            "[repository] gives a put-only credential_file and a password: a backup host holds one of them".into(),
+        );
     }
     Ok(config)
 }
@@ -757,6 +770,19 @@ keep-daily = 30
         let err = parse("[replication.dr]\nurl = \"file:///x\"\nsecret = \"hunter2\"\n").unwrap_err();
         assert!(err.contains("secret"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn a_credential_file_replaces_the_password() {
+        let text = "[repository]\nurl = \"file:///srv/repo\"\ncredential_file = \"/etc/nfrepo/web-1.credential\"\n";
+        let config = parse(text).unwrap();
+        assert_eq!(
+            config.repository.unwrap().credential_file.as_deref(),
+            Some(Path::new("/etc/nfrepo/web-1.credential"))
+        );
+        let both = format!("{text}password_file = \"/etc/nfrepo/repo.pass\"\n");
+        let err = parse(&both).unwrap_err();
+        assert!(err.contains("credential_file and a password"), "{err}");
     }
 
     #[test]

@@ -349,11 +349,15 @@ pub async fn open_repository(global: &GlobalArgs, during: Operation) -> Result<O
 }
 
 /// Opens the repository with the password, for reading even with a stale
-/// key slot (`key list`; `key rotate` judges staleness itself). Refused,
-/// before storage is touched, when a put-only credential is given: a
-/// credential reads and removes nothing.
+/// key slot (`key list`; `key rotate` judges staleness itself). Refused
+/// when a put-only credential is given: a credential reads and removes
+/// nothing. The refusal is logged: the credential is checked against its
+/// slot (reading the config and `keys/`, never data), so that the audit
+/// entry names it (`PERMISSION_DENIED/PUT_ONLY`), or records a revoked
+/// credential's attempt without a key.
 pub async fn open_repository_to_read(global: &GlobalArgs, during: Operation) -> Result<Opened, Failure> {
-    if global.credential.is_some() {
+    if let Some(path) = credential_path(global)? {
+        open_put_only(global, &path, during).await?;
         return Err(Failure::engine(
             &nfrepo_engine::Error::PutOnly {
                 operation: "this command",
@@ -401,10 +405,20 @@ pub fn split_spec(spec: &str) -> (&str, &str) {
 /// of `--credential` (one put-only session) when given, else with the
 /// password as [`open_repository`] does.
 pub async fn open_for_backup(global: &GlobalArgs) -> Result<(Repository, RetryingStore), Failure> {
-    let Some(path) = global.credential.as_deref() else {
+    let Some(path) = credential_path(global)? else {
         let Opened { repo, store, .. } = open_repository(global, Operation::Backup).await?;
         return Ok((repo, store));
     };
+    open_put_only(global, &path, Operation::Backup).await
+}
+
+/// Opens one put-only session with the credential file at `path`, and
+/// reports it for the audit entry.
+async fn open_put_only(
+    global: &GlobalArgs,
+    path: &Path,
+    during: Operation,
+) -> Result<(Repository, RetryingStore), Failure> {
     let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| {
         Failure::new(
             ErrorCode::PermissionDenied,
@@ -420,11 +434,28 @@ pub async fn open_for_backup(global: &GlobalArgs) -> Result<(Repository, Retryin
             format!("{} is not a usable put-only credential: {e}", path.display()),
         )
     })?;
-    let store = open_store(global, Operation::Backup)?;
+    let store = open_store(global, during)?;
     let repo = Repository::open_put_only(store.clone(), credential)
         .await
-        .map_err(|e| Failure::engine(&e, Operation::Backup))?;
+        .map_err(|e| Failure::engine(&e, during))?
+        .with_known_files(cache_dir(global));
+    crate::trail::opened(&repo);
     Ok((repo, store))
+}
+
+/// The put-only credential file this host backs up with: `--credential` /
+/// `NFREPO_CREDENTIAL_FILE`, else `[repository] credential_file` of the
+/// configuration file unless a password is given explicitly
+/// (`--password-file`, `NFREPO_PASSWORD`: what is given beats what is
+/// configured, as for the repository URL).
+pub fn credential_path(global: &GlobalArgs) -> Result<Option<PathBuf>, Failure> {
+    if let Some(path) = &global.credential {
+        return Ok(Some(path.clone()));
+    }
+    if global.password_file.is_some() || std::env::var_os("NFREPO_PASSWORD").is_some() {
+        return Ok(None);
+    }
+    Ok(configured_repository(global)?.and_then(|r| r.credential_file))
 }
 
 /// Writes a put-only credential file, mode 0600, refusing to replace a file.

@@ -8,9 +8,14 @@
 //!
 //! What is written (format-spec/audit.md):
 //! - a repository was opened: an authenticated entry naming the key slot;
+//! - a put-only credential opened it (a backup host's `snapshot`, or any
+//!   other command it runs, refused with `PERMISSION_DENIED/PUT_ONLY`): an
+//!   entry sealed to the credential's public key, naming the credential,
+//!   without MAC;
 //! - only the store was reached and the command needs no key (`replicate`)
-//!   or failed with `PERMISSION_DENIED/WRONG_PASSWORD` or `/NO_PASSWORD`: an
-//!   entry sealed to the repository public key, without MAC;
+//!   or failed with `PERMISSION_DENIED/WRONG_PASSWORD`, `/NO_PASSWORD` or
+//!   `/REVOKED_CREDENTIAL`: an entry sealed to the repository public key,
+//!   without MAC;
 //! - nothing was reached, or the failure came before the repository was
 //!   (no repository, not found, unreachable, usage error): nothing.
 
@@ -199,7 +204,10 @@ pub async fn finish(mut event: AuditEvent, result: &Result<i32, Failure>) {
         Ok(_) => true,
         Err(failure) => {
             failure.code == ErrorCode::PermissionDenied
-                && matches!(failure.detail, Some("WRONG_PASSWORD" | "NO_PASSWORD"))
+                && matches!(
+                    failure.detail,
+                    Some("WRONG_PASSWORD" | "NO_PASSWORD" | "REVOKED_CREDENTIAL")
+                )
         }
     };
     if reached.repo.is_none() && !keyless_allowed {

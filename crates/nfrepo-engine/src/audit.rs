@@ -102,7 +102,9 @@ struct Target<'a> {
     repo: RepoId,
     cipher: Cipher,
     public: RepoPublicKey,
+    /// A repository opened with a key: its entries carry the MAC.
     opened: Option<&'a Repository>,
+    access: AuditAccess,
 }
 
 impl AuditWriter {
@@ -118,8 +120,11 @@ impl AuditWriter {
         }
     }
 
-    /// Appends the entry of one command. With `opened`, the entry carries
-    /// the audit MAC and names the key slot; without (a wrong password, a
+    /// Appends the entry of one command. With `opened` opened by a key
+    /// slot, the entry carries the audit MAC and names the slot; opened
+    /// with a put-only credential, it is sealed to the credential's public
+    /// key, names the credential and carries no MAC (the credential holds
+    /// no audit key); without (a wrong password, a revoked credential, a
     /// command that needs no key), it is sealed to the public key found in
     /// `keys/public` and carries no MAC.
     ///
@@ -133,11 +138,24 @@ impl AuditWriter {
         activity: &ActivitySummary,
     ) -> Result<Appended> {
         let target = match opened {
-            Some(repo) => Target {
-                repo: repo.id(),
-                cipher: repo.cipher(),
-                public: repo.key_pair().public(),
-                opened: Some(repo),
+            Some(repo) => match repo.put_only_credential() {
+                Some(credential) => Target {
+                    repo: repo.id(),
+                    cipher: repo.cipher(),
+                    public: credential.public,
+                    opened: None,
+                    access: AuditAccess::Credential {
+                        slot: credential.slot,
+                        label: credential.label.clone(),
+                    },
+                },
+                None => Target {
+                    repo: repo.id(),
+                    cipher: repo.cipher(),
+                    public: repo.key_pair().public(),
+                    opened: Some(repo),
+                    access: repo.key_id().map_or(AuditAccess::None, AuditAccess::KeySlot),
+                },
             },
             None => self.keyless_target().await?,
         };
@@ -172,10 +190,7 @@ impl AuditWriter {
             host: self.host.clone(),
             user: self.user.clone(),
             pid: std::process::id(),
-            access: target
-                .opened
-                .and_then(Repository::key_id)
-                .map_or(AuditAccess::None, AuditAccess::KeySlot),
+            access: target.access.clone(),
             operation: event.operation.clone(),
             command: event.command.clone(),
             sources: event.sources.clone(),
@@ -206,7 +221,7 @@ impl AuditWriter {
             let key = ObjectKey::new(ObjectKind::Audit, name).map_err(Error::store)?;
             // Through the open repository's store when there is one: on an
             // object-locked repository it gives the entry its retention.
-            let store = target.opened.map_or(&self.store, Repository::store);
+            let store = opened.map_or(&self.store, Repository::store);
             match store.put(&key, Bytes::from(bytes), PutMode::CreateNew).await {
                 Ok(()) => {
                     state.head = Some(Head { seq, hash });
@@ -254,6 +269,7 @@ impl AuditWriter {
             cipher: header.cipher,
             public,
             opened: None,
+            access: AuditAccess::None,
         })
     }
 

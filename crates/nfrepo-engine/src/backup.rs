@@ -62,6 +62,7 @@
 mod begin;
 mod budget;
 mod commit;
+mod known;
 mod packer;
 pub(crate) mod upload;
 mod writer;
@@ -209,6 +210,34 @@ impl Claims {
             .lock()
             .map_err(|_| Error::Pipeline("claim set poisoned".into()))?;
         Ok(claimed.insert(*id))
+    }
+
+    /// Whether every blob of `ids` is stored (in the index, outside GC
+    /// plans) or being stored by this session, so that a node naming them
+    /// may be reused without reading its file. The packs found are checked
+    /// before the commit point, as deduplicated ones are.
+    fn reuse(&self, ids: &[BlobId]) -> Result<bool> {
+        let poisoned = || Error::Pipeline("deduplication record poisoned".into());
+        let mut found = Vec::new();
+        {
+            let claimed = self.claimed.lock().map_err(|_| poisoned())?;
+            for id in ids {
+                match self.index.get(id).filter(|at| !self.planned.contains(&at.pack)) {
+                    Some(at) => found.push((at.pack, at.pack_kind)),
+                    None if claimed.contains(id) => {}
+                    None => return Ok(false),
+                }
+            }
+        }
+        // Locked in the order `claim` takes them.
+        let mut deduplicated = self.deduplicated.lock().map_err(|_| poisoned())?;
+        let own = self.own.lock().map_err(|_| poisoned())?;
+        for (pack, kind) in found {
+            if !deduplicated.contains_key(&pack) && !own.contains(&pack) {
+                deduplicated.insert(pack, kind);
+            }
+        }
+        Ok(true)
     }
 
     /// Called after a delta of this session's uploads is written.

@@ -25,6 +25,8 @@ use crate::{Error, Repository, Result};
 pub(crate) struct PutOnlyAccess {
     pub(crate) credential: Arc<PutOnlyCredential>,
     pub(crate) index_sealer: nfrepo_format::Sealer,
+    /// Where the session remembers the files it stored (`backup::known`).
+    pub(crate) known_files_dir: Option<Arc<std::path::PathBuf>>,
 }
 
 impl Repository {
@@ -88,8 +90,30 @@ impl Repository {
             PutOnlyAccess {
                 credential: Arc::new(credential),
                 index_sealer,
+                known_files_dir: None,
             },
         ))
+    }
+
+    /// Lets the put-only sessions of this handle detect unchanged files with
+    /// a record kept under the local cache directory `dir`
+    /// ([`nfrepo_store::KnownFiles`]): the host cannot read its earlier
+    /// trees. `None`, or a handle opened with a password, changes nothing.
+    #[must_use]
+    pub fn with_known_files(mut self, dir: Option<std::path::PathBuf>) -> Self {
+        if let Some(access) = self.put_only.as_mut() {
+            access.known_files_dir = dir.map(Arc::new);
+        }
+        self
+    }
+
+    /// The local cache directory of [`Self::with_known_files`].
+    pub(crate) fn known_files_dir(&self) -> Option<&std::path::Path> {
+        self.put_only
+            .as_ref()?
+            .known_files_dir
+            .as_deref()
+            .map(std::path::PathBuf::as_path)
     }
 
     /// Whether this handle was opened with a put-only credential.

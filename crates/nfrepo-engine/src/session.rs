@@ -29,6 +29,14 @@
 //! against is still stored (one listing, [`Error::DedupPackMissing`]
 //! otherwise) and in no plan it promised to avoid.
 //!
+//! **Storage that refuses deletes.** A put-only host may run with S3
+//! credentials that can put but not delete (format-spec/put-only.md). Its
+//! marker then stays when its session ends, and expires by time like a
+//! crashed backup's: GC treats it as live for [`SESSION_EXPIRY`] after its
+//! last beat (its plans and parent tree are honoured as for any backup),
+//! then removes it with its own credentials. A refused delete is not an
+//! error of the backup ([`remove_marker`]).
+//!
 //! The protocol between markers and GC plans is in `format-spec/gc.md`.
 
 use std::collections::HashMap;
@@ -38,7 +46,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use nfrepo_format::{BlobId, PackId, PackKind, SessionMarker};
-use nfrepo_store::{ObjectKey, ObjectKind, PutMode};
+use nfrepo_store::{ErrorKind, ObjectKey, ObjectKind, PutMode};
 
 use crate::objects::{self, Fetched, RepoObject};
 use crate::{Error, Repository, Result};
@@ -178,9 +186,7 @@ impl LiveSession {
     pub(crate) async fn finish(&self) {
         self.beat.abort();
         self.finished.store(true, Ordering::SeqCst);
-        if let Err(e) = self.repo.store().delete(&self.key).await {
-            tracing::warn!(marker = %self.key, error = %e, "could not remove the session marker");
-        }
+        remove_marker(self.repo.store().as_ref(), &self.key).await;
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, State>> {
@@ -203,17 +209,28 @@ impl Drop for LiveSession {
         let key = self.key.clone();
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                runtime.spawn(async move {
-                    if let Err(e) = store.delete(&key).await {
-                        tracing::warn!(marker = %key, error = %e, "could not remove the session marker");
-                    }
-                });
+                runtime.spawn(async move { remove_marker(store.as_ref(), &key).await });
             }
             Err(_) => tracing::warn!(
                 marker = %key,
                 "a backup ended outside the runtime; its session marker stays until GC sees the process gone"
             ),
         }
+    }
+}
+
+/// Deletes a finished session's marker, best effort. Storage that refuses
+/// deletes (a put-only host's S3 credentials, an append-only server) leaves
+/// it to expire ([`SESSION_EXPIRY`] after its last beat), which GC then
+/// removes: said at info level, since it is how such a host runs.
+pub(crate) async fn remove_marker(store: &dyn nfrepo_store::Store, key: &ObjectKey) {
+    match store.delete(key).await {
+        Ok(()) => {}
+        Err(e) if matches!(e.kind(), ErrorKind::PermissionDenied | ErrorKind::AppendOnly) => tracing::info!(
+            marker = %key,
+            "the storage refuses deletes: the session marker stays until it expires, then gc removes it"
+        ),
+        Err(e) => tracing::warn!(marker = %key, error = %e, "could not remove the session marker"),
     }
 }
 

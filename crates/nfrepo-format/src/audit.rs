@@ -125,6 +125,15 @@ pub enum AuditAccess {
     None,
     /// The key slot the password opened.
     KeySlot(KeyId),
+    /// A put-only credential (format-spec/put-only.md): its slot and the
+    /// label it was issued with. Such an entry has no MAC (the credential
+    /// holds no audit key): it is the host's claim.
+    Credential {
+        /// The credential's slot, `keys/<id>`.
+        slot: KeyId,
+        /// Who it was issued for.
+        label: String,
+    },
 }
 
 /// Objects of one kind a command created and deleted.
@@ -160,7 +169,7 @@ pub struct AuditRecord {
     pub user: String,
     /// The process id.
     pub pid: u32,
-    /// The key slot (or, later, credential) used.
+    /// The key slot or put-only credential used.
     pub access: AuditAccess,
     /// The operation (`snapshot`, `restore`, `audit verify`…).
     pub operation: String,

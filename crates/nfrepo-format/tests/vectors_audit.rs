@@ -89,7 +89,10 @@ fn cipher_name(cipher: Cipher) -> String {
     cipher.name().to_owned()
 }
 
-fn record(with_key: bool) -> AuditRecord {
+/// An entry of a key holder (`with_key`: MAC, key slot), of a put-only
+/// host (`credential`: no MAC, the credential), or of a wrong password.
+fn record(with_key: bool, credential: bool) -> AuditRecord {
+    let wrote = with_key || credential;
     AuditRecord {
         time_ns: 1_764_000_000_000_000_000,
         host: "db1".into(),
@@ -97,10 +100,15 @@ fn record(with_key: bool) -> AuditRecord {
         pid: 4242,
         access: if with_key {
             AuditAccess::KeySlot(KeyId([0x33; 32]))
+        } else if credential {
+            AuditAccess::Credential {
+                slot: KeyId([0x55; 32]),
+                label: "web-1".into(),
+            }
         } else {
             AuditAccess::None
         },
-        operation: if with_key { "snapshot" } else { "snapshots" }.into(),
+        operation: if wrote { "snapshot" } else { "snapshots" }.into(),
         command: vec![
             "nfrepo".into(),
             "snapshot".into(),
@@ -108,16 +116,16 @@ fn record(with_key: bool) -> AuditRecord {
             "mysql-main".into(),
         ],
         sources: vec!["mysql-main".into()],
-        code: if with_key { "" } else { "PERMISSION_DENIED" }.into(),
-        detail: if with_key { "" } else { "WRONG_PASSWORD" }.into(),
+        code: if wrote { "" } else { "PERMISSION_DENIED" }.into(),
+        detail: if wrote { "" } else { "WRONG_PASSWORD" }.into(),
         message: String::new(),
-        exit_code: if with_key { 0 } else { 16 },
+        exit_code: if wrote { 0 } else { 16 },
         objects: vec![ObjectCount {
             kind: "snapshots".into(),
-            created: u64::from(with_key),
+            created: u64::from(wrote),
             deleted: 0,
         }],
-        snapshots_created: if with_key { vec![SnapshotId([0x44; 32])] } else { vec![] },
+        snapshots_created: if wrote { vec![SnapshotId([0x44; 32])] } else { vec![] },
         snapshots_deleted: vec![],
         heads: if with_key {
             vec![ChainHead {
@@ -186,12 +194,16 @@ fn build() -> Vectors {
 
     let mut entries = Vec::new();
     let mut prev = [0u8; 32];
-    for (seq, (cipher, with_key)) in [(Cipher::XChaCha20Poly1305, true), (Cipher::Aes256Gcm, false)]
-        .into_iter()
-        .enumerate()
+    for (seq, (cipher, with_key, credential)) in [
+        (Cipher::XChaCha20Poly1305, true, false),
+        (Cipher::Aes256Gcm, false, false),
+        (Cipher::XChaCha20Poly1305, false, true),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let seq = seq as u64;
-        let record = record(with_key);
+        let record = record(with_key, credential);
         let sealing = AuditSealing {
             repo: &repo(),
             cipher,
@@ -251,7 +263,8 @@ fn build() -> Vectors {
     Vectors {
         about:
             "the repository key pair, a message sealed to its public key (ephemeral secret 60 .. 7f, nonce 40 .. 57), \
-                the public key object, and a chain of two audit entries (with and without MAC) of writer 77 .. 77; \
+                the public key object, and a chain of three audit entries (with MAC; without, of a wrong password; \
+                without, of a put-only credential) of writer 77 .. 77; \
                 see format-spec/keys.md, sealing.md and audit.md"
                 .into(),
         x25519_secret: hex::encode(secret),
@@ -281,10 +294,14 @@ fn audit_vectors_match_the_spec_and_decode() {
         } else {
             Cipher::XChaCha20Poly1305
         };
-        assert_eq!(parsed.open(&repo(), cipher, &pair, &audit_key).unwrap(), record(n == 0));
+        assert_eq!(
+            parsed.open(&repo(), cipher, &pair, &audit_key).unwrap(),
+            record(n == 0, n == 2)
+        );
         assert_eq!(hex::encode(parsed.hash()), entry.hash);
     }
     assert_eq!(committed.entries[1].prev, committed.entries[0].hash, "the chain");
+    assert_eq!(committed.entries[2].prev, committed.entries[1].hash, "the chain");
 }
 
 #[test]

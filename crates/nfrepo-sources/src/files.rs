@@ -6,7 +6,8 @@
 //!
 //! A file whose size, times, inode, device and mode match the parent
 //! snapshot's node is not read: its node (and so its content list) is
-//! reused. An entry inside a tree that cannot be read is left out with a
+//! reused. A put-only host, which cannot read its parent snapshot, asks its
+//! own record of the files it stored instead (`BackupWriter::known_file`). An entry inside a tree that cannot be read is left out with a
 //! warning; the snapshot is still committed, and the caller reports it as
 //! partial. A path given at the top that does not exist or cannot be read
 //! fails the backup ([`Error::SourceNotFound`], [`Error::SourceUnreadable`]):
@@ -329,6 +330,15 @@ impl Walk<'_> {
                     meta,
                 }));
             }
+            // A put-only host has no parent to compare with: its own record.
+            if parent.is_none()
+                && let Some(kind) = self.session.known_file(path, &meta, stat.len())
+            {
+                self.details.files += 1;
+                self.details.files_unchanged += 1;
+                self.details.bytes += stat.len();
+                return Ok(Some(Node { name, kind, meta }));
+            }
             #[cfg(test)]
             tests::before_open(path);
             let file = match open_listed(at, path, &name, &stat, OFlag::empty()) {
@@ -348,6 +358,7 @@ impl Walk<'_> {
             };
             self.details.files += 1;
             self.details.bytes += stored.size;
+            self.session.remember_file(path, &meta, &stored);
             NodeKind::File {
                 size: stored.size,
                 content: stored.content,

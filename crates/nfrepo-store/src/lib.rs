@@ -52,6 +52,7 @@ mod error;
 mod fault;
 mod index_cache;
 mod key;
+mod known_files;
 mod location;
 mod lock;
 mod memory;
@@ -68,6 +69,7 @@ pub use index_cache::{
     Applied, BlobToCache, CacheState, CacheUpdate, CachedBlob, CachedPack, DeltaToCache, IndexCache, PackToCache,
 };
 pub use key::{MAX_NAME_LEN, ObjectInfo, ObjectKey, ObjectKind};
+pub use known_files::{FileStamp, KnownFiles};
 pub use location::StoreUrl;
 pub use lock::{ObjectLockPolicy, ObjectLockStore, Retention, RetentionMode};
 pub use memory::MemoryStore;

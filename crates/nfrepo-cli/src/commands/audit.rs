@@ -60,6 +60,12 @@ fn entry_json(entry: &AuditLogEntry) -> serde_json::Value {
             nfrepo_format::AuditAccess::KeySlot(id) => Some(id.to_hex()),
             _ => None,
         },
+        "credential": match &r.access {
+            nfrepo_format::AuditAccess::Credential { slot, label } => {
+                Some(serde_json::json!({ "slot": slot.to_hex(), "label": label }))
+            }
+            _ => None,
+        },
         "operation": r.operation,
         "command": r.command,
         "sources": r.sources,
@@ -98,6 +104,9 @@ fn log(global: &GlobalArgs, report: &AuditReport, since: Option<i64>, source: Op
         };
         let slot = match &r.access {
             nfrepo_format::AuditAccess::KeySlot(id) => format!("key {}", id.short()),
+            nfrepo_format::AuditAccess::Credential { slot, label } => {
+                format!("put-only {} {}", escape::text(label), slot.short())
+            }
             _ => "no key".to_owned(),
         };
         let changes: Vec<String> = r

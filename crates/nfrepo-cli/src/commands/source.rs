@@ -15,8 +15,15 @@ use nfrepo_sources::{
 use crate::cli::{GlobalArgs, SnapshotArgs};
 use crate::commands::snapshot::{parse_tags, report, retry_counter};
 use crate::config::{self, Config, SourceConfig, SourceKind};
-use crate::context::{self, Opened};
+use crate::context::{self, RetryingStore};
 use crate::failure::{EXIT_PARTIAL, Failure};
+
+/// Where the sources are backed up to: the repository opened with the
+/// password or, on a backup host, with its put-only credential.
+struct Target {
+    repo: nfrepo_engine::Repository,
+    store: RetryingStore,
+}
 
 pub async fn run(global: &GlobalArgs, args: &SnapshotArgs) -> Result<i32, Failure> {
     let config = config::load(global.config.as_deref())?.ok_or_else(|| {
@@ -27,7 +34,8 @@ pub async fn run(global: &GlobalArgs, args: &SnapshotArgs) -> Result<i32, Failur
         )
     })?;
     let tags = parse_tags(&args.tags)?;
-    let opened = context::open_repository(global, Operation::Backup).await?;
+    let (repo, store) = context::open_for_backup(global).await?;
+    let opened = Target { repo, store };
     if !args.all {
         let name = args.source.as_deref().unwrap_or_default();
         return run_one(global, &config, &opened, name, &tags, args.no_parent).await;
@@ -58,7 +66,7 @@ pub async fn run(global: &GlobalArgs, args: &SnapshotArgs) -> Result<i32, Failur
 async fn run_all(
     global: &GlobalArgs,
     config: &Config,
-    opened: &Opened,
+    opened: &Target,
     tags: &[(String, String)],
     no_parent: bool,
 ) -> Result<i32, Failure> {
@@ -101,7 +109,7 @@ fn report_source_failure(global: &GlobalArgs, name: &str, failure: &Failure) {
 async fn run_one(
     global: &GlobalArgs,
     config: &Config,
-    opened: &Opened,
+    opened: &Target,
     name: &str,
     extra_tags: &[(String, String)],
     no_parent: bool,
@@ -278,7 +286,7 @@ fn analytics_source(global: &GlobalArgs, source: &SourceConfig) -> Result<Box<dy
 
 async fn backup(
     global: &GlobalArgs,
-    opened: &Opened,
+    opened: &Target,
     name: &str,
     source: &SourceConfig,
     extra_tags: &[(String, String)],

@@ -343,7 +343,7 @@ fn check_one(
     match opened {
         Ok(record) => {
             checked.authenticated = parsed.header.auth == AuditAuth::Mac;
-            if !checked.authenticated && record.access != AuditAccess::None {
+            if !checked.authenticated && matches!(record.access, AuditAccess::KeySlot(_)) {
                 checked.problem = Some((
                     AuditProblemKind::Forged,
                     "it has no MAC yet claims a key slot was used".into(),

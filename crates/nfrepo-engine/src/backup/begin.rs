@@ -108,7 +108,12 @@ impl Repository {
             adopted_packs,
             "backup started"
         );
-        let writer = BackupWriter::new(self, claims, queue, chunker, parent, index);
+        let known = if put_only {
+            super::known::open(self, &options.source).await
+        } else {
+            None
+        };
+        let writer = BackupWriter::new(self, claims, queue, chunker, parent, index, known);
         Ok(BackupSession {
             writer,
             options,

@@ -90,6 +90,15 @@ impl BackupSession {
             .clone();
         self.live.verify_before_commit(&deduplicated).await?;
         put_once(repo, &key, bytes).await?;
+        // The files this session read are remembered once it has committed
+        // (earlier batches may already be written: each entry is checked
+        // against the index before it is trusted).
+        if let Some(known) = shared.known.clone() {
+            let flushed = tokio::task::spawn_blocking(move || known.flush()).await;
+            if let Ok(Err(e)) = flushed {
+                tracing::warn!(error = %e, "known-files cache not updated");
+            }
+        }
         self.live.finish().await;
         tracing::info!(snapshot = %id, "snapshot committed");
         Ok((id, snapshot))

@@ -42,6 +42,10 @@ pub struct StoredContent {
     pub blake3: [u8; 32],
     /// SHA-256 of the whole stream, when asked for.
     pub sha256: Option<[u8; 32]>,
+    /// Every blob the content references (chunks, then list blobs), kept
+    /// only in a session that remembers files (`known`), and only up to
+    /// [`super::known::MAX_REMEMBERED_BLOBS`].
+    pub(crate) blobs: Option<Arc<Vec<BlobId>>>,
 }
 
 #[derive(Default)]
@@ -66,6 +70,8 @@ pub(super) struct Shared {
     parent: Option<SnapshotEntry>,
     reader: Reader,
     handle: tokio::runtime::Handle,
+    /// A put-only session's record of the files it stored (`super::known`).
+    pub(super) known: Option<Arc<nfrepo_store::KnownFiles>>,
 }
 
 /// The feeding side of a backup: cheap to clone, shared by every thread a
@@ -96,6 +102,7 @@ impl BackupWriter {
         chunker: Chunker,
         parent: Option<SnapshotEntry>,
         index: Arc<Index>,
+        known: Option<Arc<nfrepo_store::KnownFiles>>,
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
@@ -111,6 +118,7 @@ impl BackupWriter {
                 parent,
                 reader: Reader::new(repo.clone(), index),
                 handle: tokio::runtime::Handle::current(),
+                known,
             }),
         }
     }
@@ -171,7 +179,7 @@ impl BackupWriter {
             source,
         };
         let shared = &self.shared;
-        let mut digest = StreamDigest::new(sha256);
+        let mut digest = StreamDigest::new(sha256, shared.known.is_some());
         let mut chunks = shared.chunker.chunks_with_buffer(reader, buffer);
         while digest.size < PIPELINE_AFTER {
             match chunks.next() {
@@ -234,16 +242,19 @@ struct StreamDigest {
     lists: ContentListBuilder,
     emitted: Vec<EmittedList>,
     size: u64,
+    /// Every blob referenced so far, when remembered; `None` once past the limit.
+    blobs: Option<Vec<BlobId>>,
 }
 
 impl StreamDigest {
-    fn new(sha256: bool) -> Self {
+    fn new(sha256: bool, remember: bool) -> Self {
         Self {
             whole: blake3::Hasher::new(),
             sha: sha256.then(sha2::Sha256::new),
             lists: ContentListBuilder::new(),
             emitted: Vec::new(),
             size: 0,
+            blobs: remember.then(Vec::new),
         }
     }
 
@@ -262,7 +273,10 @@ impl StreamDigest {
             .push(keys, ListEntry { id, len }, &mut self.emitted)
             .map_err(Error::Format)?;
         shared.store_blob(BlobKind::Data, id, chunk)?;
-        for list in self.emitted.drain(..) {
+        note(&mut self.blobs, id);
+        let emitted = std::mem::take(&mut self.emitted);
+        for list in emitted {
+            note(&mut self.blobs, list.id);
             shared.store_blob(BlobKind::ContentList, list.id, list.plaintext)?;
         }
         Ok(())
@@ -274,7 +288,9 @@ impl StreamDigest {
             .lists
             .finish(shared.repo.keys(), &mut self.emitted)
             .map_err(Error::Format)?;
-        for list in self.emitted.drain(..) {
+        let emitted = std::mem::take(&mut self.emitted);
+        for list in emitted {
+            note(&mut self.blobs, list.id);
             shared.store_blob(BlobKind::ContentList, list.id, list.plaintext)?;
         }
         Ok(StoredContent {
@@ -282,7 +298,20 @@ impl StreamDigest {
             content,
             blake3: *self.whole.finalize().as_bytes(),
             sha256: self.sha.map(|s| s.finalize().into()),
+            blobs: self.blobs.map(Arc::new),
         })
+    }
+}
+
+/// Notes a referenced blob in `blobs`, if blobs are remembered; past
+/// [`super::known::MAX_REMEMBERED_BLOBS`] the stream is not remembered.
+fn note(blobs: &mut Option<Vec<BlobId>>, id: BlobId) {
+    if let Some(list) = blobs.as_mut() {
+        if list.len() < super::known::MAX_REMEMBERED_BLOBS {
+            list.push(id);
+        } else {
+            *blobs = None;
+        }
     }
 }
 

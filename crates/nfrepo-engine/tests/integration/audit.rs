@@ -321,6 +321,63 @@ async fn a_wrong_password_entry_is_sealed_to_the_public_key_and_shown_unauthenti
     assert_eq!(attempt.record.access, AuditAccess::None);
 }
 
+// Issue 12, item 2: a put-only host logs without an audit key; its entries
+// name its credential and sit in its chain between key holders' entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_only_host_logs_under_its_credential() {
+    let repo = init(Arc::new(MemoryStore::new())).await;
+    let credential = repo.add_put_only_key("web-1").await.unwrap();
+    let slot = credential.slot;
+    let host = Repository::open_put_only(repo.store().clone(), credential)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let writer = AuditWriter::new(repo.store().clone(), Some(dir.path().to_owned()));
+    writer
+        .append(Some(&repo), &event(0, false), &ActivitySummary::default())
+        .await
+        .unwrap();
+    writer
+        .append(Some(&host), &event(1, false), &ActivitySummary::default())
+        .await
+        .unwrap();
+    let mut refused = AuditEvent::new("restore", vec!["nfrepo".into(), "restore".into(), "latest".into()]);
+    refused.code = "PERMISSION_DENIED".into();
+    refused.detail = "PUT_ONLY".into();
+    refused.exit_code = 16;
+    let appended = writer
+        .append(Some(&host), &refused, &ActivitySummary::default())
+        .await
+        .unwrap();
+    assert!(!appended.checkpoint, "a credential cannot vouch for other writers");
+    writer
+        .append(Some(&repo), &event(3, true), &ActivitySummary::default())
+        .await
+        .unwrap();
+    let report = read_audit(&repo, Some(&writer)).await.unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.entries.len(), 4);
+    assert_eq!(report.unauthenticated, 2);
+    let by_host: Vec<_> = report.entries.iter().filter(|e| !e.authenticated).collect();
+    for entry in &by_host {
+        assert_eq!(
+            entry.record.access,
+            AuditAccess::Credential {
+                slot,
+                label: "web-1".into()
+            }
+        );
+    }
+    assert_eq!(by_host[1].record.detail, "PUT_ONLY");
+    // Without a MAC an entry may name a credential, never a key slot.
+    assert!(
+        report
+            .entries
+            .iter()
+            .all(|e| e.authenticated != matches!(e.record.access, AuditAccess::Credential { .. }))
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gc_and_forget_never_delete_audit_entries() {
     let memory = MemoryStore::new();

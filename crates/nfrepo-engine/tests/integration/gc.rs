@@ -10,7 +10,7 @@ use nfrepo_store::{MemoryStore, ObjectKey, ObjectKind, Store};
 
 use super::fixture::{backup_stream, init, pseudo_random, read_file, store_single_file, stream_uncommitted};
 
-const HOUR: Duration = Duration::from_secs(3600);
+pub(super) const HOUR: Duration = Duration::from_secs(3600);
 
 async fn repo_on_memory() -> (MemoryStore, Repository) {
     let memory = MemoryStore::new();
@@ -19,7 +19,7 @@ async fn repo_on_memory() -> (MemoryStore, Repository) {
 }
 
 /// Moves every object of `kind` `by` into the past.
-async fn age(memory: &MemoryStore, kind: ObjectKind, by: Duration) {
+pub(super) async fn age(memory: &MemoryStore, kind: ObjectKind, by: Duration) {
     for info in memory.list(kind).await.unwrap() {
         memory.set_last_modified(&info.key, SystemTime::now() - by).unwrap();
     }

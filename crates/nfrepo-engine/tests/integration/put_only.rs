@@ -3,6 +3,8 @@
 //! remove nothing; the password holder reads, checks and collects what it
 //! wrote; removing the credential's slot revokes it.
 
+use std::sync::Arc;
+
 use nfrepo_engine::{CheckOptions, Error, ErrorCode, ForgetOptions, GcOptions, Operation, ReadDataSubset, Repository};
 use nfrepo_format::{Aad, PackId, PutOnlyCredential, SealedKind, Sealer, decode_pack_sealing, read_pack_sealing};
 use nfrepo_store::{ObjectKind, Store};
@@ -211,4 +213,47 @@ async fn rotation_with_reseal_takes_in_what_put_only_sessions_wrote() {
     // The rotation deleted the credential's slot.
     let err = Repository::open_put_only(store, credential).await.unwrap_err();
     assert!(matches!(err, Error::RevokedCredential { .. }), "{err}");
+}
+
+// Issue 12, item 2: a put-only host whose storage credentials may put but
+// not delete (format-spec/put-only.md, "Storage without delete permission").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_may_not_delete_leaves_its_markers_to_expire() {
+    use nfrepo_store::{ErrorKind, Fault, FaultOp, FaultRule, FaultStore, MemoryStore};
+
+    use super::gc::{HOUR, age};
+
+    let memory = MemoryStore::new();
+    let faults = Arc::new(FaultStore::new(memory.clone()));
+    let store: Arc<dyn Store> = faults.clone();
+    let repo = init(store.clone()).await;
+    let credential = repo.add_put_only_key("no-delete").await.unwrap();
+    faults.add_rule(FaultRule::new(
+        FaultOp::Delete,
+        Fault::Fail(ErrorKind::PermissionDenied),
+    ));
+    let host = Repository::open_put_only(store.clone(), credential).await.unwrap();
+    let first = pseudo_random(700_000, 31);
+    let second = pseudo_random(500_000, 32);
+    let (a, _) = backup_stream(&host, "web", "a.bin", first.clone()).await.unwrap();
+    let (b, _) = backup_stream(&host, "web", "b.bin", second.clone()).await.unwrap();
+    drop(host);
+    // Both sessions committed; their markers could not be removed.
+    assert_eq!(memory.list(ObjectKind::Session).await.unwrap().len(), 2);
+
+    // The key holder's storage credentials may delete. Until the markers
+    // expire gc counts them as live sessions; then it removes them.
+    faults.clear();
+    let options = GcOptions::default().grace(HOUR);
+    let report = repo.gc(&options).await.unwrap();
+    assert_eq!((report.live_sessions, report.expired_sessions_removed), (2, 0));
+    age(&memory, ObjectKind::Session, nfrepo_engine::SESSION_EXPIRY + HOUR).await;
+    let report = repo.gc(&options).await.unwrap();
+    assert_eq!((report.live_sessions, report.expired_sessions_removed), (0, 2));
+    assert!(memory.list(ObjectKind::Session).await.unwrap().is_empty());
+    let reader = repo.reader().await.unwrap();
+    for (id, name, want) in [(a, "a.bin", &first), (b, "b.bin", &second)] {
+        let entry = repo.find_snapshot(&id.to_hex()).await.unwrap();
+        assert_eq!(&read_file(&reader, &entry, name).await.unwrap(), want);
+    }
 }
