@@ -194,10 +194,8 @@ pub async fn restore(
         Ok(target)
     })
     .await?;
-    let opener = Arc::new(Mutex::new(opened.fork()?));
     let shared = Arc::new(Mutex::new(opened));
-    let mut report = files::restore_files(reader, &plan, &shared, &opener, target, options).await?;
-    let opened = std::mem::take(&mut lock(&opener)?.report);
+    let mut report = files::restore_files(reader, &plan, &shared, target, options).await?;
     let rest = plan.clone();
     let target = blocking(move || {
         let mut target = lock(&shared)?;
@@ -214,7 +212,7 @@ pub async fn restore(
         Ok(std::mem::take(&mut target.report))
     })
     .await?;
-    report.files_unchanged = target.files_unchanged + opened.files_unchanged;
+    report.files_unchanged = target.files_unchanged;
     report.dirs = target.dirs;
     report.others = target.others;
     report.others_unchanged = target.others_unchanged;

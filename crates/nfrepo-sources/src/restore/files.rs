@@ -94,14 +94,14 @@ struct State {
 /// Restores the content of every file in `plan`; returns files and bytes
 /// written and the files skipped.
 ///
-/// Files are opened and planned by a task of their own (through `opener`,
-/// a second handle on the target), one batch ahead, while reads are in
-/// flight and finished files are closed (through `target`).
+/// Files are opened and planned by a task of their own, a batch ahead,
+/// while reads are in flight and finished files are closed. Opening and
+/// closing take turns on the target (two threads creating and renaming in
+/// one directory at once only contend for its lock in the kernel).
 pub(super) async fn restore_files(
     reader: &Reader,
     plan: &Arc<Vec<Planned>>,
     target: &Arc<Mutex<Target>>,
-    opener: &Arc<Mutex<Target>>,
     root: &Path,
     options: &RestoreOptions,
 ) -> Result<RestoreReport> {
@@ -115,7 +115,7 @@ pub(super) async fn restore_files(
     let _planning = AbortOnDrop(tokio::spawn(plan_ahead(
         reader.clone(),
         plan.clone(),
-        opener.clone(),
+        target.clone(),
         state.clone(),
         options.work.clone(),
         batches_tx,

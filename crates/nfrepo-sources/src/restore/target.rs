@@ -241,23 +241,6 @@ impl Target {
         })
     }
 
-    /// A second handle on the same target directory, with a report of its
-    /// own: one thread opens files through it while another closes them.
-    pub(crate) fn fork(&self) -> Result<Self> {
-        Ok(Self {
-            root: self.root.try_clone().map_err(|e| io_error(&self.root_path, e))?,
-            root_path: self.root_path.clone(),
-            overwrite: self.overwrite,
-            verify: self.verify,
-            policy: self.policy,
-            report: TargetReport::default(),
-            #[cfg(test)]
-            hook: None,
-            #[cfg(test)]
-            forced_temp: Vec::new(),
-        })
-    }
-
     fn path(&self, rel: &[u8]) -> PathBuf {
         self.root_path.join(name_of(rel))
     }
