@@ -291,41 +291,44 @@ async fn open_group(
 ) -> Result<Vec<FileToRestore>> {
     let (plan, target, state) = (plan.clone(), target.clone(), state.clone());
     blocking(move || {
-        let mut target = lock(&target)?;
+        // The target's lock is never held while taking the state's: closing
+        // files takes them the other way round.
+        let mut opened = Vec::with_capacity(group.len());
+        {
+            let mut target = lock(&target)?;
+            for index in group {
+                let planned = plan
+                    .get(index)
+                    .ok_or_else(|| Error::Invalid(format!("no planned node {index}")))?;
+                let NodeKind::File { content, size, .. } = &planned.node.kind else {
+                    continue;
+                };
+                match target.open_file(planned)? {
+                    Opened::Unchanged => {
+                        if let Some(work) = &work {
+                            work.advance(1, *size);
+                        }
+                    }
+                    Opened::Write(open) => opened.push((index, open, content.clone())),
+                }
+            }
+        }
         let mut state = state
             .lock()
             .map_err(|_| Error::Invalid("a restore writer thread panicked".into()))?;
-        let mut to_write = Vec::with_capacity(group.len());
-        for index in group {
-            let planned = plan
-                .get(index)
-                .ok_or_else(|| Error::Invalid(format!("no planned node {index}")))?;
-            let NodeKind::File { content, size, .. } = &planned.node.kind else {
-                continue;
-            };
-            match target.open_file(planned)? {
-                Opened::Unchanged => {
-                    if let Some(work) = &work {
-                        work.advance(1, *size);
-                    }
-                }
-                Opened::Write(open) => {
-                    state.files.insert(
-                        index,
-                        Restoring {
-                            open,
-                            expected: 0,
-                            done: 0,
-                            listed: false,
-                            failed: None,
-                        },
-                    );
-                    to_write.push(FileToRestore {
-                        file: index,
-                        content: content.clone(),
-                    });
-                }
-            }
+        let mut to_write = Vec::with_capacity(opened.len());
+        for (index, open, content) in opened {
+            state.files.insert(
+                index,
+                Restoring {
+                    open,
+                    expected: 0,
+                    done: 0,
+                    listed: false,
+                    failed: None,
+                },
+            );
+            to_write.push(FileToRestore { file: index, content });
         }
         Ok(to_write)
     })
