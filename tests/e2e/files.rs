@@ -378,3 +378,43 @@ fn issue9_bug17_snapshot_paths_take_excludes() {
         ]
     );
 }
+
+/// Issue 14: restores are planned by pack. A chunk needed at many offsets
+/// (the zero chunks of a sparse file, the chunks of identical files) is
+/// written to every one of them; all-zero content stays a hole.
+#[test]
+fn issue14_shared_chunks_land_everywhere_and_zero_runs_stay_holes() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::new();
+    env.init();
+    let src = env.path("data");
+    std::fs::create_dir_all(src.join("copies")).unwrap();
+    // 32 MiB: data, 24 MiB of zeros, data.
+    let mut sparse = pseudo_random(4 * 1024 * 1024, 21);
+    sparse.resize(28 * 1024 * 1024, 0);
+    sparse.extend_from_slice(&pseudo_random(4 * 1024 * 1024, 22));
+    std::fs::write(src.join("disk.img"), &sparse).unwrap();
+    let shared = pseudo_random(3 * 1024 * 1024 + 17, 23);
+    for i in 0..5 {
+        std::fs::write(src.join(format!("copies/{i}.bin")), &shared).unwrap();
+    }
+    env.ok(&["snapshot", src.to_str().unwrap()]);
+
+    let out = env.path("out");
+    let restored = env.json(&["restore", "latest", "--target", out.to_str().unwrap(), "--verify"]);
+    assert_eq!(restored["files"], 6, "{restored}");
+    assert_eq!(restored["verified"], 6, "{restored}");
+    let image = out.join("data/disk.img");
+    assert!(std::fs::read(&image).unwrap() == sparse, "disk.img differs");
+    for i in 0..5 {
+        let copy = std::fs::read(out.join(format!("data/copies/{i}.bin"))).unwrap();
+        assert!(copy == shared, "copy {i} differs");
+    }
+    // The zero run has no blocks: at most the 8 MiB of data and the two
+    // chunks (4 MiB at most each) holding its edges are allocated.
+    let allocated = std::fs::metadata(&image).unwrap().blocks() * 512;
+    assert!(
+        allocated <= 17 * 1024 * 1024,
+        "{allocated} bytes allocated for 8 MiB of data in a 32 MiB file"
+    );
+}

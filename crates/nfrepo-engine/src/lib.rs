@@ -83,7 +83,10 @@ pub use host::{hostname, user_at_host, username};
 pub use index::{BlobLocation, Index};
 pub use lease::{DEFAULT_LEASE_TERM, ReplacedLease, Takeover};
 pub use object_lock::LockReport;
-pub use read::{Reader, SnapshotEntry, select_snapshot};
+pub use read::{
+    BatchFile, FileToRestore, PackRead, Placement, PlanLimits, PlannedChunk, Reader, RestoreBatch, RestorePlanner,
+    SnapshotEntry, group_reads, select_snapshot,
+};
 pub use repair::{IndexRepair, RepairOptions, SnapshotRepair, SnapshotsRepair};
 pub use replicate::{
     DEFAULT_DELETE_AFTER, DEFAULT_JOBS, MEMORY_BUDGET, ReplicaProblem, ReplicaStatus, ReplicateOptions,

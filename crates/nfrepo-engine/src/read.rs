@@ -8,6 +8,7 @@
 
 mod content;
 mod index_load;
+mod plan;
 mod snapshots;
 mod verified;
 
@@ -17,6 +18,9 @@ use std::sync::{Arc, Mutex};
 use nfrepo_format::{BlobCodec, BlobId, BlobKind, Node, NodeKind, Tree};
 use nfrepo_store::{ObjectKey, ObjectKind};
 
+pub use self::plan::{
+    BatchFile, FileToRestore, PackRead, Placement, PlanLimits, PlannedChunk, RestoreBatch, RestorePlanner, group_reads,
+};
 pub use self::snapshots::{SnapshotEntry, select_snapshot};
 use crate::index::{BlobLocation, Index};
 use crate::{Error, Repository, Result};

@@ -12,12 +12,26 @@ use nfrepo_format::{Metadata, Node, NodeKind, SnapshotId, Tree};
 /// # Panics
 /// On any engine error: this is a test fixture.
 pub async fn commit_altered_file(repo: &Repository, data: Vec<u8>, alter: fn(&mut NodeKind)) -> SnapshotId {
+    commit_one_file(repo, "f", data, alter).await.0
+}
+
+/// Commits a snapshot of one file `name` holding `data`; returns the
+/// snapshot and the file's node.
+///
+/// # Panics
+/// On any engine error: this is a test fixture.
+pub async fn commit_file(repo: &Repository, name: &str, data: Vec<u8>) -> (SnapshotId, Node) {
+    commit_one_file(repo, name, data, |_| {}).await
+}
+
+async fn commit_one_file(repo: &Repository, name: &str, data: Vec<u8>, alter: fn(&mut NodeKind)) -> (SnapshotId, Node) {
     let session = repo
         .begin_backup(BackupOptions::new("crafted", "stdin", "dump"))
         .await
         .expect("begin backup");
     let writer = session.writer();
-    let root = tokio::task::spawn_blocking(move || {
+    let name = name.as_bytes().to_vec();
+    let (root, node) = tokio::task::spawn_blocking(move || {
         let stored = writer.store_stream(&data[..], true).expect("store stream");
         let mut kind = NodeKind::File {
             size: stored.size,
@@ -27,13 +41,19 @@ pub async fn commit_altered_file(repo: &Repository, data: Vec<u8>, alter: fn(&mu
         };
         alter(&mut kind);
         let node = Node {
-            name: b"f".to_vec(),
+            name,
             kind,
             meta: Metadata::default(),
         };
-        writer.store_tree(&Tree { nodes: vec![node] }).expect("store tree")
+        let root = writer
+            .store_tree(&Tree {
+                nodes: vec![node.clone()],
+            })
+            .expect("store tree");
+        (root, node)
     })
     .await
     .expect("join");
-    session.commit(root, CommitDetails::default()).await.expect("commit").0
+    let snapshot = session.commit(root, CommitDetails::default()).await.expect("commit").0;
+    (snapshot, node)
 }

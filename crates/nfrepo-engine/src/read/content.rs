@@ -2,7 +2,7 @@
 //! reads and a bounded read-ahead.
 
 use futures::FutureExt;
-use futures::stream::{self, Stream, StreamExt};
+use futures::stream::{self, BoxStream, Stream, StreamExt, TryStreamExt};
 use nfrepo_format::{BlobKind, Content, ContentList, ListEntry};
 
 use super::{Reader, pack_key};
@@ -12,6 +12,8 @@ use crate::{Error, Result};
 /// Content bytes read ahead while streaming one file: many small dump
 /// chunks at once, or a few large file chunks, at the same memory cost.
 const READ_AHEAD_BYTES: u64 = 4 << 20;
+/// Content lists read ahead under one list of lists.
+const LIST_AHEAD: usize = 16;
 /// At most this many range reads in flight per file, however small.
 const READ_AHEAD_MAX: usize = 64;
 /// The longest run of adjacent blobs fetched with one range request: long
@@ -22,37 +24,43 @@ const COALESCE_BYTES: u64 = 1 << 20;
 impl Reader {
     /// The chunks of a file's content in order, without fetching them.
     ///
+    /// Content lists are read ahead: the children of a list of lists are
+    /// fetched [`LIST_AHEAD`] at a time (in order), so a long dump's
+    /// hundreds of lists cost a few round trips to S3, not one each.
+    ///
     /// # Errors
-    /// Errors reading list blobs.
+    /// Errors reading list blobs, in the position of the list that failed.
     pub fn content_chunks(&self, content: &Content) -> impl Stream<Item = Result<ListEntry>> + Send + 'static {
-        let reader = self.clone();
-        let start: Vec<Vec<ListEntry>> = match content {
-            Content::Inline(chunks) => vec![chunks.iter().rev().copied().collect()],
-            Content::List { root, .. } => vec![vec![ListEntry { id: *root, len: 0 }]],
-        };
-        let inline = matches!(content, Content::Inline(_));
-        // A depth-first walk; each stack frame holds entries in reverse order
-        // and whether they are list blobs (true) or chunks (false).
-        let stack: Vec<(Vec<ListEntry>, bool)> = start.into_iter().map(|v| (v, !inline)).collect();
-        stream::try_unfold((reader, stack), |(reader, mut stack)| async move {
-            loop {
-                let Some((entries, is_list)) = stack.last_mut() else {
-                    return Ok(None);
-                };
-                let Some(entry) = entries.pop() else {
-                    stack.pop();
-                    continue;
-                };
-                if !*is_list {
-                    return Ok(Some((entry, (reader, stack))));
-                }
-                let bytes = reader.read_blob(&entry.id, BlobKind::ContentList).await?;
-                let list =
-                    ContentList::decode(&bytes).map_err(|e| Error::decode(format!("content list {}", entry.id), e))?;
-                let children_are_lists = list.level > 1;
-                stack.push((list.entries.into_iter().rev().collect(), children_are_lists));
+        match content {
+            Content::Inline(chunks) => stream::iter(chunks.clone().into_iter().map(Ok)).boxed(),
+            Content::List { root, .. } => {
+                let (reader, root) = (self.clone(), *root);
+                stream::once(async move { reader.read_list(root).await.map(|list| reader.list_entries(list)) })
+                    .try_flatten()
+                    .boxed()
             }
-        })
+        }
+    }
+
+    async fn read_list(&self, id: nfrepo_format::BlobId) -> Result<ContentList> {
+        let bytes = self.read_blob(&id, BlobKind::ContentList).await?;
+        ContentList::decode(&bytes).map_err(|e| Error::decode(format!("content list {id}"), e))
+    }
+
+    /// The chunks under a decoded list, its child lists read ahead.
+    fn list_entries(&self, list: ContentList) -> BoxStream<'static, Result<ListEntry>> {
+        if list.level <= 1 {
+            return stream::iter(list.entries.into_iter().map(Ok)).boxed();
+        }
+        let reader = self.clone();
+        stream::iter(list.entries)
+            .map(move |entry| {
+                let reader = reader.clone();
+                async move { reader.read_list(entry.id).await.map(|child| reader.list_entries(child)) }
+            })
+            .buffered(LIST_AHEAD)
+            .try_flatten()
+            .boxed()
     }
 
     /// A file's content as a stream of verified chunks, in order.

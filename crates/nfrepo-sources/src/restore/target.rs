@@ -29,10 +29,11 @@
 
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use nfrepo_format::{Metadata, NodeKind};
 use nix::errno::Errno;
@@ -99,12 +100,23 @@ pub(crate) enum Opened {
 
 /// A file being written under a temporary name; removed on drop unless it
 /// was renamed into place.
+///
+/// It is created at its recorded size (`ftruncate`: sparse, no blocks yet),
+/// then filled with positioned writes ([`Self::write_at`], from any
+/// thread, in any order); all-zero content is never written, so it stays a
+/// hole. [`Self::record`] hashes content in file order as it is reported;
+/// what arrives out of order is hashed from the file at close.
 pub(crate) struct OpenFile {
     parent: OwnedFd,
     rel: Vec<u8>,
+    path: PathBuf,
     temp: Option<String>,
-    file: File,
+    file: Arc<File>,
+    size: u64,
     hasher: blake3::Hasher,
+    /// Bytes hashed, from the start of the file.
+    hashed: u64,
+    /// Content bytes recorded (placements, in any order).
     written: u64,
     error: Option<Error>,
     blake3: [u8; 32],
@@ -119,6 +131,73 @@ impl Drop for OpenFile {
             let _ = nix::unistd::unlinkat(&self.parent, temp.as_str(), UnlinkatFlags::NoRemoveDir);
         }
     }
+}
+
+impl OpenFile {
+    /// A handle for positioned writes from other threads.
+    pub(crate) fn writer(&self) -> FileWriter {
+        FileWriter {
+            file: self.file.clone(),
+            path: self.path.clone(),
+            size: self.size,
+        }
+    }
+
+    /// Records that `data` is at `offset` (already written with
+    /// [`FileWriter::write_at`]): hashed now if it continues what was
+    /// hashed, else at close. Call in the order the content was planned.
+    pub(crate) fn record(&mut self, offset: u64, data: &[u8]) {
+        if offset == self.hashed {
+            self.hasher.update(data);
+            self.hashed += data.len() as u64;
+        }
+        self.written += data.len() as u64;
+    }
+}
+
+/// Positioned writes into an [`OpenFile`], shareable between threads.
+#[derive(Clone)]
+pub(crate) struct FileWriter {
+    file: Arc<File>,
+    path: PathBuf,
+    size: u64,
+}
+
+impl FileWriter {
+    /// Writes `data` at `offset`. All-zero data inside the file's size is
+    /// not written: the file was created sparse at that size, so it reads
+    /// as zeros and stays a hole.
+    pub(crate) fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
+        if offset.saturating_add(data.len() as u64) <= self.size && is_zero(data) {
+            return Ok(());
+        }
+        self.file
+            .write_all_at(data, offset)
+            .map_err(|e| io_error(&self.path, e))
+    }
+}
+
+/// Whether every byte is zero (branch-free inner loop, so it vectorizes).
+fn is_zero(data: &[u8]) -> bool {
+    data.chunks(256)
+        .all(|block| block.iter().fold(0u8, |acc, b| acc | b) == 0)
+}
+
+/// Adds bytes `from..to` of `file` to `hasher`.
+fn hash_range(file: &File, from: u64, to: u64, hasher: &mut blake3::Hasher) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut offset = from;
+    while offset < to {
+        let want = usize::try_from(to - offset).unwrap_or(usize::MAX).min(buf.len());
+        let part = buf.get_mut(..want).unwrap_or_default();
+        let n = file.read_at(part, offset)?;
+        if n == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+        }
+        hasher.update(part.get(..n).unwrap_or_default());
+        offset += n as u64;
+    }
+    Ok(())
 }
 
 fn split(rel: &[u8]) -> (&[u8], &[u8]) {
@@ -267,31 +346,38 @@ impl Target {
         let (temp, fd) = self.create_temp(&planned.rel, |temp| {
             nix::fcntl::openat(&parent, temp, flags, Mode::from_bits_truncate(0o600))
         })?;
-        Ok(Opened::Write(Box::new(OpenFile {
+        let path = self.path(&planned.rel);
+        let file = File::from(fd);
+        let sized = file.set_len(*size);
+        let open = OpenFile {
             parent,
             rel: planned.rel.clone(),
+            path,
             temp: Some(temp),
-            file: File::from(fd),
+            file: Arc::new(file),
+            size: *size,
             hasher: blake3::Hasher::new(),
+            hashed: 0,
             written: 0,
             error: None,
             blake3: *blake3,
             meta: planned.node.meta.clone(),
             replace,
-        })))
+        };
+        // On failure `open` is dropped, which removes the temporary file.
+        sized.map_err(|e| io_error(&open.path, e))?;
+        Ok(Opened::Write(Box::new(open)))
     }
 
-    /// Appends content to an open file; a failure is kept for [`Target::close_file`].
+    /// Appends content to an open file (what tests write with).
+    #[cfg(test)]
     pub(crate) fn write(&self, file: &mut OpenFile, data: &[u8]) {
-        if file.error.is_some() {
-            return;
-        }
-        match file.file.write_all(data) {
-            Ok(()) => {
-                file.hasher.update(data);
-                file.written += data.len() as u64;
+        let offset = file.written;
+        match file.writer().write_at(offset, data) {
+            Ok(()) => file.record(offset, data),
+            Err(e) => {
+                file.error.get_or_insert(e);
             }
-            Err(e) => file.error = Some(io_error(&self.path(&file.rel), e)),
         }
     }
 
@@ -303,9 +389,16 @@ impl Target {
     /// [`Error::ContentMismatch`]; [`Error::Conflict`] if a differing entry
     /// appeared at the name; I/O errors. The temporary file is removed.
     pub(crate) fn close_file(&mut self, mut file: Box<OpenFile>) -> Result<Option<u64>> {
-        let path = self.path(&file.rel);
+        let path = file.path.clone();
         if let Some(e) = file.error.take() {
             return Err(e);
+        }
+        if file.written != file.size {
+            return Err(Error::ContentMismatch(path));
+        }
+        if file.hashed < file.size {
+            // Content that arrived out of order: hash it from the file.
+            hash_range(&file.file, file.hashed, file.size, &mut file.hasher).map_err(|e| io_error(&path, e))?;
         }
         if file.hasher.finalize().as_bytes() != &file.blake3 {
             return Err(Error::ContentMismatch(path));

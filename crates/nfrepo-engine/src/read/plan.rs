@@ -1,0 +1,525 @@
+//! Restore planning: the chunks of many files at once, read by pack.
+//!
+//! Streaming files one by one ([`Reader::content`]) reads a chunk shared by
+//! many files once per file and orders requests by file, not by where the
+//! bytes are. A restore instead plans a *batch* of files together:
+//!
+//! 1. The content lists of the batch's files are expanded into placements
+//!    (file, offset, chunk), and every chunk is located with one batched
+//!    index lookup ([`crate::Index::get_many`]), not one cache query each.
+//! 2. Chunks are deduplicated: a chunk needed at many offsets, in one file
+//!    or many, is read and opened once and written to each placement.
+//! 3. Chunks are ordered by pack (packs in the order the files first need
+//!    them, so files complete early) and by offset in the pack, then
+//!    coalesced into [`PackRead`]s: one ranged read over neighbouring chunks
+//!    of one pack, across gaps of at most [`PlanLimits::max_gap`] bytes,
+//!    of at most [`PlanLimits::max_read`] sealed and
+//!    [`PlanLimits::max_raw`] plaintext bytes. Each needed range of a pack
+//!    is read once, in pack order.
+//!
+//! A batch ends after [`PlanLimits::max_placements`] placements, so memory is
+//! bounded whatever the number or size of the files: a file larger than a
+//! batch continues in the next one ([`BatchFile::listed`] says when its
+//! list ended).
+//!
+//! Opening ([`Reader::open_read`]) authenticates, decompresses and re-hashes
+//! every chunk on every core (rayon); a chunk that does not verify is an
+//! error naming it, never data. The caller retries such a chunk, or every
+//! chunk of a read that failed, through [`Reader::read_blob`], which falls
+//! back to other copies and to the repository's index when the local cache
+//! was wrong.
+
+use std::collections::{HashMap, VecDeque};
+
+use futures::stream::{BoxStream, StreamExt};
+use nfrepo_format::{BlobId, BlobKind, Content, ListEntry, PackId};
+use rayon::prelude::*;
+
+use super::{Reader, pack_key};
+use crate::index::BlobLocation;
+use crate::{Error, Result};
+
+/// Where one chunk goes: a file (the caller's number) and an offset in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Placement {
+    /// The caller's number for the file.
+    pub file: usize,
+    /// The offset of the chunk's first byte in the file.
+    pub offset: u64,
+}
+
+/// One chunk to read, and every place it goes.
+#[derive(Clone, Debug)]
+pub struct PlannedChunk {
+    /// The chunk.
+    pub id: BlobId,
+    /// Where it is stored.
+    pub location: BlobLocation,
+    /// Where it goes, in plan order.
+    pub placements: Vec<Placement>,
+}
+
+/// One ranged read of a pack, covering the chunks it holds in offset order.
+#[derive(Clone, Debug)]
+pub struct PackRead {
+    /// First byte read.
+    pub start: u64,
+    /// One past the last byte read.
+    pub end: u64,
+    /// The chunks, in pack offset order (at least one).
+    pub chunks: Vec<PlannedChunk>,
+}
+
+impl PackRead {
+    /// The pack read.
+    #[must_use]
+    pub fn pack(&self) -> Option<PackId> {
+        self.chunks.first().map(|c| c.location.pack)
+    }
+
+    /// Plaintext bytes of its chunks (each counted once).
+    #[must_use]
+    pub fn raw_len(&self) -> u64 {
+        self.chunks.iter().map(|c| u64::from(c.location.raw_len)).sum()
+    }
+}
+
+/// Bounds of a restore plan.
+#[derive(Clone, Copy, Debug)]
+pub struct PlanLimits {
+    /// Placements per batch.
+    pub max_placements: usize,
+    /// Sealed bytes per read.
+    pub max_read: u64,
+    /// Plaintext bytes per read.
+    pub max_raw: u64,
+    /// Unneeded bytes a read may span between two chunks.
+    pub max_gap: u64,
+}
+
+impl Default for PlanLimits {
+    /// 16 Ki placements per batch (256 MiB of 16 KiB dump chunks); reads
+    /// of up to 4 MiB sealed and 4 MiB plain (a larger chunk is read alone),
+    /// spanning gaps up to 256 KiB: at S3 latencies reading a gap costs
+    /// less than a second request.
+    fn default() -> Self {
+        Self {
+            max_placements: 16 * 1024,
+            max_read: 4 << 20,
+            max_raw: 4 << 20,
+            max_gap: 256 << 10,
+        }
+    }
+}
+
+/// Groups located placements into pack reads (the pure part of planning,
+/// see the module docs).
+#[must_use]
+pub fn group_reads(placed: Vec<(BlobId, BlobLocation, Placement)>, limits: &PlanLimits) -> Vec<PackRead> {
+    let mut chunks: Vec<PlannedChunk> = Vec::new();
+    let mut seen: HashMap<BlobId, usize> = HashMap::with_capacity(placed.len());
+    let mut pack_rank: HashMap<PackId, usize> = HashMap::new();
+    for (id, location, placement) in placed {
+        let next = pack_rank.len();
+        pack_rank.entry(location.pack).or_insert(next);
+        match seen.get(&id) {
+            Some(&i) => {
+                if let Some(chunk) = chunks.get_mut(i) {
+                    chunk.placements.push(placement);
+                }
+            }
+            None => {
+                seen.insert(id, chunks.len());
+                chunks.push(PlannedChunk {
+                    id,
+                    location,
+                    placements: vec![placement],
+                });
+            }
+        }
+    }
+    chunks.sort_by_key(|c| {
+        (
+            pack_rank.get(&c.location.pack).copied().unwrap_or(usize::MAX),
+            c.location.offset,
+        )
+    });
+    let mut reads: Vec<PackRead> = Vec::new();
+    for chunk in chunks {
+        let start = u64::from(chunk.location.offset);
+        let end = start + u64::from(chunk.location.sealed_len);
+        let raw = u64::from(chunk.location.raw_len);
+        if let Some(read) = reads.last_mut()
+            && read.pack() == Some(chunk.location.pack)
+            && start >= read.end
+            && start - read.end <= limits.max_gap
+            && end - read.start <= limits.max_read
+            && read.raw_len() + raw <= limits.max_raw
+        {
+            read.end = end;
+            read.chunks.push(chunk);
+            continue;
+        }
+        reads.push(PackRead {
+            start,
+            end,
+            chunks: vec![chunk],
+        });
+    }
+    reads
+}
+
+/// A file to restore: the caller's number, its content and recorded size.
+#[derive(Clone, Debug)]
+pub struct FileToRestore {
+    /// The caller's number for the file.
+    pub file: usize,
+    /// Its content.
+    pub content: Content,
+}
+
+/// What a batch holds of one file.
+#[derive(Debug)]
+pub struct BatchFile {
+    /// The caller's number for the file.
+    pub file: usize,
+    /// Placements of the file in this batch's reads.
+    pub placements: u64,
+    /// Whether the file's chunk list ended in this batch (no later batch
+    /// has placements for it).
+    pub listed: bool,
+    /// Why the file cannot be restored (its list or a chunk is missing or
+    /// damaged); none of its placements are in this batch's reads and no
+    /// later batch names it.
+    pub failed: Option<Error>,
+}
+
+/// One batch of a restore plan.
+#[derive(Debug, Default)]
+pub struct RestoreBatch {
+    /// The reads, in the order to issue them.
+    pub reads: Vec<PackRead>,
+    /// Every file with placements in this batch, or whose list ended or failed in it, in order.
+    pub files: Vec<BatchFile>,
+}
+
+struct Listing {
+    file: usize,
+    entries: BoxStream<'static, Result<ListEntry>>,
+    offset: u64,
+}
+
+/// Plans a restore batch by batch (see the module docs).
+pub struct RestorePlanner {
+    reader: Reader,
+    limits: PlanLimits,
+    queue: VecDeque<FileToRestore>,
+    current: Option<Listing>,
+}
+
+impl std::fmt::Debug for RestorePlanner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestorePlanner")
+            .field("queued", &self.queue.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RestorePlanner {
+    /// A planner reading lists and the index through `reader`.
+    #[must_use]
+    pub fn new(reader: &Reader, limits: PlanLimits) -> Self {
+        Self {
+            reader: reader.clone(),
+            limits,
+            queue: VecDeque::new(),
+            current: None,
+        }
+    }
+
+    /// Queues a file; files are planned in the order queued.
+    pub fn push(&mut self, file: FileToRestore) {
+        self.queue.push_back(file);
+    }
+
+    /// Files queued and not yet completely planned.
+    #[must_use]
+    pub fn pending(&self) -> usize {
+        self.queue.len() + usize::from(self.current.is_some())
+    }
+
+    /// The next batch, or `None` once every queued file is planned.
+    ///
+    /// # Errors
+    /// Only failures that are no single file's (a storage failure
+    /// recovering the index); a file's damaged list or missing chunk is
+    /// [`BatchFile::failed`].
+    pub async fn next_batch(&mut self) -> Result<Option<RestoreBatch>> {
+        let mut files: Vec<BatchFile> = Vec::new();
+        let mut entries: Vec<(ListEntry, Placement)> = Vec::new();
+        while entries.len() < self.limits.max_placements {
+            if self.current.is_none() {
+                let Some(next) = self.queue.pop_front() else {
+                    break;
+                };
+                files.push(BatchFile {
+                    file: next.file,
+                    placements: 0,
+                    listed: false,
+                    failed: None,
+                });
+                self.current = Some(Listing {
+                    file: next.file,
+                    entries: self.reader.content_chunks(&next.content).boxed(),
+                    offset: 0,
+                });
+            }
+            let Some(listing) = self.current.as_mut() else {
+                break;
+            };
+            if files.last().is_none_or(|f| f.file != listing.file) {
+                files.push(BatchFile {
+                    file: listing.file,
+                    placements: 0,
+                    listed: false,
+                    failed: None,
+                });
+            }
+            let batch_file = files.last_mut();
+            match listing.entries.next().await {
+                Some(Ok(entry)) => {
+                    entries.push((
+                        entry,
+                        Placement {
+                            file: listing.file,
+                            offset: listing.offset,
+                        },
+                    ));
+                    listing.offset += entry.len;
+                }
+                Some(Err(e)) => {
+                    if let Some(f) = batch_file {
+                        f.failed = Some(e);
+                        f.listed = true;
+                    }
+                    self.current = None;
+                }
+                None => {
+                    if let Some(f) = batch_file {
+                        f.listed = true;
+                    }
+                    self.current = None;
+                }
+            }
+        }
+        if files.is_empty() {
+            return Ok(None);
+        }
+        let placed = Self::locate(&self.reader, entries, &mut files).await?;
+        // A file that failed gets no placements, now or later.
+        if let Some(listing) = &self.current
+            && files.iter().any(|f| f.file == listing.file && f.failed.is_some())
+        {
+            self.current = None;
+        }
+        let failed: Vec<usize> = files.iter().filter(|f| f.failed.is_some()).map(|f| f.file).collect();
+        let placed: Vec<_> = placed
+            .into_iter()
+            .filter(|(_, _, p)| !failed.contains(&p.file))
+            .collect();
+        let mut counts: HashMap<usize, u64> = HashMap::new();
+        for (_, _, p) in &placed {
+            *counts.entry(p.file).or_default() += 1;
+        }
+        for f in &mut files {
+            f.placements = counts.get(&f.file).copied().unwrap_or(0);
+            if f.failed.is_some() {
+                f.listed = true;
+            }
+        }
+        Ok(Some(RestoreBatch {
+            reads: group_reads(placed, &self.limits),
+            files,
+        }))
+    }
+
+    /// Locates every entry with batched lookups; an entry that cannot be
+    /// located (after recovering a local cache that may be wrong) fails its
+    /// file. (Not a method: the planner holds streams that are not `Sync`.)
+    async fn locate(
+        reader: &Reader,
+        entries: Vec<(ListEntry, Placement)>,
+        files: &mut [BatchFile],
+    ) -> Result<Vec<(BlobId, BlobLocation, Placement)>> {
+        let index = reader.index();
+        let ids: Vec<BlobId> = entries.iter().map(|(e, _)| e.id).collect();
+        let mut found = index.get_many(&ids);
+        let missing = |found: &[Option<BlobLocation>]| {
+            found
+                .iter()
+                .zip(&entries)
+                .filter(|(l, (e, _))| l.is_none_or(|l| l.kind != BlobKind::Data || u64::from(l.raw_len) != e.len))
+                .count()
+        };
+        if missing(&found) > 0 {
+            let probe = Error::Missing {
+                object: "blob".into(),
+                detail: "not in the local index cache".into(),
+            };
+            if index.may_recover(&probe) {
+                index.recover(reader.repository()).await?;
+                found = index.get_many(&ids);
+            }
+        }
+        let mut placed = Vec::with_capacity(entries.len());
+        for ((entry, placement), location) in entries.into_iter().zip(found) {
+            let problem = match location {
+                None => Some(Error::Missing {
+                    object: format!("blob {}", entry.id),
+                    detail: match index.cache_failure() {
+                        Some(failure) => format!("not found, and the local index cache failed: {failure}"),
+                        None => "not in any index".into(),
+                    },
+                }),
+                Some(l) if l.kind != BlobKind::Data => Some(Error::Missing {
+                    object: format!("blob {}", entry.id),
+                    detail: format!("indexed as {:?}, expected {:?}", l.kind, BlobKind::Data),
+                }),
+                Some(l) if u64::from(l.raw_len) != entry.len => Some(Error::decode(
+                    format!("blob {} in pack {}", entry.id, l.pack),
+                    nfrepo_format::Error::Malformed {
+                        what: "content list entry",
+                        detail: format!("the list says {} bytes, the index {}", entry.len, l.raw_len),
+                    },
+                )),
+                Some(l) => {
+                    placed.push((entry.id, l, placement));
+                    None
+                }
+            };
+            if let Some(problem) = problem
+                && let Some(f) = files
+                    .iter_mut()
+                    .find(|f| f.file == placement.file && f.failed.is_none())
+            {
+                f.failed = Some(problem);
+            }
+        }
+        Ok(placed)
+    }
+}
+
+impl Reader {
+    /// Fetches the sealed bytes of a planned read with one ranged request.
+    ///
+    /// # Errors
+    /// Storage errors (a pack that is gone is [`nfrepo_store::ErrorKind::NotFound`]).
+    pub async fn fetch_read(&self, read: &PackRead) -> Result<bytes::Bytes> {
+        let Some(first) = read.chunks.first() else {
+            return Ok(bytes::Bytes::new());
+        };
+        let object = pack_key(&first.location)?;
+        self.repo
+            .store()
+            .get_range(&object, read.start..read.end)
+            .await
+            .map_err(Error::store)
+    }
+
+    /// Opens every chunk of a fetched read on every core and hands each to
+    /// `each` (on the worker thread that opened it) with its plaintext, or
+    /// the error naming it if it did not verify. Returns `each`'s results in
+    /// chunk order. Blocking: call it from a blocking thread.
+    pub fn open_read<T: Send>(
+        &self,
+        read: &PackRead,
+        sealed: &[u8],
+        each: impl Fn(&PlannedChunk, Result<Vec<u8>>) -> T + Sync + Send,
+    ) -> Vec<T> {
+        read.chunks
+            .par_iter()
+            .map(|chunk| each(chunk, self.open_chunk(read, sealed, chunk)))
+            .collect()
+    }
+
+    fn open_chunk(&self, read: &PackRead, sealed: &[u8], chunk: &PlannedChunk) -> Result<Vec<u8>> {
+        let location = &chunk.location;
+        let what = || format!("blob {} in pack {}", chunk.id, location.pack);
+        let from = usize::try_from(u64::from(location.offset).saturating_sub(read.start)).unwrap_or(usize::MAX);
+        let bytes = sealed
+            .get(from..from.saturating_add(location.sealed_len as usize))
+            .ok_or_else(|| Error::Missing {
+                object: what(),
+                detail: "the pack is shorter than its index says".into(),
+            })?;
+        crate::codec::with_codec(&self.repo, |codec| {
+            let sealer = nfrepo_format::pack_sealer(self.repo.sealer(), location.sealing.as_ref())
+                .map_err(|e| Error::decode(what(), e))?;
+            codec
+                .open_with(&sealer, location.kind, &chunk.id, location.raw_len, bytes)
+                .map_err(|e| Error::decode(what(), e))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nfrepo_format::PackKind;
+
+    fn at(pack: u8, offset: u32, len: u32) -> BlobLocation {
+        BlobLocation {
+            pack: PackId([pack; 32]),
+            pack_kind: PackKind::Data,
+            kind: BlobKind::Data,
+            offset,
+            sealed_len: len,
+            raw_len: len * 2,
+            sealing: None,
+        }
+    }
+
+    fn place(file: usize, offset: u64) -> Placement {
+        Placement { file, offset }
+    }
+
+    #[test]
+    fn shared_chunks_are_read_once_and_packs_in_first_need_order() {
+        let limits = PlanLimits::default();
+        let placed = vec![
+            (BlobId([1; 32]), at(9, 100, 100), place(0, 0)),
+            (BlobId([2; 32]), at(3, 0, 100), place(0, 200)),
+            (BlobId([1; 32]), at(9, 100, 100), place(1, 0)),
+            (BlobId([3; 32]), at(9, 0, 100), place(1, 200)),
+        ];
+        let reads = group_reads(placed, &limits);
+        assert_eq!(reads.len(), 2, "{reads:?}");
+        assert_eq!(reads[0].pack(), Some(PackId([9; 32])), "pack 9 is needed first");
+        assert_eq!((reads[0].start, reads[0].end), (0, 200));
+        let ids: Vec<BlobId> = reads[0].chunks.iter().map(|c| c.id).collect();
+        assert_eq!(ids, vec![BlobId([3; 32]), BlobId([1; 32])], "offset order in the pack");
+        assert_eq!(reads[0].chunks[1].placements, vec![place(0, 0), place(1, 0)]);
+        assert_eq!(reads[1].pack(), Some(PackId([3; 32])));
+    }
+
+    #[test]
+    fn reads_split_at_gaps_and_size_limits() {
+        let limits = PlanLimits {
+            max_placements: 100,
+            max_read: 300,
+            max_raw: 1000,
+            max_gap: 50,
+        };
+        let placed = vec![
+            (BlobId([1; 32]), at(1, 0, 100), place(0, 0)),
+            (BlobId([2; 32]), at(1, 150, 100), place(0, 200)),
+            (BlobId([3; 32]), at(1, 250, 100), place(0, 400)),
+            (BlobId([4; 32]), at(1, 400, 10), place(0, 600)),
+        ];
+        let reads = group_reads(placed, &limits);
+        let spans: Vec<(u64, u64)> = reads.iter().map(|r| (r.start, r.end)).collect();
+        // 0..100 then a 50-byte gap to 150..250 (coalesced); 250..350 would
+        // make the read 350 bytes (over 300); 400 is 50 bytes after 350.
+        assert_eq!(spans, vec![(0, 250), (250, 410)]);
+    }
+}

@@ -1,0 +1,547 @@
+//! File contents of a restore, planned by pack.
+//!
+//! Files are opened (temporary names, created at their size) in groups of
+//! [`OPEN_GROUP`] and handed to the engine's [`RestorePlanner`], which
+//! resolves their chunks batch by batch and groups them into ranged reads
+//! of packs ([`nfrepo_engine::PackRead`]). Each read is one task: one
+//! ranged request, then every chunk opened (authenticated, decompressed,
+//! re-hashed) on every core and written with positioned writes to each
+//! file and offset that needs it. At most [`IN_FLIGHT_READS`] reads and
+//! [`IN_FLIGHT_BYTES`] of their sealed and plain bytes are in flight, so
+//! requests overlap storage latency while memory stays bounded.
+//!
+//! Outcomes are taken in plan order on one blocking thread, which hashes
+//! each file's content in file order (what arrives out of order is hashed
+//! from the file at close) and closes a file once its last placement is
+//! in: the whole-file BLAKE3 is checked before it is renamed into place.
+//! A chunk that did not verify is retried alone through
+//! [`Reader::read_blob`] (other copies, index recovery); if that fails the
+//! files needing it are not restored (or, with `skip_damaged`, listed).
+
+use std::collections::{HashMap, VecDeque};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
+use nfrepo_engine::{BatchFile, FileToRestore, PackRead, PlanLimits, Reader, RestoreBatch, RestorePlanner};
+use nfrepo_format::{BlobKind, NodeKind};
+
+use super::target::{FileWriter, OpenFile, Opened, Target};
+use super::{Planned, RestoreOptions, RestoreReport, blocking, lock};
+use crate::{Error, Result};
+
+/// Files opened at a time for planning (each holds a descriptor until complete).
+const OPEN_GROUP: usize = 128;
+/// Batches planned ahead of the reads.
+const PLANNED_AHEAD: usize = 2;
+/// Reads in flight at most.
+const IN_FLIGHT_READS: usize = 16;
+/// Sealed plus plain bytes of the reads in flight at most (a read larger
+/// than this alone still goes, alone).
+const IN_FLIGHT_BYTES: u64 = 32 << 20;
+
+/// A file being restored.
+struct Restoring {
+    open: Box<OpenFile>,
+    /// Placements announced by the planner, and those done.
+    expected: u64,
+    done: u64,
+    /// Whether the planner has announced every placement.
+    listed: bool,
+    /// Why its content cannot be restored (with `skip_damaged`).
+    failed: Option<String>,
+}
+
+/// What one read produced: per chunk, its plaintext (written to every
+/// placement already) or why not.
+struct ReadOutcome {
+    read: PackRead,
+    chunks: Vec<Result<Vec<u8>>>,
+}
+
+/// Plan-ordered work: a batch's word on its files comes before its reads.
+enum Step {
+    Files(Vec<BatchFile>),
+    Read(ReadOutcome),
+}
+
+/// Where the restore's coordinating task spent its time (logged at debug level).
+#[derive(Default)]
+struct Timing {
+    planning: std::time::Duration,
+    waiting: std::time::Duration,
+    recording: std::time::Duration,
+    steps: u64,
+}
+
+/// What the consumer needs of the restore's options.
+struct Settings {
+    skip_damaged: bool,
+    work: Option<Arc<nfrepo_engine::Work>>,
+    root: PathBuf,
+}
+
+/// The consumer's state: the files open for writing, by plan index.
+#[derive(Default)]
+struct State {
+    files: HashMap<usize, Restoring>,
+    report: RestoreReport,
+}
+
+/// Restores the content of every file in `plan`; returns files and bytes
+/// written and the files skipped.
+///
+/// Files are opened and planned by a task of their own, a batch ahead,
+/// while reads are in flight and finished files are closed. Opening and
+/// closing take turns on the target (two threads creating and renaming in
+/// one directory at once only contend for its lock in the kernel).
+pub(super) async fn restore_files(
+    reader: &Reader,
+    plan: &Arc<Vec<Planned>>,
+    target: &Arc<Mutex<Target>>,
+    root: &Path,
+    options: &RestoreOptions,
+) -> Result<RestoreReport> {
+    let state = Arc::new(Mutex::new(State::default()));
+    let settings = Arc::new(Settings {
+        skip_damaged: options.skip_damaged,
+        work: options.work.clone(),
+        root: root.to_path_buf(),
+    });
+    let (batches_tx, mut batches) = tokio::sync::mpsc::channel(PLANNED_AHEAD);
+    let _planning = AbortOnDrop(tokio::spawn(plan_ahead(
+        reader.clone(),
+        plan.clone(),
+        target.clone(),
+        state.clone(),
+        options.work.clone(),
+        batches_tx,
+    )));
+    let mut reads: VecDeque<PackRead> = VecDeque::new();
+    let mut in_flight: FuturesOrdered<Task> = FuturesOrdered::new();
+    let mut in_flight_bytes = 0u64;
+    let mut planned_all = false;
+    let mut timing = Timing::default();
+    loop {
+        // Start reads while the window has room, planning more as needed.
+        loop {
+            if let Some(read) = reads.front() {
+                let cost = read_cost(read);
+                if in_flight.len() >= IN_FLIGHT_READS
+                    || (!in_flight.is_empty() && in_flight_bytes + cost > IN_FLIGHT_BYTES)
+                {
+                    break;
+                }
+                if let Some(read) = reads.pop_front() {
+                    in_flight_bytes += cost;
+                    let writers = writers_for(&state, &read)?;
+                    in_flight.push_back(Task::start(reader.clone(), read, writers));
+                }
+                continue;
+            }
+            if planned_all {
+                break;
+            }
+            // The next batch: waited for only when nothing else is in flight.
+            let started = std::time::Instant::now();
+            let next = if in_flight.is_empty() {
+                batches.recv().await
+            } else {
+                match batches.try_recv() {
+                    Ok(batch) => Some(batch),
+                    Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
+                    Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => None,
+                }
+            };
+            timing.planning += started.elapsed();
+            match next {
+                // Every read of earlier batches is in flight: the batch's
+                // word on its files comes after them and before its reads.
+                Some(batch) => {
+                    let batch = batch?;
+                    in_flight.push_back(Task::ready(Step::Files(batch.files)));
+                    reads.extend(batch.reads);
+                }
+                None => planned_all = true,
+            }
+        }
+        let started = std::time::Instant::now();
+        let next = in_flight.next().await;
+        timing.waiting += started.elapsed();
+        let Some(step) = next else {
+            break;
+        };
+        let step = step?;
+        if let Step::Read(outcome) = &step {
+            in_flight_bytes = in_flight_bytes.saturating_sub(read_cost(&outcome.read));
+        }
+        let (state, target, plan, settings) = (state.clone(), target.clone(), plan.clone(), settings.clone());
+        let started = std::time::Instant::now();
+        blocking(move || take_step(&state, &target, &plan, &settings, step)).await?;
+        timing.recording += started.elapsed();
+        timing.steps += 1;
+    }
+    tracing::debug!(
+        waiting_for_plans = ?timing.planning,
+        waiting_for_reads = ?timing.waiting,
+        recording_and_closing = ?timing.recording,
+        steps = timing.steps,
+        "restored file contents"
+    );
+    let mut state = state
+        .lock()
+        .map_err(|_| Error::Invalid("a restore writer thread panicked".into()))?;
+    if let Some((&index, _)) = state.files.iter().next() {
+        return Err(Error::Invalid(format!(
+            "restore planned file {index} was never completed"
+        )));
+    }
+    Ok(std::mem::take(&mut state.report))
+}
+
+/// What a read costs the in-flight window: its sealed and plain bytes.
+fn read_cost(read: &PackRead) -> u64 {
+    (read.end - read.start) + read.raw_len()
+}
+
+/// Opens the files of `plan` group by group and plans them, sending each
+/// batch (or the error that stopped planning) to the coordinator.
+async fn plan_ahead(
+    reader: Reader,
+    plan: Arc<Vec<Planned>>,
+    opener: Arc<Mutex<Target>>,
+    state: Arc<Mutex<State>>,
+    work: Option<Arc<nfrepo_engine::Work>>,
+    batches: tokio::sync::mpsc::Sender<Result<RestoreBatch>>,
+) {
+    if let Err(e) = open_and_plan(&reader, &plan, &opener, &state, work, &batches).await {
+        let _ = batches.send(Err(e)).await;
+    }
+}
+
+/// The body of [`plan_ahead`].
+async fn open_and_plan(
+    reader: &Reader,
+    plan: &Arc<Vec<Planned>>,
+    opener: &Arc<Mutex<Target>>,
+    state: &Arc<Mutex<State>>,
+    work: Option<Arc<nfrepo_engine::Work>>,
+    batches: &tokio::sync::mpsc::Sender<Result<RestoreBatch>>,
+) -> Result<()> {
+    let mut files = plan
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| matches!(p.node.kind, NodeKind::File { .. }))
+        .map(|(i, _)| i);
+    let mut planner = RestorePlanner::new(reader, PlanLimits::default());
+    loop {
+        if planner.pending() == 0 {
+            let group: Vec<usize> = files.by_ref().take(OPEN_GROUP).collect();
+            if group.is_empty() {
+                return Ok(());
+            }
+            for file in open_group(plan, opener, state, group, work.clone()).await? {
+                planner.push(file);
+            }
+            continue;
+        }
+        if let Some(batch) = planner.next_batch().await?
+            && batches.send(Ok(batch)).await.is_err()
+        {
+            // The restore stopped.
+            return Ok(());
+        }
+    }
+}
+
+/// A spawned task, aborted when dropped (the restore stopped).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Writers for every file a read writes to.
+fn writers_for(state: &Mutex<State>, read: &PackRead) -> Result<HashMap<usize, FileWriter>> {
+    let state = state
+        .lock()
+        .map_err(|_| Error::Invalid("a restore writer thread panicked".into()))?;
+    let mut writers = HashMap::new();
+    for placement in read.chunks.iter().flat_map(|c| &c.placements) {
+        if let Some(file) = state.files.get(&placement.file) {
+            writers.entry(placement.file).or_insert_with(|| file.open.writer());
+        }
+    }
+    Ok(writers)
+}
+
+/// Opens a group of files (temporary names); returns those to write.
+/// Files already identical in the target count as done.
+async fn open_group(
+    plan: &Arc<Vec<Planned>>,
+    target: &Arc<Mutex<Target>>,
+    state: &Arc<Mutex<State>>,
+    group: Vec<usize>,
+    work: Option<Arc<nfrepo_engine::Work>>,
+) -> Result<Vec<FileToRestore>> {
+    let (plan, target, state) = (plan.clone(), target.clone(), state.clone());
+    blocking(move || {
+        // The target's lock is never held while taking the state's: closing
+        // files takes them the other way round.
+        let mut opened = Vec::with_capacity(group.len());
+        {
+            let mut target = lock(&target)?;
+            for index in group {
+                let planned = plan
+                    .get(index)
+                    .ok_or_else(|| Error::Invalid(format!("no planned node {index}")))?;
+                let NodeKind::File { content, size, .. } = &planned.node.kind else {
+                    continue;
+                };
+                match target.open_file(planned)? {
+                    Opened::Unchanged => {
+                        if let Some(work) = &work {
+                            work.advance(1, *size);
+                        }
+                    }
+                    Opened::Write(open) => opened.push((index, open, content.clone())),
+                }
+            }
+        }
+        let mut state = state
+            .lock()
+            .map_err(|_| Error::Invalid("a restore writer thread panicked".into()))?;
+        let mut to_write = Vec::with_capacity(opened.len());
+        for (index, open, content) in opened {
+            state.files.insert(
+                index,
+                Restoring {
+                    open,
+                    expected: 0,
+                    done: 0,
+                    listed: false,
+                    failed: None,
+                },
+            );
+            to_write.push(FileToRestore { file: index, content });
+        }
+        Ok(to_write)
+    })
+    .await
+}
+
+/// One read in flight (a spawned task, aborted if the restore stops), or a
+/// step that is ready and only waits for its turn.
+enum Task {
+    Read(tokio::task::JoinHandle<Result<Step>>),
+    Ready(Option<Step>),
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        if let Self::Read(handle) = self {
+            handle.abort();
+        }
+    }
+}
+
+impl Task {
+    const fn ready(step: Step) -> Self {
+        Self::Ready(Some(step))
+    }
+
+    fn start(reader: Reader, read: PackRead, writers: HashMap<usize, FileWriter>) -> Self {
+        Self::Read(tokio::spawn(async move {
+            run_read(reader, read, writers).await.map(Step::Read)
+        }))
+    }
+}
+
+impl std::future::Future for Task {
+    type Output = Result<Step>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        match self.get_mut() {
+            Self::Ready(step) => std::task::Poll::Ready(
+                step.take()
+                    .ok_or_else(|| Error::Invalid("restore step taken twice".into())),
+            ),
+            Self::Read(handle) => std::pin::Pin::new(handle)
+                .poll(cx)
+                .map(|joined| joined.map_err(|e| Error::Invalid(format!("restore read failed: {e}")))?),
+        }
+    }
+}
+
+/// Writes one chunk to every placement of it.
+fn write_chunk(writers: &HashMap<usize, FileWriter>, chunk: &nfrepo_engine::PlannedChunk, data: &[u8]) -> Result<()> {
+    for placement in &chunk.placements {
+        if let Some(writer) = writers.get(&placement.file) {
+            writer.write_at(placement.offset, data)?;
+        }
+    }
+    Ok(())
+}
+
+/// Fetches and opens one read, writing every chunk; a chunk that fails
+/// (or every chunk, if the read itself failed) is tried again alone.
+async fn run_read(reader: Reader, read: PackRead, writers: HashMap<usize, FileWriter>) -> Result<ReadOutcome> {
+    let (read, writers, mut chunks) = match reader.fetch_read(&read).await {
+        Ok(sealed) => {
+            let reader = reader.clone();
+            blocking(move || {
+                let chunks = reader.open_read(&read, &sealed, |chunk, opened| {
+                    let data = opened?;
+                    write_chunk(&writers, chunk, &data)?;
+                    Ok(data)
+                });
+                Ok((read, writers, chunks))
+            })
+            .await?
+        }
+        Err(e) => {
+            let failed: Vec<Result<Vec<u8>>> = read.chunks.iter().map(|_| Err(Error::from(clone_error(&e)))).collect();
+            (read, writers, failed)
+        }
+    };
+    let writers = Arc::new(writers);
+    for (chunk, result) in read.chunks.iter().zip(chunks.iter_mut()) {
+        // Only content that did not verify (or was not read) is retried;
+        // an error writing the target is the target's.
+        match result {
+            Err(Error::Engine(_)) => {}
+            _ => continue,
+        }
+        let data = match reader.read_blob(&chunk.id, BlobKind::Data).await {
+            Ok(data) => data,
+            Err(e) => {
+                *result = Err(e.into());
+                continue;
+            }
+        };
+        let (writers, chunk) = (writers.clone(), chunk.clone());
+        *result = blocking(move || {
+            write_chunk(&writers, &chunk, &data)?;
+            Ok(data)
+        })
+        .await;
+    }
+    Ok(ReadOutcome { read, chunks })
+}
+
+/// The engine error of a failed read, for each of its chunks (the retry
+/// through `read_blob` replaces it with the chunk's own).
+fn clone_error(e: &nfrepo_engine::Error) -> nfrepo_engine::Error {
+    nfrepo_engine::Error::Pipeline(e.to_string())
+}
+
+/// Applies one step in plan order: records placements, closes complete files.
+fn take_step(
+    state: &Mutex<State>,
+    target: &Mutex<Target>,
+    plan: &[Planned],
+    settings: &Settings,
+    step: Step,
+) -> Result<()> {
+    let (skip_damaged, work, root) = (settings.skip_damaged, settings.work.as_deref(), &settings.root);
+    let mut state = state
+        .lock()
+        .map_err(|_| Error::Invalid("a restore writer thread panicked".into()))?;
+    let mut touched: Vec<usize> = Vec::new();
+    match step {
+        Step::Files(files) => {
+            for announced in files {
+                if let Some(file) = state.files.get_mut(&announced.file) {
+                    file.expected += announced.placements;
+                    file.listed |= announced.listed;
+                    if let Some(e) = announced.failed {
+                        fail(file, e.into(), skip_damaged)?;
+                    }
+                    touched.push(announced.file);
+                }
+            }
+        }
+        Step::Read(outcome) => {
+            for (chunk, result) in outcome.read.chunks.iter().zip(outcome.chunks) {
+                // A chunk that failed stops the restore, unless it is
+                // damage and damaged files are skipped.
+                let data = match result {
+                    Ok(data) => Ok(data),
+                    Err(e) if skip_damaged && e.is_damage() => Err(e.to_string()),
+                    Err(e) => return Err(e),
+                };
+                for placement in &chunk.placements {
+                    let Some(file) = state.files.get_mut(&placement.file) else {
+                        continue;
+                    };
+                    file.done += 1;
+                    match &data {
+                        Ok(data) => {
+                            file.open.record(placement.offset, data);
+                            if let Some(work) = work {
+                                work.advance(0, data.len() as u64);
+                            }
+                        }
+                        Err(reason) => {
+                            file.failed.get_or_insert_with(|| reason.clone());
+                        }
+                    }
+                    touched.push(placement.file);
+                }
+            }
+        }
+    }
+    touched.dedup();
+    for index in touched {
+        let complete = state
+            .files
+            .get(&index)
+            .is_some_and(|f| f.listed && f.done >= f.expected);
+        if !complete {
+            continue;
+        }
+        let Some(file) = state.files.remove(&index) else {
+            continue;
+        };
+        let closed = match file.failed {
+            // Dropping the file removes its temporary name.
+            Some(reason) => Err(reason),
+            None => match lock(target)?.close_file(file.open) {
+                Ok(closed) => Ok(closed),
+                Err(e) if skip_damaged && e.is_damage() => Err(e.to_string()),
+                Err(e) => return Err(e),
+            },
+        };
+        if let Some(work) = work {
+            work.advance(1, 0);
+        }
+        match closed {
+            Ok(Some(bytes)) => {
+                state.report.files += 1;
+                state.report.bytes += bytes;
+            }
+            Ok(None) => {}
+            Err(reason) => {
+                let rel = plan.get(index).map(|p| p.rel.as_slice()).unwrap_or_default();
+                state.report.skipped.push((root.join(OsStr::from_bytes(rel)), reason));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Marks a file whose content cannot be restored: the restore stops with
+/// `error`, unless it is damage and damaged files are skipped.
+fn fail(file: &mut Restoring, error: Error, skip_damaged: bool) -> Result<()> {
+    if skip_damaged && error.is_damage() {
+        file.failed.get_or_insert_with(|| error.to_string());
+        Ok(())
+    } else {
+        Err(error)
+    }
+}
