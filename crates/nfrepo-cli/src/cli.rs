@@ -164,7 +164,7 @@ pub struct ServeArgs {
     #[arg(long, requires = "store_auth")]
     pub append_only: bool,
     /// The address to listen on, e.g. 0.0.0.0:8000 (port 0 picks a free port; the URL is printed).
-    /// The panel's default is `listen` under [serve].
+    /// The panel's default is `listen` under `[serve]`.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<std::net::SocketAddr>,
     /// File holding the bearer token clients must send (mode 0600; at least 16 characters).
@@ -183,7 +183,7 @@ pub struct ServeArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ServeCommand {
-    /// Read a password on stdin and print its argon2 PHC hash, for `password_hash` under [serve].
+    /// Read a password on stdin and print its argon2 PHC hash, for `password_hash` under `[serve]`.
     HashPassword,
     /// Make a TOTP secret for a panel user: written to FILE (mode 0600), its otpauth:// URL printed for the app.
     TotpSecret(TotpSecretArgs),
@@ -194,7 +194,7 @@ pub struct TotpSecretArgs {
     /// The user the secret is for (shown in the authenticator app).
     #[arg(long)]
     pub name: String,
-    /// The file to create (it must not exist); `totp_secret_file` under [serve].
+    /// The file to create (it must not exist); `totp_secret_file` under `[serve]`.
     #[arg(long, value_name = "FILE")]
     pub file: PathBuf,
 }

@@ -381,7 +381,7 @@ impl IndexCache {
 
     /// [`Self::lookup_all`] for many blobs at once: every location of each
     /// id, in the order of `ids`. One lock for the whole call and one
-    /// statement per [`LOOKUP_BATCH`] ids, so a restore resolving a whole
+    /// statement per `LOOKUP_BATCH` ids, so a restore resolving a whole
     /// content list pays neither per-blob lock nor per-blob query costs.
     ///
     /// # Errors

@@ -25,7 +25,7 @@ impl Reader {
     /// The chunks of a file's content in order, without fetching them.
     ///
     /// Content lists are read ahead: the children of a list of lists are
-    /// fetched [`LIST_AHEAD`] at a time (in order), so a long dump's
+    /// fetched `LIST_AHEAD` (16) at a time (in order), so a long dump's
     /// hundreds of lists cost a few round trips to S3, not one each.
     ///
     /// # Errors
