@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_nfrepo");
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -229,6 +229,31 @@ pub fn run_with_stdin(mut cmd: Command, data: &[u8]) -> Output {
     // A command that fails early closes its stdin: its output tells why.
     let _ = child.stdin.take().expect("stdin").write_all(data);
     child.wait_with_output().expect("wait")
+}
+
+/// Starts a server (`cmd`, its stderr into `log`) and reads the address
+/// from its first line, `PREFIX<address>SUFFIX`; kills it and fails with
+/// the log when that line is anything else.
+pub fn spawn_server(mut cmd: Command, log: &Path, prefix: &str, suffix: &str) -> (Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).expect("log file"))
+        .spawn()
+        .expect("spawn");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("first line");
+    let Some(address) = first.strip_prefix(prefix).and_then(|rest| rest.strip_suffix(suffix)) else {
+        let _ = child.kill();
+        panic!(
+            "unexpected first line {first:?}; log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        )
+    };
+    let address = address.to_owned();
+    (child, address)
 }
 
 /// Every file and directory below `dir` (not `dir` itself), depth first;

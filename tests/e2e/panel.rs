@@ -4,29 +4,16 @@
 //! CSRF, lockout, TOTP, restores, the browser) is tested in
 //! nfrepo-panel's own integration tests; here, the binary's wiring.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Stdio;
 
-use crate::harness::{Env, describe};
+use crate::harness::{Env, describe, run_with_stdin, spawn_server};
 
 fn hash(env: &Env, password: &str) -> String {
-    let mut child = env
-        .cmd()
-        .args(["serve", "hash-password"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{password}\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let mut cmd = env.cmd();
+    cmd.args(["serve", "hash-password"]);
+    let out = run_with_stdin(cmd, format!("{password}\n").as_bytes());
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     String::from_utf8(out.stdout).unwrap().trim_end().to_owned()
 }
@@ -122,28 +109,9 @@ fn serve_listen_serves_the_panel_behind_a_login() {
     let (users, _) = enrol(&env);
     let config = write_config(&env, &users);
     let log = env.path("panel.log");
-    let mut child = env
-        .cmd()
-        .args(["--config", config.to_str().unwrap(), "serve"])
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let addr = first
-        .strip_prefix("serving http://")
-        .and_then(|rest| rest.strip_suffix("/ (admin panel)\n"))
-        .unwrap_or_else(|| {
-            let _ = child.kill();
-            panic!(
-                "first line {first:?}; log: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            )
-        })
-        .to_owned();
+    let mut cmd = env.cmd();
+    cmd.args(["--config", config.to_str().unwrap(), "serve"]);
+    let (mut child, addr) = spawn_server(cmd, &log, "serving http://", "/ (admin panel)\n");
     let api = get(&addr, "/api/sources");
     assert!(api.starts_with("HTTP/1.1 401"), "{api}");
     let page = get(&addr, "/");

@@ -7,13 +7,12 @@
 //! key slots, the public key, the first audit entry), so the server's
 //! operator needs no password at all.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Env, describe, pseudo_random, snapshot_of_tree};
+use crate::harness::{Env, describe, pseudo_random, snapshot_of_tree, spawn_server};
 
 const TOKEN: &str = "e2e-serve-token-5f0c1d9a7b3e";
 
@@ -31,25 +30,8 @@ impl Served {
         // The server needs the store only: no password.
         cmd.env_remove("NFREPO_PASSWORD")
             .args(["serve", "--append-only", "--listen", "127.0.0.1:0"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap());
-        let mut child = cmd.spawn().unwrap();
-        let mut first = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut first)
-            .unwrap();
-        let url = first
-            .strip_prefix("serving ")
-            .and_then(|rest| rest.strip_suffix(" (append-only)\n"))
-            .unwrap_or_else(|| {
-                let _ = child.kill();
-                panic!(
-                    "unexpected first line {first:?}; log:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                )
-            })
-            .to_owned();
+            .args(extra);
+        let (child, url) = spawn_server(cmd, &log, "serving ", " (append-only)\n");
         assert!(url.starts_with("rest+http://127.0.0.1:") && url.ends_with('/'), "{url}");
         Self { child, url, log }
     }

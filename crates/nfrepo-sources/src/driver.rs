@@ -194,7 +194,7 @@ async fn feed(
 }
 
 /// Runs `work` on the blocking pool; a panic becomes [`Error::WorkerPanicked`].
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+pub(crate) async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(work).await.map_err(worker_failed)?
 }
 

@@ -73,6 +73,7 @@ pub(crate) use select::{Planned, Selection};
 use target::Target;
 pub(crate) use target::open_dir_beneath;
 
+use crate::driver::blocking;
 use crate::{Error, Result};
 
 /// Options for [`restore`].
@@ -223,16 +224,10 @@ pub async fn restore(
     Ok(report)
 }
 
-/// Runs file-system work on the blocking pool.
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| Error::Invalid(format!("restore writer failed: {e}")))?
-}
-
-/// The target, shared by the blocking calls of one restore (one at a time).
-fn lock(target: &Mutex<Target>) -> Result<std::sync::MutexGuard<'_, Target>> {
-    target
+/// What the blocking calls of one restore share (the target, the files'
+/// state), one call at a time.
+fn lock<T>(shared: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
+    shared
         .lock()
         .map_err(|_| Error::Invalid("a restore writer thread panicked".into()))
 }

@@ -30,7 +30,8 @@ use nfrepo_engine::{BatchFile, FileToRestore, PackRead, PlanLimits, Reader, Rest
 use nfrepo_format::{BlobKind, NodeKind};
 
 use super::target::{FileWriter, OpenFile, Opened, Target};
-use super::{Planned, RestoreOptions, RestoreReport, blocking, lock};
+use super::{Planned, RestoreOptions, RestoreReport, lock};
+use crate::driver::blocking;
 use crate::{Error, Result};
 
 /// Files opened at a time for planning (each holds a descriptor until complete).
@@ -191,9 +192,7 @@ pub(super) async fn restore_files(
         steps = timing.steps,
         "restored file contents"
     );
-    let mut state = state
-        .lock()
-        .map_err(|_| Error::Invalid("a restore writer thread panicked".into()))?;
+    let mut state = lock(&state)?;
     if let Some((&index, _)) = state.files.iter().next() {
         return Err(Error::Invalid(format!(
             "restore planned file {index} was never completed"
@@ -268,9 +267,7 @@ impl<T> Drop for AbortOnDrop<T> {
 
 /// Writers for every file a read writes to.
 fn writers_for(state: &Mutex<State>, read: &PackRead) -> Result<HashMap<usize, FileWriter>> {
-    let state = state
-        .lock()
-        .map_err(|_| Error::Invalid("a restore writer thread panicked".into()))?;
+    let state = lock(state)?;
     let mut writers = HashMap::new();
     for placement in read.chunks.iter().flat_map(|c| &c.placements) {
         if let Some(file) = state.files.get(&placement.file) {
@@ -313,9 +310,7 @@ async fn open_group(
                 }
             }
         }
-        let mut state = state
-            .lock()
-            .map_err(|_| Error::Invalid("a restore writer thread panicked".into()))?;
+        let mut state = lock(&state)?;
         let mut to_write = Vec::with_capacity(opened.len());
         for (index, open, content) in opened {
             state.files.insert(
@@ -449,9 +444,7 @@ fn take_step(
     step: Step,
 ) -> Result<()> {
     let (skip_damaged, work, root) = (settings.skip_damaged, settings.work.as_deref(), &settings.root);
-    let mut state = state
-        .lock()
-        .map_err(|_| Error::Invalid("a restore writer thread panicked".into()))?;
+    let mut state = lock(state)?;
     let mut touched: Vec<usize> = Vec::new();
     match step {
         Step::Files(files) => {
