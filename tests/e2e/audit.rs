@@ -124,6 +124,24 @@ fn a_wrong_password_shows_up_in_the_log() {
     assert_eq!(attempt["code"], "PERMISSION_DENIED");
     assert!(attempt["key_slot"].is_null());
     env.ok(&["audit", "verify"]);
+    // Filters select the same entries the panel's audit page does.
+    let failed = env.json(&["audit", "log", "--failed"])["entries"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["detail"], "WRONG_PASSWORD");
+    let inits = env.json(&["audit", "log", "--operation", "init", "--until", "1d"])["entries"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(inits.is_empty(), "nothing is older than a day: {inits:?}");
+    let inits = env.json(&["audit", "log", "--operation", "init", "--since", "1d"])["entries"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(inits.len(), 1, "{inits:?}");
+    env.fails(&["audit", "log", "--until", "soon"], 2, "error[USAGE/INVALID_ARGUMENT]");
 }
 
 #[test]

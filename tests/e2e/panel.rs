@@ -137,6 +137,103 @@ fn serve_listen_serves_the_panel_behind_a_login() {
     );
 }
 
+/// `restore --via` from a host without the repository password: alice's
+/// `password` from NFREPO_SERVE_PASSWORD, her code piped on stdin.
+fn restore_via(env: &Env, addr: &str, password: &str, code: &str) -> std::process::Output {
+    let mut cmd = env.cmd();
+    cmd.env_remove("NFREPO_PASSWORD")
+        .env("NFREPO_SERVE_PASSWORD", password)
+        .args([
+            "restore",
+            "latest:data",
+            "--via",
+            &format!("http://{addr}"),
+            "--server-target",
+            "scratch",
+            "--user",
+            "alice",
+        ]);
+    run_with_stdin(cmd, format!("{code}\n").as_bytes())
+}
+
+#[test]
+fn restore_via_runs_at_the_server_approved_by_a_fresh_code() {
+    let env = Env::new();
+    env.init();
+    let data = env.path("data");
+    std::fs::create_dir_all(data.join("sub")).unwrap();
+    std::fs::write(data.join("a.txt"), b"alpha\n").unwrap();
+    std::fs::write(data.join("sub/b.bin"), crate::harness::pseudo_random(3 << 20, 5)).unwrap();
+    env.ok(&["snapshot", data.to_str().unwrap()]);
+    std::fs::create_dir(env.path("restores")).unwrap();
+    let (users, secret) = enrol(&env);
+    let config = write_config(&env, &users);
+    let secret = std::fs::read_to_string(secret).unwrap();
+    let log = env.path("panel.log");
+    let mut cmd = env.cmd();
+    cmd.args(["--config", config.to_str().unwrap(), "serve"]);
+    let (mut child, addr) = spawn_server(cmd, &log, "serving http://", "/ (admin panel)\n");
+
+    // A wrong password is refused at once, without saying what was wrong.
+    let out = restore_via(&env, &addr, "not it", "000000");
+    assert_eq!(out.status.code(), Some(16), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("error[PERMISSION_DENIED/WRONG_CREDENTIALS]: "),
+        "{stderr}"
+    );
+
+    // Codes valid before the server started are never accepted: wait for the next step.
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let started = now() / 30;
+    while now() / 30 == started {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let code = nfrepo_panel::totp_code(secret.trim_end(), now()).unwrap();
+    let out = restore_via(&env, &addr, "pw", &code);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("restored 2 files ("), "{stdout}");
+    assert!(stdout.contains(", verified; approved by alice"), "{stdout}");
+    let restored = std::fs::read_dir(env.path("restores"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    crate::harness::assert_same_tree(&data, &restored.join("data"));
+    assert!(stdout.contains(&restored.display().to_string()), "{stdout}");
+
+    // The same code a second time: refused, and nothing more is restored.
+    let out = restore_via(&env, &addr, "pw", &code);
+    assert_eq!(out.status.code(), Some(16), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("error[PERMISSION_DENIED/TOTP_REUSED]: "), "{stderr}");
+    assert_eq!(std::fs::read_dir(env.path("restores")).unwrap().count(), 1);
+    // Not a code at all: refused before anything is sent.
+    let out = restore_via(&env, &addr, "pw", "12ab");
+    assert_eq!(out.status.code(), Some(16), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("error[PERMISSION_DENIED/NO_TOTP_CODE]: "));
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(!log.contains(secret.trim_end()), "no TOTP secret in the log:\n{log}");
+    assert!(
+        log.contains("restore started"),
+        "the access log names the approved restore:\n{log}"
+    );
+}
+
 #[test]
 fn serve_listen_refuses_no_users_and_plain_http_off_loopback() {
     let env = Env::new();

@@ -438,8 +438,26 @@ pub struct RestoreArgs {
     #[arg(value_name = "SNAPSHOT[:PATH]")]
     pub spec: String,
     /// Directory to restore into (created if missing).
-    #[arg(long, short = 't', required_unless_present = "into", conflicts_with = "into")]
+    #[arg(long, short = 't', required_unless_present_any = ["into", "via"], conflicts_with_all = ["into", "via"])]
     pub target: Option<PathBuf>,
+    /// Restore through the admin panel of `nfrepo serve --listen` at URL (https://host:port; http only on
+    /// loopback): the server reads the repository and writes into a new directory of one of its configured
+    /// restore targets (--server-target), verified. Asks for the panel user's password (NFREPO_SERVE_PASSWORD,
+    /// else a prompt) and a fresh TOTP code (a prompt, or the first line of stdin); the server's audit log
+    /// names who approved it.
+    #[arg(long, value_name = "URL", requires = "server_target", conflicts_with_all = [
+        "into", "include", "exclude", "keep_setid", "verify", "overwrite", "skip_damaged",
+    ])]
+    pub via: Option<String>,
+    /// With --via: the name of a restore target configured on the server (`[serve.restore_targets]`).
+    #[arg(long, requires = "via", value_name = "NAME")]
+    pub server_target: Option<String>,
+    /// With --via: the panel user (default: $USER).
+    #[arg(long, requires = "via", value_name = "NAME")]
+    pub user: Option<String>,
+    /// With --via: a PEM file of the only certificate authorities to trust (else the system's).
+    #[arg(long, requires = "via", value_name = "FILE")]
+    pub via_ca_file: Option<PathBuf>,
     /// Load a database dump into a server: mysql://user@host:port/db or postgres://user@host:port/db.
     /// The dump is loaded into a new staging database, verified, then switched in; the live database
     /// is never written before that. The password is that of the configured source naming the same
@@ -819,7 +837,16 @@ pub struct AuditLogArgs {
     /// Only entries from this time on (RFC 3339, YYYY-MM-DD, or an age like 36h or 7d).
     #[arg(long)]
     pub since: Option<String>,
+    /// Only entries before this time (same forms as --since).
+    #[arg(long)]
+    pub until: Option<String>,
     /// Only entries of commands that named this backup source (`--source`), or of this host.
     #[arg(long)]
     pub source: Option<String>,
+    /// Only entries of this operation (`snapshot`, `gc`, `serve restore`…).
+    #[arg(long)]
+    pub operation: Option<String>,
+    /// Only entries of failed commands.
+    #[arg(long)]
+    pub failed: bool,
 }

@@ -267,6 +267,50 @@ pub fn new_password(file: Option<&Path>, env: &str, flag: &str) -> Result<Passwo
     Ok(first)
 }
 
+/// The environment variable `restore --via` reads the panel user's password from.
+pub const NFREPO_SERVE_PASSWORD: &str = "NFREPO_SERVE_PASSWORD";
+
+/// The panel user's password for `restore --via`: `NFREPO_SERVE_PASSWORD`,
+/// else a prompt on a TTY.
+pub fn panel_password() -> Result<Zeroizing<String>, Failure> {
+    let password = match std::env::var(NFREPO_SERVE_PASSWORD) {
+        Ok(value) => Zeroizing::new(value.into_bytes()),
+        Err(_) => prompt(
+            "panel password: ",
+            "NO_PASSWORD",
+            "no panel password: set NFREPO_SERVE_PASSWORD or run on a terminal",
+        )?,
+    };
+    protect_password(&password);
+    String::from_utf8(password.to_vec()).map(Zeroizing::new).map_err(|_| {
+        Failure::new(
+            ErrorCode::PermissionDenied,
+            Some("NO_PASSWORD"),
+            "the panel password is not UTF-8",
+        )
+    })
+}
+
+/// A TOTP code: asked for on a TTY, else the first line of stdin (a code
+/// is single-use and expires within a minute, so it may be piped).
+pub fn totp_code() -> Result<Zeroizing<String>, Failure> {
+    let missing = |why: String| Failure::new(ErrorCode::PermissionDenied, Some("NO_TOTP_CODE"), why);
+    let mut line = Zeroizing::new(String::new());
+    if std::io::stdin().is_terminal() {
+        eprint!("TOTP code: ");
+    }
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| missing(format!("cannot read the TOTP code: {e}")))?;
+    let code = Zeroizing::new(line.trim().to_owned());
+    if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(missing(
+            "a TOTP code is 6 digits: type it at the prompt or pipe it on stdin".to_owned(),
+        ));
+    }
+    Ok(code)
+}
+
 fn read_password_file(path: &Path) -> Result<Password, Failure> {
     let text = std::fs::read(path).map_err(|e| {
         Failure::new(

@@ -156,19 +156,7 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     if source.is_some() {
-        tracing::info!(error = %full_chain(err), "the error in full");
-    }
-    line.replace('\n', " ")
-}
-
-/// Every cause, for the log.
-fn full_chain(err: &dyn std::error::Error) -> String {
-    let mut line = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        line.push_str(": ");
-        line.push_str(&cause.to_string());
-        source = cause.source();
+        tracing::info!(error = %nfrepo_store::chain_line(err), "the error in full");
     }
     line.replace('\n', " ")
 }

@@ -349,6 +349,38 @@ impl AuditWriter {
     }
 }
 
+/// Which entries of the log to show: `audit log`'s options and the admin
+/// panel's audit filters, so the two select alike.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AuditFilter {
+    /// Entries at or after this time (nanoseconds since the Unix epoch).
+    pub since_ns: Option<i64>,
+    /// Entries before this time.
+    pub until_ns: Option<i64>,
+    /// Entries naming this source, or written by this host.
+    pub source: Option<String>,
+    /// Entries of this operation (`snapshot`, `serve restore`…), exactly.
+    pub operation: Option<String>,
+    /// Only entries of failed commands (with an error code).
+    pub failed_only: bool,
+}
+
+impl AuditFilter {
+    /// Whether `record` is selected.
+    #[must_use]
+    pub fn matches(&self, record: &nfrepo_format::AuditRecord) -> bool {
+        self.since_ns.is_none_or(|t| record.time_ns >= t)
+            && self.until_ns.is_none_or(|t| record.time_ns < t)
+            && self
+                .source
+                .as_deref()
+                .is_none_or(|s| record.sources.iter().any(|x| x == s) || record.host == s)
+            && self.operation.as_deref().is_none_or(|o| record.operation == o)
+            && (!self.failed_only || !record.code.is_empty())
+    }
+}
+
 /// Reads every entry of the log and checks every chain (and `keys/public`).
 /// `writer`, when given, adds this host's own last head to what checkpoints
 /// record, so a tail deleted since is found even without a checkpoint.

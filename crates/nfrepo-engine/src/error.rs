@@ -51,6 +51,23 @@ impl ErrorCode {
             Self::SnapshotInvalid => "SNAPSHOT_INVALID",
         }
     }
+
+    /// The code [`ErrorCode::as_str`] prints as `text`, if it is one.
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            Self::BackupFailed,
+            Self::BackupCorrupted,
+            Self::BackupNotFound,
+            Self::RestoreFailed,
+            Self::RestoreConflict,
+            Self::RollbackFailed,
+            Self::PermissionDenied,
+            Self::SnapshotInvalid,
+        ]
+        .into_iter()
+        .find(|code| code.as_str() == text)
+    }
 }
 
 impl fmt::Display for ErrorCode {
@@ -524,6 +541,25 @@ mod tests {
             "snapshots/ab",
             nfrepo_format::Error::Authentication { what: "snapshot" },
         )
+    }
+
+    /// What an error line or a server's header prints parses back.
+    #[test]
+    fn codes_parse_back_from_their_text() {
+        for text in [
+            "BACKUP_FAILED",
+            "BACKUP_CORRUPTED",
+            "BACKUP_NOT_FOUND",
+            "RESTORE_FAILED",
+            "RESTORE_CONFLICT",
+            "ROLLBACK_FAILED",
+            "PERMISSION_DENIED",
+            "SNAPSHOT_INVALID",
+        ] {
+            assert_eq!(ErrorCode::parse(text).map(ErrorCode::as_str), Some(text));
+        }
+        assert_eq!(ErrorCode::parse("USAGE"), None);
+        assert_eq!(ErrorCode::parse("backup_failed"), None);
     }
 
     /// An append-only server's refusal is PERMISSION_DENIED/APPEND_ONLY,

@@ -68,8 +68,9 @@ mod walk;
 mod work;
 
 pub use audit::{
-    Activity, ActivityStore, ActivitySummary, Appended, AuditEvent, AuditLogEntry, AuditProblem, AuditProblemKind,
-    AuditReport, AuditWriter, CHECKPOINT_INTERVAL_NS, PUBLIC_KEY_OBJECT, read_audit, redact_command_line,
+    Activity, ActivityStore, ActivitySummary, Appended, AuditEvent, AuditFilter, AuditLogEntry, AuditProblem,
+    AuditProblemKind, AuditReport, AuditWriter, CHECKPOINT_INTERVAL_NS, PUBLIC_KEY_OBJECT, read_audit,
+    redact_command_line,
 };
 pub use backup::{BackupOptions, BackupSession, BackupWriter, CommitDetails, Progress, StoredContent};
 pub use browse::{Change, ChangeKind, WalkEntry};

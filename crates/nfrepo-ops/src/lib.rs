@@ -50,6 +50,7 @@ mod config;
 mod error;
 mod facts;
 mod metrics;
+mod moment;
 mod notify;
 mod rules;
 mod schedule;
@@ -65,6 +66,7 @@ pub use facts::{
     DrillFact, Facts, OperationFact, ReplicaFact, ReplicaTarget, SnapshotFact, StorageFact, gather, unix_ns,
 };
 pub use metrics::{render as render_metrics, write_textfile};
+pub use moment::parse_moment;
 pub use notify::{Clock, Delivery, Origin, SystemClock, deliver, send_test};
 pub use rules::{Alert, ReplicaWatch, Rule, Severity, SourceWatch, Watch, evaluate};
 pub use schedule::Schedule;

@@ -4,20 +4,24 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
-use axum::http::header::CONTENT_TYPE;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::header::{CONTENT_TYPE, LOCATION, SET_COOKIE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use nfrepo_server::Peer;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use zeroize::Zeroizing;
 
-use crate::reply::refuse;
-use crate::session::{Authed, CSRF_HEADER, tokens_match};
+use crate::reply::{denied, refuse};
+use crate::restore::Approved;
+use crate::session::{Authed, CSRF_HEADER, session_of, set_cookie, tokens_match};
 use crate::state::Shared;
 
 type App = State<Arc<Shared>>;
 
-fn time(ns: i64) -> String {
+/// `ns` as RFC 3339 UTC, to the second: every time in the JSON.
+pub(crate) fn time(ns: i64) -> String {
     chrono::DateTime::from_timestamp_nanos(ns).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
@@ -126,6 +130,103 @@ pub(crate) async fn ack(State(shared): App, auth: Authed, headers: HeaderMap, Pa
         Ok(true) => Json(json!({ "acknowledged": key, "by": user })).into_response(),
         Ok(false) => refuse(StatusCode::NOT_FOUND, format!("no firing alert {key:?}")),
         Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// The body of `POST /api/restores`.
+#[derive(Deserialize)]
+pub(crate) struct RestoreRequest {
+    snapshot: String,
+    #[serde(default)]
+    path: String,
+    /// The name of a restore target configured on the server.
+    target: String,
+    /// A fresh TOTP code: the approval.
+    code: String,
+    /// With `password`: log in and approve in one request (`restore --via`).
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+}
+
+/// `POST /api/restores`: starts a restore into a new directory of a
+/// configured target and answers `202` with the job (`GET` it from
+/// `Location` for progress).
+///
+/// Two ways in, each spending one fresh TOTP code:
+/// - a session with its CSRF token in `X-CSRF-Token` (the platform's own
+///   panel), and `code`;
+/// - `name`, `password` and `code` in the body, checked as a login is
+///   (lockout and audit alike), for `nfrepo restore --via`: the answer then
+///   also sets a session cookie for following the job.
+pub(crate) async fn start_restore(
+    State(shared): App,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    headers: HeaderMap,
+    Json(request): Json<RestoreRequest>,
+) -> Response {
+    let RestoreRequest {
+        snapshot,
+        path,
+        target,
+        code,
+        name,
+        password,
+    } = request;
+    let (user, new_session) = if let Some(password) = password {
+        let Some(name) = name.map(|n| n.trim().to_owned()) else {
+            return refuse(StatusCode::BAD_REQUEST, "a password needs a name");
+        };
+        if let Err(refusal) = shared.log_in(&name, Zeroizing::new(password), &code, peer.0).await {
+            return denied(refusal, "wrong name, password or TOTP code");
+        }
+        match shared.sessions.create(&name, shared.clock.now_ns()) {
+            Some(id) => (name, Some(id)),
+            None => return refuse(StatusCode::INTERNAL_SERVER_ERROR, "no randomness for a session"),
+        }
+    } else {
+        let Some((_, session)) = session_of(&shared, &headers) else {
+            return refuse(StatusCode::UNAUTHORIZED, "log in first");
+        };
+        let presented = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if !tokens_match(presented, &session.csrf) {
+            return refuse(StatusCode::FORBIDDEN, "missing or wrong CSRF token");
+        }
+        let what = format!("approval of {snapshot}:{path}");
+        if let Err(refusal) = shared.approve(&session.user, &code, &what, peer.0).await {
+            return denied(refusal, "wrong TOTP code");
+        }
+        (session.user, None)
+    };
+    let approved = Approved {
+        user: &user,
+        peer: peer.0,
+        snapshot: &snapshot,
+        path: path.trim_matches('/'),
+    };
+    let job = match crate::restore::start(&shared, &approved, &target).await {
+        Ok(job) => job,
+        Err(refusal) => return *refusal,
+    };
+    let mut response = (StatusCode::ACCEPTED, Json(job.view())).into_response();
+    let headers = response.headers_mut();
+    if let Ok(value) = format!("/api/restores/{}", job.id).parse() {
+        headers.insert(LOCATION, value);
+    }
+    if let Some(id) = new_session
+        && let Ok(value) = set_cookie(shared.cookie_name(), &id, shared.tls, shared.session_max_s).parse()
+    {
+        headers.append(SET_COOKIE, value);
+    }
+    response
+}
+
+/// `GET /api/restores/{id}`: one restore started through the panel.
+pub(crate) async fn restore(State(shared): App, _auth: Authed, Path(id): Path<u64>) -> Response {
+    match shared.jobs.all().iter().find(|j| j.id == id) {
+        Some(job) => Json(job.view()).into_response(),
+        None => refuse(StatusCode::NOT_FOUND, format!("no restore {id} is remembered")),
     }
 }
 

@@ -152,6 +152,25 @@ pub(crate) enum Refusal {
     Locked { until_ns: i64 },
 }
 
+impl Refusal {
+    /// The detail code sent with `PERMISSION_DENIED`.
+    pub(crate) const fn detail(self) -> &'static str {
+        match self {
+            Self::Locked { .. } => "LOCKED_OUT",
+            Self::CodeReused => "TOTP_REUSED",
+            Self::Wrong => "WRONG_CREDENTIALS",
+        }
+    }
+
+    /// The HTTP status of the refusal.
+    pub(crate) const fn status(self) -> axum::http::StatusCode {
+        match self {
+            Self::Locked { .. } => axum::http::StatusCode::TOO_MANY_REQUESTS,
+            Self::CodeReused | Self::Wrong => axum::http::StatusCode::UNAUTHORIZED,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Failures {
     count: u32,

@@ -54,7 +54,8 @@ pub(crate) fn page(title: &str, user: Option<(&str, &str)>, body: &str) -> Strin
         let _ = write!(
             out,
             "<nav><a href=\"/\">Sources</a><a href=\"/alerts\">Alerts</a><a href=\"/snapshots\">Snapshots</a>\
-             <a href=\"/restores\">Restores</a><form method=\"post\" action=\"/logout\">{}\
+             <a href=\"/restores\">Restores</a><a href=\"/replication\">Replication</a><a href=\"/drills\">Drills</a>\
+             <a href=\"/audit\">Audit</a><form method=\"post\" action=\"/logout\">{}\
              <button type=\"submit\">Log out {}</button></form></nav>",
             csrf_field(csrf),
             esc(name)

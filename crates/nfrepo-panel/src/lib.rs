@@ -61,11 +61,14 @@
 
 mod api;
 mod auth;
+mod client;
 mod config;
 mod error;
 mod html;
+mod login;
 mod pages;
 mod panel;
+mod recovery;
 mod reply;
 mod restore;
 mod session;
@@ -73,10 +76,11 @@ mod sources;
 mod state;
 
 pub use auth::{User, hash_password, new_totp_secret, totp_code};
+pub use client::{RemoteOutcome, RemoteRestore, ViaError, ViaRequest, restore_via};
 pub use config::{ServeConfig, UserConfig};
 pub use error::{Error, Result};
 pub use panel::{Panel, PanelOptions, Refresher};
-pub use reply::ERROR_HEADER;
+pub use reply::{ERROR_DETAIL_HEADER, ERROR_HEADER};
 pub use session::CSRF_HEADER;
 
 /// The `tracing` target of the access log: logins, acknowledgements,

@@ -10,7 +10,7 @@ use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::header::SET_COOKIE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use nfrepo_engine::{AuditEvent, Operation, WalkEntry};
+use nfrepo_engine::{Operation, WalkEntry};
 use nfrepo_format::{Node, NodeKind};
 use nfrepo_server::Peer;
 use serde::Deserialize;
@@ -111,41 +111,20 @@ pub(crate) async fn login_post(
     }
     let now = shared.clock.now_ns();
     let name = form.name.trim();
-    if let Err(Refusal::Locked { until_ns }) = shared.guard.check_locked(name, now) {
-        tracing::info!(target: crate::ACCESS_LOG, peer = %peer.0, user = name, "login refused: locked out");
-        let message = format!("Too many failed logins: locked until {}.", crate::html::time(until_ns));
-        return login_page(&shared, StatusCode::TOO_MANY_REQUESTS, &message);
-    }
-    let user = shared.users.get(name).cloned();
-    let checked = match shared.password_checks.acquire().await {
-        Ok(_permit) => crate::auth::password_matches(user.clone(), Zeroizing::new(form.password)).await,
-        Err(_) => false,
-    };
-    let outcome = match (&user, checked) {
-        (Some(user), true) => shared.guard.spend_code(user, &form.code, now),
-        _ => Err(Refusal::Wrong),
-    };
-    if let Err(refusal) = outcome {
-        let locked = shared.guard.fail(name, now);
-        tracing::info!(target: crate::ACCESS_LOG, peer = %peer.0, user = name, reason = ?refusal, locked, "login failed");
-        if locked {
-            let mut event = AuditEvent::new("serve login", vec!["nfrepo".into(), "serve".into(), "login".into()]);
-            event.code = "PERMISSION_DENIED".into();
-            event.detail = "LOCKED_OUT".into();
-            event.exit_code = 16;
-            event.message = format!(
-                "login of {name:?} locked after repeated failures, last from {}",
-                peer.0.ip()
-            );
-            shared.audit(event).await;
-        }
+    if let Err(refusal) = shared
+        .log_in(name, Zeroizing::new(form.password), &form.code, peer.0)
+        .await
+    {
         let message = match refusal {
+            Refusal::Locked { until_ns } => {
+                let message = format!("Too many failed logins: locked until {}.", crate::html::time(until_ns));
+                return login_page(&shared, StatusCode::TOO_MANY_REQUESTS, &message);
+            }
             Refusal::CodeReused => "That TOTP code was already used: wait for the next one.",
-            _ => "Wrong name, password or TOTP code.",
+            Refusal::Wrong => "Wrong name, password or TOTP code.",
         };
         return login_page(&shared, StatusCode::UNAUTHORIZED, message);
     }
-    shared.guard.succeed(name);
     let Some(id) = shared.sessions.create(name, now) else {
         return html(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -154,7 +133,6 @@ pub(crate) async fn login_post(
             "<p>No randomness for a session.</p>",
         );
     };
-    tracing::info!(target: crate::ACCESS_LOG, peer = %peer.0, user = name, "logged in");
     let mut response = Redirect::to("/").into_response();
     for value in [
         set_cookie(shared.cookie_name(), &id, shared.tls, shared.session_max_s),
@@ -481,37 +459,15 @@ pub(crate) struct FileForm {
 
 /// Checks the CSRF token and spends a fresh TOTP code of `user`: what a
 /// restore or download then names as its approval.
-fn approve<'a>(
+async fn approve<'a>(
     shared: &Shared,
     (user, session): (&'a str, &Session),
     peer: Peer,
     form: &'a FileForm,
 ) -> Result<Approved<'a>, Refused> {
     check_csrf(session, &form.csrf)?;
-    let now = shared.clock.now_ns();
-    let Some(account) = shared.users.get(user) else {
-        return Err(Box::new(html(
-            StatusCode::FORBIDDEN,
-            "Refused",
-            None,
-            "<p>Unknown user.</p>",
-        )));
-    };
-    // Wrong codes count towards the lockout here too, and a locked name
-    // may not guess codes through its session either.
-    if let Err(Refusal::Locked { until_ns }) = shared.guard.check_locked(user, now) {
-        let message = format!(
-            "<p class=\"flash\">Too many wrong codes: locked until {}.</p>",
-            crate::html::time(until_ns)
-        );
-        return Err(Box::new(html(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Refused",
-            logged_in(session),
-            &message,
-        )));
-    }
-    let refused = match shared.guard.spend_code(account, &form.code, now) {
+    let what = format!("approval of {}:{}", form.snapshot, form.path);
+    let refusal = match shared.approve(user, &form.code, &what, peer.0).await {
         Ok(()) => {
             return Ok(Approved {
                 user,
@@ -520,16 +476,19 @@ fn approve<'a>(
                 path: form.path.trim_matches('/'),
             });
         }
-        Err(Refusal::CodeReused) => "That TOTP code was already used: wait for the next one.",
-        Err(_) => "Wrong TOTP code.",
+        Err(refusal) => refusal,
     };
-    shared.guard.fail(user, now);
-    tracing::info!(target: crate::ACCESS_LOG, user, snapshot = %form.snapshot, path = %form.path, "restore or download refused: TOTP");
+    let message = match refusal {
+        Refusal::Locked { until_ns } => format!("Too many wrong codes: locked until {}.", crate::html::time(until_ns)),
+        Refusal::CodeReused => "That TOTP code was already used: wait for the next one.".to_owned(),
+        Refusal::Wrong => "Wrong TOTP code.".to_owned(),
+    };
+    let status = refusal.status();
     Err(Box::new(html(
-        StatusCode::UNAUTHORIZED,
+        status,
         "Refused",
         logged_in(session),
-        &format!("<p class=\"flash\">{refused}</p>"),
+        &format!("<p class=\"flash\">{}</p>", esc(&message)),
     )))
 }
 
@@ -540,7 +499,7 @@ pub(crate) async fn download(
     ConnectInfo(peer): ConnectInfo<Peer>,
     Form(form): Form<FileForm>,
 ) -> Response {
-    let approved = match approve(&shared, user_or_refuse!(auth), peer, &form) {
+    let approved = match approve(&shared, user_or_refuse!(auth), peer, &form).await {
         Ok(approved) => approved,
         Err(refusal) => return *refusal,
     };
@@ -557,7 +516,7 @@ pub(crate) async fn restore(
     ConnectInfo(peer): ConnectInfo<Peer>,
     Form(form): Form<FileForm>,
 ) -> Response {
-    let approved = match approve(&shared, user_or_refuse!(auth), peer, &form) {
+    let approved = match approve(&shared, user_or_refuse!(auth), peer, &form).await {
         Ok(approved) => approved,
         Err(refusal) => return *refusal,
     };

@@ -231,7 +231,7 @@ impl Refresher {
 const MAX_BODY: usize = 64 * 1024;
 
 fn router(shared: Arc<Shared>) -> Router {
-    use crate::{api, pages};
+    use crate::{api, pages, recovery};
     Router::new()
         .route("/login", get(pages::login).post(pages::login_post))
         .route("/logout", post(pages::logout))
@@ -243,13 +243,20 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/download", post(pages::download))
         .route("/restore", post(pages::restore))
         .route("/restores", get(pages::restores))
+        .route("/replication", get(recovery::replication_page))
+        .route("/drills", get(recovery::drills_page))
+        .route("/audit", get(recovery::audit_page))
+        .route("/api/replication", get(recovery::replication_api))
+        .route("/api/drills", get(recovery::drills_api))
+        .route("/api/audit", get(recovery::audit_api))
         .route("/api/health", get(api::health))
         .route("/api/session", get(api::session))
         .route("/api/sources", get(api::sources))
         .route("/api/snapshots", get(api::snapshots))
         .route("/api/alerts", get(api::alerts))
         .route("/api/alerts/{key}/ack", post(api::ack))
-        .route("/api/restores", get(api::restores))
+        .route("/api/restores", get(api::restores).post(api::start_restore))
+        .route("/api/restores/{id}", get(api::restore))
         .route("/metrics", get(api::metrics))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn(security_headers))

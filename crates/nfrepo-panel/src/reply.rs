@@ -21,6 +21,28 @@ pub(crate) fn refused(status: StatusCode, message: impl Into<String>) -> Refused
     Box::new(refuse(status, message))
 }
 
+/// The header with the finer detail code of a refusal (`TOTP_REUSED`, …).
+pub const ERROR_DETAIL_HEADER: &str = "nfrepo-error-detail";
+
+/// A refused login or approval: `PERMISSION_DENIED` and its detail
+/// (`LOCKED_OUT`, `TOTP_REUSED`, `WRONG_CREDENTIALS`), `message` for a
+/// wrong secret (which one is never said).
+pub(crate) fn denied(refusal: crate::auth::Refusal, message: &str) -> Response {
+    let text = match refusal {
+        crate::auth::Refusal::Locked { until_ns } => format!(
+            "too many failures: locked until {}",
+            chrono::DateTime::from_timestamp_nanos(until_ns).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ),
+        crate::auth::Refusal::CodeReused => "that TOTP code was already used: wait for the next one".to_owned(),
+        crate::auth::Refusal::Wrong => message.to_owned(),
+    };
+    let mut response = refuse(refusal.status(), text);
+    let headers = response.headers_mut();
+    headers.insert(ERROR_HEADER, HeaderValue::from_static("PERMISSION_DENIED"));
+    headers.insert(ERROR_DETAIL_HEADER, HeaderValue::from_static(refusal.detail()));
+    response
+}
+
 /// The response for an engine failure during `during`.
 pub(crate) fn engine_failure(e: &nfrepo_engine::Error, during: Operation) -> Refused {
     let code = e.code(during);
@@ -29,8 +51,10 @@ pub(crate) fn engine_failure(e: &nfrepo_engine::Error, during: Operation) -> Ref
         tracing::warn!(error = %e, "the repository failed");
     }
     let mut response = refuse(status, e.to_string());
-    response
-        .headers_mut()
-        .insert(ERROR_HEADER, HeaderValue::from_static(code.as_str()));
+    let headers = response.headers_mut();
+    headers.insert(ERROR_HEADER, HeaderValue::from_static(code.as_str()));
+    if let Some(detail) = e.detail_code_during(during) {
+        headers.insert(ERROR_DETAIL_HEADER, HeaderValue::from_static(detail));
+    }
     Box::new(response)
 }

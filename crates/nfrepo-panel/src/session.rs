@@ -137,6 +137,13 @@ pub(crate) fn tokens_match(a: &str, b: &str) -> bool {
     !a.is_empty() && a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
+/// The live session the request's cookie names, with its id.
+pub(crate) fn session_of(shared: &Shared, headers: &HeaderMap) -> Option<(String, Session)> {
+    let id = cookie(headers, shared.cookie_name())?;
+    let session = shared.sessions.get(id, shared.clock.now_ns())?;
+    Some((id.to_owned(), session))
+}
+
 /// Who is asking: a logged-in user (who may do everything), or the
 /// read-only API token (`GET /api/*` and `/metrics` only).
 #[derive(Clone, Debug)]
@@ -166,14 +173,8 @@ impl FromRequestParts<Arc<Shared>> for Authed {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, shared: &Arc<Shared>) -> Result<Self, Self::Rejection> {
-        let now = shared.clock.now_ns();
-        if let Some(id) = cookie(&parts.headers, shared.cookie_name())
-            && let Some(session) = shared.sessions.get(id, now)
-        {
-            return Ok(Self(Principal::User {
-                id: id.to_owned(),
-                session,
-            }));
+        if let Some((id, session)) = session_of(shared, &parts.headers) {
+            return Ok(Self(Principal::User { id, session }));
         }
         let path = parts.uri.path();
         let api = path.starts_with("/api/") || path == "/metrics";

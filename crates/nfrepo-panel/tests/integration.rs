@@ -14,5 +14,6 @@ mod integration {
     mod browser;
     mod harness;
     mod load;
+    mod recovery;
     mod restore;
 }

@@ -295,6 +295,20 @@ fn innermost_cause(err: &opendal::Error) -> String {
     }
 }
 
+/// `e` and every cause below it, joined by `: ` on one line: what a
+/// message built from a foreign error (an HTTP client's, say) shows.
+#[must_use]
+pub fn chain_line(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    line.replace('\n', " ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -63,7 +63,7 @@ mod store;
 pub use backend::{DEFAULT_S3_REGION, OpenOptions, OpendalStore, RestStore, open, s3_bucket_operator};
 pub use cache::{Cache, NFREPO_CACHE_DIR, ProcessStamp, default_cache_dir};
 pub use credentials::{Credentials, NFREPO_ACCESS_KEY_ID, NFREPO_CREDENTIALS_FILE, NFREPO_SECRET_ACCESS_KEY};
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Result, chain_line};
 pub use fault::{Fault, FaultOp, FaultRule, FaultStore, Gate};
 pub use index_cache::{
     Applied, BlobToCache, CacheState, CacheUpdate, CachedBlob, CachedPack, DeltaToCache, IndexCache, PackToCache,
@@ -75,8 +75,8 @@ pub use lock::{ObjectLockPolicy, ObjectLockStore, Retention, RetentionMode};
 pub use memory::MemoryStore;
 pub use rest::{
     MIN_TOKEN_LEN, NFREPO_REST_CA_FILE, NFREPO_REST_TOKEN_FILE, REST_API_PREFIX, REST_ERROR_HEADER,
-    REST_MODIFIED_HEADER, REST_SIZE_HEADER, read_token_file, rest_error_code, rest_error_kind, rest_listing_end,
-    rest_listing_line, rest_object_kind,
+    REST_MODIFIED_HEADER, REST_SIZE_HEADER, http_client, read_token_file, rest_error_code, rest_error_kind,
+    rest_listing_end, rest_listing_line, rest_object_kind,
 };
 pub use retry::{RetryPolicy, RetryStore};
 pub use store::{ByteStream, ListStream, PutMode, STREAM_PUT_BUFFER, Store, no_object_lock};

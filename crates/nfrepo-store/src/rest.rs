@@ -159,6 +159,51 @@ fn check_owner_only(_meta: &std::fs::Metadata) -> std::result::Result<(), String
     Ok(())
 }
 
+/// How long a connection attempt may take before the server counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long the server may stay silent during a response.
+const READ_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The HTTP client for an nfrepo server at `endpoint` (the REST store, or
+/// the panel's API for `restore --via`): TLS 1.2 or later, no redirects
+/// (a bearer token or a password goes to no other host), no proxy, HTTPS
+/// only for an `https://` endpoint, and trusting only the certificate
+/// authorities in the PEM file `ca_file` if given (else the system's).
+/// `location` names the server in errors.
+///
+/// # Errors
+/// [`ErrorKind::Credentials`] for an unreadable or invalid CA file;
+/// [`ErrorKind::Other`] if the client cannot be built.
+pub fn http_client(endpoint: &str, ca_file: Option<&Path>, location: &str) -> Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .read_timeout(READ_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .tls_version_min(reqwest::tls::Version::TLS_1_2)
+        .user_agent(concat!("nfrepo/", env!("CARGO_PKG_VERSION")));
+    if endpoint.starts_with("https://") {
+        builder = builder.https_only(true);
+    }
+    if let Some(path) = ca_file {
+        let bad = |why: String| {
+            Error::new(ErrorKind::Credentials, format!("CA file {}: {why}", path.display())).with_location(location)
+        };
+        let pem = std::fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+        let certs =
+            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(format!("not PEM certificates: {e}")))?;
+        if certs.is_empty() {
+            return Err(bad("it holds no certificate".into()));
+        }
+        builder = builder.tls_certs_only(certs);
+    }
+    builder.build().map_err(|e| {
+        Error::new(ErrorKind::Other, format!("cannot build the HTTP client: {e}"))
+            .with_source(e)
+            .with_location(location)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,6 @@
 //! `nfrepo audit log` and `nfrepo audit verify`: read and check the audit log.
 
-use nfrepo_engine::{AuditLogEntry, AuditReport, AuditWriter, ErrorCode, Operation, read_audit};
+use nfrepo_engine::{AuditFilter, AuditLogEntry, AuditReport, AuditWriter, ErrorCode, Operation, read_audit};
 
 use crate::cli::{AuditCommand, AuditLogArgs, GlobalArgs};
 use crate::commands::snapshots::parse_time;
@@ -9,9 +9,9 @@ use crate::output::{escape, outln};
 use crate::{context, render};
 
 pub async fn run(global: &GlobalArgs, command: AuditCommand) -> Result<i32, Failure> {
-    let since = match &command {
-        AuditCommand::Log(AuditLogArgs { since: Some(text), .. }) => Some(parse_time(text, chrono::Utc::now())?),
-        _ => None,
+    let filter = match &command {
+        AuditCommand::Log(args) => filter(args)?,
+        AuditCommand::Verify => AuditFilter::default(),
     };
     let repo = context::open_repository(global, Operation::Inspect).await?.repo;
     let writer = AuditWriter::new(repo.store().clone(), context::cache_dir(global));
@@ -20,10 +20,22 @@ pub async fn run(global: &GlobalArgs, command: AuditCommand) -> Result<i32, Fail
         .map_err(|e| Failure::engine(&e, Operation::Inspect))?;
     let failure = tampered(&report);
     match command {
-        AuditCommand::Log(args) => log(global, &report, since, args.source.as_deref()),
+        AuditCommand::Log(_) => log(global, &report, &filter),
         AuditCommand::Verify => verify(global, &report, failure.as_ref()),
     }
     Ok(failure.as_ref().map_or(0, Failure::print_line))
+}
+
+fn filter(args: &AuditLogArgs) -> Result<AuditFilter, Failure> {
+    let now = chrono::Utc::now();
+    let time = |text: &Option<String>| text.as_deref().map(|t| parse_time(t, now)).transpose();
+    let mut filter = AuditFilter::default();
+    filter.since_ns = time(&args.since)?;
+    filter.until_ns = time(&args.until)?;
+    filter.source.clone_from(&args.source);
+    filter.operation.clone_from(&args.operation);
+    filter.failed_only = args.failed;
+    Ok(filter)
 }
 
 /// The failure of a log with problems: the first bad entry, `BACKUP_CORRUPTED`.
@@ -80,11 +92,8 @@ fn entry_json(entry: &AuditLogEntry) -> serde_json::Value {
     })
 }
 
-fn log(global: &GlobalArgs, report: &AuditReport, since: Option<i64>, source: Option<&str>) {
-    let shown = report.entries.iter().filter(|e| {
-        since.is_none_or(|t| e.record.time_ns >= t)
-            && source.is_none_or(|s| e.record.sources.iter().any(|x| x == s) || e.record.host == s)
-    });
+fn log(global: &GlobalArgs, report: &AuditReport, filter: &AuditFilter) {
+    let shown = report.entries.iter().filter(|e| filter.matches(&e.record));
     if global.json {
         let entries: Vec<_> = shown.map(entry_json).collect();
         outln!(

@@ -12,6 +12,9 @@ pub async fn run(global: &GlobalArgs, args: RestoreArgs) -> Result<i32, Failure>
     if let Some(into) = args.into.clone() {
         return crate::commands::restore_into::run(global, args, &into).await;
     }
+    if let Some(server) = args.via.clone() {
+        return via(global, &args, &server).await;
+    }
     let Some(target) = args.target.clone() else {
         return Err(Failure::new(
             nfrepo_engine::ErrorCode::RestoreFailed,
@@ -120,4 +123,53 @@ fn exit_code(report: &nfrepo_sources::RestoreReport) -> i32 {
 
 fn options_verified(report: &nfrepo_sources::RestoreReport) -> bool {
     report.verified > 0
+}
+
+/// `restore --via URL`: the restore runs at the server, approved with the
+/// panel user's password and a fresh TOTP code.
+async fn via(global: &GlobalArgs, args: &RestoreArgs, server: &str) -> Result<i32, Failure> {
+    let (snapshot, path) = context::split_spec(&args.spec);
+    let name = match &args.user {
+        Some(name) => name.clone(),
+        None => std::env::var("USER").map_err(|_| Failure::usage("--via needs --user NAME ($USER is not set)"))?,
+    };
+    let password = context::panel_password()?;
+    let code = context::totp_code()?;
+    let request = nfrepo_panel::ViaRequest {
+        server,
+        ca_file: args.via_ca_file.as_deref(),
+        name: &name,
+        password,
+        code,
+        snapshot,
+        path,
+        target: args.server_target.as_deref().unwrap_or_default(),
+    };
+    let work = std::sync::Arc::new(nfrepo_engine::Work::default());
+    let progress = crate::progress::Progress::work(global, "restore", work.clone(), "files");
+    let done = nfrepo_panel::restore_via(request, Some(&work)).await;
+    progress.finish().await;
+    let job = done.map_err(|e| Failure::new(e.code, e.detail, e.message))?;
+    let outcome = job.outcome.as_ref();
+    let (files, bytes) = outcome.map_or((0, 0), |o| (o.files, o.bytes));
+    if global.json {
+        crate::output::outln!(
+            "{}",
+            serde_json::json!({
+                "server": server, "job": job.id, "snapshot_id": job.snapshot, "source": job.source,
+                "path": job.path, "target": job.target, "directory": job.directory,
+                "approved_by": job.approved_by, "files": files, "bytes": bytes, "verified": true,
+            })
+        );
+    } else {
+        crate::output::outln!(
+            "restored {files} files ({}) of {}:/{} into {} at {server}, verified; approved by {}",
+            render::bytes(bytes),
+            job.snapshot.get(..8).unwrap_or(&job.snapshot),
+            crate::output::escape::text(&job.path),
+            crate::output::escape::text(&job.directory),
+            crate::output::escape::text(&job.approved_by),
+        );
+    }
+    Ok(0)
 }

@@ -1,6 +1,6 @@
 //! `nfrepo snapshots`.
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use nfrepo_engine::{Operation, SnapshotEntry};
 
 use crate::cli::{GlobalArgs, SnapshotFilter, SnapshotsArgs};
@@ -11,33 +11,13 @@ use crate::{context, render};
 
 /// Parses `--since`/`--until`: RFC 3339, `YYYY-MM-DD` (UTC midnight), or an age like `36h`, `7d`, `30m`.
 pub fn parse_time(text: &str, now: DateTime<Utc>) -> Result<i64, Failure> {
-    let invalid = || {
-        Failure::usage(format!(
-            "cannot read time {text:?}: use RFC 3339, YYYY-MM-DD, or an age like 36h or 7d"
-        ))
-    };
-    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return t.timestamp_nanos_opt().ok_or_else(invalid);
-    }
-    if let Ok(d) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        return d
-            .and_hms_opt(0, 0, 0)
-            .and_then(|t| t.and_utc().timestamp_nanos_opt())
-            .ok_or_else(invalid);
-    }
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).ok_or_else(invalid)?);
-    let n: i64 = number.parse().map_err(|_| invalid())?;
-    let seconds = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        "w" => n * 7 * 86_400,
-        _ => return Err(invalid()),
-    };
-    (now - chrono::Duration::seconds(seconds))
-        .timestamp_nanos_opt()
-        .ok_or_else(invalid)
+    now.timestamp_nanos_opt()
+        .and_then(|now| nfrepo_ops::parse_moment(text, now))
+        .ok_or_else(|| {
+            Failure::usage(format!(
+                "cannot read time {text:?}: use RFC 3339, YYYY-MM-DD, or an age like 36h or 7d"
+            ))
+        })
 }
 
 /// Applies the filter to snapshots (oldest first).

@@ -174,7 +174,7 @@ impl Webhook {
                     }
                 }
                 // The error names the URL, which holds no secret (validate refuses credentials in it).
-                Err(e) => last = format!("{}: {}", self.host(), one_line(&e)),
+                Err(e) => last = format!("{}: {}", self.host(), nfrepo_store::chain_line(&e)),
             }
         }
         Err(channel_error(last))
@@ -193,17 +193,6 @@ fn channel_error(message: String) -> Error {
         channel: "webhook",
         message,
     }
-}
-
-fn one_line(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

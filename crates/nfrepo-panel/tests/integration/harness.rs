@@ -270,6 +270,17 @@ impl Client {
         self.send(request).await
     }
 
+    /// Posts `body` as JSON with `header`.
+    pub async fn post_json(&mut self, path: &str, body: &serde_json::Value, header: (&str, &str)) -> Reply {
+        let request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .header(header.0, header.1)
+            .body(body.to_string());
+        self.send(request).await
+    }
+
     /// Loads the login page (for its CSRF cookie and field) and posts the form.
     pub async fn login(&mut self, name: &str, password: &str, code: &str) -> Reply {
         let page = self.get("/login").await;

@@ -1,9 +1,12 @@
 //! Issue 13, item 6: restores and downloads need a fresh TOTP code, go
 //! only into configured targets, and are audited with who approved them.
 
+use nfrepo_engine::ErrorCode;
+use nfrepo_panel::{ViaRequest, restore_via};
 use reqwest::StatusCode;
+use zeroize::Zeroizing;
 
-use super::harness::{Client, Fixture, Setup};
+use super::harness::{Client, Fixture, PASSWORD, Setup};
 
 async fn web_snapshot(fx: &Fixture) -> String {
     let all = fx.repo.readable_snapshots().await.unwrap();
@@ -172,5 +175,141 @@ async fn wrong_approval_codes_lock_restores_and_downloads_too() {
     assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS, "{}", reply.body);
     assert!(audit_entries(&fx, "serve download").await.is_empty());
     assert!(audit_entries(&fx, "serve restore").await.is_empty());
+    fx.stop().await;
+}
+
+/// `restore --via`'s request: alice's password and `code`, into `target`.
+fn via<'a>(fx: &'a Fixture, snapshot: &'a str, password: &str, code: String, target: &'a str) -> ViaRequest<'a> {
+    ViaRequest {
+        server: &fx.url,
+        ca_file: None,
+        name: "alice",
+        password: Zeroizing::new(password.to_owned()),
+        code: Zeroizing::new(code),
+        snapshot,
+        path: "src-web",
+        target,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_restores_with_password_and_one_fresh_code_and_the_client_follows_it() {
+    let fx = Fixture::start(Setup::default()).await;
+    let snapshot = web_snapshot(&fx).await;
+    let work = nfrepo_engine::Work::default();
+    let code = fx.fresh_code();
+    let job = restore_via(via(&fx, &snapshot, PASSWORD, code.clone(), "scratch"), Some(&work))
+        .await
+        .unwrap();
+    let outcome = job.outcome.clone().unwrap();
+    assert!(outcome.ok, "{outcome:?}");
+    assert_eq!((outcome.files, job.approved_by.as_str()), (2, "alice"));
+    assert_eq!(job.snapshot, snapshot);
+    assert_eq!(
+        work.counts().map(|c| (c.items_done, c.items_total)),
+        Some((2, 2)),
+        "the progress display followed the job"
+    );
+    let dir = std::path::PathBuf::from(&job.directory);
+    assert!(dir.starts_with(&fx.restore_dir), "{}", dir.display());
+    assert_eq!(
+        std::fs::read(dir.join("src-web/index.html")).unwrap(),
+        b"<h1>hello</h1>\n"
+    );
+    let entries = audit_entries(&fx, "serve restore").await;
+    assert_eq!(entries.len(), 1);
+    assert!(
+        entries[0].message.contains("approved by alice"),
+        "{}",
+        entries[0].message
+    );
+
+    // The same code never approves a second restore.
+    let e = restore_via(via(&fx, &snapshot, PASSWORD, code, "scratch"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code, e.detail),
+        (ErrorCode::PermissionDenied, Some("TOTP_REUSED")),
+        "{e}"
+    );
+    // A wrong password with a fresh code is refused without saying which was wrong.
+    let e = restore_via(via(&fx, &snapshot, "wrong", fx.fresh_code(), "scratch"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code, e.detail),
+        (ErrorCode::PermissionDenied, Some("WRONG_CREDENTIALS")),
+        "{e}"
+    );
+    assert!(e.message.contains("wrong name, password or TOTP code"), "{e}");
+    // A target the server does not have is a usage error; a snapshot it does not have is not found.
+    let e = restore_via(via(&fx, &snapshot, PASSWORD, fx.fresh_code(), "/etc"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.detail, Some("INVALID_ARGUMENT"), "{e}");
+    assert!(e.message.contains("no restore target \"/etc\""), "{e}");
+    let e = restore_via(via(&fx, "0123abcd", PASSWORD, fx.fresh_code(), "scratch"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::BackupNotFound, "{e}");
+    // Plain http off loopback is refused before the password leaves.
+    let mut request = via(&fx, &snapshot, PASSWORD, fx.fresh_code(), "scratch");
+    request.server = "http://192.0.2.1:8080";
+    let e = restore_via(request, None).await.unwrap_err();
+    assert_eq!(
+        (e.code, e.detail),
+        (ErrorCode::PermissionDenied, Some("INSECURE_HTTP")),
+        "{e}"
+    );
+    assert_eq!(
+        audit_entries(&fx, "serve restore").await.len(),
+        1,
+        "only the approved restore ran"
+    );
+    fx.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_restores_through_the_api_with_its_csrf_token_and_a_fresh_code() {
+    let fx = Fixture::start(Setup::default()).await;
+    let snapshot = web_snapshot(&fx).await;
+    let mut client = fx.logged_in().await;
+    let csrf = client.csrf().await;
+    let body =
+        |code: &str| serde_json::json!({ "snapshot": snapshot, "path": "src-web", "target": "scratch", "code": code });
+    // Without the CSRF token: refused, and the code is not spent.
+    let code = fx.fresh_code();
+    let reply = client.post_json("/api/restores", &body(&code), ("x-other", "1")).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.body);
+    let reply = client
+        .post_json("/api/restores", &body(&code), ("x-csrf-token", &csrf))
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+    assert_eq!(reply.location(), Some("/api/restores/1"));
+    assert_eq!(reply.json()["approved_by"], "alice");
+    // The same code again: PERMISSION_DENIED/TOTP_REUSED in the headers.
+    let reply = client
+        .post_json("/api/restores", &body(&code), ("x-csrf-token", &csrf))
+        .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.body);
+    assert_eq!(reply.headers["nfrepo-error"], "PERMISSION_DENIED");
+    assert_eq!(reply.headers["nfrepo-error-detail"], "TOTP_REUSED");
+    let job = loop {
+        let job = client.get("/api/restores/1").await.json();
+        if !job["outcome"].is_null() {
+            break job;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(job["outcome"]["ok"], true, "{job}");
+    assert_eq!(client.get("/api/restores/2").await.status, StatusCode::NOT_FOUND);
+    // Anonymous: 401, whatever the body says.
+    let mut anonymous = fx.client();
+    let reply = anonymous
+        .post_json("/api/restores", &body(&fx.fresh_code()), ("x-csrf-token", &csrf))
+        .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.body);
+    assert_eq!(anonymous.get("/api/restores/1").await.status, StatusCode::UNAUTHORIZED);
     fx.stop().await;
 }

@@ -5,7 +5,6 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::ops::Range;
 use std::path::Path;
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt, TryStreamExt, stream};
@@ -18,14 +17,10 @@ use crate::key::{ObjectInfo, ObjectKey, ObjectKind};
 use crate::lock::Retention;
 use crate::rest::{
     ListingLine, NFREPO_REST_CA_FILE, NFREPO_REST_TOKEN_FILE, REST_API_PREFIX, REST_ERROR_HEADER, REST_MODIFIED_HEADER,
-    REST_SIZE_HEADER, parse_listing_line, parse_modified, read_token_file, rest_error_kind,
+    REST_SIZE_HEADER, http_client, parse_listing_line, parse_modified, read_token_file, rest_error_kind,
 };
 use crate::store::{ByteStream, ListStream, PutMode, Store};
 
-/// How long a connection attempt may take before the server counts as unreachable.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
-/// How long the server may stay silent during a response.
-const READ_TIMEOUT: Duration = Duration::from_secs(120);
 /// The longest error message kept from a server's response.
 const MAX_MESSAGE: usize = 300;
 
@@ -72,34 +67,7 @@ impl RestStore {
     pub fn new(endpoint: &str, token: Option<Zeroizing<String>>, ca_file: Option<&Path>) -> Result<Self> {
         let endpoint = endpoint.trim_end_matches('/');
         let location = format!("rest+{endpoint}/");
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .read_timeout(READ_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .tls_version_min(reqwest::tls::Version::TLS_1_2)
-            .user_agent(concat!("nfrepo/", env!("CARGO_PKG_VERSION")));
-        if endpoint.starts_with("https://") {
-            builder = builder.https_only(true);
-        }
-        if let Some(path) = ca_file {
-            let bad = |why: String| {
-                Error::new(ErrorKind::Credentials, format!("CA file {}: {why}", path.display()))
-                    .with_location(&location)
-            };
-            let pem = std::fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
-            let certs =
-                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(format!("not PEM certificates: {e}")))?;
-            if certs.is_empty() {
-                return Err(bad("it holds no certificate".into()));
-            }
-            builder = builder.tls_certs_only(certs);
-        }
-        let client = builder.build().map_err(|e| {
-            Error::new(ErrorKind::Other, format!("cannot build the HTTP client: {e}"))
-                .with_source(e)
-                .with_location(&location)
-        })?;
+        let client = http_client(endpoint, ca_file, &location)?;
         Ok(Self {
             base: format!("{endpoint}{REST_API_PREFIX}"),
             location,
