@@ -66,13 +66,13 @@ for name, (argv, stdin) in commands.items():
         times.append(time.monotonic() - start)
     trace = subprocess.run(["strace", "-c", "-f", "-o", "strace.txt"] + argv, input=stdin, env=env,
                            stdout=subprocess.DEVNULL, check=True)
-    total = futex = 0
+    # strace -c rows: % time, seconds, usecs/call, calls, [errors,] name.
+    calls = {}
     for line in open("strace.txt"):
         parts = line.split()
-        if len(parts) >= 5 and parts[-1] == "futex":
-            futex = int(parts[3])
-        if len(parts) >= 4 and parts[-1] == "total":
-            total = int(parts[2])
+        if len(parts) >= 5 and parts[0][0].isdigit():
+            calls[parts[-1]] = int(parts[3])
+    total, futex = calls.get("total", 0), calls.get("futex", 0)
     print(f"| {label} | {name} | {statistics.median(times):.3f} | {min(times):.3f}–{max(times):.3f} | {total} | {futex} |", flush=True)
 PY
 }
