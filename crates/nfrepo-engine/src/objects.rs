@@ -107,6 +107,34 @@ impl<T: RepoObject> Default for Loaded<T> {
     }
 }
 
+impl<T: RepoObject> Loaded<T> {
+    /// Files each fetched object under its outcome; returns the name and
+    /// stored bytes of each one that opened.
+    fn sort_in(&mut self, fetched: Vec<FetchedEntry<T>>) -> Vec<(String, bytes::Bytes)> {
+        let mut opened = Vec::new();
+        for (id, info, outcome) in fetched {
+            match outcome {
+                Fetched::Good((object, bytes)) => {
+                    opened.push((info.key.name().to_owned(), bytes));
+                    self.good.push(Stored {
+                        id,
+                        key: info.key,
+                        written: info.last_modified,
+                        object,
+                    });
+                }
+                Fetched::Damaged(error) => self.damaged.push(Damaged {
+                    id,
+                    key: info.key,
+                    error,
+                }),
+                Fetched::Vanished => self.vanished.push(info.key),
+            }
+        }
+        opened
+    }
+}
+
 /// What fetching one object came to.
 #[derive(Debug)]
 pub(crate) enum Fetched<T> {
@@ -132,6 +160,19 @@ pub(crate) fn key<T: RepoObject>(id: &T::Id) -> Result<ObjectKey> {
 /// Storage failures that are not about this object (access refused,
 /// unreachable, …).
 pub(crate) async fn fetch<T: RepoObject>(repo: &Repository, id: &T::Id, key: &ObjectKey) -> Result<Fetched<T>> {
+    Ok(match fetch_bytes::<T>(repo, id, key).await? {
+        Fetched::Good((object, _)) => Fetched::Good(object),
+        Fetched::Damaged(error) => Fetched::Damaged(error),
+        Fetched::Vanished => Fetched::Vanished,
+    })
+}
+
+/// [`fetch`], keeping the stored bytes of an object that opened.
+async fn fetch_bytes<T: RepoObject>(
+    repo: &Repository,
+    id: &T::Id,
+    key: &ObjectKey,
+) -> Result<Fetched<(T, bytes::Bytes)>> {
     let bytes = match repo.store().get(key).await {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == nfrepo_store::ErrorKind::NotFound => return Ok(Fetched::Vanished),
@@ -139,7 +180,7 @@ pub(crate) async fn fetch<T: RepoObject>(repo: &Repository, id: &T::Id, key: &Ob
         Err(e) => return Err(Error::store(e)),
     };
     Ok(match T::open(repo, id, &bytes) {
-        Ok(object) => Fetched::Good(object),
+        Ok(object) => Fetched::Good((object, bytes)),
         Err(e) => Fetched::Damaged(Error::decode(key.path(), e)),
     })
 }
@@ -197,6 +238,107 @@ pub(crate) async fn load_all<T: RepoObject>(repo: &Repository) -> Result<Loaded<
     load_listed(repo, listed).await
 }
 
+/// [`load_all`] for an immutable kind named by the hash of its bytes
+/// (snapshots), through the local object cache ([`nfrepo_store::ObjectCache`])
+/// when the repository has a cache directory: after one listing, only names
+/// the cache lacks are fetched (and added to it); a cached entry that does not
+/// open is fetched again and replaced; entries no longer listed are removed.
+/// The cache only saves work: when it is unusable the objects are fetched.
+///
+/// # Errors
+/// As [`load_all`].
+pub(crate) async fn load_all_cached<T: RepoObject>(repo: &Repository) -> Result<Loaded<T>> {
+    let Some(dir) = repo.index_cache_dir().map(std::path::Path::to_path_buf) else {
+        return load_all(repo).await;
+    };
+    let listed = repo.store().list(T::KIND).await.map_err(Error::store)?;
+    let repo_id = repo.id().to_hex();
+    let opened = blocking(move || {
+        let cache = nfrepo_store::ObjectCache::open(&dir, &repo_id)?;
+        let rows = cache.load(T::KIND)?;
+        Ok((cache, rows))
+    })
+    .await;
+    let (cache, rows) = match opened {
+        Ok(opened) => opened,
+        Err(e) => {
+            tracing::warn!(error = %e, "local object cache unusable; fetching every {}", T::NOUN);
+            return load_listed(repo, listed).await;
+        }
+    };
+    let (named, foreign) = split_names::<T>(listed);
+    let mut cached: std::collections::HashMap<String, Vec<u8>> = rows.into_iter().collect();
+    let mut loaded = Loaded {
+        foreign,
+        ..Loaded::default()
+    };
+    let mut missing = Vec::new();
+    let mut stale = Vec::new();
+    for (id, info) in named {
+        match cached.remove(info.key.name()) {
+            Some(bytes) => match T::open(repo, &id, &bytes) {
+                Ok(object) => loaded.good.push(Stored {
+                    id,
+                    key: info.key,
+                    written: info.last_modified,
+                    object,
+                }),
+                Err(e) => {
+                    tracing::warn!(object = %info.key, error = %e, "a cached {} does not open; fetching it again", T::NOUN);
+                    stale.push(info.key.name().to_owned());
+                    missing.push((id, info));
+                }
+            },
+            None => missing.push((id, info)),
+        }
+    }
+    // Cached entries the listing lacks were removed from the repository.
+    stale.extend(cached.into_keys());
+    let fetched = fetch_listed::<T>(repo, missing).await?;
+    let put = loaded.sort_in(fetched);
+    loaded.good.sort_by(|a, b| a.key.name().cmp(b.key.name()));
+    let updated = blocking(move || {
+        let put: Vec<(String, &[u8])> = put.iter().map(|(name, bytes)| (name.clone(), bytes.as_ref())).collect();
+        cache.update(T::KIND, &put, &stale)
+    })
+    .await;
+    if let Err(e) = updated {
+        tracing::warn!(error = %e, "cannot update the local object cache");
+    }
+    Ok(loaded)
+}
+
+/// One listed object fetched: its id, listing entry, and the object with
+/// its stored bytes.
+type FetchedEntry<T> = (<T as RepoObject>::Id, ObjectInfo, Fetched<(T, bytes::Bytes)>);
+
+/// Fetches the listed objects, [`CONCURRENCY`] at a time, keeping the
+/// stored bytes of those that open; in name order.
+async fn fetch_listed<T: RepoObject>(
+    repo: &Repository,
+    named: Vec<(T::Id, ObjectInfo)>,
+) -> Result<Vec<FetchedEntry<T>>> {
+    let mut fetched: Vec<FetchedEntry<T>> = stream::iter(named)
+        .map(|(id, info)| async move {
+            let outcome = fetch_bytes::<T>(repo, &id, &info.key).await?;
+            Ok::<_, Error>((id, info, outcome))
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect()
+        .await?;
+    fetched.sort_by(|a, b| a.1.key.name().cmp(b.1.key.name()));
+    Ok(fetched)
+}
+
+/// Runs short local work (the SQLite object cache) off the async workers.
+async fn blocking<R: Send + 'static>(
+    work: impl FnOnce() -> nfrepo_store::Result<R> + Send + 'static,
+) -> nfrepo_store::Result<R> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
+        nfrepo_store::Error::new(nfrepo_store::ErrorKind::Other, format!("object cache task failed: {e}"))
+    })?
+}
+
 /// Loads the listed objects of kind `T` (a subset of a listing, or one
 /// taken earlier).
 ///
@@ -208,31 +350,7 @@ pub(crate) async fn load_listed<T: RepoObject>(repo: &Repository, listed: Vec<Ob
         foreign,
         ..Loaded::default()
     };
-    let mut fetched: Vec<(T::Id, ObjectInfo, Fetched<T>)> = stream::iter(named)
-        .map(|(id, info)| async move {
-            let outcome = fetch::<T>(repo, &id, &info.key).await?;
-            Ok::<_, Error>((id, info, outcome))
-        })
-        .buffer_unordered(CONCURRENCY)
-        .try_collect()
-        .await?;
-    fetched.sort_by(|a, b| a.1.key.name().cmp(b.1.key.name()));
-    for (id, info, outcome) in fetched {
-        match outcome {
-            Fetched::Good(object) => loaded.good.push(Stored {
-                id,
-                key: info.key,
-                written: info.last_modified,
-                object,
-            }),
-            Fetched::Damaged(error) => loaded.damaged.push(Damaged {
-                id,
-                key: info.key,
-                error,
-            }),
-            Fetched::Vanished => loaded.vanished.push(info.key),
-        }
-    }
+    loaded.sort_in(fetch_listed::<T>(repo, named).await?);
     Ok(loaded)
 }
 

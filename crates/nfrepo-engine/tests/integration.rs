@@ -25,5 +25,6 @@ mod integration {
     mod repository;
     mod reseal;
     mod rotation;
+    mod snapshot_cache;
     mod verified_read;
 }

@@ -195,7 +195,9 @@ fn s3_operator(
 /// directory, puts bypass OpenDAL and write a temp file, fsync it, then link
 /// (`CreateNew`) or rename (`Overwrite`) it into place and fsync the directory, so a
 /// crash never leaves a partial object and two concurrent `CreateNew` puts never both
-/// succeed. Reads, listings and deletes go through OpenDAL everywhere.
+/// succeed. Whole-object reads and listings of a local directory are one
+/// blocking call each (no hop to the blocking pool per file); ranged and
+/// streamed reads, stats and deletes go through OpenDAL everywhere.
 #[derive(Debug)]
 pub struct OpendalStore {
     location: String,
@@ -279,6 +281,12 @@ impl OpendalStore {
     /// it pages; other services (a directory) are walked one directory at a
     /// time, each sorted.
     async fn lister(&self, kind: ObjectKind) -> Result<ListStream<'_>> {
+        if let Some(root) = &self.local_root {
+            let listed = local::list(root.clone(), kind)
+                .await
+                .map_err(|e| e.with_location(&self.location))?;
+            return Ok(stream::iter(listed).map(Ok).boxed());
+        }
         let Some(op) = self.operator().await? else {
             return Ok(stream::empty().boxed());
         };
@@ -435,6 +443,11 @@ impl Store for OpendalStore {
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<Bytes> {
+        if let Some(root) = &self.local_root {
+            return local::get(root.clone(), key.path())
+                .await
+                .map_err(|e| e.with_key(key).with_location(&self.location));
+        }
         let Some(op) = self.operator().await? else {
             return Err(self.not_found(key));
         };

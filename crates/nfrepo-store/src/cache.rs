@@ -112,6 +112,25 @@ pub(crate) fn create_private_file(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Opens the database at `path` (created `0600` if missing) in WAL mode
+/// with `synchronous = NORMAL` (a crash of this process never corrupts it)
+/// and `busy` as the wait for another process's write, then runs `schema`:
+/// the side databases' shared setup ([`crate::KnownFiles`], [`crate::ObjectCache`]).
+///
+/// # Errors
+/// The file cannot be created, or an SQLite failure (returned as is, so the
+/// caller can tell a damaged file from a busy one).
+pub(crate) fn connect_wal(path: &Path, busy: std::time::Duration, schema: &str) -> Result<Connection> {
+    let err = |e| sql_error(path, e);
+    create_private_file(path)?;
+    let conn = Connection::open(path).map_err(err)?;
+    conn.busy_timeout(busy).map_err(err)?;
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+    conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
+    conn.execute_batch(schema).map_err(err)?;
+    Ok(conn)
+}
+
 impl Cache {
     /// Opens (creating if needed) the cache of repository `repo_id` (hex) under `dir`.
     ///

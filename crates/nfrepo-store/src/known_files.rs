@@ -26,7 +26,7 @@ use std::sync::{Mutex, PoisonError};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::cache::{create_private_file, database_path};
+use crate::cache::{connect_wal, database_path};
 use crate::error::{Error, ErrorKind, Result};
 
 /// Rows written in one transaction.
@@ -113,13 +113,9 @@ impl KnownFiles {
     }
 
     fn connect(path: &Path) -> Result<Connection> {
-        let err = |e| sql_error(path, e);
-        create_private_file(path)?;
-        let conn = Connection::open(path).map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
-        conn.execute_batch(
+        connect_wal(
+            path,
+            std::time::Duration::from_secs(30),
             "CREATE TABLE IF NOT EXISTS known_files_v1 (
                  scope BLOB NOT NULL,
                  path BLOB NOT NULL,
@@ -133,8 +129,6 @@ impl KnownFiles {
                  PRIMARY KEY (scope, path)
              ) WITHOUT ROWID",
         )
-        .map_err(err)?;
-        Ok(conn)
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {

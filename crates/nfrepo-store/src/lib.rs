@@ -56,6 +56,7 @@ mod known_files;
 mod location;
 mod lock;
 mod memory;
+mod object_cache;
 mod rest;
 mod retry;
 mod store;
@@ -73,6 +74,7 @@ pub use known_files::{FileStamp, KnownFiles};
 pub use location::StoreUrl;
 pub use lock::{ObjectLockPolicy, ObjectLockStore, Retention, RetentionMode};
 pub use memory::MemoryStore;
+pub use object_cache::ObjectCache;
 pub use rest::{
     MIN_TOKEN_LEN, NFREPO_REST_CA_FILE, NFREPO_REST_TOKEN_FILE, REST_API_PREFIX, REST_ERROR_HEADER,
     REST_MODIFIED_HEADER, REST_SIZE_HEADER, http_client, read_token_file, rest_error_code, rest_error_kind,

@@ -44,9 +44,11 @@ impl Repository {
         Ok(good)
     }
 
-    /// Snapshots that open, and the errors of those that do not.
+    /// Snapshots that open, and the errors of those that do not. Snapshot
+    /// headers come from the local object cache when there is one
+    /// ([`crate::objects::load_all_cached`]); `check` reads them from the repository.
     async fn load_snapshots(&self) -> Result<(Vec<SnapshotEntry>, Vec<Error>)> {
-        let loaded = crate::objects::load_all::<Snapshot>(self).await?;
+        let loaded = crate::objects::load_all_cached::<Snapshot>(self).await?;
         let mut good: Vec<SnapshotEntry> = loaded
             .good
             .into_iter()

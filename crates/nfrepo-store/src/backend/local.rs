@@ -29,6 +29,7 @@ use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::key::{ObjectInfo, ObjectKey, ObjectKind};
 use crate::store::{ByteStream, PutMode};
 
 /// Mode of every object file (before the umask, which can only remove bits).
@@ -96,6 +97,83 @@ pub(crate) async fn put_stream(
             Err(e)
         }
     }
+}
+
+/// Reads the whole object `root/rel_path` in one blocking call (OpenDAL's
+/// fs service hops to the blocking pool for each of open, stat, read and
+/// close).
+pub(crate) async fn get(root: PathBuf, rel_path: String) -> Result<Bytes> {
+    blocking(move || {
+        fs::read(root.join(rel_path))
+            .map(Bytes::from)
+            .map_err(|e| Error::from_io(e, "cannot read object"))
+    })
+    .await
+}
+
+/// Lists every object of `kind` under `root` in one blocking call, in
+/// ascending name order (the fan-out directories of packs included). Names
+/// that are not object names of `kind` (temp files, strays) and
+/// subdirectories are left out; a missing directory lists nothing.
+pub(crate) async fn list(root: PathBuf, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
+    blocking(move || list_blocking(&root, kind)).await
+}
+
+fn list_blocking(root: &Path, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
+    let prefix = kind.prefix();
+    let dirs: Vec<String> = if kind.is_fanned_out() {
+        let mut dirs: Vec<String> = dir_entries(&root.join(prefix))?
+            .into_iter()
+            .filter(|(_, file_type)| file_type.is_dir())
+            .filter_map(|(name, _)| name.into_string().ok())
+            .map(|name| format!("{prefix}/{name}"))
+            .collect();
+        dirs.sort();
+        dirs
+    } else {
+        vec![prefix.to_owned()]
+    };
+    let mut out = Vec::new();
+    for dir in dirs {
+        let path = root.join(&dir);
+        let mut files: Vec<(String, ObjectKey)> = dir_entries(&path)?
+            .into_iter()
+            .filter(|(_, file_type)| !file_type.is_dir())
+            .filter_map(|(name, _)| name.into_string().ok())
+            .filter_map(|name| ObjectKey::from_path(kind, &format!("{dir}/{name}")).map(|key| (name, key)))
+            .collect();
+        files.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, key) in files {
+            let meta = match fs::metadata(path.join(&name)) {
+                Ok(meta) => meta,
+                // Deleted since the directory was read.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::from_io(e, "cannot list objects").with_key(&key)),
+            };
+            out.push(ObjectInfo {
+                key,
+                size: meta.len(),
+                last_modified: meta.modified().ok(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The names and types of the entries in `dir`; a missing `dir` has none.
+fn dir_entries(dir: &Path) -> Result<Vec<(std::ffi::OsString, fs::FileType)>> {
+    let failed = |e| Error::from_io(e, "cannot list objects");
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(failed(e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(failed)?;
+        out.push((entry.file_name(), entry.file_type().map_err(failed)?));
+    }
+    Ok(out)
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {

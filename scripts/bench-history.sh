@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Cost of one run against the length of the history (issue 14, item 7): a
+# tiny `snapshot --stdin` and `nfrepo snapshots` in a repository holding N
+# snapshots (each with its own packs and index delta, as a 5-minute
+# schedule leaves them), on a local directory and on S3.
+#
+#   scripts/bench-history.sh [--counts "0 600 10000"] [--runs N] [--only local|s3]
+#
+# One repository per backend grows through the counts: the history is added
+# by the `seed_history` example (one process, each snapshot committed as
+# `snapshot --stdin` commits it), then each command runs --runs times
+# (default 7) with a warm local cache, as a cron job finds it. Printed per
+# count: the median, min and max wall time of each command, and the system
+# calls of one more run of each (`strace -c -f`: total and futex).
+#
+# Environment:
+#   BENCH_DIR    work dir (default /tmp/nfrepo-historybench)
+#   NFREPO_BIN   the nfrepo binary; SEED_BIN the seed_history example
+#                (default: both built from this tree into target/release)
+#   NFREPO_TEST_S3_* (scripts/start-seaweedfs.sh) for the S3 runs; the
+#   prefix made is deleted at the end through the SeaweedFS filer
+#   (FILER, default http://127.0.0.1:18888).
+set -euo pipefail
+
+COUNTS="0 600 10000"
+RUNS=7
+ONLY=""
+while [[ $# -gt 0 ]]; do
+	case "$1" in
+	--counts) COUNTS="$2"; shift 2 ;;
+	--runs) RUNS="$2"; shift 2 ;;
+	--only) ONLY="$2"; shift 2 ;;
+	*) echo "usage: $0 [--counts \"0 600 10000\"] [--runs N] [--only local|s3]" >&2; exit 2 ;;
+	esac
+done
+NFREPO_ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+BENCH_DIR="${BENCH_DIR:-/tmp/nfrepo-historybench}"
+TARGET="${CARGO_TARGET_DIR:-$NFREPO_ROOT/target}"
+if [[ -z "${NFREPO_BIN:-}" || -z "${SEED_BIN:-}" ]]; then
+	(cd "$NFREPO_ROOT" && cargo build --release --workspace --bins --examples --quiet)
+	NFREPO_BIN="${NFREPO_BIN:-$TARGET/release/nfrepo}"
+	SEED_BIN="${SEED_BIN:-$TARGET/release/examples/seed_history}"
+fi
+command -v strace >/dev/null || { echo "strace is needed (apt-get install -y strace)" >&2; exit 1; }
+rm -rf "$BENCH_DIR"
+mkdir -p "$BENCH_DIR"
+cd "$BENCH_DIR"
+export NFREPO_PASSWORD=bench-password
+
+# measure LABEL URL CACHE: prints one line per command for the current count.
+measure() {
+	local label="$1" url="$2" cache="$3"
+	python3 - "$label" "$url" "$cache" "$RUNS" "$NFREPO_BIN" <<'PY'
+import os, statistics, subprocess, sys, time
+label, url, cache, runs, nfrepo = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+env = dict(os.environ, NFREPO_CACHE_DIR=cache)
+commands = {
+    "snapshot --stdin": ([nfrepo, "--repo", url, "--quiet", "snapshot", "--stdin", "--name", "db.sql", "--source", "bench"], b"one row\n"),
+    "snapshots": ([nfrepo, "--repo", url, "--quiet", "snapshots"], b""),
+}
+for name, (argv, stdin) in commands.items():
+    times = []
+    for _ in range(runs):
+        start = time.monotonic()
+        subprocess.run(argv, input=stdin, env=env, stdout=subprocess.DEVNULL, check=True)
+        times.append(time.monotonic() - start)
+    trace = subprocess.run(["strace", "-c", "-f", "-o", "strace.txt"] + argv, input=stdin, env=env,
+                           stdout=subprocess.DEVNULL, check=True)
+    # strace -c rows: % time, seconds, usecs/call, calls, [errors,] name.
+    calls = {}
+    for line in open("strace.txt"):
+        parts = line.split()
+        if len(parts) >= 5 and parts[0][0].isdigit():
+            calls[parts[-1]] = int(parts[3])
+    total, futex = calls.get("total", 0), calls.get("futex", 0)
+    print(f"| {label} | {name} | {statistics.median(times):.3f} | {min(times):.3f}–{max(times):.3f} | {total} | {futex} |", flush=True)
+PY
+}
+
+# run_backend LABEL URL: grows one repository through the counts.
+run_backend() {
+	local label="$1" url="$2" have=0 count
+	local cache="$BENCH_DIR/cache-$label"
+	"$NFREPO_BIN" --repo "$url" --quiet init --kdf-memory-kib 64 --kdf-iterations 1 >/dev/null
+	for count in $COUNTS; do
+		if ((count > have)); then
+			"$SEED_BIN" "$url" $((count - have)) "$cache"
+			have=$count
+		fi
+		measure "$label, $count snapshots" "$url" "$cache"
+		# Each measured snapshot run added one.
+		have=$((have + RUNS + 1))
+	done
+}
+
+echo "| repository | command | median s | min–max s | syscalls | futex |"
+echo "|---|---|---|---|---|---|"
+if [[ "$ONLY" != s3 ]]; then
+	run_backend local "file://$BENCH_DIR/repo"
+fi
+if [[ "$ONLY" != local ]]; then
+	if [[ -z "${NFREPO_TEST_S3_ENDPOINT:-}" ]]; then
+		echo "NFREPO_TEST_S3_* not set: skipping S3 (source /tmp/nfrepo-dev-env.sh or run scripts/start-seaweedfs.sh)" >&2
+	else
+		export NFREPO_S3_ACCESS_KEY_ID="$NFREPO_TEST_S3_ACCESS_KEY" NFREPO_S3_SECRET_ACCESS_KEY="$NFREPO_TEST_S3_SECRET_KEY"
+		PREFIX="bench-history-$$"
+		trap 'curl -s -X DELETE "${FILER:-http://127.0.0.1:18888}/buckets/$NFREPO_TEST_S3_BUCKET/$PREFIX/?recursive=true&ignoreRecursiveError=true" >/dev/null || true' EXIT
+		run_backend s3 "s3://$NFREPO_TEST_S3_BUCKET/$PREFIX?endpoint=$NFREPO_TEST_S3_ENDPOINT&region=us-east-1"
+	fi
+fi
