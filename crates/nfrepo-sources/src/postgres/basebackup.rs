@@ -25,7 +25,6 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::PathBuf;
-use std::process::Stdio;
 
 use nfrepo_engine::{BackupWriter, CommitDetails};
 use nfrepo_format::{BlobId, CommandRecord, Metadata, Node, NodeKind, Tree};
@@ -34,7 +33,7 @@ use super::{client_args, client_auth, maintenance_db, query};
 use crate::connection::Connection;
 use crate::dump::{find_tool, tool_version};
 use crate::source::{Source, SourceOutcome};
-use crate::stream::{describe_exit, forward_stderr, redact_argv};
+use crate::stream::{redact_argv, run_piped};
 use crate::wal::{Lsn, WalName};
 use crate::{Error, Result};
 
@@ -144,43 +143,14 @@ impl Source for BaseBackupSource {
 
     fn back_up(&mut self, writer: &BackupWriter) -> Result<SourceOutcome> {
         let argv = self.argv();
-        let (program, args) = argv
-            .split_first()
-            .ok_or_else(|| Error::Invalid("no command given".into()))?;
         let auth = client_auth(&self.connection)?;
         tracing::info!(argv = ?redact_argv(&argv), "base backup");
-        let mut child = crate::child::command(program, &auth)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| Error::CommandFailed(format!("cannot start {program:?}: {e}")))?;
-        let stderr = child.stderr.take();
-        let stderr_tail = std::thread::spawn(move || forward_stderr(stderr));
-        let mut stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| Error::CommandFailed("no stdout pipe".into()))?;
-        let unpacked = unpack(writer, &mut stdout).and_then(|u| {
+        let (unpacked, status) = run_piped(&argv, &auth, |stdout| {
+            let unpacked = unpack(writer, &mut *stdout)?;
             // The end-of-archive padding the tar reader stopped before.
-            std::io::copy(&mut stdout, &mut std::io::sink()).map_err(|e| tar_error(&e))?;
-            Ok(u)
-        });
-        drop(stdout);
-        if unpacked.is_err() {
-            // Don't leave the command blocked on a full pipe.
-            let _ = child.kill();
-        }
-        let status = child
-            .wait()
-            .map_err(|e| Error::CommandFailed(format!("waiting for {program:?}: {e}")))?;
-        let last_line = stderr_tail.join().unwrap_or_default();
-        let unpacked = unpacked?;
-        if !status.success() {
-            let (how, tail) = describe_exit(status, &last_line);
-            return Err(Error::CommandFailed(format!("pg_basebackup {how}{tail}")));
-        }
+            std::io::copy(stdout, &mut std::io::sink()).map_err(|e| tar_error(&e))?;
+            Ok(unpacked)
+        })?;
         let stop_time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         let mut facts = self.facts.clone();
         facts.extend(unpacked.positions.facts()?);
