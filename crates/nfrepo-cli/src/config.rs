@@ -27,6 +27,14 @@
 //! post_hook = "rm -f /run/backup-running"
 //! rpo = "10m"                                   # alert when the newest snapshot is older (else: schedule + grace)
 //!
+//! [sources.pg]
+//! kind = "postgres"
+//! method = "basebackup"                         # pg_basebackup + WAL through `nfrepo agent` (default "dump": pg_dump)
+//! connection = "postgres://postgres@127.0.0.1:5432"
+//!
+//! [agent]                                       # `nfrepo agent`, `wal-push`, `wal-fetch`
+//! socket = "/run/nfrepo/agent.sock"
+//!
 //! [replication.dr-region]                     # `nfrepo replicate` copies the repository here
 //! url = "s3://backups-dr/nfrepo?endpoint=https://s3.dr.example&region=eu-central-1"
 //! credentials_file = "/etc/nfrepo/dr-s3.credentials"   # else the repository's S3 credentials
@@ -794,6 +802,34 @@ keep-daily = 30
         // A misspelt rule is an error, not a policy that keeps less.
         let misspelt = SAMPLE.replace("keep-daily", "keep-dialy");
         assert!(parse(&misspelt).is_err());
+    }
+
+    // Issue 16: the basebackup method and the agent's socket.
+    #[test]
+    fn basebackup_sources_and_the_agent_socket_parse_and_misuse_is_refused() {
+        let pg = "[sources.pg]\nkind = \"postgres\"\nconnection = \"postgres://postgres@db:5432\"\n";
+        let config = parse(&format!(
+            "{pg}method = \"basebackup\"\n\n[agent]\nsocket = \"/run/nfrepo/a.sock\"\n"
+        ))
+        .unwrap();
+        assert!(config.sources["pg"].is_basebackup());
+        assert_eq!(
+            config.agent.unwrap().socket.unwrap(),
+            PathBuf::from("/run/nfrepo/a.sock")
+        );
+        assert!(!parse(pg).unwrap().sources["pg"].is_basebackup(), "dump is the default");
+        let err = parse(&format!("{pg}method = \"basebackup\"\ndatabases = [\"app\"]\n")).unwrap_err();
+        assert!(err.contains("whole cluster"), "{err}");
+        let err = parse("[sources.m]\nkind = \"mysql\"\nconnection = \"mysql://root@db\"\nmethod = \"basebackup\"\n")
+            .unwrap_err();
+        assert!(err.contains("method is for kind postgres"), "{err}");
+        let err = parse(
+            &pg.replace("[sources.pg]", "[sources.pg.wal]")
+                .replace("pg.wal]", "\"pg.wal\"]"),
+        )
+        .unwrap_err();
+        assert!(err.contains(".wal"), "{err}");
+        assert!(parse(&format!("{pg}method = \"physical\"\n")).is_err());
     }
 
     #[test]
