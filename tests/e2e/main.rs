@@ -38,6 +38,7 @@ mod maintenance_races;
 mod mysql;
 mod object_lock;
 mod panel;
+mod pitr;
 mod postgres;
 mod put_only;
 mod redis;

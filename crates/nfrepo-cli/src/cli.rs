@@ -122,6 +122,52 @@ pub enum Command {
     Alerts(AlertsArgs),
     /// Prometheus metrics of the repository, on stdout or into a node_exporter textfile.
     Metrics(MetricsArgs),
+    /// Hold the repository open and commit the WAL files `wal-push` hands over (PostgreSQL PITR).
+    Agent(AgentArgs),
+    /// PostgreSQL's archive_command: hand one WAL file to the agent; exits 0 once it is committed.
+    WalPush(WalPushArgs),
+    /// PostgreSQL's restore_command: write one archived WAL file to a path (from the agent, else the repository).
+    WalFetch(WalFetchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The Unix socket to listen on (else `[agent] socket`, else $XDG_RUNTIME_DIR/nfrepo/agent.sock or
+    /// /tmp/nfrepo-UID/agent.sock); its directory is made mode 0700 and the socket 0600.
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Archive for this basebackup source (repeatable; default: every `method = "basebackup"` source).
+    #[arg(long = "source", value_name = "NAME")]
+    pub sources: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct WalPushArgs {
+    /// The WAL file (`%p`).
+    pub path: PathBuf,
+    /// The basebackup source (default: the only `method = "basebackup"` source of the configuration).
+    #[arg(long)]
+    pub source: Option<String>,
+    /// The agent's socket (else `[agent] socket`, else the default).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct WalFetchArgs {
+    /// The WAL file name PostgreSQL asks for (`%f`).
+    pub name: String,
+    /// Where to write it (`%p`); written whole or not at all.
+    pub path: PathBuf,
+    /// The basebackup source (default: the only `method = "basebackup"` source of the configuration).
+    #[arg(long)]
+    pub source: Option<String>,
+    /// The agent's socket (else `[agent] socket`, else the default).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Read the repository directly, without asking the agent.
+    #[arg(long)]
+    pub no_agent: bool,
 }
 
 #[derive(Debug, Args)]
@@ -463,8 +509,15 @@ pub struct RestoreArgs {
     /// is never written before that. The password is that of the configured source naming the same
     /// server (password_env / password_file), else MYSQL_PWD / PGPASSWORD.
     /// Or a bucket snapshot into s3://bucket/prefix?endpoint=… (credentials from NFREPO_S3_*).
+    /// Or a PostgreSQL base backup into postgres-data:/path (an empty data directory), with --at for point-in-time
+    /// recovery.
     #[arg(long, value_name = "URL")]
     pub into: Option<String>,
+    /// With --into postgres-data:DIR: recover to this moment ("2026-12-01 12:34:56+00", RFC 3339, or `latest`: all
+    /// archived WAL). The newest base backup of SNAPSHOT's source finished before it is restored, whatever SNAPSHOT
+    /// names, and PostgreSQL started on DIR replays WAL (fetched with `nfrepo wal-fetch`) up to it and opens.
+    #[arg(long, requires = "into", value_name = "TIME")]
+    pub at: Option<String>,
     /// With --into: the database of a multi-database snapshot to restore.
     #[arg(long, requires = "into")]
     pub database: Option<String>,

@@ -21,12 +21,14 @@ mod replicate;
 mod reseal;
 mod restore;
 mod restore_into;
+mod restore_pitr;
 mod rollback;
 mod serve;
 mod snapshot;
 pub(crate) mod snapshots;
 mod source;
 mod verify;
+mod wal;
 
 use crate::cli::{Cli, Command};
 use crate::failure::Failure;
@@ -69,5 +71,8 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         Command::Serve(args) => serve::run(global, args).await,
         Command::Alerts(args) => alerts::run(global, args).await,
         Command::Metrics(args) => metrics::run(global, args).await,
+        Command::Agent(args) => wal::agent(global, args).await,
+        Command::WalPush(args) => wal::push(global, &args).await,
+        Command::WalFetch(args) => wal::fetch(global, args).await,
     }
 }

@@ -27,6 +27,14 @@
 //! post_hook = "rm -f /run/backup-running"
 //! rpo = "10m"                                   # alert when the newest snapshot is older (else: schedule + grace)
 //!
+//! [sources.pg]
+//! kind = "postgres"
+//! method = "basebackup"                         # pg_basebackup + WAL through `nfrepo agent` (default "dump": pg_dump)
+//! connection = "postgres://postgres@127.0.0.1:5432"
+//!
+//! [agent]                                       # `nfrepo agent`, `wal-push`, `wal-fetch`
+//! socket = "/run/nfrepo/agent.sock"
+//!
 //! [replication.dr-region]                     # `nfrepo replicate` copies the repository here
 //! url = "s3://backups-dr/nfrepo?endpoint=https://s3.dr.example&region=eu-central-1"
 //! credentials_file = "/etc/nfrepo/dr-s3.credentials"   # else the repository's S3 credentials
@@ -90,6 +98,8 @@ pub struct Config {
     pub alerts: Option<nfrepo_ops::AlertsConfig>,
     /// `[serve]`: the admin panel's address, users and restore targets (see `nfrepo_panel::ServeConfig`).
     pub serve: Option<nfrepo_panel::ServeConfig>,
+    /// `[agent]`: the WAL archiving agent's socket.
+    pub agent: Option<AgentConfig>,
     /// Where the file was read from.
     #[serde(skip)]
     pub path: PathBuf,
@@ -131,6 +141,27 @@ pub struct ReplicationConfig {
     pub credentials_file: Option<PathBuf>,
     /// Alert (`replication_lag`) when the replica is further behind than this.
     pub max_lag: Option<nfrepo_engine::Span>,
+}
+
+/// `[agent]`: `nfrepo agent` and its clients `wal-push` / `wal-fetch`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The Unix socket (default `$XDG_RUNTIME_DIR/nfrepo/agent.sock`, else
+    /// `/tmp/nfrepo-<uid>/agent.sock`); its directory is made mode 0700.
+    pub socket: Option<PathBuf>,
+}
+
+/// How a PostgreSQL source is backed up.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PostgresMethod {
+    /// `pg_dump` per database (logical).
+    #[default]
+    Dump,
+    /// `pg_basebackup` of the whole cluster (physical), with WAL archived
+    /// through `nfrepo agent` for point-in-time recovery.
+    Basebackup,
 }
 
 /// What a source reads.
@@ -198,6 +229,8 @@ pub struct SourceConfig {
     /// `mysql://user@host:port[/db]`, `postgres://…`, `redis://host:port`, or for
     /// buckets `s3://bucket/prefix?endpoint=…&region=…`.
     pub connection: Option<String>,
+    /// postgres: `dump` (default) or `basebackup`.
+    pub method: Option<PostgresMethod>,
     /// Databases to dump (default: the one in the connection URL, else all).
     #[serde(default)]
     pub databases: Vec<String>,
@@ -272,6 +305,11 @@ pub struct DrillConfig {
 pub const DEFAULT_HEALTH_TIMEOUT_SECS: u64 = 60;
 
 impl SourceConfig {
+    /// A PostgreSQL source backed up by `pg_basebackup`.
+    pub fn is_basebackup(&self) -> bool {
+        self.kind == SourceKind::Postgres && self.method == Some(PostgresMethod::Basebackup)
+    }
+
     /// The retention class: the configured one, else the kind's default.
     pub fn retention_class(&self) -> Option<&str> {
         self.retention.as_deref().or(self.kind.default_retention())
@@ -456,6 +494,15 @@ fn validate_source(name: &str, source: &SourceConfig) -> Result<(), String> {
         && !matches!(source.kind, SourceKind::Mysql | SourceKind::Postgres)
     {
         return Err("drill.queries are for kinds mysql and postgres".into());
+    }
+    if source.method.is_some() && source.kind != SourceKind::Postgres {
+        return Err("method is for kind postgres".into());
+    }
+    if source.is_basebackup() && !source.databases.is_empty() {
+        return Err("a basebackup copies the whole cluster: databases are for method dump".into());
+    }
+    if name.ends_with(".wal") {
+        return Err("names ending in .wal are the WAL streams of basebackup sources".into());
     }
     if source.aof_dir.is_some() && source.kind != SourceKind::Redis {
         return Err("aof_dir is for kind redis".into());
@@ -755,6 +802,34 @@ keep-daily = 30
         // A misspelt rule is an error, not a policy that keeps less.
         let misspelt = SAMPLE.replace("keep-daily", "keep-dialy");
         assert!(parse(&misspelt).is_err());
+    }
+
+    // Issue 16: the basebackup method and the agent's socket.
+    #[test]
+    fn basebackup_sources_and_the_agent_socket_parse_and_misuse_is_refused() {
+        let pg = "[sources.pg]\nkind = \"postgres\"\nconnection = \"postgres://postgres@db:5432\"\n";
+        let config = parse(&format!(
+            "{pg}method = \"basebackup\"\n\n[agent]\nsocket = \"/run/nfrepo/a.sock\"\n"
+        ))
+        .unwrap();
+        assert!(config.sources["pg"].is_basebackup());
+        assert_eq!(
+            config.agent.unwrap().socket.unwrap(),
+            PathBuf::from("/run/nfrepo/a.sock")
+        );
+        assert!(!parse(pg).unwrap().sources["pg"].is_basebackup(), "dump is the default");
+        let err = parse(&format!("{pg}method = \"basebackup\"\ndatabases = [\"app\"]\n")).unwrap_err();
+        assert!(err.contains("whole cluster"), "{err}");
+        let err = parse("[sources.m]\nkind = \"mysql\"\nconnection = \"mysql://root@db\"\nmethod = \"basebackup\"\n")
+            .unwrap_err();
+        assert!(err.contains("method is for kind postgres"), "{err}");
+        let err = parse(
+            &pg.replace("[sources.pg]", "[sources.pg.wal]")
+                .replace("pg.wal]", "\"pg.wal\"]"),
+        )
+        .unwrap_err();
+        assert!(err.contains(".wal"), "{err}");
+        assert!(parse(&format!("{pg}method = \"physical\"\n")).is_err());
     }
 
     #[test]

@@ -31,6 +31,8 @@
 //! [`crate::GoodMarkers`]) is kept too, so `rollback --to last-good` always
 //! has a target; a forgotten snapshot's good marker is deleted after it.
 
+mod wal;
+
 use std::collections::{BTreeMap, HashSet};
 
 use bytes::Bytes;
@@ -43,6 +45,8 @@ use crate::objects;
 use crate::read::SnapshotEntry;
 use crate::retention::{KeepReason, RetentionPolicy};
 use crate::{Error, Repository, Result};
+
+pub use wal::{BASEBACKUP_KIND, BASEBACKUP_START_WAL_FACT, WAL_FILE_FACT, WAL_KIND, WAL_STREAM_SUFFIX};
 
 /// Options for [`Repository::forget`].
 #[derive(Clone, Debug)]
@@ -190,8 +194,18 @@ impl Repository {
         let protected = self.protected_snapshots().await?;
         let good = self.good_markers().await?;
         let mut groups: BTreeMap<(String, String), Vec<SnapshotEntry>> = BTreeMap::new();
-        for entry in self.snapshots().await? {
-            if options.source.as_ref().is_some_and(|s| *s != entry.snapshot.source) {
+        // `--source pg` and `--source pg.wal` both decide a base source and its WAL together.
+        let only = options
+            .source
+            .as_deref()
+            .map(|s| s.strip_suffix(WAL_STREAM_SUFFIX).unwrap_or(s));
+        let (snapshots, wal_streams) = wal::split(self.snapshots().await?);
+        let wal_streams: BTreeMap<String, Vec<SnapshotEntry>> = wal_streams
+            .into_iter()
+            .filter(|(base, _)| only.is_none_or(|s| s == base))
+            .collect();
+        for entry in snapshots {
+            if only.is_some_and(|s| s != entry.snapshot.source) {
                 continue;
             }
             let host = if options.group_by_source_only {
@@ -233,6 +247,7 @@ impl Repository {
                 .collect();
             report.groups.push((group, decisions));
         }
+        decide_wal(&mut report, wal_streams, &protected, options.group_by_source_only);
         if !options.dry_run {
             let doomed: Vec<SnapshotId> = report.removed().map(|d| d.entry.id).collect();
             let good = &good;
@@ -532,6 +547,43 @@ pub struct Unprotected {
     pub was_protected: bool,
     /// Whether the snapshot no longer exists (an orphaned marker was removed).
     pub orphan: bool,
+}
+
+/// Decides the WAL streams once their base sources are decided (see `forget/wal.rs`).
+fn decide_wal(
+    report: &mut ForgetReport,
+    wal_streams: BTreeMap<String, Vec<SnapshotEntry>>,
+    protected: &HashSet<SnapshotId>,
+    by_source_only: bool,
+) {
+    for (base, entries) in wal_streams {
+        let kept_bases = report
+            .groups
+            .iter()
+            .filter(|((source, _), _)| *source == base)
+            .flat_map(|(_, decisions)| decisions.iter().filter(|d| d.keep()).map(|d| &d.entry));
+        let oldest = wal::oldest_needed(kept_bases);
+        let mut by_host: BTreeMap<(String, String), Vec<ForgetDecision>> = BTreeMap::new();
+        for entry in entries {
+            let mut reasons = wal::decide(&entry, oldest.as_deref());
+            if protected.contains(&entry.id) {
+                reasons.insert(0, KeepReason::Protected);
+            }
+            by_host
+                .entry((
+                    entry.snapshot.source.clone(),
+                    if by_source_only {
+                        String::new()
+                    } else {
+                        entry.snapshot.hostname.clone()
+                    },
+                ))
+                .or_default()
+                .push(ForgetDecision { entry, reasons });
+        }
+        tracing::debug!(source = %base, oldest = ?oldest, "WAL retention decided");
+        report.groups.extend(by_host);
+    }
 }
 
 fn protect_key(id: &SnapshotId) -> Result<ObjectKey> {

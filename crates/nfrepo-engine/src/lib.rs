@@ -77,7 +77,10 @@ pub use browse::{Change, ChangeKind, WalkEntry};
 pub use check::{Affected, CheckOptions, CheckReport, Finding, ReadDataSubset};
 pub use drill::DrillHistory;
 pub use error::{Error, ErrorClass, ErrorCode, Operation, Result};
-pub use forget::{ForgetDecision, ForgetOptions, ForgetReport, SettledForgets, Unprotected};
+pub use forget::{
+    BASEBACKUP_KIND, BASEBACKUP_START_WAL_FACT, ForgetDecision, ForgetOptions, ForgetReport, SettledForgets,
+    Unprotected, WAL_FILE_FACT, WAL_KIND, WAL_STREAM_SUFFIX,
+};
 pub use gc::{GcOptions, GcPlan, GcReport, PackCount, RESEALED_FROM, ResealOptions, ResealReport};
 pub use good::GoodMarkers;
 pub use host::{hostname, user_at_host, username};

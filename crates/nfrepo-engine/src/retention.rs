@@ -462,6 +462,8 @@ pub enum KeepReason {
     LastGood,
     /// No policy applies to the snapshot's source, so it is left alone.
     NoPolicy,
+    /// Archived WAL that a kept base backup (or one in progress) needs.
+    WalNeeded,
 }
 
 impl fmt::Display for KeepReason {
@@ -476,6 +478,7 @@ impl fmt::Display for KeepReason {
             Self::Protected => f.write_str("protected"),
             Self::LastGood => f.write_str("last good"),
             Self::NoPolicy => f.write_str("no policy"),
+            Self::WalNeeded => f.write_str("WAL of a kept base backup"),
         }
     }
 }

@@ -100,6 +100,25 @@ pub enum Error {
     /// The staged copy does not hold the rows counted at dump time.
     #[error("row counts differ from the dump's: {}", .0.join(", "))]
     RowCountMismatch(Vec<String>),
+    /// A WAL file is already archived with other bytes: never overwritten.
+    #[error(
+        "{0} is already archived with different bytes: refusing to overwrite it (is another cluster archiving into this source?)"
+    )]
+    WalConflict(String),
+    /// A WAL file is not in the repository.
+    #[error("{0} is not archived")]
+    WalNotFound(String),
+    /// No agent answers on the socket.
+    #[error("no nfrepo agent answers at {path}: {reason} (start `nfrepo agent`)")]
+    AgentUnavailable {
+        /// The socket.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The agent failed or refused the request.
+    #[error("the agent failed: {0}")]
+    AgentFailed(String),
     /// A staged database restore failed; `live` says what state the live
     /// database is in (unchanged, unless it says otherwise).
     #[error("restore into database {database} failed {stage} ({live})")]
@@ -145,12 +164,14 @@ impl Error {
             | Self::LiveFilesChanged(_)
             | Self::ObjectsDiffer { .. }
             | Self::RestoreInProgress(_)
-            | Self::SessionsBlocking(_) => ErrorClass::Conflict,
+            | Self::SessionsBlocking(_)
+            | Self::WalConflict(_) => ErrorClass::Conflict,
             Self::DatabaseRestore { source, .. } => source.class(),
             Self::RollbackFailed(_) => ErrorClass::RollbackFailed,
             Self::ContentMismatch(_) => ErrorClass::Corrupted,
             Self::Io { source, .. } => ErrorClass::of_io(source),
-            Self::NotAFile(_) => ErrorClass::NotFound,
+            Self::NotAFile(_) | Self::WalNotFound(_) => ErrorClass::NotFound,
+            Self::AgentUnavailable { .. } | Self::AgentFailed(_) => ErrorClass::Failed,
             Self::CommandFailed(_)
             | Self::Invalid(_)
             | Self::RestoreCommandFailed(_)
@@ -172,7 +193,11 @@ impl Error {
             Self::CommandFailed(_)
             | Self::SourceNotFound { .. }
             | Self::SourceUnreadable { .. }
-            | Self::WorkerPanicked(_) => ErrorCode::BackupFailed,
+            | Self::WorkerPanicked(_)
+            | Self::WalConflict(_)
+            | Self::AgentUnavailable { .. }
+            | Self::AgentFailed(_) => ErrorCode::BackupFailed,
+            Self::WalNotFound(_) => ErrorCode::BackupNotFound,
             Self::RestoreCommandFailed(_) | Self::ProtectedDatabase(_) | Self::RowCountMismatch(_) => {
                 ErrorCode::RestoreFailed
             }
@@ -210,6 +235,10 @@ impl Error {
             Self::RestoreInProgress(_) => Some("RESTORE_IN_PROGRESS"),
             Self::SessionsBlocking(_) => Some("SESSIONS_BLOCKING"),
             Self::RowCountMismatch(_) => Some("ROW_COUNT_MISMATCH"),
+            Self::WalConflict(_) => Some("WAL_CONFLICT"),
+            Self::WalNotFound(_) => Some("WAL_NOT_FOUND"),
+            Self::AgentUnavailable { .. } => Some("AGENT_UNAVAILABLE"),
+            Self::AgentFailed(_) => Some("AGENT_FAILED"),
             Self::DatabaseRestore { source, stage, .. } => match source.as_ref() {
                 Self::Engine(_) | Self::SessionsBlocking(_) | Self::RowCountMismatch(_) => source.detail_code(),
                 _ => Some(stage.detail_code()),

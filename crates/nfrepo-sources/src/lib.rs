@@ -58,6 +58,7 @@ mod rollback;
 mod secret;
 mod source;
 mod stream;
+mod wal;
 
 pub use bucket::{
     BucketOutcome, BucketRestoreOptions, BucketRestoreReport, CONTENT_TYPE_XATTR, ETAG_XATTR, backup_bucket,
@@ -76,7 +77,11 @@ pub use dump::{DumpCommand, DumpOutcome, DumpOutput, DumpPlan, backup_dumps};
 pub use error::{Error, Result};
 pub use files::{FilesOptions, FilesOutcome, backup_files, backup_files_with};
 pub use mysql::{MysqlSource, MysqlTarget};
-pub use postgres::{GLOBALS_STREAM, PostgresSource, PostgresTarget};
+pub use postgres::{
+    BASEBACKUP_KIND, BaseBackupSource, GLOBALS_STREAM, PitrRestoreOptions, PitrRestoreReport, PostgresSource,
+    PostgresTarget, RecoveryTarget, START_LSN, START_WAL, STOP_LSN, STOP_TIME, STOP_TIMELINE, SYSTEM_ID, TIMELINE,
+    choose_base, recovery_settings, restore_postgres_data,
+};
 pub use redis::{RDB_STREAM, RedisSource};
 pub use restore::{DamagedRange, RestoreOptions, RestoreReport, restore, write_content, write_content_skipping_damage};
 pub use rollback::{
@@ -86,3 +91,7 @@ pub use rollback::{
 pub use secret::{Secret, is_protected_var, protect_env_var, protect_value, redact_secrets};
 pub use source::{BucketSource, DumpSource, FilesSource, Source, SourceOutcome, StreamSource};
 pub use stream::{StreamOutcome, backup_command, backup_reader, redact_argv};
+pub use wal::{
+    AgentOptions, Archived, FILE_FACT, Lsn, PushOutcome, SOURCE_FACT, WAL_KIND, WalCatalog, WalName, default_socket,
+    fetch_wal_via_agent, push_wal, serve_agent, wal_stream, write_wal, write_whole,
+};

@@ -18,12 +18,22 @@
 //! that `PGPASSFILE` names by path (see [`crate::ChildAuth`]), never in
 //! their command line or environment.
 
+mod basebackup;
+mod recovery;
+
 use std::path::PathBuf;
 
 use crate::child::ChildAuth;
 use crate::connection::{Connection, check_database_name};
 use crate::dump::{DumpCommand, DumpOutput, DumpPlan, capture, find_tool, tool_version};
 use crate::{Error, Result};
+
+pub use basebackup::{
+    BASEBACKUP_KIND, BaseBackupSource, START_LSN, START_WAL, STOP_LSN, STOP_TIME, STOP_TIMELINE, SYSTEM_ID, TIMELINE,
+};
+pub use recovery::{
+    PitrRestoreOptions, PitrRestoreReport, RecoveryTarget, choose_base, recovery_settings, restore_postgres_data,
+};
 
 /// The name of the globals stream (roles, tablespaces).
 pub const GLOBALS_STREAM: &str = "globals.sql";

@@ -66,6 +66,11 @@ pub fn backup_reader(session: &BackupWriter, name: &str, reader: impl Read) -> R
     // Validate the name before reading anything.
     check_stream_name(name)?;
     let stored = session.store_stream(reader, true)?;
+    one_stream(session, name, stored)
+}
+
+/// The root tree holding `stored` as the file `name`, and its details.
+fn one_stream(session: &BackupWriter, name: &str, stored: StoredContent) -> Result<StreamOutcome> {
     let root = session.store_tree(&Tree {
         nodes: vec![stream_node(name, &stored)?],
     })?;
@@ -103,51 +108,60 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 /// [`Error::CommandFailed`] if it cannot start, exits non-zero or dies from a
 /// signal — the caller must then not commit.
 pub fn backup_command(session: &BackupWriter, name: &str, argv: &[String]) -> Result<StreamOutcome> {
+    check_stream_name(name)?;
+    let (stored, status) = run_piped(argv, &crate::ChildAuth::none(), |stdout| {
+        session.store_stream(stdout, true).map_err(Error::from)
+    })?;
+    let mut outcome = one_stream(session, name, stored)?;
+    outcome.details.command = Some(CommandRecord {
+        argv: redact_argv(argv),
+        exit_code: status.code().unwrap_or(0),
+    });
+    Ok(outcome)
+}
+
+/// Runs `argv` with its standard output handed to `consume` and its
+/// standard error passed through to ours (its last line kept for the
+/// error); kills it when `consume` fails, so it never blocks on a full
+/// pipe. Blocks.
+///
+/// # Errors
+/// `consume`'s error first; then [`Error::CommandFailed`] if the command
+/// cannot start, exits non-zero or dies from a signal.
+pub(crate) fn run_piped<T>(
+    argv: &[String],
+    auth: &crate::ChildAuth,
+    consume: impl FnOnce(&mut std::process::ChildStdout) -> Result<T>,
+) -> Result<(T, std::process::ExitStatus)> {
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| Error::Invalid("no command given".into()))?;
-    check_stream_name(name)?;
-    let mut child = crate::child::command(program, &crate::ChildAuth::none())
+    let mut child = crate::child::command(program, auth)
         .args(args)
-        .stdin(Stdio::null())
+        .stdin(auth.stdin_or(Stdio::null())?)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| Error::CommandFailed(format!("cannot start {program:?}: {e}")))?;
     let stderr = child.stderr.take();
     let stderr_tail = std::thread::spawn(move || forward_stderr(stderr));
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| Error::CommandFailed("no stdout pipe".into()))?;
-    let stored = session.store_stream(stdout, true);
-    if stored.is_err() {
-        // Don't leave the command blocked on a full pipe.
+    let consumed = match child.stdout.take() {
+        Some(mut stdout) => consume(&mut stdout),
+        None => Err(Error::CommandFailed("no stdout pipe".into())),
+    };
+    if consumed.is_err() {
         let _ = child.kill();
     }
     let status = child
         .wait()
         .map_err(|e| Error::CommandFailed(format!("waiting for {program:?}: {e}")))?;
     let last_line = stderr_tail.join().unwrap_or_default();
-    let stored = stored?;
+    let consumed = consumed?;
     if !status.success() {
-        let (how, tail) = crate::stream::describe_exit(status, &last_line);
+        let (how, tail) = describe_exit(status, &last_line);
         return Err(Error::CommandFailed(format!("command {program:?} {how}{tail}")));
     }
-    let root = session.store_tree(&Tree {
-        nodes: vec![stream_node(name, &stored)?],
-    })?;
-    let details = CommitDetails {
-        files: 1,
-        bytes: stored.size,
-        command: Some(CommandRecord {
-            argv: redact_argv(argv),
-            exit_code: status.code().unwrap_or(0),
-        }),
-        extra: digests(&stored),
-        ..CommitDetails::default()
-    };
-    Ok(StreamOutcome { root, details, stored })
+    Ok((consumed, status))
 }
 
 /// Copies the child's stderr to ours and returns its last non-empty line.

@@ -9,6 +9,13 @@ use crate::failure::Failure;
 use crate::{context, render};
 
 pub async fn run(global: &GlobalArgs, args: RestoreArgs) -> Result<i32, Failure> {
+    if let Some(dir) = args.into.as_deref().and_then(|i| i.strip_prefix("postgres-data:")) {
+        let dir = std::path::PathBuf::from(dir);
+        return crate::commands::restore_pitr::run(global, args, dir).await;
+    }
+    if args.at.is_some() {
+        return Err(Failure::usage("--at is for --into postgres-data:DIR"));
+    }
     if let Some(into) = args.into.clone() {
         return crate::commands::restore_into::run(global, args, &into).await;
     }

@@ -240,6 +240,9 @@ fn source_of(global: &GlobalArgs, source: &SourceConfig) -> Result<Box<dyn Sourc
             databases,
             bin_dir,
         })),
+        SourceKind::Postgres if source.is_basebackup() => {
+            Box::new(nfrepo_sources::BaseBackupSource::new(connection(source)?, bin_dir))
+        }
         SourceKind::Postgres => Box::new(DumpSource::from(nfrepo_sources::PostgresSource {
             connection: connection(source)?,
             databases,
