@@ -47,6 +47,7 @@ mod drill;
 mod error;
 #[doc(hidden)]
 pub mod failpoint;
+mod find;
 mod forget;
 mod gc;
 mod good;
@@ -76,6 +77,7 @@ pub use browse::{Change, ChangeKind, WalkEntry};
 pub use check::{Affected, CheckOptions, CheckReport, Finding, ReadDataSubset};
 pub use drill::DrillHistory;
 pub use error::{Error, ErrorClass, ErrorCode, Operation, Result};
+pub use find::Found;
 pub use forget::{ForgetDecision, ForgetOptions, ForgetReport, SettledForgets, Unprotected};
 pub use gc::{GcOptions, GcPlan, GcReport, PackCount, RESEALED_FROM, ResealOptions, ResealReport};
 pub use good::GoodMarkers;
@@ -84,8 +86,8 @@ pub use index::{BlobLocation, Index};
 pub use lease::{DEFAULT_LEASE_TERM, ReplacedLease, Takeover};
 pub use object_lock::LockReport;
 pub use read::{
-    BatchFile, FileToRestore, PackRead, Placement, PlanLimits, PlannedChunk, Reader, RestoreBatch, RestorePlanner,
-    SnapshotEntry, group_reads, select_snapshot,
+    BatchFile, ChunkAt, FileToRestore, PackRead, Placement, PlanLimits, PlannedChunk, Reader, RestoreBatch,
+    RestorePlanner, SnapshotEntry, group_reads, locate_entry, select_snapshot,
 };
 pub use repair::{IndexRepair, RepairOptions, SnapshotRepair, SnapshotsRepair};
 pub use replicate::{

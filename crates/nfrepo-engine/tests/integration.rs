@@ -25,5 +25,6 @@ mod integration {
     mod repository;
     mod reseal;
     mod rotation;
+    mod seek;
     mod verified_read;
 }

@@ -8,7 +8,10 @@ use crate::commands::browse::open_snapshot;
 use crate::failure::Failure;
 use crate::{context, render};
 
-pub async fn run(global: &GlobalArgs, args: RestoreArgs) -> Result<i32, Failure> {
+pub async fn run(global: &GlobalArgs, mut args: RestoreArgs) -> Result<i32, Failure> {
+    if args.spec.starts_with('/') {
+        args.spec = from_mount_path(global, &args.spec).await?;
+    }
     if let Some(into) = args.into.clone() {
         return crate::commands::restore_into::run(global, args, &into).await;
     }
@@ -91,6 +94,17 @@ pub async fn run(global: &GlobalArgs, args: RestoreArgs) -> Result<i32, Failure>
         Some(failure) => Err(failure),
         None => Ok(exit_code(&report)),
     }
+}
+
+/// `ID:PATH` for a path as `nfrepo mount` shows it.
+async fn from_mount_path(global: &GlobalArgs, spec: &str) -> Result<String, Failure> {
+    let fail = |e: &nfrepo_engine::Error| Failure::engine(e, Operation::Restore);
+    let repo = context::open_repository(global, Operation::Restore).await?.repo;
+    let layout = nfrepo_mount::Layout::build(repo.readable_snapshots().await.map_err(|e| fail(&e))?);
+    let (snapshot, path) = layout
+        .resolve(spec)
+        .ok_or_else(|| fail(&nfrepo_engine::Error::SnapshotNotFound(spec.to_owned())))?;
+    Ok(format!("{}:{path}", snapshot.id.to_hex()))
 }
 
 /// A filter that matched nothing is a mistake the operator must see: the
