@@ -32,7 +32,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 cd "$NFREPO_ROOT"
 
 # Debian packages the tests need. Keep this short: every entry costs CI time.
-TEST_APT_PACKAGES=(mariadb-server mariadb-client redis-server redis-tools chromium)
+TEST_APT_PACKAGES=(mariadb-server mariadb-client redis-server redis-tools chromium fuse3)
 
 S3_ENDPOINT=http://127.0.0.1:18333
 S3_ENDPOINT_2=http://127.0.0.1:18533

@@ -78,6 +78,10 @@ pub enum Command {
     Ls(LsArgs),
     /// Write one file of a snapshot to standard output.
     Cat(CatArgs),
+    /// Search file paths across snapshots: each matching version once, with the snapshots holding it.
+    Find(FindArgs),
+    /// Mount the repository read-only (FUSE) in the backup layout; runs until unmounted or SIGINT/SIGTERM.
+    Mount(MountArgs),
     /// Restore a snapshot, or part of it, into a directory.
     Restore(RestoreArgs),
     /// Show what changed between two snapshots.
@@ -458,14 +462,53 @@ pub struct SnapshotsArgs {
 
 #[derive(Debug, Args)]
 pub struct LsArgs {
-    /// SNAPSHOT or SNAPSHOT:PATH; SNAPSHOT is an id prefix, `latest`, or `SOURCE@latest`.
-    pub target: String,
+    /// SNAPSHOT or SNAPSHOT:PATH; SNAPSHOT is an id prefix, `latest`, or `SOURCE@latest`. With --layout, a path
+    /// as `nfrepo mount` shows it (default `/`).
+    #[arg(required_unless_present = "layout")]
+    pub target: Option<String>,
+    /// List the layout `nfrepo mount` shows (`/<env>/<type>/<source>/YYYY/MM/DD/HHMMSS`, `/snapshots/ID`,
+    /// `/sources/SOURCE/TIME`, `latest`), for machines without FUSE; a path into a snapshot lists it as `ls` does.
+    #[arg(long)]
+    pub layout: bool,
     /// List subdirectories too.
     #[arg(long, short = 'R')]
     pub recursive: bool,
     /// Long format: mode, owner, size, time.
     #[arg(long, short = 'l')]
     pub long: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FindArgs {
+    /// A glob matched against the entry's name, or against its whole path (from the snapshot's root) when it holds
+    /// a `/` (`**` crosses directories); with --regex, a regular expression searched for in the whole path.
+    pub pattern: String,
+    /// PATTERN is a regular expression.
+    #[arg(long)]
+    pub regex: bool,
+    #[command(flatten)]
+    pub filter: SnapshotFilter,
+    /// Only this snapshot (an id prefix, `latest` or `SOURCE@latest`; repeatable).
+    #[arg(long = "snapshot", value_name = "SNAPSHOT")]
+    pub snapshots: Vec<String>,
+    /// Only files of this size: N, +N (larger), -N (smaller); suffixes k, M, G (powers of 1024).
+    #[arg(long, allow_hyphen_values = true, value_parser = size_filter)]
+    pub size: Option<String>,
+    /// Only entries modified after this time (same forms as --since).
+    #[arg(long, value_parser = time)]
+    pub newer: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    /// An empty directory to mount at.
+    pub mountpoint: PathBuf,
+    /// Let other users of the machine see the mount (recorded permissions still apply).
+    #[arg(long)]
+    pub allow_other: bool,
+    /// MiB of decoded chunks cached for random reads and re-reads.
+    #[arg(long, value_name = "MIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub cache_size: u64,
 }
 
 #[derive(Debug, Args)]
@@ -479,7 +522,8 @@ pub struct CatArgs {
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// SNAPSHOT or SNAPSHOT:PATH. With --into s3://, PATH is a key prefix as in S3 listings (`photos/2026-` takes
+    /// SNAPSHOT or SNAPSHOT:PATH, or a path as `nfrepo mount` shows it (`/<env>/<type>/<source>/YYYY/MM/DD/HHMMSS/PATH`,
+    /// `/snapshots/ID/PATH`, `/sources/SOURCE/latest/PATH`; a leading mount point is skipped). With --into s3://, PATH is a key prefix as in S3 listings (`photos/2026-` takes
     /// `photos/2026-01/…` and `photos/2026-02/…`; end it with `/` for one "directory"); objects keep their whole keys.
     #[arg(value_name = "SNAPSHOT[:PATH]")]
     pub spec: String,
@@ -813,6 +857,11 @@ fn time(text: &str) -> Result<String, String> {
     crate::commands::snapshots::parse_time(text, chrono::Utc::now())
         .map(|_| text.to_owned())
         .map_err(|f| f.message)
+}
+
+/// `--size` of `find` (see [`crate::commands::find::SizeFilter`]).
+fn size_filter(text: &str) -> Result<String, String> {
+    crate::commands::find::SizeFilter::parse(text).map(|_| text.to_owned())
 }
 
 /// A span such as `24h` or `7d`.

@@ -8,12 +8,14 @@ mod check;
 mod cron;
 mod deploy_check;
 mod drill;
+pub(crate) mod find;
 mod forget;
 pub(crate) mod gc;
 mod init;
 mod key;
 mod mark_good;
 mod metrics;
+mod mount;
 mod panel;
 mod protect;
 mod repair;
@@ -52,6 +54,8 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         Command::Snapshots(args) => snapshots::run(global, args).await,
         Command::Ls(args) => browse::ls(global, args).await,
         Command::Cat(args) => browse::cat(global, args).await,
+        Command::Mount(args) => mount::run(global, args).await,
+        Command::Find(args) => find::run(global, args).await,
         Command::Diff(args) => browse::diff(global, args).await,
         Command::Restore(args) => restore::run(global, args).await,
         Command::Cron(args) => cron::run(global, args),

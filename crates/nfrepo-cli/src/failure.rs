@@ -61,6 +61,13 @@ impl Failure {
         failure
     }
 
+    pub fn mount(err: &nfrepo_mount::Error) -> Self {
+        match err {
+            nfrepo_mount::Error::Engine(e) => Self::engine(e, Operation::Inspect),
+            _ => Self::new(err.code(), err.detail_code(), error_chain(err)),
+        }
+    }
+
     pub fn sources(err: &nfrepo_sources::Error, during: Operation) -> Self {
         Self::new(err.code(during), err.detail_code(), error_chain(err))
     }

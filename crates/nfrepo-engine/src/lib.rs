@@ -47,6 +47,7 @@ mod drill;
 mod error;
 #[doc(hidden)]
 pub mod failpoint;
+mod find;
 mod forget;
 mod gc;
 mod good;
@@ -77,6 +78,7 @@ pub use browse::{Change, ChangeKind, WalkEntry};
 pub use check::{Affected, CheckOptions, CheckReport, Finding, ReadDataSubset};
 pub use drill::DrillHistory;
 pub use error::{Error, ErrorClass, ErrorCode, Operation, Result};
+pub use find::Found;
 pub use forget::{
     BASEBACKUP_KIND, BASEBACKUP_START_WAL_FACT, ForgetDecision, ForgetOptions, ForgetReport, SettledForgets,
     Unprotected, WAL_FILE_FACT, WAL_KIND, WAL_STREAM_SUFFIX,
@@ -88,8 +90,8 @@ pub use index::{BlobLocation, Index};
 pub use lease::{DEFAULT_LEASE_TERM, ReplacedLease, Takeover};
 pub use object_lock::LockReport;
 pub use read::{
-    BatchFile, FileToRestore, PackRead, Placement, PlanLimits, PlannedChunk, Reader, RestoreBatch, RestorePlanner,
-    SnapshotEntry, group_reads, select_snapshot,
+    BatchFile, ChunkAt, FileToRestore, PackRead, Placement, PlanLimits, PlannedChunk, Reader, RestoreBatch,
+    RestorePlanner, SnapshotEntry, group_reads, locate_entry, select_snapshot,
 };
 pub use repair::{IndexRepair, RepairOptions, SnapshotRepair, SnapshotsRepair};
 pub use replicate::{

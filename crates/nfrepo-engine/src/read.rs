@@ -9,18 +9,20 @@
 mod content;
 mod index_load;
 mod plan;
+mod seek;
 mod snapshots;
 mod verified;
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
-use nfrepo_format::{BlobCodec, BlobId, BlobKind, Node, NodeKind, Tree};
+use nfrepo_format::{BlobCodec, BlobId, BlobKind, ContentList, Node, NodeKind, Tree};
 use nfrepo_store::{ObjectKey, ObjectKind};
 
 pub use self::plan::{
     BatchFile, FileToRestore, PackRead, Placement, PlanLimits, PlannedChunk, RestoreBatch, RestorePlanner, group_reads,
 };
+pub use self::seek::{ChunkAt, locate_entry};
 pub use self::snapshots::{SnapshotEntry, select_snapshot};
 use crate::index::{BlobLocation, Index};
 use crate::{Error, Repository, Result};
@@ -54,6 +56,10 @@ pub struct Reader {
     repo: Repository,
     index: Arc<Index>,
     trees: Arc<Mutex<lru::LruCache<BlobId, Arc<Tree>>>>,
+    /// Content lists met while seeking ([`Reader::chunk_at`]): a seek
+    /// reads the lists from the root down, and the next seek in the same
+    /// file finds them here.
+    lists: Arc<Mutex<lru::LruCache<BlobId, Arc<ContentList>>>>,
 }
 
 impl std::fmt::Debug for Reader {
@@ -69,10 +75,14 @@ impl Reader {
     #[must_use]
     pub fn new(repo: Repository, index: Arc<Index>) -> Self {
         let capacity = NonZeroUsize::new(256).unwrap_or(NonZeroUsize::MIN);
+        // A list holds at most 1024 entries (48 KiB decoded): 64 of them
+        // keep the lists above the chunks of a few dozen large files.
+        let lists = NonZeroUsize::new(64).unwrap_or(NonZeroUsize::MIN);
         Self {
             repo,
             index,
             trees: Arc::new(Mutex::new(lru::LruCache::new(capacity))),
+            lists: Arc::new(Mutex::new(lru::LruCache::new(lists))),
         }
     }
 

@@ -25,6 +25,7 @@ mod integration {
     mod repository;
     mod reseal;
     mod rotation;
+    mod seek;
     mod snapshot_cache;
     mod verified_read;
 }

@@ -2,6 +2,7 @@
 
 use nfrepo_engine::{ErrorCode, Operation, Reader, SnapshotEntry, WalkEntry};
 use nfrepo_format::{Node, NodeKind};
+use nfrepo_mount::LayoutEntry;
 
 use crate::cli::{CatArgs, DiffArgs, GlobalArgs, LsArgs};
 use crate::failure::Failure;
@@ -64,8 +65,75 @@ fn entry_json(entry: &WalkEntry) -> serde_json::Value {
     value
 }
 
+/// `ls --layout`: the mount's layout down to the snapshots, or (for a path
+/// into a snapshot) that snapshot's spec.
+async fn layout(global: &GlobalArgs, target: &str) -> Result<Option<String>, Failure> {
+    let repo = context::open_repository(global, Operation::Inspect).await?.repo;
+    let layout = nfrepo_mount::Layout::build(repo.readable_snapshots().await.map_err(fail)?);
+    let prefix: Vec<Vec<u8>> = target
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .map(|p| p.as_bytes().to_vec())
+        .collect();
+    if layout.get(&prefix).is_none() || matches!(layout.get(&prefix), Some(LayoutEntry::Snapshot(_))) {
+        return match layout.resolve(target) {
+            Some((snapshot, path)) => Ok(Some(format!("{}:{path}", snapshot.id.to_hex()))),
+            None => Err(fail(nfrepo_engine::Error::PathNotFound {
+                snapshot: "layout".into(),
+                path: target.to_owned(),
+            })),
+        };
+    }
+    let mut json = Vec::new();
+    layout.walk(|path, entry| {
+        if !path.starts_with(&prefix) || output::closed() {
+            return;
+        }
+        let shown: Vec<u8> = path.iter().flat_map(|p| [b"/".as_slice(), p].concat()).collect();
+        let (kind, id, target) = match entry {
+            LayoutEntry::Dir(_) => ("dir", None, None),
+            LayoutEntry::Snapshot(s) => ("snapshot", Some(s.id.to_hex()), None),
+            LayoutEntry::Link(t) => ("link", None, Some(t.clone())),
+        };
+        if global.json {
+            let mut value = serde_json::json!({"type": kind, "snapshot_id": id});
+            escape::json_bytes(&mut value, "path", &shown);
+            if let Some(t) = &target {
+                escape::json_bytes(&mut value, "target", t);
+            }
+            json.push(value);
+        } else {
+            let mut line = escape::bytes(&shown).into_owned();
+            match (&target, id) {
+                (Some(t), _) => {
+                    line.push_str(" -> ");
+                    line.push_str(&escape::bytes(t));
+                }
+                (None, Some(id)) => {
+                    line.push_str("/  ");
+                    line.push_str(&id);
+                }
+                (None, None) => line.push('/'),
+            }
+            outln!("{line}");
+        }
+    });
+    if global.json {
+        outln!("{}", serde_json::Value::Array(json));
+    }
+    Ok(None)
+}
+
 pub async fn ls(global: &GlobalArgs, args: LsArgs) -> Result<i32, Failure> {
-    let (snapshot_spec, path) = context::split_spec(&args.target);
+    let target = match (args.layout, &args.target) {
+        (true, target) => match layout(global, target.as_deref().unwrap_or("/")).await? {
+            Some(spec) => spec,
+            None => return Ok(0),
+        },
+        (false, Some(target)) => target.clone(),
+        (false, None) => return Err(Failure::usage("ls needs SNAPSHOT[:PATH] or --layout")),
+    };
+    let (snapshot_spec, path) = context::split_spec(&target);
     let (reader, snapshot) = open_snapshot(global, snapshot_spec, Operation::Inspect).await?;
     let node = reader.resolve(&snapshot, path).await.map_err(fail)?;
     let prefix = path.trim_matches('/').as_bytes().to_vec();

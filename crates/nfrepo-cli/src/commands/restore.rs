@@ -8,7 +8,12 @@ use crate::commands::browse::open_snapshot;
 use crate::failure::Failure;
 use crate::{context, render};
 
-pub async fn run(global: &GlobalArgs, args: RestoreArgs) -> Result<i32, Failure> {
+pub async fn run(global: &GlobalArgs, mut args: RestoreArgs) -> Result<i32, Failure> {
+    // A path as the mount shows it names its snapshot through the
+    // repository; through --via, the server (holding it) resolves the spec.
+    if args.spec.starts_with('/') && args.via.is_none() {
+        args.spec = from_mount_path(global, &args.spec).await?;
+    }
     if let Some(dir) = args.into.as_deref().and_then(|i| i.strip_prefix("postgres-data:")) {
         let dir = std::path::PathBuf::from(dir);
         return crate::commands::restore_pitr::run(global, args, dir).await;
@@ -101,6 +106,17 @@ pub async fn run(global: &GlobalArgs, args: RestoreArgs) -> Result<i32, Failure>
         Some(failure) => Err(failure),
         None => Ok(exit_code(&report)),
     }
+}
+
+/// `ID:PATH` for a path as `nfrepo mount` shows it.
+async fn from_mount_path(global: &GlobalArgs, spec: &str) -> Result<String, Failure> {
+    let fail = |e: &nfrepo_engine::Error| Failure::engine(e, Operation::Restore);
+    let repo = context::open_repository(global, Operation::Restore).await?.repo;
+    let layout = nfrepo_mount::Layout::build(repo.readable_snapshots().await.map_err(|e| fail(&e))?);
+    let (snapshot, path) = layout
+        .resolve(spec)
+        .ok_or_else(|| fail(&nfrepo_engine::Error::SnapshotNotFound(spec.to_owned())))?;
+    Ok(format!("{}:{path}", snapshot.id.to_hex()))
 }
 
 /// A filter that matched nothing is a mistake the operator must see: the

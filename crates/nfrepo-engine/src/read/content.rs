@@ -42,13 +42,13 @@ impl Reader {
         }
     }
 
-    async fn read_list(&self, id: nfrepo_format::BlobId) -> Result<ContentList> {
+    pub(super) async fn read_list(&self, id: nfrepo_format::BlobId) -> Result<ContentList> {
         let bytes = self.read_blob(&id, BlobKind::ContentList).await?;
         ContentList::decode(&bytes).map_err(|e| Error::decode(format!("content list {id}"), e))
     }
 
     /// The chunks under a decoded list, its child lists read ahead.
-    fn list_entries(&self, list: ContentList) -> BoxStream<'static, Result<ListEntry>> {
+    pub(super) fn list_entries(&self, list: ContentList) -> BoxStream<'static, Result<ListEntry>> {
         if list.level <= 1 {
             return stream::iter(list.entries.into_iter().map(Ok)).boxed();
         }
@@ -71,6 +71,14 @@ impl Reader {
     /// the blocking pool. Reads ahead are bounded by bytes (4 MiB) and by
     /// count (64 requests).
     pub fn content(&self, content: &Content) -> impl Stream<Item = Result<Vec<u8>>> + Send + 'static {
+        self.chunks(self.content_chunks(content).boxed())
+    }
+
+    /// The chunks `entries` names, verified, in order (see [`Self::content`]).
+    pub(super) fn chunks(
+        &self,
+        entries: BoxStream<'static, Result<ListEntry>>,
+    ) -> impl Stream<Item = Result<Vec<u8>>> + Send + 'static {
         type Pending = futures::stream::FuturesOrdered<futures::future::BoxFuture<'static, Result<Vec<Vec<u8>>>>>;
         struct State {
             reader: Reader,
@@ -127,7 +135,7 @@ impl Reader {
         }
         let state = State {
             reader: self.clone(),
-            entries: self.content_chunks(content).boxed(),
+            entries,
             lookahead: None,
             pending: Pending::new(),
             ready: std::collections::VecDeque::new(),

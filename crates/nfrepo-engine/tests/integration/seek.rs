@@ -1,0 +1,56 @@
+//! Seeking in file content through the content list's Merkle tree (issue 15:
+//! the mount's random reads): the chunk found covers the offset and holds
+//! the file's bytes there, and streaming from an offset yields the rest.
+
+use futures::StreamExt;
+use nfrepo_format::{BlobKind, Content, NodeKind};
+
+use super::fixture::{init, memory, pseudo_random};
+
+#[tokio::test]
+async fn issue15_chunk_at_and_content_from_find_any_offset_of_a_deep_list() {
+    let repo = init(memory()).await;
+    // Dump chunks average 16 KiB: ~750 chunks, more than one list.
+    let data = pseudo_random(12 << 20, 15);
+    let (_, node) = nfrepo_testing::crafted::commit_file(&repo, "f", data.clone()).await;
+    let NodeKind::File { content, .. } = &node.kind else {
+        panic!("not a file");
+    };
+    assert!(
+        matches!(content, Content::List { depth, .. } if *depth >= 2),
+        "the test needs a list of lists: {content:?}"
+    );
+    let reader = repo.reader().await.unwrap();
+    let mut seed = 0x15u64;
+    for _ in 0..200 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let offset = seed % data.len() as u64;
+        let chunk = reader.chunk_at(content, offset).await.unwrap().unwrap();
+        assert!(
+            chunk.start <= offset && offset < chunk.start + chunk.len,
+            "{chunk:?} misses {offset}"
+        );
+        let bytes = reader.read_blob(&chunk.id, BlobKind::Data).await.unwrap();
+        let start = usize::try_from(chunk.start).unwrap();
+        assert_eq!(bytes.len() as u64, chunk.len);
+        assert!(bytes[..] == data[start..start + bytes.len()], "chunk at {offset}");
+    }
+    assert!(reader.chunk_at(content, data.len() as u64).await.unwrap().is_none());
+
+    for offset in [0, 1, 5 << 20, data.len() as u64 - 1] {
+        let (start, stream) = reader.content_from(content, offset).await.unwrap();
+        assert!(start <= offset);
+        let mut stream = std::pin::pin!(stream);
+        let mut rest = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            rest.extend_from_slice(&chunk.unwrap());
+        }
+        let start = usize::try_from(start).unwrap();
+        assert!(rest[..] == data[start..], "content from {offset}");
+    }
+    let (start, stream) = reader.content_from(content, data.len() as u64).await.unwrap();
+    assert_eq!(start, data.len() as u64);
+    assert_eq!(std::pin::pin!(stream).next().await.map(|r| r.is_ok()), None);
+}
