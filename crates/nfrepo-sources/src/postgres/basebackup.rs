@@ -379,7 +379,7 @@ fn unpack(writer: &BackupWriter, stream: impl Read) -> Result<Unpacked> {
     })
 }
 
-/// Passes bytes through, keeping the last [`MANIFEST_TAIL`] of them.
+/// Passes bytes through, keeping the last `MANIFEST_TAIL` of them.
 struct Tail<R> {
     inner: R,
     kept: Vec<u8>,
