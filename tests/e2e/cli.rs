@@ -133,7 +133,10 @@ fn key_add_names_the_missing_new_password() {
 fn no_colour_when_stderr_is_not_a_terminal() {
     let env = Env::new();
     env.init();
-    let out = env.cmd().env("NFREPO_LOG", "trace").arg("snapshots").output().unwrap();
+    let mut cmd = env.cmd();
+    cmd.env("NFREPO_LOG", "trace")
+        .args(["snapshot", "--stdin", "--name", "f"]);
+    let out = crate::harness::run_with_stdin(cmd, b"logged\n");
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     assert!(!out.stderr.is_empty(), "trace logs something");
     assert!(!out.stderr.contains(&0x1b), "{}", describe(&out));
