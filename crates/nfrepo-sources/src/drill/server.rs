@@ -109,7 +109,11 @@ impl Throwaway {
                     None => return Err(self.closed_error()),
                 };
                 if let Some(status) = status {
-                    inner.child = None;
+                    if let Some(step) = inner.child.take() {
+                        // The step is over: nothing it left running in its
+                        // group may go on writing into the directory.
+                        kill_leftovers(&step);
+                    }
                     let status = status.map_err(|e| Error::CommandFailed(format!("{step}: {e}")))?;
                     if status.success() {
                         return Ok(());
@@ -149,6 +153,11 @@ impl Throwaway {
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(err));
+        // Whatever the server or its installer puts in `$TMPDIR` (InnoDB's
+        // unlinked-at-once temporary files, a script's `mktemp`) lands in
+        // the directory that the owner removes, even when a kill comes
+        // between a file's creation and its removal.
+        command.env("TMPDIR", &self.dir);
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
         configure(&mut command);
         let child = command
@@ -261,6 +270,16 @@ fn kill_group(child: &mut Child, name: &str) {
     }
 }
 
+/// Kills what is left of the process group that `ended` (already reaped)
+/// led.
+fn kill_leftovers(ended: &Child) {
+    use nix::sys::signal::{Signal, killpg};
+    use nix::unistd::Pid;
+    if let Ok(group) = i32::try_from(ended.id()) {
+        let _ = killpg(Pid::from_raw(group), Signal::SIGKILL);
+    }
+}
+
 /// A loopback port free right now (the server binds it a moment later).
 pub(crate) fn free_port() -> Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|source| Error::Io {
@@ -365,5 +384,39 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("broken"), "{err}");
         guard.prepare("step", &["true".into()], |_| {}).unwrap();
+    }
+
+    #[test]
+    fn children_keep_their_temporary_files_in_the_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let guard = Throwaway::new(Some(root.path()), "sh").unwrap();
+        guard
+            .prepare(
+                "step",
+                &["sh".into(), "-c".into(), "touch \"$TMPDIR/left-by-step\"".into()],
+                |_| {},
+            )
+            .unwrap();
+        assert!(guard.dir().join("left-by-step").exists());
+        drop(guard);
+        assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_finished_step_leaves_nothing_running() {
+        let root = tempfile::tempdir().unwrap();
+        let guard = Throwaway::new(Some(root.path()), "sh").unwrap();
+        let pid_file = guard.dir().join("pid");
+        let script = format!("sleep 600 & echo $! > '{}'", pid_file.display());
+        guard
+            .prepare("step", &["sh".into(), "-c".into(), script], |_| {})
+            .unwrap();
+        let pid = std::fs::read_to_string(&pid_file).unwrap();
+        let stat = format!("/proc/{}/stat", pid.trim());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::read_to_string(&stat).is_ok_and(|s| !s.contains(") Z")) {
+            assert!(Instant::now() < deadline, "the step's background process survived it");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
