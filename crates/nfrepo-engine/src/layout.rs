@@ -15,12 +15,17 @@
 //! as `_snapshots`/`_sources` so it cannot hide the two fixed directories.
 //! Two snapshots of one source in the same second: the older keeps the
 //! plain name, the newer gets `-<short id>` appended.
+//!
+//! One layout serves every way of browsing: `nfrepo mount` shows it as a
+//! file system, `nfrepo ls --layout` prints it, `restore` accepts its paths
+//! ([`Layout::resolve`]) and the admin panel's browser links through it.
+//! It lives here, not in the mount, because none of those needs FUSE.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::SnapshotEntry;
 use chrono::{DateTime, Datelike, Timelike, Utc};
-use nfrepo_engine::SnapshotEntry;
 
 /// The fixed directory of every snapshot by id.
 pub const SNAPSHOTS_DIR: &str = "snapshots";
@@ -227,13 +232,13 @@ pub fn safe_name(name: &str) -> Vec<u8> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use nfrepo_format::{BlobId, Snapshot, SnapshotId, Summary};
 
     use super::*;
 
     /// A snapshot entry for tests (id `[n; 32]`, no content).
-    pub(crate) fn snap(n: u8, source: &str, time_ns: i64, tags: &[(&str, &str)]) -> SnapshotEntry {
+    fn snap(n: u8, source: &str, time_ns: i64, tags: &[(&str, &str)]) -> SnapshotEntry {
         SnapshotEntry {
             id: SnapshotId([n; 32]),
             snapshot: Snapshot {

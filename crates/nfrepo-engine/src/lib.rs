@@ -53,6 +53,7 @@ mod gc;
 mod good;
 mod host;
 mod index;
+pub mod layout;
 mod lease;
 mod object_lock;
 mod objects;
@@ -87,6 +88,7 @@ pub use gc::{GcOptions, GcPlan, GcReport, PackCount, RESEALED_FROM, ResealOption
 pub use good::GoodMarkers;
 pub use host::{hostname, user_at_host, username};
 pub use index::{BlobLocation, Index};
+pub use layout::{Layout, LayoutEntry};
 pub use lease::{DEFAULT_LEASE_TERM, ReplacedLease, Takeover};
 pub use object_lock::LockReport;
 pub use read::{

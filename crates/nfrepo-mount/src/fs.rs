@@ -25,7 +25,7 @@ use tokio::sync::Semaphore;
 use crate::cache::ChunkCache;
 use crate::file::{MAX_PIPES, OpenFile};
 use crate::inodes::{Kind, Table};
-use crate::layout::{Layout, LayoutEntry};
+use nfrepo_engine::{Layout, LayoutEntry};
 
 /// How long the kernel may cache what the layout shows (it changes on refresh).
 const LAYOUT_TTL: Duration = Duration::from_secs(1);

@@ -206,7 +206,26 @@ mod tests {
     }
 
     fn snapshot() -> Arc<SnapshotEntry> {
-        Arc::new(crate::layout::tests::snap(1, "s", 0, &[]))
+        Arc::new(SnapshotEntry {
+            id: nfrepo_format::SnapshotId([1; 32]),
+            snapshot: nfrepo_format::Snapshot {
+                time_ns: 0,
+                source: "s".into(),
+                source_kind: "files".into(),
+                hostname: "h".into(),
+                username: "u".into(),
+                paths: vec![],
+                tags: vec![],
+                profile: "files".into(),
+                parent: None,
+                root: nfrepo_format::BlobId([0; 32]),
+                summary: nfrepo_format::Summary::default(),
+                command: None,
+                skipped: vec![],
+                extra: vec![],
+                program_version: "test".into(),
+            },
+        })
     }
 
     #[test]

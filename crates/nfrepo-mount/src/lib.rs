@@ -4,8 +4,8 @@
 //! (`/<env>/<type>/<source>/<YYYY>/<MM>/<DD>/<HHMMSS>/…`), by id
 //! (`/snapshots/<id>/…`) and by source (`/sources/<source>/<time>/…`, with
 //! `latest`), each entry with its recorded mode, owner, size, times, link
-//! target and extended attributes ([`layout`]). New snapshots appear at the
-//! next refresh ([`MountOptions::refresh`], or [`Control::Refresh`]);
+//! target and extended attributes (the layout is the engine's
+//! [`nfrepo_engine::layout`]). New snapshots appear at the next refresh ([`MountOptions::refresh`], or [`Control::Refresh`]);
 //! forgotten ones disappear.
 //!
 //! It is **not** a second reader of the repository: trees, content lists
@@ -19,16 +19,7 @@
 //! ([`MountOptions::cache_size`]), a few read-ahead pipes, and the inodes
 //! the kernel holds.
 //!
-//! The principal pieces: [`mount`] runs a mount until it ends; [`Layout`]
-//! is the directory layout, also usable without FUSE.
-//!
-//! ```
-//! use nfrepo_mount::{Layout, LayoutEntry};
-//!
-//! let layout = Layout::build(Vec::new());
-//! assert!(matches!(layout.get(&[b"snapshots".to_vec()]), Some(LayoutEntry::Dir(_))));
-//! assert!(layout.is_empty());
-//! ```
+//! The principal piece: [`mount`] runs a mount until it ends.
 
 #![deny(missing_docs)]
 #![deny(clippy::unwrap_used)]
@@ -39,9 +30,7 @@ mod error;
 mod file;
 mod fs;
 mod inodes;
-pub mod layout;
 mod run;
 
 pub use error::{Error, Result};
-pub use layout::{Layout, LayoutEntry};
 pub use run::{Control, Ended, FUSE_DEVICE, MountOptions, fuse_available, mount};

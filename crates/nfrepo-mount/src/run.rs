@@ -11,8 +11,8 @@ use nfrepo_format::SnapshotId;
 use tokio::sync::mpsc;
 
 use crate::fs::{Fs, Shared, View};
-use crate::layout::Layout;
 use crate::{Error, Result};
+use nfrepo_engine::Layout;
 
 /// The kernel's FUSE device.
 pub const FUSE_DEVICE: &str = "/dev/fuse";
@@ -62,7 +62,7 @@ pub enum Ended {
     UnmountedOutside,
 }
 
-/// Mounts `repo` read-only at `mountpoint` (layout: see [`crate::layout`])
+/// Mounts `repo` read-only at `mountpoint` (layout: see [`nfrepo_engine::layout`])
 /// and serves it until it is unmounted from outside or `control` asks;
 /// then unmounts cleanly. Runs on the caller's tokio runtime; fuser's
 /// threads hand every request to it.

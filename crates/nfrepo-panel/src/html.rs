@@ -53,7 +53,7 @@ pub(crate) fn page(title: &str, user: Option<(&str, &str)>, body: &str) -> Strin
     if let Some((name, csrf)) = user {
         let _ = write!(
             out,
-            "<nav><a href=\"/\">Sources</a><a href=\"/alerts\">Alerts</a><a href=\"/snapshots\">Snapshots</a>\
+            "<nav><a href=\"/\">Sources</a><a href=\"/alerts\">Alerts</a><a href=\"/snapshots\">Snapshots</a><a href=\"/browse\">Browse</a>\
              <a href=\"/restores\">Restores</a><a href=\"/replication\">Replication</a><a href=\"/drills\">Drills</a>\
              <a href=\"/audit\">Audit</a><form method=\"post\" action=\"/logout\">{}\
              <button type=\"submit\">Log out {}</button></form></nav>",

@@ -10,7 +10,7 @@ use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::header::SET_COOKIE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use nfrepo_engine::{Operation, WalkEntry};
+use nfrepo_engine::{LayoutEntry, Operation, WalkEntry};
 use nfrepo_format::{Node, NodeKind};
 use nfrepo_server::Peer;
 use serde::Deserialize;
@@ -325,6 +325,82 @@ pub(crate) async fn snapshots(State(shared): App, auth: Authed, Query(q): Query<
         None => "Snapshots".into(),
     };
     html(StatusCode::OK, &title, logged_in(session), &body)
+}
+
+/// `GET /browse?path=P`: the repository in the platform's backup layout
+/// (`/<env>/<type>/<source>/<YYYY>/<MM>/<DD>/<HHMMSS>`, `/sources/<source>/latest`,
+/// `/snapshots/<id>`), the same layout `nfrepo mount` shows. A path that
+/// reaches into a snapshot (as copied from a file manager on the mount)
+/// leads to that directory of the snapshot's tree.
+pub(crate) async fn browse(State(shared): App, auth: Authed, Query(q): Query<PathQuery>) -> Response {
+    let (_, session) = user_or_refuse!(auth);
+    let snapshots = match shared.repo.readable_snapshots().await {
+        Ok(list) => list,
+        Err(e) => return *engine_failure(&e, Operation::Inspect),
+    };
+    let layout = nfrepo_engine::Layout::build(snapshots);
+    let parts: Vec<&str> = q.path.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+    let names: Vec<Vec<u8>> = parts.iter().map(|p| p.as_bytes().to_vec()).collect();
+    let Some(LayoutEntry::Dir(children)) = layout.get(&names) else {
+        return match layout.resolve(&q.path) {
+            Some((snapshot, rest)) => {
+                Redirect::to(&format!("/snapshots/{}?path={}", snapshot.id.to_hex(), url(&rest))).into_response()
+            }
+            None => *crate::reply::refused(StatusCode::NOT_FOUND, format!("{} is not in the layout", q.path)),
+        };
+    };
+    let here = parts.join("/");
+    let mut body = format!("<p>Path: /{}</p>", esc(&here));
+    if let Some((_, parent)) = parts.split_last() {
+        let _ = write!(
+            body,
+            "<p><a href=\"/browse?path=/{}\">..</a></p>",
+            url(&parent.join("/"))
+        );
+    }
+    body.push_str("<div class=\"wide\"><table id=\"layout\"><tr><th>Name</th><th>Snapshot</th></tr>");
+    for (name, entry) in children {
+        let name = String::from_utf8_lossy(name);
+        let full = if here.is_empty() {
+            name.to_string()
+        } else {
+            format!("{here}/{name}")
+        };
+        let _ = match entry {
+            LayoutEntry::Dir(_) => write!(
+                body,
+                "<tr><td><a href=\"/browse?path=/{}\">{}/</a></td><td></td></tr>",
+                url(&full),
+                esc(&name)
+            ),
+            LayoutEntry::Snapshot(s) => {
+                let id = s.id.to_hex();
+                write!(
+                    body,
+                    "<tr><td><a href=\"/snapshots/{id}\">{}/</a></td><td>{}</td></tr>",
+                    esc(&name),
+                    esc(&s.id.short())
+                )
+            }
+            LayoutEntry::Link(target) => {
+                let target = String::from_utf8_lossy(target);
+                let linked = if here.is_empty() {
+                    target.to_string()
+                } else {
+                    format!("{here}/{target}")
+                };
+                write!(
+                    body,
+                    "<tr><td><a href=\"/browse?path=/{}\">{} → {}</a></td><td></td></tr>",
+                    url(&linked),
+                    esc(&name),
+                    esc(&target)
+                )
+            }
+        };
+    }
+    body.push_str("</table></div>");
+    html(StatusCode::OK, "Browse", logged_in(session), &body)
 }
 
 #[derive(Deserialize)]

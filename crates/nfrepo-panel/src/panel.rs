@@ -240,6 +240,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/alerts/ack", post(pages::ack))
         .route("/snapshots", get(pages::snapshots))
         .route("/snapshots/{id}", get(pages::tree))
+        .route("/browse", get(pages::browse))
         .route("/download", post(pages::download))
         .route("/restore", post(pages::restore))
         .route("/restores", get(pages::restores))

@@ -11,6 +11,7 @@
 mod integration {
     mod api;
     mod auth;
+    mod browse;
     mod browser;
     mod harness;
     mod load;

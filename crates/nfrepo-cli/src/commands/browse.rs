@@ -1,8 +1,8 @@
 //! `nfrepo ls`, `cat` and `diff`.
 
+use nfrepo_engine::LayoutEntry;
 use nfrepo_engine::{ErrorCode, Operation, Reader, SnapshotEntry, WalkEntry};
 use nfrepo_format::{Node, NodeKind};
-use nfrepo_mount::LayoutEntry;
 
 use crate::cli::{CatArgs, DiffArgs, GlobalArgs, LsArgs};
 use crate::failure::Failure;
@@ -69,7 +69,7 @@ fn entry_json(entry: &WalkEntry) -> serde_json::Value {
 /// into a snapshot) that snapshot's spec.
 async fn layout(global: &GlobalArgs, target: &str) -> Result<Option<String>, Failure> {
     let repo = context::open_repository(global, Operation::Inspect).await?.repo;
-    let layout = nfrepo_mount::Layout::build(repo.readable_snapshots().await.map_err(fail)?);
+    let layout = nfrepo_engine::Layout::build(repo.readable_snapshots().await.map_err(fail)?);
     let prefix: Vec<Vec<u8>> = target
         .split('/')
         .filter(|p| !p.is_empty() && *p != ".")

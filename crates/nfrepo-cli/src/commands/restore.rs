@@ -112,7 +112,7 @@ pub async fn run(global: &GlobalArgs, mut args: RestoreArgs) -> Result<i32, Fail
 async fn from_mount_path(global: &GlobalArgs, spec: &str) -> Result<String, Failure> {
     let fail = |e: &nfrepo_engine::Error| Failure::engine(e, Operation::Restore);
     let repo = context::open_repository(global, Operation::Restore).await?.repo;
-    let layout = nfrepo_mount::Layout::build(repo.readable_snapshots().await.map_err(|e| fail(&e))?);
+    let layout = nfrepo_engine::Layout::build(repo.readable_snapshots().await.map_err(|e| fail(&e))?);
     let (snapshot, path) = layout
         .resolve(spec)
         .ok_or_else(|| fail(&nfrepo_engine::Error::SnapshotNotFound(spec.to_owned())))?;

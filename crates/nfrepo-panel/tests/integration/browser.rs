@@ -82,6 +82,13 @@ impl Browser {
 
     /// Sends a command and waits for its answer, skipping events.
     fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
+        let answer = self.answer(session, method, params);
+        assert!(answer["error"].is_null(), "{method}: {answer}");
+        answer["result"].clone()
+    }
+
+    /// Sends a command and returns its whole answer (`result` or `error`).
+    fn answer(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
         self.next_id += 1;
         let id = self.next_id;
         let mut message = json!({"id": id, "method": method, "params": params});
@@ -99,8 +106,7 @@ impl Browser {
             buf.pop();
             let answer: Value = serde_json::from_slice(&buf).unwrap();
             if answer["id"] == id {
-                assert!(answer["error"].is_null(), "{method}: {answer}");
-                return answer["result"].clone();
+                return answer;
             }
         }
     }
@@ -124,7 +130,18 @@ impl Browser {
     fn wait_for(&mut self, expression: &str) {
         let check = format!("document.readyState === 'complete' && !!({expression})");
         for _ in 0..POLLS {
-            if self.eval(&check) == Value::Bool(true) {
+            let session = self.session.clone();
+            let answer = self.answer(
+                Some(&session),
+                "Runtime.evaluate",
+                json!({"expression": check, "returnByValue": true}),
+            );
+            // A poll that meets a navigation (the page it asked is gone,
+            // the next one has no context yet) is a "not yet".
+            let message = answer["error"]["message"].as_str().unwrap_or_default();
+            let navigating = message.contains("navigated or closed") || message.contains("Cannot find context");
+            assert!(answer["error"].is_null() || navigating, "Runtime.evaluate: {answer}");
+            if answer["result"]["result"]["value"] == Value::Bool(true) {
                 return;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
@@ -229,6 +246,15 @@ async fn chromium_logs_in_acknowledges_and_restores_with_a_second_code() {
              document.querySelector('#restores td.result').innerText.includes('restored')",
         );
         b.screenshot("5-restored");
+
+        // The browser: the mount's layout, `latest` leads into the snapshot.
+        b.go(&format!("{url}/browse?path=/sources/web"));
+        b.wait_for("document.body.innerText.includes('latest →')");
+        b.screenshot("6-browse");
+        b.eval("[...document.querySelectorAll('#layout a')].find(a => a.innerText.startsWith('latest')).click(); true");
+        b.wait_for(&format!(
+            "location.pathname === '/snapshots/{web}' && document.getElementById('tree').innerText.includes('src-web/')"
+        ));
     })
     .await
     .unwrap();
