@@ -216,23 +216,37 @@ if wanted replicate; then
 		PEER_THROUGHPUT=() PEER_RSS=()
 	fi
 	rm -f "$BENCH_DIR/random.bin"
-	THROUGHPUT=() RSS=()
+	THROUGHPUT=() RSS=() CPU_NOTES=()
+	# CPU seconds used so far by every SeaweedFS process (both regions):
+	# with nfrepo's own, it tells whether the two cores were the limit.
+	weed_cpu() {
+		local tick pid total=0
+		tick=$(getconf CLK_TCK)
+		for pid in $(pgrep -x weed); do
+			total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+		done
+		python3 -c "print('%.1f' % ($total / $tick))"
+	}
 	for ((run = 1; run <= RUNS; run++)); do
 		dst=$(s3_url "$NFREPO_TEST_S3_ENDPOINT_2" "replica-$run")
+		weed_before=$(weed_cpu)
 		/usr/bin/time -v -o "$LOGS/replicate-$run.time" "$NFREPO_BIN" --json -r "$SRC" replicate "${JOBS[@]}" --to "$dst" >"$LOGS/replicate-$run.json" 2>>"$LOGS/nfrepo.log" ||
 			die "replicate run $run failed (see $LOGS)"
-		read -r mbps rss < <(python3 - "$LOGS/replicate-$run.json" "$LOGS/replicate-$run.time" <<'PY'
+		read -r mbps rss cpu wall < <(python3 - "$LOGS/replicate-$run.json" "$LOGS/replicate-$run.time" <<'PY'
 import json, re, sys
 report = json.load(open(sys.argv[1]))[0]
 timing = open(sys.argv[2]).read()
 h, m, s = (["0", "0"] + re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", timing).group(1).split(":"))[-3:]
 seconds = int(h) * 3600 + int(m) * 60 + float(s)
 rss_kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", timing).group(1))
-print("%.1f %.1f" % (report["copied_bytes"] / seconds / 1e6, rss_kib / 1024))
+user = float(re.search(r"User time \(seconds\): (\S+)", timing).group(1))
+system = float(re.search(r"System time \(seconds\): (\S+)", timing).group(1))
+print("%.1f %.1f %.1f %.1f" % (report["copied_bytes"] / seconds / 1e6, rss_kib / 1024, user + system, seconds))
 PY
 		)
-		log "replicate run $run: $mbps MB/s, peak RSS $rss MiB"
-		THROUGHPUT+=("$mbps") RSS+=("$rss")
+		weed_used=$(python3 -c "print('%.1f' % ($(weed_cpu) - $weed_before))")
+		log "replicate run $run: $mbps MB/s, peak RSS $rss MiB; CPU: nfrepo ${cpu}s, SeaweedFS ${weed_used}s, in ${wall}s of wall time on $(nproc) cores"
+		THROUGHPUT+=("$mbps") RSS+=("$rss") CPU_NOTES+=("nfrepo ${cpu}s + SeaweedFS ${weed_used}s of CPU in ${wall}s")
 		if [[ -n "$PEER" ]]; then
 			rdst=$(restic_url "$NFREPO_TEST_S3_ENDPOINT_2" "restic-replica-$run")
 			restic -r "$rdst" init --copy-chunker-params --from-repo "$RESTIC_SRC" >>"$LOGS/restic.log" 2>&1
@@ -255,6 +269,7 @@ PY
 	echo "S3 -> S3 replication of $REPL_MB MB (loopback SeaweedFS, ${JOBS[*]:---jobs 8}), $RUNS runs"
 	echo "  throughput MB/s: $(printf '%s\n' "${THROUGHPUT[@]}" | median_line)"
 	echo "  peak RSS MiB:    $(printf '%s\n' "${RSS[@]}" | median_line)"
+	printf '  CPU: %s\n' "${CPU_NOTES[@]}"
 	if [[ -n "$PEER" ]]; then
 		echo "restic copy of the same data, same servers, $RUNS runs (each right after nfrepo's)"
 		echo "  throughput MB/s: $(printf '%s\n' "${PEER_THROUGHPUT[@]}" | median_line)"

@@ -6,16 +6,24 @@
 #   read  sequential read of a 1 GB dump (`snapshot --stdin --profile dump`,
 #         16 KiB chunks) through the mount: `dd bs=1M` to /dev/null, cold
 #         (fresh mount, page cache dropped); peak RSS of the mount process.
-#   find  `find MOUNT/sources/tree/latest -type f | wc -l` over a 50 000-file
-#         tree (500 directories of 100 files, 1-8 kB each), on a fresh mount.
+#         The same bytes through `restic mount` when restic is installed,
+#         the two tools alternating run by run.
+#   find  `find MOUNT/sources/tree/latest/ -type f | wc -l` over a 50 000-file
+#         tree (500 directories of 100 files, 1-8 kB each), on a fresh mount
+#         with the page cache dropped.
 #   open  from starting `nfrepo mount` to listing /snapshots of a repository
-#         with 1 000 snapshots (made once, cached in $BENCH_DIR).
+#         with 1 000 snapshots (made once, cached in $BENCH_DIR), with no
+#         local cache and with the cache the previous mount left.
+#
+# Each figure is measured REPEAT times (default 3) on a fresh mount; the
+# script prints every run, then the median and the min-max spread.
 #
 # Needs root (or fusermount3) and /dev/fuse.
 #
 # Environment:
 #   BENCH_DIR    work dir (default /tmp/nfrepo-mountbench)
 #   NFREPO_BIN   the binary (default: build target/release/nfrepo)
+#   REPEAT       runs per figure (default 3)
 set -euo pipefail
 
 ONLY=all
@@ -35,11 +43,21 @@ mkdir -p "$BENCH_DIR"
 cd "$BENCH_DIR"
 export NFREPO_PASSWORD=bench-password
 MNT="$BENCH_DIR/mnt"
+REPEAT="${REPEAT:-3}"
 mkdir -p "$MNT"
 MOUNT_PID=""
 
 now() { date +%s.%N; }
 elapsed() { python3 -c "print('%.2f' % ($2 - $1))"; }
+summary() { # LABEL UNIT VALUES...: median and spread
+	local label="$1" unit="$2"
+	shift 2
+	python3 -c "
+import statistics, sys
+v = sorted(float(x) for x in sys.argv[3:])
+print('%s: median %.2f %s (min %.2f, max %.2f, %d runs)' % (sys.argv[1], statistics.median(v), sys.argv[2], v[0], v[-1], len(v)))
+" "$label" "$unit" "$@"
+}
 
 repo_init() { # NAME
 	if [[ ! -d "$1" ]]; then
@@ -54,51 +72,121 @@ nf() { # REPO ARGS...
 	NFREPO_CACHE_DIR="$PWD/cache-$repo" "$NFREPO_BIN" --repo "file://$PWD/$repo" "$@"
 }
 
-mount_repo() { # REPO: mounts, waits until /snapshots lists
-	nf "$1" mount "$MNT" 2>"$BENCH_DIR/mount.log" &
-	MOUNT_PID=$!
-	for _ in $(seq 1 600); do
-		[[ -d "$MNT/snapshots" ]] && return 0
+ensure_unmounted() {
+	if mountpoint -q "$MNT"; then
+		echo "$MNT is still mounted (a stale mount?): fusermount3 -u $MNT" >&2
+		exit 1
+	fi
+}
+
+wait_mounted() { # WHO LOG: waits (30 s at most) until $MNT/snapshots lists
+	for _ in $(seq 1 3000); do
+		mountpoint -q "$MNT" && [[ -d "$MNT/snapshots" ]] && return 0
 		sleep 0.01
 	done
-	echo "mount did not come up; log:" >&2
-	cat "$BENCH_DIR/mount.log" >&2
+	echo "$1 did not come up; log:" >&2
+	cat "$2" >&2
 	exit 1
+}
+
+mount_repo() { # REPO: mounts, waits until /snapshots lists
+	ensure_unmounted
+	# exec: $! is the mount process itself (its RSS is measured, its
+	# SIGTERM unmounts).
+	(NFREPO_CACHE_DIR="$PWD/cache-$1" exec "$NFREPO_BIN" --repo "file://$PWD/$1" mount "$MNT" 2>"$BENCH_DIR/mount.log") &
+	MOUNT_PID=$!
+	wait_mounted "nfrepo mount" "$BENCH_DIR/mount.log"
 }
 
 unmount_repo() {
 	[[ -n "$MOUNT_PID" ]] || return 0
+	local peer="${1:-}"
 	kill -TERM "$MOUNT_PID"
 	wait "$MOUNT_PID" || true
 	MOUNT_PID=""
+	if [[ -n "$peer" ]]; then
+		# restic leaves its mount behind on SIGTERM.
+		mountpoint -q "$MNT" && umount "$MNT"
+	elif mountpoint -q "$MNT"; then
+		echo "SIGTERM left $MNT mounted" >&2
+		exit 1
+	fi
 }
 trap unmount_repo EXIT
 
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; }
 
-if [[ "$ONLY" == read || "$ONLY" == all ]]; then
-	repo_init repo-dump
-	if [[ -z "$(nf repo-dump snapshots --source dump 2>/dev/null | tail -n +2)" ]]; then
-		python3 -c "
+gen_dump() { # the 1 GB sysbench-shaped dump, on stdout (the same bytes every time)
+	python3 -c "
 import sys, random
 random.seed(15)
 out = sys.stdout.buffer
+left = 1_000_000_000
 row = 0
-while row < 7_000_000:
-    out.write(b'INSERT INTO sbtest1 VALUES (%d,%d,\'%s\',\'%s\');\n' % (row, random.randrange(10**6),
-        ('%011d-' % random.randrange(10**11)).encode() * 5, ('%011d-' % random.randrange(10**11)).encode() * 4))
+while left > 0:
+    line = b'INSERT INTO sbtest1 VALUES (%d,%d,\'%s\',\'%s\');\n' % (row, random.randrange(10**6),
+        ('%011d-' % random.randrange(10**11)).encode() * 5, ('%011d-' % random.randrange(10**11)).encode() * 4)
+    out.write(line[:left])
+    left -= len(line)
     row += 1
-" | head -c 1000000000 | nf repo-dump snapshot --stdin --name dump.sql --source dump --profile dump >/dev/null
+"
+}
+
+# peer_mount: restic's mount of the same dump, for the side-by-side read.
+peer_mount() {
+	ensure_unmounted
+	(RESTIC_REPOSITORY="$PWD/restic-dump" RESTIC_PASSWORD=bench-password exec restic mount --no-lock "$MNT" >"$BENCH_DIR/restic-mount.log" 2>&1) &
+	MOUNT_PID=$!
+	wait_mounted "restic mount" "$BENCH_DIR/restic-mount.log"
+}
+
+if [[ "$ONLY" == read || "$ONLY" == all ]]; then
+	repo_init repo-dump
+	have=$(nf repo-dump --json snapshots --source dump | python3 -c "import json,sys; print(len(json.load(sys.stdin)))")
+	if [[ "$have" == 0 ]]; then
+		gen_dump | nf repo-dump snapshot --stdin --name dump.sql --source dump --profile dump >/dev/null
 	fi
-	drop_caches
-	mount_repo repo-dump
-	start=$(now)
-	bytes=$(dd if="$MNT/sources/dump/latest/dump.sql" of=/dev/null bs=1M 2>&1 | awk '/bytes/ {print $1}')
-	end=$(now)
-	rss=$(awk '/VmHWM/ {print $2}' "/proc/$MOUNT_PID/status")
-	secs=$(elapsed "$start" "$end")
-	echo "read: $bytes bytes in ${secs}s = $(python3 -c "print('%.0f' % ($bytes / $secs / 1e6))") MB/s, mount peak RSS $((rss / 1024)) MiB"
-	unmount_repo
+	peers=()
+	if command -v restic >/dev/null; then
+		peers+=(restic)
+		if [[ ! -f restic-dump/config ]]; then
+			RESTIC_PASSWORD=bench-password restic init --repo "$PWD/restic-dump" >/dev/null
+			gen_dump | RESTIC_PASSWORD=bench-password restic --repo "$PWD/restic-dump" backup \
+				--stdin --stdin-filename dump.sql >/dev/null
+		fi
+	else
+		echo "restic is not installed: the read is measured for nfrepo alone" >&2
+	fi
+	declare -A speeds rsses
+	for run in $(seq 1 "$REPEAT"); do
+		# The tools alternate run by run, so both see the same machine.
+		for tool in nfrepo "${peers[@]}"; do
+			drop_caches
+			if [[ "$tool" == nfrepo ]]; then
+				mount_repo repo-dump
+				file="$MNT/sources/dump/latest/dump.sql"
+			else
+				peer_mount
+				file="$MNT/snapshots/latest/dump.sql"
+			fi
+			start=$(now)
+			bytes=$(dd if="$file" of=/dev/null bs=1M 2>&1 | awk '/bytes/ {print $1}')
+			end=$(now)
+			rss=$(awk '/VmHWM/ {print $2}' "/proc/$MOUNT_PID/status")
+			secs=$(elapsed "$start" "$end")
+			speed=$(python3 -c "print('%.0f' % ($bytes / $secs / 1e6))")
+			echo "read run $run, $tool: $bytes bytes in ${secs}s = $speed MB/s, mount peak RSS $((rss / 1024)) MiB"
+			speeds[$tool]+="$speed "
+			rsses[$tool]+="$((rss / 1024)) "
+			if [[ "$tool" == nfrepo ]]; then unmount_repo; else unmount_repo peer; fi
+		done
+	done
+	for tool in nfrepo "${peers[@]}"; do
+		# shellcheck disable=SC2086 # the lists are space-separated numbers
+		summary "read, $tool" "MB/s" ${speeds[$tool]}
+		# shellcheck disable=SC2086
+		summary "read peak RSS, $tool" "MiB" ${rsses[$tool]}
+	done
 fi
 
 if [[ "$ONLY" == find || "$ONLY" == all ]]; then
@@ -116,12 +204,21 @@ for d in range(500):
 PY
 		nf repo-tree snapshot tree --source tree >/dev/null
 	fi
-	mount_repo repo-tree
-	start=$(now)
-	count=$(find "$MNT/sources/tree/latest" -type f | wc -l)
-	end=$(now)
-	echo "find: $count files in $(elapsed "$start" "$end")s"
-	unmount_repo
+	times=()
+	for run in $(seq 1 "$REPEAT"); do
+		drop_caches
+		mount_repo repo-tree
+		start=$(now)
+		# `latest/`: `latest` is a symlink, which find (-P) does not
+		# follow as a starting point.
+		count=$(find "$MNT/sources/tree/latest/" -type f | wc -l)
+		[[ "$count" == 50000 ]] || { echo "find saw $count files, not 50000" >&2; exit 1; }
+		end=$(now)
+		echo "find run $run: $count files in $(elapsed "$start" "$end")s"
+		times+=("$(elapsed "$start" "$end")")
+		unmount_repo
+	done
+	summary "find" "s" "${times[@]}"
 fi
 
 if [[ "$ONLY" == open || "$ONLY" == all ]]; then
@@ -131,10 +228,21 @@ if [[ "$ONLY" == open || "$ONLY" == all ]]; then
 		echo "snapshot $i" | nf repo-many snapshot --stdin --name s.txt --source "s$((i % 20))" \
 			--tag env=prod --tag type=config >/dev/null
 	done
-	start=$(now)
-	mount_repo repo-many
-	count=$(ls "$MNT/snapshots" | wc -l)
-	end=$(now)
-	echo "open: $count snapshots listed $(elapsed "$start" "$end")s after starting the mount"
-	unmount_repo
+	for cache in cold warm; do
+		times=()
+		for run in $(seq 1 "$REPEAT"); do
+			# cold: no local cache (every snapshot header read from the
+			# repository); warm: the cache the previous mount left.
+			[[ "$cache" == cold ]] && rm -rf "$PWD/cache-repo-many"
+			drop_caches
+			start=$(now)
+			mount_repo repo-many
+			count=$(ls "$MNT/snapshots" | wc -l)
+			end=$(now)
+			echo "open ($cache cache) run $run: $count snapshots listed $(elapsed "$start" "$end")s after starting the mount"
+			times+=("$(elapsed "$start" "$end")")
+			unmount_repo
+		done
+		summary "open ($cache cache)" "s" "${times[@]}"
+	done
 fi
