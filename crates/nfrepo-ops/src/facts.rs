@@ -104,6 +104,8 @@ pub struct StorageFact {
     pub tree_packs: u64,
     /// Bytes of all packs.
     pub pack_bytes: u64,
+    /// Distinct blobs (chunks and trees) the index holds.
+    pub blobs: u64,
 }
 
 /// Everything the rules and metrics read.
@@ -228,6 +230,9 @@ pub async fn gather(
         *count = listed.len() as u64;
         storage.pack_bytes += listed.iter().map(|o| o.size).sum::<u64>();
     }
+    // Through the local index cache when the repository has one: only
+    // deltas not seen before are fetched.
+    storage.blobs = repo.load_index().await?.len() as u64;
     let now = UNIX_EPOCH + Duration::from_nanos(u64::try_from(now_ns).unwrap_or(0));
     let mut replica_facts = Vec::with_capacity(replicas.len());
     for target in replicas {

@@ -18,6 +18,7 @@
 //! | `nfrepo_source_consecutive_failures` | source | failed backup runs since the last success |
 //! | `nfrepo_repository_size_bytes` | | bytes of all packs |
 //! | `nfrepo_repository_packs` | kind (`data`, `tree`) | packs |
+//! | `nfrepo_repository_blobs` | | distinct blobs (chunks and trees) in the index |
 //! | `nfrepo_repository_snapshots` | | snapshots |
 //! | `nfrepo_check_last_timestamp_seconds` | | end of the last `check` |
 //! | `nfrepo_check_last_success` | | 1 if it found nothing wrong, else 0 |
@@ -217,6 +218,12 @@ pub fn render(facts: &Facts, watch: &Watch, config: &AlertsConfig, alerts: &[Ale
         &[("kind", "tree")],
         float(facts.storage.tree_packs),
     );
+    family(
+        &mut out,
+        "nfrepo_repository_blobs",
+        "Distinct blobs (chunks and trees) in the index.",
+    )
+    .sample("nfrepo_repository_blobs", &[], float(facts.storage.blobs));
     family(&mut out, "nfrepo_repository_snapshots", "Snapshots.").sample(
         "nfrepo_repository_snapshots",
         &[],
@@ -405,6 +412,7 @@ mod tests {
         facts.storage.data_packs = 7;
         facts.storage.tree_packs = 2;
         facts.storage.pack_bytes = 123_456_789;
+        facts.storage.blobs = 4_321;
         facts.replicas.push(ReplicaFact {
             name: "dr".into(),
             lag_seconds: Some(42),
@@ -467,6 +475,7 @@ mod tests {
         assert_eq!(m["nfrepo_repository_packs{kind=\"data\"}"], 7.0);
         assert_eq!(m["nfrepo_repository_packs{kind=\"tree\"}"], 2.0);
         assert_eq!(m["nfrepo_repository_snapshots"], 2.0);
+        assert_eq!(m["nfrepo_repository_blobs"], 4_321.0);
         assert_eq!(m["nfrepo_check_last_timestamp_seconds"], at("2026-12-02T03:00:00Z"));
         assert_eq!(m["nfrepo_check_last_success"], 0.0);
         assert_eq!(m["nfrepo_replication_lag_seconds{replica=\"dr\"}"], 42.0);

@@ -124,6 +124,10 @@ async fn metrics_match_the_repository() {
         samples["nfrepo_repository_packs{kind=\"data\"}"],
         data_packs.len() as f64
     );
+    // Two snapshots' trees at least (each root, `src-web`, `assets`).
+    let blobs = fx.repo.load_index().await.unwrap().len();
+    assert!(blobs >= 4, "{blobs} blobs");
+    assert_eq!(samples["nfrepo_repository_blobs"], blobs as f64);
     assert_eq!(samples["nfrepo_alerts_firing{rule=\"missed_backup\"}"], 1.0);
     assert_eq!(
         samples["nfrepo_alert_firing{rule=\"missed_backup\",subject=\"db\",severity=\"critical\"}"],
