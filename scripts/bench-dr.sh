@@ -3,7 +3,7 @@
 # `--watch` lag, and drill RTO. Each part can be run alone (--only PART).
 #
 #   scripts/bench-dr.sh [--only replicate|listing|watch|drill] [--runs N]
-#                       [--repl-mb MB] [--jobs N] [--peer restic] [--objects N]
+#                       [--repl-mb MB] [--jobs N] [--peer restic|rustic|all] [--objects N]
 #                       [--watch-mb MB] [--watch-seconds S]
 #                       [--size-mb MB] [--sysbench-db DB | --sysbench-dump FILE]
 #                       [--load-jobs N[,M…]]
@@ -22,6 +22,10 @@
 #   the same data into a fresh restic repository in region 2 (initialised
 #   with --copy-chunker-params beforehand, not timed), under the same
 #   /usr/bin/time -v; throughput = the data's bytes / wall time.
+#   --peer rustic does the same with `rustic copy --init --target PROFILE`
+#   (rustic-rs from `cargo install rustic-rs --locked`; both repositories
+#   on S3 through rustic's OpenDAL backend, described by profile files in
+#   $BENCH_DIR). --peer all runs both; --peer is repeatable.
 # listing: peak RSS of `nfrepo replicate` on a repository of many small
 #   objects: --objects N (default 200000) packs of 100 to 300 random bytes,
 #   written straight into a file:// repository as files named by their
@@ -82,6 +86,7 @@ WATCH_MB=1000
 WATCH_SECONDS=300
 JOBS=()
 PEER=""
+PEERS=()
 OBJECTS=200000
 LOAD_JOBS=(default)
 number() { [[ "${2:-}" =~ ^[1-9][0-9]*$ ]] || die "$1 takes a positive number"; }
@@ -114,8 +119,12 @@ while (($# > 0)); do
 		shift 2
 		;;
 	--peer)
-		[[ "${2:-}" == restic ]] || die "--peer takes restic"
-		PEER=restic
+		case "${2:-}" in
+		restic | rustic) PEERS+=("$2") ;;
+		all) PEERS=(restic rustic) ;;
+		*) die "--peer takes restic, rustic or all (repeatable)" ;;
+		esac
+		PEER=1
 		shift 2
 		;;
 	--sysbench-db)
@@ -206,14 +215,45 @@ if wanted replicate; then
 	paced "$REPL_MB" 0 >"$BENCH_DIR/random.bin"
 	"$NFREPO_BIN" -r "$SRC" snapshot --stdin --name random.bin <"$BENCH_DIR/random.bin" >>"$LOGS/nfrepo.log" 2>&1
 	if [[ -n "$PEER" ]]; then
-		command -v restic >/dev/null || ensure_apt_packages restic
 		export AWS_ACCESS_KEY_ID="$NFREPO_TEST_S3_ACCESS_KEY" AWS_SECRET_ACCESS_KEY="$NFREPO_TEST_S3_SECRET_KEY"
 		export RESTIC_PASSWORD=bench RESTIC_FROM_PASSWORD=bench
 		restic_url() { echo "s3:$1/$NFREPO_TEST_S3_BUCKET/$RUN_ID/$2"; }
-		RESTIC_SRC=$(restic_url "$NFREPO_TEST_S3_ENDPOINT" restic-src)
-		restic -r "$RESTIC_SRC" init >>"$LOGS/restic.log" 2>&1
-		(cd "$BENCH_DIR" && restic -r "$RESTIC_SRC" backup random.bin >>"$LOGS/restic.log" 2>&1)
-		PEER_THROUGHPUT=() PEER_RSS=()
+		# rustic_profile NAME ENDPOINT PREFIX: a profile file for a rustic
+		# repository on S3 (rustic's copy targets are profiles); prints the
+		# profile's path without `.toml`, as `rustic -P` takes it.
+		rustic_profile() {
+			cat >"$BENCH_DIR/rustic-$1.toml" <<EOF
+[repository]
+repository = "opendal:s3"
+password = "bench"
+no-cache = true
+[repository.options]
+bucket = "$NFREPO_TEST_S3_BUCKET"
+root = "/$RUN_ID/$3"
+endpoint = "$2"
+region = "us-east-1"
+access_key_id = "$NFREPO_TEST_S3_ACCESS_KEY"
+secret_access_key = "$NFREPO_TEST_S3_SECRET_KEY"
+EOF
+			echo "$BENCH_DIR/rustic-$1"
+		}
+		for peer in "${PEERS[@]}"; do
+			case "$peer" in
+			restic)
+				command -v restic >/dev/null || ensure_apt_packages restic
+				RESTIC_SRC=$(restic_url "$NFREPO_TEST_S3_ENDPOINT" restic-src)
+				restic -r "$RESTIC_SRC" init >>"$LOGS/restic.log" 2>&1
+				(cd "$BENCH_DIR" && restic -r "$RESTIC_SRC" backup random.bin >>"$LOGS/restic.log" 2>&1)
+				;;
+			rustic)
+				command -v rustic >/dev/null || die "rustic is not installed (cargo install rustic-rs --locked)"
+				RUSTIC_SRC=$(rustic_profile src "$NFREPO_TEST_S3_ENDPOINT" rustic-src)
+				rustic -P "$RUSTIC_SRC" init >>"$LOGS/rustic.log" 2>&1
+				(cd "$BENCH_DIR" && rustic -P "$RUSTIC_SRC" backup random.bin >>"$LOGS/rustic.log" 2>&1)
+				;;
+			esac
+		done
+		declare -A PEER_THROUGHPUT PEER_RSS
 	fi
 	rm -f "$BENCH_DIR/random.bin"
 	THROUGHPUT=() RSS=() CPU_NOTES=()
@@ -247,12 +287,23 @@ PY
 		weed_used=$(python3 -c "print('%.1f' % ($(weed_cpu) - $weed_before))")
 		log "replicate run $run: $mbps MB/s, peak RSS $rss MiB; CPU: nfrepo ${cpu}s, SeaweedFS ${weed_used}s, in ${wall}s of wall time on $(nproc) cores"
 		THROUGHPUT+=("$mbps") RSS+=("$rss") CPU_NOTES+=("nfrepo ${cpu}s + SeaweedFS ${weed_used}s of CPU in ${wall}s")
-		if [[ -n "$PEER" ]]; then
-			rdst=$(restic_url "$NFREPO_TEST_S3_ENDPOINT_2" "restic-replica-$run")
-			restic -r "$rdst" init --copy-chunker-params --from-repo "$RESTIC_SRC" >>"$LOGS/restic.log" 2>&1
-			/usr/bin/time -v -o "$LOGS/restic-copy-$run.time" restic -r "$rdst" copy --from-repo "$RESTIC_SRC" >>"$LOGS/restic.log" 2>&1 ||
-				die "restic copy run $run failed (see $LOGS/restic.log)"
-			read -r mbps rss < <(python3 - "$REPL_MB" "$LOGS/restic-copy-$run.time" <<'PY'
+		for peer in "${PEERS[@]}"; do
+			# Each peer copies the same data into a fresh repository of
+			# region 2, right after nfrepo's run.
+			case "$peer" in
+			restic)
+				rdst=$(restic_url "$NFREPO_TEST_S3_ENDPOINT_2" "restic-replica-$run")
+				restic -r "$rdst" init --copy-chunker-params --from-repo "$RESTIC_SRC" >>"$LOGS/restic.log" 2>&1
+				copy=(restic -r "$rdst" copy --from-repo "$RESTIC_SRC")
+				;;
+			rustic)
+				rdst=$(rustic_profile "replica-$run" "$NFREPO_TEST_S3_ENDPOINT_2" "rustic-replica-$run")
+				copy=(rustic -P "$RUSTIC_SRC" copy --init --target "$rdst")
+				;;
+			esac
+			/usr/bin/time -v -o "$LOGS/$peer-copy-$run.time" "${copy[@]}" >>"$LOGS/$peer.log" 2>&1 ||
+				die "$peer copy run $run failed (see $LOGS/$peer.log)"
+			read -r mbps rss < <(python3 - "$REPL_MB" "$LOGS/$peer-copy-$run.time" <<'PY'
 import re, sys
 timing = open(sys.argv[2]).read()
 h, m, s = (["0", "0"] + re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", timing).group(1).split(":"))[-3:]
@@ -261,20 +312,23 @@ rss_kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", timing).
 print("%.1f %.1f" % (int(sys.argv[1]) / seconds, rss_kib / 1024))
 PY
 			)
-			log "restic copy run $run: $mbps MB/s, peak RSS $rss MiB"
-			PEER_THROUGHPUT+=("$mbps") PEER_RSS+=("$rss")
-		fi
+			log "$peer copy run $run: $mbps MB/s, peak RSS $rss MiB"
+			PEER_THROUGHPUT[$peer]+="$mbps "
+			PEER_RSS[$peer]+="$rss "
+		done
 	done
 	echo
 	echo "S3 -> S3 replication of $REPL_MB MB (loopback SeaweedFS, ${JOBS[*]:---jobs 8}), $RUNS runs"
 	echo "  throughput MB/s: $(printf '%s\n' "${THROUGHPUT[@]}" | median_line)"
 	echo "  peak RSS MiB:    $(printf '%s\n' "${RSS[@]}" | median_line)"
 	printf '  CPU: %s\n' "${CPU_NOTES[@]}"
-	if [[ -n "$PEER" ]]; then
-		echo "restic copy of the same data, same servers, $RUNS runs (each right after nfrepo's)"
-		echo "  throughput MB/s: $(printf '%s\n' "${PEER_THROUGHPUT[@]}" | median_line)"
-		echo "  peak RSS MiB:    $(printf '%s\n' "${PEER_RSS[@]}" | median_line)"
-	fi
+	for peer in "${PEERS[@]}"; do
+		echo "$peer copy of the same data, same servers, $RUNS runs (each right after nfrepo's)"
+		# shellcheck disable=SC2086 # space-separated numbers
+		echo "  throughput MB/s: $(printf '%s\n' ${PEER_THROUGHPUT[$peer]} | median_line)"
+		# shellcheck disable=SC2086
+		echo "  peak RSS MiB:    $(printf '%s\n' ${PEER_RSS[$peer]} | median_line)"
+	done
 fi
 
 if wanted listing; then
