@@ -427,4 +427,17 @@ fn mariadb_recovers_to_a_moment_from_a_dump_and_streamed_binlogs() {
     assert_eq!(&gap, last_archived, "the file purged before its end was copied");
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("BACKUP_FAILED/BINLOG_GAP"), "{text}");
+    // A restore to the latest moment would miss the purged events: refused.
+    let into = format!("mysql://root@127.0.0.1:{}/app_gap", w.server.port);
+    let out = w
+        .cmd(&["restore", "m@latest", "--into", &into, "--at", "latest"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(13), "{}", describe(&out));
+    assert!(stderr.contains("RESTORE_FAILED/BINLOG_GAP"), "{stderr}");
+    // A moment before the gap still restores.
+    let into = format!("mysql://root@127.0.0.1:{}/app_before_gap", w.server.port);
+    w.ok(&["restore", "m@latest", "--into", &into, "--at", &t2]);
+    assert_eq!(w.rows("app_before_gap"), "1,2,3,4,5,6,7,8,9,10,11,12,13,14");
 }

@@ -251,25 +251,58 @@ impl BinlogCatalog {
         self.newest_event
     }
 
-    /// The archived files from `start` on, which must follow each other
-    /// with none missing.
+    /// The archived files a replay from `start` up to `stop_ns` (`None`:
+    /// to the end) needs, in order: the run of files that follow `start`
+    /// with none missing. A file missing after that run (absent between
+    /// two archived files, or recorded as a gap: the run's last file itself
+    /// when its tail was purged) is fine only for a stop
+    /// no later than the newest event archived with the run's last file:
+    /// every event before the stop is then in the run.
     ///
     /// # Errors
-    /// [`Error::BinlogGap`] naming the first file missing from the archive.
-    pub fn files_from(&self, start: &BinlogName) -> Result<Vec<(BinlogName, ArchivedBinlog)>> {
+    /// [`Error::BinlogGap`] naming the first file missing, when the replay needs it.
+    pub fn files_from(&self, start: &BinlogName, stop_ns: Option<i64>) -> Result<Vec<(BinlogName, ArchivedBinlog)>> {
         let mut out: Vec<(BinlogName, ArchivedBinlog)> = Vec::new();
         let mut expected = start.clone();
+        let mut missing = None;
         for (name, archived) in self.files.range(start.clone()..) {
             if *name != expected {
-                return Err(Error::BinlogGap(format!(
-                    "{expected} is not archived (the archive continues at {name})"
-                )));
+                missing = Some(expected.to_string());
+                break;
             }
             out.push((name.clone(), archived.clone()));
             expected = name.next();
         }
-        if out.is_empty() {
+        let Some((last, archived)) = out.last() else {
             return Err(Error::BinlogGap(format!("{start} is not archived")));
+        };
+        let missing = missing.or_else(|| {
+            self.gaps
+                .iter()
+                .filter(|g| BinlogName::parse(g).is_some_and(|g| g >= *last))
+                .min()
+                .cloned()
+        });
+        if let Some(missing) = missing {
+            let run_end = archived
+                .entry
+                .snapshot
+                .extra
+                .iter()
+                .find(|(k, _)| k == BINLOG_NEWEST_EVENT_FACT)
+                .and_then(|(_, v)| chrono::DateTime::parse_from_rfc3339(v).ok())
+                .and_then(|t| t.timestamp_nanos_opt());
+            let covered = matches!((stop_ns, run_end), (Some(stop), Some(end)) if stop <= end);
+            if !covered {
+                return Err(Error::BinlogGap(format!(
+                    "{missing} is not archived (purged before it was copied): the archive from {start} ends with {last}{}; \
+                     restore to a time before that, or from a dump taken after the gap",
+                    run_end.map_or_else(String::new, |ns| format!(
+                        " at {}",
+                        chrono::DateTime::from_timestamp_nanos(ns).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    ))
+                )));
+            }
         }
         Ok(out)
     }
@@ -411,16 +444,53 @@ mod tests {
         assert_eq!(archived.entry.id, SnapshotId([3; 32]));
         let (newest, _) = catalog.newest().unwrap();
         assert_eq!(newest.as_str(), "binlog.000003");
-        let files = catalog.files_from(&name("binlog.000002")).unwrap();
+        let files = catalog.files_from(&name("binlog.000002"), None).unwrap();
         assert_eq!(files.len(), 2);
         assert!(matches!(
-            catalog.files_from(&name("binlog.000001")),
+            catalog.files_from(&name("binlog.000001"), None),
             Err(Error::BinlogGap(_))
         ));
-        catalog.add(entry(4, &[file("binlog.000005", 10, false)]));
-        let gap = catalog.files_from(&name("binlog.000002")).unwrap_err();
+        catalog.add(entry(
+            4,
+            &[
+                file("binlog.000003", 20, true),
+                (BINLOG_NEWEST_EVENT_FACT.to_owned(), "2026-12-01T12:00:10Z".to_owned()),
+            ],
+        ));
+        catalog.add(entry(5, &[file("binlog.000005", 10, false)]));
+        let gap = catalog.files_from(&name("binlog.000002"), None).unwrap_err();
         assert!(gap.to_string().contains("binlog.000004"), "{gap}");
+        assert!(
+            gap.to_string()
+                .contains("ends with binlog.000003 at 2026-12-01T12:00:10Z"),
+            "{gap}"
+        );
         assert_eq!(gap.detail_code(), Some("BINLOG_GAP"));
+        let at = |t: &str| chrono::DateTime::parse_from_rfc3339(t).unwrap().timestamp_nanos_opt();
+        let before = catalog
+            .files_from(&name("binlog.000002"), at("2026-12-01T12:00:10Z"))
+            .unwrap();
+        assert_eq!(before.len(), 2, "a moment before the gap needs no file after it");
+        assert!(
+            catalog
+                .files_from(&name("binlog.000002"), at("2026-12-01T12:00:11Z"))
+                .is_err()
+        );
+        let mut recorded = BinlogCatalog::default();
+        recorded.add(entry(1, &[file("binlog.000002", 100, false)]));
+        recorded.add(entry(2, &[(BINLOG_GAP_FACT.to_owned(), "binlog.000002".to_owned())]));
+        let tail = recorded.files_from(&name("binlog.000002"), None).unwrap_err();
+        assert!(
+            tail.to_string().contains("binlog.000002 is not archived"),
+            "the tail of the run's last file was purged: {tail}"
+        );
+        let mut older = BinlogCatalog::default();
+        older.add(entry(1, &[(BINLOG_GAP_FACT.to_owned(), "binlog.000001".to_owned())]));
+        older.add(entry(2, &[file("binlog.000002", 100, false)]));
+        assert!(
+            older.files_from(&name("binlog.000002"), None).is_ok(),
+            "a gap before the run is not in the way"
+        );
     }
 
     // Issue 16: where the copy resumes, and when that is a gap.

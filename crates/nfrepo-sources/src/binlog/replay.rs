@@ -90,7 +90,7 @@ pub fn choose_dump(snapshots: &[SnapshotEntry], source: &str, target: RecoveryTa
 ///
 /// # Errors
 /// [`Error::Invalid`] when the dump recorded no binlog position;
-/// [`Error::BinlogGap`] when a file from the dump's on is not archived.
+/// [`Error::BinlogGap`] when a file the replay needs is not archived.
 pub fn plan_replay(catalog: &BinlogCatalog, dump: &SnapshotEntry, stop_ns: Option<i64>) -> Result<BinlogReplay> {
     let (file, start_position) = dump_position(dump).ok_or_else(|| {
         Error::Invalid(format!(
@@ -98,7 +98,7 @@ pub fn plan_replay(catalog: &BinlogCatalog, dump: &SnapshotEntry, stop_ns: Optio
             dump.id.short()
         ))
     })?;
-    let files = catalog.files_from(&file)?;
+    let files = catalog.files_from(&file, stop_ns)?;
     Ok(BinlogReplay {
         files,
         start_position,
