@@ -18,6 +18,7 @@ mod servers;
 mod alerts;
 mod artifact;
 mod audit;
+mod binlog;
 mod bucket;
 mod bucket_restore;
 mod check;

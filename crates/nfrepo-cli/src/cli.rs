@@ -126,7 +126,8 @@ pub enum Command {
     Alerts(AlertsArgs),
     /// Prometheus metrics of the repository, on stdout or into a node_exporter textfile.
     Metrics(MetricsArgs),
-    /// Hold the repository open and commit the WAL files `wal-push` hands over (PostgreSQL PITR).
+    /// Hold the repository open: commit the WAL files `wal-push` hands over (PostgreSQL PITR) and stream the binlogs
+    /// of `binlog = true` mysql sources (MySQL/MariaDB PITR).
     Agent(AgentArgs),
     /// PostgreSQL's archive_command: hand one WAL file to the agent; exits 0 once it is committed.
     WalPush(WalPushArgs),
@@ -140,7 +141,8 @@ pub struct AgentArgs {
     /// /tmp/nfrepo-UID/agent.sock); its directory is made mode 0700 and the socket 0600.
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
-    /// Archive for this basebackup source (repeatable; default: every `method = "basebackup"` source).
+    /// Archive for this basebackup source, or stream the binlogs of this `binlog = true` mysql source (repeatable;
+    /// default: every such source).
     #[arg(long = "source", value_name = "NAME")]
     pub sources: Vec<String>,
 }
@@ -560,6 +562,9 @@ pub struct RestoreArgs {
     /// With --into postgres-data:DIR: recover to this moment ("2026-12-01 12:34:56+00", RFC 3339, or `latest`: all
     /// archived WAL). The newest base backup of SNAPSHOT's source finished before it is restored, whatever SNAPSHOT
     /// names, and PostgreSQL started on DIR replays WAL (fetched with `nfrepo wal-fetch`) up to it and opens.
+    /// With --into mysql://: the newest dump of SNAPSHOT's source finished before TIME is loaded into the staging
+    /// database, the archived binlogs from its position are replayed up to TIME (whole seconds: events stamped before
+    /// that second), then it is switched in.
     #[arg(long, requires = "into", value_name = "TIME")]
     pub at: Option<String>,
     /// With --into: the database of a multi-database snapshot to restore.

@@ -32,6 +32,12 @@
 //! method = "basebackup"                         # pg_basebackup + WAL through `nfrepo agent` (default "dump": pg_dump)
 //! connection = "postgres://postgres@127.0.0.1:5432"
 //!
+//! [sources.mysql-pitr]
+//! kind = "mysql"
+//! connection = "mysql://backup@db1:3306"
+//! binlog = true                                 # `nfrepo agent` streams the binlogs (point-in-time restore)
+//! binlog_interval = "60s"                       # commit a growing binlog at least this often (default 60s)
+//!
 //! [agent]                                       # `nfrepo agent`, `wal-push`, `wal-fetch`
 //! socket = "/run/nfrepo/agent.sock"
 //!
@@ -231,6 +237,10 @@ pub struct SourceConfig {
     pub connection: Option<String>,
     /// postgres: `dump` (default) or `basebackup`.
     pub method: Option<PostgresMethod>,
+    /// mysql: stream the binary logs through `nfrepo agent` for point-in-time recovery.
+    pub binlog: Option<bool>,
+    /// mysql with `binlog`: the longest time between two commits of a growing binlog (default 60s).
+    pub binlog_interval: Option<nfrepo_engine::Span>,
     /// Databases to dump (default: the one in the connection URL, else all).
     #[serde(default)]
     pub databases: Vec<String>,
@@ -308,6 +318,16 @@ impl SourceConfig {
     /// A PostgreSQL source backed up by `pg_basebackup`.
     pub fn is_basebackup(&self) -> bool {
         self.kind == SourceKind::Postgres && self.method == Some(PostgresMethod::Basebackup)
+    }
+
+    /// A MySQL/MariaDB source whose binlogs the agent streams.
+    pub fn is_binlog(&self) -> bool {
+        self.kind == SourceKind::Mysql && self.binlog == Some(true)
+    }
+
+    /// How often the agent commits a growing binlog.
+    pub fn binlog_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.binlog_interval.map_or(60, nfrepo_engine::Span::as_secs))
     }
 
     /// The retention class: the configured one, else the kind's default.
@@ -500,6 +520,18 @@ fn validate_source(name: &str, source: &SourceConfig) -> Result<(), String> {
     }
     if source.is_basebackup() && !source.databases.is_empty() {
         return Err("a basebackup copies the whole cluster: databases are for method dump".into());
+    }
+    if source.binlog.is_some() && source.kind != SourceKind::Mysql {
+        return Err("binlog is for kind mysql".into());
+    }
+    if source.binlog_interval.is_some() && !source.is_binlog() {
+        return Err("binlog_interval is for kind mysql with binlog = true".into());
+    }
+    if source.binlog_interval.is_some_and(|s| s.as_secs() == 0) {
+        return Err("binlog_interval must be at least 1s".into());
+    }
+    if name.ends_with(".binlog") {
+        return Err("names ending in .binlog are the binlog streams of mysql sources".into());
     }
     if name.ends_with(".wal") {
         return Err("names ending in .wal are the WAL streams of basebackup sources".into());
@@ -830,6 +862,27 @@ keep-daily = 30
         .unwrap_err();
         assert!(err.contains(".wal"), "{err}");
         assert!(parse(&format!("{pg}method = \"physical\"\n")).is_err());
+    }
+
+    // Issue 16: binlog streaming of mysql sources, and its misuse.
+    #[test]
+    fn binlog_sources_parse_and_misuse_is_refused() {
+        let m = "[sources.m]\nkind = \"mysql\"\nconnection = \"mysql://root@db\"\n";
+        let config = parse(&format!("{m}binlog = true\nbinlog_interval = \"5s\"\n")).unwrap();
+        assert!(config.sources["m"].is_binlog());
+        assert_eq!(config.sources["m"].binlog_interval(), std::time::Duration::from_secs(5));
+        let plain = parse(m).unwrap();
+        assert!(!plain.sources["m"].is_binlog());
+        assert_eq!(plain.sources["m"].binlog_interval(), std::time::Duration::from_secs(60));
+        let err = parse(&format!("{m}binlog_interval = \"5s\"\n")).unwrap_err();
+        assert!(err.contains("binlog_interval is for"), "{err}");
+        let err = parse(&format!("{m}binlog = true\nbinlog_interval = \"0s\"\n")).unwrap_err();
+        assert!(err.contains("at least 1s"), "{err}");
+        let err =
+            parse("[sources.pg]\nkind = \"postgres\"\nconnection = \"postgres://p@db\"\nbinlog = true\n").unwrap_err();
+        assert!(err.contains("binlog is for kind mysql"), "{err}");
+        let err = parse(&m.replace("[sources.m]", "[sources.\"m.binlog\"]")).unwrap_err();
+        assert!(err.contains(".binlog"), "{err}");
     }
 
     #[test]

@@ -31,6 +31,7 @@
 //! [`crate::GoodMarkers`]) is kept too, so `rollback --to last-good` always
 //! has a target; a forgotten snapshot's good marker is deleted after it.
 
+mod binlog;
 mod wal;
 
 use std::collections::{BTreeMap, HashSet};
@@ -46,6 +47,9 @@ use crate::read::SnapshotEntry;
 use crate::retention::{KeepReason, RetentionPolicy};
 use crate::{Error, Repository, Result};
 
+pub use binlog::{
+    BINLOG_FILE_FACT, BINLOG_GAP_FACT, BINLOG_KIND, BINLOG_STREAM_SUFFIX, DUMP_BINLOG_FILE_FACT, binlog_order,
+};
 pub use wal::{BASEBACKUP_KIND, BASEBACKUP_START_WAL_FACT, WAL_FILE_FACT, WAL_KIND, WAL_STREAM_SUFFIX};
 
 /// Options for [`Repository::forget`].
@@ -194,12 +198,19 @@ impl Repository {
         let protected = self.protected_snapshots().await?;
         let good = self.good_markers().await?;
         let mut groups: BTreeMap<(String, String), Vec<SnapshotEntry>> = BTreeMap::new();
-        // `--source pg` and `--source pg.wal` both decide a base source and its WAL together.
-        let only = options
-            .source
-            .as_deref()
-            .map(|s| s.strip_suffix(WAL_STREAM_SUFFIX).unwrap_or(s));
-        let (snapshots, wal_streams) = wal::split(self.snapshots().await?);
+        // `--source pg` and `--source pg.wal` both decide a base source and
+        // its WAL together (a dump source and its `.binlog` likewise).
+        let only = options.source.as_deref().map(|s| {
+            s.strip_suffix(WAL_STREAM_SUFFIX)
+                .or_else(|| s.strip_suffix(BINLOG_STREAM_SUFFIX))
+                .unwrap_or(s)
+        });
+        let (snapshots, binlog_streams) = binlog::split(self.snapshots().await?);
+        let binlog_streams: BTreeMap<String, Vec<SnapshotEntry>> = binlog_streams
+            .into_iter()
+            .filter(|(base, _)| only.is_none_or(|s| s == base))
+            .collect();
+        let (snapshots, wal_streams) = wal::split(snapshots);
         let wal_streams: BTreeMap<String, Vec<SnapshotEntry>> = wal_streams
             .into_iter()
             .filter(|(base, _)| only.is_none_or(|s| s == base))
@@ -248,6 +259,7 @@ impl Repository {
             report.groups.push((group, decisions));
         }
         decide_wal(&mut report, wal_streams, &protected, options.group_by_source_only);
+        decide_binlog(&mut report, binlog_streams, &protected, options.group_by_source_only);
         if !options.dry_run {
             let doomed: Vec<SnapshotId> = report.removed().map(|d| d.entry.id).collect();
             let good = &good;
@@ -563,27 +575,68 @@ fn decide_wal(
             .filter(|((source, _), _)| *source == base)
             .flat_map(|(_, decisions)| decisions.iter().filter(|d| d.keep()).map(|d| &d.entry));
         let oldest = wal::oldest_needed(kept_bases);
-        let mut by_host: BTreeMap<(String, String), Vec<ForgetDecision>> = BTreeMap::new();
-        for entry in entries {
-            let mut reasons = wal::decide(&entry, oldest.as_deref());
-            if protected.contains(&entry.id) {
-                reasons.insert(0, KeepReason::Protected);
-            }
-            by_host
-                .entry((
-                    entry.snapshot.source.clone(),
-                    if by_source_only {
-                        String::new()
-                    } else {
-                        entry.snapshot.hostname.clone()
-                    },
-                ))
-                .or_default()
-                .push(ForgetDecision { entry, reasons });
-        }
+        let decisions = entries
+            .into_iter()
+            .map(|entry| {
+                let reasons = wal::decide(&entry, oldest.as_deref());
+                (entry, reasons)
+            })
+            .collect();
+        push_by_host(report, decisions, protected, by_source_only);
         tracing::debug!(source = %base, oldest = ?oldest, "WAL retention decided");
-        report.groups.extend(by_host);
     }
+}
+
+/// Decides the binlog snapshots of each dump source (see `forget/binlog.rs`)
+/// once the dumps are decided.
+fn decide_binlog(
+    report: &mut ForgetReport,
+    streams: BTreeMap<String, Vec<SnapshotEntry>>,
+    protected: &HashSet<SnapshotId>,
+    by_source_only: bool,
+) {
+    for (base, entries) in streams {
+        let kept_dumps = report
+            .groups
+            .iter()
+            .filter(|((source, _), _)| *source == base)
+            .flat_map(|(_, decisions)| decisions.iter().filter(|d| d.keep()).map(|d| &d.entry));
+        let oldest = binlog::oldest_needed(kept_dumps);
+        let decided = binlog::decide(&entries, oldest.as_ref());
+        push_by_host(
+            report,
+            entries.into_iter().zip(decided).collect(),
+            protected,
+            by_source_only,
+        );
+        tracing::debug!(source = %base, oldest = ?oldest, "binlog retention decided");
+    }
+}
+
+/// Adds a stream's decisions to the report, grouped as `forget` groups
+/// (source and host, or source alone), protected snapshots kept.
+fn push_by_host(
+    report: &mut ForgetReport,
+    decided: Vec<(SnapshotEntry, Vec<KeepReason>)>,
+    protected: &HashSet<SnapshotId>,
+    by_source_only: bool,
+) {
+    let mut by_host: BTreeMap<(String, String), Vec<ForgetDecision>> = BTreeMap::new();
+    for (entry, mut reasons) in decided {
+        if protected.contains(&entry.id) {
+            reasons.insert(0, KeepReason::Protected);
+        }
+        let host = if by_source_only {
+            String::new()
+        } else {
+            entry.snapshot.hostname.clone()
+        };
+        by_host
+            .entry((entry.snapshot.source.clone(), host))
+            .or_default()
+            .push(ForgetDecision { entry, reasons });
+    }
+    report.groups.extend(by_host);
 }
 
 fn protect_key(id: &SnapshotId) -> Result<ObjectKey> {

@@ -81,8 +81,9 @@ pub use drill::DrillHistory;
 pub use error::{Error, ErrorClass, ErrorCode, Operation, Result};
 pub use find::Found;
 pub use forget::{
-    BASEBACKUP_KIND, BASEBACKUP_START_WAL_FACT, ForgetDecision, ForgetOptions, ForgetReport, SettledForgets,
-    Unprotected, WAL_FILE_FACT, WAL_KIND, WAL_STREAM_SUFFIX,
+    BASEBACKUP_KIND, BASEBACKUP_START_WAL_FACT, BINLOG_FILE_FACT, BINLOG_GAP_FACT, BINLOG_KIND, BINLOG_STREAM_SUFFIX,
+    DUMP_BINLOG_FILE_FACT, ForgetDecision, ForgetOptions, ForgetReport, SettledForgets, Unprotected, WAL_FILE_FACT,
+    WAL_KIND, WAL_STREAM_SUFFIX, binlog_order,
 };
 pub use gc::{GcOptions, GcPlan, GcReport, PackCount, RESEALED_FROM, ResealOptions, ResealReport};
 pub use good::GoodMarkers;

@@ -464,6 +464,8 @@ pub enum KeepReason {
     NoPolicy,
     /// Archived WAL that a kept base backup (or one in progress) needs.
     WalNeeded,
+    /// An archived binlog that a kept dump needs (or a gap record).
+    BinlogNeeded,
 }
 
 impl fmt::Display for KeepReason {
@@ -479,6 +481,7 @@ impl fmt::Display for KeepReason {
             Self::LastGood => f.write_str("last good"),
             Self::NoPolicy => f.write_str("no policy"),
             Self::WalNeeded => f.write_str("WAL of a kept base backup"),
+            Self::BinlogNeeded => f.write_str("binlog of a kept dump"),
         }
     }
 }

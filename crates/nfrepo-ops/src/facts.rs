@@ -32,6 +32,9 @@ pub struct SnapshotFact {
     pub bytes_added_stored: u64,
     /// How long the backup took, in milliseconds.
     pub duration_ms: u64,
+    /// A binlog stream's gap record: the first file purged on the server
+    /// before it was copied (fact `binlog.gap`); empty otherwise.
+    pub binlog_gap: String,
 }
 
 /// One command, as its audit entry records it.
@@ -168,6 +171,13 @@ pub async fn gather(
             bytes_added: e.snapshot.summary.bytes_added_raw,
             bytes_added_stored: e.snapshot.summary.bytes_added_stored,
             duration_ms: e.snapshot.summary.duration_ms,
+            binlog_gap: e
+                .snapshot
+                .extra
+                .iter()
+                .find(|(k, _)| k == nfrepo_engine::BINLOG_GAP_FACT)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default(),
         })
         .collect();
     let audit = read_audit(repo, None).await?;

@@ -56,6 +56,9 @@ pub enum Rule {
     AuthFailures,
     /// A source's size or share of new data changed suddenly.
     SizeChange,
+    /// A binlog was purged before it was copied, and no dump was taken since:
+    /// point-in-time restore past it is impossible.
+    BinlogGap,
     /// A test notice from `nfrepo alerts test`.
     Test,
 }
@@ -76,6 +79,7 @@ impl Rule {
             Self::GcDeletedShare => "gc_deleted_share",
             Self::AuthFailures => "auth_failures",
             Self::SizeChange => "size_change",
+            Self::BinlogGap => "binlog_gap",
             Self::Test => "test",
         }
     }
@@ -84,9 +88,12 @@ impl Rule {
     #[must_use]
     pub const fn severity(self) -> Severity {
         match self {
-            Self::MissedBackup | Self::Corruption | Self::RestoreFailed | Self::DrillFailed | Self::SizeChange => {
-                Severity::Critical
-            }
+            Self::MissedBackup
+            | Self::Corruption
+            | Self::RestoreFailed
+            | Self::DrillFailed
+            | Self::SizeChange
+            | Self::BinlogGap => Severity::Critical,
             _ => Severity::Warning,
         }
     }
@@ -205,6 +212,7 @@ pub fn evaluate(facts: &Facts, watch: &Watch, config: &AlertsConfig, now_ns: i64
     alerts.extend(integrity::restore_failed(facts, at));
     alerts.extend(integrity::drill_failed(facts));
     alerts.extend(integrity::replication_lag(facts, watch));
+    alerts.extend(integrity::binlog_gap(facts));
     alerts.extend(backup::persistent_errors(facts, config));
     alerts.extend(backup::high_latency(facts, config, at));
     alerts.extend(activity::mass_forget(facts, config, at));
@@ -289,6 +297,7 @@ pub(crate) mod test_support {
             bytes_added: 1 << 20,
             bytes_added_stored: 1 << 19,
             duration_ms: 60_000,
+            binlog_gap: String::new(),
         }
     }
 

@@ -37,6 +37,10 @@
 //!    recorded at dump time (`dump.<stream>.rows.<table>`, see
 //!    [`expected_rows`]) equals `SELECT COUNT(*)` in the staging copy.
 //!    Snapshots without such facts are verified by the load's success only.
+//!    For a MySQL/MariaDB point-in-time restore
+//!    ([`DatabaseRestoreOptions::replay`]) the archived binlogs are then
+//!    replayed into the staging copy (`binlog/replay.rs`, stage `Replay`):
+//!    the live database only ever sees the finished result.
 //! 4. **Switch**, per server:
 //!    - MariaDB/MySQL (there is no `RENAME DATABASE`): the live database's
 //!      triggers (MariaDB refuses to move a table with triggers to another
@@ -93,11 +97,12 @@ mod postgres;
 pub use plan::plan_database_restore;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use nfrepo_engine::Reader;
 use nfrepo_format::Node;
 
-use crate::{Error, MysqlTarget, PostgresTarget, Result};
+use crate::{Error, MysqlTarget, PostgresTarget, Result, binlog};
 use plan::creator_comment;
 
 /// Databases that belong to the server itself: never dropped, renamed or
@@ -147,6 +152,10 @@ pub struct DatabaseRestoreOptions {
     /// [`MAX_LOAD_JOBS`]. PostgreSQL loads in one transaction, so on one
     /// connection.
     pub jobs: usize,
+    /// MySQL/MariaDB point-in-time restore: the binlogs replayed into each
+    /// staging database after its dump is loaded and verified, before the
+    /// switch (`binlog/replay.rs`).
+    pub replay: Option<crate::BinlogReplay>,
 }
 
 /// The most connections a restore loads one dump over by default.
@@ -260,6 +269,8 @@ pub struct DatabaseRestoreReport {
     pub kept_old: Option<String>,
     /// Tables whose row counts were checked against the dump's facts.
     pub tables_verified: usize,
+    /// The binlog files replayed after the dump (point-in-time restore).
+    pub replayed: Vec<String>,
     /// Problems that left the live database correct but something else
     /// incomplete (an old object that could not be recreated in the
     /// kept-aside copy, a kept-aside copy that could not be dropped).
@@ -296,6 +307,8 @@ pub enum RestoreStage {
     Load,
     /// Comparing the staging copy with the dump's facts.
     Verify,
+    /// Replaying binlogs into the staging database (point-in-time restore).
+    Replay,
     /// Sessions hold the live database.
     Sessions,
     /// Switching the staging copy in.
@@ -310,6 +323,7 @@ impl RestoreStage {
             Self::Prepare => "PREPARE_FAILED",
             Self::Load => "LOAD_FAILED",
             Self::Verify => "VERIFY_FAILED",
+            Self::Replay => "REPLAY_FAILED",
             Self::Sessions => "SESSIONS_BLOCKING",
             Self::Switch => "SWITCH_FAILED",
         }
@@ -322,6 +336,7 @@ impl std::fmt::Display for RestoreStage {
             Self::Prepare => "while preparing the staging database",
             Self::Load => "while loading the dump into the staging database",
             Self::Verify => "verifying the staged copy",
+            Self::Replay => "while replaying the binlogs into the staging database",
             Self::Sessions => "before the switch",
             Self::Switch => "while switching the staged copy in",
         })
@@ -467,9 +482,30 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 /// corrupted chunk, a row count that differs).
 pub async fn restore_databases(reader: &Reader, plan: &DatabaseRestorePlan) -> Result<Vec<DatabaseRestoreReport>> {
     let target = &plan.target;
+    let replay = match (&plan.options.replay, target) {
+        (Some(replay), DatabaseTarget::Mysql(_)) => {
+            let dir = binlog::materialize(reader, replay)
+                .await
+                .map_err(|e| Error::DatabaseRestore {
+                    database: plan
+                        .databases
+                        .first()
+                        .map(|d| d.item.database.clone())
+                        .unwrap_or_default(),
+                    stage: RestoreStage::Prepare,
+                    live: "the live database is unchanged".into(),
+                    source: Box::new(e),
+                })?;
+            Some((replay.clone(), Arc::new(dir)))
+        }
+        (Some(_), DatabaseTarget::Postgres(_)) => {
+            return Err(Error::Invalid("binlog replay is for MySQL/MariaDB targets".into()));
+        }
+        (None, _) => None,
+    };
     let mut staged = Vec::with_capacity(plan.databases.len());
     for db in &plan.databases {
-        match stage(reader, target, db, plan.options.load_jobs()).await {
+        match stage(reader, target, db, plan.options.load_jobs(), replay.as_ref()).await {
             Ok(done) => staged.push(done),
             Err((stage, source)) => {
                 let mut cleanup = vec![db.staging.clone()];
@@ -497,6 +533,7 @@ pub async fn restore_databases(reader: &Reader, plan: &DatabaseRestorePlan) -> R
                 replaced: db.live_objects > 0,
                 kept_old: db.before.clone().filter(|_| !plan.options.drop_old),
                 tables_verified,
+                replayed: replay.as_ref().map(|(r, _)| r.file_names()).unwrap_or_default(),
                 warnings,
             }),
             Err((stage, live_unchanged, source)) => {
@@ -533,6 +570,7 @@ async fn stage(
     target: &DatabaseTarget,
     db: &PlannedDatabase,
     jobs: usize,
+    replay: Option<&(crate::BinlogReplay, Arc<binlog::ReplayDir>)>,
 ) -> std::result::Result<(u64, usize, Staged), StageFailure> {
     let comment = creator_comment(&db.item.database);
     {
@@ -556,7 +594,7 @@ async fn stage(
     let t = target.clone();
     let staging = db.staging.clone();
     let expected = db.item.expected_rows.clone();
-    blocking(move || {
+    let done = blocking(move || {
         let staged = t.after_load(&staging)?;
         Ok((staged, verify(&t, &staging, &expected)))
     })
@@ -565,7 +603,22 @@ async fn stage(
     .and_then(|(staged, verified)| {
         let tables = verified.map_err(|e| (RestoreStage::Verify, e))?;
         Ok((bytes, tables, staged))
-    })
+    })?;
+    if let (Some((replay, dir)), DatabaseTarget::Mysql(mysql)) = (replay, target) {
+        let client = mysql.client().map_err(|e| (RestoreStage::Replay, e))?;
+        let (replay, dir) = (replay.clone(), Arc::clone(dir));
+        let dumped = db
+            .item
+            .stream
+            .strip_suffix(".sql")
+            .unwrap_or(&db.item.stream)
+            .to_owned();
+        let staging = db.staging.clone();
+        blocking(move || binlog::replay_into(&replay, dir.path(), client, &dumped, &staging))
+            .await
+            .map_err(|e| (RestoreStage::Replay, e))?;
+    }
+    Ok(done)
 }
 
 /// Compares every recorded row count with the staging copy.

@@ -108,6 +108,16 @@ pub enum Error {
     /// A WAL file is not in the repository.
     #[error("{0} is not archived")]
     WalNotFound(String),
+    /// A binlog file is missing: purged on the server before it was
+    /// copied, or absent from the archive a replay needs.
+    #[error("binlog gap: {0}")]
+    BinlogGap(String),
+    /// A binlog file on the server no longer begins with the bytes archived
+    /// under its name (a server reset, or two servers copied into one source).
+    #[error(
+        "{0} on the server does not begin with the archived bytes of that name: refusing to archive it (was the server reset, or does another server copy into this source?)"
+    )]
+    BinlogConflict(String),
     /// No agent answers on the socket.
     #[error("no nfrepo agent answers at {path}: {reason} (start `nfrepo agent`)")]
     AgentUnavailable {
@@ -165,13 +175,14 @@ impl Error {
             | Self::ObjectsDiffer { .. }
             | Self::RestoreInProgress(_)
             | Self::SessionsBlocking(_)
-            | Self::WalConflict(_) => ErrorClass::Conflict,
+            | Self::WalConflict(_)
+            | Self::BinlogConflict(_) => ErrorClass::Conflict,
             Self::DatabaseRestore { source, .. } => source.class(),
             Self::RollbackFailed(_) => ErrorClass::RollbackFailed,
             Self::ContentMismatch(_) => ErrorClass::Corrupted,
             Self::Io { source, .. } => ErrorClass::of_io(source),
             Self::NotAFile(_) | Self::WalNotFound(_) => ErrorClass::NotFound,
-            Self::AgentUnavailable { .. } | Self::AgentFailed(_) => ErrorClass::Failed,
+            Self::AgentUnavailable { .. } | Self::AgentFailed(_) | Self::BinlogGap(_) => ErrorClass::Failed,
             Self::CommandFailed(_)
             | Self::Invalid(_)
             | Self::RestoreCommandFailed(_)
@@ -195,8 +206,11 @@ impl Error {
             | Self::SourceUnreadable { .. }
             | Self::WorkerPanicked(_)
             | Self::WalConflict(_)
+            | Self::BinlogConflict(_)
             | Self::AgentUnavailable { .. }
             | Self::AgentFailed(_) => ErrorCode::BackupFailed,
+            Self::BinlogGap(_) if during == Operation::Restore => ErrorCode::RestoreFailed,
+            Self::BinlogGap(_) => ErrorCode::BackupFailed,
             Self::WalNotFound(_) => ErrorCode::BackupNotFound,
             Self::RestoreCommandFailed(_) | Self::ProtectedDatabase(_) | Self::RowCountMismatch(_) => {
                 ErrorCode::RestoreFailed
@@ -237,6 +251,8 @@ impl Error {
             Self::RowCountMismatch(_) => Some("ROW_COUNT_MISMATCH"),
             Self::WalConflict(_) => Some("WAL_CONFLICT"),
             Self::WalNotFound(_) => Some("WAL_NOT_FOUND"),
+            Self::BinlogGap(_) => Some("BINLOG_GAP"),
+            Self::BinlogConflict(_) => Some("BINLOG_CONFLICT"),
             Self::AgentUnavailable { .. } => Some("AGENT_UNAVAILABLE"),
             Self::AgentFailed(_) => Some("AGENT_FAILED"),
             Self::DatabaseRestore { source, stage, .. } => match source.as_ref() {

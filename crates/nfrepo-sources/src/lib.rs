@@ -38,6 +38,7 @@
 #![deny(clippy::unwrap_used)]
 #![warn(clippy::expect_used)]
 
+mod binlog;
 mod bucket;
 mod child;
 mod connection;
@@ -60,6 +61,10 @@ mod source;
 mod stream;
 mod wal;
 
+pub use binlog::{
+    ArchivedBinlog, BINLOG_FILE_FACT, BINLOG_GAP_FACT, BINLOG_KIND, BINLOG_NEWEST_EVENT_FACT, BINLOG_SOURCE_FACT,
+    BinlogCatalog, BinlogName, BinlogOptions, BinlogReplay, binlog_stream, choose_dump, dump_position, plan_replay,
+};
 pub use bucket::{
     BucketOutcome, BucketRestoreOptions, BucketRestoreReport, CONTENT_TYPE_XATTR, ETAG_XATTR, backup_bucket,
     restore_bucket,

@@ -43,7 +43,7 @@ pub struct MysqlSource {
     pub bin_dir: Option<PathBuf>,
 }
 
-fn tool(source_bin: Option<&std::path::Path>, name: &str) -> String {
+pub(crate) fn tool(source_bin: Option<&std::path::Path>, name: &str) -> String {
     source_bin.map_or_else(|| name.to_owned(), |d| d.join(name).display().to_string())
 }
 
@@ -51,7 +51,7 @@ fn tool(source_bin: Option<&std::path::Path>, name: &str) -> String {
 /// option file that holds the password. `--defaults-file=` must come
 /// first; like `--no-defaults` without a password, it keeps the tool from
 /// reading any other option file.
-fn client(program: String, connection: &Connection) -> Result<(Vec<String>, ChildAuth)> {
+pub(crate) fn client(program: String, connection: &Connection) -> Result<(Vec<String>, ChildAuth)> {
     let (first, auth) = match &connection.password {
         Some(password) => {
             let auth = ChildAuth::file("client.cnf", option_file(password.expose()).as_bytes())?;

@@ -214,7 +214,7 @@ pub(crate) fn file_fact(size: u64, blake3: &[u8; 32]) -> String {
     format!("{size} {}", hex(blake3))
 }
 
-fn parse_file_fact(value: &str) -> Option<(u64, [u8; 32])> {
+pub(crate) fn parse_file_fact(value: &str) -> Option<(u64, [u8; 32])> {
     let (size, digest) = value.split_once(' ')?;
     let size = size.parse().ok()?;
     let mut blake3 = [0u8; 32];

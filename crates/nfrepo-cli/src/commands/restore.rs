@@ -18,8 +18,14 @@ pub async fn run(global: &GlobalArgs, mut args: RestoreArgs) -> Result<i32, Fail
         let dir = std::path::PathBuf::from(dir);
         return crate::commands::restore_pitr::run(global, args, dir).await;
     }
-    if args.at.is_some() {
-        return Err(Failure::usage("--at is for --into postgres-data:DIR"));
+    let into_mysql = args
+        .into
+        .as_deref()
+        .is_some_and(|i| i.starts_with("mysql://") || i.starts_with("mariadb://"));
+    if args.at.is_some() && !into_mysql {
+        return Err(Failure::usage(
+            "--at is for --into postgres-data:DIR or --into mysql://",
+        ));
     }
     if let Some(into) = args.into.clone() {
         return crate::commands::restore_into::run(global, args, &into).await;

@@ -24,8 +24,8 @@
 use nfrepo_engine::{ErrorCode, Operation};
 use nfrepo_format::{Node, NodeKind};
 use nfrepo_sources::{
-    Connection, DatabaseRestoreItem, DatabaseRestoreOptions, DatabaseTarget, GLOBALS_STREAM, MysqlTarget,
-    PostgresTarget,
+    BinlogCatalog, BinlogReplay, Connection, DatabaseRestoreItem, DatabaseRestoreOptions, DatabaseTarget,
+    GLOBALS_STREAM, MysqlTarget, PostgresTarget, RecoveryTarget,
 };
 
 use crate::cli::{GlobalArgs, RestoreArgs};
@@ -48,7 +48,13 @@ pub async fn run(global: &GlobalArgs, args: RestoreArgs, into: &str) -> Result<i
     }
     let connection = Connection::parse(into).map_err(|e| invalid(e.to_string()))?;
     let (snapshot_spec, path) = context::split_spec(&args.spec);
-    let (reader, snapshot) = open_snapshot(global, snapshot_spec, Operation::Restore).await?;
+    let (reader, snapshot, replay) = match args.at.as_deref() {
+        Some(at) => point_in_time(global, snapshot_spec, at).await?,
+        None => {
+            let (reader, snapshot) = open_snapshot(global, snapshot_spec, Operation::Restore).await?;
+            (reader, snapshot, None)
+        }
+    };
     let kind = snapshot.snapshot.source_kind.as_str();
     if kind != connection.scheme {
         return Err(Failure::new(
@@ -144,6 +150,7 @@ pub async fn run(global: &GlobalArgs, args: RestoreArgs, into: &str) -> Result<i
     options.drop_old = args.drop_old;
     options.terminate_sessions = args.terminate_sessions;
     options.jobs = args.load_jobs.map_or(0, usize::from);
+    options.replay = replay;
     if args.terminate_sessions && connection.scheme != "postgres" {
         return Err(invalid("--terminate-sessions is for postgres:// targets"));
     }
@@ -176,6 +183,7 @@ pub async fn run(global: &GlobalArgs, args: RestoreArgs, into: &str) -> Result<i
                     "replaced": r.replaced,
                     "kept_old": r.kept_old,
                     "tables_verified": r.tables_verified,
+                    "binlogs_replayed": r.replayed,
                     "warnings": r.warnings,
                 })
             })
@@ -198,11 +206,20 @@ pub async fn run(global: &GlobalArgs, args: RestoreArgs, into: &str) -> Result<i
     } else if !global.quiet {
         for r in &reports {
             crate::output::outln!(
-                "restored database {} from snapshot {} ({}, {} tables' row counts verified) into {}{}",
+                "restored database {} from snapshot {} ({}, {} tables' row counts verified{}) into {}{}",
                 r.database,
                 snapshot.id.short(),
                 render::bytes(r.bytes),
                 r.tables_verified,
+                if r.replayed.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; binlogs {} replayed{}",
+                        r.replayed.join(", "),
+                        args.at.as_deref().map_or_else(String::new, |at| format!(" up to {at}"))
+                    )
+                },
                 connection,
                 match &r.kept_old {
                     Some(old) => format!("; the old database is kept as {old} (drop it when no longer needed)"),
@@ -218,6 +235,62 @@ pub async fn run(global: &GlobalArgs, args: RestoreArgs, into: &str) -> Result<i
         }
     }
     Ok(0)
+}
+
+/// `--at TIME`: the newest dump of the named snapshot's source finished
+/// by TIME, and the binlog replay from its position to TIME.
+async fn point_in_time(
+    global: &GlobalArgs,
+    spec: &str,
+    at: &str,
+) -> Result<
+    (
+        nfrepo_engine::Reader,
+        nfrepo_engine::SnapshotEntry,
+        Option<BinlogReplay>,
+    ),
+    Failure,
+> {
+    let target = crate::commands::restore_pitr::parse_target(at)?;
+    let repo = context::open_repository(global, Operation::Restore).await?.repo;
+    let engine = |e: &nfrepo_engine::Error| Failure::engine(e, Operation::Restore);
+    let sources = |e: &nfrepo_sources::Error| Failure::sources(e, Operation::Restore);
+    let named = repo.find_snapshot(spec).await.map_err(|e| engine(&e))?;
+    let source = named
+        .snapshot
+        .source
+        .strip_suffix(nfrepo_engine::BINLOG_STREAM_SUFFIX)
+        .unwrap_or(&named.snapshot.source)
+        .to_owned();
+    let all = repo.readable_snapshots().await.map_err(|e| engine(&e))?;
+    let dump = nfrepo_sources::choose_dump(&all, &source, target).map_err(|e| sources(&e))?;
+    let catalog = BinlogCatalog::load(&repo, &source).await.map_err(|e| sources(&e))?;
+    let stop = match target {
+        RecoveryTarget::Time(ns) => Some(ns),
+        _ => None,
+    };
+    let replay = nfrepo_sources::plan_replay(&catalog, &dump, stop).map_err(|e| sources(&e))?;
+    if !global.quiet {
+        let newest = replay
+            .newest_event
+            .and_then(|ns| chrono::DateTime::from_timestamp(ns.div_euclid(1_000_000_000), 0))
+            .map_or_else(|| "unknown".to_owned(), |t| t.to_rfc3339());
+        eprintln!(
+            "point-in-time restore: dump {} then binlogs {} (newest event archived: {newest})",
+            dump.id.short(),
+            replay.file_names().join(", ")
+        );
+        if let (RecoveryTarget::Time(ns), Some(newest)) = (target, replay.newest_event)
+            && ns > newest.saturating_add(1_000_000_000)
+        {
+            eprintln!(
+                "warning: the target is after the newest archived event: the restore ends at {newest_text}",
+                newest_text = chrono::DateTime::from_timestamp_nanos(newest).to_rfc3339()
+            );
+        }
+    }
+    let reader = repo.reader().await.map_err(|e| engine(&e))?;
+    Ok((reader, dump, Some(replay)))
 }
 
 async fn run_bucket(global: &GlobalArgs, args: RestoreArgs, into: &str) -> Result<i32, Failure> {

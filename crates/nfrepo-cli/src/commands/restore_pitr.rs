@@ -12,7 +12,7 @@ use crate::failure::Failure;
 use crate::{context, render};
 
 /// `latest`, RFC 3339, or PostgreSQL's `YYYY-MM-DD HH:MM:SS[.f]+HH[:MM]`.
-fn parse_target(text: &str) -> Result<RecoveryTarget, Failure> {
+pub(crate) fn parse_target(text: &str) -> Result<RecoveryTarget, Failure> {
     if text == "latest" {
         return Ok(RecoveryTarget::Latest);
     }

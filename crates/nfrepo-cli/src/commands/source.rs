@@ -186,7 +186,7 @@ pub fn hook_command(source: &str, command: &str) -> tokio::process::Command {
     child
 }
 
-fn connection(source: &SourceConfig) -> Result<Connection, Failure> {
+pub(crate) fn connection(source: &SourceConfig) -> Result<Connection, Failure> {
     let text = source.connection.as_deref().unwrap_or_default();
     let parsed = Connection::parse(text).map_err(|e| Failure::sources(&e, Operation::Backup))?;
     let password = config::read_secret(source.password_env.as_deref(), source.password_file.as_deref())?;

@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 
 use nfrepo_engine::{ErrorCode, Operation};
-use nfrepo_sources::{AgentOptions, Error as SourceError, PushOutcome, WalCatalog};
+use nfrepo_sources::{AgentOptions, BinlogOptions, Error as SourceError, PushOutcome, WalCatalog};
 
 use crate::cli::{AgentArgs, GlobalArgs, WalFetchArgs, WalPushArgs};
 use crate::config::Config;
@@ -57,22 +57,56 @@ fn worker(e: &tokio::task::JoinError) -> Failure {
     Failure::new(ErrorCode::BackupFailed, None, format!("a worker failed: {e}"))
 }
 
+/// The copy options of each `binlog = true` source named (or of all of them).
+fn binlog_options(
+    config: Option<&Config>,
+    named: &[String],
+    socket: &std::path::Path,
+) -> Result<Vec<BinlogOptions>, Failure> {
+    let Some(config) = config else {
+        return Ok(Vec::new());
+    };
+    let spool_root = socket.parent().unwrap_or_else(|| std::path::Path::new("."));
+    let mut out = Vec::new();
+    for (name, source) in &config.sources {
+        if !source.is_binlog() || !(named.is_empty() || named.contains(name)) {
+            continue;
+        }
+        let connection = crate::commands::source::connection(source)?;
+        let mut options = BinlogOptions::new(name.clone(), connection, spool_root.join(format!("binlog-{name}")));
+        options.interval = source.binlog_interval();
+        options.bin_dir.clone_from(&source.bin_dir);
+        out.push(options);
+    }
+    Ok(out)
+}
+
 pub async fn agent(global: &GlobalArgs, args: AgentArgs) -> Result<i32, Failure> {
     let config = crate::config::load(global.config.as_deref())?;
-    let sources = if args.sources.is_empty() {
+    let socket = socket_path(args.socket.as_ref(), config.as_ref());
+    let binlogs = binlog_options(config.as_ref(), &args.sources, &socket)?;
+    let sources: Vec<String> = if args.sources.is_empty() {
         basebackup_sources(config.as_ref())
     } else {
-        args.sources.clone()
+        args.sources
+            .iter()
+            .filter(|s| !binlogs.iter().any(|b| &b.source == *s))
+            .cloned()
+            .collect()
     };
-    if sources.is_empty() {
+    if sources.is_empty() && binlogs.is_empty() {
         return Err(Failure::usage(
-            "the agent archives for basebackup sources: give --source NAME or configure method = \"basebackup\"",
+            "the agent archives for basebackup sources and streams binlogs of mysql sources: give --source NAME or configure method = \"basebackup\" or binlog = true",
         ));
     }
-    let socket = socket_path(args.socket.as_ref(), config.as_ref());
     let opened = context::open_repository(global, Operation::Backup).await?;
     let handle = tokio::runtime::Handle::current();
-    let options = AgentOptions::new(socket, sources.clone());
+    let mut options = AgentOptions::new(socket, sources.clone());
+    options.binlogs = binlogs;
+    let sources: Vec<String> = sources
+        .into_iter()
+        .chain(options.binlogs.iter().map(|b| b.source.clone()))
+        .collect();
     let json = global.json;
     let quiet = global.quiet;
     let served = tokio::task::spawn_blocking(move || {

@@ -92,15 +92,24 @@ pub(super) fn decide(entry: &SnapshotEntry, oldest: Option<&str>) -> Vec<KeepRea
 
 /// Splits WAL snapshots (by base source) from the others.
 pub(super) fn split(entries: Vec<SnapshotEntry>) -> (Vec<SnapshotEntry>, BTreeMap<String, Vec<SnapshotEntry>>) {
+    split_by(entries, wal_base_source)
+}
+
+/// Splits the snapshots of the streams `base_of` recognises (by their base
+/// source) from the others.
+pub(super) fn split_by(
+    entries: Vec<SnapshotEntry>,
+    base_of: fn(&SnapshotEntry) -> Option<&str>,
+) -> (Vec<SnapshotEntry>, BTreeMap<String, Vec<SnapshotEntry>>) {
     let mut others = Vec::with_capacity(entries.len());
-    let mut wal: BTreeMap<String, Vec<SnapshotEntry>> = BTreeMap::new();
+    let mut streams: BTreeMap<String, Vec<SnapshotEntry>> = BTreeMap::new();
     for entry in entries {
-        match wal_base_source(&entry).map(str::to_owned) {
-            Some(base) => wal.entry(base).or_default().push(entry),
+        match base_of(&entry).map(str::to_owned) {
+            Some(base) => streams.entry(base).or_default().push(entry),
             None => others.push(entry),
         }
     }
-    (others, wal)
+    (others, streams)
 }
 
 #[cfg(test)]

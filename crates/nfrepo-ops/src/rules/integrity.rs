@@ -33,6 +33,40 @@ fn code_of(op: &OperationFact) -> String {
     }
 }
 
+/// A binlog stream's newest gap record with no dump of its source after
+/// it: the gap lies between every dump and now.
+pub(super) fn binlog_gap(facts: &Facts) -> Vec<Alert> {
+    let mut newest_gap: BTreeMap<&str, &crate::SnapshotFact> = BTreeMap::new();
+    for snapshot in facts.snapshots.iter().filter(|s| !s.binlog_gap.is_empty()) {
+        let base = snapshot
+            .source
+            .strip_suffix(nfrepo_engine::BINLOG_STREAM_SUFFIX)
+            .unwrap_or(&snapshot.source);
+        let slot = newest_gap.entry(base).or_insert(snapshot);
+        if snapshot.time_ns > slot.time_ns {
+            *slot = snapshot;
+        }
+    }
+    newest_gap
+        .into_iter()
+        .filter(|(base, gap)| {
+            !facts
+                .snapshots
+                .iter()
+                .any(|s| s.source == *base && s.time_ns > gap.time_ns)
+        })
+        .map(|(base, gap)| Alert {
+            rule: Rule::BinlogGap,
+            subject: base.to_owned(),
+            summary: format!(
+                "source {base}: BACKUP_FAILED/BINLOG_GAP: binlog {} was purged before it was copied; take a new dump",
+                gap.binlog_gap
+            ),
+            since_ns: Some(gap.time_ns),
+        })
+        .collect()
+}
+
 pub(super) fn corruption(facts: &Facts) -> Vec<Alert> {
     let mut alerts: Vec<Alert> = last_of(facts, &VERIFYING)
         .into_iter()
@@ -149,6 +183,32 @@ mod tests {
     use crate::{AlertsConfig, DrillFact, Facts, ReplicaFact};
 
     use super::super::test_support::fired;
+
+    // Issue 16: a binlog purged before it was copied fires until a new dump.
+    #[test]
+    fn a_binlog_gap_fires_until_the_next_dump() {
+        use super::super::test_support::snapshot;
+        let mut facts = Facts::default();
+        facts.snapshots.push(snapshot("m", "2026-12-02T03:00:00Z"));
+        facts.snapshots.push(snapshot("m.binlog", "2026-12-02T04:00:00Z"));
+        let now = "2026-12-02T10:00:00Z";
+        assert!(fired(&facts, &Watch::default(), now).is_empty());
+        let mut gap = snapshot("m.binlog", "2026-12-02T05:00:00Z");
+        gap.binlog_gap = "binlog.000007".into();
+        facts.snapshots.push(gap);
+        let alerts = evaluate(&facts, &Watch::default(), &AlertsConfig::default(), ns(now));
+        assert_eq!((alerts[0].rule, alerts[0].subject.as_str()), (Rule::BinlogGap, "m"));
+        assert!(
+            alerts[0].summary.contains("BINLOG_GAP: binlog binlog.000007"),
+            "{}",
+            alerts[0].summary
+        );
+        facts.snapshots.push(snapshot("m", "2026-12-02T06:00:00Z"));
+        assert!(
+            fired(&facts, &Watch::default(), now).is_empty(),
+            "a new dump resolves it"
+        );
+    }
 
     #[test]
     fn corruption_lasts_until_the_same_operation_succeeds() {

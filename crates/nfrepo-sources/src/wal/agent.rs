@@ -20,6 +20,10 @@
 //! bytes arrive short or do not hash to what the client announced is
 //! refused alone; the rest of the batch is committed.
 //!
+//! **Binlogs.** For each MySQL/MariaDB source with `binlog = true` the
+//! agent also runs a copier thread (`binlog/copy.rs`) that commits the
+//! server's binlogs through the same driver; it needs no client.
+//!
 //! **Fetches** are answered on the connection's own thread from the
 //! catalog and a reader of the repository (reloaded after commits).
 
@@ -51,6 +55,8 @@ pub struct AgentOptions {
     pub sources: Vec<String>,
     /// The most files committed as one snapshot.
     pub batch: usize,
+    /// The MySQL/MariaDB sources whose binlogs it copies (`binlog/copy.rs`).
+    pub binlogs: Vec<crate::BinlogOptions>,
 }
 
 impl AgentOptions {
@@ -61,6 +67,7 @@ impl AgentOptions {
             socket,
             sources,
             batch: 16,
+            binlogs: Vec::new(),
         }
     }
 }
@@ -124,6 +131,11 @@ pub fn serve_agent(repo: Repository, handle: &Handle, options: &AgentOptions, re
         let catalog = handle.block_on(WalCatalog::load(&repo, source))?;
         tracing::info!(source = %source, files = catalog.len(), "WAL catalog loaded");
         catalogs.insert(source.clone(), catalog);
+    }
+    for binlog in &options.binlogs {
+        check_token("source", &binlog.source)?;
+        let (repo, handle, binlog) = (repo.clone(), handle.clone(), binlog.clone());
+        std::thread::spawn(move || crate::binlog::supervise(&repo, &handle, &binlog));
     }
     let state = Arc::new(Mutex::new(State { catalogs, reader: None }));
     let (pushes, queue) = channel::<Push>();
