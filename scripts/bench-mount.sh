@@ -6,8 +6,9 @@
 #   read  sequential read of a 1 GB dump (`snapshot --stdin --profile dump`,
 #         16 KiB chunks) through the mount: `dd bs=1M` to /dev/null, cold
 #         (fresh mount, page cache dropped); peak RSS of the mount process.
-#         The same bytes through `restic mount` when restic is installed,
-#         the two tools alternating run by run.
+#         The same bytes through `restic mount` and `borg mount` (borg
+#         1.2, repokey-blake2, its default lz4; needs python3-llfuse) when
+#         installed, the tools alternating run by run.
 #   find  `find MOUNT/sources/tree/latest/ -type f | wc -l` over a 50 000-file
 #         tree (500 directories of 100 files, 1-8 kB each), on a fresh mount
 #         with the page cache dropped.
@@ -132,12 +133,36 @@ while left > 0:
 "
 }
 
-# peer_mount: restic's mount of the same dump, for the side-by-side read.
+# peer_mount TOOL: restic's or borg's mount of the same dump, for the
+# side-by-side read; prints nothing, sets MOUNT_PID.
 peer_mount() {
 	ensure_unmounted
-	(RESTIC_REPOSITORY="$PWD/restic-dump" RESTIC_PASSWORD=bench-password exec restic mount --no-lock "$MNT" >"$BENCH_DIR/restic-mount.log" 2>&1) &
-	MOUNT_PID=$!
-	wait_mounted "restic mount" "$BENCH_DIR/restic-mount.log"
+	case "$1" in
+	restic)
+		(RESTIC_REPOSITORY="$PWD/restic-dump" RESTIC_PASSWORD=bench-password exec restic mount --no-lock "$MNT" >"$BENCH_DIR/peer-mount.log" 2>&1) &
+		MOUNT_PID=$!
+		wait_mounted "restic mount" "$BENCH_DIR/peer-mount.log"
+		;;
+	borg)
+		(BORG_PASSPHRASE=bench-password exec borg mount -f "$PWD/borg-dump" "$MNT" >"$BENCH_DIR/peer-mount.log" 2>&1) &
+		MOUNT_PID=$!
+		for _ in $(seq 1 3000); do
+			mountpoint -q "$MNT" && [[ -e "$MNT/dump/dump.sql" ]] && return 0
+			sleep 0.01
+		done
+		echo "borg mount did not come up; log:" >&2
+		cat "$BENCH_DIR/peer-mount.log" >&2
+		exit 1
+		;;
+	esac
+}
+
+# peer_file TOOL: the dump's path in that tool's mount.
+peer_file() {
+	case "$1" in
+	restic) echo "$MNT/snapshots/latest/dump.sql" ;;
+	borg) echo "$MNT/dump/dump.sql" ;;
+	esac
 }
 
 if [[ "$ONLY" == read || "$ONLY" == all ]]; then
@@ -155,7 +180,17 @@ if [[ "$ONLY" == read || "$ONLY" == all ]]; then
 				--stdin --stdin-filename dump.sql >/dev/null
 		fi
 	else
-		echo "restic is not installed: the read is measured for nfrepo alone" >&2
+		echo "restic is not installed: measured without it" >&2
+	fi
+	# borg's own interpreter (Debian's python3) must have llfuse.
+	if command -v borg >/dev/null && "$(sed -n '1s/^#! *//p' "$(command -v borg)")" -c 'import llfuse' 2>/dev/null; then
+		peers+=(borg)
+		if [[ ! -d borg-dump ]]; then
+			BORG_PASSPHRASE=bench-password BORG_DISPLAY_PASSPHRASE=n borg init -e repokey-blake2 "$PWD/borg-dump" </dev/null
+			gen_dump | BORG_PASSPHRASE=bench-password borg create --stdin-name dump.sql "$PWD/borg-dump::dump" -
+		fi
+	else
+		echo "borg or python3-llfuse is not installed: measured without borg" >&2
 	fi
 	declare -A speeds rsses
 	for run in $(seq 1 "$REPEAT"); do
@@ -166,8 +201,8 @@ if [[ "$ONLY" == read || "$ONLY" == all ]]; then
 				mount_repo repo-dump
 				file="$MNT/sources/dump/latest/dump.sql"
 			else
-				peer_mount
-				file="$MNT/snapshots/latest/dump.sql"
+				peer_mount "$tool"
+				file=$(peer_file "$tool")
 			fi
 			start=$(now)
 			bytes=$(dd if="$file" of=/dev/null bs=1M 2>&1 | awk '/bytes/ {print $1}')
