@@ -233,31 +233,17 @@ pub fn safe_name(name: &str) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use nfrepo_format::{BlobId, Snapshot, SnapshotId, Summary};
+    use nfrepo_format::SnapshotId;
 
     use super::*;
 
     /// A snapshot entry for tests (id `[n; 32]`, no content).
     fn snap(n: u8, source: &str, time_ns: i64, tags: &[(&str, &str)]) -> SnapshotEntry {
+        let mut snapshot = nfrepo_testing::header::snapshot(source, "files", time_ns);
+        snapshot.tags = tags.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         SnapshotEntry {
             id: SnapshotId([n; 32]),
-            snapshot: Snapshot {
-                time_ns,
-                source: source.into(),
-                source_kind: "files".into(),
-                hostname: "h".into(),
-                username: "u".into(),
-                paths: vec![],
-                tags: tags.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
-                profile: "files".into(),
-                parent: None,
-                root: BlobId([0; 32]),
-                summary: Summary::default(),
-                command: None,
-                skipped: vec![],
-                extra: vec![],
-                program_version: "test".into(),
-            },
+            snapshot,
         }
     }
 

@@ -208,23 +208,7 @@ mod tests {
     fn snapshot() -> Arc<SnapshotEntry> {
         Arc::new(SnapshotEntry {
             id: nfrepo_format::SnapshotId([1; 32]),
-            snapshot: nfrepo_format::Snapshot {
-                time_ns: 0,
-                source: "s".into(),
-                source_kind: "files".into(),
-                hostname: "h".into(),
-                username: "u".into(),
-                paths: vec![],
-                tags: vec![],
-                profile: "files".into(),
-                parent: None,
-                root: nfrepo_format::BlobId([0; 32]),
-                summary: nfrepo_format::Summary::default(),
-                command: None,
-                skipped: vec![],
-                extra: vec![],
-                program_version: "test".into(),
-            },
+            snapshot: nfrepo_testing::header::snapshot("s", "files", 0),
         })
     }
 

@@ -378,7 +378,7 @@ pub(crate) fn resume_point(
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
-    use nfrepo_format::{BlobId, Snapshot, SnapshotId};
+    use nfrepo_format::SnapshotId;
 
     use super::*;
 
@@ -387,25 +387,11 @@ mod tests {
     }
 
     fn entry(id: u8, extra: &[(String, String)]) -> Arc<SnapshotEntry> {
+        let mut snapshot = nfrepo_testing::header::snapshot("m.binlog", BINLOG_KIND, i64::from(id));
+        snapshot.extra = extra.to_vec();
         Arc::new(SnapshotEntry {
             id: SnapshotId([id; 32]),
-            snapshot: Snapshot {
-                time_ns: i64::from(id),
-                source: "m.binlog".into(),
-                source_kind: BINLOG_KIND.into(),
-                hostname: "h".into(),
-                username: "u".into(),
-                paths: Vec::new(),
-                tags: Vec::new(),
-                profile: "dump".into(),
-                parent: None,
-                root: BlobId([0; 32]),
-                summary: nfrepo_format::Summary::default(),
-                command: None,
-                skipped: Vec::new(),
-                extra: extra.to_vec(),
-                program_version: String::new(),
-            },
+            snapshot,
         })
     }
 

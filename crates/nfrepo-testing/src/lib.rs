@@ -10,6 +10,8 @@
 #[cfg(feature = "engine")]
 pub mod crafted;
 pub mod files;
+#[cfg(feature = "format")]
+pub mod header;
 pub mod sqldump;
 
 pub use files::write_tree;

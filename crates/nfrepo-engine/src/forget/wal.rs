@@ -116,28 +116,14 @@ pub(super) fn split_by(
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
     use super::*;
-    use nfrepo_format::{BlobId, Snapshot, SnapshotId};
+    use nfrepo_format::SnapshotId;
 
     fn entry(id: u8, kind: &str, source: &str, extra: &[(&str, &str)]) -> SnapshotEntry {
+        let mut snapshot = nfrepo_testing::header::snapshot(source, kind, i64::from(id));
+        snapshot.extra = extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         SnapshotEntry {
             id: SnapshotId([id; 32]),
-            snapshot: Snapshot {
-                time_ns: i64::from(id),
-                source: source.into(),
-                source_kind: kind.into(),
-                hostname: "h".into(),
-                username: "u".into(),
-                paths: Vec::new(),
-                tags: Vec::new(),
-                profile: "files".into(),
-                parent: None,
-                root: BlobId([0; 32]),
-                summary: nfrepo_format::Summary::default(),
-                command: None,
-                skipped: Vec::new(),
-                extra: extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
-                program_version: String::new(),
-            },
+            snapshot,
         }
     }
 
