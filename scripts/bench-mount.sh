@@ -80,9 +80,10 @@ ensure_unmounted() {
 	fi
 }
 
-wait_mounted() { # WHO LOG: waits (30 s at most) until $MNT/snapshots lists
+wait_mounted() { # WHO LOG [PATH]: waits (30 s at most) until PATH (default $MNT/snapshots) shows
+	local shows="${3:-$MNT/snapshots}"
 	for _ in $(seq 1 3000); do
-		mountpoint -q "$MNT" && [[ -d "$MNT/snapshots" ]] && return 0
+		mountpoint -q "$MNT" && [[ -e "$shows" ]] && return 0
 		sleep 0.01
 	done
 	echo "$1 did not come up; log:" >&2
@@ -146,13 +147,7 @@ peer_mount() {
 	borg)
 		(BORG_PASSPHRASE=bench-password exec borg mount -f "$PWD/borg-dump" "$MNT" >"$BENCH_DIR/peer-mount.log" 2>&1) &
 		MOUNT_PID=$!
-		for _ in $(seq 1 3000); do
-			mountpoint -q "$MNT" && [[ -e "$MNT/dump/dump.sql" ]] && return 0
-			sleep 0.01
-		done
-		echo "borg mount did not come up; log:" >&2
-		cat "$BENCH_DIR/peer-mount.log" >&2
-		exit 1
+		wait_mounted "borg mount" "$BENCH_DIR/peer-mount.log" "$MNT/dump/dump.sql"
 		;;
 	esac
 }
