@@ -53,11 +53,7 @@ for i in $(seq 1 "$N"); do
 done
 "$BIN" "${N_CFG[@]}" agent >"$WORK/agent.out" 2>"$WORK/agent.log" &
 AGENT=$!
-for _ in $(seq 1 100); do
-	[[ -S "$WORK/run/agent.sock" ]] && break
-	sleep 0.1
-done
-[[ -S "$WORK/run/agent.sock" ]] || die "the agent did not start: $(cat "$WORK/agent.log")"
+wait_agent "$WORK/run/agent.sock" "$WORK/agent.log"
 : >"$WORK/times"
 for f in "$WORK"/wal/*; do
 	start=$(date +%s%N)

@@ -185,6 +185,17 @@ stop_pid() {
 	log "warning: $name (pid $pid) is still running after SIGKILL"
 }
 
+# wait_agent SOCKET LOG: waits up to 10 s for `nfrepo agent` to listen on
+# SOCKET; dies with the agent's LOG if it does not.
+wait_agent() {
+	local i
+	for ((i = 0; i < 100; i++)); do
+		[[ -S "$1" ]] && return 0
+		sleep 0.1
+	done
+	die "the agent did not start: $(cat "$2")"
+}
+
 # now_ns: monotonic-enough wall clock in nanoseconds.
 now_ns() { date +%s%N; }
 

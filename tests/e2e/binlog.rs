@@ -376,6 +376,18 @@ fn mariadb_recovers_to_a_moment_from_a_dump_and_streamed_binlogs() {
     w.ok(&["restore", "m@latest", "--into", &into, "--at", &t2]);
     assert_eq!(w.rows("app_after_forget"), "1,2,3,4,5,6,7,8,9,10,11,12,13,14");
 
+    // Status: the binlogs after the newest dump are whole.
+    let status = w.json(&["status", "m"]);
+    assert_eq!(
+        (&status[0]["source"], &status[0]["kind"]),
+        (&"m".into(), &"mysql".into()),
+        "{status}"
+    );
+    assert_eq!(status[0]["log"]["kind"], "binlog", "{status}");
+    assert_eq!(status[0]["log"]["whole"], true, "{status}");
+    assert!(status[0]["newest_recoverable"].is_string(), "{status}");
+    assert!(status[0]["error"].is_null(), "{status}");
+
     // A binlog purged before it was copied is a gap, reported and recorded.
     // The host dies: the agent and the copy it runs.
     w.kill_agent();
@@ -436,6 +448,14 @@ fn mariadb_recovers_to_a_moment_from_a_dump_and_streamed_binlogs() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(13), "{}", describe(&out));
     assert!(stderr.contains("RESTORE_FAILED/BINLOG_GAP"), "{stderr}");
+    // Status reports the gap as the error monitoring alerts on.
+    let out = w.cmd(&["--json", "status", "m"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(10), "{}", describe(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status[0]["log"]["kind"], "binlog", "{status}");
+    assert_eq!(status[0]["log"]["missing"], gap.as_str(), "{status}");
+    assert_eq!(status[0]["error"]["detail"], "BINLOG_GAP", "{status}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("BACKUP_FAILED/BINLOG_GAP"));
     // A moment before the gap still restores.
     let into = format!("mysql://root@127.0.0.1:{}/app_before_gap", w.server.port);
     w.ok(&["restore", "m@latest", "--into", &into, "--at", &t2]);

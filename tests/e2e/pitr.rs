@@ -414,4 +414,90 @@ fn postgres_recovers_to_a_moment_from_a_base_backup_and_archived_wal() {
         "the first base backup's WAL went with it: {kept:?}"
     );
     assert_eq!(w.json(&["snapshots", "--source", "pg"]).as_array().unwrap().len(), 1);
+
+    // Status: the newest base backup's WAL is whole up to the newest segment.
+    w.sql(port, "INSERT INTO t VALUES (clock_timestamp(), 6)");
+    let lost = w.switch_and_wait_archived(port);
+    w.sql(port, "INSERT INTO t VALUES (clock_timestamp(), 7)");
+    let after = w.switch_and_wait_archived(port);
+    assert_ne!(lost, after);
+    let status = w.json(&["status", "pg"]);
+    let pg = &status[0];
+    assert_eq!(
+        (&pg["source"], &pg["kind"], &pg["snapshots"]),
+        (&"pg".into(), &"postgres-basebackup".into(), &1.into()),
+        "{status}"
+    );
+    assert_eq!(pg["log"]["kind"], "wal", "{status}");
+    assert_eq!(pg["log"]["whole"], true, "{status}");
+    assert_eq!(pg["log"]["newest_file"], after.as_str(), "{status}");
+    assert!(pg["newest_recoverable_age_seconds"].as_u64().unwrap() < 600, "{status}");
+    assert!(pg["error"].is_null(), "{status}");
+
+    // A WAL batch lost from storage (a hand or a lifecycle rule deleted it):
+    // the WAL after it cannot be replayed, and status and alerts say so.
+    let batches = w.json(&["snapshots", "--source", "pg.wal"]);
+    let holding = |name: &str| {
+        batches
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["extra"].get(format!("wal.file.{name}")).is_some())
+            .unwrap_or_else(|| panic!("{name} is in no WAL snapshot: {batches}"))["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let batch = holding(&lost);
+    assert_ne!(batch, holding(&after), "each switch is archived in its own batch");
+    std::fs::remove_file(w.env.repo_dir().join("snapshots").join(&batch)).unwrap();
+    let out = w.nfrepo(&["--json", "status", "pg"]);
+    assert_eq!(out.status.code(), Some(10), "{}", describe(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pg = &status[0];
+    assert_eq!(pg["log"]["whole"], false, "{status}");
+    assert_eq!(pg["log"]["missing"], lost.as_str(), "{status}");
+    assert_eq!(pg["error"]["code"], "BACKUP_FAILED", "{status}");
+    assert_eq!(pg["error"]["detail"], "WAL_GAP", "{status}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("BACKUP_FAILED/WAL_GAP"),
+        "{}",
+        describe(&out)
+    );
+    let out = w.nfrepo(&["status"]);
+    assert_eq!(out.status.code(), Some(10), "{}", describe(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("GAP at {lost}")), "{text}");
+    let alerts = w.json(&["alerts"]);
+    let gap = alerts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["rule"] == "wal_gap")
+        .unwrap_or_else(|| panic!("no wal_gap alert: {alerts}"));
+    assert_eq!(gap["subject"], "pg");
+    assert!(gap["summary"].as_str().unwrap().contains(&lost), "{gap}");
+
+    // A restore that would replay across the gap is refused before anything is written.
+    let refused_dir = w.path("refused");
+    let out = w.nfrepo(&[
+        "restore",
+        "pg@latest",
+        "--into",
+        &format!("postgres-data:{}", refused_dir.display()),
+        "--at",
+        "latest",
+    ]);
+    assert_eq!(out.status.code(), Some(13), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("RESTORE_FAILED/WAL_GAP"),
+        "{}",
+        describe(&out)
+    );
+    assert!(!refused_dir.exists(), "nothing written");
+
+    // A new base backup starts a whole run again.
+    w.ok(&["snapshot", "--source", "pg"]);
+    let status = w.json(&["status", "pg"]);
+    assert_eq!(status[0]["log"]["whole"], true, "{status}");
 }

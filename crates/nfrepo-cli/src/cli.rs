@@ -74,6 +74,8 @@ pub enum Command {
     Snapshot(SnapshotArgs),
     /// List snapshots.
     Snapshots(SnapshotsArgs),
+    /// Per source: how far back and forward it can be recovered, and whether its WAL/binlog is whole.
+    Status(StatusArgs),
     /// List the entries of a snapshot directory.
     Ls(LsArgs),
     /// Write one file of a snapshot to standard output.
@@ -460,6 +462,13 @@ pub struct SnapshotFilter {
 pub struct SnapshotsArgs {
     #[command(flatten)]
     pub filter: SnapshotFilter,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only these sources (default: every source in the repository and the configuration).
+    #[arg(value_name = "SOURCE")]
+    pub sources: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -29,6 +29,7 @@ mod serve;
 mod snapshot;
 pub(crate) mod snapshots;
 mod source;
+mod status;
 mod verify;
 mod wal;
 
@@ -52,6 +53,7 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         Command::Key { command } => key::run(global, command).await,
         Command::Snapshot(args) => snapshot::run(global, args).await,
         Command::Snapshots(args) => snapshots::run(global, args).await,
+        Command::Status(args) => status::run(global, args).await,
         Command::Ls(args) => browse::ls(global, args).await,
         Command::Cat(args) => browse::cat(global, args).await,
         Command::Mount(args) => mount::run(global, args).await,

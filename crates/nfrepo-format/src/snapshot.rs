@@ -115,4 +115,10 @@ impl Snapshot {
     pub fn tag(&self, key: &str) -> Option<&str> {
         self.tags.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
+
+    /// The value of fact `key` (the first, among [`Self::extra`]).
+    #[must_use]
+    pub fn fact(&self, key: &str) -> Option<&str> {
+        self.extra.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
 }

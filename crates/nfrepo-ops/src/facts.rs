@@ -37,6 +37,20 @@ pub struct SnapshotFact {
     pub binlog_gap: String,
 }
 
+/// How far a source can be recovered ([`nfrepo_sources::RecoveryWindow`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RecoveryFact {
+    /// The source.
+    pub source: String,
+    /// Its change log: `wal`, `binlog`, or empty for a source without one.
+    pub log: String,
+    /// The newest moment a restore can reach, nanoseconds since the epoch.
+    pub newest_recoverable_ns: Option<i64>,
+    /// A gap in the change log after the newest base backup or dump:
+    /// `CODE/DETAIL: message`; empty when there is none.
+    pub gap: String,
+}
+
 /// One command, as its audit entry records it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct OperationFact {
@@ -127,6 +141,8 @@ pub struct Facts {
     pub replicas: Vec<ReplicaFact>,
     /// Storage.
     pub storage: StorageFact,
+    /// How far each source can be recovered, by source.
+    pub recovery: Vec<RecoveryFact>,
 }
 
 /// A replica to look at.
@@ -159,9 +175,25 @@ pub async fn gather(
     now_ns: i64,
     audit_window: Duration,
 ) -> Result<Facts> {
-    let snapshots = repo
-        .readable_snapshots()
-        .await?
+    let entries = repo.readable_snapshots().await?;
+    let recovery = nfrepo_sources::recovery_windows(&entries)
+        .into_iter()
+        .map(|w| RecoveryFact {
+            gap: w
+                .gap_error()
+                .map(|e| {
+                    let during = nfrepo_engine::Operation::Inspect;
+                    let code = e.code(during).as_str();
+                    e.detail_code()
+                        .map_or_else(|| format!("{code}: {e}"), |detail| format!("{code}/{detail}: {e}"))
+                })
+                .unwrap_or_default(),
+            log: w.log.map(|l| l.kind.as_str().to_owned()).unwrap_or_default(),
+            newest_recoverable_ns: w.newest_ns,
+            source: w.source,
+        })
+        .collect();
+    let snapshots = entries
         .into_iter()
         .map(|e| SnapshotFact {
             id: e.id.to_hex(),
@@ -173,11 +205,9 @@ pub async fn gather(
             duration_ms: e.snapshot.summary.duration_ms,
             binlog_gap: e
                 .snapshot
-                .extra
-                .iter()
-                .find(|(k, _)| k == nfrepo_engine::BINLOG_GAP_FACT)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default(),
+                .fact(nfrepo_engine::BINLOG_GAP_FACT)
+                .unwrap_or_default()
+                .to_owned(),
         })
         .collect();
     let audit = read_audit(repo, None).await?;
@@ -269,5 +299,6 @@ pub async fn gather(
         drills,
         replicas: replica_facts,
         storage,
+        recovery,
     })
 }

@@ -63,11 +63,12 @@ pub use channel::{
 pub use config::AlertsConfig;
 pub use error::{Error, Result};
 pub use facts::{
-    DrillFact, Facts, OperationFact, ReplicaFact, ReplicaTarget, SnapshotFact, StorageFact, gather, unix_ns,
+    DrillFact, Facts, OperationFact, RecoveryFact, ReplicaFact, ReplicaTarget, SnapshotFact, StorageFact, gather,
+    unix_ns,
 };
 pub use metrics::{render as render_metrics, write_textfile};
 pub use moment::parse_moment;
 pub use notify::{Clock, Delivery, Origin, SystemClock, deliver, send_test};
-pub use rules::{Alert, ReplicaWatch, Rule, Severity, SourceWatch, Watch, evaluate};
+pub use rules::{Alert, ReplicaWatch, Rule, Severity, SourceWatch, Watch, age, evaluate};
 pub use schedule::Schedule;
 pub use state::{Acknowledgement, AlertState, Notice, NoticeKind, RESOLVED_KEPT_NS, Status, Tracked};

@@ -16,6 +16,8 @@
 //! | `nfrepo_source_last_added_bytes` | source | stored bytes the newest snapshot added |
 //! | `nfrepo_source_last_duration_seconds` | source | how long the newest snapshot took |
 //! | `nfrepo_source_consecutive_failures` | source | failed backup runs since the last success |
+//! | `nfrepo_source_recoverable_timestamp_seconds` | source | the newest moment a restore can reach (the newest WAL segment or binlog event archived after a usable base backup or dump; else the newest snapshot) |
+//! | `nfrepo_source_log_gap` | source, log | 1 while the source's WAL or binlog has a gap after its newest base backup or dump |
 //! | `nfrepo_repository_size_bytes` | | bytes of all packs |
 //! | `nfrepo_repository_packs` | kind (`data`, `tree`) | packs |
 //! | `nfrepo_repository_blobs` | | distinct blobs (chunks and trees) in the index |
@@ -202,6 +204,33 @@ pub fn render(facts: &Facts, watch: &Watch, config: &AlertsConfig, alerts: &[Ale
         );
     }
 
+    let mut f = family(
+        &mut out,
+        "nfrepo_source_recoverable_timestamp_seconds",
+        "The newest moment a restore of the source can reach (point-in-time recovery included).",
+    );
+    for r in &facts.recovery {
+        if let Some(ns) = r.newest_recoverable_ns {
+            f.sample(
+                "nfrepo_source_recoverable_timestamp_seconds",
+                &[("source", &r.source)],
+                secs(ns),
+            );
+        }
+    }
+    let mut f = family(
+        &mut out,
+        "nfrepo_source_log_gap",
+        "1 when the source's WAL or binlog has a gap after its newest base backup or dump, else 0.",
+    );
+    for r in facts.recovery.iter().filter(|r| !r.log.is_empty()) {
+        f.sample(
+            "nfrepo_source_log_gap",
+            &[("source", &r.source), ("log", &r.log)],
+            if r.gap.is_empty() { 0.0 } else { 1.0 },
+        );
+    }
+
     family(&mut out, "nfrepo_repository_size_bytes", "Bytes of all packs.").sample(
         "nfrepo_repository_size_bytes",
         &[],
@@ -369,7 +398,7 @@ mod tests {
 
     use super::render;
     use crate::rules::test_support::{ns, op, snapshot};
-    use crate::{AlertsConfig, DrillFact, Facts, ReplicaFact, Schedule, SourceWatch, Watch, evaluate};
+    use crate::{AlertsConfig, DrillFact, Facts, RecoveryFact, ReplicaFact, Schedule, SourceWatch, Watch, evaluate};
 
     /// Parses the text format: `name{labels} value` by name and label text; checks every family has HELP and TYPE.
     pub(crate) fn parse(text: &str) -> BTreeMap<String, f64> {
@@ -430,6 +459,18 @@ mod tests {
             rto_ms: Some(93_500),
             ..DrillFact::default()
         });
+        facts.recovery.push(RecoveryFact {
+            source: "db".into(),
+            log: "wal".into(),
+            newest_recoverable_ns: Some(ns("2026-12-02T10:29:00Z")),
+            gap: String::new(),
+        });
+        facts.recovery.push(RecoveryFact {
+            source: "m".into(),
+            log: "binlog".into(),
+            newest_recoverable_ns: None,
+            gap: "BACKUP_FAILED/BINLOG_GAP: binlog gap: source m: …".into(),
+        });
         let watch = Watch {
             sources: vec![
                 SourceWatch {
@@ -482,6 +523,14 @@ mod tests {
         assert_eq!(m["nfrepo_replication_up{replica=\"cold \\\"b\\\"\"}"], 0.0);
         assert_eq!(m["nfrepo_drill_last_rto_seconds{source=\"db\"}"], 93.5);
         assert_eq!(m["nfrepo_drill_last_success{source=\"db\"}"], 1.0);
+        assert_eq!(
+            m["nfrepo_source_recoverable_timestamp_seconds{source=\"db\"}"],
+            at("2026-12-02T10:29:00Z")
+        );
+        assert!(!m.contains_key("nfrepo_source_recoverable_timestamp_seconds{source=\"m\"}"));
+        assert_eq!(m["nfrepo_source_log_gap{source=\"db\",log=\"wal\"}"], 0.0);
+        assert_eq!(m["nfrepo_source_log_gap{source=\"m\",log=\"binlog\"}"], 1.0);
+        assert_eq!(m["nfrepo_alerts_firing{rule=\"binlog_gap\"}"], 1.0);
         // web was never backed up (missed), the check found corruption.
         assert_eq!(m["nfrepo_alerts_firing{rule=\"missed_backup\"}"], 1.0);
         assert_eq!(m["nfrepo_alerts_firing{rule=\"corruption\"}"], 1.0);

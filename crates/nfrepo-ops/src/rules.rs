@@ -16,6 +16,8 @@
 //! | `mass_forget` | a command within the window deleted `forget_threshold` snapshots or more | `user@host` |
 //! | `gc_deleted_share` | a gc within the window deleted more than `gc_share` of the data packs | `user@host` |
 //! | `auth_failures` | `denied_threshold` or more `PERMISSION_DENIED` entries within the window | `repository` |
+//! | `binlog_gap` | a binlog was purged on the server before it was copied (the copy's own record), or a binlog file is missing after the newest dump (`nfrepo status`), and no dump was taken since | source |
+//! | `wal_gap` | a WAL segment is missing after the newest base backup while later WAL is archived, or the newest base backup lacks its own WAL (`nfrepo status`) | source |
 //! | `size_change` | a snapshot within the window grew or shrank by `size_factor`, or most of its bytes (`new_share`) were new where they usually are not | source |
 
 mod activity;
@@ -59,6 +61,9 @@ pub enum Rule {
     /// A binlog was purged before it was copied, and no dump was taken since:
     /// point-in-time restore past it is impossible.
     BinlogGap,
+    /// A WAL segment is missing after the newest base backup while later WAL
+    /// is archived: point-in-time restore past it is impossible.
+    WalGap,
     /// A test notice from `nfrepo alerts test`.
     Test,
 }
@@ -80,6 +85,7 @@ impl Rule {
             Self::AuthFailures => "auth_failures",
             Self::SizeChange => "size_change",
             Self::BinlogGap => "binlog_gap",
+            Self::WalGap => "wal_gap",
             Self::Test => "test",
         }
     }
@@ -93,7 +99,8 @@ impl Rule {
             | Self::RestoreFailed
             | Self::DrillFailed
             | Self::SizeChange
-            | Self::BinlogGap => Severity::Critical,
+            | Self::BinlogGap
+            | Self::WalGap => Severity::Critical,
             _ => Severity::Warning,
         }
     }
@@ -213,6 +220,7 @@ pub fn evaluate(facts: &Facts, watch: &Watch, config: &AlertsConfig, now_ns: i64
     alerts.extend(integrity::drill_failed(facts));
     alerts.extend(integrity::replication_lag(facts, watch));
     alerts.extend(integrity::binlog_gap(facts));
+    alerts.extend(integrity::log_gap(facts));
     alerts.extend(backup::persistent_errors(facts, config));
     alerts.extend(backup::high_latency(facts, config, at));
     alerts.extend(activity::mass_forget(facts, config, at));
@@ -238,7 +246,8 @@ pub(crate) fn rfc3339(time_ns: i64) -> String {
 }
 
 /// `seconds` as `1d2h`, `5m`, `30s`.
-pub(crate) fn age(seconds: u64) -> String {
+#[must_use]
+pub fn age(seconds: u64) -> String {
     let (d, h, m, s) = (
         seconds / 86_400,
         seconds % 86_400 / 3600,

@@ -40,7 +40,7 @@ use crate::{Error, Result};
 pub use copy::BinlogOptions;
 pub(crate) use copy::supervise;
 pub use replay::{BinlogReplay, choose_dump, plan_replay};
-pub(crate) use replay::{ReplayDir, materialize, replay_into};
+pub(crate) use replay::{ReplayDir, dump_finished_ns, materialize, replay_into};
 
 /// The snapshot kind of a batch of archived binlog files.
 pub const BINLOG_KIND: &str = nfrepo_engine::BINLOG_KIND;
@@ -193,16 +193,13 @@ impl BinlogCatalog {
     /// Records the files of one binlog snapshot: a longer version of a
     /// file supersedes a shorter one (equal sizes keep the first seen).
     pub fn add(&mut self, entry: Arc<SnapshotEntry>) {
+        self.newest_event = self.newest_event.max(newest_event(&entry));
         for (key, value) in &entry.snapshot.extra {
             if key == BINLOG_GAP_FACT {
                 self.gaps.push(value.clone());
                 continue;
             }
             if key == BINLOG_NEWEST_EVENT_FACT {
-                let time = chrono::DateTime::parse_from_rfc3339(value)
-                    .ok()
-                    .and_then(|t| t.timestamp_nanos_opt());
-                self.newest_event = self.newest_event.max(time);
                 continue;
             }
             let Some(name) = key.strip_prefix(BINLOG_FILE_FACT) else {
@@ -233,6 +230,18 @@ impl BinlogCatalog {
         self.files.get(name)
     }
 
+    /// How many files are archived.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Whether nothing is archived.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
     /// The newest archived file.
     #[must_use]
     pub fn newest(&self) -> Option<(&BinlogName, &ArchivedBinlog)> {
@@ -251,18 +260,15 @@ impl BinlogCatalog {
         self.newest_event
     }
 
-    /// The archived files a replay from `start` up to `stop_ns` (`None`:
-    /// to the end) needs, in order: the run of files that follow `start`
-    /// with none missing. A file missing after that run (absent between
-    /// two archived files, or recorded as a gap: the run's last file itself
-    /// when its tail was purged) is fine only for a stop
-    /// no later than the newest event archived with the run's last file:
-    /// every event before the stop is then in the run.
-    ///
-    /// # Errors
-    /// [`Error::BinlogGap`] naming the first file missing, when the replay needs it.
-    pub fn files_from(&self, start: &BinlogName, stop_ns: Option<i64>) -> Result<Vec<(BinlogName, ArchivedBinlog)>> {
-        let mut out: Vec<(BinlogName, ArchivedBinlog)> = Vec::new();
+    /// The run of archived files that follow `start` with none missing,
+    /// and the first file missing after it: absent between two archived
+    /// files, or recorded as a gap at or after the run's last file (the
+    /// run's last file itself when its tail was purged). A run that simply
+    /// ends (nothing archived after it, no gap recorded) misses nothing:
+    /// the copy has not got further yet.
+    #[must_use]
+    pub fn run_from(&self, start: &BinlogName) -> BinlogRun {
+        let mut files: Vec<(BinlogName, ArchivedBinlog)> = Vec::new();
         let mut expected = start.clone();
         let mut missing = None;
         for (name, archived) in self.files.range(start.clone()..) {
@@ -270,28 +276,35 @@ impl BinlogCatalog {
                 missing = Some(expected.to_string());
                 break;
             }
-            out.push((name.clone(), archived.clone()));
+            files.push((name.clone(), archived.clone()));
             expected = name.next();
         }
-        let Some((last, archived)) = out.last() else {
-            return Err(Error::BinlogGap(format!("{start} is not archived")));
-        };
+        let from = files.last().map_or(start, |(name, _)| name);
         let missing = missing.or_else(|| {
             self.gaps
                 .iter()
-                .filter(|g| BinlogName::parse(g).is_some_and(|g| g >= *last))
+                .filter(|g| BinlogName::parse(g).is_some_and(|g| g >= *from))
                 .min()
                 .cloned()
         });
-        if let Some(missing) = missing {
-            let run_end = archived
-                .entry
-                .snapshot
-                .extra
-                .iter()
-                .find(|(k, _)| k == BINLOG_NEWEST_EVENT_FACT)
-                .and_then(|(_, v)| chrono::DateTime::parse_from_rfc3339(v).ok())
-                .and_then(|t| t.timestamp_nanos_opt());
+        BinlogRun { files, missing }
+    }
+
+    /// The archived files a replay from `start` up to `stop_ns` (`None`:
+    /// to the end) needs, in order: [`Self::run_from`]'s run. A file
+    /// missing after the run is fine only for a stop no later than the
+    /// newest event archived with the run's last file: every event before
+    /// the stop is then in the run.
+    ///
+    /// # Errors
+    /// [`Error::BinlogGap`] naming the first file missing, when the replay needs it.
+    pub fn files_from(&self, start: &BinlogName, stop_ns: Option<i64>) -> Result<Vec<(BinlogName, ArchivedBinlog)>> {
+        let run = self.run_from(start);
+        let Some((last, _)) = run.files.last() else {
+            return Err(Error::BinlogGap(format!("{start} is not archived")));
+        };
+        if let Some(missing) = &run.missing {
+            let run_end = run.end_ns();
             let covered = matches!((stop_ns, run_end), (Some(stop), Some(end)) if stop <= end);
             if !covered {
                 return Err(Error::BinlogGap(format!(
@@ -304,21 +317,39 @@ impl BinlogCatalog {
                 )));
             }
         }
-        Ok(out)
+        Ok(run.files)
     }
+}
+
+/// Archived binlog files that follow each other with none missing
+/// ([`BinlogCatalog::run_from`]).
+#[derive(Clone, Debug)]
+pub struct BinlogRun {
+    /// The files, in order.
+    pub files: Vec<(BinlogName, ArchivedBinlog)>,
+    /// The first file missing after them, when one is known to be.
+    pub missing: Option<String>,
+}
+
+impl BinlogRun {
+    /// The newest event archived with the run's last file, nanoseconds
+    /// since the epoch: every event up to it is in the run.
+    #[must_use]
+    pub fn end_ns(&self) -> Option<i64> {
+        let (_, last) = self.files.last()?;
+        newest_event(&last.entry)
+    }
+}
+
+/// The newest event time a binlog snapshot records (`binlog.newest_event`).
+pub(crate) fn newest_event(entry: &SnapshotEntry) -> Option<i64> {
+    crate::wal::fact_time_ns(entry, BINLOG_NEWEST_EVENT_FACT)
 }
 
 /// The binlog position a dump snapshot recorded: its file and offset.
 #[must_use]
 pub fn dump_position(entry: &SnapshotEntry) -> Option<(BinlogName, u64)> {
-    let fact = |name: &str| {
-        entry
-            .snapshot
-            .extra
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
+    let fact = |name: &str| entry.snapshot.fact(name);
     let file = BinlogName::parse(fact(DUMP_FILE_FACT)?)?;
     let position = fact(DUMP_POSITION_FACT)?.parse().ok()?;
     Some((file, position))

@@ -305,8 +305,8 @@ async fn redis_drill(
     options: &DrillOptions,
     log: &mut Log,
 ) -> std::result::Result<(), Failed> {
-    let expected = match snapshot.snapshot.extra.iter().find(|(k, _)| k == REDIS_KEYS_FACT) {
-        Some((_, value)) => Some(value.trim().parse::<u64>().map_err(|_| {
+    let expected = match snapshot.snapshot.fact(REDIS_KEYS_FACT) {
+        Some(value) => Some(value.trim().parse::<u64>().map_err(|_| {
             log.failed(Failed::new(
                 "redis keys",
                 ErrorCode::BackupCorrupted,

@@ -112,6 +112,10 @@ pub enum Error {
     /// copied, or absent from the archive a replay needs.
     #[error("binlog gap: {0}")]
     BinlogGap(String),
+    /// A WAL segment is missing from the archive between a base backup's
+    /// start and WAL archived later: recovery cannot replay past it.
+    #[error("WAL gap: {0}")]
+    WalGap(String),
     /// A binlog file on the server no longer begins with the bytes archived
     /// under its name (a server reset, or two servers copied into one source).
     #[error(
@@ -182,7 +186,9 @@ impl Error {
             Self::ContentMismatch(_) => ErrorClass::Corrupted,
             Self::Io { source, .. } => ErrorClass::of_io(source),
             Self::NotAFile(_) | Self::WalNotFound(_) => ErrorClass::NotFound,
-            Self::AgentUnavailable { .. } | Self::AgentFailed(_) | Self::BinlogGap(_) => ErrorClass::Failed,
+            Self::AgentUnavailable { .. } | Self::AgentFailed(_) | Self::BinlogGap(_) | Self::WalGap(_) => {
+                ErrorClass::Failed
+            }
             Self::CommandFailed(_)
             | Self::Invalid(_)
             | Self::RestoreCommandFailed(_)
@@ -209,8 +215,8 @@ impl Error {
             | Self::BinlogConflict(_)
             | Self::AgentUnavailable { .. }
             | Self::AgentFailed(_) => ErrorCode::BackupFailed,
-            Self::BinlogGap(_) if during == Operation::Restore => ErrorCode::RestoreFailed,
-            Self::BinlogGap(_) => ErrorCode::BackupFailed,
+            Self::BinlogGap(_) | Self::WalGap(_) if during == Operation::Restore => ErrorCode::RestoreFailed,
+            Self::BinlogGap(_) | Self::WalGap(_) => ErrorCode::BackupFailed,
             Self::WalNotFound(_) => ErrorCode::BackupNotFound,
             Self::RestoreCommandFailed(_) | Self::ProtectedDatabase(_) | Self::RowCountMismatch(_) => {
                 ErrorCode::RestoreFailed
@@ -252,6 +258,7 @@ impl Error {
             Self::WalConflict(_) => Some("WAL_CONFLICT"),
             Self::WalNotFound(_) => Some("WAL_NOT_FOUND"),
             Self::BinlogGap(_) => Some("BINLOG_GAP"),
+            Self::WalGap(_) => Some("WAL_GAP"),
             Self::BinlogConflict(_) => Some("BINLOG_CONFLICT"),
             Self::AgentUnavailable { .. } => Some("AGENT_UNAVAILABLE"),
             Self::AgentFailed(_) => Some("AGENT_FAILED"),

@@ -60,10 +60,12 @@ mod secret;
 mod source;
 mod stream;
 mod wal;
+mod window;
 
 pub use binlog::{
     ArchivedBinlog, BINLOG_FILE_FACT, BINLOG_GAP_FACT, BINLOG_KIND, BINLOG_NEWEST_EVENT_FACT, BINLOG_SOURCE_FACT,
-    BinlogCatalog, BinlogName, BinlogOptions, BinlogReplay, binlog_stream, choose_dump, dump_position, plan_replay,
+    BinlogCatalog, BinlogName, BinlogOptions, BinlogReplay, BinlogRun, binlog_stream, choose_dump, dump_position,
+    plan_replay,
 };
 pub use bucket::{
     BucketOutcome, BucketRestoreOptions, BucketRestoreReport, CONTENT_TYPE_XATTR, ETAG_XATTR, backup_bucket,
@@ -100,3 +102,4 @@ pub use wal::{
     AgentOptions, Archived, FILE_FACT, Lsn, PushOutcome, SOURCE_FACT, WAL_KIND, WalCatalog, WalName, default_socket,
     fetch_wal_via_agent, push_wal, serve_agent, wal_stream, write_wal, write_whole,
 };
+pub use window::{LogGap, LogKind, LogStatus, RecoveryWindow, check_wal_reaches, recovery_window, recovery_windows};

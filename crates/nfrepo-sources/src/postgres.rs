@@ -31,6 +31,7 @@ use crate::{Error, Result};
 pub use basebackup::{
     BASEBACKUP_KIND, BaseBackupSource, START_LSN, START_WAL, STOP_LSN, STOP_TIME, STOP_TIMELINE, SYSTEM_ID, TIMELINE,
 };
+pub(crate) use recovery::base_finished_ns;
 pub use recovery::{
     PitrRestoreOptions, PitrRestoreReport, RecoveryTarget, choose_base, recovery_settings, restore_postgres_data,
 };

@@ -214,6 +214,12 @@ pub(crate) fn file_fact(size: u64, blake3: &[u8; 32]) -> String {
     format!("{size} {}", hex(blake3))
 }
 
+/// Fact `key` of `entry` read as an RFC 3339 time, nanoseconds since the epoch.
+pub(crate) fn fact_time_ns(entry: &SnapshotEntry, key: &str) -> Option<i64> {
+    let text = entry.snapshot.fact(key)?;
+    chrono::DateTime::parse_from_rfc3339(text).ok()?.timestamp_nanos_opt()
+}
+
 pub(crate) fn parse_file_fact(value: &str) -> Option<(u64, [u8; 32])> {
     let (size, digest) = value.split_once(' ')?;
     let size = size.parse().ok()?;
@@ -273,6 +279,11 @@ impl WalCatalog {
     #[must_use]
     pub fn get(&self, name: &str) -> Option<&Archived> {
         self.files.get(name)
+    }
+
+    /// Every archived file by name, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Archived)> {
+        self.files.iter().map(|(name, archived)| (name.as_str(), archived))
     }
 
     /// How many files are archived.

@@ -87,8 +87,8 @@ pub async fn run(global: &GlobalArgs, args: RestoreArgs, data_dir: PathBuf) -> R
         .strip_suffix(".wal")
         .unwrap_or(&named.snapshot.source)
         .to_owned();
+    let all = repo.readable_snapshots().await.map_err(|e| fail(&e))?;
     let base = if args.at.is_some() {
-        let all = repo.readable_snapshots().await.map_err(|e| fail(&e))?;
         nfrepo_sources::choose_base(&all, &source, target).map_err(|e| Failure::sources(&e, Operation::Restore))?
     } else {
         named
@@ -100,6 +100,7 @@ pub async fn run(global: &GlobalArgs, args: RestoreArgs, data_dir: PathBuf) -> R
             base.snapshot.source_kind
         )));
     }
+    nfrepo_sources::check_wal_reaches(&all, &base, target).map_err(|e| Failure::sources(&e, Operation::Restore))?;
     let reader = repo.reader().await.map_err(|e| fail(&e))?;
     let mut options = PitrRestoreOptions::new(
         data_dir.clone(),

@@ -67,7 +67,7 @@ pub(super) fn oldest_needed<'a>(kept_dumps: impl IntoIterator<Item = &'a Snapsho
         .into_iter()
         .filter(|e| e.snapshot.source_kind == DUMP_KIND)
         .filter_map(|e| {
-            let (_, file) = e.snapshot.extra.iter().find(|(k, _)| k == DUMP_BINLOG_FILE_FACT)?;
+            let file = e.snapshot.fact(DUMP_BINLOG_FILE_FACT)?;
             binlog_order(file).map(|(base, n)| (base.to_owned(), n))
         })
         .min()

@@ -58,10 +58,8 @@ pub(super) fn oldest_needed<'a>(kept_bases: impl IntoIterator<Item = &'a Snapsho
         .filter(|e| e.snapshot.source_kind == BASEBACKUP_KIND)
         .filter_map(|e| {
             e.snapshot
-                .extra
-                .iter()
-                .find(|(k, _)| k == BASEBACKUP_START_WAL_FACT)
-                .and_then(|(_, v)| position(v).map(|p| p.to_ascii_uppercase()))
+                .fact(BASEBACKUP_START_WAL_FACT)
+                .and_then(|v| position(v).map(|p| p.to_ascii_uppercase()))
         })
         .min()
 }

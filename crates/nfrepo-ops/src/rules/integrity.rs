@@ -67,6 +67,30 @@ pub(super) fn binlog_gap(facts: &Facts) -> Vec<Alert> {
         .collect()
 }
 
+/// A change log with a gap after its source's newest base backup or dump
+/// ([`nfrepo_sources::RecoveryWindow`]): recovery to now is impossible
+/// until a new one is taken.
+pub(super) fn log_gap(facts: &Facts) -> Vec<Alert> {
+    facts
+        .recovery
+        .iter()
+        .filter(|r| !r.gap.is_empty())
+        .filter_map(|r| {
+            let rule = match r.log.as_str() {
+                "wal" => Rule::WalGap,
+                "binlog" => Rule::BinlogGap,
+                _ => return None,
+            };
+            Some(Alert {
+                rule,
+                subject: r.source.clone(),
+                summary: r.gap.clone(),
+                since_ns: None,
+            })
+        })
+        .collect()
+}
+
 pub(super) fn corruption(facts: &Facts) -> Vec<Alert> {
     let mut alerts: Vec<Alert> = last_of(facts, &VERIFYING)
         .into_iter()
@@ -208,6 +232,34 @@ mod tests {
             fired(&facts, &Watch::default(), now).is_empty(),
             "a new dump resolves it"
         );
+    }
+
+    // Issue 16: a WAL gap after the newest base backup fires while `status` reports it.
+    #[test]
+    fn a_log_gap_fires_as_its_log_kind() {
+        use crate::RecoveryFact;
+        let now = "2026-12-02T10:00:00Z";
+        let mut facts = Facts::default();
+        facts.recovery.push(RecoveryFact {
+            source: "pg".into(),
+            log: "wal".into(),
+            newest_recoverable_ns: Some(ns("2026-12-02T09:00:00Z")),
+            gap: String::new(),
+        });
+        facts.recovery.push(RecoveryFact {
+            source: "files".into(),
+            gap: "ignored: no log".into(),
+            ..RecoveryFact::default()
+        });
+        assert!(fired(&facts, &Watch::default(), now).is_empty());
+        facts.recovery[0].gap = "BACKUP_FAILED/WAL_GAP: WAL gap: source pg: WAL segment 000000010000000000000005 \
+                                 is not archived"
+            .into();
+        let alerts = evaluate(&facts, &Watch::default(), &AlertsConfig::default(), ns(now));
+        assert_eq!(alerts.len(), 1);
+        assert_eq!((alerts[0].rule, alerts[0].subject.as_str()), (Rule::WalGap, "pg"));
+        assert_eq!(alerts[0].rule.severity(), crate::Severity::Critical);
+        assert!(alerts[0].summary.contains("000000010000000000000005"));
     }
 
     #[test]

@@ -65,10 +65,7 @@ pub struct BinlogReplay {
 /// # Errors
 /// [`Error::Invalid`] when the source has no such dump.
 pub fn choose_dump(snapshots: &[SnapshotEntry], source: &str, target: RecoveryTarget) -> Result<SnapshotEntry> {
-    let finished = |e: &SnapshotEntry| {
-        let ms = i64::try_from(e.snapshot.summary.duration_ms).unwrap_or(i64::MAX);
-        e.snapshot.time_ns.saturating_add(ms.saturating_mul(1_000_000))
-    };
+    let finished = dump_finished_ns;
     snapshots
         .iter()
         .filter(|e| e.snapshot.source == source && e.snapshot.source_kind == super::DUMP_KIND)
@@ -84,6 +81,12 @@ pub fn choose_dump(snapshots: &[SnapshotEntry], source: &str, target: RecoveryTa
                 "source {source:?} has no dump with a binlog position finished before the recovery target"
             ))
         })
+}
+
+/// When a dump finished: the first moment a replay after it can reach.
+pub(crate) fn dump_finished_ns(entry: &SnapshotEntry) -> i64 {
+    let ms = i64::try_from(entry.snapshot.summary.duration_ms).unwrap_or(i64::MAX);
+    entry.snapshot.time_ns.saturating_add(ms.saturating_mul(1_000_000))
 }
 
 /// The replay after `dump` up to `stop_ns` (`None`: everything archived).

@@ -81,18 +81,10 @@ pub struct PitrRestoreReport {
 /// # Errors
 /// [`Error::Invalid`] when the source has no base backup old enough.
 pub fn choose_base(snapshots: &[SnapshotEntry], source: &str, target: RecoveryTarget) -> Result<SnapshotEntry> {
-    let finished = |e: &SnapshotEntry| {
-        e.snapshot
-            .extra
-            .iter()
-            .find(|(k, _)| k == STOP_TIME)
-            .and_then(|(_, v)| chrono::DateTime::parse_from_rfc3339(v).ok())
-            .and_then(|t| t.timestamp_nanos_opt())
-    };
     snapshots
         .iter()
         .filter(|e| e.snapshot.source == source && e.snapshot.source_kind == BASEBACKUP_KIND)
-        .filter_map(|e| finished(e).map(|t| (t, e)))
+        .filter_map(|e| base_finished_ns(e).map(|t| (t, e)))
         .filter(|(t, _)| match target {
             RecoveryTarget::Latest => true,
             RecoveryTarget::Time(at) => *t <= at,
@@ -104,6 +96,12 @@ pub fn choose_base(snapshots: &[SnapshotEntry], source: &str, target: RecoveryTa
                 "source {source:?} has no base backup finished before the recovery target"
             ))
         })
+}
+
+/// When a base backup's `pg_basebackup` finished (its [`STOP_TIME`]): the
+/// first moment it can be recovered to.
+pub(crate) fn base_finished_ns(entry: &SnapshotEntry) -> Option<i64> {
+    crate::wal::fact_time_ns(entry, STOP_TIME)
 }
 
 /// A PostgreSQL string literal.

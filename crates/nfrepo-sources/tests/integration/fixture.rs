@@ -64,10 +64,5 @@ pub async fn file_content(repo: &Repository, report: &BackupReport, name: &str) 
 
 /// The snapshot's extra fact `key`.
 pub fn fact<'a>(report: &'a BackupReport, key: &str) -> Option<&'a str> {
-    report
-        .snapshot
-        .extra
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
+    report.snapshot.fact(key)
 }
