@@ -73,7 +73,7 @@ use std::time::Instant;
 
 use nfrepo_format::{BlobId, CommandRecord, IndexDelta, IndexId};
 
-pub use self::writer::{BackupWriter, StoredContent};
+pub use self::writer::{BackupWriter, StoredContent, StreamResume};
 use crate::index::Index;
 use crate::{Error, Result};
 

@@ -31,6 +31,40 @@ const PIPELINE_AFTER: u64 = 8 << 20;
 /// profile, 64 of the `dump` profile's at most 64 KiB).
 const PIPELINE_BYTES: usize = 4 << 20;
 
+/// Where a stream stored by [`BackupWriter::store_stream_resumable`] goes
+/// on from when bytes are appended to it: every chunk but the last, and
+/// the whole-stream hash up to there.
+///
+/// Content-defined cut points depend only on the bytes from a chunk's start
+/// to its cut, so every chunk before the last stays a chunk of the longer
+/// stream; the last one was cut by the end of the stream and is cut again
+/// with what follows. Resuming therefore stores exactly what storing the
+/// whole longer stream would, while reading only from the last chunk's
+/// start. Kept in memory only (about 40 bytes per chunk).
+#[derive(Clone)]
+pub struct StreamResume {
+    offset: u64,
+    entries: Vec<ListEntry>,
+    whole: blake3::Hasher,
+}
+
+impl StreamResume {
+    /// The offset reading resumes at: the start of the stream's last chunk.
+    #[must_use]
+    pub const fn offset(&self) -> u64 {
+        self.offset
+    }
+}
+
+impl std::fmt::Debug for StreamResume {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamResume")
+            .field("offset", &self.offset)
+            .field("chunks", &self.entries.len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// A stream stored by [`BackupWriter::store_stream`].
 #[derive(Clone, Debug)]
 pub struct StoredContent {
@@ -159,9 +193,55 @@ impl BackupWriter {
     /// upload failed, or the session has ended.
     pub fn store_stream(&self, reader: impl Read, sha256: bool) -> Result<StoredContent> {
         self.shared.check_open()?;
+        let digest = StreamDigest::new(sha256, self.shared.known.is_some());
+        self.chunk_with_buffer(reader, digest)?.finish(&self.shared)
+    }
+
+    /// Stores a stream that may grow, continuing from `from` (a shorter
+    /// version of it stored earlier: see [`StreamResume`]) when every chunk
+    /// that recorded is still stored. `open(offset)` gives the stream's
+    /// bytes from `offset` on: from [`StreamResume::offset`] when resuming,
+    /// else from 0. Returns the content, where the next version can resume,
+    /// and the offset reading started at. Blocks.
+    ///
+    /// The caller vouches that the stream's first `from.offset()` bytes are
+    /// still those stored then (an append-only file it has kept open, say).
+    ///
+    /// # Errors
+    /// As [`Self::store_stream`]; [`Error::Source`] if `open` fails.
+    pub fn store_stream_resumable<R: Read>(
+        &self,
+        from: Option<&StreamResume>,
+        open: impl FnOnce(u64) -> std::io::Result<R>,
+    ) -> Result<(StoredContent, StreamResume, u64)> {
+        self.shared.check_open()?;
+        let ids: Vec<BlobId> = from
+            .map(|r| r.entries.iter().map(|e| e.id).collect())
+            .unwrap_or_default();
+        let from = match from {
+            Some(resume) if self.shared.claims.reuse(&ids)? => Some(resume),
+            _ => None,
+        };
+        let mut digest = StreamDigest::new(false, false);
+        digest.trail = Some(Trail::default());
+        if let Some(resume) = from {
+            digest.resume(&self.shared, resume)?;
+        }
+        let offset = digest.size;
+        let reader = open(offset).map_err(|source| Error::Source {
+            what: "stream".into(),
+            source,
+        })?;
+        let mut digest = self.chunk_with_buffer(reader, digest)?;
+        let resume = digest.resume_point();
+        Ok((digest.finish(&self.shared)?, resume, offset))
+    }
+
+    /// [`Self::chunk_stream`] with this thread's reused read buffer.
+    fn chunk_with_buffer(&self, reader: impl Read, digest: StreamDigest) -> Result<StreamDigest> {
         // One read buffer per thread, reused from file to file.
         let mut buffer = CHUNK_BUFFER.with(|b| std::mem::take(&mut *b.borrow_mut()));
-        let result = self.chunk_stream(reader, sha256, &mut buffer);
+        let result = self.chunk_stream(reader, digest, &mut buffer);
         CHUNK_BUFFER.with(|b| *b.borrow_mut() = buffer);
         result
     }
@@ -173,18 +253,18 @@ impl BackupWriter {
     /// cuts, a second one hashes (whole-stream BLAKE3 and SHA-256, keyed
     /// chunk ids) and hands new chunks on. Over known data, where nothing
     /// else is busy, that uses both cores instead of one.
-    fn chunk_stream(&self, reader: impl Read, sha256: bool, buffer: &mut Vec<u8>) -> Result<StoredContent> {
+    fn chunk_stream(&self, reader: impl Read, mut digest: StreamDigest, buffer: &mut Vec<u8>) -> Result<StreamDigest> {
         let source_error = |source| Error::Source {
             what: "stream".into(),
             source,
         };
         let shared = &self.shared;
-        let mut digest = StreamDigest::new(sha256, shared.known.is_some());
         let mut chunks = shared.chunker.chunks_with_buffer(reader, buffer);
-        while digest.size < PIPELINE_AFTER {
+        let pipeline_after = digest.size.saturating_add(PIPELINE_AFTER);
+        while digest.size < pipeline_after {
             match chunks.next() {
                 Some(chunk) => digest.absorb(shared, chunk.map_err(source_error)?)?,
-                None => return digest.finish(shared),
+                None => return Ok(digest),
             }
         }
         std::thread::scope(|scope| {
@@ -217,7 +297,7 @@ impl BackupWriter {
                 .map_err(|_| Error::Pipeline("the hashing thread panicked".into()))??;
             match read_error {
                 Some(e) => Err(e),
-                None => digest.finish(shared),
+                None => Ok(digest),
             }
         })
     }
@@ -244,6 +324,16 @@ struct StreamDigest {
     size: u64,
     /// Every blob referenced so far, when remembered; `None` once past the limit.
     blobs: Option<Vec<BlobId>>,
+    /// What a later, longer version needs to resume, when it may come.
+    trail: Option<Trail>,
+}
+
+/// The chunks of a resumable stream, and the state before its last one.
+#[derive(Default)]
+struct Trail {
+    entries: Vec<ListEntry>,
+    /// The offset and whole-stream hash before the last chunk.
+    before_last: Option<(u64, blake3::Hasher)>,
 }
 
 impl StreamDigest {
@@ -255,6 +345,44 @@ impl StreamDigest {
             emitted: Vec::new(),
             size: 0,
             blobs: remember.then(Vec::new),
+            trail: None,
+        }
+    }
+
+    /// Takes up a shorter version's chunks (already stored: the caller
+    /// checked) without reading them.
+    fn resume(&mut self, shared: &Arc<Shared>, from: &StreamResume) -> Result<()> {
+        let keys = shared.repo.keys();
+        for entry in &from.entries {
+            self.lists
+                .push(keys, *entry, &mut self.emitted)
+                .map_err(Error::Format)?;
+            for list in std::mem::take(&mut self.emitted) {
+                shared.store_blob(BlobKind::ContentList, list.id, list.plaintext)?;
+            }
+        }
+        self.whole = from.whole.clone();
+        self.size = from.offset;
+        if let Some(trail) = self.trail.as_mut() {
+            trail.entries.clone_from(&from.entries);
+        }
+        Ok(())
+    }
+
+    /// Where a longer version resumes: before the last chunk.
+    fn resume_point(&mut self) -> StreamResume {
+        let trail = self.trail.take().unwrap_or_default();
+        let mut entries = trail.entries;
+        match trail.before_last {
+            Some((offset, whole)) => {
+                entries.pop();
+                StreamResume { offset, entries, whole }
+            }
+            None => StreamResume {
+                offset: self.size,
+                entries,
+                whole: self.whole.clone(),
+            },
         }
     }
 
@@ -262,13 +390,17 @@ impl StreamDigest {
     fn absorb(&mut self, shared: &Arc<Shared>, chunk: Vec<u8>) -> Result<()> {
         let keys = shared.repo.keys();
         let len = chunk.len() as u64;
+        let id = keys.blob_id(&chunk);
+        if let Some(trail) = self.trail.as_mut() {
+            trail.before_last = Some((self.size, self.whole.clone()));
+            trail.entries.push(ListEntry { id, len });
+        }
         self.whole.update(&chunk);
         if let Some(sha) = self.sha.as_mut() {
             sha.update(&chunk);
         }
         self.size += len;
         shared.counters.bytes_read.fetch_add(len, Ordering::Relaxed);
-        let id = keys.blob_id(&chunk);
         self.lists
             .push(keys, ListEntry { id, len }, &mut self.emitted)
             .map_err(Error::Format)?;

@@ -152,3 +152,98 @@ async fn aborted_backup_packs_are_adopted_by_the_next_run() {
     let entry = repo.find_snapshot("db@latest").await.unwrap();
     assert_eq!(read_file(&reader, &entry, "dump").await.unwrap(), data);
 }
+
+/// Stores `data[..len]` resumably from `from` in a new session, checks the
+/// result against a full read of the same bytes, and commits it as file `log`.
+async fn store_growing(
+    repo: &nfrepo_engine::Repository,
+    data: &std::sync::Arc<Vec<u8>>,
+    len: usize,
+    from: Option<nfrepo_engine::StreamResume>,
+    commit: bool,
+) -> (nfrepo_engine::StreamResume, u64) {
+    use nfrepo_format::{Metadata, Node, NodeKind, Tree};
+    let session = repo
+        .begin_backup(BackupOptions::new("log", "stdin", "dump"))
+        .await
+        .unwrap();
+    let data = std::sync::Arc::clone(data);
+    let (session, resumed, resume, offset) = tokio::task::spawn_blocking(move || {
+        let (resumed, resume, offset) = session
+            .store_stream_resumable(from.as_ref(), |offset| {
+                Ok(std::io::Cursor::new(
+                    data[usize::try_from(offset).unwrap()..len].to_vec(),
+                ))
+            })
+            .unwrap();
+        let full = session.store_stream(&data[..len], false).unwrap();
+        assert_eq!(resumed.size, len as u64);
+        assert_eq!(resumed.content, full.content, "len {len}: the same chunks and lists");
+        assert_eq!(resumed.blake3, full.blake3, "len {len}");
+        (session, resumed, resume, offset)
+    })
+    .await
+    .unwrap();
+    if !commit {
+        session.abort().await;
+        return (resume, offset);
+    }
+    let node = Node {
+        name: b"log".to_vec(),
+        kind: NodeKind::File {
+            size: resumed.size,
+            content: resumed.content,
+            blake3: resumed.blake3,
+            sha256: None,
+        },
+        meta: Metadata::default(),
+    };
+    let session2 = tokio::task::spawn_blocking(move || {
+        let root = session.store_tree(&Tree { nodes: vec![node] }).unwrap();
+        (session, root)
+    })
+    .await
+    .unwrap();
+    session2
+        .0
+        .commit(session2.1, nfrepo_engine::CommitDetails::default())
+        .await
+        .unwrap();
+    (resume, offset)
+}
+
+// Issue 16: a growing binlog is committed again without reading what was stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_growing_stream_resumes_at_its_last_chunk_and_stores_what_a_full_read_would() {
+    let repo = init(memory()).await;
+    let data = std::sync::Arc::new(pseudo_random(24 << 20, 31));
+    let mut resume = None;
+    let mut previous: Option<u64> = None;
+    for len in [0usize, 100_000, 100_000, 3 << 20, 11 << 20, 24 << 20] {
+        let (next, offset) = store_growing(&repo, &data, len, resume.take(), true).await;
+        assert_eq!(
+            offset,
+            previous.unwrap_or(0),
+            "len {len}: reading resumes at the last chunk's start"
+        );
+        assert!(next.offset() <= len as u64);
+        if len >= 3 << 20 {
+            assert!(
+                next.offset() > (len as u64) / 2,
+                "len {len}: only the last chunk is read again"
+            );
+        }
+        previous = Some(next.offset());
+        resume = Some(next);
+    }
+    let entry = repo.find_snapshot("latest").await.unwrap();
+    let reader = repo.reader().await.unwrap();
+    assert_eq!(read_file(&reader, &entry, "log").await.unwrap(), *data);
+
+    // A resume point whose chunks were never committed is not trusted: the
+    // whole stream is read again.
+    let (uncommitted, _) = store_growing(&repo, &data, 5 << 20, None, false).await;
+    let fresh = init(memory()).await;
+    let (_, offset) = store_growing(&fresh, &data, 6 << 20, Some(uncommitted), true).await;
+    assert_eq!(offset, 0);
+}

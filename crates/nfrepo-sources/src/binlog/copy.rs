@@ -25,7 +25,11 @@
 //! **Commits**, every `interval`: the files of the run directory are
 //! walked to their last complete event (`events.rs`); each one longer than
 //! its archived version is committed, whole, with the others in one
-//! snapshot through the one backup driver. A new file must follow the
+//! snapshot through the one backup driver. Whole as a file, not as a read:
+//! a file this run already committed continues from its last commit's last
+//! chunk ([`nfrepo_engine::StreamResume`], kept in [`RunState`]), so each
+//! commit reads only what the child appended since; the first commit of a
+//! file in a run reads it all and checks its prefix. A new file must follow the
 //! newest archived one by number. Files complete and archived are then
 //! removed from the spool. When the child exits (server restart, network
 //! failure), what it wrote is committed and it is started again with
@@ -33,14 +37,14 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nfrepo_engine::{BackupWriter, CommitDetails, Repository, SnapshotEntry};
+use nfrepo_engine::{BackupWriter, CommitDetails, Repository, SnapshotEntry, StreamResume};
 use nfrepo_format::Tree;
 use tokio::runtime::Handle;
 
@@ -180,11 +184,11 @@ fn copy_once(repo: &Repository, handle: &Handle, options: &BinlogOptions, run: u
     let dir = prepare_spool(&options.spool, run)?;
     let mut child = start_child(options, &dir, &start)?;
     tracing::info!(source = %options.source, from = %start, pid = child.id(), "binlog copy started");
-    let mut scans: BTreeMap<BinlogName, Scan> = BTreeMap::new();
+    let mut state = RunState::default();
     let mut next = start.clone();
     loop {
         let exited = wait_interval(&mut child, options.interval)?;
-        commit_grown(repo, handle, options, &dir, &mut catalog, &mut scans, &mut next)?;
+        commit_grown(repo, handle, options, &dir, &mut catalog, &mut state, &mut next)?;
         if let Some(status) = exited {
             let log = std::fs::read(dir.join("mariadb-binlog.log")).unwrap_or_default();
             return Err(Error::AgentFailed(format!(
@@ -301,6 +305,17 @@ fn start_child(options: &BinlogOptions, dir: &Path, start: &BinlogName) -> Resul
     Ok(child)
 }
 
+/// What one run of the child has seen of its spool files.
+#[derive(Default)]
+struct RunState {
+    /// How far each file has been scanned for complete events.
+    scans: BTreeMap<BinlogName, Scan>,
+    /// Where the next commit of a file this run committed resumes, with
+    /// the length committed then: only the bytes from its last chunk on are
+    /// read again (the child only appends to the file).
+    resumes: BTreeMap<BinlogName, (u64, StreamResume)>,
+}
+
 /// One file to commit: its prefix up to the last complete event.
 struct Grown {
     name: BinlogName,
@@ -308,6 +323,8 @@ struct Grown {
     scan: Scan,
     /// The archived shorter version the new one must begin with.
     archived: Option<(u64, [u8; 32])>,
+    /// Where this run's last commit of it can be continued.
+    resume: Option<StreamResume>,
 }
 
 /// Commits every file of `dir` longer than its archived version.
@@ -317,7 +334,7 @@ fn commit_grown(
     options: &BinlogOptions,
     dir: &Path,
     catalog: &mut BinlogCatalog,
-    scans: &mut BTreeMap<BinlogName, Scan>,
+    state: &mut RunState,
     next: &mut BinlogName,
 ) -> Result<()> {
     let io = |path: &Path| {
@@ -335,9 +352,9 @@ fn commit_grown(
         let path = dir.join(name.as_str());
         let file = File::open(&path).map_err(io(&path))?;
         let len = file.metadata().map_err(io(&path))?.len();
-        let before = scans.get(&name).copied().unwrap_or_default();
+        let before = state.scans.get(&name).copied().unwrap_or_default();
         let now = scan(&file, before, len).map_err(io(&path))?;
-        scans.insert(name.clone(), now);
+        state.scans.insert(name.clone(), now);
         let archived = catalog.get(&name).map(|a| (a.size, a.blake3));
         if archived.is_some() {
             if name >= *next {
@@ -355,19 +372,27 @@ fn commit_grown(
         if now.len <= archived.map_or(4, |(size, _)| size) {
             continue;
         }
+        let resume = state
+            .resumes
+            .get(&name)
+            .filter(|(len, _)| archived.is_some_and(|(size, _)| size == *len))
+            .map(|(_, resume)| resume.clone());
         grown.push(Grown {
             name,
             path,
             scan: now,
             archived,
+            resume,
         });
     }
     if grown.is_empty() {
         return Ok(());
     }
+    let resumes = Arc::new(Mutex::new(Vec::new()));
     let batch = BinlogBatch {
         source: options.source.clone(),
         files: grown,
+        resumes: Arc::clone(&resumes),
     };
     let run = RunOptions::new(binlog_stream(&options.source))
         .profile("dump")
@@ -383,14 +408,23 @@ fn commit_grown(
         id: report.id,
         snapshot: report.snapshot,
     }));
+    if let Ok(mut committed) = resumes.lock() {
+        for (name, len, resume) in committed.drain(..) {
+            state.resumes.insert(name, (len, resume));
+        }
+    }
     // Complete files archived whole leave the spool (the child is done with them).
     let newest = catalog.newest().map(|(n, _)| n.clone());
-    scans.retain(|name, scan| {
+    let resumes = &mut state.resumes;
+    state.scans.retain(|name, scan| {
         let done = scan.complete()
             && catalog.get(name).is_some_and(|a| a.size == scan.len)
             && newest.as_ref().is_some_and(|n| name < n);
-        if done && let Err(e) = std::fs::remove_file(dir.join(name.as_str())) {
-            tracing::warn!(file = %name, error = %e, "cannot remove an archived binlog from the spool");
+        if done {
+            resumes.remove(name);
+            if let Err(e) = std::fs::remove_file(dir.join(name.as_str())) {
+                tracing::warn!(file = %name, error = %e, "cannot remove an archived binlog from the spool");
+            }
         }
         !done
     });
@@ -424,13 +458,13 @@ fn record_gap(
 
 /// Reads the first `left` bytes through a hasher, to check them against
 /// the archived shorter version.
-struct PrefixHash<R> {
+struct PrefixHash<'a, R> {
     inner: R,
     left: u64,
-    hasher: blake3::Hasher,
+    hasher: &'a mut blake3::Hasher,
 }
 
-impl<R: Read> Read for PrefixHash<R> {
+impl<R: Read> Read for PrefixHash<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         let take = usize::try_from(self.left).unwrap_or(usize::MAX).min(n);
@@ -446,6 +480,9 @@ impl<R: Read> Read for PrefixHash<R> {
 struct BinlogBatch {
     source: String,
     files: Vec<Grown>,
+    /// Where each file's next commit resumes, with its committed length:
+    /// taken up only once the commit has succeeded.
+    resumes: Arc<Mutex<Vec<(BinlogName, u64, StreamResume)>>>,
 }
 
 impl Source for BinlogBatch {
@@ -467,26 +504,36 @@ impl Source for BinlogBatch {
         let mut facts = vec![(BINLOG_SOURCE_FACT.to_owned(), self.source.clone())];
         let mut newest = None;
         for grown in &self.files {
-            let file = File::open(&grown.path).map_err(|source| Error::Io {
-                path: grown.path.clone(),
-                source,
+            let mut prefix = blake3::Hasher::new();
+            let len = grown.scan.len;
+            let (stored, resume, offset) = writer.store_stream_resumable(grown.resume.as_ref(), |offset| {
+                let mut file = File::open(&grown.path)?;
+                file.seek(SeekFrom::Start(offset))?;
+                Ok(PrefixHash {
+                    inner: file.take(len.saturating_sub(offset)),
+                    // Resumed: this run committed the prefix from this very file.
+                    left: if offset == 0 {
+                        grown.archived.map_or(0, |(size, _)| size)
+                    } else {
+                        0
+                    },
+                    hasher: &mut prefix,
+                })
             })?;
-            let mut reader = PrefixHash {
-                inner: file.take(grown.scan.len),
-                left: grown.archived.map_or(0, |(size, _)| size),
-                hasher: blake3::Hasher::new(),
-            };
-            let stored = writer.store_stream(&mut reader, false)?;
-            if stored.size != grown.scan.len {
+            if stored.size != len {
                 return Err(Error::AgentFailed(format!(
-                    "{}: read {} bytes of {}",
-                    grown.name, stored.size, grown.scan.len
+                    "{}: read {} bytes of {len}",
+                    grown.name, stored.size
                 )));
             }
-            if let Some((_, digest)) = grown.archived
-                && *reader.hasher.finalize().as_bytes() != digest
+            if offset == 0
+                && let Some((_, digest)) = grown.archived
+                && *prefix.finalize().as_bytes() != digest
             {
                 return Err(Error::BinlogConflict(grown.name.to_string()));
+            }
+            if let Ok(mut resumes) = self.resumes.lock() {
+                resumes.push((grown.name.clone(), len, resume));
             }
             nodes.push(stream_node(grown.name.as_str(), &stored)?);
             facts.push((
