@@ -186,6 +186,7 @@ async fn point_in_time(
         .to_owned();
     let all = repo.readable_snapshots().await.map_err(|e| engine(&e))?;
     let dump = nfrepo_sources::choose_dump(&all, &source, target).map_err(|e| sources(&e))?;
+    crate::trail::acting_on(&dump.snapshot.source);
     let catalog = BinlogCatalog::load(&repo, &source).await.map_err(|e| sources(&e))?;
     let stop = match target {
         RecoveryTarget::Time(ns) => Some(ns),
