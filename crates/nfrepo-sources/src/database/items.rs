@@ -41,6 +41,11 @@ pub fn database_restore_items(
         )));
     }
     let dumps = dump_names(root);
+    if dumps.is_empty() {
+        return Err(Error::NoSuchDatabase(format!(
+            "snapshot {short} holds no database dump"
+        )));
+    }
     let available = || dumps.iter().map(|(_, db)| db.as_str()).collect::<Vec<_>>().join(", ");
     let chosen: Vec<&(&Node, String)> = match wanted {
         Some(db) => {
