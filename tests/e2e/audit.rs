@@ -227,3 +227,24 @@ fn concurrent_processes_and_hosts_keep_valid_chains() {
     assert_eq!(verified["entries"], 10, "{verified}");
     assert_eq!(verified["writers"], 4, "{verified}");
 }
+
+/// Issue 13, item 2: a restore's entry names the snapshot's source (it has
+/// no `--source`) and how long it ran, which `high_latency` compares with
+/// the source's earlier restores; `alerts --json` reads it.
+#[test]
+fn r13_a_restore_entry_names_its_source_and_duration() {
+    let env = Env::new();
+    env.init();
+    feed(&env, "db", b"hello restore");
+    let out = env.path("out");
+    env.ok(&["restore", "db@latest", "--target", out.to_str().unwrap()]);
+    let entries = log(&env);
+    let restore = entries
+        .iter()
+        .find(|e| e["operation"] == "restore")
+        .expect("a restore entry");
+    assert_eq!(restore["sources"], serde_json::json!(["db"]), "{restore}");
+    assert!(restore["duration_ms"].as_u64().is_some(), "{restore}");
+    // Every command of this build records its duration.
+    assert!(entries.iter().all(|e| e["duration_ms"].is_u64()), "{entries:?}");
+}

@@ -46,6 +46,24 @@ static REACHED: Mutex<Option<Reached>> = Mutex::new(None);
 /// replaced), in the order it happened.
 static NOTES: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
+/// Sources the command turned out to act on without naming them with
+/// `--source` (a restore names a snapshot), for the entry's `sources`.
+static SOURCES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// When the command started ([`event`]), for the entry's `duration_ms`.
+static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+/// Records that the command acts on `source` (a restore of one of its
+/// snapshots), so that its entry names it and the `high_latency` rule
+/// compares its duration with the source's earlier restores.
+pub fn acting_on(source: &str) {
+    if let Ok(mut sources) = SOURCES.lock()
+        && !sources.iter().any(|s| s == source)
+    {
+        sources.push(source.to_owned());
+    }
+}
+
 /// Reports on stderr, and records for the audit entry, the maintenance
 /// lease a command replaced: broken with `--break-lease`, expired, or left
 /// by an exited process of this host. With `--break-lease` and nothing to
@@ -142,6 +160,7 @@ pub fn opened(repo: &Repository) {
 
 /// The entry's description of this command, taken before it runs.
 pub fn event() -> AuditEvent {
+    let _ = STARTED.set(std::time::Instant::now());
     let args: Vec<String> = std::env::args().collect();
     let mut operation = Vec::new();
     if let Ok(matches) = Cli::command().try_get_matches_from(&args) {
@@ -182,6 +201,16 @@ pub async fn finish(mut event: AuditEvent, result: &Result<i32, Failure>) {
     let Some(reached) = REACHED.lock().ok().and_then(|mut r| r.take()) else {
         return;
     };
+    event.duration_ms = STARTED
+        .get()
+        .map(|started| u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+    if let Ok(sources) = SOURCES.lock() {
+        for source in sources.iter() {
+            if !event.sources.contains(source) {
+                event.sources.push(source.clone());
+            }
+        }
+    }
     match result {
         Ok(exit) => {
             event.exit_code = *exit;

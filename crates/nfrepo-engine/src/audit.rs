@@ -63,6 +63,9 @@ pub struct AuditEvent {
     pub exit_code: i32,
     /// Record every writer's head in this entry (a checkpoint).
     pub checkpoint: bool,
+    /// How long the command ran, milliseconds, when measured (restores
+    /// always are: the `high_latency` rule reads it).
+    pub duration_ms: Option<u64>,
 }
 
 impl AuditEvent {
@@ -202,6 +205,7 @@ impl AuditWriter {
             snapshots_created: activity.snapshots_created.clone(),
             snapshots_deleted: activity.snapshots_deleted.clone(),
             heads: Vec::new(),
+            duration_ms: event.duration_ms,
         };
         for _ in 0..CLASH_RETRIES {
             if checkpoint {

@@ -194,6 +194,12 @@ pub struct AuditRecord {
     /// For a checkpoint: every writer's head when it was written (its own
     /// included, as of its previous entry); empty for other entries.
     pub heads: Vec<ChainHead>,
+    /// How long the command ran, milliseconds; `None` when not measured
+    /// and in entries of earlier builds. Appended after the other fields
+    /// only when known (format-spec/audit.md, field 17), so an entry
+    /// without it has the bytes it always had.
+    #[serde(skip)]
+    pub duration_ms: Option<u64>,
 }
 
 /// What an entry is sealed and authenticated with.
@@ -216,7 +222,7 @@ impl AuditRecord {
     /// [`Error::Random`]; [`Error::TooLarge`] above [`MAX_AUDIT_ENTRY_LEN`];
     /// [`Error::Malformed`] for a low-order public key.
     pub fn seal(&self, writer: WriterId, seq: u64, prev: [u8; 32], sealing: AuditSealing<'_>) -> Result<Vec<u8>> {
-        let body = to_postcard(WHAT, self)?;
+        let body = self.encode_body()?;
         self.seal_body(writer, seq, prev, sealing, |public, cipher, aad| {
             public.seal(cipher, aad, &body)
         })
@@ -236,7 +242,7 @@ impl AuditRecord {
         ephemeral: [u8; 32],
         nonce: [u8; 24],
     ) -> Result<Vec<u8>> {
-        let body = to_postcard(WHAT, self)?;
+        let body = self.encode_body()?;
         self.seal_body(writer, seq, prev, sealing, |public, cipher, aad| {
             public.seal_with(cipher, aad, ephemeral, nonce, &body)
         })
@@ -281,22 +287,33 @@ impl AuditRecord {
 
 impl AuditRecord {
     /// Decodes a postcard body (fuzzing and test vectors; readers use
-    /// [`ParsedAuditEntry::open`]).
+    /// [`ParsedAuditEntry::open`]): fields 1 to 16, then `duration_ms` as
+    /// one varint if anything follows (entries of earlier builds end
+    /// after field 16).
     ///
     /// # Errors
     /// [`Error::Malformed`] for bytes that are not exactly one record.
     #[doc(hidden)]
     pub fn decode_body(body: &[u8]) -> Result<Self> {
-        from_postcard(WHAT, body)
+        let (mut record, rest): (Self, &[u8]) =
+            postcard::take_from_bytes(body).map_err(|e| Error::malformed(WHAT, e.to_string()))?;
+        if !rest.is_empty() {
+            record.duration_ms = Some(from_postcard(WHAT, rest)?);
+        }
+        Ok(record)
     }
 
-    /// The postcard body.
+    /// The postcard body: fields 1 to 16, then `duration_ms` when known.
     ///
     /// # Errors
     /// Never in practice.
     #[doc(hidden)]
     pub fn encode_body(&self) -> Result<Vec<u8>> {
-        to_postcard(WHAT, self)
+        let mut body = to_postcard(WHAT, self)?;
+        if let Some(ms) = self.duration_ms {
+            body.extend(to_postcard(WHAT, &ms)?);
+        }
+        Ok(body)
     }
 }
 
@@ -407,7 +424,7 @@ impl<'a> ParsedAuditEntry<'a> {
         }
         let header = self.bytes.get(..AUDIT_HEADER_LEN).unwrap_or_default();
         let body = pair.open(WHAT, cipher, body_aad(repo, header), self.sealed)?;
-        from_postcard(WHAT, &body)
+        AuditRecord::decode_body(&body)
     }
 }
 
@@ -472,6 +489,7 @@ mod tests {
                 seq: 4,
                 hash: [2; 32],
             }],
+            duration_ms: None,
         }
     }
 
@@ -526,6 +544,28 @@ mod tests {
             parsed.open(&repo, Cipher::XChaCha20Poly1305, &pair, &audit),
             Err(Error::Authentication { .. })
         ));
+    }
+
+    /// Issue 13: the duration is appended only when known, so an entry
+    /// without it keeps its earlier bytes, and earlier entries still decode.
+    #[test]
+    fn r13_the_duration_is_an_optional_tail_of_the_body() {
+        let earlier = record().encode_body().unwrap();
+        let decoded = AuditRecord::decode_body(&earlier).unwrap();
+        assert_eq!((decoded.duration_ms, &decoded), (None, &record()));
+        let mut timed = record();
+        timed.duration_ms = Some(90_061);
+        let body = timed.encode_body().unwrap();
+        assert_eq!(body[..earlier.len()], earlier[..]);
+        assert_eq!(body[earlier.len()..], [0xcd, 0xbf, 0x05], "one varint");
+        assert_eq!(AuditRecord::decode_body(&body).unwrap(), timed);
+        // Anything but one varint after field 16 is refused.
+        let mut extra = body.clone();
+        extra.push(0);
+        assert!(matches!(AuditRecord::decode_body(&extra), Err(Error::Malformed { .. })));
+        let mut cut = earlier.clone();
+        cut.push(0x80);
+        assert!(matches!(AuditRecord::decode_body(&cut), Err(Error::Malformed { .. })));
     }
 
     #[test]

@@ -89,6 +89,18 @@ fn cipher_name(cipher: Cipher) -> String {
     cipher.name().to_owned()
 }
 
+/// Entry `n` of the chain: of a key holder (0: MAC, key slot), of a wrong
+/// password (1), of a put-only host (2: no MAC, the credential), and of a
+/// key holder's command that recorded its duration (3, issue 13).
+fn entry_record(n: usize) -> AuditRecord {
+    let mut record = record(n == 0 || n == 3, n == 2);
+    if n == 3 {
+        record.operation = "restore".into();
+        record.duration_ms = Some(90_061);
+    }
+    record
+}
+
 /// An entry of a key holder (`with_key`: MAC, key slot), of a put-only
 /// host (`credential`: no MAC, the credential), or of a wrong password.
 fn record(with_key: bool, credential: bool) -> AuditRecord {
@@ -136,6 +148,7 @@ fn record(with_key: bool, credential: bool) -> AuditRecord {
         } else {
             vec![]
         },
+        duration_ms: None,
     }
 }
 
@@ -194,16 +207,18 @@ fn build() -> Vectors {
 
     let mut entries = Vec::new();
     let mut prev = [0u8; 32];
-    for (seq, (cipher, with_key, credential)) in [
-        (Cipher::XChaCha20Poly1305, true, false),
-        (Cipher::Aes256Gcm, false, false),
-        (Cipher::XChaCha20Poly1305, false, true),
+    for (n, cipher) in [
+        Cipher::XChaCha20Poly1305,
+        Cipher::Aes256Gcm,
+        Cipher::XChaCha20Poly1305,
+        Cipher::Aes256Gcm,
     ]
     .into_iter()
     .enumerate()
     {
-        let seq = seq as u64;
-        let record = record(with_key, credential);
+        let seq = n as u64;
+        let with_key = n == 0 || n == 3;
+        let record = entry_record(n);
         let sealing = AuditSealing {
             repo: &repo(),
             cipher,
@@ -263,8 +278,8 @@ fn build() -> Vectors {
     Vectors {
         about:
             "the repository key pair, a message sealed to its public key (ephemeral secret 60 .. 7f, nonce 40 .. 57), \
-                the public key object, and a chain of three audit entries (with MAC; without, of a wrong password; \
-                without, of a put-only credential) of writer 77 .. 77; \
+                the public key object, and a chain of four audit entries (with MAC; without, of a wrong password; \
+                without, of a put-only credential; with MAC and a duration) of writer 77 .. 77; \
                 see format-spec/keys.md, sealing.md and audit.md"
                 .into(),
         x25519_secret: hex::encode(secret),
@@ -296,12 +311,20 @@ fn audit_vectors_match_the_spec_and_decode() {
         };
         assert_eq!(
             parsed.open(&repo(), cipher, &pair, &audit_key).unwrap(),
-            record(n == 0, n == 2)
+            entry_record(n)
         );
         assert_eq!(hex::encode(parsed.hash()), entry.hash);
     }
     assert_eq!(committed.entries[1].prev, committed.entries[0].hash, "the chain");
     assert_eq!(committed.entries[2].prev, committed.entries[1].hash, "the chain");
+    assert_eq!(committed.entries[3].prev, committed.entries[2].hash, "the chain");
+    // The duration is the body's tail: entry 3's body is entry 0's fields
+    // (operation aside) followed by one varint.
+    assert!(
+        committed.entries[3].body.ends_with("cdbf05"),
+        "{}",
+        committed.entries[3].body
+    );
 }
 
 #[test]

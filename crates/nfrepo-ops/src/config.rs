@@ -7,7 +7,7 @@
 //! grace = "10m"              # added to a schedule's next run before a backup counts as missed
 //! window = "24h"             # how long an event (a failure, a mass forget) keeps its alert firing
 //! failures_in_a_row = 3      # persistent_errors: this many failed runs of one source in a row
-//! latency_factor = 3.0       # high_latency: a backup or drill taking this multiple of its median
+//! latency_factor = 3.0       # high_latency: a backup, drill or restore taking this multiple of its median
 //! forget_threshold = 20      # mass_forget: snapshots deleted by one command
 //! gc_share = 0.3             # gc_deleted_share: share of the data packs one gc deleted
 //! denied_threshold = 5       # auth_failures: PERMISSION_DENIED entries within the window

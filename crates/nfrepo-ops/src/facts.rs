@@ -72,13 +72,30 @@ pub struct OperationFact {
     pub snapshots_deleted: u64,
     /// Data packs it deleted.
     pub data_packs_deleted: u64,
+    /// How long it ran, milliseconds, when its entry records it (restores
+    /// do; entries of earlier builds do not).
+    pub duration_ms: Option<u64>,
 }
+
+/// The audit operations that restore a snapshot: `nfrepo restore` (into a
+/// directory, `--into` a database or bucket) and the panel's.
+pub const RESTORE_OPERATIONS: &[&str] = &["restore", "serve restore"];
+
+/// The timed restores of a source kept beyond the audit window, so that
+/// `high_latency` has a median even for sources restored weekly.
+const RESTORES_KEPT: usize = 11;
 
 impl OperationFact {
     /// Whether the command succeeded.
     #[must_use]
     pub fn succeeded(&self) -> bool {
         self.code.is_empty()
+    }
+
+    /// Whether it restored a snapshot ([`RESTORE_OPERATIONS`]).
+    #[must_use]
+    pub fn is_restore(&self) -> bool {
+        RESTORE_OPERATIONS.contains(&self.operation.as_str())
     }
 }
 
@@ -227,6 +244,7 @@ pub async fn gather(
                 message: r.message.clone(),
                 snapshots_deleted: r.snapshots_deleted.len() as u64,
                 data_packs_deleted: r.objects.iter().filter(|o| o.kind == "data").map(|o| o.deleted).sum(),
+                duration_ms: r.duration_ms,
             }
         })
         .collect();
@@ -235,7 +253,19 @@ pub async fn gather(
     for (i, op) in all.iter().enumerate() {
         last_of_each.insert(op.operation.as_str(), i);
     }
-    let keep: std::collections::BTreeSet<usize> = last_of_each.into_values().collect();
+    let mut keep: std::collections::BTreeSet<usize> = last_of_each.into_values().collect();
+    let mut restores_of: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for (i, op) in all.iter().enumerate().rev() {
+        if op.is_restore() && op.duration_ms.is_some() {
+            for source in &op.sources {
+                let seen = restores_of.entry(source.as_str()).or_default();
+                if *seen < RESTORES_KEPT {
+                    *seen += 1;
+                    keep.insert(i);
+                }
+            }
+        }
+    }
     let operations = all
         .iter()
         .enumerate()

@@ -63,8 +63,8 @@ pub use channel::{
 pub use config::AlertsConfig;
 pub use error::{Error, Result};
 pub use facts::{
-    DrillFact, Facts, OperationFact, RecoveryFact, ReplicaFact, ReplicaTarget, SnapshotFact, StorageFact, gather,
-    unix_ns,
+    DrillFact, Facts, OperationFact, RESTORE_OPERATIONS, RecoveryFact, ReplicaFact, ReplicaTarget, SnapshotFact,
+    StorageFact, gather, unix_ns,
 };
 pub use metrics::{render as render_metrics, write_textfile};
 pub use moment::parse_moment;

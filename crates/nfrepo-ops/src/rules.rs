@@ -12,7 +12,7 @@
 //! | `drill_failed` | a source's last drill failed | source |
 //! | `replication_lag` | a replica with `max_lag` is further behind, or its status cannot be read | replica |
 //! | `persistent_errors` | a source's last `failures_in_a_row` snapshot runs all failed | source |
-//! | `high_latency` | a backup (or drill) within the window took `latency_factor` times the median of the five or more before it | source, or `SOURCE/drill` |
+//! | `high_latency` | a backup, drill or restore within the window took more than `latency_factor` times the median of the five or more before it (restores: the newest successful `restore`/`serve restore` naming the source, by the duration in its audit entry) | source, `SOURCE/drill` or `SOURCE/restore` |
 //! | `mass_forget` | a command within the window deleted `forget_threshold` snapshots or more | `user@host` |
 //! | `gc_deleted_share` | a gc within the window deleted more than `gc_share` of the data packs | `user@host` |
 //! | `auth_failures` | `denied_threshold` or more `PERMISSION_DENIED` entries within the window | `repository` |

@@ -143,6 +143,15 @@ pub(crate) struct RestoreRequest {
     target: String,
     /// A fresh TOTP code: the approval.
     code: String,
+    /// A database target: the dumped database to restore (default: the only one).
+    #[serde(default)]
+    database: String,
+    /// A database target: the database to restore into (default: the dumped one's name).
+    #[serde(default)]
+    into: String,
+    /// A database target: replace a database that holds data (kept aside).
+    #[serde(default)]
+    force: bool,
     /// With `password`: log in and approve in one request (`restore --via`).
     #[serde(default)]
     name: Option<String>,
@@ -171,6 +180,9 @@ pub(crate) async fn start_restore(
         path,
         target,
         code,
+        database,
+        into,
+        force,
         name,
         password,
     } = request;
@@ -205,7 +217,8 @@ pub(crate) async fn start_restore(
         snapshot: &snapshot,
         path: path.trim_matches('/'),
     };
-    let job = match crate::restore::start(&shared, &approved, &target).await {
+    let choice = crate::restore::DatabaseChoice { database, into, force };
+    let job = match crate::restore::start(&shared, &approved, &target, &choice).await {
         Ok(job) => job,
         Err(refusal) => return *refusal,
     };

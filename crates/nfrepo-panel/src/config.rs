@@ -18,11 +18,28 @@
 //!
 //! [serve.restore_targets]                 # the only places a restore through the panel may write
 //! scratch = "/srv/nfrepo-restores"
+//!
+//! [serve.database_targets]                # the only servers a database dump may be restored into
+//! staging-db = { url = "mysql://restore@db-staging:3306", password_file = "/etc/nfrepo/staging-db.pw" }
+//! reports = { url = "postgres://nfrepo@reports:5432" }  # password: see below
 //! ```
 //!
 //! `password_hash` is a PHC string from `nfrepo serve hash-password`; the
 //! TOTP secret file (mode 0600) holds the base32 secret the user's
 //! authenticator app was given (`nfrepo serve totp-secret` makes one).
+//!
+//! A database target is a server, named: its URL names no database (the
+//! restore form says which dump goes into which database) and never a
+//! password (refused). The password comes from `password_env` or
+//! `password_file`; without either, from the configured `mysql`/`postgres`
+//! source naming the same server, else `MYSQL_PWD`/`PGPASSWORD` in the
+//! server's environment, as `restore --into` finds it. It is read once,
+//! when `nfrepo serve` starts. Pages, the JSON API, the access log and the
+//! audit log show the target's name and its URL, which holds no password.
+//! A restore into it is staged: the dump is loaded into a new database,
+//! its row counts verified, and only then switched in; a database that
+//! holds data is replaced only when the form asks for it, and is then kept
+//! aside as `DB__nfrepo_before_<time>`, never dropped.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -50,6 +67,8 @@ pub struct ServeConfig {
     pub api_token_file: Option<PathBuf>,
     /// Restore targets by name: directories a restore may create its output in.
     pub restore_targets: BTreeMap<String, PathBuf>,
+    /// Database servers by name that dumps may be restored into.
+    pub database_targets: BTreeMap<String, DatabaseTargetConfig>,
     /// How often the alert rules are evaluated (and the repository re-read).
     pub refresh: Span,
     /// A session unused this long ends.
@@ -72,6 +91,7 @@ impl Default for ServeConfig {
             users: Vec::new(),
             api_token_file: None,
             restore_targets: BTreeMap::new(),
+            database_targets: BTreeMap::new(),
             refresh: Span::from_secs(60),
             session_idle: Span::from_secs(30 * 60),
             session_max: Span::from_secs(12 * 3600),
@@ -92,6 +112,19 @@ pub struct UserConfig {
     pub password_hash: String,
     /// The file holding the base32 TOTP secret (mode 0600).
     pub totp_secret_file: PathBuf,
+}
+
+/// One `[serve.database_targets]` entry.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct DatabaseTargetConfig {
+    /// `mysql://user@host:port` or `postgres://user@host:port` (no database, no password).
+    pub url: String,
+    /// The environment variable holding the password.
+    pub password_env: Option<String>,
+    /// The file holding the password (mode 0600).
+    pub password_file: Option<PathBuf>,
 }
 
 impl ServeConfig {
@@ -128,6 +161,31 @@ impl ServeConfig {
             }
             if !names.insert(user.name.as_str()) {
                 return Err(format!("user {:?} is listed twice", user.name));
+            }
+        }
+        for (name, target) in &self.database_targets {
+            let connection = nfrepo_sources::Connection::parse(&target.url)
+                .map_err(|e| format!("serve.database_targets.{name}: {e}"))?;
+            if connection.scheme != "mysql" && connection.scheme != "postgres" {
+                return Err(format!(
+                    "serve.database_targets.{name}: a {} URL (mysql:// or postgres://)",
+                    connection.scheme
+                ));
+            }
+            if connection.database.is_some() {
+                return Err(format!(
+                    "serve.database_targets.{name}: the URL names a database: name the server only (the restore form names the database)"
+                ));
+            }
+            if self.restore_targets.contains_key(name) {
+                return Err(format!(
+                    "serve.database_targets.{name}: serve.restore_targets has a target of that name too"
+                ));
+            }
+            if target.password_env.is_some() && target.password_file.is_some() {
+                return Err(format!(
+                    "serve.database_targets.{name}: give password_env or password_file, not both"
+                ));
             }
         }
         for (name, dir) in &self.restore_targets {
@@ -168,6 +226,27 @@ mod tests {
             totp_secret_file: "/x".into(),
         });
         assert!(config.validate().unwrap_err().contains("user name"));
+    }
+
+    #[test]
+    fn database_targets_name_a_server_without_password_or_database() {
+        let config: ServeConfig = toml_like(
+            r#"{"database_targets":{"staging":{"url":"mysql://restore@db:3306","password_file":"/etc/pw"}}}"#,
+        );
+        config.validate().expect("valid");
+        assert_eq!(config.database_targets["staging"].url, "mysql://restore@db:3306");
+        for (url, says) in [
+            ("mysql://restore:hunter2@db:3306", "holds a password"),
+            ("postgres://u@db:5432/app", "names a database"),
+            ("redis://db:6379", "mysql:// or postgres://"),
+        ] {
+            let config: ServeConfig = toml_like(&format!(r#"{{"database_targets":{{"t":{{"url":"{url}"}}}}}}"#));
+            let e = config.validate().unwrap_err();
+            assert!(e.contains(says) && !e.contains("hunter2"), "{url}: {e}");
+        }
+        let both: ServeConfig =
+            toml_like(r#"{"restore_targets":{"t":"/srv"},"database_targets":{"t":{"url":"mysql://u@db"}}}"#);
+        assert!(both.validate().unwrap_err().contains("a target of that name too"));
     }
 
     fn toml_like(json: &str) -> ServeConfig {

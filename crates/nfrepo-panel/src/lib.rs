@@ -77,7 +77,7 @@ mod state;
 
 pub use auth::{User, hash_password, new_totp_secret, totp_code};
 pub use client::{RemoteOutcome, RemoteRestore, ViaError, ViaRequest, restore_via};
-pub use config::{ServeConfig, UserConfig};
+pub use config::{DatabaseTargetConfig, ServeConfig, UserConfig};
 pub use error::{Error, Result};
 pub use panel::{Panel, PanelOptions, Refresher};
 pub use reply::{ERROR_DETAIL_HEADER, ERROR_HEADER};

@@ -419,8 +419,8 @@ pub(crate) async fn tree(
 ) -> Response {
     let (_, session) = user_or_refuse!(auth);
     let path = q.path.trim_matches('/').to_owned();
-    let entries = match list_dir(&shared, &id, &path).await {
-        Ok(entries) => entries,
+    let (kind, entries) = match list_dir(&shared, &id, &path).await {
+        Ok(listed) => listed,
         Err(refusal) => return *refusal,
     };
     let mut body = format!("<p>Path: /{}</p>", esc(&path));
@@ -487,12 +487,64 @@ pub(crate) async fn tree(
             code = code_field("restore-code"),
         );
     }
+    if path.is_empty() {
+        database_form(&shared, &mut body, &id, &kind, &entries, &session.csrf);
+    }
     let title = format!("Snapshot {}", id.get(..8).unwrap_or(&id));
     html(StatusCode::OK, &title, logged_in(session), &body)
 }
 
-/// The entries of directory `path` of snapshot `id`.
-async fn list_dir(shared: &Shared, id: &str, path: &str) -> Result<Vec<WalkEntry>, Refused> {
+/// The form restoring one dump of a `mysql`/`postgres` snapshot (whose
+/// root `entries` are) into a database target of the same kind, shown by
+/// name and URL (which never holds a password).
+fn database_form(shared: &Shared, body: &mut String, id: &str, kind: &str, entries: &[WalkEntry], csrf: &str) {
+    if kind != "mysql" && kind != "postgres" {
+        return;
+    }
+    let nodes: Vec<Node> = entries.iter().map(|e| e.node.clone()).collect();
+    let dumps: String = nfrepo_sources::dump_names(&nodes)
+        .iter()
+        .map(|(_, db)| format!("<option value=\"{0}\">{0}</option>", esc(db)))
+        .collect();
+    let targets: String = shared
+        .database_targets
+        .iter()
+        .filter(|(_, t)| t.connection().scheme == kind)
+        .map(|(name, t)| {
+            format!(
+                "<option value=\"{}\">{} ({})</option>",
+                esc(name),
+                esc(name),
+                esc(&t.connection().to_string())
+            )
+        })
+        .collect();
+    if targets.is_empty() {
+        let _ = write!(
+            body,
+            "<p>No {kind} database target is configured ([serve.database_targets]).</p>",
+            kind = esc(kind)
+        );
+        return;
+    }
+    let _ = write!(
+        body,
+        "<h2>Restore a database of this snapshot</h2><form method=\"post\" action=\"/restore\">{csrf}\
+         <input type=\"hidden\" name=\"snapshot\" value=\"{id}\">\
+         <label>Dump <select name=\"database\" id=\"database\">{dumps}</select></label>\
+         <label>Into server <select name=\"target\" id=\"db-target\">{targets}</select></label>\
+         <label>As database <input name=\"into\" id=\"into\" placeholder=\"the dump's name\"></label>\
+         <label><input type=\"checkbox\" name=\"force\" value=\"on\"> replace a database that holds data \
+         (loaded and verified first; the old one is kept aside)</label>{code}\
+         <button id=\"restore-db\" type=\"submit\">Restore database</button></form>",
+        csrf = csrf_field(csrf),
+        id = esc(id),
+        code = code_field("restore-db-code"),
+    );
+}
+
+/// The source kind of snapshot `id` and the entries of its directory `path`.
+async fn list_dir(shared: &Shared, id: &str, path: &str) -> Result<(String, Vec<WalkEntry>), Refused> {
     let fail = |e: nfrepo_engine::Error| engine_failure(&e, Operation::Inspect);
     let snapshot = shared.repo.find_snapshot(id).await.map_err(fail)?;
     let reader = shared.repo.reader().await.map_err(fail)?;
@@ -517,7 +569,7 @@ async fn list_dir(shared: &Shared, id: &str, path: &str) -> Result<Vec<WalkEntry
         })
         .await
         .map_err(fail)?;
-    Ok(entries)
+    Ok((snapshot.snapshot.source_kind, entries))
 }
 
 #[derive(Deserialize)]
@@ -531,6 +583,14 @@ pub(crate) struct FileForm {
     code: String,
     #[serde(default)]
     csrf: String,
+    /// A database restore: the dumped database, the database to restore
+    /// into, and whether to replace one that holds data (`on`).
+    #[serde(default)]
+    database: String,
+    #[serde(default)]
+    into: String,
+    #[serde(default)]
+    force: String,
 }
 
 /// Checks the CSRF token and spends a fresh TOTP code of `user`: what a
@@ -596,7 +656,12 @@ pub(crate) async fn restore(
         Ok(approved) => approved,
         Err(refusal) => return *refusal,
     };
-    match crate::restore::start(&shared, &approved, &form.target).await {
+    let choice = crate::restore::DatabaseChoice {
+        database: form.database.clone(),
+        into: form.into.clone(),
+        force: !form.force.is_empty(),
+    };
+    match crate::restore::start(&shared, &approved, &form.target, &choice).await {
         Ok(_) => Redirect::to("/restores").into_response(),
         Err(refusal) => *refusal,
     }
@@ -626,11 +691,12 @@ pub(crate) async fn restores(State(shared): App, auth: Authed) -> Response {
         let _ = write!(
             body,
             "<tr class=\"{cls}\"><td>{id}</td><td>{snap}:/{path}</td><td>{dir}</td><td>{by}</td>\
-             <td>{phase} {done}/{total} files, {bytes}</td><td class=\"result\">{result}</td></tr>",
+             <td>{phase} {done}/{total} {items}, {bytes}</td><td class=\"result\">{result}</td></tr>",
             id = v.id,
             snap = esc(v.snapshot.get(..8).unwrap_or(&v.snapshot)),
             path = esc(&v.path),
-            dir = esc(&v.directory),
+            dir = esc(v.into.as_deref().unwrap_or(&v.directory)),
+            items = if v.into.is_some() { "databases" } else { "files" },
             by = esc(&v.approved_by),
             phase = v.phase.unwrap_or(""),
             done = v.items_done,

@@ -35,6 +35,10 @@ pub struct PanelOptions {
     pub api_token: Option<Token>,
     /// Directories restores may create their output in, by name.
     pub restore_targets: BTreeMap<String, PathBuf>,
+    /// Database servers dumps may be restored into, by name, their
+    /// connections holding the password (`[serve.database_targets]`, read
+    /// by the caller). A name must not also be a directory target.
+    pub database_targets: BTreeMap<String, nfrepo_sources::DatabaseTarget>,
     /// What the configuration expects (sources' schedules and RPOs, replicas' lags).
     pub watch: Watch,
     /// `[alerts]`.
@@ -73,6 +77,7 @@ impl PanelOptions {
             users,
             api_token: None,
             restore_targets: BTreeMap::new(),
+            database_targets: BTreeMap::new(),
             watch: Watch::default(),
             alerts: AlertsConfig::default(),
             alert_state,
@@ -156,6 +161,7 @@ impl Panel {
             replicas: options.replicas,
             origin,
             targets: options.restore_targets,
+            database_targets: options.database_targets,
             jobs: crate::restore::Jobs::default(),
             audit: tokio::sync::Mutex::new(audit),
             password_checks: tokio::sync::Semaphore::new(2),

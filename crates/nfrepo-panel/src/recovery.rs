@@ -341,6 +341,7 @@ pub(crate) async fn audit_api(State(shared): App, _auth: Authed, Query(query): Q
                 "detail": r.detail,
                 "message": r.message,
                 "exit_code": r.exit_code,
+                "duration_ms": r.duration_ms,
                 "authenticated": e.authenticated,
             })
         })

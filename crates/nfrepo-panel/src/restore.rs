@@ -1,7 +1,12 @@
 //! Restores and single-file downloads through the panel. Each needs a
 //! fresh TOTP code (checked by the handler before anything here runs), goes
-//! only into a configured target directory, and is written to the
-//! repository's audit log and the access log with the user who approved it.
+//! only into a configured target directory or database server, and is
+//! written to the repository's audit log and the access log with the user
+//! who approved it.
+//!
+//! A database restore (`restore/database.rs`) loads one dump of a
+//! `mysql`/`postgres` snapshot through `nfrepo_sources`' staged restore:
+//! into a new database, verified, then switched in.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -20,6 +25,10 @@ use serde::Serialize;
 use crate::reply::{Refused, engine_failure, refused};
 use crate::state::Shared;
 
+mod database;
+
+pub(crate) use database::DatabaseChoice;
+
 /// Finished restores remembered for the panel.
 const KEPT_JOBS: usize = 50;
 /// Restores running at once; more are refused until one ends.
@@ -34,7 +43,11 @@ pub(crate) struct Job {
     pub(crate) source: String,
     pub(crate) path: String,
     pub(crate) target: String,
+    /// The directory written (empty for a database restore).
     pub(crate) dir: PathBuf,
+    /// A database restore: the dump's database and where it goes
+    /// (`scheme://user@host:port/db`, never a password).
+    pub(crate) database: Option<(String, String)>,
     pub(crate) started_ns: i64,
     work: Arc<Work>,
     outcome: Mutex<Option<Outcome>>,
@@ -47,8 +60,11 @@ pub(crate) struct Outcome {
     pub(crate) code: String,
     pub(crate) message: String,
     pub(crate) finished_ns: i64,
+    /// Files written (a database restore: databases switched in).
     pub(crate) files: u64,
     pub(crate) bytes: u64,
+    /// How long it ran, milliseconds (also in its audit entry).
+    pub(crate) duration_ms: u64,
 }
 
 /// A job as `/api/restores` shows it.
@@ -61,6 +77,10 @@ pub(crate) struct JobView {
     pub(crate) path: String,
     pub(crate) target: String,
     pub(crate) directory: String,
+    /// The database dumped, for a database restore.
+    pub(crate) database: Option<String>,
+    /// Where it goes (`scheme://user@host:port/db`), for a database restore.
+    pub(crate) into: Option<String>,
     pub(crate) started_ns: i64,
     pub(crate) phase: Option<&'static str>,
     pub(crate) items_done: u64,
@@ -80,6 +100,8 @@ impl Job {
             path: self.path.clone(),
             target: self.target.clone(),
             directory: self.dir.display().to_string(),
+            database: self.database.as_ref().map(|(db, _)| db.clone()),
+            into: self.database.as_ref().map(|(_, into)| into.clone()),
             started_ns: self.started_ns,
             phase: counts.map(|c| c.phase),
             items_done: counts.map_or(0, |c| c.items_done),
@@ -143,7 +165,7 @@ pub(crate) struct Approved<'a> {
 }
 
 impl Approved<'_> {
-    fn note(&self) -> String {
+    pub(crate) fn note(&self) -> String {
         format!(
             "approved by {} with a fresh TOTP code from {}",
             self.user,
@@ -153,8 +175,18 @@ impl Approved<'_> {
 }
 
 /// Starts restoring `approved.snapshot:path` into a new directory under
-/// the target `target` (never into existing files), in the background.
-pub(crate) async fn start(shared: &Arc<Shared>, approved: &Approved<'_>, target: &str) -> Result<Arc<Job>, Refused> {
+/// the target `target` (never into existing files), or a dump of it into
+/// the database server `target` (`choice` says which and where), in the
+/// background.
+pub(crate) async fn start(
+    shared: &Arc<Shared>,
+    approved: &Approved<'_>,
+    target: &str,
+    choice: &DatabaseChoice,
+) -> Result<Arc<Job>, Refused> {
+    if shared.database_targets.contains_key(target) {
+        return database::start(shared, approved, target, choice).await;
+    }
     let Some(base) = shared.targets.get(target) else {
         return Err(refused(
             StatusCode::BAD_REQUEST,
@@ -179,6 +211,7 @@ pub(crate) async fn start(shared: &Arc<Shared>, approved: &Approved<'_>, target:
         path: approved.path.to_owned(),
         target: target.to_owned(),
         dir: dir.clone(),
+        database: None,
         started_ns: now,
         work: work.clone(),
         outcome: Mutex::new(None),
@@ -221,57 +254,74 @@ pub(crate) async fn start(shared: &Arc<Shared>, approved: &Approved<'_>, target:
             }
             Err(e) => Err((e.code(Operation::Restore), e.detail_code(), e.to_string())),
         };
-        let outcome = match &result {
-            Ok(report) => Outcome {
-                ok: true,
-                code: String::new(),
-                message: format!("restored {} files, {} bytes", report.files, report.bytes),
-                finished_ns: shared.clock.now_ns(),
-                files: report.files,
-                bytes: report.bytes,
-            },
-            Err((code, _, message)) => Outcome {
-                ok: false,
-                code: code.as_str().to_owned(),
-                message: message.clone(),
-                finished_ns: shared.clock.now_ns(),
-                files: 0,
-                bytes: 0,
-            },
-        };
-        tracing::info!(
-            target: crate::ACCESS_LOG,
-            user = %job_done.by, job = job_done.id, ok = outcome.ok, code = %outcome.code, "restore finished"
-        );
-        let spec = format!("{}:{}", job_done.snapshot, job_done.path);
-        let mut event = AuditEvent::new(
-            "serve restore",
-            vec![
-                "nfrepo".into(),
-                "serve".into(),
-                "restore".into(),
-                spec,
-                "--target".into(),
-                job_done.dir.display().to_string(),
-            ],
-        );
-        event.sources = vec![job_done.source.clone()];
-        match &result {
-            Ok(_) => event.message = note,
-            Err((code, detail, message)) => {
-                event.code = code.as_str().to_owned();
-                event.detail = detail.unwrap_or_default().to_owned();
-                event.exit_code = 1;
-                event.message = format!("{note}: {message}");
-            }
-        }
-        shared.audit(event).await;
-        *job_done
-            .outcome
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(outcome);
+        let result = result.map(|report| {
+            (
+                report.files,
+                report.bytes,
+                format!("restored {} files, {} bytes", report.files, report.bytes),
+            )
+        });
+        let command = vec!["--target".into(), job_done.dir.display().to_string()];
+        finish(&shared, &job_done, result, &note, command).await;
     });
     Ok(job)
+}
+
+/// A job's result: (files or databases, bytes, message), or (code, detail, message).
+type JobResult = Result<(u64, u64, String), (ErrorCode, Option<&'static str>, String)>;
+
+/// Ends `job` with `result`: its outcome for the panel, a line in the
+/// access log and an entry (`serve restore`, with its duration) in the
+/// repository's audit log naming who approved it. `target_args` ends the
+/// entry's command line (`--target DIR`, `--into URL`).
+async fn finish(shared: &Shared, job: &Job, result: JobResult, note: &str, target_args: Vec<String>) {
+    let finished_ns = shared.clock.now_ns();
+    let duration_ms = u64::try_from(finished_ns.saturating_sub(job.started_ns) / 1_000_000).unwrap_or(0);
+    let outcome = match &result {
+        Ok((files, bytes, message)) => Outcome {
+            ok: true,
+            code: String::new(),
+            message: message.clone(),
+            finished_ns,
+            files: *files,
+            bytes: *bytes,
+            duration_ms,
+        },
+        Err((code, _, message)) => Outcome {
+            ok: false,
+            code: code.as_str().to_owned(),
+            message: message.clone(),
+            finished_ns,
+            files: 0,
+            bytes: 0,
+            duration_ms,
+        },
+    };
+    tracing::info!(
+        target: crate::ACCESS_LOG,
+        user = %job.by, job = job.id, ok = outcome.ok, code = %outcome.code, duration_ms, "restore finished"
+    );
+    let mut command = vec![
+        "nfrepo".into(),
+        "serve".into(),
+        "restore".into(),
+        format!("{}:{}", job.snapshot, job.path),
+    ];
+    command.extend(target_args);
+    let mut event = AuditEvent::new("serve restore", command);
+    event.sources = vec![job.source.clone()];
+    event.duration_ms = Some(duration_ms);
+    match &result {
+        Ok(_) => event.message = note.to_owned(),
+        Err((code, detail, message)) => {
+            event.code = code.as_str().to_owned();
+            event.detail = detail.unwrap_or_default().to_owned();
+            event.exit_code = 1;
+            event.message = format!("{note}: {message}");
+        }
+    }
+    shared.audit(event).await;
+    *job.outcome.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(outcome);
 }
 
 /// Streams one file of a snapshot; the reader checks its size and hashes

@@ -61,6 +61,8 @@ pub(crate) struct Shared {
     pub(crate) replicas: Vec<ReplicaTarget>,
     pub(crate) origin: Origin,
     pub(crate) targets: BTreeMap<String, PathBuf>,
+    /// Database servers dumps may be restored into, by name (with their passwords).
+    pub(crate) database_targets: BTreeMap<String, nfrepo_sources::DatabaseTarget>,
     pub(crate) jobs: Jobs,
     pub(crate) audit: tokio::sync::Mutex<AuditWriter>,
     /// Password checks at once (each takes 19 MiB and tens of ms).

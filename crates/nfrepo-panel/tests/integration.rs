@@ -13,6 +13,7 @@ mod integration {
     mod auth;
     mod browse;
     mod browser;
+    mod database_restore;
     mod harness;
     mod load;
     mod recovery;

@@ -88,12 +88,14 @@
 //! first". Every dump of a multi-database restore is staged and verified
 //! before the first switch.
 
+mod items;
 mod load;
 mod mysql;
 mod parallel;
 mod plan;
 mod postgres;
 
+pub use items::{database_restore_items, dump_names};
 pub use plan::plan_database_restore;
 
 use std::collections::BTreeMap;
@@ -156,6 +158,10 @@ pub struct DatabaseRestoreOptions {
     /// staging database after its dump is loaded and verified, before the
     /// switch (`binlog/replay.rs`).
     pub replay: Option<crate::BinlogReplay>,
+    /// Progress: phase `loading` (items: dumps staged and verified, bytes:
+    /// dump bytes piped, out of their sum), then `switching` (items:
+    /// databases switched in).
+    pub work: Option<Arc<nfrepo_engine::Work>>,
 }
 
 /// The most connections a restore loads one dump over by default.
@@ -503,10 +509,20 @@ pub async fn restore_databases(reader: &Reader, plan: &DatabaseRestorePlan) -> R
         }
         (None, _) => None,
     };
+    let work = plan.options.work.as_deref();
+    if let Some(work) = work {
+        let bytes = plan.databases.iter().map(|d| d.item.node.size()).sum();
+        work.phase("loading", plan.databases.len() as u64, bytes);
+    }
     let mut staged = Vec::with_capacity(plan.databases.len());
     for db in &plan.databases {
-        match stage(reader, target, db, plan.options.load_jobs(), replay.as_ref()).await {
-            Ok(done) => staged.push(done),
+        match stage(reader, target, db, plan.options.load_jobs(), replay.as_ref(), work).await {
+            Ok(done) => {
+                staged.push(done);
+                if let Some(work) = work {
+                    work.advance(1, 0);
+                }
+            }
             Err((stage, source)) => {
                 let mut cleanup = vec![db.staging.clone()];
                 cleanup.extend(plan.databases.iter().take(staged.len()).map(|d| d.staging.clone()));
@@ -520,12 +536,18 @@ pub async fn restore_databases(reader: &Reader, plan: &DatabaseRestorePlan) -> R
             }
         }
     }
+    if let Some(work) = work {
+        work.phase("switching", plan.databases.len() as u64, 0);
+    }
     let mut reports = Vec::with_capacity(staged.len());
     for (index, (db, (bytes, tables_verified, state))) in plan.databases.iter().zip(staged).enumerate() {
         let t = target.clone();
         let planned = db.clone();
         let options = plan.options.clone();
         let result = blocking(move || Ok(switch_one(&t, &planned, &options, &state))).await?;
+        if let (Ok(_), Some(work)) = (&result, work) {
+            work.advance(1, 0);
+        }
         match result {
             Ok(warnings) => reports.push(DatabaseRestoreReport {
                 database: db.item.database.clone(),
@@ -571,6 +593,7 @@ async fn stage(
     db: &PlannedDatabase,
     jobs: usize,
     replay: Option<&(crate::BinlogReplay, Arc<binlog::ReplayDir>)>,
+    work: Option<&nfrepo_engine::Work>,
 ) -> std::result::Result<(u64, usize, Staged), StageFailure> {
     let comment = creator_comment(&db.item.database);
     {
@@ -584,11 +607,11 @@ async fn stage(
     let bytes = match target.parallel_load_command(&db.staging) {
         Some(command) if jobs > 1 => {
             let command = command.map_err(|e| (RestoreStage::Load, e))?;
-            parallel::load(reader, &db.item.node, &command, &db.staging, jobs).await?
+            parallel::load(reader, &db.item.node, &command, &db.staging, jobs, work).await?
         }
         _ => {
             let command = target.load_command(&db.staging).map_err(|e| (RestoreStage::Load, e))?;
-            load::pipe(reader, &db.item.node, &command, &db.staging).await?
+            load::pipe(reader, &db.item.node, &command, &db.staging, work).await?
         }
     };
     let t = target.clone();

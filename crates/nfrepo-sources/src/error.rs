@@ -133,6 +133,18 @@ pub enum Error {
     /// The agent failed or refused the request.
     #[error("the agent failed: {0}")]
     AgentFailed(String),
+    /// A snapshot has no dump of the database asked for, or none at all
+    /// (`BACKUP_NOT_FOUND`/`NO_SUCH_DATABASE`).
+    #[error("{0}")]
+    NoSuchDatabase(String),
+    /// A snapshot of one kind of source restored into a target of another
+    /// (`RESTORE_FAILED`/`WRONG_SOURCE_KIND`).
+    #[error("{0}")]
+    WrongSourceKind(String),
+    /// A request that cannot be carried out as given: a choice left open, a
+    /// target of an unknown kind (`RESTORE_FAILED`/`INVALID_ARGUMENT`).
+    #[error("{0}")]
+    InvalidArgument(String),
     /// A staged database restore failed; `live` says what state the live
     /// database is in (unchanged, unless it says otherwise).
     #[error("restore into database {database} failed {stage} ({live})")]
@@ -185,7 +197,8 @@ impl Error {
             Self::RollbackFailed(_) => ErrorClass::RollbackFailed,
             Self::ContentMismatch(_) => ErrorClass::Corrupted,
             Self::Io { source, .. } => ErrorClass::of_io(source),
-            Self::NotAFile(_) | Self::WalNotFound(_) => ErrorClass::NotFound,
+            Self::NotAFile(_) | Self::WalNotFound(_) | Self::NoSuchDatabase(_) => ErrorClass::NotFound,
+            Self::WrongSourceKind(_) | Self::InvalidArgument(_) => ErrorClass::Failed,
             Self::AgentUnavailable { .. } | Self::AgentFailed(_) | Self::BinlogGap(_) | Self::WalGap(_) => {
                 ErrorClass::Failed
             }
@@ -218,9 +231,11 @@ impl Error {
             Self::BinlogGap(_) | Self::WalGap(_) if during == Operation::Restore => ErrorCode::RestoreFailed,
             Self::BinlogGap(_) | Self::WalGap(_) => ErrorCode::BackupFailed,
             Self::WalNotFound(_) => ErrorCode::BackupNotFound,
-            Self::RestoreCommandFailed(_) | Self::ProtectedDatabase(_) | Self::RowCountMismatch(_) => {
-                ErrorCode::RestoreFailed
-            }
+            Self::RestoreCommandFailed(_)
+            | Self::ProtectedDatabase(_)
+            | Self::RowCountMismatch(_)
+            | Self::WrongSourceKind(_)
+            | Self::InvalidArgument(_) => ErrorCode::RestoreFailed,
             Self::DatabaseRestore { source, .. } => match source.as_ref() {
                 Self::Engine(_) => source.code(during),
                 _ if source.class() == ErrorClass::Conflict => ErrorCode::RestoreConflict,
@@ -262,6 +277,9 @@ impl Error {
             Self::BinlogConflict(_) => Some("BINLOG_CONFLICT"),
             Self::AgentUnavailable { .. } => Some("AGENT_UNAVAILABLE"),
             Self::AgentFailed(_) => Some("AGENT_FAILED"),
+            Self::NoSuchDatabase(_) => Some("NO_SUCH_DATABASE"),
+            Self::WrongSourceKind(_) => Some("WRONG_SOURCE_KIND"),
+            Self::InvalidArgument(_) => Some("INVALID_ARGUMENT"),
             Self::DatabaseRestore { source, stage, .. } => match source.as_ref() {
                 Self::Engine(_) | Self::SessionsBlocking(_) | Self::RowCountMismatch(_) => source.detail_code(),
                 _ => Some(stage.detail_code()),

@@ -76,7 +76,7 @@ pub use connection::Connection;
 pub use database::{
     BEFORE_MARK, DatabaseRestoreItem, DatabaseRestoreOptions, DatabaseRestorePlan, DatabaseRestoreReport,
     DatabaseTarget, Leftover, MAINTENANCE_DATABASES, MAX_LOAD_JOBS, PlannedDatabase, RestoreStage, STAGING_MARK,
-    expected_rows, plan_database_restore, restore_databases,
+    database_restore_items, dump_names, expected_rows, plan_database_restore, restore_databases,
 };
 pub use drill::{DrillOptions, REDIS_KEYS_FACT, drill};
 pub use driver::{BackupReport, PROGRESS_EVERY, RetryCounter, RunOptions, run_backup};

@@ -16,6 +16,16 @@ pub mod sqldump;
 
 pub use files::write_tree;
 
+/// A name no other test run uses at the same time: `PREFIX_<pid>_<ns>`
+/// (databases created on the shared test servers).
+#[must_use]
+pub fn unique_name(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{prefix}_{}_{nanos}", std::process::id())
+}
+
 /// xorshift64: deterministic and dependency-free; quality is beside the point.
 #[derive(Clone, Debug)]
 pub struct XorShift(u64);

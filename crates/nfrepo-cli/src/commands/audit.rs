@@ -85,6 +85,7 @@ fn entry_json(entry: &AuditLogEntry) -> serde_json::Value {
         "detail": r.detail,
         "message": r.message,
         "exit_code": r.exit_code,
+        "duration_ms": r.duration_ms,
         "objects": r.objects.iter().map(|o| serde_json::json!({"kind": o.kind, "created": o.created, "deleted": o.deleted})).collect::<Vec<_>>(),
         "snapshots_created": r.snapshots_created.iter().map(|s| s.to_hex()).collect::<Vec<_>>(),
         "snapshots_deleted": r.snapshots_deleted.iter().map(|s| s.to_hex()).collect::<Vec<_>>(),

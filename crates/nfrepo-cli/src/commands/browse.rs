@@ -24,6 +24,9 @@ pub async fn open_snapshot(
         .find_snapshot(spec)
         .await
         .map_err(|e| Failure::engine(&e, during))?;
+    if during == Operation::Restore {
+        crate::trail::acting_on(&snapshot.snapshot.source);
+    }
     let reader = repo.reader().await.map_err(|e| Failure::engine(&e, during))?;
     Ok((reader, snapshot))
 }

@@ -48,6 +48,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<i32, Failure> {
     options.allow_insecure_http = serve.allow_insecure_http || context::policy(global)?.allow_insecure_http;
     options.api_token = api_token;
     options.restore_targets = serve.restore_targets.clone();
+    options.database_targets = database_targets(config.as_ref(), &serve)?;
     options.watch = alerts::watch(config.as_ref());
     options.alerts = alerts_config;
     options.channels = channels;
@@ -70,6 +71,29 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<i32, Failure> {
         .map_err(|e| failure(&e))?;
     tracing::info!("the panel stopped");
     Ok(0)
+}
+
+/// `[serve.database_targets]` with their passwords: the target's own
+/// `password_env`/`password_file`, else found as `restore --into` finds
+/// them (`config::server_credentials`). Read once, at start.
+fn database_targets(
+    config: Option<&crate::config::Config>,
+    serve: &ServeConfig,
+) -> Result<std::collections::BTreeMap<String, nfrepo_sources::DatabaseTarget>, Failure> {
+    let mut targets = std::collections::BTreeMap::new();
+    for (name, target) in &serve.database_targets {
+        let invalid = |e: &nfrepo_sources::Error| Failure::usage(format!("serve.database_targets.{name}: {e}"));
+        let connection = nfrepo_sources::Connection::parse(&target.url).map_err(|e| invalid(&e))?;
+        let connection = if target.password_env.is_some() || target.password_file.is_some() {
+            let password = crate::config::read_secret(target.password_env.as_deref(), target.password_file.as_deref())?;
+            connection.with_password(password)
+        } else {
+            crate::config::server_credentials(config, connection, "")?.connection
+        };
+        let server = nfrepo_sources::DatabaseTarget::for_connection(connection).map_err(|e| invalid(&e))?;
+        targets.insert(name.clone(), server);
+    }
+    Ok(targets)
 }
 
 fn set_times(options: &mut PanelOptions, serve: &ServeConfig) {

@@ -5,8 +5,9 @@
 //! `<database>.sql` files of its root (PostgreSQL's `globals.sql` is not a
 //! database and is left out; `cat` it to replay roles). `--database` picks
 //! one; a URL naming a database restores into that one (under another name,
-//! if need be); otherwise every dump goes into the database of its own name.
-//! The server's own databases (`postgres`, `template0/1`, `mysql`…) are
+//! if need be); otherwise every dump goes into the database of its own name
+//! (that choice, shared with the panel, is `nfrepo_sources::database_restore_items`;
+//! this command only parses and prints). The server's own databases (`postgres`, `template0/1`, `mysql`…) are
 //! refused. The restore is staged (`nfrepo_sources::restore_databases`):
 //! loaded into a new database, verified, then switched in; what it will
 //! touch is printed on stderr before it starts. The password is that of the
@@ -22,11 +23,7 @@
 //! would be written and replaced (see `nfrepo_sources::restore_bucket`).
 
 use nfrepo_engine::{ErrorCode, Operation};
-use nfrepo_format::{Node, NodeKind};
-use nfrepo_sources::{
-    BinlogCatalog, BinlogReplay, Connection, DatabaseRestoreItem, DatabaseRestoreOptions, DatabaseTarget,
-    GLOBALS_STREAM, MysqlTarget, PostgresTarget, RecoveryTarget,
-};
+use nfrepo_sources::{BinlogCatalog, BinlogReplay, Connection, DatabaseRestoreOptions, DatabaseTarget, RecoveryTarget};
 
 use crate::cli::{GlobalArgs, RestoreArgs};
 use crate::commands::browse::open_snapshot;
@@ -55,96 +52,21 @@ pub async fn run(global: &GlobalArgs, args: RestoreArgs, into: &str) -> Result<i
             (reader, snapshot, None)
         }
     };
-    let kind = snapshot.snapshot.source_kind.as_str();
-    if kind != connection.scheme {
-        return Err(Failure::new(
-            ErrorCode::RestoreFailed,
-            Some("WRONG_SOURCE_KIND"),
-            format!(
-                "snapshot {} is of a {kind} source; it cannot be restored into {}",
-                snapshot.id.short(),
-                connection
-            ),
-        ));
-    }
+    let sources = |e: &nfrepo_sources::Error| Failure::sources(e, Operation::Restore);
     let root = reader
         .tree(&snapshot.snapshot.root)
         .await
         .map_err(|e| Failure::engine(&e, Operation::Restore))?;
-    let dumps: Vec<(&Node, String)> = root
-        .nodes
-        .iter()
-        .filter(|n| matches!(n.kind, NodeKind::File { .. }))
-        .filter_map(|n| {
-            let name = n.name_lossy().into_owned();
-            (name != GLOBALS_STREAM)
-                .then(|| name.strip_suffix(".sql").map(|db| (n, db.to_owned())))
-                .flatten()
-        })
-        .collect();
-    let available = || dumps.iter().map(|(_, db)| db.as_str()).collect::<Vec<_>>().join(", ");
     let wanted = args
         .database
         .clone()
         .or_else(|| (!path.is_empty()).then(|| path.trim_end_matches(".sql").to_owned()));
-    let chosen: Vec<(&Node, String)> = match wanted {
-        Some(db) => {
-            let found = dumps.iter().find(|(_, d)| *d == db).ok_or_else(|| {
-                Failure::new(
-                    ErrorCode::BackupNotFound,
-                    Some("NO_SUCH_DATABASE"),
-                    format!(
-                        "snapshot {} has no dump of database {db} (it has: {})",
-                        snapshot.id.short(),
-                        available()
-                    ),
-                )
-            })?;
-            vec![found.clone()]
-        }
-        None if dumps.len() == 1 || connection.database.is_none() => dumps.clone(),
-        None => {
-            return Err(invalid(format!(
-                "snapshot {} holds {} databases ({}): pick one with --database",
-                snapshot.id.short(),
-                dumps.len(),
-                available()
-            )));
-        }
-    };
-    if chosen.is_empty() {
-        return Err(Failure::new(
-            ErrorCode::BackupNotFound,
-            Some("NO_SUCH_DATABASE"),
-            format!("snapshot {} holds no database dump", snapshot.id.short()),
-        ));
-    }
-    let mut items = Vec::with_capacity(chosen.len());
-    for (node, db) in chosen {
-        let stream = node.name_lossy().into_owned();
-        let expected_rows = nfrepo_sources::expected_rows(&snapshot.snapshot.extra, &stream)
-            .map_err(|e| Failure::sources(&e, Operation::Restore))?;
-        items.push(DatabaseRestoreItem {
-            node: node.clone(),
-            stream,
-            database: connection.database.clone().unwrap_or(db),
-            expected_rows,
-        });
-    }
+    let items = nfrepo_sources::database_restore_items(&root.nodes, &snapshot, &connection, wanted.as_deref())
+        .map_err(|e| sources(&e))?;
     let config = crate::config::load(global.config.as_deref())?;
     let credentials = crate::config::server_credentials(config.as_ref(), connection, &snapshot.snapshot.source)?;
-    let connection = credentials.connection;
-    let target = match connection.scheme.as_str() {
-        "mysql" => DatabaseTarget::Mysql(MysqlTarget {
-            connection: connection.clone(),
-            bin_dir: None,
-        }),
-        "postgres" => DatabaseTarget::Postgres(PostgresTarget {
-            connection: connection.clone(),
-            bin_dir: None,
-        }),
-        other => return Err(invalid(format!("cannot restore into {other}:// (mysql or postgres)"))),
-    };
+    let target = DatabaseTarget::for_connection(credentials.connection).map_err(|e| sources(&e))?;
+    let connection = target.connection().clone();
     let mut options = DatabaseRestoreOptions::default();
     options.force = args.force;
     options.drop_old = args.drop_old;
@@ -161,7 +83,7 @@ pub async fn run(global: &GlobalArgs, args: RestoreArgs, into: &str) -> Result<i
         tokio::task::spawn_blocking(move || nfrepo_sources::plan_database_restore(&target, items, &options))
             .await
             .map_err(|e| Failure::new(ErrorCode::RestoreFailed, None, format!("planning failed: {e}")))?
-            .map_err(|e| Failure::sources(&e, Operation::Restore))?
+            .map_err(|e| sources(&e))?
     };
     if !global.quiet {
         eprintln!("restore into {connection}, connecting with {}:", credentials.from);
@@ -264,6 +186,7 @@ async fn point_in_time(
         .to_owned();
     let all = repo.readable_snapshots().await.map_err(|e| engine(&e))?;
     let dump = nfrepo_sources::choose_dump(&all, &source, target).map_err(|e| sources(&e))?;
+    crate::trail::acting_on(&dump.snapshot.source);
     let catalog = BinlogCatalog::load(&repo, &source).await.map_err(|e| sources(&e))?;
     let stop = match target {
         RecoveryTarget::Time(ns) => Some(ns),

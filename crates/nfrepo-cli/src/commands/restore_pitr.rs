@@ -93,6 +93,7 @@ pub async fn run(global: &GlobalArgs, args: RestoreArgs, data_dir: PathBuf) -> R
     } else {
         named
     };
+    crate::trail::acting_on(&base.snapshot.source);
     if base.snapshot.source_kind != nfrepo_sources::BASEBACKUP_KIND {
         return Err(Failure::usage(format!(
             "snapshot {} is not a PostgreSQL base backup (kind {}): --into postgres-data: restores sources with method = \"basebackup\"",

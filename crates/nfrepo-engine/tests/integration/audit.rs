@@ -156,6 +156,7 @@ async fn attack(repo: &Repository, attack: &Attack) -> (WriterId, u64) {
                 snapshots_created: vec![],
                 snapshots_deleted: vec![],
                 heads: vec![],
+                duration_ms: None,
             };
             let keyless = matches!(attack, Attack::ForgeKeyless { .. });
             let public = repo.key_pair().public();

@@ -139,6 +139,36 @@ pub(super) fn high_latency(facts: &Facts, config: &AlertsConfig, at: At) -> Vec<
             }
         }
     }
+    // Restores, by the duration their audit entries record: the newest
+    // successful one of each source against the ones before it.
+    let mut restores: BTreeMap<&str, Vec<(i64, u64)>> = BTreeMap::new();
+    for o in facts.operations.iter().filter(|o| o.is_restore() && o.succeeded()) {
+        if let Some(ms) = o.duration_ms {
+            for source in &o.sources {
+                restores.entry(source.as_str()).or_default().push((o.time_ns, ms));
+            }
+        }
+    }
+    for (source, mut list) in restores {
+        list.sort_unstable();
+        let durations: Vec<u64> = list.iter().map(|(_, ms)| *ms).collect();
+        if let Some((i, (time_ns, ms))) = list.iter().enumerate().next_back()
+            && *time_ns >= at.window_start_ns
+            && let Some(median) = durations.get(..i).and_then(|h| slow(h, *ms))
+        {
+            alerts.push(Alert {
+                rule: Rule::HighLatency,
+                subject: format!("{source}/restore"),
+                summary: format!(
+                    "source {source}: the restore that ended {} took {} (median {})",
+                    rfc3339(*time_ns),
+                    age(ms / 1000),
+                    age(median / 1000)
+                ),
+                since_ns: Some(*time_ns),
+            });
+        }
+    }
     let mut drills: BTreeMap<&str, Vec<&crate::DrillFact>> = BTreeMap::new();
     for d in &facts.drills {
         drills.entry(d.source.as_str()).or_default().push(d);
@@ -357,6 +387,71 @@ mod tests {
             rules_at(&facts, &Watch::default(), "2026-12-06T02:00:00Z"),
             [(Rule::HighLatency, "db/drill".into())]
         );
+    }
+
+    /// Issue 13: restores record their duration in the audit log; the
+    /// newest is compared with the median of the ones before it.
+    #[test]
+    fn high_latency_of_a_restore_compares_with_the_median_of_its_source() {
+        let restore = |operation: &str, time: &str, ms: u64, code: &str| {
+            let mut o = op(operation, time, code);
+            o.sources = vec!["db".into()];
+            o.duration_ms = Some(ms);
+            o
+        };
+        let mut facts = Facts::default();
+        for (day, ms) in [(1, 120_000), (2, 118_000), (3, 125_000), (4, 121_000)] {
+            let operation = if day % 2 == 0 { "serve restore" } else { "restore" };
+            facts
+                .operations
+                .push(restore(operation, &format!("2026-12-0{day}T03:00:00Z"), ms, ""));
+        }
+        // Four restores before it are not enough for a median.
+        facts
+            .operations
+            .push(restore("restore", "2026-12-05T03:00:00Z", 900_000, ""));
+        let now = "2026-12-05T03:30:00Z";
+        assert!(rules_at(&facts, &Watch::default(), now).is_empty());
+        // With five: 900 s against a median of 121 s fires, for SOURCE/restore.
+        facts.operations.pop();
+        facts
+            .operations
+            .push(restore("restore", "2026-12-05T03:00:00Z", 119_000, ""));
+        facts
+            .operations
+            .push(restore("serve restore", "2026-12-06T03:00:00Z", 900_000, ""));
+        let now = "2026-12-06T03:30:00Z";
+        let alerts = evaluate(&facts, &Watch::default(), &AlertsConfig::default(), ns(now));
+        assert_eq!(
+            alerts.iter().map(|a| (a.rule, a.subject.as_str())).collect::<Vec<_>>(),
+            [(Rule::HighLatency, "db/restore")]
+        );
+        assert_eq!(alerts[0].since_ns, Some(ns("2026-12-06T03:00:00Z")));
+        assert!(
+            alerts[0].summary.contains("took 15m (median 2m)"),
+            "{}",
+            alerts[0].summary
+        );
+        // Three times the median is not more than three times: quiet.
+        facts.operations.pop();
+        facts
+            .operations
+            .push(restore("restore", "2026-12-06T03:00:00Z", 3 * 120_000, ""));
+        assert!(rules_at(&facts, &Watch::default(), now).is_empty());
+        // A failed restore and one without a recorded duration are not timed.
+        facts
+            .operations
+            .push(restore("restore", "2026-12-06T04:00:00Z", 900_000, "RESTORE_FAILED"));
+        let mut untimed = restore("restore", "2026-12-06T05:00:00Z", 0, "");
+        untimed.duration_ms = None;
+        facts.operations.push(untimed);
+        assert!(rules_at(&facts, &Watch::default(), "2026-12-06T05:30:00Z").is_empty());
+        // A day later the slow one has left the window.
+        facts
+            .operations
+            .push(restore("restore", "2026-12-07T03:00:00Z", 900_000, ""));
+        assert!(!rules_at(&facts, &Watch::default(), "2026-12-07T03:30:00Z").is_empty());
+        assert!(rules_at(&facts, &Watch::default(), "2026-12-08T04:00:00Z").is_empty());
     }
 
     #[test]

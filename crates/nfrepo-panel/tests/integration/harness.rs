@@ -63,6 +63,11 @@ impl Fixture {
     /// Sources `db` (RPO 1h) and `web` (RPO 1d), each backed up once from
     /// files; the clock two hours later, so `db` is red and `web` green.
     pub async fn start(setup: Setup) -> Self {
+        Self::start_with(setup, BTreeMap::new()).await
+    }
+
+    /// [`Fixture::start`], with database restore targets.
+    pub async fn start_with(setup: Setup, database_targets: BTreeMap<String, nfrepo_sources::DatabaseTarget>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
         let mut init = InitOptions::default();
@@ -109,6 +114,7 @@ impl Fixture {
             ..Watch::default()
         };
         options.restore_targets = BTreeMap::from([("scratch".to_owned(), restore_dir.clone())]);
+        options.database_targets = database_targets;
         options.api_token = Some(nfrepo_server::Token::from_secret(API_TOKEN.as_bytes()));
         options.lockout_failures = setup.lockout_failures;
         options.clock = clock.clone();

@@ -20,6 +20,7 @@ pub(super) async fn pipe(
     node: &Node,
     command: &LoadCommand,
     staging: &str,
+    work: Option<&nfrepo_engine::Work>,
 ) -> Result<u64, (RestoreStage, Error)> {
     let load_failed = |e: Error| (RestoreStage::Load, e);
     if !matches!(node.kind, NodeKind::File { .. }) {
@@ -67,6 +68,9 @@ pub(super) async fn pipe(
             }
         };
         bytes += chunk.len() as u64;
+        if let Some(work) = work {
+            work.advance(0, chunk.len() as u64);
+        }
         pipe_error = stdin.write_all(&chunk).await.err();
     }
     drop(stdin);

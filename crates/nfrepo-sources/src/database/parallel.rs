@@ -80,13 +80,14 @@ pub(super) async fn load(
     command: &LoadCommand,
     staging: &str,
     jobs: usize,
+    work: Option<&nfrepo_engine::Work>,
 ) -> Result<u64, (RestoreStage, Error)> {
     let load_failed = |e: Error| (RestoreStage::Load, e);
     if !matches!(node.kind, NodeKind::File { .. }) {
         return Err(load_failed(Error::NotAFile(node.name_lossy().into_owned())));
     }
     let mut clients = Clients::start(command, staging, jobs.max(1)).map_err(load_failed)?;
-    let result = clients.run(reader, node).await;
+    let result = clients.run(reader, node, work).await;
     match result {
         Ok(()) => clients.finish().await.map_err(load_failed),
         Err(e) => {
@@ -160,13 +161,16 @@ impl Clients {
         })
     }
 
-    async fn run(&mut self, reader: &Reader, node: &Node) -> Result<(), Error> {
+    async fn run(&mut self, reader: &Reader, node: &Node, work: Option<&nfrepo_engine::Work>) -> Result<(), Error> {
         let mut pieces = Pieces::default();
         let mut serial = false;
         let mut chunks = std::pin::pin!(reader.file_content(node, node.name_lossy().into_owned()));
         while let Some(chunk) = chunks.next().await {
             let chunk = chunk?;
             self.bytes += chunk.len() as u64;
+            if let Some(work) = work {
+                work.advance(0, chunk.len() as u64);
+            }
             pieces.feed(&chunk);
             while let Some(piece) = pieces.next() {
                 self.dispatch(piece, &mut serial).await?;

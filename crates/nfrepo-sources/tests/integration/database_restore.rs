@@ -15,6 +15,8 @@ use nfrepo_sources::{
     restore_databases,
 };
 
+use nfrepo_testing::unique_name as unique;
+
 use super::fixture::{repo, run};
 
 fn var(name: &str) -> String {
@@ -67,13 +69,6 @@ fn psql(db: &str, sql: &str) -> String {
         ])
         .args([format!("--dbname={db}"), "-c".to_owned(), sql.to_owned()]);
     output(cmd)
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!("{prefix}_{}_{nanos}", std::process::id())
 }
 
 /// Stores `sql` as stream `app.sql` with the fact `dump.app.sql.rows.<table>` = `recorded`,
