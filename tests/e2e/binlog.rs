@@ -137,7 +137,6 @@ struct World {
     server: Server,
     agent: Option<Child>,
     env: Env,
-    config: PathBuf,
 }
 
 impl Drop for World {
@@ -151,7 +150,7 @@ impl Drop for World {
 
 impl World {
     fn new() -> Self {
-        let env = Env::new();
+        let mut env = Env::new();
         let server = Server::start(&env.path("mariadb"));
         let config = env.path("nfrepo.toml");
         std::fs::write(
@@ -164,36 +163,24 @@ impl World {
             ),
         )
         .unwrap();
+        env.configure(&config);
         env.init();
         Self {
             env,
-            config,
             agent: None,
             server,
         }
     }
 
-    fn cmd(&self, args: &[&str]) -> Command {
+    fn agent_command(&self) -> Command {
         let mut cmd = self.env.cmd();
-        cmd.arg("--config").arg(&self.config).args(args);
+        cmd.arg("agent");
         cmd
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.cmd(args).output().unwrap();
-        assert_eq!(out.status.code(), Some(0), "nfrepo {args:?}:\n{}", describe(&out));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        let mut all = vec!["--json"];
-        all.extend_from_slice(args);
-        serde_json::from_str(&self.ok(&all)).expect("JSON")
     }
 
     fn start_agent(&mut self) {
         let (child, _) = crate::harness::spawn_server(
-            self.cmd(&["agent"]),
+            self.agent_command(),
             &self.env.path(&format!("agent-{}.log", nanos())),
             "agent listening on ",
             " for m\n",
@@ -210,7 +197,12 @@ impl World {
     /// The archived files (longest version of each): name → (size, complete).
     fn archived(&self) -> std::collections::BTreeMap<String, (u64, bool)> {
         let mut out = std::collections::BTreeMap::new();
-        for snap in self.json(&["snapshots", "--source", "m.binlog"]).as_array().unwrap() {
+        for snap in self
+            .env
+            .json(&["snapshots", "--source", "m.binlog"])
+            .as_array()
+            .unwrap()
+        {
             for (key, value) in snap["extra"].as_object().unwrap() {
                 if let Some(name) = key.strip_prefix("binlog.file.") {
                     let value = value.as_str().unwrap();
@@ -279,7 +271,7 @@ fn mariadb_recovers_to_a_moment_from_a_dump_and_streamed_binlogs() {
     w.server
         .sql("CREATE DATABASE app; CREATE TABLE app.t (n INT PRIMARY KEY, ts DATETIME(6) NOT NULL)");
     insert(&w, 1..=3);
-    let dump = w.json(&["snapshot", "--source", "m"]);
+    let dump = w.env.json(&["snapshot", "--source", "m"]);
     let dump_file = dump["extra"]["mysql.binlog_file"].as_str().unwrap().to_owned();
     assert!(dump_file.starts_with("binlog."), "{}", dump["extra"]);
     w.start_agent();
@@ -317,7 +309,12 @@ fn mariadb_recovers_to_a_moment_from_a_dump_and_streamed_binlogs() {
             .unwrap_or_else(|| panic!("{name} not archived: {archived:?}"));
         assert_eq!(*got, size, "{name}: archived {got} bytes, the server has {size}");
         let on_disk = std::fs::read(w.env.path(&format!("mariadb/data/{name}"))).unwrap();
-        let cat = w.cmd(&["cat", &format!("m.binlog@latest:{name}")]).output().unwrap();
+        let cat = w
+            .env
+            .cmd()
+            .args(["cat", &format!("m.binlog@latest:{name}")])
+            .output()
+            .unwrap();
         if cat.status.success() && cat.stdout.len() == on_disk.len() {
             // Only the format description's "in use" flag may differ.
             let differ: Vec<usize> = on_disk
@@ -333,16 +330,16 @@ fn mariadb_recovers_to_a_moment_from_a_dump_and_streamed_binlogs() {
 
     // To T1: the dump's rows and those written before T1, exactly.
     let into = format!("mysql://root@127.0.0.1:{}/app_t1", w.server.port);
-    let out = w.ok(&["restore", "m@latest", "--into", &into, "--at", &t1]);
+    let out = w.env.ok(&["restore", "m@latest", "--into", &into, "--at", &t1]);
     assert!(out.contains("replayed"), "{out}");
     assert_eq!(w.rows("app_t1"), "1,2,3,4,5,6", "rows before {t1}");
     // To T2: across the kill and the rotation.
     let into = format!("mysql://root@127.0.0.1:{}/app_t2", w.server.port);
-    w.ok(&["restore", "m.binlog@latest", "--into", &into, "--at", &t2]);
+    w.env.ok(&["restore", "m.binlog@latest", "--into", &into, "--at", &t2]);
     assert_eq!(w.rows("app_t2"), "1,2,3,4,5,6,7,8,9,10,11,12,13,14", "rows before {t2}");
     // To the latest moment archived.
     let into = format!("mysql://root@127.0.0.1:{}/app_latest", w.server.port);
-    let restored = w.json(&["restore", "m@latest", "--into", &into, "--at", "latest"]);
+    let restored = w.env.json(&["restore", "m@latest", "--into", &into, "--at", "latest"]);
     assert!(
         !restored["databases"][0]["binlogs_replayed"]
             .as_array()
@@ -361,9 +358,19 @@ fn mariadb_recovers_to_a_moment_from_a_dump_and_streamed_binlogs() {
     );
 
     // Retention: a binlog snapshot superseded by a longer version goes; the newest versions stay.
-    let before = w.json(&["snapshots", "--source", "m.binlog"]).as_array().unwrap().len();
-    w.ok(&["forget", "--source", "m", "--keep-last", "1"]);
-    let after = w.json(&["snapshots", "--source", "m.binlog"]).as_array().unwrap().len();
+    let before = w
+        .env
+        .json(&["snapshots", "--source", "m.binlog"])
+        .as_array()
+        .unwrap()
+        .len();
+    w.env.ok(&["forget", "--source", "m", "--keep-last", "1"]);
+    let after = w
+        .env
+        .json(&["snapshots", "--source", "m.binlog"])
+        .as_array()
+        .unwrap()
+        .len();
     assert!(after <= before, "{after} > {before}");
     let kept = w.archived();
     for (name, (size, _)) in &archived {
@@ -373,11 +380,11 @@ fn mariadb_recovers_to_a_moment_from_a_dump_and_streamed_binlogs() {
         );
     }
     let into = format!("mysql://root@127.0.0.1:{}/app_after_forget", w.server.port);
-    w.ok(&["restore", "m@latest", "--into", &into, "--at", &t2]);
+    w.env.ok(&["restore", "m@latest", "--into", &into, "--at", &t2]);
     assert_eq!(w.rows("app_after_forget"), "1,2,3,4,5,6,7,8,9,10,11,12,13,14");
 
     // Status: the binlogs after the newest dump are whole.
-    let status = w.json(&["status", "m"]);
+    let status = w.env.json(&["status", "m"]);
     assert_eq!(
         (&status[0]["source"], &status[0]["kind"]),
         (&"m".into(), &"mysql".into()),
@@ -419,11 +426,11 @@ fn mariadb_recovers_to_a_moment_from_a_dump_and_streamed_binlogs() {
         std::thread::sleep(Duration::from_millis(300));
     }
     let log = w.env.path("agent-gap.log");
-    let (child, _) = crate::harness::spawn_server(w.cmd(&["agent"]), &log, "agent listening on ", " for m\n");
+    let (child, _) = crate::harness::spawn_server(w.agent_command(), &log, "agent listening on ", " for m\n");
     w.agent = Some(child);
     let deadline = Instant::now() + Duration::from_secs(60);
     let gap = loop {
-        let snaps = w.json(&["snapshots", "--source", "m.binlog"]);
+        let snaps = w.env.json(&["snapshots", "--source", "m.binlog"]);
         if let Some(gap) = snaps
             .as_array()
             .unwrap()
@@ -441,15 +448,12 @@ fn mariadb_recovers_to_a_moment_from_a_dump_and_streamed_binlogs() {
     assert!(text.contains("BACKUP_FAILED/BINLOG_GAP"), "{text}");
     // A restore to the latest moment would miss the purged events: refused.
     let into = format!("mysql://root@127.0.0.1:{}/app_gap", w.server.port);
-    let out = w
-        .cmd(&["restore", "m@latest", "--into", &into, "--at", "latest"])
-        .output()
-        .unwrap();
+    let out = w.env.run(&["restore", "m@latest", "--into", &into, "--at", "latest"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(13), "{}", describe(&out));
     assert!(stderr.contains("RESTORE_FAILED/BINLOG_GAP"), "{stderr}");
     // Status reports the gap as the error monitoring alerts on.
-    let out = w.cmd(&["--json", "status", "m"]).output().unwrap();
+    let out = w.env.run(&["--json", "status", "m"]);
     assert_eq!(out.status.code(), Some(10), "{}", describe(&out));
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status[0]["log"]["kind"], "binlog", "{status}");
@@ -458,6 +462,6 @@ fn mariadb_recovers_to_a_moment_from_a_dump_and_streamed_binlogs() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("BACKUP_FAILED/BINLOG_GAP"));
     // A moment before the gap still restores.
     let into = format!("mysql://root@127.0.0.1:{}/app_before_gap", w.server.port);
-    w.ok(&["restore", "m@latest", "--into", &into, "--at", &t2]);
+    w.env.ok(&["restore", "m@latest", "--into", &into, "--at", &t2]);
     assert_eq!(w.rows("app_before_gap"), "1,2,3,4,5,6,7,8,9,10,11,12,13,14");
 }

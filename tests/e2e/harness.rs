@@ -115,24 +115,23 @@ impl Env {
         self.cmd().args(args).output().expect("run nfrepo")
     }
 
+    /// Every later command of this `Env` reads `config` (`NFREPO_CONFIG`).
+    pub fn configure(&mut self, config: &Path) {
+        self.extra_env.retain(|(k, _)| k != "NFREPO_CONFIG");
+        self.extra_env
+            .push(("NFREPO_CONFIG".into(), config.display().to_string()));
+    }
+
     /// Runs and asserts exit code 0; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "nfrepo {args:?} failed:\n{}",
-            describe(&out)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        succeeded(&self.run(args), args)
     }
 
     /// Runs with `--json`, asserts success, parses stdout.
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
         let mut all = vec!["--json"];
         all.extend_from_slice(args);
-        let out = self.ok(&all);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("bad JSON from {args:?}: {e}\n{out}"))
+        parse_json(&self.ok(&all), args)
     }
 
     /// Runs, asserts the exit code and that stderr names `code`; returns stderr.
@@ -206,6 +205,17 @@ impl Env {
     pub fn snapshot_count(&self) -> usize {
         self.json(&["snapshots"]).as_array().map(Vec::len).unwrap_or(0)
     }
+}
+
+/// Asserts that the run of nfrepo `args` exited 0; returns its stdout.
+pub fn succeeded(out: &Output, args: &[&str]) -> String {
+    assert_eq!(out.status.code(), Some(0), "nfrepo {args:?} failed:\n{}", describe(out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The JSON that nfrepo `args` printed.
+pub fn parse_json(stdout: &str, args: &[&str]) -> serde_json::Value {
+    serde_json::from_str(stdout).unwrap_or_else(|e| panic!("bad JSON from {args:?}: {e}\n{stdout}"))
 }
 
 pub fn describe(out: &Output) -> String {

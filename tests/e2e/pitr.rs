@@ -126,15 +126,13 @@ impl Pitr {
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.nfrepo(args);
-        assert_eq!(out.status.code(), Some(0), "nfrepo {args:?}:\n{}", describe(&out));
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        crate::harness::succeeded(&self.nfrepo(args), args)
     }
 
     fn json(&self, args: &[&str]) -> serde_json::Value {
         let mut all = vec!["--json"];
         all.extend_from_slice(args);
-        serde_json::from_str(&self.ok(&all)).expect("JSON")
+        crate::harness::parse_json(&self.ok(&all), args)
     }
 
     fn start_agent(&mut self) {
