@@ -76,6 +76,21 @@ set -euo pipefail
 # shellcheck source=scripts/lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
+# time_v FILE: "SECONDS RSS_MIB CPU_SECONDS" from the report `/usr/bin/time -v -o FILE` wrote.
+time_v() {
+	python3 - "$1" <<'PY'
+import re, sys
+timing = open(sys.argv[1]).read()
+def field(label):
+    return re.search(re.escape(label) + r": (\S+)", timing).group(1)
+h, m, s = (["0", "0"] + field("Elapsed (wall clock) time (h:mm:ss or m:ss)").split(":"))[-3:]
+seconds = int(h) * 3600 + int(m) * 60 + float(s)
+rss_mib = int(field("Maximum resident set size (kbytes)")) / 1024
+cpu = float(field("User time (seconds)")) + float(field("System time (seconds)"))
+print("%.3f %.1f %.1f" % (seconds, rss_mib, cpu))
+PY
+}
+
 RUNS=3
 SIZE_MB=1000
 SYSBENCH_DUMP=""
@@ -272,18 +287,9 @@ EOF
 		weed_before=$(weed_cpu)
 		/usr/bin/time -v -o "$LOGS/replicate-$run.time" "$NFREPO_BIN" --json -r "$SRC" replicate "${JOBS[@]}" --to "$dst" >"$LOGS/replicate-$run.json" 2>>"$LOGS/nfrepo.log" ||
 			die "replicate run $run failed (see $LOGS)"
-		read -r mbps rss cpu wall < <(python3 - "$LOGS/replicate-$run.json" "$LOGS/replicate-$run.time" <<'PY'
-import json, re, sys
-report = json.load(open(sys.argv[1]))[0]
-timing = open(sys.argv[2]).read()
-h, m, s = (["0", "0"] + re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", timing).group(1).split(":"))[-3:]
-seconds = int(h) * 3600 + int(m) * 60 + float(s)
-rss_kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", timing).group(1))
-user = float(re.search(r"User time \(seconds\): (\S+)", timing).group(1))
-system = float(re.search(r"System time \(seconds\): (\S+)", timing).group(1))
-print("%.1f %.1f %.1f %.1f" % (report["copied_bytes"] / seconds / 1e6, rss_kib / 1024, user + system, seconds))
-PY
-		)
+		read -r wall rss cpu < <(time_v "$LOGS/replicate-$run.time")
+		mbps=$(python3 -c 'import json, sys; print("%.1f" % (json.load(open(sys.argv[1]))[0]["copied_bytes"] / float(sys.argv[2]) / 1e6))' \
+			"$LOGS/replicate-$run.json" "$wall")
 		weed_used=$(python3 -c "print('%.1f' % ($(weed_cpu) - $weed_before))")
 		log "replicate run $run: $mbps MB/s, peak RSS $rss MiB; CPU: nfrepo ${cpu}s, SeaweedFS ${weed_used}s, in ${wall}s of wall time on $(nproc) cores"
 		THROUGHPUT+=("$mbps") RSS+=("$rss") CPU_NOTES+=("nfrepo ${cpu}s + SeaweedFS ${weed_used}s of CPU in ${wall}s")
@@ -303,15 +309,8 @@ PY
 			esac
 			/usr/bin/time -v -o "$LOGS/$peer-copy-$run.time" "${copy[@]}" >>"$LOGS/$peer.log" 2>&1 ||
 				die "$peer copy run $run failed (see $LOGS/$peer.log)"
-			read -r mbps rss < <(python3 - "$REPL_MB" "$LOGS/$peer-copy-$run.time" <<'PY'
-import re, sys
-timing = open(sys.argv[2]).read()
-h, m, s = (["0", "0"] + re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", timing).group(1).split(":"))[-3:]
-seconds = int(h) * 3600 + int(m) * 60 + float(s)
-rss_kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", timing).group(1))
-print("%.1f %.1f" % (int(sys.argv[1]) / seconds, rss_kib / 1024))
-PY
-			)
+			read -r wall rss _ < <(time_v "$LOGS/$peer-copy-$run.time")
+			mbps=$(python3 -c 'import sys; print("%.1f" % (int(sys.argv[1]) / float(sys.argv[2])))' "$REPL_MB" "$wall")
 			log "$peer copy run $run: $mbps MB/s, peak RSS $rss MiB"
 			PEER_THROUGHPUT[$peer]+="$mbps "
 			PEER_RSS[$peer]+="$rss "
@@ -356,15 +355,9 @@ PY
 	for pass in copy in-sync; do
 		/usr/bin/time -v -o "$LOGS/listing-$pass.time" "$NFREPO_BIN" --json -r "file://$MANY" replicate "${JOBS[@]}" --to "$dst" \
 			>"$LOGS/listing-$pass.json" 2>>"$LOGS/nfrepo.log" || die "replicate ($pass) failed (see $LOGS)"
-		python3 - "$pass" "$LOGS/listing-$pass.json" "$LOGS/listing-$pass.time" <<'PY'
-import json, re, sys
-report = json.load(open(sys.argv[2]))[0]
-timing = open(sys.argv[3]).read()
-h, m, s = (["0", "0"] + re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", timing).group(1).split(":"))[-3:]
-seconds = int(h) * 3600 + int(m) * 60 + float(s)
-rss_kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", timing).group(1))
-print("  %-8s %7d objects copied in %6.1fs, peak RSS %.1f MiB" % (sys.argv[1], report["copied_objects"], seconds, rss_kib / 1024))
-PY
+		read -r wall rss _ < <(time_v "$LOGS/listing-$pass.time")
+		python3 -c 'import json, sys; print("  %-8s %7d objects copied in %6.1fs, peak RSS %s MiB" % (sys.argv[1], json.load(open(sys.argv[2]))[0]["copied_objects"], float(sys.argv[3]), sys.argv[4]))' \
+			"$pass" "$LOGS/listing-$pass.json" "$wall" "$rss"
 	done
 fi
 
