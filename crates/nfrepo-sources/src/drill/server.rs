@@ -251,13 +251,17 @@ impl Drop for Throwaway {
 /// once the group is gone (or after five seconds, logged).
 fn kill_group(child: &mut Child, name: &str) {
     use nix::sys::signal::{Signal, killpg};
-    use nix::unistd::Pid;
-    let group = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
-    let _ = killpg(group, Signal::SIGKILL);
+    let group = group_of(child);
+    if let Some(group) = group {
+        let _ = killpg(group, Signal::SIGKILL);
+    }
     if let Err(e) = child.kill() {
         tracing::debug!(server = name, error = %e, "the drill's process had already exited");
     }
     let _ = child.wait();
+    let Some(group) = group else {
+        return;
+    };
     let deadline = Instant::now() + Duration::from_secs(5);
     // Signal 0: is any process of the group left?
     while killpg(group, None).is_ok() {
@@ -273,11 +277,14 @@ fn kill_group(child: &mut Child, name: &str) {
 /// Kills what is left of the process group that `ended` (already reaped)
 /// led.
 fn kill_leftovers(ended: &Child) {
-    use nix::sys::signal::{Signal, killpg};
-    use nix::unistd::Pid;
-    if let Ok(group) = i32::try_from(ended.id()) {
-        let _ = killpg(Pid::from_raw(group), Signal::SIGKILL);
+    if let Some(group) = group_of(ended) {
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
     }
+}
+
+/// The process group `child` leads: every drill child is started in a group of its own.
+fn group_of(child: &Child) -> Option<nix::unistd::Pid> {
+    i32::try_from(child.id()).ok().map(nix::unistd::Pid::from_raw)
 }
 
 /// A loopback port free right now (the server binds it a moment later).
