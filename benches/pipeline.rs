@@ -9,6 +9,11 @@
 //!   hash only, then a snapshot).
 //! - `read/content`: streaming the file back through `Reader::content`
 //!   (fetch, open, decompress, re-hash every chunk).
+//! - `grow/full` and `grow/resumed`: a growing log (a binlog) of 128 MiB
+//!   committed again after 1 MiB was appended, read whole as before, or
+//!   continued from the shorter version's last chunk
+//!   (`BackupWriter::store_stream_resumable`, what the binlog agent does).
+//!   Throughput is in bytes appended.
 //!
 //! Throughput is in bytes of the stream. Each iteration is long, so sampling
 //! is flat and the sample count is criterion's minimum.
@@ -23,13 +28,13 @@
 
 use nfrepo_testing::sqldump;
 
-use std::io::Cursor;
+use std::io::{Cursor, Read};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use futures::TryStreamExt;
-use nfrepo_engine::{BackupOptions, CommitDetails, InitOptions, Reader, Repository};
+use nfrepo_engine::{BackupOptions, CommitDetails, InitOptions, Reader, Repository, StoredContent, StreamResume};
 use nfrepo_format::{Content, KdfParams, Metadata, Node, NodeKind, Tree};
 use nfrepo_store::MemoryStore;
 use tokio::runtime::Runtime;
@@ -61,6 +66,21 @@ async fn init() -> Repository {
         .unwrap()
 }
 
+/// The tree of one file [`FILE`] holding `stored`.
+fn one_file(stored: StoredContent) -> Tree {
+    let node = Node {
+        name: FILE.as_bytes().to_vec(),
+        kind: NodeKind::File {
+            size: stored.size,
+            content: stored.content,
+            blake3: stored.blake3,
+            sha256: stored.sha256,
+        },
+        meta: Metadata::default(),
+    };
+    Tree { nodes: vec![node] }
+}
+
 /// One backup of `data` as the single file [`FILE`], committed.
 async fn backup(repo: &Repository, data: Arc<[u8]>) {
     let session = repo
@@ -69,22 +89,60 @@ async fn backup(repo: &Repository, data: Arc<[u8]>) {
         .unwrap();
     let (session, root) = tokio::task::spawn_blocking(move || {
         let stored = session.store_stream(Cursor::new(data), false).unwrap();
-        let node = Node {
-            name: FILE.as_bytes().to_vec(),
-            kind: NodeKind::File {
-                size: stored.size,
-                content: stored.content,
-                blake3: stored.blake3,
-                sha256: stored.sha256,
-            },
-            meta: Metadata::default(),
-        };
-        let root = session.store_tree(&Tree { nodes: vec![node] }).unwrap();
+        let root = session.store_tree(&one_file(stored)).unwrap();
         (session, root)
     })
     .await
     .unwrap();
     session.commit(root, CommitDetails::default()).await.unwrap();
+}
+
+/// One backup of `data[..len]` as [`FILE`], resumed from `from` when given; committed.
+async fn backup_growing(repo: &Repository, data: Arc<[u8]>, len: usize, from: Option<StreamResume>) -> StreamResume {
+    let session = repo
+        .begin_backup(BackupOptions::new("binlog", "mysql-binlog", "dump"))
+        .await
+        .unwrap();
+    let (session, root, resume) = tokio::task::spawn_blocking(move || {
+        let (stored, resume, _) = session
+            .store_stream_resumable(from.as_ref(), |offset| {
+                let mut cursor = Cursor::new(data);
+                cursor.set_position(offset);
+                Ok(cursor.take(len as u64 - offset))
+            })
+            .unwrap();
+        let root = session.store_tree(&one_file(stored)).unwrap();
+        (session, root, resume)
+    })
+    .await
+    .unwrap();
+    session.commit(root, CommitDetails::default()).await.unwrap();
+    resume
+}
+
+fn growing(c: &mut Criterion) {
+    const APPENDED: usize = 1024 * 1024;
+    let rt = runtime();
+    let data: Arc<[u8]> = sqldump::generate(INPUT + APPENDED, 13).into();
+    let repo = rt.block_on(init());
+    let resume = rt.block_on(backup_growing(&repo, data.clone(), INPUT, None));
+    let mut group = c.benchmark_group("grow");
+    long(&mut group);
+    group.throughput(Throughput::Bytes(APPENDED as u64));
+    group.bench_function("full", |b| {
+        b.iter(|| rt.block_on(backup_growing(&repo, data.clone(), INPUT + APPENDED, None)));
+    });
+    group.bench_function("resumed", |b| {
+        b.iter(|| {
+            rt.block_on(backup_growing(
+                &repo,
+                data.clone(),
+                INPUT + APPENDED,
+                Some(resume.clone()),
+            ))
+        });
+    });
+    group.finish();
 }
 
 fn backups(c: &mut Criterion) {
@@ -151,5 +209,5 @@ fn reads(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, backups, reads);
+criterion_group!(benches, backups, reads, growing);
 criterion_main!(benches);
