@@ -70,12 +70,7 @@ async fn init() -> Repository {
 fn one_file(stored: StoredContent) -> Tree {
     let node = Node {
         name: FILE.as_bytes().to_vec(),
-        kind: NodeKind::File {
-            size: stored.size,
-            content: stored.content,
-            blake3: stored.blake3,
-            sha256: stored.sha256,
-        },
+        kind: stored.file_kind(),
         meta: Metadata::default(),
     };
     Tree { nodes: vec![node] }

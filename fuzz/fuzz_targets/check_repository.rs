@@ -46,12 +46,7 @@ async fn backup(repo: &Repository, source: &str, data: Vec<u8>) {
         let stored = session.store_stream(&data[..], true).expect("store");
         let file = Node {
             name: b"f".to_vec(),
-            kind: NodeKind::File {
-                size: stored.size,
-                content: stored.content,
-                blake3: stored.blake3,
-                sha256: stored.sha256,
-            },
+            kind: stored.file_kind(),
             meta: Metadata::default(),
         };
         let sub = session

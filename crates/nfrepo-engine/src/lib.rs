@@ -23,7 +23,7 @@
 //!     let stored = writer.store_stream(&b"hello"[..], true)?;
 //!     let node = Node {
 //!         name: b"hello.txt".to_vec(),
-//!         kind: NodeKind::File { size: stored.size, content: stored.content, blake3: stored.blake3, sha256: stored.sha256 },
+//!         kind: stored.file_kind(),
 //!         meta: Metadata::default(),
 //!     };
 //!     writer.store_tree(&Tree { nodes: vec![node] })

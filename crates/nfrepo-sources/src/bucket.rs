@@ -249,12 +249,7 @@ impl Walk<'_> {
         xattrs.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Node {
             name: name.to_vec(),
-            kind: NodeKind::File {
-                size: stored.size,
-                content: stored.content,
-                blake3: stored.blake3,
-                sha256: stored.sha256,
-            },
+            kind: stored.file_kind(),
             meta: Metadata {
                 mode: 0o644,
                 mtime_ns: object.mtime_ns,

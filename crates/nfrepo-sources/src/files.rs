@@ -359,12 +359,7 @@ impl Walk<'_> {
             self.details.files += 1;
             self.details.bytes += stored.size;
             self.session.remember_file(path, &meta, &stored);
-            NodeKind::File {
-                size: stored.size,
-                content: stored.content,
-                blake3: stored.blake3,
-                sha256: stored.sha256,
-            }
+            stored.file_kind()
         } else if file_type.is_symlink() {
             self.details.others += 1;
             let read = match at {

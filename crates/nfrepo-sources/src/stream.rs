@@ -9,7 +9,7 @@ use std::io::Read;
 use std::process::Stdio;
 
 use nfrepo_engine::{BackupWriter, CommitDetails, StoredContent};
-use nfrepo_format::{BlobId, CommandRecord, Metadata, Node, NodeKind, Tree};
+use nfrepo_format::{BlobId, CommandRecord, Metadata, Node, Tree};
 
 use crate::{Error, Result};
 
@@ -42,12 +42,7 @@ pub(crate) fn stream_node(name: &str, stored: &StoredContent) -> Result<Node> {
         .unwrap_or_default();
     Ok(Node {
         name: name.as_bytes().to_vec(),
-        kind: NodeKind::File {
-            size: stored.size,
-            content: stored.content.clone(),
-            blake3: stored.blake3,
-            sha256: stored.sha256,
-        },
+        kind: stored.file_kind(),
         meta: Metadata {
             mode: 0o600,
             uid: nix::unistd::getuid().as_raw(),

@@ -33,12 +33,7 @@ async fn commit_one_file(repo: &Repository, name: &str, data: Vec<u8>, alter: fn
     let name = name.as_bytes().to_vec();
     let (root, node) = tokio::task::spawn_blocking(move || {
         let stored = writer.store_stream(&data[..], true).expect("store stream");
-        let mut kind = NodeKind::File {
-            size: stored.size,
-            content: stored.content,
-            blake3: stored.blake3,
-            sha256: stored.sha256,
-        };
+        let mut kind = stored.file_kind();
         alter(&mut kind);
         let node = Node {
             name,

@@ -4,7 +4,7 @@ use std::io::Read;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use nfrepo_format::{BlobId, BlobKind, Chunker, Content, ContentListBuilder, EmittedList, ListEntry, Tree};
+use nfrepo_format::{BlobId, BlobKind, Chunker, Content, ContentListBuilder, EmittedList, ListEntry, NodeKind, Tree};
 use sha2::Digest;
 
 use super::budget::ByteBudget;
@@ -80,6 +80,19 @@ pub struct StoredContent {
     /// only in a session that remembers files (`known`), and only up to
     /// [`super::known::MAX_REMEMBERED_BLOBS`].
     pub(crate) blobs: Option<Arc<Vec<BlobId>>>,
+}
+
+impl StoredContent {
+    /// The kind of a file node holding this content.
+    #[must_use]
+    pub fn file_kind(&self) -> NodeKind {
+        NodeKind::File {
+            size: self.size,
+            content: self.content.clone(),
+            blake3: self.blake3,
+            sha256: self.sha256,
+        }
+    }
 }
 
 #[derive(Default)]

@@ -162,7 +162,7 @@ async fn store_growing(
     from: Option<nfrepo_engine::StreamResume>,
     commit: bool,
 ) -> (nfrepo_engine::StreamResume, u64) {
-    use nfrepo_format::{Metadata, Node, NodeKind, Tree};
+    use nfrepo_format::{Metadata, Node, Tree};
     let session = repo
         .begin_backup(BackupOptions::new("log", "stdin", "dump"))
         .await
@@ -190,12 +190,7 @@ async fn store_growing(
     }
     let node = Node {
         name: b"log".to_vec(),
-        kind: NodeKind::File {
-            size: resumed.size,
-            content: resumed.content,
-            blake3: resumed.blake3,
-            sha256: None,
-        },
+        kind: resumed.file_kind(),
         meta: Metadata::default(),
     };
     let session2 = tokio::task::spawn_blocking(move || {

@@ -182,12 +182,7 @@ async fn duplicate_blobs_and_stray_packs_are_notes_not_failures() {
         let stored = first.store_stream(&data[..], false).unwrap();
         let node = nfrepo_format::Node {
             name: b"f".to_vec(),
-            kind: nfrepo_format::NodeKind::File {
-                size: stored.size,
-                content: stored.content,
-                blake3: stored.blake3,
-                sha256: None,
-            },
+            kind: stored.file_kind(),
             meta: nfrepo_format::Metadata::default(),
         };
         let root = first.store_tree(&nfrepo_format::Tree { nodes: vec![node] }).unwrap();

@@ -51,12 +51,7 @@ pub fn store_single_file(session: &BackupSession, name: &str, data: &[u8]) -> nf
     let stored = session.store_stream(data, true)?;
     let node = Node {
         name: name.as_bytes().to_vec(),
-        kind: NodeKind::File {
-            size: stored.size,
-            content: stored.content,
-            blake3: stored.blake3,
-            sha256: stored.sha256,
-        },
+        kind: stored.file_kind(),
         meta: Metadata::default(),
     };
     session.store_tree(&Tree { nodes: vec![node] })

@@ -207,12 +207,7 @@ async fn feed(
         let stored = session.store_stream(&data[..], false).unwrap();
         let node = Node {
             name: b"f".to_vec(),
-            kind: NodeKind::File {
-                size: stored.size,
-                content: stored.content,
-                blake3: stored.blake3,
-                sha256: None,
-            },
+            kind: stored.file_kind(),
             meta: Metadata::default(),
         };
         let root = session.store_tree(&Tree { nodes: vec![node] }).unwrap();

@@ -338,12 +338,7 @@ fn unpack(writer: &BackupWriter, stream: impl Read) -> Result<Unpacked> {
             };
             files += 1;
             bytes += stored.size;
-            NodeKind::File {
-                size: stored.size,
-                content: stored.content,
-                blake3: stored.blake3,
-                sha256: stored.sha256,
-            }
+            stored.file_kind()
         } else if kind.is_symlink() {
             others += 1;
             let target = entry.link_name_bytes().ok_or_else(|| {
