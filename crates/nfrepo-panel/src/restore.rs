@@ -198,25 +198,18 @@ pub(crate) async fn start(
         .find_snapshot(approved.snapshot)
         .await
         .map_err(|e| engine_failure(&e, Operation::Restore))?;
-    let id = shared.jobs.next.fetch_add(1, Ordering::Relaxed) + 1;
-    let now = shared.clock.now_ns();
-    let stamp = chrono::DateTime::from_timestamp_nanos(now).format("%Y%m%dT%H%M%SZ");
-    let dir = base.join(format!("{}-{stamp}-{id}", snapshot.id.short()));
-    let work = Arc::new(Work::default());
-    let job = Arc::new(Job {
-        id,
-        by: approved.user.to_owned(),
-        snapshot: snapshot.id.to_hex(),
-        source: snapshot.snapshot.source.clone(),
-        path: approved.path.to_owned(),
-        target: target.to_owned(),
-        dir: dir.clone(),
-        database: None,
-        started_ns: now,
-        work: work.clone(),
-        outcome: Mutex::new(None),
-    });
-    shared.jobs.add(job.clone())?;
+    let (job, work) = register(
+        shared,
+        approved,
+        &snapshot,
+        (approved.path.to_owned(), target),
+        |id, now| {
+            let stamp = chrono::DateTime::from_timestamp_nanos(now).format("%Y%m%dT%H%M%SZ");
+            base.join(format!("{}-{stamp}-{id}", snapshot.id.short()))
+        },
+        None,
+    )?;
+    let dir = job.dir.clone();
     let note = approved.note();
     tracing::info!(
         target: crate::ACCESS_LOG,
@@ -265,6 +258,38 @@ pub(crate) async fn start(
         finish(&shared, &job_done, result, &note, command).await;
     });
     Ok(job)
+}
+
+/// Registers a job restoring `path` of `snapshot` into `target`, approved
+/// by `approved.user`, numbered and timed now: `dir(id, now_ns)` is the
+/// directory it writes (empty for a database restore), `database` the
+/// dump's database and where it goes. Returns the job and its progress.
+fn register(
+    shared: &Shared,
+    approved: &Approved<'_>,
+    snapshot: &nfrepo_engine::SnapshotEntry,
+    (path, target): (String, &str),
+    dir: impl FnOnce(u64, i64) -> PathBuf,
+    database: Option<(String, String)>,
+) -> Result<(Arc<Job>, Arc<Work>), Refused> {
+    let id = shared.jobs.next.fetch_add(1, Ordering::Relaxed) + 1;
+    let now = shared.clock.now_ns();
+    let work = Arc::new(Work::default());
+    let job = Arc::new(Job {
+        id,
+        by: approved.user.to_owned(),
+        snapshot: snapshot.id.to_hex(),
+        source: snapshot.snapshot.source.clone(),
+        path,
+        target: target.to_owned(),
+        dir: dir(id, now),
+        database,
+        started_ns: now,
+        work: work.clone(),
+        outcome: Mutex::new(None),
+    });
+    shared.jobs.add(job.clone())?;
+    Ok((job, work))
 }
 
 /// A job's result: (files or databases, bytes, message), or (code, detail, message).

@@ -9,14 +9,13 @@
 //! `nfrepo_sources::restore_databases`: the live database is only ever
 //! replaced by a verified copy, and is kept aside, never dropped.
 
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::http::{HeaderValue, StatusCode};
-use nfrepo_engine::{ErrorCode, Operation, Work};
+use nfrepo_engine::{ErrorCode, Operation};
 use nfrepo_sources::{DatabaseRestoreOptions, DatabaseTarget};
 
-use super::{Approved, Job, JobResult, finish};
+use super::{Approved, Job, JobResult, finish, register};
 use crate::reply::{ERROR_DETAIL_HEADER, ERROR_HEADER, Refused, engine_failure, refuse, refused};
 use crate::state::Shared;
 
@@ -87,23 +86,15 @@ pub(super) async fn start(
     connection.database = Some(item.database.clone());
     let into = connection.to_string();
     let target_server = DatabaseTarget::for_connection(connection).map_err(|e| sources_refusal(&e))?;
-    let id = shared.jobs.next.fetch_add(1, Ordering::Relaxed) + 1;
-    let work = Arc::new(Work::default());
     let dumped = item.stream.trim_end_matches(".sql").to_owned();
-    let job = Arc::new(Job {
-        id,
-        by: approved.user.to_owned(),
-        snapshot: snapshot.id.to_hex(),
-        source: snapshot.snapshot.source.clone(),
-        path: item.stream.clone(),
-        target: target.to_owned(),
-        dir: std::path::PathBuf::new(),
-        database: Some((dumped, into.clone())),
-        started_ns: shared.clock.now_ns(),
-        work: work.clone(),
-        outcome: Mutex::new(None),
-    });
-    shared.jobs.add(job.clone())?;
+    let (job, work) = register(
+        shared,
+        approved,
+        &snapshot,
+        (item.stream.clone(), target),
+        |_, _| std::path::PathBuf::new(),
+        Some((dumped, into.clone())),
+    )?;
     let note = approved.note();
     tracing::info!(
         target: crate::ACCESS_LOG,
