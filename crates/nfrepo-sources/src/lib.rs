@@ -102,4 +102,4 @@ pub use wal::{
     AgentOptions, Archived, FILE_FACT, Lsn, PushOutcome, SOURCE_FACT, WAL_KIND, WalCatalog, WalName, default_socket,
     fetch_wal_via_agent, push_wal, serve_agent, wal_stream, write_wal, write_whole,
 };
-pub use window::{LogGap, LogKind, LogStatus, RecoveryWindow, check_wal_reaches, recovery_window, recovery_windows};
+pub use window::{LogGap, LogKind, LogStatus, RecoveryWindow, check_wal_reaches, recovery_windows};

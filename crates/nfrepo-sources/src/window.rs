@@ -163,7 +163,7 @@ pub fn recovery_windows(entries: &[SnapshotEntry]) -> Vec<RecoveryWindow> {
                 .max_by_key(|e| e.snapshot.time_ns)
                 .map(|e| e.snapshot.source_kind.clone())
                 .unwrap_or_default();
-            let mut window = if let Some(log) = wal.remove(source) {
+            let (oldest_ns, newest_ns, log) = if let Some(log) = wal.remove(source) {
                 postgres_window(&snapshots, &log)
             } else if let Some(log) = binlog.remove(source) {
                 mysql_window(&snapshots, log)
@@ -172,32 +172,27 @@ pub fn recovery_windows(entries: &[SnapshotEntry]) -> Vec<RecoveryWindow> {
             } else {
                 plain_window(&snapshots)
             };
-            window.source = source.to_owned();
-            window.kind = kind;
-            window.snapshots = snapshots.len();
-            window
+            RecoveryWindow {
+                source: source.to_owned(),
+                kind,
+                snapshots: snapshots.len(),
+                oldest_ns,
+                newest_ns,
+                log,
+            }
         })
         .collect()
 }
 
-/// The window of `source` alone.
-///
-/// # Errors
-/// Engine errors listing the snapshots.
-pub async fn recovery_window(repo: &nfrepo_engine::Repository, source: &str) -> Result<Option<RecoveryWindow>> {
-    let entries = repo.readable_snapshots().await?;
-    Ok(recovery_windows(&entries).into_iter().find(|w| w.source == source))
-}
+/// How far a source reaches: its oldest and newest recoverable moments, and its change log.
+type Reach = (Option<i64>, Option<i64>, Option<LogStatus>);
 
-fn plain_window(snapshots: &[&SnapshotEntry]) -> RecoveryWindow {
-    RecoveryWindow {
-        source: String::new(),
-        kind: String::new(),
-        snapshots: 0,
-        oldest_ns: snapshots.iter().map(|e| e.snapshot.time_ns).min(),
-        newest_ns: snapshots.iter().map(|e| e.snapshot.time_ns).max(),
-        log: None,
-    }
+fn plain_window(snapshots: &[&SnapshotEntry]) -> Reach {
+    (
+        snapshots.iter().map(|e| e.snapshot.time_ns).min(),
+        snapshots.iter().map(|e| e.snapshot.time_ns).max(),
+        None,
+    )
 }
 
 /// One archived WAL position: the highest timeline archived there and when.
@@ -358,7 +353,7 @@ impl WalRuns {
     }
 }
 
-fn postgres_window(snapshots: &[&SnapshotEntry], log: &[&SnapshotEntry]) -> RecoveryWindow {
+fn postgres_window(snapshots: &[&SnapshotEntry], log: &[&SnapshotEntry]) -> Reach {
     let runs = WalRuns::new(log);
     let bases: Vec<Base> = snapshots.iter().filter_map(|e| runs.base(e)).collect();
     let gap = bases.iter().max_by_key(|b| b.finished_ns).and_then(|newest| {
@@ -370,19 +365,16 @@ fn postgres_window(snapshots: &[&SnapshotEntry], log: &[&SnapshotEntry]) -> Reco
         });
         Some(gap)
     });
-    RecoveryWindow {
-        source: String::new(),
-        kind: String::new(),
-        snapshots: 0,
-        oldest_ns: bases.iter().filter(|b| runs.usable(b)).map(|b| b.finished_ns).min(),
-        newest_ns: bases.iter().filter(|b| runs.usable(b)).map(|b| runs.reach(b)).max(),
-        log: Some(LogStatus {
+    (
+        bases.iter().filter(|b| runs.usable(b)).map(|b| b.finished_ns).min(),
+        bases.iter().filter(|b| runs.usable(b)).map(|b| runs.reach(b)).max(),
+        Some(LogStatus {
             kind: LogKind::Wal,
             files: runs.present.len(),
             newest_file: runs.newest_file.clone(),
             gap,
         }),
-    }
+    )
 }
 
 /// Refuses, before anything is written, a point-in-time restore from
@@ -424,7 +416,7 @@ pub fn check_wal_reaches(entries: &[SnapshotEntry], base: &SnapshotEntry, target
     }
 }
 
-fn mysql_window(snapshots: &[&SnapshotEntry], mut log: Vec<&SnapshotEntry>) -> RecoveryWindow {
+fn mysql_window(snapshots: &[&SnapshotEntry], mut log: Vec<&SnapshotEntry>) -> Reach {
     log.sort_by_key(|e| e.snapshot.time_ns);
     let mut catalog = BinlogCatalog::default();
     for entry in &log {
@@ -467,19 +459,16 @@ fn mysql_window(snapshots: &[&SnapshotEntry], mut log: Vec<&SnapshotEntry>) -> R
             });
         }
     }
-    RecoveryWindow {
-        source: String::new(),
-        kind: String::new(),
-        snapshots: 0,
-        oldest_ns: dumps.iter().map(|(_, finished)| *finished).min(),
+    (
+        dumps.iter().map(|(_, finished)| *finished).min(),
         newest_ns,
-        log: Some(LogStatus {
+        Some(LogStatus {
             kind: LogKind::Binlog,
             files: catalog.len(),
             newest_file: catalog.newest().map(|(name, _)| name.to_string()),
             gap,
         }),
-    }
+    )
 }
 
 fn rfc3339(ns: i64) -> String {

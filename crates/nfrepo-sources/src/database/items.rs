@@ -66,11 +66,6 @@ pub fn database_restore_items(
             )));
         }
     };
-    if chosen.is_empty() {
-        return Err(Error::NoSuchDatabase(format!(
-            "snapshot {short} holds no database dump"
-        )));
-    }
     chosen
         .into_iter()
         .map(|(node, db)| {
