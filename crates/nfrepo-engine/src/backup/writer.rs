@@ -262,10 +262,13 @@ impl BackupWriter {
     /// Chunks a stream and stores its new chunks.
     ///
     /// Short streams (most files) are cut and hashed on this thread. Past
-    /// [`PIPELINE_AFTER`] bytes the work splits in two: this thread reads and
-    /// cuts, a second one hashes (whole-stream BLAKE3 and SHA-256, keyed
-    /// chunk ids) and hands new chunks on. Over known data, where nothing
-    /// else is busy, that uses both cores instead of one.
+    /// [`PIPELINE_AFTER`] bytes the work splits in two: this thread reads,
+    /// cuts and names each chunk (keyed BLAKE3), a second one runs the
+    /// whole-stream digests (BLAKE3 and SHA-256), looks chunks up and hands
+    /// new ones on. Over known data, where nothing else is busy, that uses
+    /// both cores instead of one; naming on the cutting side balances the
+    /// two (per 800 MB of dump: about 1.0 s cutting and 0.35 s naming, 0.35 s
+    /// of BLAKE3 and 0.65 s of SHA-256 over the whole stream).
     fn chunk_stream(&self, reader: impl Read, mut digest: StreamDigest, buffer: &mut Vec<u8>) -> Result<StreamDigest> {
         let source_error = |source| Error::Source {
             what: "stream".into(),
@@ -282,19 +285,20 @@ impl BackupWriter {
         }
         std::thread::scope(|scope| {
             let depth = (PIPELINE_BYTES / shared.chunker.profile().max as usize).max(2);
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(depth);
+            let (tx, rx) = std::sync::mpsc::sync_channel::<(BlobId, Vec<u8>)>(depth);
             let hasher = scope.spawn(move || -> Result<StreamDigest> {
-                for chunk in rx {
-                    digest.absorb(shared, chunk)?;
+                for (id, chunk) in rx {
+                    digest.absorb_named(shared, id, chunk)?;
                 }
                 Ok(digest)
             });
+            let keys = shared.repo.keys();
             let mut read_error = None;
             for chunk in chunks {
                 match chunk {
                     // A closed channel means the hasher failed; its error is reported below.
                     Ok(chunk) => {
-                        if tx.send(chunk).is_err() {
+                        if tx.send((keys.blob_id(&chunk), chunk)).is_err() {
                             break;
                         }
                     }
@@ -401,9 +405,14 @@ impl StreamDigest {
 
     /// Hashes a chunk, names it, and stores it unless it is known.
     fn absorb(&mut self, shared: &Arc<Shared>, chunk: Vec<u8>) -> Result<()> {
+        let id = shared.repo.keys().blob_id(&chunk);
+        self.absorb_named(shared, id, chunk)
+    }
+
+    /// [`Self::absorb`] for a chunk named already.
+    fn absorb_named(&mut self, shared: &Arc<Shared>, id: BlobId, chunk: Vec<u8>) -> Result<()> {
         let keys = shared.repo.keys();
         let len = chunk.len() as u64;
-        let id = keys.blob_id(&chunk);
         if let Some(trail) = self.trail.as_mut() {
             trail.before_last = Some((self.size, self.whole.clone()));
             trail.entries.push(ListEntry { id, len });
