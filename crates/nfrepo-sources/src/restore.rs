@@ -13,7 +13,12 @@
 //! a batch of files, each range is read once, its chunks are opened on
 //! every core and written with positioned writes to every file and offset
 //! that needs them (all-zero chunks are left as holes), and a file is
-//! renamed into place only after its whole content matched its BLAKE3.
+//! renamed into place only once every byte of it was written from a chunk
+//! that verified (authenticated, decompressed and re-hashed to its keyed
+//! id). `--verify` also reads each file back and compares its whole BLAKE3
+//! (hashed on every core) before renaming it: a check of the restore's own
+//! writes and of the target's storage, which costs one more read of the
+//! data.
 //!
 //! # Durability (`fsync` policy)
 //!
@@ -24,7 +29,7 @@
 //! leave renamed files whose content had not reached the disk; they are
 //! not trusted: running the restore again compares every existing file by
 //! size and BLAKE3 and rewrites any that differ (with `--overwrite`).
-//! `--verify` does not change this; it re-reads each file from the file
+//! `--verify` does not change this; it reads each file back from the file
 //! system (normally the page cache) before renaming it.
 //!
 //! # Safety against the target changing under the restore

@@ -75,20 +75,27 @@ pub(super) fn existing_file(parent: &OwnedFd, name: &[u8], size: u64, blake3: &[
     })
 }
 
-/// BLAKE3 of a file's whole content, read by offset (the file position is left alone).
+/// BLAKE3 of a file's whole content, read by offset (the file position is
+/// left alone) in blocks of up to [`HASH_BLOCK`], each hashed on every core.
 pub(super) fn hash_fd(file: &File) -> std::io::Result<[u8; 32]> {
+    let len = file.metadata()?.len();
+    let block = usize::try_from(len).unwrap_or(HASH_BLOCK).clamp(64 * 1024, HASH_BLOCK);
     let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 256 * 1024];
+    let mut buf = vec![0u8; block];
     let mut offset = 0u64;
     loop {
         let n = file.read_at(&mut buf, offset)?;
         if n == 0 {
             return Ok(*hasher.finalize().as_bytes());
         }
-        hasher.update(buf.get(..n).unwrap_or_default());
+        hasher.update_rayon(buf.get(..n).unwrap_or_default());
         offset += n as u64;
     }
 }
+
+/// Bytes [`hash_fd`] reads and hashes at once: enough for every core to
+/// hash a share (BLAKE3 splits its input into a tree of 1 KiB chunks).
+const HASH_BLOCK: usize = 4 << 20;
 
 /// Renames `temp` over `name`, where `name` may be a directory (which
 /// `renameat` refuses to replace with a non-directory): a directory there is

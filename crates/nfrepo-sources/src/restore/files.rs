@@ -10,10 +10,14 @@
 //! [`IN_FLIGHT_BYTES`] of their sealed and plain bytes are in flight, so
 //! requests overlap storage latency while memory stays bounded.
 //!
-//! Outcomes are taken in plan order on one blocking thread, which hashes
-//! each file's content in file order (what arrives out of order is hashed
-//! from the file at close) and closes a file once its last placement is
-//! in: the whole-file BLAKE3 is checked before it is renamed into place.
+//! Outcomes are taken in plan order on one blocking thread, which counts
+//! each file's placements and closes a file once its last one is in. Every
+//! chunk was verified before it was written (each chunk's plaintext is
+//! dropped right after its writes), so closing checks that the written
+//! bytes add up to the file's size; with `--verify` the file is also read
+//! back and its whole BLAKE3 compared before it is renamed into place.
+//! The files a step completes are checked outside every lock, on every
+//! core, so the next files are opened and planned meanwhile.
 //! A chunk that did not verify is retried alone through
 //! [`Reader::read_blob`] (other copies, index recovery); if that fails the
 //! files needing it are not restored (or, with `skip_damaged`, listed).
@@ -28,6 +32,7 @@ use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use nfrepo_engine::{BatchFile, FileToRestore, PackRead, PlanLimits, Reader, RestoreBatch, RestorePlanner};
 use nfrepo_format::{BlobKind, NodeKind};
+use rayon::prelude::*;
 
 use super::target::{FileWriter, OpenFile, Opened, Target};
 use super::{Planned, RestoreOptions, RestoreReport, lock};
@@ -56,11 +61,11 @@ struct Restoring {
     failed: Option<String>,
 }
 
-/// What one read produced: per chunk, its plaintext (written to every
+/// What one read produced: per chunk, its length (written to every
 /// placement already) or why not.
 struct ReadOutcome {
     read: PackRead,
-    chunks: Vec<Result<Vec<u8>>>,
+    chunks: Vec<Result<u64>>,
 }
 
 /// Plan-ordered work: a batch's word on its files comes before its reads.
@@ -393,14 +398,14 @@ async fn run_read(reader: Reader, read: PackRead, writers: HashMap<usize, FileWr
                 let chunks = reader.open_read(&read, &sealed, |chunk, opened| {
                     let data = opened?;
                     write_chunk(&writers, chunk, &data)?;
-                    Ok(data)
+                    Ok(data.len() as u64)
                 });
                 Ok((read, writers, chunks))
             })
             .await?
         }
         Err(e) => {
-            let failed: Vec<Result<Vec<u8>>> = read.chunks.iter().map(|_| Err(Error::from(clone_error(&e)))).collect();
+            let failed: Vec<Result<u64>> = read.chunks.iter().map(|_| Err(Error::from(clone_error(&e)))).collect();
             (read, writers, failed)
         }
     };
@@ -422,7 +427,7 @@ async fn run_read(reader: Reader, read: PackRead, writers: HashMap<usize, FileWr
         let (writers, chunk) = (writers.clone(), chunk.clone());
         *result = blocking(move || {
             write_chunk(&writers, &chunk, &data)?;
-            Ok(data)
+            Ok(data.len() as u64)
         })
         .await;
     }
@@ -435,16 +440,18 @@ fn clone_error(e: &nfrepo_engine::Error) -> nfrepo_engine::Error {
     nfrepo_engine::Error::Pipeline(e.to_string())
 }
 
-/// Applies one step in plan order: records placements, closes complete files.
+/// Applies one step in plan order: records placements, then checks and
+/// closes the files it completed. The state's lock is held only to record;
+/// the target's only to place files (never both).
 fn take_step(
-    state: &Mutex<State>,
+    state_lock: &Mutex<State>,
     target: &Mutex<Target>,
     plan: &[Planned],
     settings: &Settings,
     step: Step,
 ) -> Result<()> {
     let (skip_damaged, work, root) = (settings.skip_damaged, settings.work.as_deref(), &settings.root);
-    let mut state = lock(state)?;
+    let mut state = lock(state_lock)?;
     let mut touched: Vec<usize> = Vec::new();
     match step {
         Step::Files(files) => {
@@ -463,8 +470,8 @@ fn take_step(
             for (chunk, result) in outcome.read.chunks.iter().zip(outcome.chunks) {
                 // A chunk that failed stops the restore, unless it is
                 // damage and damaged files are skipped.
-                let data = match result {
-                    Ok(data) => Ok(data),
+                let written = match result {
+                    Ok(len) => Ok(len),
                     Err(e) if skip_damaged && e.is_damage() => Err(e.to_string()),
                     Err(e) => return Err(e),
                 };
@@ -473,11 +480,11 @@ fn take_step(
                         continue;
                     };
                     file.done += 1;
-                    match &data {
-                        Ok(data) => {
-                            file.open.record(placement.offset, data);
+                    match &written {
+                        Ok(len) => {
+                            file.open.record(*len);
                             if let Some(work) = work {
-                                work.advance(0, data.len() as u64);
+                                work.advance(0, *len);
                             }
                         }
                         Err(reason) => {
@@ -490,26 +497,53 @@ fn take_step(
         }
     }
     touched.dedup();
+    let mut complete: Vec<(usize, Restoring)> = Vec::new();
     for index in touched {
-        let complete = state
+        let done = state
             .files
             .get(&index)
             .is_some_and(|f| f.listed && f.done >= f.expected);
-        if !complete {
-            continue;
+        if done && let Some(file) = state.files.remove(&index) {
+            complete.push((index, file));
         }
-        let Some(file) = state.files.remove(&index) else {
-            continue;
-        };
-        let closed = match file.failed {
-            // Dropping the file removes its temporary name.
-            Some(reason) => Err(reason),
-            None => match lock(target)?.close_file(file.open) {
-                Ok(closed) => Ok(closed),
-                Err(e) if skip_damaged && e.is_damage() => Err(e.to_string()),
-                Err(e) => return Err(e),
-            },
-        };
+    }
+    drop(state);
+    if complete.is_empty() {
+        return Ok(());
+    }
+    // Complete files are checked (with `--verify`, read back) outside every
+    // lock and several at once, so opening the next files goes on meanwhile.
+    let read_back = lock(target)?.verifies();
+    let checked: Vec<(usize, Restoring, Result<()>)> = complete
+        .into_par_iter()
+        .map(|(index, mut file)| {
+            let checked = match file.failed {
+                Some(_) => Ok(()),
+                None => file.open.check(read_back),
+            };
+            (index, file, checked)
+        })
+        .collect();
+    let mut closed_files = Vec::with_capacity(checked.len());
+    {
+        let mut target = lock(target)?;
+        for (index, file, checked) in checked {
+            let closed = match (file.failed, checked) {
+                // Dropping the file removes its temporary name.
+                (Some(reason), _) => Err(reason),
+                (None, Err(e)) if skip_damaged && e.is_damage() => Err(e.to_string()),
+                (None, Err(e)) => return Err(e),
+                (None, Ok(())) => match target.close_file(file.open) {
+                    Ok(closed) => Ok(closed),
+                    Err(e) if skip_damaged && e.is_damage() => Err(e.to_string()),
+                    Err(e) => return Err(e),
+                },
+            };
+            closed_files.push((index, closed));
+        }
+    }
+    let mut state = lock(state_lock)?;
+    for (index, closed) in closed_files {
         if let Some(work) = work {
             work.advance(1, 0);
         }

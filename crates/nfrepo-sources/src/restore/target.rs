@@ -10,10 +10,10 @@
 //!   applied by [`Target::finish_dir`] once everything inside is written.
 //! - A file is written to a temporary name in its directory: 64 random bits,
 //!   created with `O_CREAT | O_EXCL | O_NOFOLLOW` and mode `0600`, so a
-//!   planted link or file at any name is never followed or reused. Its
-//!   content is hashed while written; only content matching the stored
-//!   BLAKE3 gets its metadata (through the descriptor) and is renamed over
-//!   the real name. Without `overwrite` that rename is `RENAME_NOREPLACE`:
+//!   planted link or file at any name is never followed or reused. Only a
+//!   file whose every byte was written from verified chunks (and, with
+//!   `verify`, whose content read back matches the stored BLAKE3) gets its
+//!   metadata (through the descriptor) and is renamed over the real name. Without `overwrite` that rename is `RENAME_NOREPLACE`:
 //!   the conflict check is the write itself, not an earlier look.
 //! - Links, FIFOs and devices are created in place (`symlinkat`, `mknodat`),
 //!   or, replacing a differing entry with `overwrite`, at a random name
@@ -102,10 +102,9 @@ pub(crate) enum Opened {
 /// was renamed into place.
 ///
 /// It is created at its recorded size (`ftruncate`: sparse, no blocks yet),
-/// then filled with positioned writes ([`Self::write_at`], from any
+/// then filled with positioned writes ([`FileWriter::write_at`], from any
 /// thread, in any order); all-zero content is never written, so it stays a
-/// hole. [`Self::record`] hashes content in file order as it is reported;
-/// what arrives out of order is hashed from the file at close.
+/// hole. [`Self::record`] counts what was written, in any order.
 pub(crate) struct OpenFile {
     parent: OwnedFd,
     rel: Vec<u8>,
@@ -113,11 +112,10 @@ pub(crate) struct OpenFile {
     temp: Option<String>,
     file: Arc<File>,
     size: u64,
-    hasher: blake3::Hasher,
-    /// Bytes hashed, from the start of the file.
-    hashed: u64,
     /// Content bytes recorded (placements, in any order).
     written: u64,
+    /// Whether [`Self::check`] passed, and whether it read the file back.
+    checked: Option<bool>,
     error: Option<Error>,
     blake3: [u8; 32],
     meta: Metadata,
@@ -143,15 +141,35 @@ impl OpenFile {
         }
     }
 
-    /// Records that `data` is at `offset` (already written with
-    /// [`FileWriter::write_at`]): hashed now if it continues what was
-    /// hashed, else at close. Call in the order the content was planned.
-    pub(crate) fn record(&mut self, offset: u64, data: &[u8]) {
-        if offset == self.hashed {
-            self.hasher.update(data);
-            self.hashed += data.len() as u64;
+    /// Records that `len` bytes of verified content were written (with
+    /// [`FileWriter::write_at`]) at one of the file's planned placements.
+    pub(crate) const fn record(&mut self, len: u64) {
+        self.written += len;
+    }
+
+    /// Checks the written content: every chunk was verified (authenticated,
+    /// decompressed and re-hashed to its id) before it was written and its
+    /// placements tile the file, so a file whose written bytes add up to
+    /// its size holds exactly its content list. With `read_back` the file
+    /// is also read back and its whole BLAKE3 compared. Takes no lock of
+    /// the target: the restore checks files outside it, several at once,
+    /// before [`Target::close_file`] (which checks any file not checked).
+    ///
+    /// # Errors
+    /// [`Error::ContentMismatch`]; I/O errors reading back; the first
+    /// error writing it.
+    pub(crate) fn check(&mut self, read_back: bool) -> Result<()> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
         }
-        self.written += data.len() as u64;
+        if self.written != self.size {
+            return Err(Error::ContentMismatch(self.path.clone()));
+        }
+        if read_back && hash_fd(&self.file).map_err(|e| io_error(&self.path, e))? != self.blake3 {
+            return Err(Error::ContentMismatch(self.path.clone()));
+        }
+        self.checked = Some(read_back);
+        Ok(())
     }
 }
 
@@ -181,23 +199,6 @@ impl FileWriter {
 fn is_zero(data: &[u8]) -> bool {
     data.chunks(256)
         .all(|block| block.iter().fold(0u8, |acc, b| acc | b) == 0)
-}
-
-/// Adds bytes `from..to` of `file` to `hasher`.
-fn hash_range(file: &File, from: u64, to: u64, hasher: &mut blake3::Hasher) -> std::io::Result<()> {
-    let mut buf = vec![0u8; 1 << 20];
-    let mut offset = from;
-    while offset < to {
-        let want = usize::try_from(to - offset).unwrap_or(usize::MAX).min(buf.len());
-        let part = buf.get_mut(..want).unwrap_or_default();
-        let n = file.read_at(part, offset)?;
-        if n == 0 {
-            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
-        }
-        hasher.update(part.get(..n).unwrap_or_default());
-        offset += n as u64;
-    }
-    Ok(())
 }
 
 fn split(rel: &[u8]) -> (&[u8], &[u8]) {
@@ -356,9 +357,8 @@ impl Target {
             temp: Some(temp),
             file: Arc::new(file),
             size: *size,
-            hasher: blake3::Hasher::new(),
-            hashed: 0,
             written: 0,
+            checked: None,
             error: None,
             blake3: *blake3,
             meta: planned.node.meta.clone(),
@@ -374,39 +374,31 @@ impl Target {
     pub(crate) fn write(&self, file: &mut OpenFile, data: &[u8]) {
         let offset = file.written;
         match file.writer().write_at(offset, data) {
-            Ok(()) => file.record(offset, data),
+            Ok(()) => file.record(data.len() as u64),
             Err(e) => {
                 file.error.get_or_insert(e);
             }
         }
     }
 
-    /// Checks the content, applies the metadata and renames the file into
-    /// place. Returns the bytes written, or `None` if the same file turned
-    /// up at the name meanwhile.
+    /// Whether files are read back before they are placed (`--verify`).
+    pub(crate) const fn verifies(&self) -> bool {
+        self.verify
+    }
+
+    /// Checks the content (unless [`OpenFile::check`] did), applies the
+    /// metadata and renames the file into place. Returns the bytes written,
+    /// or `None` if the same file turned up at the name meanwhile.
     ///
     /// # Errors
     /// [`Error::ContentMismatch`]; [`Error::Conflict`] if a differing entry
     /// appeared at the name; I/O errors. The temporary file is removed.
     pub(crate) fn close_file(&mut self, mut file: Box<OpenFile>) -> Result<Option<u64>> {
         let path = file.path.clone();
-        if let Some(e) = file.error.take() {
-            return Err(e);
+        if file.checked.is_none_or(|read_back| self.verify && !read_back) {
+            file.check(self.verify)?;
         }
-        if file.written != file.size {
-            return Err(Error::ContentMismatch(path));
-        }
-        if file.hashed < file.size {
-            // Content that arrived out of order: hash it from the file.
-            hash_range(&file.file, file.hashed, file.size, &mut file.hasher).map_err(|e| io_error(&path, e))?;
-        }
-        if file.hasher.finalize().as_bytes() != &file.blake3 {
-            return Err(Error::ContentMismatch(path));
-        }
-        if self.verify {
-            if hash_fd(&file.file).map_err(|e| io_error(&path, e))? != file.blake3 {
-                return Err(Error::ContentMismatch(path));
-            }
+        if file.checked == Some(true) {
             self.report.verified += 1;
         }
         let temp = file.temp.clone().unwrap_or_default();

@@ -267,6 +267,26 @@ fn content_that_does_not_match_leaves_nothing_behind() {
 }
 
 #[test]
+fn a_file_not_completely_written_is_refused_without_verify() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let mut target = Target::open(&out, false, false, Policy::current(false)).unwrap();
+    let err = write_file(&mut target, &file("f", b"expected", 0o644), b"expec").unwrap_err();
+    assert!(
+        matches!(&err, Error::ContentMismatch(p) if p == &out.join("f")),
+        "{err:?}"
+    );
+    assert!(names(&out).is_empty());
+    // Without verify the content is trusted to the chunks' own checks;
+    // nothing is read back.
+    assert_eq!(
+        write_file(&mut target, &file("g", b"expected", 0o644), b"expected").unwrap(),
+        Some(8)
+    );
+    assert_eq!(target.report.verified, 0);
+}
+
+#[test]
 fn a_file_that_appears_while_written_is_not_replaced() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
