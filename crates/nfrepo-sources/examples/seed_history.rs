@@ -26,7 +26,9 @@ use nfrepo_format::{
     BlobKind, ContentListBuilder, IndexDelta, IndexedPack, ListEntry, Metadata, Node, NodeKind, PackBuilder, PackKind,
     SealedBlob, Snapshot, Summary, Tree,
 };
-use nfrepo_store::{Credentials, ObjectKey, ObjectKind, OpenOptions, PutMode, RetryPolicy, RetryStore, Store, StoreUrl};
+use nfrepo_store::{
+    Credentials, ObjectKey, ObjectKind, OpenOptions, PutMode, RetryPolicy, RetryStore, Store, StoreUrl,
+};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -127,7 +129,10 @@ fn build(repo: &Repository, line: Vec<u8>, time_ns: i64) -> Result<Vec<(ObjectKe
         supersedes: Vec::new(),
     };
     let (index_id, bytes) = delta.encode(sealer, &repo.id())?;
-    objects.push((ObjectKey::new(ObjectKind::Index, index_id.to_hex())?, Bytes::from(bytes)));
+    objects.push((
+        ObjectKey::new(ObjectKind::Index, index_id.to_hex())?,
+        Bytes::from(bytes),
+    ));
     let snapshot = Snapshot {
         time_ns,
         source: "db".into(),
@@ -170,7 +175,10 @@ fn pack(
     builder.add(blob)?;
     let finished = builder.finish(repo.sealer(), &repo.id())?;
     let size = finished.bytes.len() as u64;
-    objects.push((ObjectKey::new(object_kind, finished.id.to_hex())?, Bytes::from(finished.bytes)));
+    objects.push((
+        ObjectKey::new(object_kind, finished.id.to_hex())?,
+        Bytes::from(finished.bytes),
+    ));
     Ok(IndexedPack {
         id: finished.id,
         kind,
