@@ -51,9 +51,9 @@ async fn after_a_clean_run_no_pack_is_listed_and_a_missing_one_is_still_refused(
 
     // A pack it deduplicates against goes (outside any nfrepo command): the
     // backup fails before its commit point, naming it.
-    let gone: Vec<_> = store.list(ObjectKind::Data).await.unwrap();
+    let gone: Vec<_> = faults.inner().list(ObjectKind::Data).await.unwrap();
     for info in &gone {
-        store.delete(&info.key).await.unwrap();
+        faults.inner().delete(&info.key).await.unwrap();
     }
     let err = backup_stream(&host, "db", "x", data.clone()).await.unwrap_err();
     let Error::DedupPackMissing { packs } = &err else {
