@@ -84,6 +84,23 @@ pub fn line(args: std::fmt::Arguments<'_>) {
     }
 }
 
+/// Writes `text`, whole lines each ending in `\n`, to standard output in
+/// one write: a table of 10,000 rows is one system call, not 10,000 (as
+/// [`line()`] for each would be). Errors as for [`line()`].
+pub fn lines(text: &str) {
+    if closed() || failed() {
+        return;
+    }
+    let written = std::io::stdout().lock().write_all(text.as_bytes());
+    if let Err(e) = written {
+        note(&e);
+        if !closed() {
+            eprintln!("error: cannot write to standard output: {e}");
+            FAILED.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 static BATCH: std::sync::Mutex<Option<Vec<serde_json::Value>>> = std::sync::Mutex::new(None);
 
 /// Prints one JSON document on a line, or, between [`begin_json_batch`] and

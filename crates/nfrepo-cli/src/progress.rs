@@ -95,6 +95,10 @@ impl Store for CountingStore {
         self.0.list_stream(kind)
     }
 
+    async fn list_names(&self, kind: ObjectKind) -> Result<Vec<ObjectKey>> {
+        self.0.list_names(kind).await
+    }
+
     async fn delete(&self, key: &ObjectKey) -> Result<()> {
         self.0.delete(key).await?;
         add(&TRAFFIC.objects_deleted, 1);

@@ -1,6 +1,8 @@
 //! Human-readable formatting shared by the commands.
 
-use chrono::{DateTime, Utc};
+use std::fmt::Write as _;
+
+use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::output::escape;
 
@@ -23,9 +25,9 @@ pub fn bytes(n: u64) -> String {
 
 /// A time in nanoseconds since the epoch as RFC 3339 UTC (seconds precision).
 pub fn time_ns(ns: i64) -> String {
-    DateTime::<Utc>::from_timestamp_nanos(ns)
-        .format("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+    // The same text as `format("%Y-%m-%dT%H:%M:%SZ")`, without parsing a
+    // format string per call (a listing formats thousands).
+    DateTime::<Utc>::from_timestamp_nanos(ns).to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 /// A system time as RFC 3339 UTC (seconds precision).
@@ -60,21 +62,25 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let line = |cells: Vec<String>| {
-        let mut out = String::new();
+    let mut out = String::new();
+    let mut line = |cells: Vec<String>| {
+        let start = out.len();
         for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
             if i + 1 == cells.len() {
                 out.push_str(cell);
             } else {
-                out.push_str(&format!("{cell:<w$}  "));
+                let _ = write!(out, "{cell:<w$}  ");
             }
         }
-        crate::output::outln!("{}", out.trim_end());
+        let end = start + out[start..].trim_end().len();
+        out.truncate(end);
+        out.push('\n');
     };
     line(header.iter().map(|h| (*h).to_owned()).collect());
     for row in rows {
         line(row);
     }
+    crate::output::lines(&out);
 }
 
 #[cfg(test)]

@@ -26,10 +26,10 @@
 //!    anywhere before that leaves only unreferenced packs. Writes through
 //!    any writer clone after the session ended fail.
 //!
-//! **Resume.** At start the session lists the packs and adopts those no index
-//! mentions (left by an interrupted run): it reads their trailers, treats
-//! their blobs as present, and records them in its own index delta. A re-run
-//! after `kill -9` therefore uploads only what the dead run had not
+//! **Resume.** At start the session may list the packs and adopt those no
+//! index mentions (left by an interrupted run): it reads their trailers,
+//! treats their blobs as present, and records them in its own index delta.
+//! A re-run after `kill -9` therefore uploads only what the dead run had not
 //! (`begin`).
 //!
 //! **Packs that are gone.** The listing made at start (after the index is
@@ -39,9 +39,17 @@
 //! and the parent snapshot is not reused, since its unchanged files could
 //! refer to them. Just before the commit point the packs the session
 //! deduplicated against (one set of pack ids, not per-blob lists; packs it
-//! uploaded itself are left out) are compared with a fresh listing; if one
-//! vanished meanwhile the backup fails with [`Error::DedupPackMissing`] and
-//! commits nothing, and the next run, listing again, stores the data anew.
+//! uploaded itself are left out) are checked again (a `stat` of each when
+//! they are few, a listing otherwise); if one vanished the backup fails with
+//! [`Error::DedupPackMissing`] and commits nothing, and the next run, listing
+//! again, stores the data anew.
+//!
+//! **When the start lists every pack.** With a local cache directory, only
+//! when that can find something: this host's record shows a session that
+//! did not commit (packs to adopt), or no listing that found every indexed
+//! pack within [`PACK_LISTING_INTERVAL`] (`listing`). Otherwise a run's cost
+//! does not grow with the number of packs; the check before the commit
+//! point is what keeps deduplication safe either way.
 //!
 //! **GC.** The session announces itself with a marker and a heartbeat
 //! (`crate::session`), reads the GC plans before the index, and never
@@ -63,6 +71,7 @@ mod begin;
 mod budget;
 mod commit;
 mod known;
+mod listing;
 mod packer;
 pub(crate) mod upload;
 mod writer;
@@ -73,6 +82,7 @@ use std::time::Instant;
 
 use nfrepo_format::{BlobId, CommandRecord, IndexDelta, IndexId};
 
+pub use self::listing::PACK_LISTING_INTERVAL;
 pub use self::writer::{BackupWriter, StoredContent, StreamResume};
 use crate::index::Index;
 use crate::{Error, Result};
@@ -268,6 +278,8 @@ pub struct BackupSession {
     options: BackupOptions,
     uploader: Mutex<Option<tokio::task::JoinHandle<Result<upload::UploadReport>>>>,
     live: crate::session::LiveSession,
+    /// This host's record of its sessions (`listing`), when there is a cache directory.
+    record: Option<Arc<nfrepo_store::SessionRecord>>,
     started: Instant,
     time_ns: i64,
 }

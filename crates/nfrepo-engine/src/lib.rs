@@ -74,7 +74,10 @@ pub use audit::{
     AuditProblemKind, AuditReport, AuditWriter, CHECKPOINT_INTERVAL_NS, PUBLIC_KEY_OBJECT, read_audit,
     redact_command_line,
 };
-pub use backup::{BackupOptions, BackupSession, BackupWriter, CommitDetails, Progress, StoredContent, StreamResume};
+pub use backup::{
+    BackupOptions, BackupSession, BackupWriter, CommitDetails, PACK_LISTING_INTERVAL, Progress, StoredContent,
+    StreamResume,
+};
 pub use browse::{Change, ChangeKind, WalkEntry};
 pub use check::{Affected, CheckOptions, CheckReport, Finding, ReadDataSubset};
 pub use drill::DrillHistory;

@@ -208,9 +208,23 @@ pub(crate) async fn load_one<T: RepoObject>(repo: &Repository, id: &T::Id) -> Re
 /// # Errors
 /// Storage failures.
 pub(crate) async fn list<T: RepoObject>(repo: &Repository) -> Result<Vec<(T::Id, ObjectKey)>> {
-    let listed = repo.store().list(T::KIND).await.map_err(Error::store)?;
+    let listed = list_names(repo, T::KIND).await?;
     let (named, _foreign) = split_names::<T>(listed);
     Ok(named.into_iter().map(|(id, info)| (id, info.key)).collect())
+}
+
+/// The objects of `kind` by name alone ([`nfrepo_store::Store::list_names`]):
+/// each entry's size is 0 and its time unknown.
+async fn list_names(repo: &Repository, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
+    let keys = repo.store().list_names(kind).await.map_err(Error::store)?;
+    Ok(keys
+        .into_iter()
+        .map(|key| ObjectInfo {
+            key,
+            size: 0,
+            last_modified: None,
+        })
+        .collect())
 }
 
 /// Parses each listed name as an id of `T`: the named, and the foreign keys (logged).
@@ -251,7 +265,9 @@ pub(crate) async fn load_all_cached<T: RepoObject>(repo: &Repository) -> Result<
     let Some(dir) = repo.index_cache_dir().map(std::path::Path::to_path_buf) else {
         return load_all(repo).await;
     };
-    let listed = repo.store().list(T::KIND).await.map_err(Error::store)?;
+    // Names alone: a cached object needs no size or time (`Stored::written`
+    // is unknown for these; only GC plans use it, and they are not cached).
+    let listed = list_names(repo, T::KIND).await?;
     let repo_id = repo.id().to_hex();
     let opened = blocking(move || {
         let cache = nfrepo_store::ObjectCache::open(&dir, &repo_id)?;

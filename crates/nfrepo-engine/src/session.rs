@@ -102,6 +102,12 @@ impl LiveSession {
         })
     }
 
+    /// The marker's name (a random id), which also names the session in
+    /// the host's record (`crate::backup::listing`).
+    pub(crate) fn name(&self) -> &str {
+        self.key.name()
+    }
+
     /// Records the plans the backup read before loading the index, and the
     /// parent tree it reuses. From now on GC may delete packs of those plans.
     pub(crate) async fn confirm(&self, mut plans_seen: Vec<[u8; 32]>, parent_root: Option<BlobId>) -> Result<()> {
@@ -234,9 +240,33 @@ pub(crate) async fn remove_marker(store: &dyn nfrepo_store::Store, key: &ObjectK
     }
 }
 
-/// The packs of `wanted` that the store does not have, sorted: one listing
-/// of each pack family `wanted` has, however many packs it names.
+/// Deduplicated packs up to which [`missing_packs`] asks for each one
+/// (a `stat`; a `HEAD` on S3) rather than listing their families: a small
+/// backup then costs a few requests, not a listing of every pack.
+const STAT_AT_MOST: usize = 64;
+
+/// The packs of `wanted` that the store does not have, sorted: a `stat` of
+/// each when they are few ([`STAT_AT_MOST`]), otherwise one listing of each
+/// pack family `wanted` has, however many packs it names.
 async fn missing_packs(repo: &Repository, wanted: &HashMap<PackId, PackKind>) -> Result<Vec<PackId>> {
+    use futures::stream::{self, StreamExt, TryStreamExt};
+    if wanted.len() <= STAT_AT_MOST {
+        let mut missing: Vec<PackId> = stream::iter(wanted.iter())
+            .map(|(id, kind)| async move {
+                let key = crate::read::pack_object_key(*kind, id)?;
+                match repo.store().stat(&key).await {
+                    Ok(_) => Ok(None),
+                    Err(e) if e.kind() == ErrorKind::NotFound => Ok(Some(*id)),
+                    Err(e) => Err(Error::store(e)),
+                }
+            })
+            .buffer_unordered(8)
+            .try_filter_map(|found| async move { Ok(found) })
+            .try_collect()
+            .await?;
+        missing.sort_unstable();
+        return Ok(missing);
+    }
     let mut present = std::collections::HashSet::new();
     for (kind, pack_kind) in [(ObjectKind::Data, PackKind::Data), (ObjectKind::Tree, PackKind::Tree)] {
         if !wanted.values().any(|k| *k == pack_kind) {

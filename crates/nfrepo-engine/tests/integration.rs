@@ -19,6 +19,7 @@ mod integration {
     mod maintenance;
     mod object_lock;
     mod objects;
+    mod pack_listing;
     mod put_only;
     mod races;
     mod replicate;

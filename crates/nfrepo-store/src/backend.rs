@@ -515,6 +515,15 @@ impl Store for OpendalStore {
         Ok(info_from(key.clone(), &meta))
     }
 
+    async fn list_names(&self, kind: ObjectKind) -> Result<Vec<ObjectKey>> {
+        match &self.local_root {
+            Some(root) if kind != ObjectKind::Config => local::list_names(root.clone(), kind)
+                .await
+                .map_err(|e| e.with_location(&self.location)),
+            _ => self.list_stream(kind).map_ok(|info| info.key).try_collect().await,
+        }
+    }
+
     fn list_stream(&self, kind: ObjectKind) -> ListStream<'_> {
         if kind == ObjectKind::Config {
             return stream::once(async move {

@@ -59,6 +59,7 @@ mod memory;
 mod object_cache;
 mod rest;
 mod retry;
+mod session_record;
 mod store;
 
 pub use backend::{DEFAULT_S3_REGION, OpenOptions, OpendalStore, RestStore, open, s3_bucket_operator};
@@ -81,4 +82,5 @@ pub use rest::{
     rest_listing_end, rest_listing_line, rest_object_kind,
 };
 pub use retry::{RetryPolicy, RetryStore};
+pub use session_record::{OpenSession, SessionRecord};
 pub use store::{ByteStream, ListStream, PutMode, STREAM_PUT_BUFFER, Store, no_object_lock};

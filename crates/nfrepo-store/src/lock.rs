@@ -165,6 +165,10 @@ impl<S: Store> Store for ObjectLockStore<S> {
         self.inner.list_stream(kind)
     }
 
+    async fn list_names(&self, kind: ObjectKind) -> Result<Vec<ObjectKey>> {
+        self.inner.list_names(kind).await
+    }
+
     async fn delete(&self, key: &ObjectKey) -> Result<()> {
         self.inner.delete(key).await
     }

@@ -156,6 +156,12 @@ impl<S: Store> Store for RetryStore<S> {
         self.run("stat", |_| self.inner.stat(key)).await
     }
 
+    /// A names-only listing is retried whole (it is meant for the kinds a
+    /// caller collects anyway: snapshots, index deltas).
+    async fn list_names(&self, kind: ObjectKind) -> Result<Vec<ObjectKey>> {
+        self.run("list", |_| self.inner.list_names(kind)).await
+    }
+
     /// A listing that fails with a retryable error is opened again after
     /// the backoff and resumes after the last object it yielded (listings
     /// are in ascending name order, see [`Store::list_stream`]), so an error

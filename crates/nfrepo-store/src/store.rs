@@ -86,6 +86,17 @@ pub trait Store: Send + Sync + fmt::Debug {
         self.list_stream(kind).try_collect().await
     }
 
+    /// The keys of every object of `kind`, in the order of [`Store::list`],
+    /// without sizes or times: for callers that need only names (which
+    /// snapshots or index deltas exist, whether a pack is stored). A local
+    /// directory answers it by reading directories alone, without a `stat`
+    /// per object, which is most of a listing's cost there; other stores
+    /// list as [`Store::list`] does. A wrapper that does not forward it
+    /// still answers correctly, through its own listing.
+    async fn list_names(&self, kind: ObjectKind) -> Result<Vec<ObjectKey>> {
+        self.list_stream(kind).map_ok(|info| info.key).try_collect().await
+    }
+
     /// Removes an object. Idempotent: deleting a missing object is `Ok`.
     ///
     /// On a versioned bucket (S3 Object Lock) this only hides the object behind a
@@ -199,6 +210,9 @@ macro_rules! forward_store {
             }
             async fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
                 (**self).list(kind).await
+            }
+            async fn list_names(&self, kind: ObjectKind) -> Result<Vec<ObjectKey>> {
+                (**self).list_names(kind).await
             }
             async fn delete(&self, key: &ObjectKey) -> Result<()> {
                 (**self).delete(key).await

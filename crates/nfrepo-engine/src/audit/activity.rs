@@ -136,6 +136,10 @@ impl Store for ActivityStore {
         self.inner.list_stream(kind)
     }
 
+    async fn list_names(&self, kind: ObjectKind) -> Result<Vec<ObjectKey>> {
+        self.inner.list_names(kind).await
+    }
+
     async fn delete(&self, key: &ObjectKey) -> Result<()> {
         self.inner.delete(key).await?;
         self.activity.record(key, false);

@@ -27,8 +27,13 @@ impl Repository {
             .ok_or_else(|| Error::Invalid(format!("unknown chunking profile {:?}", options.profile)))?;
         let chunker = Chunker::new(profile, self.keys().chunker_seed).map_err(Error::Format)?;
         let time_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+        // Whether to list every pack (see `listing`), decided before anything
+        // of this session is written.
+        let listing = super::listing::plan(self, time_ns).await;
         // Marker, then GC plans, then snapshots and index: see crate::session.
         let live = crate::session::LiveSession::start(self, &options.source, time_ns).await?;
+        // Recorded before any upload, so that a killed run's packs are adopted.
+        let record = listing.begin(live.name().to_owned()).await;
         // A put-only session reads no GC plan, snapshot or pack trailer (it
         // has no key to): it has no parent and adopts no orphaned pack, and
         // deduplicates only against the deltas of its index key, checking
@@ -47,13 +52,20 @@ impl Repository {
         };
         let mut index = self.load_index().await?;
         // Listed after the index was loaded: an indexed pack the listing
-        // lacks is gone (issue 17), never a pack not yet uploaded.
-        let listed = self.list_pack_objects().await?;
-        let absent = absent_packs(&index, &listed);
-        let adopted = if put_only {
-            Vec::new()
+        // lacks is gone (issue 17), never a pack not yet uploaded. Skipped
+        // when it can find nothing (`listing`): the packs this session
+        // deduplicates against are checked before its commit point anyway.
+        let (absent, adopted) = if listing.full {
+            let listed = self.list_pack_objects().await?;
+            let absent = absent_packs(&index, &listed);
+            let adopted = if put_only {
+                Vec::new()
+            } else {
+                self.adopt_orphan_packs(&index, &planned, listed).await?
+            };
+            (absent, adopted)
         } else {
-            self.adopt_orphan_packs(&index, &planned, listed).await?
+            (Vec::new(), Vec::new())
         };
         let adopted_packs = adopted.len();
         if !adopted.is_empty() {
@@ -68,6 +80,9 @@ impl Repository {
                 }
                 index.finish();
             }
+        }
+        if listing.full {
+            listing.listed(absent.is_empty()).await;
         }
         let index = Arc::new(index);
         if !absent.is_empty() {
@@ -119,6 +134,7 @@ impl Repository {
             options,
             uploader: Mutex::new(Some(uploader)),
             live,
+            record,
             started: Instant::now(),
             time_ns,
         })

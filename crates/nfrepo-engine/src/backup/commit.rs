@@ -100,6 +100,7 @@ impl BackupSession {
             }
         }
         self.live.finish().await;
+        super::listing::end(self.record.clone(), self.live.name().to_owned(), true).await;
         tracing::info!(snapshot = %id, "snapshot committed");
         Ok((id, snapshot))
     }
@@ -122,6 +123,8 @@ impl BackupSession {
             let _ = task.await;
         }
         self.live.finish().await;
+        // Its packs are adopted by the next backup of this host, which lists them.
+        super::listing::end(self.record.clone(), self.live.name().to_owned(), false).await;
     }
 
     async fn finish_uploads(&self) -> Result<upload::UploadReport> {

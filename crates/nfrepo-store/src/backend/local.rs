@@ -119,7 +119,33 @@ pub(crate) async fn list(root: PathBuf, kind: ObjectKind) -> Result<Vec<ObjectIn
     blocking(move || list_blocking(&root, kind)).await
 }
 
+/// The keys of every object of `kind`, from the directories alone (no
+/// `stat` per file): see [`crate::Store::list_names`].
+pub(crate) async fn list_names(root: PathBuf, kind: ObjectKind) -> Result<Vec<ObjectKey>> {
+    blocking(move || Ok(names_blocking(&root, kind)?.into_iter().map(|(_, key)| key).collect())).await
+}
+
 fn list_blocking(root: &Path, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
+    let mut out = Vec::new();
+    for (path, key) in names_blocking(root, kind)? {
+        let meta = match fs::metadata(&path) {
+            Ok(meta) => meta,
+            // Deleted since the directory was read.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::from_io(e, "cannot list objects").with_key(&key)),
+        };
+        out.push(ObjectInfo {
+            key,
+            size: meta.len(),
+            last_modified: meta.modified().ok(),
+        });
+    }
+    Ok(out)
+}
+
+/// Every object file of `kind` with its key, in name order, from reading
+/// the directories.
+fn names_blocking(root: &Path, kind: ObjectKind) -> Result<Vec<(PathBuf, ObjectKey)>> {
     let prefix = kind.prefix();
     let dirs: Vec<String> = if kind.is_fanned_out() {
         let mut dirs: Vec<String> = dir_entries(&root.join(prefix))?
@@ -143,19 +169,7 @@ fn list_blocking(root: &Path, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
             .filter_map(|name| ObjectKey::from_path(kind, &format!("{dir}/{name}")).map(|key| (name, key)))
             .collect();
         files.sort_by(|a, b| a.0.cmp(&b.0));
-        for (name, key) in files {
-            let meta = match fs::metadata(path.join(&name)) {
-                Ok(meta) => meta,
-                // Deleted since the directory was read.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(Error::from_io(e, "cannot list objects").with_key(&key)),
-            };
-            out.push(ObjectInfo {
-                key,
-                size: meta.len(),
-                last_modified: meta.modified().ok(),
-            });
-        }
+        out.extend(files.into_iter().map(|(name, key)| (path.join(name), key)));
     }
     Ok(out)
 }

@@ -177,3 +177,9 @@ async fn fs_operator_gets_atomic_puts_too() {
     let op = opendal::Operator::new(opendal::services::Fs::default().root(root)).unwrap();
     race_create_new(Arc::new(OpendalStore::new(op, "file:///test"))).await;
 }
+
+#[tokio::test]
+async fn list_names_match_list() {
+    let dir = tempfile::tempdir().unwrap();
+    conformance::list_names_match_list(open_dir(dir.path()).as_ref()).await;
+}

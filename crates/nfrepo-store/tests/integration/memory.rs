@@ -70,3 +70,8 @@ async fn opendal_memory_list_by_kind() {
 async fn opendal_memory_list_stream_in_name_order() {
     conformance::list_stream_in_name_order(&opendal_memory()).await;
 }
+
+#[tokio::test]
+async fn list_names_match_list() {
+    conformance::list_names_match_list(open_memory("list-names").as_ref()).await;
+}

@@ -145,6 +145,12 @@ async fn list_stream_in_name_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_names_match_list() {
+    let env = env();
+    conformance::list_names_match_list(open_fresh(&env, "names", &creds(&env)).as_ref()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_puts_are_multipart_and_invisible_until_complete() {
     let env = env();
     let store = open_fresh(&env, "stream", &creds(&env));

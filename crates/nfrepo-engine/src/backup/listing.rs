@@ -1,0 +1,148 @@
+//! Whether a backup lists every pack at its start.
+//!
+//! The listing finds two things: packs no index names, left by an
+//! interrupted run, which the backup adopts (resume, not redo); and indexed
+//! packs that are gone (issue 17), whose blobs it then stores again and
+//! whose snapshot it does not take as parent. On a healthy repository it
+//! finds neither, and with a long history it is most of a small backup's
+//! cost: a 5-minute schedule leaves two packs per snapshot, 20,000 packs at
+//! 10,000 snapshots. So a backup with a local cache directory lists them only
+//! when the host's [`SessionRecord`] says the listing may find something:
+//!
+//! - a session of this host ended without committing (aborted, failed, or
+//!   its process is gone), so it may have left packs to adopt;
+//! - the host's last listing that found every indexed pack is older than
+//!   [`PACK_LISTING_INTERVAL`], or there is none (a new cache, another host);
+//! - the last listing found an indexed pack missing (none is recorded then).
+//!
+//! What makes deduplication safe does not depend on this: just before its
+//! commit point every backup checks that each pack it deduplicated against
+//! is still stored (`crate::session`, [`Error::DedupPackMissing`] otherwise,
+//! which aborts the session: the next run then lists, and stores the data
+//! again). Between full listings a backup may therefore fail once where one
+//! that listed would have stored the data again, and a parent whose packs
+//! were lost outside any nfrepo command (GC never deletes a live snapshot's
+//! packs) is reused until the next full listing notices; `nfrepo check`
+//! reports both. Without a cache directory every backup lists, as before.
+//!
+//! [`Error::DedupPackMissing`]: crate::Error::DedupPackMissing
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nfrepo_store::{OpenSession, SessionRecord};
+
+use crate::Repository;
+
+/// How long a host trusts its last full pack listing that found every
+/// indexed pack: past this, a backup lists them all again. With a 5-minute
+/// schedule, one run an hour pays for the listing.
+pub const PACK_LISTING_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// What a starting backup decided about the full pack listing, and the
+/// record its session is kept in.
+pub(super) struct ListingPlan {
+    record: Option<Arc<SessionRecord>>,
+    /// List every pack at the start.
+    pub(super) full: bool,
+    /// Sessions of this host that may have left packs: forgotten once a
+    /// listing has adopted them.
+    leftovers: Vec<String>,
+    /// When the decision was taken: the listing's time, if it finds every pack.
+    now_ns: i64,
+}
+
+/// Reads the host's record (when the repository has a cache directory) and
+/// decides whether this backup lists every pack. A record that cannot be
+/// used means a full listing, with a warning.
+pub(super) async fn plan(repo: &Repository, now_ns: i64) -> ListingPlan {
+    let no_record = ListingPlan {
+        record: None,
+        full: true,
+        leftovers: Vec::new(),
+        now_ns,
+    };
+    let Some(dir) = repo.index_cache_dir().map(std::path::Path::to_path_buf) else {
+        return no_record;
+    };
+    let repo_id = repo.id().to_hex();
+    let opened = tokio::task::spawn_blocking(move || {
+        let record = SessionRecord::open(&dir, &repo_id)?;
+        let complete = record.packs_complete_ns()?;
+        let open = record.open_sessions()?;
+        Ok::<_, nfrepo_store::Error>((record, complete, open))
+    })
+    .await;
+    let (record, complete, open) = match opened {
+        Ok(Ok(opened)) => opened,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "local session record unusable; listing every pack");
+            return no_record;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "local session record unusable; listing every pack");
+            return no_record;
+        }
+    };
+    let leftovers: Vec<String> = open
+        .into_iter()
+        .filter(OpenSession::left_packs)
+        .map(|s| s.name)
+        .collect();
+    let interval = i64::try_from(PACK_LISTING_INTERVAL.as_nanos()).unwrap_or(i64::MAX);
+    // A time in the future (a clock set back) is not trusted either.
+    let stale = complete.is_none_or(|at| at > now_ns || now_ns.saturating_sub(at) > interval);
+    ListingPlan {
+        record: Some(Arc::new(record)),
+        full: stale || !leftovers.is_empty(),
+        leftovers,
+        now_ns,
+    }
+}
+
+impl ListingPlan {
+    /// Records a full listing, once its orphans are adopted: its time if it
+    /// found every indexed pack (none otherwise, so the next backup lists
+    /// again), and the sessions whose packs it adopted are forgotten.
+    pub(super) async fn listed(&self, every_pack_present: bool) {
+        let Some(record) = self.record.clone() else {
+            return;
+        };
+        let at = every_pack_present.then_some(self.now_ns);
+        let leftovers = self.leftovers.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            record.set_packs_complete_ns(at)?;
+            record.forget(&leftovers)
+        })
+        .await;
+        if !matches!(done, Ok(Ok(()))) {
+            tracing::warn!("cannot update the local session record");
+        }
+    }
+
+    /// Records that session `name` of this process started, and returns
+    /// the record for [`end`].
+    pub(super) async fn begin(&self, name: String) -> Option<Arc<SessionRecord>> {
+        let record = self.record.clone()?;
+        let stamp = nfrepo_store::ProcessStamp::current();
+        let writer = record.clone();
+        let done = tokio::task::spawn_blocking(move || writer.begin(&name, stamp.as_ref())).await;
+        if !matches!(done, Ok(Ok(()))) {
+            tracing::warn!("cannot update the local session record");
+        }
+        Some(record)
+    }
+}
+
+/// Records the end of session `name`: forgotten once committed, kept as
+/// abandoned otherwise (the next backup of this host lists and adopts its
+/// packs). A failure is a warning.
+pub(super) async fn end(record: Option<Arc<SessionRecord>>, name: String, committed: bool) {
+    let Some(record) = record else {
+        return;
+    };
+    let done = tokio::task::spawn_blocking(move || record.end(&name, committed)).await;
+    if !matches!(done, Ok(Ok(()))) {
+        tracing::warn!("cannot update the local session record");
+    }
+}
