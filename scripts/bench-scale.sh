@@ -3,7 +3,7 @@
 # (issue 14, item 6): peak RSS must stay under 100 MiB, flat in the number
 # of blobs.
 #
-#   scripts/bench-scale.sh [--blobs N] [--snapshots N] [--read-data SUBSET] [--keep]
+#   scripts/bench-scale.sh [--blobs N] [--snapshots N] [--read-data SUBSET] [--keep] [--only LIST]
 #
 # A local file:// repository is filled by the `seed_scale` example with N
 # tiny distinct blobs (default 1,000,000) in --snapshots snapshots (default
@@ -22,6 +22,8 @@
 #   gc (sweep)         deletes them, rewrites the index
 #   check (after gc)   structure again
 #
+# --only runs some of the groups stdin, snapshots, check, read-data,
+# restore, gc (forget, gc plan and sweep, check after), comma-separated.
 # The commands run on a copy of the seeded repository and its cache; with
 # --keep a seeded repository of the same --blobs is reused (to compare two
 # builds on the same repository). Everything lives in $BENCH_DIR (default
@@ -40,6 +42,7 @@ BLOBS=1000000
 SNAPSHOTS=20
 READ_DATA=""
 KEEP=0
+ONLY="stdin,snapshots,check,read-data,restore,gc"
 while (($# > 0)); do
 	case "$1" in
 	--blobs)
@@ -57,6 +60,10 @@ while (($# > 0)); do
 	--keep)
 		KEEP=1
 		shift
+		;;
+	--only)
+		ONLY="${2:?}"
+		shift 2
 		;;
 	-h | --help)
 		sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'
@@ -122,14 +129,21 @@ echo "$BLOBS blobs in $SNAPSHOTS snapshots, $(du -sh "$REPO" | cut -f1) on disk 
 echo
 echo "| command | wall s | peak RSS MiB |"
 echo "|---|---:|---:|"
+wanted() { [[ ",$ONLY," == *",$1,"* ]]; }
 rm -rf "$BENCH_DIR/restored"
-run "snapshot --stdin" sh -c "echo one row | '$NFREPO_BIN' --quiet snapshot --stdin --name db.sql --source tiny"
-run "snapshots" "$NFREPO_BIN" snapshots
-run "check" "$NFREPO_BIN" check
-run "check ${read_data[*]}" "$NFREPO_BIN" check "${read_data[@]}"
-run "restore (1 snapshot)" "$NFREPO_BIN" restore "$first_scale" --target "$BENCH_DIR/restored"
-rm -rf "$BENCH_DIR/restored"
-run "forget --keep-last $half" "$NFREPO_BIN" forget --source scale --keep-last "$half"
-run "gc (plan)" "$NFREPO_BIN" gc --grace 0s
-run "gc (sweep)" "$NFREPO_BIN" gc --grace 0s
-run "check (after gc)" "$NFREPO_BIN" check
+if wanted stdin; then
+	run "snapshot --stdin" sh -c "echo one row | '$NFREPO_BIN' --quiet snapshot --stdin --name db.sql --source tiny"
+fi
+wanted snapshots && run "snapshots" "$NFREPO_BIN" snapshots
+wanted check && run "check" "$NFREPO_BIN" check
+wanted read-data && run "check ${read_data[*]}" "$NFREPO_BIN" check "${read_data[@]}"
+if wanted restore; then
+	run "restore (1 snapshot)" "$NFREPO_BIN" restore "$first_scale" --target "$BENCH_DIR/restored"
+	rm -rf "$BENCH_DIR/restored"
+fi
+if wanted gc; then
+	run "forget --keep-last $half" "$NFREPO_BIN" forget --source scale --keep-last "$half"
+	run "gc (plan)" "$NFREPO_BIN" gc --grace 0s
+	run "gc (sweep)" "$NFREPO_BIN" gc --grace 0s
+	run "check (after gc)" "$NFREPO_BIN" check
+fi
