@@ -371,13 +371,12 @@ impl Repository {
     }
 }
 
+/// One pack's referenced blobs, their sealed bytes, and their ids if planned.
+type PackUse = (PackId, u64, u64, Vec<BlobId>);
+
 /// Per pack of `delta`: referenced blobs, their sealed bytes, and their
 /// ids when the pack is in `planned`.
-fn used_in(
-    delta: &nfrepo_format::IndexDelta,
-    refs: &RefSet,
-    planned: &HashSet<PackId>,
-) -> Result<Vec<(PackId, u64, u64, Vec<BlobId>)>> {
+fn used_in(delta: &nfrepo_format::IndexDelta, refs: &RefSet, planned: &HashSet<PackId>) -> Result<Vec<PackUse>> {
     let mut out = Vec::with_capacity(delta.packs.len());
     for pack in &delta.packs {
         let (mut used, mut bytes, mut ids) = (0u64, 0u64, Vec::new());

@@ -299,7 +299,7 @@ fn merge_runs(runs: &[PathBuf], out: &Path) -> std::io::Result<(Vec<u64>, usize)
     let mut last = None;
     while let Some(Reverse((value, i))) = heap.pop() {
         if last != Some(value) {
-            if len % BLOCK == 0 {
+            if len.is_multiple_of(BLOCK) {
                 firsts.push(value);
             }
             writer.write_all(&value.to_be_bytes())?;
