@@ -20,9 +20,10 @@
 //!
 //! GC reads snapshots, index deltas and tree packs only, never a data pack,
 //! except the live blobs of the partly used packs it repacks
-//! (`GcOptions::max_unused`; [`repack`]). Its memory is bounded by 8 bytes per referenced blob ([`refs::RefSet`]),
-//! the index of tree packs, and a few dozen bytes per pack: index deltas are
-//! streamed one at a time. One GC runs at a time, and never beside
+//! (`GcOptions::max_unused`; [`repack`]). Its memory is bounded by the
+//! referenced-blob set's budget (8 MiB in memory; past it the set goes to
+//! sorted runs on local disk, [`refs::RefSet`]), the index of tree packs,
+//! and a few dozen bytes per pack: index deltas are streamed one at a time. One GC runs at a time, and never beside
 //! another bulk maintenance command, under the maintenance lease of
 //! [`crate::lease`].
 

@@ -45,7 +45,7 @@ pub struct GcPlan {
     pub(crate) all_deltas: Vec<IndexId>,
     pub(crate) live_deltas: Vec<IndexId>,
     /// Every referenced blob (by prefix), for the repack.
-    pub(crate) refs: RefSet,
+    pub(crate) refs: Arc<RefSet>,
     /// Markers of crashed backups to remove.
     pub(crate) expired: Vec<ObjectKey>,
 }
@@ -94,13 +94,14 @@ impl Repository {
         // Pass 1 over the index: the tree packs (to read trees) and the pack catalogue.
         let (tree_index, mut usage, live_deltas) = self.scan_index(&all_deltas).await?;
         let reader = Reader::new(self.clone(), Arc::new(tree_index));
-        let mut refs = RefSet::default();
+        let mut refs = RefSet::new(self.index_cache_dir());
         let roots = snapshots
             .iter()
             .map(|e| e.snapshot.root)
             .chain(sessions.iter().filter_map(|s| s.marker.as_ref()?.parent_root));
         report.trees_read = walk::walk(&reader, roots, &mut refs, options.work.as_deref()).await?;
         report.referenced_blobs = refs.len();
+        let refs = Arc::new(refs);
         drop(reader);
         renew(lease).await?;
 
@@ -286,31 +287,35 @@ impl Repository {
     }
 
     /// Counts the referenced blobs of each pack, and returns the referenced
-    /// blob ids of the packs in `planned`.
+    /// blob ids of the packs in `planned`. Each delta is looked up in `refs`
+    /// off the runtime (a spilled set reads local disk).
     async fn measure_usage(
         &self,
         live: &[IndexId],
-        refs: &RefSet,
+        refs: &Arc<RefSet>,
         planned: &HashSet<PackId>,
         usage: &mut HashMap<PackId, PackUsage>,
     ) -> Result<HashMap<PackId, Vec<BlobId>>> {
         let mut planned_refs: HashMap<PackId, Vec<BlobId>> = HashMap::new();
+        let planned = Arc::new(planned.clone());
         let mut loads = stream::iter(live.iter().copied())
-            .map(|id| async move { deltas::load(self, &id).await })
-            .buffer_unordered(4);
-        while let Some(delta) = loads.next().await {
-            for pack in delta?.packs {
-                let (mut used, mut bytes) = (0u64, 0u64);
-                for blob in &pack.blobs {
-                    if refs.contains(&blob.id) {
-                        used += 1;
-                        bytes += u64::from(blob.sealed_len);
-                        if planned.contains(&pack.id) {
-                            planned_refs.entry(pack.id).or_default().push(blob.id);
-                        }
-                    }
+            .map(|id| {
+                let refs = refs.clone();
+                let planned = planned.clone();
+                async move {
+                    let delta = deltas::load(self, &id).await?;
+                    tokio::task::spawn_blocking(move || used_in(&delta, &refs, &planned))
+                        .await
+                        .map_err(|e| Error::Pipeline(e.to_string()))?
                 }
-                if let Some(u) = usage.get_mut(&pack.id) {
+            })
+            .buffer_unordered(4);
+        while let Some(counted) = loads.next().await {
+            for (pack, used, bytes, ids) in counted? {
+                if !ids.is_empty() {
+                    planned_refs.entry(pack).or_default().extend(ids);
+                }
+                if let Some(u) = usage.get_mut(&pack) {
                     u.used_blobs = u.used_blobs.max(used);
                     u.used_bytes = u.used_bytes.max(bytes);
                 }
@@ -364,6 +369,29 @@ impl Repository {
         }
         Ok(listed)
     }
+}
+
+/// One pack's referenced blobs, their sealed bytes, and their ids if planned.
+type PackUse = (PackId, u64, u64, Vec<BlobId>);
+
+/// Per pack of `delta`: referenced blobs, their sealed bytes, and their
+/// ids when the pack is in `planned`.
+fn used_in(delta: &nfrepo_format::IndexDelta, refs: &RefSet, planned: &HashSet<PackId>) -> Result<Vec<PackUse>> {
+    let mut out = Vec::with_capacity(delta.packs.len());
+    for pack in &delta.packs {
+        let (mut used, mut bytes, mut ids) = (0u64, 0u64, Vec::new());
+        for blob in &pack.blobs {
+            if refs.contains(&blob.id)? {
+                used += 1;
+                bytes += u64::from(blob.sealed_len);
+                if planned.contains(&pack.id) {
+                    ids.push(blob.id);
+                }
+            }
+        }
+        out.push((pack.id, used, bytes, ids));
+    }
+    Ok(out)
 }
 
 const fn planned(id: PackId, kind: PackKind, size: u64, reason: PlanReason) -> PlannedPack {

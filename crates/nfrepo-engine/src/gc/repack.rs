@@ -28,7 +28,7 @@ use crate::{Error, Repository, Result};
 pub(crate) async fn repack(
     repo: &Repository,
     packs: &[PackId],
-    refs: &RefSet,
+    refs: &std::sync::Arc<RefSet>,
     work: Option<&crate::Work>,
 ) -> Result<(u64, u64)> {
     let live_deltas = deltas::list(repo).await?;
@@ -48,7 +48,22 @@ pub(crate) async fn repack(
             }
             let object = pack_object_key(pack.kind, &pack.id)?;
             let slot = usize::from(pack.kind == PackKind::Tree);
-            for entry in pack.blobs.iter().filter(|b| refs.contains(&b.id)) {
+            let live = {
+                let refs = refs.clone();
+                let blobs = pack.blobs.clone();
+                tokio::task::spawn_blocking(move || -> Result<Vec<_>> {
+                    let mut live = Vec::new();
+                    for entry in blobs {
+                        if refs.contains(&entry.id)? {
+                            live.push(entry);
+                        }
+                    }
+                    Ok(live)
+                })
+                .await
+                .map_err(|e| Error::Pipeline(e.to_string()))??
+            };
+            for entry in &live {
                 let start = u64::from(entry.offset);
                 let sealed = repo
                     .store()

@@ -26,7 +26,7 @@ struct Referenced<'a> {
 
 impl Visitor for Referenced<'_> {
     fn descend(&mut self, _path: &[u8], blob: &Pending) -> Result<bool> {
-        self.refs.insert(&blob.id());
+        self.refs.insert(&blob.id())?;
         Ok(true)
     }
 
@@ -42,7 +42,9 @@ impl Visitor for Referenced<'_> {
             ..
         } = &node.kind
         {
-            chunks.iter().for_each(|c| self.refs.insert(&c.id));
+            for chunk in chunks {
+                self.refs.insert(&chunk.id)?;
+            }
         }
         Ok(())
     }
@@ -52,14 +54,17 @@ impl Visitor for Referenced<'_> {
         crate::work::advance(self.work, 1, 0);
         // Inner lists are recorded when the walk descends into them.
         if list.level <= 1 {
-            list.entries.iter().for_each(|e| self.refs.insert(&e.id));
+            for entry in &list.entries {
+                self.refs.insert(&entry.id)?;
+            }
         }
         Ok(())
     }
 }
 
 /// Adds to `refs` every blob reachable from `roots` (root tree ids),
-/// including the tree and list blobs themselves. Returns how many tree and
+/// including the tree and list blobs themselves, and makes `refs` ready for
+/// lookups ([`RefSet::finish`], off the runtime). Returns how many tree and
 /// list blobs were read (also counted as items of `work`).
 pub(crate) async fn walk(
     reader: &Reader,
@@ -84,6 +89,9 @@ pub(crate) async fn walk(
     )
     .await?;
     let read = visitor.read;
-    refs.merge();
+    let mut set = std::mem::take(refs);
+    *refs = tokio::task::spawn_blocking(move || set.finish().map(|()| set))
+        .await
+        .map_err(|e| crate::Error::Pipeline(e.to_string()))??;
     Ok(read)
 }
