@@ -7,6 +7,8 @@
 #                          [--tools nfrepo,restic,rustic,borg,bupstash]
 #                          [--no-s3] [--quick] [--prepare-only]
 #
+# --only SETS  the data sets to measure (default all), one or several
+#              comma-separated: --only dump,redis.
 # --runs N     rounds (default 3); in round r the tools start at the r-th
 #              one, so none always runs first or last.
 # --tools LIST which tools to measure (default all). `borg` is two columns,
@@ -18,13 +20,15 @@
 # --prepare-only  make (or check) the cached data sets and exit.
 #
 # Peers: restic (Debian's `restic`), rustic (`cargo install rustic-rs
-# --locked`, $RUSTIC_BIN or ~/.cargo/bin/rustic), borg (Debian's
+# --locked`, installed by this script when missing), borg (Debian's
 # `borgbackup`, `--encryption repokey` where the CPU has SHA instructions,
 # else repokey-blake2, as borg's docs advise), bupstash (`cargo install
 # bupstash --locked`, installed by this script when missing; needs Debian's
-# libsodium-dev and pkg-config). Each uses its default compression (restic
-# and rustic: zstd "auto"; bupstash: zstd; nfrepo: zstd) except borg's two
-# columns. A peer that is missing is left out with a note.
+# libsodium-dev and pkg-config); Debian packages are installed with apt
+# when missing. Each tool uses its default compression (restic: zstd
+# "auto"; rustic: zstd at its default level; bupstash: zstd:3; nfrepo: its
+# profiles' default) except borg's two columns. A peer that cannot be
+# installed is left out with a note.
 #
 # Data sets, made once and cached in $BENCH_DIR/data (default /tmp/nfrepo-bench):
 #   dump  a real MariaDB (127.0.0.1:13316, socket in its datadir) loaded by
@@ -127,7 +131,7 @@ QUICK=0
 PREPARE_ONLY=0
 USE_S3=1
 WANT_TOOLS=("${ALL_TOOLS[@]}")
-only_valid() { [[ "$1" =~ ^(dump|pgdump|tree|redis|all)$ ]]; }
+only_valid() { [[ "$1" =~ ^(dump|pgdump|tree|redis)(,(dump|pgdump|tree|redis))*$|^all$ ]]; }
 # parse_tools LIST: sets WANT_TOOLS from a comma-separated LIST.
 parse_tools() {
 	local name t
@@ -156,7 +160,7 @@ while (($# > 0)); do
 			ONLY="${1#--only=}"
 		fi
 		shift
-		only_valid "$ONLY" || die "--only takes dump, pgdump, tree, redis or all"
+		only_valid "$ONLY" || die "--only takes dump, pgdump, tree, redis (or several, comma-separated) or all"
 		;;
 	--runs | --runs=*)
 		if [[ "$1" == --runs ]]; then
@@ -197,7 +201,7 @@ while (($# > 0)); do
 	esac
 done
 # wants SET: true when this invocation measures the data set SET.
-wants() { [[ "$ONLY" == all || "$ONLY" == "$1" ]]; }
+wants() { [[ "$ONLY" == all || ",$ONLY," == *",$1,"* ]]; }
 
 BENCH_DIR="${BENCH_DIR:-/tmp/nfrepo-bench}"
 mkdir -p "$BENCH_DIR"
@@ -324,16 +328,21 @@ if ((PREPARE_ONLY == 0)); then
 	if wants_tool borg-lz4 || wants_tool borg-zstd3; then
 		ensure_apt_packages borgbackup
 	fi
+	# cargo_install CRATE: `cargo install CRATE --locked`, its output in the logs.
+	cargo_install() {
+		log "installing $1 (cargo install $1 --locked; output in $LOGS/$1-install.log)"
+		cargo install "$1" --locked >"$LOGS/$1-install.log" 2>&1 || tail -n 20 "$LOGS/$1-install.log" >&2
+	}
 	RUSTIC="$(tool_path rustic RUSTIC_BIN)"
+	if wants_tool rustic && [[ -z "$RUSTIC" && -z "${RUSTIC_BIN:-}" ]]; then
+		cargo_install rustic-rs
+		RUSTIC="$(tool_path rustic RUSTIC_BIN)"
+	fi
 	BUPSTASH="$(tool_path bupstash BUPSTASH_BIN)"
 	if wants_tool bupstash && [[ -z "$BUPSTASH" && -z "${BUPSTASH_BIN:-}" ]]; then
 		ensure_apt_packages libsodium-dev pkg-config
-		log "installing bupstash (cargo install bupstash --locked; output in $LOGS/bupstash-install.log)"
-		if cargo install bupstash --locked >"$LOGS/bupstash-install.log" 2>&1; then
-			BUPSTASH="$(tool_path bupstash BUPSTASH_BIN)"
-		else
-			tail -n 20 "$LOGS/bupstash-install.log" >&2
-		fi
+		cargo_install bupstash
+		BUPSTASH="$(tool_path bupstash BUPSTASH_BIN)"
 	fi
 	if [[ -z "${NFREPO_BIN:-}" ]] && wants_tool nfrepo; then
 		log "building nfrepo (cargo build --release -p nfrepo-cli; output in $LOGS/build.log)"
