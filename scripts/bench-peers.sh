@@ -283,7 +283,7 @@ cleanup() {
 	if [[ -s "$DATA/tree.changes" && -e "$DATA/tree.dirty" ]]; then
 		tree_edit revert
 	fi
-	rm -rf "$REPOS" "$RESTORE"
+	rm -rf "$REPOS" "$RESTORE" "$CACHE"
 	exit "$rc"
 }
 trap cleanup EXIT
