@@ -432,8 +432,8 @@ fn read_data_subsets_rotate_through_the_cache() {
     assert_eq!(read, 4, "two runs of 50% read all four packs");
     assert_eq!(
         objects_in(&env.path("cache")),
-        2,
-        "one index/check database and one snapshot-header cache for the repository"
+        3,
+        "one index/check database, one snapshot-header cache and one session record for the repository"
     );
     let report = check_json(&env, &["--read-data", "--max-age", "1d"], 0);
     assert_eq!(report["packs_read"], 0);

@@ -191,8 +191,12 @@ fn r9_a_damaged_cache_does_not_fail_a_restore() {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "sqlite"))
-        // The index cache, not the snapshot-header cache beside it.
-        .filter(|p| !p.to_string_lossy().ends_with(".objects.sqlite"))
+        // The index cache, not the snapshot-header cache or the session
+        // record beside it.
+        .filter(|p| {
+            let name = p.to_string_lossy();
+            !name.ends_with(".objects.sqlite") && !name.ends_with(".sessions.sqlite")
+        })
         .collect();
     assert_eq!(caches.len(), 1, "{caches:?}");
     {

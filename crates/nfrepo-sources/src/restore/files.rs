@@ -13,9 +13,10 @@
 //! Outcomes are taken in plan order on one blocking thread, which counts
 //! each file's placements and closes a file once its last one is in. Every
 //! chunk was verified before it was written (each chunk's plaintext is
-//! dropped right after its writes), so closing checks that the written
-//! bytes add up to the file's size; with `--verify` the file is also read
-//! back and its whole BLAKE3 compared before it is renamed into place.
+//! dropped right after its writes); closing checks that the written bytes
+//! add up to the file's size and reads the file back to compare its whole
+//! BLAKE3 with its node (with `--verify`, from the device) before it is
+//! renamed into place.
 //! The files a step completes are checked outside every lock, on every
 //! core, so the next files are opened and planned meanwhile.
 //! A chunk that did not verify is retried alone through
@@ -511,15 +512,15 @@ fn take_step(
     if complete.is_empty() {
         return Ok(());
     }
-    // Complete files are checked (with `--verify`, read back) outside every
-    // lock and several at once, so opening the next files goes on meanwhile.
-    let read_back = lock(target)?.verifies();
+    // Complete files are checked (read back and hashed) outside every lock
+    // and several at once, so opening the next files goes on meanwhile.
+    let from_device = lock(target)?.verifies();
     let checked: Vec<(usize, Restoring, Result<()>)> = complete
         .into_par_iter()
         .map(|(index, mut file)| {
             let checked = match file.failed {
                 Some(_) => Ok(()),
-                None => file.open.check(read_back),
+                None => file.open.check(from_device),
             };
             (index, file, checked)
         })

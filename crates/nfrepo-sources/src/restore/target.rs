@@ -11,9 +11,10 @@
 //! - A file is written to a temporary name in its directory: 64 random bits,
 //!   created with `O_CREAT | O_EXCL | O_NOFOLLOW` and mode `0600`, so a
 //!   planted link or file at any name is never followed or reused. Only a
-//!   file whose every byte was written from verified chunks (and, with
-//!   `verify`, whose content read back matches the stored BLAKE3) gets its
-//!   metadata (through the descriptor) and is renamed over the real name. Without `overwrite` that rename is `RENAME_NOREPLACE`:
+//!   file whose written bytes add up to its size and whose content, read
+//!   back, matches the stored BLAKE3 (with `verify`: read back from the
+//!   device, not the page cache) gets its metadata (through the
+//!   descriptor) and is renamed over the real name. Without `overwrite` that rename is `RENAME_NOREPLACE`:
 //!   the conflict check is the write itself, not an earlier look.
 //! - Links, FIFOs and devices are created in place (`symlinkat`, `mknodat`),
 //!   or, replacing a differing entry with `overwrite`, at a random name
@@ -114,7 +115,7 @@ pub(crate) struct OpenFile {
     size: u64,
     /// Content bytes recorded (placements, in any order).
     written: u64,
-    /// Whether [`Self::check`] passed, and whether it read the file back.
+    /// Whether [`Self::check`] passed, and whether it read from the device.
     checked: Option<bool>,
     error: Option<Error>,
     blake3: [u8; 32],
@@ -147,28 +148,35 @@ impl OpenFile {
         self.written += len;
     }
 
-    /// Checks the written content: every chunk was verified (authenticated,
-    /// decompressed and re-hashed to its id) before it was written and its
-    /// placements tile the file, so a file whose written bytes add up to
-    /// its size holds exactly its content list. With `read_back` the file
-    /// is also read back and its whole BLAKE3 compared. Takes no lock of
-    /// the target: the restore checks files outside it, several at once,
-    /// before [`Target::close_file`] (which checks any file not checked).
+    /// Checks the written content: its written bytes add up to its size,
+    /// and the file read back has the node's whole BLAKE3 (every chunk was
+    /// verified before it was written; this catches a node that disagrees
+    /// with its chunks, and the restore's own writes). The read normally
+    /// comes from the page cache; with `from_device` the file is first
+    /// flushed and its cached pages dropped, so what the storage holds is
+    /// read. Takes no lock of the target: the restore checks files outside
+    /// it, several at once, before [`Target::close_file`] (which checks any
+    /// file not checked).
     ///
     /// # Errors
     /// [`Error::ContentMismatch`]; I/O errors reading back; the first
     /// error writing it.
-    pub(crate) fn check(&mut self, read_back: bool) -> Result<()> {
+    pub(crate) fn check(&mut self, from_device: bool) -> Result<()> {
         if let Some(e) = self.error.take() {
             return Err(e);
         }
         if self.written != self.size {
             return Err(Error::ContentMismatch(self.path.clone()));
         }
-        if read_back && hash_fd(&self.file).map_err(|e| io_error(&self.path, e))? != self.blake3 {
+        if from_device {
+            self.file.sync_data().map_err(|e| io_error(&self.path, e))?;
+            nix::fcntl::posix_fadvise(&*self.file, 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED)
+                .map_err(|e| io_error(&self.path, e.into()))?;
+        }
+        if hash_fd(&self.file).map_err(|e| io_error(&self.path, e))? != self.blake3 {
             return Err(Error::ContentMismatch(self.path.clone()));
         }
-        self.checked = Some(read_back);
+        self.checked = Some(from_device);
         Ok(())
     }
 }
@@ -381,7 +389,7 @@ impl Target {
         }
     }
 
-    /// Whether files are read back before they are placed (`--verify`).
+    /// Whether files are read back from the device before they are placed (`--verify`).
     pub(crate) const fn verifies(&self) -> bool {
         self.verify
     }
@@ -395,7 +403,7 @@ impl Target {
     /// appeared at the name; I/O errors. The temporary file is removed.
     pub(crate) fn close_file(&mut self, mut file: Box<OpenFile>) -> Result<Option<u64>> {
         let path = file.path.clone();
-        if file.checked.is_none_or(|read_back| self.verify && !read_back) {
+        if file.checked.is_none_or(|from_device| self.verify && !from_device) {
             file.check(self.verify)?;
         }
         if file.checked == Some(true) {
