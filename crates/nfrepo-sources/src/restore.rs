@@ -15,10 +15,9 @@
 //! that needs them (all-zero chunks are left as holes), and a file is
 //! renamed into place only once every byte of it was written from a chunk
 //! that verified (authenticated, decompressed and re-hashed to its keyed
-//! id). `--verify` also reads each file back and compares its whole BLAKE3
-//! (hashed on every core) before renaming it: a check of the restore's own
-//! writes and of the target's storage, which costs one more read of the
-//! data.
+//! id) and the file, read back (from the page cache, hashed on every core),
+//! matched its node's whole BLAKE3. `--verify` makes that read come from
+//! the device: each file is flushed and its cached pages dropped first.
 //!
 //! # Durability (`fsync` policy)
 //!
@@ -29,8 +28,8 @@
 //! leave renamed files whose content had not reached the disk; they are
 //! not trusted: running the restore again compares every existing file by
 //! size and BLAKE3 and rewrites any that differ (with `--overwrite`).
-//! `--verify` does not change this; it reads each file back from the file
-//! system (normally the page cache) before renaming it.
+//! `--verify` flushes each file before reading it back from the device,
+//! which syncs the files one by one; the final `syncfs` still runs.
 //!
 //! # Safety against the target changing under the restore
 //!
