@@ -226,6 +226,52 @@ impl Cache {
     }
 }
 
+/// Opens a per-repository database of the cache directory with `connect`.
+/// A file that is not a database, or a damaged one, is deleted (with its
+/// WAL and shared-memory files) and created again; one merely busy is
+/// another process's, in use, and its error is returned.
+pub(crate) fn open_replacing_damaged(
+    path: &Path,
+    what: &str,
+    connect: impl Fn(&Path) -> Result<Connection>,
+) -> Result<Connection> {
+    match connect(path) {
+        Ok(conn) => Ok(conn),
+        Err(e) if is_damaged_database(&e) => {
+            tracing::warn!(error = %e, "{what} damaged; starting it afresh");
+            delete_database_files(path);
+            connect(path)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Deletes a database file with its WAL and shared-memory files. Other
+/// processes keep reading the file they opened; the next open creates a
+/// new one.
+pub(crate) fn delete_database_files(path: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.to_owned().into_os_string();
+        file.push(suffix);
+        let _ = std::fs::remove_file(file);
+    }
+}
+
+/// Whether `error` says the file is not a usable database at all.
+fn is_damaged_database(error: &Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(sql) = cause.downcast_ref::<rusqlite::Error>() {
+            return matches!(
+                sql.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+            );
+        }
+        source = cause.source();
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "test code")]

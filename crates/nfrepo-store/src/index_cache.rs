@@ -223,11 +223,7 @@ impl IndexCache {
     /// Other processes keep reading the file they opened; the next open
     /// creates a new one.
     pub fn delete_files(path: &Path) {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut file = path.to_owned().into_os_string();
-            file.push(suffix);
-            let _ = std::fs::remove_file(file);
-        }
+        crate::cache::delete_database_files(path);
     }
 
     /// Whether `error` (from this module) means the cache itself is damaged

@@ -30,7 +30,7 @@ use std::sync::{Mutex, PoisonError};
 use rusqlite::{Connection, params};
 
 use crate::ObjectKind;
-use crate::cache::{connect_wal, database_path};
+use crate::cache::{connect_wal, database_path, open_replacing_damaged};
 use crate::error::{Error, ErrorKind, Result};
 
 /// How long a statement waits for another process's write transaction.
@@ -48,21 +48,6 @@ fn sql_error(path: &Path, e: rusqlite::Error) -> Error {
     Error::new(ErrorKind::Other, format!("object cache {}: {e}", path.display())).with_source(e)
 }
 
-/// Whether `error` says the file is not a usable database at all.
-fn is_damaged_file(error: &Error) -> bool {
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        if let Some(sql) = cause.downcast_ref::<rusqlite::Error>() {
-            return matches!(
-                sql.sqlite_error_code(),
-                Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
-            );
-        }
-        source = cause.source();
-    }
-    false
-}
-
 impl ObjectCache {
     /// Opens (creating if needed) the object cache of repository `repo_id`
     /// (hex) under `dir`. A file that is not a database, or a damaged one,
@@ -74,17 +59,7 @@ impl ObjectCache {
     pub fn open(dir: &Path, repo_id: &str) -> Result<Self> {
         let sqlite = database_path(dir, repo_id)?;
         let path = sqlite.with_file_name(format!("{repo_id}.objects.sqlite"));
-        let conn = match Self::connect(&path) {
-            Ok(conn) => conn,
-            // Only a damaged file is replaced: one merely busy is another
-            // process's, in use.
-            Err(e) if is_damaged_file(&e) => {
-                tracing::warn!(error = %e, "object cache damaged; starting it afresh");
-                Self::delete_files(&path);
-                Self::connect(&path)?
-            }
-            Err(e) => return Err(e),
-        };
+        let conn = open_replacing_damaged(&path, "object cache", Self::connect)?;
         Ok(Self {
             path,
             conn: Mutex::new(conn),
@@ -93,14 +68,6 @@ impl ObjectCache {
 
     /// Removes the database at `path` and its WAL files (other processes
     /// keep the file they have open).
-    fn delete_files(path: &Path) {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut name = path.to_path_buf().into_os_string();
-            name.push(suffix);
-            let _ = std::fs::remove_file(name);
-        }
-    }
-
     fn connect(path: &Path) -> Result<Connection> {
         connect_wal(
             path,

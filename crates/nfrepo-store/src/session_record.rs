@@ -31,7 +31,7 @@ use std::sync::{Mutex, PoisonError};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::ProcessStamp;
-use crate::cache::{connect_wal, database_path};
+use crate::cache::{connect_wal, database_path, open_replacing_damaged};
 use crate::error::{Error, ErrorKind, Result};
 
 /// How long a statement waits for another process's write transaction.
@@ -80,19 +80,7 @@ impl SessionRecord {
     pub fn open(dir: &Path, repo_id: &str) -> Result<Self> {
         let sqlite = database_path(dir, repo_id)?;
         let path = sqlite.with_file_name(format!("{repo_id}.sessions.sqlite"));
-        let conn = match Self::connect(&path) {
-            Ok(conn) => conn,
-            Err(e) if is_damaged_file(&e) => {
-                tracing::warn!(error = %e, "session record damaged; starting it afresh");
-                for suffix in ["", "-wal", "-shm"] {
-                    let mut name = path.clone().into_os_string();
-                    name.push(suffix);
-                    let _ = std::fs::remove_file(name);
-                }
-                Self::connect(&path)?
-            }
-            Err(e) => return Err(e),
-        };
+        let conn = open_replacing_damaged(&path, "session record", Self::connect)?;
         Ok(Self {
             path,
             conn: Mutex::new(conn),
@@ -258,21 +246,6 @@ impl SessionRecord {
         }
         tx.commit().map_err(err)
     }
-}
-
-/// Whether `error` says the file is not a usable database at all.
-fn is_damaged_file(error: &Error) -> bool {
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        if let Some(sql) = cause.downcast_ref::<rusqlite::Error>() {
-            return matches!(
-                sql.sqlite_error_code(),
-                Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
-            );
-        }
-        source = cause.source();
-    }
-    false
 }
 
 #[cfg(test)]
