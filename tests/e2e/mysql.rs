@@ -35,7 +35,7 @@ fn mysql_source_snapshots_incrementally_and_restores_into_a_fresh_database() {
     let config = write_config(
         &env,
         &format!(
-            "[sources.db]\nkind = \"mysql\"\nconnection = \"{server}/{db}\"\npassword_env = \"NF_TEST_MYSQL_PW\"\n\
+            "[sources.db]\nkind = \"mysql\"\nconnection = \"{server}/{db}\"\npassword_env = \"NF_TEST_MYSQL_PW\"\nsha256 = true\n\
              env = \"prod\"\ntype = \"database\"\nretention = \"db-incremental\"\n"
         ),
     );
@@ -60,7 +60,7 @@ fn mysql_source_snapshots_incrementally_and_restores_into_a_fresh_database() {
     assert!(extra["mysql.binlog_file"].as_str().is_some(), "{extra}");
     assert!(extra["mysql.binlog_position"].as_str().is_some(), "{extra}");
 
-    // The recorded SHA-256 is the SHA-256 of the dump as restored by `cat`.
+    // The recorded SHA-256 (`sha256 = true`) is the SHA-256 of the dump as restored by `cat`.
     let dumped = env
         .cmd()
         .args(["cat", &format!("db@latest:{db}.sql")])

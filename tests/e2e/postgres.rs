@@ -45,7 +45,9 @@ fn postgres_source_snapshots_incrementally_and_restores_one_database() {
     assert!(extra["tool.pg_dump"].as_str().unwrap().contains("pg_dump"));
     assert!(extra["postgres.server_version"].as_str().is_some());
     assert_eq!(extra[format!("dump.{db}.sql.exit_status")], "0");
-    assert!(extra[format!("dump.{db}.sql.sha256")].as_str().unwrap().len() == 64);
+    assert_eq!(extra[format!("dump.{db}.sql.blake3")].as_str().unwrap().len(), 64);
+    // SHA-256 is opt-in (`sha256 = true`): this source does not ask for it.
+    assert!(extra.get(format!("dump.{db}.sql.sha256")).is_none(), "{extra}");
     let dump_bytes = first["summary"]["bytes"].as_u64().unwrap();
 
     psql(

@@ -4,7 +4,7 @@ use crate::harness::{Env, describe, run_with_stdin, sql_dump};
 use crate::servers::sha256_hex;
 
 #[test]
-fn stdin_round_trip_records_digests() {
+fn stdin_round_trip_records_digests_and_the_sha256_asked_for() {
     let env = Env::new();
     env.init();
     let dump = sql_dump(30_000, 5);
@@ -17,6 +17,7 @@ fn stdin_round_trip_records_digests() {
         "db.sql",
         "--source",
         "mysql-main",
+        "--sha256",
     ]);
     let out = run_with_stdin(cmd, &dump);
     assert!(out.status.success(), "{}", describe(&out));
@@ -45,7 +46,13 @@ fn command_output_is_stored_with_its_status() {
         "-c",
         "seq 1 100000",
     ]);
-    assert!(result["extra"]["stream.sha256"].is_string());
+    assert_eq!(result["extra"]["stream.blake3"].as_str().unwrap().len(), 64);
+    // SHA-256 is opt-in (--sha256), and only for streams.
+    assert!(result["extra"].get("stream.sha256").is_none(), "{result}");
+    let dir = env.path("tree");
+    std::fs::create_dir_all(&dir).unwrap();
+    let err = env.fails(&["snapshot", "--sha256", dir.to_str().unwrap()], 2, "error");
+    assert!(err.contains("--stdin") || err.contains("--command"), "{err}");
     let listed = env.json(&["snapshots"]);
     assert_eq!(listed[0]["command"]["exit_code"], 0);
     assert_eq!(listed[0]["command"]["argv"][0], "sh");

@@ -47,6 +47,9 @@ pub struct RunOptions {
     /// Where to read storage retries from; the snapshot records how many
     /// happened during this backup.
     pub retries: Option<RetryCounter>,
+    /// Record the SHA-256 of every dump, stream and bucket object
+    /// ([`nfrepo_engine::BackupOptions::sha256`]).
+    pub sha256: bool,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -56,6 +59,7 @@ impl std::fmt::Debug for RunOptions {
             .field("tags", &self.tags)
             .field("profile", &self.profile)
             .field("use_parent", &self.use_parent)
+            .field("sha256", &self.sha256)
             .finish_non_exhaustive()
     }
 }
@@ -70,7 +74,15 @@ impl RunOptions {
             profile: None,
             use_parent: true,
             retries: None,
+            sha256: false,
         }
+    }
+
+    /// Records the SHA-256 of every dump, stream and bucket object.
+    #[must_use]
+    pub fn sha256(mut self, sha256: bool) -> Self {
+        self.sha256 = sha256;
+        self
     }
 
     /// Sets the tags.
@@ -148,7 +160,8 @@ pub async fn run_backup(
         .unwrap_or_else(|| source.default_profile().to_owned());
     let mut backup = BackupOptions::new(options.name.clone(), source.kind(), profile)
         .paths(paths)
-        .tags(options.tags.clone());
+        .tags(options.tags.clone())
+        .sha256(options.sha256);
     backup.use_parent = options.use_parent;
     let retries = || options.retries.as_ref().map_or(0, |count| count());
     let retries_before = retries();

@@ -24,9 +24,11 @@ pub async fn commit_file(repo: &Repository, name: &str, data: Vec<u8>) -> (Snaps
     commit_one_file(repo, name, data, |_| {}).await
 }
 
+// With `sha256(true)`, so that the node carries a SHA-256 for the
+// verified read to check (and for the tests that alter it).
 async fn commit_one_file(repo: &Repository, name: &str, data: Vec<u8>, alter: fn(&mut NodeKind)) -> (SnapshotId, Node) {
     let session = repo
-        .begin_backup(BackupOptions::new("crafted", "stdin", "dump"))
+        .begin_backup(BackupOptions::new("crafted", "stdin", "dump").sha256(true))
         .await
         .expect("begin backup");
     let writer = session.writer();

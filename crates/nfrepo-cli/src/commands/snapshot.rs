@@ -149,6 +149,7 @@ pub async fn run(global: &GlobalArgs, args: SnapshotArgs) -> Result<i32, Failure
     let mut options = RunOptions::new(args.source.clone().unwrap_or(default_name))
         .tags(tags)
         .use_parent(!args.no_parent)
+        .sha256(args.sha256)
         .retries(retry_counter(&store));
     if let Some(profile) = args.profile {
         options = options.profile(profile.name());

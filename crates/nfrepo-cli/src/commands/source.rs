@@ -315,6 +315,7 @@ async fn backup(
         .tags(tags)
         .profile(profile)
         .use_parent(!no_parent)
+        .sha256(source.sha256)
         .retries(retry_counter(&opened.store));
     let source = source_of(global, source)?;
     let progress = crate::progress::Progress::backup(global, name);

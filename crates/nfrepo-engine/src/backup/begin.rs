@@ -128,7 +128,11 @@ impl Repository {
         } else {
             None
         };
-        let writer = BackupWriter::new(self, claims, queue, chunker, parent, index, known);
+        let streams = super::writer::Streams {
+            chunker,
+            sha256: options.sha256,
+        };
+        let writer = BackupWriter::new(self, claims, queue, streams, parent, index, known);
         Ok(BackupSession {
             writer,
             options,

@@ -102,6 +102,13 @@ struct Counters {
     bytes_added_raw: AtomicU64,
 }
 
+/// How a session cuts and names streams.
+pub(super) struct Streams {
+    pub chunker: Chunker,
+    /// Record a SHA-256 of whole objects ([`crate::BackupOptions::sha256`]).
+    pub sha256: bool,
+}
+
 /// What every clone of a writer, and the sealing workers, share.
 pub(super) struct Shared {
     repo: Repository,
@@ -114,6 +121,8 @@ pub(super) struct Shared {
     /// Set when the session commits or aborts: later writes fail.
     closed: AtomicBool,
     chunker: Chunker,
+    /// Whether whole objects get a SHA-256 ([`crate::BackupOptions::sha256`]).
+    sha256: bool,
     parent: Option<SnapshotEntry>,
     reader: Reader,
     handle: tokio::runtime::Handle,
@@ -146,7 +155,7 @@ impl BackupWriter {
         repo: &Repository,
         claims: Arc<Claims>,
         queue: UploadQueue,
-        chunker: Chunker,
+        streams: Streams,
         parent: Option<SnapshotEntry>,
         index: Arc<Index>,
         known: Option<Arc<nfrepo_store::KnownFiles>>,
@@ -161,7 +170,8 @@ impl BackupWriter {
                 budget: ByteBudget::new(IN_FLIGHT_BYTES),
                 failure: Mutex::new(None),
                 closed: AtomicBool::new(false),
-                chunker,
+                chunker: streams.chunker,
+                sha256: streams.sha256,
                 parent,
                 reader: Reader::new(repo.clone(), index),
                 handle: tokio::runtime::Handle::current(),
@@ -197,6 +207,11 @@ impl BackupWriter {
 
     /// Reads `reader` to its end and stores it as chunks. Blocks.
     ///
+    /// `whole_object`: the stream is an object as an operator knows it (a
+    /// dump, a piped stream, a bucket object), not a file of a tree or a
+    /// part of a larger object; its SHA-256 is recorded when the session
+    /// asked for it ([`crate::BackupOptions::sha256`]).
+    ///
     /// Returns as soon as the last chunk is handed to the sealing workers:
     /// the next file's reading overlaps this one's sealing.
     ///
@@ -204,9 +219,9 @@ impl BackupWriter {
     /// [`Error::Source`] if reading fails (the whole backup should then
     /// decide whether to skip the file); pipeline errors if sealing or an
     /// upload failed, or the session has ended.
-    pub fn store_stream(&self, reader: impl Read, sha256: bool) -> Result<StoredContent> {
+    pub fn store_stream(&self, reader: impl Read, whole_object: bool) -> Result<StoredContent> {
         self.shared.check_open()?;
-        let digest = StreamDigest::new(sha256, self.shared.known.is_some());
+        let digest = StreamDigest::new(whole_object && self.shared.sha256, self.shared.known.is_some());
         self.chunk_with_buffer(reader, digest)?.finish(&self.shared)
     }
 

@@ -1,8 +1,9 @@
 //! Backup round trips, dedup, and resuming after an interrupted run.
 
 use nfrepo_engine::BackupOptions;
+use nfrepo_format::SnapshotId;
 
-use super::fixture::{backup_stream, init, memory, pseudo_random, read_file, stream_uncommitted};
+use super::fixture::{backup_stream, backup_stream_with, init, memory, pseudo_random, read_file, stream_uncommitted};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_round_trip_at_many_sizes() {
@@ -55,7 +56,10 @@ async fn long_streams_hash_the_same_on_two_threads() {
     let repo = init(memory()).await;
     // Past the point where cutting and hashing split between two threads.
     let data = pseudo_random(30 * 1024 * 1024, 6);
-    let (id, _) = backup_stream(&repo, "long", "long.bin", data.clone()).await.unwrap();
+    let options = BackupOptions::new("long", "stdin", "dump").sha256(true);
+    let (id, _) = backup_stream_with(&repo, options, "long.bin", data.clone())
+        .await
+        .unwrap();
     let reader = repo.reader().await.unwrap();
     let entry = repo.find_snapshot(&id.to_hex()).await.unwrap();
     let node = reader.resolve(&entry, "long.bin").await.unwrap().unwrap();
@@ -69,6 +73,29 @@ async fn long_streams_hash_the_same_on_two_threads() {
     assert_eq!(blake3, *blake3::hash(&data).as_bytes());
     assert_eq!(sha256, Some(sha2::Sha256::digest(&data).into()));
     assert_eq!(read_file(&reader, &entry, "long.bin").await.unwrap(), data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sha256_is_recorded_only_when_the_session_asks() {
+    use sha2::Digest;
+    let repo = init(memory()).await;
+    let data = pseudo_random(200 * 1024, 8);
+    let sha = |id: SnapshotId| {
+        let repo = repo.clone();
+        async move {
+            let reader = repo.reader().await.unwrap();
+            let entry = repo.find_snapshot(&id.to_hex()).await.unwrap();
+            match reader.resolve(&entry, "d.sql").await.unwrap().unwrap().kind {
+                nfrepo_format::NodeKind::File { sha256, .. } => sha256,
+                other => panic!("not a file: {other:?}"),
+            }
+        }
+    };
+    let (plain, _) = backup_stream(&repo, "db", "d.sql", data.clone()).await.unwrap();
+    assert_eq!(sha(plain).await, None);
+    let options = BackupOptions::new("db", "stdin", "dump").sha256(true);
+    let (asked, _) = backup_stream_with(&repo, options, "d.sql", data.clone()).await.unwrap();
+    assert_eq!(sha(asked).await, Some(sha2::Sha256::digest(&data).into()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

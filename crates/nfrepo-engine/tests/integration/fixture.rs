@@ -28,7 +28,17 @@ pub async fn backup_stream(
     name: &str,
     data: Vec<u8>,
 ) -> nfrepo_engine::Result<(SnapshotId, nfrepo_format::Snapshot)> {
-    let session = repo.begin_backup(BackupOptions::new(source, "stdin", "dump")).await?;
+    backup_stream_with(repo, BackupOptions::new(source, "stdin", "dump"), name, data).await
+}
+
+/// [`backup_stream`] with the session's options given.
+pub async fn backup_stream_with(
+    repo: &Repository,
+    options: BackupOptions,
+    name: &str,
+    data: Vec<u8>,
+) -> nfrepo_engine::Result<(SnapshotId, nfrepo_format::Snapshot)> {
+    let session = repo.begin_backup(options).await?;
     let name = name.to_owned();
     let (session, root) = tokio::task::spawn_blocking(move || {
         let root = store_single_file(&session, &name, &data);

@@ -1,6 +1,6 @@
 //! Stream sources: standard input (any reader) and a command's output.
 
-use nfrepo_sources::{Error, StreamSource};
+use nfrepo_sources::{Error, RunOptions, StreamSource};
 
 use super::fixture::{assert_nothing_committed, fact, file_content, repo, run};
 
@@ -9,27 +9,29 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reader_is_one_file_with_both_digests() {
+async fn a_reader_is_one_file_with_its_blake3_and_the_sha256_when_asked() {
     let repo = repo().await;
     let data = b"CREATE TABLE t (id int);\n".repeat(1000);
-    let report = run(
-        &repo,
-        "db",
-        StreamSource::reader("app.sql", std::io::Cursor::new(data.clone())),
-    )
-    .await
-    .unwrap();
+    let reader = || StreamSource::reader("app.sql", std::io::Cursor::new(data.clone()));
+    let plain = run(&repo, "db", reader()).await.unwrap();
     assert_eq!(
-        fact(&report, "stream.blake3"),
+        fact(&plain, "stream.blake3"),
         Some(blake3::hash(&data).to_hex().as_str())
     );
+    assert_eq!(fact(&plain, "stream.sha256"), None, "SHA-256 is opt-in");
+    assert_eq!(plain.snapshot.summary.files, 1);
+    assert_eq!(file_content(&repo, &plain, "app.sql").await, data);
+
+    let options = RunOptions::new("db").sha256(true);
+    let asked = nfrepo_sources::run_backup(&repo, Box::new(reader()), &options, &mut |_| {})
+        .await
+        .unwrap();
     let sha = {
         use sha2::Digest;
         hex(&sha2::Sha256::digest(&data))
     };
-    assert_eq!(fact(&report, "stream.sha256"), Some(sha.as_str()));
-    assert_eq!(report.snapshot.summary.files, 1);
-    assert_eq!(file_content(&repo, &report, "app.sql").await, data);
+    assert_eq!(fact(&asked, "stream.sha256"), Some(sha.as_str()));
+    assert_eq!(file_content(&repo, &asked, "app.sql").await, data);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
