@@ -1,6 +1,6 @@
 //! The index: blob id → where it is stored, in memory or in the local cache.
 //!
-//! Two backings answer the same questions:
+//! Three backings answer the same questions:
 //! - **In memory**: every index delta merged at open time into one sorted
 //!   vector of fixed-size records (52 bytes per blob, packs interned as
 //!   `u32`), searched by binary search. Used when no cache directory is
@@ -10,6 +10,9 @@
 //!   since the last one, and memory no longer grows with the repository:
 //!   only the list of packs (about one per thousand blobs) stays in memory.
 //!   Bringing it up to date is `cached::load`.
+//! - **Sorted records on local disk** ([`IndexBuilder`]): what `check`
+//!   builds from the repository's deltas, one at a time, without trusting
+//!   the local cache; 8 MiB in memory, the rest spilled (`crate::runs`).
 //!
 //! Readers must list snapshots *before* index deltas (see
 //! [`crate::Repository::load_index`]): a snapshot is only written after its
@@ -45,6 +48,7 @@
 //! the fresh index confirms is reported as repository damage.
 
 mod cached;
+mod sorted;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,6 +58,7 @@ use nfrepo_format::{BlobId, BlobKind, IndexDelta, IndexId, IndexedPack, PackEntr
 use nfrepo_store::{BlobToCache, DeltaToCache, IndexCache, PackToCache};
 
 pub(crate) use self::cached::load as load_cached;
+pub(crate) use self::sorted::{BuiltIndex, IndexBuilder, PackSummary, entries_digest};
 use crate::{Error, Repository, Result};
 
 /// Where a blob lives.
@@ -99,7 +104,13 @@ struct PackInfo {
 #[derive(Debug)]
 enum Lookup {
     Memory(Vec<Record>),
-    Cached { cache: IndexCache, blobs: u64 },
+    Cached {
+        cache: IndexCache,
+        blobs: u64,
+    },
+    /// Sorted records on local disk, built from the deltas by `check`
+    /// ([`IndexBuilder`]); pack numbers as for `Memory`.
+    Sorted(crate::runs::SortedRuns<sorted::BlobRecord>),
 }
 
 /// All known blobs.
@@ -332,6 +343,32 @@ impl Index {
                     None
                 }
             },
+            Lookup::Sorted(records) => {
+                let records = match records.find(crate::runs::blob_prefix(id)) {
+                    Ok(records) => records,
+                    Err(e) => {
+                        self.note_cache_failure(&e.to_string());
+                        return None;
+                    }
+                };
+                let packs = self.packs.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+                records.iter().filter(|r| r.id == *id).find_map(|r| {
+                    let info = packs.get(packs.binary_search_by_key(&r.pack, |p| p.number).ok()?)?;
+                    let Some(kind) = blob_kind_from_code(r.kind) else {
+                        self.note_cache_failure(&format!("blob {id} has an unknown kind code in check's index"));
+                        return None;
+                    };
+                    usable(&info.id).then_some(BlobLocation {
+                        pack: info.id,
+                        pack_kind: info.kind,
+                        kind,
+                        offset: r.offset,
+                        sealed_len: r.sealed_len,
+                        raw_len: r.raw_len,
+                        sealing: info.sealing,
+                    })
+                })
+            }
         }
     }
 
@@ -464,7 +501,7 @@ impl Index {
             return fresh.len();
         }
         match &self.lookup {
-            Lookup::Memory(_) => self.distinct,
+            Lookup::Memory(_) | Lookup::Sorted(_) => self.distinct,
             Lookup::Cached { blobs, .. } => usize::try_from(*blobs).unwrap_or(usize::MAX),
         }
     }

@@ -64,6 +64,7 @@ mod replicate;
 mod repository;
 mod retention;
 mod rotation;
+mod runs;
 mod session;
 mod verify;
 mod walk;

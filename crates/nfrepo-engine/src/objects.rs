@@ -228,7 +228,7 @@ async fn list_names(repo: &Repository, kind: ObjectKind) -> Result<Vec<ObjectInf
 }
 
 /// Parses each listed name as an id of `T`: the named, and the foreign keys (logged).
-fn split_names<T: RepoObject>(listed: Vec<ObjectInfo>) -> (Vec<(T::Id, ObjectInfo)>, Vec<ObjectKey>) {
+pub(crate) fn split_names<T: RepoObject>(listed: Vec<ObjectInfo>) -> (Vec<(T::Id, ObjectInfo)>, Vec<ObjectKey>) {
     let mut named = Vec::with_capacity(listed.len());
     let mut foreign = Vec::new();
     for info in listed {

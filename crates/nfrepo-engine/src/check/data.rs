@@ -5,16 +5,25 @@
 //! or byte budget taken least-recently-verified first, using the local
 //! cache's record of clean verifications. So a daily `--read-data-subset 5%`
 //! reads every pack once in 20 days before it reads any twice.
+//!
+//! No blob list is held for the whole pass (issue 14): a pack's entries
+//! come from its own trailer when it is read, compared with the index's
+//! through the digest of its entries the load pass kept
+//! ([`PackSummary::entries`]), and the index's list is read again from the
+//! pack's delta only when the two disagree or the pack does not read. So
+//! memory is the packs in flight ([`CONCURRENCY`], each whole) and their
+//! entries.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::stream::{self, StreamExt};
-use nfrepo_format::{IndexedPack, PackEntry, PackId};
+use nfrepo_format::{BlobId, IndexDelta, PackEntry, PackId};
 use nfrepo_store::Cache;
 
 use super::load::{Loaded, object_problem, pack_path};
 use super::{CheckOptions, Findings, ReadDataSubset};
+use crate::index::{PackSummary, entries_digest};
 use crate::{Error, ErrorCode, Repository, Result};
 
 /// Packs downloaded and verified at once (each is held in memory whole).
@@ -34,7 +43,7 @@ struct PackVerdict {
     /// Problems with the pack as a whole.
     pack: Vec<String>,
     /// Blobs that fail, with why.
-    blobs: Vec<(nfrepo_format::BlobId, String)>,
+    blobs: Vec<(BlobId, String)>,
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
@@ -45,17 +54,17 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 
 /// Chooses the packs to read, in order.
 fn select<'a>(
-    candidates: Vec<&'a IndexedPack>,
+    candidates: Vec<&'a PackSummary>,
     subset: ReadDataSubset,
     last_checked: &HashMap<String, i64>,
     fresh_after: Option<i64>,
-) -> (Vec<&'a IndexedPack>, u64) {
+) -> (Vec<&'a PackSummary>, u64) {
     let total = candidates.len();
-    let is_fresh = |p: &IndexedPack| {
+    let is_fresh = |p: &PackSummary| {
         fresh_after.is_some_and(|after| last_checked.get(&p.id.to_hex()).is_some_and(|t| *t >= after))
     };
     let mut fresh = 0u64;
-    let mut eligible: Vec<(usize, &IndexedPack)> = Vec::new();
+    let mut eligible: Vec<(usize, &PackSummary)> = Vec::new();
     for (i, pack) in candidates.into_iter().enumerate() {
         if is_fresh(pack) {
             fresh += 1;
@@ -121,7 +130,7 @@ pub(crate) async fn read_data(
     let fresh_after = options
         .max_age_secs
         .map(|age| now.saturating_sub(i64::try_from(age).unwrap_or(i64::MAX)));
-    let mut candidates: Vec<&IndexedPack> = loaded
+    let mut candidates: Vec<&PackSummary> = loaded
         .packs
         .values()
         .filter(|p| !loaded.bad_packs.contains_key(&p.id))
@@ -161,7 +170,9 @@ pub(crate) async fn read_data(
                     None,
                     format!("pack does not read: {}", super::one_line(&e)),
                 );
-                for blob in &pack.blobs {
+                // Every blob the index lists in it is lost with it.
+                let (entries, _) = index_entries(repo, pack).await?;
+                for blob in entries.unwrap_or_default() {
                     findings.add(
                         code,
                         pack_path(pack.kind, &pack.id),
@@ -214,29 +225,28 @@ pub(crate) async fn read_data(
 }
 
 /// Downloads one pack and verifies it against its name and its index entries.
-async fn verify_one(repo: &Repository, pack: &IndexedPack) -> Result<PackVerdict> {
+async fn verify_one(repo: &Repository, pack: &PackSummary) -> Result<PackVerdict> {
     let key = crate::read::pack_object_key(pack.kind, &pack.id)?;
     let bytes = repo.store().get(&key).await.map_err(Error::store)?;
+    let (mut verdict, agreed) = {
+        let (repo, bytes, pack) = (repo.clone(), bytes.clone(), *pack);
+        blocking(move || Ok(check_trailer(&repo, &bytes, &pack))).await?
+    };
+    let entries = match agreed {
+        Some(entries) => entries,
+        // The blobs are opened as the index lists them, as a restore would.
+        None => match index_entries(repo, pack).await? {
+            (Some(entries), _) => entries,
+            (None, problem) => {
+                verdict.pack.extend(problem);
+                return Ok(verdict);
+            }
+        },
+    };
     let repo = repo.clone();
-    let id = pack.id;
-    let entries: Vec<PackEntry> = pack.blobs.clone();
     let sealing = pack.sealing;
     blocking(move || {
         crate::codec::with_codec(&repo, |codec| {
-            let mut verdict = PackVerdict::default();
-            let actual = PackId(nfrepo_format::content_hash(&bytes));
-            if actual != id {
-                verdict
-                    .pack
-                    .push(format!("pack content hashes to {}, not to its name", actual.short()));
-            }
-            match nfrepo_format::read_pack_entries(&bytes, repo.sealer(), &repo.id()) {
-                Ok((_, trailer)) if trailer != entries => {
-                    verdict.pack.push("pack trailer and index disagree".into());
-                }
-                Ok(_) => {}
-                Err(e) => verdict.pack.push(format!("pack trailer does not open: {e}")),
-            }
             let blob_sealer = match nfrepo_format::pack_sealer(repo.sealer(), sealing.as_ref()) {
                 Ok(sealer) => sealer,
                 Err(e) => {
@@ -257,30 +267,77 @@ async fn verify_one(repo: &Repository, pack: &IndexedPack) -> Result<PackVerdict
     .await
 }
 
+/// Checks a pack's bytes against its name, and its trailer against the
+/// index's entries for it (by their digest). Returns the problems, and the
+/// trailer's entries if they are the index's.
+fn check_trailer(repo: &Repository, bytes: &[u8], pack: &PackSummary) -> (PackVerdict, Option<Vec<PackEntry>>) {
+    let mut verdict = PackVerdict::default();
+    let actual = PackId(nfrepo_format::content_hash(bytes));
+    if actual != pack.id {
+        verdict
+            .pack
+            .push(format!("pack content hashes to {}, not to its name", actual.short()));
+    }
+    match nfrepo_format::read_pack_entries(bytes, repo.sealer(), &repo.id()) {
+        Ok((_, trailer)) if entries_digest(&trailer) == pack.entries => (verdict, Some(trailer)),
+        Ok(_) => {
+            verdict.pack.push("pack trailer and index disagree".into());
+            (verdict, None)
+        }
+        Err(e) => {
+            verdict.pack.push(format!("pack trailer does not open: {e}"));
+            (verdict, None)
+        }
+    }
+}
+
+/// The blob entries the index lists for `pack`, read again from the delta
+/// the load pass took them from; `None` and why if that delta no longer
+/// opens (removed by a compaction since).
+///
+/// # Errors
+/// Storage failures that are not about the delta.
+async fn index_entries(repo: &Repository, pack: &PackSummary) -> Result<(Option<Vec<PackEntry>>, Option<String>)> {
+    match crate::objects::load_one::<IndexDelta>(repo, &pack.delta).await {
+        Ok(delta) => Ok((delta.packs.into_iter().find(|p| p.id == pack.id).map(|p| p.blobs), None)),
+        Err(e) if object_problem(&e).is_some() => Ok((
+            None,
+            Some(format!(
+                "its index delta {} no longer opens: {}",
+                pack.delta.short(),
+                super::one_line(&e)
+            )),
+        )),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "test code")]
-    use nfrepo_format::PackKind;
+    use nfrepo_format::{IndexId, PackKind};
 
     use super::*;
 
-    fn pack(n: u8) -> IndexedPack {
-        IndexedPack {
+    fn pack(n: u8) -> PackSummary {
+        PackSummary {
             id: PackId([n; 32]),
             kind: PackKind::Data,
             size: 10,
-            blobs: Vec::new(),
             sealing: None,
+            blobs: 0,
+            entries: [0; 32],
+            delta: IndexId([0; 32]),
         }
     }
 
-    fn ids(chosen: &[&IndexedPack]) -> Vec<u8> {
+    fn ids(chosen: &[&PackSummary]) -> Vec<u8> {
         chosen.iter().map(|p| p.id.0[0]).collect()
     }
 
     #[test]
     fn shares_rotate_through_every_pack_before_repeating() {
-        let packs: Vec<IndexedPack> = (1..=10).map(pack).collect();
+        let packs: Vec<PackSummary> = (1..=10).map(pack).collect();
         let mut checked: HashMap<String, i64> = HashMap::new();
         let mut seen = Vec::new();
         for round in 0..5 {
@@ -300,7 +357,7 @@ mod tests {
 
     #[test]
     fn parts_fresh_packs_and_byte_budgets() {
-        let packs: Vec<IndexedPack> = (1..=6).map(pack).collect();
+        let packs: Vec<PackSummary> = (1..=6).map(pack).collect();
         let none = HashMap::new();
         let mut all = Vec::new();
         for n in 1..=3 {

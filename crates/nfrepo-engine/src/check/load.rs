@@ -1,20 +1,33 @@
 //! The first pass of a check: snapshots, index deltas and the pack listing,
 //! each object opened on its own so that one damaged object is one finding.
+//!
+//! The deltas are streamed, a few in flight, into an index on local disk
+//! ([`IndexBuilder`]): what stays in memory is one [`PackSummary`] per pack,
+//! never a blob list (issue 14). The index is built from the repository's
+//! deltas, not from the local cache, which may be what is damaged.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::stream::{self, StreamExt};
-use nfrepo_format::{IndexDelta, IndexId, IndexedPack, PackId, PackKind, Snapshot};
+use nfrepo_format::{IndexDelta, PackId, PackKind, Snapshot};
+use nfrepo_store::ObjectKey;
 
 use super::Findings;
-use crate::index::Index;
-use crate::objects::{self, RepoObject, Stored};
+use crate::index::{BuiltIndex, Index, IndexBuilder, PackSummary};
+use crate::objects::{self, Damaged, Fetched, RepoObject, Stored};
 use crate::read::{SnapshotEntry, pack_object_key};
 use crate::{Error, ErrorClass, ErrorCode, Operation, Repository, Result};
 
 /// Metadata objects fetched at once.
 const CONCURRENCY: usize = 16;
+
+/// Index deltas fetched at once: each holds up to 50,000 blob entries
+/// (about 2.4 MB decoded) until its turn comes to be indexed.
+const DELTA_CONCURRENCY: usize = 4;
+
+/// Listings of the deltas made when deltas vanish while being read.
+const DELTA_ATTEMPTS: usize = 4;
 
 /// Why a pack cannot be read.
 #[derive(Clone, Debug)]
@@ -28,10 +41,10 @@ pub(crate) struct PackProblem {
 pub(crate) struct Loaded {
     /// Snapshots that opened, oldest first.
     pub snapshots: Vec<SnapshotEntry>,
-    /// The index built from the deltas that opened.
+    /// The index built from the deltas that opened (on local disk past 8 MiB).
     pub index: Arc<Index>,
-    /// Every indexed pack with its blobs (the first delta naming it wins).
-    pub packs: HashMap<PackId, IndexedPack>,
+    /// Every indexed pack, without its blobs (the first delta naming it wins).
+    pub packs: HashMap<PackId, PackSummary>,
     /// Indexed packs that are missing or of the wrong size.
     pub bad_packs: HashMap<PackId, PackProblem>,
     /// Packs in storage that no index names.
@@ -73,26 +86,12 @@ pub(crate) fn object_problem(err: &Error) -> Option<ErrorCode> {
 /// Runs the load pass. Snapshots are listed before index deltas (see [`crate::Index`]).
 pub(crate) async fn load(repo: &Repository, findings: &mut Findings) -> Result<Loaded> {
     let snapshots = load_snapshots(repo, findings).await?;
-    let deltas = load_deltas(repo, findings).await?;
-
-    let superseded: HashSet<IndexId> = deltas.iter().flat_map(|(_, d)| d.supersedes.iter().copied()).collect();
-    let mut packs: HashMap<PackId, IndexedPack> = HashMap::new();
-    let mut index = Index::default();
-    for (id, delta) in deltas {
-        if superseded.contains(&id) {
-            continue;
-        }
-        for pack in delta.packs {
-            if packs.contains_key(&pack.id) {
-                continue;
-            }
-            index.add_pack(&pack);
-            packs.insert(pack.id, pack);
-        }
-    }
-    let total: usize = packs.values().map(|p| p.blobs.len()).sum();
-    index.finish();
-    let duplicate_blobs = total.saturating_sub(index.len()) as u64;
+    let BuiltIndex {
+        index,
+        packs,
+        duplicate_blobs,
+    } = load_index(repo, findings).await?;
+    let packs: HashMap<PackId, PackSummary> = packs.into_iter().map(|p| (p.id, p)).collect();
 
     let present = objects::list_packs(repo).await?;
     let mut present: HashMap<PackId, u64> = present.into_iter().map(|(id, info)| (id, info.size)).collect();
@@ -170,9 +169,53 @@ pub(crate) async fn load_snapshots(repo: &Repository, findings: &mut Findings) -
     Ok(out)
 }
 
-async fn load_deltas(repo: &Repository, findings: &mut Findings) -> Result<Vec<(IndexId, IndexDelta)>> {
-    let loaded = load_kind::<IndexDelta>(repo, findings).await?;
-    Ok(loaded.into_iter().map(|d| (d.id, d.object)).collect())
+/// Streams every index delta that opens into an index on local disk, in
+/// name order; each one that does not open is a finding. Deltas removed
+/// since the listing (compacted; the listing may have missed their
+/// replacement) make the deltas be listed and read again.
+async fn load_index(repo: &Repository, findings: &mut Findings) -> Result<BuiltIndex> {
+    let dir = repo.index_cache_dir().map(std::path::Path::to_path_buf);
+    for attempt in 1..=DELTA_ATTEMPTS {
+        let listed = repo.store().list(IndexDelta::KIND).await.map_err(Error::store)?;
+        let (named, foreign) = objects::split_names::<IndexDelta>(listed);
+        let mut builder = IndexBuilder::new(dir.as_deref());
+        let mut damaged: Vec<Damaged<IndexDelta>> = Vec::new();
+        let mut vanished = false;
+        let mut fetched = stream::iter(named)
+            .map(|(id, info)| async move {
+                let outcome = objects::fetch::<IndexDelta>(repo, &id, &info.key).await?;
+                Ok::<_, Error>((id, info.key, outcome))
+            })
+            .buffered(DELTA_CONCURRENCY);
+        while let Some(next) = fetched.next().await {
+            let (id, key, outcome) = next?;
+            match outcome {
+                Fetched::Good(delta) => {
+                    builder = blocking(move || {
+                        builder.add_delta(id, &delta)?;
+                        Ok(builder)
+                    })
+                    .await?;
+                }
+                Fetched::Damaged(error) => damaged.push(Damaged { id, key, error }),
+                Fetched::Vanished => vanished = true,
+            }
+        }
+        drop(fetched);
+        if vanished && attempt < DELTA_ATTEMPTS {
+            continue;
+        }
+        report_damaged(findings, &damaged, &foreign);
+        return blocking(move || builder.finish()).await;
+    }
+    Err(Error::Pipeline("index deltas kept vanishing".into()))
+}
+
+/// Runs local disk work (the index being built) off the async workers.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Pipeline(e.to_string()))?
 }
 
 /// Every object of kind `T` that opens, in name order. Each damaged object,
@@ -188,7 +231,13 @@ async fn load_kind<T: RepoObject>(repo: &Repository, findings: &mut Findings) ->
         }
         attempts += 1;
     };
-    for damaged in &loaded.damaged {
+    report_damaged(findings, &loaded.damaged, &loaded.foreign);
+    Ok(loaded.good)
+}
+
+/// Each damaged object, and each name that is not an id of the kind, as a finding.
+fn report_damaged<T: RepoObject>(findings: &mut Findings, damaged: &[Damaged<T>], foreign: &[ObjectKey]) {
+    for damaged in damaged {
         let code = object_problem(&damaged.error).unwrap_or(ErrorCode::BackupCorrupted);
         findings.add(
             code,
@@ -198,7 +247,7 @@ async fn load_kind<T: RepoObject>(repo: &Repository, findings: &mut Findings) ->
             format!("{} does not open: {}", T::NOUN, super::one_line(&damaged.error)),
         );
     }
-    for key in &loaded.foreign {
+    for key in foreign {
         findings.add(
             ErrorClass::Corrupted.code(Operation::Inspect),
             key.path(),
@@ -207,5 +256,4 @@ async fn load_kind<T: RepoObject>(repo: &Repository, findings: &mut Findings) ->
             format!("the name is not a {} id", T::NOUN),
         );
     }
-    Ok(loaded.good)
 }
