@@ -4,7 +4,10 @@ use nfrepo_format::{BlobId, Node, NodeKind};
 
 use crate::Result;
 use crate::read::{Reader, SnapshotEntry};
-use crate::walk::{self, Pending, Visitor, WalkOptions, join};
+use crate::walk::{self, Pause, Pending, Visitor, WalkOptions, join};
+
+/// A future [`Reader::walk_paced`] waits for before visiting the next node.
+pub type WalkPause = Pause;
 
 /// One entry met while walking a tree, with its path relative to the walk's start.
 #[derive(Clone, Debug)]
@@ -46,7 +49,46 @@ impl<F: FnMut(WalkEntry) -> Result<()>> Visitor for Entries<F> {
     }
 }
 
+/// [`Reader::walk_paced`]'s visitor: every node, each visit may ask the walk to wait.
+struct Paced<F> {
+    visit: F,
+    pause: Option<Pause>,
+}
+
+impl<F: FnMut(WalkEntry) -> Result<Option<Pause>>> Visitor for Paced<F> {
+    fn visit_node(&mut self, path: &[u8], _parent: &BlobId, node: &Node) -> Result<()> {
+        self.pause = (self.visit)(WalkEntry {
+            path: path.to_vec(),
+            node: node.clone(),
+        })?;
+        Ok(())
+    }
+
+    fn pause(&mut self) -> Option<Pause> {
+        self.pause.take()
+    }
+}
+
 impl Reader {
+    /// As [`Self::walk`] (recursive), but `visit` may return a future the
+    /// walk awaits before the next node: a consumer that takes nodes in
+    /// batches (a restore) holds the walk back while it works, so what the
+    /// walk has visited and not yet handed over stays bounded. Subtrees
+    /// already being loaded ahead keep loading meanwhile (within the
+    /// walker's window).
+    ///
+    /// # Errors
+    /// As [`Self::walk`], or the first error a pause returns.
+    pub async fn walk_paced(
+        &self,
+        root: &BlobId,
+        prefix: &[u8],
+        visit: impl FnMut(WalkEntry) -> Result<Option<WalkPause>> + Send,
+    ) -> Result<()> {
+        let mut paced = Paced { visit, pause: None };
+        walk::walk(self, [(prefix.to_vec(), *root)], WalkOptions::default(), &mut paced).await
+    }
+
     /// Every node under the tree `root`, depth-first in name order, with
     /// paths prefixed by `prefix`: a directory is visited before what it
     /// holds. Runs on the engine's one tree walker (subtrees are loaded

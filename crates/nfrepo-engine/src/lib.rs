@@ -79,7 +79,7 @@ pub use backup::{
     BackupOptions, BackupSession, BackupWriter, CommitDetails, PACK_LISTING_INTERVAL, Progress, StoredContent,
     StreamResume,
 };
-pub use browse::{Change, ChangeKind, WalkEntry};
+pub use browse::{Change, ChangeKind, WalkEntry, WalkPause};
 pub use check::{Affected, CheckOptions, CheckReport, Finding, ReadDataSubset};
 pub use drill::DrillHistory;
 pub use error::{Error, ErrorClass, ErrorCode, Operation, Result};

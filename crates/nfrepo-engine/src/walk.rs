@@ -141,7 +141,18 @@ pub(crate) trait Visitor {
     fn damaged(&mut self, path: &[u8], blob: &Pending, failure: LoadFailure) -> Result<()> {
         Err(failure.into_error(path, blob))
     }
+
+    /// Called after each [`Self::visit_node`]: a future the walk awaits
+    /// before the next node, so a visitor that hands nodes to a slower
+    /// consumer holds the walk back (loads already started keep going,
+    /// within the window). `None` (the default) goes on at once.
+    fn pause(&mut self) -> Option<Pause> {
+        None
+    }
 }
+
+/// What [`Visitor::pause`] returns: the walk waits for it; an error ends the walk.
+pub type Pause = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>;
 
 /// How a walk runs.
 #[derive(Clone, Copy, Debug)]
@@ -296,6 +307,9 @@ impl<V: Visitor> Walk<'_, V> {
                         self.visitor.visit_node(&path, id, node)?;
                     }
                     frame.cursor += 1;
+                    if let Some(pause) = self.visitor.pause() {
+                        pause.await?;
+                    }
                 }
                 Body::Roots(_) => frame.cursor += 1,
                 Body::List => {}

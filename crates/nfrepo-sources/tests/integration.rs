@@ -14,5 +14,6 @@ mod integration {
     mod dump;
     mod files;
     pub mod fixture;
+    mod restore;
     mod stream;
 }

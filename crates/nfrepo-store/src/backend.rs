@@ -195,9 +195,10 @@ fn s3_operator(
 /// directory, puts bypass OpenDAL and write a temp file, fsync it, then link
 /// (`CreateNew`) or rename (`Overwrite`) it into place and fsync the directory, so a
 /// crash never leaves a partial object and two concurrent `CreateNew` puts never both
-/// succeed. Whole-object reads and listings of a local directory are one
-/// blocking call each (no hop to the blocking pool per file); ranged and
-/// streamed reads, stats and deletes go through OpenDAL everywhere.
+/// succeed. Whole-object and ranged reads and listings of a local directory are one
+/// blocking call each (no hop to the blocking pool per file, and no pool of
+/// read buffers kept alive); streamed reads, stats and deletes go through
+/// OpenDAL everywhere.
 #[derive(Debug)]
 pub struct OpendalStore {
     location: String,
@@ -482,6 +483,16 @@ impl Store for OpendalStore {
             .with_key(key)
             .with_location(&self.location)
         };
+        let expected = range.end - range.start;
+        if let Some(root) = &self.local_root {
+            let bytes = local::get_range(root.clone(), key.path(), range.clone())
+                .await
+                .map_err(|e| e.with_key(key).with_location(&self.location))?;
+            if bytes.len() as u64 != expected {
+                return Err(short(format!("got {} of {expected} bytes", bytes.len())));
+            }
+            return Ok(bytes);
+        }
         let buffer = match op.read_with(&key.path()).range(range.clone()).await {
             Ok(buffer) => buffer,
             Err(e) => {
@@ -497,7 +508,6 @@ impl Store for OpendalStore {
                 return Err(err);
             }
         };
-        let expected = range.end - range.start;
         if buffer.len() as u64 != expected {
             return Err(short(format!("got {} of {expected} bytes", buffer.len())));
         }

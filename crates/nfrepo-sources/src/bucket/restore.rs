@@ -223,6 +223,7 @@ async fn select(
         }
     };
     let mut selection = Selection::new(&options.include, &options.exclude)?;
+    let mut plan = Vec::new();
     let mut found = false;
     if let Some(tree) = tree {
         let top = reader.tree(&tree).await?;
@@ -235,20 +236,22 @@ async fn select(
             match &node.kind {
                 NodeKind::File { .. } => {
                     found = true;
-                    selection.offer(Planned {
+                    let planned = Planned {
                         rel,
                         node: node.clone(),
-                    });
+                    };
+                    selection.offer(planned, &mut plan);
                 }
                 NodeKind::Dir { tree } => {
                     reader
                         .walk(tree, &rel, true, |entry| {
                             if matches!(entry.node.kind, NodeKind::File { .. }) {
                                 found = true;
-                                selection.offer(Planned {
+                                let planned = Planned {
                                     rel: entry.path,
                                     node: entry.node,
-                                });
+                                };
+                                selection.offer(planned, &mut plan);
                             }
                             Ok(())
                         })
@@ -269,7 +272,7 @@ async fn select(
     if !unmatched.is_empty() {
         return Err(Error::FilterMatchedNothing(unmatched));
     }
-    Ok(selection.into_plan())
+    Ok(plan)
 }
 
 /// Writes the objects of `snapshot` whose key starts with `prefix` (`""`

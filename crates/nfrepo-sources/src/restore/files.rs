@@ -6,9 +6,10 @@
 //! of packs ([`nfrepo_engine::PackRead`]). Each read is one task: one
 //! ranged request, then every chunk opened (authenticated, decompressed,
 //! re-hashed) on every core and written with positioned writes to each
-//! file and offset that needs it. At most [`IN_FLIGHT_READS`] reads and
-//! [`IN_FLIGHT_BYTES`] of their sealed and plain bytes are in flight, so
-//! requests overlap storage latency while memory stays bounded.
+//! file and offset that needs it. At most [`IN_FLIGHT_READS`] reads,
+//! [`IN_FLIGHT_SEALED`] of their sealed bytes (what they hold in memory)
+//! and [`IN_FLIGHT_RAW`] of their plaintext (the work queued) are in
+//! flight, so requests overlap storage latency while memory stays bounded.
 //!
 //! Outcomes are taken in plan order on one blocking thread, which counts
 //! each file's placements and closes a file once its last one is in. Every
@@ -46,9 +47,14 @@ const OPEN_GROUP: usize = 128;
 const PLANNED_AHEAD: usize = 2;
 /// Reads in flight at most.
 const IN_FLIGHT_READS: usize = 16;
-/// Sealed plus plain bytes of the reads in flight at most (a read larger
-/// than this alone still goes, alone).
-const IN_FLIGHT_BYTES: u64 = 32 << 20;
+/// Sealed bytes of the reads in flight at most: what the fetched reads
+/// hold in memory until their chunks are opened (a read larger than this
+/// still goes, alone).
+const IN_FLIGHT_SEALED: u64 = 16 << 20;
+/// Plaintext bytes of the reads in flight at most: the work queued for
+/// the cores (each chunk's plaintext is dropped once written, so this is
+/// not memory held at once).
+const IN_FLIGHT_RAW: u64 = 32 << 20;
 
 /// A file being restored.
 struct Restoring {
@@ -129,21 +135,19 @@ pub(super) async fn restore_files(
     )));
     let mut reads: VecDeque<PackRead> = VecDeque::new();
     let mut in_flight: FuturesOrdered<Task> = FuturesOrdered::new();
-    let mut in_flight_bytes = 0u64;
+    let mut in_flight_bytes = InFlight::default();
     let mut planned_all = false;
     let mut timing = Timing::default();
     loop {
         // Start reads while the window has room, planning more as needed.
         loop {
             if let Some(read) = reads.front() {
-                let cost = read_cost(read);
-                if in_flight.len() >= IN_FLIGHT_READS
-                    || (!in_flight.is_empty() && in_flight_bytes + cost > IN_FLIGHT_BYTES)
-                {
+                let cost = InFlight::of(read);
+                if in_flight.len() >= IN_FLIGHT_READS || (!in_flight.is_empty() && !in_flight_bytes.fits(cost)) {
                     break;
                 }
                 if let Some(read) = reads.pop_front() {
-                    in_flight_bytes += cost;
+                    in_flight_bytes.add(cost);
                     let writers = writers_for(&state, &read)?;
                     in_flight.push_back(Task::start(reader.clone(), read, writers));
                 }
@@ -183,7 +187,7 @@ pub(super) async fn restore_files(
         };
         let step = step?;
         if let Step::Read(outcome) = &step {
-            in_flight_bytes = in_flight_bytes.saturating_sub(read_cost(&outcome.read));
+            in_flight_bytes.remove(InFlight::of(&outcome.read));
         }
         let (state, target, plan, settings) = (state.clone(), target.clone(), plan.clone(), settings.clone());
         let started = std::time::Instant::now();
@@ -207,9 +211,35 @@ pub(super) async fn restore_files(
     Ok(std::mem::take(&mut state.report))
 }
 
-/// What a read costs the in-flight window: its sealed and plain bytes.
-fn read_cost(read: &PackRead) -> u64 {
-    (read.end - read.start) + read.raw_len()
+/// Sealed and plaintext bytes of reads (one read's, or those in flight).
+#[derive(Clone, Copy, Default)]
+struct InFlight {
+    sealed: u64,
+    raw: u64,
+}
+
+impl InFlight {
+    fn of(read: &PackRead) -> Self {
+        Self {
+            sealed: read.end - read.start,
+            raw: read.raw_len(),
+        }
+    }
+
+    /// Whether `read` may join the reads in flight.
+    const fn fits(&self, read: Self) -> bool {
+        self.sealed + read.sealed <= IN_FLIGHT_SEALED && self.raw + read.raw <= IN_FLIGHT_RAW
+    }
+
+    const fn add(&mut self, read: Self) {
+        self.sealed += read.sealed;
+        self.raw += read.raw;
+    }
+
+    const fn remove(&mut self, read: Self) {
+        self.sealed = self.sealed.saturating_sub(read.sealed);
+        self.raw = self.raw.saturating_sub(read.raw);
+    }
 }
 
 /// Opens the files of `plan` group by group and plans them, sending each

@@ -13,11 +13,11 @@
 //!
 //! An entry is restored if no exclude pattern matches it and, when include
 //! patterns are given, one matches it. Directories are kept while they lead
-//! to a restored entry (or match an include themselves). A pattern that
+//! to a restored entry (or match an include themselves), decided as the walk
+//! goes ([`Selection`] holds back at most one chain of ancestors). A pattern that
 //! matches no entry at all is reported ([`Selection::unmatched`]): a typo
 //! in a filter must not pass as a successful restore.
 
-use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -126,13 +126,27 @@ impl Planned {
     }
 }
 
-/// The include and exclude patterns of one restore.
+/// The include and exclude patterns of one restore, applied to the walk
+/// as it goes.
+///
+/// Entries come in walk order (a directory before what it holds) and go
+/// out in the same order as soon as they are decided. With include
+/// patterns, a directory that matches none is held back until an entry
+/// under it is restored (then it goes out first, with its held-back
+/// parents) or the walk leaves it (then it is dropped): the held-back
+/// directories are always one chain of ancestors, so they are at most the
+/// depth of the tree, whatever its width.
 pub(crate) struct Selection {
     include: Option<Patterns>,
     exclude: Option<Patterns>,
-    /// Candidates in walk order (parents before children), with whether an
-    /// include pattern matched them.
-    candidates: Vec<(Planned, bool)>,
+    /// Directories waiting for a restored entry under them (with include
+    /// patterns only), outermost first.
+    held: Vec<Planned>,
+}
+
+/// Whether `rel` is strictly under the directory `dir`.
+pub(crate) fn is_under(rel: &[u8], dir: &[u8]) -> bool {
+    rel.len() > dir.len() && rel.starts_with(dir) && rel.get(dir.len()) == Some(&b'/')
 }
 
 impl Selection {
@@ -142,22 +156,33 @@ impl Selection {
         Ok(Self {
             include: Patterns::new(include)?,
             exclude: Patterns::new(exclude)?,
-            candidates: Vec::new(),
+            held: Vec::new(),
         })
     }
 
-    /// Offers one entry of the walk (in walk order).
-    pub(crate) fn offer(&mut self, planned: Planned) {
+    /// Offers one entry of the walk (in walk order); appends to `out` what
+    /// is decided to be restored now, parents before children.
+    pub(crate) fn offer(&mut self, planned: Planned, out: &mut Vec<Planned>) {
         // Every pattern is tried on every entry so that `unmatched` is exact.
         let excluded = self.exclude.as_mut().is_some_and(|p| p.matches(&planned.rel));
         let included = self.include.as_mut().is_none_or(|p| p.matches(&planned.rel));
-        if excluded || !(included || planned.is_dir()) {
+        // The walk has left every held directory this entry is not under.
+        while self.held.last().is_some_and(|d| !is_under(&planned.rel, &d.rel)) {
+            self.held.pop();
+        }
+        if excluded {
             return;
         }
-        self.candidates.push((planned, included));
+        if included {
+            out.append(&mut self.held);
+            out.push(planned);
+        } else if planned.is_dir() {
+            self.held.push(planned);
+        }
     }
 
-    /// Patterns that matched no entry, as `--include "pattern"`.
+    /// Patterns that matched no entry, as `--include "pattern"` (exact once
+    /// every entry was offered).
     pub(crate) fn unmatched(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         if let Some(p) = &self.include {
@@ -167,31 +192,6 @@ impl Selection {
             out.extend(p.unmatched("exclude"));
         }
         out
-    }
-
-    /// The nodes to restore, parents before children. Directories kept only
-    /// for an include are dropped unless something under them is restored.
-    pub(crate) fn into_plan(self) -> Vec<Planned> {
-        if self.include.is_none() {
-            return self.candidates.into_iter().map(|(p, _)| p).collect();
-        }
-        let mut needed: HashSet<Vec<u8>> = HashSet::new();
-        for (planned, included) in &self.candidates {
-            if *included {
-                let rel = &planned.rel;
-                for (i, b) in rel.iter().enumerate() {
-                    if *b == b'/' {
-                        needed.insert(rel.get(..i).unwrap_or_default().to_vec());
-                    }
-                }
-                needed.insert(rel.clone());
-            }
-        }
-        self.candidates
-            .into_iter()
-            .filter(|(p, _)| needed.contains(&p.rel))
-            .map(|(p, _)| p)
-            .collect()
     }
 }
 
@@ -220,6 +220,7 @@ mod tests {
     fn select(include: &[&str], exclude: &[&str]) -> (Vec<String>, Vec<String>) {
         let own = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
         let mut selection = Selection::new(&own(include), &own(exclude)).unwrap();
+        let mut plan = Vec::new();
         for (rel, dir) in [
             ("c", true),
             ("c/sub", true),
@@ -228,17 +229,14 @@ mod tests {
             ("c/t1.txt", false),
             ("c/t2.txt", false),
         ] {
-            selection.offer(Planned {
+            let planned = Planned {
                 rel: rel.as_bytes().to_vec(),
                 node: node(dir),
-            });
+            };
+            selection.offer(planned, &mut plan);
         }
         let unmatched = selection.unmatched();
-        let plan = selection
-            .into_plan()
-            .into_iter()
-            .map(|p| String::from_utf8(p.rel).unwrap())
-            .collect();
+        let plan = plan.into_iter().map(|p| String::from_utf8(p.rel).unwrap()).collect();
         (plan, unmatched)
     }
 

@@ -111,6 +111,32 @@ pub(crate) async fn get(root: PathBuf, rel_path: String) -> Result<Bytes> {
     .await
 }
 
+/// Reads `range` of the object `root/rel_path` in one blocking call; returns
+/// the bytes read, fewer than asked if the object ends first. (OpenDAL's fs
+/// service keeps a pool of up to 16 read buffers, each holding on to the
+/// whole allocation of an earlier read: tens of MiB for a restore.)
+pub(crate) async fn get_range(root: PathBuf, rel_path: String, range: std::ops::Range<u64>) -> Result<Bytes> {
+    blocking(move || {
+        let failed = |e| Error::from_io(e, "cannot read object");
+        let file = fs::File::open(root.join(rel_path)).map_err(failed)?;
+        let len = usize::try_from(range.end.saturating_sub(range.start))
+            .map_err(|_| Error::new(ErrorKind::Other, format!("range {range:?} too large")))?;
+        let mut buf = vec![0u8; len];
+        let mut filled = 0;
+        while let Some(rest) = buf.get_mut(filled..).filter(|rest| !rest.is_empty()) {
+            match std::os::unix::fs::FileExt::read_at(&file, rest, range.start + filled as u64) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(failed(e)),
+            }
+        }
+        buf.truncate(filled);
+        Ok(Bytes::from(buf))
+    })
+    .await
+}
+
 /// Lists every object of `kind` under `root` in one blocking call, in
 /// ascending name order (the fan-out directories of packs included). Names
 /// that are not object names of `kind` (temp files, strays) and

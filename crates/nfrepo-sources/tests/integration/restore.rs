@@ -1,0 +1,147 @@
+//! Tree restores in batches (issue 14, item 6: memory flat in the number of
+//! files): a tree cut into many batches restores exactly as in one.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use nfrepo_sources::{FilesSource, RestoreOptions, restore};
+
+use super::fixture::{repo, run, snapshots};
+
+/// A tree of `a/` (ten files), `m/deep/` (a read-only directory) and `z/`,
+/// walked in that order. `a/f0` and `z/same` hold the same bytes, so with
+/// small batches they share a chunk across batches; `a/f1` and `a/f2`
+/// share one within a batch. Every directory and file has its own mtime.
+fn tree() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    for sub in ["a", "m/deep", "z"] {
+        std::fs::create_dir_all(src.join(sub)).unwrap();
+    }
+    let shared = b"the same bytes in two batches".repeat(100);
+    for i in 0..10 {
+        let content = match i {
+            0 => shared.clone(),
+            1 | 2 => b"the same bytes in one batch".to_vec(),
+            _ => format!("file {i}").into_bytes(),
+        };
+        std::fs::write(src.join(format!("a/f{i}")), content).unwrap();
+    }
+    std::fs::write(src.join("m/deep/only.txt"), b"deep").unwrap();
+    std::os::unix::fs::symlink("../a/f3", src.join("m/link")).unwrap();
+    std::fs::write(src.join("z/same"), &shared).unwrap();
+    // Times last, deepest first: writing into a directory changes its mtime.
+    let mut stamp = 1_000_000_000;
+    for rel in ["a/f0", "a/f5", "m/deep/only.txt", "z/same", "m/deep", "a", "m", "z", ""] {
+        stamp += 86_400;
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(stamp);
+        let file = std::fs::File::open(src.join(rel)).unwrap();
+        file.set_times(std::fs::FileTimes::new().set_accessed(at).set_modified(at))
+            .unwrap();
+    }
+    std::fs::set_permissions(src.join("m/deep"), std::fs::Permissions::from_mode(0o555)).unwrap();
+    dir
+}
+
+/// Every entry under `root`: path, type and mode, mtime, and content or link target.
+fn listing(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            let what = if meta.is_dir() {
+                stack.push(path.clone());
+                "dir".to_owned()
+            } else if meta.file_type().is_symlink() {
+                format!("-> {}", std::fs::read_link(&path).unwrap().display())
+            } else {
+                format!(
+                    "{} bytes {:?}",
+                    meta.len(),
+                    blake3::hash(&std::fs::read(&path).unwrap())
+                )
+            };
+            let mode = meta.mode() & 0o7777;
+            // A link's own mtime is not restored everywhere; its target is what matters.
+            let mtime = if meta.file_type().is_symlink() { 0 } else { meta.mtime() };
+            out.push(format!("{rel} {mode:o} {mtime} {what}"));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Restores the snapshot of `src` into a fresh directory with `options`.
+async fn restored(
+    repo: &nfrepo_engine::Repository,
+    options: &RestoreOptions,
+) -> (tempfile::TempDir, nfrepo_sources::RestoreReport) {
+    let reader = repo.reader().await.unwrap();
+    let snapshot = snapshots(repo).await.pop().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let report = restore(&reader, &snapshot, "", out.path(), options).await.unwrap();
+    (out, report)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_of_a_tree_in_many_batches_matches_one_batch_and_the_source() {
+    let repo = repo().await;
+    let dir = tree();
+    run(&repo, "tree", FilesSource::new(vec![dir.path().join("src")]))
+        .await
+        .unwrap();
+    let (whole, whole_report) = restored(&repo, &RestoreOptions::default()).await;
+    let mut small = RestoreOptions::default();
+    small.batch_entries = Some(2);
+    let (batched, batched_report) = restored(&repo, &small).await;
+
+    let expected = listing(dir.path());
+    assert_eq!(listing(whole.path()), expected);
+    // Directory mtimes and the read-only directory's mode included: each
+    // directory is finished after the batch the walk leaves it in.
+    assert_eq!(listing(batched.path()), expected);
+    assert!(
+        expected.iter().any(|l| l.starts_with("src/m/deep 555 ")),
+        "{expected:#?}"
+    );
+    for report in [&whole_report, &batched_report] {
+        assert_eq!((report.files, report.dirs, report.others), (12, 5, 1), "{report:?}");
+        assert!(report.unmatched_filters.is_empty() && report.skipped.is_empty());
+    }
+    assert_eq!(batched_report.bytes, whole_report.bytes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_with_an_include_whose_only_match_is_in_a_late_batch() {
+    let repo = repo().await;
+    let dir = tree();
+    run(&repo, "tree", FilesSource::new(vec![dir.path().join("src")]))
+        .await
+        .unwrap();
+    let mut options = RestoreOptions::default();
+    options.batch_entries = Some(2);
+    options.include = vec!["deep/only.txt".into(), "src/m/deep/only.txt".into(), "nothing*".into()];
+    let (out, report) = restored(&repo, &options).await;
+    let got: Vec<String> = listing(out.path())
+        .into_iter()
+        .map(|l| l.split(' ').next().unwrap_or_default().to_owned())
+        .collect();
+    // Directories that lead to nothing restored (a, z) are never created;
+    // those on the way to the match are, with their metadata.
+    assert_eq!(got, ["src", "src/m", "src/m/deep", "src/m/deep/only.txt"]);
+    assert_eq!((report.files, report.dirs), (1, 3));
+    assert_eq!(
+        report.unmatched_filters,
+        ["--include \"deep/only.txt\"", "--include \"nothing*\""]
+    );
+    let expected = listing(dir.path());
+    let deep = listing(out.path())
+        .into_iter()
+        .find(|l| l.starts_with("src/m/deep "))
+        .unwrap();
+    assert!(expected.contains(&deep), "{deep} not in {expected:#?}");
+}
