@@ -370,12 +370,7 @@ impl Batcher {
         }
         let batch = std::mem::take(&mut self.batch);
         self.bytes = 0;
-        let tx = self.tx.clone();
-        Some(Box::pin(async move {
-            tx.send(batch)
-                .await
-                .map_err(|_| nfrepo_engine::Error::Pipeline("the restore stopped".into()))
-        }))
+        Some(Box::pin(send_batch(self.tx.clone(), batch)))
     }
 
     /// Hands over the last batch, with every directory still open.
@@ -385,13 +380,18 @@ impl Batcher {
         }
         let batch = std::mem::take(&mut self.batch);
         if !batch.entries.is_empty() || !batch.left.is_empty() {
-            self.tx
-                .send(batch)
-                .await
-                .map_err(|_| Error::Invalid("the restore stopped".into()))?;
+            send_batch(self.tx.clone(), batch).await?;
         }
         Ok(())
     }
+}
+
+/// Hands `batch` to the restoring side; fails only if it has stopped (its
+/// own error is then the one reported).
+async fn send_batch(tx: tokio::sync::mpsc::Sender<Batch>, batch: Batch) -> nfrepo_engine::Result<()> {
+    tx.send(batch)
+        .await
+        .map_err(|_| nfrepo_engine::Error::Pipeline("the restore stopped".into()))
 }
 
 /// The memory an entry of a batch takes, roughly (its heap parts counted).
