@@ -180,7 +180,9 @@ fn work_line(c: &nfrepo_engine::WorkCounts, unit: &str) -> String {
         let rate = c.bytes_done as f64 / elapsed.as_secs_f64().max(0.001);
         line.push_str(&format!(" ({}/s)", render::bytes(rate as u64)));
     }
-    let left = if c.bytes_total > 0 {
+    let left = if c.growing {
+        None
+    } else if c.bytes_total > 0 {
         eta(c.bytes_done, c.bytes_total, elapsed)
     } else {
         eta(c.items_done, c.items_total, elapsed)
@@ -336,6 +338,12 @@ mod tests {
         let line = work_line(&work.counts().unwrap(), "files");
         assert!(line.starts_with("restoring: 1/4 files, 1.0 MiB/4.0 MiB ("), "{line}");
         assert!(line.contains("ETA "), "{line}");
+        work.phase("restoring", 0, 0);
+        work.grow(4, 4 << 20);
+        work.advance(1, 1 << 20);
+        let line = work_line(&work.counts().unwrap(), "files");
+        assert!(line.starts_with("restoring: 1/4 files, 1.0 MiB/4.0 MiB ("), "{line}");
+        assert!(!line.contains("ETA"), "no ETA while the totals grow: {line}");
         work.phase("marking trees", 0, 0);
         work.advance(7, 0);
         assert_eq!(

@@ -9,7 +9,7 @@
 //! [`Work`] does no bookkeeping at all.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 /// Progress counters shared between an operation and its display.
@@ -20,6 +20,7 @@ pub struct Work {
     items_total: AtomicU64,
     bytes_done: AtomicU64,
     bytes_total: AtomicU64,
+    growing: AtomicBool,
 }
 
 /// One sample of a [`Work`].
@@ -37,6 +38,9 @@ pub struct WorkCounts {
     pub bytes_done: u64,
     /// Bytes in the phase; 0 when unknown.
     pub bytes_total: u64,
+    /// The totals are still growing (see [`Work::grow`]): they count what
+    /// was planned so far, so no share done or ETA can be drawn from them.
+    pub growing: bool,
 }
 
 impl Work {
@@ -48,8 +52,18 @@ impl Work {
             self.bytes_done.store(0, Ordering::Relaxed);
             self.items_total.store(items, Ordering::Relaxed);
             self.bytes_total.store(bytes, Ordering::Relaxed);
+            self.growing.store(false, Ordering::Relaxed);
             *phase = Some((name, Instant::now()));
         }
+    }
+
+    /// Adds `items` items and `bytes` bytes to the phase's totals, for an
+    /// operation that learns its totals as it goes (a restore of part of a
+    /// snapshot plans batch by batch).
+    pub fn grow(&self, items: u64, bytes: u64) {
+        self.growing.store(true, Ordering::Relaxed);
+        self.items_total.fetch_add(items, Ordering::Relaxed);
+        self.bytes_total.fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// Records `items` items and `bytes` bytes done.
@@ -69,6 +83,7 @@ impl Work {
             items_total: self.items_total.load(Ordering::Relaxed),
             bytes_done: self.bytes_done.load(Ordering::Relaxed),
             bytes_total: self.bytes_total.load(Ordering::Relaxed),
+            growing: self.growing.load(Ordering::Relaxed),
         })
     }
 }
@@ -97,11 +112,15 @@ mod tests {
             (c.phase, c.items_done, c.items_total, c.bytes_done, c.bytes_total),
             ("reading packs", 2, 3, 150, 300)
         );
+        work.grow(2, 20);
+        let c = work.counts().unwrap();
+        assert_eq!((c.items_total, c.bytes_total, c.growing), (5, 320, true));
         work.phase("deleting", 0, 0);
         let c = work.counts().unwrap();
         assert_eq!(
             (c.phase, c.items_done, c.items_total, c.bytes_done),
             ("deleting", 0, 0, 0)
         );
+        assert!(!work.counts().unwrap().growing, "a new phase starts with final totals");
     }
 }

@@ -84,6 +84,10 @@ pub struct RemoteRestore {
     pub items_done: u64,
     /// Files to restore, once known.
     pub items_total: u64,
+    /// `items_total` counts only what the server planned so far; it grows
+    /// as the restore goes (a part of a snapshot).
+    #[serde(default)]
+    pub totals_growing: bool,
     /// Bytes restored so far.
     pub bytes_done: u64,
     /// Set once the restore has ended.
@@ -285,18 +289,28 @@ struct Shown {
 
 impl Shown {
     /// Moves `work` to `job`'s counters: a new phase when the total
-    /// changes (the server started its next phase), else the increments.
+    /// changes other than by growing (the server started its next phase),
+    /// else the increments.
     fn mirror(&mut self, job: &RemoteRestore, work: &Work) {
         if job.phase.is_none() {
             return;
         }
-        if self.total != Some(job.items_total) || job.items_done < self.items || job.bytes_done < self.bytes {
-            work.phase("restoring at the server", job.items_total, 0);
+        let continues = self
+            .total
+            .is_some_and(|total| job.items_total == total || (job.totals_growing && job.items_total > total));
+        if !continues || job.items_done < self.items || job.bytes_done < self.bytes {
+            let total = if job.totals_growing { 0 } else { job.items_total };
+            work.phase("restoring at the server", total, 0);
             *self = Self {
-                total: Some(job.items_total),
+                total: Some(total),
                 items: 0,
                 bytes: 0,
             };
+        }
+        let total = self.total.unwrap_or_default();
+        if job.items_total > total {
+            work.grow(job.items_total - total, 0);
+            self.total = Some(job.items_total);
         }
         work.advance(job.items_done - self.items, job.bytes_done - self.bytes);
         self.items = job.items_done;
@@ -344,5 +358,44 @@ async fn refusal(answer: reqwest::Response) -> ViaError {
         }
         (None, StatusCode::NOT_FOUND) => ViaError::new(ErrorCode::BackupNotFound, detail, message),
         (None, _) => ViaError::new(ErrorCode::RestoreFailed, detail, message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+    use super::*;
+
+    /// A running job as the server would report it.
+    fn job(done: u64, total: u64, growing: bool) -> RemoteRestore {
+        serde_json::from_value(serde_json::json!({
+            "id": 1, "approved_by": "alice", "snapshot": "ab", "source": "web", "path": "src",
+            "target": "scratch", "directory": "/r/1", "phase": "restoring",
+            "items_done": done, "items_total": total, "totals_growing": growing,
+            "bytes_done": done * 10, "outcome": null,
+        }))
+        .unwrap()
+    }
+
+    fn shown(work: &Work) -> (u64, u64, bool) {
+        let c = work.counts().unwrap();
+        (c.items_done, c.items_total, c.growing)
+    }
+
+    #[test]
+    fn the_mirror_follows_growing_totals_without_restarting_the_phase() {
+        let (work, mut mirror) = (Work::default(), Shown::default());
+        mirror.mirror(&job(0, 0, false), &work);
+        let since = work.counts().unwrap().since;
+        mirror.mirror(&job(1, 4, true), &work);
+        assert_eq!(shown(&work), (1, 4, true));
+        mirror.mirror(&job(5, 9, true), &work);
+        assert_eq!(shown(&work), (5, 9, true));
+        assert_eq!(work.counts().unwrap().since, since, "one phase throughout");
+        // A server that moves on to a phase with known totals starts one here.
+        mirror.mirror(&job(0, 3, false), &work);
+        assert_eq!(shown(&work), (0, 3, false));
+        mirror.mirror(&job(2, 3, false), &work);
+        assert_eq!(shown(&work), (2, 3, false));
     }
 }

@@ -85,6 +85,8 @@ pub(crate) struct JobView {
     pub(crate) phase: Option<&'static str>,
     pub(crate) items_done: u64,
     pub(crate) items_total: u64,
+    /// `items_total` counts what was planned so far (a part of a snapshot).
+    pub(crate) totals_growing: bool,
     pub(crate) bytes_done: u64,
     pub(crate) outcome: Option<Outcome>,
 }
@@ -106,6 +108,7 @@ impl Job {
             phase: counts.map(|c| c.phase),
             items_done: counts.map_or(0, |c| c.items_done),
             items_total: counts.map_or(0, |c| c.items_total),
+            totals_growing: counts.is_some_and(|c| c.growing),
             bytes_done: counts.map_or(0, |c| c.bytes_done),
             outcome: self.outcome(),
         }

@@ -125,8 +125,9 @@ pub struct RestoreOptions {
     pub skip_damaged: bool,
     /// Keep setuid/setgid bits when not running as root.
     pub keep_setid: bool,
-    /// Progress counters: files and content bytes (totals known only for a
-    /// whole snapshot without filters: from its summary).
+    /// Progress counters: files and content bytes. A whole snapshot without
+    /// filters takes its totals from its summary; a part's totals grow as
+    /// the walk plans each batch.
     pub work: Option<Arc<nfrepo_engine::Work>>,
     /// Entries per batch (default 4096, see the module docs): fewer lower
     /// the memory a restore takes; more re-read fewer chunks shared by
@@ -178,9 +179,10 @@ pub async fn restore(
     options: &RestoreOptions,
 ) -> Result<RestoreReport> {
     let selection = Selection::new(&options.include, &options.exclude)?;
+    // The totals are known before the walk only for a whole snapshot; for
+    // a part they grow batch by batch, and are complete at the end.
+    let whole = path.trim_matches('/').is_empty() && options.include.is_empty() && options.exclude.is_empty();
     if let Some(work) = &options.work {
-        // The totals are known without a walk only for a whole snapshot.
-        let whole = path.trim_matches('/').is_empty() && options.include.is_empty() && options.exclude.is_empty();
         let summary = &snapshot.snapshot.summary;
         let (files, bytes) = if whole { (summary.files, summary.bytes) } else { (0, 0) };
         work.phase("restoring", files, bytes);
@@ -227,6 +229,10 @@ pub async fn restore(
     let restoring = async {
         let mut report = RestoreReport::default();
         while let Some(batch) = batches.recv().await {
+            if let (Some(work), false) = (&options.work, whole) {
+                let (files, bytes) = batch.files();
+                work.grow(files, bytes);
+            }
             restore_batch(reader, batch, &shared, target, options, &mut report).await?;
         }
         Ok::<_, Error>(report)
@@ -313,6 +319,18 @@ struct BatchLimits {
 struct Batch {
     entries: Vec<Planned>,
     left: Vec<Planned>,
+}
+
+impl Batch {
+    /// The files of the batch and their bytes.
+    fn files(&self) -> (u64, u64) {
+        self.entries
+            .iter()
+            .fold((0, 0), |(files, bytes), p| match &p.node.kind {
+                NodeKind::File { size, .. } => (files + 1, bytes + size),
+                _ => (files, bytes),
+            })
+    }
 }
 
 /// Cuts the walk into batches, applying the selection; the walk waits

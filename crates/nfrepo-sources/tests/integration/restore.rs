@@ -97,7 +97,17 @@ async fn restore_of_a_tree_in_many_batches_matches_one_batch_and_the_source() {
     let (whole, whole_report) = restored(&repo, &RestoreOptions::default()).await;
     let mut small = RestoreOptions::default();
     small.batch_entries = Some(2);
+    small.include = vec!["src".into()];
+    let work = std::sync::Arc::new(nfrepo_engine::Work::default());
+    small.work = Some(work.clone());
     let (batched, batched_report) = restored(&repo, &small).await;
+    // A filtered restore learns its totals batch by batch; at the end
+    // they are the files and bytes it restored.
+    let c = work.counts().unwrap();
+    assert_eq!(
+        (c.items_done, c.items_total, c.bytes_done, c.bytes_total, c.growing),
+        (12, 12, whole_report.bytes, whole_report.bytes, true)
+    );
 
     let expected = listing(dir.path());
     assert_eq!(listing(whole.path()), expected);
