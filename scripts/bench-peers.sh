@@ -57,7 +57,9 @@
 # before and after) and peak RSS (`/usr/bin/time -f %M`) of:
 #   - the first backup, of dump1 (pgdump1, redis1) or of the tree; a dump
 #     is backed up from stdin by every tool (nfrepo: `snapshot --stdin
-#     --name NAME --profile dump`; bupstash: `put -`);
+#     --name NAME --profile P`, P being the profile a source of that kind
+#     uses: rows for the MariaDB dump and the Redis RDB, dump for the
+#     PostgreSQL dump (format-spec/chunking.md); bupstash: `put -`);
 #   - the incremental: dump2 (pgdump2, redis2) from stdin; for the tree,
 #     the same live path again after 1 % of its files were changed in
 #     place (64 bytes overwritten in the middle: same inode and size; the
@@ -483,7 +485,7 @@ put_stdin_cmd() {
 	local tool="$1" name="$3" step="$4"
 	base_cmd "$tool" "$2"
 	case "$tool" in
-	nfrepo) CMD+=(snapshot --stdin --name "$name" --profile dump) ;;
+	nfrepo) CMD+=(snapshot --stdin --name "$name" --profile "$STREAM_PROFILE") ;;
 	restic) CMD+=(backup --stdin --stdin-filename "$name") ;;
 	# rustic 0.11.3/0.11.4 take the stream for unchanged when the parent
 	# snapshot has a file of the same name and commit the parent's content
@@ -984,6 +986,14 @@ stream_name() {
 	esac
 }
 
+# stream_profile SET: the chunk profile nfrepo gives a source of SET's kind.
+stream_profile() {
+	case "$1" in
+	pgdump) echo dump ;;
+	*) echo rows ;;
+	esac
+}
+
 # tree_root TARGET: where the tree landed under TARGET (tools restore it at
 # its absolute path, or its contents at the top).
 tree_root() {
@@ -1069,6 +1079,7 @@ restore_row() {
 bench_tool() {
 	local tool="$1" set="$2" s0 s1 s2 bytes1 s3=0
 	STREAM_NAME="$(stream_name "$set")"
+	STREAM_PROFILE="$(stream_profile "$set")"
 	if [[ "$set" == tree ]]; then
 		bytes1="$(awk '{ print $2 }' "$DATA/tree.done")"
 		[[ ! -e "$DATA/tree.dirty" ]] || tree_edit revert

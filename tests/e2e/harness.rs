@@ -213,6 +213,16 @@ pub fn succeeded(out: &Output, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The chunk profile of each snapshot of `source`, in the order `snapshots` lists them.
+pub fn profiles(env: &Env, source: &str) -> Vec<String> {
+    let listed = env.json(&["snapshots", "--source", source]);
+    let listed = listed.as_array().expect("a list of snapshots");
+    listed
+        .iter()
+        .map(|s| s["profile"].as_str().unwrap_or("?").to_owned())
+        .collect()
+}
+
 /// The JSON that nfrepo `args` printed.
 pub fn parse_json(stdout: &str, args: &[&str]) -> serde_json::Value {
     serde_json::from_str(stdout).unwrap_or_else(|e| panic!("bad JSON from {args:?}: {e}\n{stdout}"))

@@ -83,6 +83,8 @@ fn mysql_source_snapshots_incrementally_and_restores_into_a_fresh_database() {
         "incremental added {added} bytes of a {dump_bytes}-byte dump"
     );
     assert_eq!(second["parent"], first["snapshot_id"]);
+    // A MariaDB dump changes rows in place: the 8 KiB `rows` profile.
+    assert_eq!(crate::harness::profiles(&env, "db"), ["rows", "rows"]);
 
     // Secrets appear nowhere in the snapshot records.
     let listed = env.ok(&["--json", "snapshots"]);

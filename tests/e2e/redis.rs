@@ -96,6 +96,11 @@ fn redis_rdb_and_aof_are_backed_up_and_load_into_a_fresh_server() {
     let first = env.json(&["--config", &config, "snapshot", "--source", "cache"]);
     assert!(first["extra"]["redis.server_version"].as_str().is_some());
     assert_eq!(first["extra"]["dump.dump.rdb.exit_status"], "0");
+    assert_eq!(
+        crate::harness::profiles(&env, "cache"),
+        ["rows"],
+        "an RDB changes keys in place"
+    );
 
     redis_cli_at(&port, &["SET", &keys[7], "changed"]);
     redis_cli_at(&port, &["DEL", &keys[8]]);

@@ -382,6 +382,7 @@ pub struct NewPasswordArgs {
 pub enum ProfileArg {
     Files,
     Dump,
+    Rows,
 }
 
 impl ProfileArg {
@@ -389,6 +390,7 @@ impl ProfileArg {
         match self {
             Self::Files => "files",
             Self::Dump => "dump",
+            Self::Rows => "rows",
         }
     }
 }
@@ -422,7 +424,8 @@ pub struct SnapshotArgs {
     /// Tag as key=value (repeatable).
     #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = tag)]
     pub tags: Vec<String>,
-    /// Chunking profile (default: files for paths, dump for streams).
+    /// Chunking profile: files (1 MiB), dump (16 KiB) or rows (8 KiB) (default: files for paths, dump
+    /// for streams).
     #[arg(long, value_enum)]
     pub profile: Option<ProfileArg>,
     /// Read every file even if the parent snapshot says it is unchanged.

@@ -220,11 +220,6 @@ impl SourceKind {
     const fn is_server(self) -> bool {
         matches!(self, Self::Mysql | Self::Postgres | Self::Redis)
     }
-
-    /// Dumps chunk best at the small `dump` average; file trees and objects at `files`.
-    pub const fn default_profile(self) -> &'static str {
-        if self.is_server() { "dump" } else { "files" }
-    }
 }
 
 /// `[sources.NAME]`.
@@ -270,7 +265,7 @@ pub struct SourceConfig {
     /// The type (database, storage, configs, logs…), recorded as tag `type`.
     #[serde(rename = "type")]
     pub source_type: Option<String>,
-    /// Chunking profile: `dump` or `files`.
+    /// Chunking profile: `files`, `dump` or `rows` (default: the source kind's).
     pub profile: Option<String>,
     /// Also record the SHA-256 of every dump (database kinds with method
     /// dump), exported stream (analytics) and bucket object, for comparing
@@ -554,10 +549,9 @@ fn validate_source(name: &str, source: &SourceConfig) -> Result<(), String> {
         );
     }
     if let Some(profile) = &source.profile
-        && profile != "dump"
-        && profile != "files"
+        && nfrepo_format::ChunkerProfile::named(profile).is_none()
     {
-        return Err(format!("unknown profile {profile:?} (dump or files)"));
+        return Err(format!("unknown profile {profile:?} (files, dump or rows)"));
     }
     if let Some(schedule) = &source.schedule {
         check_schedule(schedule)?;
@@ -1022,5 +1016,14 @@ keep-daily = 30
         );
         assert!(parse("[sources.\"a b\"]\nkind = \"files\"\npaths = [\"/\"]\n").is_err());
         assert!(parse("[sources.x]\nkind = \"nosql\"\n").is_err());
+        let files = "[sources.x]\nkind = \"files\"\npaths = [\"/\"]\n";
+        assert!(
+            parse(&format!("{files}profile = \"tiny\"\n"))
+                .unwrap_err()
+                .contains("unknown profile \"tiny\" (files, dump or rows)")
+        );
+        for profile in ["files", "dump", "rows"] {
+            parse(&format!("{files}profile = \"{profile}\"\n")).unwrap();
+        }
     }
 }

@@ -99,7 +99,7 @@ pub struct BackupOptions {
     pub paths: Vec<String>,
     /// `key=value` tags.
     pub tags: Vec<(String, String)>,
-    /// Chunking profile name (`files` or `dump`).
+    /// Chunking profile name (`files`, `dump` or `rows`; see [`nfrepo_format::ChunkerProfile`]).
     pub profile: String,
     /// Packs uploaded at once.
     pub upload_concurrency: usize,

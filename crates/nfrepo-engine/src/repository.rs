@@ -437,6 +437,14 @@ impl Repository {
         &self.config
     }
 
+    /// This repository as if its config were `config` (for tests of
+    /// repositories an older release made).
+    #[cfg(test)]
+    pub(crate) fn with_config(mut self, config: ConfigBody) -> Self {
+        self.config = Arc::new(config);
+        self
+    }
+
     /// The working keys.
     #[must_use]
     pub const fn keys(&self) -> &RepoKeys {

@@ -45,12 +45,37 @@ impl ChunkerProfile {
         max: 64 * 1024,
     };
 
-    /// The built-in profile of that name (`files` or `dump`).
+    /// For dumps whose writes change rows or keys in place (MariaDB,
+    /// Redis): 2 KiB / 8 KiB / 32 KiB. A changed row moves no other bytes,
+    /// so halving the chunks about halves what an incremental adds over
+    /// [`Self::DUMP`] (`format-spec/chunking.md`, "Measured again per
+    /// source kind"). Repositories made before it existed have no `rows`
+    /// profile; a backup asking for it there uses [`Self::fallback`]'s.
+    pub const ROWS: Self = Self {
+        min: 2 * 1024,
+        avg: 8 * 1024,
+        max: 32 * 1024,
+    };
+
+    /// The built-in profile of that name (`files`, `dump` or `rows`).
     #[must_use]
     pub fn named(name: &str) -> Option<Self> {
         match name {
             "files" => Some(Self::FILES),
             "dump" => Some(Self::DUMP),
+            "rows" => Some(Self::ROWS),
+            _ => None,
+        }
+    }
+
+    /// The profile to use instead of `name` in a repository whose config
+    /// lacks it: a built-in profile added after the repository was made
+    /// names the one its sources used before (`rows` → `dump`), so their
+    /// incrementals keep deduplicating against the snapshots already stored.
+    #[must_use]
+    pub fn fallback(name: &str) -> Option<&'static str> {
+        match name {
+            "rows" => Some("dump"),
             _ => None,
         }
     }

@@ -93,6 +93,18 @@ impl ConfigBody {
     pub fn profile(&self, name: &str) -> Option<ChunkerProfile> {
         self.profiles.iter().find(|(n, _)| n == name).map(|(_, p)| *p)
     }
+
+    /// The profile a backup asking for `name` uses, with its name: `name`
+    /// itself, or in a repository made before a built-in profile existed,
+    /// the one it falls back to ([`ChunkerProfile::fallback`]).
+    #[must_use]
+    pub fn resolve_profile<'a>(&self, name: &'a str) -> Option<(&'a str, ChunkerProfile)> {
+        if let Some(profile) = self.profile(name) {
+            return Some((name, profile));
+        }
+        let fallback = ChunkerProfile::fallback(name)?;
+        self.profile(fallback).map(|profile| (fallback, profile))
+    }
 }
 
 impl Default for ConfigBody {
@@ -103,6 +115,7 @@ impl Default for ConfigBody {
             profiles: vec![
                 ("files".into(), ChunkerProfile::FILES),
                 ("dump".into(), ChunkerProfile::DUMP),
+                ("rows".into(), ChunkerProfile::ROWS),
             ],
             created: 0,
             object_lock: None,

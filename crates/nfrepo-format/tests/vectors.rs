@@ -106,7 +106,7 @@ fn chunk_cut_points() {
     let keys = fixtures::keys();
     assert_eq!(v.seed, keys.chunker_seed);
     assert_eq!(v.input_rule, fixtures::PSEUDO_RANDOM_RULE);
-    assert_eq!(v.runs.len(), 3);
+    assert_eq!(v.runs.len(), 4);
     for run in &v.runs {
         let profile = ChunkerProfile::named(&run.profile).expect("built-in profile");
         assert_eq!((profile.min, profile.avg, profile.max), (run.min, run.avg, run.max));

@@ -208,13 +208,24 @@ impl StreamSource {
     }
 }
 
+/// The chunking profile of a dump of a source of `kind`. MariaDB and Redis
+/// change rows and keys in place: `rows` (8 KiB). PostgreSQL dumps of
+/// updated tables change nearly everywhere, where smaller chunks only cost,
+/// and any other stream: `dump` (16 KiB). See format-spec/chunking.md.
+fn dump_profile(kind: &str) -> &'static str {
+    match kind {
+        "mysql" | "redis" => "rows",
+        _ => "dump",
+    }
+}
+
 impl Source for StreamSource {
     fn kind(&self) -> &str {
         &self.kind
     }
 
     fn default_profile(&self) -> &str {
-        "dump"
+        dump_profile(&self.kind)
     }
 
     fn prepare(&mut self) -> Result<Vec<String>> {
@@ -306,7 +317,7 @@ impl Source for DumpSource {
     }
 
     fn default_profile(&self) -> &str {
-        "dump"
+        dump_profile(&self.kind)
     }
 
     fn prepare(&mut self) -> Result<Vec<String>> {

@@ -304,19 +304,15 @@ async fn backup(
     if let Some(class) = source.retention_class() {
         tags.push(("retention".to_owned(), class.to_owned()));
     }
-    // An export command's output is a stream: the dump profile, as for `--command`.
-    let default_profile = if source.command.is_some() {
-        "dump"
-    } else {
-        source.kind.default_profile()
-    };
-    let profile = source.profile.as_deref().unwrap_or(default_profile);
-    let options = RunOptions::new(name)
+    // Without `profile`, each source chooses its own (Source::default_profile).
+    let mut options = RunOptions::new(name)
         .tags(tags)
-        .profile(profile)
         .use_parent(!no_parent)
         .sha256(source.sha256)
         .retries(retry_counter(&opened.store));
+    if let Some(profile) = &source.profile {
+        options = options.profile(profile.clone());
+    }
     let source = source_of(global, source)?;
     let progress = crate::progress::Progress::backup(global, name);
     let ran = nfrepo_sources::run_backup(&opened.repo, source, &options, &mut |p| progress.show(p)).await;

@@ -18,13 +18,20 @@ impl Repository {
     ///
     /// # Errors
     /// [`Error::Invalid`] for an unknown profile; storage and decoding errors.
-    pub async fn begin_backup(&self, options: BackupOptions) -> Result<BackupSession> {
+    pub async fn begin_backup(&self, mut options: BackupOptions) -> Result<BackupSession> {
         // Nothing new is sealed under a key epoch a rotation retires.
         self.require_current_ring()?;
-        let profile = self
+        // A repository made before a built-in profile existed uses the one
+        // it replaces; the snapshot records the profile actually used, which
+        // is also what its parent is looked up by.
+        let (name, profile) = self
             .config()
-            .profile(&options.profile)
+            .resolve_profile(&options.profile)
             .ok_or_else(|| Error::Invalid(format!("unknown chunking profile {:?}", options.profile)))?;
+        if name != options.profile {
+            tracing::debug!(asked = %options.profile, used = name, "chunking profile falls back");
+            options.profile = name.to_owned();
+        }
         let chunker = Chunker::new(profile, self.keys().chunker_seed).map_err(Error::Format)?;
         let time_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
         // Whether to list every pack (see `listing`), decided before anything
@@ -256,4 +263,78 @@ fn absent_packs(index: &crate::index::Index, listed: &[(PackId, ObjectInfo, Pack
     absent.sort_unstable();
     absent.dedup();
     absent
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
+    use super::*;
+    use crate::{CommitDetails, InitOptions};
+    use nfrepo_format::{ChunkerProfile, ConfigBody, KdfParams, Metadata, Node, Snapshot, SnapshotId, Tree};
+
+    async fn repo(profiles: &[&str]) -> Repository {
+        let store: Arc<dyn nfrepo_store::Store> = Arc::new(nfrepo_store::MemoryStore::new());
+        let options = InitOptions {
+            kdf: KdfParams::insecure_for_tests(),
+            ..InitOptions::default()
+        };
+        let repo = Repository::init(store, b"pw", options).await.unwrap();
+        let config = ConfigBody {
+            profiles: profiles
+                .iter()
+                .map(|&n| (n.to_owned(), ChunkerProfile::named(n).unwrap()))
+                .collect(),
+            ..repo.config().clone()
+        };
+        repo.with_config(config)
+    }
+
+    /// Backs up `data` as one stream of source `db` with profile `profile`.
+    async fn backup(repo: &Repository, profile: &str, data: Vec<u8>) -> Result<(SnapshotId, Snapshot)> {
+        let session = repo.begin_backup(BackupOptions::new("db", "mysql", profile)).await?;
+        let writer = session.writer();
+        let root = tokio::task::spawn_blocking(move || {
+            let kind = writer.store_stream(&data[..], true)?.file_kind();
+            let node = Node {
+                name: b"dump.sql".to_vec(),
+                kind,
+                meta: Metadata::default(),
+            };
+            writer.store_tree(&Tree { nodes: vec![node] })
+        })
+        .await
+        .unwrap()?;
+        session.commit(root, CommitDetails::default()).await
+    }
+
+    #[tokio::test]
+    async fn rows_falls_back_to_dump_in_a_repository_made_before_it_and_keeps_the_parent() {
+        let data = nfrepo_testing::pseudo_random(3 << 20, 7);
+        let mut changed = data.clone();
+        changed[1 << 20] ^= 0xff;
+
+        let old = repo(&["files", "dump"]).await;
+        // Its sources backed up with `dump` before the upgrade.
+        let (before, _) = backup(&old, "dump", data.clone()).await.unwrap();
+        let (after, snapshot) = backup(&old, "rows", changed.clone()).await.unwrap();
+        assert_eq!(snapshot.profile, "dump", "the profile actually used is recorded");
+        assert_eq!(
+            snapshot.parent,
+            Some(before),
+            "the parent is found under the profile used"
+        );
+        // One changed byte: only the chunk holding it (at most 64 KiB) is new.
+        assert!(snapshot.summary.bytes_added_raw <= 64 << 10, "{:?}", snapshot.summary);
+        let (_, next) = backup(&old, "rows", changed).await.unwrap();
+        assert_eq!((next.profile.as_str(), next.parent), ("dump", Some(after)));
+
+        let new = repo(&["files", "dump", "rows"]).await;
+        let (_, snapshot) = backup(&new, "rows", data).await.unwrap();
+        assert_eq!(snapshot.profile, "rows");
+        let unknown = backup(&new, "tiny", Vec::new()).await.unwrap_err();
+        assert!(
+            matches!(&unknown, Error::Invalid(m) if m.contains("unknown chunking profile \"tiny\"")),
+            "{unknown}"
+        );
+    }
 }

@@ -47,6 +47,7 @@ fn keys_json(keys: &RepoKeys) -> schema::Keys {
 fn chunking_json(keys: &RepoKeys) -> schema::Chunking {
     let runs = [
         ("dump", ChunkerProfile::DUMP, 200_000),
+        ("rows", ChunkerProfile::ROWS, 200_000),
         ("files", ChunkerProfile::FILES, 200_000),
         ("files", ChunkerProfile::FILES, 10_000_000),
     ]
