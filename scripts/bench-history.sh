@@ -23,6 +23,8 @@
 #   prefix made is deleted at the end through the SeaweedFS filer
 #   (FILER, default http://127.0.0.1:18888).
 set -euo pipefail
+# shellcheck source=scripts/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
 COUNTS="0 10000"
 RUNS=7
@@ -35,15 +37,12 @@ while [[ $# -gt 0 ]]; do
 	*) echo "usage: $0 [--counts \"0 10000\"] [--runs N] [--only local|s3]" >&2; exit 2 ;;
 	esac
 done
-NFREPO_ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BENCH_DIR="${BENCH_DIR:-/tmp/nfrepo-historybench}"
-TARGET="${CARGO_TARGET_DIR:-$NFREPO_ROOT/target}"
 if [[ -z "${NFREPO_BIN:-}" || -z "${SEED_BIN:-}" ]]; then
-	(cd "$NFREPO_ROOT" && cargo build --release -p nfrepo-cli --bin nfrepo -p nfrepo-sources --example seed_history --quiet)
-	NFREPO_BIN="${NFREPO_BIN:-$TARGET/release/nfrepo}"
-	SEED_BIN="${SEED_BIN:-$TARGET/release/examples/seed_history}"
+	build_nfrepo -p nfrepo-sources --example seed_history
+	SEED_BIN="${SEED_BIN:-$RELEASE_DIR/examples/seed_history}"
 fi
-command -v strace >/dev/null || { echo "strace is needed (apt-get install -y strace)" >&2; exit 1; }
+command -v strace >/dev/null || die "strace is needed (apt-get install -y strace)"
 rm -rf "$BENCH_DIR"
 mkdir -p "$BENCH_DIR"
 cd "$BENCH_DIR"

@@ -39,10 +39,8 @@ while [[ $# -gt 0 ]]; do
 	esac
 done
 BENCH_DIR="${BENCH_DIR:-/tmp/nfrepo-profilebench}"
-if [[ -z "${NFREPO_BIN:-}" ]]; then
-	(cd "$NFREPO_ROOT" && cargo build --release -p nfrepo-cli --bin nfrepo --quiet)
-	NFREPO_BIN="${CARGO_TARGET_DIR:-$NFREPO_ROOT/target}/release/nfrepo"
-fi
+# shellcheck disable=SC2119 # the binary alone: no CARGO_ARGS
+[[ -n "${NFREPO_BIN:-}" ]] || build_nfrepo
 rm -rf "$BENCH_DIR"
 mkdir -p "$BENCH_DIR"
 

@@ -75,11 +75,9 @@ done
 [[ "$BLOBS" =~ ^[0-9]+$ && "$SNAPSHOTS" =~ ^[0-9]+$ ]] || die "counts must be numbers"
 ((SNAPSHOTS >= 2)) || die "--snapshots must be at least 2"
 
-TARGET="${CARGO_TARGET_DIR:-$NFREPO_ROOT/target}"
 if [[ -z "${NFREPO_BIN:-}" || -z "${SEED_BIN:-}" ]]; then
-	(cd "$NFREPO_ROOT" && cargo build --release --quiet -p nfrepo-cli --bin nfrepo -p nfrepo-sources --example seed_scale)
-	NFREPO_BIN="${NFREPO_BIN:-$TARGET/release/nfrepo}"
-	SEED_BIN="${SEED_BIN:-$TARGET/release/examples/seed_scale}"
+	build_nfrepo -p nfrepo-sources --example seed_scale
+	SEED_BIN="${SEED_BIN:-$RELEASE_DIR/examples/seed_scale}"
 fi
 
 BENCH_DIR="${BENCH_DIR:-/tmp/nfrepo-scalebench}"

@@ -17,7 +17,8 @@
 //! (default 32): the cost per snapshot does not depend on the history. The
 //! snapshots are spaced 5 minutes apart, ending now, under the source `db`.
 
-use std::sync::Arc;
+#[path = "seed/open.rs"]
+mod open;
 
 use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -26,11 +27,8 @@ use nfrepo_format::{
     BlobKind, ContentListBuilder, IndexDelta, IndexedPack, ListEntry, Metadata, Node, NodeKind, PackBuilder, PackKind,
     SealedBlob, Snapshot, Summary, Tree,
 };
-use nfrepo_store::{
-    Credentials, ObjectKey, ObjectKind, OpenOptions, PutMode, RetryPolicy, RetryStore, Store, StoreUrl,
-};
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use nfrepo_store::{ObjectKey, ObjectKind, PutMode};
+use open::BoxError;
 
 /// Seconds between two seeded snapshots: the 5-minute schedule.
 const INTERVAL_NS: i64 = 300 * 1_000_000_000;
@@ -46,15 +44,7 @@ async fn main() -> Result<(), BoxError> {
         Some(n) => n.parse().map_err(|_| "CONCURRENCY must be a number")?,
         None => 32,
     };
-    let password = std::env::var("NFREPO_PASSWORD").map_err(|_| "set NFREPO_PASSWORD")?;
-    let url = StoreUrl::parse(url)?;
-    let credentials = match url {
-        StoreUrl::S3 { .. } => Credentials::from_env()?,
-        _ => Credentials::none(),
-    };
-    let store = nfrepo_store::open(&url, &credentials, &OpenOptions::default())?;
-    let store: Arc<dyn Store> = Arc::new(RetryStore::new(store, RetryPolicy::default()));
-    let repo = Repository::open(store, password.as_bytes()).await?;
+    let repo = open::open_repository(url).await?;
     let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
     let run = std::process::id();
     let started = std::time::Instant::now();

@@ -13,17 +13,17 @@
 //! A blob costs the writer a few microseconds, not the 1 MiB of data a
 //! real chunk would take to make.
 
-use std::sync::Arc;
+#[path = "seed/open.rs"]
+mod open;
 
-use nfrepo_engine::{BackupOptions, CommitDetails, Repository};
+use nfrepo_engine::{BackupOptions, CommitDetails};
 use nfrepo_format::{Metadata, Node, NodeKind, Tree};
-use nfrepo_store::{Credentials, OpenOptions, RetryPolicy, RetryStore, Store, StoreUrl};
 
 /// Files (blobs) per directory tree.
 const FILES_PER_DIR: u64 = 1000;
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), open::BoxError> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(url), Some(blobs), Some(snapshots)) = (args.first(), args.get(1), args.get(2)) else {
         return Err("usage: seed_scale URL BLOBS SNAPSHOTS [CACHE_DIR]".into());
@@ -33,15 +33,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if snapshots == 0 {
         return Err("SNAPSHOTS must be at least 1".into());
     }
-    let password = std::env::var("NFREPO_PASSWORD").map_err(|_| "set NFREPO_PASSWORD")?;
-    let url = StoreUrl::parse(url)?;
-    let credentials = match url {
-        StoreUrl::S3 { .. } => Credentials::from_env()?,
-        _ => Credentials::none(),
-    };
-    let store = nfrepo_store::open(&url, &credentials, &OpenOptions::default())?;
-    let store: Arc<dyn Store> = Arc::new(RetryStore::new(store, RetryPolicy::default()));
-    let repo = Repository::open(store, password.as_bytes())
+    let repo = open::open_repository(url)
         .await?
         .with_index_cache(args.get(3).map(Into::into));
     // Distinct content in every run, so a second seeding adds as many blobs.

@@ -17,8 +17,9 @@
 //!
 //! An entry is a claim, never a fact: the engine trusts one only when every
 //! blob it names is still in the repository's index. A stale or damaged
-//! entry therefore costs a re-read, never a wrong snapshot; a database that
-//! does not open is deleted and started afresh.
+//! entry therefore costs a re-read, never a wrong snapshot; a damaged
+//! database is deleted and started afresh, as the other per-repository
+//! databases are.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -26,7 +27,7 @@ use std::sync::{Mutex, PoisonError};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::cache::{connect_wal, database_path};
+use crate::cache::{connect_wal, database_path, open_replacing_damaged};
 use crate::error::{Error, ErrorKind, Result};
 
 /// Rows written in one transaction.
@@ -83,27 +84,18 @@ const fn unsigned(v: i64) -> u64 {
 
 impl KnownFiles {
     /// Opens (creating if needed) the record of repository `repo_id` (hex)
-    /// under `dir`, for `scope`. A file that does not open as a database is
-    /// deleted and created again.
+    /// under `dir`, for `scope`. A file that is not a database, or a damaged
+    /// one, is deleted and created again; one that fails to open otherwise
+    /// (busy in another process past the timeout, not readable) is left as
+    /// it is and its error returned.
     ///
     /// # Errors
     /// [`ErrorKind::InvalidKey`] for a malformed id; [`ErrorKind::Other`] if
-    /// the directory or the database cannot be created.
+    /// the directory or the database cannot be created or opened.
     pub fn open(dir: &Path, repo_id: &str, scope: &[u8]) -> Result<Self> {
         let sqlite = database_path(dir, repo_id)?;
         let path = sqlite.with_file_name(format!("{repo_id}.known-files.sqlite"));
-        let conn = match Self::connect(&path) {
-            Ok(conn) => conn,
-            Err(e) => {
-                tracing::warn!(error = %e, "known-files cache unusable; starting it afresh");
-                for suffix in ["", "-wal", "-shm"] {
-                    let mut name = path.clone().into_os_string();
-                    name.push(suffix);
-                    let _ = std::fs::remove_file(name);
-                }
-                Self::connect(&path)?
-            }
-        };
+        let conn = open_replacing_damaged(&path, "known-files cache", Self::connect)?;
         Ok(Self {
             path,
             scope: scope.to_vec(),

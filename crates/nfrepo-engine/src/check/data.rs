@@ -171,8 +171,11 @@ pub(crate) async fn read_data(
                     format!("pack does not read: {}", super::one_line(&e)),
                 );
                 // Every blob the index lists in it is lost with it.
-                let (entries, _) = index_entries(repo, pack).await?;
-                for blob in entries.unwrap_or_default() {
+                let entries = match index_entries(repo, pack).await? {
+                    IndexEntries::Listed(entries) => entries,
+                    IndexEntries::Unlisted | IndexEntries::DeltaGone(_) => Vec::new(),
+                };
+                for blob in entries {
                     findings.add(
                         code,
                         pack_path(pack.kind, &pack.id),
@@ -236,9 +239,10 @@ async fn verify_one(repo: &Repository, pack: &PackSummary) -> Result<PackVerdict
         Some(entries) => entries,
         // The blobs are opened as the index lists them, as a restore would.
         None => match index_entries(repo, pack).await? {
-            (Some(entries), _) => entries,
-            (None, problem) => {
-                verdict.pack.extend(problem);
+            IndexEntries::Listed(entries) => entries,
+            IndexEntries::Unlisted => return Ok(verdict),
+            IndexEntries::DeltaGone(problem) => {
+                verdict.pack.push(problem);
                 return Ok(verdict);
             }
         },
@@ -291,23 +295,34 @@ fn check_trailer(repo: &Repository, bytes: &[u8], pack: &PackSummary) -> (PackVe
     }
 }
 
+/// What the index's delta says about a pack when it is read again.
+#[derive(Debug)]
+enum IndexEntries {
+    /// The delta lists the pack, with these blob entries.
+    Listed(Vec<PackEntry>),
+    /// The delta opens but does not list the pack.
+    Unlisted,
+    /// The delta no longer opens (removed by a compaction since the load
+    /// pass): why, as a line for the pack's finding.
+    DeltaGone(String),
+}
+
 /// The blob entries the index lists for `pack`, read again from the delta
-/// the load pass took them from; `None` and why if that delta no longer
-/// opens (removed by a compaction since).
+/// the load pass took them from.
 ///
 /// # Errors
 /// Storage failures that are not about the delta.
-async fn index_entries(repo: &Repository, pack: &PackSummary) -> Result<(Option<Vec<PackEntry>>, Option<String>)> {
+async fn index_entries(repo: &Repository, pack: &PackSummary) -> Result<IndexEntries> {
     match crate::objects::load_one::<IndexDelta>(repo, &pack.delta).await {
-        Ok(delta) => Ok((delta.packs.into_iter().find(|p| p.id == pack.id).map(|p| p.blobs), None)),
-        Err(e) if object_problem(&e).is_some() => Ok((
-            None,
-            Some(format!(
-                "its index delta {} no longer opens: {}",
-                pack.delta.short(),
-                super::one_line(&e)
-            )),
-        )),
+        Ok(delta) => Ok(match delta.packs.into_iter().find(|p| p.id == pack.id) {
+            Some(listed) => IndexEntries::Listed(listed.blobs),
+            None => IndexEntries::Unlisted,
+        }),
+        Err(e) if object_problem(&e).is_some() => Ok(IndexEntries::DeltaGone(format!(
+            "its index delta {} no longer opens: {}",
+            pack.delta.short(),
+            super::one_line(&e)
+        ))),
         Err(e) => Err(e),
     }
 }

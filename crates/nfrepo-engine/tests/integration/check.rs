@@ -310,3 +310,29 @@ async fn slow_and_lagging_listings_are_not_mistaken_for_lost_packs() {
     let report = repo.check(&CheckOptions::default()).await.unwrap();
     assert_eq!(report.failure_code(), Some(ErrorCode::BackupNotFound));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pack_whose_index_delta_is_gone_when_it_is_read_says_so() {
+    let (faults, repo) = faulty_repo().await;
+    backup_stream(&repo, "db", "dump.sql", pseudo_random(300_000, 9))
+        .await
+        .unwrap();
+    let pack = repo.store().list(ObjectKind::Data).await.unwrap().remove(0);
+    assert_eq!(repo.store().list(ObjectKind::Index).await.unwrap().len(), 1);
+    // The pack's trailer does not open, so its entries are read again from
+    // its delta, which a compaction has removed since the load pass read it.
+    faults.add_rule(FaultRule::new(FaultOp::Get, Fault::Truncate { len: 1000 }).kind(ObjectKind::Data));
+    faults.add_rule(
+        FaultRule::new(FaultOp::Get, Fault::Lose)
+            .kind(ObjectKind::Index)
+            .after(1),
+    );
+    let mut options = CheckOptions::default();
+    options.read_data = Some(ReadDataSubset::All);
+    let report = repo.check(&options).await.unwrap();
+    assert_eq!(report.failure_code(), Some(ErrorCode::BackupCorrupted));
+    let finding = report.findings.iter().find(|f| f.object == pack.key.path()).unwrap();
+    assert!(finding.message.contains("pack trailer does not open"), "{finding:?}");
+    assert!(finding.message.contains("no longer opens"), "{finding:?}");
+    assert!(finding.blobs.is_empty(), "no blob list to open: {finding:?}");
+}

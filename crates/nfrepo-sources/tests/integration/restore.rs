@@ -44,6 +44,17 @@ fn tree() -> tempfile::TempDir {
     dir
 }
 
+/// A repository holding one snapshot (source `tree`) of a fresh [`tree`]'s
+/// `src`, and that tree.
+async fn backed_up_tree() -> (nfrepo_engine::Repository, tempfile::TempDir) {
+    let repo = repo().await;
+    let dir = tree();
+    run(&repo, "tree", FilesSource::new(vec![dir.path().join("src")]))
+        .await
+        .unwrap();
+    (repo, dir)
+}
+
 /// Every entry under `root`: path, type and mode, mtime, and content or link target.
 fn listing(root: &Path) -> Vec<String> {
     let mut out = Vec::new();
@@ -89,11 +100,7 @@ async fn restored(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_of_a_tree_in_many_batches_matches_one_batch_and_the_source() {
-    let repo = repo().await;
-    let dir = tree();
-    run(&repo, "tree", FilesSource::new(vec![dir.path().join("src")]))
-        .await
-        .unwrap();
+    let (repo, dir) = backed_up_tree().await;
     let (whole, whole_report) = restored(&repo, &RestoreOptions::default()).await;
     let mut small = RestoreOptions::default();
     small.batch_entries = Some(2);
@@ -127,11 +134,7 @@ async fn restore_of_a_tree_in_many_batches_matches_one_batch_and_the_source() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_with_an_include_whose_only_match_is_in_a_late_batch() {
-    let repo = repo().await;
-    let dir = tree();
-    run(&repo, "tree", FilesSource::new(vec![dir.path().join("src")]))
-        .await
-        .unwrap();
+    let (repo, dir) = backed_up_tree().await;
     let mut options = RestoreOptions::default();
     options.batch_entries = Some(2);
     options.include = vec!["deep/only.txt".into(), "src/m/deep/only.txt".into(), "nothing*".into()];
