@@ -171,10 +171,8 @@ URL="${URL%/}"
 HOSTPORT="${URL#*@}"
 MYSQL=(mysql --no-defaults --protocol=TCP -h "${HOSTPORT%:*}" -P "${HOSTPORT##*:}" -uroot --batch --skip-column-names)
 
-if [[ -z "${NFREPO_BIN:-}" ]]; then
-	(cd "$NFREPO_ROOT" && cargo build --release -q -p nfrepo-cli)
-	NFREPO_BIN="${CARGO_TARGET_DIR:-$NFREPO_ROOT/target}/release/nfrepo"
-fi
+# shellcheck disable=SC2119 # the binary alone: no CARGO_ARGS
+[[ -n "${NFREPO_BIN:-}" ]] || build_nfrepo
 
 rm -rf "$BENCH_DIR"
 mkdir -p "$BENCH_DIR/logs"

@@ -53,10 +53,8 @@ LOGS="$BENCH_DIR/logs"
 mkdir -p "$DATA" "$LOGS"
 
 command -v restic >/dev/null || ensure_apt_packages restic
-if [[ -z "${NFREPO_BIN:-}" ]]; then
-	cargo build --release -p nfrepo-cli --quiet --manifest-path "$NFREPO_ROOT/Cargo.toml"
-	NFREPO_BIN="$NFREPO_ROOT/target/release/nfrepo"
-fi
+# shellcheck disable=SC2119 # the binary alone: no CARGO_ARGS
+[[ -n "${NFREPO_BIN:-}" ]] || build_nfrepo
 
 log "making $SNAPSHOTS sets of $PER_SNAPSHOT small files in $DATA (once)"
 python3 - "$DATA" "$SNAPSHOTS" "$PER_SNAPSHOT" <<'EOF'

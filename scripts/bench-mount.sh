@@ -34,12 +34,11 @@ while [[ $# -gt 0 ]]; do
 	*) echo "usage: $0 [--only read|find|open|all]" >&2; exit 2 ;;
 	esac
 done
-NFREPO_ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=scripts/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 BENCH_DIR="${BENCH_DIR:-/tmp/nfrepo-mountbench}"
-if [[ -z "${NFREPO_BIN:-}" ]]; then
-	cargo build --release -p nfrepo-cli --quiet --manifest-path "$NFREPO_ROOT/Cargo.toml"
-	NFREPO_BIN="$NFREPO_ROOT/target/release/nfrepo"
-fi
+# shellcheck disable=SC2119 # the binary alone: no CARGO_ARGS
+[[ -n "${NFREPO_BIN:-}" ]] || build_nfrepo
 mkdir -p "$BENCH_DIR"
 cd "$BENCH_DIR"
 export NFREPO_PASSWORD=bench-password
@@ -267,7 +266,7 @@ if [[ "$ONLY" == open || "$ONLY" == all ]]; then
 			drop_caches
 			start=$(now)
 			mount_repo repo-many
-			count=$(ls "$MNT/snapshots" | wc -l)
+			count=$(find "$MNT/snapshots" -mindepth 1 -maxdepth 1 | wc -l)
 			end=$(now)
 			echo "open ($cache cache) run $run: $count snapshots listed $(elapsed "$start" "$end")s after starting the mount"
 			times+=("$(elapsed "$start" "$end")")

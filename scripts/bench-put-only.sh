@@ -25,12 +25,11 @@ while [[ $# -gt 0 ]]; do
 	*) echo "usage: $0 [--runs N]" >&2; exit 2 ;;
 	esac
 done
-NFREPO_ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=scripts/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 BENCH_DIR="${BENCH_DIR:-/tmp/nfrepo-putonlybench}"
-if [[ -z "${NFREPO_BIN:-}" ]]; then
-	cargo build --release -p nfrepo-cli --quiet --manifest-path "$NFREPO_ROOT/Cargo.toml"
-	NFREPO_BIN="$NFREPO_ROOT/target/release/nfrepo"
-fi
+# shellcheck disable=SC2119 # the binary alone: no CARGO_ARGS
+[[ -n "${NFREPO_BIN:-}" ]] || build_nfrepo
 mkdir -p "$BENCH_DIR"
 cd "$BENCH_DIR"
 if [[ ! -d tree ]]; then

@@ -61,10 +61,8 @@ PORT="${HOSTPORT##*:}"
 PGARGS=(-h "$HOST" -p "$PORT" -U postgres)
 export PGCONNECT_TIMEOUT=10
 
-if [[ -z "${NFREPO_BIN:-}" ]]; then
-	(cd "$NFREPO_ROOT" && cargo build --release -q -p nfrepo-cli)
-	NFREPO_BIN="$NFREPO_ROOT/target/release/nfrepo"
-fi
+# shellcheck disable=SC2119 # the binary alone: no CARGO_ARGS
+[[ -n "${NFREPO_BIN:-}" ]] || build_nfrepo
 "$PG_BIN/psql" "${PGARGS[@]}" -d postgres -Atc 'select 1' >/dev/null ||
 	die "no PostgreSQL at $HOST:$PORT (scripts/start-postgres.sh starts one)"
 

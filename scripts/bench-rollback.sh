@@ -10,6 +10,7 @@
 # `rollback SOURCE --to last-good --force` and checks the files equal the
 # good release. Prints the median and the spread of the runs.
 set -euo pipefail
+# shellcheck source=scripts/lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 cd "$NFREPO_ROOT"
 
@@ -23,8 +24,9 @@ while (($# > 0)); do
 	esac
 done
 
-cargo build --release --quiet -p nfrepo-cli
-BIN="$NFREPO_ROOT/target/release/nfrepo"
+# shellcheck disable=SC2119 # the binary alone: no CARGO_ARGS
+build_nfrepo
+BIN="$NFREPO_BIN"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/nfrepo-bench-rollback.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 
