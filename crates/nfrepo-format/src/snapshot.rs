@@ -35,7 +35,7 @@ pub struct Snapshot {
     pub paths: Vec<String>,
     /// `key=value` tags, sorted.
     pub tags: Vec<(String, String)>,
-    /// The chunking profile used (`files` or `dump`).
+    /// The chunking profile used (`files`, `dump` or `rows`: a name in the config).
     pub profile: String,
     /// The snapshot this one was compared against for unchanged files.
     pub parent: Option<SnapshotId>,

@@ -39,7 +39,7 @@ pub trait Source: Send {
     /// what `restore --into` and `rollback` later rely on.
     fn kind(&self) -> &str;
 
-    /// The chunking profile used unless the caller names one (`files` or `dump`).
+    /// The chunking profile used unless the caller names one (`files`, `dump` or `rows`).
     fn default_profile(&self) -> &str;
 
     /// Checks the source and plans the work; returns the paths or stream
