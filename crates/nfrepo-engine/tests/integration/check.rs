@@ -327,9 +327,7 @@ async fn a_pack_whose_index_delta_is_gone_when_it_is_read_says_so() {
             .kind(ObjectKind::Index)
             .after(1),
     );
-    let mut options = CheckOptions::default();
-    options.read_data = Some(ReadDataSubset::All);
-    let report = repo.check(&options).await.unwrap();
+    let report = repo.check(&read_all()).await.unwrap();
     assert_eq!(report.failure_code(), Some(ErrorCode::BackupCorrupted));
     let finding = report.findings.iter().find(|f| f.object == pack.key.path()).unwrap();
     assert!(finding.message.contains("pack trailer does not open"), "{finding:?}");
