@@ -101,6 +101,10 @@ for entry in load("audit.json")["entries"]:
 replica = load("replication.json")
 seeds["replica_state"] += [b"\x00" + h(replica["bytes"]), b"\x01" + h(replica["body"])]
 
+# The cached unlock: the stored file, and its plaintext body for the sealing mode.
+unlock = load("unlock.json")
+seeds["unlock_cache"] = [b"\x00" + h(unlock["bytes"]), b"\x01" + h(unlock["body"])]
+
 # check_repository mutates a repository it builds itself: seed one mutation
 # of each kind (flip, truncate, delete, replace) over a spread of objects.
 seeds["check_repository"] = [

@@ -61,4 +61,5 @@ mod sources;
 mod spoof;
 mod store_policy;
 mod streams;
+mod unlock_cache;
 mod verified_read;

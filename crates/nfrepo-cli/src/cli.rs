@@ -50,6 +50,14 @@ pub struct GlobalArgs {
     /// Use no local cache: load the whole index into memory on every run.
     #[arg(long, global = true)]
     pub no_cache: bool,
+    /// Cache this host's unlock of the repository for SPAN (at most 7d; also
+    /// `[repository] unlock_cache`): the key slot's argon2id runs once per
+    /// SPAN instead of on every run. The cache file (0600, in the cache
+    /// directory) opens only with the password and only on this host; a
+    /// password change, key removal or rotation ends it; `key lock` removes
+    /// it. Opt-in: see format-spec/unlock.md for what it risks.
+    #[arg(long, env = "NFREPO_UNLOCK_CACHE", value_name = "SPAN", value_parser = unlock_span, global = true)]
+    pub unlock_cache: Option<nfrepo_engine::Span>,
     /// Read from the replica named by `[repository] replica` in nfrepo.toml instead of the repository.
     #[arg(long, global = true)]
     pub from_replica: bool,
@@ -328,6 +336,9 @@ pub enum KeyCommand {
     },
     /// Change the password: add a slot for the new one and remove the current one.
     Passwd(NewPasswordArgs),
+    /// Remove this host's cached unlock of the repository (`--unlock-cache`):
+    /// the next run derives the key from the password again. Needs no password.
+    Lock,
     /// Rotate the keys after a compromise: draw a new key epoch that seals
     /// everything written from now on, rewrite this password's slot and
     /// those of --keep-password-file to it, and revoke every other slot.
@@ -892,6 +903,19 @@ fn span(text: &str) -> Result<String, String> {
     nfrepo_engine::Span::parse(text)
         .map(|_| text.to_owned())
         .map_err(|e| e.to_string())
+}
+
+/// How long an unlock stays cached: one second to seven days.
+pub fn unlock_span(text: &str) -> Result<nfrepo_engine::Span, String> {
+    let span = nfrepo_engine::Span::parse(text).map_err(|e| e.to_string())?;
+    let max = nfrepo_engine::MAX_UNLOCK_CACHE_TTL.as_secs();
+    if span.as_secs() == 0 || span.as_secs() > max {
+        return Err(format!(
+            "an unlock cache lives between 1s and {}d, not {text:?}",
+            max / 86_400
+        ));
+    }
+    Ok(span)
 }
 
 /// A percentage from 0% to 100%.

@@ -12,6 +12,7 @@
 //! cipher = "aes256gcm"                          # what `init` seals with (default xchacha20poly1305)
 //! require_cipher = "aes256gcm"                  # every command refuses a repository with another cipher
 //! allow_insecure_http = false                   # true allows http:// S3 endpoints off loopback (warns)
+//! unlock_cache = "1h"                           # opt-in: argon2id once an hour on this host (format-spec/unlock.md)
 //! # credential_file = "/etc/nfrepo/host.credential"   # a backup host: a put-only credential instead of a
 //! #                                                   # password (`key add --put-only`); snapshot only
 //!
@@ -133,6 +134,16 @@ pub struct RepositoryConfig {
     /// A put-only credential file (as `--credential`): this host backs up
     /// and reads nothing. Exclusive with `password_file` / `password_env`.
     pub credential_file: Option<PathBuf>,
+    /// Cache this host's unlock for this long (as `--unlock-cache`).
+    #[serde(default, deserialize_with = "unlock_span")]
+    pub unlock_cache: Option<nfrepo_engine::Span>,
+}
+
+fn unlock_span<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<nfrepo_engine::Span>, D::Error> {
+    let text = String::deserialize(de)?;
+    crate::cli::unlock_span(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 /// `[replication.NAME]`: a replica of the repository.

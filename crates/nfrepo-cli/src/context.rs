@@ -42,6 +42,8 @@ pub struct Policy {
     pub require_cipher: Option<Cipher>,
     /// The cipher `init` uses when `--cipher` is absent.
     pub cipher: Option<Cipher>,
+    /// How long this host caches its unlock (`--unlock-cache`), if it does.
+    pub unlock_cache: Option<nfrepo_engine::Span>,
 }
 
 pub fn policy(global: &GlobalArgs) -> Result<Policy, Failure> {
@@ -54,7 +56,31 @@ pub fn policy(global: &GlobalArgs) -> Result<Policy, Failure> {
             .or(configured.and_then(|r| r.require_cipher))
             .map(crate::cli::CipherArg::cipher),
         cipher: configured.and_then(|r| r.cipher).map(crate::cli::CipherArg::cipher),
+        unlock_cache: global.unlock_cache.or(configured.and_then(|r| r.unlock_cache)),
     })
+}
+
+/// This host's unlock cache when the policy asks for one. Without a cache
+/// directory or a host identity there is none, with a warning: a backup
+/// never fails for want of a cache.
+fn unlock_cache(global: &GlobalArgs, policy: &Policy) -> Option<nfrepo_engine::UnlockCache> {
+    let span = policy.unlock_cache?;
+    let Some(dir) = cache_dir(global) else {
+        eprintln!(
+            "warning: --unlock-cache needs a cache directory (it is off with --no-cache); not caching the unlock"
+        );
+        return None;
+    };
+    match nfrepo_engine::UnlockCache::new(dir, std::time::Duration::from_secs(span.as_secs())) {
+        Ok(cache) => Some(cache),
+        Err(e) => {
+            eprintln!(
+                "warning: not caching the unlock: {}",
+                crate::output::escape::text(&e.to_string())
+            );
+            None
+        }
+    }
 }
 
 /// The options every URL is turned into a store with: plain http off
@@ -411,11 +437,13 @@ pub async fn open_repository_to_read(global: &GlobalArgs, during: Operation) -> 
     }
     let store = open_store(global, during)?;
     let password = password(global)?;
-    let repo = Repository::open(store.clone(), &password)
+    let policy = policy(global)?;
+    let unlock_cache = unlock_cache(global, &policy);
+    let repo = Repository::open_cached(store.clone(), &password, unlock_cache.as_ref())
         .await
         .map_err(|e| Failure::engine(&e, during))?
         .with_index_cache(cache_dir(global));
-    if let Some(required) = policy(global)?.require_cipher {
+    if let Some(required) = policy.require_cipher {
         repo.require_cipher(required).map_err(|e| Failure::engine(&e, during))?;
     }
     crate::trail::opened(&repo);

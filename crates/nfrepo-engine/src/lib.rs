@@ -66,6 +66,7 @@ mod retention;
 mod rotation;
 mod runs;
 mod session;
+mod unlock_cache;
 mod verify;
 mod walk;
 mod work;
@@ -109,5 +110,6 @@ pub use repository::{InitOptions, KDF_ITERATIONS, KDF_MEMORY_KIB, KeyInfo, PACK_
 pub use retention::{BUILT_IN_CLASSES, Bucket, KeepReason, RetentionPolicy, Span};
 pub use rotation::{RotateOptions, RotateReport, SlotRef};
 pub use session::{HEARTBEAT_INTERVAL, SESSION_EXPIRY};
+pub use unlock_cache::{MAX_UNLOCK_CACHE_TTL, UnlockCache};
 pub use verify::VerifyReport;
 pub use work::{Work, WorkCounts};

@@ -14,7 +14,7 @@ use nfrepo_format::{
 use nfrepo_store::{ErrorKind, ObjectKey, ObjectKind, PutMode, Store};
 use zeroize::Zeroizing;
 
-use crate::{Error, Result};
+use crate::{Error, Result, UnlockCache};
 
 /// Options for [`Repository::init`].
 #[derive(Clone, Debug)]
@@ -249,13 +249,24 @@ impl Repository {
     /// [`Error::RepositoryNotFound`], [`Error::NotARepository`], [`Error::WrongPassword`],
     /// [`Error::Unreachable`], or [`Error::Corrupted`] for a damaged config.
     pub async fn open(store: Arc<dyn Store>, password: &[u8]) -> Result<Self> {
+        Self::open_cached(store, password, None).await
+    }
+
+    /// Opens the repository at `store` with `password`, through this host's
+    /// cached unlock when `cache` is given (`crate::unlock_cache`): the key
+    /// slot's argon2id is skipped while a cached key for it is current, and
+    /// a new one is cached after a full open.
+    ///
+    /// # Errors
+    /// As [`Self::open`]; a failure of the cache itself is only a warning.
+    pub async fn open_cached(store: Arc<dyn Store>, password: &[u8], cache: Option<&UnlockCache>) -> Result<Self> {
         let Unlocked {
             header,
             ring,
             newest_epoch,
             slot,
             ..
-        } = Self::unlock(store.as_ref(), password).await?;
+        } = Self::unlock_with(store.as_ref(), password, cache).await?;
         let keys = ring.derive();
         let sealer = keys.sealer(header.cipher);
         let config_bytes = store.get(&ObjectKey::config()).await.map_err(Error::store)?;
@@ -310,7 +321,22 @@ impl Repository {
         }
     }
 
+    /// Finds the key slot `password` opens (the full path: argon2id on each).
     pub(crate) async fn unlock(store: &dyn Store, password: &[u8]) -> Result<Unlocked> {
+        Self::unlock_with(store, password, None).await
+    }
+
+    /// The id of the repository at `store`, from its config header, read
+    /// without any key (`nfrepo key lock` names the host's cache file by it).
+    ///
+    /// # Errors
+    /// [`Error::RepositoryNotFound`], [`Error::NotARepository`],
+    /// [`Error::Unreachable`], or [`Error::Corrupted`] for a damaged header.
+    pub async fn read_id(store: &dyn Store) -> Result<RepoId> {
+        Ok(Self::read_header(store).await?.repo)
+    }
+
+    async fn read_header(store: &dyn Store) -> Result<ConfigHeader> {
         let location = store.location().to_owned();
         let config_bytes = match store.get(&ObjectKey::config()).await {
             Ok(bytes) => bytes,
@@ -343,6 +369,12 @@ impl Repository {
             },
             other => Error::decode("config", other),
         })?;
+        Ok(header)
+    }
+
+    async fn unlock_with(store: &dyn Store, password: &[u8], cache: Option<&UnlockCache>) -> Result<Unlocked> {
+        let location = store.location().to_owned();
+        let header = Self::read_header(store).await?;
         let mut slots = read_slots(store).await?;
         let newest_slot_epoch = slots
             .iter()
@@ -353,6 +385,38 @@ impl Repository {
         // Newest epoch first: a password may open both its rewritten slot
         // and a stale copy of it put back into `keys/`; the newest wins.
         slots.sort_by_key(|s| std::cmp::Reverse(s.slot.as_ref().map_or(0, KeySlot::claimed_epoch)));
+        let unlocked = |ring, slot| Unlocked {
+            header,
+            ring,
+            slot,
+            newest_slot_epoch,
+            newest_epoch,
+        };
+        if let Some(cache) = cache
+            && let Some(entry) = cache.load(&header.repo, password)
+        {
+            let current = slots.iter().find_map(|s| match &s.slot {
+                Ok(slot)
+                    if s.id == entry.slot
+                        && slot.salt == entry.slot_salt
+                        && slot.kdf == entry.slot_kdf
+                        && slot.claimed_epoch() == newest_slot_epoch =>
+                {
+                    Some(slot)
+                }
+                _ => None,
+            });
+            match current.map(|slot| (slot, slot.unwrap_ring_with(&entry.wrapping_key, &header.repo))) {
+                Some((slot, Ok(ring))) => {
+                    let ring = Self::ring_with_history(store, &header, slot, ring, newest_epoch).await?;
+                    tracing::debug!(key = %entry.slot, expires = entry.expires, "opened with this host's cached unlock");
+                    return Ok(unlocked(ring, entry.slot));
+                }
+                // The slot was removed or rewritten (key passwd, key rotate), or
+                // a newer epoch's slot must be tried first: the full path decides.
+                _ => cache.discard(&header.repo),
+            }
+        }
         for stored in slots {
             let slot = match stored.slot {
                 Ok(slot) => slot,
@@ -366,35 +430,44 @@ impl Repository {
                     continue;
                 }
             };
-            match slot.unwrap_ring(password, &header.repo) {
-                Ok(ring) => {
-                    let ring = if slot.epoch.is_some() {
-                        match with_history(store, &header, &ring).await {
-                            // A reseal deletes the histories of the epochs it retires.
-                            Err(Error::Missing { .. }) if ring.current_epoch() < newest_epoch => {
-                                return Err(Error::RetiredKeyEpoch {
-                                    epoch: ring.current_epoch(),
-                                    newest: newest_epoch,
-                                });
-                            }
-                            other => other?,
-                        }
-                    } else {
-                        ring
-                    };
-                    return Ok(Unlocked {
-                        header,
-                        ring,
-                        slot: stored.id,
-                        newest_slot_epoch,
-                        newest_epoch,
-                    });
+            let opened = slot
+                .wrapping_key(password)
+                .and_then(|key| Ok((slot.unwrap_ring_with(&key, &header.repo)?, key)));
+            match opened {
+                Ok((ring, key)) => {
+                    let ring = Self::ring_with_history(store, &header, &slot, ring, newest_epoch).await?;
+                    if let Some(cache) = cache {
+                        cache.store(&header.repo, password, stored.id, &slot, &key);
+                    }
+                    return Ok(unlocked(ring, stored.id));
                 }
                 Err(nfrepo_format::Error::WrongPassword) => {}
                 Err(e) => tracing::warn!(key = %stored.id, error = %e, "skipping a key slot"),
             }
         }
         Err(Error::WrongPassword { location })
+    }
+
+    /// The ring `slot` opened to, with the older epochs of its key history
+    /// (a version-2 slot).
+    async fn ring_with_history(
+        store: &dyn Store,
+        header: &ConfigHeader,
+        slot: &KeySlot,
+        ring: KeyRing,
+        newest_epoch: u32,
+    ) -> Result<KeyRing> {
+        if slot.epoch.is_none() {
+            return Ok(ring);
+        }
+        match with_history(store, header, &ring).await {
+            // A reseal deletes the histories of the epochs it retires.
+            Err(Error::Missing { .. }) if ring.current_epoch() < newest_epoch => Err(Error::RetiredKeyEpoch {
+                epoch: ring.current_epoch(),
+                newest: newest_epoch,
+            }),
+            other => other,
+        }
     }
 
     /// The storage.

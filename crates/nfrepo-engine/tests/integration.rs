@@ -28,5 +28,6 @@ mod integration {
     mod rotation;
     mod seek;
     mod snapshot_cache;
+    mod unlock_cache;
     mod verified_read;
 }

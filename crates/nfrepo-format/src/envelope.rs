@@ -39,6 +39,9 @@ pub const GOOD_MAGIC: [u8; 4] = *b"NFRM";
 pub const DRILL_MAGIC: [u8; 4] = *b"NFRD";
 /// Magic of a key history (the older key epochs).
 pub const KEY_HISTORY_MAGIC: [u8; 4] = *b"NFRH";
+/// Magic of a cached unlock (a file in a host's cache directory, never in
+/// a repository; unlock.md).
+pub const UNLOCK_CACHE_MAGIC: [u8; 4] = *b"NFRU";
 
 /// The format version this crate writes and reads.
 pub const FORMAT_VERSION: u8 = 1;

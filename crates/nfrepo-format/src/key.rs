@@ -187,6 +187,13 @@ impl KdfParams {
     }
 
     fn derive(&self, password: &[u8], salt: &[u8; 32]) -> Result<SecretKey> {
+        self.derive_with_secret(password, salt, &[])
+    }
+
+    /// argon2id of `password` with `salt` and argon2's secret input `secret`
+    /// (empty for a key slot; a host's identity for a cached unlock,
+    /// unlock.md).
+    pub(crate) fn derive_with_secret(&self, password: &[u8], salt: &[u8; 32], secret: &[u8]) -> Result<SecretKey> {
         // Refuse absurd stored parameters before allocating: a forged slot
         // must not make `open` allocate gigabytes.
         if self.memory_kib > 4 * 1024 * 1024 || self.iterations > 64 || self.parallelism > 64 {
@@ -194,7 +201,9 @@ impl KdfParams {
         }
         let params = argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
             .map_err(|e| Error::Kdf(e.to_string()))?;
-        let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let argon =
+            argon2::Argon2::new_with_secret(secret, argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+                .map_err(|e| Error::Kdf(e.to_string()))?;
         let mut out = [0u8; 32];
         argon
             .hash_password_into(password, salt, &mut out)
@@ -312,10 +321,29 @@ impl KeySlot {
     /// authenticate; [`Error::Malformed`] if the opened ring breaks its rules
     /// or its current epoch is not the slot's clear `epoch`.
     pub fn unwrap_ring(&self, password: &[u8], repo: &RepoId) -> Result<KeyRing> {
+        self.unwrap_ring_with(&self.wrapping_key(password)?, repo)
+    }
+
+    /// The key this slot's contents are sealed under for `password`:
+    /// `argon2id(password, salt)` with the slot's parameters (the slow step
+    /// of opening, which a cached unlock skips, unlock.md).
+    ///
+    /// # Errors
+    /// [`Error::Kdf`] for parameters argon2 refuses or that are too large.
+    pub fn wrapping_key(&self, password: &[u8]) -> Result<SecretKey> {
+        self.kdf.derive(password, &self.salt)
+    }
+
+    /// [`Self::unwrap_ring`] with the wrapping key already derived.
+    ///
+    /// # Errors
+    /// As [`Self::unwrap_ring`]: [`Error::WrongPassword`] when the key does
+    /// not open the slot.
+    pub fn unwrap_ring_with(&self, wrapping_key: &SecretKey, repo: &RepoId) -> Result<KeyRing> {
         let Some(claimed) = self.epoch else {
-            return Ok(KeyRing::from_master(&self.unwrap_key(password, repo)?));
+            return Ok(KeyRing::from_master(&self.unwrap_key_with(wrapping_key, repo)?));
         };
-        let sealer = Sealer::new(Cipher::XChaCha20Poly1305, self.kdf.derive(password, &self.salt)?);
+        let sealer = Sealer::new(Cipher::XChaCha20Poly1305, wrapping_key.clone());
         let plain = zeroize::Zeroizing::new(
             sealer
                 .open("key slot", Aad::object(SealedKind::KeySlot, repo.0), &self.wrapped)
@@ -344,7 +372,14 @@ impl KeySlot {
         if self.epoch.is_some() {
             return Err(Error::malformed("key slot", "a version-2 slot wraps a key ring"));
         }
-        let sealer = Sealer::new(Cipher::XChaCha20Poly1305, self.kdf.derive(password, &self.salt)?);
+        self.unwrap_key_with(&self.wrapping_key(password)?, repo)
+    }
+
+    fn unwrap_key_with(&self, wrapping_key: &SecretKey, repo: &RepoId) -> Result<MasterKey> {
+        if self.epoch.is_some() {
+            return Err(Error::malformed("key slot", "a version-2 slot wraps a key ring"));
+        }
+        let sealer = Sealer::new(Cipher::XChaCha20Poly1305, wrapping_key.clone());
         let mut plain = sealer
             .open("key slot", Aad::object(SealedKind::KeySlot, repo.0), &self.wrapped)
             .map_err(|_| Error::WrongPassword)?;

@@ -54,6 +54,7 @@ mod seal;
 mod session;
 mod snapshot;
 mod tree;
+mod unlock;
 
 pub use audit::{
     AUDIT_HEADER_LEN, AUDIT_MAGIC, AuditAccess, AuditAuth, AuditHeader, AuditRecord, AuditSealing, ChainHead,
@@ -95,6 +96,7 @@ pub use seal::{Aad, Cipher, SEAL_OVERHEAD, SealedKind, Sealer, SecretKey};
 pub use session::{ProcessStart, SessionMarker};
 pub use snapshot::{CommandRecord, Snapshot, Summary};
 pub use tree::{Metadata, Node, NodeKind, Tree, Xattr};
+pub use unlock::{CachedUnlock, UnlockCacheFile};
 
 /// Checks that `bytes` hash (plain BLAKE3) to the id they are stored under.
 ///

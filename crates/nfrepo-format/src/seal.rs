@@ -116,6 +116,8 @@ pub enum SealedKind {
     DrillRecord = 14,
     /// An audit log entry body, sealed to the repository public key (audit.md).
     AuditEntry = 15,
+    /// A cached unlock: a key slot's wrapping key kept on one host (unlock.md).
+    UnlockCache = 16,
     /// A key history body: the older key epochs (keys.md). Numbered apart
     /// from the kinds above so that kinds added beside it never collide.
     KeyHistory = 32,

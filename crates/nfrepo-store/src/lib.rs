@@ -59,6 +59,7 @@ mod memory;
 mod object_cache;
 mod rest;
 mod retry;
+mod secret_file;
 mod session_record;
 mod store;
 
@@ -82,5 +83,6 @@ pub use rest::{
     rest_listing_end, rest_listing_line, rest_object_kind,
 };
 pub use retry::{RetryPolicy, RetryStore};
+pub use secret_file::SecretFile;
 pub use session_record::{OpenSession, SessionRecord};
 pub use store::{ByteStream, ListStream, PutMode, STREAM_PUT_BUFFER, Store, no_object_lock};

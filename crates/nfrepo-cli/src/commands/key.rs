@@ -1,6 +1,8 @@
 //! `nfrepo key list|add|remove|passwd|rotate`.
 
-use nfrepo_engine::{ErrorCode, GcOptions, Operation, ResealReport, RotateOptions, RotateReport, SlotRef, Span};
+use nfrepo_engine::{
+    ErrorCode, GcOptions, Operation, Repository, ResealReport, RotateOptions, RotateReport, SlotRef, Span, UnlockCache,
+};
 use nfrepo_format::KeyId;
 
 use crate::cli::{GlobalArgs, KeyCommand};
@@ -11,9 +13,24 @@ use crate::progress::Progress;
 use crate::{context, render};
 
 pub async fn run(global: &GlobalArgs, command: KeyCommand) -> Result<i32, Failure> {
+    if matches!(command, KeyCommand::Lock) {
+        return lock(global).await;
+    }
     let context::Opened { repo, password, .. } = context::open_repository_to_read(global, Operation::Backup).await?;
     let fail = |e: nfrepo_engine::Error| Failure::engine(&e, Operation::Backup);
+    if matches!(
+        command,
+        KeyCommand::Passwd(_) | KeyCommand::Remove { .. } | KeyCommand::Rotate(_)
+    ) {
+        // The slot this host cached is about to change: its cache could open
+        // nothing afterwards, so it goes now rather than on the next run.
+        if let Some(dir) = context::cache_dir(global) {
+            let _ = UnlockCache::forget(&dir, &repo.id());
+        }
+    }
     match command {
+        // Handled above, before the repository is opened.
+        KeyCommand::Lock => return lock(global).await,
         KeyCommand::List => {
             let keys = repo.list_keys(&password).await.map_err(fail)?;
             if global.json {
@@ -191,6 +208,34 @@ fn print_rotation(global: &GlobalArgs, report: &RotateReport, resealed: Option<&
             "data written before the rotation stays sealed under older key epochs: revoked passwords and old keys still open it (until `nfrepo gc --reseal`)"
         ),
     }
+}
+
+/// `key lock`: removes this host's cached unlock, found by the repository
+/// id in the config header; no password is asked for.
+async fn lock(global: &GlobalArgs) -> Result<i32, Failure> {
+    let store = context::open_store(global, Operation::Backup)?;
+    let id = Repository::read_id(store.as_ref())
+        .await
+        .map_err(|e| Failure::engine(&e, Operation::Backup))?;
+    let Some(dir) = context::cache_dir(global) else {
+        return Err(Failure::usage(
+            "no cache directory (--no-cache, or no home): there is no cached unlock to remove",
+        ));
+    };
+    let removed = UnlockCache::forget(&dir, &id).map_err(|e| Failure::engine(&e, Operation::Backup))?;
+    if global.json {
+        outln!("{}", serde_json::json!({"repository": id.to_hex(), "removed": removed}));
+    } else if !global.quiet {
+        outln!(
+            "{}",
+            if removed {
+                "removed this host's cached unlock"
+            } else {
+                "this host has no cached unlock of the repository"
+            }
+        );
+    }
+    Ok(0)
 }
 
 fn print_id(global: &GlobalArgs, what: &str, id: &KeyId) {
