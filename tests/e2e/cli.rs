@@ -85,6 +85,8 @@ fn init_validates_every_parameter_before_writing() {
         ["--kdf-memory-kib", "0"],
         ["--kdf-iterations", "0"],
         ["--kdf-iterations", "65"],
+        ["--zstd-level", "0"],
+        ["--zstd-level", "20"],
     ] {
         let env = Env::new();
         let stderr = env.fails(&["init", args[0], args[1]], 2, "invalid value");
@@ -96,6 +98,8 @@ fn init_validates_every_parameter_before_writing() {
         "init",
         "--pack-size-mib",
         "4",
+        "--zstd-level",
+        "19",
         "--kdf-memory-kib",
         "64",
         "--kdf-iterations",

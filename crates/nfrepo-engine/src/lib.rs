@@ -106,7 +106,9 @@ pub use replicate::{
     DEFAULT_DELETE_AFTER, DEFAULT_JOBS, MEMORY_BUDGET, ReplicaProblem, ReplicaStatus, ReplicateOptions,
     ReplicateReport, VerifySubset, replica_status, replicate,
 };
-pub use repository::{InitOptions, KDF_ITERATIONS, KDF_MEMORY_KIB, KeyInfo, PACK_SIZE_MIB, Repository, validate_kdf};
+pub use repository::{
+    InitOptions, KDF_ITERATIONS, KDF_MEMORY_KIB, KeyInfo, PACK_SIZE_MIB, Repository, ZSTD_LEVELS, validate_kdf,
+};
 pub use retention::{BUILT_IN_CLASSES, Bucket, KeepReason, RetentionPolicy, Span};
 pub use rotation::{RotateOptions, RotateReport, SlotRef};
 pub use session::{HEARTBEAT_INTERVAL, SESSION_EXPIRY};

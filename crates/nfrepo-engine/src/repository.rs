@@ -26,6 +26,8 @@ pub struct InitOptions {
     pub kdf: KdfParams,
     /// Target pack size in bytes (4–128 MiB).
     pub pack_size: u32,
+    /// zstd level every blob is compressed at ([`ZSTD_LEVELS`]).
+    pub zstd_level: i32,
     /// Label recorded in the first key slot (`user@host`).
     pub label: String,
     /// S3 Object Lock retention for every write-once object
@@ -36,6 +38,10 @@ pub struct InitOptions {
 /// The pack sizes a repository may have, in MiB (the config decoder
 /// refuses any other, so a repository made with one could not be opened).
 pub const PACK_SIZE_MIB: std::ops::RangeInclusive<u32> = 4..=128;
+/// The zstd levels a repository may compress at: zstd's regular levels
+/// without its "ultra" ones, whose windows would make every reader allocate
+/// up to 128 MiB.
+pub const ZSTD_LEVELS: std::ops::RangeInclusive<i32> = 1..=19;
 /// The argon2id memory cost a key slot may have, in KiB (argon2's minimum
 /// to the 4 GiB that opening refuses to exceed).
 pub const KDF_MEMORY_KIB: std::ops::RangeInclusive<u32> = 8..=4 * 1024 * 1024;
@@ -55,6 +61,14 @@ impl InitOptions {
                 self.pack_size,
                 PACK_SIZE_MIB.start(),
                 PACK_SIZE_MIB.end()
+            )));
+        }
+        if !ZSTD_LEVELS.contains(&self.zstd_level) {
+            return Err(Error::Invalid(format!(
+                "zstd level {} is not from {} to {}",
+                self.zstd_level,
+                ZSTD_LEVELS.start(),
+                ZSTD_LEVELS.end()
             )));
         }
         if let Some(lock) = &self.object_lock {
@@ -98,6 +112,7 @@ impl Default for InitOptions {
             cipher: Cipher::default(),
             kdf: KdfParams::default(),
             pack_size: ConfigBody::default().pack_size,
+            zstd_level: ConfigBody::default().zstd_level,
             label: crate::host::user_at_host(),
             object_lock: None,
         }
@@ -207,6 +222,7 @@ impl Repository {
         let store = crate::object_lock::wrap(store, options.object_lock.as_ref());
         let body = ConfigBody {
             pack_size: options.pack_size,
+            zstd_level: options.zstd_level,
             created: chrono::Utc::now().timestamp(),
             object_lock: options.object_lock,
             ..ConfigBody::default()

@@ -111,7 +111,10 @@ impl Default for ConfigBody {
     fn default() -> Self {
         Self {
             pack_size: 16 * 1024 * 1024,
-            zstd_level: 3,
+            // Level 1, not zstd's default 3: on the 8-16 KiB chunks of
+            // database dumps it compresses as well or better at 1.5-2x the
+            // speed, and within 2 % on file trees (blob.md, "Level").
+            zstd_level: 1,
             profiles: vec![
                 ("files".into(), ChunkerProfile::FILES),
                 ("dump".into(), ChunkerProfile::DUMP),
@@ -213,6 +216,8 @@ mod tests {
                 retain_secs: 30 * 86_400,
                 audit_retain_secs: 365 * 86_400,
             }),
+            // The level the vector was made with (the default was 3 then).
+            zstd_level: 3,
             ..ConfigBody::default()
         }
     }

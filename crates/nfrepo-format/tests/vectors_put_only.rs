@@ -163,6 +163,7 @@ fn credential() -> (PutOnlyCredential, CredentialSlot) {
         Cipher::XChaCha20Poly1305,
         &ConfigBody {
             created: CREATED,
+            zstd_level: 3,
             ..ConfigBody::default()
         },
         "web-1",

@@ -35,6 +35,9 @@ pub async fn run(global: &GlobalArgs, args: InitArgs) -> Result<i32, Failure> {
         .unwrap_or_default();
     options.kdf = kdf(&args.kdf);
     options.pack_size = args.pack_size_mib.saturating_mul(1024 * 1024);
+    if let Some(level) = args.zstd_level {
+        options.zstd_level = level;
+    }
     if let Some(required) = policy.require_cipher
         && required != options.cipher
     {

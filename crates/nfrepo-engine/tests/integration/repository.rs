@@ -53,3 +53,24 @@ async fn key_slots_can_be_added_changed_and_removed() {
     ));
     assert!(Repository::open(store, b"new").await.is_ok());
 }
+
+#[tokio::test]
+async fn init_writes_the_zstd_level_and_refuses_one_out_of_range() {
+    let store = memory();
+    let repo = init(store.clone()).await;
+    assert_eq!(repo.config().zstd_level, 1, "the default level");
+    let store = memory();
+    let mut options = nfrepo_engine::InitOptions::default();
+    options.kdf = KdfParams::insecure_for_tests();
+    options.zstd_level = 19;
+    Repository::init(store.clone(), PASSWORD, options.clone()).await.unwrap();
+    assert_eq!(Repository::open(store, PASSWORD).await.unwrap().config().zstd_level, 19);
+    for level in [0, 20, -1] {
+        options.zstd_level = level;
+        let refused = Repository::init(memory(), PASSWORD, options.clone()).await;
+        assert!(
+            matches!(&refused, Err(Error::Invalid(m)) if m.contains("zstd level")),
+            "level {level}: {refused:?}"
+        );
+    }
+}

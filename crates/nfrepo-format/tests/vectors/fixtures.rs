@@ -256,10 +256,12 @@ pub fn snapshot(root: BlobId) -> Snapshot {
     }
 }
 
-/// The config body vector: the defaults, made at a fixed time.
+/// The config body vector: the defaults of when it was made (zstd level 3,
+/// the default until level 1 replaced it), at a fixed time.
 pub fn config_body() -> ConfigBody {
     ConfigBody {
         created: 1_700_000_000,
+        zstd_level: 3,
         ..ConfigBody::default()
     }
 }
