@@ -63,7 +63,9 @@ async fn init_writes_the_zstd_level_and_refuses_one_out_of_range() {
     let mut options = nfrepo_engine::InitOptions::default();
     options.kdf = KdfParams::insecure_for_tests();
     options.zstd_level = 19;
-    Repository::init(store.clone(), PASSWORD, options.clone()).await.unwrap();
+    Repository::init(store.clone(), PASSWORD, options.clone())
+        .await
+        .unwrap();
     assert_eq!(Repository::open(store, PASSWORD).await.unwrap().config().zstd_level, 19);
     for level in [0, 20, -1] {
         options.zstd_level = level;
