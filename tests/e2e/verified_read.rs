@@ -72,3 +72,50 @@ fn issue9_cat_restore_and_verify_refuse_content_that_disagrees_with_its_node() {
         );
     }
 }
+
+/// A large file is read back and hashed while it is still being restored
+/// (`restore/digest.rs`): the node's BLAKE3 is still what decides, with
+/// and without `--verify`, and a good file comes back whole either way.
+#[test]
+fn issue14_a_large_file_hashed_while_it_is_written_is_still_checked_against_its_node() {
+    let env = Env::new();
+    env.init();
+    // Larger than twice the digest's 16 MiB step, and not a multiple of it.
+    let data = pseudo_random((40 << 20) + 4321, 14);
+    let good = commit_crafted(&env, data.clone(), |_| {});
+    let wrong_hash = commit_crafted(&env, data.clone(), |kind| {
+        if let NodeKind::File { blake3, .. } = kind {
+            blake3[31] ^= 1;
+        }
+    });
+    for verify in [false, true] {
+        let mut args = vec!["restore", wrong_hash.as_str(), "--target"];
+        let target = env.path(&format!("wrong-{verify}"));
+        args.push(target.to_str().unwrap());
+        if verify {
+            args.push("--verify");
+        }
+        env.fails(&args, 11, "BACKUP_CORRUPTED");
+        assert!(
+            !target.join("f").exists(),
+            "a wrong file was put in place (--verify: {verify})"
+        );
+        assert_eq!(
+            std::fs::read_dir(&target).map(Iterator::count).unwrap_or(0),
+            0,
+            "the temporary file was left behind (--verify: {verify})"
+        );
+
+        let target = env.path(&format!("good-{verify}"));
+        let mut args = vec!["restore", good.as_str(), "--target", target.to_str().unwrap()];
+        if verify {
+            args.push("--verify");
+        }
+        let out = env.run(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            std::fs::read(target.join("f")).unwrap() == data,
+            "restored bytes differ (--verify: {verify})"
+        );
+    }
+}

@@ -87,6 +87,7 @@
 
 mod attrs;
 mod content;
+mod digest;
 mod existing;
 mod files;
 mod select;

@@ -78,11 +78,15 @@ pub(super) fn existing_file(parent: &OwnedFd, name: &[u8], size: u64, blake3: &[
 /// BLAKE3 of a file's whole content, read by offset (the file position is
 /// left alone) in blocks of up to [`HASH_BLOCK`], each hashed on every core.
 pub(super) fn hash_fd(file: &File) -> std::io::Result<[u8; 32]> {
-    let len = file.metadata()?.len();
+    hash_from(file, blake3::Hasher::new(), 0)
+}
+
+/// Finishes `hasher` with the file's content from `offset` to its end, as
+/// [`hash_fd`] reads it.
+pub(super) fn hash_from(file: &File, mut hasher: blake3::Hasher, mut offset: u64) -> std::io::Result<[u8; 32]> {
+    let len = file.metadata()?.len().saturating_sub(offset);
     let block = usize::try_from(len).unwrap_or(HASH_BLOCK).clamp(64 * 1024, HASH_BLOCK);
-    let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; block];
-    let mut offset = 0u64;
     loop {
         let n = file.read_at(&mut buf, offset)?;
         if n == 0 {

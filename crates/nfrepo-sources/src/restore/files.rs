@@ -17,7 +17,9 @@
 //! dropped right after its writes); closing checks that the written bytes
 //! add up to the file's size and reads the file back to compare its whole
 //! BLAKE3 with its node (with `--verify`, from the device) before it is
-//! renamed into place.
+//! renamed into place. A large file is read back while it is written: after
+//! a read, a blocking task hashes whatever new prefix of the file is
+//! complete ([`super::digest`]), so closing reads only its tail.
 //! The files a step completes are checked outside every lock, on every
 //! core, so the next files are opened and planned meanwhile.
 //! A chunk that did not verify is retried alone through
@@ -440,6 +442,13 @@ async fn run_read(reader: Reader, read: PackRead, writers: HashMap<usize, FileWr
             (read, writers, failed)
         }
     };
+    // A large file's new prefix is hashed on a thread of its own (it may
+    // wait for the device), so this read's outcome is not held up; the
+    // file's check waits for it.
+    for writer in writers.values().filter(|w| w.hash_due()) {
+        let writer = writer.clone();
+        drop(tokio::task::spawn_blocking(move || writer.catch_up()));
+    }
     let writers = Arc::new(writers);
     for (chunk, result) in read.chunks.iter().zip(chunks.iter_mut()) {
         // Only content that did not verify (or was not read) is retried;

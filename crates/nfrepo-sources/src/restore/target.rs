@@ -13,7 +13,8 @@
 //!   planted link or file at any name is never followed or reused. Only a
 //!   file whose written bytes add up to its size and whose content, read
 //!   back, matches the stored BLAKE3 (with `verify`: read back from the
-//!   device, not the page cache) gets its metadata (through the
+//!   device, not the page cache; a large file's prefix is read back while
+//!   the rest is written, see `digest.rs`) gets its metadata (through the
 //!   descriptor) and is renamed over the real name. Without `overwrite` that rename is `RENAME_NOREPLACE`:
 //!   the conflict check is the write itself, not an earlier look.
 //! - Links, FIFOs and devices are created in place (`symlinkat`, `mknodat`),
@@ -43,7 +44,8 @@ use nix::sys::stat::{Mode, SFlag};
 use nix::unistd::UnlinkatFlags;
 
 use super::attrs::{self, Policy};
-use super::existing::{Existing, existing_file, hash_fd, rename_no_replace, replace_at, same_special};
+use super::digest::{self, RunningDigest};
+use super::existing::{Existing, existing_file, hash_from, rename_no_replace, replace_at, same_special};
 use super::select::Planned;
 use crate::{Error, Result};
 
@@ -119,6 +121,8 @@ pub(crate) struct OpenFile {
     checked: Option<bool>,
     error: Option<Error>,
     blake3: [u8; 32],
+    /// The whole BLAKE3 taken while a large file is written.
+    digest: Option<Arc<RunningDigest>>,
     meta: Metadata,
     /// Something differing is at the name and `overwrite` is on.
     replace: bool,
@@ -139,6 +143,7 @@ impl OpenFile {
             file: self.file.clone(),
             path: self.path.clone(),
             size: self.size,
+            digest: self.digest.clone(),
         }
     }
 
@@ -154,9 +159,10 @@ impl OpenFile {
     /// with its chunks, and the restore's own writes). The read normally
     /// comes from the page cache; with `from_device` the file is first
     /// flushed and its cached pages dropped, so what the storage holds is
-    /// read. Takes no lock of the target: the restore checks files outside
-    /// it, several at once, before [`Target::close_file`] (which checks any
-    /// file not checked).
+    /// read. A large file's prefix was hashed while it was written (the
+    /// `digest` module), so only the rest is read here. Takes no lock of
+    /// the target: the restore checks files outside it, several at once,
+    /// before [`Target::close_file`] (which checks any file not checked).
     ///
     /// # Errors
     /// [`Error::ContentMismatch`]; I/O errors reading back; the first
@@ -168,12 +174,32 @@ impl OpenFile {
         if self.written != self.size {
             return Err(Error::ContentMismatch(self.path.clone()));
         }
+        let started = std::time::Instant::now();
+        let (hasher, from) = match self.digest.as_ref().and_then(|d| d.take(from_device)) {
+            Some(prefix) => (prefix.hasher, prefix.hashed),
+            None => (blake3::Hasher::new(), 0),
+        };
+        if self.digest.is_some() {
+            tracing::debug!(
+                path = %self.path.display(),
+                hashed_while_written = from,
+                tail = self.size - from,
+                waited_for_hashing = ?started.elapsed(),
+                "checking a large file"
+            );
+        }
         if from_device {
             self.file.sync_data().map_err(|e| io_error(&self.path, e))?;
-            nix::fcntl::posix_fadvise(&*self.file, 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED)
-                .map_err(|e| io_error(&self.path, e.into()))?;
+            let offset = i64::try_from(from).unwrap_or(0);
+            nix::fcntl::posix_fadvise(
+                &*self.file,
+                offset,
+                0,
+                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+            )
+            .map_err(|e| io_error(&self.path, e.into()))?;
         }
-        if hash_fd(&self.file).map_err(|e| io_error(&self.path, e))? != self.blake3 {
+        if hash_from(&self.file, hasher, from).map_err(|e| io_error(&self.path, e))? != self.blake3 {
             return Err(Error::ContentMismatch(self.path.clone()));
         }
         self.checked = Some(from_device);
@@ -187,6 +213,7 @@ pub(crate) struct FileWriter {
     file: Arc<File>,
     path: PathBuf,
     size: u64,
+    digest: Option<Arc<RunningDigest>>,
 }
 
 impl FileWriter {
@@ -194,12 +221,28 @@ impl FileWriter {
     /// not written: the file was created sparse at that size, so it reads
     /// as zeros and stays a hole.
     pub(crate) fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
-        if offset.saturating_add(data.len() as u64) <= self.size && is_zero(data) {
-            return Ok(());
+        if offset.saturating_add(data.len() as u64) > self.size || !is_zero(data) {
+            self.file
+                .write_all_at(data, offset)
+                .map_err(|e| io_error(&self.path, e))?;
         }
-        self.file
-            .write_all_at(data, offset)
-            .map_err(|e| io_error(&self.path, e))
+        if let Some(digest) = &self.digest {
+            digest.wrote(offset, data.len() as u64);
+        }
+        Ok(())
+    }
+
+    /// Whether a large file has new prefix to hash (see the `digest` module).
+    pub(crate) fn hash_due(&self) -> bool {
+        self.digest.as_ref().is_some_and(|d| d.due())
+    }
+
+    /// Hashes what is newly written of a large file's prefix; call it on a
+    /// blocking thread of its own (it may wait for the device).
+    pub(crate) fn catch_up(&self) {
+        if let Some(digest) = &self.digest {
+            digest.catch_up(&self.file);
+        }
     }
 }
 
@@ -358,6 +401,13 @@ impl Target {
         let path = self.path(&planned.rel);
         let file = File::from(fd);
         let sized = file.set_len(*size);
+        let digest = (*size >= 2 * digest::STEP).then(|| {
+            let direct = self
+                .verify
+                .then(|| digest::open_direct(&parent, &temp, &file))
+                .flatten();
+            Arc::new(RunningDigest::new(self.verify, direct))
+        });
         let open = OpenFile {
             parent,
             rel: planned.rel.clone(),
@@ -369,6 +419,7 @@ impl Target {
             checked: None,
             error: None,
             blake3: *blake3,
+            digest,
             meta: planned.node.meta.clone(),
             replace,
         };
