@@ -43,8 +43,10 @@
 //! renamed into place only once every byte of it was written from a chunk
 //! that verified (authenticated, decompressed and re-hashed to its keyed
 //! id) and the file, read back (from the page cache, hashed on every core),
-//! matched its node's whole BLAKE3. `--verify` makes that read come from
-//! the device: each file is flushed and its cached pages dropped first.
+//! matched its node's whole BLAKE3 (a large file's prefix is read back
+//! while the rest is written, `restore/digest.rs`). `--verify` makes that
+//! read come from the device: through `O_DIRECT`, or, where the file
+//! system refuses it, by flushing the file and dropping its cached pages.
 //!
 //! # Durability (`fsync` policy)
 //!
@@ -55,8 +57,10 @@
 //! leave renamed files whose content had not reached the disk; they are
 //! not trusted: running the restore again compares every existing file by
 //! size and BLAKE3 and rewrites any that differ (with `--overwrite`).
-//! `--verify` flushes each file before reading it back from the device,
-//! which syncs the files one by one; the final `syncfs` still runs.
+//! `--verify` writes each file back before reading it from the device
+//! (direct reads write their range back first; each file's check ends with
+//! `fdatasync`), which syncs the files one by one; the final `syncfs`
+//! still runs.
 //!
 //! # Safety against the target changing under the restore
 //!
