@@ -87,6 +87,36 @@ fn unreachable_backend_fails_fast() {
 }
 
 #[test]
+fn missing_or_half_set_s3_credentials_are_permission_denied_before_any_request() {
+    let env = Env::new();
+    let repo = "s3://bucket/prefix?endpoint=http://127.0.0.1:1&region=us-east-1";
+    for (vars, names) in [
+        (&[][..], "NFREPO_S3_ACCESS_KEY_ID"),
+        (
+            &[("NFREPO_S3_ACCESS_KEY_ID", "x")][..],
+            "NFREPO_S3_SECRET_ACCESS_KEY is not",
+        ),
+        (&[("AWS_SECRET_ACCESS_KEY", "y")][..], "AWS_ACCESS_KEY_ID is not"),
+    ] {
+        for command in [
+            &["snapshots"][..],
+            &["restore", "latest", "--target", "/nonexistent/t"][..],
+        ] {
+            let mut cmd = env.cmd();
+            cmd.envs(vars.iter().copied()).arg("--repo").arg(repo).args(command);
+            let out = cmd.output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(16), "{vars:?} {command:?}: {stderr}");
+            assert!(
+                stderr.starts_with("error[PERMISSION_DENIED/CREDENTIALS]: ") && stderr.contains(names),
+                "{vars:?} {command:?}: {stderr}"
+            );
+            assert!(!stderr.contains("STORAGE_UNREACHABLE"), "a request was made: {stderr}");
+        }
+    }
+}
+
+#[test]
 fn unreadable_file_is_skipped_and_reported_as_partial() {
     let env = Env::new();
     env.init();

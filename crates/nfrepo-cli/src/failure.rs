@@ -80,6 +80,7 @@ impl Failure {
             nfrepo_store::ErrorKind::Unreachable => Some("STORAGE_UNREACHABLE"),
             nfrepo_store::ErrorKind::InvalidUrl => Some("INVALID_REPOSITORY_URL"),
             nfrepo_store::ErrorKind::InsecureTransport => Some("INSECURE_HTTP"),
+            nfrepo_store::ErrorKind::Credentials => Some("CREDENTIALS"),
             _ => None,
         };
         let mut message = error_chain(err);

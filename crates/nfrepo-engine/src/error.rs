@@ -147,7 +147,9 @@ impl ErrorClass {
         match err.kind() {
             K::NotFound => Self::Missing,
             K::Corrupted => Self::Corrupted,
-            K::PermissionDenied | K::InsecureTransport | K::AppendOnly => Self::Denied,
+            // Missing, incomplete or unreadable credentials: the operator's to
+            // give, like a password, so refused rather than failed.
+            K::PermissionDenied | K::InsecureTransport | K::AppendOnly | K::Credentials => Self::Denied,
             K::InvalidUrl => Self::NotFound,
             _ if err.is_retryable() => Self::Transient,
             _ => Self::Failed,
@@ -625,8 +627,8 @@ mod tests {
             (Error::store(store(K::Other)), ErrorClass::Failed, [BFail, RFail, BFail]),
             (
                 Error::store(store(K::Credentials)),
-                ErrorClass::Failed,
-                [BFail, RFail, BFail],
+                ErrorClass::Denied,
+                [Deny, Deny, Deny],
             ),
             (
                 Error::Format(nfrepo_format::Error::UnsupportedVersion {
