@@ -142,8 +142,9 @@ fn file_to_s3_to_file_and_a_forged_pack_is_refused() {
     write_tree(&src, 3);
     env.ok(&["snapshot", src.to_str().unwrap(), "--source", "files"]);
     let middle = region_2("replicate-middle");
-    // A target that cannot be opened fails the command with one error line.
-    env.fails(&["replicate", "--to", &middle], 10, "BACKUP_FAILED");
+    // A target that cannot be opened (no S3 credentials in this
+    // environment) fails the command with one error line.
+    env.fails(&["replicate", "--to", &middle], 16, "PERMISSION_DENIED/CREDENTIALS");
     let last = format!("file://{}", env.path("last").display());
 
     // file → S3, then S3 → file (the S3 credentials come from the S3 handle's environment).
