@@ -15,6 +15,23 @@ use crate::servers::{mysql, mysql_url, pg_tool, postgres_url, psql, unique};
 const STAGING: &str = "__nfrepo_restore_";
 const BEFORE: &str = "__nfrepo_before_";
 
+/// Every restore into the MariaDB server first finishes any switch a dead
+/// process left journaled (`MysqlTarget::recover_switch`). Two restores
+/// that find the same dead journal at once both finish it, and the second
+/// fails (`FUNCTION … already exists`): a known race between concurrent
+/// restores into one server, not fixed yet (stop note of 2026-12-04). Until
+/// it is, the test that kills switches on purpose runs alone among this
+/// file's tests, which share the server otherwise.
+static SWITCHES: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn sharing_the_server() -> std::sync::RwLockReadGuard<'static, ()> {
+    SWITCHES.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn killing_switches() -> std::sync::RwLockWriteGuard<'static, ()> {
+    SWITCHES.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn mysql_digest(db: &str) -> String {
     mysql(&format!(
         "SELECT COUNT(*), SUM(CRC32(CONCAT_WS('|', id, v))) FROM `{db}`.t"
@@ -221,6 +238,7 @@ fn kill_9(child: &mut Child) {
 // Issue 10, item 1: a statement rejected halfway dropped the live database.
 #[test]
 fn mysql_a_statement_failing_halfway_leaves_the_live_database_as_it_was() {
+    let _server = sharing_the_server();
     let live = mysql_live(500);
     let before = mysql_digest(&live);
     let (env, config) = env_with_source("mysql", &mysql_url());
@@ -245,6 +263,7 @@ fn mysql_a_statement_failing_halfway_leaves_the_live_database_as_it_was() {
 // Issue 10, item 1: a row larger than the server's max_allowed_packet.
 #[test]
 fn mysql_an_oversized_row_leaves_the_live_database_as_it_was() {
+    let _server = sharing_the_server();
     let live = mysql_live(300);
     let before = mysql_digest(&live);
     let packet: usize = mysql("SELECT @@global.max_allowed_packet").parse().unwrap();
@@ -269,6 +288,7 @@ fn mysql_an_oversized_row_leaves_the_live_database_as_it_was() {
 // Issue 10, item 2.
 #[test]
 fn postgres_a_statement_failing_halfway_leaves_the_live_database_as_it_was() {
+    let _server = sharing_the_server();
     let live = pg_live(400);
     let before = pg_digest(&live);
     let (env, config) = env_with_source("postgres", &postgres_url());
@@ -292,6 +312,7 @@ fn postgres_a_statement_failing_halfway_leaves_the_live_database_as_it_was() {
 // removes the staging copy it left, and never switches it in.
 #[test]
 fn kill_9_during_the_load_never_touches_the_live_database() {
+    let _server = sharing_the_server();
     for server in Server::BOTH {
         let (kind, url, live) = (server.kind(), server.url(), server.live(500));
         let before = server.digest(&live);
@@ -350,6 +371,7 @@ fn kill_9_during_the_load_never_touches_the_live_database() {
 // Issue 10, items 1–3: the server kills the loading connection.
 #[test]
 fn a_connection_killed_by_the_server_leaves_the_live_database_as_it_was() {
+    let _server = sharing_the_server();
     for server in Server::BOTH {
         let (kind, url, live) = (server.kind(), server.url(), server.live(500));
         let before = server.digest(&live);
@@ -389,6 +411,7 @@ fn a_connection_killed_by_the_server_leaves_the_live_database_as_it_was() {
 // database aside (or drops it with --drop-old).
 #[test]
 fn mysql_a_forced_restore_switches_in_the_dump_and_keeps_the_old_database() {
+    let _server = sharing_the_server();
     let src = unique("nf_src");
     mysql(&format!(
         "CREATE DATABASE `{src}`; CREATE TABLE `{src}`.t (id INT PRIMARY KEY, v VARCHAR(64)); \
@@ -457,6 +480,7 @@ fn mysql_a_forced_restore_switches_in_the_dump_and_keeps_the_old_database() {
 // the old database is kept as DB__nfrepo_before_<time>.
 #[test]
 fn postgres_a_forced_restore_waits_for_sessions_and_keeps_the_old_database() {
+    let _server = sharing_the_server();
     let src = pg_live(60);
     let (env, config) = env_with_source("postgres", &format!("{}/{src}", postgres_url()));
     env.ok(&["--config", &config, "snapshot", "--source", "db"]);
@@ -560,6 +584,7 @@ fn postgres_a_forced_restore_waits_for_sessions_and_keeps_the_old_database() {
 // Issue 10, item 11: the server's own databases are never replaced.
 #[test]
 fn maintenance_databases_are_never_replaced() {
+    let _server = sharing_the_server();
     let (env, config) = env_with_source("postgres", &postgres_url());
     store_dump(&env, &config, table_sql(3, 0).as_bytes());
     for db in ["postgres", "template1"] {
@@ -623,6 +648,7 @@ fn mysql_user_source(grants: &str) -> (String, String, String, Env, String) {
 // Issue 10, "Also": the restore uses the configured source's password.
 #[test]
 fn a_restore_into_a_configured_server_uses_that_sources_password() {
+    let _server = sharing_the_server();
     let (user, password, server, env, config) = mysql_user_source("GRANT ALL ON *.* TO USER;");
     store_dump(&env, &config, table_sql(7, 0).as_bytes());
     let fresh = unique("nf_cred");
@@ -641,6 +667,7 @@ fn a_restore_into_a_configured_server_uses_that_sources_password() {
 // the live database is exactly as it was.
 #[test]
 fn mysql_a_switch_failing_after_the_rename_is_undone() {
+    let _server = sharing_the_server();
     let live = mysql_live(500);
     let before = mysql_digest(&live);
     let own = format!("{}\\_\\_nfrepo\\_%", live.replace('_', "\\_"));
@@ -682,6 +709,7 @@ fn mysql_a_switch_failing_after_the_rename_is_undone() {
 // first switch; then each database is replaced and its old copy kept.
 #[test]
 fn mysql_a_multi_database_restore_replaces_every_database() {
+    let _server = sharing_the_server();
     let (a, b) = (mysql_live(30), mysql_live(40));
     let (digest_a, digest_b) = (mysql_digest(&a), mysql_digest(&b));
     let (env, config) = env_with_source_lines("mysql", &mysql_url(), &format!("databases = [\"{a}\", \"{b}\"]\n"));
@@ -741,6 +769,7 @@ fn mysql_trigger_fires(db: &str) -> bool {
 // with a complete kept copy after it.
 #[test]
 fn mysql_kill_9_at_every_switch_step_is_finished_by_the_next_restore() {
+    let _alone = killing_switches();
     let src = unique("nf_src");
     mysql(&format!(
         "CREATE DATABASE `{src}`; CREATE TABLE `{src}`.t (id INT PRIMARY KEY, v VARCHAR(64)); \
