@@ -11,8 +11,8 @@
 //! is written without a gap grows as reads complete (the restore plans
 //! reads batch by batch in file order, so it grows steadily even though a
 //! batch's chunks land in pack order). Once the unhashed part of that
-//! prefix reaches [`STEP`], the thread that finished a read hashes it
-//! ([`RunningDigest::catch_up`]): read back from the page cache, or with
+//! prefix reaches [`STEP`], a blocking task started after the read hashes
+//! it ([`RunningDigest::catch_up`]): read back from the page cache, or with
 //! `from_device` from the device. There the file is read through a second
 //! descriptor opened with `O_DIRECT` (the same inode, checked): a direct
 //! read first writes back the range's dirty pages, then reads what the
@@ -98,14 +98,25 @@ pub(super) fn open_direct(parent: &OwnedFd, name: &str, written: &File) -> Optio
     ((a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)).then_some(direct)
 }
 
+/// Flushes `file` and drops its cached pages in `[offset, offset + len)`
+/// (`len` 0: to the end), so the next buffered read of them comes from
+/// the device: what `--verify` does where direct reads are refused.
+pub(super) fn flush_and_drop(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
+    file.sync_data()?;
+    let offset = i64::try_from(offset).map_err(std::io::Error::other)?;
+    let len = i64::try_from(len).map_err(std::io::Error::other)?;
+    nix::fcntl::posix_fadvise(file, offset, len, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED)?;
+    Ok(())
+}
+
 impl RunningDigest {
     /// A digest that reads back from the page cache, or, with
-    /// `from_device`, through `direct` (from [`open_direct`]) or by
-    /// flushing and dropping cached pages where that is `None`.
+    /// `from_device`, through `direct` (from [`open_direct`], given only
+    /// then) or by flushing and dropping cached pages where that is `None`.
     pub(super) fn new(from_device: bool, direct: Option<File>) -> Self {
         Self {
             from_device,
-            direct: direct.filter(|_| from_device),
+            direct,
             state: Mutex::new(State {
                 ahead: BTreeMap::new(),
                 contiguous: 0,
@@ -232,10 +243,7 @@ impl RunningDigest {
             Some(direct) => direct,
             None => {
                 if self.from_device {
-                    file.sync_data()?;
-                    let len = i64::try_from(to - from).map_err(std::io::Error::other)?;
-                    let offset = i64::try_from(from).map_err(std::io::Error::other)?;
-                    nix::fcntl::posix_fadvise(file, offset, len, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED)?;
+                    flush_and_drop(file, from, to - from)?;
                 }
                 file
             }

@@ -158,9 +158,10 @@ impl OpenFile {
     /// verified before it was written; this catches a node that disagrees
     /// with its chunks, and the restore's own writes). The read normally
     /// comes from the page cache; with `from_device` the file is first
-    /// flushed and its cached pages dropped, so what the storage holds is
-    /// read. A large file's prefix was hashed while it was written (the
-    /// `digest` module), so only the rest is read here. Takes no lock of
+    /// flushed and the cached pages still to read are dropped, so what the
+    /// storage holds is read. A large file's prefix was hashed while it was
+    /// written (the `digest` module, from the device through `O_DIRECT`
+    /// with `from_device`), so only the rest is read here. Takes no lock of
     /// the target: the restore checks files outside it, several at once,
     /// before [`Target::close_file`] (which checks any file not checked).
     ///
@@ -183,21 +184,13 @@ impl OpenFile {
             tracing::debug!(
                 path = %self.path.display(),
                 hashed_while_written = from,
-                tail = self.size - from,
+                tail = self.size.saturating_sub(from),
                 waited_for_hashing = ?started.elapsed(),
                 "checking a large file"
             );
         }
         if from_device {
-            self.file.sync_data().map_err(|e| io_error(&self.path, e))?;
-            let offset = i64::try_from(from).unwrap_or(0);
-            nix::fcntl::posix_fadvise(
-                &*self.file,
-                offset,
-                0,
-                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
-            )
-            .map_err(|e| io_error(&self.path, e.into()))?;
+            digest::flush_and_drop(&self.file, from, 0).map_err(|e| io_error(&self.path, e))?;
         }
         if hash_from(&self.file, hasher, from).map_err(|e| io_error(&self.path, e))? != self.blake3 {
             return Err(Error::ContentMismatch(self.path.clone()));
