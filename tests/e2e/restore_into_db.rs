@@ -6,6 +6,7 @@
 //! the live database holds exactly its rows from before, the command says
 //! what happened, and no staging copy is left (or the next run removes it).
 
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,12 +17,11 @@ const STAGING: &str = "__nfrepo_restore_";
 const BEFORE: &str = "__nfrepo_before_";
 
 /// Every restore into the MariaDB server first finishes any switch a dead
-/// process left journaled (`MysqlTarget::recover_switch`). Two restores
-/// that find the same dead journal at once both finish it, and the second
-/// fails (`FUNCTION … already exists`): a known race between concurrent
-/// restores into one server, not fixed yet (stop note of 2026-12-04). Until
-/// it is, the test that kills switches on purpose runs alone among this
-/// file's tests, which share the server otherwise.
+/// process left journaled (`MysqlTarget::recover_switch`), whichever
+/// database it restores. The tests that kill switches on purpose assert
+/// which restore finishes them and what it reports, so they run alone
+/// among this file's tests, whose restores would otherwise finish those
+/// switches first (correctly: only one restore claims a switch).
 static SWITCHES: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
 fn sharing_the_server() -> std::sync::RwLockReadGuard<'static, ()> {
@@ -770,17 +770,7 @@ fn mysql_trigger_fires(db: &str) -> bool {
 #[test]
 fn mysql_kill_9_at_every_switch_step_is_finished_by_the_next_restore() {
     let _alone = killing_switches();
-    let src = unique("nf_src");
-    mysql(&format!(
-        "CREATE DATABASE `{src}`; CREATE TABLE `{src}`.t (id INT PRIMARY KEY, v VARCHAR(64)); \
-         USE `{src}`; INSERT INTO t SELECT seq, CONCAT('new-', seq) FROM seq_1_to_50; \
-         CREATE TABLE `{src}`.audit (id INT); \
-         CREATE VIEW `{src}`.new_view AS SELECT id FROM `{src}`.t WHERE id <= 5; \
-         CREATE TRIGGER new_trigger AFTER INSERT ON t FOR EACH ROW INSERT INTO audit VALUES (NEW.id); \
-         CREATE FUNCTION `{src}`.new_fn() RETURNS INT DETERMINISTIC RETURN 9;"
-    ));
-    let (env, config) = env_with_source("mysql", &format!("{}/{src}", mysql_url()));
-    env.ok(&["--config", &config, "snapshot", "--source", "db"]);
+    let (src, env, config) = mysql_source_with_objects();
     let expected = mysql_digest(&src);
     for step in 1..=5 {
         let live = mysql_live_with_objects();
@@ -826,26 +816,141 @@ fn mysql_kill_9_at_every_switch_step_is_finished_by_the_next_restore() {
         } else {
             // After it: the restored database, whole, and a complete kept copy.
             assert!(stderr.contains("after its rename: completed"), "step {step}:\n{stderr}");
-            assert_eq!(mysql_digest(&live), expected, "step {step}");
-            assert_eq!(mysql(&format!("SELECT COUNT(*) FROM `{live}`.new_view")), "5");
-            assert_eq!(mysql(&format!("SELECT `{live}`.new_fn()")), "9");
-            assert!(mysql_trigger_fires(&live), "step {step}: the restored trigger is lost");
-            assert_eq!(
-                mysql(&format!(
-                    "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{live}' AND TABLE_NAME = 'old_view'"
-                )),
-                "0",
-                "step {step}: the old view is still live"
-            );
-            assert_eq!(kept.len(), 1, "step {step}: {kept:?}");
-            let before = &kept[0];
-            assert_eq!(mysql_digest(before), old, "step {step}");
-            assert_eq!(mysql(&format!("SELECT COUNT(*) FROM `{before}`.old_view")), "3");
-            assert_eq!(mysql(&format!("SELECT `{before}`.old_fn()")), "7");
-            assert!(mysql_trigger_fires(before), "step {step}: the kept trigger is lost");
-            mysql(&format!("DROP DATABASE `{before}`"));
+            assert_restored_with_kept_copy(&live, &expected, &old, &format!("step {step}"));
         }
         mysql(&format!("DROP DATABASE `{live}`; DROP DATABASE `{other}`"));
     }
     mysql(&format!("DROP DATABASE `{src}`"));
+}
+
+/// The live database `live` after a switch completed past its rename: the
+/// restored rows (`expected`) with their view, function and trigger, and
+/// one kept-aside copy holding `old` with the old objects (dropped here).
+fn assert_restored_with_kept_copy(live: &str, expected: &str, old: &str, what: &str) {
+    assert_eq!(mysql_digest(live), expected, "{what}");
+    assert_eq!(mysql(&format!("SELECT COUNT(*) FROM `{live}`.new_view")), "5");
+    assert_eq!(mysql(&format!("SELECT `{live}`.new_fn()")), "9");
+    assert!(mysql_trigger_fires(live), "{what}: the restored trigger is lost");
+    assert_eq!(
+        mysql(&format!(
+            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{live}' AND TABLE_NAME = 'old_view'"
+        )),
+        "0",
+        "{what}: the old view is still live"
+    );
+    let kept = mysql_databases_like(&format!("{live}{BEFORE}"));
+    assert_eq!(kept.len(), 1, "{what}: {kept:?}");
+    let before = &kept[0];
+    assert_eq!(mysql_digest(before), old, "{what}");
+    assert_eq!(mysql(&format!("SELECT COUNT(*) FROM `{before}`.old_view")), "3");
+    assert_eq!(mysql(&format!("SELECT `{before}`.old_fn()")), "7");
+    assert!(mysql_trigger_fires(before), "{what}: the kept trigger is lost");
+    mysql(&format!("DROP DATABASE `{before}`"));
+}
+
+/// Several restores find one dead switch at once (a crash, then restores
+/// into several databases of the server): the one that claims it finishes
+/// it, the others leave it alone, and a restore into that very database is
+/// refused until it is finished; a claimant killed in turn is replaced by
+/// the next restore. Used to fail with `FUNCTION new_fn already exists`
+/// when two restores replayed the same journal.
+#[test]
+fn mysql_a_dead_switch_is_finished_by_one_restore_even_when_several_find_it() {
+    let _alone = killing_switches();
+    let (src, env, config) = mysql_source_with_objects();
+    let expected = mysql_digest(&src);
+    let live = mysql_live_with_objects();
+    let old = mysql_digest(&live);
+    let into = format!("{}/{live}", mysql_url());
+    let out = restore(&env, &config, &into, &["--force"])
+        .env("NFREPO_FAILPOINT_MYSQL_SWITCH", "kill-after:4")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), None, "not killed: {}", describe(&out));
+
+    // The first restore claims the switch and stops there.
+    let first_into = unique("nf_other");
+    let mut first = Parked(
+        restore(&env, &config, &format!("{}/{first_into}", mysql_url()), &[])
+            .env("NFREPO_FAILPOINT_MYSQL_RECOVER", "pause-after:1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = first.0.stderr.take().unwrap();
+    let paused = BufReader::new(stderr)
+        .lines()
+        .map_while(std::result::Result::ok)
+        .any(|line| line.contains("nfrepo failpoint: mysql recover paused after 1 steps"));
+    assert!(paused, "the first restore did not reach the claimed switch");
+    let claimant = format!("nfrepo process {}", first.0.id());
+
+    // A restore into another database leaves the claimed switch alone.
+    let second_into = unique("nf_other");
+    let out = restore(&env, &config, &format!("{}/{second_into}", mysql_url()), &[])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&claimant), "the claimant is not named:\n{stderr}");
+    assert!(!stderr.contains("was interrupted"), "finished twice:\n{stderr}");
+    assert_eq!(mysql_digest(&second_into), expected);
+    assert_eq!(mysql_databases_like(&format!("{live}{STAGING}")).len(), 1);
+
+    // A restore into the database being switched is refused, nothing changed.
+    let out = restore(&env, &config, &into, &["--force"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(14), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("RESTORE_CONFLICT"), "{stderr}");
+    assert!(stderr.contains(&claimant), "{stderr}");
+    assert_eq!(mysql_databases_like(&format!("{live}{STAGING}")).len(), 1);
+
+    // The claimant dies: the next restore takes the switch over and finishes it.
+    kill_9(&mut first.0);
+    let third_into = unique("nf_other");
+    let out = restore(&env, &config, &format!("{}/{third_into}", mysql_url()), &[])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "a switch into {live} was interrupted after its rename: completed"
+        )),
+        "{stderr}"
+    );
+    assert!(mysql_databases_like(&format!("{live}{STAGING}")).is_empty());
+    assert_restored_with_kept_copy(&live, &expected, &old, "after the takeover");
+    mysql(&format!(
+        "DROP DATABASE `{live}`; DROP DATABASE `{second_into}`; DROP DATABASE `{third_into}`; \
+         DROP DATABASE IF EXISTS `{first_into}`; DROP DATABASE `{src}`"
+    ));
+}
+
+/// Kills a restore parked at a failpoint however the test ends.
+struct Parked(Child);
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A source database with rows, a view, a trigger and a function, snapshotted
+/// as source `db`: its name, the environment and the config.
+fn mysql_source_with_objects() -> (String, Env, String) {
+    let src = unique("nf_src");
+    mysql(&format!(
+        "CREATE DATABASE `{src}`; CREATE TABLE `{src}`.t (id INT PRIMARY KEY, v VARCHAR(64)); \
+         USE `{src}`; INSERT INTO t SELECT seq, CONCAT('new-', seq) FROM seq_1_to_50; \
+         CREATE TABLE `{src}`.audit (id INT); \
+         CREATE VIEW `{src}`.new_view AS SELECT id FROM `{src}`.t WHERE id <= 5; \
+         CREATE TRIGGER new_trigger AFTER INSERT ON t FOR EACH ROW INSERT INTO audit VALUES (NEW.id); \
+         CREATE FUNCTION `{src}`.new_fn() RETURNS INT DETERMINISTIC RETURN 9;"
+    ));
+    let (env, config) = env_with_source("mysql", &format!("{}/{src}", mysql_url()));
+    env.ok(&["--config", &config, "snapshot", "--source", "db"]);
+    (src, env, config)
 }

@@ -458,10 +458,10 @@ impl DatabaseTarget {
 
     /// Finishes a switch that a killed process left half done in `staging`
     /// (MariaDB only: PostgreSQL's switch is one transaction).
-    fn recover_switch(&self, staging: &str) -> Result<Option<String>> {
+    fn recover_switch(&self, staging: &str) -> Result<mysql::Recovery> {
         match self {
             Self::Mysql(t) => t.recover_switch(staging),
-            Self::Postgres(_) => Ok(None),
+            Self::Postgres(_) => Ok(mysql::Recovery::Nothing),
         }
     }
 

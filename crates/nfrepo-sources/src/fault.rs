@@ -7,6 +7,9 @@ pub(crate) const ROLLBACK_SWAP: &str = "ROLLBACK_SWAP";
 /// The failpoint of the MariaDB switch; its steps are those of the switch
 /// journal (`database/mysql.rs`).
 pub(crate) const MYSQL_SWITCH: &str = "MYSQL_SWITCH";
+/// The failpoint of finishing a MariaDB switch a dead process left; its one
+/// step is the switch claimed and its journal read (`database/mysql.rs`).
+pub(crate) const MYSQL_RECOVER: &str = "MYSQL_RECOVER";
 
 /// The check run after each step of protocol `name`; never returns `true`
 /// (a fault kills or parks the process instead).

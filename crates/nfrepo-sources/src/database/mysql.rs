@@ -92,6 +92,34 @@ impl Objects {
 /// midway, which the next restore finishes ([`MysqlTarget::recover_switch`]).
 const JOURNAL: &str = "__nfrepo_switch_journal";
 
+/// The table in a staging database whose one row names the process
+/// finishing the switch journaled there.
+///
+/// Every restore into a server first finishes the switches that dead
+/// processes left; two restores started together would otherwise both
+/// replay the same journal, and the second would fail on objects the
+/// first had already created. The row is taken with `INSERT IGNORE` on a
+/// one-row primary key, which only one process can win; a claimant that
+/// died in turn (same host, pid gone, as for the journal's own writer) is
+/// replaced by a compare-and-set `UPDATE` on its nonce, which again only
+/// one process can win.
+const CLAIM: &str = "__nfrepo_switch_claim";
+
+/// What a restore did with the switch a dead process left in a staging
+/// database.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Recovery {
+    /// Nothing to finish: no journal, or a finished one.
+    Nothing,
+    /// Finished here; what was done.
+    Finished(String),
+    /// A live process of this host is finishing it (its pid).
+    Claimed(u32),
+    /// The staging database is gone: another process finished the switch
+    /// and removed it.
+    Gone,
+}
+
 /// The journal being written.
 struct JournalRef<'a> {
     live: &'a str,
@@ -780,18 +808,104 @@ impl MysqlTarget {
         Ok(out.trim() != "0")
     }
 
+    /// Whether database `db` exists.
+    fn database_exists(&self, db: &str) -> Result<bool> {
+        let out = self.admin(
+            None,
+            &format!(
+                "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {};",
+                literal(db)
+            ),
+        )?;
+        Ok(out.trim() != "0")
+    }
+
+    /// Claims the switch journaled in `staging` for this process ([`CLAIM`]).
+    /// `Ok(None)` when won; otherwise what the caller must leave alone.
+    fn claim_switch(&self, staging: &str) -> Result<Option<Recovery>> {
+        let table = format!("{}.{}", ident(staging), ident(CLAIM));
+        let host = super::plan::host_name();
+        let pid = std::process::id();
+        let nonce = crate::random::hex::<16>();
+        let holder = |out: &str| -> Result<(String, u32, String)> {
+            if let Some([h, p, n]) = rows(out).pop().as_deref()
+                && let Ok(p) = p.parse()
+            {
+                return Ok((h.clone(), p, n.clone()));
+            }
+            Err(Error::RestoreCommandFailed(format!(
+                "unreadable switch claim in {staging}: {out:?}"
+            )))
+        };
+        let read = format!("SELECT host, pid, nonce FROM {table} WHERE id = 1;");
+        let first = self.admin(
+            None,
+            &format!(
+                "CREATE TABLE IF NOT EXISTS {table} (id TINYINT PRIMARY KEY, host VARCHAR(255) NOT NULL, \
+                 pid INT UNSIGNED NOT NULL, nonce CHAR(32) NOT NULL) ENGINE=InnoDB;\n\
+                 INSERT IGNORE INTO {table} VALUES (1, {}, {pid}, {});\n{read}",
+                literal(&host),
+                literal(&nonce)
+            ),
+        );
+        let mut current = match first {
+            Ok(out) => holder(&out)?,
+            // Dropped since it was listed: whoever dropped it had finished.
+            Err(_) if !self.database_exists(staging)? => return Ok(Some(Recovery::Gone)),
+            Err(e) => return Err(e),
+        };
+        // A claimant that died is replaced; a few rounds cover claimants
+        // dying one after the other, which only a test does.
+        for _ in 0..3 {
+            let (h, p, n) = &current;
+            if *n == nonce {
+                return Ok(None);
+            }
+            if *h != host || *p == pid || super::plan::process_alive(*p) {
+                return Ok(Some(Recovery::Claimed(*p)));
+            }
+            let out = self.admin(
+                None,
+                &format!(
+                    "UPDATE {table} SET host = {}, pid = {pid}, nonce = {} WHERE id = 1 AND nonce = {};\n{read}",
+                    literal(&host),
+                    literal(&nonce),
+                    literal(n)
+                ),
+            )?;
+            current = holder(&out)?;
+        }
+        Ok(Some(Recovery::Claimed(current.1)))
+    }
+
     /// Finishes, from its journal, a switch that a process killed midway
     /// left in `staging`: back to the live database as it was if the
     /// `RENAME TABLE` had not happened, forward to the restored one (and a
-    /// complete kept-aside copy) if it had. `None` when `staging` holds no
-    /// unfinished switch. The caller then drops `staging`.
-    pub(super) fn recover_switch(&self, staging: &str) -> Result<Option<String>> {
+    /// complete kept-aside copy) if it had. The switch is claimed first
+    /// ([`CLAIM`]), so that of several restores finding it at once only one
+    /// finishes it; once finished, its journal is marked done, so that a
+    /// restore finding it before the caller drops `staging` does nothing.
+    pub(super) fn recover_switch(&self, staging: &str) -> Result<Recovery> {
+        if !self.table_exists(staging, JOURNAL)? {
+            return Ok(Recovery::Nothing);
+        }
+        if let Some(elsewhere) = self.claim_switch(staging)? {
+            return Ok(elsewhere);
+        }
         let Some(journal) = self.read_journal(staging)? else {
-            return Ok(None);
+            return Ok(Recovery::Nothing);
         };
         if journal.done {
-            return Ok(None);
+            return Ok(Recovery::Nothing);
         }
+        crate::fault::after_step(crate::fault::MYSQL_RECOVER)(1);
+        let note = self.finish_switch(staging, &journal)?;
+        self.admin(None, &journal_done_sql(staging))?;
+        Ok(Recovery::Finished(note))
+    }
+
+    /// Replays `journal`, found unfinished in `staging`; what was done.
+    fn finish_switch(&self, staging: &str, journal: &Journal) -> Result<String> {
         let live = journal.live.as_str();
         let renamed = match &journal.probe {
             Some((db, table)) => self.table_exists(db, table)?,
@@ -804,10 +918,10 @@ impl MysqlTarget {
                     "recovering the switch interrupted in {staging}{lost}"
                 )));
             }
-            return Ok(Some(format!(
+            return Ok(format!(
                 "a switch into {live} was interrupted before its rename: {live} is as it was, \
                  its views and triggers recreated"
-            )));
+            ));
         }
         let fail = |e: Error| {
             Error::RestoreCommandFailed(format!(
@@ -827,7 +941,7 @@ impl MysqlTarget {
                 note.push_str(&format!("; {warning}"));
             }
         }
-        Ok(Some(note))
+        Ok(note)
     }
 
     /// Drops `old`'s views, routines and events from `db` and creates

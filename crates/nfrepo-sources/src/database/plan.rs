@@ -1,5 +1,6 @@
 //! Planning a staged restore: names, leftovers of earlier runs, refusals.
 
+use super::mysql::Recovery;
 use super::{
     BEFORE_MARK, COMMENT_PREFIX, DatabaseRestoreItem, DatabaseRestoreOptions, DatabaseRestorePlan, DatabaseTarget,
     Leftover, MAX_NAME, PlannedDatabase, STAGING_MARK,
@@ -37,13 +38,13 @@ fn parse_creator(comment: &str) -> Option<Creator> {
     })
 }
 
-fn host_name() -> String {
+pub(super) fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_default()
 }
 
-fn process_alive(pid: u32) -> bool {
+pub(super) fn process_alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
@@ -131,14 +132,37 @@ pub fn plan_database_restore(
                 .as_ref()
                 .is_some_and(|c| c.host == here && c.pid != std::process::id() && !process_alive(c.pid));
             // A switch its process did not live to finish is finished first,
-            // whichever databases this restore is about.
-            if dead_here && let Some(recovered) = target.recover_switch(&name)? {
-                leftovers.push(Leftover {
-                    database: name,
-                    note: format!("{recovered}; its staging database removed"),
-                    remove: true,
-                });
-                continue;
+            // whichever databases this restore is about, by one restore only.
+            if dead_here {
+                match target.recover_switch(&name)? {
+                    Recovery::Nothing => {}
+                    Recovery::Finished(recovered) => {
+                        leftovers.push(Leftover {
+                            database: name,
+                            note: format!("{recovered}; its staging database removed"),
+                            remove: true,
+                        });
+                        continue;
+                    }
+                    Recovery::Gone => continue,
+                    Recovery::Claimed(pid) => {
+                        let live = name.split(STAGING_MARK).next().unwrap_or_default();
+                        if seen.contains(live) {
+                            return Err(Error::RestoreInProgress(format!(
+                                "the switch into {live} that an interrupted restore left in {name} is being \
+                                 finished by nfrepo process {pid} on this host; wait for it"
+                            )));
+                        }
+                        leftovers.push(Leftover {
+                            database: name,
+                            note: format!(
+                                "switch of an interrupted restore being finished by nfrepo process {pid}, left alone"
+                            ),
+                            remove: false,
+                        });
+                        continue;
+                    }
+                }
             }
             let (remove, note) = match &creator {
                 Some(c) if c.host == here && c.pid == std::process::id() => continue,
