@@ -63,7 +63,11 @@
 //!      probe that tells whether the rename happened) is written into the
 //!      staging database in one transaction; the next restore into the
 //!      server finishes a switch whose process was killed midway, back to
-//!      the old database before the rename and forward after it. Writers are not paused: stop the
+//!      the old database before the rename and forward after it. Of
+//!      several restores finding one such switch, the one that claims it
+//!      (a one-row table in the staging database) finishes it; the others
+//!      leave it alone, and one into that very database is refused
+//!      (`RESTORE_CONFLICT`) until it is finished. Writers are not paused: stop the
 //!      application first; a write that lands between the load and the
 //!      switch goes to the kept-aside copy.
 //!    - PostgreSQL: sessions connected to `DB` block the switch. nfrepo
