@@ -116,6 +116,55 @@ fn missing_or_half_set_s3_credentials_are_permission_denied_before_any_request()
     }
 }
 
+/// A replica's `credentials_file` that is missing or not two lines is
+/// `PERMISSION_DENIED/CREDENTIALS`, naming the file and never its lines.
+#[test]
+fn a_bad_replica_credentials_file_is_permission_denied_and_never_echoed() {
+    let env = Env::new();
+    let credentials = env.path("dr.s3");
+    let config = env.path("nfrepo.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[repository]\nurl = \"s3://bucket/main?endpoint=http://127.0.0.1:1&region=us-east-1\"\nreplica = \"dr\"\n\n\
+             [replication.dr]\nurl = \"s3://bucket/dr?endpoint=http://127.0.0.1:1&region=us-east-1\"\n\
+             credentials_file = \"{}\"\n",
+            credentials.display()
+        ),
+    )
+    .unwrap();
+    for (contents, says) in [
+        (None, "cannot read credentials file"),
+        (Some("only-the-key-id-line\n"), "must hold two lines"),
+        (
+            Some("key-id\nsecret-line-one\nsecret-line-two\n"),
+            "must hold two lines",
+        ),
+    ] {
+        match contents {
+            Some(text) => std::fs::write(&credentials, text).unwrap(),
+            None => drop(std::fs::remove_file(&credentials)),
+        }
+        let out = env
+            .cmd()
+            .env_remove("NFREPO_REPOSITORY")
+            .env("NFREPO_CONFIG", &config)
+            .args(["--from-replica", "snapshots"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(16), "{contents:?}: {stderr}");
+        assert!(
+            stderr.starts_with("error[PERMISSION_DENIED/CREDENTIALS]: ")
+                && stderr.contains(says)
+                && stderr.contains(&credentials.display().to_string()),
+            "{contents:?}: {stderr}"
+        );
+        assert!(!stderr.contains("secret-line"), "a line of the file is shown: {stderr}");
+        assert!(!stderr.contains("STORAGE_UNREACHABLE"), "a request was made: {stderr}");
+    }
+}
+
 #[test]
 fn unreadable_file_is_skipped_and_reported_as_partial() {
     let env = Env::new();

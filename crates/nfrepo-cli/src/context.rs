@@ -174,9 +174,16 @@ fn open_location_with(
     let url = StoreUrl::parse(location).map_err(|e| Failure::store(&e, during))?;
     let options = store_options(global, &url)?;
     let credentials = match (&url, credentials_file) {
-        (StoreUrl::S3 { .. }, Some(path)) => read_credentials_file(path)?,
+        (StoreUrl::S3 { .. }, Some(path)) => {
+            protect_credentials_file(path);
+            let credentials = Credentials::from_file(path).map_err(|e| Failure::store(&e, during))?;
+            warn_if_readable_by_others(path);
+            credentials
+        }
         (StoreUrl::S3 { .. }, None) => {
-            protect_credentials_file();
+            if let Some(path) = std::env::var_os(nfrepo_store::NFREPO_CREDENTIALS_FILE) {
+                protect_credentials_file(Path::new(&path));
+            }
             Credentials::from_env().map_err(|e| Failure::store(&e, during))?
         }
         (StoreUrl::Rest { .. }, _) => {
@@ -190,33 +197,10 @@ fn open_location_with(
     Ok(Arc::new(RetryStore::new(wrap(store), RetryPolicy::default())))
 }
 
-/// S3 credentials from a file of two lines: the key id, then the secret.
-fn read_credentials_file(path: &Path) -> Result<Credentials, Failure> {
-    let denied = |why: String| Failure::new(ErrorCode::PermissionDenied, Some("CREDENTIALS"), why);
-    let text = Zeroizing::new(
-        std::fs::read_to_string(path)
-            .map_err(|e| denied(format!("cannot read credentials file {}: {e}", path.display())))?,
-    );
-    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
-    match (lines.next(), lines.next(), lines.next()) {
-        (Some(id), Some(secret), None) => {
-            nfrepo_sources::protect_value(secret);
-            warn_if_readable_by_others(path);
-            Ok(Credentials::new(id, secret))
-        }
-        _ => Err(denied(format!(
-            "credentials file {} must hold two lines: the access key id, then the secret",
-            path.display()
-        ))),
-    }
-}
-
-/// Keeps the secret of `NFREPO_S3_CREDENTIALS_FILE` (its second line) out
-/// of every log line; the variables themselves are protected by name.
-fn protect_credentials_file() {
-    let Some(path) = std::env::var_os(nfrepo_store::NFREPO_CREDENTIALS_FILE) else {
-        return;
-    };
+/// Keeps the secret of an S3 credentials file (its lines after the first,
+/// whatever the store then makes of them) out of every log line; the
+/// variables themselves are protected by name.
+fn protect_credentials_file(path: &Path) {
     if let Ok(text) = std::fs::read_to_string(path).map(Zeroizing::new) {
         for line in text.lines().skip(1) {
             nfrepo_sources::protect_value(line.trim());

@@ -84,9 +84,21 @@ impl Credentials {
             });
         }
         match var(NFREPO_CREDENTIALS_FILE) {
-            Some(path) => from_file(Path::new(&path), read_file),
+            Some(path) => read_pair_file(Path::new(&path), read_file),
             None => Ok(Self::none()),
         }
+    }
+
+    /// The credentials in the file at `path`, as `NFREPO_S3_CREDENTIALS_FILE`
+    /// names it for [`Credentials::from_env`]: the key id on the first
+    /// non-empty line, the secret on the second.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Credentials`] if the file can't be read or doesn't hold
+    /// exactly two non-empty lines.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        read_pair_file(path, |path| std::fs::read_to_string(path))
     }
 
     /// Whether no access key is set.
@@ -133,7 +145,7 @@ fn pair(var: &impl Fn(&str) -> Option<String>, id_name: &str, secret_name: &str)
     }
 }
 
-fn from_file(path: &Path, read_file: impl Fn(&Path) -> std::io::Result<String>) -> Result<Credentials> {
+fn read_pair_file(path: &Path, read_file: impl Fn(&Path) -> std::io::Result<String>) -> Result<Credentials> {
     let contents = Zeroizing::new(read_file(path).map_err(|e| {
         Error::new(
             ErrorKind::Credentials,
