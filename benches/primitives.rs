@@ -1,6 +1,7 @@
 //! Benchmarks of the format primitives the backup pipeline is made of, each
-//! on one thread: FastCDC chunking, keyed BLAKE3 blob ids, blob sealing and
-//! opening (zstd-3 + AEAD) for both ciphers, and whole-pack verification.
+//! on one thread: FastCDC chunking, keyed BLAKE3 blob ids, the whole-stream
+//! BLAKE3 fed chunk by chunk, blob sealing and opening (zstd-3 + AEAD) for
+//! both ciphers, and whole-pack verification.
 //!
 //! Throughput is in input bytes: the plaintext for chunking, ids, sealing and
 //! opening; the stored pack bytes for `verify_pack`.
@@ -21,7 +22,7 @@ use std::time::Duration;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use nfrepo_format::{
     BlobCodec, BlobKind, Chunker, ChunkerProfile, Cipher, MasterKey, PackBuilder, PackKind, RepoId, RepoKeys,
-    verify_pack,
+    StreamHash, verify_pack,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -63,6 +64,37 @@ fn chunking(c: &mut Criterion) {
             });
         });
     }
+    group.finish();
+}
+
+/// The plain BLAKE3 of a whole dump fed its `rows` chunks one by one, as
+/// a backup and `cat` see them: straight into `blake3::Hasher`, and through
+/// [`StreamHash`], which gathers them into aligned 64 KiB pieces.
+fn stream_hash(c: &mut Criterion) {
+    let data = sqldump::generate(CHUNKING_INPUT, 1);
+    let chunker = Chunker::new(ChunkerProfile::ROWS, keys().chunker_seed).unwrap();
+    let chunks: Vec<Vec<u8>> = chunker.chunks(&data[..]).map(Result::unwrap).collect();
+    let mut group = c.benchmark_group("stream_hash");
+    short(&mut group);
+    group.throughput(Throughput::Bytes(data.len() as u64));
+    group.bench_function("sql-64MiB-rows/blake3-hasher", |b| {
+        b.iter(|| {
+            let mut hasher = blake3::Hasher::new();
+            for chunk in &chunks {
+                hasher.update(black_box(chunk));
+            }
+            hasher.finalize()
+        });
+    });
+    group.bench_function("sql-64MiB-rows/stream-hash", |b| {
+        b.iter(|| {
+            let mut hash = StreamHash::default();
+            for chunk in &chunks {
+                hash.update(black_box(chunk));
+            }
+            hash.finalize()
+        });
+    });
     group.finish();
 }
 
@@ -158,5 +190,5 @@ fn pack_verification(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, chunking, blob_ids, seal, open, pack_verification);
+criterion_group!(benches, chunking, stream_hash, blob_ids, seal, open, pack_verification);
 criterion_main!(benches);

@@ -211,9 +211,20 @@ pub(crate) struct Claims {
 }
 
 impl Claims {
-    /// Whether this session must store `id` (true at most once per id).
-    fn claim(&self, id: &BlobId) -> Result<bool> {
-        if let Some(at) = self.index.get(id).filter(|at| !self.planned.contains(&at.pack)) {
+    /// Where the index has each of `ids`, looked up in one batch, for
+    /// [`Self::claim_at`].
+    fn locate_many(&self, ids: &[BlobId]) -> Vec<Option<crate::index::BlobLocation>> {
+        self.index.get_many(ids)
+    }
+
+    /// Whether this session must store `id` (true at most once per id),
+    /// given where the index has it (`at`, from `Index::get` or
+    /// [`Self::locate_many`]). A location found a moment before is as good
+    /// as one found now: a blob indexed in between is stored again
+    /// (harmless), and every pack deduplicated against is checked before
+    /// the commit point whenever it was found.
+    fn claim_at(&self, id: &BlobId, at: Option<crate::index::BlobLocation>) -> Result<bool> {
+        if let Some(at) = at.filter(|at| !self.planned.contains(&at.pack)) {
             let mut deduplicated = self
                 .deduplicated
                 .lock()

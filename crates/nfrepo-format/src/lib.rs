@@ -53,6 +53,7 @@ mod replica;
 mod seal;
 mod session;
 mod snapshot;
+mod stream_hash;
 mod tree;
 mod unlock;
 
@@ -95,6 +96,7 @@ pub use replica::{Backlog, PassResult, REPLICA_MAGIC, ReplicaObject, ReplicaStat
 pub use seal::{Aad, Cipher, SEAL_OVERHEAD, SealedKind, Sealer, SecretKey};
 pub use session::{ProcessStart, SessionMarker};
 pub use snapshot::{CommandRecord, Snapshot, Summary};
+pub use stream_hash::StreamHash;
 pub use tree::{Metadata, Node, NodeKind, Tree, Xattr};
 pub use unlock::{CachedUnlock, UnlockCacheFile};
 

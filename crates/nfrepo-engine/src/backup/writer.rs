@@ -4,7 +4,9 @@ use std::io::Read;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use nfrepo_format::{BlobId, BlobKind, Chunker, Content, ContentListBuilder, EmittedList, ListEntry, NodeKind, Tree};
+use nfrepo_format::{
+    BlobId, BlobKind, Chunker, Content, ContentListBuilder, EmittedList, ListEntry, NodeKind, StreamHash, Tree,
+};
 use sha2::Digest;
 
 use super::budget::ByteBudget;
@@ -30,6 +32,10 @@ const PIPELINE_AFTER: u64 = 8 << 20;
 /// queue holds at least two chunks (two 4 MiB chunks for the `files`
 /// profile, 64 of the `dump` profile's at most 64 KiB).
 const PIPELINE_BYTES: usize = 4 << 20;
+/// Chunks the hashing thread takes off the queue at once, to look them up
+/// in the index in one batch: one cache query for up to this many chunks
+/// instead of one locked query each.
+const LOOKUP_BATCH: usize = 32;
 
 /// Where a stream stored by [`BackupWriter::store_stream_resumable`] goes
 /// on from when bytes are appended to it: every chunk but the last, and
@@ -300,12 +306,25 @@ impl BackupWriter {
         }
         std::thread::scope(|scope| {
             let depth = (PIPELINE_BYTES / shared.chunker.profile().max as usize).max(2);
+            let batch_len = LOOKUP_BATCH.min(depth);
             let (tx, rx) = std::sync::mpsc::sync_channel::<(BlobId, Vec<u8>)>(depth);
             let hasher = scope.spawn(move || -> Result<StreamDigest> {
-                for (id, chunk) in rx {
-                    digest.absorb_named(shared, id, chunk)?;
+                let mut batch = Vec::with_capacity(batch_len);
+                let mut ids = Vec::with_capacity(batch_len);
+                loop {
+                    // The queue holds `depth` ≥ `batch_len` chunks, so the
+                    // cutting thread never waits on a batch being gathered.
+                    batch.extend(rx.iter().take(batch_len));
+                    if batch.is_empty() {
+                        return Ok(digest);
+                    }
+                    ids.clear();
+                    ids.extend(batch.iter().map(|(id, _)| *id));
+                    let found = shared.claims.locate_many(&ids);
+                    for ((id, chunk), at) in batch.drain(..).zip(found) {
+                        digest.absorb_located(shared, id, chunk, at)?;
+                    }
                 }
-                Ok(digest)
             });
             let keys = shared.repo.keys();
             let mut read_error = None;
@@ -349,7 +368,7 @@ impl BackupWriter {
 
 /// The running digests and chunk list of one stream.
 struct StreamDigest {
-    whole: blake3::Hasher,
+    whole: StreamHash,
     sha: Option<sha2::Sha256>,
     lists: ContentListBuilder,
     emitted: Vec<EmittedList>,
@@ -371,7 +390,7 @@ struct Trail {
 impl StreamDigest {
     fn new(sha256: bool, remember: bool) -> Self {
         Self {
-            whole: blake3::Hasher::new(),
+            whole: StreamHash::default(),
             sha: sha256.then(sha2::Sha256::new),
             lists: ContentListBuilder::new(),
             emitted: Vec::new(),
@@ -393,7 +412,7 @@ impl StreamDigest {
                 shared.store_blob(BlobKind::ContentList, list.id, list.plaintext)?;
             }
         }
-        self.whole = from.whole.clone();
+        self.whole = StreamHash::from_hasher(from.whole.clone());
         self.size = from.offset;
         if let Some(trail) = self.trail.as_mut() {
             trail.entries.clone_from(&from.entries);
@@ -413,7 +432,7 @@ impl StreamDigest {
             None => StreamResume {
                 offset: self.size,
                 entries,
-                whole: self.whole.clone(),
+                whole: self.whole.settled().clone(),
             },
         }
     }
@@ -421,15 +440,22 @@ impl StreamDigest {
     /// Hashes a chunk, names it, and stores it unless it is known.
     fn absorb(&mut self, shared: &Arc<Shared>, chunk: Vec<u8>) -> Result<()> {
         let id = shared.repo.keys().blob_id(&chunk);
-        self.absorb_named(shared, id, chunk)
+        let at = shared.claims.index.get(&id);
+        self.absorb_located(shared, id, chunk, at)
     }
 
-    /// [`Self::absorb`] for a chunk named already.
-    fn absorb_named(&mut self, shared: &Arc<Shared>, id: BlobId, chunk: Vec<u8>) -> Result<()> {
+    /// [`Self::absorb`] for a chunk named, and looked up in the index, already.
+    fn absorb_located(
+        &mut self,
+        shared: &Arc<Shared>,
+        id: BlobId,
+        chunk: Vec<u8>,
+        at: Option<crate::index::BlobLocation>,
+    ) -> Result<()> {
         let keys = shared.repo.keys();
         let len = chunk.len() as u64;
         if let Some(trail) = self.trail.as_mut() {
-            trail.before_last = Some((self.size, self.whole.clone()));
+            trail.before_last = Some((self.size, self.whole.settled().clone()));
             trail.entries.push(ListEntry { id, len });
         }
         self.whole.update(&chunk);
@@ -441,7 +467,7 @@ impl StreamDigest {
         self.lists
             .push(keys, ListEntry { id, len }, &mut self.emitted)
             .map_err(Error::Format)?;
-        shared.store_blob(BlobKind::Data, id, chunk)?;
+        shared.store_located(BlobKind::Data, id, chunk, at)?;
         note(&mut self.blobs, id);
         let emitted = std::mem::take(&mut self.emitted);
         for list in emitted {
@@ -465,7 +491,7 @@ impl StreamDigest {
         Ok(StoredContent {
             size: self.size,
             content,
-            blake3: *self.whole.finalize().as_bytes(),
+            blake3: self.whole.finalize(),
             sha256: self.sha.map(|s| s.finalize().into()),
             blobs: self.blobs.map(Arc::new),
         })
@@ -488,7 +514,19 @@ impl Shared {
     /// Hands a blob to a sealing worker unless it is already stored or
     /// claimed. Blocks while the in-flight byte budget is spent.
     fn store_blob(self: &Arc<Self>, kind: BlobKind, id: BlobId, plaintext: Vec<u8>) -> Result<()> {
-        if !self.claims.claim(&id)? {
+        let at = self.claims.index.get(&id);
+        self.store_located(kind, id, plaintext, at)
+    }
+
+    /// [`Self::store_blob`] with `id` looked up in the index already.
+    fn store_located(
+        self: &Arc<Self>,
+        kind: BlobKind,
+        id: BlobId,
+        plaintext: Vec<u8>,
+        at: Option<crate::index::BlobLocation>,
+    ) -> Result<()> {
+        if !self.claims.claim_at(&id, at)? {
             return Ok(());
         }
         self.check()?;

@@ -24,7 +24,7 @@ struct Expected {
     blake3: [u8; 32],
     sha256: Option<[u8; 32]>,
     seen: u64,
-    whole: blake3::Hasher,
+    whole: nfrepo_format::StreamHash,
     sha: Option<sha2::Sha256>,
 }
 
@@ -45,7 +45,7 @@ impl Expected {
         if self.seen != self.size {
             return Err(self.size_error());
         }
-        let blake3 = *self.whole.finalize().as_bytes();
+        let blake3 = self.whole.finalize();
         if blake3 != self.blake3 {
             return Err(mismatch(&self.file, "file content BLAKE3", &self.blake3, &blake3));
         }
@@ -125,7 +125,7 @@ impl Reader {
             blake3: *blake3,
             sha256: *sha256,
             seen: 0,
-            whole: blake3::Hasher::new(),
+            whole: nfrepo_format::StreamHash::default(),
             sha: sha256.map(|_| sha2::Sha256::new()),
         };
         struct State<S> {
