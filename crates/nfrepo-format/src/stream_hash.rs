@@ -13,7 +13,7 @@ pub(crate) const STREAM_HASH_PIECE: usize = 64 << 10;
 /// starts anywhere, so hashing each chunk as it came ran at about 1.3 GB/s
 /// on the project's 2-core benchmark machine (AVX-512, blake3 1.8), against about
 /// 7 GB/s for the same bytes in 64 KiB pieces aligned to the stream. Bytes
-/// are therefore gathered into pieces of [`STREAM_HASH_PIECE`] bytes, at
+/// are therefore gathered into pieces of 64 KiB (`STREAM_HASH_PIECE`), at
 /// stream offsets that are multiples of it, and each piece is hashed once
 /// full (straight from the input when it covers whole pieces). The hash is
 /// the same whichever way the bytes are split.
