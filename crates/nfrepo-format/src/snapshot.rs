@@ -110,6 +110,26 @@ impl Snapshot {
         open_object("snapshot", SNAPSHOT_MAGIC, SealedKind::Snapshot, bytes, sealer, repo)
     }
 
+    /// The header unsealed: the postcard body that [`Self::encode`] seals,
+    /// for a host's local cache of decoded headers (it holds no key, but
+    /// everything the header says: keep it where the operator's files are).
+    ///
+    /// # Errors
+    /// [`crate::Error::Malformed`] if postcard cannot encode it (it always can).
+    pub fn encode_plain(&self) -> Result<Vec<u8>> {
+        crate::envelope::to_postcard("snapshot", self)
+    }
+
+    /// Decodes what [`Self::encode_plain`] wrote. Nothing authenticates
+    /// these bytes: a caller that decides anything on them opens the sealed
+    /// object instead.
+    ///
+    /// # Errors
+    /// [`crate::Error::Malformed`] for bytes that are not a header of this build.
+    pub fn decode_plain(bytes: &[u8]) -> Result<Self> {
+        crate::envelope::from_postcard("snapshot", bytes)
+    }
+
     /// The value of tag `key`.
     #[must_use]
     pub fn tag(&self, key: &str) -> Option<&str> {

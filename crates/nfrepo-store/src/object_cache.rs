@@ -29,9 +29,12 @@ use std::sync::{Mutex, PoisonError};
 
 use rusqlite::{Connection, params};
 
+pub use self::snapshots::{CachedSnapshot, SnapshotRow};
 use crate::ObjectKind;
 use crate::cache::{connect_wal, database_path, open_replacing_damaged};
 use crate::error::{Error, ErrorKind, Result};
+
+mod snapshots;
 
 /// How long a statement waits for another process's write transaction.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -72,12 +75,16 @@ impl ObjectCache {
         connect_wal(
             path,
             BUSY_TIMEOUT,
-            "CREATE TABLE IF NOT EXISTS cached_objects_v1 (
-                 kind TEXT NOT NULL,
-                 name TEXT NOT NULL,
-                 bytes BLOB NOT NULL,
-                 PRIMARY KEY (kind, name)
-             ) WITHOUT ROWID",
+            &format!(
+                "CREATE TABLE IF NOT EXISTS cached_objects_v1 (
+                     kind TEXT NOT NULL,
+                     name TEXT NOT NULL,
+                     bytes BLOB NOT NULL,
+                     PRIMARY KEY (kind, name)
+                 ) WITHOUT ROWID;
+                 {}",
+                snapshots::SCHEMA
+            ),
         )
     }
 

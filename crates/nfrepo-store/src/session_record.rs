@@ -15,6 +15,11 @@
 //! - this host's last listing that found every indexed pack present is
 //!   older than the engine's interval, or there is none.
 //!
+//! It also records this host's last full listing of the index deltas and
+//! the GC plans seen just before it, so that a backup lists the deltas only
+//! when GC may have changed the index since (the engine's
+//! `backup::listing` module says when, and why that is safe).
+//!
 //! Whether a pack a backup deduplicated against is still stored is checked
 //! by every backup just before its commit point, whatever this record says;
 //! the record only decides when the whole listing is worth its cost.
@@ -102,6 +107,11 @@ impl SessionRecord {
              CREATE TABLE IF NOT EXISTS pack_listing_v1 (
                  one INTEGER PRIMARY KEY CHECK (one = 1),
                  complete_ns INTEGER NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS index_listing_v1 (
+                 one INTEGER PRIMARY KEY CHECK (one = 1),
+                 listed_ns INTEGER NOT NULL,
+                 plans BLOB NOT NULL
              )",
         )
     }
@@ -143,6 +153,48 @@ impl SessionRecord {
                 params![ns],
             ),
             None => conn.execute("DELETE FROM pack_listing_v1", []),
+        };
+        done.map(drop).map_err(|e| sql_error(&self.path, e))
+    }
+
+    /// The last full listing of the index deltas merged into the host's
+    /// index cache by a backup: when it began (ns since the Unix epoch) and
+    /// the GC plans the backup had listed just before it (32-byte ids,
+    /// sorted), if one is recorded.
+    ///
+    /// # Errors
+    /// SQLite failures, as [`ErrorKind::Other`].
+    pub fn index_listing(&self) -> Result<Option<(i64, Vec<[u8; 32]>)>> {
+        let conn = self.conn();
+        let row: Option<(i64, Vec<u8>)> = conn
+            .query_row(
+                "SELECT listed_ns, plans FROM index_listing_v1 WHERE one = 1",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| sql_error(&self.path, e))?;
+        Ok(row.and_then(|(ns, plans)| {
+            // A blob that is not whole ids is no record: the next backup lists.
+            let (ids, rest) = plans.as_chunks::<32>();
+            rest.is_empty().then(|| (ns, ids.to_vec()))
+        }))
+    }
+
+    /// Records a full listing of the index deltas begun at `ns` after the
+    /// GC plans `plans` were listed (`Some`), or forgets the last one
+    /// (`None`: the next backup lists).
+    ///
+    /// # Errors
+    /// SQLite failures, as [`ErrorKind::Other`].
+    pub fn set_index_listing(&self, listing: Option<(i64, &[[u8; 32]])>) -> Result<()> {
+        let conn = self.conn();
+        let done = match listing {
+            Some((ns, plans)) => conn.execute(
+                "INSERT OR REPLACE INTO index_listing_v1 (one, listed_ns, plans) VALUES (1, ?1, ?2)",
+                params![ns, plans.as_flattened()],
+            ),
+            None => conn.execute("DELETE FROM index_listing_v1", []),
         };
         done.map(drop).map_err(|e| sql_error(&self.path, e))
     }
@@ -302,6 +354,12 @@ mod tests {
         record.set_packs_complete_ns(None).unwrap();
         assert_eq!(record.packs_complete_ns().unwrap(), None);
         record.set_packs_complete_ns(Some(7)).unwrap();
+        assert_eq!(record.index_listing().unwrap(), None);
+        let plans = [[1u8; 32], [2u8; 32]];
+        record.set_index_listing(Some((9, &plans))).unwrap();
+        assert_eq!(record.index_listing().unwrap(), Some((9, plans.to_vec())));
+        record.set_index_listing(Some((10, &[]))).unwrap();
+        assert_eq!(record.index_listing().unwrap(), Some((10, Vec::new())));
         let path = record.path().to_path_buf();
         drop(record);
         for suffix in ["-wal", "-shm"] {
@@ -320,5 +378,6 @@ mod tests {
             None,
             "a lost record means one full listing"
         );
+        assert_eq!(record.index_listing().unwrap(), None);
     }
 }
