@@ -66,6 +66,7 @@ mod retention;
 mod rotation;
 mod runs;
 mod session;
+mod snapshot_cache;
 mod unlock_cache;
 mod verify;
 mod walk;

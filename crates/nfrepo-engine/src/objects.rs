@@ -110,7 +110,7 @@ impl<T: RepoObject> Default for Loaded<T> {
 impl<T: RepoObject> Loaded<T> {
     /// Files each fetched object under its outcome; returns the name and
     /// stored bytes of each one that opened.
-    fn sort_in(&mut self, fetched: Vec<FetchedEntry<T>>) -> Vec<(String, bytes::Bytes)> {
+    pub(crate) fn sort_in(&mut self, fetched: Vec<FetchedEntry<T>>) -> Vec<(String, bytes::Bytes)> {
         let mut opened = Vec::new();
         for (id, info, outcome) in fetched {
             match outcome {
@@ -215,7 +215,7 @@ pub(crate) async fn list<T: RepoObject>(repo: &Repository) -> Result<Vec<(T::Id,
 
 /// The objects of `kind` by name alone ([`nfrepo_store::Store::list_names`]):
 /// each entry's size is 0 and its time unknown.
-async fn list_names(repo: &Repository, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
+pub(crate) async fn list_names(repo: &Repository, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
     let keys = repo.store().list_names(kind).await.map_err(Error::store)?;
     Ok(keys
         .into_iter()
@@ -252,85 +252,13 @@ pub(crate) async fn load_all<T: RepoObject>(repo: &Repository) -> Result<Loaded<
     load_listed(repo, listed).await
 }
 
-/// [`load_all`] for an immutable kind named by the hash of its bytes
-/// (snapshots), through the local object cache ([`nfrepo_store::ObjectCache`])
-/// when the repository has a cache directory: after one listing, only names
-/// the cache lacks are fetched (and added to it); a cached entry that does not
-/// open is fetched again and replaced; entries no longer listed are removed.
-/// The cache only saves work: when it is unusable the objects are fetched.
-///
-/// # Errors
-/// As [`load_all`].
-pub(crate) async fn load_all_cached<T: RepoObject>(repo: &Repository) -> Result<Loaded<T>> {
-    let Some(dir) = repo.index_cache_dir().map(std::path::Path::to_path_buf) else {
-        return load_all(repo).await;
-    };
-    // Names alone: a cached object needs no size or time (`Stored::written`
-    // is unknown for these; only GC plans use it, and they are not cached).
-    let listed = list_names(repo, T::KIND).await?;
-    let repo_id = repo.id().to_hex();
-    let opened = blocking(move || {
-        let cache = nfrepo_store::ObjectCache::open(&dir, &repo_id)?;
-        let rows = cache.load(T::KIND)?;
-        Ok((cache, rows))
-    })
-    .await;
-    let (cache, rows) = match opened {
-        Ok(opened) => opened,
-        Err(e) => {
-            tracing::warn!(error = %e, "local object cache unusable; fetching every {}", T::NOUN);
-            return load_listed(repo, listed).await;
-        }
-    };
-    let (named, foreign) = split_names::<T>(listed);
-    let mut cached: std::collections::HashMap<String, Vec<u8>> = rows.into_iter().collect();
-    let mut loaded = Loaded {
-        foreign,
-        ..Loaded::default()
-    };
-    let mut missing = Vec::new();
-    let mut stale = Vec::new();
-    for (id, info) in named {
-        match cached.remove(info.key.name()) {
-            Some(bytes) => match T::open(repo, &id, &bytes) {
-                Ok(object) => loaded.good.push(Stored {
-                    id,
-                    key: info.key,
-                    written: info.last_modified,
-                    object,
-                }),
-                Err(e) => {
-                    tracing::warn!(object = %info.key, error = %e, "a cached {} does not open; fetching it again", T::NOUN);
-                    stale.push(info.key.name().to_owned());
-                    missing.push((id, info));
-                }
-            },
-            None => missing.push((id, info)),
-        }
-    }
-    // Cached entries the listing lacks were removed from the repository.
-    stale.extend(cached.into_keys());
-    let fetched = fetch_listed::<T>(repo, missing).await?;
-    let put = loaded.sort_in(fetched);
-    loaded.good.sort_by(|a, b| a.key.name().cmp(b.key.name()));
-    let updated = blocking(move || {
-        let put: Vec<(String, &[u8])> = put.iter().map(|(name, bytes)| (name.clone(), bytes.as_ref())).collect();
-        cache.update(T::KIND, &put, &stale)
-    })
-    .await;
-    if let Err(e) = updated {
-        tracing::warn!(error = %e, "cannot update the local object cache");
-    }
-    Ok(loaded)
-}
-
 /// One listed object fetched: its id, listing entry, and the object with
 /// its stored bytes.
-type FetchedEntry<T> = (<T as RepoObject>::Id, ObjectInfo, Fetched<(T, bytes::Bytes)>);
+pub(crate) type FetchedEntry<T> = (<T as RepoObject>::Id, ObjectInfo, Fetched<(T, bytes::Bytes)>);
 
 /// Fetches the listed objects, [`CONCURRENCY`] at a time, keeping the
 /// stored bytes of those that open; in name order.
-async fn fetch_listed<T: RepoObject>(
+pub(crate) async fn fetch_listed<T: RepoObject>(
     repo: &Repository,
     named: Vec<(T::Id, ObjectInfo)>,
 ) -> Result<Vec<FetchedEntry<T>>> {
@@ -344,15 +272,6 @@ async fn fetch_listed<T: RepoObject>(
         .await?;
     fetched.sort_by(|a, b| a.1.key.name().cmp(b.1.key.name()));
     Ok(fetched)
-}
-
-/// Runs short local work (the SQLite object cache) off the async workers.
-async fn blocking<R: Send + 'static>(
-    work: impl FnOnce() -> nfrepo_store::Result<R> + Send + 'static,
-) -> nfrepo_store::Result<R> {
-    tokio::task::spawn_blocking(work).await.map_err(|e| {
-        nfrepo_store::Error::new(nfrepo_store::ErrorKind::Other, format!("object cache task failed: {e}"))
-    })?
 }
 
 /// Loads the listed objects of kind `T` (a subset of a listing, or one

@@ -38,7 +38,7 @@ pub fn filter(all: Vec<SnapshotEntry>, filter: &SnapshotFilter) -> Result<Vec<Sn
 pub async fn run(global: &GlobalArgs, args: SnapshotsArgs) -> Result<i32, Failure> {
     let repo = context::open_repository(global, Operation::Inspect).await?.repo;
     let all = repo
-        .readable_snapshots()
+        .snapshot_list()
         .await
         .map_err(|e| Failure::engine(&e, Operation::Inspect))?;
     let shown = filter(all, &args.filter)?;

@@ -2,6 +2,7 @@
 
 use nfrepo_format::{Snapshot, SnapshotId};
 
+use crate::snapshot_cache::Trust;
 use crate::{Error, Repository, Result};
 
 /// A snapshot with its id.
@@ -21,7 +22,7 @@ impl Repository {
     /// Storage errors, or [`Error::Corrupted`] for a damaged snapshot.
     pub async fn snapshots(&self) -> Result<Vec<SnapshotEntry>> {
         self.require_keys("snapshots")?;
-        let (good, mut damaged) = self.load_snapshots().await?;
+        let (good, mut damaged) = self.load_snapshots(Trust::Sealed).await?;
         match damaged.pop() {
             Some(error) => Err(error),
             None => Ok(good),
@@ -37,7 +38,25 @@ impl Repository {
     /// Storage errors.
     pub async fn readable_snapshots(&self) -> Result<Vec<SnapshotEntry>> {
         self.require_keys("snapshots")?;
-        let (good, damaged) = self.load_snapshots().await?;
+        let (good, damaged) = self.load_snapshots(Trust::Sealed).await?;
+        for error in damaged {
+            tracing::warn!("skipping a damaged snapshot (run `nfrepo check`): {error}");
+        }
+        Ok(good)
+    }
+
+    /// Every snapshot, oldest first, to show: like
+    /// [`Self::readable_snapshots`] (every name is listed, damaged ones are
+    /// logged and left out), but a snapshot the local cache holds comes
+    /// from its decoded header, not opened again (`nfrepo snapshots`; see
+    /// `crate::snapshot_cache` for what that trusts). Decide nothing on
+    /// these: resolve a snapshot to act on with [`Self::find_snapshot`].
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn snapshot_list(&self) -> Result<Vec<SnapshotEntry>> {
+        self.require_keys("snapshots")?;
+        let (good, damaged) = self.load_snapshots(Trust::Decoded).await?;
         for error in damaged {
             tracing::warn!("skipping a damaged snapshot (run `nfrepo check`): {error}");
         }
@@ -46,9 +65,9 @@ impl Repository {
 
     /// Snapshots that open, and the errors of those that do not. Snapshot
     /// headers come from the local object cache when there is one
-    /// ([`crate::objects::load_all_cached`]); `check` reads them from the repository.
-    async fn load_snapshots(&self) -> Result<(Vec<SnapshotEntry>, Vec<Error>)> {
-        let loaded = crate::objects::load_all_cached::<Snapshot>(self).await?;
+    /// (`crate::snapshot_cache`); `check` reads them from the repository.
+    async fn load_snapshots(&self, trust: Trust) -> Result<(Vec<SnapshotEntry>, Vec<Error>)> {
+        let loaded = crate::snapshot_cache::load(self, trust).await?;
         let mut good: Vec<SnapshotEntry> = loaded
             .good
             .into_iter()

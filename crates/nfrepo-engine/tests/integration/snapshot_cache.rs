@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use nfrepo_engine::Repository;
 use nfrepo_format::SnapshotId;
-use nfrepo_store::{Fault, FaultOp, FaultRule, FaultStore, MemoryStore, ObjectCache, ObjectKind, Store};
+use nfrepo_store::{Fault, FaultOp, FaultRule, FaultStore, MemoryStore, ObjectCache, ObjectKind, SnapshotRow, Store};
 
 use super::fixture::{PASSWORD, backup_stream, init};
 
@@ -24,13 +24,7 @@ async fn ids(repo: &Repository) -> BTreeSet<SnapshotId> {
 }
 
 fn cached_names(repo: &Repository, dir: &tempfile::TempDir) -> BTreeSet<String> {
-    ObjectCache::open(dir.path(), &repo.id().to_hex())
-        .unwrap()
-        .load(ObjectKind::Snapshot)
-        .unwrap()
-        .into_iter()
-        .map(|(name, _)| name)
-        .collect()
+    header_names(repo, dir)
 }
 
 fn hexes(ids: &BTreeSet<SnapshotId>) -> BTreeSet<String> {
@@ -83,28 +77,63 @@ async fn a_damaged_cache_entry_is_fetched_again_and_replaced() {
     let objects = ObjectCache::open(cache.path(), &repo.id().to_hex()).unwrap();
     // Flip a byte of one entry, and replace another's bytes with a
     // different (valid) snapshot's: both must be caught by opening them.
-    let rows = objects.load(ObjectKind::Snapshot).unwrap();
-    let a_bytes = rows.iter().find(|(n, _)| *n == a.to_hex()).unwrap().1.clone();
+    // Their decoded headers are dropped too: `snapshot_list` fetches them.
+    let rows = objects.snapshots(false).unwrap();
+    let a_bytes = rows.iter().find(|r| r.name == a.to_hex()).unwrap().bytes.clone();
     let mut flipped = a_bytes.clone();
     let last = flipped.len() - 1;
     flipped[last] ^= 0x40;
+    let (a_name, b_name) = (a.to_hex(), b.to_hex());
+    let tampered = |name, sealed| SnapshotRow {
+        name,
+        source: "db",
+        profile: "dump",
+        time_ns: 0,
+        sealed,
+        header: &[],
+    };
     objects
-        .update(
-            ObjectKind::Snapshot,
-            &[(a.to_hex(), &flipped[..]), (b.to_hex(), &a_bytes[..])],
-            &[],
-        )
+        .update_snapshots(&[tampered(&a_name, &flipped), tampered(&b_name, &a_bytes)], &[], None)
         .unwrap();
-    let again = repo.snapshots().await.unwrap();
-    assert_eq!(
-        again.iter().map(|e| (e.id, e.snapshot.clone())).collect::<Vec<_>>(),
-        expected.iter().map(|e| (e.id, e.snapshot.clone())).collect::<Vec<_>>()
-    );
-    // The entries hold the repository's bytes again.
-    for (name, bytes) in objects.load(ObjectKind::Snapshot).unwrap() {
-        let key = nfrepo_store::ObjectKey::new(ObjectKind::Snapshot, name).unwrap();
-        assert_eq!(bytes, store.get(&key).await.unwrap().to_vec(), "{key}");
+    let pairs = |entries: &[nfrepo_engine::SnapshotEntry]| {
+        entries.iter().map(|e| (e.id, e.snapshot.clone())).collect::<Vec<_>>()
+    };
+    assert_eq!(pairs(&repo.snapshot_list().await.unwrap()), pairs(&expected));
+    objects
+        .update_snapshots(&[tampered(&a_name, &flipped), tampered(&b_name, &a_bytes)], &[], None)
+        .unwrap();
+    assert_eq!(pairs(&repo.snapshots().await.unwrap()), pairs(&expected));
+    // The entries hold the repository's bytes again, and their headers.
+    for row in objects.snapshots(false).unwrap() {
+        let key = nfrepo_store::ObjectKey::new(ObjectKind::Snapshot, row.name).unwrap();
+        assert_eq!(row.bytes, store.get(&key).await.unwrap().to_vec(), "{key}");
     }
+    assert_eq!(pairs(&repo.snapshot_list().await.unwrap()), pairs(&expected));
+}
+
+/// Entries of the earlier layout (sealed bytes only) are opened and moved
+/// to the new one, without fetching them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_of_the_earlier_layout_are_moved_over() {
+    let faults = Arc::new(FaultStore::new(MemoryStore::new()));
+    let store: Arc<dyn Store> = faults.clone();
+    let cache = tempfile::tempdir().unwrap();
+    init(store.clone()).await;
+    let repo = cached(store.clone(), &cache).await;
+    let (a, _) = backup_stream(&repo, "db", "a", vec![1; 1000]).await.unwrap();
+    assert_eq!(ids(&repo).await, BTreeSet::from([a]));
+    let objects = ObjectCache::open(cache.path(), &repo.id().to_hex()).unwrap();
+    let sealed = objects.snapshots(false).unwrap().remove(0).bytes;
+    objects.update_snapshots(&[], &[a.to_hex()], None).unwrap();
+    objects
+        .update(ObjectKind::Snapshot, &[(a.to_hex(), &sealed[..])], &[])
+        .unwrap();
+    faults
+        .add_rule(FaultRule::new(FaultOp::Get, Fault::Fail(nfrepo_store::ErrorKind::Other)).kind(ObjectKind::Snapshot));
+    assert_eq!(ids(&repo).await, BTreeSet::from([a]));
+    assert!(objects.load(ObjectKind::Snapshot).unwrap().is_empty());
+    assert_eq!(header_names(&repo, &cache), hexes(&BTreeSet::from([a])));
+    assert_eq!(shown(&repo).await, BTreeSet::from([a]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,4 +150,18 @@ async fn a_cache_file_that_is_not_a_database_is_replaced() {
     std::fs::write(&path, vec![0x55; 8192]).unwrap();
     assert_eq!(ids(&repo).await, BTreeSet::from([a]));
     assert_eq!(cached_names(&repo, &cache), hexes(&BTreeSet::from([a])));
+}
+
+async fn shown(repo: &Repository) -> BTreeSet<SnapshotId> {
+    repo.snapshot_list().await.unwrap().into_iter().map(|e| e.id).collect()
+}
+
+fn header_names(repo: &Repository, dir: &tempfile::TempDir) -> BTreeSet<String> {
+    ObjectCache::open(dir.path(), &repo.id().to_hex())
+        .unwrap()
+        .snapshots(true)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect()
 }
