@@ -57,7 +57,7 @@ use std::sync::{Mutex, RwLock};
 use nfrepo_format::{BlobId, BlobKind, IndexDelta, IndexId, IndexedPack, PackEntry, PackId, PackKind, SessionRef};
 use nfrepo_store::{BlobToCache, DeltaToCache, IndexCache, PackToCache};
 
-pub(crate) use self::cached::load as load_cached;
+pub(crate) use self::cached::{load as load_cached, unlisted as load_unlisted};
 pub(crate) use self::sorted::{BuiltIndex, IndexBuilder, PackSummary, entries_digest};
 use crate::{Error, Repository, Result};
 
@@ -527,6 +527,11 @@ impl Index {
     #[must_use]
     pub fn has_pack(&self, pack: &PackId) -> bool {
         self.packs().any(|(id, _, _)| id == *pack)
+    }
+
+    /// Whether lookups go to the local cache, and it has not failed.
+    pub(crate) fn is_cached(&self) -> bool {
+        matches!(self.lookup, Lookup::Cached { .. }) && self.cache_failure().is_none()
     }
 
     /// The deltas the index was built from.

@@ -16,25 +16,31 @@
 //!   the decoded headers, not opened again. Each one was decoded from bytes
 //!   that opened when it entered the cache; the cache is the operator's
 //!   file (`0600`). Nothing is decided on them.
+//! - **Nominating a backup's parent** ([`parent`]): the latest cached
+//!   snapshot of the source and profile is only a candidate; the backup
+//!   fetches it from the repository (which confirms that it still exists,
+//!   after the backup's marker is written and its plans read, as the
+//!   listing did: format-spec/gc.md, "A backup", step 3) and opens it.
 //!
 //! Both loads list `snapshots/` (names only), read the cache **before**
 //! listing (so that an entry the listing lacks existed before the listing
 //! began and is really gone: names are content hashes and never come
 //! back), fetch only names not cached, and drop entries no longer listed.
-//! Entries of the earlier layout (sealed bytes only) are opened and moved
-//! over as they are met.
+//! A backup that commits adds its own snapshot, so the next backup of the
+//! host finds it without listing. Entries of the earlier layout (sealed
+//! bytes only) are opened and moved over as they are met.
 //!
 //! The cache only saves work: when it cannot be opened or written, the
-//! snapshots are fetched.
+//! snapshots are fetched, and a backup lists them.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use nfrepo_format::Snapshot;
-use nfrepo_store::{ObjectCache, ObjectKind, SnapshotRow};
+use nfrepo_format::{Snapshot, SnapshotId};
+use nfrepo_store::{CachedSnapshot, ObjectCache, ObjectKind, SnapshotRow};
 
-use crate::objects::{self, Loaded, RepoObject, Stored};
-use crate::{Repository, Result};
+use crate::objects::{self, Fetched, Loaded, RepoObject, Stored};
+use crate::{Repository, Result, SnapshotEntry};
 
 /// Which form of the cached entries a load uses (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +49,16 @@ pub(crate) enum Trust {
     Sealed,
     /// Decode the cached headers: for display only.
     Decoded,
+}
+
+/// What the cache answered about a backup's parent.
+#[derive(Debug)]
+pub(crate) enum ParentLookup {
+    /// The parent (none: the source and profile have no snapshot the host
+    /// knows of), fetched from the repository and opened.
+    Found(Option<Box<SnapshotEntry>>),
+    /// The cache cannot tell: list the snapshots.
+    List,
 }
 
 /// Now, ns since the Unix epoch.
@@ -167,6 +183,93 @@ pub(crate) async fn load(repo: &Repository, trust: Trust) -> Result<Loaded<Snaps
         tracing::warn!(error = %e, "cannot update the local object cache");
     }
     Ok(loaded)
+}
+
+/// The parent of a backup of `source` with `profile`, from the cache
+/// without listing, when its last full listing of the snapshots is less
+/// than `fresh_ns` old (see the module docs); [`ParentLookup::List`] when
+/// it is older, when there is no cache, or when the candidate is gone or
+/// does not open (the listing then brings the cache up to date).
+///
+/// A snapshot of the source written by another host since that listing is
+/// not a candidate until the next listing (`nfrepo snapshots`, forget, or
+/// a backup's hourly full start): the parent only spares reading unchanged
+/// files, so an older one costs time, never data.
+///
+/// # Errors
+/// Storage failures fetching the candidate.
+pub(crate) async fn parent(repo: &Repository, source: &str, profile: &str, fresh_ns: i64) -> Result<ParentLookup> {
+    let Some(cache) = open_cache(repo).await else {
+        return Ok(ParentLookup::List);
+    };
+    let (source_owned, profile_owned) = (source.to_owned(), profile.to_owned());
+    let asked = blocking(move || {
+        let listed = cache.snapshots_listed_ns()?;
+        let latest = cache.latest_snapshot(&source_owned, &profile_owned)?;
+        Ok((cache, listed, latest))
+    })
+    .await;
+    let (cache, listed, latest) = match asked {
+        Ok(asked) => asked,
+        Err(e) => {
+            tracing::warn!(error = %e, "local object cache unusable; listing the snapshots");
+            return Ok(ParentLookup::List);
+        }
+    };
+    let now = now_ns();
+    // A time in the future (a clock set back) is not trusted either.
+    if listed.is_none_or(|at| at > now || now.saturating_sub(at) > fresh_ns) {
+        return Ok(ParentLookup::List);
+    }
+    let Some(CachedSnapshot { name, .. }) = latest else {
+        return Ok(ParentLookup::Found(None));
+    };
+    let Some(id) = Snapshot::parse_name(&name) else {
+        return Ok(ParentLookup::List);
+    };
+    let key = objects::key::<Snapshot>(&id)?;
+    match objects::fetch::<Snapshot>(repo, &id, &key).await? {
+        Fetched::Good(snapshot) if snapshot.source == source && snapshot.profile == profile => {
+            Ok(ParentLookup::Found(Some(Box::new(SnapshotEntry { id, snapshot }))))
+        }
+        Fetched::Vanished => {
+            // Forgotten elsewhere: the listing will say what replaces it.
+            let removed = blocking(move || cache.update_snapshots(&[], &[name], None)).await;
+            if let Err(e) = removed {
+                tracing::warn!(error = %e, "cannot update the local object cache");
+            }
+            Ok(ParentLookup::List)
+        }
+        _ => Ok(ParentLookup::List),
+    }
+}
+
+/// Adds a snapshot this process just committed to the cache, so that the
+/// next backup of the host finds its parent without listing. Best effort.
+pub(crate) async fn remember(repo: &Repository, id: SnapshotId, sealed: Vec<u8>, snapshot: &Snapshot) {
+    let Some(cache) = open_cache(repo).await else {
+        return;
+    };
+    let Ok(header) = snapshot.encode_plain() else {
+        return;
+    };
+    let (source, profile, time_ns) = (snapshot.source.clone(), snapshot.profile.clone(), snapshot.time_ns);
+    let done = blocking(move || {
+        let name = id.to_hex();
+        let row = SnapshotRow {
+            name: &name,
+            source: &source,
+            profile: &profile,
+            time_ns,
+            sealed: &sealed,
+            header: &header,
+        };
+        cache.update_snapshots(&[row], &[], None)
+    })
+    .await;
+    if let Err(e) = done {
+        tracing::warn!(error = %e, "cannot add the new snapshot to the local object cache");
+    }
 }
 
 /// Runs short local work (the SQLite cache) off the async workers.

@@ -51,13 +51,44 @@ impl Repository {
         } else {
             crate::gc::planned_packs(self).await?
         };
-        // Snapshots before the index: see crate::index.
-        let snapshots = if put_only {
-            Vec::new()
+        // Snapshots before the index: see crate::index. The parent comes
+        // from the host's snapshot cache, without listing, when its last
+        // listing is recent and no full start is due (crate::snapshot_cache).
+        let mut parent_known = None;
+        let mut snapshots = Vec::new();
+        if !put_only && options.use_parent {
+            if let Some(fresh) = listing.snapshots_fresh_ns() {
+                let found = crate::snapshot_cache::parent(self, &options.source, &options.profile, fresh).await?;
+                if let crate::snapshot_cache::ParentLookup::Found(parent) = found {
+                    parent_known = Some(parent.map(|p| *p));
+                }
+            }
+            if parent_known.is_none() {
+                snapshots = self.readable_snapshots().await?;
+            }
+        }
+        // The index as the host's cache holds it when no GC can have
+        // deleted a pack it names since the host last listed the deltas
+        // (`listing`); otherwise listed and brought up to date.
+        let mut sorted_plans = plan_ids.clone();
+        sorted_plans.sort_unstable();
+        let cached_index = if put_only || !listing.index_fresh(&sorted_plans) {
+            None
         } else {
-            self.readable_snapshots().await?
+            self.load_index_unlisted().await
         };
-        let mut index = self.load_index().await?;
+        let mut index = match cached_index {
+            Some(index) => index,
+            None => {
+                let listed_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+                let index = self.load_index().await?;
+                // Only a listing the cache took in lets the next run skip one.
+                if !put_only && index.is_cached() {
+                    listing.index_listed(listed_ns, &sorted_plans).await;
+                }
+                index
+            }
+        };
         // Listed after the index was loaded: an indexed pack the listing
         // lacks is gone (issue 17), never a pack not yet uploaded. Skipped
         // when it can find nothing (`listing`): the packs this session
@@ -104,9 +135,11 @@ impl Repository {
         // A parent's unchanged files are reused without looking at their
         // chunks, which may be in the packs that are gone.
         let parent = if options.use_parent && absent.is_empty() {
-            snapshots
-                .into_iter()
-                .rfind(|e| e.snapshot.source == options.source && e.snapshot.profile == options.profile)
+            parent_known.unwrap_or_else(|| {
+                snapshots
+                    .into_iter()
+                    .rfind(|e| e.snapshot.source == options.source && e.snapshot.profile == options.profile)
+            })
         } else {
             None
         };

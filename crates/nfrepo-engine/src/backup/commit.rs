@@ -89,7 +89,9 @@ impl BackupSession {
             .map_err(|_| Error::Pipeline("deduplication record poisoned".into()))?
             .clone();
         self.live.verify_before_commit(&deduplicated).await?;
+        let sealed = bytes.clone();
         put_once(repo, &key, bytes).await?;
+        crate::snapshot_cache::remember(repo, id, sealed, &snapshot).await;
         // The files this session read are remembered once it has committed
         // (earlier batches may already be written: each entry is checked
         // against the index before it is trusted).

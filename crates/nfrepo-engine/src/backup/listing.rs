@@ -25,6 +25,11 @@
 //! packs) is reused until the next full listing notices; `nfrepo check`
 //! reports both. Without a cache directory every backup lists, as before.
 //!
+//! The same record decides, with the snapshot cache, whether a backup lists
+//! the snapshots and the index deltas (10,000 names each at 10,000
+//! snapshots; ten pages each on S3): see [`ListingPlan::index_fresh`] and
+//! `crate::snapshot_cache::parent`.
+//!
 //! [`Error::DedupPackMissing`]: crate::Error::DedupPackMissing
 
 use std::sync::Arc;
@@ -50,6 +55,9 @@ pub(super) struct ListingPlan {
     leftovers: Vec<String>,
     /// When the decision was taken: the listing's time, if it finds every pack.
     now_ns: i64,
+    /// The host's last full listing of the index deltas, and the GC plans
+    /// listed just before it.
+    index_listing: Option<(i64, Vec<[u8; 32]>)>,
 }
 
 /// Reads the host's record (when the repository has a cache directory) and
@@ -61,6 +69,7 @@ pub(super) async fn plan(repo: &Repository, now_ns: i64) -> ListingPlan {
         full: true,
         leftovers: Vec::new(),
         now_ns,
+        index_listing: None,
     };
     let Some(dir) = repo.index_cache_dir().map(std::path::Path::to_path_buf) else {
         return no_record;
@@ -70,10 +79,11 @@ pub(super) async fn plan(repo: &Repository, now_ns: i64) -> ListingPlan {
         let record = SessionRecord::open(&dir, &repo_id)?;
         let complete = record.packs_complete_ns()?;
         let open = record.open_sessions()?;
-        Ok::<_, nfrepo_store::Error>((record, complete, open))
+        let index_listing = record.index_listing()?;
+        Ok::<_, nfrepo_store::Error>((record, complete, open, index_listing))
     })
     .await;
-    let (record, complete, open) = match opened {
+    let (record, complete, open, index_listing) = match opened {
         Ok(Ok(opened)) => opened,
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "local session record unusable; listing every pack");
@@ -97,10 +107,66 @@ pub(super) async fn plan(repo: &Repository, now_ns: i64) -> ListingPlan {
         full: stale || !leftovers.is_empty(),
         leftovers,
         now_ns,
+        index_listing,
     }
 }
 
+/// Whether `at` (ns) is within `interval` before `now` (not after it: a
+/// clock set back is not trusted).
+fn recent(at: i64, now: i64, interval: Duration) -> bool {
+    let interval = i64::try_from(interval.as_nanos()).unwrap_or(i64::MAX);
+    at <= now && now.saturating_sub(at) <= interval
+}
+
 impl ListingPlan {
+    /// How recent the host's listing of the snapshots must be for the
+    /// backup to take its parent from the cache without listing them.
+    pub(super) fn snapshots_fresh_ns(&self) -> Option<i64> {
+        (!self.full).then(|| i64::try_from(PACK_LISTING_INTERVAL.as_nanos()).unwrap_or(i64::MAX))
+    }
+
+    /// Whether the backup may take the index from the host's index cache
+    /// as it stands, without listing the deltas (format-spec/gc.md, "A
+    /// backup", step 3): no full start is due (above), the host listed the
+    /// deltas within [`PACK_LISTING_INTERVAL`], and the GC plans just listed
+    /// (`plans`, sorted) are exactly those listed before that listing.
+    ///
+    /// Why that is enough: what makes an index out of date in a harmful
+    /// way is a pack it names being deleted, and only a GC sweep deletes
+    /// indexed packs, each of them named by a plan that was listed before
+    /// the sweep began and is deleted only once its packs are done. While
+    /// the plans are those seen at the listing, every pack deleted since
+    /// was in a plan this backup has just read, and the backup neither
+    /// deduplicates against a planned pack nor needs the index to say so.
+    /// A plan written and swept entirely between two runs of this host
+    /// (possible only with a grace period shorter than the interval
+    /// between them) is not seen: a blob deduplicated against one of its
+    /// packs fails the commit check (every deduplicated pack is checked
+    /// before the commit point; the next run lists), and a tree read from
+    /// one makes the index reload from the repository (`Index::recover`).
+    /// New deltas of other hosts are only missed deduplication: their
+    /// blobs are stored again. Nothing is lost either way.
+    pub(super) fn index_fresh(&self, plans: &[[u8; 32]]) -> bool {
+        !self.full
+            && self
+                .index_listing
+                .as_ref()
+                .is_some_and(|(at, seen)| recent(*at, self.now_ns, PACK_LISTING_INTERVAL) && seen.as_slice() == plans)
+    }
+
+    /// Records a full listing of the index deltas begun at `at_ns`, after
+    /// the plans `plans` (sorted) were listed. A failure is a warning.
+    pub(super) async fn index_listed(&self, at_ns: i64, plans: &[[u8; 32]]) {
+        let Some(record) = self.record.clone() else {
+            return;
+        };
+        let plans = plans.to_vec();
+        let done = tokio::task::spawn_blocking(move || record.set_index_listing(Some((at_ns, &plans)))).await;
+        if !matches!(done, Ok(Ok(()))) {
+            tracing::warn!("cannot update the local session record");
+        }
+    }
+
     /// Records a full listing, once its orphans are adopted: its time if it
     /// found every indexed pack (none otherwise, so the next backup lists
     /// again), and the sessions whose packs it adopted are forgotten.

@@ -136,6 +136,28 @@ async fn load_once(repo: &Repository, dir: PathBuf, listed: &[(IndexId, ObjectKe
     )))
 }
 
+/// The index as the cache under `dir` holds it, without listing the
+/// deltas (a backup that may skip the listing: `crate::backup`'s
+/// `listing` module says when). `None` when the cache is empty or cannot be
+/// read: the caller then loads the index as usual, which lists, and
+/// repairs or rebuilds the cache.
+pub(crate) async fn unlisted(repo: &Repository, dir: PathBuf) -> Option<Index> {
+    let id = repo.id().to_hex();
+    let opened = blocking(move || {
+        let cache = IndexCache::open(&dir, &id).map_err(Error::store)?;
+        let state = cache.state().map_err(Error::store)?;
+        if state.live.is_empty() {
+            return Ok(None);
+        }
+        Index::cached(cache, state.live.into_iter().map(IndexId).collect()).map(Some)
+    })
+    .await;
+    opened.unwrap_or_else(|e| {
+        tracing::debug!(error = %e, "the local index cache does not answer as it stands; listing the deltas");
+        None
+    })
+}
+
 /// Applies one update; `None` if the cache changed since `version`,
 /// otherwise the deltas added.
 fn apply(

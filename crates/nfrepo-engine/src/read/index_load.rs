@@ -33,6 +33,15 @@ impl Repository {
         }
     }
 
+    /// The index as the local cache holds it, without listing the deltas:
+    /// `None` without a cache directory, or when the cache is empty or does
+    /// not answer (load it with [`Self::load_index`] then). Only a backup
+    /// that knows the cache is recent enough calls this (`crate::backup`).
+    pub(crate) async fn load_index_unlisted(&self) -> Option<Index> {
+        let dir = self.index_cache_dir()?.to_owned();
+        crate::index::load_unlisted(self, dir).await
+    }
+
     async fn load_index_once(&self) -> Result<Index> {
         let listed = objects::list::<IndexDelta>(self).await?;
         let Some(dir) = self.index_cache_dir() else {

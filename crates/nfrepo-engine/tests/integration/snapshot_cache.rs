@@ -10,7 +10,7 @@ use nfrepo_engine::Repository;
 use nfrepo_format::SnapshotId;
 use nfrepo_store::{Fault, FaultOp, FaultRule, FaultStore, MemoryStore, ObjectCache, ObjectKind, SnapshotRow, Store};
 
-use super::fixture::{PASSWORD, backup_stream, init};
+use super::fixture::{PASSWORD, backup_stream, init, pseudo_random};
 
 async fn cached(store: Arc<dyn Store>, dir: &tempfile::TempDir) -> Repository {
     Repository::open(store, PASSWORD)
@@ -150,6 +150,157 @@ async fn a_cache_file_that_is_not_a_database_is_replaced() {
     std::fs::write(&path, vec![0x55; 8192]).unwrap();
     assert_eq!(ids(&repo).await, BTreeSet::from([a]));
     assert_eq!(cached_names(&repo, &cache), hexes(&BTreeSet::from([a])));
+}
+
+/// Fails every listing of `kinds`: a run that lists one of them fails.
+fn no_listing(faults: &FaultStore<MemoryStore>, kinds: &[ObjectKind]) {
+    for kind in kinds {
+        faults.add_rule(FaultRule::new(FaultOp::List, Fault::Fail(nfrepo_store::ErrorKind::Other)).kind(*kind));
+    }
+}
+
+/// Issue 14 item 7: after a full start, a backup takes its parent from the
+/// cache and the index as the cache holds it, listing neither the
+/// snapshots nor the index deltas, and picks the snapshot it just committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_lists_neither_snapshots_nor_deltas_after_a_full_start() {
+    let faults = Arc::new(FaultStore::new(MemoryStore::new()));
+    let store: Arc<dyn Store> = faults.clone();
+    let cache = tempfile::tempdir().unwrap();
+    init(store.clone()).await;
+    let host = cached(store.clone(), &cache).await;
+    let data = pseudo_random(300_000, 7);
+    let (a, _) = backup_stream(&host, "db", "x", data.clone()).await.unwrap();
+    no_listing(&faults, &[ObjectKind::Snapshot, ObjectKind::Index]);
+    let (b, snapshot) = backup_stream(&host, "db", "x", data.clone()).await.unwrap();
+    assert_eq!(snapshot.parent, Some(a));
+    assert_eq!(snapshot.summary.blobs_added, 0, "deduplicated through the cached index");
+    let (_, snapshot) = backup_stream(&host, "db", "x", data).await.unwrap();
+    assert_eq!(snapshot.parent, Some(b), "its own last commit, from the cache");
+    // Another source has no snapshot the host knows of: no parent.
+    let (_, other) = backup_stream(&host, "web", "x", vec![5; 100]).await.unwrap();
+    assert_eq!(other.parent, None);
+}
+
+/// A snapshot another host writes after this host's cache was filled is
+/// listed by `snapshot_list`, which brings the cache up to date, and is
+/// then the parent of this host's next backup of the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_hosts_snapshot_is_listed_and_then_picked_as_parent() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let (here_dir, there_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    init(store.clone()).await;
+    let here = cached(store.clone(), &here_dir).await;
+    let there = cached(store.clone(), &there_dir).await;
+    let (a, _) = backup_stream(&here, "db", "x", vec![1; 1000]).await.unwrap();
+    assert_eq!(shown(&here).await, BTreeSet::from([a]));
+    let (b, snapshot) = backup_stream(&there, "db", "x", vec![2; 1000]).await.unwrap();
+    assert_eq!(snapshot.parent, Some(a), "the other host's first run lists");
+    assert_eq!(shown(&here).await, BTreeSet::from([a, b]));
+    let (_, snapshot) = backup_stream(&here, "db", "x", vec![3; 1000]).await.unwrap();
+    assert_eq!(snapshot.parent, Some(b));
+}
+
+/// A forgotten snapshot leaves `snapshot_list` and the cache, and is not
+/// taken as parent, whether the cache still named it or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_snapshot_disappears_and_is_not_a_parent() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let cache = tempfile::tempdir().unwrap();
+    init(store.clone()).await;
+    let host = cached(store.clone(), &cache).await;
+    let (a, _) = backup_stream(&host, "db", "x", vec![1; 1000]).await.unwrap();
+    let (b, _) = backup_stream(&host, "db", "x", vec![2; 1000]).await.unwrap();
+    let delete = |id: SnapshotId| {
+        let store = store.clone();
+        async move {
+            store
+                .delete(&nfrepo_store::ObjectKey::new(ObjectKind::Snapshot, id.to_hex()).unwrap())
+                .await
+                .unwrap();
+        }
+    };
+    // Gone while the cache still names it: the backup finds out fetching it.
+    delete(b).await;
+    let (c, snapshot) = backup_stream(&host, "db", "x", vec![3; 1000]).await.unwrap();
+    assert_eq!(snapshot.parent, Some(a));
+    // Gone and listed: it leaves the list and the cache.
+    delete(c).await;
+    assert_eq!(shown(&host).await, BTreeSet::from([a]));
+    assert_eq!(header_names(&host, &cache), hexes(&BTreeSet::from([a])));
+    let (_, snapshot) = backup_stream(&host, "db", "x", vec![4; 1000]).await.unwrap();
+    assert_eq!(snapshot.parent, Some(a));
+}
+
+/// Processes of one host sharing a cache directory back up at once: each
+/// sees every snapshot, and each next backup picks its source's latest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn processes_sharing_one_cache_directory() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let cache = tempfile::tempdir().unwrap();
+    init(store.clone()).await;
+    let hosts = [
+        cached(store.clone(), &cache).await,
+        cached(store.clone(), &cache).await,
+        cached(store.clone(), &cache).await,
+    ];
+    let mut last: std::collections::HashMap<String, SnapshotId> = std::collections::HashMap::new();
+    for round in 0u8..4 {
+        let runs = hosts.iter().enumerate().map(|(i, host)| async move {
+            let source = format!("s{i}");
+            let data = vec![round.wrapping_mul(7).wrapping_add(u8::try_from(i).unwrap()); 2000];
+            let (id, snapshot) = backup_stream(host, &source, "x", data).await.unwrap();
+            (source, id, snapshot.parent)
+        });
+        for (source, id, parent) in futures::future::join_all(runs).await {
+            assert_eq!(parent, last.get(&source).copied(), "{source} round {round}");
+            last.insert(source, id);
+        }
+    }
+    let everything = ids(&hosts[0]).await;
+    assert_eq!(everything.len(), 12);
+    for host in &hosts {
+        assert_eq!(shown(host).await, everything);
+    }
+    assert_eq!(header_names(&hosts[1], &cache), hexes(&everything));
+}
+
+/// A GC plan written since the host last listed the index deltas makes
+/// the next backup list them (a swept pack must not be deduplicated
+/// against from a stale cache); with the same plans it lists nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_gc_plan_makes_the_next_backup_list_the_deltas() {
+    let faults = Arc::new(FaultStore::new(MemoryStore::new()));
+    let store: Arc<dyn Store> = faults.clone();
+    let cache = tempfile::tempdir().unwrap();
+    init(store.clone()).await;
+    let host = cached(store.clone(), &cache).await;
+    let (doomed, _) = backup_stream(&host, "old", "x", pseudo_random(200_000, 3))
+        .await
+        .unwrap();
+    backup_stream(&host, "db", "x", vec![1; 1000]).await.unwrap();
+    no_listing(&faults, &[ObjectKind::Index]);
+    backup_stream(&host, "db", "x", vec![2; 1000]).await.unwrap();
+    faults.clear();
+    // Elsewhere, a snapshot goes and GC plans its packs.
+    store
+        .delete(&nfrepo_store::ObjectKey::new(ObjectKind::Snapshot, doomed.to_hex()).unwrap())
+        .await
+        .unwrap();
+    let maintainer = Repository::open(store.clone(), PASSWORD).await.unwrap();
+    let report = maintainer
+        .gc(&nfrepo_engine::GcOptions::default().grace(std::time::Duration::ZERO))
+        .await
+        .unwrap();
+    assert!(report.new_plan.is_some(), "{report:?}");
+    no_listing(&faults, &[ObjectKind::Index]);
+    backup_stream(&host, "db", "x", vec![3; 1000])
+        .await
+        .expect_err("a new plan: the deltas are listed");
+    faults.clear();
+    backup_stream(&host, "db", "x", vec![4; 1000]).await.unwrap();
+    no_listing(&faults, &[ObjectKind::Index]);
+    backup_stream(&host, "db", "x", vec![5; 1000]).await.unwrap();
 }
 
 async fn shown(repo: &Repository) -> BTreeSet<SnapshotId> {
