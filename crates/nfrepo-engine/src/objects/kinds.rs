@@ -23,23 +23,17 @@ pub(crate) struct LeaseName {
 
 /// Lowercase hex of 32 bytes, the only spelling object names use.
 fn parse_hex32(name: &str) -> Option<[u8; 32]> {
-    if name.len() != 64 || !name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+    // Names are written in lowercase only: another spelling is not ours.
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
         return None;
     }
     let mut out = [0; 32];
-    for (byte, pair) in out.iter_mut().zip(name.as_bytes().chunks_exact(2)) {
-        let text = std::str::from_utf8(pair).ok()?;
-        *byte = u8::from_str_radix(text, 16).ok()?;
-    }
+    hex::decode_to_slice(name, &mut out).ok()?;
     Some(out)
 }
 
 fn hex32(id: &[u8; 32]) -> String {
-    use std::fmt::Write as _;
-    id.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    hex::encode(id)
 }
 
 /// A kind named by a 32-byte id in hex, opened by its decoder with that id
