@@ -12,8 +12,10 @@
 # at a time: 10,000 take about 20 s on a local directory and 2 min on the
 # loopback SeaweedFS), then each command runs once to warm the local cache,
 # as a cron job finds it, and --runs times (default 7) measured. Printed
-# per count: the median, min and max wall time of each command, and the
-# system calls of one more run of each (`strace -c -f`: total and futex).
+# per count: the median, min and max wall time of each command, its median
+# CPU time (user + system of the process, from getrusage: the steadier
+# figure on a shared machine), and the system calls of one more run of each
+# (`strace -c -f`: total and futex).
 #
 # Environment:
 #   BENCH_DIR    work dir (default /tmp/nfrepo-historybench)
@@ -52,7 +54,7 @@ export NFREPO_PASSWORD=bench-password
 measure() {
 	local label="$1" url="$2" cache="$3"
 	python3 - "$label" "$url" "$cache" "$RUNS" "$NFREPO_BIN" <<'PY'
-import os, statistics, subprocess, sys, time
+import os, resource, statistics, subprocess, sys, time
 label, url, cache, runs, nfrepo = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
 env = dict(os.environ, NFREPO_CACHE_DIR=cache)
 commands = {
@@ -62,11 +64,14 @@ commands = {
 for name, (argv, stdin) in commands.items():
     # One warm-up run: the cache is filled as the previous cron run left it.
     subprocess.run(argv, input=stdin, env=env, stdout=subprocess.DEVNULL, check=True)
-    times = []
+    times, cpus = [], []
     for _ in range(runs):
+        used = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.monotonic()
         subprocess.run(argv, input=stdin, env=env, stdout=subprocess.DEVNULL, check=True)
         times.append(time.monotonic() - start)
+        now = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(now.ru_utime - used.ru_utime + now.ru_stime - used.ru_stime)
     trace = subprocess.run(["strace", "-c", "-f", "-o", "strace.txt"] + argv, input=stdin, env=env,
                            stdout=subprocess.DEVNULL, check=True)
     # strace -c rows: % time, seconds, usecs/call, calls, [errors,] name.
@@ -76,7 +81,7 @@ for name, (argv, stdin) in commands.items():
         if len(parts) >= 5 and parts[0][0].isdigit():
             calls[parts[-1]] = int(parts[3])
     total, futex = calls.get("total", 0), calls.get("futex", 0)
-    print(f"| {label} | {name} | {statistics.median(times):.3f} | {min(times):.3f}–{max(times):.3f} | {total} | {futex} |", flush=True)
+    print(f"| {label} | {name} | {statistics.median(times):.3f} | {min(times):.3f}–{max(times):.3f} | {statistics.median(cpus):.4f} | {total} | {futex} |", flush=True)
 PY
 }
 
@@ -96,8 +101,8 @@ run_backend() {
 	done
 }
 
-echo "| repository | command | median s | min–max s | syscalls | futex |"
-echo "|---|---|---|---|---|---|"
+echo "| repository | command | median s | min–max s | CPU median s | syscalls | futex |"
+echo "|---|---|---|---|---|---|---|"
 if [[ "$ONLY" != s3 ]]; then
 	run_backend local "file://$BENCH_DIR/repo"
 fi
