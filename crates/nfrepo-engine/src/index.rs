@@ -106,7 +106,9 @@ enum Lookup {
     Memory(Vec<Record>),
     Cached {
         cache: IndexCache,
-        blobs: u64,
+        /// Counted when first asked: counting distinct ids reads every
+        /// blob row, which no backup needs (issue 14 item 7).
+        blobs: std::sync::OnceLock<u64>,
     },
     /// Sorted records on local disk, built from the deltas by `check`
     /// ([`IndexBuilder`]); pack numbers as for `Memory`.
@@ -183,7 +185,7 @@ impl Index {
     /// Cache failures, or a cache whose rows this build cannot read.
     pub(crate) fn cached(cache: IndexCache, deltas: Vec<IndexId>) -> Result<Self> {
         let packs = cached_packs(&cache)?;
-        let blobs = cache.blob_count().map_err(Error::store)?;
+        let blobs = std::sync::OnceLock::new();
         Ok(Self::with_lookup(Lookup::Cached { cache, blobs }, packs, deltas))
     }
 
@@ -494,7 +496,9 @@ impl Index {
         Ok(())
     }
 
-    /// Number of distinct blobs (when the index was loaded).
+    /// Number of distinct blobs: when the index was loaded, or for a
+    /// cached one when first asked (0 if the cache cannot count them, the
+    /// failure noted as in a lookup).
     #[must_use]
     pub fn len(&self) -> usize {
         if let Some(fresh) = self.recovered.get() {
@@ -502,7 +506,15 @@ impl Index {
         }
         match &self.lookup {
             Lookup::Memory(_) | Lookup::Sorted(_) => self.distinct,
-            Lookup::Cached { blobs, .. } => usize::try_from(*blobs).unwrap_or(usize::MAX),
+            Lookup::Cached { cache, blobs } => {
+                let count = blobs.get_or_init(|| {
+                    cache.blob_count().unwrap_or_else(|e| {
+                        self.note_cache_failure(&e.to_string());
+                        0
+                    })
+                });
+                usize::try_from(*count).unwrap_or(usize::MAX)
+            }
         }
     }
 
