@@ -54,18 +54,23 @@ impl Repository {
         // Snapshots before the index: see crate::index. The parent comes
         // from the host's snapshot cache, without listing, when its last
         // listing is recent and no full start is due (crate::snapshot_cache).
-        let mut parent_known = None;
-        let mut snapshots = Vec::new();
+        let mut candidate = None;
         if !put_only && options.use_parent {
+            let mut known = None;
             if let Some(fresh) = listing.snapshots_fresh_ns() {
                 let found = crate::snapshot_cache::parent(self, &options.source, &options.profile, fresh).await?;
                 if let crate::snapshot_cache::ParentLookup::Found(parent) = found {
-                    parent_known = Some(parent.map(|p| *p));
+                    known = Some(parent.map(|p| *p));
                 }
             }
-            if parent_known.is_none() {
-                snapshots = self.readable_snapshots().await?;
-            }
+            candidate = match known {
+                Some(parent) => parent,
+                None => self
+                    .readable_snapshots()
+                    .await?
+                    .into_iter()
+                    .rfind(|e| e.snapshot.source == options.source && e.snapshot.profile == options.profile),
+            };
         }
         // The index as the host's cache holds it when no GC can have
         // deleted a pack it names since the host last listed the deltas
@@ -75,7 +80,11 @@ impl Repository {
         let cached_index = if put_only || !listing.index_fresh(&sorted_plans) {
             None
         } else {
-            self.load_index_unlisted().await
+            // A parent written since the host last listed the deltas (by
+            // another host) may have blobs the cache lacks: then list.
+            self.load_index_unlisted()
+                .await
+                .filter(|index| candidate.as_ref().is_none_or(|p| index.contains(&p.snapshot.root)))
         };
         let mut index = match cached_index {
             Some(index) => index,
@@ -135,11 +144,7 @@ impl Repository {
         // A parent's unchanged files are reused without looking at their
         // chunks, which may be in the packs that are gone.
         let parent = if options.use_parent && absent.is_empty() {
-            parent_known.unwrap_or_else(|| {
-                snapshots
-                    .into_iter()
-                    .rfind(|e| e.snapshot.source == options.source && e.snapshot.profile == options.profile)
-            })
+            candidate
         } else {
             None
         };

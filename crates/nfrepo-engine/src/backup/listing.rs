@@ -130,6 +130,8 @@ impl ListingPlan {
     /// backup", step 3): no full start is due (above), the host listed the
     /// deltas within [`PACK_LISTING_INTERVAL`], and the GC plans just listed
     /// (`plans`, sorted) are exactly those listed before that listing.
+    /// (The caller also lists when the cache lacks the parent's root tree:
+    /// a parent another host wrote since.)
     ///
     /// Why that is enough: what makes an index out of date in a harmful
     /// way is a pack it names being deleted, and only a GC sweep deletes

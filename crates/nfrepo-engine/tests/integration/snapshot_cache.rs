@@ -201,6 +201,39 @@ async fn another_hosts_snapshot_is_listed_and_then_picked_as_parent() {
     assert_eq!(snapshot.parent, Some(b));
 }
 
+/// A parent written by another host since this host last listed the
+/// index deltas may refer to blobs its index cache lacks: the backup then
+/// lists the deltas rather than trusting the cache as it stands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_newer_than_the_cached_index_makes_the_backup_list_the_deltas() {
+    let faults = Arc::new(FaultStore::new(MemoryStore::new()));
+    let store: Arc<dyn Store> = faults.clone();
+    let (here_dir, there_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    init(store.clone()).await;
+    let here = cached(store.clone(), &here_dir).await;
+    let there = cached(store.clone(), &there_dir).await;
+    // (Seeds apart by more than one: `pseudo_random` sets the low bit.)
+    backup_stream(&here, "db", "x", pseudo_random(100_000, 10))
+        .await
+        .unwrap();
+    backup_stream(&here, "db", "x", pseudo_random(100_000, 20))
+        .await
+        .unwrap();
+    let (b, _) = backup_stream(&there, "db", "x", pseudo_random(100_000, 30))
+        .await
+        .unwrap();
+    assert!(shown(&here).await.contains(&b));
+    no_listing(&faults, &[ObjectKind::Index]);
+    backup_stream(&here, "db", "x", pseudo_random(100_000, 40))
+        .await
+        .expect_err("the parent's root is not in the cached index: the deltas are listed");
+    faults.clear();
+    let (_, snapshot) = backup_stream(&here, "db", "x", pseudo_random(100_000, 40))
+        .await
+        .unwrap();
+    assert_eq!(snapshot.parent, Some(b));
+}
+
 /// A forgotten snapshot leaves `snapshot_list` and the cache, and is not
 /// taken as parent, whether the cache still named it or not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
