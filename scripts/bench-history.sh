@@ -21,6 +21,9 @@
 #   BENCH_DIR    work dir (default /tmp/nfrepo-historybench)
 #   NFREPO_BIN   the nfrepo binary; SEED_BIN the seed_history example
 #                (default: both built from this tree into target/release)
+#   BEFORE_BIN   optional: another nfrepo build, run interleaved with
+#                NFREPO_BIN (each with its own cache, each first every
+#                other run), one row per build
 #   NFREPO_TEST_S3_* (scripts/start-seaweedfs.sh) for the S3 runs; the
 #   prefix made is deleted at the end through the SeaweedFS filer
 #   (FILER, default http://127.0.0.1:18888).
@@ -53,41 +56,60 @@ export NFREPO_PASSWORD=bench-password
 # measure LABEL URL CACHE: prints one line per command for the current count.
 measure() {
 	local label="$1" url="$2" cache="$3"
-	python3 - "$label" "$url" "$cache" "$RUNS" "$NFREPO_BIN" <<'PY'
+		python3 - "$label" "$url" "$cache" "$RUNS" "$NFREPO_BIN" "${BEFORE_BIN:-}" <<'PY'
 import os, resource, statistics, subprocess, sys, time
-label, url, cache, runs, nfrepo = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
-env = dict(os.environ, NFREPO_CACHE_DIR=cache)
-commands = {
-    "snapshot --stdin": ([nfrepo, "--repo", url, "--quiet", "snapshot", "--stdin", "--name", "db.sql", "--source", "bench"], b"one row\n"),
-    "snapshots": ([nfrepo, "--repo", url, "--quiet", "snapshots"], b""),
-}
-for name, (argv, stdin) in commands.items():
-    # One warm-up run: the cache is filled as the previous cron run left it.
-    subprocess.run(argv, input=stdin, env=env, stdout=subprocess.DEVNULL, check=True)
-    times, cpus = [], []
-    for _ in range(runs):
-        used = resource.getrusage(resource.RUSAGE_CHILDREN)
-        start = time.monotonic()
-        subprocess.run(argv, input=stdin, env=env, stdout=subprocess.DEVNULL, check=True)
-        times.append(time.monotonic() - start)
-        now = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpus.append(now.ru_utime - used.ru_utime + now.ru_stime - used.ru_stime)
-    trace = subprocess.run(["strace", "-c", "-f", "-o", "strace.txt"] + argv, input=stdin, env=env,
-                           stdout=subprocess.DEVNULL, check=True)
-    # strace -c rows: % time, seconds, usecs/call, calls, [errors,] name.
-    calls = {}
-    for line in open("strace.txt"):
-        parts = line.split()
-        if len(parts) >= 5 and parts[0][0].isdigit():
-            calls[parts[-1]] = int(parts[3])
-    total, futex = calls.get("total", 0), calls.get("futex", 0)
-    print(f"| {label} | {name} | {statistics.median(times):.3f} | {min(times):.3f}–{max(times):.3f} | {statistics.median(cpus):.4f} | {total} | {futex} |", flush=True)
+label, url, cache, runs, nfrepo, before = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6]
+# Each build has its own cache; with BEFORE_BIN the two alternate, each
+# going first every other run, so that both meet the same load.
+builds = {"": (nfrepo, cache)}
+if before:
+    builds = {"after": (nfrepo, cache), "before": (before, cache + "-before")}
+def argv(binary, name):
+    if name == "snapshots":
+        return [binary, "--repo", url, "--quiet", "snapshots"], b""
+    return [binary, "--repo", url, "--quiet", "snapshot", "--stdin", "--name", "db.sql", "--source", "bench"], b"one row\n"
+def run(build, name):
+    binary, build_cache = builds[build]
+    args, stdin = argv(binary, name)
+    env = dict(os.environ, NFREPO_CACHE_DIR=build_cache)
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.monotonic()
+    subprocess.run(args, input=stdin, env=env, stdout=subprocess.DEVNULL, check=True)
+    wall = time.monotonic() - start
+    now = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, now.ru_utime - used.ru_utime + now.ru_stime - used.ru_stime
+for name in ["snapshot --stdin", "snapshots"]:
+    # One warm-up run each: the cache is filled as the previous cron run left it.
+    for build in builds:
+        run(build, name)
+    measured = {build: [] for build in builds}
+    for i in range(runs):
+        order = list(builds) if i % 2 == 0 else list(reversed(builds))
+        for build in order:
+            measured[build].append(run(build, name))
+    for build, results in measured.items():
+        times, cpus = [r[0] for r in results], [r[1] for r in results]
+        binary, build_cache = builds[build]
+        args, stdin = argv(binary, name)
+        env = dict(os.environ, NFREPO_CACHE_DIR=build_cache)
+        subprocess.run(["strace", "-c", "-f", "-o", "strace.txt"] + args, input=stdin, env=env,
+                       stdout=subprocess.DEVNULL, check=True)
+        # strace -c rows: % time, seconds, usecs/call, calls, [errors,] name.
+        calls = {}
+        for line in open("strace.txt"):
+            parts = line.split()
+            if len(parts) >= 5 and parts[0][0].isdigit():
+                calls[parts[-1]] = int(parts[3])
+        total, futex = calls.get("total", 0), calls.get("futex", 0)
+        shown = f"{name} ({build})" if build else name
+        print(f"| {label} | {shown} | {statistics.median(times):.3f} | {min(times):.3f}–{max(times):.3f} | {statistics.median(cpus):.4f} | {total} | {futex} |", flush=True)
 PY
 }
 
 # run_backend LABEL URL: grows one repository through the counts.
 run_backend() {
-	local label="$1" url="$2" have=0 count
+	local label="$1" url="$2" have=0 count builds=1
+	[[ -n "${BEFORE_BIN:-}" ]] && builds=2
 	local cache="$BENCH_DIR/cache-$label"
 	"$NFREPO_BIN" --repo "$url" --quiet init --kdf-memory-kib 64 --kdf-iterations 1 >/dev/null
 	for count in $COUNTS; do
@@ -96,8 +118,8 @@ run_backend() {
 			have=$count
 		fi
 		measure "$label, $count snapshots" "$url" "$cache"
-		# Each snapshot run (warm-up, measured, traced) added one.
-		have=$((have + RUNS + 2))
+		# Each snapshot run (warm-up, measured, traced) added one, per build.
+		have=$((have + (RUNS + 2) * builds))
 	done
 }
 
