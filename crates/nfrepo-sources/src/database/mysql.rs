@@ -720,12 +720,10 @@ impl MysqlTarget {
         .map(drop)
     }
 
-    /// The journal in `staging`; `None` if there is none or it was never
-    /// completely written (then nothing live was changed).
+    /// The journal in `staging`, whose journal table the caller has seen;
+    /// `None` if it was never completely written (then nothing live was
+    /// changed).
     fn read_journal(&self, staging: &str) -> Result<Option<Journal>> {
-        if !self.table_exists(staging, JOURNAL)? {
-            return Ok(None);
-        }
         let out = self.admin(
             None,
             &format!(

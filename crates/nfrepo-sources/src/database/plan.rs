@@ -128,47 +128,34 @@ pub fn plan_database_restore(
     for (name, comment) in existing.iter().cloned() {
         if name.contains(STAGING_MARK) {
             let creator = parse_creator(&comment);
+            let live = name.split(STAGING_MARK).next().unwrap_or_default();
+            let restoring_live = seen.contains(live);
             let dead_here = creator
                 .as_ref()
                 .is_some_and(|c| c.host == here && c.pid != std::process::id() && !process_alive(c.pid));
             // A switch its process did not live to finish is finished first,
             // whichever databases this restore is about, by one restore only.
-            if dead_here {
-                match target.recover_switch(&name)? {
-                    Recovery::Nothing => {}
-                    Recovery::Finished(recovered) => {
-                        leftovers.push(Leftover {
-                            database: name,
-                            note: format!("{recovered}; its staging database removed"),
-                            remove: true,
-                        });
-                        continue;
-                    }
-                    Recovery::Gone => continue,
-                    Recovery::Claimed(pid) => {
-                        let live = name.split(STAGING_MARK).next().unwrap_or_default();
-                        if seen.contains(live) {
-                            return Err(Error::RestoreInProgress(format!(
-                                "the switch into {live} that an interrupted restore left in {name} is being \
-                                 finished by nfrepo process {pid} on this host; wait for it"
-                            )));
-                        }
-                        leftovers.push(Leftover {
-                            database: name,
-                            note: format!(
-                                "switch of an interrupted restore being finished by nfrepo process {pid}, left alone"
-                            ),
-                            remove: false,
-                        });
-                        continue;
-                    }
+            let recovery = if dead_here {
+                target.recover_switch(&name)?
+            } else {
+                Recovery::Nothing
+            };
+            let (remove, note) = match (recovery, &creator) {
+                (Recovery::Gone, _) => continue,
+                (Recovery::Finished(recovered), _) => (true, format!("{recovered}; its staging database removed")),
+                (Recovery::Claimed(pid), _) if restoring_live => {
+                    return Err(Error::RestoreInProgress(format!(
+                        "the switch into {live} that an interrupted restore left in {name} is being \
+                         finished by nfrepo process {pid} on this host; wait for it"
+                    )));
                 }
-            }
-            let (remove, note) = match &creator {
-                Some(c) if c.host == here && c.pid == std::process::id() => continue,
-                Some(c) if c.host == here && process_alive(c.pid) => {
-                    let live = name.split(STAGING_MARK).next().unwrap_or_default();
-                    if seen.contains(live) {
+                (Recovery::Claimed(pid), _) => (
+                    false,
+                    format!("switch of an interrupted restore being finished by nfrepo process {pid}, left alone"),
+                ),
+                (Recovery::Nothing, Some(c)) if c.host == here && c.pid == std::process::id() => continue,
+                (Recovery::Nothing, Some(c)) if c.host == here && process_alive(c.pid) => {
+                    if restoring_live {
                         return Err(Error::RestoreInProgress(format!(
                             "{name} is being loaded by nfrepo process {} on this host; wait for it or stop it",
                             c.pid
@@ -179,28 +166,28 @@ pub fn plan_database_restore(
                         format!("staging database of a running restore (pid {}), left alone", c.pid),
                     )
                 }
-                Some(c) if c.host == here && seen.contains(name.split(STAGING_MARK).next().unwrap_or_default()) => (
+                (Recovery::Nothing, Some(c)) if c.host == here && restoring_live => (
                     true,
                     format!(
                         "staging database left by an interrupted restore (pid {}, gone): removed",
                         c.pid
                     ),
                 ),
-                Some(c) if c.host == here => (
+                (Recovery::Nothing, Some(c)) if c.host == here => (
                     false,
                     format!(
                         "staging database left by an interrupted restore (pid {}, gone): the next restore of its database removes it",
                         c.pid
                     ),
                 ),
-                Some(c) => (
+                (Recovery::Nothing, Some(c)) => (
                     false,
                     format!(
                         "staging database of a restore run on host {}, left alone: drop it once that restore is over",
                         c.host
                     ),
                 ),
-                None => (
+                (Recovery::Nothing, None) => (
                     false,
                     "staging database without nfrepo's comment, left alone: drop it if no restore is running"
                         .to_owned(),
