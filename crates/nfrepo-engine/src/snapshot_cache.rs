@@ -61,11 +61,6 @@ pub(crate) enum ParentLookup {
     List,
 }
 
-/// Now, ns since the Unix epoch.
-fn now_ns() -> i64 {
-    chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
-}
-
 /// Opens the cache of `repo` (off the runtime); `None` without a cache
 /// directory, or with a warning when it cannot be opened.
 async fn open_cache(repo: &Repository) -> Option<ObjectCache> {
@@ -92,7 +87,7 @@ pub(crate) async fn load(repo: &Repository, trust: Trust) -> Result<Loaded<Snaps
     let Some(cache) = open_cache(repo).await else {
         return objects::load_all(repo).await;
     };
-    let started_ns = now_ns();
+    let started_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
     // The cache before the listing (see the module docs).
     let read = blocking(move || {
         let rows = cache.snapshots(trust == Trust::Decoded)?;
@@ -186,9 +181,9 @@ pub(crate) async fn load(repo: &Repository, trust: Trust) -> Result<Loaded<Snaps
 }
 
 /// The parent of a backup of `source` with `profile`, from the cache
-/// without listing, when its last full listing of the snapshots is less
-/// than `fresh_ns` old (see the module docs); [`ParentLookup::List`] when
-/// it is older, when there is no cache, or when the candidate is gone or
+/// without listing, when `fresh` accepts the time its last full listing of
+/// the snapshots began (see the module docs); [`ParentLookup::List`] when
+/// it does not, when there is no cache, or when the candidate is gone or
 /// does not open (the listing then brings the cache up to date).
 ///
 /// A snapshot of the source written by another host since that listing is
@@ -198,7 +193,12 @@ pub(crate) async fn load(repo: &Repository, trust: Trust) -> Result<Loaded<Snaps
 ///
 /// # Errors
 /// Storage failures fetching the candidate.
-pub(crate) async fn parent(repo: &Repository, source: &str, profile: &str, fresh_ns: i64) -> Result<ParentLookup> {
+pub(crate) async fn parent(
+    repo: &Repository,
+    source: &str,
+    profile: &str,
+    fresh: impl Fn(i64) -> bool,
+) -> Result<ParentLookup> {
     let Some(cache) = open_cache(repo).await else {
         return Ok(ParentLookup::List);
     };
@@ -216,9 +216,7 @@ pub(crate) async fn parent(repo: &Repository, source: &str, profile: &str, fresh
             return Ok(ParentLookup::List);
         }
     };
-    let now = now_ns();
-    // A time in the future (a clock set back) is not trusted either.
-    if listed.is_none_or(|at| at > now || now.saturating_sub(at) > fresh_ns) {
+    if !listed.is_some_and(fresh) {
         return Ok(ParentLookup::List);
     }
     let Some(CachedSnapshot { name, .. }) = latest else {

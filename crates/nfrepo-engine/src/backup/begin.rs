@@ -57,7 +57,8 @@ impl Repository {
         let mut candidate = None;
         if !put_only && options.use_parent {
             let mut known = None;
-            if let Some(fresh) = listing.snapshots_fresh_ns() {
+            if !listing.full {
+                let fresh = |listed_ns| listing.snapshots_fresh(listed_ns);
                 let found = crate::snapshot_cache::parent(self, &options.source, &options.profile, fresh).await?;
                 if let crate::snapshot_cache::ParentLookup::Found(parent) = found {
                     known = Some(parent.map(|p| *p));

@@ -99,9 +99,7 @@ pub(super) async fn plan(repo: &Repository, now_ns: i64) -> ListingPlan {
         .filter(OpenSession::left_packs)
         .map(|s| s.name)
         .collect();
-    let interval = i64::try_from(PACK_LISTING_INTERVAL.as_nanos()).unwrap_or(i64::MAX);
-    // A time in the future (a clock set back) is not trusted either.
-    let stale = complete.is_none_or(|at| at > now_ns || now_ns.saturating_sub(at) > interval);
+    let stale = !complete.is_some_and(|at| recent(at, now_ns, PACK_LISTING_INTERVAL));
     ListingPlan {
         record: Some(Arc::new(record)),
         full: stale || !leftovers.is_empty(),
@@ -119,10 +117,13 @@ fn recent(at: i64, now: i64, interval: Duration) -> bool {
 }
 
 impl ListingPlan {
-    /// How recent the host's listing of the snapshots must be for the
-    /// backup to take its parent from the cache without listing them.
-    pub(super) fn snapshots_fresh_ns(&self) -> Option<i64> {
-        (!self.full).then(|| i64::try_from(PACK_LISTING_INTERVAL.as_nanos()).unwrap_or(i64::MAX))
+    /// Whether the host's snapshot cache, last brought up to date by a
+    /// full listing of the snapshots begun at `listed_ns`, may name the
+    /// backup's parent without a listing (`crate::snapshot_cache::parent`):
+    /// no full start is due, and that listing is within
+    /// [`PACK_LISTING_INTERVAL`].
+    pub(super) fn snapshots_fresh(&self, listed_ns: i64) -> bool {
+        !self.full && recent(listed_ns, self.now_ns, PACK_LISTING_INTERVAL)
     }
 
     /// Whether the backup may take the index from the host's index cache

@@ -37,12 +37,7 @@ impl Repository {
     /// # Errors
     /// Storage errors.
     pub async fn readable_snapshots(&self) -> Result<Vec<SnapshotEntry>> {
-        self.require_keys("snapshots")?;
-        let (good, damaged) = self.load_snapshots(Trust::Sealed).await?;
-        for error in damaged {
-            tracing::warn!("skipping a damaged snapshot (run `nfrepo check`): {error}");
-        }
-        Ok(good)
+        self.readable(Trust::Sealed).await
     }
 
     /// Every snapshot, oldest first, to show: like
@@ -55,8 +50,14 @@ impl Repository {
     /// # Errors
     /// Storage errors.
     pub async fn snapshot_list(&self) -> Result<Vec<SnapshotEntry>> {
+        self.readable(Trust::Decoded).await
+    }
+
+    /// The snapshots that open, as `trust` takes the cached ones; each
+    /// damaged one logged and left out.
+    async fn readable(&self, trust: Trust) -> Result<Vec<SnapshotEntry>> {
         self.require_keys("snapshots")?;
-        let (good, damaged) = self.load_snapshots(Trust::Decoded).await?;
+        let (good, damaged) = self.load_snapshots(trust).await?;
         for error in damaged {
             tracing::warn!("skipping a damaged snapshot (run `nfrepo check`): {error}");
         }
