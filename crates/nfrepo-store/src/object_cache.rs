@@ -12,7 +12,12 @@
 //! kind and name. The engine opens them exactly as it opens bytes fetched
 //! from the repository (which authenticates them and checks them against
 //! the name), so a damaged or altered entry is detected at use and fetched
-//! again; and the file reveals no more than the repository's own objects do.
+//! again. Snapshots are kept in a second layout (`snapshot_headers_v2`,
+//! module `snapshots`): the sealed bytes and, beside them, the decoded
+//! header with its source, profile and time, for display and for picking a
+//! backup's parent; what those may be trusted for is said there. The first
+//! layout (`cached_objects_v1`) is only read now, and its rows moved to the
+//! second as the engine opens them.
 //!
 //! Like every local cache it is never the only copy of anything. The
 //! database lives at `<dir>/<repository id>.objects.sqlite` (mode `0600`,
@@ -115,7 +120,9 @@ impl ObjectCache {
     }
 
     /// Adds (or replaces) the objects `put` and removes those named in
-    /// `remove`, all of `kind`, in one transaction.
+    /// `remove`, all of `kind`, in one transaction, in the first layout.
+    /// The engine no longer writes it (snapshots go to
+    /// [`Self::update_snapshots`]); tests use it to plant rows of that layout.
     ///
     /// # Errors
     /// SQLite failures, as [`ErrorKind::Other`]; nothing was changed.
