@@ -54,25 +54,19 @@ impl Repository {
         // Snapshots before the index: see crate::index. The parent comes
         // from the host's snapshot cache, without listing, when its last
         // listing is recent and no full start is due (crate::snapshot_cache).
-        let mut candidate = None;
-        if !put_only && options.use_parent {
-            let mut known = None;
-            if !listing.full {
-                let fresh = |listed_ns| listing.snapshots_fresh(listed_ns);
-                let found = crate::snapshot_cache::parent(self, &options.source, &options.profile, fresh).await?;
-                if let crate::snapshot_cache::ParentLookup::Found(parent) = found {
-                    known = Some(parent.map(|p| *p));
-                }
-            }
-            candidate = match known {
-                Some(parent) => parent,
-                None => self
+        let candidate = if put_only || !options.use_parent {
+            None
+        } else {
+            let fresh = |listed_ns| listing.snapshots_fresh(listed_ns);
+            match crate::snapshot_cache::parent(self, &options.source, &options.profile, fresh).await? {
+                crate::snapshot_cache::ParentLookup::Found(parent) => parent.map(|p| *p),
+                crate::snapshot_cache::ParentLookup::List => self
                     .readable_snapshots()
                     .await?
                     .into_iter()
                     .rfind(|e| e.snapshot.source == options.source && e.snapshot.profile == options.profile),
-            };
-        }
+            }
+        };
         // The index as the host's cache holds it when no GC can have
         // deleted a pack it names since the host last listed the deltas
         // (`listing`); otherwise listed and brought up to date.
