@@ -74,11 +74,17 @@ cat >"$DIR/s3.json" <<EOF
 }
 EOF
 
+# The volume count and size are fixed, not left to weed: by default it sizes
+# volumes at 1 GiB and allows free disk / 1 GiB of them, and each bucket (a
+# collection) takes 7 volumes at its first write. On a disk with less than
+# 14 GiB free the second bucket got none, and every write to it failed with
+# InternalError. Volumes grow as written, so 32 of 256 MiB reserve nothing.
 spawn_detached "$DIR/weed.pid" "$DIR/weed.log" \
 	"$WEED" mini -dir="$DIR" -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.telemetry=false \
 	-webdav=false -admin.ui=false -s3.port.iceberg=0 -s3.port.lance=0 \
 	-s3.config="$DIR/s3.json" -s3.port="$S3_PORT" -master.port="$MASTER_PORT" \
-	-volume.port="$VOLUME_PORT" -filer.port="$FILER_PORT" -bucket="$BUCKET"
+	-volume.port="$VOLUME_PORT" -filer.port="$FILER_PORT" -bucket="$BUCKET" \
+	-master.volumeSizeLimitMB=256 -volume.max=32
 
 started=0
 pid=""

@@ -133,6 +133,13 @@ install_prereqs() {
 	fi
 	ensure_postgresql_15
 	weed_bin >/dev/null
+	# SeaweedFS turns its volumes read-only when the disk is nearly full, and
+	# every S3 test then fails with InternalError: say so before it happens.
+	local free_kib
+	free_kib="$(df -Pk "$WORK" | awk 'NR == 2 { print $4 }')"
+	if ((free_kib < 10 * 1024 * 1024)); then
+		log "warning: only $((free_kib / 1024)) MiB free under $WORK; the release build and the test servers need about 10 GiB (SeaweedFS refuses writes on a nearly full disk)"
+	fi
 }
 
 start_servers() {
