@@ -1,15 +1,26 @@
 //! Packing sealed blobs: one open pack per family, handed to the uploader
 //! when it reaches the target size.
+//!
+//! A full pack is swapped for a fresh one only once the uploader has a slot
+//! for it, and the worker waits for that slot holding the pack's lock. So
+//! while uploads are slower than sealing (S3), the other workers wait at the
+//! lock instead of filling a second pack behind the first: a session holds
+//! at most the open pack of each family plus the uploader's slots, never a
+//! finished pack waiting in line besides.
 
 use std::sync::Mutex;
 
 use nfrepo_format::{PackBuilder, PackKind, RepoId, SealedBlob, Sealer};
 
+use super::upload::UploadSlot;
 use crate::{Error, Result};
 
 /// Sends finished packs on; implemented by the upload queue.
 pub(crate) trait PackSink: Send + Sync {
-    fn send(&self, pack: nfrepo_format::FinishedPack) -> Result<()>;
+    /// Waits for room for one more pack.
+    fn reserve(&self) -> Result<UploadSlot>;
+    /// Sends a pack in the room `slot` reserved.
+    fn send(&self, pack: nfrepo_format::FinishedPack, slot: UploadSlot) -> Result<()>;
 }
 
 /// The open data and tree packs of one session.
@@ -55,18 +66,20 @@ impl Packer {
             let mut open = self.slot(kind).lock().map_err(|_| poisoned())?;
             open.add(blob).map_err(Error::Format)?;
             if open.len() >= self.target {
+                // Waits with the lock held: the backpressure the module docs describe.
+                let slot = sink.reserve()?;
                 let capacity = if kind == PackKind::Data {
                     self.target + self.target / 8
                 } else {
                     1 << 20
                 };
-                Some(std::mem::replace(&mut *open, fresh(kind, capacity, &self.sealer)))
+                Some((std::mem::replace(&mut *open, fresh(kind, capacity, &self.sealer)), slot))
             } else {
                 None
             }
         };
         match full {
-            Some(builder) => sink.send(builder.finish(&self.sealer, &self.repo).map_err(Error::Format)?),
+            Some((builder, slot)) => sink.send(builder.finish(&self.sealer, &self.repo).map_err(Error::Format)?, slot),
             None => Ok(()),
         }
     }
@@ -79,7 +92,8 @@ impl Packer {
                 std::mem::replace(&mut *open, fresh(kind, 0, &self.sealer))
             };
             if !builder.is_empty() {
-                sink.send(builder.finish(&self.sealer, &self.repo).map_err(Error::Format)?)?;
+                let slot = sink.reserve()?;
+                sink.send(builder.finish(&self.sealer, &self.repo).map_err(Error::Format)?, slot)?;
             }
         }
         Ok(())
@@ -88,4 +102,77 @@ impl Packer {
 
 fn poisoned() -> Error {
     Error::Pipeline("a packing worker panicked".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use nfrepo_format::{BlobId, BlobKind, Cipher, FinishedPack, RepoId, SealedBlob, Sealer, SecretKey};
+
+    use super::{PackKind, PackSink, Packer};
+    use crate::Result;
+    use crate::backup::budget::ByteBudget;
+    use crate::backup::upload::UploadSlot;
+
+    /// A sink that records, each time a full pack asks for a slot, whether
+    /// other workers could still add to the data pack at that moment.
+    struct Watching {
+        packer: Mutex<Option<Arc<Packer>>>,
+        open_while_waiting: Mutex<Vec<bool>>,
+        sent: Mutex<Vec<FinishedPack>>,
+        slots: Arc<ByteBudget>,
+    }
+
+    impl PackSink for Watching {
+        fn reserve(&self) -> Result<UploadSlot> {
+            if let Some(packer) = self.packer.lock().unwrap().as_ref() {
+                let open = packer.slot(PackKind::Data).try_lock().is_ok();
+                self.open_while_waiting.lock().unwrap().push(open);
+            }
+            self.slots.acquire(1);
+            Ok(UploadSlot::new(self.slots.clone()))
+        }
+
+        fn send(&self, pack: FinishedPack, slot: UploadSlot) -> Result<()> {
+            drop(slot);
+            self.sent.lock().unwrap().push(pack);
+            Ok(())
+        }
+    }
+
+    fn blob(n: u8, len: usize) -> SealedBlob {
+        SealedBlob {
+            id: BlobId([n; 32]),
+            kind: BlobKind::Data,
+            raw_len: u32::try_from(len).unwrap(),
+            sealed: vec![n; len],
+        }
+    }
+
+    #[test]
+    fn a_full_pack_waits_for_its_upload_slot_before_a_new_pack_is_opened() {
+        let sealer = Sealer::new(Cipher::XChaCha20Poly1305, SecretKey::from_bytes([9; 32]));
+        let packer = Arc::new(Packer::new(4096, sealer, RepoId([1; 32])));
+        let sink = Watching {
+            packer: Mutex::new(Some(packer.clone())),
+            open_while_waiting: Mutex::new(Vec::new()),
+            sent: Mutex::new(Vec::new()),
+            slots: Arc::new(ByteBudget::new(1)),
+        };
+        for n in 0..10 {
+            packer.add(&blob(n, 1500), &sink).unwrap();
+        }
+        packer.flush(&sink).unwrap();
+
+        // Every pack that filled up asked for its slot with the pack still
+        // locked: no worker could start filling the next one meanwhile.
+        let waits = sink.open_while_waiting.lock().unwrap().clone();
+        assert_eq!(waits.len(), 4, "three full packs and the flushed rest");
+        assert!(waits[..3].iter().all(|open| !open), "{waits:?}");
+        // Nothing was lost on the way: every blob is in exactly one pack, in order.
+        let sent = sink.sent.lock().unwrap();
+        let ids: Vec<u8> = sent.iter().flat_map(|p| p.entries.iter().map(|e| e.id.0[0])).collect();
+        assert_eq!(ids, (0..10).collect::<Vec<u8>>());
+    }
 }

@@ -9,9 +9,9 @@
 //! Each pack is re-read before upload (trailer opened, every blob opened,
 //! decompressed and re-hashed) so a compression or memory bug can never put
 //! an unreadable pack in the repository. A sender takes an upload slot
-//! before queueing a pack and the upload gives it back when done, so at most
-//! `concurrency` finished packs are queued or uploading (plus the one a
-//! sealing worker may be waiting to hand over).
+//! before it even closes a pack (the packer waits for it with the open pack
+//! still open) and the upload gives it back when done, so at most
+//! `concurrency` finished packs exist at once, queued or uploading.
 
 use std::sync::{Arc, Mutex};
 
@@ -45,22 +45,36 @@ impl UploadReport {
 
 /// The sending side, used from worker threads.
 pub(crate) struct UploadQueue {
-    tx: Mutex<Option<mpsc::Sender<(FinishedPack, SlotGuard)>>>,
+    tx: Mutex<Option<mpsc::Sender<(FinishedPack, UploadSlot)>>>,
     failed: Arc<Mutex<Option<Arc<Error>>>>,
     slots: Arc<ByteBudget>,
 }
 
-/// One upload slot, given back when the upload ends however it ends.
-struct SlotGuard(Arc<ByteBudget>);
+/// One upload slot, given back when the upload ends however it ends (or
+/// when a pack it was reserved for is never sent).
+pub(crate) struct UploadSlot(Arc<ByteBudget>);
 
-impl Drop for SlotGuard {
+impl UploadSlot {
+    /// A slot already taken from `slots`; given back on drop.
+    pub(crate) fn new(slots: Arc<ByteBudget>) -> Self {
+        Self(slots)
+    }
+}
+
+impl Drop for UploadSlot {
     fn drop(&mut self) {
         self.0.release(1);
     }
 }
 
 impl PackSink for UploadQueue {
-    fn send(&self, pack: FinishedPack) -> Result<()> {
+    fn reserve(&self) -> Result<UploadSlot> {
+        self.check()?;
+        self.slots.acquire(1);
+        Ok(UploadSlot::new(self.slots.clone()))
+    }
+
+    fn send(&self, pack: FinishedPack, slot: UploadSlot) -> Result<()> {
         self.check()?;
         let tx = self
             .tx
@@ -68,8 +82,6 @@ impl PackSink for UploadQueue {
             .map_err(|_| Error::Pipeline("upload queue poisoned".into()))?
             .clone()
             .ok_or_else(|| Error::Pipeline("upload queue closed".into()))?;
-        self.slots.acquire(1);
-        let slot = SlotGuard(self.slots.clone());
         tx.blocking_send((pack, slot)).map_err(|_| {
             self.failure()
                 .unwrap_or_else(|| Error::Pipeline("uploader stopped".into()))
@@ -122,7 +134,7 @@ pub(crate) fn start(
 async fn run(
     repo: Repository,
     claims: Arc<Claims>,
-    mut rx: mpsc::Receiver<(FinishedPack, SlotGuard)>,
+    mut rx: mpsc::Receiver<(FinishedPack, UploadSlot)>,
     flush_blobs: usize,
     failed: Arc<Mutex<Option<Arc<Error>>>>,
 ) -> Result<UploadReport> {
