@@ -5,16 +5,18 @@
 //! resolves their chunks batch by batch and groups them into ranged reads
 //! of packs ([`nfrepo_engine::PackRead`]). Each read is one task: one
 //! ranged request, then every chunk opened (authenticated, decompressed,
-//! re-hashed) on every core and written with positioned writes to each
-//! file and offset that needs it. At most [`IN_FLIGHT_READS`] reads,
+//! re-hashed) on every core, a run of neighbours at a time
+//! ([`nfrepo_engine::PackRead::runs`]), and written with positioned writes
+//! to each file and offset that needs it: one `pwritev` per run where its
+//! chunks follow each other in one file. At most [`IN_FLIGHT_READS`] reads,
 //! [`IN_FLIGHT_SEALED`] of their sealed bytes (what they hold in memory)
 //! and [`IN_FLIGHT_RAW`] of their plaintext (the work queued) are in
 //! flight, so requests overlap storage latency while memory stays bounded.
 //!
 //! Outcomes are taken in plan order on one blocking thread, which counts
 //! each file's placements and closes a file once its last one is in. Every
-//! chunk was verified before it was written (each chunk's plaintext is
-//! dropped right after its writes); closing checks that the written bytes
+//! chunk was verified before it was written (a run's plaintext is dropped
+//! right after its writes); closing checks that the written bytes
 //! add up to the file's size and reads the file back to compare its whole
 //! BLAKE3 with its node (with `--verify`, from the device) before it is
 //! renamed into place. A large file is read back while it is written: after
@@ -34,7 +36,9 @@ use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
-use nfrepo_engine::{BatchFile, FileToRestore, PackRead, PlanLimits, Reader, RestoreBatch, RestorePlanner};
+use nfrepo_engine::{
+    BatchFile, FileToRestore, PackRead, PlanLimits, PlannedChunk, Reader, RestoreBatch, RestorePlanner,
+};
 use nfrepo_format::{BlobKind, NodeKind};
 use rayon::prelude::*;
 
@@ -412,13 +416,84 @@ impl std::future::Future for Task {
 }
 
 /// Writes one chunk to every placement of it.
-fn write_chunk(writers: &HashMap<usize, FileWriter>, chunk: &nfrepo_engine::PlannedChunk, data: &[u8]) -> Result<()> {
+fn write_chunk(writers: &HashMap<usize, FileWriter>, chunk: &PlannedChunk, data: &[u8]) -> Result<()> {
     for placement in &chunk.placements {
         if let Some(writer) = writers.get(&placement.file) {
             writer.write_at(placement.offset, data)?;
         }
     }
     Ok(())
+}
+
+/// Writes one run of a read ([`PackRead::runs`]): each stretch of chunks
+/// that opened goes to their first placements (which follow each other in
+/// one file) with one call, and each other placement alone. Returns each
+/// chunk's length, or why it was not written (a chunk that did not open
+/// keeps its own error, which decides whether it is retried).
+fn write_run(
+    writers: &HashMap<usize, FileWriter>,
+    chunks: &[PlannedChunk],
+    opened: Vec<nfrepo_engine::Result<Vec<u8>>>,
+) -> Vec<Result<u64>> {
+    let mut results = Vec::with_capacity(chunks.len());
+    let mut stretch: Vec<(&PlannedChunk, Vec<u8>)> = Vec::new();
+    for (chunk, opened) in chunks.iter().zip(opened) {
+        match opened {
+            Ok(data) => stretch.push((chunk, data)),
+            Err(e) => {
+                write_stretch(writers, &mut stretch, &mut results);
+                results.push(Err(e.into()));
+            }
+        }
+    }
+    write_stretch(writers, &mut stretch, &mut results);
+    results
+}
+
+/// Writes and empties a stretch of opened chunks (see [`write_run`]).
+fn write_stretch(
+    writers: &HashMap<usize, FileWriter>,
+    stretch: &mut Vec<(&PlannedChunk, Vec<u8>)>,
+    results: &mut Vec<Result<u64>>,
+) {
+    let Some(first) = stretch.first().and_then(|(chunk, _)| chunk.placements.first()) else {
+        results.extend(stretch.drain(..).map(|(_, data)| Ok(data.len() as u64)));
+        return;
+    };
+    let parts: Vec<&[u8]> = stretch.iter().map(|(_, data)| data.as_slice()).collect();
+    let written = writers
+        .get(&first.file)
+        .map_or(Ok(()), |writer| writer.write_run(first.offset, &parts));
+    match written {
+        Ok(()) => {
+            for (chunk, data) in stretch.iter() {
+                let others = chunk.placements.iter().skip(1).try_for_each(|p| {
+                    writers
+                        .get(&p.file)
+                        .map_or(Ok(()), |writer| writer.write_at(p.offset, data))
+                });
+                results.push(others.map(|()| data.len() as u64));
+            }
+        }
+        Err(e) => {
+            // The restore stops at the first chunk's error; the others repeat it.
+            let repeats: Vec<Error> = stretch.iter().skip(1).map(|_| same_error(&e)).collect();
+            results.push(Err(e));
+            results.extend(repeats.into_iter().map(Err));
+        }
+    }
+    stretch.clear();
+}
+
+/// A copy of a write error, for the other chunks it left unwritten.
+fn same_error(e: &Error) -> Error {
+    match e {
+        Error::Io { path, source } => Error::Io {
+            path: path.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        other => Error::Invalid(other.to_string()),
+    }
 }
 
 /// Fetches and opens one read, writing every chunk; a chunk that fails
@@ -428,11 +503,7 @@ async fn run_read(reader: Reader, read: PackRead, writers: HashMap<usize, FileWr
         Ok(sealed) => {
             let reader = reader.clone();
             blocking(move || {
-                let chunks = reader.open_read(&read, &sealed, |chunk, opened| {
-                    let data = opened?;
-                    write_chunk(&writers, chunk, &data)?;
-                    Ok(data.len() as u64)
-                });
+                let chunks = reader.open_read(&read, &sealed, |run, opened| write_run(&writers, run, opened));
                 Ok((read, writers, chunks))
             })
             .await?

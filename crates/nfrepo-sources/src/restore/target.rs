@@ -31,9 +31,9 @@
 
 use std::ffi::OsStr;
 use std::fs::File;
-use std::os::fd::OwnedFd;
+use std::io::IoSlice;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -214,14 +214,56 @@ impl FileWriter {
     /// not written: the file was created sparse at that size, so it reads
     /// as zeros and stays a hole.
     pub(crate) fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
-        if offset.saturating_add(data.len() as u64) > self.size || !is_zero(data) {
-            self.file
-                .write_all_at(data, offset)
-                .map_err(|e| io_error(&self.path, e))?;
+        self.write_run(offset, &[data])
+    }
+
+    /// Writes `parts` one after the other from `offset`, with as few calls
+    /// as it can (`pwritev`): each all-zero part inside the file's size is
+    /// left a hole, as in [`Self::write_at`], and the parts between holes
+    /// go together.
+    pub(crate) fn write_run(&self, offset: u64, parts: &[&[u8]]) -> Result<()> {
+        let mut batch: Vec<IoSlice<'_>> = Vec::new();
+        let (mut batch_at, mut at) = (offset, offset);
+        for part in parts {
+            let len = part.len() as u64;
+            let hole = at.saturating_add(len) <= self.size && is_zero(part);
+            if hole || batch.len() == IOV_MAX {
+                self.write_batch(batch_at, &mut batch)?;
+            }
+            if batch.is_empty() {
+                batch_at = if hole { at + len } else { at };
+            }
+            if !hole {
+                batch.push(IoSlice::new(part));
+            }
+            at += len;
         }
+        self.write_batch(batch_at, &mut batch)?;
         if let Some(digest) = &self.digest {
-            digest.wrote(offset, data.len() as u64);
+            digest.wrote(offset, at - offset);
         }
+        Ok(())
+    }
+
+    /// Writes `batch` at `offset` and empties it, however short each call.
+    fn write_batch(&self, mut offset: u64, batch: &mut Vec<IoSlice<'_>>) -> Result<()> {
+        let mut rest = batch.as_mut_slice();
+        while !rest.is_empty() {
+            let at =
+                i64::try_from(offset).map_err(|_| io_error(&self.path, std::io::Error::other("offset too large")))?;
+            match nix::sys::uio::pwritev(self.file.as_fd(), rest, at) {
+                Ok(0) => {
+                    return Err(io_error(&self.path, std::io::ErrorKind::WriteZero.into()));
+                }
+                Ok(n) => {
+                    IoSlice::advance_slices(&mut rest, n);
+                    offset += n as u64;
+                }
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(io_error(&self.path, e.into())),
+            }
+        }
+        batch.clear();
         Ok(())
     }
 
@@ -240,6 +282,9 @@ impl FileWriter {
 }
 
 /// Whether every byte is zero (branch-free inner loop, so it vectorizes).
+/// Slices one `pwritev` takes at most (Linux's `IOV_MAX`).
+const IOV_MAX: usize = 1024;
+
 fn is_zero(data: &[u8]) -> bool {
     data.chunks(256)
         .all(|block| block.iter().fold(0u8, |acc, b| acc | b) == 0)

@@ -336,3 +336,40 @@ fn overwrite_replaces_a_directory_with_a_file_or_link_without_following_links_in
     assert_eq!(names(&out), ["f", "l"]);
     assert_untouched(&victim);
 }
+
+// A run of chunks is written with as few calls as possible (`pwritev`,
+// at most IOV_MAX slices each), all-zero parts left as holes.
+#[test]
+fn a_run_written_in_pieces_reads_back_whole_with_its_zero_parts_as_holes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let mut target = target(&out, false);
+    // 3000 small parts (more than one pwritev takes), then a 1 MiB hole,
+    // then parts again, the last one zero at the end of the file.
+    let mut parts: Vec<Vec<u8>> = (0..3000u32)
+        .map(|i| vec![(i % 251) as u8 + 1; 7 + (i % 13) as usize])
+        .collect();
+    parts.push(vec![0; 1 << 20]);
+    parts.extend((0..5u8).map(|i| vec![i + 1; 4099]));
+    parts.push(vec![0; 5000]);
+    let content: Vec<u8> = parts.concat();
+    let planned = file("f", &content, 0o644);
+    let Opened::Write(mut open) = target.open_file(&planned).unwrap() else {
+        panic!("nothing there yet")
+    };
+    let slices: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    // In two runs, the second starting mid-file.
+    let (head, tail) = slices.split_at(1700);
+    let tail_at: u64 = head.iter().map(|p| p.len() as u64).sum();
+    open.writer().write_run(tail_at, tail).unwrap();
+    open.writer().write_run(0, head).unwrap();
+    open.record(content.len() as u64);
+    assert_eq!(target.close_file(open).unwrap(), Some(content.len() as u64));
+    assert_eq!(std::fs::read(out.join("f")).unwrap(), content);
+    let allocated = std::fs::metadata(out.join("f")).unwrap().blocks() * 512;
+    assert!(
+        allocated < content.len() as u64 - (1 << 19),
+        "the zero megabyte was written: {allocated} bytes allocated for {}",
+        content.len()
+    );
+}
