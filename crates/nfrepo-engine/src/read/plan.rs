@@ -97,12 +97,12 @@ impl PackRead {
 /// larger chunk is a run alone. Measured on the 964 MB dump restored from a
 /// local directory (3 runs each): chunk by chunk 2.30–2.44 s; runs of
 /// 64 KiB 2.02–2.11 s, 128 KiB 1.91–1.97 s, 256 KiB 2.46–2.59 s.
-pub const MAX_RUN_RAW: u64 = 128 << 10;
+pub(crate) const MAX_RUN_RAW: u64 = 128 << 10;
 
 impl PackRead {
     /// The read's chunks cut into runs: neighbours in the read whose first
     /// placements follow each other without a gap in one file, of at most
-    /// [`MAX_RUN_RAW`] plaintext together. Ranges of [`Self::chunks`], in
+    /// 128 KiB of plaintext together (`MAX_RUN_RAW`). Ranges of [`Self::chunks`], in
     /// order, covering it.
     #[must_use]
     pub fn runs(&self) -> Vec<std::ops::Range<usize>> {
