@@ -40,11 +40,20 @@ fn fresh(kind: PackKind, capacity: usize, sealer: &Sealer) -> PackBuilder {
     PackBuilder::for_sealer(kind, capacity, sealer).unwrap_or_else(|_| PackBuilder::new(kind, capacity))
 }
 
+/// Bytes reserved for a new open pack of `kind`: a data pack fills to the
+/// target and a chunk past it; tree packs are mostly small.
+const fn capacity(kind: PackKind, target: usize) -> usize {
+    match kind {
+        PackKind::Tree => 1 << 20,
+        _ => target + target / 8,
+    }
+}
+
 impl Packer {
     pub(crate) fn new(target: usize, sealer: Sealer, repo: RepoId) -> Self {
         Self {
-            data: Mutex::new(fresh(PackKind::Data, target + target / 8, &sealer)),
-            tree: Mutex::new(fresh(PackKind::Tree, 1 << 20, &sealer)),
+            data: Mutex::new(fresh(PackKind::Data, capacity(PackKind::Data, target), &sealer)),
+            tree: Mutex::new(fresh(PackKind::Tree, capacity(PackKind::Tree, target), &sealer)),
             target,
             sealer,
             repo,
@@ -68,12 +77,8 @@ impl Packer {
             if open.len() >= self.target {
                 // Waits with the lock held: the backpressure the module docs describe.
                 let slot = sink.reserve()?;
-                let capacity = if kind == PackKind::Data {
-                    self.target + self.target / 8
-                } else {
-                    1 << 20
-                };
-                Some((std::mem::replace(&mut *open, fresh(kind, capacity, &self.sealer)), slot))
+                let next = fresh(kind, capacity(kind, self.target), &self.sealer);
+                Some((std::mem::replace(&mut *open, next), slot))
             } else {
                 None
             }
@@ -118,7 +123,7 @@ mod tests {
     /// A sink that records, each time a full pack asks for a slot, whether
     /// other workers could still add to the data pack at that moment.
     struct Watching {
-        packer: Mutex<Option<Arc<Packer>>>,
+        packer: Arc<Packer>,
         open_while_waiting: Mutex<Vec<bool>>,
         sent: Mutex<Vec<FinishedPack>>,
         slots: Arc<ByteBudget>,
@@ -126,10 +131,8 @@ mod tests {
 
     impl PackSink for Watching {
         fn reserve(&self) -> Result<UploadSlot> {
-            if let Some(packer) = self.packer.lock().unwrap().as_ref() {
-                let open = packer.slot(PackKind::Data).try_lock().is_ok();
-                self.open_while_waiting.lock().unwrap().push(open);
-            }
+            let open = self.packer.slot(PackKind::Data).try_lock().is_ok();
+            self.open_while_waiting.lock().unwrap().push(open);
             self.slots.acquire(1);
             Ok(UploadSlot::new(self.slots.clone()))
         }
@@ -155,7 +158,7 @@ mod tests {
         let sealer = Sealer::new(Cipher::XChaCha20Poly1305, SecretKey::from_bytes([9; 32]));
         let packer = Arc::new(Packer::new(4096, sealer, RepoId([1; 32])));
         let sink = Watching {
-            packer: Mutex::new(Some(packer.clone())),
+            packer: packer.clone(),
             open_while_waiting: Mutex::new(Vec::new()),
             sent: Mutex::new(Vec::new()),
             slots: Arc::new(ByteBudget::new(1)),
