@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use nfrepo_engine::{
-    BatchFile, FileToRestore, PackRead, PlanLimits, PlannedChunk, Reader, RestoreBatch, RestorePlanner,
+    BatchFile, FileToRestore, PackRead, Placement, PlanLimits, PlannedChunk, Reader, RestoreBatch, RestorePlanner,
 };
 use nfrepo_format::{BlobKind, NodeKind};
 use rayon::prelude::*;
@@ -415,9 +415,10 @@ impl std::future::Future for Task {
     }
 }
 
-/// Writes one chunk to every placement of it.
-fn write_chunk(writers: &HashMap<usize, FileWriter>, chunk: &PlannedChunk, data: &[u8]) -> Result<()> {
-    for placement in &chunk.placements {
+/// Writes one chunk's plaintext at each of `placements` (those of a file
+/// not being written are skipped).
+fn write_chunk(writers: &HashMap<usize, FileWriter>, placements: &[Placement], data: &[u8]) -> Result<()> {
+    for placement in placements {
         if let Some(writer) = writers.get(&placement.file) {
             writer.write_at(placement.offset, data)?;
         }
@@ -467,12 +468,8 @@ fn write_stretch(
     match written {
         Ok(()) => {
             for (chunk, data) in stretch.iter() {
-                let others = chunk.placements.iter().skip(1).try_for_each(|p| {
-                    writers
-                        .get(&p.file)
-                        .map_or(Ok(()), |writer| writer.write_at(p.offset, data))
-                });
-                results.push(others.map(|()| data.len() as u64));
+                let others = chunk.placements.get(1..).unwrap_or_default();
+                results.push(write_chunk(writers, others, data).map(|()| data.len() as u64));
             }
         }
         Err(e) => {
@@ -537,7 +534,7 @@ async fn run_read(reader: Reader, read: PackRead, writers: HashMap<usize, FileWr
         };
         let (writers, chunk) = (writers.clone(), chunk.clone());
         *result = blocking(move || {
-            write_chunk(&writers, &chunk, &data)?;
+            write_chunk(&writers, &chunk.placements, &data)?;
             Ok(data.len() as u64)
         })
         .await;
