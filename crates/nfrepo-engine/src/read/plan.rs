@@ -33,10 +33,11 @@
 //! aligned): 12 % of a local restore's CPU in a profile. Runs are kept
 //! small ([`MAX_RUN_RAW`]) so a run's plaintext is still in the core's
 //! cache when it is copied to the file: with 1 MiB runs the copy and the
-//! lock, held longer, cost more than they saved. The caller retries such a chunk, or every
-//! chunk of a read that failed, through [`Reader::read_blob`], which falls
-//! back to other copies and to the repository's index when the local cache
-//! was wrong.
+//! lock, held longer, cost more than they saved.
+//!
+//! The caller retries a chunk that did not verify, or every chunk of a read
+//! that failed, through [`Reader::read_blob`], which falls back to other
+//! copies and to the repository's index when the local cache was wrong.
 
 use std::collections::{HashMap, VecDeque};
 
