@@ -281,10 +281,10 @@ impl FileWriter {
     }
 }
 
-/// Whether every byte is zero (branch-free inner loop, so it vectorizes).
 /// Slices one `pwritev` takes at most (Linux's `IOV_MAX`).
 const IOV_MAX: usize = 1024;
 
+/// Whether every byte is zero (branch-free inner loop, so it vectorizes).
 fn is_zero(data: &[u8]) -> bool {
     data.chunks(256)
         .all(|block| block.iter().fold(0u8, |acc, b| acc | b) == 0)
