@@ -55,10 +55,11 @@
 //! (`crate::session`), reads the GC plans before the index, and never
 //! deduplicates against or adopts a pack named in a plan (format-spec/gc.md).
 //!
-//! Memory is bounded by the in-flight budget (4 MiB of plaintext with the
-//! sealing workers), one open pack per family, and at most
-//! `upload_concurrency` finished packs (a full pack waits for its upload
-//! slot before the next one is opened: `packer`), not by the input, with
+//! Memory is bounded by the in-flight budget (2 MiB of plaintext with the
+//! sealing workers), one open pack per family (a data pack within its
+//! target and an eighth, a tree pack within 4 MiB and an eighth), and at
+//! most `upload_concurrency` finished packs (a full pack waits for its
+//! upload slot before the next one is opened: `packer`), not by the input, with
 //! one exception by design (DESIGN.md
 //! allows 40–64 bytes of lookup structure per blob): the index of stored
 //! blobs (52 bytes each) and the set of blobs this session added (a hash set
