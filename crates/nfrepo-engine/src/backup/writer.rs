@@ -21,10 +21,13 @@ thread_local! {
     static CHUNK_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Plaintext bytes handed to the sealing workers and not yet packed. 4 MiB
-/// keeps two cores busy as well as 8 did (the dump's first backup: 3.87–4.26
-/// s either way, 3 runs each) and lowers the first backup to S3's peak.
-const IN_FLIGHT_BYTES: usize = 4 << 20;
+/// Plaintext bytes handed to the sealing workers and not yet packed. 2 MiB
+/// keeps two cores busy better than 4 or 8 did (the dump's first backup:
+/// 3.87–4.26 s at 8 and 4 MiB; in a later pass 3.66–3.88 s at 4 and
+/// 3.39–3.60 s at 2, with [`PIPELINE_BYTES`] lowered from 4 to 2 MiB at
+/// the same time, and less system time: what is in flight stays in the CPU
+/// caches) and lowers the first backup to S3's peak (96–98 → 93–95 MiB).
+const IN_FLIGHT_BYTES: usize = 2 << 20;
 
 /// Bytes of a stream cut and hashed on one thread before the rest is split
 /// between a cutting and a hashing thread (a thread per small file would
@@ -32,9 +35,13 @@ const IN_FLIGHT_BYTES: usize = 4 << 20;
 const PIPELINE_AFTER: u64 = 8 << 20;
 /// Bytes of chunks between the cutting and the hashing thread (the batch
 /// being gathered, those queued and the one being looked up), at least two
-/// chunks (two 4 MiB chunks for the `files` profile, 64 of the `dump`
-/// profile's at most 64 KiB).
-const PIPELINE_BYTES: usize = 4 << 20;
+/// chunks (two 4 MiB chunks for the `files` profile, 32 of the `dump`
+/// profile's at most 64 KiB, 64 of the `rows` profile's 32 KiB). Counting
+/// only the queued batches, as before, let three batches of two 4 MiB
+/// chunks pile up per large file: 16 MB of a tree backup's peak
+/// (heaptrack). 2 MiB did as well as 4 for the dump's backups (with
+/// [`IN_FLIGHT_BYTES`] at 2 MiB too: see there).
+const PIPELINE_BYTES: usize = 2 << 20;
 /// Chunks the hashing thread takes off the queue at once, to look them up
 /// in the index in one batch: one cache query for up to this many chunks
 /// instead of one locked query each.
@@ -315,13 +322,16 @@ impl BackupWriter {
             }
         }
         std::thread::scope(|scope| {
+            // At most `depth` chunks between the two threads: the batch being
+            // cut, the batches queued and the one being hashed.
             let depth = (PIPELINE_BYTES / shared.chunker.profile().max as usize).max(2);
-            let batch_len = LOOKUP_BATCH.min(depth);
+            let batch_len = LOOKUP_BATCH.min(depth / 2);
+            let queued = (depth / batch_len).saturating_sub(2);
             // Batches, not chunks, cross the queue: the hashing thread waits
             // for the cutting one over known data, so a chunk per message
             // woke it once per chunk (9 % of an incremental's CPU in
             // context switches, `perf`).
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>((depth / batch_len).saturating_sub(1).max(1));
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(queued);
             let keys = shared.repo.keys();
             let hasher = scope.spawn(move || -> Result<StreamDigest> {
                 for mut batch in rx {
