@@ -148,24 +148,27 @@ impl BlobCodec {
             what: "blob",
             detail: "over 4 GiB".into(),
         })?;
-        let mut framed = Vec::with_capacity(plaintext.len() + 1);
-        if self.worth_compressing(plaintext) {
-            framed.push(CODEC_ZSTD);
-            let bound = zstd::zstd_safe::compress_bound(plaintext.len());
-            framed.reserve(bound);
-            let compressed = self.compressor.compress(plaintext).ok();
-            match compressed {
-                Some(c) if c.len() < plaintext.len() => framed.extend_from_slice(&c),
-                _ => {
-                    framed.clear();
-                    framed.push(CODEC_STORED);
-                    framed.extend_from_slice(plaintext);
-                }
+        // Compressed straight behind the codec byte: one buffer of the
+        // compressed size's bound, not a compressed copy besides (a 4 MiB
+        // chunk held three buffers of up to 8 MiB while it was sealed).
+        let compressed = if self.worth_compressing(plaintext) {
+            let mut framed =
+                std::io::Cursor::new(Vec::with_capacity(1 + zstd::zstd_safe::compress_bound(plaintext.len())));
+            framed.get_mut().push(CODEC_ZSTD);
+            framed.set_position(1);
+            match self.compressor.compress_to_buffer(plaintext, &mut framed) {
+                Ok(n) if n < plaintext.len() => Some(framed.into_inner()),
+                _ => None,
             }
         } else {
-            framed.push(CODEC_STORED);
-            framed.extend_from_slice(plaintext);
-        }
+            None
+        };
+        let framed = compressed.unwrap_or_else(|| {
+            let mut stored = Vec::with_capacity(plaintext.len() + 1);
+            stored.push(CODEC_STORED);
+            stored.extend_from_slice(plaintext);
+            stored
+        });
         let sealed = self.sealer.seal(Aad::blob(kind.sealed_kind(), &id), &framed)?;
         Ok(SealedBlob {
             id,
