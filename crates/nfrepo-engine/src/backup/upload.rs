@@ -13,6 +13,7 @@
 //! still open) and the upload gives it back when done, so at most
 //! `concurrency` finished packs exist at once, queued or uploading.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -48,22 +49,37 @@ pub(crate) struct UploadQueue {
     tx: Mutex<Option<mpsc::Sender<(FinishedPack, UploadSlot)>>>,
     failed: Arc<Mutex<Option<Arc<Error>>>>,
     slots: Arc<ByteBudget>,
+    /// Bytes of the packs sent and not yet done with (uploaded or failed).
+    uploading: Arc<AtomicUsize>,
 }
 
 /// One upload slot, given back when the upload ends however it ends (or
-/// when a pack it was reserved for is never sent).
-pub(crate) struct UploadSlot(Arc<ByteBudget>);
+/// when a pack it was reserved for is never sent). Once its pack is sent,
+/// it also counts the pack's bytes as uploading until then.
+pub(crate) struct UploadSlot {
+    slots: Arc<ByteBudget>,
+    counted: Option<(Arc<AtomicUsize>, usize)>,
+}
 
 impl UploadSlot {
     /// A slot already taken from `slots`; given back on drop.
     pub(crate) fn new(slots: Arc<ByteBudget>) -> Self {
-        Self(slots)
+        Self { slots, counted: None }
+    }
+
+    /// Counts `len` bytes in `uploading` for as long as the slot lives.
+    fn count(&mut self, uploading: &Arc<AtomicUsize>, len: usize) {
+        uploading.fetch_add(len, Ordering::Relaxed);
+        self.counted = Some((uploading.clone(), len));
     }
 }
 
 impl Drop for UploadSlot {
     fn drop(&mut self) {
-        self.0.release(1);
+        if let Some((uploading, len)) = &self.counted {
+            uploading.fetch_sub(*len, Ordering::Relaxed);
+        }
+        self.slots.release(1);
     }
 }
 
@@ -74,8 +90,13 @@ impl PackSink for UploadQueue {
         Ok(UploadSlot::new(self.slots.clone()))
     }
 
-    fn send(&self, pack: FinishedPack, slot: UploadSlot) -> Result<()> {
+    fn uploading(&self) -> usize {
+        self.uploading.load(Ordering::Relaxed)
+    }
+
+    fn send(&self, pack: FinishedPack, mut slot: UploadSlot) -> Result<()> {
         self.check()?;
+        slot.count(&self.uploading, pack.bytes.len());
         let tx = self
             .tx
             .lock()
@@ -126,6 +147,7 @@ pub(crate) fn start(
         tx: Mutex::new(Some(tx)),
         failed: failed.clone(),
         slots: Arc::new(ByteBudget::new(concurrency)),
+        uploading: Arc::new(AtomicUsize::new(0)),
     };
     let task = tokio::spawn(run(repo, claims, rx, flush_blobs.max(1), failed));
     (queue, task)
