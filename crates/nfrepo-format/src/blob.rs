@@ -148,28 +148,33 @@ impl BlobCodec {
             what: "blob",
             detail: "over 4 GiB".into(),
         })?;
-        // Compressed straight behind the codec byte: one buffer of the
-        // compressed size's bound, not a compressed copy besides (a 4 MiB
-        // chunk held three buffers of up to 8 MiB while it was sealed).
-        let compressed = if self.worth_compressing(plaintext) {
-            let mut framed =
-                std::io::Cursor::new(Vec::with_capacity(1 + zstd::zstd_safe::compress_bound(plaintext.len())));
-            framed.get_mut().push(CODEC_ZSTD);
-            framed.set_position(1);
-            match self.compressor.compress_to_buffer(plaintext, &mut framed) {
-                Ok(n) if n < plaintext.len() => Some(framed.into_inner()),
-                _ => None,
+        // The sealed message is built in one buffer: room for the nonce,
+        // the codec byte, the compressed bytes written straight behind it,
+        // then sealed in place (a 4 MiB chunk held three buffers of up to
+        // 8 MiB while it was sealed: compressed, framed and sealed copies).
+        let header = crate::seal::NONCE_LEN + 1;
+        let mut sealed = None;
+        if self.worth_compressing(plaintext) {
+            let capacity = header + zstd::zstd_safe::compress_bound(plaintext.len()) + crate::seal::SEAL_OVERHEAD;
+            let mut message = std::io::Cursor::new(Vec::with_capacity(capacity));
+            message.get_mut().resize(header - 1, 0);
+            message.get_mut().push(CODEC_ZSTD);
+            message.set_position(header as u64);
+            if let Ok(n) = self.compressor.compress_to_buffer(plaintext, &mut message)
+                && n < plaintext.len()
+            {
+                sealed = Some(message.into_inner());
             }
-        } else {
-            None
-        };
-        let framed = compressed.unwrap_or_else(|| {
-            let mut stored = Vec::with_capacity(plaintext.len() + 1);
-            stored.push(CODEC_STORED);
-            stored.extend_from_slice(plaintext);
-            stored
+        }
+        let mut sealed = sealed.unwrap_or_else(|| {
+            let mut message = Vec::with_capacity(header + plaintext.len() + crate::seal::SEAL_OVERHEAD);
+            message.resize(header - 1, 0);
+            message.push(CODEC_STORED);
+            message.extend_from_slice(plaintext);
+            message
         });
-        let sealed = self.sealer.seal(Aad::blob(kind.sealed_kind(), &id), &framed)?;
+        self.sealer
+            .seal_in_place(Aad::blob(kind.sealed_kind(), &id), &mut sealed)?;
         Ok(SealedBlob {
             id,
             kind,

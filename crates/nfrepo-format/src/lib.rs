@@ -93,7 +93,7 @@ pub use put_only::{
     index_key,
 };
 pub use replica::{Backlog, PassResult, REPLICA_MAGIC, ReplicaObject, ReplicaState};
-pub use seal::{Aad, Cipher, SEAL_OVERHEAD, SealedKind, Sealer, SecretKey};
+pub use seal::{Aad, Cipher, NONCE_LEN, SEAL_OVERHEAD, SealedKind, Sealer, SecretKey};
 pub use session::{ProcessStart, SessionMarker};
 pub use snapshot::{CommandRecord, Snapshot, Summary};
 pub use stream_hash::StreamHash;

@@ -34,7 +34,8 @@ use crate::{Error, Result};
 
 /// Bytes a sealed message adds to its plaintext.
 pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
-const NONCE_LEN: usize = 24;
+/// Bytes of the nonce a sealed message starts with.
+pub const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
 const AAD_DOMAIN: &[u8; 8] = b"nfrepo\x00\x01";
 
@@ -333,11 +334,49 @@ impl Sealer {
     /// under the same key destroys confidentiality.
     #[doc(hidden)]
     pub fn seal_with_nonce_into(&self, aad: Aad, nonce: [u8; NONCE_LEN], plaintext: &[u8], out: &mut Vec<u8>) {
-        let aad_bytes = aad.to_bytes();
         let start = out.len();
         out.extend_from_slice(&nonce);
         out.extend_from_slice(plaintext);
-        let body_start = start + NONCE_LEN;
+        // Encryption only fails for messages over the cipher's length limit
+        // (2^38 bytes for GCM), far above any blob the format allows.
+        if !self.encrypt_after(aad, nonce, start + NONCE_LEN, out) {
+            out.truncate(start);
+        }
+    }
+
+    /// Seals a message laid out in place: `message` is [`NONCE_LEN`]
+    /// reserved bytes followed by the plaintext. A fresh random nonce goes
+    /// into the reserved bytes, the plaintext is encrypted where it is and
+    /// the tag appended: the bytes [`Self::seal`] returns for that
+    /// plaintext, without a second buffer of the message's size (reserve
+    /// [`SEAL_OVERHEAD`] bytes beyond the plaintext to spare a reallocation).
+    ///
+    /// # Errors
+    /// [`Error::Random`] if no nonce could be drawn; [`Error::TooLarge`] if
+    /// `message` is shorter than a nonce or longer than the cipher seals.
+    pub fn seal_in_place(&self, aad: Aad, message: &mut Vec<u8>) -> Result<()> {
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce).map_err(|_| Error::Random)?;
+        let too_large = |detail: &str| Error::TooLarge {
+            what: "sealed message",
+            detail: detail.into(),
+        };
+        message
+            .get_mut(..NONCE_LEN)
+            .ok_or_else(|| too_large("shorter than its nonce"))?
+            .copy_from_slice(&nonce);
+        if self.encrypt_after(aad, nonce, NONCE_LEN, message) {
+            Ok(())
+        } else {
+            Err(too_large("over the cipher's limit"))
+        }
+    }
+
+    /// Encrypts `out[body_start..]` in place under `nonce` and appends the
+    /// tag; false (and `out` untouched past `body_start`'s plaintext) if the
+    /// cipher refuses the length.
+    fn encrypt_after(&self, aad: Aad, nonce: [u8; NONCE_LEN], body_start: usize, out: &mut Vec<u8>) -> bool {
+        let aad_bytes = aad.to_bytes();
         let body = out.get_mut(body_start..).unwrap_or_default();
         let tag = match self.cipher {
             Cipher::XChaCha20Poly1305 => self
@@ -348,11 +387,12 @@ impl Sealer {
                 aes_for(&self.key, subkey_salt).encrypt_inout_detached(&gcm_nonce.into(), &aad_bytes, body.into())
             }
         };
-        // Encryption only fails for messages over the cipher's length limit
-        // (2^38 bytes for GCM), far above any blob the format allows.
         match tag {
-            Ok(tag) => out.extend_from_slice(&tag),
-            Err(_) => out.truncate(start),
+            Ok(tag) => {
+                out.extend_from_slice(&tag);
+                true
+            }
+            Err(_) => false,
         }
     }
 
@@ -462,6 +502,42 @@ mod tests {
                 prop_assert_eq!(sealer.open("blob", aad, &sealed).unwrap(), data.clone());
             }
         }
+
+        #[test]
+        fn sealing_in_place_gives_what_sealing_a_copy_gives(data in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            for sealer in sealers() {
+                let aad = Aad::blob(SealedKind::DataBlob, &BlobId([3; 32]));
+                let mut message = vec![0xee; NONCE_LEN];
+                message.extend_from_slice(&data);
+                sealer.seal_in_place(aad, &mut message).unwrap();
+                prop_assert_eq!(message.len(), data.len() + SEAL_OVERHEAD);
+                prop_assert_eq!(sealer.open("blob", aad, &message).unwrap(), data.clone());
+                // The same layout as a sealed copy: nonce, ciphertext, tag.
+                let nonce: [u8; NONCE_LEN] = message[..NONCE_LEN].try_into().unwrap();
+                let mut copy = Vec::new();
+                sealer.seal_with_nonce_into(aad, nonce, &data, &mut copy);
+                prop_assert_eq!(&copy, &message);
+            }
+        }
+    }
+
+    #[test]
+    fn sealing_in_place_refuses_a_message_without_room_for_the_nonce() {
+        let sealer = &sealers()[0];
+        let aad = Aad::blob(SealedKind::DataBlob, &BlobId([3; 32]));
+        let mut message = vec![0; NONCE_LEN - 1];
+        let err = sealer.seal_in_place(aad, &mut message).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::TooLarge {
+                    what: "sealed message",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(message, vec![0; NONCE_LEN - 1]);
     }
 
     #[test]
