@@ -356,8 +356,16 @@ mod tests {
             Some(before),
             "the parent is found under the profile used"
         );
-        // One changed byte: only the chunk holding it (at most 64 KiB) is new.
-        assert!(snapshot.summary.bytes_added_raw <= 64 << 10, "{:?}", snapshot.summary);
+        // One changed byte in 3 MiB: only the chunk holding it is new, or two
+        // if it moved a cut point (each at most 64 KiB), besides the new
+        // content list and tree node (a few KiB). Cut points depend on the
+        // repository's random chunker key, so a bound of one chunk alone
+        // failed whenever that chunk came out near 64 KiB.
+        assert!(
+            snapshot.summary.bytes_added_raw <= (2 * 64 + 8) << 10,
+            "{:?}",
+            snapshot.summary
+        );
         let (_, next) = backup(&old, "rows", changed).await.unwrap();
         assert_eq!((next.profile.as_str(), next.parent), ("dump", Some(after)));
 
