@@ -16,7 +16,7 @@
 //! and waiting for its slot, and the open tree pack, where three full data
 //! packs (one open, two uploading) took a first backup of the dump to a
 //! loopback SeaweedFS to 94–96 MiB of peak RSS (now 86 MiB, in the same
-//! time) and one of 105,000 files to 111–112 MiB (now 98–102 MiB). A
+//! time) and one of 105,000 files to 111–112 MiB (now 98–104 MiB). A
 //! ceiling of one and a half packs instead of two lowered neither.
 //!
 //! Each pack in memory stays within its family's target plus an eighth: a
