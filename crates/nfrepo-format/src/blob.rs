@@ -25,6 +25,28 @@ const PROBE_LEN: usize = 16 * 1024;
 const PROBE_MAX_PERCENT: usize = 95;
 /// Largest raw blob the format accepts: 64 MiB (the chunker never makes more than 16).
 pub const MAX_BLOB_LEN: usize = 64 * 1024 * 1024;
+/// Compressed blobs over this many bytes are checked by
+/// [`BlobCodec::check_with`] without being decompressed whole.
+const STREAMED_CHECK: usize = 256 * 1024;
+
+/// The outcome of checking a blob of `len` bytes hashing to `actual`
+/// against its index entry (`id`, `raw_len`), as [`BlobCodec::open`] reports it.
+fn check_hashed(id: &BlobId, raw_len: usize, len: usize, actual: BlobId) -> Result<()> {
+    if len != raw_len {
+        return Err(Error::malformed(
+            "blob",
+            format!("holds {len} bytes, the index says {raw_len}"),
+        ));
+    }
+    if actual != *id {
+        return Err(Error::HashMismatch {
+            what: "blob",
+            expected: id.to_hex(),
+            actual: actual.to_hex(),
+        });
+    }
+    Ok(())
+}
 
 /// What a blob holds; also decides which pack family it goes to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -221,6 +243,56 @@ impl BlobCodec {
         self.unframe(id, raw_len, &framed)
     }
 
+    /// Checks a sealed blob as [`Self::open_with`] does (authenticated,
+    /// decompressed, re-hashed to `id`) without keeping its plaintext: what
+    /// a pack's verification before upload needs. A stored blob is hashed
+    /// where it lies and a compressed one over 256 KiB is decompressed
+    /// through a small buffer into the hash, so two uploads
+    /// verifying 4 MiB chunks at once do not each hold a 4 MiB copy.
+    ///
+    /// # Errors
+    /// As [`Self::open`].
+    pub fn check_with(
+        &mut self,
+        sealer: &Sealer,
+        kind: BlobKind,
+        id: &BlobId,
+        raw_len: u32,
+        sealed: &[u8],
+    ) -> Result<()> {
+        let framed = sealer.open("blob", Aad::blob(kind.sealed_kind(), id), sealed)?;
+        let len = raw_len as usize;
+        match framed.split_first() {
+            Some((&CODEC_STORED, payload)) if len <= MAX_BLOB_LEN => {
+                check_hashed(id, len, payload.len(), self.id_of(payload))
+            }
+            Some((&CODEC_ZSTD, payload)) if len > STREAMED_CHECK && len <= MAX_BLOB_LEN => {
+                use std::io::Read;
+                let compression = |e: std::io::Error| Error::Compression {
+                    what: "blob",
+                    detail: e.to_string(),
+                };
+                let mut decoder = zstd::stream::read::Decoder::with_buffer(payload).map_err(compression)?;
+                let mut hasher = blake3::Hasher::new_keyed(self.keys.id_key.expose());
+                let mut buffer = vec![0u8; 64 << 10];
+                let mut total = 0usize;
+                loop {
+                    let n = decoder.read(&mut buffer).map_err(compression)?;
+                    if n == 0 {
+                        break;
+                    }
+                    total += n;
+                    if total > len {
+                        break;
+                    }
+                    hasher.update(buffer.get(..n).unwrap_or_default());
+                }
+                check_hashed(id, len, total, BlobId(*hasher.finalize().as_bytes()))
+            }
+            _ => self.unframe(id, raw_len, &framed).map(drop),
+        }
+    }
+
     /// Decompresses an opened blob and checks that it hashes to `id`.
     fn unframe(&mut self, id: &BlobId, raw_len: u32, framed: &[u8]) -> Result<Vec<u8>> {
         let (codec, payload) = framed
@@ -269,6 +341,31 @@ mod tests {
         let keys = MasterKey::from_bytes([5; 32]).derive();
         let sealer = keys.sealer(Cipher::XChaCha20Poly1305);
         BlobCodec::new(keys, sealer, 3).unwrap()
+    }
+
+    #[test]
+    fn checking_a_blob_agrees_with_opening_it() {
+        let mut codec = codec();
+        let sealer = codec.sealer().clone();
+        let text: Vec<u8> = (0..3 << 20).map(|i: u32| b"row,"[(i % 4) as usize] ^ (i / 4096) as u8).collect();
+        let mut noise = vec![0u8; 1 << 20];
+        blake3::Hasher::new().finalize_xof().fill(&mut noise);
+        for plaintext in [&b""[..], &text[..1000], &text[..300 << 10], &text[..], &noise[..]] {
+            let blob = codec.seal(BlobKind::Data, plaintext).unwrap();
+            let (id, len) = (blob.id, blob.raw_len);
+            codec.check_with(&sealer, BlobKind::Data, &id, len, &blob.sealed).unwrap();
+            // A wrong length is damage either way.
+            assert!(codec.open_with(&sealer, BlobKind::Data, &id, len + 1, &blob.sealed).is_err());
+            let wrong = codec.check_with(&sealer, BlobKind::Data, &id, len + 1, &blob.sealed);
+            assert!(matches!(wrong, Err(Error::Malformed { .. } | Error::Compression { .. })), "{wrong:?}");
+            // Content that does not hash to its id is a hash mismatch either way.
+            let other = BlobId([9; 32]);
+            let misnamed = codec.seal_with_id(BlobKind::Data, other, plaintext).unwrap();
+            let opened = codec.open_with(&sealer, BlobKind::Data, &other, len, &misnamed.sealed);
+            let checked = codec.check_with(&sealer, BlobKind::Data, &other, len, &misnamed.sealed);
+            assert!(matches!(opened, Err(Error::HashMismatch { .. })), "{opened:?}");
+            assert!(matches!(checked, Err(Error::HashMismatch { .. })), "{checked:?}");
+        }
     }
 
     proptest! {

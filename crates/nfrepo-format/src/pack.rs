@@ -452,7 +452,7 @@ pub fn verify_pack(
     for entry in &entries {
         let start = entry.offset as usize;
         let sealed = bytes.get(start..start + entry.sealed_len as usize).unwrap_or_default();
-        if let Err(error) = codec.open_with(&blob_sealer, entry.kind, &entry.id, entry.raw_len, sealed) {
+        if let Err(error) = codec.check_with(&blob_sealer, entry.kind, &entry.id, entry.raw_len, sealed) {
             faults.push(BlobFault { id: entry.id, error });
         }
     }
