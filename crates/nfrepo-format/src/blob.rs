@@ -313,20 +313,7 @@ impl BlobCodec {
                 })?,
             other => return Err(Error::malformed("blob", format!("unknown codec {other}"))),
         };
-        if plaintext.len() != raw_len {
-            return Err(Error::malformed(
-                "blob",
-                format!("holds {} bytes, the index says {raw_len}", plaintext.len()),
-            ));
-        }
-        let actual = self.id_of(&plaintext);
-        if actual != *id {
-            return Err(Error::HashMismatch {
-                what: "blob",
-                expected: id.to_hex(),
-                actual: actual.to_hex(),
-            });
-        }
+        check_hashed(id, raw_len, plaintext.len(), self.id_of(&plaintext))?;
         Ok(plaintext)
     }
 }
@@ -347,17 +334,28 @@ mod tests {
     fn checking_a_blob_agrees_with_opening_it() {
         let mut codec = codec();
         let sealer = codec.sealer().clone();
-        let text: Vec<u8> = (0..3 << 20).map(|i: u32| b"row,"[(i % 4) as usize] ^ (i / 4096) as u8).collect();
+        let text: Vec<u8> = (0..3 << 20)
+            .map(|i: u32| b"row,"[(i % 4) as usize] ^ (i / 4096) as u8)
+            .collect();
         let mut noise = vec![0u8; 1 << 20];
         blake3::Hasher::new().finalize_xof().fill(&mut noise);
         for plaintext in [&b""[..], &text[..1000], &text[..300 << 10], &text[..], &noise[..]] {
             let blob = codec.seal(BlobKind::Data, plaintext).unwrap();
             let (id, len) = (blob.id, blob.raw_len);
-            codec.check_with(&sealer, BlobKind::Data, &id, len, &blob.sealed).unwrap();
+            codec
+                .check_with(&sealer, BlobKind::Data, &id, len, &blob.sealed)
+                .unwrap();
             // A wrong length is damage either way.
-            assert!(codec.open_with(&sealer, BlobKind::Data, &id, len + 1, &blob.sealed).is_err());
+            assert!(
+                codec
+                    .open_with(&sealer, BlobKind::Data, &id, len + 1, &blob.sealed)
+                    .is_err()
+            );
             let wrong = codec.check_with(&sealer, BlobKind::Data, &id, len + 1, &blob.sealed);
-            assert!(matches!(wrong, Err(Error::Malformed { .. } | Error::Compression { .. })), "{wrong:?}");
+            assert!(
+                matches!(wrong, Err(Error::Malformed { .. } | Error::Compression { .. })),
+                "{wrong:?}"
+            );
             // Content that does not hash to its id is a hash mismatch either way.
             let other = BlobId([9; 32]);
             let misnamed = codec.seal_with_id(BlobKind::Data, other, plaintext).unwrap();
