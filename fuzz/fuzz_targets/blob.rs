@@ -8,7 +8,9 @@
 //!   reaches the codec byte, zstd and the length and hash checks.
 //! - 2: a plaintext, sealed with `BlobCodec::seal` and opened again: must round trip.
 //!
-//! Whatever opens must be as long as `raw_len` and hash to its id.
+//! Whatever opens must be as long as `raw_len` and hash to its id, and
+//! `BlobCodec::check_with` (what a pack's verification runs) accepts nothing
+//! that does not open, and everything `seal` made.
 
 #![no_main]
 
@@ -49,10 +51,13 @@ fn run(codec: &mut BlobCodec, sealer: &nfrepo_format::Sealer, mode: u8, kind: Bl
             };
             let id = BlobId(*id);
             let raw_len = u32::from_le_bytes(*raw_len);
-            if let Ok(plain) = codec.open(kind, &id, raw_len, sealed) {
+            let opened = codec.open(kind, &id, raw_len, sealed);
+            if let Ok(plain) = &opened {
                 assert_eq!(plain.len(), raw_len as usize);
-                assert_eq!(KEYS.blob_id(&plain), id);
+                assert_eq!(KEYS.blob_id(plain), id);
             }
+            let checked = codec.check_with(sealer, kind, &id, raw_len, sealed);
+            assert!(checked.is_err() || opened.is_ok(), "checked what does not open");
         }
         1 => {
             let Some((raw_len, frame)) = rest.split_first_chunk::<4>() else {
@@ -62,10 +67,13 @@ fn run(codec: &mut BlobCodec, sealer: &nfrepo_format::Sealer, mode: u8, kind: Bl
             let id = KEYS.blob_id(frame.get(1..).unwrap_or_default());
             let mut sealed = Vec::new();
             sealer.seal_with_nonce_into(Aad::blob(kind.sealed_kind(), &id), NONCE, frame, &mut sealed);
-            if let Ok(plain) = codec.open(kind, &id, raw_len, &sealed) {
+            let opened = codec.open(kind, &id, raw_len, &sealed);
+            if let Ok(plain) = &opened {
                 assert_eq!(plain.len(), raw_len as usize);
-                assert_eq!(KEYS.blob_id(&plain), id);
+                assert_eq!(KEYS.blob_id(plain), id);
             }
+            let checked = codec.check_with(sealer, kind, &id, raw_len, &sealed);
+            assert!(checked.is_err() || opened.is_ok(), "checked what does not open");
         }
         _ => {
             let blob = codec.seal(kind, rest).expect("fuzz inputs are small");
@@ -73,6 +81,9 @@ fn run(codec: &mut BlobCodec, sealer: &nfrepo_format::Sealer, mode: u8, kind: Bl
                 .open(kind, &blob.id, blob.raw_len, &blob.sealed)
                 .expect("a sealed blob opens");
             assert_eq!(opened, rest);
+            codec
+                .check_with(sealer, kind, &blob.id, blob.raw_len, &blob.sealed)
+                .expect("a sealed blob checks");
         }
     }
 }
