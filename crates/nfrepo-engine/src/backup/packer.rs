@@ -77,17 +77,9 @@ const fn target_of(kind: PackKind, target: usize) -> usize {
 /// packs wait for their upload: its target while that leaves room for it
 /// within two data packs' worth, else what room is left, and never below
 /// a quarter of the target (see the module docs).
-const fn ship_at(kind: PackKind, target: usize, uploading: usize) -> usize {
+fn ship_at(kind: PackKind, target: usize, uploading: usize) -> usize {
     let own = target_of(kind, target);
-    let room = (2 * target).saturating_sub(uploading);
-    let floor = own / 4;
-    if room < floor {
-        floor
-    } else if room < own {
-        room
-    } else {
-        own
-    }
+    (2 * target).saturating_sub(uploading).clamp(own / 4, own)
 }
 
 /// The bound a pack of `kind` stays within: its target and an eighth.
