@@ -13,7 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::seal::{Aad, SealedKind, Sealer};
+use crate::seal::{Aad, NONCE_LEN, SEAL_OVERHEAD, SealedKind, Sealer};
 use crate::{BlobId, Error, RepoKeys, Result};
 
 const CODEC_STORED: u8 = 0;
@@ -174,26 +174,27 @@ impl BlobCodec {
         // the codec byte, the compressed bytes written straight behind it,
         // then sealed in place (a 4 MiB chunk held three buffers of up to
         // 8 MiB while it was sealed: compressed, framed and sealed copies).
-        let header = crate::seal::NONCE_LEN + 1;
+        let message = |codec: u8, payload_capacity: usize| {
+            let mut message = Vec::with_capacity(NONCE_LEN + 1 + payload_capacity + SEAL_OVERHEAD);
+            message.resize(NONCE_LEN, 0);
+            message.push(codec);
+            message
+        };
         let mut sealed = None;
         if self.worth_compressing(plaintext) {
-            let capacity = header + zstd::zstd_safe::compress_bound(plaintext.len()) + crate::seal::SEAL_OVERHEAD;
-            let mut message = std::io::Cursor::new(Vec::with_capacity(capacity));
-            message.get_mut().resize(header - 1, 0);
-            message.get_mut().push(CODEC_ZSTD);
-            message.set_position(header as u64);
-            if let Ok(n) = self.compressor.compress_to_buffer(plaintext, &mut message)
+            let mut compressed =
+                std::io::Cursor::new(message(CODEC_ZSTD, zstd::zstd_safe::compress_bound(plaintext.len())));
+            compressed.set_position((NONCE_LEN + 1) as u64);
+            if let Ok(n) = self.compressor.compress_to_buffer(plaintext, &mut compressed)
                 && n < plaintext.len()
             {
-                sealed = Some(message.into_inner());
+                sealed = Some(compressed.into_inner());
             }
         }
         let mut sealed = sealed.unwrap_or_else(|| {
-            let mut message = Vec::with_capacity(header + plaintext.len() + crate::seal::SEAL_OVERHEAD);
-            message.resize(header - 1, 0);
-            message.push(CODEC_STORED);
-            message.extend_from_slice(plaintext);
-            message
+            let mut stored = message(CODEC_STORED, plaintext.len());
+            stored.extend_from_slice(plaintext);
+            stored
         });
         self.sealer
             .seal_in_place(Aad::blob(kind.sealed_kind(), &id), &mut sealed)?;
