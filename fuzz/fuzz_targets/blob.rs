@@ -8,9 +8,11 @@
 //!   reaches the codec byte, zstd and the length and hash checks.
 //! - 2: a plaintext, sealed with `BlobCodec::seal` and opened again: must round trip.
 //!
-//! Whatever opens must be as long as `raw_len` and hash to its id, and
+//! Whatever opens must be as long as `raw_len` and hash to its id;
 //! `BlobCodec::check_with` (what a pack's verification runs) accepts nothing
-//! that does not open, and everything `seal` made.
+//! that does not open, and everything `seal` made; and
+//! `BlobCodec::open_unhashed_with` (what a restore runs) gives back exactly
+//! what opens, and beyond it only what fails the re-hash alone.
 
 #![no_main]
 
@@ -58,6 +60,7 @@ fn run(codec: &mut BlobCodec, sealer: &nfrepo_format::Sealer, mode: u8, kind: Bl
             }
             let checked = codec.check_with(sealer, kind, &id, raw_len, sealed);
             assert!(checked.is_err() || opened.is_ok(), "checked what does not open");
+            unhashed_agrees(codec, sealer, kind, &id, raw_len, sealed, &opened);
         }
         1 => {
             let Some((raw_len, frame)) = rest.split_first_chunk::<4>() else {
@@ -74,6 +77,7 @@ fn run(codec: &mut BlobCodec, sealer: &nfrepo_format::Sealer, mode: u8, kind: Bl
             }
             let checked = codec.check_with(sealer, kind, &id, raw_len, &sealed);
             assert!(checked.is_err() || opened.is_ok(), "checked what does not open");
+            unhashed_agrees(codec, sealer, kind, &id, raw_len, &sealed, &opened);
         }
         _ => {
             let blob = codec.seal(kind, rest).expect("fuzz inputs are small");
@@ -84,6 +88,32 @@ fn run(codec: &mut BlobCodec, sealer: &nfrepo_format::Sealer, mode: u8, kind: Bl
             codec
                 .check_with(sealer, kind, &blob.id, blob.raw_len, &blob.sealed)
                 .expect("a sealed blob checks");
+            let unhashed = codec
+                .open_unhashed_with(sealer, kind, &blob.id, blob.raw_len, &blob.sealed)
+                .expect("a sealed blob opens without the re-hash");
+            assert_eq!(unhashed, rest);
         }
+    }
+}
+
+/// `open_unhashed_with` returns what `open` returns, and where `open` fails
+/// and it does not, the failure was the re-hash alone.
+fn unhashed_agrees(
+    codec: &mut BlobCodec,
+    sealer: &nfrepo_format::Sealer,
+    kind: BlobKind,
+    id: &BlobId,
+    raw_len: u32,
+    sealed: &[u8],
+    opened: &nfrepo_format::Result<Vec<u8>>,
+) {
+    match (codec.open_unhashed_with(sealer, kind, id, raw_len, sealed), opened) {
+        (Ok(plain), Ok(opened)) => assert_eq!(&plain, opened),
+        (Ok(plain), Err(e)) => {
+            assert!(matches!(e, nfrepo_format::Error::HashMismatch { .. }), "{e:?}");
+            assert_eq!(plain.len(), raw_len as usize);
+        }
+        (Err(_), Ok(_)) => panic!("opens with the re-hash, not without it"),
+        (Err(_), Err(_)) => {}
     }
 }

@@ -41,9 +41,11 @@
 //! every core and written with positioned writes to every file and offset
 //! that needs them (all-zero chunks are left as holes), and a file is
 //! renamed into place only once every byte of it was written from a chunk
-//! that verified (authenticated, decompressed and re-hashed to its keyed
-//! id) and the file, read back (from the page cache, hashed on every core),
-//! matched its node's whole BLAKE3 (a large file's prefix is read back
+//! that opened (authenticated under its id, decompressed, its length
+//! checked) and the file, read back (from the page cache, hashed on every
+//! core), matched its node's whole BLAKE3; a file that does not is written
+//! again from chunks re-hashed to their keyed ids, so the chunk at fault is
+//! named ([`files`], format-spec/blob.md "Opening without the re-hash") (a large file's prefix is read back
 //! while the rest is written, `restore/digest.rs`). `--verify` makes that
 //! read come from the device: through `O_DIRECT`, or, where the file
 //! system refuses it, by flushing the file and dropping its cached pages.

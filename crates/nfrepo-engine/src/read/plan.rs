@@ -24,7 +24,9 @@
 //!
 //! Opening ([`Reader::open_read`]) authenticates, decompresses and re-hashes
 //! every chunk on every core (rayon); a chunk that does not verify is an
-//! error naming it, never data. The unit of work is a run of a read
+//! error naming it, never data. A caller that checks every byte it writes
+//! against the file's whole BLAKE3 before using it may skip the re-hash
+//! ([`ChunkCheck::Deferred`]): then each byte is hashed once, not twice. The unit of work is a run of a read
 //! ([`PackRead::runs`]): chunks that follow each other in the pack and land
 //! one after the other in one file, so the caller writes each run with one
 //! call. Chunk by chunk, two workers writing neighbouring chunks of a file
@@ -48,6 +50,22 @@ use rayon::prelude::*;
 use super::{Reader, pack_key};
 use crate::index::BlobLocation;
 use crate::{Error, Result};
+
+/// How [`Reader::open_read`] checks each chunk it opens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChunkCheck {
+    /// Authenticated, decompressed, its length checked and its plaintext
+    /// hashed again to its id: a chunk handed over is the one named.
+    Rehash,
+    /// Authenticated, decompressed and its length checked, not hashed
+    /// again ([`nfrepo_format::BlobCodec::open_unhashed_with`]). Only for a
+    /// caller that checks every byte against a whole-content hash before
+    /// anything relies on it, and on a mismatch opens the content again
+    /// with the re-hash (through [`Reader::file_content`]), so that a
+    /// damaged chunk is still named (format-spec/blob.md, "Opening without
+    /// the re-hash").
+    Deferred,
+}
 
 /// Where one chunk goes: a file (the caller's number) and an offset in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -476,13 +494,15 @@ impl Reader {
     /// Opens every chunk of a fetched read, its runs ([`PackRead::runs`])
     /// on every core, and hands each run to `each` (on the worker thread
     /// that opened it) with each chunk's plaintext, or the error naming it
-    /// if it did not verify. `each` returns one result per chunk of the
-    /// run; they come back in chunk order. Holds one run's plaintext per
-    /// worker at most. Blocking: call it from a blocking thread.
+    /// if it did not verify (as `check` says). `each` returns one result
+    /// per chunk of the run; they come back in chunk order. Holds one run's
+    /// plaintext per worker at most. Blocking: call it from a blocking
+    /// thread.
     pub fn open_read<T: Send>(
         &self,
         read: &PackRead,
         sealed: &[u8],
+        check: ChunkCheck,
         each: impl Fn(&[PlannedChunk], Vec<Result<Vec<u8>>>) -> Vec<T> + Sync + Send,
     ) -> Vec<T> {
         read.runs()
@@ -491,14 +511,14 @@ impl Reader {
                 let chunks = read.chunks.get(run).unwrap_or_default();
                 let opened = chunks
                     .iter()
-                    .map(|chunk| self.open_chunk(read, sealed, chunk))
+                    .map(|chunk| self.open_chunk(read, sealed, chunk, check))
                     .collect();
                 each(chunks, opened)
             })
             .collect()
     }
 
-    fn open_chunk(&self, read: &PackRead, sealed: &[u8], chunk: &PlannedChunk) -> Result<Vec<u8>> {
+    fn open_chunk(&self, read: &PackRead, sealed: &[u8], chunk: &PlannedChunk, check: ChunkCheck) -> Result<Vec<u8>> {
         let location = &chunk.location;
         let what = || format!("blob {} in pack {}", chunk.id, location.pack);
         let from = usize::try_from(u64::from(location.offset).saturating_sub(read.start)).unwrap_or(usize::MAX);
@@ -511,9 +531,13 @@ impl Reader {
         crate::codec::with_codec(&self.repo, |codec| {
             let sealer = nfrepo_format::pack_sealer(self.repo.sealer(), location.sealing.as_ref())
                 .map_err(|e| Error::decode(what(), e))?;
-            codec
-                .open_with(&sealer, location.kind, &chunk.id, location.raw_len, bytes)
-                .map_err(|e| Error::decode(what(), e))
+            match check {
+                ChunkCheck::Rehash => codec.open_with(&sealer, location.kind, &chunk.id, location.raw_len, bytes),
+                ChunkCheck::Deferred => {
+                    codec.open_unhashed_with(&sealer, location.kind, &chunk.id, location.raw_len, bytes)
+                }
+            }
+            .map_err(|e| Error::decode(what(), e))
         })
     }
 }

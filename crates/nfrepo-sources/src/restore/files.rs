@@ -5,7 +5,7 @@
 //! resolves their chunks batch by batch and groups them into ranged reads
 //! of packs ([`nfrepo_engine::PackRead`]). Each read is one task: one
 //! ranged request, then every chunk opened (authenticated, decompressed,
-//! re-hashed) on every core, a run of neighbours at a time
+//! its length checked) on every core, a run of neighbours at a time
 //! ([`nfrepo_engine::PackRead::runs`]), and written with positioned writes
 //! to each file and offset that needs it: one `pwritev` per run where its
 //! chunks follow each other in one file. At most [`IN_FLIGHT_READS`] reads,
@@ -15,11 +15,21 @@
 //!
 //! Outcomes are taken in plan order on one blocking thread, which counts
 //! each file's placements and closes a file once its last one is in. Every
-//! chunk was verified before it was written (a run's plaintext is dropped
-//! right after its writes); closing checks that the written bytes
-//! add up to the file's size and reads the file back to compare its whole
-//! BLAKE3 with its node (with `--verify`, from the device) before it is
-//! renamed into place. A large file is read back while it is written: after
+//! chunk was authenticated, decompressed and its length checked before it
+//! was written (a run's plaintext is dropped right after its writes);
+//! closing checks that the written bytes add up to the file's size and
+//! reads the file back to compare its whole BLAKE3 with its node (with
+//! `--verify`, from the device) before it is renamed into place.
+//!
+//! That whole-file check is why a chunk is not also hashed again to its id
+//! when it is opened ([`ChunkCheck::Deferred`]): each restored byte is
+//! hashed once, where it landed, instead of twice (the re-hash was about a
+//! tenth of a local restore's CPU). The seal already binds every chunk to
+//! its id, so only a writer that sealed other bytes than it named could
+//! make a file fail its check; such a file is then written again chunk by
+//! chunk through [`Reader::read_blob`], which re-hashes each chunk to its
+//! id and tries other copies, and checked again ([`rewrite_checked`]): the
+//! damaged chunk is named, as if it had been re-hashed the first time. A large file is read back while it is written: after
 //! a read, a blocking task hashes whatever new prefix of the file is
 //! complete ([`super::digest`]), so closing reads only its tail.
 //! The files a step completes are checked outside every lock, on every
@@ -37,7 +47,8 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use nfrepo_engine::{
-    BatchFile, FileToRestore, PackRead, Placement, PlanLimits, PlannedChunk, Reader, RestoreBatch, RestorePlanner,
+    BatchFile, ChunkCheck, FileToRestore, PackRead, Placement, PlanLimits, PlannedChunk, Reader, RestoreBatch,
+    RestorePlanner,
 };
 use nfrepo_format::{BlobKind, NodeKind};
 use rayon::prelude::*;
@@ -98,6 +109,8 @@ struct Timing {
 
 /// What the consumer needs of the restore's options.
 struct Settings {
+    /// Rewrites a file that failed its check ([`rewrite_checked`]).
+    reader: Reader,
     skip_damaged: bool,
     work: Option<Arc<nfrepo_engine::Work>>,
     root: PathBuf,
@@ -126,6 +139,7 @@ pub(super) async fn restore_files(
 ) -> Result<RestoreReport> {
     let state = Arc::new(Mutex::new(State::default()));
     let settings = Arc::new(Settings {
+        reader: reader.clone(),
         skip_damaged: options.skip_damaged,
         work: options.work.clone(),
         root: root.to_path_buf(),
@@ -500,7 +514,9 @@ async fn run_read(reader: Reader, read: PackRead, writers: HashMap<usize, FileWr
         Ok(sealed) => {
             let reader = reader.clone();
             blocking(move || {
-                let chunks = reader.open_read(&read, &sealed, |run, opened| write_run(&writers, run, opened));
+                let chunks = reader.open_read(&read, &sealed, ChunkCheck::Deferred, |run, opened| {
+                    write_run(&writers, run, opened)
+                });
                 Ok((read, writers, chunks))
             })
             .await?
@@ -622,7 +638,7 @@ fn take_step(
     // Complete files are checked (read back and hashed) outside every lock
     // and several at once, so opening the next files goes on meanwhile.
     let from_device = lock(target)?.verifies();
-    let checked: Vec<(usize, Restoring, Result<()>)> = complete
+    let mut checked: Vec<(usize, Restoring, Result<()>)> = complete
         .into_par_iter()
         .map(|(index, mut file)| {
             let checked = match file.failed {
@@ -632,6 +648,13 @@ fn take_step(
             (index, file, checked)
         })
         .collect();
+    for (index, file, checked) in &mut checked {
+        if matches!(checked, Err(Error::ContentMismatch(_)))
+            && let Some(planned) = plan.get(*index)
+        {
+            *checked = rewrite_checked(&settings.reader, &planned.node, &mut file.open, from_device);
+        }
+    }
     let mut closed_files = Vec::with_capacity(checked.len());
     {
         let mut target = lock(target)?;
@@ -668,6 +691,35 @@ fn take_step(
         }
     }
     Ok(())
+}
+
+/// Writes a file that failed its whole-file check again, every chunk
+/// through [`Reader::read_blob`] (re-hashed to its id, other copies tried),
+/// and checks it again. Its chunks were opened without the re-hash
+/// ([`ChunkCheck::Deferred`]): a chunk sealed under an id it does not hash
+/// to is named here, as a chunk whose seal failed is named when it is read.
+/// Call it from a blocking thread of the runtime (the one `take_step` runs
+/// on); it waits for the reads.
+///
+/// # Errors
+/// The first chunk that does not verify anywhere; [`Error::ContentMismatch`]
+/// if the chunks all verify and the file still differs from its node.
+fn rewrite_checked(reader: &Reader, node: &nfrepo_format::Node, file: &mut OpenFile, from_device: bool) -> Result<()> {
+    let NodeKind::File { content, .. } = &node.kind else {
+        return Ok(());
+    };
+    let writer = file.writer();
+    tokio::runtime::Handle::current().block_on(async {
+        let mut entries = std::pin::pin!(reader.content_chunks(content));
+        let mut offset = 0u64;
+        while let Some(entry) = entries.next().await {
+            let data = reader.read_blob(&entry?.id, BlobKind::Data).await?;
+            writer.overwrite_at(offset, &data)?;
+            offset += data.len() as u64;
+        }
+        Ok::<_, Error>(())
+    })?;
+    file.check(from_device)
 }
 
 /// Marks a file whose content cannot be restored: the restore stops with

@@ -267,6 +267,17 @@ impl FileWriter {
         Ok(())
     }
 
+    /// Writes `data` at `offset` whatever it holds: zeros too, since the
+    /// file may hold other bytes there (a rewrite after a failed check,
+    /// `files::rewrite_checked`).
+    pub(crate) fn overwrite_at(&self, offset: u64, data: &[u8]) -> Result<()> {
+        self.write_batch(offset, &mut vec![IoSlice::new(data)])?;
+        if let Some(digest) = &self.digest {
+            digest.wrote(offset, data.len() as u64);
+        }
+        Ok(())
+    }
+
     /// Whether a large file has new prefix to hash (see the `digest` module).
     pub(crate) fn hash_due(&self) -> bool {
         self.digest.as_ref().is_some_and(|d| d.due())

@@ -158,3 +158,91 @@ async fn restore_with_an_include_whose_only_match_is_in_a_late_batch() {
         .unwrap();
     assert!(expected.contains(&deep), "{deep} not in {expected:#?}");
 }
+
+/// A repository holding one snapshot of `src/big` (200,000 random bytes:
+/// one stored chunk) and `src/small`, whose `big` chunk was replaced in its
+/// pack by other bytes sealed under the same id: what only a writer holding
+/// the key, sealing other bytes than it named, could store. The seal is
+/// valid; only a re-hash of the plaintext shows the lie. Returns the chunk's id.
+async fn with_a_chunk_sealed_under_another_id() -> (nfrepo_engine::Repository, tempfile::TempDir, String) {
+    use nfrepo_format::{Aad, SealedKind};
+    use nfrepo_store::{ObjectKind, PutMode};
+
+    let repo = repo().await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let big = nfrepo_testing::pseudo_random(200_000, 7);
+    std::fs::write(src.join("big"), &big).unwrap();
+    std::fs::write(src.join("small"), b"small and sound").unwrap();
+    run(&repo, "tree", FilesSource::new(vec![src])).await.unwrap();
+
+    let id = repo.keys().blob_id(&big);
+    let location = repo.reader().await.unwrap().locate(&id).unwrap();
+    let mut framed = vec![0u8]; // the stored codec
+    framed.extend(nfrepo_testing::pseudo_random(big.len(), 8));
+    let forged = repo
+        .sealer()
+        .seal(Aad::blob(SealedKind::DataBlob, &id), &framed)
+        .unwrap();
+    assert_eq!(
+        forged.len(),
+        location.sealed_len as usize,
+        "the chunk is stored, not compressed"
+    );
+    let packs = repo.store().list(ObjectKind::Data).await.unwrap();
+    let key = packs
+        .iter()
+        .map(|meta| meta.key.clone())
+        .find(|key| key.name() == location.pack.to_hex())
+        .unwrap();
+    let mut pack = repo.store().get(&key).await.unwrap().to_vec();
+    let at = location.offset as usize;
+    pack[at..at + forged.len()].copy_from_slice(&forged);
+    repo.store().put(&key, pack.into(), PutMode::Overwrite).await.unwrap();
+    (repo, dir, id.to_hex())
+}
+
+/// Chunks are not re-hashed as they are opened (each file's whole BLAKE3 is
+/// checked instead): the forged chunk is written, the file fails its check,
+/// is written again through reads that re-hash each chunk, and the restore
+/// stops naming that chunk. No file is placed with the forged bytes, and no
+/// temporary file is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_sealed_under_another_id_is_named_and_its_file_never_placed() {
+    let (repo, _dir, id) = with_a_chunk_sealed_under_another_id().await;
+    let reader = repo.reader().await.unwrap();
+    let snapshot = snapshots(&repo).await.pop().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let err = restore(&reader, &snapshot, "", out.path(), &RestoreOptions::default())
+        .await
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        matches!(&err, nfrepo_sources::Error::Engine(nfrepo_engine::Error::Corrupted { object, .. }) if object.contains(&id)),
+        "{err:?}"
+    );
+    assert!(message.contains("hash"), "{message}");
+    let left = listing(out.path());
+    assert!(
+        !left.iter().any(|l| l.starts_with("src/big ") || l.contains(".nfrepo")),
+        "{left:#?}"
+    );
+}
+
+/// With `skip_damaged`, the file with the forged chunk is skipped and
+/// listed with the chunk's id, and the rest is restored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skip_damaged_lists_the_file_with_a_chunk_sealed_under_another_id() {
+    let (repo, _dir, id) = with_a_chunk_sealed_under_another_id().await;
+    let mut options = RestoreOptions::default();
+    options.skip_damaged = true;
+    let (out, report) = restored(&repo, &options).await;
+    assert_eq!(report.files, 1, "{report:?}");
+    assert_eq!(report.skipped.len(), 1, "{report:?}");
+    let (path, reason) = &report.skipped[0];
+    assert_eq!(path, &out.path().join("src/big"));
+    assert!(reason.contains(&id), "{reason}");
+    assert_eq!(std::fs::read(out.path().join("src/small")).unwrap(), b"small and sound");
+    assert!(!out.path().join("src/big").exists());
+}

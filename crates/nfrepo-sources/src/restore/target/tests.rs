@@ -373,3 +373,34 @@ fn a_run_written_in_pieces_reads_back_whole_with_its_zero_parts_as_holes() {
         content.len()
     );
 }
+
+// A file that failed its check is written again (the restore's rewrite
+// after chunks opened without the re-hash): zeros too, where the first
+// write left other bytes, and it then passes and is placed.
+#[test]
+fn a_file_written_again_over_wrong_bytes_passes_its_second_check() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let mut target = target(&out, false);
+    let mut content = vec![7u8; 8192];
+    content.extend([0u8; 8192]);
+    let planned = file("f", &content, 0o644);
+    let Opened::Write(mut open) = target.open_file(&planned).unwrap() else {
+        panic!("nothing there yet")
+    };
+    open.writer().write_at(0, &[7u8; 8192]).unwrap();
+    open.writer().write_at(8192, &[9u8; 8192]).unwrap();
+    open.record(content.len() as u64);
+    let err = open.check(false).unwrap_err();
+    assert!(
+        matches!(&err, Error::ContentMismatch(p) if p == &out.join("f")),
+        "{err:?}"
+    );
+    // write_at would leave the zeros out (a hole in a fresh file).
+    open.writer().write_at(8192, &[0u8; 8192]).unwrap();
+    assert!(matches!(open.check(false), Err(Error::ContentMismatch(_))));
+    open.writer().overwrite_at(0, &content).unwrap();
+    open.check(false).unwrap();
+    assert_eq!(target.close_file(open).unwrap(), Some(content.len() as u64));
+    assert_eq!(std::fs::read(out.join("f")).unwrap(), content);
+}
