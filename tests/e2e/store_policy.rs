@@ -57,10 +57,19 @@ fn succeeds_with_warning(mut cmd: Command) {
     );
 }
 
-/// A `file://` repository holding one snapshot of `data/a.txt`.
+/// A `file://` repository sealed with XChaCha20-Poly1305 holding one
+/// snapshot of `data/a.txt`.
 fn repo_with_a_snapshot() -> (Env, std::path::PathBuf) {
     let env = Env::new();
-    env.init();
+    env.ok(&[
+        "init",
+        "--cipher",
+        "xchacha20poly1305",
+        "--kdf-memory-kib",
+        "64",
+        "--kdf-iterations",
+        "1",
+    ]);
     let data = env.path("data");
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join("a.txt"), b"a").unwrap();
@@ -235,6 +244,20 @@ fn cheap_init(env: &Env, global: &[&str]) -> String {
     args.extend(["init", "--kdf-memory-kib", "64", "--kdf-iterations", "1"]);
     let init = env.json(&args);
     init["cipher"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn init_without_a_cipher_takes_aes_256_gcm_where_the_cpu_has_hardware_aes() {
+    let env = Env::new();
+    let chosen = cheap_init(&env, &[]);
+    assert_eq!(chosen, nfrepo_format::Cipher::preferred().name());
+    #[cfg(target_arch = "x86_64")]
+    {
+        let hardware = std::arch::is_x86_feature_detected!("aes") && std::arch::is_x86_feature_detected!("pclmulqdq");
+        assert_eq!(chosen, if hardware { "aes256gcm" } else { "xchacha20poly1305" });
+    }
+    let check = env.json(&["check"]);
+    assert_eq!(check["cipher"], chosen.as_str(), "{check}");
 }
 
 #[test]

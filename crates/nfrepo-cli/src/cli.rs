@@ -290,7 +290,8 @@ pub struct KdfArgs {
 #[derive(Debug, Args)]
 pub struct InitArgs {
     /// The AEAD every object is sealed with (else `[repository] cipher`, else the
-    /// required cipher, else xchacha20poly1305).
+    /// required cipher, else aes256gcm on a CPU with hardware AES, else
+    /// xchacha20poly1305).
     #[arg(long, value_enum)]
     pub cipher: Option<CipherArg>,
     /// Target pack size in MiB (4 to 128).

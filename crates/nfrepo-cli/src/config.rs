@@ -9,7 +9,7 @@
 //! url = "s3://backups/nfrepo?endpoint=https://s3.example&region=eu-west-1"
 //! password_file = "/etc/nfrepo/repo.pass"      # or password_env = "NFREPO_PASSWORD"
 //! replica = "dr-region"                         # what `--from-replica` reads (a [replication.NAME])
-//! cipher = "aes256gcm"                          # what `init` seals with (default xchacha20poly1305)
+//! cipher = "aes256gcm"                          # what `init` seals with (default: aes256gcm with hardware AES, else xchacha20poly1305)
 //! require_cipher = "aes256gcm"                  # every command refuses a repository with another cipher
 //! allow_insecure_http = false                   # true allows http:// S3 endpoints off loopback (warns)
 //! unlock_cache = "1h"                           # opt-in: argon2id once an hour on this host (format-spec/unlock.md)

@@ -1,7 +1,7 @@
 //! `nfrepo init`.
 
 use nfrepo_engine::{ErrorCode, InitOptions, Operation, Repository};
-use nfrepo_format::{KdfParams, ObjectLock};
+use nfrepo_format::{Cipher, KdfParams, ObjectLock};
 use nfrepo_store::Store;
 
 use crate::cli::{CipherArg, GlobalArgs, InitArgs, KdfArgs, LockModeArg};
@@ -32,7 +32,7 @@ pub async fn run(global: &GlobalArgs, args: InitArgs) -> Result<i32, Failure> {
         .map(CipherArg::cipher)
         .or(policy.cipher)
         .or(policy.require_cipher)
-        .unwrap_or_default();
+        .unwrap_or_else(Cipher::preferred);
     options.kdf = kdf(&args.kdf);
     options.pack_size = args.pack_size_mib.saturating_mul(1024 * 1024);
     if let Some(level) = args.zstd_level {
