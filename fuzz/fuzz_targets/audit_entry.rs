@@ -42,7 +42,9 @@ fuzz_target!(|data: &[u8]| {
     let parsed = ParsedAuditEntry::parse(&bytes).expect("a sealed entry parses");
     assert_eq!(parsed.header.seq, 3);
     assert_eq!(
-        parsed.open(&REPO, cipher, &pair, &KEYS.audit_key).expect("a sealed entry opens"),
+        parsed
+            .open(&REPO, cipher, &pair, &KEYS.audit_key)
+            .expect("a sealed entry opens"),
         record
     );
 });

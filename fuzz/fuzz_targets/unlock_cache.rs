@@ -75,6 +75,9 @@ fuzz_target!(|data: &[u8]| {
         file.kdf = KdfParams::insecure_for_tests();
     }
     if let Ok(entry) = file.open(b"test", &HOST, &REPO) {
-        assert!(entry.expires > entry.created, "an opened cache expires after it was made");
+        assert!(
+            entry.expires > entry.created,
+            "an opened cache expires after it was made"
+        );
     }
 });
