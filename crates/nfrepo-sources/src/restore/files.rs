@@ -29,9 +29,11 @@
 //! make a file fail its check; such a file is then written again chunk by
 //! chunk through [`Reader::read_blob`], which re-hashes each chunk to its
 //! id and tries other copies, and checked again ([`rewrite_checked`]): the
-//! damaged chunk is named, as if it had been re-hashed the first time. A large file is read back while it is written: after
-//! a read, a blocking task hashes whatever new prefix of the file is
-//! complete ([`super::digest`]), so closing reads only its tail.
+//! damaged chunk is named, as if it had been re-hashed the first time.
+//!
+//! A large file is read back while it is written: after a read, a blocking
+//! task hashes whatever new prefix of the file is complete
+//! ([`super::digest`]), so closing reads only its tail.
 //! The files a step completes are checked outside every lock, on every
 //! core, so the next files are opened and planned meanwhile.
 //! A chunk that did not verify is retried alone through
