@@ -27,7 +27,11 @@
 # libsodium-dev and pkg-config); Debian packages are installed with apt
 # when missing. Each tool uses its default compression (restic: zstd
 # "auto"; rustic: zstd at its default level; bupstash: zstd:3; nfrepo: its
-# profiles' default) except borg's two columns. A peer that cannot be
+# profiles' default) except borg's two columns. Each tool also encrypts
+# as its `init` does by default: restic and rustic AES-256-CTR with
+# Poly1305-AES, bupstash XSalsa20-Poly1305 (libsodium), borg as above, and
+# nfrepo AES-256-GCM on a CPU with hardware AES, else XChaCha20-Poly1305
+# (format-spec/sealing.md, "Choosing a cipher"). A peer that cannot be
 # installed is left out with a note.
 #
 # Data sets, made once and cached in $BENCH_DIR/data (default /tmp/nfrepo-bench):
