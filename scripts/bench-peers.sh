@@ -29,7 +29,8 @@
 # "auto"; rustic: zstd at its default level; bupstash: zstd:3; nfrepo: its
 # profiles' default) except borg's two columns. Each tool also encrypts
 # as its `init` does by default: restic and rustic AES-256-CTR with
-# Poly1305-AES, bupstash XSalsa20-Poly1305 (libsodium), borg as above, and
+# Poly1305-AES, bupstash XChaCha20-Poly1305 (libsodium crypto_box), borg
+# as above, and
 # nfrepo AES-256-GCM on a CPU with hardware AES, else XChaCha20-Poly1305
 # (format-spec/sealing.md, "Choosing a cipher"). A peer that cannot be
 # installed is left out with a note.
