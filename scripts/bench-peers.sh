@@ -30,10 +30,9 @@
 # profiles' default) except borg's two columns. Each tool also encrypts
 # as its `init` does by default: restic and rustic AES-256-CTR with
 # Poly1305-AES, bupstash XChaCha20-Poly1305 (libsodium crypto_box), borg
-# as above, and
-# nfrepo AES-256-GCM on a CPU with hardware AES, else XChaCha20-Poly1305
-# (format-spec/sealing.md, "Choosing a cipher"). A peer that cannot be
-# installed is left out with a note.
+# as above, nfrepo AES-256-GCM on a CPU with hardware AES, else
+# XChaCha20-Poly1305 (format-spec/sealing.md, "Choosing a cipher"). A
+# peer that cannot be installed is left out with a note.
 #
 # Data sets, made once and cached in $BENCH_DIR/data (default /tmp/nfrepo-bench):
 #   dump  a real MariaDB (127.0.0.1:13316, socket in its datadir) loaded by
