@@ -60,9 +60,9 @@
 //! not trusted: running the restore again compares every existing file by
 //! size and BLAKE3 and rewrites any that differ (with `--overwrite`).
 //! `--verify` writes each file back before reading it from the device
-//! (direct reads write their range back first; each file's check ends with
-//! `fdatasync`), which syncs the files one by one; the final `syncfs`
-//! still runs.
+//! (a direct read writes its range back first; where direct reads are
+//! refused, the file is flushed with `fdatasync`); the final `syncfs`
+//! still runs and is what makes the restore durable.
 //!
 //! # Safety against the target changing under the restore
 //!

@@ -248,26 +248,46 @@ impl RunningDigest {
                 file
             }
         };
-        // One block, at an aligned address inside a slightly larger buffer.
-        let (block_len, align) = (
-            usize::try_from(BLOCK).unwrap_or(1 << 20),
-            usize::try_from(ALIGN).unwrap_or(4096),
-        );
-        let mut raw = vec![0u8; block_len + align];
-        let shift = raw.as_ptr().align_offset(align);
-        let buf = raw
-            .get_mut(shift..shift.saturating_add(block_len))
-            .ok_or_else(|| std::io::Error::other("no aligned buffer"))?;
-        let mut offset = from;
-        while offset < to {
-            let want = usize::try_from(to - offset).unwrap_or(usize::MAX).min(block_len);
-            let block = buf.get_mut(..want).unwrap_or_default();
-            source.read_exact_at(block, offset)?;
-            hasher.update(block);
-            offset += want as u64;
-        }
-        Ok(())
+        hash_blocks(source, hasher, from, to)
     }
+}
+
+/// Hashes `[from, to)` of `source` into `hasher`, a block at a time into an
+/// aligned buffer, so `source` may be a direct descriptor (from
+/// [`open_direct`]): then `from` must be a multiple of [`ALIGN`], and `to`
+/// may be the end of the file, whatever its alignment (the last block is
+/// read at its aligned length and comes back short at the end of the file).
+pub(super) fn hash_blocks(source: &File, hasher: &mut blake3::Hasher, from: u64, to: u64) -> std::io::Result<()> {
+    let (block_len, align) = (
+        usize::try_from(BLOCK).unwrap_or(1 << 20),
+        usize::try_from(ALIGN).unwrap_or(4096),
+    );
+    let mut raw = vec![0u8; block_len + align];
+    let shift = raw.as_ptr().align_offset(align);
+    let buf = raw
+        .get_mut(shift..shift.saturating_add(block_len))
+        .ok_or_else(|| std::io::Error::other("no aligned buffer"))?;
+    let mut offset = from;
+    while offset < to {
+        let want = usize::try_from(to - offset).unwrap_or(usize::MAX).min(block_len);
+        let asked = want.next_multiple_of(align).min(block_len);
+        let mut got = 0;
+        while got < want {
+            let n = source.read_at(buf.get_mut(got..asked).unwrap_or_default(), offset + got as u64)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            got += n;
+        }
+        hasher.update(buf.get(..want).unwrap_or_default());
+        offset += want as u64;
+    }
+    Ok(())
+}
+
+/// Whether `offset` may start a direct read.
+pub(super) const fn aligned(offset: u64) -> bool {
+    offset.is_multiple_of(ALIGN)
 }
 
 /// Bytes read back at once (a multiple of [`ALIGN`]).
@@ -286,6 +306,30 @@ mod tests {
 
     fn data(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 7 + i / 4096) as u8).collect()
+    }
+
+    // The check's read of a whole file from the device: through a direct
+    // descriptor where the file system allows (else the file itself), to
+    // an end that is not aligned, from 0 and from an aligned offset.
+    #[test]
+    fn hashing_blocks_to_an_unaligned_end_matches_the_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let content = data(usize::try_from(BLOCK).unwrap() * 3 / 2 + 123);
+        std::fs::write(dir.path().join("f"), &content).unwrap();
+        let file = File::open(dir.path().join("f")).unwrap();
+        let parent: OwnedFd = File::open(dir.path()).unwrap().into();
+        let direct = open_direct(&parent, "f", &file);
+        let source = direct.as_ref().unwrap_or(&file);
+        for from in [0, 2 * ALIGN] {
+            let mut hasher = blake3::Hasher::new();
+            hash_blocks(source, &mut hasher, from, content.len() as u64).unwrap();
+            let rest = &content[usize::try_from(from).unwrap()..];
+            assert_eq!(hasher.finalize(), blake3::hash(rest), "from {from}");
+        }
+        // A file shorter than asked for is an error, not a shorter hash.
+        let mut hasher = blake3::Hasher::new();
+        let past = hash_blocks(source, &mut hasher, 0, content.len() as u64 + 1).unwrap_err();
+        assert_eq!(past.kind(), std::io::ErrorKind::UnexpectedEof);
     }
 
     /// Finishes the digest the way the check does: the rest from `hashed`.
