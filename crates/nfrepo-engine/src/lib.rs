@@ -99,7 +99,7 @@ pub use layout::{Layout, LayoutEntry};
 pub use lease::{DEFAULT_LEASE_TERM, ReplacedLease, Takeover};
 pub use object_lock::LockReport;
 pub use read::{
-    BatchFile, ChunkAt, ChunkCheck, FileToRestore, PackRead, Placement, PlanLimits, PlannedChunk, Reader, RestoreBatch,
+    BatchFile, ChunkAt, FileToRestore, PackRead, Placement, PlanLimits, PlannedChunk, Reader, RestoreBatch,
     RestorePlanner, SnapshotEntry, group_reads, locate_entry, select_snapshot,
 };
 pub use repair::{IndexRepair, RepairOptions, SnapshotRepair, SnapshotsRepair};

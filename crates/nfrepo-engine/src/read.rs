@@ -20,8 +20,7 @@ use nfrepo_format::{BlobCodec, BlobId, BlobKind, ContentList, Node, NodeKind, Tr
 use nfrepo_store::{ObjectKey, ObjectKind};
 
 pub use self::plan::{
-    BatchFile, ChunkCheck, FileToRestore, PackRead, Placement, PlanLimits, PlannedChunk, RestoreBatch, RestorePlanner,
-    group_reads,
+    BatchFile, FileToRestore, PackRead, Placement, PlanLimits, PlannedChunk, RestoreBatch, RestorePlanner, group_reads,
 };
 pub use self::seek::{ChunkAt, locate_entry};
 pub use self::snapshots::{SnapshotEntry, select_snapshot};

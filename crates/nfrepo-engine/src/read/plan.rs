@@ -22,11 +22,12 @@
 //! batch continues in the next one ([`BatchFile::listed`] says when its
 //! list ended).
 //!
-//! Opening ([`Reader::open_read`]) authenticates, decompresses and re-hashes
-//! every chunk on every core (rayon); a chunk that does not verify is an
-//! error naming it, never data. A caller that checks every byte it writes
-//! against the file's whole BLAKE3 before using it may skip the re-hash
-//! ([`ChunkCheck::Deferred`]): then each byte is hashed once, not twice. The unit of work is a run of a read
+//! Opening ([`Reader::open_read_unhashed`]) authenticates, decompresses and
+//! length-checks every chunk on every core (rayon); a chunk that does not
+//! open is an error naming it, never data. It does not hash each chunk
+//! again to its id: the restore checks every byte against its file's whole
+//! BLAKE3 instead, so each byte is hashed once, not twice. The unit of work
+//! is a run of a read
 //! ([`PackRead::runs`]): chunks that follow each other in the pack and land
 //! one after the other in one file, so the caller writes each run with one
 //! call. Chunk by chunk, two workers writing neighbouring chunks of a file
@@ -50,22 +51,6 @@ use rayon::prelude::*;
 use super::{Reader, pack_key};
 use crate::index::BlobLocation;
 use crate::{Error, Result};
-
-/// How [`Reader::open_read`] checks each chunk it opens.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ChunkCheck {
-    /// Authenticated, decompressed, its length checked and its plaintext
-    /// hashed again to its id: a chunk handed over is the one named.
-    Rehash,
-    /// Authenticated, decompressed and its length checked, not hashed
-    /// again ([`nfrepo_format::BlobCodec::open_unhashed_with`]). Only for a
-    /// caller that checks every byte against a whole-content hash before
-    /// anything relies on it, and on a mismatch opens the content again
-    /// with the re-hash (through [`Reader::file_content`]), so that a
-    /// damaged chunk is still named (format-spec/blob.md, "Opening without
-    /// the re-hash").
-    Deferred,
-}
 
 /// Where one chunk goes: a file (the caller's number) and an offset in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -494,15 +479,22 @@ impl Reader {
     /// Opens every chunk of a fetched read, its runs ([`PackRead::runs`])
     /// on every core, and hands each run to `each` (on the worker thread
     /// that opened it) with each chunk's plaintext, or the error naming it
-    /// if it did not verify (as `check` says). `each` returns one result
-    /// per chunk of the run; they come back in chunk order. Holds one run's
-    /// plaintext per worker at most. Blocking: call it from a blocking
-    /// thread.
-    pub fn open_read<T: Send>(
+    /// if it did not open. `each` returns one result per chunk of the run;
+    /// they come back in chunk order. Holds one run's plaintext per worker
+    /// at most. Blocking: call it from a blocking thread.
+    ///
+    /// Chunks are authenticated (the seal binds each to its id),
+    /// decompressed and length-checked, but not hashed again to their ids
+    /// ([`nfrepo_format::BlobCodec::open_unhashed_with`]). The caller must
+    /// check every byte against a whole-content hash before anything relies
+    /// on it, and on a mismatch read the chunks again through
+    /// [`Reader::read_blob`], which re-hashes them, so that a chunk sealed
+    /// under an id it does not hash to is still named (format-spec/blob.md,
+    /// "Opening without the re-hash").
+    pub fn open_read_unhashed<T: Send>(
         &self,
         read: &PackRead,
         sealed: &[u8],
-        check: ChunkCheck,
         each: impl Fn(&[PlannedChunk], Vec<Result<Vec<u8>>>) -> Vec<T> + Sync + Send,
     ) -> Vec<T> {
         read.runs()
@@ -511,14 +503,14 @@ impl Reader {
                 let chunks = read.chunks.get(run).unwrap_or_default();
                 let opened = chunks
                     .iter()
-                    .map(|chunk| self.open_chunk(read, sealed, chunk, check))
+                    .map(|chunk| self.open_chunk(read, sealed, chunk))
                     .collect();
                 each(chunks, opened)
             })
             .collect()
     }
 
-    fn open_chunk(&self, read: &PackRead, sealed: &[u8], chunk: &PlannedChunk, check: ChunkCheck) -> Result<Vec<u8>> {
+    fn open_chunk(&self, read: &PackRead, sealed: &[u8], chunk: &PlannedChunk) -> Result<Vec<u8>> {
         let location = &chunk.location;
         let what = || format!("blob {} in pack {}", chunk.id, location.pack);
         let from = usize::try_from(u64::from(location.offset).saturating_sub(read.start)).unwrap_or(usize::MAX);
@@ -531,13 +523,9 @@ impl Reader {
         crate::codec::with_codec(&self.repo, |codec| {
             let sealer = nfrepo_format::pack_sealer(self.repo.sealer(), location.sealing.as_ref())
                 .map_err(|e| Error::decode(what(), e))?;
-            match check {
-                ChunkCheck::Rehash => codec.open_with(&sealer, location.kind, &chunk.id, location.raw_len, bytes),
-                ChunkCheck::Deferred => {
-                    codec.open_unhashed_with(&sealer, location.kind, &chunk.id, location.raw_len, bytes)
-                }
-            }
-            .map_err(|e| Error::decode(what(), e))
+            codec
+                .open_unhashed_with(&sealer, location.kind, &chunk.id, location.raw_len, bytes)
+                .map_err(|e| Error::decode(what(), e))
         })
     }
 }

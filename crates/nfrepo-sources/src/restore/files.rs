@@ -22,7 +22,7 @@
 //! `--verify`, from the device) before it is renamed into place.
 //!
 //! That whole-file check is why a chunk is not also hashed again to its id
-//! when it is opened ([`ChunkCheck::Deferred`]): each restored byte is
+//! when it is opened ([`Reader::open_read_unhashed`]): each restored byte is
 //! hashed once, where it landed, instead of twice (the re-hash was about a
 //! tenth of a local restore's CPU). The seal already binds every chunk to
 //! its id, so only a writer that sealed other bytes than it named could
@@ -49,8 +49,7 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use nfrepo_engine::{
-    BatchFile, ChunkCheck, FileToRestore, PackRead, Placement, PlanLimits, PlannedChunk, Reader, RestoreBatch,
-    RestorePlanner,
+    BatchFile, FileToRestore, PackRead, Placement, PlanLimits, PlannedChunk, Reader, RestoreBatch, RestorePlanner,
 };
 use nfrepo_format::{BlobKind, NodeKind};
 use rayon::prelude::*;
@@ -516,9 +515,7 @@ async fn run_read(reader: Reader, read: PackRead, writers: HashMap<usize, FileWr
         Ok(sealed) => {
             let reader = reader.clone();
             blocking(move || {
-                let chunks = reader.open_read(&read, &sealed, ChunkCheck::Deferred, |run, opened| {
-                    write_run(&writers, run, opened)
-                });
+                let chunks = reader.open_read_unhashed(&read, &sealed, |run, opened| write_run(&writers, run, opened));
                 Ok((read, writers, chunks))
             })
             .await?
@@ -698,7 +695,7 @@ fn take_step(
 /// Writes a file that failed its whole-file check again, every chunk
 /// through [`Reader::read_blob`] (re-hashed to its id, other copies tried),
 /// and checks it again. Its chunks were opened without the re-hash
-/// ([`ChunkCheck::Deferred`]): a chunk sealed under an id it does not hash
+/// ([`Reader::open_read_unhashed`]): a chunk sealed under an id it does not hash
 /// to is named here, as a chunk whose seal failed is named when it is read.
 /// Call it from a blocking thread of the runtime (the one `take_step` runs
 /// on); it waits for the reads.
