@@ -240,9 +240,8 @@ impl BlobCodec {
         raw_len: u32,
         sealed: &[u8],
     ) -> Result<Vec<u8>> {
-        let plaintext = self.open_unhashed_with(sealer, kind, id, raw_len, sealed)?;
-        check_hashed(id, raw_len as usize, plaintext.len(), self.id_of(&plaintext))?;
-        Ok(plaintext)
+        let framed = sealer.open("blob", Aad::blob(kind.sealed_kind(), id), sealed)?;
+        self.unframe(id, raw_len, framed)
     }
 
     /// [`Self::open_with`] without the last step: the blob is authenticated

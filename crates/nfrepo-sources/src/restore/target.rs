@@ -198,9 +198,7 @@ impl OpenFile {
         self.checked = Some(from_device);
         Ok(())
     }
-}
 
-impl OpenFile {
     /// Hashes the file from `from` to its end into `hasher`. With
     /// `from_device` the bytes come from the storage: through a second
     /// descriptor opened with `O_DIRECT` where the file system allows (the
