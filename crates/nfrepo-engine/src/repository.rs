@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
 use nfrepo_format::{
     Cipher, ConfigBody, ConfigHeader, KdfParams, KeyHistory, KeyId, KeyRing, KeySlot, MasterKey, RepoId, RepoKeyPair,
     RepoKeys, Sealer, decode_config_body, decode_config_header, encode_config,
@@ -175,6 +176,9 @@ pub(crate) struct StoredSlot {
 /// What a password opened.
 pub(crate) struct Unlocked {
     pub(crate) header: ConfigHeader,
+    /// The config object as read for `header`: its body is opened from
+    /// these bytes, so an open reads the config once.
+    pub(crate) config: Bytes,
     pub(crate) ring: KeyRing,
     pub(crate) slot: KeyId,
     /// The newest epoch any decodable slot claims.
@@ -278,6 +282,7 @@ impl Repository {
     pub async fn open_cached(store: Arc<dyn Store>, password: &[u8], cache: Option<&UnlockCache>) -> Result<Self> {
         let Unlocked {
             header,
+            config: config_bytes,
             ring,
             newest_epoch,
             slot,
@@ -285,7 +290,6 @@ impl Repository {
         } = Self::unlock_with(store.as_ref(), password, cache).await?;
         let keys = ring.derive();
         let sealer = keys.sealer(header.cipher);
-        let config_bytes = store.get(&ObjectKey::config()).await.map_err(Error::store)?;
         let (_, sealed) = decode_config_header(&config_bytes).map_err(|e| Error::decode("config", e))?;
         let body = match decode_config_body(&header, sealed, &sealer) {
             Ok(body) => body,
@@ -349,10 +353,11 @@ impl Repository {
     /// [`Error::RepositoryNotFound`], [`Error::NotARepository`],
     /// [`Error::Unreachable`], or [`Error::Corrupted`] for a damaged header.
     pub async fn read_id(store: &dyn Store) -> Result<RepoId> {
-        Ok(Self::read_header(store).await?.repo)
+        Ok(Self::read_header(store).await?.0.repo)
     }
 
-    async fn read_header(store: &dyn Store) -> Result<ConfigHeader> {
+    /// The config's header, and the config's bytes it was read from.
+    async fn read_header(store: &dyn Store) -> Result<(ConfigHeader, Bytes)> {
         let location = store.location().to_owned();
         let config_bytes = match store.get(&ObjectKey::config()).await {
             Ok(bytes) => bytes,
@@ -385,24 +390,28 @@ impl Repository {
             },
             other => Error::decode("config", other),
         })?;
-        Ok(header)
+        Ok((header, config_bytes))
     }
 
     async fn unlock_with(store: &dyn Store, password: &[u8], cache: Option<&UnlockCache>) -> Result<Unlocked> {
         let location = store.location().to_owned();
-        let header = Self::read_header(store).await?;
-        let mut slots = read_slots(store).await?;
+        let (header, config) = Self::read_header(store).await?;
+        // One listing of `keys/` gives both the slots and the key histories.
+        let listed = store.list(ObjectKind::Key).await.map_err(Error::store)?;
+        let newest_history = newest_history_in(&listed);
+        let mut slots = fetch_slots(store, listed).await?;
         let newest_slot_epoch = slots
             .iter()
             .filter_map(|s| s.slot.as_ref().ok().map(KeySlot::claimed_epoch))
             .max()
             .unwrap_or(0);
-        let newest_epoch = newest_history_epoch(store).await?.max(newest_slot_epoch);
+        let newest_epoch = newest_history.max(newest_slot_epoch);
         // Newest epoch first: a password may open both its rewritten slot
         // and a stale copy of it put back into `keys/`; the newest wins.
         slots.sort_by_key(|s| std::cmp::Reverse(s.slot.as_ref().map_or(0, KeySlot::claimed_epoch)));
         let unlocked = |ring, slot| Unlocked {
             header,
+            config: config.clone(),
             ring,
             slot,
             newest_slot_epoch,
@@ -768,35 +777,52 @@ async fn with_history(store: &dyn Store, header: &ConfigHeader, ring: &KeyRing) 
 
 /// The newest epoch with a key history under `keys/` (0 if none).
 pub(crate) async fn newest_history_epoch(store: &dyn Store) -> Result<u32> {
-    Ok(store
-        .list(ObjectKind::Key)
-        .await
-        .map_err(Error::store)?
+    Ok(newest_history_in(
+        &store.list(ObjectKind::Key).await.map_err(Error::store)?,
+    ))
+}
+
+/// The newest epoch with a key history among `listed` (a listing of `keys/`).
+fn newest_history_in(listed: &[nfrepo_store::ObjectInfo]) -> u32 {
+    listed
         .iter()
         .filter_map(|info| KeyHistory::parse_name(info.key.name()))
         .max()
-        .unwrap_or(0))
+        .unwrap_or(0)
 }
 
 /// Every object under `keys/` whose name is a key id, fetched and decoded.
 pub(crate) async fn read_slots(store: &dyn Store) -> Result<Vec<StoredSlot>> {
-    let mut out = Vec::new();
-    for info in store.list(ObjectKind::Key).await.map_err(Error::store)? {
-        let Ok(id) = info.key.name().parse::<KeyId>() else {
-            continue;
-        };
-        let bytes = match store.get(&info.key).await {
-            Ok(bytes) => bytes,
+    fetch_slots(store, store.list(ObjectKind::Key).await.map_err(Error::store)?).await
+}
+
+/// Slots fetched at once from a remote store: an open pays one round trip
+/// for them, not one per slot.
+const SLOT_FETCH_CONCURRENCY: usize = 8;
+
+/// The objects of `listed` (a listing of `keys/`) whose name is a key id,
+/// fetched (a few at once) and decoded, in the listing's order.
+async fn fetch_slots(store: &dyn Store, listed: Vec<nfrepo_store::ObjectInfo>) -> Result<Vec<StoredSlot>> {
+    let fetched: Vec<Option<StoredSlot>> = futures::stream::iter(
+        listed
+            .into_iter()
+            .filter_map(|info| Some((info.key.name().parse::<KeyId>().ok()?, info.key))),
+    )
+    .map(|(id, key)| async move {
+        match store.get(&key).await {
+            Ok(bytes) => Ok(Some(StoredSlot {
+                id,
+                slot: KeySlot::decode(&bytes),
+            })),
             // Removed between the listing and the read (a concurrent `key remove`).
-            Err(e) if e.kind() == ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::store(e)),
-        };
-        out.push(StoredSlot {
-            id,
-            slot: KeySlot::decode(&bytes),
-        });
-    }
-    Ok(out)
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::store(e)),
+        }
+    })
+    .buffered(SLOT_FETCH_CONCURRENCY)
+    .try_collect()
+    .await?;
+    Ok(fetched.into_iter().flatten().collect())
 }
 
 /// Writes `slot` under the existing name `id`, replacing what is there

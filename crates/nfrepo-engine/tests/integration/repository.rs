@@ -76,3 +76,40 @@ async fn init_writes_the_zstd_level_and_refuses_one_out_of_range() {
         );
     }
 }
+
+/// An open reads the config once and lists `keys/` once, whichever of
+/// several slots the password opens: a second read of either fails here.
+#[tokio::test]
+async fn open_reads_the_config_and_lists_the_key_slots_once() {
+    use std::sync::Arc;
+
+    use nfrepo_store::{ErrorKind, Fault, FaultOp, FaultRule, FaultStore, MemoryStore, ObjectKind, Store};
+
+    let faults = Arc::new(FaultStore::new(MemoryStore::new()));
+    let store: Arc<dyn Store> = faults.clone();
+    let repo = init(store.clone()).await;
+    let kdf = KdfParams::insecure_for_tests();
+    repo.add_key(PASSWORD, b"second", kdf, "t".into()).await.unwrap();
+    repo.add_key(PASSWORD, b"third", kdf, "t".into()).await.unwrap();
+    for password in [PASSWORD, b"second".as_slice(), b"third".as_slice()] {
+        faults.clear();
+        let second_read = || Fault::Fail(ErrorKind::Unreachable);
+        faults.add_rule(
+            FaultRule::new(FaultOp::Get, second_read())
+                .kind(ObjectKind::Config)
+                .after(1),
+        );
+        faults.add_rule(
+            FaultRule::new(FaultOp::List, second_read())
+                .kind(ObjectKind::Key)
+                .after(1),
+        );
+        let opened = Repository::open(store.clone(), password).await.unwrap();
+        assert_eq!(opened.id(), repo.id());
+    }
+    faults.clear();
+    assert!(matches!(
+        Repository::open(store, b"fourth").await,
+        Err(Error::WrongPassword { .. })
+    ));
+}
