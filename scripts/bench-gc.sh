@@ -18,7 +18,7 @@
 #
 # Environment:
 #   BENCH_DIR    work dir (default /tmp/nfrepo-gcbench)
-#   NFREPO_BIN   nfrepo binary to use (default: cargo build --release -p nfrepo-cli)
+#   NFREPO_BIN   nfrepo binary to use (default: cargo build --profile dist -p nfrepo-cli)
 set -euo pipefail
 
 # shellcheck source=scripts/lib/common.sh

@@ -20,7 +20,7 @@
 # Environment:
 #   BENCH_DIR    work dir (default /tmp/nfrepo-historybench)
 #   NFREPO_BIN   the nfrepo binary; SEED_BIN the seed_history example
-#                (default: both built from this tree into target/release)
+#                (default: both built from this tree into target/dist)
 #   BEFORE_BIN   optional: another nfrepo build, run interleaved with
 #                NFREPO_BIN (each with its own cache, each first every
 #                other run), one row per build
@@ -45,7 +45,7 @@ done
 BENCH_DIR="${BENCH_DIR:-/tmp/nfrepo-historybench}"
 if [[ -z "${NFREPO_BIN:-}" || -z "${SEED_BIN:-}" ]]; then
 	build_nfrepo -p nfrepo-sources --example seed_history
-	SEED_BIN="${SEED_BIN:-$RELEASE_DIR/examples/seed_history}"
+	SEED_BIN="${SEED_BIN:-$BUILD_DIR/examples/seed_history}"
 fi
 command -v strace >/dev/null || die "strace is needed (apt-get install -y strace)"
 rm -rf "$BENCH_DIR"

@@ -23,7 +23,7 @@
 #
 # Environment:
 #   BENCH_DIR    work dir (default /tmp/nfrepo-mountbench)
-#   NFREPO_BIN   the binary (default: build target/release/nfrepo)
+#   NFREPO_BIN   the binary (default: build target/dist/nfrepo)
 #   REPEAT       runs per figure (default 3)
 set -euo pipefail
 

@@ -102,7 +102,7 @@
 #
 # Environment:
 #   BENCH_DIR          work dir (default /tmp/nfrepo-bench)
-#   NFREPO_BIN         nfrepo binary to use (default: cargo build --release -p nfrepo-cli)
+#   NFREPO_BIN         nfrepo binary to use (default: cargo build --profile dist -p nfrepo-cli)
 #   RUSTIC_BIN, BUPSTASH_BIN  the peers' binaries (default: PATH, then ~/.cargo/bin)
 #   BENCH_TABLE_SIZE   sysbench rows per table (default 600000)
 #   BENCH_PG_SCALE     pgbench scale factor (default 70; a cached pgdump made
@@ -351,10 +351,10 @@ if ((PREPARE_ONLY == 0)); then
 		BUPSTASH="$(tool_path bupstash BUPSTASH_BIN)"
 	fi
 	if [[ -z "${NFREPO_BIN:-}" ]] && wants_tool nfrepo; then
-		log "building nfrepo (cargo build --release -p nfrepo-cli; output in $LOGS/build.log)"
-		if (cd "$NFREPO_ROOT" && cargo build --release -p nfrepo-cli) >"$LOGS/build.log" 2>&1; then
+		log "building nfrepo (cargo build --profile dist -p nfrepo-cli; output in $LOGS/build.log)"
+		if (cd "$NFREPO_ROOT" && cargo build --profile dist -p nfrepo-cli) >"$LOGS/build.log" 2>&1; then
 			NFREPO_BIN="$(cd "$NFREPO_ROOT" && cargo metadata --format-version 1 --no-deps |
-				python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/release/nfrepo"
+				python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/dist/nfrepo"
 		else
 			tail -n 20 "$LOGS/build.log" >&2
 		fi

@@ -27,7 +27,7 @@
 # server wrote, repository A's growth by it, repository B's growth per
 # dump, the new base backup's added bytes, and the agent's peak RSS.
 #
-# Uses target/release/nfrepo (or $NFREPO_BIN).
+# Uses target/dist/nfrepo (or $NFREPO_BIN).
 set -euo pipefail
 
 # shellcheck source=scripts/lib/common.sh
@@ -37,8 +37,8 @@ KIND="${1:-postgres}"
 MINUTES="${2:-11}"
 SCALE="${3:-20}"
 TPS="${4:-200}"
-BIN="${NFREPO_BIN:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target/release/nfrepo}"
-[[ -x "$BIN" ]] || die "no binary at $BIN (cargo build --release, or set NFREPO_BIN)"
+BIN="${NFREPO_BIN:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target/dist/nfrepo}"
+[[ -x "$BIN" ]] || die "no binary at $BIN (cargo build --profile dist -p nfrepo-cli, or set NFREPO_BIN)"
 ((EUID == 0)) || die "run as root (the PostgreSQL cluster and its agent run as the postgres user)"
 
 WORK="$(mktemp -d /var/tmp/bench-pitr.XXXXXX)"

@@ -15,7 +15,7 @@
 #
 # Environment:
 #   BENCH_DIR    work dir (default /tmp/nfrepo-putonlybench)
-#   NFREPO_BIN   the binary (default: build target/release/nfrepo)
+#   NFREPO_BIN   the binary (default: build target/dist/nfrepo)
 set -euo pipefail
 
 RUNS=5

@@ -32,7 +32,7 @@
 # Environment:
 #   BENCH_DIR    work dir
 #   NFREPO_BIN   the nfrepo binary; SEED_BIN the seed_scale example
-#                (default: both built from this tree with cargo --release)
+#                (default: both built from this tree with cargo --profile dist)
 set -euo pipefail
 
 # shellcheck source=scripts/lib/common.sh
@@ -77,7 +77,7 @@ done
 
 if [[ -z "${NFREPO_BIN:-}" || -z "${SEED_BIN:-}" ]]; then
 	build_nfrepo -p nfrepo-sources --example seed_scale
-	SEED_BIN="${SEED_BIN:-$RELEASE_DIR/examples/seed_scale}"
+	SEED_BIN="${SEED_BIN:-$BUILD_DIR/examples/seed_scale}"
 fi
 
 BENCH_DIR="${BENCH_DIR:-/tmp/nfrepo-scalebench}"

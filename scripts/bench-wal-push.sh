@@ -9,7 +9,7 @@
 # (repeated INSERT text: compresses well). Each push is
 # one `nfrepo wal-push` process, timed from start to exit as
 # archive_command would see it. Prints the median, min and max latency and
-# the agent's VmHWM. Uses target/release/nfrepo (or $NFREPO_BIN).
+# the agent's VmHWM. Uses target/dist/nfrepo (or $NFREPO_BIN).
 set -euo pipefail
 
 # shellcheck source=scripts/lib/common.sh
@@ -17,8 +17,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
 N="${1:-20}"
 KIND="${2:-random}"
-BIN="${NFREPO_BIN:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target/release/nfrepo}"
-[[ -x "$BIN" ]] || die "no binary at $BIN (cargo build --release, or set NFREPO_BIN)"
+BIN="${NFREPO_BIN:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target/dist/nfrepo}"
+[[ -x "$BIN" ]] || die "no binary at $BIN (cargo build --profile dist -p nfrepo-cli, or set NFREPO_BIN)"
 WORK="$(mktemp -d)"
 AGENT=""
 trap 'kill "$AGENT" 2>/dev/null || true; rm -rf "$WORK"' EXIT

@@ -28,11 +28,11 @@ QS_DIR="$NFREPO_ROOT/.nfrepo-quickstart"
 REPO_DIR="$QS_DIR/repo"
 REPO_URL="file://$REPO_DIR"
 
-log "building nfrepo (cargo build --release -p nfrepo-cli)"
-cargo build --release -p nfrepo-cli
+log "building nfrepo (cargo build --profile dist -p nfrepo-cli: release with LTO, as operators run it)"
+cargo build --profile dist -p nfrepo-cli
 TARGET_DIR="$(cargo metadata --format-version 1 --no-deps |
 	python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
-NFREPO="$TARGET_DIR/release/nfrepo"
+NFREPO="$TARGET_DIR/dist/nfrepo"
 [[ -x "$NFREPO" ]] || die "build finished but $NFREPO is missing"
 
 mkdir -p "$QS_DIR"

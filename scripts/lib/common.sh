@@ -7,15 +7,16 @@
 NFREPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 export NFREPO_ROOT
 
-# build_nfrepo [CARGO_ARGS...]: builds this tree's nfrepo binary (`cargo
-# build --release -p nfrepo-cli --bin nfrepo`) and, in the same build, what
-# CARGO_ARGS name (an example a bench also runs, say). Sets RELEASE_DIR to
-# where the release outputs are (under CARGO_TARGET_DIR, if set) and
-# NFREPO_BIN, unless it is already set, to the binary there.
+# build_nfrepo [CARGO_ARGS...]: builds this tree's nfrepo binary as operators
+# run it (`cargo build --profile dist -p nfrepo-cli --bin nfrepo`: release
+# with LTO, see Cargo.toml) and, in the same build, what CARGO_ARGS name (an
+# example a bench also runs, say). Sets BUILD_DIR to where the outputs are
+# (under CARGO_TARGET_DIR, if set) and NFREPO_BIN, unless it is already set,
+# to the binary there.
 build_nfrepo() {
-	(cd "$NFREPO_ROOT" && cargo build --release --quiet -p nfrepo-cli --bin nfrepo "$@")
-	RELEASE_DIR="${CARGO_TARGET_DIR:-$NFREPO_ROOT/target}/release"
-	NFREPO_BIN="${NFREPO_BIN:-$RELEASE_DIR/nfrepo}"
+	(cd "$NFREPO_ROOT" && cargo build --profile dist --quiet -p nfrepo-cli --bin nfrepo "$@")
+	BUILD_DIR="${CARGO_TARGET_DIR:-$NFREPO_ROOT/target}/dist"
+	NFREPO_BIN="${NFREPO_BIN:-$BUILD_DIR/nfrepo}"
 }
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
