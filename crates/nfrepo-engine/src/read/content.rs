@@ -12,8 +12,6 @@ use crate::{Error, Result};
 /// Content bytes read ahead while streaming one file: many small dump
 /// chunks at once, or a few large file chunks, at the same memory cost.
 const READ_AHEAD_BYTES: u64 = 4 << 20;
-/// Content lists read ahead under one list of lists.
-const LIST_AHEAD: usize = 16;
 /// At most this many range reads in flight per file, however small.
 const READ_AHEAD_MAX: usize = 64;
 /// The longest run of adjacent blobs fetched with one range request: long
@@ -24,9 +22,11 @@ const COALESCE_BYTES: u64 = 1 << 20;
 impl Reader {
     /// The chunks of a file's content in order, without fetching them.
     ///
-    /// Content lists are read ahead: the children of a list of lists are
-    /// fetched `LIST_AHEAD` (16) at a time (in order), so a long dump's
-    /// hundreds of lists cost a few round trips to S3, not one each.
+    /// Content lists are read ahead as file chunks are ([`Self::content`]):
+    /// the children of a list of lists, which a backup stores back to back
+    /// in one tree pack, are fetched with range requests of up to 1 MiB
+    /// (a few dozen lists each), so a long dump's lists cost a round trip
+    /// or two to S3, not one each.
     ///
     /// # Errors
     /// Errors reading list blobs, in the position of the list that failed.
@@ -53,14 +53,17 @@ impl Reader {
             return stream::iter(list.entries.into_iter().map(Ok)).boxed();
         }
         let reader = self.clone();
-        stream::iter(list.entries)
-            .map(move |entry| {
-                let reader = reader.clone();
-                async move { reader.read_list(entry.id).await.map(|child| reader.list_entries(child)) }
-            })
-            .buffered(LIST_AHEAD)
-            .try_flatten()
-            .boxed()
+        self.blobs(
+            stream::iter(list.entries.into_iter().map(Ok)).boxed(),
+            BlobKind::ContentList,
+        )
+        .map(move |child| {
+            let (id, bytes) = child?;
+            let child = ContentList::decode(&bytes).map_err(|e| Error::decode(format!("content list {id}"), e))?;
+            Ok(reader.list_entries(child))
+        })
+        .try_flatten()
+        .boxed()
     }
 
     /// A file's content as a stream of verified chunks, in order.
@@ -79,13 +82,27 @@ impl Reader {
         &self,
         entries: BoxStream<'static, Result<ListEntry>>,
     ) -> impl Stream<Item = Result<Vec<u8>>> + Send + 'static {
-        type Pending = futures::stream::FuturesOrdered<futures::future::BoxFuture<'static, Result<Vec<Vec<u8>>>>>;
+        self.blobs(entries, BlobKind::Data).map_ok(|(_, bytes)| bytes)
+    }
+
+    /// The blobs of `kind` that `entries` names, verified, in order, each
+    /// with its id: runs of blobs stored back to back in one pack are
+    /// fetched with one range request each, within the read-ahead bounds of
+    /// [`Self::content`] (counted in plaintext bytes).
+    fn blobs(
+        &self,
+        entries: BoxStream<'static, Result<ListEntry>>,
+        kind: BlobKind,
+    ) -> impl Stream<Item = Result<(nfrepo_format::BlobId, Vec<u8>)>> + Send + 'static {
+        type Opened = Vec<(nfrepo_format::BlobId, Vec<u8>)>;
+        type Pending = futures::stream::FuturesOrdered<futures::future::BoxFuture<'static, Result<Opened>>>;
         struct State {
             reader: Reader,
+            kind: BlobKind,
             entries: futures::stream::BoxStream<'static, Result<ListEntry>>,
             lookahead: Option<(ListEntry, BlobLocation)>,
             pending: Pending,
-            ready: std::collections::VecDeque<Vec<u8>>,
+            ready: std::collections::VecDeque<(nfrepo_format::BlobId, Vec<u8>)>,
             bytes: u64,
             exhausted: bool,
         }
@@ -97,10 +114,10 @@ impl Reader {
                 match self.entries.next().await {
                     Some(entry) => {
                         let entry = entry?;
-                        let location = match self.reader.locate_kind(&entry.id, BlobKind::Data) {
+                        let location = match self.reader.locate_kind(&entry.id, self.kind) {
                             Err(e) if self.reader.index.may_recover(&e) => {
                                 self.reader.index.recover(&self.reader.repo).await?;
-                                self.reader.locate_kind(&entry.id, BlobKind::Data)?
+                                self.reader.locate_kind(&entry.id, self.kind)?
                             }
                             other => other?,
                         };
@@ -135,6 +152,7 @@ impl Reader {
         }
         let state = State {
             reader: self.clone(),
+            kind,
             entries,
             lookahead: None,
             pending: Pending::new(),
@@ -150,21 +168,21 @@ impl Reader {
                 {
                     match state.next_run().await? {
                         Some(run) => {
-                            let len: u64 = run.iter().map(|(entry, _)| entry.len).sum();
+                            let len: u64 = run.iter().map(|(_, location)| u64::from(location.raw_len)).sum();
                             state.bytes += len;
-                            let reader = state.reader.clone();
+                            let (reader, kind) = (state.reader.clone(), state.kind);
                             state
                                 .pending
-                                .push_back(async move { reader.read_run(run).await }.boxed());
+                                .push_back(async move { reader.read_run(run, kind).await }.boxed());
                         }
                         None => state.exhausted = true,
                     }
                 }
                 // Opened chunks count against the read-ahead until handed
                 // out, so fetched-but-unread data stays within the bound.
-                if let Some(chunk) = state.ready.pop_front() {
-                    state.bytes = state.bytes.saturating_sub(chunk.len() as u64);
-                    return Ok(Some((chunk, state)));
+                if let Some(blob) = state.ready.pop_front() {
+                    state.bytes = state.bytes.saturating_sub(blob.1.len() as u64);
+                    return Ok(Some((blob, state)));
                 }
                 match state.pending.next().await {
                     Some(done) => state.ready.extend(done?),
@@ -174,12 +192,17 @@ impl Reader {
         })
     }
 
-    /// Fetches blobs stored back to back in one pack with one range request,
-    /// and opens each; fails on the first that does not verify.
-    async fn read_run(&self, run: Vec<(ListEntry, BlobLocation)>) -> Result<Vec<Vec<u8>>> {
+    /// Fetches blobs of `kind` stored back to back in one pack with one
+    /// range request, and opens each; fails on the first that does not
+    /// verify.
+    async fn read_run(
+        &self,
+        run: Vec<(ListEntry, BlobLocation)>,
+        kind: BlobKind,
+    ) -> Result<Vec<(nfrepo_format::BlobId, Vec<u8>)>> {
         let ids: Vec<nfrepo_format::BlobId> = run.iter().map(|(entry, _)| entry.id).collect();
         let pack = run.first().map(|(_, location)| location.pack);
-        match self.read_run_once(run).await {
+        let opened = match self.read_run_once(run).await {
             // The pack is gone: each blob from another copy, if one is indexed.
             Err(e) if super::pack_gone(&e) && pack.is_some() => {
                 if let Some(pack) = pack {
@@ -190,7 +213,7 @@ impl Reader {
                 }
                 let mut blobs = Vec::with_capacity(ids.len());
                 for id in &ids {
-                    blobs.push(self.read_blob(id, BlobKind::Data).await?);
+                    blobs.push(self.read_blob(id, kind).await?);
                 }
                 Ok(blobs)
             }
@@ -200,12 +223,13 @@ impl Reader {
                 self.index.recover(&self.repo).await?;
                 let mut blobs = Vec::with_capacity(ids.len());
                 for id in &ids {
-                    blobs.push(self.read_blob_once(id, BlobKind::Data).await?);
+                    blobs.push(self.read_blob_once(id, kind).await?);
                 }
                 Ok(blobs)
             }
             other => other,
-        }
+        }?;
+        Ok(ids.into_iter().zip(opened).collect())
     }
 
     async fn read_run_once(&self, run: Vec<(ListEntry, BlobLocation)>) -> Result<Vec<Vec<u8>>> {

@@ -1,6 +1,7 @@
 //! Seeking in file content through the content list's Merkle tree (issue 15:
 //! the mount's random reads): the chunk found covers the offset and holds
 //! the file's bytes there, and streaming from an offset yields the rest.
+//! Reading the tree itself coalesces neighbouring child lists (issue 14).
 
 use futures::StreamExt;
 use nfrepo_format::{BlobKind, Content, NodeKind};
@@ -53,4 +54,56 @@ async fn issue15_chunk_at_and_content_from_find_any_offset_of_a_deep_list() {
     let (start, stream) = reader.content_from(content, data.len() as u64).await.unwrap();
     assert_eq!(start, data.len() as u64);
     assert_eq!(std::pin::pin!(stream).next().await.map(|r| r.is_ok()), None);
+}
+
+/// The child lists of a list of lists, stored back to back in one tree
+/// pack, are fetched with range requests over several of them, not one
+/// each: reading a deep list's chunks reads the tree pack fewer times than
+/// there are lists (the root and one read per child was the old way), and
+/// the read that would make up that count fails here.
+#[tokio::test]
+async fn the_child_lists_of_a_list_of_lists_are_read_several_to_a_request() {
+    use std::sync::Arc;
+
+    use futures::TryStreamExt;
+    use nfrepo_store::{ErrorKind, Fault, FaultOp, FaultRule, FaultStore, MemoryStore, ObjectKind, Store};
+
+    let faults = Arc::new(FaultStore::new(MemoryStore::new()));
+    let store: Arc<dyn Store> = faults.clone();
+    let repo = init(store).await;
+    // About 1,500 dump chunks: at most 1,024 to a list, so at least two lists.
+    let data = pseudo_random(24 << 20, 16);
+    let (_, node) = nfrepo_testing::crafted::commit_file(&repo, "f", data.clone()).await;
+    let NodeKind::File { content, .. } = &node.kind else {
+        panic!("not a file");
+    };
+    let reader = repo.reader().await.unwrap();
+    let Content::List { root, depth } = content else {
+        panic!("the test needs a list: {content:?}");
+    };
+    let children = reader.content_list(root).await.unwrap().entries.len();
+    assert!(
+        *depth == 2 && children >= 2,
+        "the test needs a list of lists: {content:?}"
+    );
+
+    // The root, then at most `children - 1` reads for the children.
+    let fewer_reads_than_lists = || {
+        faults.clear();
+        faults.add_rule(
+            FaultRule::new(FaultOp::Get, Fault::Fail(ErrorKind::Unreachable))
+                .kind(ObjectKind::Tree)
+                .after(children as u64),
+        );
+    };
+    fewer_reads_than_lists();
+    let entries: Vec<nfrepo_format::ListEntry> = reader.content_chunks(content).try_collect().await.unwrap();
+    assert_eq!(entries.iter().map(|e| e.len).sum::<u64>(), data.len() as u64);
+    fewer_reads_than_lists();
+    let mut all = Vec::new();
+    let mut stream = std::pin::pin!(reader.content(content));
+    while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+        all.extend_from_slice(&chunk.unwrap());
+    }
+    assert!(all == data, "the content read through the coalesced lists");
 }
