@@ -20,6 +20,7 @@ mod integration {
     mod object_lock;
     mod objects;
     mod pack_listing;
+    mod plan;
     mod put_only;
     mod races;
     mod replicate;

@@ -20,7 +20,9 @@
 //! A batch ends after [`PlanLimits::max_placements`] placements, so memory is
 //! bounded whatever the number or size of the files: a file larger than a
 //! batch continues in the next one ([`BatchFile::listed`] says when its
-//! list ended).
+//! list ended). The first batch holds a sixteenth of that and each next
+//! one twice the last, so the first reads start after little planning and
+//! the caller plans the larger batches while they run.
 //!
 //! Opening ([`Reader::open_read_unhashed`]) authenticates, decompresses and
 //! length-checks every chunk on every core (rayon); a chunk that does not
@@ -265,7 +267,17 @@ pub struct RestorePlanner {
     limits: PlanLimits,
     queue: VecDeque<FileToRestore>,
     current: Option<Listing>,
+    /// Placements the next batch may hold: a sixteenth of the limit at
+    /// first, doubling with each batch up to the limit.
+    ramp: usize,
 }
+
+/// The first batch holds `max_placements` divided by this. Locating 16 Ki
+/// chunks in the index took about 0.15 s before the first read of a
+/// restore from S3 could start (the 297 MB Redis RDB); a first batch of
+/// 1 Ki starts reading after a few milliseconds, while later, larger
+/// batches are planned during the reads.
+const FIRST_BATCH_DIVISOR: usize = 16;
 
 impl std::fmt::Debug for RestorePlanner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -284,6 +296,7 @@ impl RestorePlanner {
             limits,
             queue: VecDeque::new(),
             current: None,
+            ramp: (limits.max_placements / FIRST_BATCH_DIVISOR).max(1),
         }
     }
 
@@ -307,7 +320,9 @@ impl RestorePlanner {
     pub async fn next_batch(&mut self) -> Result<Option<RestoreBatch>> {
         let mut files: Vec<BatchFile> = Vec::new();
         let mut entries: Vec<(ListEntry, Placement)> = Vec::new();
-        while entries.len() < self.limits.max_placements {
+        let cap = self.ramp;
+        self.ramp = self.ramp.saturating_mul(2).min(self.limits.max_placements.max(1));
+        while entries.len() < cap {
             if self.current.is_none() {
                 let Some(next) = self.queue.pop_front() else {
                     break;
