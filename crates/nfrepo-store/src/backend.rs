@@ -177,12 +177,28 @@ fn s3_operator(
     // across runtimes (a process that runs several, as a test binary does)
     // fails with "runtime dropped the dispatch task" once that runtime ends.
     let transport = opendal::HttpTransporter::new(opendal_http_transport_reqwest::ReqwestTransport::new(
-        reqwest::Client::new(),
+        http_client_for(endpoint)?,
     ));
     let context = opendal::OperationContext::new().with_http_transport(transport);
     Ok(Operator::new(builder)
         .map_err(Error::from_opendal)?
         .with_context(context))
+}
+
+/// The HTTP client of an S3 operator. A plain `http://` endpoint (a bucket
+/// server on the same host or network) never speaks TLS, so its client
+/// trusts no certificate authority instead of loading the system's: that
+/// load was about 6 ms of every command's 33 ms (`nfrepo snapshots` on a
+/// loopback SeaweedFS, hyperfine, 30 runs). Anything else gets the default
+/// client, which verifies against the system's authorities.
+fn http_client_for(endpoint: Option<&str>) -> Result<reqwest::Client> {
+    match endpoint {
+        Some(endpoint) if endpoint.starts_with("http://") => reqwest::Client::builder()
+            .tls_certs_only(Vec::new())
+            .build()
+            .map_err(|e| Error::new(ErrorKind::Other, format!("cannot build the HTTP client: {e}")).with_source(e)),
+        _ => Ok(reqwest::Client::new()),
+    }
 }
 
 /// A [`Store`] on an OpenDAL [`Operator`].
