@@ -12,6 +12,10 @@ use crate::{Error, Result};
 /// Content bytes read ahead while streaming one file: many small dump
 /// chunks at once, or a few large file chunks, at the same memory cost.
 const READ_AHEAD_BYTES: u64 = 4 << 20;
+/// Encoded list bytes read ahead under one list of lists: one coalesced
+/// read's worth, a few hundred lists of a dump (about 40 bytes an entry),
+/// so a deep list tree holds at most this much per level.
+const LIST_READ_AHEAD_BYTES: u64 = 1 << 20;
 /// At most this many range reads in flight per file, however small.
 const READ_AHEAD_MAX: usize = 64;
 /// The longest run of adjacent blobs fetched with one range request: long
@@ -88,7 +92,7 @@ impl Reader {
     /// The blobs of `kind` that `entries` names, verified, in order, each
     /// with its id: runs of blobs stored back to back in one pack are
     /// fetched with one range request each, within the read-ahead bounds of
-    /// [`Self::content`] (counted in plaintext bytes).
+    /// [`Self::content`] (counted in plaintext bytes; 1 MiB for lists).
     fn blobs(
         &self,
         entries: BoxStream<'static, Result<ListEntry>>,
@@ -99,6 +103,7 @@ impl Reader {
         struct State {
             reader: Reader,
             kind: BlobKind,
+            ahead: u64,
             entries: futures::stream::BoxStream<'static, Result<ListEntry>>,
             lookahead: Option<(ListEntry, BlobLocation)>,
             pending: Pending,
@@ -153,6 +158,10 @@ impl Reader {
         let state = State {
             reader: self.clone(),
             kind,
+            ahead: match kind {
+                BlobKind::ContentList => LIST_READ_AHEAD_BYTES,
+                _ => READ_AHEAD_BYTES,
+            },
             entries,
             lookahead: None,
             pending: Pending::new(),
@@ -163,7 +172,7 @@ impl Reader {
         stream::try_unfold(state, |mut state| async move {
             loop {
                 while !state.exhausted
-                    && (state.pending.is_empty() || state.bytes < READ_AHEAD_BYTES)
+                    && (state.pending.is_empty() || state.bytes < state.ahead)
                     && state.pending.len() < READ_AHEAD_MAX
                 {
                     match state.next_run().await? {
