@@ -47,8 +47,7 @@ impl Reader {
     }
 
     pub(super) async fn read_list(&self, id: nfrepo_format::BlobId) -> Result<ContentList> {
-        let bytes = self.read_blob(&id, BlobKind::ContentList).await?;
-        ContentList::decode(&bytes).map_err(|e| Error::decode(format!("content list {id}"), e))
+        decode_list(id, &self.read_blob(&id, BlobKind::ContentList).await?)
     }
 
     /// The chunks under a decoded list, its child lists read ahead.
@@ -63,8 +62,7 @@ impl Reader {
         )
         .map(move |child| {
             let (id, bytes) = child?;
-            let child = ContentList::decode(&bytes).map_err(|e| Error::decode(format!("content list {id}"), e))?;
-            Ok(reader.list_entries(child))
+            Ok(reader.list_entries(decode_list(id, &bytes)?))
         })
         .try_flatten()
         .boxed()
@@ -103,7 +101,6 @@ impl Reader {
         struct State {
             reader: Reader,
             kind: BlobKind,
-            ahead: u64,
             entries: futures::stream::BoxStream<'static, Result<ListEntry>>,
             lookahead: Option<(ListEntry, BlobLocation)>,
             pending: Pending,
@@ -155,13 +152,13 @@ impl Reader {
                 Ok(Some(run))
             }
         }
+        let ahead = match kind {
+            BlobKind::ContentList => LIST_READ_AHEAD_BYTES,
+            _ => READ_AHEAD_BYTES,
+        };
         let state = State {
             reader: self.clone(),
             kind,
-            ahead: match kind {
-                BlobKind::ContentList => LIST_READ_AHEAD_BYTES,
-                _ => READ_AHEAD_BYTES,
-            },
             entries,
             lookahead: None,
             pending: Pending::new(),
@@ -169,10 +166,10 @@ impl Reader {
             bytes: 0,
             exhausted: false,
         };
-        stream::try_unfold(state, |mut state| async move {
+        stream::try_unfold(state, move |mut state| async move {
             loop {
                 while !state.exhausted
-                    && (state.pending.is_empty() || state.bytes < state.ahead)
+                    && (state.pending.is_empty() || state.bytes < ahead)
                     && state.pending.len() < READ_AHEAD_MAX
                 {
                     match state.next_run().await? {
@@ -282,4 +279,9 @@ impl Reader {
         .await
         .map_err(|e| Error::Pipeline(e.to_string()))?
     }
+}
+
+/// Decodes the content list blob `id` opened to `bytes`.
+fn decode_list(id: nfrepo_format::BlobId, bytes: &[u8]) -> Result<ContentList> {
+    ContentList::decode(bytes).map_err(|e| Error::decode(format!("content list {id}"), e))
 }
