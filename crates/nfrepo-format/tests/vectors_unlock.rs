@@ -70,8 +70,9 @@ fn path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../format-spec/vectors/unlock.json")
 }
 
-/// The postcard body by hand: slot id 80..9f, the slot's default argon2id
-/// parameters (65536, 3, 1), slot salt a0..bf, wrapping key c0..df,
+/// The postcard body by hand: slot id 80..9f, the slot's argon2id
+/// parameters (65536, 3, 1: the default of repositories made before
+/// December 2026), slot salt a0..bf, wrapping key c0..df,
 /// created 1 700 000 000, expires an hour later.
 fn body() -> Vec<u8> {
     let mut out = seq(0x80).to_vec();
@@ -130,7 +131,12 @@ fn the_cached_unlock_matches_the_vectors() {
     let host: [u8; 32] = hex::decode(&committed.host).unwrap().try_into().unwrap();
     let entry = file.open(PASSWORD.as_bytes(), &host, &repo()).unwrap();
     assert_eq!(entry.slot, KeyId(seq(0x80)));
-    assert_eq!(entry.slot_kdf, KdfParams::default());
+    let slot_kdf = KdfParams {
+        memory_kib: 65536,
+        iterations: 3,
+        parallelism: 1,
+    };
+    assert_eq!(entry.slot_kdf, slot_kdf);
     assert_eq!(entry.slot_salt, seq(0xa0));
     assert_eq!(entry.wrapping_key.expose(), &seq(0xc0));
     assert_eq!((entry.created, entry.expires), (1_700_000_000, 1_700_003_600));

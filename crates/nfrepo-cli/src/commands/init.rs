@@ -9,11 +9,14 @@ use crate::context;
 use crate::failure::Failure;
 use crate::output::outln;
 
+/// The argon2id parameters of a new key slot: the default's lanes, fewer
+/// where the memory asked for is too small for them (argon2 needs 8 KiB a
+/// lane).
 pub fn kdf(args: &KdfArgs) -> KdfParams {
     KdfParams {
         memory_kib: args.kdf_memory_kib,
         iterations: args.kdf_iterations,
-        parallelism: 1,
+        parallelism: KdfParams::default().parallelism.min(args.kdf_memory_kib / 8).max(1),
     }
 }
 
@@ -105,5 +108,27 @@ fn lock_mode_name(mode: u8) -> &'static str {
         "governance"
     } else {
         "compliance"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kdf;
+    use crate::cli::KdfArgs;
+
+    fn lanes(kdf_memory_kib: u32) -> u32 {
+        kdf(&KdfArgs {
+            kdf_memory_kib,
+            kdf_iterations: 1,
+        })
+        .parallelism
+    }
+
+    #[test]
+    fn a_new_slot_takes_four_lanes_or_as_many_as_its_memory_allows() {
+        assert_eq!(lanes(65536), 4, "the default memory");
+        assert_eq!(lanes(32), 4);
+        assert_eq!(lanes(24), 3, "argon2 needs 8 KiB a lane");
+        assert_eq!(lanes(8), 1, "the least memory accepted");
     }
 }
