@@ -129,25 +129,29 @@ impl Reader {
                 }
             }
 
-            /// Collects the next run of chunks that are adjacent in one pack.
+            /// Collects the next run of blobs to fetch with one request:
+            /// chunks adjacent in one pack, in order; lists anywhere in a
+            /// window of one pack ([`run_joins`]).
             async fn next_run(&mut self) -> Result<Option<Vec<(ListEntry, BlobLocation)>>> {
                 let Some(first) = self.next_located().await? else {
                     return Ok(None);
                 };
-                let start = u64::from(first.1.offset);
-                let mut end = start + u64::from(first.1.sealed_len);
+                let mut span = blob_span(&first.1);
                 let mut run = vec![first];
-                while end - start < COALESCE_BYTES {
+                while span.end - span.start < COALESCE_BYTES {
                     let Some(next) = self.next_located().await? else {
                         break;
                     };
-                    let location = &next.1;
-                    if location.pack != run[0].1.pack || u64::from(location.offset) != end {
-                        self.lookahead = Some(next);
-                        break;
+                    match run_joins(self.kind, &run[0].1, &span, &next.1) {
+                        Some(wider) => {
+                            span = wider;
+                            run.push(next);
+                        }
+                        None => {
+                            self.lookahead = Some(next);
+                            break;
+                        }
                     }
-                    end += u64::from(location.sealed_len);
-                    run.push(next);
                 }
                 Ok(Some(run))
             }
@@ -242,12 +246,10 @@ impl Reader {
         let Some((_, first)) = run.first() else {
             return Ok(Vec::new());
         };
-        let start = u64::from(first.offset);
-        let end = run
-            .iter()
-            .map(|(_, l)| u64::from(l.offset) + u64::from(l.sealed_len))
-            .max()
-            .unwrap_or(start);
+        let (start, end) = run.iter().fold((u64::MAX, 0), |(start, end), (_, location)| {
+            let span = blob_span(location);
+            (start.min(span.start), end.max(span.end))
+        });
         let object = pack_key(first)?;
         let sealed = self
             .repo
@@ -281,7 +283,103 @@ impl Reader {
     }
 }
 
+/// The bytes of its pack a blob's sealed form occupies.
+fn blob_span(location: &BlobLocation) -> std::ops::Range<u64> {
+    let start = u64::from(location.offset);
+    start..start + u64::from(location.sealed_len)
+}
+
+/// The span of a run that `first` started and that covers `span` once
+/// `next` joins it, or `None` if `next` starts another run.
+///
+/// A file's chunks join when `next` follows the run directly in the same
+/// pack: a backup packs a file's new chunks in order. A list's children
+/// join when `next` is in the same pack and the run still spans at most
+/// [`COALESCE_BYTES`], in any order and with gaps: a backup seals a file's
+/// lists on every core, so siblings land in one tree pack near each other
+/// but not always in order, and reading the few other blobs between them
+/// is cheaper than a request per list.
+fn run_joins(
+    kind: BlobKind,
+    first: &BlobLocation,
+    span: &std::ops::Range<u64>,
+    next: &BlobLocation,
+) -> Option<std::ops::Range<u64>> {
+    if next.pack != first.pack {
+        return None;
+    }
+    let other = blob_span(next);
+    match kind {
+        BlobKind::ContentList => {
+            let wider = span.start.min(other.start)..span.end.max(other.end);
+            (wider.end - wider.start <= COALESCE_BYTES).then_some(wider)
+        }
+        _ => (other.start == span.end).then_some(span.start..other.end),
+    }
+}
+
 /// Decodes the content list blob `id` opened to `bytes`.
 fn decode_list(id: nfrepo_format::BlobId, bytes: &[u8]) -> Result<ContentList> {
     ContentList::decode(bytes).map_err(|e| Error::decode(format!("content list {id}"), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use nfrepo_format::{PackId, PackKind};
+
+    use super::*;
+
+    fn at(pack: u8, offset: u32, len: u32) -> BlobLocation {
+        BlobLocation {
+            pack: PackId([pack; 32]),
+            pack_kind: PackKind::Tree,
+            kind: BlobKind::ContentList,
+            offset,
+            sealed_len: len,
+            raw_len: len,
+            sealing: None,
+        }
+    }
+
+    /// Folds `next` into the run `locations` starts, as `next_run` does,
+    /// and returns how many of them one request covers.
+    fn joined(kind: BlobKind, locations: &[BlobLocation]) -> usize {
+        let mut span = blob_span(&locations[0]);
+        for (i, next) in locations.iter().enumerate().skip(1) {
+            match run_joins(kind, &locations[0], &span, next) {
+                Some(wider) => span = wider,
+                None => return i,
+            }
+        }
+        locations.len()
+    }
+
+    #[test]
+    fn sibling_lists_out_of_order_in_one_pack_are_one_request() {
+        // Sealed on several cores: the second list before the first, a
+        // tree between them.
+        let lists = [at(1, 5000, 900), at(1, 1000, 1000), at(1, 8000, 700)];
+        assert_eq!(joined(BlobKind::ContentList, &lists), 3);
+    }
+
+    #[test]
+    fn chunks_join_only_when_they_follow_each_other() {
+        let chunks = [at(1, 0, 100), at(1, 100, 100), at(1, 300, 100)];
+        assert_eq!(joined(BlobKind::Data, &chunks), 2, "a gap ends a run of chunks");
+        let backwards = [at(1, 100, 100), at(1, 0, 100)];
+        assert_eq!(joined(BlobKind::Data, &backwards), 1, "so does going back");
+    }
+
+    #[test]
+    fn a_run_of_lists_stays_in_its_pack_and_within_the_coalescing_bound() {
+        let other_pack = [at(1, 0, 100), at(2, 100, 100)];
+        assert_eq!(joined(BlobKind::ContentList, &other_pack), 1);
+        let bound = u32::try_from(COALESCE_BYTES).unwrap();
+        let far = [at(1, 0, 100), at(1, bound - 100, 100), at(1, bound, 1)];
+        assert_eq!(
+            joined(BlobKind::ContentList, &far),
+            2,
+            "the third would make the read longer than the bound"
+        );
+    }
 }
