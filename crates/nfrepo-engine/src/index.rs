@@ -535,6 +535,12 @@ impl Index {
             .into_iter()
     }
 
+    /// The size of `pack`, if it is indexed.
+    #[must_use]
+    pub fn pack_size(&self, pack: &PackId) -> Option<u64> {
+        self.packs().find(|(id, _, _)| id == pack).map(|(_, _, size)| size)
+    }
+
     /// Whether `pack` is indexed.
     #[must_use]
     pub fn has_pack(&self, pack: &PackId) -> bool {

@@ -1,8 +1,9 @@
 //! Reading a repository: snapshots, the index, blobs, trees and file content.
 //!
 //! A [`Reader`] pairs an open repository with its loaded index. Blobs are
-//! fetched with range requests (one per blob, or one per run of adjacent
-//! blobs when streaming file content), opened (authenticated, decompressed,
+//! fetched with range requests (one per blob, one per run of adjacent
+//! blobs when streaming file content, one per block of a tree pack for
+//! trees and lists read alone: [`windows`]), opened (authenticated, decompressed,
 //! re-hashed) on the blocking pool, and never returned unless they verify:
 //! a damaged blob is an [`Error::Corrupted`] naming the pack and blob.
 
@@ -12,6 +13,7 @@ mod plan;
 mod seek;
 mod snapshots;
 mod verified;
+mod windows;
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
@@ -60,6 +62,8 @@ pub struct Reader {
     /// reads the lists from the root down, and the next seek in the same
     /// file finds them here.
     lists: Arc<Mutex<lru::LruCache<BlobId, Arc<ContentList>>>>,
+    /// Blocks of tree packs that metadata blobs are cut from ([`windows`]).
+    windows: windows::Windows,
 }
 
 impl std::fmt::Debug for Reader {
@@ -83,6 +87,7 @@ impl Reader {
             index,
             trees: Arc::new(Mutex::new(lru::LruCache::new(capacity))),
             lists: Arc::new(Mutex::new(lru::LruCache::new(lists))),
+            windows: windows::windows(),
         }
     }
 
@@ -143,14 +148,16 @@ impl Reader {
     }
 
     async fn read_blob_at(&self, id: &BlobId, location: BlobLocation) -> Result<Vec<u8>> {
-        let object = pack_key(&location)?;
-        let start = u64::from(location.offset);
-        let sealed = self
-            .repo
-            .store()
-            .get_range(&object, start..start + u64::from(location.sealed_len))
-            .await
-            .map_err(Error::store)?;
+        let sealed = if location.pack_kind == nfrepo_format::PackKind::Tree {
+            self.sealed_from_window(&location).await?
+        } else {
+            let start = u64::from(location.offset);
+            self.repo
+                .store()
+                .get_range(&pack_key(&location)?, start..start + u64::from(location.sealed_len))
+                .await
+                .map_err(Error::store)?
+        };
         let repo = self.repo.clone();
         let id = *id;
         tokio::task::spawn_blocking(move || {

@@ -29,6 +29,7 @@ mod integration {
     mod rotation;
     mod seek;
     mod snapshot_cache;
+    mod tree_windows;
     mod unlock_cache;
     mod verified_read;
 }
