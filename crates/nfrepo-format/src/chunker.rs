@@ -339,7 +339,11 @@ mod tests {
         let data = pseudo_random(8 << 20);
         let chunker = Chunker::new(ChunkerProfile::ROWS, 7).unwrap();
         let mut stream = Counted { data: &data, reads: 0 };
-        let chunks = chunker.chunks(&mut stream).map(|c| c.unwrap().len()).count();
+        let mut chunks = 0;
+        for chunk in chunker.chunks(&mut stream) {
+            assert!(!chunk.unwrap().is_empty());
+            chunks += 1;
+        }
         // About 1,000 chunks of 8 KiB; each refill reads what the window
         // has room for (at least 224 KiB here), so about 40 reads and the
         // one that finds the end.
