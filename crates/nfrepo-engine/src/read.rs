@@ -148,7 +148,9 @@ impl Reader {
     }
 
     async fn read_blob_at(&self, id: &BlobId, location: BlobLocation) -> Result<Vec<u8>> {
-        let sealed = if location.pack_kind == nfrepo_format::PackKind::Tree {
+        let sealed = if location.pack_kind == nfrepo_format::PackKind::Tree
+            && u64::from(location.sealed_len) <= windows::WINDOW_BYTES
+        {
             self.sealed_from_window(&location).await?
         } else {
             let start = u64::from(location.offset);

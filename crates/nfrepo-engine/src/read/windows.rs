@@ -13,7 +13,8 @@
 //! block of its tree pack that holds it is fetched once (extended to the
 //! blob's end, clamped to the pack's indexed size) and kept, and every blob
 //! that lies in a kept block is cut out of it. At most [`WINDOWS_KEPT`]
-//! blocks are kept (a few MiB, whatever the tree's size); callers asking
+//! blocks are kept, each under 2 MiB (a blob larger than a block is
+//! fetched alone and not kept), whatever the tree's size; callers asking
 //! for blocks being fetched wait for that one request. Blocks are aligned
 //! rather than started at the blob asked for, so a walk that goes
 //! backwards through the pack (parents after children) reuses them too.
