@@ -3,7 +3,7 @@
 //! A [`Reader`] pairs an open repository with its loaded index. Blobs are
 //! fetched with range requests (one per blob, one per run of adjacent
 //! blobs when streaming file content, one per block of a tree pack for
-//! trees and lists read alone: [`windows`]), opened (authenticated, decompressed,
+//! trees and content lists: [`windows`]), opened (authenticated, decompressed,
 //! re-hashed) on the blocking pool, and never returned unless they verify:
 //! a damaged blob is an [`Error::Corrupted`] naming the pack and blob.
 

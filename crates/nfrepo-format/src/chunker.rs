@@ -131,9 +131,9 @@ impl Chunker {
 
     /// Iterates over the chunks of `reader`, reading through `buffer`, which
     /// grows once to the larger of the profile's maximum chunk size and
-    /// 256 KiB (the read-ahead window), and can be reused for the next stream. Reusing it
-    /// matters for many small files: a fresh buffer per file costs more
-    /// than chunking the file.
+    /// 256 KiB (the read-ahead window), and can be reused for the next
+    /// stream. Reusing it matters for many small files: a fresh buffer per
+    /// file costs more than chunking the file.
     pub fn chunks_with_buffer<B: BorrowMut<Vec<u8>>, R: Read>(&self, reader: R, buffer: B) -> Chunks<B, R> {
         Chunks {
             chunker: *self,

@@ -12,10 +12,9 @@ use crate::{Error, Result};
 /// Content bytes read ahead while streaming one file: many small dump
 /// chunks at once, or a few large file chunks, at the same memory cost.
 const READ_AHEAD_BYTES: u64 = 4 << 20;
-/// Encoded list bytes read ahead under one list of lists: one coalesced
-/// read's worth, a few hundred lists of a dump (about 40 bytes an entry),
-/// so a deep list tree holds at most this much per level.
-const LIST_READ_AHEAD_BYTES: u64 = 1 << 20;
+/// Content lists read ahead under one list of lists (at most 48 KiB
+/// each decoded): a deep list tree holds at most this many per level.
+const LIST_AHEAD: usize = 16;
 /// At most this many range reads in flight per file, however small.
 const READ_AHEAD_MAX: usize = 64;
 /// The longest run of adjacent blobs fetched with one range request: long
@@ -26,11 +25,13 @@ const COALESCE_BYTES: u64 = 1 << 20;
 impl Reader {
     /// The chunks of a file's content in order, without fetching them.
     ///
-    /// Content lists are read ahead as file chunks are ([`Self::content`]):
-    /// the children of a list of lists, which a backup stores back to back
-    /// in one tree pack, are fetched with range requests of up to 1 MiB
-    /// (a few dozen lists each), so a long dump's lists cost a round trip
-    /// or two to S3, not one each.
+    /// Content lists are read ahead: the children of a list of lists are
+    /// read [`LIST_AHEAD`] at a time, in order, each through
+    /// [`Reader::read_blob`], which cuts them out of the blocks of their
+    /// tree pack it keeps (`read/windows.rs`): a backup stores a file's
+    /// lists near each other in one tree pack, so a long dump's hundreds of
+    /// lists cost a request or two to S3, not one each, in whatever order
+    /// they were sealed.
     ///
     /// # Errors
     /// Errors reading list blobs, in the position of the list that failed.
@@ -47,7 +48,8 @@ impl Reader {
     }
 
     pub(super) async fn read_list(&self, id: nfrepo_format::BlobId) -> Result<ContentList> {
-        decode_list(id, &self.read_blob(&id, BlobKind::ContentList).await?)
+        let bytes = self.read_blob(&id, BlobKind::ContentList).await?;
+        ContentList::decode(&bytes).map_err(|e| Error::decode(format!("content list {id}"), e))
     }
 
     /// The chunks under a decoded list, its child lists read ahead.
@@ -56,16 +58,14 @@ impl Reader {
             return stream::iter(list.entries.into_iter().map(Ok)).boxed();
         }
         let reader = self.clone();
-        self.blobs(
-            stream::iter(list.entries.into_iter().map(Ok)).boxed(),
-            BlobKind::ContentList,
-        )
-        .map(move |child| {
-            let (id, bytes) = child?;
-            Ok(reader.list_entries(decode_list(id, &bytes)?))
-        })
-        .try_flatten()
-        .boxed()
+        stream::iter(list.entries)
+            .map(move |entry| {
+                let reader = reader.clone();
+                async move { reader.read_list(entry.id).await.map(|child| reader.list_entries(child)) }
+            })
+            .buffered(LIST_AHEAD)
+            .try_flatten()
+            .boxed()
     }
 
     /// A file's content as a stream of verified chunks, in order.
@@ -84,27 +84,13 @@ impl Reader {
         &self,
         entries: BoxStream<'static, Result<ListEntry>>,
     ) -> impl Stream<Item = Result<Vec<u8>>> + Send + 'static {
-        self.blobs(entries, BlobKind::Data).map_ok(|(_, bytes)| bytes)
-    }
-
-    /// The blobs of `kind` that `entries` names, verified, in order, each
-    /// with its id: runs of blobs stored back to back in one pack are
-    /// fetched with one range request each, within the read-ahead bounds of
-    /// [`Self::content`] (counted in plaintext bytes; 1 MiB for lists).
-    fn blobs(
-        &self,
-        entries: BoxStream<'static, Result<ListEntry>>,
-        kind: BlobKind,
-    ) -> impl Stream<Item = Result<(nfrepo_format::BlobId, Vec<u8>)>> + Send + 'static {
-        type Opened = Vec<(nfrepo_format::BlobId, Vec<u8>)>;
-        type Pending = futures::stream::FuturesOrdered<futures::future::BoxFuture<'static, Result<Opened>>>;
+        type Pending = futures::stream::FuturesOrdered<futures::future::BoxFuture<'static, Result<Vec<Vec<u8>>>>>;
         struct State {
             reader: Reader,
-            kind: BlobKind,
             entries: futures::stream::BoxStream<'static, Result<ListEntry>>,
             lookahead: Option<(ListEntry, BlobLocation)>,
             pending: Pending,
-            ready: std::collections::VecDeque<(nfrepo_format::BlobId, Vec<u8>)>,
+            ready: std::collections::VecDeque<Vec<u8>>,
             bytes: u64,
             exhausted: bool,
         }
@@ -116,10 +102,10 @@ impl Reader {
                 match self.entries.next().await {
                     Some(entry) => {
                         let entry = entry?;
-                        let location = match self.reader.locate_kind(&entry.id, self.kind) {
+                        let location = match self.reader.locate_kind(&entry.id, BlobKind::Data) {
                             Err(e) if self.reader.index.may_recover(&e) => {
                                 self.reader.index.recover(&self.reader.repo).await?;
-                                self.reader.locate_kind(&entry.id, self.kind)?
+                                self.reader.locate_kind(&entry.id, BlobKind::Data)?
                             }
                             other => other?,
                         };
@@ -129,40 +115,30 @@ impl Reader {
                 }
             }
 
-            /// Collects the next run of blobs to fetch with one request:
-            /// chunks adjacent in one pack, in order; lists anywhere in a
-            /// window of one pack ([`run_joins`]).
+            /// Collects the next run of chunks that are adjacent in one pack.
             async fn next_run(&mut self) -> Result<Option<Vec<(ListEntry, BlobLocation)>>> {
                 let Some(first) = self.next_located().await? else {
                     return Ok(None);
                 };
-                let mut span = blob_span(&first.1);
+                let start = u64::from(first.1.offset);
+                let mut end = start + u64::from(first.1.sealed_len);
                 let mut run = vec![first];
-                while span.end - span.start < COALESCE_BYTES {
+                while end - start < COALESCE_BYTES {
                     let Some(next) = self.next_located().await? else {
                         break;
                     };
-                    match run_joins(self.kind, &run[0].1, &span, &next.1) {
-                        Some(wider) => {
-                            span = wider;
-                            run.push(next);
-                        }
-                        None => {
-                            self.lookahead = Some(next);
-                            break;
-                        }
+                    if !follows(&run[0].1, end, &next.1) {
+                        self.lookahead = Some(next);
+                        break;
                     }
+                    end += u64::from(next.1.sealed_len);
+                    run.push(next);
                 }
                 Ok(Some(run))
             }
         }
-        let ahead = match kind {
-            BlobKind::ContentList => LIST_READ_AHEAD_BYTES,
-            _ => READ_AHEAD_BYTES,
-        };
         let state = State {
             reader: self.clone(),
-            kind,
             entries,
             lookahead: None,
             pending: Pending::new(),
@@ -170,29 +146,29 @@ impl Reader {
             bytes: 0,
             exhausted: false,
         };
-        stream::try_unfold(state, move |mut state| async move {
+        stream::try_unfold(state, |mut state| async move {
             loop {
                 while !state.exhausted
-                    && (state.pending.is_empty() || state.bytes < ahead)
+                    && (state.pending.is_empty() || state.bytes < READ_AHEAD_BYTES)
                     && state.pending.len() < READ_AHEAD_MAX
                 {
                     match state.next_run().await? {
                         Some(run) => {
-                            let len: u64 = run.iter().map(|(_, location)| u64::from(location.raw_len)).sum();
+                            let len: u64 = run.iter().map(|(entry, _)| entry.len).sum();
                             state.bytes += len;
-                            let (reader, kind) = (state.reader.clone(), state.kind);
+                            let reader = state.reader.clone();
                             state
                                 .pending
-                                .push_back(async move { reader.read_run(run, kind).await }.boxed());
+                                .push_back(async move { reader.read_run(run).await }.boxed());
                         }
                         None => state.exhausted = true,
                     }
                 }
                 // Opened chunks count against the read-ahead until handed
                 // out, so fetched-but-unread data stays within the bound.
-                if let Some(blob) = state.ready.pop_front() {
-                    state.bytes = state.bytes.saturating_sub(blob.1.len() as u64);
-                    return Ok(Some((blob, state)));
+                if let Some(chunk) = state.ready.pop_front() {
+                    state.bytes = state.bytes.saturating_sub(chunk.len() as u64);
+                    return Ok(Some((chunk, state)));
                 }
                 match state.pending.next().await {
                     Some(done) => state.ready.extend(done?),
@@ -202,17 +178,12 @@ impl Reader {
         })
     }
 
-    /// Fetches blobs of `kind` stored back to back in one pack with one
-    /// range request, and opens each; fails on the first that does not
-    /// verify.
-    async fn read_run(
-        &self,
-        run: Vec<(ListEntry, BlobLocation)>,
-        kind: BlobKind,
-    ) -> Result<Vec<(nfrepo_format::BlobId, Vec<u8>)>> {
+    /// Fetches blobs stored back to back in one pack with one range request,
+    /// and opens each; fails on the first that does not verify.
+    async fn read_run(&self, run: Vec<(ListEntry, BlobLocation)>) -> Result<Vec<Vec<u8>>> {
         let ids: Vec<nfrepo_format::BlobId> = run.iter().map(|(entry, _)| entry.id).collect();
         let pack = run.first().map(|(_, location)| location.pack);
-        let opened = match self.read_run_once(run).await {
+        match self.read_run_once(run).await {
             // The pack is gone: each blob from another copy, if one is indexed.
             Err(e) if super::pack_gone(&e) && pack.is_some() => {
                 if let Some(pack) = pack {
@@ -223,7 +194,7 @@ impl Reader {
                 }
                 let mut blobs = Vec::with_capacity(ids.len());
                 for id in &ids {
-                    blobs.push(self.read_blob(id, kind).await?);
+                    blobs.push(self.read_blob(id, BlobKind::Data).await?);
                 }
                 Ok(blobs)
             }
@@ -233,23 +204,24 @@ impl Reader {
                 self.index.recover(&self.repo).await?;
                 let mut blobs = Vec::with_capacity(ids.len());
                 for id in &ids {
-                    blobs.push(self.read_blob_once(id, kind).await?);
+                    blobs.push(self.read_blob_once(id, BlobKind::Data).await?);
                 }
                 Ok(blobs)
             }
             other => other,
-        }?;
-        Ok(ids.into_iter().zip(opened).collect())
+        }
     }
 
     async fn read_run_once(&self, run: Vec<(ListEntry, BlobLocation)>) -> Result<Vec<Vec<u8>>> {
         let Some((_, first)) = run.first() else {
             return Ok(Vec::new());
         };
-        let (start, end) = run.iter().fold((u64::MAX, 0), |(start, end), (_, location)| {
-            let span = blob_span(location);
-            (start.min(span.start), end.max(span.end))
-        });
+        let start = u64::from(first.offset);
+        let end = run
+            .iter()
+            .map(|(_, l)| u64::from(l.offset) + u64::from(l.sealed_len))
+            .max()
+            .unwrap_or(start);
         let object = pack_key(first)?;
         let sealed = self
             .repo
@@ -283,103 +255,38 @@ impl Reader {
     }
 }
 
-/// The bytes of its pack a blob's sealed form occupies.
-fn blob_span(location: &BlobLocation) -> std::ops::Range<u64> {
-    let start = u64::from(location.offset);
-    start..start + u64::from(location.sealed_len)
-}
-
-/// The span of a run that `first` started and that covers `span` once
-/// `next` joins it, or `None` if `next` starts another run.
-///
-/// A file's chunks join when `next` follows the run directly in the same
-/// pack: a backup packs a file's new chunks in order. A list's children
-/// join when `next` is in the same pack and the run still spans at most
-/// [`COALESCE_BYTES`], in any order and with gaps: a backup seals a file's
-/// lists on every core, so siblings land in one tree pack near each other
-/// but not always in order, and reading the few other blobs between them
-/// is cheaper than a request per list.
-fn run_joins(
-    kind: BlobKind,
-    first: &BlobLocation,
-    span: &std::ops::Range<u64>,
-    next: &BlobLocation,
-) -> Option<std::ops::Range<u64>> {
-    if next.pack != first.pack {
-        return None;
-    }
-    let other = blob_span(next);
-    match kind {
-        BlobKind::ContentList => {
-            let wider = span.start.min(other.start)..span.end.max(other.end);
-            (wider.end - wider.start <= COALESCE_BYTES).then_some(wider)
-        }
-        _ => (other.start == span.end).then_some(span.start..other.end),
-    }
-}
-
-/// Decodes the content list blob `id` opened to `bytes`.
-fn decode_list(id: nfrepo_format::BlobId, bytes: &[u8]) -> Result<ContentList> {
-    ContentList::decode(bytes).map_err(|e| Error::decode(format!("content list {id}"), e))
+/// Whether the chunk at `next` joins the run that `first` started and that
+/// ends at `end`: it follows the run directly in the same pack, as a
+/// backup packs a file's new chunks.
+fn follows(first: &BlobLocation, end: u64, next: &BlobLocation) -> bool {
+    next.pack == first.pack && u64::from(next.offset) == end
 }
 
 #[cfg(test)]
 mod tests {
-    use nfrepo_format::{PackId, PackKind};
-
+    use super::super::plan::tests::at;
     use super::*;
 
-    fn at(pack: u8, offset: u32, len: u32) -> BlobLocation {
-        BlobLocation {
-            pack: PackId([pack; 32]),
-            pack_kind: PackKind::Tree,
-            kind: BlobKind::ContentList,
-            offset,
-            sealed_len: len,
-            raw_len: len,
-            sealing: None,
-        }
-    }
-
-    /// Folds `next` into the run `locations` starts, as `next_run` does,
-    /// and returns how many of them one request covers.
-    fn joined(kind: BlobKind, locations: &[BlobLocation]) -> usize {
-        let mut span = blob_span(&locations[0]);
+    /// Folds each location into the run the first starts, as `next_run`
+    /// does, and returns how many of them one request covers.
+    fn joined(locations: &[BlobLocation]) -> usize {
+        let mut end = u64::from(locations[0].offset) + u64::from(locations[0].sealed_len);
         for (i, next) in locations.iter().enumerate().skip(1) {
-            match run_joins(kind, &locations[0], &span, next) {
-                Some(wider) => span = wider,
-                None => return i,
+            if !follows(&locations[0], end, next) {
+                return i;
             }
+            end += u64::from(next.sealed_len);
         }
         locations.len()
     }
 
     #[test]
-    fn sibling_lists_out_of_order_in_one_pack_are_one_request() {
-        // Sealed on several cores: the second list before the first, a
-        // tree between them.
-        let lists = [at(1, 5000, 900), at(1, 1000, 1000), at(1, 8000, 700)];
-        assert_eq!(joined(BlobKind::ContentList, &lists), 3);
-    }
-
-    #[test]
     fn chunks_join_only_when_they_follow_each_other() {
         let chunks = [at(1, 0, 100), at(1, 100, 100), at(1, 300, 100)];
-        assert_eq!(joined(BlobKind::Data, &chunks), 2, "a gap ends a run of chunks");
+        assert_eq!(joined(&chunks), 2, "a gap ends a run of chunks");
         let backwards = [at(1, 100, 100), at(1, 0, 100)];
-        assert_eq!(joined(BlobKind::Data, &backwards), 1, "so does going back");
-    }
-
-    #[test]
-    fn a_run_of_lists_stays_in_its_pack_and_within_the_coalescing_bound() {
+        assert_eq!(joined(&backwards), 1, "so does going back");
         let other_pack = [at(1, 0, 100), at(2, 100, 100)];
-        assert_eq!(joined(BlobKind::ContentList, &other_pack), 1);
-        let bound = u32::try_from(COALESCE_BYTES).unwrap();
-        let far = [at(1, 0, 100), at(1, bound - 100, 100), at(1, bound, 1)];
-        assert_eq!(
-            joined(BlobKind::ContentList, &far),
-            2,
-            "the third would make the read longer than the bound"
-        );
+        assert_eq!(joined(&other_pack), 1, "and another pack");
     }
 }

@@ -546,11 +546,12 @@ impl Reader {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use nfrepo_format::PackKind;
 
-    fn at(pack: u8, offset: u32, len: u32) -> BlobLocation {
+    /// A data chunk of `len` sealed bytes at `offset` of pack `pack`.
+    pub(in crate::read) fn at(pack: u8, offset: u32, len: u32) -> BlobLocation {
         BlobLocation {
             pack: PackId([pack; 32]),
             pack_kind: PackKind::Data,

@@ -1,7 +1,8 @@
 //! Metadata blobs read through windows of their tree pack.
 //!
 //! A walk of a snapshot (a backup comparing with its parent, a restore, `ls`,
-//! `find`, `diff`, a mount) reads every directory's tree, one blob at a time,
+//! `find`, `diff`, a mount) reads every directory's tree, and a large file's
+//! content is found through its lists, one blob at a time,
 //! each from wherever the index puts it. A backup writes all of a
 //! snapshot's trees into a few tree packs, so the trees a walk needs lie
 //! close together, but in the order their directories were finished
@@ -60,23 +61,19 @@ impl Reader {
         let object = pack_key(location)?;
         let start = u64::from(location.offset);
         let end = start + u64::from(location.sealed_len);
-        let block = start / WINDOW_BYTES;
-        let from = block * WINDOW_BYTES;
+        let key = block_of(location);
         let cell = {
             let mut kept = self
                 .windows
                 .lock()
                 .map_err(|_| Error::Pipeline("tree pack windows poisoned".into()))?;
-            kept.get_or_insert((location.pack, block), || Arc::new(OnceCell::new()))
-                .clone()
+            kept.get_or_insert(key, || Arc::new(OnceCell::new())).clone()
         };
+        let from = key.1 * WINDOW_BYTES;
         let fetched = cell
             .get_or_try_init(|| async {
-                let to = self
-                    .index
-                    .pack_size(&location.pack)
-                    .map_or(end, |size| (from + WINDOW_BYTES).min(size).max(end));
-                self.repo.store().get_range(&object, from..to).await
+                let range = block_range(location, self.index.pack_size(&location.pack));
+                self.repo.store().get_range(&object, range).await
             })
             .await;
         match fetched {
@@ -95,5 +92,53 @@ impl Reader {
                 .await
                 .map_err(Error::store),
         }
+    }
+}
+
+/// The kept block a blob is cut from: its pack and the number of the
+/// aligned [`WINDOW_BYTES`] block it starts in.
+fn block_of(location: &BlobLocation) -> (PackId, u64) {
+    (location.pack, u64::from(location.offset) / WINDOW_BYTES)
+}
+
+/// The bytes of the pack fetched for the block of `location`: the aligned
+/// block, extended to the blob's end, clamped to the pack's size when it is
+/// known (else only up to the blob's end).
+fn block_range(location: &BlobLocation, pack_size: Option<u64>) -> std::ops::Range<u64> {
+    let from = block_of(location).1 * WINDOW_BYTES;
+    let end = u64::from(location.offset) + u64::from(location.sealed_len);
+    from..pack_size.map_or(end, |size| (from + WINDOW_BYTES).min(size).max(end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::plan::tests::at;
+    use super::*;
+
+    #[test]
+    fn a_block_stays_in_its_pack_and_within_its_bound() {
+        let bound = u32::try_from(WINDOW_BYTES).unwrap();
+        assert_ne!(block_of(&at(1, 0, 100)), block_of(&at(2, 100, 100)), "another pack");
+        assert_eq!(
+            block_of(&at(1, 5000, 900)),
+            block_of(&at(1, 1000, 1000)),
+            "siblings in any order"
+        );
+        assert_ne!(block_of(&at(1, 0, 100)), block_of(&at(1, bound, 1)), "a block further");
+        assert_eq!(
+            block_range(&at(1, 1000, 100), Some(3000)),
+            0..3000,
+            "clamped to the pack"
+        );
+        assert_eq!(
+            block_range(&at(1, bound - 100, 300), Some(2 * WINDOW_BYTES)),
+            0..WINDOW_BYTES + 200,
+            "extended to the blob's end"
+        );
+        assert_eq!(
+            block_range(&at(1, 1000, 100), None),
+            0..1100,
+            "the blob's end without a size"
+        );
     }
 }

@@ -57,10 +57,9 @@ async fn issue15_chunk_at_and_content_from_find_any_offset_of_a_deep_list() {
 }
 
 /// The child lists of a list of lists, stored near each other in one tree
-/// pack, are fetched with one range request over all of them, not one
-/// each: reading a deep list's chunks reads the tree pack twice (the root,
-/// then its children; one read per child was the old way), and a third
-/// read fails here.
+/// pack, are cut from the blocks of it the reader keeps, not fetched one
+/// each: reading a deep list's chunks reads the tree pack at most twice
+/// (one read per child was the old way), and a third read fails here.
 #[tokio::test]
 async fn the_child_lists_of_a_list_of_lists_are_read_several_to_a_request() {
     use std::sync::Arc;

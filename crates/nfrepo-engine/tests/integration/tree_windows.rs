@@ -64,6 +64,20 @@ async fn a_walk_of_many_directories_reads_their_tree_pack_a_block_at_a_time() {
         assert_eq!(tree.nodes.len(), 1);
         assert_eq!(tree.nodes[0].name, format!("dir-{i:05}").into_bytes());
     }
+    // Read in the opposite order to the one they were sealed in (as a walk
+    // meets trees a backup stored children first), by a fresh reader: one
+    // request again.
+    faults.clear();
+    faults.add_rule(
+        FaultRule::new(FaultOp::Get, Fault::Fail(ErrorKind::Unreachable))
+            .kind(ObjectKind::Tree)
+            .after(1),
+    );
+    let reader = repo.reader().await.unwrap();
+    for (i, leaf) in leaves.iter().enumerate().rev() {
+        let tree = reader.tree(leaf).await.unwrap();
+        assert_eq!(tree.nodes[0].name, format!("dir-{i:05}").into_bytes());
+    }
 }
 
 #[tokio::test]
