@@ -26,7 +26,7 @@ impl Reader {
     /// The chunks of a file's content in order, without fetching them.
     ///
     /// Content lists are read ahead: the children of a list of lists are
-    /// read [`LIST_AHEAD`] at a time, in order, each through
+    /// read 16 at a time (`LIST_AHEAD`), in order, each through
     /// [`Reader::read_blob`], which cuts them out of the blocks of their
     /// tree pack it keeps (`read/windows.rs`): a backup stores a file's
     /// lists near each other in one tree pack, so a long dump's hundreds of
