@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use nfrepo_store::{ByteStream, ListStream, ObjectInfo, ObjectKey, ObjectKind, PutMode, Result, Store};
+use nfrepo_store::{ByteStream, ListStream, ObjectInfo, ObjectKey, ObjectKind, Pieces, PutMode, Result, Store};
 
 use crate::cli::GlobalArgs;
 use crate::render;
@@ -82,6 +82,13 @@ impl Store for CountingStore {
 
     async fn get_range(&self, key: &ObjectKey, range: Range<u64>) -> Result<Bytes> {
         let data = self.0.get_range(key, range).await?;
+        add(&TRAFFIC.objects_read, 1);
+        add(&TRAFFIC.bytes_read, data.len() as u64);
+        Ok(data)
+    }
+
+    async fn get_range_pieces(&self, key: &ObjectKey, range: Range<u64>) -> Result<Pieces> {
+        let data = self.0.get_range_pieces(key, range).await?;
         add(&TRAFFIC.objects_read, 1);
         add(&TRAFFIC.bytes_read, data.len() as u64);
         Ok(data)

@@ -21,6 +21,7 @@ use crate::key::{ObjectInfo, ObjectKey, ObjectKind};
 use crate::location::StoreUrl;
 use crate::lock::Retention;
 use crate::memory::MemoryStore;
+use crate::pieces::Pieces;
 use crate::store::{ByteStream, ListStream, PutMode, STREAM_PART_SIZE, Store};
 
 pub use rest::RestStore;
@@ -473,6 +474,12 @@ impl Store for OpendalStore {
     }
 
     async fn get_range(&self, key: &ObjectKey, range: Range<u64>) -> Result<Bytes> {
+        self.get_range_pieces(key, range).await.map(Pieces::into_bytes)
+    }
+
+    /// The response's frames as they came (see [`Pieces`]); a local
+    /// directory's range is one piece.
+    async fn get_range_pieces(&self, key: &ObjectKey, range: Range<u64>) -> Result<Pieces> {
         if range.start > range.end {
             return Err(Error::new(
                 ErrorKind::Other,
@@ -483,7 +490,7 @@ impl Store for OpendalStore {
         if range.is_empty() {
             // Still report a missing object as missing.
             self.stat(key).await?;
-            return Ok(Bytes::new());
+            return Ok(Pieces::default());
         }
         let Some(op) = self.operator().await? else {
             return Err(self.not_found(key));
@@ -507,7 +514,7 @@ impl Store for OpendalStore {
             if bytes.len() as u64 != expected {
                 return Err(short(format!("got {} of {expected} bytes", bytes.len())));
             }
-            return Ok(bytes);
+            return Ok(Pieces::from(bytes));
         }
         let buffer = match op.read_with(&key.path()).range(range.clone()).await {
             Ok(buffer) => buffer,
@@ -527,7 +534,7 @@ impl Store for OpendalStore {
         if buffer.len() as u64 != expected {
             return Err(short(format!("got {} of {expected} bytes", buffer.len())));
         }
-        Ok(buffer.to_bytes())
+        Ok(Pieces::from_parts(buffer))
     }
 
     async fn stat(&self, key: &ObjectKey) -> Result<ObjectInfo> {

@@ -10,6 +10,7 @@ use futures::{StreamExt, TryStreamExt, stream};
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::{ObjectInfo, ObjectKey, ObjectKind};
 use crate::lock::Retention;
+use crate::pieces::Pieces;
 use crate::store::{ListStream, PutMode, Store};
 
 /// Which calls a [`FaultRule`] applies to. `get_range` counts as [`FaultOp::Get`].
@@ -370,6 +371,12 @@ impl<S: Store> Store for FaultStore<S> {
     }
 
     async fn get_range(&self, key: &ObjectKey, range: Range<u64>) -> Result<Bytes> {
+        self.get_range_pieces(key, range).await.map(Pieces::into_bytes)
+    }
+
+    /// As [`Store::get_range`] (which goes through it): a flipped bit
+    /// changes the piece that holds it.
+    async fn get_range_pieces(&self, key: &ObjectKey, range: Range<u64>) -> Result<Pieces> {
         let fired = self.fire(FaultOp::Get, key.kind(), Some(key.name()));
         self.before(&fired, Some(key), true).await?;
         for rule in &fired {
@@ -386,13 +393,30 @@ impl<S: Store> Store for FaultStore<S> {
                 ));
             }
         }
-        let mut data = self.inner.get_range(key, range.clone()).await?;
-        for rule in &fired {
-            if let Fault::FlipBit { byte, bit } = rule.fault {
-                data = flip_bit(data, range.start, byte, bit);
-            }
+        let pieces = self.inner.get_range_pieces(key, range.clone()).await?;
+        let flips: Vec<(u64, u8)> = fired
+            .iter()
+            .filter_map(|rule| match rule.fault {
+                Fault::FlipBit { byte, bit } => Some((byte, bit)),
+                _ => None,
+            })
+            .collect();
+        if flips.is_empty() {
+            return Ok(pieces);
         }
-        Ok(data)
+        let mut start = range.start;
+        let parts: Vec<Bytes> = pieces
+            .parts()
+            .iter()
+            .map(|part| {
+                let flipped = flips
+                    .iter()
+                    .fold(part.clone(), |data, &(byte, bit)| flip_bit(data, start, byte, bit));
+                start += part.len() as u64;
+                flipped
+            })
+            .collect();
+        Ok(Pieces::from_parts(parts))
     }
 
     async fn stat(&self, key: &ObjectKey) -> Result<ObjectInfo> {
@@ -501,6 +525,26 @@ mod tests {
         assert_eq!(s.stat(&key("aa01")).await.unwrap().size, 10);
         s.clear();
         assert_eq!(s.get(&key("aa01")).await.unwrap(), DATA);
+    }
+
+    #[tokio::test]
+    async fn a_flipped_bit_lands_in_the_piece_that_holds_it() {
+        let s = FaultStore::new(MemoryStore::new());
+        let data: Vec<u8> = (0..2500u32).map(|i| (i % 251) as u8).collect();
+        s.inner()
+            .put(&key("cc01"), Bytes::from(data.clone()), PutMode::CreateNew)
+            .await
+            .unwrap();
+        s.add_rule(FaultRule::new(FaultOp::Get, Fault::FlipBit { byte: 1500, bit: 2 }));
+        let pieces = s.get_range_pieces(&key("cc01"), 900..2100).await.unwrap();
+        assert_eq!(pieces.count(), 3, "memory cuts at 1000 and 2000");
+        let mut want = data[900..2100].to_vec();
+        want[600] ^= 1 << 2;
+        assert_eq!(pieces.slice(0..1200).as_deref(), Some(&want[..]));
+        assert_eq!(
+            s.get_range(&key("cc01"), 1400..1600).await.unwrap(),
+            Bytes::copy_from_slice(&want[500..700])
+        );
     }
 
     #[tokio::test]

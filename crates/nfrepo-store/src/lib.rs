@@ -57,6 +57,7 @@ mod location;
 mod lock;
 mod memory;
 mod object_cache;
+mod pieces;
 mod rest;
 mod retry;
 mod secret_file;
@@ -77,6 +78,7 @@ pub use location::StoreUrl;
 pub use lock::{ObjectLockPolicy, ObjectLockStore, Retention, RetentionMode};
 pub use memory::MemoryStore;
 pub use object_cache::{CachedSnapshot, ObjectCache, SnapshotRow};
+pub use pieces::Pieces;
 pub use rest::{
     MIN_TOKEN_LEN, NFREPO_REST_CA_FILE, NFREPO_REST_TOKEN_FILE, REST_API_PREFIX, REST_ERROR_HEADER,
     REST_MODIFIED_HEADER, REST_SIZE_HEADER, http_client, read_token_file, rest_error_code, rest_error_kind,

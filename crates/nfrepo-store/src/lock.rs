@@ -22,6 +22,7 @@ use bytes::Bytes;
 
 use crate::error::Result;
 use crate::key::{ObjectInfo, ObjectKey, ObjectKind};
+use crate::pieces::Pieces;
 use crate::store::{ByteStream, ListStream, PutMode, Store};
 
 /// The S3 Object Lock retention mode.
@@ -155,6 +156,10 @@ impl<S: Store> Store for ObjectLockStore<S> {
 
     async fn get_range(&self, key: &ObjectKey, range: Range<u64>) -> Result<Bytes> {
         self.inner.get_range(key, range).await
+    }
+
+    async fn get_range_pieces(&self, key: &ObjectKey, range: Range<u64>) -> Result<Pieces> {
+        self.inner.get_range_pieces(key, range).await
     }
 
     async fn stat(&self, key: &ObjectKey) -> Result<ObjectInfo> {

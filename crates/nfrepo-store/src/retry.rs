@@ -11,6 +11,7 @@ use futures::{StreamExt, stream};
 use crate::error::{ErrorKind, Result};
 use crate::key::{ObjectInfo, ObjectKey, ObjectKind};
 use crate::lock::Retention;
+use crate::pieces::Pieces;
 use crate::store::{ByteStream, ListStream, PutMode, Store};
 
 /// How hard [`RetryStore`] tries.
@@ -149,6 +150,11 @@ impl<S: Store> Store for RetryStore<S> {
 
     async fn get_range(&self, key: &ObjectKey, range: Range<u64>) -> Result<Bytes> {
         self.run("get_range", |_| self.inner.get_range(key, range.clone()))
+            .await
+    }
+
+    async fn get_range_pieces(&self, key: &ObjectKey, range: Range<u64>) -> Result<Pieces> {
+        self.run("get_range", |_| self.inner.get_range_pieces(key, range.clone()))
             .await
     }
 

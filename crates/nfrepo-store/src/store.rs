@@ -11,6 +11,7 @@ use futures::{StreamExt, TryStreamExt};
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::{ObjectInfo, ObjectKey, ObjectKind};
 use crate::lock::Retention;
+use crate::pieces::Pieces;
 
 /// How [`Store::put`] treats an existing object of the same name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -55,6 +56,17 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// error ([`ErrorKind::Corrupted`](crate::ErrorKind::Corrupted) if the object is
     /// shorter than `range.end`).
     async fn get_range(&self, key: &ObjectKey, range: Range<u64>) -> Result<Bytes>;
+
+    /// Reads `range` of an object as [`Store::get_range`] does, as the
+    /// pieces the backend received it in, without joining them into one
+    /// buffer: for a caller that takes the range apart anyway (a restore
+    /// opening the chunks of a pack range). An S3 store answers with the
+    /// response's frames; the others with one piece. A wrapper that does
+    /// not forward it still answers correctly, through its own
+    /// [`Store::get_range`]; one that does must treat it as that.
+    async fn get_range_pieces(&self, key: &ObjectKey, range: Range<u64>) -> Result<Pieces> {
+        self.get_range(key, range).await.map(Pieces::from)
+    }
 
     /// Size and modification time of an object.
     async fn stat(&self, key: &ObjectKey) -> Result<ObjectInfo>;
@@ -201,6 +213,9 @@ macro_rules! forward_store {
             }
             async fn get_range(&self, key: &ObjectKey, range: Range<u64>) -> Result<Bytes> {
                 (**self).get_range(key, range).await
+            }
+            async fn get_range_pieces(&self, key: &ObjectKey, range: Range<u64>) -> Result<Pieces> {
+                (**self).get_range_pieces(key, range).await
             }
             async fn stat(&self, key: &ObjectKey) -> Result<ObjectInfo> {
                 (**self).stat(key).await

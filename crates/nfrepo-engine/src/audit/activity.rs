@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use nfrepo_format::{ObjectCount, SnapshotId};
-use nfrepo_store::{ByteStream, ListStream, ObjectInfo, ObjectKey, ObjectKind, PutMode, Result, Store};
+use nfrepo_store::{ByteStream, ListStream, ObjectInfo, ObjectKey, ObjectKind, Pieces, PutMode, Result, Store};
 
 /// The effects recorded so far; cheap to clone (shared).
 #[derive(Clone, Debug, Default)]
@@ -126,6 +126,10 @@ impl Store for ActivityStore {
 
     async fn get_range(&self, key: &ObjectKey, range: Range<u64>) -> Result<Bytes> {
         self.inner.get_range(key, range).await
+    }
+
+    async fn get_range_pieces(&self, key: &ObjectKey, range: Range<u64>) -> Result<Pieces> {
+        self.inner.get_range_pieces(key, range).await
     }
 
     async fn stat(&self, key: &ObjectKey) -> Result<ObjectInfo> {

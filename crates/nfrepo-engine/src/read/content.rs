@@ -226,7 +226,7 @@ impl Reader {
         let sealed = self
             .repo
             .store()
-            .get_range(&object, start..end)
+            .get_range_pieces(&object, start..end)
             .await
             .map_err(Error::store)?;
         let repo = self.repo.clone();
@@ -236,7 +236,7 @@ impl Reader {
                     .map(|(entry, location)| {
                         let from = usize::try_from(u64::from(location.offset) - start).unwrap_or(usize::MAX);
                         let to = from.saturating_add(location.sealed_len as usize);
-                        let bytes = sealed.get(from..to).ok_or_else(|| Error::Missing {
+                        let bytes = sealed.slice(from..to).ok_or_else(|| Error::Missing {
                             object: format!("blob {} in pack {}", entry.id, location.pack),
                             detail: "the pack is shorter than its index says".into(),
                         })?;
@@ -244,7 +244,7 @@ impl Reader {
                         let sealer = nfrepo_format::pack_sealer(repo.sealer(), location.sealing.as_ref())
                             .map_err(|e| Error::decode(what(), e))?;
                         codec
-                            .open_with(&sealer, location.kind, &entry.id, location.raw_len, bytes)
+                            .open_with(&sealer, location.kind, &entry.id, location.raw_len, &bytes)
                             .map_err(|e| Error::decode(what(), e))
                     })
                     .collect()

@@ -48,6 +48,7 @@ use std::collections::{HashMap, VecDeque};
 
 use futures::stream::{BoxStream, StreamExt};
 use nfrepo_format::{BlobId, BlobKind, Content, ListEntry, PackId};
+use nfrepo_store::Pieces;
 use rayon::prelude::*;
 
 use super::{Reader, pack_key};
@@ -475,18 +476,20 @@ impl RestorePlanner {
 }
 
 impl Reader {
-    /// Fetches the sealed bytes of a planned read with one ranged request.
+    /// Fetches the sealed bytes of a planned read with one ranged request,
+    /// as the pieces the store received them in (not joined: each chunk is
+    /// opened from its own bytes, see [`nfrepo_store::Pieces`]).
     ///
     /// # Errors
     /// Storage errors (a pack that is gone is [`nfrepo_store::ErrorKind::NotFound`]).
-    pub async fn fetch_read(&self, read: &PackRead) -> Result<bytes::Bytes> {
+    pub async fn fetch_read(&self, read: &PackRead) -> Result<Pieces> {
         let Some(first) = read.chunks.first() else {
-            return Ok(bytes::Bytes::new());
+            return Ok(Pieces::default());
         };
         let object = pack_key(&first.location)?;
         self.repo
             .store()
-            .get_range(&object, read.start..read.end)
+            .get_range_pieces(&object, read.start..read.end)
             .await
             .map_err(Error::store)
     }
@@ -509,7 +512,7 @@ impl Reader {
     pub fn open_read_unhashed<T: Send>(
         &self,
         read: &PackRead,
-        sealed: &[u8],
+        sealed: &Pieces,
         each: impl Fn(&[PlannedChunk], Vec<Result<Vec<u8>>>) -> Vec<T> + Sync + Send,
     ) -> Vec<T> {
         read.runs()
@@ -525,12 +528,12 @@ impl Reader {
             .collect()
     }
 
-    fn open_chunk(&self, read: &PackRead, sealed: &[u8], chunk: &PlannedChunk) -> Result<Vec<u8>> {
+    fn open_chunk(&self, read: &PackRead, sealed: &Pieces, chunk: &PlannedChunk) -> Result<Vec<u8>> {
         let location = &chunk.location;
         let what = || format!("blob {} in pack {}", chunk.id, location.pack);
         let from = usize::try_from(u64::from(location.offset).saturating_sub(read.start)).unwrap_or(usize::MAX);
         let bytes = sealed
-            .get(from..from.saturating_add(location.sealed_len as usize))
+            .slice(from..from.saturating_add(location.sealed_len as usize))
             .ok_or_else(|| Error::Missing {
                 object: what(),
                 detail: "the pack is shorter than its index says".into(),
@@ -539,7 +542,7 @@ impl Reader {
             let sealer = nfrepo_format::pack_sealer(self.repo.sealer(), location.sealing.as_ref())
                 .map_err(|e| Error::decode(what(), e))?;
             codec
-                .open_unhashed_with(&sealer, location.kind, &chunk.id, location.raw_len, bytes)
+                .open_unhashed_with(&sealer, location.kind, &chunk.id, location.raw_len, &bytes)
                 .map_err(|e| Error::decode(what(), e))
         })
     }

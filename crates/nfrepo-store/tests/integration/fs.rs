@@ -19,6 +19,13 @@ async fn round_trip() {
 }
 
 #[tokio::test]
+async fn ranged_pieces() {
+    let dir = tempfile::tempdir().unwrap();
+    let count = conformance::ranged_pieces(open_dir(&dir.path().join("repo")).as_ref()).await;
+    assert_eq!(count, 1, "a local range is read into one buffer");
+}
+
+#[tokio::test]
 async fn streamed_puts_leave_no_temp_file() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("repo");

@@ -20,6 +20,12 @@ async fn round_trip() {
 }
 
 #[tokio::test]
+async fn ranged_pieces_are_cut_every_thousand_bytes() {
+    let count = conformance::ranged_pieces(open_memory("ranged-pieces").as_ref()).await;
+    assert_eq!(count, (3_usize << 20).div_ceil(1000));
+}
+
+#[tokio::test]
 async fn streamed_puts() {
     conformance::streamed_puts(open_memory("streamed-puts").as_ref()).await;
 }

@@ -150,6 +150,13 @@ async fn list_names_match_list() {
     conformance::list_names_match_list(open_fresh(&env, "names", &creds(&env)).as_ref()).await;
 }
 
+#[tokio::test]
+async fn ranged_pieces_hold_the_range() {
+    let env = env();
+    // However the response was framed, the pieces hold the range.
+    conformance::ranged_pieces(open_fresh(&env, "pieces", &creds(&env)).as_ref()).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_puts_are_multipart_and_invisible_until_complete() {
     let env = env();
