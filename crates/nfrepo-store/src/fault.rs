@@ -13,13 +13,14 @@ use crate::lock::Retention;
 use crate::pieces::Pieces;
 use crate::store::{ListStream, PutMode, Store};
 
-/// Which calls a [`FaultRule`] applies to. `get_range` counts as [`FaultOp::Get`].
+/// Which calls a [`FaultRule`] applies to. `get_range` and `get_range_pieces`
+/// count as [`FaultOp::Get`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum FaultOp {
     /// [`Store::put`].
     Put,
-    /// [`Store::get`] and [`Store::get_range`].
+    /// [`Store::get`], [`Store::get_range`] and [`Store::get_range_pieces`].
     Get,
     /// [`Store::list`].
     List,

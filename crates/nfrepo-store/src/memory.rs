@@ -160,7 +160,7 @@ impl Store for MemoryStore {
         Ok(data.slice(start..end))
     }
 
-    /// The range cut at every [`MEMORY_PIECE`]-th byte of the object, as a
+    /// The range cut at every 1000th byte of the object (`MEMORY_PIECE`), as a
     /// network response arrives in frames: what runs on this store reads
     /// ranges across pieces, as it would on S3.
     async fn get_range_pieces(&self, key: &ObjectKey, range: Range<u64>) -> Result<Pieces> {
