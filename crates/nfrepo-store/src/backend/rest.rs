@@ -15,6 +15,7 @@ use zeroize::Zeroizing;
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::{ObjectInfo, ObjectKey, ObjectKind};
 use crate::lock::Retention;
+use crate::pieces::Pieces;
 use crate::rest::{
     ListingLine, NFREPO_REST_CA_FILE, NFREPO_REST_TOKEN_FILE, REST_API_PREFIX, REST_ERROR_HEADER, REST_MODIFIED_HEADER,
     REST_SIZE_HEADER, http_client, parse_listing_line, parse_modified, read_token_file, rest_error_kind,
@@ -290,6 +291,12 @@ impl Store for RestStore {
     }
 
     async fn get_range(&self, key: &ObjectKey, range: Range<u64>) -> Result<Bytes> {
+        self.get_range_pieces(key, range).await.map(Pieces::into_bytes)
+    }
+
+    /// The response body's frames as they came (see [`Pieces`]); a body
+    /// longer than the range is refused as soon as it runs past it.
+    async fn get_range_pieces(&self, key: &ObjectKey, range: Range<u64>) -> Result<Pieces> {
         if range.start > range.end {
             return Err(self.with_subject(
                 Error::new(
@@ -302,25 +309,40 @@ impl Store for RestStore {
         if range.is_empty() {
             // Still report a missing object as missing.
             self.stat(key).await?;
-            return Ok(Bytes::new());
+            return Ok(Pieces::default());
         }
         let request = self
             .request(Method::GET, self.object_url(key))
             .header(RANGE, format!("bytes={}-{}", range.start, range.end - 1));
-        let response = self.send(request, Some(key)).await?;
+        let mut response = self.send(request, Some(key)).await?;
         let partial = response.status() == StatusCode::PARTIAL_CONTENT;
-        let bytes = response.bytes().await.map_err(|e| self.body_failure(e, key))?;
         let expected = range.end - range.start;
+        let mut parts = Vec::new();
+        let mut received = 0u64;
+        while received <= expected
+            && let Some(part) = response.chunk().await.map_err(|e| self.body_failure(e, key))?
+        {
+            received += part.len() as u64;
+            parts.push(part);
+        }
+        let bytes = Pieces::from_parts(parts);
         if !partial || bytes.len() as u64 != expected {
             return Err(self.with_subject(
                 Error::new(
                     ErrorKind::Corrupted,
-                    format!(
-                        "object is shorter than the requested range {}..{}: got {} of {expected} bytes",
-                        range.start,
-                        range.end,
-                        bytes.len()
-                    ),
+                    if received > expected {
+                        format!(
+                            "the server answered the range {}..{} with more than its {expected} bytes",
+                            range.start, range.end
+                        )
+                    } else {
+                        format!(
+                            "object is shorter than the requested range {}..{}: got {} of {expected} bytes",
+                            range.start,
+                            range.end,
+                            bytes.len()
+                        )
+                    },
                 ),
                 Some(key),
             ));
@@ -470,5 +492,48 @@ impl Store for RestStore {
         let total = pumped.map_err(|e| self.with_subject(e, Some(key)))?;
         sent?;
         Ok(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server that answers every request with `206` and `body`.
+    async fn answering(body: &'static [u8]) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let head = format!(
+                    "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = socket.write_all(head.as_bytes()).await;
+                let _ = socket.write_all(body).await;
+            }
+        });
+        format!("http://{address}")
+    }
+
+    #[tokio::test]
+    async fn a_body_longer_or_shorter_than_the_range_is_refused() {
+        let key = ObjectKey::new(ObjectKind::Data, "ab".repeat(32)).unwrap();
+        let long = RestStore::new(&answering(b"0123456789abcdefghij").await, None, None).unwrap();
+        let err = long.get_range_pieces(&key, 0..10).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corrupted, "{err}");
+        assert!(err.to_string().contains("more than its 10 bytes"), "{err}");
+        let short = RestStore::new(&answering(b"01234").await, None, None).unwrap();
+        let err = short.get_range(&key, 0..10).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corrupted, "{err}");
+        assert!(err.to_string().contains("got 5 of 10 bytes"), "{err}");
+        let exact = RestStore::new(&answering(b"0123456789").await, None, None).unwrap();
+        assert_eq!(
+            exact.get_range(&key, 0..10).await.unwrap(),
+            Bytes::from_static(b"0123456789")
+        );
     }
 }
