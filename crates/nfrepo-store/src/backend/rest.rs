@@ -325,8 +325,7 @@ impl Store for RestStore {
             received += part.len() as u64;
             parts.push(part);
         }
-        let bytes = Pieces::from_parts(parts);
-        if !partial || bytes.len() as u64 != expected {
+        if !partial || received != expected {
             return Err(self.with_subject(
                 Error::new(
                     ErrorKind::Corrupted,
@@ -337,17 +336,15 @@ impl Store for RestStore {
                         )
                     } else {
                         format!(
-                            "object is shorter than the requested range {}..{}: got {} of {expected} bytes",
-                            range.start,
-                            range.end,
-                            bytes.len()
+                            "object is shorter than the requested range {}..{}: got {received} of {expected} bytes",
+                            range.start, range.end
                         )
                     },
                 ),
                 Some(key),
             ));
         }
-        Ok(bytes)
+        Ok(Pieces::from_parts(parts))
     }
 
     async fn stat(&self, key: &ObjectKey) -> Result<ObjectInfo> {

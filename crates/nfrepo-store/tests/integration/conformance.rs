@@ -301,7 +301,7 @@ pub async fn ranged_pieces(store: &dyn Store) -> usize {
         let want = data.slice(range.start as usize..range.end as usize);
         assert_eq!(pieces.len(), want.len(), "{range:?}");
         if range.start == 0 {
-            count = pieces.count();
+            count = pieces.parts().len();
         }
         // Slices at every piece boundary and across several.
         let mut at = 0;
