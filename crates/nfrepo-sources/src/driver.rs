@@ -211,7 +211,8 @@ pub(crate) async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T>
     tokio::task::spawn_blocking(work).await.map_err(worker_failed)?
 }
 
-fn worker_failed(e: tokio::task::JoinError) -> Error {
+/// A task that panicked (or was cancelled), as [`Error::WorkerPanicked`].
+pub(crate) fn worker_failed(e: tokio::task::JoinError) -> Error {
     let what = match e.try_into_panic() {
         Ok(payload) => payload
             .downcast_ref::<&str>()

@@ -13,8 +13,13 @@
 //! and [`IN_FLIGHT_RAW`] of their plaintext (the work queued) are in
 //! flight, so requests overlap storage latency while memory stays bounded.
 //!
-//! Outcomes are taken in plan order on one blocking thread, which counts
-//! each file's placements and closes a file once its last one is in. Every
+//! Outcomes are taken in plan order by the coordinating task, which counts
+//! each file's placements and hands a file whose last one is in to the
+//! closer: a task of its own that checks and places complete files in that
+//! order while the coordinator goes on starting reads (at most
+//! [`CLOSING_AHEAD`] steps wait for it; when it was one with the
+//! coordinator, no read started while files were closed, and a tree of
+//! small files restored from S3 left the cores idle). Every
 //! chunk was authenticated, decompressed and its length checked before it
 //! was written (a run's plaintext is dropped right after its writes);
 //! closing checks that the written bytes add up to the file's size and
@@ -73,6 +78,9 @@ const IN_FLIGHT_SEALED: u64 = 16 << 20;
 /// the cores (each chunk's plaintext is dropped once written, so this is
 /// not memory held at once).
 const IN_FLIGHT_RAW: u64 = 32 << 20;
+/// Steps of complete files waiting for the closer: while they are checked
+/// and renamed into place, the coordinator goes on starting reads.
+const CLOSING_AHEAD: usize = 2;
 
 /// A file being restored.
 struct Restoring {
@@ -105,8 +113,13 @@ struct Timing {
     planning: std::time::Duration,
     waiting: std::time::Duration,
     recording: std::time::Duration,
+    /// Waiting for the closer to take complete files.
+    handing_over: std::time::Duration,
     steps: u64,
 }
+
+/// Complete files of one or more steps, in plan order, for the closer.
+type Complete = Vec<(usize, Restoring)>;
 
 /// What the consumer needs of the restore's options.
 struct Settings {
@@ -153,6 +166,14 @@ pub(super) async fn restore_files(
         state.clone(),
         options.work.clone(),
         batches_tx,
+    )));
+    let (closing_tx, closing_rx) = tokio::sync::mpsc::channel::<Complete>(CLOSING_AHEAD);
+    let mut closer = AbortOnDrop(tokio::spawn(close_in_order(
+        closing_rx,
+        state.clone(),
+        target.clone(),
+        plan.clone(),
+        settings.clone(),
     )));
     let mut reads: VecDeque<PackRead> = VecDeque::new();
     let mut in_flight: FuturesOrdered<Task> = FuturesOrdered::new();
@@ -210,16 +231,31 @@ pub(super) async fn restore_files(
         if let Step::Read(outcome) = &step {
             in_flight_bytes.remove(InFlight::of(&outcome.read));
         }
-        let (state, target, plan, settings) = (state.clone(), target.clone(), plan.clone(), settings.clone());
         let started = std::time::Instant::now();
-        blocking(move || take_step(&state, &target, &plan, &settings, step)).await?;
+        let complete = record_step(&state, &settings, step)?;
         timing.recording += started.elapsed();
         timing.steps += 1;
+        // The closer only stops early on an error, which its join reports.
+        if closer.0.is_finished() {
+            break;
+        }
+        if !complete.is_empty() {
+            let started = std::time::Instant::now();
+            let handed = closing_tx.send(complete).await;
+            timing.handing_over += started.elapsed();
+            if handed.is_err() {
+                break;
+            }
+        }
     }
+    drop(closing_tx);
+    let closing = (&mut closer.0).await.map_err(crate::driver::worker_failed)??;
     tracing::debug!(
         waiting_for_plans = ?timing.planning,
         waiting_for_reads = ?timing.waiting,
-        recording_and_closing = ?timing.recording,
+        recording = ?timing.recording,
+        waiting_for_the_closer = ?timing.handing_over,
+        checking_and_closing = ?closing,
         steps = timing.steps,
         "restored file contents"
     );
@@ -563,17 +599,11 @@ fn clone_error(e: &nfrepo_engine::Error) -> nfrepo_engine::Error {
     nfrepo_engine::Error::Pipeline(e.to_string())
 }
 
-/// Applies one step in plan order: records placements, then checks and
-/// closes the files it completed. The state's lock is held only to record;
-/// the target's only to place files (never both).
-fn take_step(
-    state_lock: &Mutex<State>,
-    target: &Mutex<Target>,
-    plan: &[Planned],
-    settings: &Settings,
-    step: Step,
-) -> Result<()> {
-    let (skip_damaged, work, root) = (settings.skip_damaged, settings.work.as_deref(), &settings.root);
+/// Records one step's placements, in plan order, and takes the files it
+/// completed out of the state for the closer ([`close_complete`]). Holds
+/// only the state's lock, briefly: it runs on the coordinating task.
+fn record_step(state_lock: &Mutex<State>, settings: &Settings, step: Step) -> Result<Complete> {
+    let (skip_damaged, work) = (settings.skip_damaged, settings.work.as_deref());
     let mut state = lock(state_lock)?;
     let mut touched: Vec<usize> = Vec::new();
     match step {
@@ -620,7 +650,7 @@ fn take_step(
         }
     }
     touched.dedup();
-    let mut complete: Vec<(usize, Restoring)> = Vec::new();
+    let mut complete = Complete::new();
     for index in touched {
         let done = state
             .files
@@ -630,12 +660,46 @@ fn take_step(
             complete.push((index, file));
         }
     }
-    drop(state);
-    if complete.is_empty() {
-        return Ok(());
+    Ok(complete)
+}
+
+/// Checks and closes complete files on a task of its own, a step at a time
+/// in plan order (the steps waiting are taken together), while the
+/// coordinator goes on starting reads. Returns the time it spent; stops at
+/// the first error, dropping the files it holds (which removes their
+/// temporary names).
+async fn close_in_order(
+    mut steps: tokio::sync::mpsc::Receiver<Complete>,
+    state: Arc<Mutex<State>>,
+    target: Arc<Mutex<Target>>,
+    plan: Arc<Vec<Planned>>,
+    settings: Arc<Settings>,
+) -> Result<std::time::Duration> {
+    let mut spent = std::time::Duration::ZERO;
+    while let Some(mut complete) = steps.recv().await {
+        while let Ok(more) = steps.try_recv() {
+            complete.extend(more);
+        }
+        let (state, target, plan, settings) = (state.clone(), target.clone(), plan.clone(), settings.clone());
+        let started = std::time::Instant::now();
+        blocking(move || close_complete(&state, &target, &plan, &settings, complete)).await?;
+        spent += started.elapsed();
     }
-    // Complete files are checked (read back and hashed) outside every lock
-    // and several at once, so opening the next files goes on meanwhile.
+    Ok(spent)
+}
+
+/// Checks complete files (read back and hashed, several at once, outside
+/// every lock, so opening the next files goes on meanwhile), then places
+/// them under the target's lock and counts them under the state's (never
+/// both at once).
+fn close_complete(
+    state_lock: &Mutex<State>,
+    target: &Mutex<Target>,
+    plan: &[Planned],
+    settings: &Settings,
+    complete: Complete,
+) -> Result<()> {
+    let (skip_damaged, work, root) = (settings.skip_damaged, settings.work.as_deref(), &settings.root);
     let from_device = lock(target)?.verifies();
     let mut checked: Vec<(usize, Restoring, Result<()>)> = complete
         .into_par_iter()
@@ -697,8 +761,8 @@ fn take_step(
 /// and checks it again. Its chunks were opened without the re-hash
 /// ([`Reader::open_read_unhashed`]): a chunk sealed under an id it does not hash
 /// to is named here, as a chunk whose seal failed is named when it is read.
-/// Call it from a blocking thread of the runtime (the one `take_step` runs
-/// on); it waits for the reads.
+/// Call it from a blocking thread of the runtime (the one `close_complete`
+/// runs on); it waits for the reads.
 ///
 /// # Errors
 /// The first chunk that does not verify anywhere; [`Error::ContentMismatch`]
