@@ -69,7 +69,12 @@
 //! Every path is opened relative to a directory descriptor, one component
 //! at a time, without following symlinks: a symlink in the target where
 //! the snapshot has a directory is a [`Error::Conflict`] (with `overwrite`:
-//! the link itself is replaced by a directory), whenever it appears. A
+//! the link itself is replaced by a directory), whenever a path reaches it.
+//! The descriptors of the directories on the path reached last are kept
+//! for the next path (the files of one directory come one after the
+//! other), so a directory swapped for a link after it was reached keeps
+//! getting the files of that directory itself, never through the link,
+//! until a path reaches its name again (`target`). A
 //! symlink that is part of the snapshot is created as a link and never
 //! followed. Conflicts are decided at the moment of each write, through
 //! the descriptors: an existing entry that is the same as the snapshot's

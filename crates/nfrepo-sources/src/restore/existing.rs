@@ -68,7 +68,7 @@ pub(super) fn existing_file(parent: &OwnedFd, name: &[u8], size: u64, blake3: &[
     if (opened.st_dev, opened.st_ino) != (stat.st_dev, stat.st_ino) {
         return Ok(Existing::Differs);
     }
-    Ok(if &hash_fd(&file)? == blake3 {
+    Ok(if &hash_fd(&file, size)? == blake3 {
         Existing::Same
     } else {
         Existing::Differs
@@ -77,15 +77,25 @@ pub(super) fn existing_file(parent: &OwnedFd, name: &[u8], size: u64, blake3: &[
 
 /// BLAKE3 of a file's whole content, read by offset (the file position is
 /// left alone) in blocks of up to [`HASH_BLOCK`], each hashed on every core.
-pub(super) fn hash_fd(file: &File) -> std::io::Result<[u8; 32]> {
-    hash_from(file, blake3::Hasher::new(), 0)
+/// `size` is what the caller expects the file to hold: it sizes the reads;
+/// the file is read to its end whatever its size.
+pub(super) fn hash_fd(file: &File, size: u64) -> std::io::Result<[u8; 32]> {
+    hash_from(file, blake3::Hasher::new(), 0, size)
 }
 
 /// Finishes `hasher` with the file's content from `offset` to its end, as
-/// [`hash_fd`] reads it.
-pub(super) fn hash_from(file: &File, mut hasher: blake3::Hasher, mut offset: u64) -> std::io::Result<[u8; 32]> {
-    let len = file.metadata()?.len().saturating_sub(offset);
-    let block = usize::try_from(len).unwrap_or(HASH_BLOCK).clamp(64 * 1024, HASH_BLOCK);
+/// [`hash_fd`] reads it (`size` as there).
+pub(super) fn hash_from(
+    file: &File,
+    mut hasher: blake3::Hasher,
+    mut offset: u64,
+    size: u64,
+) -> std::io::Result<[u8; 32]> {
+    // A buffer of what is left to read (a page at least): most restored
+    // files are small, and a zeroed 64 KiB buffer for each was a memset
+    // and fresh pages per file.
+    let left = size.saturating_sub(offset);
+    let block = usize::try_from(left).unwrap_or(HASH_BLOCK).clamp(4096, HASH_BLOCK);
     let mut buf = vec![0u8; block];
     loop {
         let n = file.read_at(&mut buf, offset)?;

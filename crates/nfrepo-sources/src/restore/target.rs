@@ -6,6 +6,17 @@
 //! (or becomes) a symlink stops the restore with [`Error::Conflict`]
 //! instead of sending writes through it; nothing is ever resolved by path.
 //!
+//! The descriptors of the directories on the path reached last are kept
+//! ([`Target::dir`]): the next path is reached from the deepest directory
+//! the two share, so the files of one directory, which a restore writes
+//! one after the other, cost no `openat` each (a tree of 44,000 files in
+//! directories seven deep made eight `openat` and eight `close` calls per
+//! file, on the one thread that opens and places files). A directory kept
+//! this way is the one that was reached: if it is renamed, or swapped for
+//! a link, meanwhile, files still go into that directory, never through the
+//! link, and the swap is a [`Error::Conflict`] once a later path reaches
+//! that name again from the directory above.
+//!
 //! - Directories are created `0700` (`mkdirat`); their stored metadata is
 //!   applied by [`Target::finish_dir`] once everything inside is written.
 //! - A file is written to a temporary name in its directory: 64 random bits,
@@ -80,8 +91,11 @@ pub(crate) type Hook = Box<dyn FnMut(Event<'_>) + Send>;
 
 /// A directory being restored into. Synchronous: it runs on a blocking thread.
 pub(crate) struct Target {
-    root: OwnedFd,
+    root: Arc<OwnedFd>,
     root_path: PathBuf,
+    /// The directories of the path reached last, outermost first: each
+    /// component's name and descriptor ([`Self::dir`]).
+    reached: Vec<(Vec<u8>, Arc<OwnedFd>)>,
     overwrite: bool,
     verify: bool,
     policy: Policy,
@@ -109,7 +123,7 @@ pub(crate) enum Opened {
 /// thread, in any order); all-zero content is never written, so it stays a
 /// hole. [`Self::record`] counts what was written, in any order.
 pub(crate) struct OpenFile {
-    parent: OwnedFd,
+    parent: Arc<OwnedFd>,
     rel: Vec<u8>,
     path: PathBuf,
     temp: Option<String>,
@@ -208,7 +222,7 @@ impl OpenFile {
     /// after flushing the file and dropping its cached pages.
     fn hash_rest(&self, mut hasher: blake3::Hasher, from: u64, from_device: bool) -> std::io::Result<[u8; 32]> {
         if !from_device {
-            return hash_from(&self.file, hasher, from);
+            return hash_from(&self.file, hasher, from, self.size);
         }
         let direct = match &self.temp {
             Some(temp) if digest::aligned(from) => digest::open_direct(&self.parent, temp, &self.file),
@@ -221,7 +235,7 @@ impl OpenFile {
             }
             None => {
                 digest::flush_and_drop(&self.file, from, 0)?;
-                hash_from(&self.file, hasher, from)
+                hash_from(&self.file, hasher, from, self.size)
             }
         }
     }
@@ -356,8 +370,9 @@ impl Target {
         )
         .map_err(|e| io_error(path, e.into()))?;
         Ok(Self {
-            root,
+            root: Arc::new(root),
             root_path: path.to_path_buf(),
+            reached: Vec::new(),
             overwrite,
             verify,
             policy,
@@ -373,9 +388,40 @@ impl Target {
         self.root_path.join(name_of(rel))
     }
 
-    /// The directory `rel` of the target, reached without following links.
-    fn dir(&self, rel: &[u8]) -> Result<OwnedFd> {
-        open_dir_beneath(&self.root, &self.root_path, rel)
+    /// The directory `rel` of the target, reached without following links:
+    /// from the deepest directory it shares with the path reached last (see
+    /// the module docs), one component at a time with
+    /// `openat(O_DIRECTORY | O_NOFOLLOW)`. A component that is a symlink or
+    /// not a directory is [`Error::Conflict`] naming it.
+    fn dir(&mut self, rel: &[u8]) -> Result<Arc<OwnedFd>> {
+        let mut components = Vec::new();
+        let mut start = 0;
+        for component in rel.split(|b| *b == b'/') {
+            let end = start + component.len();
+            start = end + 1;
+            if !component.is_empty() {
+                components.push((component, end));
+            }
+        }
+        let shared = self
+            .reached
+            .iter()
+            .zip(&components)
+            .take_while(|((reached, _), (component, _))| reached.as_slice() == *component)
+            .count();
+        self.reached.truncate(shared);
+        for &(component, end) in components.get(shared..).unwrap_or_default() {
+            let base = self.reached.last().map_or(&self.root, |(_, fd)| fd);
+            let fd = nix::fcntl::openat(base, name_of(component), DIR_FLAGS, Mode::empty()).map_err(|e| {
+                let path = self.path(rel.get(..end).unwrap_or(rel));
+                match e {
+                    Errno::ELOOP | Errno::ENOTDIR => Error::Conflict(path),
+                    e => io_error(&path, e.into()),
+                }
+            })?;
+            self.reached.push((component.to_vec(), Arc::new(fd)));
+        }
+        Ok(Arc::clone(self.reached.last().map_or(&self.root, |(_, fd)| fd)))
     }
 
     fn temp_name(&mut self) -> String {
@@ -430,7 +476,7 @@ impl Target {
     /// Applies a directory's stored metadata (call deepest first, after
     /// everything inside it was written).
     pub(crate) fn finish_dir(&mut self, planned: &Planned) -> Result<()> {
-        let file = File::from(self.dir(&planned.rel)?);
+        let file = File::from(open_dir_beneath(&self.root, &self.root_path, &planned.rel)?);
         let path = self.path(&planned.rel);
         attrs::apply_fd(&file, &path, &planned.node.meta, self.policy, &mut self.report.warnings);
         Ok(())

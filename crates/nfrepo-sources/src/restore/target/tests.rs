@@ -125,6 +125,63 @@ fn issue9_bug2_a_directory_swapped_for_a_symlink_is_never_written_through() {
     }
 }
 
+// The target keeps the descriptors of the path it reached last. A directory
+// swapped for a symlink after a file was written into it gets the next file
+// of that directory itself, never the link's target, and the swap is a
+// conflict once a path reaches the name again from above.
+#[test]
+fn a_kept_directory_swapped_for_a_symlink_is_never_written_through() {
+    let tmp = tempfile::tempdir().unwrap();
+    let victim = victim(tmp.path());
+    let out = tmp.path().join("out");
+    let mut target = target(&out, false);
+    target.make_dir(&dir("d", 0o755)).unwrap();
+    target.make_dir(&dir("e", 0o755)).unwrap();
+    assert_eq!(
+        write_file(&mut target, &file("d/a", b"a", 0o644), b"a").unwrap(),
+        Some(1)
+    );
+    std::fs::rename(out.join("d"), out.join("d.moved")).unwrap();
+    std::os::unix::fs::symlink(victim.parent().unwrap(), out.join("d")).unwrap();
+    assert_eq!(
+        write_file(&mut target, &file("d/b", b"b", 0o644), b"b").unwrap(),
+        Some(1)
+    );
+    assert_eq!(names(&out.join("d.moved")), ["a", "b"]);
+    assert_untouched(&victim);
+    assert_eq!(
+        write_file(&mut target, &file("e/x", b"x", 0o644), b"x").unwrap(),
+        Some(1)
+    );
+    let err = write_file(&mut target, &file("d/c", b"c", 0o644), b"c").unwrap_err();
+    assert!(matches!(&err, Error::Conflict(p) if p == &out.join("d")), "{err:?}");
+    assert_untouched(&victim);
+    assert_eq!(names(&out.join("d.moved")), ["a", "b"]);
+}
+
+// Paths that share directories reach them from the deepest one kept: a
+// sibling, a deeper path, the root and back all land where they belong.
+#[test]
+fn paths_reached_one_after_another_land_in_their_own_directories() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let mut target = target(&out, false);
+    for d in ["a", "a/b", "a/b/c", "a/d", "e"] {
+        target.make_dir(&dir(d, 0o755)).unwrap();
+    }
+    for rel in ["a/b/c/1", "a/b/2", "a/d/3", "4", "a/b/c/5", "e/6", "a/7"] {
+        assert_eq!(
+            write_file(&mut target, &file(rel, rel.as_bytes(), 0o644), rel.as_bytes()).unwrap(),
+            Some(rel.len() as u64)
+        );
+    }
+    for rel in ["a/b/c/1", "a/b/2", "a/d/3", "4", "a/b/c/5", "e/6", "a/7"] {
+        assert_eq!(std::fs::read(out.join(rel)).unwrap(), rel.as_bytes(), "{rel}");
+    }
+    assert_eq!(names(&out.join("a/b/c")), ["1", "5"]);
+    assert_eq!(names(&out), ["4", "a", "e"]);
+}
+
 // Issue 9, bug 2: a link planted at the temporary name is neither followed
 // nor reused, and temporary names are not predictable.
 #[test]
