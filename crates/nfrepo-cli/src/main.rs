@@ -38,7 +38,7 @@ use clap::Parser;
 use crate::cli::Cli;
 
 fn main() {
-    hold_malloc_mmap_threshold();
+    tune_malloc();
     let cli = Cli::parse();
     let json = cli.global.json;
     // A server's access log (one `info` line per request) is on by default.
@@ -61,22 +61,40 @@ fn main() {
     std::process::exit(code);
 }
 
-/// Keeps glibc from retaining freed pack buffers.
+/// Tunes glibc's allocator for nfrepo's few busy threads.
 ///
-/// glibc raises its mmap threshold to the size of the first large block
-/// freed, so after the first 16 MiB pack every later pack buffer comes from
-/// the heap and stays resident after it is freed. Holding the threshold at
-/// 1 MiB returns each buffer to the kernel when dropped: peak RSS of a 964 MB
-/// dump backup measured 116 MiB without this and 69 MiB with it.
+/// - **Freed pack buffers go back to the kernel.** glibc raises its mmap
+///   threshold to the size of the first large block freed, so after the
+///   first 16 MiB pack every later pack buffer came from the heap and
+///   stayed resident after it was freed. Holding the threshold at 1 MiB
+///   returns each one when dropped: peak RSS of a 964 MB dump backup
+///   measured 116 MiB without this and 69 MiB with it.
+/// - **Small buffers stay.** Holding the mmap threshold also pins the trim
+///   threshold at its 128 KiB default, so a thread's arena handed its free
+///   top back to the kernel after nearly every restore run or sealed chunk
+///   and took fresh pages again for the next: 550,000 minor faults in a
+///   restore of a 44,000-file tree from S3, 770,000 in its first backup.
+///   A 4 MiB trim threshold with one arena per core (glibc's default is
+///   eight per core; memory kept in an arena no running thread uses is
+///   memory held for nothing) keeps them: 120,000–145,000 and 310,000
+///   faults, the restore's system time 2.4 → 1.9 s and wall time 3.84 →
+///   3.58 s, the first backup's 5.4 → 5.0 s, the same peak RSS (80–85 MiB),
+///   the dump's incremental unchanged (1.88 s), 2-core VM (README).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code, reason = "mallopt has no safe wrapper; it only sets a tuning parameter")]
-fn hold_malloc_mmap_threshold() {
+#[allow(unsafe_code, reason = "mallopt has no safe wrapper; it only sets tuning parameters")]
+fn tune_malloc() {
+    let arenas = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
+    let arenas = libc::c_int::try_from(arenas).unwrap_or(libc::c_int::MAX);
     // SAFETY: mallopt is thread-safe and called before any other thread exists.
-    let _ = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20) };
+    unsafe {
+        let _ = libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        let _ = libc::mallopt(libc::M_TRIM_THRESHOLD, 4 << 20);
+        let _ = libc::mallopt(libc::M_ARENA_MAX, arenas);
+    }
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn hold_malloc_mmap_threshold() {}
+fn tune_malloc() {}
 
 /// Whether stderr may carry ANSI colour: a terminal, and `NO_COLOR` unset
 /// (<https://no-color.org>: any non-empty value).
