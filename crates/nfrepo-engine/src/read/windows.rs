@@ -16,7 +16,14 @@
 //! that lies in a kept block is cut out of it. At most [`WINDOWS_KEPT`]
 //! blocks are kept, each under 2 MiB (a blob larger than a block is
 //! fetched alone and not kept), whatever the tree's size; callers asking
-//! for blocks being fetched wait for that one request. Blocks are aligned
+//! for blocks being fetched wait for that one request. That request is a
+//! shared future, driven by whichever of its callers is polled: a caller
+//! that stops polling (a list read buffered ahead in a content stream that
+//! is set aside while an inner list is read, or a planner waiting to hand
+//! over its batch) does not hold up the others. With a `OnceCell` the
+//! first caller ran the fetch for everyone, so a restore whose buffered
+//! list read had started a block that the list being read next needed
+//! waited for itself, for ever. Blocks are aligned
 //! rather than started at the blob asked for, so a walk that goes
 //! backwards through the pack (parents after children) reuses them too.
 //! Only bytes are shared: each blob is still opened (authenticated under
@@ -28,8 +35,9 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 use nfrepo_format::PackId;
-use tokio::sync::OnceCell;
 
 use super::{Reader, pack_key};
 use crate::index::BlobLocation;
@@ -41,8 +49,13 @@ pub(crate) const WINDOW_BYTES: u64 = 1 << 20;
 /// Blocks kept: the memory a walk's metadata reads hold at most.
 pub(crate) const WINDOWS_KEPT: usize = 8;
 
+/// The one fetch of a block, shared by every caller that needs it: `None`
+/// if it failed (each caller then reads its own blob's range, and the next
+/// caller fetches the block again).
+type Block = Shared<BoxFuture<'static, Option<Bytes>>>;
+
 /// The kept blocks, by pack and block number.
-pub(crate) type Windows = Arc<Mutex<lru::LruCache<(PackId, u64), Arc<OnceCell<Bytes>>>>>;
+pub(crate) type Windows = Arc<Mutex<lru::LruCache<(PackId, u64), Block>>>;
 
 /// An empty set of kept blocks.
 pub(crate) fn windows() -> Windows {
@@ -62,22 +75,31 @@ impl Reader {
         let start = u64::from(location.offset);
         let end = start + u64::from(location.sealed_len);
         let key = block_of(location);
-        let cell = {
-            let mut kept = self
-                .windows
-                .lock()
-                .map_err(|_| Error::Pipeline("tree pack windows poisoned".into()))?;
-            kept.get_or_insert(key, || Arc::new(OnceCell::new())).clone()
+        let poisoned = || Error::Pipeline("tree pack windows poisoned".into());
+        let block = {
+            let mut kept = self.windows.lock().map_err(|_| poisoned())?;
+            kept.get_or_insert(key, || {
+                let store = Arc::clone(self.repo.store());
+                let (object, range) = (
+                    object.clone(),
+                    block_range(location, self.index.pack_size(&location.pack)),
+                );
+                async move { store.get_range(&object, range).await.ok() }
+                    .boxed()
+                    .shared()
+            })
+            .clone()
         };
         let from = key.1 * WINDOW_BYTES;
-        let fetched = cell
-            .get_or_try_init(|| async {
-                let range = block_range(location, self.index.pack_size(&location.pack));
-                self.repo.store().get_range(&object, range).await
-            })
-            .await;
+        let fetched = block.clone().await;
+        if fetched.is_none() {
+            let mut kept = self.windows.lock().map_err(|_| poisoned())?;
+            if kept.peek(&key).is_some_and(|kept| kept.ptr_eq(&block)) {
+                kept.pop(&key);
+            }
+        }
         match fetched {
-            Ok(bytes) if from + bytes.len() as u64 >= end => {
+            Some(bytes) if from + bytes.len() as u64 >= end => {
                 let at = usize::try_from(start - from).unwrap_or(usize::MAX);
                 let len = location.sealed_len as usize;
                 Ok(bytes.slice(at..at.saturating_add(len).min(bytes.len())))

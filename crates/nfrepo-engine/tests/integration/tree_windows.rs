@@ -110,3 +110,31 @@ async fn a_tree_damaged_in_its_block_is_named_and_the_others_still_read() {
         }
     }
 }
+
+// A read that started fetching a block and was then set aside (a list read
+// buffered ahead in a content stream while an inner list is read, or a
+// restore's planner waiting to hand over its batch) must not hold up the
+// other reads of that block: a restore of a 964 MB dump waited for itself
+// this way, for ever.
+#[tokio::test]
+async fn a_block_fetch_started_by_a_read_set_aside_still_serves_the_others() {
+    let faults = Arc::new(FaultStore::new(MemoryStore::new()));
+    let store: Arc<dyn Store> = faults.clone();
+    let repo = init(store).await;
+    let leaves = many_directories(&repo, 50).await;
+    let reader = repo.reader().await.unwrap();
+    faults.add_rule(
+        FaultRule::new(FaultOp::Get, Fault::Delay(std::time::Duration::from_millis(200))).kind(ObjectKind::Tree),
+    );
+    let mut first = Box::pin(reader.tree(&leaves[0]));
+    assert!(
+        futures::poll!(first.as_mut()).is_pending(),
+        "the block's fetch is under way"
+    );
+    let second = tokio::time::timeout(std::time::Duration::from_secs(10), reader.tree(&leaves[1]))
+        .await
+        .expect("the second read waited for the one set aside")
+        .unwrap();
+    assert_eq!(second.nodes[0].name, b"dir-00001");
+    assert_eq!(first.await.unwrap().nodes[0].name, b"dir-00000");
+}
