@@ -52,7 +52,7 @@ mod sorted;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use nfrepo_format::{BlobId, BlobKind, IndexDelta, IndexId, IndexedPack, PackEntry, PackId, PackKind, SessionRef};
 use nfrepo_store::{BlobToCache, DeltaToCache, IndexCache, PackToCache};
@@ -136,7 +136,26 @@ pub struct Index {
     cache_failure: Mutex<Option<String>>,
     /// The repository's index loaded afresh after the cache was found
     /// wrong ([`Self::recover`]); answers every lookup once set.
-    recovered: tokio::sync::OnceCell<Box<Index>>,
+    recovered: std::sync::OnceLock<Arc<Index>>,
+    /// That load while it runs, shared by every caller of
+    /// [`Self::recover`].
+    recovering: Mutex<Option<Recovery>>,
+}
+
+/// The load of the repository's index by [`Index::recover`], driven by
+/// whichever waiting caller is polled, so one set aside (a read buffered
+/// ahead in a content stream) holds up no other; `None` if it failed, the
+/// error kept for the first caller that sees it.
+#[derive(Clone)]
+struct Recovery {
+    load: futures::future::Shared<futures::future::BoxFuture<'static, Option<Arc<Index>>>>,
+    failure: Arc<Mutex<Option<Error>>>,
+}
+
+impl std::fmt::Debug for Recovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recovery").finish_non_exhaustive()
+    }
 }
 
 impl Default for Index {
@@ -156,7 +175,8 @@ impl Index {
             absent_as_fallback: AtomicBool::new(false),
             deltas,
             cache_failure: Mutex::new(None),
-            recovered: tokio::sync::OnceCell::new(),
+            recovered: std::sync::OnceLock::new(),
+            recovering: Mutex::new(None),
         }
     }
 
@@ -272,7 +292,7 @@ impl Index {
         let Lookup::Cached { cache, .. } = &self.lookup else {
             return false;
         };
-        if self.recovered.initialized() {
+        if self.recovered.get().is_some() {
             return false;
         }
         if let Err(e) = ingest(cache, id, delta) {
@@ -464,7 +484,7 @@ impl Index {
     /// [`Self::recover`] has not been tried yet.
     #[must_use]
     pub fn may_recover(&self, error: &Error) -> bool {
-        matches!(self.lookup, Lookup::Cached { .. }) && !self.recovered.initialized() && error.is_damage()
+        matches!(self.lookup, Lookup::Cached { .. }) && self.recovered.get().is_none() && error.is_damage()
     }
 
     /// Distrusts the local cache: loads the repository's index afresh into
@@ -475,25 +495,61 @@ impl Index {
     /// # Errors
     /// Storage and decoding errors loading the index.
     pub async fn recover(&self, repo: &Repository) -> Result<()> {
+        use futures::FutureExt;
         let Lookup::Cached { cache, .. } = &self.lookup else {
             return Ok(());
         };
-        self.recovered
-            .get_or_try_init(|| async {
+        if self.recovered.get().is_some() {
+            return Ok(());
+        }
+        let poisoned = || Error::Pipeline("index recovery poisoned".into());
+        let recovery = {
+            let mut slot = self.recovering.lock().map_err(|_| poisoned())?;
+            slot.get_or_insert_with(|| {
                 tracing::warn!(
                     cache = %cache.path().display(),
                     "a blob located through the local index cache did not read; \
                      loading the index from the repository and rebuilding the cache"
                 );
-                let fresh = repo.load_index_uncached().await?;
+                let failure = Arc::new(Mutex::new(None));
+                let (repo, failed) = (repo.clone(), Arc::clone(&failure));
+                let load = async move {
+                    match repo.load_index_uncached().await {
+                        Ok(fresh) => Some(Arc::new(fresh)),
+                        Err(e) => {
+                            if let Ok(mut failed) = failed.lock() {
+                                *failed = Some(e);
+                            }
+                            None
+                        }
+                    }
+                }
+                .boxed()
+                .shared();
+                Recovery { load, failure }
+            })
+            .clone()
+        };
+        if let Some(fresh) = recovery.load.clone().await {
+            self.recovered.get_or_init(|| {
                 if let Err(e) = cache.invalidate() {
                     tracing::warn!(error = %e, "could not empty the local index cache; deleting it");
                     IndexCache::delete_files(cache.path());
                 }
-                Ok::<_, Error>(Box::new(fresh))
-            })
-            .await?;
-        Ok(())
+                fresh
+            });
+            return Ok(());
+        }
+        // The next caller loads again.
+        let mut slot = self.recovering.lock().map_err(|_| poisoned())?;
+        if slot.as_ref().is_some_and(|kept| kept.load.ptr_eq(&recovery.load)) {
+            *slot = None;
+        }
+        drop(slot);
+        let failure = recovery.failure.lock().map_err(|_| poisoned())?.take();
+        Err(failure.unwrap_or_else(|| {
+            Error::Pipeline("loading the repository's index failed (reported by another read)".into())
+        }))
     }
 
     /// Number of distinct blobs: when the index was loaded, or for a

@@ -473,3 +473,36 @@ async fn r9_randomised_processes_sharing_a_cache_lose_nothing() {
     assert!(committed.len() >= 6, "most backups commit (seed {seed})");
     assert_check_clean(&gc_host).await;
 }
+
+/// A read that started loading the index afresh (`Index::recover`) and was
+/// then set aside (a list read buffered ahead in a content stream) must not
+/// hold up the other reads that need that load: they drive it themselves.
+#[tokio::test]
+async fn an_index_recovery_started_by_a_read_set_aside_still_serves_the_others() {
+    let faults = Arc::new(nfrepo_store::FaultStore::new(MemoryStore::new()));
+    let store: Arc<dyn Store> = faults.clone();
+    let cache = tempfile::tempdir().unwrap();
+    init(store.clone()).await;
+    let repo = cached(store, &cache).await;
+    let data = pseudo_random(300_000, 63);
+    let (id, _) = backup_stream(&repo, "a", "f", data.clone()).await.unwrap();
+    let reader = repo.reader().await.unwrap();
+    faults.add_rule(
+        nfrepo_store::FaultRule::new(
+            nfrepo_store::FaultOp::Get,
+            nfrepo_store::Fault::Delay(std::time::Duration::from_millis(200)),
+        )
+        .kind(ObjectKind::Index),
+    );
+    let index = reader.index();
+    let mut first = Box::pin(index.recover(&repo));
+    assert!(futures::poll!(first.as_mut()).is_pending(), "the load is under way");
+    tokio::time::timeout(std::time::Duration::from_secs(10), index.recover(&repo))
+        .await
+        .expect("the second recovery waited for the one set aside")
+        .unwrap();
+    first.await.unwrap();
+    faults.clear();
+    let entry = repo.find_snapshot(&id.to_hex()).await.unwrap();
+    assert_eq!(read_file(&reader, &entry, "f").await.unwrap(), data);
+}
