@@ -394,15 +394,7 @@ impl Target {
     /// `openat(O_DIRECTORY | O_NOFOLLOW)`. A component that is a symlink or
     /// not a directory is [`Error::Conflict`] naming it.
     fn dir(&mut self, rel: &[u8]) -> Result<Arc<OwnedFd>> {
-        let mut components = Vec::new();
-        let mut start = 0;
-        for component in rel.split(|b| *b == b'/') {
-            let end = start + component.len();
-            start = end + 1;
-            if !component.is_empty() {
-                components.push((component, end));
-            }
-        }
+        let components = components(rel);
         let shared = self
             .reached
             .iter()
@@ -412,13 +404,8 @@ impl Target {
         self.reached.truncate(shared);
         for &(component, end) in components.get(shared..).unwrap_or_default() {
             let base = self.reached.last().map_or(&self.root, |(_, fd)| fd);
-            let fd = nix::fcntl::openat(base, name_of(component), DIR_FLAGS, Mode::empty()).map_err(|e| {
-                let path = self.path(rel.get(..end).unwrap_or(rel));
-                match e {
-                    Errno::ELOOP | Errno::ENOTDIR => Error::Conflict(path),
-                    e => io_error(&path, e.into()),
-                }
-            })?;
+            let fd = nix::fcntl::openat(base, name_of(component), DIR_FLAGS, Mode::empty())
+                .map_err(|e| not_reached(self.path(rel.get(..end).unwrap_or(rel)), e))?;
             self.reached.push((component.to_vec(), Arc::new(fd)));
         }
         Ok(Arc::clone(self.reached.last().map_or(&self.root, |(_, fd)| fd)))
@@ -692,22 +679,35 @@ impl Target {
 /// never followed. An empty `rel` is `base` itself.
 pub(crate) fn open_dir_beneath(base: &OwnedFd, base_path: &Path, rel: &[u8]) -> Result<OwnedFd> {
     let mut fd = base.try_clone().map_err(|e| io_error(base_path, e))?;
+    for (component, end) in components(rel) {
+        fd = nix::fcntl::openat(&fd, name_of(component), DIR_FLAGS, Mode::empty())
+            .map_err(|e| not_reached(base_path.join(name_of(rel.get(..end).unwrap_or(rel))), e))?;
+    }
+    Ok(fd)
+}
+
+/// The components of `rel` (separated by `/`; empty ones skipped), each
+/// with the offset in `rel` where it ends (for naming the path up to it).
+fn components(rel: &[u8]) -> Vec<(&[u8], usize)> {
+    let mut components = Vec::new();
     let mut start = 0;
     for component in rel.split(|b| *b == b'/') {
         let end = start + component.len();
         start = end + 1;
-        if component.is_empty() {
-            continue;
+        if !component.is_empty() {
+            components.push((component, end));
         }
-        fd = nix::fcntl::openat(&fd, name_of(component), DIR_FLAGS, Mode::empty()).map_err(|e| {
-            let path = base_path.join(name_of(rel.get(..end).unwrap_or(rel)));
-            match e {
-                Errno::ELOOP | Errno::ENOTDIR => Error::Conflict(path),
-                e => io_error(&path, e.into()),
-            }
-        })?;
     }
-    Ok(fd)
+    components
+}
+
+/// Why the directory `path` could not be reached: a link or a non-directory
+/// there is [`Error::Conflict`], anything else an I/O error.
+fn not_reached(path: PathBuf, e: Errno) -> Error {
+    match e {
+        Errno::ELOOP | Errno::ENOTDIR => Error::Conflict(path),
+        e => io_error(&path, e.into()),
+    }
 }
 
 fn io_error(path: &Path, source: std::io::Error) -> Error {
