@@ -394,15 +394,14 @@ impl Target {
     /// `openat(O_DIRECTORY | O_NOFOLLOW)`. A component that is a symlink or
     /// not a directory is [`Error::Conflict`] naming it.
     fn dir(&mut self, rel: &[u8]) -> Result<Arc<OwnedFd>> {
-        let components = components(rel);
         let shared = self
             .reached
             .iter()
-            .zip(&components)
+            .zip(components(rel))
             .take_while(|((reached, _), (component, _))| reached.as_slice() == *component)
             .count();
         self.reached.truncate(shared);
-        for &(component, end) in components.get(shared..).unwrap_or_default() {
+        for (component, end) in components(rel).skip(shared) {
             let base = self.reached.last().map_or(&self.root, |(_, fd)| fd);
             let fd = nix::fcntl::openat(base, name_of(component), DIR_FLAGS, Mode::empty())
                 .map_err(|e| not_reached(self.path(rel.get(..end).unwrap_or(rel)), e))?;
@@ -688,17 +687,14 @@ pub(crate) fn open_dir_beneath(base: &OwnedFd, base_path: &Path, rel: &[u8]) -> 
 
 /// The components of `rel` (separated by `/`; empty ones skipped), each
 /// with the offset in `rel` where it ends (for naming the path up to it).
-fn components(rel: &[u8]) -> Vec<(&[u8], usize)> {
-    let mut components = Vec::new();
-    let mut start = 0;
-    for component in rel.split(|b| *b == b'/') {
-        let end = start + component.len();
-        start = end + 1;
-        if !component.is_empty() {
-            components.push((component, end));
-        }
-    }
-    components
+fn components(rel: &[u8]) -> impl Iterator<Item = (&[u8], usize)> {
+    rel.split(|b| *b == b'/')
+        .scan(0, |start, component| {
+            let end = *start + component.len();
+            *start = end + 1;
+            Some((component, end))
+        })
+        .filter(|(component, _)| !component.is_empty())
 }
 
 /// Why the directory `path` could not be reached: a link or a non-directory
