@@ -7,13 +7,12 @@ mod versions;
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt, stream};
 use opendal::services::{Fs, S3};
 use opendal::{Buffer, Operator};
-use tokio::sync::OnceCell;
 
 use crate::credentials::Credentials;
 use crate::error::{Error, ErrorKind, Result};
@@ -220,7 +219,7 @@ fn http_client_for(endpoint: Option<&str>) -> Result<reqwest::Client> {
 pub struct OpendalStore {
     location: String,
     /// Built lazily for a local directory, which may not exist yet.
-    op: OnceCell<Operator>,
+    op: OnceLock<Operator>,
     /// Set for local directories: puts take the atomic local path.
     local_root: Option<PathBuf>,
     /// Set for S3 stores made by [`open`]: the object-lock calls.
@@ -235,7 +234,7 @@ impl OpendalStore {
         let local_root = (info.scheme() == "fs").then(|| PathBuf::from(info.root()));
         Self {
             location: location.into(),
-            op: OnceCell::new_with(Some(op)),
+            op: OnceLock::from(op),
             local_root,
             s3: None,
         }
@@ -246,13 +245,19 @@ impl OpendalStore {
         let root = root.into();
         Self {
             location: StoreUrl::File { path: root.clone() }.to_string(),
-            op: OnceCell::new(),
+            op: OnceLock::new(),
             local_root: Some(root),
             s3: None,
         }
     }
 
     /// The operator, or `None` for a local directory that does not exist yet.
+    ///
+    /// Callers that find none build one each and the first stored wins: no
+    /// caller waits for another's build, which an async once-cell would
+    /// make them do, so a first call set aside unpolled (a read a buffered
+    /// stream started) cannot hold up every other: the shape of the restore
+    /// hang fixed in the engine's tree-pack blocks and index recovery.
     async fn operator(&self) -> Result<Option<&Operator>> {
         if let Some(op) = self.op.get() {
             return Ok(Some(op));
@@ -267,12 +272,10 @@ impl OpendalStore {
                 return Err(Error::from_io(e, "cannot access repository directory").with_location(&self.location));
             }
         }
-        let op = self
-            .op
-            .get_or_try_init(|| local_operator(root.clone()))
+        let built = local_operator(root.clone())
             .await
             .map_err(|e| e.with_location(&self.location))?;
-        Ok(Some(op))
+        Ok(Some(self.op.get_or_init(|| built)))
     }
 
     fn fail(&self, err: opendal::Error, key: &ObjectKey) -> Error {
