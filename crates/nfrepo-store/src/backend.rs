@@ -278,6 +278,67 @@ impl OpendalStore {
         Ok(Some(self.op.get_or_init(|| built)))
     }
 
+    /// `range` of an object for [`Store::get_range`] and
+    /// [`Store::get_range_pieces`]: a local directory's in one buffer, or
+    /// with `pieces` in pieces (`local::get_range`); an S3 response's frames.
+    async fn read_range(&self, key: &ObjectKey, range: Range<u64>, pieces: bool) -> Result<Pieces> {
+        if range.start > range.end {
+            return Err(Error::new(
+                ErrorKind::Other,
+                format!("invalid range {}..{}", range.start, range.end),
+            )
+            .with_key(key));
+        }
+        if range.is_empty() {
+            // Still report a missing object as missing.
+            self.stat(key).await?;
+            return Ok(Pieces::default());
+        }
+        let Some(op) = self.operator().await? else {
+            return Err(self.not_found(key));
+        };
+        let short = |detail: String| {
+            Error::new(
+                ErrorKind::Corrupted,
+                format!(
+                    "object is shorter than the requested range {}..{}: {detail}",
+                    range.start, range.end
+                ),
+            )
+            .with_key(key)
+            .with_location(&self.location)
+        };
+        let expected = range.end - range.start;
+        if let Some(root) = &self.local_root {
+            let pieces = local::get_range(root.clone(), key.path(), range.clone(), pieces)
+                .await
+                .map_err(|e| e.with_key(key).with_location(&self.location))?;
+            if pieces.len() as u64 != expected {
+                return Err(short(format!("got {} of {expected} bytes", pieces.len())));
+            }
+            return Ok(pieces);
+        }
+        let buffer = match op.read_with(&key.path()).range(range.clone()).await {
+            Ok(buffer) => buffer,
+            Err(e) => {
+                let err = self.fail(e, key);
+                // OpenDAL reports a short ranged read as a generic error; the object's
+                // size tells whether the range ran past its end.
+                if err.kind() == ErrorKind::Other
+                    && let Ok(info) = self.stat(key).await
+                    && info.size < range.end
+                {
+                    return Err(short(format!("it has {} bytes", info.size)).with_source(err));
+                }
+                return Err(err);
+            }
+        };
+        if buffer.len() as u64 != expected {
+            return Err(short(format!("got {} of {expected} bytes", buffer.len())));
+        }
+        Ok(Pieces::from_parts(buffer))
+    }
+
     fn fail(&self, err: opendal::Error, key: &ObjectKey) -> Error {
         Error::from_opendal(err).with_key(key).with_location(&self.location)
     }
@@ -477,67 +538,13 @@ impl Store for OpendalStore {
     }
 
     async fn get_range(&self, key: &ObjectKey, range: Range<u64>) -> Result<Bytes> {
-        self.get_range_pieces(key, range).await.map(Pieces::into_bytes)
+        self.read_range(key, range, false).await.map(Pieces::into_bytes)
     }
 
     /// The response's frames as they came (see [`Pieces`]); a local
-    /// directory's range is one piece.
+    /// directory's range in pieces of at most 512 KiB (`local::get_range`).
     async fn get_range_pieces(&self, key: &ObjectKey, range: Range<u64>) -> Result<Pieces> {
-        if range.start > range.end {
-            return Err(Error::new(
-                ErrorKind::Other,
-                format!("invalid range {}..{}", range.start, range.end),
-            )
-            .with_key(key));
-        }
-        if range.is_empty() {
-            // Still report a missing object as missing.
-            self.stat(key).await?;
-            return Ok(Pieces::default());
-        }
-        let Some(op) = self.operator().await? else {
-            return Err(self.not_found(key));
-        };
-        let short = |detail: String| {
-            Error::new(
-                ErrorKind::Corrupted,
-                format!(
-                    "object is shorter than the requested range {}..{}: {detail}",
-                    range.start, range.end
-                ),
-            )
-            .with_key(key)
-            .with_location(&self.location)
-        };
-        let expected = range.end - range.start;
-        if let Some(root) = &self.local_root {
-            let bytes = local::get_range(root.clone(), key.path(), range.clone())
-                .await
-                .map_err(|e| e.with_key(key).with_location(&self.location))?;
-            if bytes.len() as u64 != expected {
-                return Err(short(format!("got {} of {expected} bytes", bytes.len())));
-            }
-            return Ok(Pieces::from(bytes));
-        }
-        let buffer = match op.read_with(&key.path()).range(range.clone()).await {
-            Ok(buffer) => buffer,
-            Err(e) => {
-                let err = self.fail(e, key);
-                // OpenDAL reports a short ranged read as a generic error; the object's
-                // size tells whether the range ran past its end.
-                if err.kind() == ErrorKind::Other
-                    && let Ok(info) = self.stat(key).await
-                    && info.size < range.end
-                {
-                    return Err(short(format!("it has {} bytes", info.size)).with_source(err));
-                }
-                return Err(err);
-            }
-        };
-        if buffer.len() as u64 != expected {
-            return Err(short(format!("got {} of {expected} bytes", buffer.len())));
-        }
-        Ok(Pieces::from_parts(buffer))
+        self.read_range(key, range, true).await
     }
 
     async fn stat(&self, key: &ObjectKey) -> Result<ObjectInfo> {

@@ -61,7 +61,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// pieces the backend received it in, without joining them into one
     /// buffer: for a caller that takes the range apart anyway (a restore
     /// opening the chunks of a pack range). An S3 store answers with the
-    /// response's frames; the others with one piece. A wrapper that does
+    /// response's frames, a local directory with pieces of 512 KiB (each
+    /// from the allocator's arenas, not mapped and faulted in afresh); the
+    /// others with one piece. A wrapper that does
     /// not forward it still answers correctly, through its own
     /// [`Store::get_range`]; one that does must treat it as that.
     async fn get_range_pieces(&self, key: &ObjectKey, range: Range<u64>) -> Result<Pieces> {
