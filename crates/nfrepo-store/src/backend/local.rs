@@ -129,9 +129,9 @@ pub(crate) async fn get_range(
         let file = fs::File::open(root.join(rel_path)).map_err(failed)?;
         let mut rest = usize::try_from(range.end.saturating_sub(range.start))
             .map_err(|_| Error::new(ErrorKind::Other, format!("range {range:?} too large")))?;
-        let piece = if pieces { PIECE } else { rest };
+        let piece = if pieces { PIECE } else { rest.max(1) };
         let mut at = range.start;
-        let mut parts = Vec::with_capacity(rest.div_ceil(piece.max(1)));
+        let mut parts = Vec::with_capacity(rest.div_ceil(piece));
         while rest > 0 {
             let want = rest.min(piece);
             let mut buf = vec![0u8; want];
