@@ -59,6 +59,12 @@
 //! leave renamed files whose content had not reached the disk; they are
 //! not trusted: running the restore again compares every existing file by
 //! size and BLAKE3 and rewrites any that differ (with `--overwrite`).
+//! Writeback is started early, without waiting for it: each range a check
+//! has read back from the page cache (a large file's prefix as it grows, a
+//! file's rest when it is checked) is handed to the device then
+//! (`digest::write_behind`), so the device writes while the restore
+//! computes and the final `syncfs` finds little left (the dump's restore
+//! into ext4 with the flush took 21 % less time, README).
 //! `--verify` writes each file back before reading it from the device
 //! (a direct read writes its range back first; where direct reads are
 //! refused, the file is flushed with `fdatasync`); the final `syncfs`

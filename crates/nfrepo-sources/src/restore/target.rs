@@ -209,6 +209,10 @@ impl OpenFile {
         if whole != self.blake3 {
             return Err(Error::ContentMismatch(self.path.clone()));
         }
+        if !from_device {
+            // Checked from the page cache; a device read wrote it back already.
+            digest::write_behind(&self.file, from, 0);
+        }
         self.checked = Some(from_device);
         Ok(())
     }
