@@ -66,9 +66,11 @@
 //! computes and the final `syncfs` finds little left (the dump's restore
 //! into ext4 with the flush took 21 % less time, README).
 //! `--verify` writes each file back before reading it from the device
-//! (a direct read writes its range back first; where direct reads are
-//! refused, the file is flushed with `fdatasync`); the final `syncfs`
-//! still runs and is what makes the restore durable.
+//! (a direct read writes its range back first, and waits for it: a large
+//! file's new prefix has its writeback started whole before its first
+//! block is read, so the device writes ahead of the reads; where direct
+//! reads are refused, the file is flushed with `fdatasync`); the final
+//! `syncfs` still runs and is what makes the restore durable.
 //!
 //! # Safety against the target changing under the restore
 //!

@@ -269,7 +269,13 @@ impl RunningDigest {
 
     fn hash_range(&self, file: &File, hasher: &mut blake3::Hasher, from: u64, to: u64) -> std::io::Result<()> {
         let source = match &self.direct {
-            Some(direct) => direct,
+            Some(direct) => {
+                // Each direct read first writes its block back and waits
+                // for it: started for the whole range now, the device
+                // writes the next blocks while the first ones are read.
+                write_behind(file, from, to - from);
+                direct
+            }
             None => {
                 if self.from_device {
                     flush_and_drop(file, from, to - from)?;
