@@ -5,7 +5,7 @@
 #
 #   scripts/bench-peers.sh [--only dump|pgdump|tree|redis|all] [--runs N]
 #                          [--tools nfrepo,restic,rustic,borg,bupstash]
-#                          [--no-s3] [--quick] [--prepare-only]
+#                          [--no-s3] [--fresh-fs] [--quick] [--prepare-only]
 #
 # --only SETS  the data sets to measure (default all), one or several
 #              comma-separated: --only dump,redis.
@@ -15,6 +15,16 @@
 #              borg-lz4 (borg's default compression) and borg-zstd3
 #              (`--compression zstd,3`); either can be named alone.
 # --no-s3      skip the S3 rows (they also go when no S3 server answers).
+# --fresh-fs   restore every run into a new ext4 file system (as root: a
+#              sparse image in $BENCH_DIR on a loop device with direct I/O,
+#              made with mkfs.ext4 before the run, unmounted after), as a
+#              restore onto a new volume does. Without it the target is a
+#              directory on $BENCH_DIR's file system, emptied between runs;
+#              there ext4 skips the inodes of files deleted in the last
+#              minutes when it makes new ones, scanning inode tables for
+#              them (`recently_deleted`), which took most of the tree's
+#              restore time (10-22 s for every tool, against about 4.5 s
+#              into a new file system).
 # --quick      tiny data sets (about 30 MB each, in $BENCH_DIR/data-quick)
 #              for a smoke test of the script in a few minutes.
 # --prepare-only  make (or check) the cached data sets and exit.
@@ -136,6 +146,7 @@ RUNS=3
 QUICK=0
 PREPARE_ONLY=0
 USE_S3=1
+FRESH_FS=0
 WANT_TOOLS=("${ALL_TOOLS[@]}")
 only_valid() { [[ "$1" =~ ^(dump|pgdump|tree|redis)(,(dump|pgdump|tree|redis))*$|^all$ ]]; }
 # parse_tools LIST: sets WANT_TOOLS from a comma-separated LIST.
@@ -191,6 +202,10 @@ while (($# > 0)); do
 		USE_S3=0
 		shift
 		;;
+	--fresh-fs)
+		FRESH_FS=1
+		shift
+		;;
 	--quick)
 		QUICK=1
 		shift
@@ -230,6 +245,13 @@ else
 fi
 [[ "$PG_SCALE" =~ ^[1-9][0-9]*$ ]] || die "BENCH_PG_SCALE takes a positive number"
 [[ "$REDIS_BYTES" =~ ^[1-9][0-9]*$ ]] || die "BENCH_REDIS_BYTES takes a positive number"
+if ((FRESH_FS)); then
+	((EUID == 0)) || die "--fresh-fs mounts file systems: run it as root"
+	command -v mkfs.ext4 >/dev/null && command -v losetup >/dev/null ||
+		die "--fresh-fs needs mkfs.ext4 (e2fsprogs) and losetup (mount)"
+fi
+# A sparse image: only what a restore writes takes room.
+RESTORE_FS_BYTES=$((8 << 30))
 REPOS="$BENCH_DIR/repos"
 RESTORE="$BENCH_DIR/restore"
 LOGS="$BENCH_DIR/logs"
@@ -289,6 +311,10 @@ cleanup() {
 	if [[ -s "$DATA/tree.changes" && -e "$DATA/tree.dirty" ]]; then
 		tree_edit revert
 	fi
+	local target
+	for target in "$RESTORE"/*; do
+		[[ -d "$target" ]] && release_target "$target"
+	done
 	rm -rf "$REPOS" "$RESTORE" "$CACHE"
 	exit "$rc"
 }
@@ -569,9 +595,28 @@ mb() { awk -v b="$1" 'BEGIN { printf "%.3f", b / 1e6 }'; }
 
 # fresh_target DIR: an empty directory, with whatever was deleted synced away.
 fresh_target() {
-	rm -rf "$1"
+	release_target "$1"
 	mkdir -p "$1"
+	if ((FRESH_FS)); then
+		local dev
+		truncate -s "$RESTORE_FS_BYTES" "$1.img"
+		dev="$(losetup --direct-io=on --find --show "$1.img")" || die "losetup failed on $1.img"
+		mkfs.ext4 -q -F "$dev" || die "mkfs.ext4 failed on $dev"
+		mount "$dev" "$1" || die "mounting $dev on $1 failed"
+	fi
 	sync
+}
+
+# release_target DIR: removes a restore target, unmounting and detaching
+# its file system if --fresh-fs made one.
+release_target() {
+	local dev
+	if mountpoint -q "$1"; then
+		dev="$(findmnt -n -o SOURCE "$1")"
+		umount "$1" || die "unmounting $1 failed"
+		losetup -d "$dev" 2>/dev/null || true
+	fi
+	rm -rf "$1" "$1.img"
 }
 
 warm() { find "$@" -type f -exec cat {} + >/dev/null; }
@@ -1076,7 +1121,7 @@ restore_row() {
 		log "$tool: $set $prefix: wrong restore"
 		record "$tool" "${set}_${prefix}_ok" 0
 	fi
-	rm -rf "$target"
+	release_target "$target"
 }
 
 # bench_tool TOOL SET: one run of TOOL on SET (see the header).
@@ -1325,6 +1370,11 @@ report() {
 	done
 	echo "- nfrepo binary: $NFREPO_BIN (git $(git -C "$NFREPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?') of the script)"
 	for note in "${NOTES[@]}"; do echo "- $note"; done
+	if ((FRESH_FS)); then
+		echo "- restores: each into a new ext4 file system (loop device with direct I/O, --fresh-fs), then \`sync\`"
+	else
+		echo "- restores: each into an emptied directory of $BENCH_DIR's file system ($(findmnt -n -o FSTYPE --target "$BENCH_DIR")), then \`sync\`"
+	fi
 	for set in "${SETS[@]}"; do
 		case "$set" in
 		dump) echo "- dump: dump1.sql $(mb "$(file_bytes "$DATA/dump1.sql")") MB, dump2.sql $(mb "$(file_bytes "$DATA/dump2.sql")") MB ($TABLES x $TABLE_SIZE sysbench rows, ${WRITE_SECONDS}s of oltp_write_only between them)" ;;
