@@ -78,6 +78,10 @@ const IN_FLIGHT_SEALED: u64 = 16 << 20;
 /// the cores (each chunk's plaintext is dropped once written, so this is
 /// not memory held at once).
 const IN_FLIGHT_RAW: u64 = 32 << 20;
+/// Complete files read back from the device at once (`--verify`): each
+/// read waits for the device, so many keep it busy where one per core
+/// left it idle between them.
+const DEVICE_CHECKS: usize = 16;
 /// Steps of complete files waiting for the closer: while they are checked
 /// and renamed into place, the coordinator goes on starting reads.
 const CLOSING_AHEAD: usize = 2;
@@ -128,6 +132,22 @@ struct Settings {
     skip_damaged: bool,
     work: Option<Arc<nfrepo_engine::Work>>,
     root: PathBuf,
+}
+
+/// The pool of [`DEVICE_CHECKS`] threads that check files read from the
+/// device (`--verify`), started when first needed: those threads mostly
+/// wait for the device, so more of them than cores keep it busy.
+fn device_checks() -> Result<&'static rayon::ThreadPool> {
+    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+    if let Some(pool) = POOL.get() {
+        return Ok(pool);
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(DEVICE_CHECKS)
+        .thread_name(|i| format!("nfrepo-verify-{i}"))
+        .build()
+        .map_err(|e| Error::Invalid(format!("cannot start the threads that verify restored files: {e}")))?;
+    Ok(POOL.get_or_init(|| pool))
 }
 
 /// The consumer's state: the files open for writing, by plan index.
@@ -701,16 +721,24 @@ fn close_complete(
 ) -> Result<()> {
     let (skip_damaged, work, root) = (settings.skip_damaged, settings.work.as_deref(), &settings.root);
     let from_device = lock(target)?.verifies();
-    let mut checked: Vec<(usize, Restoring, Result<()>)> = complete
-        .into_par_iter()
-        .map(|(index, mut file)| {
-            let checked = match file.failed {
-                Some(_) => Ok(()),
-                None => file.open.check(from_device),
-            };
-            (index, file, checked)
+    let check = |(index, mut file): (usize, Restoring)| {
+        let checked = match file.failed {
+            Some(_) => Ok(()),
+            None => file.open.check(from_device),
+        };
+        (index, file, checked)
+    };
+    let mut checked: Vec<(usize, Restoring, Result<()>)> = if from_device {
+        // Each read from the device first waits for the file's writeback:
+        // started for every file at once, and read by many threads at
+        // once, the device works on many files instead of one per core.
+        device_checks()?.install(|| {
+            complete.par_iter().for_each(|(_, file)| file.open.start_writeback());
+            complete.into_par_iter().map(check).collect()
         })
-        .collect();
+    } else {
+        complete.into_par_iter().map(check).collect()
+    };
     for (index, file, checked) in &mut checked {
         if matches!(checked, Err(Error::ContentMismatch(_)))
             && let Some(planned) = plan.get(*index)

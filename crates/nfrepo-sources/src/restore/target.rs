@@ -161,6 +161,14 @@ impl OpenFile {
         }
     }
 
+    /// Starts writing the whole file back to its device without waiting
+    /// ([`digest::write_behind`]): a `--verify` restore does it for every
+    /// file of a step before checking them, so the device writes them
+    /// together instead of one direct read at a time waiting for its own.
+    pub(crate) fn start_writeback(&self) {
+        digest::write_behind(&self.file, 0, 0);
+    }
+
     /// Records that `len` bytes of verified content were written (with
     /// [`FileWriter::write_at`]) at one of the file's planned placements.
     pub(crate) const fn record(&mut self, len: u64) {
