@@ -68,9 +68,12 @@
 //! `--verify` writes each file back before reading it from the device
 //! (a direct read writes its range back first, and waits for it: a large
 //! file's new prefix has its writeback started whole before its first
-//! block is read, so the device writes ahead of the reads; where direct
-//! reads are refused, the file is flushed with `fdatasync`); the final
-//! `syncfs` still runs and is what makes the restore durable.
+//! block is read, so the device writes ahead of the reads; the small files
+//! a step completes have their writeback started together and are read
+//! back on 16 threads, so the device has many files in hand instead of
+//! one per core; where direct reads are refused, the file is flushed with
+//! `fdatasync`); the final `syncfs` still runs and is what makes the
+//! restore durable.
 //!
 //! # Safety against the target changing under the restore
 //!
