@@ -56,13 +56,20 @@ fn issue9_cat_restore_and_verify_refuse_content_that_disagrees_with_its_node() {
             "cat wrote the unverified end of the file"
         );
 
-        let target = env.path(&format!("restored-{id}"));
-        env.fails(
-            &["restore", id, "--target", target.to_str().unwrap()],
-            11,
-            "BACKUP_CORRUPTED",
-        );
-        assert!(!target.join("f").exists(), "a wrong file was put in place");
+        // With --verify the file is read back from the device on the
+        // threads that check a step's small files: refused the same way.
+        for verify in [false, true] {
+            let target = env.path(&format!("restored-{id}-{verify}"));
+            let mut args = vec!["restore", id.as_str(), "--target", target.to_str().unwrap()];
+            if verify {
+                args.push("--verify");
+            }
+            env.fails(&args, 11, "BACKUP_CORRUPTED");
+            assert!(
+                !target.join("f").exists(),
+                "a wrong file was put in place (--verify: {verify})"
+            );
+        }
 
         let stderr = env.fails(&["verify", id, "--read-data"], verify_code, verify_error);
         let out = env.run(&["verify", id, "--read-data"]);
