@@ -26,6 +26,31 @@ fn commit_crafted(env: &Env, data: Vec<u8>, alter: fn(&mut NodeKind)) -> String 
     })
 }
 
+/// `restore ID --target TARGET`, with `--verify` if `verify`.
+fn restore_args<'a>(id: &'a str, target: &'a std::path::Path, verify: bool) -> Vec<&'a str> {
+    let mut args = vec!["restore", id, "--target", target.to_str().unwrap()];
+    if verify {
+        args.push("--verify");
+    }
+    args
+}
+
+/// Restores snapshot `id`, whose file `f` disagrees with its node, into
+/// `target`: refused with BACKUP_CORRUPTED, and nothing is left there
+/// (neither the file nor its temporary name).
+fn restore_is_refused(env: &Env, id: &str, target: &std::path::Path, verify: bool) {
+    env.fails(&restore_args(id, target, verify), 11, "BACKUP_CORRUPTED");
+    assert!(
+        !target.join("f").exists(),
+        "a wrong file was put in place (--verify: {verify})"
+    );
+    assert_eq!(
+        std::fs::read_dir(target).map(Iterator::count).unwrap_or(0),
+        0,
+        "the temporary file was left behind (--verify: {verify})"
+    );
+}
+
 #[test]
 fn issue9_cat_restore_and_verify_refuse_content_that_disagrees_with_its_node() {
     let env = Env::new();
@@ -59,16 +84,7 @@ fn issue9_cat_restore_and_verify_refuse_content_that_disagrees_with_its_node() {
         // With --verify the file is read back from the device on the
         // threads that check a step's small files: refused the same way.
         for verify in [false, true] {
-            let target = env.path(&format!("restored-{id}-{verify}"));
-            let mut args = vec!["restore", id.as_str(), "--target", target.to_str().unwrap()];
-            if verify {
-                args.push("--verify");
-            }
-            env.fails(&args, 11, "BACKUP_CORRUPTED");
-            assert!(
-                !target.join("f").exists(),
-                "a wrong file was put in place (--verify: {verify})"
-            );
+            restore_is_refused(&env, id, &env.path(&format!("restored-{id}-{verify}")), verify);
         }
 
         let stderr = env.fails(&["verify", id, "--read-data"], verify_code, verify_error);
@@ -96,29 +112,10 @@ fn issue14_a_large_file_hashed_while_it_is_written_is_still_checked_against_its_
         }
     });
     for verify in [false, true] {
-        let mut args = vec!["restore", wrong_hash.as_str(), "--target"];
-        let target = env.path(&format!("wrong-{verify}"));
-        args.push(target.to_str().unwrap());
-        if verify {
-            args.push("--verify");
-        }
-        env.fails(&args, 11, "BACKUP_CORRUPTED");
-        assert!(
-            !target.join("f").exists(),
-            "a wrong file was put in place (--verify: {verify})"
-        );
-        assert_eq!(
-            std::fs::read_dir(&target).map(Iterator::count).unwrap_or(0),
-            0,
-            "the temporary file was left behind (--verify: {verify})"
-        );
+        restore_is_refused(&env, &wrong_hash, &env.path(&format!("wrong-{verify}")), verify);
 
         let target = env.path(&format!("good-{verify}"));
-        let mut args = vec!["restore", good.as_str(), "--target", target.to_str().unwrap()];
-        if verify {
-            args.push("--verify");
-        }
-        let out = env.run(&args);
+        let out = env.run(&restore_args(&good, &target, verify));
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert!(
             std::fs::read(target.join("f")).unwrap() == data,
