@@ -24,7 +24,10 @@
 //! was written (a run's plaintext is dropped right after its writes);
 //! closing checks that the written bytes add up to the file's size and
 //! reads the file back to compare its whole BLAKE3 with its node (with
-//! `--verify`, from the device) before it is renamed into place.
+//! `--verify`, from the device: the step's files have their writeback
+//! started together, then are read back on [`DEVICE_CHECKS`] threads,
+//! since each direct read waits for the device) before it is renamed into
+//! place.
 //!
 //! That whole-file check is why a chunk is not also hashed again to its id
 //! when it is opened ([`Reader::open_read_unhashed`]): each restored byte is
