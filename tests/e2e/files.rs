@@ -449,3 +449,50 @@ fn issue14_verify_reads_back_every_file_of_a_tree_of_small_files() {
         assert!(&back == content, "{} differs", rel.display());
     }
 }
+
+/// A restore holds many files open at once (each until it is checked and
+/// renamed into place): run where the soft limit on open files is low, as
+/// from cron (1,024 on most systems; 256 here, so a small tree shows it),
+/// it raises the limit to the hard one and restores every file, where it
+/// failed with "Too many open files" before.
+#[test]
+fn issue14_a_tree_restores_under_a_low_soft_limit_on_open_files() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("data");
+    for i in 0..3000usize {
+        let dir = src.join(format!("d{}", i % 30));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("f{i}")), format!("file {i}\n")).unwrap();
+    }
+    env.ok(&["snapshot", src.to_str().unwrap()]);
+
+    let out = env.path("out");
+    for verify in [false, true] {
+        let target = out.join(format!("verify-{verify}"));
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args(["-c", r#"ulimit -Sn 256 && exec "$0" "$@""#, crate::harness::BIN]);
+        for (k, v) in env.cmd().get_envs() {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        cmd.args(["--json", "restore", "latest", "--target", target.to_str().unwrap()]);
+        if verify {
+            cmd.arg("--verify");
+        }
+        let out = cmd.stdin(std::process::Stdio::null()).output().unwrap();
+        assert!(
+            out.status.success(),
+            "restore under a soft limit of 256 open files (--verify: {verify}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let restored: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(restored["files"], 3000, "{restored}");
+        assert_eq!(
+            std::fs::read_to_string(target.join("data/d7/f2137")).unwrap(),
+            "file 2137\n"
+        );
+    }
+}
