@@ -252,6 +252,13 @@ impl RunningDigest {
         }
     }
 
+    /// The end of the prefix hashed so far: read back already, and so
+    /// already written back to the device (a direct read writes its range
+    /// back first; a read from the page cache starts its writeback).
+    pub(super) fn hashed(&self) -> u64 {
+        self.state.lock().map_or(0, |state| state.hashed)
+    }
+
     /// The hashed prefix, for a check that reads `from_device` (or from the
     /// page cache): `None` if there is none to trust, and the check hashes
     /// the whole file. Waits for a thread that is hashing. Taken once.
