@@ -535,12 +535,31 @@ fn add_delta(tx: &Transaction<'_>, delta: &DeltaToCache<'_>) -> rusqlite::Result
         "INSERT OR IGNORE INTO index_blobs (id, pack, kind, offset, sealed_len, raw_len, tag)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
+    let mut numbers = Vec::with_capacity(delta.packs.len());
     for pack in delta.packs {
         let size = i64::try_from(pack.size).unwrap_or(i64::MAX);
         add_pack.execute(params![pack.id, pack.kind, size])?;
-        let (number, pack_kind): (i64, u8) =
-            pack_number.query_row(params![pack.id], |row| Ok((row.get(0)?, row.get(1)?)))?;
-        for blob in pack.blobs {
+        numbers.push(pack_number.query_row(params![pack.id], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, u8>(1)?))
+        })?);
+    }
+    // Rows go in by id, a sorted run at a time: ids are hashes, so in pack
+    // order each row lands on a random page of the table, and a delta
+    // larger than SQLite's page cache wrote pages to the log again and
+    // again as they were evicted and dirtied anew (an incremental's 33,000
+    // new blobs: 19,700 page writes for a 6.5 MB cache). In id order each
+    // page is dirtied once per run.
+    let mut rows = delta
+        .packs
+        .iter()
+        .zip(&numbers)
+        .flat_map(|(pack, number)| pack.blobs.iter().map(move |blob| (pack, *number, blob)))
+        .peekable();
+    let mut run = Vec::with_capacity(SORTED_RUN.min(delta.packs.iter().map(|p| p.blobs.len()).sum()));
+    while rows.peek().is_some() {
+        run.extend(rows.by_ref().take(SORTED_RUN));
+        run.sort_unstable_by_key(|(_, _, blob)| blob.id);
+        for (pack, (number, pack_kind), blob) in run.drain(..) {
             let row = CachedBlob {
                 id: blob.id,
                 pack: pack.id,
@@ -564,13 +583,17 @@ fn add_delta(tx: &Transaction<'_>, delta: &DeltaToCache<'_>) -> rusqlite::Result
     Ok(())
 }
 
+/// Rows of a delta sorted and inserted together ([`add_delta`]): 32 bytes
+/// each while sorted.
+const SORTED_RUN: usize = 1 << 16;
+
+/// Ids per statement of [`IndexCache::lookup_many`] (SQLite allows 32766 parameters).
+const LOOKUP_BATCH: usize = 512;
+
 /// FNV-1a (64-bit) over everything a lookup returns, the pack by id: a
 /// check against accidental damage (a flipped bit, a row pointing at the
 /// wrong pack number), not against deliberate forgery, which the sealed
 /// objects themselves detect.
-/// Ids per statement of [`IndexCache::lookup_many`] (SQLite allows 32766 parameters).
-const LOOKUP_BATCH: usize = 512;
-
 fn tag(blob: &CachedBlob) -> i64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     let fields = [

@@ -255,3 +255,73 @@ fn blake_like(i: u32) -> Box<[u8; 32]> {
     }
     Box::new(id)
 }
+
+/// A delta larger than one sorted run ([`SORTED_RUN`]) of blobs in no
+/// order, spread over packs, one blob in two of them: every row is found
+/// with its own pack and offset, whichever run inserted it.
+#[test]
+fn a_delta_larger_than_a_sorted_run_keeps_every_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = IndexCache::open(dir.path(), "ab12").unwrap();
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next_id = || {
+        let mut id = [0u8; 32];
+        for word in id.chunks_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            word.copy_from_slice(&state.to_le_bytes());
+        }
+        id
+    };
+    let per_pack = SORTED_RUN / 2 + 7;
+    let mut blobs: Vec<Vec<BlobToCache>> = (0..3u32)
+        .map(|p| {
+            (0..per_pack)
+                .map(|i| BlobToCache {
+                    id: next_id(),
+                    kind: 1,
+                    offset: p * 1_000_000 + u32::try_from(i).unwrap(),
+                    sealed_len: 10,
+                    raw_len: 8,
+                })
+                .collect()
+        })
+        .collect();
+    // The first pack's first blob is in the last pack too.
+    let first = blobs[0][0];
+    let shared = first.id;
+    blobs[2].push(BlobToCache { offset: 42, ..first });
+    let packs: Vec<PackToCache<'_>> = blobs
+        .iter()
+        .enumerate()
+        .map(|(p, b)| pack(u8::try_from(p).unwrap() + 1, b))
+        .collect();
+    cache
+        .ingest(&DeltaToCache {
+            id: [7; 32],
+            supersedes: &[],
+            packs: &packs,
+        })
+        .unwrap();
+    assert_eq!(cache.blob_count().unwrap(), u64::try_from(3 * per_pack).unwrap());
+    for (p, pack_blobs) in blobs.iter().enumerate() {
+        let ids: Vec<[u8; 32]> = pack_blobs.iter().map(|b| b.id).collect();
+        let found = cache.lookup_many(&ids).unwrap();
+        for (blob, rows) in pack_blobs.iter().zip(found) {
+            let here = [u8::try_from(p).unwrap() + 1; 32];
+            assert!(
+                rows.iter().any(|r| r.pack == here && r.offset == blob.offset),
+                "blob at offset {} of pack {p} not found there: {rows:?}",
+                blob.offset
+            );
+        }
+    }
+    let both: Vec<([u8; 32], u32)> = cache
+        .lookup_all(&shared)
+        .unwrap()
+        .iter()
+        .map(|b| (b.pack, b.offset))
+        .collect();
+    assert_eq!(both, vec![([1; 32], 0), ([3; 32], 42)]);
+}
