@@ -558,7 +558,8 @@ fn add_delta(tx: &Transaction<'_>, delta: &DeltaToCache<'_>) -> rusqlite::Result
     let mut run = Vec::with_capacity(SORTED_RUN.min(delta.packs.iter().map(|p| p.blobs.len()).sum()));
     while rows.peek().is_some() {
         run.extend(rows.by_ref().take(SORTED_RUN));
-        run.sort_unstable_by_key(|(_, _, blob)| blob.id);
+        // Stable: of two rows of one blob in one pack, the first is kept, as before.
+        run.sort_by_key(|(_, _, blob)| blob.id);
         for (pack, (number, pack_kind), blob) in run.drain(..) {
             let row = CachedBlob {
                 id: blob.id,
