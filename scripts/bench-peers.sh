@@ -15,6 +15,11 @@
 #              borg-lz4 (borg's default compression) and borg-zstd3
 #              (`--compression zstd,3`); either can be named alone.
 # --no-s3      skip the S3 rows (they also go when no S3 server answers).
+#              Take the local restore rows from such a pass: in a pass with
+#              the S3 rows every peer's local restore of the dump took about
+#              twice as long as in one without them (rustic 4.5 against
+#              2.4 s, 2026-12-06), nfrepo's hardly longer; the cause was not
+#              found (SeaweedFS was idle during the restores).
 # --fresh-fs   restore every run into a new ext4 file system (as root: a
 #              sparse image in $BENCH_DIR on a loop device with direct I/O,
 #              made with mkfs.ext4 before the run, unmounted after), as a
