@@ -4,12 +4,12 @@
 //! [`OPEN_GROUP`], never more at once than the limit on open files allows
 //! ([`open_files_allowed`]), and handed to the engine's
 //! [`RestorePlanner`], which resolves their chunks batch by batch and
-//! groups them into ranged reads of packs ([`nfrepo_engine::PackRead`]). Each read is one task: one
-//! ranged request, then every chunk opened (authenticated, decompressed,
-//! its length checked) on every core, a run of neighbours at a time
-//! ([`nfrepo_engine::PackRead::runs`]), and written with positioned writes
-//! to each file and offset that needs it: one `pwritev` per run where its
-//! chunks follow each other in one file. At most [`IN_FLIGHT_READS`] reads,
+//! groups them into ranged reads of packs ([`nfrepo_engine::PackRead`]).
+//! Each read is one task: one ranged request, then every chunk opened
+//! (authenticated, decompressed, its length checked) on every core, a run
+//! of neighbours at a time ([`nfrepo_engine::PackRead::runs`]), and
+//! written with positioned writes to each file and offset that needs it:
+//! one `pwritev` per run where its chunks follow each other in one file. At most [`IN_FLIGHT_READS`] reads,
 //! [`IN_FLIGHT_SEALED`] of their sealed bytes (what they hold in memory)
 //! and [`IN_FLIGHT_RAW`] of their plaintext (the work queued) are in
 //! flight, so requests overlap storage latency while memory stays bounded.
