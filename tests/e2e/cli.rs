@@ -236,10 +236,10 @@ fn repository_and_cache_files_are_owner_only() {
     let run = |args: &[&str]| {
         // umask 022: what most systems use, and what made key slots world-readable.
         let out = env
-            .cmd()
-            .args(["-c", "umask 022; exec \"$0\" \"$@\"", BIN])
+            .wrapped("sh", &["-c", "umask 022; exec \"$0\" \"$@\"", BIN])
             .args(args)
-            .output_with_program("sh");
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     };
     run(&["init", "--kdf-memory-kib", "64", "--kdf-iterations", "1"]);
@@ -336,31 +336,9 @@ fn progress_only_on_a_terminal() {
             .map(|a| format!("'{a}'"))
             .collect::<Vec<_>>()
             .join(" ");
-        let out = env
-            .cmd()
-            .args(["-qec", &line, "/dev/null"])
-            .output_with_program("script");
+        let out = env.wrapped("script", &["-qec", &line, "/dev/null"]).output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
         assert!(text.contains(label), "no progress for {args:?} on a terminal: {text:?}");
-    }
-}
-
-trait OutputWith {
-    fn output_with_program(&mut self, program: &str) -> std::process::Output;
-}
-
-impl OutputWith for std::process::Command {
-    /// Runs `program` with this command's arguments and environment.
-    fn output_with_program(&mut self, program: &str) -> std::process::Output {
-        let mut other = std::process::Command::new(program);
-        other.args(self.get_args());
-        for (k, v) in self.get_envs() {
-            match v {
-                Some(v) => other.env(k, v),
-                None => other.env_remove(k),
-            };
-        }
-        other.stdin(Stdio::null()).output().unwrap()
     }
 }

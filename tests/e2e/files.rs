@@ -476,20 +476,13 @@ fn issue14_a_tree_restores_under_a_low_limit_on_open_files() {
         ("-n 160", true),
     ] {
         let target = out.join(format!("{limit}-verify-{verify}"));
-        let mut cmd = std::process::Command::new("sh");
         let script = format!(r#"ulimit {limit} && exec "$0" "$@""#);
-        cmd.args(["-c", &script, crate::harness::BIN]);
-        for (k, v) in env.cmd().get_envs() {
-            match v {
-                Some(v) => cmd.env(k, v),
-                None => cmd.env_remove(k),
-            };
-        }
+        let mut cmd = env.wrapped("sh", &["-c", &script, crate::harness::BIN]);
         cmd.args(["--json", "restore", "latest", "--target", target.to_str().unwrap()]);
         if verify {
             cmd.arg("--verify");
         }
-        let out = cmd.stdin(std::process::Stdio::null()).output().unwrap();
+        let out = cmd.output().unwrap();
         assert!(
             out.status.success(),
             "restore under `ulimit {limit}` (--verify: {verify}): {}",

@@ -111,6 +111,23 @@ impl Env {
         cmd
     }
 
+    /// A command running `program` with `args` in the environment
+    /// [`Self::cmd`] gives nfrepo: for a wrapper that starts nfrepo itself
+    /// (`sh -c 'umask …; exec "$0" "$@"' BIN …`, `script` for a terminal).
+    pub fn wrapped(&self, program: &str, args: &[&str]) -> Command {
+        let nfrepo = self.cmd();
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        for (k, v) in nfrepo.get_envs() {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
     pub fn run(&self, args: &[&str]) -> Output {
         self.cmd().args(args).output().expect("run nfrepo")
     }
