@@ -59,7 +59,7 @@ impl Layout {
     /// The layout of `snapshots` (in any order).
     #[must_use]
     pub fn build(mut snapshots: Vec<SnapshotEntry>) -> Self {
-        snapshots.sort_by_cached_key(|e| (e.snapshot.time_ns, e.id));
+        crate::read::sort_oldest_first(&mut snapshots);
         let newest_ns = snapshots.last().map_or(0, |e| e.snapshot.time_ns);
         let count = snapshots.len();
         let mut root = BTreeMap::new();

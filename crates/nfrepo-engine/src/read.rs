@@ -25,6 +25,7 @@ pub use self::plan::{
     BatchFile, FileToRestore, PackRead, Placement, PlanLimits, PlannedChunk, RestoreBatch, RestorePlanner, group_reads,
 };
 pub use self::seek::{ChunkAt, locate_entry};
+pub(crate) use self::snapshots::sort_oldest_first;
 pub use self::snapshots::{SnapshotEntry, select_snapshot};
 use crate::index::{BlobLocation, Index};
 use crate::{Error, Repository, Result};

@@ -165,7 +165,7 @@ pub(crate) async fn load_snapshots(repo: &Repository, findings: &mut Findings) -
             snapshot: s.object,
         })
         .collect();
-    out.sort_by_cached_key(|e| (e.snapshot.time_ns, e.id));
+    crate::read::sort_oldest_first(&mut out);
     Ok(out)
 }
 

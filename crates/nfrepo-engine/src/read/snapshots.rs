@@ -77,10 +77,7 @@ impl Repository {
                 snapshot: s.object,
             })
             .collect();
-        // Sorted by (key, index), then each entry moved once: sorting the
-        // entries themselves (about 450 bytes each) moved some 60 MB at
-        // 10,000 snapshots, a tenth of `nfrepo snapshots`' CPU there.
-        good.sort_by_cached_key(|e| (e.snapshot.time_ns, e.id));
+        sort_oldest_first(&mut good);
         Ok((good, loaded.damaged.into_iter().map(|d| d.error).collect()))
     }
 
@@ -93,6 +90,14 @@ impl Repository {
         let all = self.readable_snapshots().await?;
         select_snapshot(all, spec)
     }
+}
+
+/// Sorts snapshots oldest first (by time, then id): the order every list
+/// of snapshots is in. By (key, index), then each entry moved once:
+/// sorting the entries themselves (about 450 bytes each) moved some 60 MB
+/// at 10,000 snapshots, a tenth of `nfrepo snapshots`' CPU there.
+pub(crate) fn sort_oldest_first(entries: &mut [SnapshotEntry]) {
+    entries.sort_by_cached_key(|e| (e.snapshot.time_ns, e.id));
 }
 
 /// Picks the snapshot `spec` names out of `all` (sorted oldest first).

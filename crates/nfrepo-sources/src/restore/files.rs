@@ -9,10 +9,11 @@
 //! (authenticated, decompressed, its length checked) on every core, a run
 //! of neighbours at a time ([`nfrepo_engine::PackRead::runs`]), and
 //! written with positioned writes to each file and offset that needs it:
-//! one `pwritev` per run where its chunks follow each other in one file. At most [`IN_FLIGHT_READS`] reads,
-//! [`IN_FLIGHT_SEALED`] of their sealed bytes (what they hold in memory)
-//! and [`IN_FLIGHT_RAW`] of their plaintext (the work queued) are in
-//! flight, so requests overlap storage latency while memory stays bounded.
+//! one `pwritev` per run where its chunks follow each other in one file.
+//! At most [`IN_FLIGHT_READS`] reads, [`IN_FLIGHT_SEALED`] of their sealed
+//! bytes (what they hold in memory) and [`IN_FLIGHT_RAW`] of their
+//! plaintext (the work queued) are in flight, so requests overlap storage
+//! latency while memory stays bounded.
 //!
 //! Outcomes are taken in plan order by the coordinating task, which counts
 //! each file's placements and hands a file whose last one is in to the
