@@ -49,6 +49,11 @@
 //! while the rest is written, `restore/digest.rs`). `--verify` makes that
 //! read come from the device: through `O_DIRECT`, or, where the file
 //! system refuses it, by flushing the file and dropping its cached pages.
+//! A file of 8 MiB or more is written around the page cache where the file
+//! system allows (`restore/direct.rs`): gathered in aligned windows written
+//! with `O_DIRECT`, its whole BLAKE3 assembled from the windows' subtree
+//! hashes (with `--verify`, of each window read back from the device), so
+//! it is neither copied through the page cache nor read back in order.
 //!
 //! # Durability (`fsync` policy)
 //!
@@ -59,7 +64,9 @@
 //! leave renamed files whose content had not reached the disk; they are
 //! not trusted: running the restore again compares every existing file by
 //! size and BLAKE3 and rewrites any that differ (with `--overwrite`).
-//! Writeback is started early, without waiting for it: each range a check
+//! Files written around the page cache are on the device once their
+//! windows are written. For the rest, writeback is started early, without
+//! waiting for it: each range a check
 //! has read back from the page cache (a large file's prefix as it grows, a
 //! file's rest when it is checked) is handed to the device then
 //! (`digest::write_behind`), so the device writes while the restore
@@ -110,6 +117,7 @@
 mod attrs;
 mod content;
 mod digest;
+mod direct;
 mod existing;
 mod files;
 mod select;

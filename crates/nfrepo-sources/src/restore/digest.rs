@@ -50,7 +50,7 @@ pub(super) const STEP: u64 = 16 << 20;
 
 /// Alignment of direct reads: offsets, lengths and buffer addresses (the
 /// largest logical block size in use).
-const ALIGN: u64 = 4096;
+pub(super) const ALIGN: u64 = 4096;
 
 /// The running BLAKE3 of a file's written prefix.
 pub(super) struct RunningDigest {
@@ -89,7 +89,13 @@ pub(super) struct Prefix {
 /// allows it and it is still the inode `written` (a temporary name in the
 /// target could be swapped; never followed if it became a link).
 pub(super) fn open_direct(parent: &OwnedFd, name: &str, written: &File) -> Option<File> {
-    let flags = OFlag::O_RDONLY | OFlag::O_DIRECT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    reopen_direct(parent, name, written, OFlag::O_RDONLY)
+}
+
+/// [`open_direct`] with another access mode (`O_RDWR` to write around the
+/// page cache, `direct.rs`).
+pub(super) fn reopen_direct(parent: &OwnedFd, name: &str, written: &File, access: OFlag) -> Option<File> {
+    let flags = access | OFlag::O_DIRECT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let direct = File::from(nix::fcntl::openat(parent, name, flags, Mode::empty()).ok()?);
     let (a, b) = (
         nix::sys::stat::fstat(direct.as_fd()).ok()?,
@@ -316,17 +322,26 @@ pub(super) fn hash_blocks(source: &File, hasher: &mut blake3::Hasher, from: u64,
     let mut offset = from;
     while offset < to {
         let want = usize::try_from(to - offset).unwrap_or(usize::MAX).min(block_len);
-        let asked = want.next_multiple_of(align).min(block_len);
-        let mut got = 0;
-        while got < want {
-            let n = source.read_at(buf.get_mut(got..asked).unwrap_or_default(), offset + got as u64)?;
-            if n == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            got += n;
-        }
+        read_blocks(source, buf, offset, want)?;
         hasher.update(buf.get(..want).unwrap_or_default());
         offset += want as u64;
+    }
+    Ok(())
+}
+
+/// Reads `want` bytes at `offset` into `buf` (aligned, at least `want`
+/// rounded up to [`ALIGN`] long when `source` is a direct descriptor):
+/// the last block is asked for whole, and comes back short at the end of
+/// the file.
+pub(super) fn read_blocks(source: &File, buf: &mut [u8], offset: u64, want: usize) -> std::io::Result<()> {
+    let asked = want.next_multiple_of(ALIGN as usize).min(buf.len());
+    let mut got = 0;
+    while got < want {
+        let n = source.read_at(buf.get_mut(got..asked).unwrap_or_default(), offset + got as u64)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        got += n;
     }
     Ok(())
 }

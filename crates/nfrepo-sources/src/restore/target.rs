@@ -25,7 +25,8 @@
 //!   file whose written bytes add up to its size and whose content, read
 //!   back, matches the stored BLAKE3 (with `verify`: read back from the
 //!   device, not the page cache; a large file's prefix is read back while
-//!   the rest is written, see `digest.rs`) gets its metadata (through the
+//!   the rest is written, see `digest.rs`, or its hash is assembled from
+//!   the windows it was written in, see `direct.rs`) gets its metadata (through the
 //!   descriptor) and is renamed over the real name. Without `overwrite` that rename is `RENAME_NOREPLACE`:
 //!   the conflict check is the write itself, not an earlier look.
 //! - Links, FIFOs and devices are created in place (`symlinkat`, `mknodat`),
@@ -56,6 +57,7 @@ use nix::unistd::UnlinkatFlags;
 
 use super::attrs::{self, Policy};
 use super::digest::{self, RunningDigest};
+use super::direct::{DirectFile, Staging};
 use super::existing::{Existing, existing_file, hash_from, rename_no_replace, replace_at, same_special};
 use super::select::Planned;
 use crate::{Error, Result};
@@ -99,6 +101,8 @@ pub(crate) struct Target {
     overwrite: bool,
     verify: bool,
     policy: Policy,
+    /// The window buffers of large files written around the page cache.
+    staging: Arc<Staging>,
     pub(crate) report: TargetReport,
     #[cfg(test)]
     pub(crate) hook: Option<Hook>,
@@ -137,6 +141,9 @@ pub(crate) struct OpenFile {
     blake3: [u8; 32],
     /// The whole BLAKE3 taken while a large file is written.
     digest: Option<Arc<RunningDigest>>,
+    /// A large file written around the page cache (`direct.rs`); such a
+    /// file has no `digest`.
+    direct: Option<Arc<DirectFile>>,
     meta: Metadata,
     /// Something differing is at the name and `overwrite` is on.
     replace: bool,
@@ -158,6 +165,7 @@ impl OpenFile {
             path: self.path.clone(),
             size: self.size,
             digest: self.digest.clone(),
+            direct: self.direct.clone(),
         }
     }
 
@@ -170,6 +178,10 @@ impl OpenFile {
     /// file walked, and dropped from the page cache, every page of a 1 GB
     /// file for nothing).
     pub(crate) fn start_writeback(&self) {
+        if self.direct.is_some() {
+            // Written to the device already (but for its last block).
+            return;
+        }
         let from = self.digest.as_ref().map_or(0, |digest| digest.hashed());
         digest::write_behind(&self.file, from, 0);
     }
@@ -201,6 +213,15 @@ impl OpenFile {
         }
         if self.written != self.size {
             return Err(Error::ContentMismatch(self.path.clone()));
+        }
+        if let Some(direct) = self.direct.as_ref()
+            && let Some(whole) = direct.finish(from_device).map_err(|e| io_error(&self.path, e))?
+        {
+            if whole != self.blake3 {
+                return Err(Error::ContentMismatch(self.path.clone()));
+            }
+            self.checked = Some(from_device);
+            return Ok(());
         }
         let started = std::time::Instant::now();
         let (hasher, from) = match self.digest.as_ref().and_then(|d| d.take(from_device)) {
@@ -265,6 +286,7 @@ pub(crate) struct FileWriter {
     path: PathBuf,
     size: u64,
     digest: Option<Arc<RunningDigest>>,
+    direct: Option<Arc<DirectFile>>,
 }
 
 impl FileWriter {
@@ -280,6 +302,9 @@ impl FileWriter {
     /// left a hole, as in [`Self::write_at`], and the parts between holes
     /// go together.
     pub(crate) fn write_run(&self, offset: u64, parts: &[&[u8]]) -> Result<()> {
+        if let Some(direct) = &self.direct {
+            return direct.write_run(offset, parts).map_err(|e| io_error(&self.path, e));
+        }
         let mut batch: Vec<IoSlice<'_>> = Vec::new();
         let (mut batch_at, mut at) = (offset, offset);
         for part in parts {
@@ -329,6 +354,9 @@ impl FileWriter {
     /// file may hold other bytes there (a rewrite after a failed check,
     /// `files::rewrite_checked`).
     pub(crate) fn overwrite_at(&self, offset: u64, data: &[u8]) -> Result<()> {
+        if let Some(direct) = &self.direct {
+            direct.spoil();
+        }
         self.write_batch(offset, &mut vec![IoSlice::new(data)])?;
         if let Some(digest) = &self.digest {
             digest.wrote(offset, data.len() as u64);
@@ -354,7 +382,7 @@ impl FileWriter {
 const IOV_MAX: usize = 1024;
 
 /// Whether every byte is zero (branch-free inner loop, so it vectorizes).
-fn is_zero(data: &[u8]) -> bool {
+pub(super) fn is_zero(data: &[u8]) -> bool {
     data.chunks(256)
         .all(|block| block.iter().fold(0u8, |acc, b| acc | b) == 0)
 }
@@ -393,6 +421,7 @@ impl Target {
             overwrite,
             verify,
             policy,
+            staging: Arc::new(Staging::default()),
             report: TargetReport::default(),
             #[cfg(test)]
             hook: None,
@@ -526,7 +555,9 @@ impl Target {
         let path = self.path(&planned.rel);
         let file = File::from(fd);
         let sized = file.set_len(*size);
-        let digest = (*size >= 2 * digest::STEP).then(|| {
+        let file = Arc::new(file);
+        let direct = DirectFile::open(&self.staging, &parent, &temp, &file, *size, self.verify).map(Arc::new);
+        let digest = (direct.is_none() && *size >= 2 * digest::STEP).then(|| {
             let direct = self
                 .verify
                 .then(|| digest::open_direct(&parent, &temp, &file))
@@ -538,13 +569,14 @@ impl Target {
             rel: planned.rel.clone(),
             path,
             temp: Some(temp),
-            file: Arc::new(file),
+            file,
             size: *size,
             written: 0,
             checked: None,
             error: None,
             blake3: *blake3,
             digest,
+            direct,
             meta: planned.node.meta.clone(),
             replace,
         };
@@ -563,6 +595,11 @@ impl Target {
                 file.error.get_or_insert(e);
             }
         }
+    }
+
+    /// The window buffers of the large files written around the page cache.
+    pub(crate) fn staging(&self) -> Arc<Staging> {
+        Arc::clone(&self.staging)
     }
 
     /// Whether files are read back from the device before they are placed (`--verify`).

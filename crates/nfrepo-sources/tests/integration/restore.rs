@@ -159,28 +159,43 @@ async fn restore_with_an_include_whose_only_match_is_in_a_late_batch() {
     assert!(expected.contains(&deep), "{deep} not in {expected:#?}");
 }
 
-/// A repository holding one snapshot of `src/big` (200,000 random bytes:
-/// one stored chunk) and `src/small`, whose `big` chunk was replaced in its
-/// pack by other bytes sealed under the same id: what only a writer holding
-/// the key, sealing other bytes than it named, could store. The seal is
-/// valid; only a re-hash of the plaintext shows the lie. Returns the chunk's id.
-async fn with_a_chunk_sealed_under_another_id() -> (nfrepo_engine::Repository, tempfile::TempDir, String) {
-    use nfrepo_format::{Aad, SealedKind};
+/// A repository holding one snapshot of `src/big` (`big_len` random
+/// bytes: stored chunks) and `src/small`, whose `big`'s second chunk (its
+/// only one when it has one) was replaced in its pack by other bytes sealed
+/// under the same id: what only a writer holding the key, sealing other
+/// bytes than it named, could store. The seal is valid; only a re-hash of
+/// the plaintext shows the lie. Returns the chunk's id.
+async fn with_a_chunk_sealed_under_another_id(
+    big_len: usize,
+) -> (nfrepo_engine::Repository, tempfile::TempDir, String) {
+    use futures::TryStreamExt;
+    use nfrepo_format::{Aad, NodeKind, SealedKind};
     use nfrepo_store::{ObjectKind, PutMode};
 
     let repo = repo().await;
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     std::fs::create_dir(&src).unwrap();
-    let big = nfrepo_testing::pseudo_random(200_000, 7);
+    let big = nfrepo_testing::pseudo_random(big_len, 7);
     std::fs::write(src.join("big"), &big).unwrap();
     std::fs::write(src.join("small"), b"small and sound").unwrap();
-    run(&repo, "tree", FilesSource::new(vec![src])).await.unwrap();
+    let report = run(&repo, "tree", FilesSource::new(vec![src])).await.unwrap();
 
-    let id = repo.keys().blob_id(&big);
-    let location = repo.reader().await.unwrap().locate(&id).unwrap();
+    let reader = repo.reader().await.unwrap();
+    let root = reader.tree(&report.snapshot.root).await.unwrap();
+    let NodeKind::Dir { tree } = &root.find(b"src").unwrap().kind else {
+        panic!("src is not a directory")
+    };
+    let src_tree = reader.tree(tree).await.unwrap();
+    let NodeKind::File { content, .. } = &src_tree.find(b"big").unwrap().kind else {
+        panic!("big is not a file")
+    };
+    let chunks: Vec<_> = reader.content_chunks(content).try_collect().await.unwrap();
+    let chunk = chunks.get(1).unwrap_or(&chunks[0]);
+    let id = chunk.id;
+    let location = reader.locate(&id).unwrap();
     let mut framed = vec![0u8]; // the stored codec
-    framed.extend(nfrepo_testing::pseudo_random(big.len(), 8));
+    framed.extend(nfrepo_testing::pseudo_random(usize::try_from(chunk.len).unwrap(), 8));
     let forged = repo
         .sealer()
         .seal(Aad::blob(SealedKind::DataBlob, &id), &framed)
@@ -210,13 +225,28 @@ async fn with_a_chunk_sealed_under_another_id() -> (nfrepo_engine::Repository, t
 /// temporary file is left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunk_sealed_under_another_id_is_named_and_its_file_never_placed() {
-    let (repo, _dir, id) = with_a_chunk_sealed_under_another_id().await;
+    forged_chunk_is_named(200_000, false).await;
+}
+
+/// The same for a file large enough to be written around the page cache
+/// (`restore/direct.rs`), whose whole BLAKE3 is assembled from its windows:
+/// the forged chunk fails that hash, and the rewrite goes through the page
+/// cache and is read back whole, from the page cache or (`--verify`) from
+/// the device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_sealed_under_another_id_in_a_large_file_is_named_and_its_file_never_placed() {
+    forged_chunk_is_named(20 << 20, false).await;
+    forged_chunk_is_named(20 << 20, true).await;
+}
+
+async fn forged_chunk_is_named(big_len: usize, verify: bool) {
+    let (repo, _dir, id) = with_a_chunk_sealed_under_another_id(big_len).await;
     let reader = repo.reader().await.unwrap();
     let snapshot = snapshots(&repo).await.pop().unwrap();
     let out = tempfile::tempdir().unwrap();
-    let err = restore(&reader, &snapshot, "", out.path(), &RestoreOptions::default())
-        .await
-        .unwrap_err();
+    let mut options = RestoreOptions::default();
+    options.verify = verify;
+    let err = restore(&reader, &snapshot, "", out.path(), &options).await.unwrap_err();
     let message = err.to_string();
     assert!(
         matches!(&err, nfrepo_sources::Error::Engine(nfrepo_engine::Error::Corrupted { object, .. }) if object.contains(&id)),
@@ -234,7 +264,7 @@ async fn a_chunk_sealed_under_another_id_is_named_and_its_file_never_placed() {
 /// listed with the chunk's id, and the rest is restored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skip_damaged_lists_the_file_with_a_chunk_sealed_under_another_id() {
-    let (repo, _dir, id) = with_a_chunk_sealed_under_another_id().await;
+    let (repo, _dir, id) = with_a_chunk_sealed_under_another_id(200_000).await;
     let mut options = RestoreOptions::default();
     options.skip_damaged = true;
     let (out, report) = restored(&repo, &options).await;
