@@ -9,13 +9,14 @@
 //!    index lookup ([`crate::Index::get_many`]), not one cache query each.
 //! 2. Chunks are deduplicated: a chunk needed at many offsets, in one file
 //!    or many, is read and opened once and written to each placement.
-//! 3. Chunks are ordered by pack (packs in the order the files first need
-//!    them, so files complete early) and by offset in the pack, then
+//! 3. Chunks are ordered by pack and by offset in the pack, then
 //!    coalesced into [`PackRead`]s: one ranged read over neighbouring chunks
 //!    of one pack, across gaps of at most [`PlanLimits::max_gap`] bytes,
 //!    of at most [`PlanLimits::max_read`] sealed and
 //!    [`PlanLimits::max_raw`] plaintext bytes. Each needed range of a pack
-//!    is read once, in pack order.
+//!    is read once. The reads are issued in the order the files first need
+//!    them, so files, and each part of a large file, complete early (see
+//!    [`group_reads`]).
 //!
 //! A batch ends after [`PlanLimits::max_placements`] placements, so memory is
 //! bounded whatever the number or size of the files: a file larger than a
@@ -169,40 +170,46 @@ impl Default for PlanLimits {
 /// see the module docs).
 #[must_use]
 pub fn group_reads(placed: Vec<(BlobId, BlobLocation, Placement)>, limits: &PlanLimits) -> Vec<PackRead> {
-    let mut chunks: Vec<PlannedChunk> = Vec::new();
+    // Each chunk with the position of its first placement in plan order.
+    let mut chunks: Vec<(PlannedChunk, usize)> = Vec::new();
     let mut seen: HashMap<BlobId, usize> = HashMap::with_capacity(placed.len());
     let mut pack_rank: HashMap<PackId, usize> = HashMap::new();
-    for (id, location, placement) in placed {
+    for (need, (id, location, placement)) in placed.into_iter().enumerate() {
         let next = pack_rank.len();
         pack_rank.entry(location.pack).or_insert(next);
         match seen.get(&id) {
             Some(&i) => {
-                if let Some(chunk) = chunks.get_mut(i) {
+                if let Some((chunk, _)) = chunks.get_mut(i) {
                     chunk.placements.push(placement);
                 }
             }
             None => {
                 seen.insert(id, chunks.len());
-                chunks.push(PlannedChunk {
-                    id,
-                    location,
-                    placements: vec![placement],
-                });
+                let placements = vec![placement];
+                chunks.push((
+                    PlannedChunk {
+                        id,
+                        location,
+                        placements,
+                    },
+                    need,
+                ));
             }
         }
     }
-    chunks.sort_by_key(|c| {
+    chunks.sort_by_key(|(c, _)| {
         (
             pack_rank.get(&c.location.pack).copied().unwrap_or(usize::MAX),
             c.location.offset,
         )
     });
-    let mut reads: Vec<PackRead> = Vec::new();
-    for chunk in chunks {
+    // Each read with the first need of its chunks.
+    let mut reads: Vec<(PackRead, usize)> = Vec::new();
+    for (chunk, need) in chunks {
         let start = u64::from(chunk.location.offset);
         let end = start + u64::from(chunk.location.sealed_len);
         let raw = u64::from(chunk.location.raw_len);
-        if let Some(read) = reads.last_mut()
+        if let Some((read, first)) = reads.last_mut()
             && read.pack() == Some(chunk.location.pack)
             && start >= read.end
             && start - read.end <= limits.max_gap
@@ -211,15 +218,25 @@ pub fn group_reads(placed: Vec<(BlobId, BlobLocation, Placement)>, limits: &Plan
         {
             read.end = end;
             read.chunks.push(chunk);
+            *first = (*first).min(need);
             continue;
         }
-        reads.push(PackRead {
+        let read = PackRead {
             start,
             end,
             chunks: vec![chunk],
-        });
+        };
+        reads.push((read, need));
     }
-    reads
+    // Reads in the order the files first need them (stable: a pack's
+    // ranges needed together stay in offset order). By pack alone, a
+    // restore of a snapshot taken after an incremental read every range of
+    // the first backup's first pack, then every new chunk of the
+    // incremental's first pack, spread over a hundred MiB of the file, and
+    // no part of the file was complete until the old packs of all that
+    // span were read too.
+    reads.sort_by_key(|(_, first)| *first);
+    reads.into_iter().map(|(read, _)| read).collect()
 }
 
 /// A file to restore: the caller's number, its content and recorded size.
@@ -587,6 +604,34 @@ pub(super) mod tests {
         assert_eq!(ids, vec![BlobId([3; 32]), BlobId([1; 32])], "offset order in the pack");
         assert_eq!(reads[0].chunks[1].placements, vec![place(0, 0), place(1, 0)]);
         assert_eq!(reads[1].pack(), Some(PackId([3; 32])));
+    }
+
+    // A file whose chunks alternate between two packs (a snapshot after an
+    // incremental: old chunks and new ones): the ranges are read in the
+    // order the file needs them, not every range of the first pack first.
+    #[test]
+    fn reads_follow_the_order_the_files_need_them() {
+        let limits = PlanLimits {
+            max_gap: 0,
+            ..PlanLimits::default()
+        };
+        let placed = vec![
+            (BlobId([1; 32]), at(1, 0, 100), place(0, 0)),
+            (BlobId([2; 32]), at(2, 0, 100), place(0, 200)),
+            (BlobId([3; 32]), at(1, 1000, 100), place(0, 400)),
+            (BlobId([4; 32]), at(2, 1000, 100), place(0, 600)),
+        ];
+        let reads = group_reads(placed, &limits);
+        let order: Vec<(Option<PackId>, u64)> = reads.iter().map(|r| (r.pack(), r.start)).collect();
+        assert_eq!(
+            order,
+            vec![
+                (Some(PackId([1; 32])), 0),
+                (Some(PackId([2; 32])), 0),
+                (Some(PackId([1; 32])), 1000),
+                (Some(PackId([2; 32])), 1000),
+            ]
+        );
     }
 
     fn planned(location: BlobLocation, placements: Vec<Placement>) -> PlannedChunk {
