@@ -46,12 +46,16 @@
 //! turns the restore back into a buffered one rather than stalling it.
 //!
 //! **Measured** (964 MB dump into a new ext4, `restore && sync`, 3 runs
-//! alternated, 2-core VM): 1.698 → 1.482 s and 2.97 → 2.46 s of CPU, peak
-//! 75 → 77-81 MiB; with `--verify` 2.315 → 1.975 s; the 1.43 GB tree
-//! 3.885 → 3.726 s (CPU 5.36 → 4.93 s), its `--verify` unchanged within
-//! the spread; from S3 (SeaweedFS on the same cores) unchanged. Windows of
-//! 1 MiB and 512 KiB, smaller budgets, more writer threads and
-//! `fallocate` before each write were slower or no faster.
+//! alternated, 2-core VM, with the planner issuing reads in the order the
+//! files need them, which keeps few windows open: `read/plan.rs` in the
+//! engine): its first snapshot 1.596 → 1.286 s; the snapshot of its
+//! incremental, whose chunks come from two generations of packs, 1.658 →
+//! 1.494 s (CPU 2.81 → 2.31 s), with `--verify` 2.468 → 2.246 s; peaks
+//! 75 → 78-87 MiB; the 1.43 GB tree 3.778 → 3.668 s; from S3 (SeaweedFS
+//! on the same cores) unchanged within the spread, at 10 % less CPU.
+//! Windows of 1 MiB and 512 KiB, smaller budgets, more writer threads and
+//! `fallocate` before each write were slower or no faster (the
+//! performance history in `docs/`).
 //!
 //! **Failures.** An error writing or reading a window is the file's error,
 //! reported by the check (the restore stops, as with a failed buffered

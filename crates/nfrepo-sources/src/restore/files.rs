@@ -102,9 +102,10 @@ const IN_FLIGHT_SEALED: u64 = 16 << 20;
 /// plaintext gathered for direct writes) at most: while the device is
 /// behind and windows wait for it, fewer reads start, so the two together
 /// hold 8 MiB more than the reads alone did (on the 964 MB dump, a
-/// restore's peak went from 75 to 77-81 MiB; with the windows counted
-/// apart, to 87-100 MiB, and at most 16 MiB for both cost a restore from
-/// S3 a tenth of its speed: fewer reads hide less latency).
+/// restore's peak went from 75 to 78-87 MiB, and from S3 from 80-88 to
+/// 87-90 MiB; with the windows counted apart, to 87-100 MiB locally, and
+/// at most 16 MiB for both cost a restore from S3 a tenth of its speed:
+/// fewer reads hide less latency).
 const IN_FLIGHT_HELD: u64 = 24 << 20;
 /// Plaintext bytes of the reads in flight at most: the work queued for
 /// the cores (each chunk's plaintext is dropped once written, so this is
