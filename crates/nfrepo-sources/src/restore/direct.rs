@@ -670,21 +670,26 @@ mod tests {
         assert_eq!(root(&mut subtrees, size), None);
     }
 
-    /// A temporary file of `len` bytes (sized, sparse) and its direct twin.
+    /// A temporary file of `len` bytes (sized, sparse) and its direct twin:
+    /// in the temporary directory, or, where that file system refuses
+    /// direct I/O (tmpfs), in one under the crate's directory.
     fn direct_file(staging: &Arc<Staging>, len: u64, from_device: bool) -> (tempfile::TempDir, Arc<DirectFile>) {
-        let dir = tempfile::tempdir().unwrap();
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(dir.path().join("f"))
-            .unwrap();
-        file.set_len(len).unwrap();
-        let file = Arc::new(file);
-        let parent: OwnedFd = File::open(dir.path()).unwrap().into();
-        let direct = DirectFile::open(staging, &parent, "f", &file, len, from_device)
-            .expect("the test directory's file system accepts O_DIRECT");
-        (dir, Arc::new(direct))
+        for dir in [tempfile::tempdir(), tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR"))] {
+            let dir = dir.unwrap();
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(dir.path().join("f"))
+                .unwrap();
+            file.set_len(len).unwrap();
+            let file = Arc::new(file);
+            let parent: OwnedFd = File::open(dir.path()).unwrap().into();
+            if let Some(direct) = DirectFile::open(staging, &parent, "f", &file, len, from_device) {
+                return (dir, Arc::new(direct));
+            }
+        }
+        panic!("neither the temporary directory's file system nor the crate's accepts O_DIRECT");
     }
 
     /// Writes `bytes` as chunks of varied sizes, each run of 16 chunks
