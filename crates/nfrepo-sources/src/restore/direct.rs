@@ -57,9 +57,12 @@
 //! `fallocate` before each write were slower or no faster (the
 //! performance history in `docs/`).
 //!
-//! **Failures.** An error writing or reading a window is the file's error,
-//! reported by the check (the restore stops, as with a failed buffered
-//! write). Anything else that keeps the tree from closing (a window left
+//! **Failures.** A file system that opens a file for direct I/O but
+//! refuses the writes or reads themselves (`EINVAL`) gets them through
+//! the page cache instead (a read from the device then flushes the range
+//! and drops its cached pages first). Any other error writing or reading a
+//! window is the file's error, reported by the check (the restore stops,
+//! as with a failed buffered write). Anything else that keeps the tree from closing (a window left
 //! incomplete, a rewrite after a failed check) gives up the staged hash:
 //! the check then reads the whole file back, as for any other file.
 
@@ -208,6 +211,10 @@ pub(super) struct DirectFile {
     state: Mutex<State>,
     /// Signalled when a window's writer is done.
     idle: Condvar,
+    /// Tests: direct writes and reads fail as a file system that refuses
+    /// them would.
+    #[cfg(test)]
+    refuse_direct: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -249,6 +256,8 @@ impl DirectFile {
             from_device,
             state: Mutex::new(State::default()),
             idle: Condvar::new(),
+            #[cfg(test)]
+            refuse_direct: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -418,8 +427,7 @@ impl DirectFile {
                 .bytes()
                 .get(run_start * block_len..block * block_len)
                 .unwrap_or_default();
-            self.direct
-                .write_all_at(bytes, start + (run_start * block_len) as u64)?;
+            self.write_blocks(bytes, start + (run_start * block_len) as u64)?;
         }
         let tail_start = aligned_blocks * block_len;
         if tail_start < len_bytes && is_dirty(aligned_blocks) {
@@ -430,9 +438,55 @@ impl DirectFile {
             return Ok(cv);
         }
         if self.from_device {
-            digest::read_blocks(&self.direct, buf.bytes_mut(), start, len_bytes)?;
+            self.read_back(buf.bytes_mut(), start, len_bytes)?;
         }
         Ok(chaining_value(start, buf.bytes().get(..len_bytes).unwrap_or_default()))
+    }
+
+    /// Writes aligned blocks through the direct descriptor; where the file
+    /// system opened it but refuses the write itself (`EINVAL`: some
+    /// network and FUSE file systems, or another alignment than
+    /// [`ALIGN`]), through the page cache instead, as the buffered path
+    /// would have.
+    fn write_blocks(&self, bytes: &[u8], at: u64) -> std::io::Result<()> {
+        match self.direct_write(bytes, at) {
+            Err(e) if is_refusal(&e) => self.file.write_all_at(bytes, at),
+            other => other,
+        }
+    }
+
+    fn direct_write(&self, bytes: &[u8], at: u64) -> std::io::Result<()> {
+        if self.refused() {
+            return Err(refusal());
+        }
+        self.direct.write_all_at(bytes, at)
+    }
+
+    /// Whether a test made direct I/O fail as a file system refusing it would.
+    fn refused(&self) -> bool {
+        #[cfg(test)]
+        return self.refuse_direct.load(std::sync::atomic::Ordering::Relaxed);
+        #[cfg(not(test))]
+        false
+    }
+
+    /// Reads `len` bytes of a window at `start` back from the device into
+    /// `buf`: through the direct descriptor, or where a direct read is
+    /// refused (`EINVAL`), after flushing the range and dropping its cached
+    /// pages.
+    fn read_back(&self, buf: &mut [u8], start: u64, len: usize) -> std::io::Result<()> {
+        let direct = if self.refused() {
+            Err(refusal())
+        } else {
+            digest::read_blocks(&self.direct, buf, start, len)
+        };
+        match direct {
+            Err(e) if is_refusal(&e) => {
+                digest::flush_and_drop(&self.file, start, len as u64)?;
+                digest::read_blocks(&self.file, buf, start, len)
+            }
+            other => other,
+        }
     }
 
     /// Hashes a window written through the page cache, read back from it
@@ -440,14 +494,28 @@ impl DirectFile {
     /// device through the direct descriptor (which writes the range back
     /// first).
     fn hash_passed(&self, start: u64, len: u64) -> std::io::Result<ChainingValue> {
-        let mut hasher = blake3::Hasher::new();
-        hasher.set_input_offset(start);
-        let source = if self.from_device { &self.direct } else { &*self.file };
-        digest::hash_blocks(source, &mut hasher, start, start + len)?;
+        let hash = |source: &File| {
+            let mut hasher = blake3::Hasher::new();
+            hasher.set_input_offset(start);
+            digest::hash_blocks(source, &mut hasher, start, start + len).map(|()| hasher.finalize_non_root())
+        };
         if !self.from_device {
+            let cv = hash(&self.file)?;
             digest::write_behind(&self.file, start, len);
+            return Ok(cv);
         }
-        Ok(hasher.finalize_non_root())
+        let direct = if self.refused() {
+            Err(refusal())
+        } else {
+            hash(&self.direct)
+        };
+        match direct {
+            Err(e) if is_refusal(&e) => {
+                digest::flush_and_drop(&self.file, start, len)?;
+                hash(&self.file)
+            }
+            other => other,
+        }
     }
 
     /// The file's whole BLAKE3 from its windows, once every window's
@@ -504,6 +572,16 @@ impl Drop for DirectFile {
             }
         }
     }
+}
+
+/// The error of a direct write or read the file system refuses.
+fn refusal() -> std::io::Error {
+    std::io::Error::from_raw_os_error(nix::errno::Errno::EINVAL as i32)
+}
+
+/// Whether `e` is a refused direct write or read (see [`refusal`]).
+fn is_refusal(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(nix::errno::Errno::EINVAL as i32)
 }
 
 /// The chaining value of the subtree of the file's BLAKE3 tree that holds
@@ -780,6 +858,29 @@ mod tests {
             std::thread::yield_now();
         }
         assert_eq!(staging.state.lock().unwrap().held, 0, "the staged window went back");
+    }
+
+    // A file system that opens files for direct I/O but refuses the
+    // writes (EINVAL): the windows go through the page cache, and the file
+    // and its hash are still right, from the page cache or the device.
+    #[test]
+    fn refused_direct_writes_go_through_the_page_cache() {
+        let len = 5 * WINDOW_LEN + 777;
+        let bytes = data(len, 0, 0);
+        // A budget of one window: windows staged and windows passed through
+        // the page cache (whose read-back from the device is refused too).
+        for from_device in [false, true] {
+            let staging = Arc::new(Staging::with_budget(WINDOW));
+            let (dir, file) = direct_file(&staging, len as u64, from_device);
+            file.refuse_direct.store(true, std::sync::atomic::Ordering::Relaxed);
+            write_chunks(&file, &bytes, 11);
+            let whole = file.finish(from_device).unwrap();
+            assert_eq!(whole, Some(*blake3::hash(&bytes).as_bytes()), "device {from_device}");
+            assert!(
+                std::fs::read(dir.path().join("f")).unwrap() == bytes,
+                "device {from_device}"
+            );
+        }
     }
 
     #[test]
