@@ -173,10 +173,7 @@ pub fn group_reads(placed: Vec<(BlobId, BlobLocation, Placement)>, limits: &Plan
     // Each chunk with the position of its first placement in plan order.
     let mut chunks: Vec<(PlannedChunk, usize)> = Vec::new();
     let mut seen: HashMap<BlobId, usize> = HashMap::with_capacity(placed.len());
-    let mut pack_rank: HashMap<PackId, usize> = HashMap::new();
     for (need, (id, location, placement)) in placed.into_iter().enumerate() {
-        let next = pack_rank.len();
-        pack_rank.entry(location.pack).or_insert(next);
         match seen.get(&id) {
             Some(&i) => {
                 if let Some((chunk, _)) = chunks.get_mut(i) {
@@ -185,24 +182,18 @@ pub fn group_reads(placed: Vec<(BlobId, BlobLocation, Placement)>, limits: &Plan
             }
             None => {
                 seen.insert(id, chunks.len());
-                let placements = vec![placement];
-                chunks.push((
-                    PlannedChunk {
-                        id,
-                        location,
-                        placements,
-                    },
-                    need,
-                ));
+                let chunk = PlannedChunk {
+                    id,
+                    location,
+                    placements: vec![placement],
+                };
+                chunks.push((chunk, need));
             }
         }
     }
-    chunks.sort_by_key(|(c, _)| {
-        (
-            pack_rank.get(&c.location.pack).copied().unwrap_or(usize::MAX),
-            c.location.offset,
-        )
-    });
+    // Each pack's chunks together, in offset order, to be coalesced; the
+    // reads are put in need order below.
+    chunks.sort_by_key(|(c, _)| (c.location.pack, c.location.offset));
     // Each read with the first need of its chunks.
     let mut reads: Vec<(PackRead, usize)> = Vec::new();
     for (chunk, need) in chunks {
@@ -228,8 +219,8 @@ pub fn group_reads(placed: Vec<(BlobId, BlobLocation, Placement)>, limits: &Plan
         };
         reads.push((read, need));
     }
-    // Reads in the order the files first need them (stable: a pack's
-    // ranges needed together stay in offset order). By pack alone, a
+    // Reads in the order the files first need them (each read's first
+    // need is its own: a chunk is in one read). By pack alone, a
     // restore of a snapshot taken after an incremental read every range of
     // the first backup's first pack, then every new chunk of the
     // incremental's first pack, spread over a hundred MiB of the file, and
