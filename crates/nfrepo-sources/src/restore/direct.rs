@@ -146,6 +146,15 @@ impl Staging {
         Some(budget.free.pop().unwrap_or_else(AlignedBuf::new))
     }
 
+    /// Gives back the buffers of `windows`, which are emptied.
+    fn give_windows(&self, windows: &mut HashMap<u64, Window>) {
+        for (_, window) in windows.drain() {
+            if let Window::Staged { buf, .. } = window {
+                self.give(buf);
+            }
+        }
+    }
+
     /// Gives a window buffer back. Its bytes are left as they are: every
     /// byte of a window is copied in before it is used again.
     fn give(&self, buf: AlignedBuf) {
@@ -443,50 +452,44 @@ impl DirectFile {
         Ok(chaining_value(start, buf.bytes().get(..len_bytes).unwrap_or_default()))
     }
 
-    /// Writes aligned blocks through the direct descriptor; where the file
-    /// system opened it but refuses the write itself (`EINVAL`: some
-    /// network and FUSE file systems, or another alignment than
-    /// [`ALIGN`]), through the page cache instead, as the buffered path
-    /// would have.
-    fn write_blocks(&self, bytes: &[u8], at: u64) -> std::io::Result<()> {
-        match self.direct_write(bytes, at) {
-            Err(e) if is_refusal(&e) => self.file.write_all_at(bytes, at),
-            other => other,
-        }
-    }
-
-    fn direct_write(&self, bytes: &[u8], at: u64) -> std::io::Result<()> {
-        if self.refused() {
-            return Err(refusal());
-        }
-        self.direct.write_all_at(bytes, at)
-    }
-
-    /// Whether a test made direct I/O fail as a file system refusing it would.
-    fn refused(&self) -> bool {
+    /// Runs `io` on the direct descriptor; where the file system opened it
+    /// but refuses the write or read itself (`EINVAL`: some network and
+    /// FUSE file systems, or another alignment than [`ALIGN`]), runs it on
+    /// the ordinary descriptor instead, as the buffered path would have: a
+    /// read from the device (`flushed`) after flushing `[start, start +
+    /// len)` and dropping its cached pages.
+    fn direct_or_buffered<T>(
+        &self,
+        flushed: Option<(u64, u64)>,
+        mut io: impl FnMut(&File) -> std::io::Result<T>,
+    ) -> std::io::Result<T> {
         #[cfg(test)]
-        return self.refuse_direct.load(std::sync::atomic::Ordering::Relaxed);
+        let refused = self.refuse_direct.load(std::sync::atomic::Ordering::Relaxed);
         #[cfg(not(test))]
-        false
-    }
-
-    /// Reads `len` bytes of a window at `start` back from the device into
-    /// `buf`: through the direct descriptor, or where a direct read is
-    /// refused (`EINVAL`), after flushing the range and dropping its cached
-    /// pages.
-    fn read_back(&self, buf: &mut [u8], start: u64, len: usize) -> std::io::Result<()> {
-        let direct = if self.refused() {
-            Err(refusal())
-        } else {
-            digest::read_blocks(&self.direct, buf, start, len)
-        };
+        let refused = false;
+        let direct = if refused { Err(refusal()) } else { io(&self.direct) };
         match direct {
             Err(e) if is_refusal(&e) => {
-                digest::flush_and_drop(&self.file, start, len as u64)?;
-                digest::read_blocks(&self.file, buf, start, len)
+                if let Some((start, len)) = flushed {
+                    digest::flush_and_drop(&self.file, start, len)?;
+                }
+                io(&self.file)
             }
             other => other,
         }
+    }
+
+    /// Writes aligned blocks at `at` ([`Self::direct_or_buffered`]).
+    fn write_blocks(&self, bytes: &[u8], at: u64) -> std::io::Result<()> {
+        self.direct_or_buffered(None, |file| file.write_all_at(bytes, at))
+    }
+
+    /// Reads `len` bytes of a window at `start` back from the device into
+    /// `buf` ([`Self::direct_or_buffered`]).
+    fn read_back(&self, buf: &mut [u8], start: u64, len: usize) -> std::io::Result<()> {
+        self.direct_or_buffered(Some((start, len as u64)), |file| {
+            digest::read_blocks(file, buf, start, len)
+        })
     }
 
     /// Hashes a window written through the page cache, read back from it
@@ -504,18 +507,7 @@ impl DirectFile {
             digest::write_behind(&self.file, start, len);
             return Ok(cv);
         }
-        let direct = if self.refused() {
-            Err(refusal())
-        } else {
-            hash(&self.direct)
-        };
-        match direct {
-            Err(e) if is_refusal(&e) => {
-                digest::flush_and_drop(&self.file, start, len)?;
-                hash(&self.file)
-            }
-            other => other,
-        }
+        self.direct_or_buffered(Some((start, len)), hash)
     }
 
     /// The file's whole BLAKE3 from its windows, once every window's
@@ -553,11 +545,7 @@ impl DirectFile {
             }
         }
         state.spoiled = true;
-        for (_, window) in state.windows.drain() {
-            if let Window::Staged { buf, .. } = window {
-                self.staging.give(buf);
-            }
-        }
+        self.staging.give_windows(&mut state.windows);
     }
 }
 
@@ -565,11 +553,7 @@ impl Drop for DirectFile {
     fn drop(&mut self) {
         // A file given up half written: its staged windows go back.
         if let Ok(state) = self.state.get_mut() {
-            for (_, window) in state.windows.drain() {
-                if let Window::Staged { buf, .. } = window {
-                    self.staging.give(buf);
-                }
-            }
+            self.staging.give_windows(&mut state.windows);
         }
     }
 }
