@@ -6,7 +6,6 @@
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Stdio;
-use std::time::Duration;
 
 use crate::harness::{Env, PASSWORD, describe, pseudo_random, snapshot_of_tree};
 
@@ -191,24 +190,44 @@ fn key_rotate_with_an_unknown_keep_password_changes_nothing() {
     assert_eq!(epochs(&env), vec![0]);
 }
 
-/// kill -9 of `key rotate` at several moments (slow argon2 parameters make
-/// it last long enough to land inside): afterwards the kept passwords open
-/// the repository and read every snapshot, the next run finishes epoch 1,
-/// the revoked password opens nothing, and `check --read-data` is clean.
+/// A repository whose slots take a while to open (the rotation runs
+/// argon2id several times), with the kept and revoked passwords added and
+/// one snapshot of `data`. Returns the data directory and the keep file.
+fn slow_rotation_repository(env: &Env, seed: u64) -> (std::path::PathBuf, String) {
+    env.ok(&["init", "--kdf-memory-kib", "32768", "--kdf-iterations", "2"]);
+    add_key(env, KEPT, "32768");
+    add_key(env, REVOKED, "32768");
+    let data = env.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("d.bin"), pseudo_random(500_000, seed)).unwrap();
+    env.ok(&["snapshot", data.to_str().unwrap(), "--source", "data"]);
+    (data, keep_file(env))
+}
+
+/// kill -9 of `key rotate` at several moments: afterwards the kept
+/// passwords open the repository and read every snapshot, the next run
+/// finishes epoch 1, the revoked password opens nothing, and `check
+/// --read-data` is clean.
+///
+/// The moments are fractions of one uninterrupted rotation timed on the
+/// same machine first, so the kills land inside a rotation however fast
+/// the machine is at the time (fixed delays left only one of six inside
+/// on a fast run).
 #[test]
 fn key_rotate_killed_at_any_moment_is_finished_by_the_next_run() {
-    let mut killed_while_running = 0;
-    for delay_ms in [30, 150, 300, 500, 800, 1200] {
+    let whole = {
         let env = Env::new();
-        // Slots that take a while to open: the rotation runs argon2id several times.
-        env.ok(&["init", "--kdf-memory-kib", "32768", "--kdf-iterations", "2"]);
-        add_key(&env, KEPT, "32768");
-        add_key(&env, REVOKED, "32768");
-        let data = env.path("data");
-        std::fs::create_dir_all(&data).unwrap();
-        std::fs::write(data.join("d.bin"), pseudo_random(500_000, delay_ms)).unwrap();
-        env.ok(&["snapshot", data.to_str().unwrap(), "--source", "data"]);
-        let keep = keep_file(&env);
+        let (_, keep) = slow_rotation_repository(&env, 0);
+        let started = std::time::Instant::now();
+        env.ok(&["key", "rotate", "--keep-password-file", &keep]);
+        started.elapsed()
+    };
+    let mut killed_while_running = 0;
+    for (seed, percent) in [3u32, 15, 30, 50, 70, 90].into_iter().enumerate() {
+        let delay = whole * percent / 100;
+        let delay_ms = delay.as_millis();
+        let env = Env::new();
+        let (data, keep) = slow_rotation_repository(&env, seed as u64 + 1);
 
         let mut child = env
             .cmd()
@@ -218,7 +237,7 @@ fn key_rotate_killed_at_any_moment_is_finished_by_the_next_run() {
             .process_group(0)
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
+        std::thread::sleep(delay);
         if child.try_wait().unwrap().is_none() {
             killed_while_running += 1;
         }
@@ -269,6 +288,6 @@ fn key_rotate_killed_at_any_moment_is_finished_by_the_next_run() {
     }
     assert!(
         killed_while_running >= 2,
-        "only {killed_while_running} kills landed inside a rotation"
+        "only {killed_while_running} kills landed inside a rotation of {whole:?}"
     );
 }
