@@ -13,7 +13,7 @@ use std::sync::Arc;
 use fastcdc::v2020::Normalization;
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result};
+use crate::{BlobId, Error, Result};
 
 /// Chunk size bounds in bytes. All three must be even.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,6 +189,7 @@ impl Chunker {
     /// stream. Reusing it matters for many small files: a fresh buffer per
     /// file costs more than chunking the file.
     pub fn chunks_with_buffer<B: BorrowMut<Vec<u8>>, R: Read>(&self, reader: R, buffer: B) -> Chunks<B, R> {
+        let want = self.profile.max as usize;
         Chunks {
             chunker: self.clone(),
             reader,
@@ -196,7 +197,46 @@ impl Chunker {
             start: 0,
             end: 0,
             eof: false,
+            want,
         }
+    }
+
+    /// Like [`Self::chunks_with_buffer`], but where `precedent` (the
+    /// stream's earlier version) says the next chunk is, that chunk is
+    /// named and compared instead of searched for; see [`Guided`]. Every
+    /// chunk comes named by `name`. When the chunker cannot be guided
+    /// ([`Self::can_guide`]), every chunk is searched for.
+    pub fn guided<'p, B, R, F>(&self, reader: R, buffer: B, precedent: &'p Precedent, name: F) -> Guided<'p, B, R, F>
+    where
+        B: BorrowMut<Vec<u8>>,
+        R: Read,
+        F: FnMut(&[u8]) -> BlobId,
+    {
+        let mut chunks = self.chunks_with_buffer(reader, buffer);
+        let guess = if self.can_guide() && !precedent.is_empty() {
+            // A chunk, the next one and the byte after (see [`Guided`]).
+            chunks.want = 2 * self.profile.max as usize + 1;
+            Some(0)
+        } else {
+            None
+        };
+        Guided {
+            chunks,
+            precedent,
+            name,
+            guess,
+            matched: None,
+            cut: 0,
+            guessed: 0,
+        }
+    }
+
+    /// Whether a guess and the chunk after it fit the read window, so that
+    /// guiding ([`Self::guided`]) needs no larger buffer: true for the
+    /// `dump` and `rows` profiles, false for `files`.
+    #[must_use]
+    pub const fn can_guide(&self) -> bool {
+        2 * (self.profile.max as usize) < READ_WINDOW
     }
 }
 
@@ -225,13 +265,16 @@ pub struct Chunks<B, R> {
     start: usize,
     end: usize,
     eof: bool,
+    /// Bytes the window holds before a cut unless the stream has ended:
+    /// the profile's `max`, or one chunk and the next when guided.
+    want: usize,
 }
 
 impl<B: BorrowMut<Vec<u8>>, R: Read> Chunks<B, R> {
-    /// Refills the window to at least `max` bytes unless the stream has
+    /// Refills the window to at least `want` bytes unless the stream has
     /// ended, reading into all the room the buffer has.
     fn fill(&mut self) -> std::io::Result<()> {
-        let max = self.chunker.profile.max as usize;
+        let max = self.want;
         if self.eof || self.end - self.start >= max {
             return Ok(());
         }
@@ -258,6 +301,20 @@ impl<B: BorrowMut<Vec<u8>>, R: Read> Chunks<B, R> {
     }
 }
 
+impl<B: BorrowMut<Vec<u8>>, R: Read> Chunks<B, R> {
+    /// The bytes read and not yet cut.
+    fn window(&self) -> &[u8] {
+        self.buffer.borrow().get(self.start..self.end).unwrap_or_default()
+    }
+
+    /// Cuts the window's first `len` bytes off as a chunk.
+    fn cut_off(&mut self, len: usize) -> Vec<u8> {
+        let chunk = self.window().get(..len).unwrap_or_default().to_vec();
+        self.start += chunk.len();
+        chunk
+    }
+}
+
 impl<B: BorrowMut<Vec<u8>>, R: Read> Iterator for Chunks<B, R> {
     type Item = std::io::Result<Vec<u8>>;
 
@@ -273,6 +330,272 @@ impl<B: BorrowMut<Vec<u8>>, R: Read> Iterator for Chunks<B, R> {
         let chunk = window.get(..count)?.to_vec();
         self.start += count;
         (count > 0).then_some(Ok(chunk))
+    }
+}
+
+/// The chunks of a stream's earlier version, compactly: what
+/// [`Chunker::guided`] guesses the new version's cuts from. Per chunk, the
+/// first 8 bytes of its id and its length, and its place in an order by
+/// those 8 bytes: 16 bytes a chunk, so an earlier version of at most
+/// [`Precedent::MOST`] chunks (8 GiB at 8 KiB) costs at most 16 MiB.
+///
+/// Only 8 bytes of each id are kept because a guess is only a guess: a
+/// chunk accepted on a false match is still named by its own bytes, so
+/// at worst (a 2⁻⁶⁴ chance per comparison) one cut lands where a search
+/// would not have put it, costing a little deduplication, never data.
+#[derive(Debug, Default)]
+pub struct Precedent {
+    keys: Vec<u64>,
+    lens: Vec<u32>,
+    by_key: Vec<u32>,
+    /// The first chunk with fewer than `max` bytes from its start to the
+    /// end of the earlier stream: from there on, a search depended on where
+    /// that stream ended, so its cuts say nothing about a longer one.
+    far_end: usize,
+}
+
+impl Precedent {
+    /// The most chunks a precedent holds.
+    pub const MOST: usize = 1 << 20;
+
+    /// The precedent of a stream cut into `chunks` (ids and lengths, in
+    /// order) by a chunker whose profile's `max` is `max`; `None` past
+    /// [`Self::MOST`] chunks, or for a chunk longer than `max` (not cut
+    /// with that profile).
+    pub fn new(chunks: impl IntoIterator<Item = (BlobId, u64)>, max: u32) -> Option<Self> {
+        let mut builder = Self::builder(max);
+        for (id, len) in chunks {
+            if !builder.push(&id, len) {
+                return None;
+            }
+        }
+        builder.build()
+    }
+
+    /// Builds a precedent a chunk at a time (no list of whole ids held
+    /// meanwhile), as [`Self::new`] does.
+    #[must_use]
+    pub const fn builder(max: u32) -> PrecedentBuilder {
+        PrecedentBuilder {
+            keys: Vec::new(),
+            lens: Vec::new(),
+            max,
+        }
+    }
+
+    /// How many chunks it holds.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.lens.len()
+    }
+
+    /// Whether it holds no chunk.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.lens.is_empty()
+    }
+
+    /// A chunk of the earlier version whose id starts like `id`'s.
+    fn find(&self, id: &BlobId) -> Option<usize> {
+        let key = key_of(id);
+        let at = self
+            .by_key
+            .partition_point(|&i| self.keys.get(i as usize).is_some_and(|&k| k < key));
+        let &index = self.by_key.get(at)?;
+        (self.keys.get(index as usize) == Some(&key)).then_some(index as usize)
+    }
+
+    /// Whether chunk `index` exists and starts with `id`'s 8 bytes.
+    fn is(&self, index: usize, id: &BlobId) -> bool {
+        self.keys.get(index) == Some(&key_of(id))
+    }
+}
+
+/// A [`Precedent`] being built: [`Precedent::builder`].
+#[derive(Debug)]
+pub struct PrecedentBuilder {
+    keys: Vec<u64>,
+    lens: Vec<u32>,
+    max: u32,
+}
+
+impl PrecedentBuilder {
+    /// Adds the next chunk; false (and the precedent is not to be built)
+    /// past [`Precedent::MOST`] chunks or for a chunk that is empty or
+    /// longer than `max`.
+    pub fn push(&mut self, id: &BlobId, len: u64) -> bool {
+        let Ok(len) = u32::try_from(len) else {
+            return false;
+        };
+        if self.keys.len() == Precedent::MOST || len == 0 || len > self.max {
+            return false;
+        }
+        self.keys.push(key_of(id));
+        self.lens.push(len);
+        true
+    }
+
+    /// The precedent of the chunks pushed.
+    #[must_use]
+    pub fn build(self) -> Option<Precedent> {
+        let Self { keys, lens, max } = self;
+        let mut by_key: Vec<u32> = (0..u32::try_from(keys.len()).ok()?).collect();
+        by_key.sort_unstable_by_key(|&i| keys.get(i as usize).copied());
+        // Walking back from the end: the chunks starting fewer than `max`
+        // bytes before it.
+        let mut far_end = lens.len();
+        let mut tail = 0u64;
+        for &len in lens.iter().rev() {
+            tail += u64::from(len);
+            if tail >= u64::from(max) {
+                break;
+            }
+            far_end -= 1;
+        }
+        Some(Precedent {
+            keys,
+            lens,
+            by_key,
+            far_end,
+        })
+    }
+}
+
+fn key_of(id: &BlobId) -> u64 {
+    let mut key = [0u8; 8];
+    key.copy_from_slice(&id.0[..8]);
+    u64::from_le_bytes(key)
+}
+
+/// The chunks of a stream cut where a search would cut them, guessing
+/// from the stream's earlier version ([`Chunker::guided`]).
+///
+/// Where the bytes have not changed, the earlier version's next chunk
+/// is likely the next one here too: it is named (a keyed BLAKE3, which
+/// every chunk needs anyway) and compared, instead of searching its bytes
+/// for a cut. That is exactly the cut a search would find, because
+/// FastCDC's search for a chunk starting here reads only the bytes from
+/// here up to and including the one after the cut (and, near the end of
+/// a stream, how far that end is):
+///
+/// - with at least `max` bytes left in both versions, both searches look
+///   at the same bytes with the same masks;
+/// - the guessed chunk's bytes are the earlier chunk's (same id);
+/// - the byte after it is the earlier one's when the *next* guess matches
+///   too (its first byte); when it does not, a search over this one chunk
+///   decides.
+///
+/// After a chunk that was searched for, the guess is the chunk that
+/// followed it in the earlier version, if it was there: after a change,
+/// the cuts fall back into step within a chunk or two, and so do the
+/// guesses. The cuts, and so the chunks, are the same as
+/// [`Chunker::chunks_with_buffer`]'s whatever the precedent holds (a
+/// property test checks it); only the work differs: over known data, one
+/// hash per chunk instead of a hash and a search.
+pub struct Guided<'p, B, R, F> {
+    chunks: Chunks<B, R>,
+    precedent: &'p Precedent,
+    name: F,
+    /// The earlier chunk guessed to start the window.
+    guess: Option<usize>,
+    /// A guess already named and matched at the window's start.
+    matched: Option<(usize, BlobId)>,
+    /// Chunks cut so far, and how many of them were guessed.
+    cut: u64,
+    guessed: u64,
+}
+
+impl<B, R, F> std::fmt::Debug for Guided<'_, B, R, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guided")
+            .field("guess", &self.guess)
+            .field("cut", &self.cut)
+            .field("guessed", &self.guessed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: BorrowMut<Vec<u8>>, R: Read, F: FnMut(&[u8]) -> BlobId> Guided<'_, B, R, F> {
+    /// Chunks cut so far, and how many of them were guessed rather than
+    /// searched for.
+    pub const fn counts(&self) -> (u64, u64) {
+        (self.cut, self.guessed)
+    }
+
+    /// The guessed chunk at the window's start when it is the one a search
+    /// would cut: its length and id.
+    fn guessed(&mut self) -> Option<(usize, BlobId)> {
+        let guess = self.guess.take()?;
+        let matched = self.matched.take();
+        let max = self.chunks.chunker.profile.max as usize;
+        let precedent = self.precedent;
+        let window = self.chunks.window();
+        let len = *precedent.lens.get(guess)? as usize;
+        if guess >= precedent.far_end || window.len() < max {
+            // Near an end a search decides; a chunk named already need
+            // not be named again.
+            return match matched {
+                Some((index, id)) if index == guess && self.chunks.chunker.first_cut(window) == len => Some((len, id)),
+                _ => None,
+            };
+        }
+        let id = match matched {
+            Some((index, id)) if index == guess => id,
+            _ => {
+                let id = (self.name)(window.get(..len)?);
+                if !precedent.is(guess, &id) {
+                    return None;
+                }
+                id
+            }
+        };
+        // The byte after it: shown by the next guess matching, else searched.
+        let next = guess + 1;
+        let after = precedent
+            .lens
+            .get(next)
+            .and_then(|&next_len| window.get(len..len + next_len as usize));
+        match after {
+            Some(bytes) => {
+                let next_id = (self.name)(bytes);
+                if precedent.is(next, &next_id) {
+                    self.matched = Some((next, next_id));
+                    self.guess = Some(next);
+                } else if self.chunks.chunker.first_cut(window) != len {
+                    return None;
+                }
+            }
+            None => {
+                if self.chunks.chunker.first_cut(window) != len {
+                    return None;
+                }
+                self.guess = Some(next);
+            }
+        }
+        Some((len, id))
+    }
+}
+
+impl<B: BorrowMut<Vec<u8>>, R: Read, F: FnMut(&[u8]) -> BlobId> Iterator for Guided<'_, B, R, F> {
+    type Item = std::io::Result<(Vec<u8>, BlobId)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Err(e) = self.chunks.fill() {
+            return Some(Err(e));
+        }
+        if self.chunks.window().is_empty() {
+            return None;
+        }
+        self.cut += 1;
+        if let Some((len, id)) = self.guessed() {
+            self.guessed += 1;
+            return Some(Ok((self.chunks.cut_off(len), id)));
+        }
+        let cut = self.chunks.chunker.first_cut(self.chunks.window());
+        let chunk = self.chunks.cut_off(cut);
+        let id = (self.name)(&chunk);
+        self.guess = self.precedent.find(&id).map(|index| index + 1);
+        Some(Ok((chunk, id)))
     }
 }
 
@@ -363,6 +686,164 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn name(bytes: &[u8]) -> BlobId {
+        BlobId(*blake3::hash(bytes).as_bytes())
+    }
+
+    /// The chunks of `data` (lengths and ids), searched for.
+    fn searched(chunker: &Chunker, data: &[u8]) -> Vec<(usize, BlobId)> {
+        chunker
+            .chunks(data)
+            .map(|c| c.unwrap())
+            .map(|c| (c.len(), name(&c)))
+            .collect()
+    }
+
+    /// The chunks of `data` guided by `earlier`'s, and how many chunks were named.
+    fn guided(chunker: &Chunker, data: &[u8], earlier: &[u8], step: usize) -> (Vec<(usize, BlobId)>, usize) {
+        let max = chunker.profile().max;
+        let precedent = Precedent::new(
+            searched(chunker, earlier).into_iter().map(|(len, id)| (id, len as u64)),
+            max,
+        )
+        .unwrap();
+        let mut named = 0;
+        let chunks: Vec<(usize, BlobId)> = chunker
+            .guided(Trickle { data, step }, Vec::new(), &precedent, |bytes: &[u8]| {
+                named += 1;
+                name(bytes)
+            })
+            .map(|c| c.unwrap())
+            .map(|(c, id)| {
+                assert_eq!(id, name(&c), "each chunk comes with its own name");
+                (c.len(), id)
+            })
+            .collect();
+        (chunks, named)
+    }
+
+    /// `data` with some of its bytes changed, some inserted, some removed,
+    /// and its end cut or extended, as `edits` says.
+    fn edited(data: &[u8], edits: &[(usize, u8, u8)]) -> Vec<u8> {
+        let mut out = data.to_vec();
+        for &(at, kind, byte) in edits {
+            let at = if out.is_empty() { 0 } else { at % out.len() };
+            match kind % 5 {
+                0 | 1 => {
+                    if let Some(b) = out.get_mut(at) {
+                        *b = b.wrapping_add(byte | 1);
+                    }
+                }
+                2 => out
+                    .splice(at..at, std::iter::repeat_n(byte, usize::from(byte) + 1))
+                    .for_each(drop),
+                3 => out
+                    .drain(at..(at + usize::from(byte) + 1).min(out.len()))
+                    .for_each(drop),
+                _ => out.truncate(at.max(out.len().saturating_sub(usize::from(byte) * 97))),
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// Guided by any earlier version (an edited one, the same, a
+        /// shorter or a longer one, an unrelated one), the chunks are
+        /// exactly those a search finds.
+        #[test]
+        fn guided_cuts_are_searched_cuts(
+            len in 0usize..300_000,
+            seed in proptest::prelude::any::<u64>(),
+            edits in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>(), proptest::prelude::any::<u8>()), 0..12),
+            step in 1usize..70_000,
+            which in 0u8..5,
+        ) {
+            let data = pseudo_random(len);
+            for profile in [ChunkerProfile::ROWS, ChunkerProfile::DUMP, ChunkerProfile { min: 64, avg: 256, max: 1024 }] {
+                let chunker = Chunker::new(profile, seed).unwrap();
+                let earlier = match which {
+                    0 => edited(&data, &edits),
+                    1 => data.clone(),
+                    2 => data[..data.len() / 2].to_vec(),
+                    3 => [&data[..], &pseudo_random(5000)[..]].concat(),
+                    _ => pseudo_random(len / 3).iter().map(|b| b ^ 0x5a).collect(),
+                };
+                // Both ways round: the new version edited, or the earlier one.
+                for (new, old) in [(&data, &earlier), (&earlier, &data)] {
+                    let (ours, _) = guided(&chunker, new, old, step);
+                    proptest::prop_assert_eq!(ours, searched(&chunker, new));
+                }
+            }
+        }
+    }
+
+    /// Over unchanged data each chunk is named once (the guess that
+    /// confirmed the chunk before it is not named again), and a few
+    /// scattered edits cost a few chunks more.
+    #[test]
+    fn guided_names_each_known_chunk_once() {
+        let data = pseudo_random(2 << 20);
+        let chunker = Chunker::new(ChunkerProfile::ROWS, 3).unwrap();
+        let chunks = searched(&chunker, &data).len();
+        let (same, named) = guided(&chunker, &data, &data, 1 << 20);
+        assert_eq!(same.len(), chunks);
+        assert_eq!(named, chunks);
+        let changed = edited(&data, &[(100_000, 0, 1), (900_000, 2, 30), (1_500_000, 3, 200)]);
+        let (ours, named) = guided(&chunker, &changed, &data, 1 << 20);
+        assert_eq!(ours, searched(&chunker, &changed));
+        assert!(named <= ours.len() + 12, "{named} names for {} chunks", ours.len());
+    }
+
+    /// A chunk whose bytes are unchanged but whose next byte changed may
+    /// be cut elsewhere (a search reads the byte after the cut): each
+    /// chunk boundary edited in turn, by a change, an insertion and a
+    /// removal there, and the chunks are still a search's.
+    #[test]
+    fn a_change_right_after_a_known_chunk_is_searched() {
+        let data = pseudo_random(40_000);
+        let chunker = Chunker::new(
+            ChunkerProfile {
+                min: 64,
+                avg: 256,
+                max: 1024,
+            },
+            9,
+        )
+        .unwrap();
+        let mut at = 0;
+        for (len, _) in searched(&chunker, &data) {
+            at += len;
+            for kind in [0, 2, 3] {
+                let changed = edited(&data, &[(at, kind, 0x3c)]);
+                let (ours, _) = guided(&chunker, &changed, &data, 70_000);
+                assert_eq!(ours, searched(&chunker, &changed), "edit {kind} at {at}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_precedent_is_refused_for_chunks_longer_than_max_and_files_chunks_are_not_guided() {
+        let long = [(BlobId([1; 32]), u64::from(ChunkerProfile::ROWS.max) + 2)];
+        assert!(Precedent::new(long, ChunkerProfile::ROWS.max).is_none());
+        let files = Chunker::new(ChunkerProfile::FILES, 1).unwrap();
+        assert!(!files.can_guide());
+        assert!(Chunker::new(ChunkerProfile::DUMP, 1).unwrap().can_guide());
+        // Unguided, a `files` chunker still cuts where a search does.
+        let data = pseudo_random(3 << 20);
+        let precedent = Precedent::new(
+            searched(&files, &data).into_iter().map(|(len, id)| (id, len as u64)),
+            ChunkerProfile::FILES.max,
+        )
+        .unwrap();
+        let ours: Vec<(usize, BlobId)> = files
+            .guided(&data[..], Vec::new(), &precedent, name)
+            .map(|c| c.unwrap())
+            .map(|(c, id)| (c.len(), id))
+            .collect();
+        assert_eq!(ours, searched(&files, &data));
     }
 
     /// Counts the `read` calls a stream gets.

@@ -63,7 +63,7 @@ pub use audit::{
     parse_entry_name as parse_audit_entry_name,
 };
 pub use blob::{BlobCodec, BlobKind, MAX_BLOB_LEN, SealedBlob};
-pub use chunker::{Chunker, ChunkerProfile};
+pub use chunker::{Chunker, ChunkerProfile, Chunks, Guided, Precedent, PrecedentBuilder};
 pub use config::{ConfigBody, ConfigHeader, ObjectLock, decode_config_body, decode_config_header, encode_config};
 pub use content::{
     Content, ContentList, ContentListBuilder, EmittedList, INLINE_MAX_ENTRIES, LIST_CUT_MODULUS, LIST_MAX_ENTRIES,

@@ -425,7 +425,7 @@ fn run_command(session: &BackupWriter, command: &DumpCommand) -> Result<CommandR
             stopped: None,
         };
         let mut writers = Vec::with_capacity(names.len());
-        for _ in &names {
+        for name in names.clone() {
             let (sender, receiver) = sync_channel(BATCHES_IN_FLIGHT);
             fanout.senders.push(sender);
             let session = session.clone();
@@ -436,7 +436,7 @@ fn run_command(session: &BackupWriter, command: &DumpCommand) -> Result<CommandR
                     offset: 0,
                     ended: false,
                 };
-                session.store_stream(reader, true)
+                session.store_root_stream(reader, &name)
             }));
         }
         let mut scanner = Scanner::new(&command.output);

@@ -60,7 +60,7 @@ pub(crate) fn stream_node(name: &str, stored: &StoredContent) -> Result<Node> {
 pub fn backup_reader(session: &BackupWriter, name: &str, reader: impl Read) -> Result<StreamOutcome> {
     // Validate the name before reading anything.
     check_stream_name(name)?;
-    let stored = session.store_stream(reader, true)?;
+    let stored = session.store_root_stream(reader, name)?;
     one_stream(session, name, stored)
 }
 
@@ -105,7 +105,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 pub fn backup_command(session: &BackupWriter, name: &str, argv: &[String]) -> Result<StreamOutcome> {
     check_stream_name(name)?;
     let (stored, status) = run_piped(argv, &crate::ChildAuth::none(), |stdout| {
-        session.store_stream(stdout, true).map_err(Error::from)
+        session.store_root_stream(stdout, name).map_err(Error::from)
     })?;
     let mut outcome = one_stream(session, name, stored)?;
     outcome.details.command = Some(CommandRecord {

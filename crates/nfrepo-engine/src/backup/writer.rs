@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use nfrepo_format::{
-    BlobId, BlobKind, Chunker, Content, ContentListBuilder, EmittedList, ListEntry, NodeKind, StreamHash, Tree,
+    BlobId, BlobKind, Chunker, Content, ContentListBuilder, EmittedList, ListEntry, NodeKind, Precedent, StreamHash,
+    Tree,
 };
 use sha2::Digest;
 
@@ -238,7 +239,60 @@ impl BackupWriter {
     pub fn store_stream(&self, reader: impl Read, whole_object: bool) -> Result<StoredContent> {
         self.shared.check_open()?;
         let digest = StreamDigest::new(whole_object && self.shared.sha256, self.shared.known.is_some());
-        self.chunk_with_buffer(reader, digest)?.finish(&self.shared)
+        self.chunk_with_buffer(reader, digest, None)?.finish(&self.shared)
+    }
+
+    /// [`Self::store_stream`] for a whole object the snapshot holds as the
+    /// file `name` at its root (a dump, a piped stream). When the parent
+    /// snapshot has a file of that name, its chunks guide the cuts
+    /// ([`nfrepo_format::Guided`]): over the bytes that did not change, each
+    /// chunk is named and compared with the parent's instead of searched
+    /// for. The chunks are the same either way; a parent that cannot be
+    /// read only loses the guidance (with a warning). Blocks.
+    ///
+    /// # Errors
+    /// As [`Self::store_stream`].
+    pub fn store_root_stream(&self, reader: impl Read, name: &str) -> Result<StoredContent> {
+        self.shared.check_open()?;
+        let precedent = self.precedent(name.as_bytes());
+        let digest = StreamDigest::new(self.shared.sha256, self.shared.known.is_some());
+        self.chunk_with_buffer(reader, digest, precedent.as_ref())?
+            .finish(&self.shared)
+    }
+
+    /// The chunks of the parent snapshot's root file `name`, when there is
+    /// one and the chunker can be guided by them.
+    fn precedent(&self, name: &[u8]) -> Option<Precedent> {
+        let chunker = &self.shared.chunker;
+        let parent = self.shared.parent.as_ref()?;
+        if !chunker.can_guide() {
+            return None;
+        }
+        let loaded = self.shared.handle.block_on(async {
+            use futures::TryStreamExt;
+            let root = self.shared.reader.tree(&parent.snapshot.root).await?;
+            let Some(NodeKind::File { content, .. }) =
+                root.nodes.iter().find(|node| node.name == name).map(|node| &node.kind)
+            else {
+                return Ok(None);
+            };
+            let mut builder = Precedent::builder(chunker.profile().max);
+            let mut chunks = self.shared.reader.content_chunks(content);
+            while let Some(entry) = chunks.try_next().await? {
+                if !builder.push(&entry.id, entry.len) {
+                    return Ok(None);
+                }
+            }
+            Ok::<_, Error>(builder.build())
+        });
+        loaded.unwrap_or_else(|e| {
+            tracing::warn!(
+                error = %e,
+                "cannot read the parent snapshot's chunks of {}; cutting without them",
+                String::from_utf8_lossy(name)
+            );
+            None
+        })
     }
 
     /// Stores a stream that may grow, continuing from `from` (a shorter
@@ -276,16 +330,21 @@ impl BackupWriter {
             what: "stream".into(),
             source,
         })?;
-        let mut digest = self.chunk_with_buffer(reader, digest)?;
+        let mut digest = self.chunk_with_buffer(reader, digest, None)?;
         let resume = digest.resume_point();
         Ok((digest.finish(&self.shared)?, resume, offset))
     }
 
     /// [`Self::chunk_stream`] with this thread's reused read buffer.
-    fn chunk_with_buffer(&self, reader: impl Read, digest: StreamDigest) -> Result<StreamDigest> {
+    fn chunk_with_buffer(
+        &self,
+        reader: impl Read,
+        digest: StreamDigest,
+        precedent: Option<&Precedent>,
+    ) -> Result<StreamDigest> {
         // One read buffer per thread, reused from file to file.
         let mut buffer = CHUNK_BUFFER.with(|b| std::mem::take(&mut *b.borrow_mut()));
-        let result = self.chunk_stream(reader, digest, &mut buffer);
+        let result = self.chunk_stream(reader, digest, &mut buffer, precedent);
         CHUNK_BUFFER.with(|b| *b.borrow_mut() = buffer);
         result
     }
@@ -307,18 +366,42 @@ impl BackupWriter {
     /// for. Naming always on the cutting side kept the hashing one waiting
     /// over known data (the incremental 10 % slower); always on the hashing
     /// side would put it behind whenever it also runs SHA-256.
-    fn chunk_stream(&self, reader: impl Read, mut digest: StreamDigest, buffer: &mut Vec<u8>) -> Result<StreamDigest> {
+    ///
+    /// With a `precedent`, the cutting side names every chunk as it cuts
+    /// it (that is how a guess is checked: [`nfrepo_format::Guided`]).
+    fn chunk_stream(
+        &self,
+        reader: impl Read,
+        mut digest: StreamDigest,
+        buffer: &mut Vec<u8>,
+        precedent: Option<&Precedent>,
+    ) -> Result<StreamDigest> {
         let source_error = |source| Error::Source {
             what: "stream".into(),
             source,
         };
         let shared = &self.shared;
-        let mut chunks = shared.chunker.chunks_with_buffer(reader, buffer);
+        let keys = shared.repo.keys();
+        let mut chunks = match precedent {
+            Some(precedent) if shared.chunker.can_guide() => Cuts::Guided(shared.chunker.guided(
+                reader,
+                buffer,
+                precedent,
+                |c: &[u8]| keys.blob_id(c),
+            )),
+            _ => Cuts::Searched(shared.chunker.chunks_with_buffer(reader, buffer)),
+        };
         let pipeline_after = digest.size.saturating_add(PIPELINE_AFTER);
         while digest.size < pipeline_after {
             match chunks.next() {
-                Some(chunk) => digest.absorb(shared, chunk.map_err(source_error)?)?,
-                None => return Ok(digest),
+                Some(chunk) => {
+                    let (chunk, id) = chunk.map_err(source_error)?;
+                    digest.absorb(shared, chunk, id)?;
+                }
+                None => {
+                    chunks.report();
+                    return Ok(digest);
+                }
             }
         }
         std::thread::scope(|scope| {
@@ -332,7 +415,6 @@ impl BackupWriter {
             // woke it once per chunk (9 % of an incremental's CPU in
             // context switches, `perf`).
             let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(queued);
-            let keys = shared.repo.keys();
             let hasher = scope.spawn(move || -> Result<StreamDigest> {
                 for mut batch in rx {
                     batch.name(keys);
@@ -345,10 +427,11 @@ impl BackupWriter {
             });
             let mut read_error = None;
             let mut batch = Batch::new(batch_len);
-            for chunk in chunks {
+            for chunk in chunks.by_ref() {
                 match chunk {
-                    Ok(chunk) => {
+                    Ok((chunk, id)) => {
                         batch.chunks.push(chunk);
+                        batch.ids.extend(id);
                         // A closed channel means the hasher failed; its error is reported below.
                         if batch.chunks.len() == batch_len
                             && batch_handed(&tx, std::mem::replace(&mut batch, Batch::new(batch_len)), keys).is_err()
@@ -370,6 +453,7 @@ impl BackupWriter {
             let digest = hasher
                 .join()
                 .map_err(|_| Error::Pipeline("the hashing thread panicked".into()))??;
+            chunks.report();
             match read_error {
                 Some(e) => Err(e),
                 None => Ok(digest),
@@ -387,6 +471,34 @@ impl BackupWriter {
         let id = self.shared.repo.keys().blob_id(&plaintext);
         self.shared.store_blob(BlobKind::Tree, id, plaintext)?;
         Ok(id)
+    }
+}
+
+/// A stream's chunks: searched for, or guided by its earlier version's
+/// (each then named as it is cut).
+enum Cuts<'p, B, R, F> {
+    Searched(nfrepo_format::Chunks<B, R>),
+    Guided(nfrepo_format::Guided<'p, B, R, F>),
+}
+
+impl<B: std::borrow::BorrowMut<Vec<u8>>, R: Read, F: FnMut(&[u8]) -> BlobId> Cuts<'_, B, R, F> {
+    /// Logs how many chunks a guided stream's guesses cut.
+    fn report(&self) {
+        if let Self::Guided(guided) = self {
+            let (cut, guessed) = guided.counts();
+            tracing::debug!(cut, guessed, "cut a stream guided by the parent snapshot's chunks");
+        }
+    }
+}
+
+impl<B: std::borrow::BorrowMut<Vec<u8>>, R: Read, F: FnMut(&[u8]) -> BlobId> Iterator for Cuts<'_, B, R, F> {
+    type Item = std::io::Result<(Vec<u8>, Option<BlobId>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Self::Searched(chunks) => chunks.next().map(|c| c.map(|chunk| (chunk, None))),
+            Self::Guided(guided) => guided.next().map(|c| c.map(|(chunk, id)| (chunk, Some(id)))),
+        }
     }
 }
 
@@ -504,8 +616,8 @@ impl StreamDigest {
     }
 
     /// Hashes a chunk, names it, and stores it unless it is known.
-    fn absorb(&mut self, shared: &Arc<Shared>, chunk: Vec<u8>) -> Result<()> {
-        let id = shared.repo.keys().blob_id(&chunk);
+    fn absorb(&mut self, shared: &Arc<Shared>, chunk: Vec<u8>, id: Option<BlobId>) -> Result<()> {
+        let id = id.unwrap_or_else(|| shared.repo.keys().blob_id(&chunk));
         let at = shared.claims.index.get(&id);
         self.absorb_located(shared, id, chunk, at)
     }
