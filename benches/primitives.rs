@@ -1,5 +1,7 @@
 //! Benchmarks of the format primitives the backup pipeline is made of, each
-//! on one thread: FastCDC chunking, keyed BLAKE3 blob ids, the whole-stream
+//! on one thread: FastCDC chunking, cutting and naming an incremental's
+//! chunks searched for or guided by the earlier version's (the known-chunk
+//! path), keyed BLAKE3 blob ids, the whole-stream
 //! BLAKE3 fed chunk by chunk, blob sealing and opening (zstd-3 + AEAD) for
 //! both ciphers, and whole-pack verification.
 //!
@@ -21,8 +23,8 @@ use std::time::Duration;
 
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use nfrepo_format::{
-    BlobCodec, BlobKind, Chunker, ChunkerProfile, Cipher, MasterKey, PackBuilder, PackKind, RepoId, RepoKeys,
-    StreamHash, verify_pack,
+    BlobCodec, BlobKind, Chunker, ChunkerProfile, Cipher, MasterKey, PackBuilder, PackKind, Precedent, RepoId,
+    RepoKeys, StreamHash, verify_pack,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -61,6 +63,53 @@ fn chunking(c: &mut Criterion) {
                     .chunks(black_box(&data[..]))
                     .map(|chunk| chunk.unwrap().len())
                     .sum::<usize>()
+            });
+        });
+    }
+    group.finish();
+}
+
+/// Cutting and naming every chunk of a dump's next version with the
+/// `rows` profile, as an incremental does: searched for, then guided by
+/// the earlier version's chunks ([`Chunker::guided`]) when nothing
+/// changed and when one row in a thousand did (a byte changed every
+/// 100 KiB or so).
+fn known_chunks(c: &mut Criterion) {
+    let earlier = sqldump::generate(CHUNKING_INPUT, 1);
+    let mut changed = earlier.clone();
+    for at in (50_000..changed.len()).step_by(100_003) {
+        changed[at] ^= 0x20;
+    }
+    let keys = keys();
+    let chunker = Chunker::new(ChunkerProfile::ROWS, keys.chunker_seed).unwrap();
+    let precedent = Precedent::new(
+        chunker
+            .chunks(&earlier[..])
+            .map(|chunk| chunk.unwrap())
+            .map(|chunk| (keys.blob_id(&chunk), chunk.len() as u64)),
+        ChunkerProfile::ROWS.max,
+    )
+    .unwrap();
+    let mut group = c.benchmark_group("cut_and_name");
+    short(&mut group);
+    group.throughput(Throughput::Bytes(earlier.len() as u64));
+    for (name, data) in [("unchanged", &earlier), ("rows-changed", &changed)] {
+        group.bench_function(BenchmarkId::new("searched", name), |b| {
+            b.iter(|| {
+                chunker
+                    .chunks(black_box(&data[..]))
+                    .map(|chunk| keys.blob_id(&chunk.unwrap()).0[0])
+                    .fold(0u8, u8::wrapping_add)
+            });
+        });
+        group.bench_function(BenchmarkId::new("guided", name), |b| {
+            b.iter(|| {
+                chunker
+                    .guided(black_box(&data[..]), Vec::new(), &precedent, |chunk: &[u8]| {
+                        keys.blob_id(chunk)
+                    })
+                    .map(|chunk| chunk.unwrap().1.0[0])
+                    .fold(0u8, u8::wrapping_add)
             });
         });
     }
@@ -190,5 +239,14 @@ fn pack_verification(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, chunking, stream_hash, blob_ids, seal, open, pack_verification);
+criterion_group!(
+    benches,
+    chunking,
+    known_chunks,
+    stream_hash,
+    blob_ids,
+    seal,
+    open,
+    pack_verification
+);
 criterion_main!(benches);
