@@ -20,7 +20,7 @@
 //! operator keeps the mode it has.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Seek, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -126,23 +126,21 @@ pub(crate) async fn get_range(
 ) -> Result<Pieces> {
     blocking(move || {
         let failed = |e| Error::from_io(e, "cannot read object");
-        let file = fs::File::open(root.join(rel_path)).map_err(failed)?;
+        let mut file = fs::File::open(root.join(rel_path)).map_err(failed)?;
         let mut rest = usize::try_from(range.end.saturating_sub(range.start))
             .map_err(|_| Error::new(ErrorKind::Other, format!("range {range:?} too large")))?;
         let piece = if pieces { PIECE } else { rest.max(1) };
-        let mut at = range.start;
         let mut parts = Vec::with_capacity(rest.div_ceil(piece));
+        file.seek(std::io::SeekFrom::Start(range.start)).map_err(failed)?;
         while rest > 0 {
             let want = rest.min(piece);
-            let mut buf = vec![0u8; want];
-            let filled = read_at_most(&file, &mut buf, at).map_err(failed)?;
-            buf.truncate(filled);
+            let buf = read_at_most(&mut file, want).map_err(failed)?;
+            let filled = buf.len();
             parts.push(Bytes::from(buf));
             if filled < want {
                 break;
             }
             rest -= filled;
-            at += filled as u64;
         }
         Ok(Pieces::from_parts(parts))
     })
@@ -158,18 +156,13 @@ pub(crate) async fn get_range(
 /// again once freed.
 const PIECE: usize = 512 << 10;
 
-/// Fills `buf` from `offset`, fewer bytes only where the file ends.
-fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while let Some(rest) = buf.get_mut(filled..).filter(|rest| !rest.is_empty()) {
-        match std::os::unix::fs::FileExt::read_at(file, rest, offset + filled as u64) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
+/// The next `want` bytes of `file`, fewer only where it ends. Read into
+/// the buffer's spare capacity: `read_to_end` does not zero it first, as
+/// `vec![0; want]` did (2 % of a dump restore's CPU in `memset`).
+fn read_at_most(file: &mut File, want: usize) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(want);
+    file.take(want as u64).read_to_end(&mut buf)?;
+    Ok(buf)
 }
 
 /// Lists every object of `kind` under `root` in one blocking call, in
