@@ -184,7 +184,7 @@ impl BackupWriter {
                 claims,
                 queue,
                 counters: Counters::default(),
-                budget: ByteBudget::new(IN_FLIGHT_BYTES),
+                budget: ByteBudget::with_low_mark(IN_FLIGHT_BYTES, IN_FLIGHT_BYTES / 2),
                 failure: Mutex::new(None),
                 closed: AtomicBool::new(false),
                 chunker: streams.chunker,
