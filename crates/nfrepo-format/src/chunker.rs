@@ -525,8 +525,8 @@ impl<B: BorrowMut<Vec<u8>>, R: Read, F: FnMut(&[u8]) -> BlobId> Guided<'_, B, R,
     /// The guessed chunk at the window's start when it is the one a search
     /// would cut: its length and id.
     fn guessed(&mut self) -> Option<(usize, BlobId)> {
-        let guess = self.guess.take()?;
         let matched = self.matched.take();
+        let guess = self.guess.take()?;
         let max = self.chunks.chunker.profile.max as usize;
         let precedent = self.precedent;
         let window = self.chunks.window();
