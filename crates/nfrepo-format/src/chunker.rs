@@ -213,7 +213,7 @@ impl Chunker {
         F: FnMut(&[u8]) -> BlobId,
     {
         let mut chunks = self.chunks_with_buffer(reader, buffer);
-        let guess = if self.can_guide() && !precedent.is_empty() {
+        let guess = if self.can_guide() && !precedent.lens.is_empty() {
             // A chunk, the next one and the byte after (see [`Guided`]).
             chunks.want = 2 * self.profile.max as usize + 1;
             Some(0)
@@ -274,19 +274,19 @@ impl<B: BorrowMut<Vec<u8>>, R: Read> Chunks<B, R> {
     /// Refills the window to at least `want` bytes unless the stream has
     /// ended, reading into all the room the buffer has.
     fn fill(&mut self) -> std::io::Result<()> {
-        let max = self.want;
-        if self.eof || self.end - self.start >= max {
+        let want = self.want;
+        if self.eof || self.end - self.start >= want {
             return Ok(());
         }
         let buffer = self.buffer.borrow_mut();
         buffer.copy_within(self.start..self.end, 0);
         self.end -= self.start;
         self.start = 0;
-        let room = max.max(READ_WINDOW);
+        let room = want.max(READ_WINDOW);
         if buffer.len() < room {
             buffer.resize(room, 0);
         }
-        while !self.eof && self.end < max {
+        while !self.eof && self.end < want {
             let Some(free) = buffer.get_mut(self.end..) else {
                 break;
             };
@@ -299,9 +299,7 @@ impl<B: BorrowMut<Vec<u8>>, R: Read> Chunks<B, R> {
         }
         Ok(())
     }
-}
 
-impl<B: BorrowMut<Vec<u8>>, R: Read> Chunks<B, R> {
     /// The bytes read and not yet cut.
     fn window(&self) -> &[u8] {
         self.buffer.borrow().get(self.start..self.end).unwrap_or_default()
@@ -313,6 +311,12 @@ impl<B: BorrowMut<Vec<u8>>, R: Read> Chunks<B, R> {
         self.start += chunk.len();
         chunk
     }
+
+    /// Cuts off the chunk a search finds at the window's start.
+    fn search(&mut self) -> Vec<u8> {
+        let len = self.chunker.first_cut(self.window());
+        self.cut_off(len)
+    }
 }
 
 impl<B: BorrowMut<Vec<u8>>, R: Read> Iterator for Chunks<B, R> {
@@ -322,14 +326,8 @@ impl<B: BorrowMut<Vec<u8>>, R: Read> Iterator for Chunks<B, R> {
         if let Err(e) = self.fill() {
             return Some(Err(e));
         }
-        let window = self.buffer.borrow().get(self.start..self.end)?;
-        if window.is_empty() {
-            return None;
-        }
-        let count = self.chunker.first_cut(window);
-        let chunk = window.get(..count)?.to_vec();
-        self.start += count;
-        (count > 0).then_some(Ok(chunk))
+        let chunk = self.search();
+        (!chunk.is_empty()).then_some(Ok(chunk))
     }
 }
 
@@ -381,18 +379,6 @@ impl Precedent {
             lens: Vec::new(),
             max,
         }
-    }
-
-    /// How many chunks it holds.
-    #[must_use]
-    pub fn len(&self) -> usize {
-        self.lens.len()
-    }
-
-    /// Whether it holds no chunk.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.lens.is_empty()
     }
 
     /// A chunk of the earlier version whose id starts like `id`'s.
@@ -522,29 +508,41 @@ impl<B: BorrowMut<Vec<u8>>, R: Read, F: FnMut(&[u8]) -> BlobId> Guided<'_, B, R,
         (self.cut, self.guessed)
     }
 
-    /// The guessed chunk at the window's start when it is the one a search
-    /// would cut: its length and id.
-    fn guessed(&mut self) -> Option<(usize, BlobId)> {
+    /// Whether the guessed chunk at the window's start is the one a search
+    /// would cut.
+    fn guessed(&mut self) -> Guess {
         let matched = self.matched.take();
-        let guess = self.guess.take()?;
+        let Some(guess) = self.guess.take() else {
+            return Guess::Miss;
+        };
         let max = self.chunks.chunker.profile.max as usize;
         let precedent = self.precedent;
         let window = self.chunks.window();
-        let len = *precedent.lens.get(guess)? as usize;
+        let Some(len) = precedent.lens.get(guess).map(|&len| len as usize) else {
+            return Guess::Miss;
+        };
+        // A search, where one decides: the guess stands if it cuts there.
+        let searched = |chunker: &Chunker, id: BlobId| match chunker.first_cut(window) {
+            cut if cut == len => Guess::Hit(len, id),
+            cut => Guess::Searched(cut),
+        };
         if guess >= precedent.far_end || window.len() < max {
             // Near an end a search decides; a chunk named already need
             // not be named again.
             return match matched {
-                Some((index, id)) if index == guess && self.chunks.chunker.first_cut(window) == len => Some((len, id)),
-                _ => None,
+                Some((index, id)) if index == guess => searched(&self.chunks.chunker, id),
+                _ => Guess::Miss,
             };
         }
         let id = match matched {
             Some((index, id)) if index == guess => id,
             _ => {
-                let id = (self.name)(window.get(..len)?);
+                let Some(bytes) = window.get(..len) else {
+                    return Guess::Miss;
+                };
+                let id = (self.name)(bytes);
                 if !precedent.is(guess, &id) {
-                    return None;
+                    return Guess::Miss;
                 }
                 id
             }
@@ -555,25 +553,28 @@ impl<B: BorrowMut<Vec<u8>>, R: Read, F: FnMut(&[u8]) -> BlobId> Guided<'_, B, R,
             .lens
             .get(next)
             .and_then(|&next_len| window.get(len..len + next_len as usize));
-        match after {
-            Some(bytes) => {
-                let next_id = (self.name)(bytes);
-                if precedent.is(next, &next_id) {
-                    self.matched = Some((next, next_id));
-                    self.guess = Some(next);
-                } else if self.chunks.chunker.first_cut(window) != len {
-                    return None;
-                }
-            }
-            None => {
-                if self.chunks.chunker.first_cut(window) != len {
-                    return None;
-                }
-                self.guess = Some(next);
-            }
+        let Some(bytes) = after else {
+            self.guess = Some(next);
+            return searched(&self.chunks.chunker, id);
+        };
+        let next_id = (self.name)(bytes);
+        if precedent.is(next, &next_id) {
+            self.matched = Some((next, next_id));
+            self.guess = Some(next);
+            return Guess::Hit(len, id);
         }
-        Some((len, id))
+        searched(&self.chunks.chunker, id)
     }
+}
+
+/// What a guided step found at the window's start.
+enum Guess {
+    /// The guessed chunk is the one a search would cut: its length and id.
+    Hit(usize, BlobId),
+    /// A search cut elsewhere, at this length.
+    Searched(usize),
+    /// No guess, or it did not match: search.
+    Miss,
 }
 
 impl<B: BorrowMut<Vec<u8>>, R: Read, F: FnMut(&[u8]) -> BlobId> Iterator for Guided<'_, B, R, F> {
@@ -587,12 +588,14 @@ impl<B: BorrowMut<Vec<u8>>, R: Read, F: FnMut(&[u8]) -> BlobId> Iterator for Gui
             return None;
         }
         self.cut += 1;
-        if let Some((len, id)) = self.guessed() {
-            self.guessed += 1;
-            return Some(Ok((self.chunks.cut_off(len), id)));
-        }
-        let cut = self.chunks.chunker.first_cut(self.chunks.window());
-        let chunk = self.chunks.cut_off(cut);
+        let chunk = match self.guessed() {
+            Guess::Hit(len, id) => {
+                self.guessed += 1;
+                return Some(Ok((self.chunks.cut_off(len), id)));
+            }
+            Guess::Searched(len) => self.chunks.cut_off(len),
+            Guess::Miss => self.chunks.search(),
+        };
         let id = (self.name)(&chunk);
         self.guess = self.precedent.find(&id).map(|index| index + 1);
         Some(Ok((chunk, id)))

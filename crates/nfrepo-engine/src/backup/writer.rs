@@ -383,13 +383,12 @@ impl BackupWriter {
         let shared = &self.shared;
         let keys = shared.repo.keys();
         let mut chunks = match precedent {
-            Some(precedent) if shared.chunker.can_guide() => Cuts::Guided(shared.chunker.guided(
-                reader,
-                buffer,
-                precedent,
-                |c: &[u8]| keys.blob_id(c),
-            )),
-            _ => Cuts::Searched(shared.chunker.chunks_with_buffer(reader, buffer)),
+            Some(precedent) => Cuts::Guided(
+                shared
+                    .chunker
+                    .guided(reader, buffer, precedent, |c: &[u8]| keys.blob_id(c)),
+            ),
+            None => Cuts::Searched(shared.chunker.chunks_with_buffer(reader, buffer)),
         };
         let pipeline_after = digest.size.saturating_add(PIPELINE_AFTER);
         while digest.size < pipeline_after {
