@@ -102,29 +102,21 @@ fn dump_profile_keeps_incrementals_small() {
 /// Stores `data` from standard input as `dump.sql` of `source`; returns the
 /// summary and standard error.
 fn stdin_snapshot(env: &Env, source: &str, data: &[u8], verbose: bool) -> (serde_json::Value, String) {
-    use std::io::Write;
     let mut cmd = env.cmd();
     if verbose {
         cmd.arg("-vv");
     }
-    let mut child = cmd
-        .args([
-            "--json",
-            "snapshot",
-            "--stdin",
-            "--name",
-            "dump.sql",
-            "--profile",
-            "rows",
-        ])
-        .args(["--source", source])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(data).unwrap();
-    let out = child.wait_with_output().unwrap();
+    cmd.args([
+        "--json",
+        "snapshot",
+        "--stdin",
+        "--name",
+        "dump.sql",
+        "--profile",
+        "rows",
+    ])
+    .args(["--source", source]);
+    let out = crate::harness::run_with_stdin(cmd, data);
     assert!(out.status.success(), "{}", crate::harness::describe(&out));
     let summary = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["summary"].clone();
     (summary, String::from_utf8_lossy(&out.stderr).into_owned())

@@ -34,8 +34,8 @@ impl ByteBudget {
     }
 
     /// A budget of `cap` whose waiters are woken once at most `low` is in
-    /// flight (or nothing is): they then find room for a run of items, not
-    /// one.
+    /// flight (so always once nothing is): they then find room for a run
+    /// of items, not one.
     pub(crate) fn with_low_mark(cap: usize, low: usize) -> Self {
         Self {
             state: Mutex::new(State::default()),
@@ -63,7 +63,7 @@ impl ByteBudget {
         let wake = match self.state.lock() {
             Ok(mut state) => {
                 state.used = state.used.saturating_sub(n);
-                state.waiting > 0 && (state.used <= self.low || state.used == 0)
+                state.waiting > 0 && state.used <= self.low
             }
             Err(_) => true,
         };

@@ -62,9 +62,10 @@
 //! the page cache instead (a read from the device then flushes the range
 //! and drops its cached pages first). Any other error writing or reading a
 //! window is the file's error, reported by the check (the restore stops,
-//! as with a failed buffered write). Anything else that keeps the tree from closing (a window left
-//! incomplete, a rewrite after a failed check) gives up the staged hash:
-//! the check then reads the whole file back, as for any other file.
+//! as with a failed buffered write). Anything else that keeps the tree
+//! from closing (a window left incomplete, a rewrite after a failed check)
+//! gives up the staged hash: the check then reads the whole file back, as
+//! for any other file.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;

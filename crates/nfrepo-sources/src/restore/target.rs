@@ -27,8 +27,9 @@
 //!   device, not the page cache; a large file's prefix is read back while
 //!   the rest is written, see `digest.rs`, or its hash is assembled from
 //!   the windows it was written in, see `direct.rs`) gets its metadata
-//!   (through the descriptor) and is renamed over the real name. Without `overwrite` that rename is `RENAME_NOREPLACE`:
-//!   the conflict check is the write itself, not an earlier look.
+//!   (through the descriptor) and is renamed over the real name. Without
+//!   `overwrite` that rename is `RENAME_NOREPLACE`: the conflict check is
+//!   the write itself, not an earlier look.
 //! - Links, FIFOs and devices are created in place (`symlinkat`, `mknodat`),
 //!   or, replacing a differing entry with `overwrite`, at a random name
 //!   renamed over it.
