@@ -20,7 +20,7 @@
 //! operator keeps the mode it has.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, Write};
+use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -126,21 +126,22 @@ pub(crate) async fn get_range(
 ) -> Result<Pieces> {
     blocking(move || {
         let failed = |e| Error::from_io(e, "cannot read object");
-        let mut file = fs::File::open(root.join(rel_path)).map_err(failed)?;
+        let file = fs::File::open(root.join(rel_path)).map_err(failed)?;
         let mut rest = usize::try_from(range.end.saturating_sub(range.start))
             .map_err(|_| Error::new(ErrorKind::Other, format!("range {range:?} too large")))?;
         let piece = if pieces { PIECE } else { rest.max(1) };
+        let mut at = range.start;
         let mut parts = Vec::with_capacity(rest.div_ceil(piece));
-        file.seek(std::io::SeekFrom::Start(range.start)).map_err(failed)?;
         while rest > 0 {
             let want = rest.min(piece);
-            let buf = read_at_most(&mut file, want).map_err(failed)?;
+            let buf = read_at_most(&file, want, at).map_err(failed)?;
             let filled = buf.len();
             parts.push(Bytes::from(buf));
             if filled < want {
                 break;
             }
             rest -= filled;
+            at += filled as u64;
         }
         Ok(Pieces::from_parts(parts))
     })
@@ -156,12 +157,22 @@ pub(crate) async fn get_range(
 /// again once freed.
 const PIECE: usize = 512 << 10;
 
-/// The next `want` bytes of `file`, fewer only where it ends. Read into
-/// the buffer's spare capacity: `read_to_end` does not zero it first, as
-/// `vec![0; want]` did (2 % of a dump restore's CPU in `memset`).
-fn read_at_most(file: &mut File, want: usize) -> std::io::Result<Vec<u8>> {
+/// `want` bytes of `file` from `offset`, fewer only where it ends, read
+/// with `pread` straight into a buffer's spare capacity: not zeroed first,
+/// as `vec![0; want]` was (2 % of a dump restore's CPU in `memset`), and in
+/// one call, not the doubling reads of `read_to_end` (8 KiB up to 256 KiB,
+/// seven calls for a 512 KiB piece).
+fn read_at_most(file: &File, want: usize, offset: u64) -> std::io::Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(want);
-    file.take(want as u64).read_to_end(&mut buf)?;
+    while buf.len() < want {
+        let at = offset + buf.len() as u64;
+        match rustix::io::pread(file, rustix::buffer::spare_capacity(&mut buf), at) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
     Ok(buf)
 }
 
