@@ -75,6 +75,10 @@ cleanup() {
 	stop_servers
 	if ((rc != 0)) && [[ -f "$WORK/seaweedfs/weed.log" ]]; then
 		log "SeaweedFS log kept at $WORK/seaweedfs/weed.log"
+		# Name the usual cause of S3 tests failing with InternalError.
+		if grep -q -m1 'No writable volumes' "$WORK"/seaweedfs*/weed.log; then
+			log "SeaweedFS ran out of writable volumes: it sizes them by free disk, and $(df -Pk "$WORK" | awk 'NR == 2 { print int($4 / 1024) }') MiB are free under $WORK now"
+		fi
 	else
 		rm -rf "$WORK"
 	fi
@@ -137,8 +141,8 @@ install_prereqs() {
 	# every S3 test then fails with InternalError: say so before it happens.
 	local free_kib
 	free_kib="$(df -Pk "$WORK" | awk 'NR == 2 { print $4 }')"
-	if ((free_kib < 10 * 1024 * 1024)); then
-		log "warning: only $((free_kib / 1024)) MiB free under $WORK; the release build and the test servers need about 10 GiB (SeaweedFS refuses writes on a nearly full disk)"
+	if ((free_kib < 16 * 1024 * 1024)); then
+		log "warning: only $((free_kib / 1024)) MiB free under $WORK; a fresh clone's debug and release builds take about 13 GiB and the test servers 1-2 GiB more (SeaweedFS refuses writes on a nearly full disk)"
 	fi
 }
 
