@@ -74,20 +74,23 @@ cat >"$DIR/s3.json" <<EOF
 }
 EOF
 
-# Volumes of 256 MiB instead of weed's 1 GiB: weed allows free disk / volume
-# size of them, and each bucket (a collection) takes some at its first
-# write, so on a small disk 1 GiB volumes ran out with the second bucket.
-# The count stays weed's own: a fixed count ran out in bench-peers, whose
-# deleted repositories keep their space until weed vacuums. Volumes grow as
-# written and reserve nothing. On a nearly full disk weed also turns its
-# volumes read-only, and every write fails with InternalError: test.sh
-# warns about that before it starts.
+# Volumes of 256 MiB instead of weed's 1 GiB, and a fixed ceiling of 1000
+# of them. Left to itself (`-volume.max=0`) weed allows free disk / volume
+# size volumes and recounts as the disk fills, so once other work (a fresh
+# clone's builds, 13 GiB) had used most of the disk it refused every new
+# volume, and each write then failed with InternalError ("No writable volumes
+# and no free volumes left") with hundreds of MiB still free: six S3 tests
+# failed so in one CI run, and with 182 MiB free on a 3 GiB disk weed took
+# one bucket and refused the next five, where a fixed ceiling took all six.
+# Volumes grow as written and reserve nothing, so the ceiling costs nothing;
+# the real limit stays the disk, where weed turns its volumes read-only at
+# 1 % free (test.sh warns before that).
 spawn_detached "$DIR/weed.pid" "$DIR/weed.log" \
 	"$WEED" mini -dir="$DIR" -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.telemetry=false \
 	-webdav=false -admin.ui=false -s3.port.iceberg=0 -s3.port.lance=0 \
 	-s3.config="$DIR/s3.json" -s3.port="$S3_PORT" -master.port="$MASTER_PORT" \
 	-volume.port="$VOLUME_PORT" -filer.port="$FILER_PORT" -bucket="$BUCKET" \
-	-master.volumeSizeLimitMB=256
+	-master.volumeSizeLimitMB=256 -volume.max=1000
 
 started=0
 pid=""

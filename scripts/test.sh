@@ -77,7 +77,7 @@ cleanup() {
 		log "SeaweedFS log kept at $WORK/seaweedfs/weed.log"
 		# Name the usual cause of S3 tests failing with InternalError.
 		if grep -q -m1 'No writable volumes' "$WORK"/seaweedfs*/weed.log; then
-			log "SeaweedFS ran out of writable volumes: it sizes them by free disk, and $(df -Pk "$WORK" | awk 'NR == 2 { print int($4 / 1024) }') MiB are free under $WORK now"
+			log "SeaweedFS ran out of writable volumes (a nearly full disk?): $(df -Pk "$WORK" | awk 'NR == 2 { print int($4 / 1024) }') MiB are free under $WORK now"
 		fi
 	else
 		rm -rf "$WORK"
