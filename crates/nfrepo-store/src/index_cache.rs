@@ -380,12 +380,22 @@ impl IndexCache {
     /// statement per `LOOKUP_BATCH` ids, so a restore resolving a whole
     /// content list pays neither per-blob lock nor per-blob query costs.
     ///
+    /// The ids are looked up in sorted order, so each statement covers a
+    /// narrow range of the table's keys: content-addressed ids are random,
+    /// so statements of ids in the caller's order each touched a leaf page
+    /// per id, across the whole table, and once the table outgrew SQLite's
+    /// page cache most of those were reads from the file (51,000 reads of
+    /// 4 KiB, 196 MB, in the restore of an 8 MB cache). Sorted, a page is
+    /// read about once per call, however many of its ids the call asks for.
+    ///
     /// # Errors
     /// As [`Self::lookup_all`].
     pub fn lookup_many(&self, ids: &[[u8; 32]]) -> Result<Vec<Vec<CachedBlob>>> {
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_unstable_by_key(|&i| ids[i]);
         let conn = self.conn();
-        let mut found: Vec<Vec<CachedBlob>> = Vec::with_capacity(ids.len());
-        for batch in ids.chunks(LOOKUP_BATCH) {
+        let mut found: Vec<Vec<CachedBlob>> = vec![Vec::new(); ids.len()];
+        for batch in order.chunks(LOOKUP_BATCH) {
             let placeholders = vec!["?"; batch.len()].join(",");
             let mut statement = conn
                 .prepare_cached(&format!(
@@ -395,7 +405,7 @@ impl IndexCache {
                 ))
                 .map_err(self.err())?;
             let rows = statement
-                .query_map(rusqlite::params_from_iter(batch.iter()), |row| {
+                .query_map(rusqlite::params_from_iter(batch.iter().map(|&i| &ids[i])), |row| {
                     Ok((
                         row.get::<_, [u8; 32]>(0)?,
                         row.get::<_, u8>(1)?,
@@ -428,8 +438,14 @@ impl IndexCache {
                 }
                 by_id.entry(id).or_default().push(blob);
             }
-            // An id asked for twice gets its rows twice.
-            found.extend(batch.iter().map(|id| by_id.get(id).cloned().unwrap_or_default()));
+            // An id asked for twice gets its rows twice. (`clone`, not
+            // `clone_from` into the empty vector: that grows it to room for
+            // four rows, 5 MiB more for a restore's batch of 16 Ki chunks.)
+            for &i in batch {
+                if let Some(rows) = by_id.get(&ids[i]) {
+                    found[i] = rows.clone();
+                }
+            }
         }
         Ok(found)
     }

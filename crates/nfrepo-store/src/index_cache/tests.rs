@@ -325,3 +325,58 @@ fn a_delta_larger_than_a_sorted_run_keeps_every_row() {
         .collect();
     assert_eq!(both, vec![([1; 32], 0), ([3; 32], 42)]);
 }
+
+/// `lookup_many` queries in key order but answers in the caller's: ids
+/// asked in reverse order across several statements, each twice (one copy
+/// at each end of the request, so the two land in different statements'
+/// worth of positions), mixed with ids the cache does not hold, each get
+/// exactly their own rows at their own position.
+#[test]
+fn lookup_many_answers_in_the_order_asked_across_statements() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = IndexCache::open(dir.path(), "ab12").unwrap();
+    let id = |i: u32| {
+        let mut id = [0u8; 32];
+        id[..4].copy_from_slice(&i.to_be_bytes());
+        id[31] = 1;
+        id
+    };
+    let count = u32::try_from(3 * LOOKUP_BATCH).unwrap();
+    let blobs: Vec<BlobToCache> = (0..count)
+        .map(|i| BlobToCache {
+            id: id(i),
+            kind: 1,
+            offset: i * 10,
+            sealed_len: 10,
+            raw_len: 8,
+        })
+        .collect();
+    cache
+        .ingest(&DeltaToCache {
+            id: [7; 32],
+            supersedes: &[],
+            packs: &[pack(70, &blobs)],
+        })
+        .unwrap();
+    // Stored ids in reverse, every third followed by one never stored.
+    let mut asked: Vec<[u8; 32]> = Vec::new();
+    for i in (0..count).rev() {
+        asked.push(id(i));
+        if i % 3 == 0 {
+            asked.push(id(count + i));
+        }
+    }
+    let mut twice: Vec<[u8; 32]> = asked.clone();
+    twice.extend(asked.iter().rev());
+    let found = cache.lookup_many(&twice).unwrap();
+    assert_eq!(found.len(), twice.len());
+    for (asked, rows) in twice.iter().zip(&found) {
+        let n = u32::from_be_bytes(asked[..4].try_into().unwrap());
+        if n < count {
+            let offsets: Vec<(u32, [u8; 32])> = rows.iter().map(|r| (r.offset, r.id)).collect();
+            assert_eq!(offsets, vec![(n * 10, *asked)], "rows of stored id {n}");
+        } else {
+            assert!(rows.is_empty(), "id {n} was never stored: {rows:?}");
+        }
+    }
+}
