@@ -212,7 +212,7 @@ impl KdfParams {
                 .map_err(|e| Error::Kdf(e.to_string()))?;
         let mut out = [0u8; 32];
         argon
-            .hash_password_into_with_memory(password, salt, &mut out, kdf_memory(blocks))
+            .hash_password_into_with_memory(password, salt, &mut out, kdf_memory(blocks)?)
             .map_err(|e| Error::Kdf(e.to_string()))?;
         let key = SecretKey::from_bytes(out);
         out.zeroize();
@@ -230,11 +230,18 @@ impl KdfParams {
 /// share of the pages; the memory is the same. On the 2-core VM `nfrepo
 /// snapshots` of an empty repository (the default parameters) went from
 /// 109-133 to 90-96 ms (15 runs each).
-fn kdf_memory(blocks: usize) -> Vec<argon2::Block> {
+///
+/// # Errors
+/// [`Error::Kdf`] if the memory cannot be allocated (a clean error, as
+/// `argon2`'s own allocation gives, not an abort).
+fn kdf_memory(blocks: usize) -> Result<Vec<argon2::Block>> {
     use rayon::iter::ParallelExtend;
-    let mut memory = Vec::with_capacity(blocks);
-    memory.par_extend(rayon::iter::repeat_n(argon2::Block::new(), blocks));
+    let mut memory = Vec::new();
     memory
+        .try_reserve_exact(blocks)
+        .map_err(|_| Error::Kdf(format!("cannot allocate argon2id's {blocks} KiB")))?;
+    memory.par_extend(rayon::iter::repeat_n(argon2::Block::new(), blocks));
+    Ok(memory)
 }
 
 /// One way into the repository: the master secret (version 1) or the key
@@ -502,6 +509,20 @@ mod tests {
             slot.unwrap_key(b"pw", &RepoId([2; 32])),
             Err(Error::WrongPassword)
         ));
+    }
+
+    /// argon2id's memory that cannot be had is a KDF error, not an abort;
+    /// memory that can is every block, zeroed.
+    #[test]
+    fn kdf_memory_is_all_blocks_or_a_clean_error() {
+        assert!(matches!(kdf_memory(usize::MAX / 64), Err(Error::Kdf(_))));
+        let memory = kdf_memory(2048).unwrap();
+        assert_eq!(memory.len(), 2048);
+        assert!(
+            memory
+                .iter()
+                .all(|block| AsRef::<[u64]>::as_ref(block).iter().all(|&w| w == 0))
+        );
     }
 
     #[test]
