@@ -128,6 +128,19 @@ impl Store for CountingStore {
         self.0.list_purgeable(kind).await
     }
 
+    async fn get_range_stream(&self, key: &ObjectKey, range: Range<u64>) -> Result<ByteStream<'static>> {
+        use futures::TryStreamExt;
+        let stream = self.0.get_range_stream(key, range).await?;
+        add(&TRAFFIC.objects_read, 1);
+        Ok(Box::pin(
+            stream.inspect_ok(|chunk| add(&TRAFFIC.bytes_read, chunk.len() as u64)),
+        ))
+    }
+
+    fn streams_ranges(&self) -> bool {
+        self.0.streams_ranges()
+    }
+
     async fn get_stream(&self, key: &ObjectKey) -> Result<ByteStream<'static>> {
         use futures::TryStreamExt;
         let stream = self.0.get_stream(key).await?;

@@ -547,6 +547,83 @@ impl Store for OpendalStore {
         self.read_range(key, range, true).await
     }
 
+    /// On S3, one ranged request whose response frames are yielded as they
+    /// arrive; a local directory's range is read whole, in pieces.
+    async fn get_range_stream(&self, key: &ObjectKey, range: Range<u64>) -> Result<ByteStream<'static>> {
+        if self.local_root.is_some() || range.start >= range.end {
+            let pieces = self.read_range(key, range, true).await?;
+            return Ok(stream::iter(pieces.into_parts().into_iter().map(Ok)).boxed());
+        }
+        let Some(op) = self.operator().await? else {
+            return Err(self.not_found(key));
+        };
+        let reader = op.reader(&key.path()).await.map_err(|e| self.fail(e, key))?;
+        let buffers = reader.into_stream(range.clone()).await.map_err(|e| self.fail(e, key))?;
+        let (owned_key, location) = (key.clone(), self.location.clone());
+        let frames: ByteStream<'static> = buffers
+            .map_err(move |e| Error::from_opendal(e).with_key(&owned_key).with_location(&location))
+            .map_ok(|buffer| stream::iter(Iterator::map(buffer, Ok)))
+            .try_flatten()
+            .boxed();
+        // A response of another length than asked for ends with an error.
+        let (op, path, end) = (op.clone(), key.path(), range.end);
+        let (key, location, expected) = (key.clone(), self.location.clone(), range.end - range.start);
+        let wrong_length = move |got: u64| {
+            Error::new(
+                ErrorKind::Corrupted,
+                if got < expected {
+                    format!(
+                        "object is shorter than the requested range {}..{}: got {got} of {expected} bytes",
+                        range.start, range.end
+                    )
+                } else {
+                    format!(
+                        "the answer to the ranged read {}..{} is longer than the {expected} bytes asked for",
+                        range.start, range.end
+                    )
+                },
+            )
+            .with_key(&key)
+            .with_location(&location)
+        };
+        Ok(stream::unfold((frames, 0u64, false), move |(mut frames, seen, ended)| {
+            let (wrong_length, op, path) = (wrong_length.clone(), op.clone(), path.clone());
+            async move {
+                if ended {
+                    return None;
+                }
+                match frames.next().await {
+                    Some(Ok(frame)) => {
+                        let seen = seen + frame.len() as u64;
+                        let item = if seen > expected {
+                            Err(wrong_length(seen))
+                        } else {
+                            Ok(frame)
+                        };
+                        let ended = item.is_err();
+                        Some((item, (frames, seen, ended)))
+                    }
+                    // OpenDAL reports a response that ends short as a
+                    // generic error, as it does a connection lost: the
+                    // object's size tells a short object apart.
+                    Some(Err(e)) if e.kind() == ErrorKind::Other => {
+                        let short = op.stat(&path).await.is_ok_and(|meta| meta.content_length() < end);
+                        let e = if short { wrong_length(seen).with_source(e) } else { e };
+                        Some((Err(e), (frames, seen, true)))
+                    }
+                    Some(Err(e)) => Some((Err(e), (frames, seen, true))),
+                    None if seen == expected => None,
+                    None => Some((Err(wrong_length(seen)), (frames, seen, true))),
+                }
+            }
+        })
+        .boxed())
+    }
+
+    fn streams_ranges(&self) -> bool {
+        self.local_root.is_none()
+    }
+
     async fn stat(&self, key: &ObjectKey) -> Result<ObjectInfo> {
         let Some(op) = self.operator().await? else {
             return Err(self.not_found(key));

@@ -11,7 +11,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::key::{ObjectInfo, ObjectKey, ObjectKind};
 use crate::lock::Retention;
 use crate::pieces::Pieces;
-use crate::store::{ListStream, PutMode, Store};
+use crate::store::{ByteStream, ListStream, PutMode, Store};
 
 /// Which calls a [`FaultRule`] applies to. `get_range` and `get_range_pieces`
 /// count as [`FaultOp::Get`].
@@ -228,6 +228,9 @@ struct ActiveRule {
 pub struct FaultStore<S> {
     inner: S,
     rules: Mutex<Vec<ActiveRule>>,
+    /// Frame size of [`Store::get_range_stream`] when it acts as a remote
+    /// store's ([`FaultStore::streaming_ranges`]).
+    frame: Option<usize>,
 }
 
 impl<S: Store> FaultStore<S> {
@@ -236,7 +239,19 @@ impl<S: Store> FaultStore<S> {
         Self {
             inner,
             rules: Mutex::new(Vec::new()),
+            frame: None,
         }
+    }
+
+    /// Acts as a remote store for ranged streams: [`Store::streams_ranges`]
+    /// answers `true`, and [`Store::get_range_stream`] yields a range in
+    /// frames of `frame` bytes (at least one), as a response arrives. A
+    /// [`Fault::Truncate`] inside the range then yields the bytes before
+    /// the cut and an error, as a connection lost midway would.
+    #[must_use]
+    pub fn streaming_ranges(mut self, frame: usize) -> Self {
+        self.frame = Some(frame.max(1));
+        self
     }
 
     /// Adds a rule after the existing ones.
@@ -246,6 +261,11 @@ impl<S: Store> FaultStore<S> {
             seen: 0,
             fired: 0,
         });
+    }
+
+    /// How many times the rules fired, all together.
+    pub fn fired(&self) -> u64 {
+        self.lock().iter().map(|active| active.fired).sum()
     }
 
     /// Removes every rule.
@@ -328,6 +348,33 @@ fn flip_bit(data: Bytes, start: u64, byte: u64, bit: u8) -> Bytes {
     Bytes::from(owned)
 }
 
+/// `pieces` (the object from offset `start`) with the bits `fired` flips
+/// flipped, each in the piece that holds it.
+fn flip_pieces(fired: &[FaultRule], pieces: Pieces, mut start: u64) -> Pieces {
+    let flips: Vec<(u64, u8)> = fired
+        .iter()
+        .filter_map(|rule| match rule.fault {
+            Fault::FlipBit { byte, bit } => Some((byte, bit)),
+            _ => None,
+        })
+        .collect();
+    if flips.is_empty() {
+        return pieces;
+    }
+    let parts: Vec<Bytes> = pieces
+        .parts()
+        .iter()
+        .map(|part| {
+            let flipped = flips
+                .iter()
+                .fold(part.clone(), |data, &(byte, bit)| flip_bit(data, start, byte, bit));
+            start += part.len() as u64;
+            flipped
+        })
+        .collect();
+    Pieces::from_parts(parts)
+}
+
 fn clamp(len: u64) -> usize {
     usize::try_from(len).unwrap_or(usize::MAX)
 }
@@ -395,29 +442,60 @@ impl<S: Store> Store for FaultStore<S> {
             }
         }
         let pieces = self.inner.get_range_pieces(key, range.clone()).await?;
-        let flips: Vec<(u64, u8)> = fired
+        Ok(flip_pieces(&fired, pieces, range.start))
+    }
+
+    /// With [`FaultStore::streaming_ranges`], the range in frames, a
+    /// truncation inside it cutting the stream off with an error;
+    /// otherwise what [`Store::get_range_pieces`] returns, as one stream.
+    async fn get_range_stream(&self, key: &ObjectKey, range: Range<u64>) -> Result<ByteStream<'static>> {
+        let Some(frame) = self.frame else {
+            let pieces = self.get_range_pieces(key, range).await?;
+            return Ok(futures::stream::iter(pieces.into_parts().into_iter().map(Ok)).boxed());
+        };
+        let fired = self.fire(FaultOp::Get, key.kind(), Some(key.name()));
+        self.before(&fired, Some(key), true).await?;
+        let cut = fired
             .iter()
             .filter_map(|rule| match rule.fault {
-                Fault::FlipBit { byte, bit } => Some((byte, bit)),
+                Fault::Truncate { len } if len < range.end => Some(len.max(range.start)),
                 _ => None,
             })
-            .collect();
-        if flips.is_empty() {
-            return Ok(pieces);
+            .min();
+        let end = cut.unwrap_or(range.end);
+        let pieces = if end > range.start {
+            flip_pieces(
+                &fired,
+                self.inner.get_range_pieces(key, range.start..end).await?,
+                range.start,
+            )
+        } else {
+            Pieces::default()
+        };
+        let mut items: Vec<Result<Bytes>> = Vec::new();
+        for part in pieces.into_parts() {
+            let mut at = 0;
+            while at < part.len() {
+                let next = (at + frame).min(part.len());
+                items.push(Ok(part.slice(at..next)));
+                at = next;
+            }
         }
-        let mut start = range.start;
-        let parts: Vec<Bytes> = pieces
-            .parts()
-            .iter()
-            .map(|part| {
-                let flipped = flips
-                    .iter()
-                    .fold(part.clone(), |data, &(byte, bit)| flip_bit(data, start, byte, bit));
-                start += part.len() as u64;
-                flipped
-            })
-            .collect();
-        Ok(Pieces::from_parts(parts))
+        if let Some(cut) = cut {
+            items.push(Err(self.error(
+                ErrorKind::Transient,
+                format!(
+                    "injected fault: connection lost at byte {cut} of the range {}..{}",
+                    range.start, range.end
+                ),
+                Some(key),
+            )));
+        }
+        Ok(futures::stream::iter(items).boxed())
+    }
+
+    fn streams_ranges(&self) -> bool {
+        self.frame.is_some()
     }
 
     async fn stat(&self, key: &ObjectKey) -> Result<ObjectInfo> {

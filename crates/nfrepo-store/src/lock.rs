@@ -139,6 +139,14 @@ impl<S: Store> Store for ObjectLockStore<S> {
         self.inner.get(key).await
     }
 
+    async fn get_range_stream(&self, key: &ObjectKey, range: Range<u64>) -> Result<ByteStream<'static>> {
+        self.inner.get_range_stream(key, range).await
+    }
+
+    fn streams_ranges(&self) -> bool {
+        self.inner.streams_ranges()
+    }
+
     async fn get_stream(&self, key: &ObjectKey) -> Result<ByteStream<'static>> {
         self.inner.get_stream(key).await
     }

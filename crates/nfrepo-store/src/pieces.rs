@@ -82,6 +82,11 @@ impl Pieces {
         &self.parts
     }
 
+    /// The pieces, in order, taken out.
+    pub fn into_parts(self) -> Vec<Bytes> {
+        self.parts
+    }
+
     /// All the bytes in one buffer: the piece itself when there is one,
     /// else a copy.
     pub fn into_bytes(mut self) -> Bytes {

@@ -235,6 +235,16 @@ impl<S: Store> Store for RetryStore<S> {
     }
 
     /// Retries opening the stream; an error in the middle of it is the caller's to retry.
+    async fn get_range_stream(&self, key: &ObjectKey, range: Range<u64>) -> Result<ByteStream<'static>> {
+        self.run("get_range", |_| self.inner.get_range_stream(key, range.clone()))
+            .await
+    }
+
+    fn streams_ranges(&self) -> bool {
+        self.inner.streams_ranges()
+    }
+
+    /// Retries opening the stream; an error in the middle of it is the caller's to retry.
     async fn get_stream(&self, key: &ObjectKey) -> Result<ByteStream<'static>> {
         self.run("get_stream", |_| self.inner.get_stream(key)).await
     }

@@ -70,6 +70,33 @@ pub trait Store: Send + Sync + fmt::Debug {
         self.get_range(key, range).await.map(Pieces::from)
     }
 
+    /// Reads `range` of an object as a stream of its bytes, in order: where
+    /// [`Store::streams_ranges`] says so, from one request whose response
+    /// is taken as it arrives, so that a caller needing several neighbouring
+    /// ranges of a large object asks once and takes them apart as they
+    /// come. Bytes not yet polled wait in the transport, not in memory: a
+    /// caller bounds what it holds by how far it polls. The stream yields
+    /// exactly `range.end - range.start` bytes, or ends with an error
+    /// ([`ErrorKind::Corrupted`](crate::ErrorKind::Corrupted) if the object
+    /// is shorter); an error in the middle (a connection lost) ends it, and
+    /// the caller reads again what it still needs.
+    ///
+    /// The default reads the range with [`Store::get_range_pieces`] and
+    /// yields its pieces.
+    async fn get_range_stream(&self, key: &ObjectKey, range: Range<u64>) -> Result<ByteStream<'static>> {
+        let pieces = self.get_range_pieces(key, range).await?;
+        Ok(futures::stream::iter(pieces.into_parts().into_iter().map(Ok)).boxed())
+    }
+
+    /// Whether [`Store::get_range_stream`] streams one request's response
+    /// (a remote store: each request costs a round trip and the server's
+    /// own work per request) rather than reading the range whole first (a
+    /// local directory, where one positioned read per range costs nothing
+    /// extra and a whole span would be held at once). Wrappers forward it.
+    fn streams_ranges(&self) -> bool {
+        false
+    }
+
     /// Size and modification time of an object.
     async fn stat(&self, key: &ObjectKey) -> Result<ObjectInfo>;
 
@@ -218,6 +245,12 @@ macro_rules! forward_store {
             }
             async fn get_range_pieces(&self, key: &ObjectKey, range: Range<u64>) -> Result<Pieces> {
                 (**self).get_range_pieces(key, range).await
+            }
+            async fn get_range_stream(&self, key: &ObjectKey, range: Range<u64>) -> Result<ByteStream<'static>> {
+                (**self).get_range_stream(key, range).await
+            }
+            fn streams_ranges(&self) -> bool {
+                (**self).streams_ranges()
             }
             async fn stat(&self, key: &ObjectKey) -> Result<ObjectInfo> {
                 (**self).stat(key).await

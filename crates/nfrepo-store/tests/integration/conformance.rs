@@ -322,3 +322,35 @@ pub async fn ranged_pieces(store: &dyn Store) -> usize {
     store.delete(&key).await.unwrap();
     count
 }
+
+/// `get_range_stream` yields exactly the range's bytes; a range past the
+/// object's end ends in `Corrupted`, whether the store refuses it at once
+/// or once the response runs out. Returns `streams_ranges`.
+pub async fn ranged_streams(store: &dyn Store) -> bool {
+    let key = ObjectKey::new(ObjectKind::Data, "7d".repeat(32)).unwrap();
+    let data: Bytes = (0..(3u32 << 20))
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect::<Vec<u8>>()
+        .into();
+    store.put(&key, data.clone(), PutMode::CreateNew).await.unwrap();
+    let len = data.len() as u64;
+    for range in [0..len, 12_345..2_000_001, len - 70_000..len, 7..7] {
+        let frames: Vec<Bytes> = store
+            .get_range_stream(&key, range.clone())
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        let got: Vec<u8> = frames.concat();
+        assert_eq!(got, data[range.start as usize..range.end as usize], "{range:?}");
+    }
+    let past = match store.get_range_stream(&key, len - 10..len + 10).await {
+        Ok(stream) => stream.try_collect::<Vec<Bytes>>().await.map(drop),
+        Err(e) => Err(e),
+    };
+    let past = past.unwrap_err();
+    assert_eq!(past.kind(), ErrorKind::Corrupted, "{past}");
+    store.delete(&key).await.unwrap();
+    store.streams_ranges()
+}

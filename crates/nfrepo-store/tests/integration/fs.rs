@@ -192,3 +192,10 @@ async fn list_names_match_list() {
     let dir = tempfile::tempdir().unwrap();
     conformance::list_names_match_list(open_dir(dir.path()).as_ref()).await;
 }
+
+#[tokio::test]
+async fn ranged_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let streams = conformance::ranged_streams(open_dir(&dir.path().join("repo")).as_ref()).await;
+    assert!(!streams, "a local directory reads each range whole");
+}

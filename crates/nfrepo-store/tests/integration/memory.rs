@@ -81,3 +81,8 @@ async fn opendal_memory_list_stream_in_name_order() {
 async fn list_names_match_list() {
     conformance::list_names_match_list(open_memory("list-names").as_ref()).await;
 }
+
+#[tokio::test]
+async fn ranged_streams() {
+    assert!(!conformance::ranged_streams(open_memory("ranged-streams").as_ref()).await);
+}

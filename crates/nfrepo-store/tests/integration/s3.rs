@@ -176,3 +176,13 @@ async fn wrong_secret_is_permission_denied() {
     assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
     assert!(!err.to_string().contains(&env.secret_key));
 }
+
+#[tokio::test]
+async fn ranged_streams_hold_the_range() {
+    let env = env();
+    let store = open_fresh(&env, "streams", &creds(&env));
+    assert!(
+        conformance::ranged_streams(store.as_ref()).await,
+        "S3 streams one request's response"
+    );
+}
