@@ -100,7 +100,7 @@ pub use lease::{DEFAULT_LEASE_TERM, ReplacedLease, Takeover};
 pub use object_lock::LockReport;
 pub use read::{
     BatchFile, ChunkAt, FileToRestore, PackRead, Placement, PlanLimits, PlannedChunk, Reader, RestoreBatch,
-    RestorePlanner, SnapshotEntry, group_reads, locate_entry, select_snapshot,
+    RestorePlanner, SnapshotEntry, SpanPart, group_reads, locate_entry, select_snapshot,
 };
 pub use repair::{IndexRepair, RepairOptions, SnapshotRepair, SnapshotsRepair};
 pub use replicate::{

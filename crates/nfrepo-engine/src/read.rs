@@ -12,6 +12,7 @@ mod index_load;
 mod plan;
 mod seek;
 mod snapshots;
+mod span;
 mod verified;
 mod windows;
 
@@ -27,6 +28,7 @@ pub use self::plan::{
 pub use self::seek::{ChunkAt, locate_entry};
 pub(crate) use self::snapshots::sort_oldest_first;
 pub use self::snapshots::{SnapshotEntry, select_snapshot};
+pub use self::span::SpanPart;
 use crate::index::{BlobLocation, Index};
 use crate::{Error, Repository, Result};
 

@@ -5,8 +5,10 @@
 //! ([`open_files_allowed`]), and handed to the engine's
 //! [`RestorePlanner`], which resolves their chunks batch by batch and
 //! groups them into ranged reads of packs ([`nfrepo_engine::PackRead`]).
-//! Each read is one task: one ranged request, then every chunk opened
-//! (authenticated, decompressed, its length checked) on every core, a run
+//! Each read is one task: its bytes (one ranged request; on a remote store,
+//! its share of one request over neighbouring reads of the pack, taken
+//! apart as the response arrives: [`Reader::spans`]), then every chunk
+//! opened (authenticated, decompressed, its length checked) on every core, a run
 //! of neighbours at a time ([`nfrepo_engine::PackRead::runs`]), and
 //! written with positioned writes to each file and offset that needs it:
 //! one `pwritev` per run where its chunks follow each other in one file.
@@ -65,6 +67,7 @@ use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use nfrepo_engine::{
     BatchFile, FileToRestore, PackRead, Placement, PlanLimits, PlannedChunk, Reader, RestoreBatch, RestorePlanner,
+    SpanPart,
 };
 use nfrepo_format::{BlobKind, NodeKind};
 use rayon::prelude::*;
@@ -243,7 +246,9 @@ pub(super) async fn restore_files(
         plan.clone(),
         settings.clone(),
     )));
-    let mut reads: VecDeque<PackRead> = VecDeque::new();
+    // Each read with its place in a span of neighbouring reads fetched
+    // with one request (on a remote store, `Reader::spans`).
+    let mut reads: VecDeque<(PackRead, Option<SpanPart>)> = VecDeque::new();
     let mut in_flight: FuturesOrdered<Task> = FuturesOrdered::new();
     let mut in_flight_bytes = InFlight::default();
     let staging = lock(target)?.staging();
@@ -252,17 +257,17 @@ pub(super) async fn restore_files(
     loop {
         // Start reads while the window has room, planning more as needed.
         loop {
-            if let Some(read) = reads.front() {
+            if let Some((read, _)) = reads.front() {
                 let cost = InFlight::of(read);
                 if in_flight.len() >= IN_FLIGHT_READS
                     || (!in_flight.is_empty() && !in_flight_bytes.fits(cost, staging.allocated()))
                 {
                     break;
                 }
-                if let Some(read) = reads.pop_front() {
+                if let Some((read, part)) = reads.pop_front() {
                     in_flight_bytes.add(cost);
                     let writers = writers_for(&state, &read)?;
-                    in_flight.push_back(Task::start(reader.clone(), read, writers));
+                    in_flight.push_back(Task::start(reader.clone(), read, part, writers));
                 }
                 continue;
             }
@@ -287,7 +292,8 @@ pub(super) async fn restore_files(
                 Some(batch) => {
                     let batch = batch?;
                     in_flight.push_back(Task::ready(Step::Files(batch.files)));
-                    reads.extend(batch.reads);
+                    let parts = reader.spans(&batch.reads);
+                    reads.extend(batch.reads.into_iter().zip(parts));
                 }
                 None => planned_all = true,
             }
@@ -536,9 +542,9 @@ impl Task {
         Self::Ready(Some(step))
     }
 
-    fn start(reader: Reader, read: PackRead, writers: HashMap<usize, FileWriter>) -> Self {
+    fn start(reader: Reader, read: PackRead, part: Option<SpanPart>, writers: HashMap<usize, FileWriter>) -> Self {
         Self::Read(tokio::spawn(async move {
-            run_read(reader, read, writers).await.map(Step::Read)
+            run_read(reader, read, part, writers).await.map(Step::Read)
         }))
     }
 }
@@ -637,10 +643,16 @@ fn same_error(e: &Error) -> Error {
     }
 }
 
-/// Fetches and opens one read, writing every chunk; a chunk that fails
-/// (or every chunk, if the read itself failed) is tried again alone.
-async fn run_read(reader: Reader, read: PackRead, writers: HashMap<usize, FileWriter>) -> Result<ReadOutcome> {
-    let (read, writers, mut chunks) = match reader.fetch_read(&read).await {
+/// Fetches (from its span's response, if it has one) and opens one read,
+/// writing every chunk; a chunk that fails (or every chunk, if the read
+/// itself failed) is tried again alone.
+async fn run_read(
+    reader: Reader,
+    read: PackRead,
+    part: Option<SpanPart>,
+    writers: HashMap<usize, FileWriter>,
+) -> Result<ReadOutcome> {
+    let (read, writers, mut chunks) = match reader.fetch_planned(&read, part.as_ref()).await {
         Ok(sealed) => {
             let reader = reader.clone();
             blocking(move || {
