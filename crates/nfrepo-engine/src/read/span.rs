@@ -128,8 +128,13 @@ impl Span {
         while state.next <= index {
             let next = state.next;
             let range = self.parts.get(next)?.clone();
+            // Failed until the cut completes: a task dropped in the middle
+            // of one (the restore stopping) leaves the response at an
+            // unknown offset, so the reads after it must go alone.
+            state.failed = true;
             match state.cut(range).await {
                 Ok(pieces) => {
+                    state.failed = false;
                     state.next += 1;
                     if next == index {
                         return Some(pieces);
@@ -138,7 +143,6 @@ impl Span {
                 }
                 Err(e) => {
                     tracing::debug!(object = %self.key, error = %e, "a span's response failed; its other reads go alone");
-                    state.failed = true;
                     state.response = None;
                     state.held = None;
                     return None;
@@ -362,6 +366,31 @@ mod tests {
         assert_eq!(joined(span.take(&store, 1).await), None);
         assert_eq!(joined(span.take(&store, 2).await), None);
         assert!(span.state.lock().await.failed);
+    }
+
+    #[tokio::test]
+    async fn a_take_dropped_in_the_middle_of_a_read_sends_the_rest_alone() {
+        let (store, _) = store(&[]).await;
+        let span = span(&[0..1_000, 2_000..3_000]);
+        // A response that brings half of the first read, then waits.
+        {
+            let mut state = span.state.lock().await;
+            state.opened = true;
+            let half = futures::stream::iter([Ok(Bytes::from(vec![0u8; 500]))]);
+            state.response = Some(half.chain(futures::stream::pending()).boxed());
+        }
+        let mut take = Box::pin(span.take(&store, 0));
+        let waker = futures::task::noop_waker();
+        assert!(
+            take.as_mut()
+                .poll(&mut std::task::Context::from_waker(&waker))
+                .is_pending()
+        );
+        drop(take);
+        // The response's offset is unknown now: the next read goes alone
+        // (without the mark it would wait on the response for ever).
+        let next = tokio::time::timeout(std::time::Duration::from_secs(5), span.take(&store, 1)).await;
+        assert_eq!(joined(next.expect("answered at once")), None);
     }
 
     #[tokio::test]
