@@ -5,7 +5,9 @@
 //! writes in place, which can leave a partial object. So puts to a local
 //! directory take this path instead:
 //!
-//! 1. write the bytes to `.tmp-<name>-<random>` next to the target and fsync it;
+//! 1. write the bytes to `.tmp-<name>-<random>` next to the target and fsync it
+//!    (an object of 1 MiB or more, a pack, around the page cache where the
+//!    file system allows: [`write_direct`]);
 //! 2. `CreateNew`: hard-link the temp file to the final name, which fails with
 //!    `EEXIST` if anything is there (atomic no-clobber); `Overwrite`: rename it;
 //! 3. remove the temp name and fsync the directory.
@@ -37,6 +39,14 @@ use crate::store::{ByteStream, PutMode};
 const FILE_MODE: u32 = 0o600;
 /// Mode of every directory this backend creates.
 const DIR_MODE: u32 = 0o700;
+/// Objects at least this large (packs) are written around the page cache
+/// ([`write_direct`]); smaller ones cost less than a device write each.
+const DIRECT_MIN: usize = 1 << 20;
+/// Alignment of direct writes: offsets, lengths and buffer addresses (the
+/// largest logical block size in use).
+const DIRECT_ALIGN: usize = 4096;
+/// Bytes copied into the aligned buffer and written at once.
+const DIRECT_SLAB: usize = 1 << 20;
 
 /// Writes `data` to `root/rel_path` on a blocking thread.
 pub(crate) async fn put(root: PathBuf, rel_path: String, data: Bytes, mode: PutMode) -> Result<()> {
@@ -307,12 +317,67 @@ fn commit(temp: &Path, target: &Path, mode: PutMode) -> Result<()> {
 }
 
 fn write_synced(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    if data.len() >= DIRECT_MIN {
+        let direct = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .custom_flags(nix::fcntl::OFlag::O_DIRECT.bits())
+            .open(path);
+        match direct {
+            Ok(file) => return write_direct(&file, data),
+            // The file system refuses direct I/O (tmpfs), perhaps after
+            // creating the file: its name is ours (random), so start again.
+            Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => {
+                let _ = fs::remove_file(path);
+            }
+            Err(e) => return Err(e),
+        }
+    }
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(FILE_MODE)
         .open(path)?;
     file.write_all(data)?;
+    file.sync_all()
+}
+
+/// Writes `data` into `file`, opened with `O_DIRECT`, then syncs it: its
+/// aligned blocks straight to the device, copied a slab at a time into an
+/// aligned buffer, and the last partial block (or everything after a
+/// direct write the file system refused) through the page cache.
+///
+/// A pack written through the page cache is copied into fresh page-cache
+/// pages, which on a host whose memory is full of cache must first be
+/// reclaimed, then written back by the `fsync` that follows anyway; nothing
+/// reads it back soon. Measured on the 2-core VM with 117 MB (seven 16 MiB
+/// packs, `dd`): 0.05–0.33 s of system time buffered, 0.03–0.04 s direct.
+fn write_direct(file: &File, data: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+
+    let aligned_len = data.len() / DIRECT_ALIGN * DIRECT_ALIGN;
+    let mut backing = vec![0u8; DIRECT_SLAB + DIRECT_ALIGN];
+    let start = backing.as_ptr().align_offset(DIRECT_ALIGN);
+    let mut at = 0;
+    if let Some(slab) = backing.get_mut(start..start.saturating_add(DIRECT_SLAB)) {
+        while at < aligned_len {
+            let n = (aligned_len - at).min(DIRECT_SLAB);
+            slab[..n].copy_from_slice(&data[at..at + n]);
+            match file.write_all_at(&slab[..n], at as u64) {
+                Ok(()) => at += n,
+                // Opened for direct I/O but the writes refused: the rest buffered.
+                Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => break,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    if at < data.len() {
+        use nix::fcntl::{FcntlArg, OFlag, fcntl};
+        let flags = OFlag::from_bits_truncate(fcntl(file, FcntlArg::F_GETFL)?);
+        fcntl(file, FcntlArg::F_SETFL(flags - OFlag::O_DIRECT))?;
+        file.write_all_at(&data[at..], at as u64)?;
+    }
     file.sync_all()
 }
 

@@ -199,3 +199,52 @@ async fn ranged_streams() {
     let streams = conformance::ranged_streams(open_dir(&dir.path().join("repo")).as_ref()).await;
     assert!(!streams, "a local directory reads each range whole");
 }
+
+/// Objects of 1 MiB and more (packs) are written around the page cache
+/// (`O_DIRECT`, backend/local.rs): whatever their length, on a file system
+/// that takes direct writes (the test directory) and on one that refuses
+/// them (tmpfs, where the backend writes through the page cache), each
+/// reads back whole, with the object mode, and no temporary file is left.
+#[tokio::test]
+async fn large_objects_read_back_whole_with_or_without_direct_writes() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir_in("/dev/shm").unwrap()];
+    for dir in &dirs {
+        let root = dir.path().join("repo");
+        let store = open_dir(&root);
+        for (i, len) in [
+            (1usize << 20) - 1,
+            1 << 20,
+            (1 << 20) + 12_345,
+            (3 << 20) + 4096,
+            5 << 20,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let data: Bytes = (0..len)
+                .map(|j| (j.wrapping_mul(31) ^ i) as u8)
+                .collect::<Vec<u8>>()
+                .into();
+            let key = ObjectKey::new(ObjectKind::Data, format!("6b6b{i:04}")).unwrap();
+            store.put(&key, data.clone(), PutMode::CreateNew).await.unwrap();
+            assert_eq!(
+                store.get(&key).await.unwrap(),
+                data,
+                "{} bytes in {}",
+                len,
+                root.display()
+            );
+            let path = root.join(key.path());
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        assert!(
+            walk(&root)
+                .iter()
+                .all(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.')),
+            "no temporary file left in {}",
+            root.display()
+        );
+    }
+}
