@@ -5,7 +5,7 @@
 #
 #   scripts/bench-peers.sh [--only dump|pgdump|tree|redis|all] [--runs N]
 #                          [--tools nfrepo,restic,rustic,borg,bupstash]
-#                          [--no-s3] [--fresh-fs] [--quick] [--prepare-only]
+#                          [--no-s3] [--fresh-fs] [--cold] [--quick] [--prepare-only]
 #
 # --only SETS  the data sets to measure (default all), one or several
 #              comma-separated: --only dump,redis.
@@ -30,6 +30,13 @@
 #              them (`recently_deleted`), which took most of the tree's
 #              restore time (10-22 s for every tool, against about 4.5 s
 #              into a new file system).
+# --cold       drop the page cache (as root: `echo 3 > drop_caches`, after
+#              `sync`) just before every tool's timed restore, so each reads
+#              its repository from the disk, as a recovery does. Without it
+#              a restore reads whatever its backups left in the cache: since
+#              2026-12-07 nfrepo writes its packs around the page cache
+#              (O_DIRECT) and reads them from the disk, while every peer's
+#              just-written pack files are still cached.
 # --quick      tiny data sets (about 30 MB each, in $BENCH_DIR/data-quick)
 #              for a smoke test of the script in a few minutes.
 # --prepare-only  make (or check) the cached data sets and exit.
@@ -152,6 +159,7 @@ QUICK=0
 PREPARE_ONLY=0
 USE_S3=1
 FRESH_FS=0
+COLD=0
 WANT_TOOLS=("${ALL_TOOLS[@]}")
 only_valid() { [[ "$1" =~ ^(dump|pgdump|tree|redis)(,(dump|pgdump|tree|redis))*$|^all$ ]]; }
 # parse_tools LIST: sets WANT_TOOLS from a comma-separated LIST.
@@ -211,6 +219,10 @@ while (($# > 0)); do
 		FRESH_FS=1
 		shift
 		;;
+	--cold)
+		COLD=1
+		shift
+		;;
 	--quick)
 		QUICK=1
 		shift
@@ -250,6 +262,9 @@ else
 fi
 [[ "$PG_SCALE" =~ ^[1-9][0-9]*$ ]] || die "BENCH_PG_SCALE takes a positive number"
 [[ "$REDIS_BYTES" =~ ^[1-9][0-9]*$ ]] || die "BENCH_REDIS_BYTES takes a positive number"
+if ((COLD)); then
+	((EUID == 0)) || die "--cold drops the page cache: run it as root"
+fi
 if ((FRESH_FS)); then
 	((EUID == 0)) || die "--fresh-fs mounts file systems: run it as root"
 	command -v mkfs.ext4 >/dev/null && command -v losetup >/dev/null ||
@@ -1110,6 +1125,10 @@ restore_row() {
 	local tool="$1" where="$2" set="$3" prefix="$4" target="$RESTORE/$1" kind=stream bytes
 	[[ "$set" == tree ]] && kind=tree
 	fresh_target "$target"
+	if ((COLD)); then
+		sync
+		echo 3 >/proc/sys/vm/drop_caches || die "cannot drop the page cache (--cold)"
+	fi
 	restore_cmd "$tool" "$where" "$target" "$kind" "${@:5}"
 	timed "$tool" "$set $prefix" </dev/null || return 1
 	record "$tool" "${set}_${prefix}_s" "$M_SECS"
@@ -1379,6 +1398,9 @@ report() {
 		echo "- restores: each into a new ext4 file system (loop device with direct I/O, --fresh-fs), then \`sync\`"
 	else
 		echo "- restores: each into an emptied directory of $BENCH_DIR's file system ($(findmnt -n -o FSTYPE --target "$BENCH_DIR")), then \`sync\`"
+	fi
+	if ((COLD)); then
+		echo "- restores: the page cache dropped before each (--cold): every repository read from the disk"
 	fi
 	for set in "${SETS[@]}"; do
 		case "$set" in
