@@ -297,17 +297,7 @@ impl OpendalStore {
         let Some(op) = self.operator().await? else {
             return Err(self.not_found(key));
         };
-        let short = |detail: String| {
-            Error::new(
-                ErrorKind::Corrupted,
-                format!(
-                    "object is shorter than the requested range {}..{}: {detail}",
-                    range.start, range.end
-                ),
-            )
-            .with_key(key)
-            .with_location(&self.location)
-        };
+        let short = |detail: String| short_range(key, &self.location, &range, &detail);
         let expected = range.end - range.start;
         if let Some(root) = &self.local_root {
             let pieces = local::get_range(root.clone(), key.path(), range.clone(), pieces)
@@ -500,6 +490,19 @@ fn info_from(key: ObjectKey, meta: &opendal::Metadata) -> ObjectInfo {
     }
 }
 
+/// `Corrupted`: `key` ends before `range` does (`detail` says how far).
+fn short_range(key: &ObjectKey, location: &str, range: &Range<u64>, detail: &str) -> Error {
+    Error::new(
+        ErrorKind::Corrupted,
+        format!(
+            "object is shorter than the requested range {}..{}: {detail}",
+            range.start, range.end
+        ),
+    )
+    .with_key(key)
+    .with_location(location)
+}
+
 #[async_trait::async_trait]
 impl Store for OpendalStore {
     fn location(&self) -> &str {
@@ -552,7 +555,7 @@ impl Store for OpendalStore {
     async fn get_range_stream(&self, key: &ObjectKey, range: Range<u64>) -> Result<ByteStream<'static>> {
         if self.local_root.is_some() || range.start >= range.end {
             let pieces = self.read_range(key, range, true).await?;
-            return Ok(stream::iter(pieces.into_parts().into_iter().map(Ok)).boxed());
+            return Ok(pieces.into_stream());
         }
         let Some(op) = self.operator().await? else {
             return Err(self.not_found(key));
@@ -569,22 +572,16 @@ impl Store for OpendalStore {
         let (op, path, end) = (op.clone(), key.path(), range.end);
         let (key, location, expected) = (key.clone(), self.location.clone(), range.end - range.start);
         let wrong_length = move |got: u64| {
-            Error::new(
-                ErrorKind::Corrupted,
-                if got < expected {
-                    format!(
-                        "object is shorter than the requested range {}..{}: got {got} of {expected} bytes",
-                        range.start, range.end
-                    )
-                } else {
-                    format!(
-                        "the answer to the ranged read {}..{} is longer than the {expected} bytes asked for",
-                        range.start, range.end
-                    )
-                },
-            )
-            .with_key(&key)
-            .with_location(&location)
+            if got < expected {
+                return short_range(&key, &location, &range, &format!("got {got} of {expected} bytes"));
+            }
+            let longer = format!(
+                "the answer to the ranged read {}..{} is longer than the {expected} bytes asked for",
+                range.start, range.end
+            );
+            Error::new(ErrorKind::Corrupted, longer)
+                .with_key(&key)
+                .with_location(&location)
         };
         Ok(stream::unfold((frames, 0u64, false), move |(mut frames, seen, ended)| {
             let (wrong_length, op, path) = (wrong_length.clone(), op.clone(), path.clone());

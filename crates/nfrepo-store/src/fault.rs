@@ -451,7 +451,7 @@ impl<S: Store> Store for FaultStore<S> {
     async fn get_range_stream(&self, key: &ObjectKey, range: Range<u64>) -> Result<ByteStream<'static>> {
         let Some(frame) = self.frame else {
             let pieces = self.get_range_pieces(key, range).await?;
-            return Ok(futures::stream::iter(pieces.into_parts().into_iter().map(Ok)).boxed());
+            return Ok(pieces.into_stream());
         };
         let fired = self.fire(FaultOp::Get, key.kind(), Some(key.name()));
         self.before(&fired, Some(key), true).await?;
@@ -473,7 +473,7 @@ impl<S: Store> Store for FaultStore<S> {
             Pieces::default()
         };
         let mut items: Vec<Result<Bytes>> = Vec::new();
-        for part in pieces.into_parts() {
+        for part in pieces.parts() {
             let mut at = 0;
             while at < part.len() {
                 let next = (at + frame).min(part.len());

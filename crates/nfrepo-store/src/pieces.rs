@@ -12,6 +12,9 @@ use std::borrow::Cow;
 use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+
+use crate::store::ByteStream;
 
 /// The bytes of one ranged read, in order, as one or more pieces. Cheap to
 /// clone (the pieces are shared).
@@ -82,9 +85,11 @@ impl Pieces {
         &self.parts
     }
 
-    /// The pieces, in order, taken out.
-    pub fn into_parts(self) -> Vec<Bytes> {
-        self.parts
+    /// The pieces, in order, as the frames of a stream: what
+    /// [`Store::get_range_stream`](crate::Store::get_range_stream) yields
+    /// from a range read whole.
+    pub(crate) fn into_stream(self) -> ByteStream<'static> {
+        futures::stream::iter(self.parts.into_iter().map(Ok)).boxed()
     }
 
     /// All the bytes in one buffer: the piece itself when there is one,

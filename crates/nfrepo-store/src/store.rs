@@ -84,8 +84,7 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// The default reads the range with [`Store::get_range_pieces`] and
     /// yields its pieces.
     async fn get_range_stream(&self, key: &ObjectKey, range: Range<u64>) -> Result<ByteStream<'static>> {
-        let pieces = self.get_range_pieces(key, range).await?;
-        Ok(futures::stream::iter(pieces.into_parts().into_iter().map(Ok)).boxed())
+        Ok(self.get_range_pieces(key, range).await?.into_stream())
     }
 
     /// Whether [`Store::get_range_stream`] streams one request's response

@@ -43,18 +43,18 @@ use super::{PackRead, Reader, pack_key};
 use crate::Result;
 
 /// Sealed bytes one span covers at most (reads, and the gaps between them).
-pub const SPAN_BYTES: u64 = 16 << 20;
+const SPAN_BYTES: u64 = 16 << 20;
 
 /// Unneeded bytes between two reads of a span at most: reading them costs
 /// less than a request of its own.
-pub const SPAN_GAP: u64 = 256 << 10;
+const SPAN_GAP: u64 = 256 << 10;
 
 /// Reads of other packs between two reads of a span at most. A restore
 /// reads in the order its files need the chunks, so the reads of an
 /// incremental's snapshot alternate between the packs of the first backup
 /// and those of the later ones; meanwhile the span's response waits in the
 /// transport, so not for long.
-pub const SPAN_WINDOW: usize = 16;
+const SPAN_WINDOW: usize = 16;
 
 /// A read's place in a span ([`Reader::spans`]).
 #[derive(Clone, Debug)]
@@ -197,11 +197,7 @@ fn group<P: PartialEq>(reads: &[(Option<P>, Range<u64>)]) -> Vec<Vec<usize>> {
     let mut open: Vec<Vec<usize>> = Vec::new();
     let mut done: Vec<Vec<usize>> = Vec::new();
     for (i, (pack, range)) in reads.iter().enumerate() {
-        let (closed, kept): (Vec<_>, Vec<_>) = open
-            .into_iter()
-            .partition(|members| members.last().is_some_and(|&last| i - last > SPAN_WINDOW));
-        done.extend(closed);
-        open = kept;
+        done.extend(open.extract_if(.., |members| members.last().is_some_and(|&last| i - last > SPAN_WINDOW)));
         let takes = |members: &Vec<usize>| {
             let (Some(&first), Some(&last)) = (members.first(), members.last()) else {
                 return false;
