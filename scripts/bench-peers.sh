@@ -5,7 +5,8 @@
 #
 #   scripts/bench-peers.sh [--only dump|pgdump|tree|redis|all] [--runs N]
 #                          [--tools nfrepo,restic,rustic,borg,bupstash]
-#                          [--no-s3] [--fresh-fs] [--cold] [--quick] [--prepare-only]
+#                          [--no-s3] [--remote-s3 MS,MBPS] [--fresh-fs] [--cold]
+#                          [--quick] [--prepare-only]
 #
 # --only SETS  the data sets to measure (default all), one or several
 #              comma-separated: --only dump,redis.
@@ -20,6 +21,16 @@
 #              twice as long as in one without them (rustic 4.5 against
 #              2.4 s, 2026-12-06), nfrepo's hardly longer; the cause was not
 #              found (SeaweedFS was idle during the restores).
+# --remote-s3 MS,MBPS  reach the S3 server as a remote one: every tool
+#              talks to it through `remote-s3` (crates/nfrepo-testing,
+#              built by this script), a proxy that holds every byte MS
+#              milliseconds in each direction and caps what each connection
+#              carries back at MBPS MB/s (0: no cap). 10,100 is roughly S3
+#              from another region's machine (a 20 ms round trip; S3 serves
+#              on the order of 100 MB/s per connection). The loopback S3
+#              answers at once and without such a cap, so without this a
+#              tool that puts its reads on few connections looks as fast
+#              as one that spreads them.
 # --fresh-fs   restore every run into a new ext4 file system (as root: a
 #              sparse image in $BENCH_DIR on a loop device with direct I/O,
 #              made with mkfs.ext4 before the run, unmounted after), as a
@@ -160,6 +171,7 @@ PREPARE_ONLY=0
 USE_S3=1
 FRESH_FS=0
 COLD=0
+REMOTE_S3=""
 WANT_TOOLS=("${ALL_TOOLS[@]}")
 only_valid() { [[ "$1" =~ ^(dump|pgdump|tree|redis)(,(dump|pgdump|tree|redis))*$|^all$ ]]; }
 # parse_tools LIST: sets WANT_TOOLS from a comma-separated LIST.
@@ -222,6 +234,16 @@ while (($# > 0)); do
 	--cold)
 		COLD=1
 		shift
+		;;
+	--remote-s3 | --remote-s3=*)
+		if [[ "$1" == --remote-s3 ]]; then
+			REMOTE_S3="${2:-}"
+			shift
+		else
+			REMOTE_S3="${1#--remote-s3=}"
+		fi
+		shift
+		[[ "$REMOTE_S3" =~ ^[0-9]+(\.[0-9]+)?,[0-9]+(\.[0-9]+)?$ ]] || die "--remote-s3 takes MS,MBPS (e.g. 10,100)"
 		;;
 	--quick)
 		QUICK=1
@@ -307,6 +329,7 @@ MDB_PID=""
 PG_PID=""
 REDIS_PID=""
 WEED_PID=""
+PROXY_PID=""
 S3_PREFIX_ROOT="bench-peers-$$-$(date +%s)"
 # shellcheck disable=SC2317 # invoked by the EXIT trap
 cleanup() {
@@ -323,6 +346,9 @@ cleanup() {
 	fi
 	if ((USE_S3)) && [[ -n "${S3_BUCKET:-}" ]]; then
 		s3_delete "$S3_PREFIX_ROOT"
+	fi
+	if [[ -n "$PROXY_PID" ]]; then
+		stop_pid "$PROXY_PID" remote-s3 10
 	fi
 	if [[ -n "$WEED_PID" ]]; then
 		stop_pid "$WEED_PID" SeaweedFS 30
@@ -472,6 +498,26 @@ if ((USE_S3 && PREPARE_ONLY == 0)); then
 			USE_S3=0
 		fi
 	fi
+fi
+
+# With --remote-s3, every tool reaches S3 through the proxy (its port is
+# free: port_open), which forwards to the server's address.
+S3_SERVER="$S3_ENDPOINT"
+if ((USE_S3 && PREPARE_ONLY == 0)) && [[ -n "$REMOTE_S3" ]]; then
+	[[ "$S3_SERVER" == http://* ]] || die "--remote-s3 relays plain HTTP only, not $S3_SERVER"
+	log "building remote-s3"
+	cargo build --release --manifest-path "$NFREPO_ROOT/Cargo.toml" -p nfrepo-testing --bin remote-s3 \
+		>>"$LOGS/remote-s3-build.log" 2>&1 || die "cannot build remote-s3 (see $LOGS/remote-s3-build.log)"
+	proxy_port=18399
+	while port_open "$proxy_port"; do proxy_port=$((proxy_port + 1)); done
+	spawn_detached "$BENCH_DIR/remote-s3.pid" "$LOGS/remote-s3.log" \
+		"$NFREPO_ROOT/target/release/remote-s3" "127.0.0.1:$proxy_port" "${S3_SERVER#http://}" \
+		"${REMOTE_S3%,*}" "${REMOTE_S3#*,}"
+	for _ in $(seq 50); do port_open "$proxy_port" && break; sleep 0.1; done
+	port_open "$proxy_port" || die "remote-s3 did not start (see $LOGS/remote-s3.log)"
+	PROXY_PID="$(cat "$BENCH_DIR/remote-s3.pid")"
+	S3_ENDPOINT="http://127.0.0.1:$proxy_port"
+	log "S3 through remote-s3 at $S3_ENDPOINT: ${REMOTE_S3%,*} ms each way, ${REMOTE_S3#*,} MB/s per connection"
 fi
 
 # ---------------------------------------------------------------- commands
@@ -1411,7 +1457,10 @@ report() {
 		esac
 	done
 	if ((USE_S3)); then
-		echo "- S3: $S3_ENDPOINT (SeaweedFS on loopback), bucket $S3_BUCKET; borg and bupstash have no S3 backend (–)"
+		echo "- S3: $S3_SERVER (SeaweedFS on loopback), bucket $S3_BUCKET; borg and bupstash have no S3 backend (–)"
+		if [[ -n "$REMOTE_S3" ]]; then
+			echo "- S3 reached as a remote server: through remote-s3, ${REMOTE_S3%,*} ms each way, ${REMOTE_S3#*,} MB/s per connection (--remote-s3)"
+		fi
 	else
 		echo "- no S3 rows (--no-s3, or no S3 server)"
 	fi
