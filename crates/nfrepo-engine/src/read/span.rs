@@ -28,6 +28,18 @@
 //! Where ranged reads cost nothing extra (a local directory:
 //! [`Store::streams_ranges`] is false) reads are not grouped.
 //!
+//! **Sent ahead.** On a remote store every read has a span, one of its own
+//! when it has no neighbours, so that the restore can send the request of
+//! a read that still waits for its budget ([`Reader::open_ahead`]): the
+//! round trip (tens of milliseconds to another region) is paid while
+//! earlier reads are worked on, the response's first frame is all that is
+//! held, and the rest waits in the transport until the read is admitted.
+//! The budget itself then only has to cover the bytes that arrived, not
+//! the requests' round trips. Measured through `remote-s3` (10 ms each
+//! way, 100 MB/s per connection), the restore of the 964 MB dump's
+//! incremental snapshot, 3 alternated runs: 4.40–4.94 s without, 2.58–2.74
+//! s with (rustic: 2.98–3.22 s in `bench-peers.sh --remote-s3 10,100`).
+//!
 //! [`Store::get_range_stream`]: nfrepo_store::Store::get_range_stream
 //! [`Store::streams_ranges`]: nfrepo_store::Store::streams_ranges
 
@@ -75,6 +87,15 @@ const SPAN_WINDOW: usize = 16;
 pub struct SpanPart {
     span: Arc<Span>,
     index: usize,
+}
+
+impl SpanPart {
+    /// How many reads share this read's span (one: the read is alone on
+    /// its request).
+    #[must_use]
+    pub fn reads(&self) -> usize {
+        self.span.parts.len()
+    }
 }
 
 /// One ranged request over neighbouring reads of a pack.
@@ -126,18 +147,9 @@ impl Span {
         if state.failed || index < state.next || index >= self.parts.len() {
             return None;
         }
-        if !state.opened {
-            state.opened = true;
-            let whole = self.parts.first()?.start..self.parts.last()?.end;
-            state.at = whole.start;
-            match store.get_range_stream(&self.key, whole).await {
-                Ok(response) => state.response = Some(response),
-                Err(e) => {
-                    tracing::debug!(object = %self.key, error = %e, "a span's request failed; its reads go alone");
-                    state.failed = true;
-                    return None;
-                }
-            }
+        self.open(store, &mut state).await;
+        if state.failed {
+            return None;
         }
         while state.next <= index {
             let next = state.next;
@@ -164,6 +176,53 @@ impl Span {
             }
         }
         None
+    }
+}
+
+impl Span {
+    /// Sends the span's request unless that was done, marking the span
+    /// failed if it fails.
+    async fn open(&self, store: &Arc<dyn Store>, state: &mut State) {
+        if state.opened {
+            return;
+        }
+        state.opened = true;
+        let (Some(first), Some(last)) = (self.parts.first(), self.parts.last()) else {
+            state.failed = true;
+            return;
+        };
+        state.at = first.start;
+        match store.get_range_stream(&self.key, first.start..last.end).await {
+            Ok(response) => state.response = Some(response),
+            Err(e) => {
+                tracing::debug!(object = %self.key, error = %e, "a span's request failed; its reads go alone");
+                state.failed = true;
+            }
+        }
+    }
+
+    /// Sends the span's request and waits for the first bytes of its
+    /// response (see [`Reader::open_ahead`]); does nothing once a read of
+    /// the span was taken or the request was sent.
+    async fn open_ahead(&self, store: &Arc<dyn Store>) {
+        let mut state = self.state.lock().await;
+        if state.opened {
+            return;
+        }
+        self.open(store, &mut state).await;
+        let Some(response) = state.response.as_mut() else {
+            return;
+        };
+        // The first frame starts at the span's first byte (`State::at`).
+        match response.next().await {
+            Some(Ok(frame)) => state.held = Some(frame),
+            Some(Err(e)) => {
+                tracing::debug!(object = %self.key, error = %e, "a span's response failed; its reads go alone");
+                state.response = None;
+                state.failed = true;
+            }
+            None => {}
+        }
     }
 }
 
@@ -235,9 +294,10 @@ fn group<P: PartialEq>(reads: &[(Option<P>, Range<u64>)]) -> Vec<Vec<usize>> {
 
 impl Reader {
     /// Groups `reads`, in the order they will be started, into spans (see
-    /// the module docs): each read's place in its span, `None` for a read
-    /// fetched alone (every read, on a store where requests cost nothing
-    /// extra).
+    /// the module docs): each read's place in its span, a span of its own
+    /// for a read that has no neighbours (so that it too can be opened
+    /// ahead: [`Reader::open_ahead`]), and `None` for every read on a store
+    /// where requests cost nothing extra.
     #[must_use]
     pub fn spans(&self, reads: &[PackRead]) -> Vec<Option<SpanPart>> {
         let mut parts: Vec<Option<SpanPart>> = vec![None; reads.len()];
@@ -246,7 +306,13 @@ impl Reader {
         }
         let ranges: Vec<(Option<nfrepo_format::PackId>, Range<u64>)> =
             reads.iter().map(|r| (r.pack(), r.start..r.end)).collect();
-        for members in group(&ranges) {
+        let mut spans = group(&ranges);
+        let mut grouped = vec![false; reads.len()];
+        for &i in spans.iter().flatten() {
+            grouped[i] = true;
+        }
+        spans.extend((0..reads.len()).filter(|&i| !grouped[i]).map(|i| vec![i]));
+        for members in spans {
             let Some(Ok(key)) = reads[members[0]].chunks.first().map(|c| pack_key(&c.location)) else {
                 continue;
             };
@@ -279,6 +345,18 @@ impl Reader {
             return Ok(pieces);
         }
         self.fetch_read(read).await
+    }
+
+    /// Sends the request of `part`'s span and waits for the first bytes of
+    /// its response, before the read is admitted into the caller's
+    /// budget: the round trip is paid while earlier reads are worked on,
+    /// and the rest of the response waits in the transport (the kernel's
+    /// socket buffers, and the server) until [`Reader::fetch_planned`]
+    /// takes it. What this holds is the one frame received. Does nothing
+    /// for a span already opened; a failure is left for `fetch_planned`,
+    /// which then reads alone.
+    pub async fn open_ahead(&self, part: &SpanPart) {
+        part.span.open_ahead(self.repo.store()).await;
     }
 }
 
@@ -402,6 +480,39 @@ mod tests {
         // (without the mark it would wait on the response for ever).
         let next = tokio::time::timeout(std::time::Duration::from_secs(5), span.take(&store, 1)).await;
         assert_eq!(joined(next.expect("answered at once")), None);
+    }
+
+    #[tokio::test]
+    async fn a_span_opened_ahead_holds_one_frame_and_then_gives_each_read_its_bytes() {
+        let (store, bytes) = store(&[]).await;
+        let parts = [3..5, 8..40, 41..9_000];
+        let span = span(&parts);
+        span.open_ahead(&store).await;
+        {
+            let state = span.state.lock().await;
+            assert!(state.opened && !state.failed && state.response.is_some());
+            // The first frame of 7 bytes, from the span's first byte.
+            assert_eq!(state.held.as_deref(), Some(&bytes[3..10]));
+            assert_eq!(state.at, 3);
+        }
+        // Opening again sends nothing more and takes nothing more.
+        span.open_ahead(&store).await;
+        assert_eq!(span.state.lock().await.held.as_deref(), Some(&bytes[3..10]));
+        for (index, range) in parts.iter().enumerate() {
+            let want = bytes[range.start as usize..range.end as usize].to_vec();
+            assert_eq!(joined(span.take(&store, index).await), Some(want), "read {index}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_span_whose_request_fails_ahead_sends_its_reads_alone() {
+        let fail = FaultRule::new(FaultOp::Get, Fault::Fail(ErrorKind::Transient)).times(1);
+        let (store, _) = store(&[fail]).await;
+        let span = span(&[0..10, 20..30]);
+        span.open_ahead(&store).await;
+        assert!(span.state.lock().await.failed);
+        assert_eq!(joined(span.take(&store, 0).await), None);
+        assert_eq!(joined(span.take(&store, 1).await), None);
     }
 
     #[tokio::test]
