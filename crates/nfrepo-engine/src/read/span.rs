@@ -38,7 +38,8 @@
 //! the requests' round trips. Measured through `remote-s3` (10 ms each
 //! way, 100 MB/s per connection), the restore of the 964 MB dump's
 //! incremental snapshot, 3 alternated runs: 4.40–4.94 s without, 2.58–2.74
-//! s with (rustic: 2.98–3.22 s in `bench-peers.sh --remote-s3 10,100`).
+//! s with (rustic: 2.98–4.09 s in two passes of `bench-peers.sh
+//! --remote-s3 10,100`).
 //!
 //! [`Store::get_range_stream`]: nfrepo_store::Store::get_range_stream
 //! [`Store::streams_ranges`]: nfrepo_store::Store::streams_ranges
@@ -63,11 +64,11 @@ use crate::Result;
 /// connections carry the reads in flight. Measured on the 964 MB dump's
 /// restore through a proxy adding 10 ms each way and capping each
 /// connection at 100 MB/s (`remote-s3`, `scripts/bench-peers.sh
-/// --remote-s3`), 3 runs each: spans of 16 MiB 4.06–4.56 s, of 4 MiB
-/// 3.25–3.29 s, no spans 3.18–3.46 s; on the loopback SeaweedFS, which
+/// --remote-s3`), 2 to 6 runs each: spans of 16 MiB 4.06–4.56 s, of 4 MiB
+/// 3.25–3.29 s, no spans 3.15–3.46 s; on the loopback SeaweedFS, which
 /// reads every 4 MiB piece of the object a range touches, 1.42–1.52,
-/// 1.57–1.66 and 1.73–1.76 s; with the delay alone, 2.07–2.19, 2.42–2.44
-/// and 2.58–2.64 s. 4 MiB keeps most of what spans save a server and a
+/// 1.57–1.66 and 1.73–1.76 s; with the delay alone, 1.99–2.19, 2.42–2.44
+/// and 2.57–2.68 s. 4 MiB keeps most of what spans save a server and a
 /// round trip without tying a restore to one connection's rate.
 const SPAN_BYTES: u64 = 4 << 20;
 
