@@ -178,9 +178,7 @@ impl Span {
         }
         None
     }
-}
 
-impl Span {
     /// Sends the span's request unless that was done, marking the span
     /// failed if it fails.
     async fn open(&self, store: &Arc<dyn Store>, state: &mut State) {

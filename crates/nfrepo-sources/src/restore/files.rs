@@ -113,12 +113,13 @@ const IN_FLIGHT_SEALED: u64 = 16 << 20;
 /// requests of waiting reads were sent ahead ([`OPENED_AHEAD`]): then
 /// fewer reads in flight hid less of a remote store's latency (16 MiB cost
 /// a restore from S3 a tenth of its speed). With them, 16 MiB restores as
-/// fast (alternated runs: 3 each from a local directory, the dump 1.418
-/// against 1.468 s, the tree 3.424 against 3.484 s; 2 each from S3, the
-/// dump through `remote-s3` 2.69–2.80 against 2.66–2.71 s, the tree from
-/// the loopback server 4.63–4.94 against 4.62–4.89 s) at a lower peak (76.8–79.9 against
-/// 83.0–88.6 MiB, 75.6–75.8 against 82.4–85.5 MiB; 80.3–82.6 against
-/// 86.0–87.2 MiB, 86.7–88.3 against 99.0–101.0 MiB).
+/// fast at a lower peak (alternated runs, 16 against 24 MiB: 3 each from
+/// a local directory, the dump 1.418 against 1.468 s at 76.8–79.9 against
+/// 83.0–88.6 MiB, the tree 3.424 against 3.484 s at 75.6–75.8 against
+/// 82.4–85.5 MiB; 2 each from S3, the dump through `remote-s3` 2.69–2.80
+/// against 2.66–2.71 s at 80.3–82.6 against 86.0–87.2 MiB, the tree from
+/// the loopback server 4.63–4.94 against 4.62–4.89 s at 86.7–88.3 against
+/// 99.0–101.0 MiB).
 const IN_FLIGHT_HELD: u64 = 16 << 20;
 /// Plaintext bytes of the reads in flight at most: the work queued for
 /// the cores (each chunk's plaintext is dropped once written, so this is
