@@ -180,15 +180,15 @@ impl Span {
     }
 
     /// Sends the span's request unless that was done, marking the span
-    /// failed if it fails.
-    async fn open(&self, store: &Arc<dyn Store>, state: &mut State) {
+    /// failed if it fails; whether this call sent it.
+    async fn open(&self, store: &Arc<dyn Store>, state: &mut State) -> bool {
         if state.opened {
-            return;
+            return false;
         }
         state.opened = true;
         let (Some(first), Some(last)) = (self.parts.first(), self.parts.last()) else {
             state.failed = true;
-            return;
+            return false;
         };
         state.at = first.start;
         match store.get_range_stream(&self.key, first.start..last.end).await {
@@ -198,6 +198,7 @@ impl Span {
                 state.failed = true;
             }
         }
+        true
     }
 
     /// Sends the span's request and waits for the first bytes of its
@@ -205,10 +206,9 @@ impl Span {
     /// the span was taken or the request was sent.
     async fn open_ahead(&self, store: &Arc<dyn Store>) {
         let mut state = self.state.lock().await;
-        if state.opened {
+        if !self.open(store, &mut state).await {
             return;
         }
-        self.open(store, &mut state).await;
         let Some(response) = state.response.as_mut() else {
             return;
         };
@@ -262,8 +262,8 @@ impl State {
 }
 
 /// The spans among reads given as (pack, range), in the order they are
-/// started: the indexes of each span's reads, two or more (see the module
-/// docs).
+/// started: the indexes of each span's reads (see the module docs). Every
+/// read is in one span, alone when no neighbour joins it.
 fn group<P: PartialEq>(reads: &[(Option<P>, Range<u64>)]) -> Vec<Vec<usize>> {
     // Spans still taking reads: the indexes of their reads so far.
     let mut open: Vec<Vec<usize>> = Vec::new();
@@ -287,7 +287,6 @@ fn group<P: PartialEq>(reads: &[(Option<P>, Range<u64>)]) -> Vec<Vec<usize>> {
         }
     }
     done.extend(open);
-    done.retain(|members| members.len() > 1);
     done
 }
 
@@ -305,13 +304,7 @@ impl Reader {
         }
         let ranges: Vec<(Option<nfrepo_format::PackId>, Range<u64>)> =
             reads.iter().map(|r| (r.pack(), r.start..r.end)).collect();
-        let mut spans = group(&ranges);
-        let mut grouped = vec![false; reads.len()];
-        for &i in spans.iter().flatten() {
-            grouped[i] = true;
-        }
-        spans.extend((0..reads.len()).filter(|&i| !grouped[i]).map(|i| vec![i]));
-        for members in spans {
+        for members in group(&ranges) {
             let Some(Ok(key)) = reads[members[0]].chunks.first().map(|c| pack_key(&c.location)) else {
                 continue;
             };
@@ -418,6 +411,11 @@ mod tests {
         let quarter = SPAN_BYTES / 4;
         reads.extend((0..5).map(|i| read(5, i * quarter, quarter)));
         let mut spans = group(&reads);
+        // Every read is in one span; those alone are left out here.
+        let mut all: Vec<usize> = spans.iter().flatten().copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..reads.len()).collect::<Vec<_>>());
+        spans.retain(|members| members.len() > 1);
         spans.sort();
         let pack4: Vec<usize> = (7..7 + SPAN_WINDOW + 1).collect();
         assert_eq!(spans, vec![vec![0, 2, 4], pack4, vec![at, at + 1, at + 2, at + 3]]);
