@@ -399,6 +399,12 @@ tool_path() {
 }
 wants_tool() { [[ " ${WANT_TOOLS[*]} " == *" $1 "* ]]; }
 
+# cargo_target_dir: where this tree's cargo builds go.
+cargo_target_dir() {
+	(cd "$NFREPO_ROOT" && cargo metadata --format-version 1 --no-deps |
+		python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+}
+
 if ((PREPARE_ONLY == 0)); then
 	if wants_tool restic; then
 		ensure_apt_packages restic
@@ -425,8 +431,7 @@ if ((PREPARE_ONLY == 0)); then
 	if [[ -z "${NFREPO_BIN:-}" ]] && wants_tool nfrepo; then
 		log "building nfrepo (cargo build --profile dist -p nfrepo-cli; output in $LOGS/build.log)"
 		if (cd "$NFREPO_ROOT" && cargo build --profile dist -p nfrepo-cli) >"$LOGS/build.log" 2>&1; then
-			NFREPO_BIN="$(cd "$NFREPO_ROOT" && cargo metadata --format-version 1 --no-deps |
-				python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/dist/nfrepo"
+			NFREPO_BIN="$(cargo_target_dir)/dist/nfrepo"
 		else
 			tail -n 20 "$LOGS/build.log" >&2
 		fi
@@ -511,7 +516,7 @@ if ((USE_S3 && PREPARE_ONLY == 0)) && [[ -n "$REMOTE_S3" ]]; then
 	proxy_port=18399
 	while port_open "$proxy_port"; do proxy_port=$((proxy_port + 1)); done
 	spawn_detached "$BENCH_DIR/remote-s3.pid" "$LOGS/remote-s3.log" \
-		"$NFREPO_ROOT/target/release/remote-s3" "127.0.0.1:$proxy_port" "${S3_SERVER#http://}" \
+		"$(cargo_target_dir)/release/remote-s3" "127.0.0.1:$proxy_port" "${S3_SERVER#http://}" \
 		"${REMOTE_S3%,*}" "${REMOTE_S3#*,}"
 	for _ in $(seq 50); do port_open "$proxy_port" && break; sleep 0.1; done
 	port_open "$proxy_port" || die "remote-s3 did not start (see $LOGS/remote-s3.log)"
