@@ -45,6 +45,7 @@
 #![deny(clippy::unwrap_used)]
 #![warn(clippy::expect_used)]
 
+mod aligned;
 mod backend;
 mod cache;
 mod credentials;
@@ -64,6 +65,7 @@ mod secret_file;
 mod session_record;
 mod store;
 
+pub use aligned::AlignedBuf;
 pub use backend::{DEFAULT_S3_REGION, OpenOptions, OpendalStore, RestStore, open, s3_bucket_operator};
 pub use cache::{Cache, NFREPO_CACHE_DIR, ProcessStamp, default_cache_dir};
 pub use credentials::{Credentials, NFREPO_ACCESS_KEY_ID, NFREPO_CREDENTIALS_FILE, NFREPO_SECRET_ACCESS_KEY};

@@ -314,15 +314,11 @@ pub(super) fn hash_blocks(source: &File, hasher: &mut blake3::Hasher, from: u64,
         .unwrap_or(1 << 20)
         .next_multiple_of(align)
         .max(align);
-    let mut raw = vec![0u8; block_len + align];
-    let shift = raw.as_ptr().align_offset(align);
-    let buf = raw
-        .get_mut(shift..shift.saturating_add(block_len))
-        .ok_or_else(|| std::io::Error::other("no aligned buffer"))?;
+    let mut buf = nfrepo_store::AlignedBuf::zeroed(block_len, align);
     let mut offset = from;
     while offset < to {
         let want = usize::try_from(to - offset).unwrap_or(usize::MAX).min(block_len);
-        read_blocks(source, buf, offset, want)?;
+        read_blocks(source, &mut buf, offset, want)?;
         hasher.update(buf.get(..want).unwrap_or_default());
         offset += want as u64;
     }

@@ -74,6 +74,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use blake3::hazmat::{ChainingValue, HasherExt, Mode, left_subtree_len, merge_subtrees_non_root, merge_subtrees_root};
+use nfrepo_store::AlignedBuf;
 use nix::fcntl::OFlag;
 
 use super::digest::{self, ALIGN};
@@ -144,7 +145,12 @@ impl Staging {
             return None;
         }
         budget.held += WINDOW;
-        Some(budget.free.pop().unwrap_or_else(AlignedBuf::new))
+        Some(
+            budget
+                .free
+                .pop()
+                .unwrap_or_else(|| AlignedBuf::zeroed(WINDOW_LEN, ALIGN as usize)),
+        )
     }
 
     /// Gives back the buffers of `windows`, which are emptied.
@@ -165,32 +171,6 @@ impl Staging {
                 budget.free.push(buf);
             }
         }
-    }
-}
-
-/// A [`WINDOW`]-byte buffer aligned for direct I/O: a larger vector,
-/// used from its first aligned byte.
-struct AlignedBuf {
-    raw: Vec<u8>,
-    shift: usize,
-}
-
-impl AlignedBuf {
-    fn new() -> Self {
-        let align = ALIGN as usize;
-        let raw = vec![0u8; WINDOW_LEN + align];
-        let shift = raw.as_ptr().align_offset(align).min(align);
-        Self { raw, shift }
-    }
-
-    fn bytes(&self) -> &[u8] {
-        self.raw.get(self.shift..self.shift + WINDOW_LEN).unwrap_or_default()
-    }
-
-    fn bytes_mut(&mut self) -> &mut [u8] {
-        self.raw
-            .get_mut(self.shift..self.shift + WINDOW_LEN)
-            .unwrap_or_default()
     }
 }
 
@@ -320,7 +300,6 @@ impl DirectFile {
             Some(Window::Staged { buf, filled, dirty }) => {
                 let start = usize::try_from(within).unwrap_or(usize::MAX);
                 let target = buf
-                    .bytes_mut()
                     .get_mut(start..start + piece.len())
                     .ok_or_else(|| std::io::Error::other("a write past the window"))?;
                 target.copy_from_slice(piece);
@@ -359,10 +338,7 @@ impl DirectFile {
             let hashed = match &window {
                 Window::Staged { buf, .. } if !self.from_device => {
                     let len = usize::try_from(window_len).unwrap_or(WINDOW_LEN);
-                    Some(chaining_value(
-                        index * WINDOW,
-                        buf.bytes().get(..len).unwrap_or_default(),
-                    ))
+                    Some(chaining_value(index * WINDOW, buf.get(..len).unwrap_or_default()))
                 }
                 _ => None,
             };
@@ -433,24 +409,21 @@ impl DirectFile {
             while block < aligned_blocks && is_dirty(block) {
                 block += 1;
             }
-            let bytes = buf
-                .bytes()
-                .get(run_start * block_len..block * block_len)
-                .unwrap_or_default();
+            let bytes = buf.get(run_start * block_len..block * block_len).unwrap_or_default();
             self.write_blocks(bytes, start + (run_start * block_len) as u64)?;
         }
         let tail_start = aligned_blocks * block_len;
         if tail_start < len_bytes && is_dirty(aligned_blocks) {
-            let tail = buf.bytes().get(tail_start..len_bytes).unwrap_or_default();
+            let tail = buf.get(tail_start..len_bytes).unwrap_or_default();
             self.file.write_all_at(tail, start + tail_start as u64)?;
         }
         if let Some(cv) = hashed {
             return Ok(cv);
         }
         if self.from_device {
-            self.read_back(buf.bytes_mut(), start, len_bytes)?;
+            self.read_back(&mut buf[..], start, len_bytes)?;
         }
-        Ok(chaining_value(start, buf.bytes().get(..len_bytes).unwrap_or_default()))
+        Ok(chaining_value(start, buf.get(..len_bytes).unwrap_or_default()))
     }
 
     /// Runs `io` on the direct descriptor; where the file system opened it

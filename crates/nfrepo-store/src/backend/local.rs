@@ -357,19 +357,16 @@ fn write_direct(file: &File, data: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
 
     let aligned_len = data.len() / DIRECT_ALIGN * DIRECT_ALIGN;
-    let mut backing = vec![0u8; DIRECT_SLAB + DIRECT_ALIGN];
-    let start = backing.as_ptr().align_offset(DIRECT_ALIGN);
+    let mut slab = crate::AlignedBuf::zeroed(DIRECT_SLAB.min(aligned_len), DIRECT_ALIGN);
     let mut at = 0;
-    if let Some(slab) = backing.get_mut(start..start.saturating_add(DIRECT_SLAB)) {
-        while at < aligned_len {
-            let n = (aligned_len - at).min(DIRECT_SLAB);
-            slab[..n].copy_from_slice(&data[at..at + n]);
-            match file.write_all_at(&slab[..n], at as u64) {
-                Ok(()) => at += n,
-                // Opened for direct I/O but the writes refused: the rest buffered.
-                Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => break,
-                Err(e) => return Err(e),
-            }
+    while at < aligned_len {
+        let n = (aligned_len - at).min(slab.len());
+        slab[..n].copy_from_slice(&data[at..at + n]);
+        match file.write_all_at(&slab[..n], at as u64) {
+            Ok(()) => at += n,
+            // Opened for direct I/O but the writes refused: the rest buffered.
+            Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => break,
+            Err(e) => return Err(e),
         }
     }
     if at < data.len() {
