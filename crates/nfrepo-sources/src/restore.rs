@@ -9,20 +9,29 @@
 //! The walk is not planned whole: it streams into the restore in batches of
 //! at most 4096 entries (or about 4 MiB of them, long names and xattrs
 //! counted; [`RestoreOptions::batch_entries`]). The walk waits while a full
-//! batch is handed over, so at most three batches exist at once (one
-//! being restored, one handed over, one being filled), plus the walker's
-//! window of trees loaded ahead (16 per level of the path walked). Each
-//! batch in turn: its directories are created (`0700`), its files'
-//! content is restored, then its links, FIFOs and devices are made, and
-//! last the stored metadata of the directories the walk has left (deepest
-//! first): the restore keeps the directories it is in on a stack (as deep
-//! as the tree), and a directory is finished in the batch where the walk
-//! leaves it, after everything inside it was written, so its mtime and
-//! mode are final. One `syncfs` ends the restore.
+//! batch is handed over. Each batch's directories are created (`0700`)
+//! before its files are opened; once the last of its files is in place,
+//! its links, FIFOs and devices are made, and last the stored metadata of
+//! the directories the walk has left is applied (deepest first): the
+//! restore keeps the directories it is in on a stack (as deep as the
+//! tree), and a directory is finished in the batch where the walk leaves
+//! it, after everything inside it was written, so its mtime and mode are
+//! final. One `syncfs` ends the restore.
 //!
-//! A chunk shared by files of one batch is read once; a chunk shared by
-//! files of different batches is read once per batch (deduplicated trees
-//! and repeated small files cost a few re-reads, never more memory). With
+//! The batches go through one pipeline ([`files::restore_batches`]): the
+//! next batch's files are opened and read while the last one's are still
+//! checked and placed, so the reads in flight never run dry between
+//! batches (on a remote store, each drain and refill cost a few round
+//! trips). At most about four batches exist at once: one being filled,
+//! one handed over, one being planned, and the files of the ones before
+//! it still being written or closed (bounded by the reads in flight and
+//! the files open at once), plus the walker's window of trees loaded
+//! ahead (16 per level of the path walked).
+//!
+//! A chunk shared by files planned together (a group of files opened at
+//! once: up to 256 files or 16 MiB of content, [`files`]) is read once; a chunk shared by files of
+//! different groups is read once per group (deduplicated trees and
+//! repeated small files cost a few re-reads, never more memory). With
 //! `--include`, directories that lead to no restored entry are decided as
 //! the walk goes, without a look ahead ([`select`]).
 //!
@@ -30,9 +39,8 @@
 //! the reads in flight ([`files`]: 16 MiB of sealed bytes at most), not by
 //! the number of files: 44,808 files of `/usr` restore in about 80 MiB
 //! (README, "Memory against the size of the repository"). An error stops
-//! the restore where it is: batches restored before it stay (every file in
-//! them complete and verified), and the directories still open keep mode
-//! `0700`.
+//! the restore where it is: files placed before it stay (each complete and
+//! verified), and the directories still open keep mode `0700`.
 //!
 //! File contents are restored by pack, not file by file ([`files`]): each
 //! file gets a random temporary name created `0600` at its recorded size
@@ -227,9 +235,11 @@ pub async fn restore(
         entries: options.batch_entries.unwrap_or(BATCH_ENTRIES).max(1),
         bytes: BATCH_BYTES,
     };
-    let (batches_tx, mut batches) = tokio::sync::mpsc::channel::<Batch>(1);
+    let (batches_tx, batches) = tokio::sync::mpsc::channel::<Batch>(1);
+    // A part's totals grow as the walk hands over each batch.
+    let growing = options.work.clone().filter(|_| !whole);
     let walking = async move {
-        let mut batcher = Batcher::new(selection, limits, batches_tx);
+        let mut batcher = Batcher::new(selection, limits, growing, batches_tx);
         match reader.resolve(snapshot, path).await? {
             None => {
                 reader
@@ -257,17 +267,7 @@ pub async fn restore(
         batcher.finish().await?;
         Ok::<_, Error>(batcher.selection.unmatched())
     };
-    let restoring = async {
-        let mut report = RestoreReport::default();
-        while let Some(batch) = batches.recv().await {
-            if let (Some(work), false) = (&options.work, whole) {
-                let (files, bytes) = batch.files();
-                work.grow(files, bytes);
-            }
-            restore_batch(reader, batch, &shared, target, options, &mut report).await?;
-        }
-        Ok::<_, Error>(report)
-    };
+    let restoring = files::restore_batches(reader, batches, &shared, target, options);
     let (unmatched_filters, mut report) = futures::try_join!(walking, restoring)?;
 
     let target = blocking(move || {
@@ -285,51 +285,6 @@ pub async fn restore(
     report.unmatched_filters = unmatched_filters;
     report.skipped.sort();
     Ok(report)
-}
-
-/// Restores one batch: its directories (`0700`), its files' content, its
-/// links, FIFOs and devices, then the metadata of the directories the walk
-/// left (deepest first): nothing is written into those any more.
-async fn restore_batch(
-    reader: &Reader,
-    batch: Batch,
-    shared: &Arc<Mutex<Target>>,
-    root: &Path,
-    options: &RestoreOptions,
-    report: &mut RestoreReport,
-) -> Result<()> {
-    let Batch { entries, left } = batch;
-    let entries = Arc::new(entries);
-    let (dirs, target) = (entries.clone(), shared.clone());
-    blocking(move || {
-        let mut target = lock(&target)?;
-        for dir in dirs.iter().filter(|p| p.is_dir()) {
-            target.make_dir(dir)?;
-        }
-        Ok(())
-    })
-    .await?;
-    if entries.iter().any(|p| matches!(p.node.kind, NodeKind::File { .. })) {
-        let files = files::restore_files(reader, &entries, shared, root, options).await?;
-        report.files += files.files;
-        report.bytes += files.bytes;
-        report.skipped.extend(files.skipped);
-    }
-    let target = shared.clone();
-    blocking(move || {
-        let mut target = lock(&target)?;
-        for special in entries
-            .iter()
-            .filter(|p| !p.is_dir() && !matches!(p.node.kind, NodeKind::File { .. }))
-        {
-            target.make_special(special)?;
-        }
-        for dir in &left {
-            target.finish_dir(dir)?;
-        }
-        Ok(())
-    })
-    .await
 }
 
 /// Entries of one batch at most (see the module docs).
@@ -353,6 +308,33 @@ struct Batch {
 }
 
 impl Batch {
+    /// Creates the batch's directories (`0700`): before any of its files
+    /// is opened.
+    fn make_dirs(&self, target: &mut Target) -> Result<()> {
+        for dir in self.entries.iter().filter(|p| p.is_dir()) {
+            target.make_dir(dir)?;
+        }
+        Ok(())
+    }
+
+    /// Makes the batch's links, FIFOs and devices, then applies the
+    /// metadata of the directories the walk left (deepest first): after
+    /// every file of the batch was placed, since nothing is written into
+    /// those directories any more.
+    fn finish(&self, target: &mut Target) -> Result<()> {
+        for special in self
+            .entries
+            .iter()
+            .filter(|p| !p.is_dir() && !matches!(p.node.kind, NodeKind::File { .. }))
+        {
+            target.make_special(special)?;
+        }
+        for dir in &self.left {
+            target.finish_dir(dir)?;
+        }
+        Ok(())
+    }
+
     /// The files of the batch and their bytes.
     fn files(&self) -> (u64, u64) {
         self.entries
@@ -377,11 +359,18 @@ struct Batcher {
     open: Vec<Planned>,
     /// What the selection let through for the entry offered last.
     selected: Vec<Planned>,
+    /// Progress whose totals grow with each batch (a part of a snapshot).
+    growing: Option<Arc<nfrepo_engine::Work>>,
     tx: tokio::sync::mpsc::Sender<Batch>,
 }
 
 impl Batcher {
-    fn new(selection: Selection, limits: BatchLimits, tx: tokio::sync::mpsc::Sender<Batch>) -> Self {
+    fn new(
+        selection: Selection,
+        limits: BatchLimits,
+        growing: Option<Arc<nfrepo_engine::Work>>,
+        tx: tokio::sync::mpsc::Sender<Batch>,
+    ) -> Self {
         Self {
             selection,
             limits,
@@ -389,8 +378,18 @@ impl Batcher {
             bytes: 0,
             open: Vec::new(),
             selected: Vec::new(),
+            growing,
             tx,
         }
+    }
+
+    /// Hands `batch` over, counting its files into growing totals.
+    fn hand_over(&self, batch: Batch) -> impl Future<Output = nfrepo_engine::Result<()>> + use<> {
+        if let Some(work) = &self.growing {
+            let (files, bytes) = batch.files();
+            work.grow(files, bytes);
+        }
+        send_batch(self.tx.clone(), batch)
     }
 
     /// Offers one entry of the walk; returns the handing over of a full batch.
@@ -419,7 +418,7 @@ impl Batcher {
         }
         let batch = std::mem::take(&mut self.batch);
         self.bytes = 0;
-        Some(Box::pin(send_batch(self.tx.clone(), batch)))
+        Some(Box::pin(self.hand_over(batch)))
     }
 
     /// Hands over the last batch, with every directory still open.
@@ -429,7 +428,7 @@ impl Batcher {
         }
         let batch = std::mem::take(&mut self.batch);
         if !batch.entries.is_empty() || !batch.left.is_empty() {
-            send_batch(self.tx.clone(), batch).await?;
+            self.hand_over(batch).await?;
         }
         Ok(())
     }
