@@ -271,7 +271,7 @@ struct State {
     report: RestoreReport,
 }
 
-/// Restores every batch the walk hands over on `batches`, in order; returns
+/// Restores every batch the walk hands over on `walked`, in order; returns
 /// files and bytes written and the files skipped.
 ///
 /// One pipeline runs through all the batches: a batch's directories are
