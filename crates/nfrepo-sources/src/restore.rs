@@ -29,9 +29,10 @@
 //! ahead (16 per level of the path walked).
 //!
 //! A chunk shared by files planned together (a group of files opened at
-//! once: up to 256 files or 16 MiB of content, [`files`]) is read once; a chunk shared by files of
-//! different groups is read once per group (deduplicated trees and
-//! repeated small files cost a few re-reads, never more memory). With
+//! once: up to 256 files or 16 MiB of content, [`files`]) is read once; a
+//! chunk shared by files of different groups is read once per group
+//! (deduplicated trees and repeated small files cost a few re-reads, never
+//! more memory). With
 //! `--include`, directories that lead to no restored entry are decided as
 //! the walk goes, without a look ahead ([`select`]).
 //!

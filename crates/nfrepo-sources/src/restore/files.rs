@@ -494,20 +494,10 @@ async fn open_and_plan(
         let batch = Arc::new(batch);
         let (made, target) = (batch.clone(), opener.clone());
         blocking(move || made.make_dirs(&mut *lock(&target)?)).await?;
-        let files: Vec<(usize, u64)> = files_of(&batch).collect();
-        let mut files = files.into_iter().peekable();
+        let mut files = files_of(&batch).collect::<Vec<_>>().into_iter().peekable();
         loop {
             if planner.pending() == 0 {
-                let mut group = Vec::new();
-                let mut bytes = 0u64;
-                while group.len() < group_len
-                    && let Some(&(index, size)) = files.peek()
-                    && (group.is_empty() || bytes + size <= OPEN_GROUP_BYTES)
-                {
-                    group.push(index);
-                    bytes += size;
-                    files.next();
-                }
+                let group = next_group(&mut files, group_len);
                 if group.is_empty() {
                     break;
                 }
@@ -535,6 +525,22 @@ async fn open_and_plan(
         first += len;
     }
     Ok(())
+}
+
+/// The next group of files to open from `files` (places and sizes): at
+/// most `most` of them and [`OPEN_GROUP_BYTES`] of content, at least one.
+fn next_group(files: &mut std::iter::Peekable<impl Iterator<Item = (usize, u64)>>, most: usize) -> Vec<usize> {
+    let mut group = Vec::new();
+    let mut bytes = 0u64;
+    while group.len() < most
+        && let Some(&(index, size)) = files.peek()
+        && (group.is_empty() || bytes + size <= OPEN_GROUP_BYTES)
+    {
+        group.push(index);
+        bytes += size;
+        files.next();
+    }
+    group
 }
 
 /// Sends the requests of the reads waiting for the budget, up to
