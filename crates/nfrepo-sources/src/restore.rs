@@ -74,13 +74,15 @@
 //! not trusted: running the restore again compares every existing file by
 //! size and BLAKE3 and rewrites any that differ (with `--overwrite`).
 //! Files written around the page cache are on the device once their
-//! windows are written. For the rest, writeback is started early, without
-//! waiting for it: each range a check
+//! windows are written. For the rest of the files of 8 MiB or more,
+//! writeback is started early, without waiting for it: each range a check
 //! has read back from the page cache (a large file's prefix as it grows, a
 //! file's rest when it is checked) is handed to the device then
 //! (`digest::write_behind`), so the device writes while the restore
 //! computes and the final `syncfs` finds little left (the dump's restore
-//! into ext4 with the flush took 21 % less time, README).
+//! into ext4 with the flush took 21 % less time, README). Smaller files
+//! are left to the kernel, which writes many back at once for less than a
+//! call per file cost (`target::WRITTEN_BEHIND`).
 //! `--verify` writes each file back before reading it from the device
 //! (a direct read writes its range back first, and waits for it: a large
 //! file's new prefix has its writeback started whole before its first

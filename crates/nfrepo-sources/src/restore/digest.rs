@@ -104,6 +104,27 @@ pub(super) fn reopen_direct(parent: &OwnedFd, name: &str, written: &File, access
     ((a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)).then_some(direct)
 }
 
+/// Hashes `[from, to)` of `file` into `hasher` from the device: its own
+/// descriptor switched to direct reads (`fcntl(F_SETFL, O_DIRECT)`) for
+/// the while, so no second descriptor is opened (a path lookup, two
+/// `fstat`s to check it is the same inode, a `close`: per small file of a
+/// `--verify` restore). `None` where the file system refuses direct I/O,
+/// or `from` is not aligned; call it only once nothing else writes the
+/// file, since its writes would need alignment as long as it reads direct.
+pub(super) fn hash_direct(file: &File, hasher: &mut blake3::Hasher, from: u64, to: u64) -> Option<std::io::Result<()>> {
+    use nix::fcntl::{FcntlArg, fcntl};
+    if !aligned(from) {
+        return None;
+    }
+    let flags = OFlag::from_bits_truncate(fcntl(file, FcntlArg::F_GETFL).ok()?);
+    fcntl(file, FcntlArg::F_SETFL(flags | OFlag::O_DIRECT)).ok()?;
+    let hashed = hash_blocks(file, hasher, from, to);
+    let restored = fcntl(file, FcntlArg::F_SETFL(flags))
+        .map(drop)
+        .map_err(std::io::Error::from);
+    Some(hashed.and(restored))
+}
+
 /// Flushes `file` and drops its cached pages in `[offset, offset + len)`
 /// (`len` 0: to the end), so the next buffered read of them comes from
 /// the device: what `--verify` does where direct reads are refused.
@@ -124,7 +145,9 @@ pub(super) fn flush_and_drop(file: &File, offset: u64, len: u64) -> std::io::Res
 /// so the restore's wall time was its computing followed by the whole
 /// flush. Started as each verified range is done, the device writes while
 /// the restore computes, and the final `syncfs` finds little left; the
-/// dirty pages a large restore leaves behind stay few, too.
+/// dirty pages a large restore leaves behind stay few, too. Worth it for
+/// large files only: for a small one the call costs more than the
+/// kernel's own writeback of many files at once (`target::WRITTEN_BEHIND`).
 ///
 /// `POSIX_FADV_DONTNEED` is how a safe call asks for it: Linux writes the
 /// range's dirty pages back asynchronously (`WB_SYNC_NONE`, the same as

@@ -80,16 +80,20 @@ pub(super) fn existing_file(parent: &OwnedFd, name: &[u8], size: u64, blake3: &[
 /// `size` is what the caller expects the file to hold: it sizes the reads;
 /// the file is read to its end whatever its size.
 pub(super) fn hash_fd(file: &File, size: u64) -> std::io::Result<[u8; 32]> {
-    hash_from(file, blake3::Hasher::new(), 0, size)
+    hash_until(file, blake3::Hasher::new(), 0, size, u64::MAX)
 }
 
-/// Finishes `hasher` with the file's content from `offset` to its end, as
-/// [`hash_fd`] reads it (`size` as there).
-pub(super) fn hash_from(
+/// Finishes `hasher` with the file's content from `offset` to `end`, or
+/// to the file's end if that comes first, as [`hash_fd`] reads it (`size`
+/// as there). The restore's check reads a file it knows to be `end` bytes
+/// long: no last read to find its end (half the reads of a tree of small
+/// files).
+pub(super) fn hash_until(
     file: &File,
     mut hasher: blake3::Hasher,
     mut offset: u64,
     size: u64,
+    end: u64,
 ) -> std::io::Result<[u8; 32]> {
     // A buffer of what is left to read (a page at least): most restored
     // files are small, and a zeroed 64 KiB buffer for each was a memset
@@ -97,14 +101,16 @@ pub(super) fn hash_from(
     let left = size.saturating_sub(offset);
     let block = usize::try_from(left).unwrap_or(HASH_BLOCK).clamp(4096, HASH_BLOCK);
     let mut buf = vec![0u8; block];
-    loop {
-        let n = file.read_at(&mut buf, offset)?;
+    while offset < end {
+        let want = usize::try_from(end - offset).unwrap_or(usize::MAX).min(block);
+        let n = file.read_at(buf.get_mut(..want).unwrap_or_default(), offset)?;
         if n == 0 {
-            return Ok(*hasher.finalize().as_bytes());
+            break;
         }
         hasher.update_rayon(buf.get(..n).unwrap_or_default());
         offset += n as u64;
     }
+    Ok(*hasher.finalize().as_bytes())
 }
 
 /// Bytes [`hash_fd`] reads and hashes at once: enough for every core to

@@ -205,7 +205,8 @@ fn issue9_bug2_a_link_planted_at_the_temporary_name_is_not_followed() {
         "the planted link stays, no temporary file left"
     );
 
-    let (a, b) = (super::random_temp_name(), super::random_temp_name());
+    let mut names = super::TempNames::new();
+    let (a, b) = (names.next(), names.next());
     assert_ne!(a, b);
     assert_eq!(a.len(), ".nfrepo-restore-".len() + 16);
 }
@@ -336,6 +337,22 @@ fn without_verify_short_or_wrong_content_is_still_refused() {
         );
     }
     assert!(names(&out).is_empty());
+    // Bytes past the file's size (the check reads only up to its size).
+    for verify in [false, true] {
+        let mut target = Target::open(&out, false, verify, Policy::current(false)).unwrap();
+        let Opened::Write(mut open) = target.open_file(&file("long", b"expected", 0o644)).unwrap() else {
+            panic!("nothing there yet")
+        };
+        open.writer().write_at(0, b"expected").unwrap();
+        open.writer().write_at(8, b"!!").unwrap();
+        open.record(8);
+        let err = target.close_file(open).unwrap_err();
+        assert!(
+            matches!(&err, Error::ContentMismatch(p) if p == &out.join("long")),
+            "verify {verify}: {err:?}"
+        );
+    }
+    assert!(names(&out).is_empty());
     // Read back from the page cache: not counted as verified from the device.
     assert_eq!(
         write_file(&mut target, &file("g", b"expected", 0o644), b"expected").unwrap(),
@@ -359,6 +376,41 @@ fn a_file_that_appears_while_written_is_not_replaced() {
     assert!(matches!(&err, Error::Conflict(p) if p == &out.join("f")), "{err:?}");
     assert_eq!(std::fs::read(out.join("f")).unwrap(), b"someone else's");
     assert_eq!(names(&out), ["f"]);
+}
+
+// In a directory the restore created, a file's name is not looked at before
+// it is written: what appears there meanwhile is found when the file is
+// placed, and decided as the look would have: the same file is left (and
+// counted unchanged), another one is a conflict, or, with `--overwrite`,
+// replaced.
+#[test]
+fn a_file_that_appears_in_a_directory_the_restore_made_is_decided_when_placed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    for (overwrite, planted, placed) in [
+        (false, &b"restored"[..], Ok(None)),
+        (false, b"someone else's", Err(())),
+        (true, b"someone else's", Ok(Some(8))),
+    ] {
+        let _ = std::fs::remove_dir_all(&out);
+        let mut target = target(&out, overwrite);
+        target.make_dir(&dir("d", 0o755)).unwrap();
+        let planned = file("d/f", b"restored", 0o644);
+        let Opened::Write(mut open) = target.open_file(&planned).unwrap() else {
+            panic!("nothing there yet")
+        };
+        std::fs::write(out.join("d/f"), planted).unwrap();
+        target.write(&mut open, b"restored");
+        match (target.close_file(open), placed) {
+            (Ok(got), Ok(want)) => assert_eq!(got, want, "{planted:?}, overwrite {overwrite}"),
+            (Err(Error::Conflict(p)), Err(())) => assert_eq!(p, out.join("d/f")),
+            (got, want) => panic!("{planted:?}, overwrite {overwrite}: {got:?}, wanted {want:?}"),
+        }
+        let want: &[u8] = if overwrite { b"restored" } else { planted };
+        assert_eq!(std::fs::read(out.join("d/f")).unwrap(), want);
+        assert_eq!(names(&out.join("d")), ["f"], "no temporary file left");
+        assert_eq!(target.report.files_unchanged, u64::from(planted == b"restored"));
+    }
 }
 
 // `--overwrite` where the target holds a directory and the snapshot a file
