@@ -87,11 +87,11 @@
 //! (a direct read writes its range back first, and waits for it: a large
 //! file's new prefix has its writeback started whole before its first
 //! block is read, so the device writes ahead of the reads; the small files
-//! a step completes have their writeback started together and are read
-//! back on 16 threads, so the device has many files in hand instead of
-//! one per core; where direct reads are refused, the file is flushed with
-//! `fdatasync`); the final `syncfs` still runs and is what makes the
-//! restore durable.
+//! a step completes are written back together, by one `syncfs` when they
+//! are 32 or more, and read back on 16 threads, so the device has many
+//! files in hand instead of one per core; where direct reads are refused,
+//! the file is flushed with `fdatasync`); the final `syncfs` still runs and
+//! is what makes the restore durable.
 //!
 //! # Safety against the target changing under the restore
 //!

@@ -36,10 +36,10 @@
 //! was written (a run's plaintext is dropped right after its writes);
 //! closing checks that the written bytes add up to the file's size and
 //! reads the file back to compare its whole BLAKE3 with its node (with
-//! `--verify`, from the device: the step's files have their writeback
-//! started together, then are read back on [`DEVICE_CHECKS`] threads,
-//! since each direct read waits for the device) before it is renamed into
-//! place.
+//! `--verify`, from the device: the step's files are written back
+//! together, by one `syncfs` when they are many ([`SYNCED_CHECKS`]), then
+//! read back on [`DEVICE_CHECKS`] threads, since each direct read waits for
+//! the device) before it is renamed into place.
 //!
 //! That whole-file check is why a chunk is not also hashed again to its id
 //! when it is opened ([`Reader::open_read_unhashed`]): each restored byte is
@@ -76,7 +76,7 @@ use nfrepo_engine::{
 use nfrepo_format::{BlobKind, NodeKind};
 use rayon::prelude::*;
 
-use super::target::{FileWriter, OpenFile, Opened, Target};
+use super::target::{FileSystem, FileWriter, OpenFile, Opened, Target};
 use super::{Batch, RestoreOptions, RestoreReport, lock};
 use crate::driver::blocking;
 use crate::{Error, Result};
@@ -141,6 +141,17 @@ const IN_FLIGHT_RAW: u64 = 32 << 20;
 /// read waits for the device, so many keep it busy where one per core
 /// left it idle between them.
 const DEVICE_CHECKS: usize = 16;
+/// Complete files checked at once from which a `--verify` restore writes
+/// the target's whole file system back (`syncfs`) before reading them from
+/// the device, instead of starting each file's writeback: the kernel
+/// writes many small files back together for less than a call per file
+/// cost. A tree of 44,000 files restored with `--verify` into a new ext4
+/// (3 alternated runs, about 540 files a step): 8.53–10.53 s with a
+/// writeback started per file, 7.69–9.12 s with one `syncfs` per step. It
+/// flushes other writers' data on that file system too, which the
+/// restore's final `syncfs` does anyway; fewer files (a large file and a
+/// few others) keep their own writeback.
+const SYNCED_CHECKS: usize = 32;
 /// Steps of complete files waiting for the closer: while they are checked
 /// and renamed into place, the coordinator goes on starting reads.
 const CLOSING_AHEAD: usize = 6;
@@ -225,6 +236,9 @@ struct Settings {
     skip_damaged: bool,
     work: Option<Arc<nfrepo_engine::Work>>,
     root: PathBuf,
+    /// The target's file system, written back at once before a `--verify`
+    /// check of many files ([`SYNCED_CHECKS`]).
+    file_system: FileSystem,
 }
 
 /// The files of a walk's batch: their places in it and their sizes.
@@ -298,6 +312,7 @@ pub(super) async fn restore_batches(
         skip_damaged: options.skip_damaged,
         work: options.work.clone(),
         root: root.to_path_buf(),
+        file_system: lock(target)?.file_system(),
     });
     let (planned_tx, mut planned) = tokio::sync::mpsc::channel(PLANNED_AHEAD);
     let _planning = AbortOnDrop(tokio::spawn(plan_ahead(
@@ -970,10 +985,17 @@ fn close_complete(
     };
     let mut checked: Vec<(Restoring, Result<()>)> = if from_device {
         // Each read from the device first waits for the file's writeback:
-        // started for every file at once, and read by many threads at
-        // once, the device works on many files instead of one per core.
+        // done for every file at once (many: the whole file system's,
+        // `SYNCED_CHECKS`; else started per file), and read by many
+        // threads at once, the device works on many files instead of one
+        // per core.
+        if complete.len() >= SYNCED_CHECKS {
+            settings.file_system.sync()?;
+        }
         device_checks()?.install(|| {
-            complete.par_iter().for_each(|file| file.open.start_writeback());
+            if complete.len() < SYNCED_CHECKS {
+                complete.par_iter().for_each(|file| file.open.start_writeback());
+            }
             complete.into_par_iter().map(check).collect()
         })
     } else {

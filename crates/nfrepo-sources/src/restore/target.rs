@@ -583,7 +583,15 @@ impl Target {
 
     /// Flushes the target's file system: the restore is durable after this.
     pub(crate) fn sync(&self) -> Result<()> {
-        nix::unistd::syncfs(&self.root).map_err(|e| io_error(&self.root_path, e.into()))
+        self.file_system().sync()
+    }
+
+    /// The target's file system, to flush without the target's lock.
+    pub(crate) fn file_system(&self) -> FileSystem {
+        FileSystem {
+            root: Arc::clone(&self.root),
+            path: self.root_path.clone(),
+        }
     }
 
     /// Looks at what is at the name of a file to restore and, unless the
@@ -813,6 +821,23 @@ impl Target {
         );
         self.report.others += 1;
         Ok(())
+    }
+}
+
+/// The file system a target is on.
+pub(crate) struct FileSystem {
+    root: Arc<OwnedFd>,
+    path: PathBuf,
+}
+
+impl FileSystem {
+    /// Writes back everything of the file system that is not on its
+    /// device yet, and waits for it (`syncfs`).
+    ///
+    /// # Errors
+    /// An I/O error of the writeback (named by the target's path).
+    pub(crate) fn sync(&self) -> Result<()> {
+        nix::unistd::syncfs(&self.root).map_err(|e| io_error(&self.path, e.into()))
     }
 }
 
