@@ -989,11 +989,12 @@ fn close_complete(
         // `SYNCED_CHECKS`; else started per file), and read by many
         // threads at once, the device works on many files instead of one
         // per core.
-        if complete.len() >= SYNCED_CHECKS {
+        let synced = complete.len() >= SYNCED_CHECKS;
+        if synced {
             settings.file_system.sync()?;
         }
         device_checks()?.install(|| {
-            if complete.len() < SYNCED_CHECKS {
+            if !synced {
                 complete.par_iter().for_each(|file| file.open.start_writeback());
             }
             complete.into_par_iter().map(check).collect()

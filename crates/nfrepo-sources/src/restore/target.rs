@@ -723,36 +723,28 @@ impl Target {
         }
         attrs::apply_fd(&file.file, &path, &file.meta, self.policy, &mut self.report.warnings);
         let (_, name) = split(&file.rel);
-        let placed = if file.replace {
+        let mut placed = if file.replace {
             replace_at(&file.parent, &temp, name_of(name), &self.temp_names.next())
         } else {
             rename_no_replace(&file.parent, &temp, name_of(name))
         };
-        match placed {
-            Ok(()) => {
-                file.temp = None;
-                Ok(Some(file.written))
-            }
-            Err(Errno::EEXIST) => {
-                let size = file.written;
-                match existing_file(&file.parent, name, size, &file.blake3) {
-                    Ok(Existing::Same) => {
-                        self.report.files_unchanged += 1;
-                        Ok(None)
-                    }
-                    // Appeared since the file was opened (in a directory
-                    // this restore created, where it was not looked for).
-                    Ok(Existing::Differs) if self.overwrite => {
-                        replace_at(&file.parent, &temp, name_of(name), &self.temp_names.next())
-                            .map_err(|e| io_error(&path, e.into()))?;
-                        file.temp = None;
-                        Ok(Some(file.written))
-                    }
-                    _ => Err(Error::Conflict(path)),
+        if placed == Err(Errno::EEXIST) {
+            match existing_file(&file.parent, name, file.written, &file.blake3) {
+                Ok(Existing::Same) => {
+                    self.report.files_unchanged += 1;
+                    return Ok(None);
                 }
+                // Appeared since the file was opened (in a directory this
+                // restore created, where it was not looked for).
+                Ok(Existing::Differs) if self.overwrite => {
+                    placed = replace_at(&file.parent, &temp, name_of(name), &self.temp_names.next());
+                }
+                _ => return Err(Error::Conflict(path)),
             }
-            Err(e) => Err(io_error(&path, e.into())),
         }
+        placed.map_err(|e| io_error(&path, e.into()))?;
+        file.temp = None;
+        Ok(Some(file.written))
     }
 
     /// Creates a link, FIFO or device (sockets are only reported).
