@@ -125,10 +125,41 @@ pub(crate) fn connect_wal(path: &Path, busy: std::time::Duration, schema: &str) 
     create_private_file(path)?;
     let conn = Connection::open(path).map_err(err)?;
     conn.busy_timeout(busy).map_err(err)?;
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+    enable_wal(&conn, busy).map_err(err)?;
     conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
     conn.execute_batch(schema).map_err(err)?;
     Ok(conn)
+}
+
+/// Switches `conn` to WAL mode, waiting up to `busy` for other connections.
+///
+/// Why a loop of its own: when several processes open a new database at
+/// once, `PRAGMA journal_mode = WAL` meets another connection's lock and
+/// SQLite answers `SQLITE_BUSY` at once, without calling the busy handler
+/// that every other statement waits through (seen with six connections
+/// racing to create one cache: about one open in a hundred failed). The
+/// switch is retried with a short, growing pause until it succeeds or
+/// `busy` has passed. Once a database is in WAL mode the pragma only reads
+/// the mode, so the loop costs nothing after the first open.
+///
+/// # Errors
+/// The last SQLite failure: any that is not `SQLITE_BUSY`, or `SQLITE_BUSY`
+/// still after `busy`.
+pub(crate) fn enable_wal(conn: &Connection, busy: std::time::Duration) -> rusqlite::Result<()> {
+    let deadline = std::time::Instant::now() + busy;
+    let mut pause = std::time::Duration::from_millis(1);
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(e)
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                    && std::time::Instant::now() + pause < deadline =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(50));
+            }
+            done => return done,
+        }
+    }
 }
 
 impl Cache {
@@ -276,6 +307,44 @@ fn is_damaged_database(error: &Error) -> bool {
 mod tests {
     #![allow(clippy::unwrap_used, reason = "test code")]
     use super::*;
+
+    // Several processes of one host start at once with a new cache
+    // directory (cron, or nine `nfrepo snapshots` in the audit e2e test):
+    // each must open every side database, none may fail. Before
+    // `enable_wal`, about one open in a hundred got "database is locked".
+    // Threads with their own connections take the same file locks as
+    // processes do.
+    #[test]
+    fn many_connections_creating_the_side_databases_at_once_all_open() {
+        const OPENERS: usize = 6;
+        for _round in 0..60 {
+            let dir = tempfile::tempdir().unwrap();
+            let start = std::sync::Arc::new(std::sync::Barrier::new(OPENERS));
+            let openers: Vec<_> = (0..OPENERS)
+                .map(|n| {
+                    let (dir, start) = (dir.path().to_path_buf(), start.clone());
+                    std::thread::spawn(move || -> Result<()> {
+                        start.wait();
+                        // Each opener takes the databases in its own order.
+                        for step in 0..4 {
+                            match (n + step) % 4 {
+                                0 => drop(crate::ObjectCache::open(&dir, "ab12")?.snapshots(true)?),
+                                1 => drop(crate::KnownFiles::open(&dir, "ab12", b"scope")?),
+                                2 => drop(crate::SessionRecord::open(&dir, "ab12")?.open_sessions()?),
+                                _ => drop(crate::IndexCache::open(&dir, "ab12")?),
+                            }
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            for opener in openers {
+                if let Err(e) = opener.join().unwrap() {
+                    panic!("an opener failed: {e}");
+                }
+            }
+        }
+    }
 
     // Issue 9, bug 5: the cache was created with the umask's mode.
     #[test]

@@ -37,7 +37,7 @@ pub(super) fn open(path: &Path) -> Result<Opened> {
     let err = |e| sql_error(path, e);
     let mut conn = Connection::open(path).map_err(err)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+    crate::cache::enable_wal(&conn, BUSY_TIMEOUT).map_err(err)?;
     conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
     conn.pragma_update(None, "cache_size", -PAGE_CACHE_KIB).map_err(err)?;
     migrate(&mut conn).map_err(err)?;
