@@ -23,7 +23,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 pub use self::process::ProcessStamp;
 use crate::error::{Error, ErrorKind, Result};
@@ -189,18 +189,27 @@ impl Cache {
     }
 
     /// Creates the tables, or drops and recreates them if the schema is not this build's.
+    ///
+    /// One transaction that takes the write lock first (`BEGIN IMMEDIATE`,
+    /// waiting through the busy timeout): two processes opening a new cache
+    /// at once both found no schema, and the second one's `CREATE TABLE`
+    /// then failed on the first one's table ("table pack_checks already
+    /// exists"). Now the second waits and finds the schema in place.
     fn migrate(&self) -> Result<()> {
-        let conn = self.conn();
+        let mut conn = self.conn();
         let err = |e| sql_error(&self.path, e);
         conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(err)?;
-        conn.execute_batch("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(err)?;
-        let version: Option<i64> = conn
+        tx.execute_batch("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+            .map_err(err)?;
+        let version: Option<i64> = tx
             .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |row| row.get(0))
             .optional()
             .map_err(err)?;
         if version != Some(SCHEMA_VERSION) {
-            conn.execute_batch(
+            tx.execute_batch(
                 "DROP TABLE IF EXISTS pack_checks;
                  CREATE TABLE pack_checks (
                      pack TEXT PRIMARY KEY,
@@ -208,13 +217,13 @@ impl Cache {
                  );",
             )
             .map_err(err)?;
-            conn.execute(
+            tx.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?1)",
                 params![SCHEMA_VERSION],
             )
             .map_err(err)?;
         }
-        Ok(())
+        tx.commit().map_err(err)
     }
 
     /// Records that `pack` (hex id) verified cleanly at `checked_at` (Unix seconds).
@@ -310,12 +319,15 @@ mod tests {
 
     // Several processes of one host start at once with a new cache
     // directory (cron, or nine `nfrepo snapshots` in the audit e2e test):
-    // each must open every side database, none may fail. Before
-    // `enable_wal`, about one open in a hundred got "database is locked".
+    // each must open every database of the cache, none may fail. Before
+    // `enable_wal`, about one open in a hundred got "database is locked";
+    // before `Cache::migrate` ran in one immediate transaction, a second
+    // opener of a new check cache failed on "table pack_checks already
+    // exists".
     // Threads with their own connections take the same file locks as
     // processes do.
     #[test]
-    fn many_connections_creating_the_side_databases_at_once_all_open() {
+    fn many_connections_creating_the_cache_databases_at_once_all_open() {
         const OPENERS: usize = 6;
         for _round in 0..60 {
             let dir = tempfile::tempdir().unwrap();
@@ -326,11 +338,12 @@ mod tests {
                     std::thread::spawn(move || -> Result<()> {
                         start.wait();
                         // Each opener takes the databases in its own order.
-                        for step in 0..4 {
-                            match (n + step) % 4 {
+                        for step in 0..5 {
+                            match (n + step) % 5 {
                                 0 => drop(crate::ObjectCache::open(&dir, "ab12")?.snapshots(true)?),
                                 1 => drop(crate::KnownFiles::open(&dir, "ab12", b"scope")?),
                                 2 => drop(crate::SessionRecord::open(&dir, "ab12")?.open_sessions()?),
+                                3 => Cache::open(&dir, "ab12")?.record_pack_checked("p", 1)?,
                                 _ => drop(crate::IndexCache::open(&dir, "ab12")?),
                             }
                         }
