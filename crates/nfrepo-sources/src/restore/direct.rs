@@ -579,11 +579,16 @@ impl Drop for DirectFile {
 /// Allocates the blocks of the `size`-byte `file` (just created, empty)
 /// unwritten, so direct writes into it need not allocate (see the module
 /// docs). `false` where that fails: whatever a partial allocation left is
-/// freed again, and the file is as it was.
+/// freed again, and the file is as it was. Also `false` on a file system
+/// that cannot punch holes, where zeros would then stay allocated: the
+/// punch over the still empty file is asked for first (it frees nothing).
 fn preallocate(file: &File, size: u64) -> bool {
     let Ok(len) = i64::try_from(size) else {
         return false;
     };
+    if nix::fcntl::fallocate(file.as_fd(), PUNCH, 0, len).is_err() {
+        return false;
+    }
     match nix::fcntl::fallocate(file.as_fd(), FallocateFlags::empty(), 0, len) {
         Ok(()) => true,
         Err(_) => {
