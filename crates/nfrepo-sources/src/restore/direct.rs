@@ -383,14 +383,21 @@ impl DirectFile {
         self.file.write_all_at(piece, offset)
     }
 
-    /// Makes `[offset, offset + len)`, which no chunk writes, a hole again
-    /// in a preallocated file (a range within a block reads as zeros; whole
-    /// blocks are freed). Nothing to do in a file allocated as written.
+    /// Frees the blocks of `[offset, offset + len)`, which no chunk writes,
+    /// in a preallocated file. Only whole blocks are punched (and the last
+    /// one, at the end of the file): a preallocated block reads as zeros
+    /// until written, and a block a neighbouring chunk writes part of is
+    /// zeroed around it by the file system, so a punch within a block would
+    /// be a call (and an exclusive lock) for nothing. Nothing to do in a
+    /// file allocated as written.
     fn punch(&self, offset: u64, len: u64) -> std::io::Result<()> {
-        if !self.preallocated || len == 0 {
+        let end = offset + len;
+        let from = offset.next_multiple_of(ALIGN);
+        let to = if end == self.size { end } else { end - end % ALIGN };
+        if !self.preallocated || from >= to {
             return Ok(());
         }
-        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        let (Ok(offset), Ok(len)) = (i64::try_from(from), i64::try_from(to - from)) else {
             return Err(std::io::Error::other("a range past what fallocate takes"));
         };
         nix::fcntl::fallocate(self.file.as_fd(), PUNCH, offset, len).map_err(std::io::Error::from)
